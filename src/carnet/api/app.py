@@ -1,0 +1,156 @@
+"""The composition root of the web server: wires adapters into services and builds the app."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from carnet.api.auth import TokenVerifier
+from carnet.api.fhir import FHIR_JSON, fhir_response, router
+from carnet.api.outcome import operation_outcome, outcome_of, status_of
+from carnet.crypto.aead import AESGCMCipher
+from carnet.crypto.local_provider import LocalKeyProvider
+from carnet.domain.errors import CarnetError, ConfigurationError
+from carnet.domain.policy import PROFILES
+from carnet.services.keys import KeyService
+from carnet.services.ports import KeyProvider
+from carnet.services.records import RecordService
+from carnet.services.vault import Vault
+from carnet.settings import Settings
+from carnet.store.engine import make_engine, upgrade
+from carnet.store.repository import SQLStore
+
+log = logging.getLogger("carnet.api")
+
+
+def utc_now() -> datetime:
+    """The real clock (services receive it as a parameter)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A fresh server-assigned id."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    """Everything wired once per process."""
+
+    settings: Settings
+    store: SQLStore
+    keys: KeyProvider
+    records: RecordService
+    key_service: KeyService
+
+
+def make_key_provider(settings: Settings) -> KeyProvider:
+    """Build the configured key provider.
+
+    Raises:
+        ConfigurationError: the PKCS#11 settings are incomplete.
+    """
+    if settings.key_provider == "pkcs11":
+        from carnet.crypto.pkcs11_provider import PKCS11KeyProvider
+
+        if not (settings.pkcs11_module and settings.pkcs11_token and settings.pkcs11_pin):
+            raise ConfigurationError("The pkcs11 key provider needs its module, token label and PIN.")
+        return PKCS11KeyProvider(settings.pkcs11_module, settings.pkcs11_token, settings.pkcs11_pin)
+    return LocalKeyProvider(settings.key_dir)
+
+
+def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    """Wire the store, the key provider and the services for ``settings``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(settings.effective_database_url)
+    if migrate:
+        upgrade(engine)
+    store = SQLStore(engine)
+    keys = make_key_provider(settings)
+    profile = PROFILES[settings.policy_profile]
+    vault = Vault(keys=keys, cipher=AESGCMCipher())
+    records = RecordService(store=store, vault=vault, profile=profile, clock=utc_now, new_id=new_id)
+    key_service = KeyService(store=store, keys=keys, profile=profile, clock=utc_now)
+    return Services(settings=settings, store=store, keys=keys, records=records, key_service=key_service)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the FastAPI application serving the FHIR API at ``/fhir``."""
+    services = services or build_services(settings)
+    app = FastAPI(
+        title="Carnet FHIR R4 API",
+        version="0.1.0",
+        description="A patient-centred, sealed medical record. FHIR R4 JSON at /fhir.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.state.verifier = TokenVerifier(settings)
+    app.include_router(router, prefix="/fhir")
+
+    @app.exception_handler(CarnetError)
+    async def _carnet_error(request: Request, exc: CarnetError) -> Response:
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": 'Bearer realm="carnet"'} if status == 401 else None
+        if status >= 500:
+            log.error(
+                "request failed: %s %s -> %s (%s)",
+                request.method,
+                request.url.path,
+                status,
+                type(exc).__name__,
+            )
+        return fhir_response(outcome_of(exc), status=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+        message = {
+            404: "No such endpoint; the FHIR API is under /fhir (see /fhir/metadata).",
+            405: "This method is not allowed on this endpoint; see /fhir/metadata.",
+        }.get(exc.status_code, str(exc.detail))
+        return fhir_response(operation_outcome(code, message), status=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return fhir_response(
+            operation_outcome("invalid", "The request is malformed; check its parameters."), status=400
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return fhir_response(
+            operation_outcome("exception", "An internal error occurred; it has been logged."), status=500
+        )
+
+    @app.middleware("http")
+    async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Paths only: query strings can carry identifiers and never reach the logs.
+        started = time.perf_counter()
+        response = await call_next(request)
+        log.info(
+            "%s %s %s %.1fms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            1000 * (time.perf_counter() - started),
+        )
+        return response
+
+    @app.get("/", include_in_schema=False)
+    async def _root() -> Response:
+        return Response(
+            content=b'{"service":"carnet","fhir":"/fhir/metadata"}', media_type="application/json"
+        )
+
+    _ = FHIR_JSON
+    return app

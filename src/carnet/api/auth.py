@@ -1,0 +1,127 @@
+"""Bearer tokens: the embedded development issuer and verification into a ``Principal``.
+
+Development tokens are EdDSA JWTs signed with a key in the key directory (``carnet token``).
+They are refused in production mode, where tokens must come from the configured OpenID
+Connect issuer (Pro Santé Connect-compatible claims) and verify against its JWKS.
+
+Claims: ``sub``; ``kind`` (an ``ActorKind``); ``patient`` (record id, optional);
+``identifier`` (``system|value``, e.g. the INS); ``profession``; ``specialty``; ``name``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+
+from carnet.crypto.signing import dev_issuer_keys
+from carnet.domain.errors import Unauthenticated
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.settings import Settings
+
+DEV_ISSUER = "carnet-dev"
+
+
+def issue_token(settings: Settings, claims: Mapping[str, Any], *, now: datetime, lifetime: timedelta) -> str:
+    """Sign a development token.
+
+    Raises:
+        Unauthenticated: in production mode (the development issuer does not exist there).
+    """
+    if not settings.development_issuer_enabled:
+        raise Unauthenticated("The development token issuer is disabled in production mode.")
+    private_pem, _ = dev_issuer_keys(settings.key_dir)
+    payload = {
+        **claims,
+        "iss": DEV_ISSUER,
+        "aud": settings.oidc_audience,
+        "iat": int(now.timestamp()),
+        "exp": int((now + lifetime).timestamp()),
+    }
+    return jwt.encode(payload, private_pem, algorithm="EdDSA")
+
+
+class TokenVerifier:
+    """Verifies bearer tokens and turns their claims into a principal."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._dev_public: bytes | None = None
+        self._jwks: jwt.PyJWKSet | None = None
+        if settings.development_issuer_enabled:
+            self._dev_public = dev_issuer_keys(settings.key_dir)[1]
+        if settings.oidc_jwks_file is not None:
+            self._jwks = jwt.PyJWKSet.from_dict(json.loads(settings.oidc_jwks_file.read_text()))
+
+    def verify(self, authorization: str | None) -> Principal:
+        """Verify an ``Authorization`` header value.
+
+        Raises:
+            Unauthenticated: missing, malformed, expired, wrong issuer or audience, bad signature.
+        """
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Unauthenticated("Send a bearer token: Authorization: Bearer <token>.")
+        token = authorization[7:].strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+            if issuer == DEV_ISSUER and self._dev_public is not None:
+                claims = jwt.decode(
+                    token,
+                    self._dev_public,
+                    algorithms=["EdDSA"],
+                    audience=self._settings.oidc_audience,
+                    issuer=DEV_ISSUER,
+                )
+            elif self._jwks is not None and issuer == self._settings.oidc_issuer:
+                key = self._jwks[str(header.get("kid"))]
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=["RS256", "ES256", "EdDSA", "PS256"],
+                    audience=self._settings.oidc_audience,
+                    issuer=self._settings.oidc_issuer,
+                )
+            else:
+                raise Unauthenticated("The token's issuer is not trusted by this server.")
+        except (jwt.PyJWTError, KeyError, ValueError) as exc:
+            raise Unauthenticated(f"The bearer token does not verify ({type(exc).__name__}).") from None
+        return principal_from_claims(claims)
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """Build a principal from verified claims.
+
+    Raises:
+        Unauthenticated: claims missing or of the wrong shape.
+    """
+    try:
+        kind = ActorKind(str(claims.get("kind")))
+    except ValueError:
+        raise Unauthenticated("The token's 'kind' claim is not an actor kind Carnet knows.") from None
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated("The token has no subject.")
+    identifier = None
+    raw = claims.get("identifier")
+    if isinstance(raw, str) and "|" in raw:
+        system, _, value = raw.partition("|")
+        identifier = Identifier(system=system, value=value)
+    patient = claims.get("patient")
+
+    def text(name: str) -> str | None:
+        value = claims.get(name)
+        return value if isinstance(value, str) else None
+
+    return Principal(
+        kind=kind,
+        subject=subject,
+        patient_id=patient if isinstance(patient, str) and patient else None,
+        identifier=identifier,
+        profession=text("profession"),
+        specialty=text("specialty"),
+        display=text("name"),
+    )

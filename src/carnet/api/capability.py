@@ -1,0 +1,106 @@
+"""The CapabilityStatement, generated from the same tables the server runs on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carnet.domain.resources import SUPPORTED_TYPES, UNSUPPORTED_TYPES, is_directory_type
+from carnet.domain.search import ParamKind, parameters_for
+
+_DEFINITIONS = "http://hl7.org/fhir/SearchParameter/"
+
+
+def _resource(resource_type: str) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [
+        {"name": "_id", "type": "token"},
+        {"name": "_lastUpdated", "type": "date"},
+    ]
+    if resource_type == "Patient":
+        params.append(
+            {"name": "identifier", "type": "token", "documentation": "Global lookup (e.g. by INS)."}
+        )
+    else:
+        if not is_directory_type(resource_type):
+            params += [
+                {"name": "patient", "type": "reference", "documentation": "Required: the record searched."},
+                {"name": "subject", "type": "reference", "documentation": "Same as patient."},
+            ]
+        for name, (kind, _) in sorted(parameters_for(resource_type).items()):
+            params.append({"name": name, "type": "token" if kind is ParamKind.TOKEN else "date"})
+    interactions = [
+        "read",
+        "vread",
+        "update",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+        "search-type",
+    ]
+    out: dict[str, Any] = {
+        "type": resource_type,
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": False,
+        "conditionalCreate": True,
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": params,
+    }
+    if resource_type == "Patient":
+        out["operation"] = [
+            {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
+        ]
+    return out
+
+
+def capability_statement(base_url: str) -> dict[str, Any]:
+    """Return the server's CapabilityStatement."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-28",
+        "publisher": "Carnet",
+        "kind": "instance",
+        "software": {"name": "Carnet", "version": "0.1.0"},
+        "implementation": {"description": "Carnet patient-centred sealed record", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "Every clinical resource belongs to one patient's record and is sealed with that "
+                    "patient's key. Searches cover one record (patient=Patient/<id>); only Patient is "
+                    "searchable globally, by identifier. Ids are assigned by the server. Not stored: "
+                    + ", ".join(sorted(UNSUPPORTED_TYPES))
+                    + " (R4-only types without an R4B model, and exchange-only types). Unknown search "
+                    "parameters are rejected with 400 unless Prefer: handling=lenient."
+                ),
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "OAuth",
+                                }
+                            ]
+                        }
+                    ],
+                    "description": "Bearer JWT (OpenID Connect in production; embedded issuer in development).",
+                },
+                "resource": [_resource(t) for t in sorted(SUPPORTED_TYPES)],
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "searchParam": [],
+                "operation": [
+                    {
+                        "name": "everything",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                    }
+                ],
+            }
+        ],
+    }

@@ -1,0 +1,415 @@
+"""FHIR R4 REST routes. Each route parses the request, calls the record service, renders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from carnet.api.capability import capability_statement
+from carnet.api.outcome import operation_outcome, outcome_of, status_of
+from carnet.domain import fhirjson
+from carnet.domain.errors import InvalidRequest, PayloadTooLarge
+from carnet.domain.principal import Principal
+from carnet.domain.search import parse_date
+from carnet.services.records import (
+    EntryRequest,
+    EntryResponse,
+    Records,
+    SearchResult,
+    Stored,
+    WriteResult,
+    instant,
+)
+
+FHIR_JSON = "application/fhir+json"
+_ACCEPTED_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+
+router = APIRouter()
+T = TypeVar("T")
+
+
+def fhir_response(
+    body: Mapping[str, Any] | None, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """Render a FHIR JSON response."""
+    content = fhirjson.dumps(body) if body is not None else b""
+    return Response(
+        content=content,
+        status_code=status,
+        media_type=FHIR_JSON + "; charset=utf-8",
+        headers=dict(headers or {}),
+    )
+
+
+async def _principal(request: Request) -> Principal:
+    principal = request.app.state.verifier.verify(request.headers.get("authorization"))
+    resolved: Principal = await run_in_threadpool(request.app.state.services.records.resolve, principal)
+    return resolved
+
+
+async def _records(request: Request) -> Records:
+    principal = await _principal(request)
+    records: Records = request.app.state.services.records.records(principal)
+    return records
+
+
+async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """Read and parse a JSON resource body within the size limit.
+
+    Raises:
+        PayloadTooLarge, InvalidRequest.
+    """
+    limit: int = request.app.state.services.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is larger than the {limit}-byte limit (CARNET_MAX_BODY_BYTES).")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type not in _ACCEPTED_TYPES:
+        raise InvalidRequest(
+            f"Content-Type {content_type[:60]!r} is not accepted; send application/fhir+json."
+        )
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise PayloadTooLarge(f"The body is larger than the {limit}-byte limit (CARNET_MAX_BODY_BYTES).")
+    if not chunks:
+        raise InvalidRequest("The request has no body; send a FHIR resource as JSON.")
+    parsed = fhirjson.loads(bytes(chunks))
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("resourceType"), str):
+        raise InvalidRequest("The body must be a JSON object with a resourceType.")
+    return parsed
+
+
+def _base(request: Request) -> str:
+    base: str = request.app.state.services.settings.base_url
+    return base
+
+
+def _version_headers(stored: Stored, base: str) -> dict[str, str]:
+    return {
+        "ETag": stored.etag,
+        "Last-Modified": stored.last_updated.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "Location": f"{base}/{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}",
+    }
+
+
+def _prefer_minimal(request: Request) -> bool:
+    return "return=minimal" in request.headers.get("prefer", "")
+
+
+def _lenient(request: Request) -> bool:
+    return "handling=lenient" in request.headers.get("prefer", "")
+
+
+def _write_response(request: Request, result: WriteResult) -> Response:
+    stored = result.stored
+    headers = _version_headers(stored, _base(request))
+    status = 201 if result.created else 200
+    return fhir_response(
+        None if _prefer_minimal(request) else stored.resource, status=status, headers=headers
+    )
+
+
+def _search_bundle(request: Request, result: SearchResult, path: str) -> dict[str, Any]:
+    base = _base(request)
+    query = result.query
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_offset"]
+
+    def link(relation: str, offset: int) -> dict[str, str]:
+        return {
+            "relation": relation,
+            "url": f"{base}/{path}?{urlencode([*params, ('_offset', str(offset))])}",
+        }
+
+    links = [link("self", query.offset)]
+    if not query.summary_count and query.offset + query.count < result.total and query.count > 0:
+        links.append(link("next", query.offset + query.count))
+    if query.offset > 0 and not query.summary_count:
+        links.append(link("previous", max(0, query.offset - max(query.count, 1))))
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+            "resource": r,
+            "search": {"mode": "match"},
+        }
+        for r in result.resources
+    ]
+    if query.ignored:
+        outcome = operation_outcome(
+            "not-supported",
+            "Ignored unsupported search parameters: " + ", ".join(query.ignored[:10]),
+            severity="warning",
+        )
+        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": result.total,
+        "link": links,
+    }
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _history_bundle(request: Request, versions: Sequence[Stored], count: int | None) -> dict[str, Any]:
+    base = _base(request)
+    shown = versions[:count] if count is not None else versions
+    entries = []
+    for stored in shown:
+        url = f"{stored.resource_type}/{stored.resource_id}"
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+        if stored.resource is not None:
+            entry["resource"] = stored.resource
+        method = "DELETE" if stored.resource is None else ("POST" if stored.version_id == 1 else "PUT")
+        entry["request"] = {"method": method, "url": url if method != "POST" else stored.resource_type}
+        entry["response"] = {
+            "status": "204" if method == "DELETE" else ("201" if method == "POST" else "200"),
+            "etag": stored.etag,
+            "lastModified": instant(stored.last_updated),
+        }
+        entries.append(entry)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": len(versions)}
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _history_params(request: Request) -> tuple[str | None, datetime | None, int | None]:
+    patient: str | None = None
+    since: datetime | None = None
+    count: int | None = None
+    for name, value in request.query_params.multi_items():
+        if name in ("patient", "subject"):
+            patient = value.removeprefix("Patient/")
+        elif name == "_since":
+            since = parse_date(value).low
+        elif name == "_count":
+            if not value.isdigit():
+                raise InvalidRequest("_count must be a whole number.")
+            count = int(value)
+        elif name in ("_format", "_pretty"):
+            continue
+        else:
+            raise InvalidRequest(
+                f"History does not support the parameter {name[:40]!r}; use _since, _count, patient."
+            )
+    return patient, since, count
+
+
+@router.get("/metadata")
+async def metadata(request: Request) -> Response:
+    """Return the CapabilityStatement (no authentication needed)."""
+    return fhir_response(capability_statement(_base(request)))
+
+
+@router.post("")
+@router.post("/")
+async def bundle(request: Request) -> Response:
+    """Process a transaction or batch Bundle."""
+    body = await _body(request)
+    records = await _records(request)
+    if body.get("resourceType") != "Bundle" or body.get("type") not in ("transaction", "batch"):
+        raise InvalidRequest("POST /fhir takes a Bundle of type transaction or batch.")
+    entries = parse_entries(body)
+    if body["type"] == "transaction":
+        responses = await _call(records.transaction, entries)
+        kind = "transaction-response"
+    else:
+        responses = await _call(records.batch, entries)
+        kind = "batch-response"
+    representation = "return=representation" in request.headers.get("prefer", "")
+    out = [_entry_response(request, r, representation) for r in responses]
+    return fhir_response({"resourceType": "Bundle", "type": kind, "entry": out})
+
+
+def _entry_response(request: Request, response: EntryResponse, representation: bool) -> dict[str, Any]:
+    if response.error is not None:
+        status = status_of(response.error)
+        return {"response": {"status": str(status), "outcome": outcome_of(response.error)}}
+    entry: dict[str, Any] = {}
+    reply: dict[str, Any] = {"status": str(response.status)}
+    if response.location:
+        reply["location"] = response.location
+    if response.stored is not None:
+        reply["etag"] = response.stored.etag
+        reply["lastModified"] = instant(response.stored.last_updated)
+        if (representation or response.location is None) and response.stored.resource is not None:
+            entry["resource"] = response.stored.resource
+    if response.search is not None:
+        entry["resource"] = _search_bundle(request, response.search, response.search.query.resource_type)
+    entry["response"] = reply
+    return entry
+
+
+def parse_entries(body: Mapping[str, Any]) -> list[EntryRequest]:
+    """Turn a Bundle's entries into typed requests.
+
+    Raises:
+        InvalidRequest: an entry without a request, or with a bad method or resource.
+    """
+    raw_entries = body.get("entry", [])
+    if not isinstance(raw_entries, list):
+        raise InvalidRequest("Bundle.entry must be a list.")
+    entries: list[EntryRequest] = []
+    for index, raw in enumerate(raw_entries):
+        if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+            raise InvalidRequest(
+                f"Entry {index} has no request; each entry needs request.method and request.url."
+            )
+        req = raw["request"]
+        method, url = req.get("method"), req.get("url")
+        if method not in ("GET", "POST", "PUT", "DELETE") or not isinstance(url, str) or not url:
+            raise InvalidRequest(
+                f"Entry {index}: request.method must be GET, POST, PUT or DELETE, with a url."
+            )
+        resource = raw.get("resource")
+        if resource is not None and not (
+            isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)
+        ):
+            raise InvalidRequest(f"Entry {index}: resource must be a FHIR resource object.")
+        if method in ("POST", "PUT") and resource is None:
+            raise InvalidRequest(f"Entry {index}: a {method} entry needs a resource.")
+        full_url = raw.get("fullUrl")
+
+        def text(value: Any) -> str | None:
+            return value if isinstance(value, str) else None
+
+        entries.append(
+            EntryRequest(
+                method=method,
+                url=url,
+                resource=resource,
+                full_url=text(full_url),
+                if_match=text(req.get("ifMatch")),
+                if_none_exist=text(req.get("ifNoneExist")),
+            )
+        )
+    return entries
+
+
+@router.get("/{resource_type}/_history")
+async def type_history(resource_type: str, request: Request) -> Response:
+    """History of a type within one record (``?patient=``)."""
+    records = await _records(request)
+    patient, since, count = _history_params(request)
+    versions = await _call(records.history, resource_type, None, patient, since)
+    return fhir_response(_history_bundle(request, versions, count))
+
+
+@router.get("/{resource_type}")
+async def search_get(resource_type: str, request: Request) -> Response:
+    """Search (GET)."""
+    records = await _records(request)
+    params = list(request.query_params.multi_items())
+    result = await _call(records.search, resource_type, params, lenient=_lenient(request))
+    return fhir_response(_search_bundle(request, result, resource_type))
+
+
+@router.post("/{resource_type}/_search")
+async def search_post(resource_type: str, request: Request) -> Response:
+    """Search (POST with form parameters)."""
+    records = await _records(request)
+    form = await request.form()
+    params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    params += list(request.query_params.multi_items())
+    result = await _call(records.search, resource_type, params, lenient=_lenient(request))
+    return fhir_response(_search_bundle(request, result, resource_type))
+
+
+@router.post("/{resource_type}")
+async def create(resource_type: str, request: Request) -> Response:
+    """Create (server-assigned id), conditionally with ``If-None-Exist``."""
+    body = await _body(request)
+    records = await _records(request)
+    if body.get("resourceType") != resource_type:
+        raise InvalidRequest(
+            f"The body is a {str(body.get('resourceType'))[:64]}, posted to /fhir/{resource_type[:64]}."
+        )
+    result = await _call(records.create, body, if_none_exist=request.headers.get("if-none-exist"))
+    return _write_response(request, result)
+
+
+@router.get("/Patient/{patient_id}/$everything")
+async def everything(patient_id: str, request: Request) -> Response:
+    """Return a patient's whole record as a searchset Bundle."""
+    records = await _records(request)
+    for name, _ in request.query_params.multi_items():
+        if name not in ("_format", "_pretty"):
+            raise InvalidRequest(f"$everything does not support the parameter {name[:40]!r}.")
+    resources = await _call(records.everything, patient_id)
+    base = _base(request)
+    return fhir_response(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(resources),
+            "link": [{"relation": "self", "url": f"{base}/Patient/{patient_id}/$everything"}],
+            "entry": [
+                {
+                    "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+                    "resource": r,
+                    "search": {"mode": "match"},
+                }
+                for r in resources
+            ],
+        }
+    )
+
+
+@router.get("/{resource_type}/{resource_id}")
+async def read(resource_type: str, resource_id: str, request: Request) -> Response:
+    """Read the current version."""
+    records = await _records(request)
+    stored = await _call(records.read, resource_type, resource_id)
+    headers = _version_headers(stored, _base(request))
+    headers.pop("Location")
+    return fhir_response(stored.resource, headers=headers)
+
+
+@router.put("/{resource_type}/{resource_id}")
+async def update(resource_type: str, resource_id: str, request: Request) -> Response:
+    """Update an existing resource (``If-Match`` for optimistic locking)."""
+    body = await _body(request)
+    records = await _records(request)
+    result = await _call(
+        records.update, resource_type, resource_id, body, if_match=request.headers.get("if-match")
+    )
+    return _write_response(request, result)
+
+
+@router.delete("/{resource_type}/{resource_id}")
+async def delete(resource_type: str, resource_id: str, request: Request) -> Response:
+    """Delete logically."""
+    records = await _records(request)
+    await _call(records.delete, resource_type, resource_id)
+    return Response(status_code=204)
+
+
+@router.get("/{resource_type}/{resource_id}/_history")
+async def instance_history(resource_type: str, resource_id: str, request: Request) -> Response:
+    """Every version of one resource."""
+    records = await _records(request)
+    _, since, count = _history_params(request)
+    versions = await _call(records.history, resource_type, resource_id, None, since)
+    return fhir_response(_history_bundle(request, versions, count))
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+async def vread(resource_type: str, resource_id: str, version_id: str, request: Request) -> Response:
+    """Read one version."""
+    records = await _records(request)
+    stored = await _call(records.vread, resource_type, resource_id, version_id)
+    headers = _version_headers(stored, _base(request))
+    headers.pop("Location")
+    return fhir_response(stored.resource, headers=headers)

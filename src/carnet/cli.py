@@ -1,0 +1,164 @@
+"""The ``carnet`` command: each subcommand calls one service (a composition root)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from carnet.domain.errors import CarnetError
+from carnet.domain.principal import ActorKind, Principal
+from carnet.settings import Settings, load
+
+app = typer.Typer(help="Carnet: a shared medical record the patient controls.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="Key management (administrators).", no_args_is_help=True)
+patient_app = typer.Typer(help="Whole-record operations (administrators).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(patient_app, name="patient")
+
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load(os.environ)
+    except CarnetError as exc:
+        console.print(f"[red]Configuration error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _operator() -> Principal:
+    return Principal(kind=ActorKind.ADMIN, subject=f"cli:{os.environ.get('USER', 'operator')}")
+
+
+def _fail(exc: CarnetError) -> typer.Exit:
+    console.print(f"[red]Error:[/red] {exc.message}")
+    return typer.Exit(1)
+
+
+@app.command()
+def serve() -> None:
+    """Serve the FHIR API (and, later, the portals) with uvicorn."""
+    import uvicorn
+
+    from carnet.api.app import create_app
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to the newest migration."""
+    from carnet.store.engine import make_engine, upgrade
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    upgrade(make_engine(settings.effective_database_url))
+    console.print("Database schema is up to date.")
+
+
+@app.command()
+def token(
+    kind: Annotated[str, typer.Option(help="patient, professional, admin, … (an actor kind)")],
+    sub: Annotated[
+        str | None, typer.Option(help="Subject id (default: derived from the other options)")
+    ] = None,
+    patient: Annotated[str | None, typer.Option(help="Record id the token is for (patients)")] = None,
+    identifier: Annotated[str | None, typer.Option(help="Identifier system|value, e.g. the INS")] = None,
+    profession: Annotated[str | None, typer.Option(help="Profession code (G15), professionals")] = None,
+    specialty: Annotated[str | None, typer.Option(help="Specialty code (R38), professionals")] = None,
+    name: Annotated[str | None, typer.Option(help="Display name")] = None,
+    hours: Annotated[int, typer.Option(help="Lifetime in hours")] = 12,
+) -> None:
+    """Print a development bearer token (refused in production mode)."""
+    from carnet.api.auth import issue_token
+
+    try:
+        actor_kind = ActorKind(kind)
+    except ValueError:
+        console.print(f"[red]Error:[/red] --kind must be one of {', '.join(k.value for k in ActorKind)}.")
+        raise typer.Exit(2) from None
+    claims: dict[str, str] = {
+        "kind": actor_kind.value,
+        "sub": sub or f"{kind}:{patient or identifier or 'demo'}",
+    }
+    for claim, value in (
+        ("patient", patient),
+        ("identifier", identifier),
+        ("profession", profession),
+        ("specialty", specialty),
+        ("name", name),
+    ):
+        if value:
+            claims[claim] = value
+    try:
+        print(issue_token(_settings(), claims, now=datetime.now(UTC), lifetime=timedelta(hours=hours)))
+    except CarnetError as exc:
+        raise _fail(exc) from None
+
+
+@keys_app.command("rotate")
+def keys_rotate(batch: Annotated[int, typer.Option(help="Keys re-wrapped per transaction")] = 200) -> None:
+    """Re-wrap every patient key under a new key-encryption key (resumable if interrupted)."""
+    from carnet.api.app import build_services
+
+    services = build_services(_settings())
+    with Progress(
+        TextColumn("Re-wrapping patient keys"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("rotate", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            report = services.key_service.rotate(_operator(), batch=batch, progress=progress)
+        except CarnetError as exc:
+            raise _fail(exc) from None
+    verb = "Resumed and finished" if report.resumed else "Finished"
+    console.print(
+        f"{verb}: {report.rewrapped} keys now under {report.kek_id}; retired {len(report.retired)} old KEK(s)."
+    )
+
+
+@patient_app.command("shred")
+def patient_shred(
+    patient_id: Annotated[str, typer.Argument(help="The record (Patient id) to erase")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Destroy one patient's key: the whole record becomes unreadable, everywhere, for good."""
+    from carnet.api.app import build_services
+
+    if not yes and not typer.confirm(f"Erase Patient/{patient_id} for good? This cannot be undone"):
+        raise typer.Exit(1)
+    services = build_services(_settings())
+    try:
+        services.key_service.shred(_operator(), patient_id)
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    console.print(f"Patient/{patient_id}: key destroyed; the record can no longer be opened.")
+
+
+def main() -> None:
+    """Entry point of the ``carnet`` script."""
+    try:
+        app()
+    except CarnetError as exc:
+        console.print(f"[red]Error:[/red] {exc.message}")
+        sys.exit(1)

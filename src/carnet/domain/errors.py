@@ -1,0 +1,141 @@
+"""The one exception tree of Carnet.
+
+::
+
+    CarnetError
+    ├── ConfigurationError        settings are missing or wrong; start-up stops
+    ├── NotFound                  no such resource (or the caller may not know it exists)
+    │   └── Gone                  the resource existed and was deleted
+    ├── Conflict                  version mismatch, duplicate, concurrent change
+    │   └── PreconditionFailed    If-Match did not match the current version
+    ├── InvalidRequest            the request itself is malformed (parameters, ids, body shape)
+    │   ├── InvalidResource       the resource does not validate against FHIR R4
+    │   ├── UnsupportedSearch     a search parameter or modifier we do not implement
+    │   └── PayloadTooLarge       the body exceeds the configured limit
+    ├── Unauthenticated           no token, or a token that does not verify
+    ├── AccessDenied              the policy refused; carries the decision's reasons
+    ├── EnvelopeError             a sealed value did not open (one opaque error for all causes)
+    ├── AuditChainError           a journal proof, tree head or checkpoint does not verify
+    ├── KeyProviderError          the key provider failed to wrap or unwrap a key
+    └── RecordShredded            the patient's key was destroyed; the record is unreadable
+
+Only ``carnet.api`` turns these into an OperationOutcome and an HTTP status.
+Messages name a value and the fix; they never contain patient data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class CarnetError(Exception):
+    """Base of every error Carnet raises on purpose."""
+
+    #: FHIR OperationOutcome issue code (http://hl7.org/fhir/issue-type).
+    code: str = "exception"
+
+    def __init__(self, message: str, *, expression: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.expression = tuple(expression)
+
+
+class ConfigurationError(CarnetError):
+    """Settings are missing or invalid; raised at start-up."""
+
+    code = "invalid"
+
+
+class NotFound(CarnetError):
+    """The resource does not exist, or the caller may not learn that it exists."""
+
+    code = "not-found"
+
+
+class Gone(NotFound):
+    """The resource existed and was deleted."""
+
+    code = "deleted"
+
+
+class Conflict(CarnetError):
+    """The change conflicts with the stored state."""
+
+    code = "conflict"
+
+
+class PreconditionFailed(Conflict):
+    """An ``If-Match`` or ``If-None-Exist`` precondition did not hold."""
+
+
+class InvalidRequest(CarnetError):
+    """The request is malformed."""
+
+    code = "invalid"
+
+
+class InvalidResource(InvalidRequest):
+    """The resource is not valid FHIR R4."""
+
+    code = "structure"
+
+
+class UnsupportedSearch(InvalidRequest):
+    """A search parameter, modifier or prefix that Carnet does not implement."""
+
+    code = "not-supported"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body is larger than the configured limit."""
+
+    code = "too-costly"
+
+
+class Unauthenticated(CarnetError):
+    """The request carries no valid bearer token."""
+
+    code = "login"
+
+
+class AccessDenied(CarnetError):
+    """The access policy refused the request."""
+
+    code = "forbidden"
+
+    def __init__(self, message: str, *, reasons: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.reasons = tuple(reasons)
+
+
+class EnvelopeError(CarnetError):
+    """A sealed value could not be opened.
+
+    Deliberately opaque: a wrong key, a flipped bit, a moved ciphertext and an
+    unknown format version all raise this same error with the same message.
+    """
+
+    code = "security"
+
+    def __init__(self) -> None:
+        super().__init__("Sealed value could not be opened.")
+
+
+class AuditChainError(CarnetError):
+    """A Merkle proof, tree head or signed checkpoint of the journal does not verify.
+
+    Raised for a proof that does not lead to the expected root, a hash that is not
+    32 bytes long, a size or index out of range, and a tree that was rolled back.
+    """
+
+    code = "processing"
+
+
+class KeyProviderError(CarnetError):
+    """The key provider could not wrap or unwrap a key."""
+
+    code = "security"
+
+
+class RecordShredded(Gone):
+    """The patient's key was destroyed: nothing of this record can be read."""

@@ -1,0 +1,169 @@
+"""The interfaces the services depend on; adapters in ``crypto`` and ``store`` implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from carnet.domain.keys import WrappedKey
+
+
+class Cipher(Protocol):
+    """Symmetric primitives: sealing (DESIGN §4), subkeys and blind indexes."""
+
+    def generate_key(self) -> bytes:
+        """Return a fresh 256-bit key."""
+        ...
+
+    def seal(self, key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Seal ``plaintext`` bound to ``aad``."""
+        ...
+
+    def unseal(self, key: bytes, sealed: bytes, aad: bytes) -> bytes:
+        """Open a sealed value; raise ``EnvelopeError`` on any failure."""
+        ...
+
+    def derive_subkey(self, key: bytes, purpose: str) -> bytes:
+        """Derive a purpose-bound subkey."""
+        ...
+
+    def blind_index(self, key: bytes, *parts: str) -> bytes:
+        """Return a keyed hash of ``parts``."""
+        ...
+
+
+class KeyProvider(Protocol):
+    """Wraps and unwraps patient keys with key-encryption keys kept apart from storage."""
+
+    name: str
+
+    def current_kek_id(self) -> str:
+        """Return the id of the KEK used for new wraps."""
+        ...
+
+    def wrap(self, key: bytes) -> WrappedKey:
+        """Wrap a 32-byte key under the current KEK."""
+        ...
+
+    def unwrap(self, wrapped: WrappedKey) -> bytes:
+        """Unwrap a key; raise ``KeyProviderError`` if it does not unwrap."""
+        ...
+
+    def new_kek(self) -> str:
+        """Create a KEK, make it current, return its id."""
+        ...
+
+    def kek_ids(self) -> list[str]:
+        """List the KEKs held."""
+        ...
+
+    def retire(self, kek_id: str) -> None:
+        """Destroy a KEK that no longer wraps anything."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredVersion:
+    """One stored version of a resource; ``sealed`` is None for a deletion."""
+
+    patient_id: str
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    sealed: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredKey:
+    """A patient's wrapped key as stored; ``wrapped`` is None once shredded."""
+
+    patient_id: str
+    wrapped: WrappedKey | None
+    status: str
+
+
+class StoreSession(Protocol):
+    """One database transaction. Every method is keyed by patient id (the distribution column)."""
+
+    def get_key(self, patient_id: str) -> StoredKey | None:
+        """Return the patient's stored key row."""
+        ...
+
+    def put_key(self, patient_id: str, wrapped: WrappedKey, now: datetime) -> None:
+        """Store a new patient's wrapped key."""
+        ...
+
+    def rewrap_key(self, patient_id: str, old_kek_id: str, wrapped: WrappedKey) -> bool:
+        """Replace a wrapped key if it is still under ``old_kek_id``; tell whether it was."""
+        ...
+
+    def keys_not_under(self, kek_id: str, limit: int) -> list[StoredKey]:
+        """Return up to ``limit`` live keys wrapped under another KEK than ``kek_id``."""
+        ...
+
+    def count_keys(self) -> int:
+        """Count live patient keys."""
+        ...
+
+    def shred_key(self, patient_id: str, now: datetime) -> None:
+        """Destroy the patient's wrapped key and the patient's search indexes."""
+        ...
+
+    def locate(self, resource_type: str, resource_id: str) -> str | None:
+        """Return the patient id holding a resource, if any."""
+        ...
+
+    def current(self, patient_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """Return the current version (possibly a deletion)."""
+        ...
+
+    def version(
+        self, patient_id: str, resource_type: str, resource_id: str, version_id: int
+    ) -> StoredVersion | None:
+        """Return one version."""
+        ...
+
+    def history(self, patient_id: str, resource_type: str, resource_id: str | None) -> list[StoredVersion]:
+        """Return every version of a resource (or of a type in a record), newest first."""
+        ...
+
+    def write_version(self, version: StoredVersion) -> None:
+        """Append a version and make it current; raise ``Conflict`` if that version exists."""
+        ...
+
+    def set_tokens(
+        self, patient_id: str, resource_type: str, resource_id: str, hashes: set[tuple[str, bytes]]
+    ) -> None:
+        """Replace a resource's blind-index entries."""
+        ...
+
+    def search(
+        self,
+        patient_id: str,
+        resource_type: str | None,
+        ids: Sequence[str],
+        token_filters: Sequence[tuple[str, Sequence[bytes]]],
+    ) -> list[StoredVersion]:
+        """Return current, non-deleted versions matching ids and every token filter."""
+        ...
+
+    def find_identities(self, value_hash: bytes) -> list[str]:
+        """Return every live patient registered under a global identifier hash."""
+        ...
+
+    def set_identities(self, patient_id: str, hashes: set[bytes]) -> None:
+        """Replace the global identifier hashes of a patient; raise ``Conflict`` if one is taken."""
+        ...
+
+
+class Store(Protocol):
+    """Opens transactions on the record store."""
+
+    def session(self, *, write: bool = False) -> AbstractContextManager[StoreSession]:
+        """Open one transaction, committed when the block exits without error."""
+        ...

@@ -1,0 +1,796 @@
+"""The record service: every read and write of FHIR resources, for one principal.
+
+Each operation follows the same path: load what the policy needs → ``decide`` → act →
+seal/open, inside one store transaction. Routes never touch storage; they call this.
+A refusal on something the caller may not know exists is reported as ``NotFound``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from carnet.domain import fhirjson
+from carnet.domain.errors import (
+    AccessDenied,
+    CarnetError,
+    Gone,
+    InvalidRequest,
+    InvalidResource,
+    NotFound,
+    PreconditionFailed,
+    RecordShredded,
+)
+from carnet.domain.policy import NO_GRANTS, AccessRequest, Action, Decision, Profile, Target, decide
+from carnet.domain.principal import ActorKind, Principal
+from carnet.domain.resources import (
+    SUPPORTED_TYPES,
+    is_directory_type,
+    is_valid_id,
+    patient_references,
+    references,
+    replace_strings,
+)
+from carnet.domain.search import (
+    SearchQuery,
+    SortKey,
+    clause_keys,
+    index_tokens,
+    matches_dates,
+    parse_search,
+    sort_value,
+    token_keys,
+)
+from carnet.domain.validation import validate
+from carnet.services.ports import Store, StoredVersion, StoreSession
+from carnet.services.vault import DIRECTORY, Vault
+
+Clock = Callable[[], datetime]
+NewId = Callable[[], str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stored:
+    """A resource version as returned to a caller; ``resource`` is None for a deletion."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    resource: dict[str, Any] | None
+
+    @property
+    def etag(self) -> str:
+        """The weak ETag of this version."""
+        return f'W/"{self.version_id}"'
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteResult:
+    """The outcome of a create or update; ``created`` is False when a conditional create matched."""
+
+    stored: Stored
+    created: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResult:
+    """One page of search results."""
+
+    resources: list[dict[str, Any]]
+    total: int
+    query: SearchQuery
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryRequest:
+    """One entry of a transaction or batch Bundle, parsed at the edge."""
+
+    method: str
+    url: str
+    resource: dict[str, Any] | None = None
+    full_url: str | None = None
+    if_match: str | None = None
+    if_none_exist: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryResponse:
+    """The result of one Bundle entry (``error`` set when a batch entry failed)."""
+
+    status: int
+    location: str | None = None
+    stored: Stored | None = None
+    search: SearchResult | None = None
+    error: CarnetError | None = None
+
+
+def instant(moment: datetime) -> str:
+    """Render a FHIR instant in UTC with milliseconds."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_etag(value: str) -> int:
+    """Read a version number from an ``If-Match`` value (``W/"3"`` or ``3``).
+
+    Raises:
+        InvalidRequest: not a version ETag.
+    """
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise InvalidRequest(f'If-Match {value[:30]!r} is not a version ETag; send W/"<versionId>".')
+    return int(text)
+
+
+def _check_type(resource_type: str) -> None:
+    if resource_type not in SUPPORTED_TYPES:
+        raise NotFound(f"Resource type {resource_type[:64]!r} is not served here; see /fhir/metadata.")
+
+
+def _check_id(resource_type: str, resource_id: str) -> None:
+    _check_type(resource_type)
+    if not is_valid_id(resource_id):
+        raise InvalidRequest(f"{resource_id[:70]!r} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .).")
+
+
+class RecordService:
+    """Builds the per-principal record access; holds the shared adapters."""
+
+    def __init__(self, *, store: Store, vault: Vault, profile: Profile, clock: Clock, new_id: NewId) -> None:
+        self.store = store
+        self.vault = vault
+        self.profile = profile
+        self.clock = clock
+        self.new_id = new_id
+
+    def resolve(self, principal: Principal) -> Principal:
+        """Attach the record a patient holds, found by the identifier in their token."""
+        if principal.kind is not ActorKind.PATIENT or principal.patient_id or principal.identifier is None:
+            return principal
+        with self.store.session() as session:
+            ident = principal.identifier
+            found = session.find_identities(
+                self.vault.identity_hash(session, "sc", ident.system, ident.value, now=self.clock())
+            )
+        return dataclasses.replace(principal, patient_id=found[0]) if found else principal
+
+    def records(self, principal: Principal) -> Records:
+        """Return the record access of one principal."""
+        return Records(self, principal)
+
+
+class Records:
+    """Everything one principal may do with records; each call is one transaction."""
+
+    def __init__(self, service: RecordService, principal: Principal) -> None:
+        self._svc = service
+        self._vault = service.vault
+        self.actor = principal
+
+    # -- policy -------------------------------------------------------------------------
+
+    def _target(self, patient_id: str | None, resource_type: str, *, opens: bool = False) -> Target:
+        if patient_id == DIRECTORY:
+            return Target(patient_id=None, resource_type=resource_type, in_directory=True)
+        return Target(patient_id=patient_id, resource_type=resource_type, opens_own_record=opens)
+
+    def _decide(self, action: Action, target: Target) -> Decision:
+        request = AccessRequest(actor=self.actor, action=action, target=target)
+        return decide(request, NO_GRANTS, self._svc.profile, self._svc.clock())
+
+    def _check(self, action: Action, target: Target, *, hide: bool, what: str = "") -> Decision:
+        decision = self._decide(action, target)
+        if not decision.allowed:
+            if hide:
+                raise NotFound(f"{what or target.resource_type} is not known.")
+            raise AccessDenied("Access to this record is not allowed.", reasons=decision.reasons)
+        return decision
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _open(self, key: bytes, version: StoredVersion) -> Stored:
+        resource = None
+        if version.sealed is not None:
+            raw = self._vault.open_resource(
+                key,
+                version.patient_id,
+                version.resource_type,
+                version.resource_id,
+                version.version_id,
+                version.sealed,
+            )
+            resource = fhirjson.loads(raw)
+        return Stored(
+            resource_type=version.resource_type,
+            resource_id=version.resource_id,
+            version_id=version.version_id,
+            last_updated=version.last_updated,
+            resource=resource,
+        )
+
+    def _key(self, session: StoreSession, patient_id: str) -> bytes:
+        return self._vault.key(session, patient_id, self._svc.clock())
+
+    def _locate(self, session: StoreSession, resource_type: str, resource_id: str, action: Action) -> str:
+        _check_id(resource_type, resource_id)
+        what = f"{resource_type}/{resource_id}"
+        patient_id = session.locate(resource_type, resource_id)
+        if patient_id is None:
+            raise NotFound(f"{what} is not known.")
+        self._check(action, self._target(patient_id, resource_type), hide=True, what=what)
+        return patient_id
+
+    def _read(self, session: StoreSession, resource_type: str, resource_id: str) -> Stored:
+        patient_id = self._locate(session, resource_type, resource_id, Action.READ)
+        version = session.current(patient_id, resource_type, resource_id)
+        if version is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known.")
+        if version.deleted:
+            raise Gone(f"{resource_type}/{resource_id} was deleted.")
+        return self._open(self._key(session, patient_id), version)
+
+    def read(self, resource_type: str, resource_id: str) -> Stored:
+        """Read the current version of a resource.
+
+        Raises:
+            NotFound: unknown, or not for this caller. Gone: deleted, or the record was erased.
+        """
+        with self._svc.store.session() as session:
+            return self._read(session, resource_type, resource_id)
+
+    def _vread(self, session: StoreSession, resource_type: str, resource_id: str, version_id: str) -> Stored:
+        patient_id = self._locate(session, resource_type, resource_id, Action.VREAD)
+        if not version_id.isdigit():
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version_id[:20]!r}.")
+        version = session.version(patient_id, resource_type, resource_id, int(version_id))
+        if version is None:
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}.")
+        if version.deleted:
+            raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion.")
+        return self._open(self._key(session, patient_id), version)
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> Stored:
+        """Read one version of a resource."""
+        with self._svc.store.session() as session:
+            return self._vread(session, resource_type, resource_id, version_id)
+
+    def history(
+        self,
+        resource_type: str,
+        resource_id: str | None,
+        patient_id: str | None,
+        since: datetime | None = None,
+    ) -> list[Stored]:
+        """Return the versions of a resource, or of a type within one record, newest first.
+
+        Raises:
+            InvalidRequest: a type history without a patient (records are patient-centred).
+        """
+        with self._svc.store.session() as session:
+            if resource_id is not None:
+                owner = self._locate(session, resource_type, resource_id, Action.HISTORY)
+            else:
+                _check_type(resource_type)
+                if is_directory_type(resource_type):
+                    owner = DIRECTORY
+                elif patient_id is None:
+                    raise InvalidRequest(
+                        f"History of {resource_type} covers one record: add ?patient=Patient/<id>."
+                    )
+                else:
+                    owner = patient_id
+                self._check(Action.HISTORY, self._target(owner, resource_type), hide=False)
+            try:
+                key = self._key(session, owner)
+            except RecordShredded:
+                if resource_id is not None:
+                    raise
+                return []
+            versions = session.history(owner, resource_type, resource_id)
+            if since is not None:
+                versions = [v for v in versions if v.last_updated >= since]
+            return [self._open(key, v) for v in versions]
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _place(self, session: StoreSession, resource: Mapping[str, Any]) -> str:
+        """Return the record a new resource belongs to, checking the caller may write there."""
+        resource_type = str(resource["resourceType"])
+        if is_directory_type(resource_type):
+            return DIRECTORY
+        candidates = list(dict.fromkeys(patient_references(resource)))
+        if not candidates:
+            raise InvalidResource(
+                f"{resource_type} must reference its patient (e.g. subject or patient = Patient/<id>): "
+                "every clinical resource belongs to one record."
+            )
+        patient_id = candidates[0]
+        return patient_id
+
+    def _ensure_record(self, session: StoreSession, patient_id: str) -> bytes:
+        try:
+            return self._key(session, patient_id)
+        except RecordShredded:
+            raise InvalidResource(f"Patient/{patient_id} is not a record on this server.") from None
+
+    def _write(
+        self,
+        session: StoreSession,
+        *,
+        patient_id: str,
+        key: bytes,
+        resource_type: str,
+        resource_id: str,
+        version_id: int,
+        resource: Mapping[str, Any] | None,
+    ) -> Stored:
+        now = self._svc.clock()
+        body: dict[str, Any] | None = None
+        sealed = None
+        if resource is not None:
+            meta = dict(resource.get("meta") or {})
+            meta["versionId"] = str(version_id)
+            meta["lastUpdated"] = instant(now)
+            body = {"resourceType": resource_type, "id": resource_id, "meta": meta}
+            body.update({k: v for k, v in resource.items() if k not in body})
+            sealed = self._vault.seal_resource(
+                key, patient_id, resource_type, resource_id, version_id, fhirjson.dumps(body)
+            )
+        session.write_version(
+            StoredVersion(
+                patient_id=patient_id,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                version_id=version_id,
+                last_updated=now,
+                deleted=resource is None,
+                sealed=sealed,
+            )
+        )
+        tokens = index_tokens(body) if body is not None else set()
+        session.set_tokens(patient_id, resource_type, resource_id, self._vault.token_hashes(key, tokens))
+        if resource_type == "Patient":
+            session.set_identities(patient_id, self._identity_hashes(session, body))
+        return Stored(
+            resource_type=resource_type,
+            resource_id=resource_id,
+            version_id=version_id,
+            last_updated=now,
+            resource=body,
+        )
+
+    def _identity_hashes(self, session: StoreSession, patient: Mapping[str, Any] | None) -> set[bytes]:
+        if patient is None:
+            return set()
+        out: set[bytes] = set()
+        for ident in patient.get("identifier") or []:
+            for parts in token_keys(ident):
+                if parts[0] != "s":  # a system alone would link every patient of that system
+                    out.add(self._vault.identity_hash(session, *parts, now=self._svc.clock()))
+        return out
+
+    def _opens_own_record(self, resource: Mapping[str, Any]) -> bool:
+        ident = self.actor.identifier
+        if ident is None:
+            return False
+        return any(
+            isinstance(i, dict) and i.get("system") == ident.system and i.get("value") == ident.value
+            for i in resource.get("identifier") or []
+        )
+
+    def _create(
+        self,
+        session: StoreSession,
+        resource: Mapping[str, Any],
+        *,
+        if_none_exist: str | None = None,
+        assigned_id: str | None = None,
+    ) -> WriteResult:
+        validate(resource)
+        resource_type = str(resource["resourceType"])
+        if resource_type == "Patient":
+            target = self._target(None, "Patient", opens=self._opens_own_record(resource))
+            self._check(Action.CREATE, target, hide=False)
+            if if_none_exist is not None:
+                existing = self._conditional(session, "Patient", if_none_exist, None)
+                if existing is not None:
+                    return WriteResult(stored=existing, created=False)
+            patient_id = assigned_id or self._svc.new_id()
+            key = self._vault.create_key(session, patient_id, self._svc.clock())
+            stored = self._write(
+                session,
+                patient_id=patient_id,
+                key=key,
+                resource_type="Patient",
+                resource_id=patient_id,
+                version_id=1,
+                resource=resource,
+            )
+            if self.actor.kind is ActorKind.PATIENT and self.actor.patient_id is None:
+                # The patient now holds this record for the rest of the transaction.
+                self.actor = dataclasses.replace(self.actor, patient_id=patient_id)
+            return WriteResult(stored=stored, created=True)
+        patient_id = self._place(session, resource)
+        self._check(Action.CREATE, self._target(patient_id, resource_type), hide=False)
+        key = self._ensure_record(session, patient_id)
+        if if_none_exist is not None:
+            existing = self._conditional(session, resource_type, if_none_exist, patient_id)
+            if existing is not None:
+                return WriteResult(stored=existing, created=False)
+        resource_id = assigned_id or self._svc.new_id()
+        stored = self._write(
+            session,
+            patient_id=patient_id,
+            key=key,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            version_id=1,
+            resource=resource,
+        )
+        return WriteResult(stored=stored, created=True)
+
+    def _conditional(
+        self, session: StoreSession, resource_type: str, criteria: str, patient_id: str | None
+    ) -> Stored | None:
+        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise InvalidRequest(
+                "If-None-Exist is empty; give search criteria such as identifier=<system>|<value>."
+            )
+        query = parse_search(resource_type, params)
+        if resource_type == "Patient":
+            found = self._search_patients(session, query)
+        else:
+            found = self._matching(
+                session, patient_id or DIRECTORY, dataclasses.replace(query, patient_id=None)
+            )
+        if len(found) > 1:
+            raise PreconditionFailed(
+                f"If-None-Exist matched {len(found)} resources; make the criteria selective."
+            )
+        if not found:
+            return None
+        hit = found[0]
+        return Stored(
+            resource_type=resource_type,
+            resource_id=str(hit["id"]),
+            version_id=int(hit["meta"]["versionId"]),
+            last_updated=self._svc.clock(),
+            resource=hit,
+        )
+
+    def create(self, resource: Mapping[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+        """Create a resource with a server-assigned id (conditionally, with ``If-None-Exist``).
+
+        Raises:
+            InvalidResource: not valid R4, or a clinical resource without its patient.
+            AccessDenied: the policy refused. PreconditionFailed: several matches.
+        """
+        with self._svc.store.session(write=True) as session:
+            return self._create(session, resource, if_none_exist=if_none_exist)
+
+    def _update(
+        self,
+        session: StoreSession,
+        resource_type: str,
+        resource_id: str,
+        resource: Mapping[str, Any],
+        if_match: str | None,
+    ) -> WriteResult:
+        validate(resource)
+        if resource.get("resourceType") != resource_type:
+            raise InvalidResource(f"The body is a {resource.get('resourceType')}, not a {resource_type}.")
+        if resource.get("id") != resource_id:
+            raise InvalidResource(
+                f"The body's id must be {resource_id!r}, the id in the URL.", expression=("id",)
+            )
+        _check_id(resource_type, resource_id)
+        patient_id = session.locate(resource_type, resource_id)
+        if patient_id is None:
+            raise NotFound(
+                f"{resource_type}/{resource_id} does not exist; ids are assigned by the server, "
+                f"so create it with POST /fhir/{resource_type}."
+            )
+        self._check(
+            Action.UPDATE,
+            self._target(patient_id, resource_type),
+            hide=True,
+            what=f"{resource_type}/{resource_id}",
+        )
+        current = session.current(patient_id, resource_type, resource_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known.")
+        if if_match is not None and parse_etag(if_match) != current.version_id:
+            raise PreconditionFailed(
+                f"{resource_type}/{resource_id} is at version {current.version_id}, not {if_match}; "
+                "read it again and reapply the change."
+            )
+        if (
+            resource_type != "Patient"
+            and patient_id != DIRECTORY
+            and self._place(session, resource) != patient_id
+        ):
+            raise InvalidResource(f"{resource_type}/{resource_id} cannot move to another patient's record.")
+        key = self._key(session, patient_id)
+        stored = self._write(
+            session,
+            patient_id=patient_id,
+            key=key,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            version_id=current.version_id + 1,
+            resource=resource,
+        )
+        return WriteResult(stored=stored, created=False)
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: Mapping[str, Any],
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        """Write a new version of an existing resource.
+
+        Raises:
+            NotFound: no such resource (ids are server-assigned). PreconditionFailed: stale ``If-Match``.
+        """
+        with self._svc.store.session(write=True) as session:
+            return self._update(session, resource_type, resource_id, resource, if_match)
+
+    def _delete(self, session: StoreSession, resource_type: str, resource_id: str) -> None:
+        patient_id = self._locate(session, resource_type, resource_id, Action.DELETE)
+        current = session.current(patient_id, resource_type, resource_id)
+        if current is None or current.deleted:
+            return
+        key = self._key(session, patient_id)
+        self._write(
+            session,
+            patient_id=patient_id,
+            key=key,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            version_id=current.version_id + 1,
+            resource=None,
+        )
+
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        """Delete a resource logically (its history stays; a deleted resource reads as Gone)."""
+        with self._svc.store.session(write=True) as session:
+            self._delete(session, resource_type, resource_id)
+
+    # -- searching ------------------------------------------------------------------------
+
+    def _matching(self, session: StoreSession, patient_id: str, query: SearchQuery) -> list[dict[str, Any]]:
+        """Open every current resource of a record that matches the query (unsorted, unpaged)."""
+        try:
+            key = self._key(session, patient_id)
+        except RecordShredded:
+            return []
+        filters = [
+            (c.param, [self._vault.token_hash(key, c.param, clause_keys(v)) for v in c.values])
+            for c in query.tokens
+        ]
+        versions = session.search(patient_id, query.resource_type, query.ids, filters)
+        out: list[dict[str, Any]] = []
+        for version in versions:
+            stored = self._open(key, version)
+            if stored.resource is not None and matches_dates(stored.resource, query.dates):
+                out.append(stored.resource)
+        return out
+
+    def _search_patients(self, session: StoreSession, query: SearchQuery) -> list[dict[str, Any]]:
+        candidates: list[str] = list(query.ids)
+        identifier_clauses = [c for c in query.tokens if c.param == "identifier"]
+        if identifier_clauses:
+            for clause in identifier_clauses:
+                ids: set[str] = set()
+                for value in clause.values:
+                    parts = clause_keys(value)
+                    if parts[0] == "s":
+                        raise InvalidRequest("Patient?identifier= needs a value, not only a system.")
+                    ids.update(
+                        session.find_identities(
+                            self._vault.identity_hash(session, *parts, now=self._svc.clock())
+                        )
+                    )
+                candidates = [c for c in candidates if c in ids] if query.ids else sorted(ids)
+        elif not query.ids:
+            raise InvalidRequest(
+                "Patients are found by identifier only (e.g. Patient?identifier=urn:oid:1.2.250.1.213.1.4.10|<INS>); "
+                "the record is patient-centred."
+            )
+        found: list[dict[str, Any]] = []
+        for patient_id in dict.fromkeys(candidates):
+            if not self._decide(Action.READ, self._target(patient_id, "Patient")).allowed:
+                continue
+            found.extend(self._matching(session, patient_id, dataclasses.replace(query, ids=(patient_id,))))
+        return found
+
+    def search(
+        self, resource_type: str, params: Sequence[tuple[str, str]], *, lenient: bool = False
+    ) -> SearchResult:
+        """Search one record (or the directory, or Patients by identifier); sorted, paged.
+
+        Raises:
+            InvalidRequest: a cross-patient search or a malformed parameter.
+            UnsupportedSearch: an unknown parameter (unless ``lenient``). AccessDenied: not this caller's record.
+        """
+        _check_type(resource_type)
+        query = parse_search(resource_type, params, lenient=lenient)
+        with self._svc.store.session() as session:
+            return self._search(session, query)
+
+    def _search(self, session: StoreSession, query: SearchQuery) -> SearchResult:
+        resource_type = query.resource_type
+        if resource_type == "Patient":
+            found = self._search_patients(session, query)
+        else:
+            if is_directory_type(resource_type):
+                owner = DIRECTORY
+            elif query.patient_id is None:
+                raise InvalidRequest(
+                    f"Searching {resource_type} across patients is not offered: the record is patient-centred. "
+                    "Add patient=Patient/<id>, or find the patient with Patient?identifier=<system>|<value>."
+                )
+            else:
+                owner = query.patient_id
+            self._check(Action.SEARCH, self._target(owner, resource_type), hide=False)
+            found = self._matching(session, owner, query)
+        found = _sorted(found, query.sort or (SortKey(param="_lastUpdated", descending=True),))
+        page = [] if query.summary_count else found[query.offset : query.offset + query.count]
+        return SearchResult(resources=page, total=len(found), query=query)
+
+    def everything(self, patient_id: str) -> list[dict[str, Any]]:
+        """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
+        _check_id("Patient", patient_id)
+        with self._svc.store.session() as session:
+            self._check(
+                Action.EVERYTHING,
+                self._target(patient_id, "Patient"),
+                hide=True,
+                what=f"Patient/{patient_id}",
+            )
+            key = self._key(session, patient_id)
+            versions = session.search(patient_id, None, (), ())
+            opened = [self._open(key, v).resource for v in versions]
+            record = [r for r in opened if r is not None]
+            record.sort(
+                key=lambda r: (r.get("resourceType") != "Patient", r.get("resourceType", ""), r.get("id", ""))
+            )
+            cited: dict[str, None] = {}
+            for resource in record:
+                for ref in references(resource):
+                    rtype, _, rid = ref.partition("/")
+                    if is_directory_type(rtype) and is_valid_id(rid):
+                        cited[ref] = None
+            directory_key: bytes | None = None
+            for ref in cited:
+                rtype, _, rid = ref.partition("/")
+                if session.locate(rtype, rid) != DIRECTORY:
+                    continue
+                if not self._decide(Action.READ, self._target(DIRECTORY, rtype)).allowed:
+                    continue
+                version = session.current(DIRECTORY, rtype, rid)
+                if version is None or version.deleted:
+                    continue
+                directory_key = directory_key or self._key(session, DIRECTORY)
+                entry = self._open(directory_key, version).resource
+                if entry is not None:
+                    record.append(entry)
+            return record
+
+    # -- bundles --------------------------------------------------------------------------
+
+    def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+        """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
+        with self._svc.store.session(write=True) as session:
+            return self._process(session, entries)
+
+    def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+        """Process a batch Bundle: each entry on its own; failures are reported per entry."""
+        responses: list[EntryResponse] = []
+        for entry in entries:
+            try:
+                with self._svc.store.session(write=entry.method != "GET") as session:
+                    responses.append(self._process(session, [entry])[0])
+            except CarnetError as error:
+                responses.append(EntryResponse(status=0, error=error))
+        return responses
+
+    def _process(self, session: StoreSession, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+        mapping: dict[str, str] = {}
+        assigned: dict[int, str] = {}
+        for index, entry in enumerate(entries):
+            if entry.method == "POST" and entry.full_url and entry.resource is not None:
+                new_id = self._svc.new_id()
+                assigned[index] = new_id
+                mapping[entry.full_url] = f"{entry.resource.get('resourceType')}/{new_id}"
+        rank = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+        order = sorted(
+            range(len(entries)),
+            key=lambda i: (
+                rank[entries[i].method],
+                not (entries[i].resource or {}).get("resourceType") == "Patient",
+                i,
+            ),
+        )
+        responses: dict[int, EntryResponse] = {}
+        for index in order:
+            entry = entries[index]
+            resource = replace_strings(entry.resource, mapping) if entry.resource is not None else None
+            try:
+                responses[index] = self._entry(session, entry, resource, assigned.get(index))
+            except CarnetError as error:
+                error.message = f"Entry {index}: {error.message}"
+                error.args = (error.message,)
+                raise
+        return [responses[i] for i in range(len(entries))]
+
+    def _entry(
+        self,
+        session: StoreSession,
+        entry: EntryRequest,
+        resource: dict[str, Any] | None,
+        assigned_id: str | None,
+    ) -> EntryResponse:
+        path, _, query_string = entry.url.partition("?")
+        parts = [p for p in path.strip("/").split("/") if p]
+        if entry.method == "POST":
+            if resource is None or len(parts) != 1 or parts[0] != resource.get("resourceType"):
+                raise InvalidRequest("A POST entry needs request.url = its resource type and a resource.")
+            result = self._create(
+                session, resource, if_none_exist=entry.if_none_exist, assigned_id=assigned_id
+            )
+            stored = result.stored
+            return EntryResponse(
+                status=201 if result.created else 200,
+                location=f"{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}",
+                stored=stored,
+            )
+        if entry.method == "PUT":
+            if resource is None or len(parts) != 2 or query_string:
+                raise InvalidRequest("A PUT entry needs request.url = <type>/<id> and a resource.")
+            result = self._update(session, parts[0], parts[1], resource, entry.if_match)
+            stored = result.stored
+            return EntryResponse(
+                status=200,
+                location=f"{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}",
+                stored=stored,
+            )
+        if entry.method == "DELETE":
+            if len(parts) != 2 or query_string:
+                raise InvalidRequest("A DELETE entry needs request.url = <type>/<id>.")
+            self._delete(session, parts[0], parts[1])
+            return EntryResponse(status=204)
+        if entry.method == "GET":
+            if len(parts) == 1:
+                _check_type(parts[0])
+                query = parse_search(parts[0], parse_qsl(query_string, keep_blank_values=True))
+                return EntryResponse(status=200, search=self._search(session, query))
+            if len(parts) == 2 and not query_string:
+                return EntryResponse(status=200, stored=self._read(session, parts[0], parts[1]))
+            if len(parts) == 4 and parts[2] == "_history" and not query_string:
+                return EntryResponse(status=200, stored=self._vread(session, parts[0], parts[1], parts[3]))
+            raise InvalidRequest(
+                "A GET entry reads <type>/<id>[/_history/<vid>] or searches <type>?<params>."
+            )
+        raise InvalidRequest(
+            f"Bundle entry method {entry.method!r} is not supported; use POST, PUT, DELETE or GET."
+        )
+
+
+def _sorted(resources: Iterable[dict[str, Any]], keys: Sequence[SortKey]) -> list[dict[str, Any]]:
+    out = list(resources)
+    out.sort(key=lambda r: str(r.get("id", "")))
+    for key in reversed(keys):
+        present = [r for r in out if sort_value(r, key.param)[0] == 0]
+        missing = [r for r in out if sort_value(r, key.param)[0] != 0]
+        present.sort(key=lambda r, p=key.param: sort_value(r, p)[1], reverse=key.descending)  # type: ignore[misc]
+        out = present + missing
+    return out

@@ -1,0 +1,79 @@
+"""Patient keys: create, unwrap, seal and open a record's values, blind-index them, shred, rotate.
+
+The store holds patient keys only wrapped by the key provider's KEK. Two reserved records
+use the same machinery: ``_directory`` (shared reference data) and ``_index`` (the key of the
+global identifier index used by ``Patient?identifier=``). Reserved ids start with ``_``,
+which no FHIR id can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from carnet.domain.envelope import associated_data
+from carnet.domain.errors import RecordShredded
+from carnet.services.ports import Cipher, KeyProvider, StoreSession
+
+DIRECTORY = "_directory"
+INDEX = "_index"
+
+
+class Vault:
+    """Seals and opens values of one record with that record's key."""
+
+    def __init__(self, *, keys: KeyProvider, cipher: Cipher) -> None:
+        self.keys = keys
+        self.cipher = cipher
+
+    def create_key(self, session: StoreSession, patient_id: str, now: datetime) -> bytes:
+        """Create, wrap and store a new record key; return it."""
+        key = self.cipher.generate_key()
+        session.put_key(patient_id, self.keys.wrap(key), now)
+        return key
+
+    def key(self, session: StoreSession, patient_id: str, now: datetime) -> bytes:
+        """Return a record's key, creating the reserved records' keys on first use.
+
+        Raises:
+            RecordShredded: the key was destroyed.
+            NotFound-like ``RecordShredded`` is also raised for an unknown record.
+        """
+        stored = session.get_key(patient_id)
+        if stored is None:
+            if patient_id in (DIRECTORY, INDEX):
+                return self.create_key(session, patient_id, now)
+            raise RecordShredded("This record does not exist or was erased.")
+        if stored.wrapped is None:
+            raise RecordShredded("This record was erased: its key was destroyed.")
+        return self.keys.unwrap(stored.wrapped)
+
+    def seal_resource(
+        self, key: bytes, patient_id: str, resource_type: str, resource_id: str, version: int, data: bytes
+    ) -> bytes:
+        """Seal one resource version, bound to its place."""
+        return self.cipher.seal(key, data, associated_data(patient_id, resource_type, resource_id, version))
+
+    def open_resource(
+        self, key: bytes, patient_id: str, resource_type: str, resource_id: str, version: int, sealed: bytes
+    ) -> bytes:
+        """Open one resource version; raise ``EnvelopeError`` if it does not open in this place."""
+        return self.cipher.unseal(
+            key, sealed, associated_data(patient_id, resource_type, resource_id, version)
+        )
+
+    def token_hashes(
+        self, key: bytes, entries: Iterable[tuple[str, tuple[str, ...]]]
+    ) -> set[tuple[str, bytes]]:
+        """Blind-index ``(param, key parts)`` pairs under the record's index subkey."""
+        index_key = self.cipher.derive_subkey(key, "blind-index")
+        return {(param, self.cipher.blind_index(index_key, param, *parts)) for param, parts in entries}
+
+    def token_hash(self, key: bytes, param: str, parts: tuple[str, ...]) -> bytes:
+        """Blind-index one search value."""
+        return self.cipher.blind_index(self.cipher.derive_subkey(key, "blind-index"), param, *parts)
+
+    def identity_hash(self, session: StoreSession, *parts: str, now: datetime) -> bytes:
+        """Return the global keyed hash of an identifier token key (for ``Patient?identifier=``)."""
+        index_key = self.key(session, INDEX, now)
+        return self.cipher.blind_index(index_key, "identifier", *parts)

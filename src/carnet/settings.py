@@ -1,0 +1,166 @@
+"""One frozen ``Settings`` built from ``CARNET_*`` environment variables at start-up.
+
+=============================  ====================================================  ======================
+variable                       meaning                                               default
+=============================  ====================================================  ======================
+CARNET_MODE                    ``development`` or ``production``                     development
+CARNET_DATA_DIR                the data directory (SQLite database, blobs)           ./var/data
+CARNET_KEY_DIR                 the local key directory, kept apart from the data     ./var/keys
+CARNET_DATABASE_URL            ``sqlite:///…`` or ``postgresql://…``                 SQLite in the data dir
+CARNET_KEY_PROVIDER            ``local`` or ``pkcs11``                               local
+CARNET_PKCS11_MODULE           path of the PKCS#11 module (pkcs11)                   —
+CARNET_PKCS11_TOKEN            token label (pkcs11)                                  —
+CARNET_PKCS11_PIN              user PIN (pkcs11; never logged)                       —
+CARNET_POLICY_PROFILE          ``fr-dmp`` or ``sovereign``                           fr-dmp
+CARNET_MAX_BODY_BYTES          largest accepted request body                         20000000
+CARNET_BASE_URL                public base URL of the FHIR API                       http://127.0.0.1:8000/fhir
+CARNET_HOST / CARNET_PORT      where ``carnet serve`` listens                        127.0.0.1 / 8000
+CARNET_OIDC_ISSUER             issuer of production tokens                           —
+CARNET_OIDC_AUDIENCE           expected audience of production tokens                carnet
+CARNET_OIDC_JWKS_FILE          JSON Web Key Set of the issuer (production)           —
+=============================  ====================================================  ======================
+
+An unknown ``CARNET_*`` variable stops start-up (a typo must not silently fall back to a
+default). ``CARNET_TEST_*`` variables belong to the test suite and are ignored here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from carnet.domain.errors import ConfigurationError
+from carnet.domain.policy import PROFILES
+
+
+class Mode(StrEnum):
+    """Deployment mode."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+KNOWN = frozenset(
+    {
+        "CARNET_MODE",
+        "CARNET_DATA_DIR",
+        "CARNET_KEY_DIR",
+        "CARNET_DATABASE_URL",
+        "CARNET_KEY_PROVIDER",
+        "CARNET_PKCS11_MODULE",
+        "CARNET_PKCS11_TOKEN",
+        "CARNET_PKCS11_PIN",
+        "CARNET_POLICY_PROFILE",
+        "CARNET_MAX_BODY_BYTES",
+        "CARNET_BASE_URL",
+        "CARNET_HOST",
+        "CARNET_PORT",
+        "CARNET_OIDC_ISSUER",
+        "CARNET_OIDC_AUDIENCE",
+        "CARNET_OIDC_JWKS_FILE",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Carnet's configuration."""
+
+    mode: Mode = Mode.DEVELOPMENT
+    data_dir: Path = Path("var/data")
+    key_dir: Path = Path("var/keys")
+    database_url: str = ""
+    key_provider: str = "local"
+    pkcs11_module: str | None = None
+    pkcs11_token: str | None = None
+    pkcs11_pin: str | None = None
+    policy_profile: str = "fr-dmp"
+    max_body_bytes: int = 20_000_000
+    base_url: str = "http://127.0.0.1:8000/fhir"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    oidc_issuer: str | None = None
+    oidc_audience: str = "carnet"
+    oidc_jwks_file: Path | None = None
+
+    def __repr__(self) -> str:
+        # The PIN never appears in logs or tracebacks.
+        return f"Settings(mode={self.mode}, data_dir={self.data_dir}, key_provider={self.key_provider})"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, SQLite inside the data directory by default."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'carnet.sqlite3'}"
+
+    @property
+    def development_issuer_enabled(self) -> bool:
+        """Whether the embedded development token issuer is accepted (never in production)."""
+        return self.mode is Mode.DEVELOPMENT
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise ConfigurationError(f"{name} must be a whole number, not {raw[:20]!r}.")
+    return int(raw)
+
+
+def load(env: Mapping[str, str]) -> Settings:
+    """Build the settings from an environment mapping.
+
+    Raises:
+        ConfigurationError: an unknown ``CARNET_*`` key, a bad value, or a production setting missing.
+    """
+    unknown = sorted(
+        k for k in env if k.startswith("CARNET_") and not k.startswith("CARNET_TEST_") and k not in KNOWN
+    )
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown setting {unknown[0]}; the known ones are listed in docs/configuration.md."
+        )
+    try:
+        mode = Mode(env.get("CARNET_MODE", "development"))
+    except ValueError:
+        raise ConfigurationError("CARNET_MODE must be 'development' or 'production'.") from None
+    profile = env.get("CARNET_POLICY_PROFILE", "fr-dmp")
+    if profile not in PROFILES:
+        raise ConfigurationError(f"CARNET_POLICY_PROFILE must be one of {', '.join(sorted(PROFILES))}.")
+    provider = env.get("CARNET_KEY_PROVIDER", "local")
+    if provider not in ("local", "pkcs11"):
+        raise ConfigurationError("CARNET_KEY_PROVIDER must be 'local' or 'pkcs11'.")
+    settings = Settings(
+        mode=mode,
+        data_dir=Path(env.get("CARNET_DATA_DIR", "var/data")),
+        key_dir=Path(env.get("CARNET_KEY_DIR", "var/keys")),
+        database_url=env.get("CARNET_DATABASE_URL", ""),
+        key_provider=provider,
+        pkcs11_module=env.get("CARNET_PKCS11_MODULE"),
+        pkcs11_token=env.get("CARNET_PKCS11_TOKEN"),
+        pkcs11_pin=env.get("CARNET_PKCS11_PIN"),
+        policy_profile=profile,
+        max_body_bytes=_int(env, "CARNET_MAX_BODY_BYTES", 20_000_000),
+        base_url=env.get("CARNET_BASE_URL", "http://127.0.0.1:8000/fhir").rstrip("/"),
+        host=env.get("CARNET_HOST", "127.0.0.1"),
+        port=_int(env, "CARNET_PORT", 8000),
+        oidc_issuer=env.get("CARNET_OIDC_ISSUER"),
+        oidc_audience=env.get("CARNET_OIDC_AUDIENCE", "carnet"),
+        oidc_jwks_file=Path(env["CARNET_OIDC_JWKS_FILE"]) if env.get("CARNET_OIDC_JWKS_FILE") else None,
+    )
+    if provider == "pkcs11" and not (
+        settings.pkcs11_module and settings.pkcs11_token and settings.pkcs11_pin
+    ):
+        raise ConfigurationError(
+            "The pkcs11 key provider needs CARNET_PKCS11_MODULE, CARNET_PKCS11_TOKEN and CARNET_PKCS11_PIN."
+        )
+    if mode is Mode.PRODUCTION:
+        if not (settings.oidc_issuer and settings.oidc_jwks_file):
+            raise ConfigurationError("Production mode needs CARNET_OIDC_ISSUER and CARNET_OIDC_JWKS_FILE.")
+        if settings.key_dir.resolve().is_relative_to(settings.data_dir.resolve()):
+            raise ConfigurationError(
+                "CARNET_KEY_DIR must not be inside CARNET_DATA_DIR: keys live apart from data."
+            )
+    return settings

@@ -1,0 +1,320 @@
+"""The SQL implementation of the ``Store`` port (SQLite and PostgreSQL alike)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, Row, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from carnet.domain.errors import Conflict
+from carnet.domain.keys import WrappedKey
+from carnet.services.ports import StoredKey, StoredVersion
+from carnet.store.tables import identities, patient_keys, resource_versions, resources, search_tokens
+
+_VERSION_COLUMNS = (
+    resource_versions.c.patient_id,
+    resource_versions.c.resource_type,
+    resource_versions.c.resource_id,
+    resource_versions.c.version_id,
+    resource_versions.c.last_updated,
+    resource_versions.c.deleted,
+    resource_versions.c.sealed,
+)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _version(row: Row[tuple[str, str, str, int, datetime, bool, bytes | None]]) -> StoredVersion:
+    return StoredVersion(
+        patient_id=row[0],
+        resource_type=row[1],
+        resource_id=row[2],
+        version_id=row[3],
+        last_updated=_utc(row[4]),
+        deleted=bool(row[5]),
+        sealed=row[6],
+    )
+
+
+class SQLStoreSession:
+    """One transaction on the SQL store."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def get_key(self, patient_id: str) -> StoredKey | None:
+        """Return the patient's stored key row."""
+        row = self._c.execute(
+            select(patient_keys.c.kek_id, patient_keys.c.wrapped_key, patient_keys.c.status).where(
+                patient_keys.c.patient_id == patient_id
+            )
+        ).first()
+        if row is None:
+            return None
+        wrapped = WrappedKey(kek_id=row[0], blob=row[1]) if row[1] is not None else None
+        return StoredKey(patient_id=patient_id, wrapped=wrapped, status=row[2])
+
+    def put_key(self, patient_id: str, wrapped: WrappedKey, now: datetime) -> None:
+        """Store a new patient's wrapped key."""
+        self._c.execute(
+            insert(patient_keys).values(
+                patient_id=patient_id,
+                kek_id=wrapped.kek_id,
+                wrapped_key=wrapped.blob,
+                status="open",
+                created_at=now,
+            )
+        )
+
+    def rewrap_key(self, patient_id: str, old_kek_id: str, wrapped: WrappedKey) -> bool:
+        """Replace a wrapped key if it is still under ``old_kek_id``."""
+        result = self._c.execute(
+            update(patient_keys)
+            .where(patient_keys.c.patient_id == patient_id, patient_keys.c.kek_id == old_kek_id)
+            .where(patient_keys.c.wrapped_key.is_not(None))
+            .values(kek_id=wrapped.kek_id, wrapped_key=wrapped.blob)
+        )
+        return result.rowcount == 1
+
+    def keys_not_under(self, kek_id: str, limit: int) -> list[StoredKey]:
+        """Return up to ``limit`` live keys wrapped under another KEK."""
+        rows = self._c.execute(
+            select(
+                patient_keys.c.patient_id,
+                patient_keys.c.kek_id,
+                patient_keys.c.wrapped_key,
+                patient_keys.c.status,
+            )
+            .where(patient_keys.c.kek_id != kek_id, patient_keys.c.wrapped_key.is_not(None))
+            .order_by(patient_keys.c.patient_id)
+            .limit(limit)
+        ).all()
+        return [
+            StoredKey(patient_id=r[0], wrapped=WrappedKey(kek_id=r[1], blob=r[2]), status=r[3]) for r in rows
+        ]
+
+    def count_keys(self) -> int:
+        """Count live patient keys."""
+        rows = self._c.execute(
+            select(patient_keys.c.patient_id).where(patient_keys.c.wrapped_key.is_not(None))
+        )
+        return len(rows.all())
+
+    def shred_key(self, patient_id: str, now: datetime) -> None:
+        """Destroy the wrapped key and the search indexes of a patient."""
+        self._c.execute(
+            update(patient_keys)
+            .where(patient_keys.c.patient_id == patient_id)
+            .values(wrapped_key=None, status="shredded", shredded_at=now)
+        )
+        self._c.execute(delete(search_tokens).where(search_tokens.c.patient_id == patient_id))
+        self._c.execute(delete(identities).where(identities.c.patient_id == patient_id))
+
+    def locate(self, resource_type: str, resource_id: str) -> str | None:
+        """Return the patient id holding a resource."""
+        row = self._c.execute(
+            select(resources.c.patient_id).where(
+                resources.c.resource_type == resource_type, resources.c.resource_id == resource_id
+            )
+        ).first()
+        return None if row is None else str(row[0])
+
+    def current(self, patient_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """Return the current version of a resource."""
+        rv = resource_versions
+        row = self._c.execute(
+            select(*_VERSION_COLUMNS)
+            .join(
+                resources,
+                and_(
+                    resources.c.patient_id == rv.c.patient_id,
+                    resources.c.resource_type == rv.c.resource_type,
+                    resources.c.resource_id == rv.c.resource_id,
+                    resources.c.version_id == rv.c.version_id,
+                ),
+            )
+            .where(
+                resources.c.patient_id == patient_id,
+                resources.c.resource_type == resource_type,
+                resources.c.resource_id == resource_id,
+            )
+        ).first()
+        return None if row is None else _version(row)
+
+    def version(
+        self, patient_id: str, resource_type: str, resource_id: str, version_id: int
+    ) -> StoredVersion | None:
+        """Return one version."""
+        rv = resource_versions
+        row = self._c.execute(
+            select(*_VERSION_COLUMNS).where(
+                rv.c.patient_id == patient_id,
+                rv.c.resource_type == resource_type,
+                rv.c.resource_id == resource_id,
+                rv.c.version_id == version_id,
+            )
+        ).first()
+        return None if row is None else _version(row)
+
+    def history(self, patient_id: str, resource_type: str, resource_id: str | None) -> list[StoredVersion]:
+        """Return the versions of a resource or of a type in a record, newest first."""
+        rv = resource_versions
+        query = select(*_VERSION_COLUMNS).where(
+            rv.c.patient_id == patient_id, rv.c.resource_type == resource_type
+        )
+        if resource_id is not None:
+            query = query.where(rv.c.resource_id == resource_id)
+        query = query.order_by(rv.c.last_updated.desc(), rv.c.resource_id, rv.c.version_id.desc())
+        return [_version(r) for r in self._c.execute(query).all()]
+
+    def write_version(self, version: StoredVersion) -> None:
+        """Append a version and make it current.
+
+        Raises:
+            Conflict: the version already exists (a concurrent writer got there first).
+        """
+        values = {
+            "patient_id": version.patient_id,
+            "resource_type": version.resource_type,
+            "resource_id": version.resource_id,
+            "version_id": version.version_id,
+            "deleted": version.deleted,
+            "last_updated": version.last_updated,
+        }
+        try:
+            with self._c.begin_nested():
+                self._c.execute(insert(resource_versions).values(**values, sealed=version.sealed))
+                if version.version_id == 1:
+                    self._c.execute(insert(resources).values(**values))
+                else:
+                    result = self._c.execute(
+                        update(resources)
+                        .where(
+                            resources.c.patient_id == version.patient_id,
+                            resources.c.resource_type == version.resource_type,
+                            resources.c.resource_id == version.resource_id,
+                            resources.c.version_id == version.version_id - 1,
+                        )
+                        .values(
+                            version_id=version.version_id,
+                            deleted=version.deleted,
+                            last_updated=version.last_updated,
+                        )
+                    )
+                    if result.rowcount != 1:
+                        raise Conflict(
+                            f"{version.resource_type}/{version.resource_id} was changed concurrently; retry."
+                        )
+        except IntegrityError:
+            raise Conflict(
+                f"{version.resource_type}/{version.resource_id} was changed concurrently; retry."
+            ) from None
+
+    def set_tokens(
+        self, patient_id: str, resource_type: str, resource_id: str, hashes: set[tuple[str, bytes]]
+    ) -> None:
+        """Replace a resource's blind-index entries."""
+        st = search_tokens
+        self._c.execute(
+            delete(st).where(
+                st.c.patient_id == patient_id,
+                st.c.resource_type == resource_type,
+                st.c.resource_id == resource_id,
+            )
+        )
+        if hashes:
+            self._c.execute(
+                insert(st),
+                [
+                    {
+                        "patient_id": patient_id,
+                        "resource_type": resource_type,
+                        "resource_id": resource_id,
+                        "param": p,
+                        "value_hash": h,
+                    }
+                    for p, h in sorted(hashes)
+                ],
+            )
+
+    def search(
+        self,
+        patient_id: str,
+        resource_type: str | None,
+        ids: Sequence[str],
+        token_filters: Sequence[tuple[str, Sequence[bytes]]],
+    ) -> list[StoredVersion]:
+        """Return current, non-deleted versions matching ids and every token filter."""
+        rv = resource_versions
+        query = (
+            select(*_VERSION_COLUMNS)
+            .join(
+                resources,
+                and_(
+                    resources.c.patient_id == rv.c.patient_id,
+                    resources.c.resource_type == rv.c.resource_type,
+                    resources.c.resource_id == rv.c.resource_id,
+                    resources.c.version_id == rv.c.version_id,
+                ),
+            )
+            .where(resources.c.patient_id == patient_id, resources.c.deleted.is_(False))
+        )
+        if resource_type is not None:
+            query = query.where(resources.c.resource_type == resource_type)
+        if ids:
+            query = query.where(resources.c.resource_id.in_(list(ids)))
+        for param, hashes in token_filters:
+            st = search_tokens.alias()
+            query = query.where(
+                resources.c.resource_id.in_(
+                    select(st.c.resource_id).where(
+                        st.c.patient_id == patient_id,
+                        st.c.resource_type == resources.c.resource_type,
+                        st.c.param == param,
+                        st.c.value_hash.in_(list(hashes)),
+                    )
+                )
+            )
+        query = query.order_by(resources.c.resource_type, resources.c.resource_id)
+        return [_version(r) for r in self._c.execute(query).all()]
+
+    def find_identities(self, value_hash: bytes) -> list[str]:
+        """Return every live patient registered under a global identifier hash."""
+        rows = self._c.execute(
+            select(identities.c.patient_id)
+            .join(patient_keys, patient_keys.c.patient_id == identities.c.patient_id)
+            .where(identities.c.value_hash == value_hash, patient_keys.c.wrapped_key.is_not(None))
+            .order_by(identities.c.patient_id)
+        ).all()
+        return [str(r[0]) for r in rows]
+
+    def set_identities(self, patient_id: str, hashes: set[bytes]) -> None:
+        """Replace the global identifier hashes of a patient."""
+        self._c.execute(delete(identities).where(identities.c.patient_id == patient_id))
+        if hashes:
+            self._c.execute(
+                insert(identities), [{"patient_id": patient_id, "value_hash": h} for h in sorted(hashes)]
+            )
+
+
+class SQLStore:
+    """Opens transactions on a SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[SQLStoreSession]:
+        """Open one transaction; on SQLite a writing one takes the write lock up front."""
+        with self.engine.connect() as connection:
+            if self._sqlite:
+                connection.info["carnet_begin"] = "BEGIN IMMEDIATE" if write else "BEGIN"
+            with connection.begin():
+                yield SQLStoreSession(connection)

@@ -1,0 +1,83 @@
+"""Shared pytest configuration.
+
+Its presence puts ``tests/`` on ``sys.path`` (pytest's default "prepend" import mode), so test
+modules import the helpers beside it: ``from paths import EXTERNAL``, ``from softhsm import create_token``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from starlette.testclient import TestClient
+
+from carnet.api.app import Services, build_services, create_app
+from carnet.api.auth import issue_token
+from carnet.settings import Settings
+
+PG_URL = os.environ.get("CARNET_TEST_PG_URL")
+IN_CI = os.environ.get("CI") == "true"
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database: a SQLite file, or a new schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'carnet.sqlite3'}"
+        return
+    if not PG_URL:
+        if IN_CI:
+            pytest.fail("CI must run the PostgreSQL suite: set CARNET_TEST_PG_URL (see .ci/run).")
+        pytest.skip("CARNET_TEST_PG_URL is not set")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings with a private data directory and key directory."""
+    return Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", database_url=database_url)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    """The wired services on a migrated database."""
+    wired = build_services(settings)
+    yield wired
+    wired.store.engine.dispose()
+
+
+@pytest.fixture
+def client(settings: Settings, services: Services) -> Iterator[TestClient]:
+    """The real app in-process."""
+    with TestClient(create_app(settings, services), base_url="http://testserver") as test_client:
+        yield test_client
+
+
+Mint = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def auth(settings: Settings) -> Mint:
+    """Return a function minting development-token headers from claims."""
+
+    def mint(**claims: Any) -> dict[str, str]:
+        claims.setdefault("sub", f"{claims.get('kind', 'patient')}:{uuid.uuid4().hex[:8]}")
+        token = issue_token(settings, claims, now=datetime.now(UTC), lifetime=timedelta(hours=1))
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+
+    return mint
