@@ -184,9 +184,12 @@ def _peak_nodes(size: int) -> list[tuple[int, int]]:
     return nodes
 
 
-def test_root_hash_agrees_with_the_reference_for_every_size() -> None:
-    """root_hash over a list of leaves gives MTH(D[n]) for every size 1..1024."""
-    for size in range(1, MAX_SIZE + 1):
+def test_root_hash_agrees_with_the_reference() -> None:
+    """root_hash gives MTH(D[n]) for every size to 128 and around every power of two to 1024."""
+    # root_hash is CompactRange.extend then root(), checked above for every size; all sizes
+    # here would cost O(n**2) hashes, so take the small ones and the edges of each level.
+    edges = {size + delta for size in (2**i for i in range(11)) for delta in (-1, 0, 1)}
+    for size in sorted(set(range(1, 129)) | edges - {0, MAX_SIZE + 1}):
         assert merkle.root_hash(LEAVES[:size]) == REFERENCE.mth(0, size)
 
 
@@ -363,6 +366,18 @@ def test_empty_tree_is_consistent_with_every_tree(size: int) -> None:
         merkle.verify_consistency(0, size, root, root, [])
     with pytest.raises(AuditChainError):
         merkle.verify_consistency(0, size, merkle.EMPTY_ROOT, root, [root])
+
+
+def test_a_tree_of_size_zero_has_the_empty_root() -> None:
+    """Between two empty trees, or for an empty subtree of one, any root but SHA-256("") is refused."""
+    merkle.verify_consistency(0, 0, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT, [])
+    merkle.verify_subtree_consistency(0, 0, 0, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT, [])
+    other = LEAVES[0]
+    for old_root, new_root in ((merkle.EMPTY_ROOT, other), (other, merkle.EMPTY_ROOT), (other, other)):
+        with pytest.raises(AuditChainError):
+            merkle.verify_consistency(0, 0, old_root, new_root, [])
+        with pytest.raises(AuditChainError):
+            merkle.verify_subtree_consistency(0, 0, 0, old_root, new_root, [])
 
 
 # --------------------------------------------------------------------------- subtrees

@@ -37,7 +37,7 @@ STRICTER = {
     ),
     "subtreeconsistency/additional/"
     "subtree-is-empty-sizes-are-equal-zero-subtree-root-valid-tree-root-random-proof-is-empty.json": (
-        "tree root is 16 bytes"
+        "tree root is 16 bytes, and a tree of size 0 has the root SHA-256('')"
     ),
 }
 

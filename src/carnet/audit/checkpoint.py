@@ -279,7 +279,9 @@ def _parse_key(key: str, what: str) -> tuple[str, bytes, bytes]:
     name, key_id_hex, encoded = parts
     _check_key_name(name)
     if not _KEY_ID_HEX.fullmatch(key_id_hex):
-        raise AuditChainError(f"{what} key ID {key_id_hex!r} is not 8 lowercase hex digits.")
+        raise AuditChainError(
+            f"The key ID {key_id_hex!r} of the {what.lower()} is not 8 lowercase hex digits."
+        )
     typed = _b64decode(encoded, what)
     if not typed or typed[0] != ED25519_TYPE:
         raise AuditChainError(f"{what} is not an Ed25519 key (signature type 0x01).")

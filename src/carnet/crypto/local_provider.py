@@ -23,6 +23,16 @@ from carnet.domain.keys import WrappedKey
 _PREFIX = "local:"
 
 
+def _write_durably(path: Path, data: bytes, flag: int) -> None:
+    """Write ``data`` to a new 0600 file and fsync it (``flag``: ``O_EXCL`` or ``O_TRUNC``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flag, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed.
+
+
 class LocalKeyProvider:
     """KEKs in a local directory, kept apart from the data directory."""
 
@@ -80,17 +90,23 @@ class LocalKeyProvider:
         existing = [int(p.stem.split("-")[1]) for p in self._dir.glob("kek-*.key")]
         number = max(existing, default=0) + 1
         path = self._dir / f"kek-{number:06d}.key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(generate_key())
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_durably(path, generate_key(), os.O_EXCL)
+        # The KEK's directory entry must reach the disk before any key is wrapped under it:
+        # otherwise a power cut could drop the file and with it every key wrapped meanwhile.
+        self._fsync_dir()
         kek_id = f"{_PREFIX}{number:06d}"
         tmp = self._dir / "current.tmp"
-        tmp.write_text(kek_id)
-        os.chmod(tmp, 0o600)
+        _write_durably(tmp, kek_id.encode(), os.O_TRUNC)
         tmp.replace(self._dir / "current")
+        self._fsync_dir()
         return kek_id
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def kek_ids(self) -> list[str]:
         """List every KEK the provider holds."""

@@ -37,8 +37,8 @@ wrong length, size or index out of range, or rolled-back tree raises
 Policy where the specifications leave a choice (see tests/vectors):
 
 * The empty tree (size 0) has the root ``SHA-256("")`` and is consistent with
-  every tree through the empty proof; an old root that is not ``SHA-256("")``
-  for size 0 is refused.
+  every tree through the empty proof; a root that is not ``SHA-256("")`` for
+  size 0 is refused. The same holds for an empty subtree range.
 * Every hash given to a verifier, the roots included, must be 32 bytes long,
   even where the check would otherwise pass (two equal roots of equal sizes).
 """
@@ -164,31 +164,35 @@ class CompactRange:
         Raises:
             AuditChainError: if ``leaf`` is not 32 bytes long or the tree is full.
         """
-        _check_hash(leaf, "Leaf hash")
-        if self._size == MAX_TREE_SIZE:
-            raise AuditChainError(f"The tree already holds {MAX_TREE_SIZE} leaves; start a new journal.")
         index = self._size
-        completed = [Node(level=0, index=index, digest=leaf)]
-        digest = leaf
-        level = 0
-        # Each trailing one bit of the old size is a peak of the same size as the
-        # subtree being carried: merge them, exactly like adding 1 in binary.
-        while (self._size >> level) & 1:
-            digest = node_hash(self._peaks.pop(), digest)
-            level += 1
-            completed.append(Node(level=level, index=index >> level, digest=digest))
-        self._peaks.append(digest)
-        self._size += 1
-        return completed
+        digests = self._push(leaf)
+        return [Node(level=level, index=index >> level, digest=d) for level, d in enumerate(digests)]
 
     def extend(self, leaves: Iterable[bytes]) -> None:
-        """Append every leaf hash of ``leaves`` in order.
+        """Append every leaf hash of ``leaves`` in order, without reporting nodes.
 
         Raises:
-            AuditChainError: as :meth:`append`.
+            AuditChainError: as :meth:`append`; the leaves before the bad one stay appended.
         """
         for leaf in leaves:
-            self.append(leaf)
+            self._push(leaf)
+
+    def _push(self, leaf: bytes) -> list[bytes]:
+        """Append ``leaf``; return the hashes of the nodes it completed, level 0 first."""
+        _check_hash(leaf, "Leaf hash")
+        size = self._size
+        if size == MAX_TREE_SIZE:
+            raise AuditChainError(f"The tree already holds {MAX_TREE_SIZE} leaves; start a new journal.")
+        peaks = self._peaks
+        digests = [leaf]
+        # Each trailing one bit of the old size is a peak of the same size as the
+        # subtree being carried: merge them, exactly like adding 1 in binary.
+        while size & 1:
+            digests.append(node_hash(peaks.pop(), digests[-1]))
+            size >>= 1
+        peaks.append(digests[-1])
+        self._size += 1
+        return digests
 
     def root(self) -> bytes:
         """Return the root hash (MTH) of the tree of :attr:`size` leaves."""
@@ -364,6 +368,8 @@ def verify_consistency(
     _check_sizes(old_size, new_size)
     if old_size == 0:
         _check_empty_tree(old_root, proof)
+        if new_size == 0:
+            _check_empty_tree(new_root, proof)
         return
     old_computed, new_computed = _chain(0, old_size, new_size, old_root, proof)
     if old_computed != old_root or new_computed != new_root:
@@ -408,6 +414,8 @@ def verify_subtree_consistency(
     if start == end:
         _check_sizes(end, size)
         _check_empty_tree(subtree_root, proof)
+        if size == 0:
+            _check_empty_tree(root, proof)
         return
     _check_subtree(start, end)
     _check_sizes(end, size)

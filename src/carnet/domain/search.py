@@ -301,7 +301,7 @@ def parse_date(text: str) -> DateRange:
         else:
             step = timedelta(minutes=1)
         return DateRange(low=low, high=low + step)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a range running past year 9999 or before 1.
         raise InvalidRequest(f"{text[:40]!r} is not a valid calendar date.") from None
 
 
@@ -313,16 +313,20 @@ def element_ranges(value: Any) -> Iterator[DateRange]:
         except InvalidRequest:
             return
     elif isinstance(value, dict) and ("start" in value or "end" in value):
-        low = (
-            parse_date(value["start"]).low
-            if isinstance(value.get("start"), str)
-            else datetime.min.replace(tzinfo=UTC)
-        )
-        high = (
-            parse_date(value["end"]).high
-            if isinstance(value.get("end"), str)
-            else datetime.max.replace(tzinfo=UTC)
-        )
+        try:
+            low = (
+                parse_date(value["start"]).low
+                if isinstance(value.get("start"), str)
+                else datetime.min.replace(tzinfo=UTC)
+            )
+            high = (
+                parse_date(value["end"]).high
+                if isinstance(value.get("end"), str)
+                else datetime.max.replace(tzinfo=UTC)
+            )
+        except InvalidRequest:
+            # A stored bound this parser cannot place (e.g. 9999-12-31) never matches, like a bad string.
+            return
         yield DateRange(low=low, high=high)
 
 
@@ -346,7 +350,15 @@ def _compare(prefix: Prefix, target: DateRange, search: DateRange) -> bool:
         return target.high <= search.low
     # ap: the ranges overlap once widened by 10% of the distance to now, at least a day.
     widen = timedelta(days=1)
-    return target.low < search.high + widen and search.low - widen < target.high
+    return target.low < _shift(search.high, widen) and _shift(search.low, -widen) < target.high
+
+
+def _shift(moment: datetime, delta: timedelta) -> datetime:
+    """Add ``delta``, stopping at the first or last representable instant instead of overflowing."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return (datetime.max if delta > timedelta(0) else datetime.min).replace(tzinfo=UTC)
 
 
 def token_keys(value: Any) -> Iterator[tuple[str, ...]]:
@@ -438,11 +450,13 @@ def _parse_token(text: str) -> TokenValue:
 
 
 def _parse_int(name: str, text: str, *, low: int, high: int) -> int:
-    if not text.isdigit():
+    # isdigit() alone admits "²" and other digits int() refuses; 10**12 already exceeds every limit.
+    if not (text.isascii() and text.isdigit()):
         raise InvalidRequest(
             f"{name}={text[:20]!r} is not a whole number; give a number from {low} to {high}."
         )
-    return min(max(int(text), low), high)
+    digits = text.lstrip("0") or "0"
+    return min(max(int(digits) if len(digits) <= 12 else high, low), high)
 
 
 def parse_search(

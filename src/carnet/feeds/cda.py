@@ -8,8 +8,9 @@ embedded content of a level 1 body; the structured body is left to the record's 
 Safety, in the order the checks run:
 
 1. more than ``max_bytes`` bytes → :class:`PayloadTooLarge`; no byte is parsed;
-2. the prolog is scanned before any parser sees it: a ``DOCTYPE`` (which XXE and billion-laughs
-   attacks both need) or a declared encoding other than UTF-8 → :class:`InvalidResource`;
+2. the bytes are screened before any parser sees them: ``<!DOCTYPE`` anywhere (XXE and
+   billion-laughs attacks both need one) or a declared encoding other than UTF-8 →
+   :class:`InvalidResource`;
 3. lxml parses with entities unresolved, no DTD loaded, no network, no huge-tree mode, and a
    resolver that answers every external fetch with nothing; comments and processing
    instructions (``<?xml-stylesheet?>``…) are dropped;
@@ -281,7 +282,7 @@ def parse_cda(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CDADocument
             f"The CDA document is {len(data)} bytes, over the {max_bytes}-byte limit; "
             "send a smaller document or raise the limit."
         )
-    if not data.strip():
+    if not data or data.isspace():
         raise InvalidResource("The CDA document is empty; send the XML of a ClinicalDocument.")
     _screen(data)
     root = _parse_xml(data)
@@ -441,32 +442,32 @@ def _read_document(root: etree._Element, warnings: list[str]) -> CDADocument:
 def _read_patient(role: etree._Element | None, warnings: list[str]) -> Patient | None:
     if role is None:
         return None
+    identifiers = _identifiers(role.findall("h:id", _NS))
     person = role.find("h:patient", _NS)
+    if person is None:
+        return Patient(identifiers=identifiers)
     birth = _timestamp(
-        person.find("h:birthTime", _NS) if person is not None else None,
-        "recordTarget/patientRole/patient/birthTime",
-        warnings,
+        person.find("h:birthTime", _NS), "recordTarget/patientRole/patient/birthTime", warnings
     )
     return Patient(
-        identifiers=_identifiers(role.findall("h:id", _NS)),
-        name=_name(person.find("h:name", _NS)) if person is not None else None,
+        identifiers=identifiers,
+        name=_name(person.find("h:name", _NS)),
         birth_date=birth.date() if birth else None,
-        gender=_code(person.find("h:administrativeGenderCode", _NS)) if person is not None else None,
+        gender=_code(person.find("h:administrativeGenderCode", _NS)),
     )
 
 
 def _read_author(author: etree._Element, where: str, warnings: list[str]) -> Author:
+    time = _timestamp(author.find("h:time", _NS), f"{where}/time", warnings)
+    function_code = _code(author.find("h:functionCode", _NS))
     assigned = author.find("h:assignedAuthor", _NS)
     if assigned is None:
-        return Author(
-            time=_timestamp(author.find("h:time", _NS), f"{where}/time", warnings),
-            function_code=_code(author.find("h:functionCode", _NS)),
-        )
+        return Author(time=time, function_code=function_code)
     return Author(
-        time=_timestamp(author.find("h:time", _NS), f"{where}/time", warnings),
+        time=time,
         identifiers=_identifiers(assigned.findall("h:id", _NS)),
         name=_name(assigned.find("h:assignedPerson/h:name", _NS)),
-        function_code=_code(author.find("h:functionCode", _NS)),
+        function_code=function_code,
         specialty=_code(assigned.find("h:code", _NS)),
         organization=_organization(assigned.find("h:representedOrganization", _NS)),
         device=_text(assigned.find("h:assignedAuthoringDevice/h:softwareName", _NS)),
@@ -479,11 +480,13 @@ def _service_period(root: etree._Element, warnings: list[str]) -> Period | None:
     events = root.findall("h:documentationOf/h:serviceEvent/h:effectiveTime", _NS)
     for position, interval in enumerate(events, start=1):
         where = f"documentationOf[{position}]/serviceEvent/effectiveTime"
-        point = _timestamp(interval, where, warnings) if interval.get("value") else None
+        point = _timestamp(interval, where, warnings)  # an effectiveTime/@value is a one-moment interval
         low = _timestamp(interval.find("h:low", _NS), f"{where}/low", warnings) or point
         high = _timestamp(interval.find("h:high", _NS), f"{where}/high", warnings) or point
-        lows.extend([low] if low else [])
-        highs.extend([high] if high else [])
+        if low:
+            lows.append(low)
+        if high:
+            highs.append(high)
     if not lows and not highs:
         return None
     return Period(
@@ -538,7 +541,8 @@ def _base64(text: str) -> bytes | None:
 # TS: YYYYMMDD[HH[MM[SS[.S+]]]][+/-ZZZZ]. Coarser values (a year, a month) are legal HL7 but do
 # not make a datetime, so they are reported as warnings rather than invented into a day.
 _TIMESTAMP = re.compile(
-    r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?(?:([+-])(\d{2})(\d{2}))?"
+    r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?(?:([+-])(\d{2})(\d{2}))?",
+    re.ASCII,
 )
 
 
@@ -581,7 +585,7 @@ def _version_number(element: etree._Element | None, warnings: list[str]) -> int 
     value = _attribute(element, "value")
     if value is None:
         return None
-    if value.isascii() and value.isdigit() and len(value) <= 9:
+    if value.isascii() and value.isdigit() and len(value) <= 9 and int(value) > 0:
         return int(value)
     warnings.append("versionNumber is not a positive integer; it was ignored.")
     return None

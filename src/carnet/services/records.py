@@ -170,6 +170,8 @@ class Records:
         self._svc = service
         self._vault = service.vault
         self.actor = principal
+        # Record keys unwrapped during this principal's request (one unwrap per record, not per row).
+        self._keys: dict[str, bytes] = {}
 
     # -- policy -------------------------------------------------------------------------
 
@@ -213,7 +215,9 @@ class Records:
         )
 
     def _key(self, session: StoreSession, patient_id: str) -> bytes:
-        return self._vault.key(session, patient_id, self._svc.clock())
+        if patient_id not in self._keys:
+            self._keys[patient_id] = self._vault.key(session, patient_id, self._svc.clock())
+        return self._keys[patient_id]
 
     def _locate(self, session: StoreSession, resource_type: str, resource_id: str, action: Action) -> str:
         _check_id(resource_type, resource_id)
@@ -352,7 +356,9 @@ class Records:
             )
         )
         tokens = index_tokens(body) if body is not None else set()
-        session.set_tokens(patient_id, resource_type, resource_id, self._vault.token_hashes(key, tokens))
+        session.set_tokens(
+            patient_id, resource_type, resource_id, self._vault.token_hashes(key, tokens), new=version_id == 1
+        )
         if resource_type == "Patient":
             session.set_identities(patient_id, self._identity_hashes(session, body))
         return Stored(
@@ -401,6 +407,7 @@ class Records:
                     return WriteResult(stored=existing, created=False)
             patient_id = assigned_id or self._svc.new_id()
             key = self._vault.create_key(session, patient_id, self._svc.clock())
+            self._keys[patient_id] = key
             stored = self._write(
                 session,
                 patient_id=patient_id,

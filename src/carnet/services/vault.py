@@ -25,6 +25,8 @@ class Vault:
     def __init__(self, *, keys: KeyProvider, cipher: Cipher) -> None:
         self.keys = keys
         self.cipher = cipher
+        # The reserved records' keys are never shredded, so they are unwrapped once per process.
+        self._reserved: dict[str, bytes] = {}
 
     def create_key(self, session: StoreSession, patient_id: str, now: datetime) -> bytes:
         """Create, wrap and store a new record key; return it."""
@@ -36,17 +38,22 @@ class Vault:
         """Return a record's key, creating the reserved records' keys on first use.
 
         Raises:
-            RecordShredded: the key was destroyed.
-            NotFound-like ``RecordShredded`` is also raised for an unknown record.
+            RecordShredded: the key was destroyed, or the record is unknown.
         """
+        if patient_id in self._reserved:
+            return self._reserved[patient_id]
         stored = session.get_key(patient_id)
         if stored is None:
             if patient_id in (DIRECTORY, INDEX):
+                # Not cached yet: the creating transaction may still roll back.
                 return self.create_key(session, patient_id, now)
             raise RecordShredded("This record does not exist or was erased.")
         if stored.wrapped is None:
             raise RecordShredded("This record was erased: its key was destroyed.")
-        return self.keys.unwrap(stored.wrapped)
+        key = self.keys.unwrap(stored.wrapped)
+        if patient_id in (DIRECTORY, INDEX):
+            self._reserved[patient_id] = key
+        return key
 
     def seal_resource(
         self, key: bytes, patient_id: str, resource_type: str, resource_id: str, version: int, data: bytes

@@ -46,7 +46,36 @@ class SQLStoreSession:
     """One transaction on the SQL store."""
 
     def __init__(self, connection: Connection) -> None:
-        self._c = connection
+        self._connection = connection
+        # New resources (version 1) and their index rows are buffered and written with one
+        # executemany per table: a 1,000-entry transaction costs a handful of statements.
+        # Every read flushes first, so the session always reads its own writes.
+        self._new_versions: list[dict[str, object]] = []
+        self._new_resources: list[dict[str, object]] = []
+        self._new_tokens: list[dict[str, object]] = []
+
+    @property
+    def _c(self) -> Connection:
+        if self._new_versions or self._new_tokens:
+            self.flush()
+        return self._connection
+
+    def flush(self) -> None:
+        """Write the buffered rows.
+
+        Raises:
+            Conflict: a buffered resource already exists.
+        """
+        versions, resources_rows, tokens = self._new_versions, self._new_resources, self._new_tokens
+        self._new_versions, self._new_resources, self._new_tokens = [], [], []
+        try:
+            if versions:
+                self._connection.execute(insert(resource_versions), versions)
+                self._connection.execute(insert(resources), resources_rows)
+            if tokens:
+                self._connection.execute(insert(search_tokens), tokens)
+        except IntegrityError:
+            raise Conflict("A resource was written twice in one transaction; retry.") from None
 
     def get_key(self, patient_id: str) -> StoredKey | None:
         """Return the patient's stored key row."""
@@ -187,40 +216,51 @@ class SQLStoreSession:
             "deleted": version.deleted,
             "last_updated": version.last_updated,
         }
+        if version.version_id == 1:
+            self._new_versions.append({**values, "sealed": version.sealed})
+            self._new_resources.append(values)
+            return
+        conflict = Conflict(f"{version.resource_type}/{version.resource_id} was changed concurrently; retry.")
         try:
-            with self._c.begin_nested():
-                self._c.execute(insert(resource_versions).values(**values, sealed=version.sealed))
-                if version.version_id == 1:
-                    self._c.execute(insert(resources).values(**values))
-                else:
-                    result = self._c.execute(
-                        update(resources)
-                        .where(
-                            resources.c.patient_id == version.patient_id,
-                            resources.c.resource_type == version.resource_type,
-                            resources.c.resource_id == version.resource_id,
-                            resources.c.version_id == version.version_id - 1,
-                        )
-                        .values(
-                            version_id=version.version_id,
-                            deleted=version.deleted,
-                            last_updated=version.last_updated,
-                        )
-                    )
-                    if result.rowcount != 1:
-                        raise Conflict(
-                            f"{version.resource_type}/{version.resource_id} was changed concurrently; retry."
-                        )
+            self._c.execute(insert(resource_versions).values(**values, sealed=version.sealed))
         except IntegrityError:
-            raise Conflict(
-                f"{version.resource_type}/{version.resource_id} was changed concurrently; retry."
-            ) from None
+            raise conflict from None
+        result = self._c.execute(
+            update(resources)
+            .where(
+                resources.c.patient_id == version.patient_id,
+                resources.c.resource_type == version.resource_type,
+                resources.c.resource_id == version.resource_id,
+                resources.c.version_id == version.version_id - 1,
+            )
+            .values(version_id=version.version_id, deleted=version.deleted, last_updated=version.last_updated)
+        )
+        if result.rowcount != 1:
+            raise conflict
 
     def set_tokens(
-        self, patient_id: str, resource_type: str, resource_id: str, hashes: set[tuple[str, bytes]]
+        self,
+        patient_id: str,
+        resource_type: str,
+        resource_id: str,
+        hashes: set[tuple[str, bytes]],
+        *,
+        new: bool = False,
     ) -> None:
-        """Replace a resource's blind-index entries."""
+        """Replace a resource's blind-index entries (``new``: it has none yet)."""
         st = search_tokens
+        if new:
+            self._new_tokens.extend(
+                {
+                    "patient_id": patient_id,
+                    "resource_type": resource_type,
+                    "resource_id": resource_id,
+                    "param": p,
+                    "value_hash": h,
+                }
+                for p, h in sorted(hashes)
+            )
+            return
         self._c.execute(
             delete(st).where(
                 st.c.patient_id == patient_id,
@@ -317,4 +357,6 @@ class SQLStore:
             if self._sqlite:
                 connection.info["carnet_begin"] = "BEGIN IMMEDIATE" if write else "BEGIN"
             with connection.begin():
-                yield SQLStoreSession(connection)
+                session = SQLStoreSession(connection)
+                yield session
+                session.flush()

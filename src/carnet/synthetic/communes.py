@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,3 +251,25 @@ def make_phone(rng: random.Random, *, mobile: bool) -> str:
     else:
         prefix = rng.choice(("01 99 00", "02 61 91", "03 53 01", "04 65 71", "05 36 49"))
     return f"{prefix} {rng.randint(0, 99):02d} {rng.randint(0, 99):02d}"
+
+
+def address_element(address: Address, *, use: str) -> dict[str, Any]:
+    """Return a FHIR ``Address`` element with the commune's INSEE code as FR Core's extension."""
+    return {
+        "extension": [
+            {
+                "url": "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code",
+                "valueCoding": {
+                    "system": "https://mos.esante.gouv.fr/NOS/TRE_R13-CommuneOM/FHIR/TRE-R13-CommuneOM",
+                    "code": address.commune.insee,
+                },
+            }
+        ],
+        "use": use,
+        "type": "both",
+        "text": address.text,
+        "line": [address.line],
+        "city": address.commune.name,
+        "postalCode": address.commune.postcode,
+        "country": "FR",
+    }

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from carnet.synthetic.communes import Address, make_address, make_phone, pick_commune
+from carnet.synthetic.communes import Address, address_element, make_address, make_phone, pick_commune
 from carnet.synthetic.identifiers import new_finess, new_rpps, new_siret, new_uuid, urn_uuid
 from carnet.synthetic.names import Sex, pick_family, pick_given
 from carnet.synthetic.terminology import (
@@ -244,24 +244,16 @@ def generate_professionals(seed: int, count: int = 120) -> Pool:
             rpps = new_rpps(rng)
         rpps_seen.add(rpps)
         professionals.append(_make_professional(rng, index, discipline, rpps, hospitals))
+    # The insurer has no identifier of ours to carry; its entry's UUID stands in for one.
+    insurer_uuid = new_uuid(rng)
     insurer = Organization(
-        uuid=new_uuid(rng),
+        uuid=insurer_uuid,
         name="Assurance Maladie",
-        identifier=(URI_SYSTEM, ""),
+        identifier=(URI_SYSTEM, urn_uuid(insurer_uuid)),
         facility_type="SA24",
         practice_setting="AMBULATOIRE",
         address=make_address(rng),
         phone=make_phone(rng, mobile=False),
-    )
-    # The insurer has no registered identifier of ours to carry; its entry UUID stands in.
-    insurer = Organization(
-        uuid=insurer.uuid,
-        name=insurer.name,
-        identifier=(URI_SYSTEM, insurer.url),
-        facility_type=insurer.facility_type,
-        practice_setting=insurer.practice_setting,
-        address=insurer.address,
-        phone=insurer.phone,
     )
     return Pool(professionals=tuple(professionals), insurer=insurer)
 
@@ -361,7 +353,7 @@ def organization_resource(organization: Organization) -> JSON:
         ],
         "name": organization.name,
         "telecom": [{"system": "phone", "value": organization.phone, "use": "work"}],
-        "address": [_address(address, use="work")],
+        "address": [address_element(address, use="work")],
     }
 
 
@@ -416,15 +408,3 @@ def practitioner_role_resource(professional: Professional) -> JSON:
             concept(SPECIALTY_SYSTEM, professional.specialty, SPECIALTIES[professional.specialty])
         ]
     return role
-
-
-def _address(address: Address, *, use: str) -> JSON:
-    return {
-        "use": use,
-        "type": "both",
-        "text": address.text,
-        "line": [address.line],
-        "city": address.commune.name,
-        "postalCode": address.commune.postcode,
-        "country": "FR",
-    }
