@@ -58,6 +58,54 @@ def serve() -> None:
     )
 
 
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option(help="Synthetic patients to seed on first run")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic population")] = 2026,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve once seeded")] = True,
+) -> None:
+    """Seed synthetic French patients (first run only) and serve on http://127.0.0.1:8000."""
+    import uvicorn  # noqa: PLC0415
+
+    from carnet.api.app import build_services, create_app  # noqa: PLC0415
+    from carnet.api.auth import issue_token  # noqa: PLC0415
+    from carnet.services.demo import seed_population  # noqa: PLC0415
+
+    settings = _settings()
+    services = build_services(settings)
+    with Progress(
+        TextColumn("Seeding synthetic patients"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    ) as bar:
+        task = bar.add_task("seed", total=patients)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        seeded = seed_population(services.records, patients=patients, seed=seed, progress=progress)
+    now = datetime.now(UTC)
+    first = seeded[0]
+    patient_token = issue_token(
+        settings,
+        {"kind": "patient", "sub": f"patient:{first.patient_id}", "patient": first.patient_id, "name": first.display},
+        now=now,
+        lifetime=timedelta(hours=12),
+    )
+    base = settings.base_url
+    console.print(f"\n[bold]Carnet demo[/bold]: {len(seeded)} synthetic patients in {settings.data_dir}")
+    console.print(f"FHIR API: {base}/metadata")
+    console.print(f"Patient {first.display} (INS {first.ins_value}), record Patient/{first.patient_id}.")
+    console.print("Read the record as that patient:")
+    console.print(f"  curl -H 'Authorization: Bearer {patient_token}' {base}/Patient/{first.patient_id}/\\$everything")
+    console.print("Mint other tokens with, e.g.:")
+    console.print(f"  .venv/bin/carnet token --kind patient --patient {seeded[-1].patient_id}")
+    console.print("  .venv/bin/carnet token --kind professional --sub rpps:10001234567 --profession 10 --specialty SM54")
+    console.print("(professionals are refused until the DMP access rules are enabled: default deny)\n")
+    if serve_after:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        app_ = create_app(settings, services)
+        uvicorn.run(app_, host=settings.host, port=settings.port, access_log=False, log_config=None)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database schema to the newest migration."""

@@ -93,7 +93,10 @@ def test_tampered_blob_raises(provider: PKCS11KeyProvider, tamper: Any) -> None:
     assert raised.value.message == _UNWRAP_FAILED
 
 
-@pytest.mark.parametrize("kek_id", ["pkcs11:000009", "local:000001", "pkcs11:1", "pkcs11:00000x", ""])
+@pytest.mark.parametrize(
+    "kek_id",
+    ["pkcs11:000009", "local:000001", "pkcs11:1", "pkcs11:0000001", "pkcs11:00000x", "pkcs11:٠٠٠٠٠١", ""],
+)
 def test_unknown_or_foreign_kek_id_raises(provider: PKCS11KeyProvider, kek_id: str) -> None:
     """Unwrapping under a KEK id the token does not hold raises KeyProviderError."""
     blob = provider.wrap(os.urandom(32)).blob

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -62,29 +62,65 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _read(request: Request) -> bytes:
+    """Read the raw body within the size limit.
+
+    Raises:
+        PayloadTooLarge: the declared or actual length exceeds ``Settings.max_body_bytes``.
+    """
+    limit: int = request.app.state.services.settings.max_body_bytes
+    too_large = f"The body is larger than the {limit}-byte limit (CARNET_MAX_BODY_BYTES)."
+    declared = (request.headers.get("content-length") or "").lstrip("0")
+    # isascii(): isdigit() alone admits "²", which int() refuses; a 19-digit length is too large anyway.
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise PayloadTooLarge(too_large)
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise PayloadTooLarge(too_large)
+    return bytes(chunks)
+
+
+async def _form(request: Request) -> list[tuple[str, str]]:
+    """Read the parameters of a ``POST _search`` body (``application/x-www-form-urlencoded``).
+
+    Parsed here rather than by Starlette, whose form parser needs python-multipart.
+
+    Raises:
+        PayloadTooLarge, InvalidRequest: another content type, or not UTF-8.
+    """
+    raw = await _read(request)
+    if not raw:
+        return []
+    if _content_type(request) != "application/x-www-form-urlencoded":
+        raise InvalidRequest("POST _search takes its parameters as application/x-www-form-urlencoded.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("The search form is not UTF-8; percent-encode the parameters.") from None
+    return parse_qsl(text, keep_blank_values=True)
+
+
 async def _body(request: Request) -> dict[str, Any]:
     """Read and parse a JSON resource body within the size limit.
 
     Raises:
         PayloadTooLarge, InvalidRequest.
     """
-    limit: int = request.app.state.services.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The body is larger than the {limit}-byte limit (CARNET_MAX_BODY_BYTES).")
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _content_type(request)
     if content_type and content_type not in _ACCEPTED_TYPES:
         raise InvalidRequest(
             f"Content-Type {content_type[:60]!r} is not accepted; send application/fhir+json."
         )
-    chunks = bytearray()
-    async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > limit:
-            raise PayloadTooLarge(f"The body is larger than the {limit}-byte limit (CARNET_MAX_BODY_BYTES).")
+    chunks = await _read(request)
     if not chunks:
         raise InvalidRequest("The request has no body; send a FHIR resource as JSON.")
-    parsed = fhirjson.loads(bytes(chunks))
+    parsed = fhirjson.loads(chunks)
     if not isinstance(parsed, dict) or not isinstance(parsed.get("resourceType"), str):
         raise InvalidRequest("The body must be a JSON object with a resourceType.")
     return parsed
@@ -195,9 +231,10 @@ def _history_params(request: Request) -> tuple[str | None, datetime | None, int 
         elif name == "_since":
             since = parse_date(value).low
         elif name == "_count":
-            if not value.isdigit():
+            digits = value.lstrip("0") or "0"
+            if not (value.isascii() and value.isdigit()):  # isdigit() alone admits "²"
                 raise InvalidRequest("_count must be a whole number.")
-            count = int(value)
+            count = int(digits) if len(digits) <= 12 else None  # more versions than any resource has
         elif name in ("_format", "_pretty"):
             continue
         else:
@@ -217,8 +254,9 @@ async def metadata(request: Request) -> Response:
 @router.post("/")
 async def bundle(request: Request) -> Response:
     """Process a transaction or batch Bundle."""
-    body = await _body(request)
+    # Authenticate first: an anonymous caller gets 401, never feedback on its body.
     records = await _records(request)
+    body = await _body(request)
     if body.get("resourceType") != "Bundle" or body.get("type") not in ("transaction", "batch"):
         raise InvalidRequest("POST /fhir takes a Bundle of type transaction or batch.")
     entries = parse_entries(body)
@@ -320,8 +358,7 @@ async def search_get(resource_type: str, request: Request) -> Response:
 async def search_post(resource_type: str, request: Request) -> Response:
     """Search (POST with form parameters)."""
     records = await _records(request)
-    form = await request.form()
-    params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    params = await _form(request)
     params += list(request.query_params.multi_items())
     result = await _call(records.search, resource_type, params, lenient=_lenient(request))
     return fhir_response(_search_bundle(request, result, resource_type))
@@ -330,8 +367,8 @@ async def search_post(resource_type: str, request: Request) -> Response:
 @router.post("/{resource_type}")
 async def create(resource_type: str, request: Request) -> Response:
     """Create (server-assigned id), conditionally with ``If-None-Exist``."""
-    body = await _body(request)
     records = await _records(request)
+    body = await _body(request)
     if body.get("resourceType") != resource_type:
         raise InvalidRequest(
             f"The body is a {str(body.get('resourceType'))[:64]}, posted to /fhir/{resource_type[:64]}."
@@ -380,8 +417,8 @@ async def read(resource_type: str, resource_id: str, request: Request) -> Respon
 @router.put("/{resource_type}/{resource_id}")
 async def update(resource_type: str, resource_id: str, request: Request) -> Response:
     """Update an existing resource (``If-Match`` for optimistic locking)."""
-    body = await _body(request)
     records = await _records(request)
+    body = await _body(request)
     result = await _call(
         records.update, resource_type, resource_id, body, if_match=request.headers.get("if-match")
     )

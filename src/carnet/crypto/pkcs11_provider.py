@@ -108,7 +108,7 @@ def _label(number: int) -> str:
 
 def _number(kek_id: str) -> int:
     match = _ID.fullmatch(kek_id)
-    if match is None:
+    if match is None or _kek_id(int(match.group(1))) != kek_id:
         raise KeyProviderError(f"Key-encryption key id {kek_id!r} is not a PKCS#11 key id.")
     return int(match.group(1))
 
@@ -209,8 +209,9 @@ class PKCS11KeyProvider:
         for obj in session.get_objects(
             {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES}
         ):
-            match = _LABEL.fullmatch(obj[Attribute.LABEL])
-            if match is None:
+            label = obj[Attribute.LABEL]
+            match = _LABEL.fullmatch(label)
+            if match is None or _label(int(match.group(1))) != label:
                 continue
             number = int(match.group(1))
             if number in found:

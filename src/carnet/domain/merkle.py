@@ -550,9 +550,10 @@ def _bit_ceil(width: int) -> int:
 
 
 def _check_hash(value: bytes, what: str) -> None:
-    if not isinstance(value, bytes) or len(value) != HASH_SIZE:
-        length = len(value) if isinstance(value, bytes) else type(value).__name__
-        raise AuditChainError(f"{what} is {length} bytes long; a SHA-256 hash is {HASH_SIZE} bytes.")
+    if not isinstance(value, bytes):
+        raise AuditChainError(f"{what} is a {type(value).__name__}; pass the hash as bytes.")
+    if len(value) != HASH_SIZE:
+        raise AuditChainError(f"{what} is {len(value)} bytes long; a SHA-256 hash is {HASH_SIZE} bytes.")
 
 
 def _check_proof(proof: Sequence[bytes]) -> None:
@@ -589,8 +590,8 @@ def _check_subtree(start: int, end: int) -> None:
     _check_size(end, "Subtree end")
     if not is_valid_subtree(start, end):
         raise AuditChainError(
-            f"[{start}, {end}) is not a subtree; its start must be a multiple of the smallest "
-            "power of two not below its width."
+            f"[{start}, {end}) is not a subtree; it must be non-empty and start on a multiple of "
+            "the smallest power of two not below its width."
         )
 
 

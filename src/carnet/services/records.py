@@ -26,7 +26,7 @@ from carnet.domain.errors import (
     RecordShredded,
 )
 from carnet.domain.policy import NO_GRANTS, AccessRequest, Action, Decision, Profile, Target, decide
-from carnet.domain.principal import ActorKind, Principal
+from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
 from carnet.domain.resources import (
     SUPPORTED_TYPES,
     is_directory_type,
@@ -120,10 +120,23 @@ def parse_etag(value: str) -> int:
     Raises:
         InvalidRequest: not a version ETag.
     """
-    text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    number = _version_number(value.strip().removeprefix("W/").strip('"'))
+    if number is None:
         raise InvalidRequest(f'If-Match {value[:30]!r} is not a version ETag; send W/"<versionId>".')
-    return int(text)
+    return number
+
+
+#: Version numbers are stored as 32-bit integers; a larger one cannot exist.
+_MAX_VERSION = 2**31 - 1
+
+
+def _version_number(text: str) -> int | None:
+    """Return the version number spelled by ``text`` in ASCII digits, or None if it spells none."""
+    # isdigit() alone admits "²" and other digits that int() refuses.
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 10:
+        return None
+    number = int(text)
+    return number if number <= _MAX_VERSION else None
 
 
 def _check_type(resource_type: str) -> None:
@@ -219,8 +232,21 @@ class Records:
             self._keys[patient_id] = self._vault.key(session, patient_id, self._svc.clock())
         return self._keys[patient_id]
 
+    def _refuse_forbidden_kind(self, action: Action, resource_type: str) -> None:
+        """Refuse with 403, before anything is looked up, the kinds of actor that never get in.
+
+        Such a refusal depends only on who asks, so unlike a per-record refusal it reveals nothing
+        about what exists.
+
+        Raises:
+            AccessDenied: the actor is an employer, complementary insurer, bank or contract assessor.
+        """
+        if self.actor.kind in FORBIDDEN_KINDS:
+            self._check(action, self._target(None, resource_type), hide=False)
+
     def _locate(self, session: StoreSession, resource_type: str, resource_id: str, action: Action) -> str:
         _check_id(resource_type, resource_id)
+        self._refuse_forbidden_kind(action, resource_type)
         what = f"{resource_type}/{resource_id}"
         patient_id = session.locate(resource_type, resource_id)
         if patient_id is None:
@@ -248,9 +274,10 @@ class Records:
 
     def _vread(self, session: StoreSession, resource_type: str, resource_id: str, version_id: str) -> Stored:
         patient_id = self._locate(session, resource_type, resource_id, Action.VREAD)
-        if not version_id.isdigit():
+        number = _version_number(version_id)
+        if number is None:
             raise NotFound(f"{resource_type}/{resource_id} has no version {version_id[:20]!r}.")
-        version = session.version(patient_id, resource_type, resource_id, int(version_id))
+        version = session.version(patient_id, resource_type, resource_id, number)
         if version is None:
             raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}.")
         if version.deleted:
@@ -285,6 +312,8 @@ class Records:
                     raise InvalidRequest(
                         f"History of {resource_type} covers one record: add ?patient=Patient/<id>."
                     )
+                elif not is_valid_id(patient_id):
+                    raise InvalidRequest(f"patient={patient_id[:70]!r} is not a Patient id; give Patient/<id>.")
                 else:
                     owner = patient_id
                 self._check(Action.HISTORY, self._target(owner, resource_type), hide=False)
@@ -396,6 +425,7 @@ class Records:
         if_none_exist: str | None = None,
         assigned_id: str | None = None,
     ) -> WriteResult:
+        _check_type(str(resource.get("resourceType")))
         validate(resource)
         resource_type = str(resource["resourceType"])
         if resource_type == "Patient":
@@ -488,14 +518,18 @@ class Records:
         resource: Mapping[str, Any],
         if_match: str | None,
     ) -> WriteResult:
-        validate(resource)
+        # The URL before the body: an unknown type is 404, a type or id mismatch 400 (FHIR RESTful update).
+        _check_id(resource_type, resource_id)
         if resource.get("resourceType") != resource_type:
-            raise InvalidResource(f"The body is a {resource.get('resourceType')}, not a {resource_type}.")
+            raise InvalidRequest(
+                f"The body is a {str(resource.get('resourceType'))[:64]}, not a {resource_type}."
+            )
         if resource.get("id") != resource_id:
-            raise InvalidResource(
+            raise InvalidRequest(
                 f"The body's id must be {resource_id!r}, the id in the URL.", expression=("id",)
             )
-        _check_id(resource_type, resource_id)
+        validate(resource)
+        self._refuse_forbidden_kind(Action.UPDATE, resource_type)
         patient_id = session.locate(resource_type, resource_id)
         if patient_id is None:
             raise NotFound(
@@ -629,6 +663,7 @@ class Records:
             UnsupportedSearch: an unknown parameter (unless ``lenient``). AccessDenied: not this caller's record.
         """
         _check_type(resource_type)
+        self._refuse_forbidden_kind(Action.SEARCH, resource_type)
         query = parse_search(resource_type, params, lenient=lenient)
         with self._svc.store.session() as session:
             return self._search(session, query)
@@ -656,6 +691,7 @@ class Records:
     def everything(self, patient_id: str) -> list[dict[str, Any]]:
         """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
         _check_id("Patient", patient_id)
+        self._refuse_forbidden_kind(Action.EVERYTHING, "Patient")
         with self._svc.store.session() as session:
             self._check(
                 Action.EVERYTHING,

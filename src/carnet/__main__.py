@@ -1,0 +1,5 @@
+"""Run the ``carnet`` command as ``python -m carnet``."""
+
+from carnet.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""Key management: rotating the KEK (resumably) and shredding one patient's record."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from starlette.testclient import TestClient
+
+from carnet.api.app import Services, build_services
+from carnet.domain.errors import AccessDenied
+from carnet.domain.principal import ActorKind, Principal
+from carnet.settings import Settings
+from conftest import Mint
+
+INS = "urn:oid:1.2.250.1.213.1.4.10"
+ADMIN = Principal(kind=ActorKind.ADMIN, subject="admin:test")
+
+
+def _open_record(client: TestClient, auth: Mint, nir: str) -> tuple[str, str, dict[str, str]]:
+    headers = auth(kind="patient", identifier=f"{INS}|{nir}")
+    patient = {"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}], "name": [{"family": "Roux"}]}
+    pid = client.post("/fhir/Patient", json=patient, headers=headers).json()["id"]
+    headers = auth(kind="patient", patient=pid)
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "tension"},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    oid = client.post("/fhir/Observation", json=obs, headers=headers).json()["id"]
+    return pid, oid, headers
+
+
+def _kek_ids(services: Services) -> set[str]:
+    with services.store.engine.connect() as connection:
+        return {row[0] for row in connection.execute(text("SELECT kek_id FROM patient_keys"))}
+
+
+def test_rotation_rewraps_every_key(client: TestClient, auth: Mint, services: Services) -> None:
+    """After a rotation every key is under the new KEK, the old KEK is gone, and records still open."""
+    records = [_open_record(client, auth, f"28403123456{i:02d}") for i in range(5)]
+    before = _kek_ids(services)
+    report = services.key_service.rotate(ADMIN, batch=2)
+    assert report.rewrapped == 5 + 1  # five records and the identifier index
+    assert _kek_ids(services) == {report.kek_id}
+    assert report.kek_id not in before
+    assert set(report.retired) == before
+    assert services.keys.kek_ids() == [report.kek_id]
+    for _, oid, headers in records:
+        assert client.get(f"/fhir/Observation/{oid}", headers=headers).status_code == 200
+
+
+def test_rotation_resumes_after_interruption(client: TestClient, auth: Mint, services: Services) -> None:
+    """A rotation killed half-way is finished by the next run, under the same KEK."""
+    records = [_open_record(client, auth, f"18403123456{i:02d}") for i in range(4)]
+    new_kek = services.keys.new_kek()  # a rotation that was killed right after creating its KEK
+    report = services.key_service.rotate(ADMIN, batch=1)
+    assert report.resumed
+    assert report.kek_id == new_kek
+    assert _kek_ids(services) == {new_kek}
+    for _, oid, headers in records:
+        assert client.get(f"/fhir/Observation/{oid}", headers=headers).status_code == 200
+
+
+def test_rotation_survives_kill(settings: Settings, services: Services, client: TestClient, auth: Mint) -> None:
+    """`carnet keys rotate` killed mid-way and rerun leaves every key readable under one KEK."""
+    records = [_open_record(client, auth, f"27503123456{i:02d}") for i in range(30)]
+    env = {
+        **os.environ,
+        "CARNET_DATA_DIR": str(settings.data_dir),
+        "CARNET_KEY_DIR": str(settings.key_dir),
+        "CARNET_DATABASE_URL": settings.effective_database_url,
+    }
+    command = [sys.executable, "-m", "carnet", "keys", "rotate", "--batch", "1"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.wait(timeout=0.8)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr
+    fresh = build_services(settings)
+    try:
+        assert len(_kek_ids(fresh)) == 1
+        assert fresh.keys.kek_ids() == sorted(_kek_ids(fresh))
+    finally:
+        fresh.store.engine.dispose()
+    for _, oid, headers in records:
+        assert client.get(f"/fhir/Observation/{oid}", headers=headers).status_code == 200
+
+
+def test_shred_erases_one_record_only(client: TestClient, auth: Mint, services: Services) -> None:
+    """After shredding, nothing of that record opens and the other patient is untouched."""
+    victim_id, victim_obs, victim_headers = _open_record(client, auth, "2840312345601")
+    _, other_obs, other_headers = _open_record(client, auth, "2840312345602")
+    services.key_service.shred(ADMIN, victim_id)
+    assert client.get(f"/fhir/Observation/{victim_obs}", headers=victim_headers).status_code == 410
+    assert client.get(f"/fhir/Patient/{victim_id}", headers=victim_headers).status_code == 410
+    assert client.get(f"/fhir/Patient/{victim_id}/$everything", headers=victim_headers).status_code == 410
+    found = client.get(f"/fhir/Patient?identifier={INS}|2840312345601", headers=victim_headers).json()
+    assert found["total"] == 0
+    assert client.get(f"/fhir/Observation/{other_obs}", headers=other_headers).status_code == 200
+    with services.store.engine.connect() as connection:
+        wrapped = connection.execute(
+            text("SELECT wrapped_key FROM patient_keys WHERE patient_id = :p"), {"p": victim_id}
+        ).scalar_one()
+    assert wrapped is None
+
+
+def test_only_admins_manage_keys(services: Services) -> None:
+    """A patient or professional cannot rotate keys or shred a record."""
+    for kind in (ActorKind.PATIENT, ActorKind.PROFESSIONAL, ActorKind.DPO, ActorKind.EMPLOYER):
+        actor = Principal(kind=kind, subject=f"{kind}:x")
+        with pytest.raises(AccessDenied):
+            services.key_service.rotate(actor)
+        with pytest.raises(AccessDenied):
+            services.key_service.shred(actor, "some-patient")
+
+
+def test_cli_shred(settings: Settings, services: Services, client: TestClient, auth: Mint, tmp_path: Path) -> None:
+    """`carnet patient shred --yes` erases the record from the command line."""
+    pid, oid, headers = _open_record(client, auth, "2840312345603")
+    env = {
+        **os.environ,
+        "CARNET_DATA_DIR": str(settings.data_dir),
+        "CARNET_KEY_DIR": str(settings.key_dir),
+        "CARNET_DATABASE_URL": settings.effective_database_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "carnet", "patient", "shred", pid, "--yes"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert client.get(f"/fhir/Observation/{oid}", headers=headers).status_code == 410
+    unknown = subprocess.run(
+        [sys.executable, "-m", "carnet", "patient", "shred", "no-such-record", "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert unknown.returncode == 1
+    assert "no record" in unknown.stderr
