@@ -92,7 +92,11 @@ def differences(expected: Any, actual: Any, path: str = "$") -> list[str]:
     if isinstance(expected, list):
         if len(expected) != len(actual):
             return [f"{path}: {len(expected)} items expected, got {len(actual)}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for d in differences(e, a, f"{path}[{i}]")]
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for d in differences(e, a, f"{path}[{i}]")
+        ]
     if isinstance(expected, Decimal):
         return [] if str(expected) == str(actual) else [f"{path}: expected {expected}, got {actual}"]
     return [] if expected == actual else [f"{path}: expected {expected!r}, got {actual!r}"[:300]]
@@ -100,6 +104,7 @@ def differences(expected: Any, actual: Any, path: str = "$") -> list[str]:
 
 def round_trip_differences(submitted: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
     """Compare a stored resource to what was submitted: equal but for ``id`` and server-set ``meta``."""
+
     def body(resource: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in resource.items() if k not in ("id", "meta")}
 
@@ -168,7 +173,9 @@ def is_outcome(response: httpx.Response) -> bool:
         body = body_of(response)
     except ValueError:
         return False
-    return isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" and bool(body.get("issue"))
+    return (
+        isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" and bool(body.get("issue"))
+    )
 
 
 def identifier_tokens(patient: Mapping[str, Any]) -> list[str]:
@@ -235,11 +242,18 @@ def everything_differences(client: TestClient, stored: StoredBundle) -> list[str
     response = client.get(f"/fhir/Patient/{stored.patient_id}/$everything", headers=stored.headers)
     if response.status_code != 200:
         return [f"{stored.name}: $everything answered {response.status_code} {response.text[:300]}"]
-    found = {(e["resource"]["resourceType"], e["resource"]["id"]): e["resource"] for e in body_of(response)["entry"]}
+    found = {
+        (e["resource"]["resourceType"], e["resource"]["id"]): e["resource"]
+        for e in body_of(response)["entry"]
+    }
     problems = [f"{stored.name}: {key} not returned" for key in stored.expected.keys() - found.keys()]
-    problems += [f"{stored.name}: {key} returned but not sent" for key in found.keys() - stored.expected.keys()]
+    problems += [
+        f"{stored.name}: {key} returned but not sent" for key in found.keys() - stored.expected.keys()
+    ]
     for key in stored.expected.keys() & found.keys():
-        problems += [f"{stored.name} {key}: {d}" for d in round_trip_differences(stored.expected[key], found[key])]
+        problems += [
+            f"{stored.name} {key}: {d}" for d in round_trip_differences(stored.expected[key], found[key])
+        ]
     return problems
 
 
@@ -294,7 +308,10 @@ def post_example(client: TestClient, mint: Mint, path: Path, taken: set[str]) ->
         if token is None:
             added = True
             value = uuid.uuid4().hex
-            resource = {**resource, "identifier": [*resource.get("identifier", []), {"system": TEST_SYSTEM, "value": value}]}
+            resource = {
+                **resource,
+                "identifier": [*resource.get("identifier", []), {"system": TEST_SYSTEM, "value": value}],
+            }
             token = f"{TEST_SYSTEM}|{value}"
         taken.add(token)
         headers = mint(kind="patient", identifier=token)

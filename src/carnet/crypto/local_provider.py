@@ -71,6 +71,8 @@ class LocalKeyProvider:
 
     def wrap(self, key: bytes) -> WrappedKey:
         """Wrap ``key`` under the current KEK."""
+        if len(key) != KEY_SIZE:
+            raise KeyProviderError(f"Only {KEY_SIZE}-byte keys are wrapped; got {len(key)} bytes.")
         kek_id = self.current_kek_id()
         return WrappedKey(kek_id=kek_id, blob=aes_key_wrap(self._kek(kek_id), key))
 
@@ -81,9 +83,12 @@ class LocalKeyProvider:
             KeyProviderError: unknown KEK or a blob that does not unwrap.
         """
         try:
-            return aes_key_unwrap(self._kek(wrapped.kek_id), wrapped.blob)
+            key = aes_key_unwrap(self._kek(wrapped.kek_id), wrapped.blob)
         except (InvalidUnwrap, ValueError):
             raise KeyProviderError("Wrapped key does not unwrap under its key-encryption key.") from None
+        if len(key) != KEY_SIZE:
+            raise KeyProviderError("Wrapped key does not unwrap under its key-encryption key.")
+        return key
 
     def new_kek(self) -> str:
         """Create a new KEK, make it current and return its id."""

@@ -52,6 +52,11 @@ class KeyService:
         Resumable: if keys are still wrapped under an older KEK (an interrupted rotation), the
         rotation continues under the current KEK instead of starting another. Each batch is
         its own transaction, so a kill loses at most one uncommitted batch, never a key.
+
+        Retirement is one rotation behind: a request that wrapped a new patient key just before
+        the new KEK appeared may commit after the last batch, so the KEK that was current when
+        this run started is kept (and re-wrapped away from by the next run); only KEKs older
+        than it, with no key left under them, are destroyed.
         """
         self._check(actor, Action.KEYS_ROTATE, None)
         with self._store.session() as session:
@@ -73,7 +78,11 @@ class KeyService:
                 progress(done, total)
             if len(rows) < batch:
                 break
-        retired = tuple(k for k in self._keys.kek_ids() if k != kek_id)
+        held = self._keys.kek_ids()
+        previous = [k for k in held if k < kek_id][-1:]
+        with self._store.session() as session:
+            clean = not session.keys_not_under(kek_id, 1)
+        retired = tuple(k for k in held if k != kek_id and k not in previous) if clean else ()
         for old in retired:
             self._keys.retire(old)
         return RotationReport(kek_id=kek_id, rewrapped=done, resumed=resumed, retired=retired)

@@ -738,15 +738,18 @@ class Records:
     def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a batch Bundle: each entry on its own; failures are reported per entry."""
         responses: list[EntryResponse] = []
-        for entry in entries:
+        for position, entry in enumerate(entries):
             try:
                 with self._svc.store.session(write=entry.method != "GET") as session:
-                    responses.append(self._process(session, [entry])[0])
+                    responses.append(self._process(session, [entry], first=position)[0])
             except CarnetError as error:
                 responses.append(EntryResponse(status=0, error=error))
         return responses
 
-    def _process(self, session: StoreSession, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+    def _process(
+        self, session: StoreSession, entries: Sequence[EntryRequest], *, first: int = 0
+    ) -> list[EntryResponse]:
+        # ``first`` is the Bundle position of ``entries[0]`` (a batch processes one entry at a time).
         mapping: dict[str, str] = {}
         assigned: dict[int, str] = {}
         for index, entry in enumerate(entries):
@@ -770,7 +773,7 @@ class Records:
             try:
                 responses[index] = self._entry(session, entry, resource, assigned.get(index))
             except CarnetError as error:
-                error.message = f"Entry {index}: {error.message}"
+                error.message = f"Entry {first + index}: {error.message}"
                 error.args = (error.message,)
                 raise
         return [responses[i] for i in range(len(entries))]

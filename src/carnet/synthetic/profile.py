@@ -47,7 +47,6 @@ from carnet.synthetic.terminology import (
     ROUTE_SYSTEM,
     SNOMED,
     UCUM,
-    coding,
     concept,
 )
 from carnet.synthetic.timestamps import (
@@ -241,6 +240,7 @@ class _ProfileDraw:
         self.diagnoses: list[Diagnosis] = []
         self.treatments: list[Treatment] = []
         self.visits: list[Visit] = []
+        self.banned_atc: set[str] = set()
         paediatric = self.age < 12 and rng.random() < 0.5
         self.gp = rng.choice(pool.of(Discipline.PAEDIATRICS if paediatric else Discipline.GENERAL_PRACTICE))
         self.pharmacist = rng.choice(pool.of(Discipline.PHARMACY))
@@ -439,7 +439,7 @@ class _ProfileDraw:
         years = months // 12
         height = self._height(months)
         bmi = interpolate(BMI, months) * self.body.bmi_factor
-        weight = round(bmi * (height / 100) ** 2 * (1 + self.rng.gauss(0, 0.015)), 1 if months < 24 else 0)
+        weight = round(bmi * (height / 100) ** 2 * (1 + self.rng.gauss(0, 0.015)), 1)
         measure_height = years < 18 or not any(v.height_cm for v in self.visits)
         pressure = self._blood_pressure(years) if years >= 3 and self.rng.random() < 0.9 else None
         self.visits.append(
@@ -758,5 +758,3 @@ def _lab_observation(patient: JSON, result: LabResult) -> JSON:
 def _quantity(value: float, unit: str) -> JSON:
     return {"value": value, "unit": unit, "system": UCUM, "code": unit}
 
-
-__all__ = ["coding"]
