@@ -137,9 +137,15 @@ class StoreSession(Protocol):
         ...
 
     def set_tokens(
-        self, patient_id: str, resource_type: str, resource_id: str, hashes: set[tuple[str, bytes]]
+        self,
+        patient_id: str,
+        resource_type: str,
+        resource_id: str,
+        hashes: set[tuple[str, bytes]],
+        *,
+        new: bool = False,
     ) -> None:
-        """Replace a resource's blind-index entries."""
+        """Replace a resource's blind-index entries (``new``: it has none yet, nothing to delete)."""
         ...
 
     def search(

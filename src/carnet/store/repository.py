@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -30,7 +31,7 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _version(row: Row[tuple[str, str, str, int, datetime, bool, bytes | None]]) -> StoredVersion:
+def _version(row: Sequence[Any]) -> StoredVersion:
     return StoredVersion(
         patient_id=row[0],
         resource_type=row[1],
