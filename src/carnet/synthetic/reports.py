@@ -38,6 +38,8 @@ class Section:
     heading: str
     paragraphs: tuple[str, ...] = ()
     table: tuple[tuple[str, ...], ...] = ()
+    loinc: str | None = None
+    """The LOINC code of the section, for structured (level 3) CDA bodies."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,15 +288,17 @@ def write_lab_report(ctx: Context, rank: int) -> Report:
     sections = (
         Section(
             heading="Biochimie",
+            loinc="18719-5",
             paragraphs=(
                 f"Prélèvement du {french_date(moment.date())} à {moment:%H:%M}, à jeun. "
                 f"Prescripteur : {ctx.profile.general_practitioner.display_name}.",
             ),
             table=tuple(chemistry),
         ),
-        Section(heading="Hématologie", table=tuple(haematology)),
+        Section(heading="Hématologie", table=tuple(haematology), loinc="18723-7"),
         Section(
             heading="Commentaire du biologiste",
+            loinc="48767-8",
             paragraphs=("Résultats validés biologiquement. Interprétation à confronter aux données cliniques.",),
         ),
     )
@@ -482,10 +486,11 @@ def write_vaccination_history(ctx: Context, rank: int) -> Report:
         sections=(
             Section(
                 heading="Vaccinations",
+                loinc="11369-6",
                 paragraphs=() if done else ("Aucune vaccination enregistrée.",),
                 table=tuple(rows) if done else (),
             ),
-            Section(heading="Prochaine vaccination recommandée", paragraphs=(next_dose,)),
+            Section(heading="Prochaine vaccination recommandée", paragraphs=(next_dose,), loinc="18776-5"),
         ),
     )
 

@@ -1,0 +1,66 @@
+"""Settings come from CARNET_* variables and refuse what they do not know."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from carnet.domain.errors import ConfigurationError
+from carnet.settings import Mode, load
+
+
+def test_defaults() -> None:
+    """An empty environment gives development mode and SQLite in ./var/data."""
+    settings = load({})
+    assert settings.mode is Mode.DEVELOPMENT
+    assert settings.effective_database_url == "sqlite:///var/data/carnet.sqlite3"
+
+
+def test_unknown_key_stops_start_up() -> None:
+    """A typo in a CARNET_* name is an error naming it."""
+    with pytest.raises(ConfigurationError, match="CARNET_DATABSE_URL"):
+        load({"CARNET_DATABSE_URL": "x"})
+
+
+def test_test_keys_are_ignored() -> None:
+    """CARNET_TEST_* belongs to the test suite."""
+    assert load({"CARNET_TEST_PG_URL": "postgresql://x"}).mode is Mode.DEVELOPMENT
+
+
+def test_production_needs_an_issuer(tmp_path: Path) -> None:
+    """Production mode refuses to start without OpenID Connect settings, and with keys inside the data."""
+    with pytest.raises(ConfigurationError, match="OIDC"):
+        load({"CARNET_MODE": "production"})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    with pytest.raises(ConfigurationError, match="KEY_DIR"):
+        load(
+            {
+                "CARNET_MODE": "production",
+                "CARNET_OIDC_ISSUER": "https://idp",
+                "CARNET_OIDC_JWKS_FILE": str(jwks),
+                "CARNET_DATA_DIR": str(tmp_path),
+                "CARNET_KEY_DIR": str(tmp_path / "keys"),
+            }
+        )
+
+
+def test_pin_is_never_shown() -> None:
+    """The settings' repr never contains the PKCS#11 PIN."""
+    settings = load(
+        {
+            "CARNET_KEY_PROVIDER": "pkcs11",
+            "CARNET_PKCS11_MODULE": "/m.so",
+            "CARNET_PKCS11_TOKEN": "t",
+            "CARNET_PKCS11_PIN": "s3cret-pin",
+        }
+    )
+    assert "s3cret-pin" not in repr(settings)
+
+
+@pytest.mark.parametrize(("name", "value"), [("CARNET_MODE", "test"), ("CARNET_PORT", "eighty"), ("CARNET_POLICY_PROFILE", "x")])
+def test_bad_values(name: str, value: str) -> None:
+    """Bad values are refused with the variable's name."""
+    with pytest.raises(ConfigurationError, match=name):
+        load({name: value})
