@@ -267,13 +267,14 @@ def test_stale_if_match_is_412(client: TestClient, record: Record) -> None:
     assert client.get(url, headers=record.headers).json()["meta"]["versionId"] == "2"
 
 
-@pytest.mark.parametrize("etag", ["garbage", 'W/"x"', 'W/"²"', 'W/"' + "9" * 5000 + '"', ""])
-def test_garbage_if_match_is_400(client: TestClient, record: Record, etag: str) -> None:
+@pytest.mark.parametrize(
+    "etag", [b"garbage", b'W/"x"', 'W/"²"'.encode("latin-1"), b'W/"' + b"9" * 5000 + b'"', b""]
+)
+def test_garbage_if_match_is_400(client: TestClient, record: Record, etag: bytes) -> None:
     """An If-Match that is not a version ETag is 400."""
     body = record.observation(id=record.observation_id)
-    response = client.put(
-        f"/fhir/Observation/{record.observation_id}", json=body, headers={**record.headers, "If-Match": etag}
-    )
+    headers: dict[str, str | bytes] = {**record.headers, "If-Match": etag}
+    response = client.put(f"/fhir/Observation/{record.observation_id}", json=body, headers=headers)
     assert_outcome(response, 400)
 
 

@@ -122,8 +122,14 @@ def test_hl7_examples_round_trip(client: TestClient, auth: Mint) -> None:
     # Refusals are the exception: a clinical example without its patient (apgar scores of a
     # contained newborn, login AuditEvents, a List of patients, absolute references elsewhere).
     assert outcomes["refused"] < len(paths) // 5
-    # Three Patient examples carry no identifier with a system (one shares its SSN with another).
-    assert sorted(added) == ["Patient-ihe-pcd.json", "Patient-infant-mom.json", "Patient-newborn.json"]
+    # Identifiers added to open a record: three Patient examples have none with a system, and
+    # Patient-mom's only one is the SSN that Patient-genetics-example1 already opened a record with.
+    assert sorted(added) == [
+        "Patient-ihe-pcd.json",
+        "Patient-infant-mom.json",
+        "Patient-mom.json",
+        "Patient-newborn.json",
+    ]
 
 
 def test_decimal_example_keeps_every_digit(client: TestClient, auth: Mint) -> None:

@@ -26,7 +26,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
                 {"name": "subject", "type": "reference", "documentation": "Same as patient."},
             ]
         for name, (kind, _) in sorted(parameters_for(resource_type).items()):
-            params.append({"name": name, "type": "token" if kind is ParamKind.TOKEN else "date"})
+            params.append({"name": name, "type": kind.value})
     interactions = [
         "read",
         "vread",

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from carnet.api.capability import capability_statement
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.domain import fhirjson
+from carnet.domain.documents import binary_content, is_simplified_publish
 from carnet.domain.errors import InvalidRequest, PayloadTooLarge
 from carnet.domain.principal import Principal
 from carnet.domain.search import parse_date
@@ -373,6 +374,8 @@ async def create(resource_type: str, request: Request) -> Response:
         raise InvalidRequest(
             f"The body is a {str(body.get('resourceType'))[:64]}, posted to /fhir/{resource_type[:64]}."
         )
+    if resource_type == "DocumentReference" and is_simplified_publish(body):
+        return _write_response(request, await _call(records.publish, body))
     result = await _call(records.create, body, if_none_exist=request.headers.get("if-none-exist"))
     return _write_response(request, result)
 
@@ -406,12 +409,24 @@ async def everything(patient_id: str, request: Request) -> Response:
 
 @router.get("/{resource_type}/{resource_id}")
 async def read(resource_type: str, resource_id: str, request: Request) -> Response:
-    """Read the current version."""
+    """Read the current version; a Binary comes back as its raw content unless FHIR JSON is asked for (ITI-68)."""
     records = await _records(request)
     stored = await _call(records.read, resource_type, resource_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")
+    if resource_type == "Binary" and stored.resource is not None and not _wants_fhir(request):
+        content_type = str(stored.resource.get("contentType") or "application/octet-stream")
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Content-Security-Policy"] = "sandbox"
+        return Response(content=binary_content(stored.resource), media_type=content_type, headers=headers)
     return fhir_response(stored.resource, headers=headers)
+
+
+def _wants_fhir(request: Request) -> bool:
+    """Tell whether the client asked for the FHIR JSON representation (Accept or _format)."""
+    accept = request.headers.get("accept", "").lower()
+    requested = request.query_params.get("_format", "")
+    return "json" in accept or "json" in requested
 
 
 @router.put("/{resource_type}/{resource_id}")

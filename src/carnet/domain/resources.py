@@ -201,6 +201,7 @@ COMPARTMENT_PATHS: Mapping[str, tuple[str, ...]] = {
     "AppointmentResponse": ("actor",),
     "AuditEvent": ("entity.what", "agent.who"),
     "Basic": ("subject", "author"),
+    "Binary": ("securityContext",),
     "BodyStructure": ("patient",),
     "CarePlan": ("subject", "activity.detail.performer"),
     "CareTeam": ("subject", "participant.member"),

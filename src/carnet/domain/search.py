@@ -25,6 +25,7 @@ class ParamKind(StrEnum):
 
     TOKEN = "token"
     DATE = "date"
+    REFERENCE = "reference"
 
 
 _STATUS = ("status", ParamKind.TOKEN, ("status",))
@@ -88,6 +89,10 @@ PARAMETERS: Mapping[str, Mapping[str, tuple[ParamKind, tuple[str, ...]]]] = {
         "status": (ParamKind.TOKEN, ("status",)),
         "security-label": (ParamKind.TOKEN, ("securityLabel",)),
         "identifier": (ParamKind.TOKEN, ("masterIdentifier", "identifier")),
+        "author": (ParamKind.REFERENCE, ("author",)),
+        "facility": (ParamKind.TOKEN, ("context.facilityType",)),
+        "setting": (ParamKind.TOKEN, ("context.practiceSetting",)),
+        "relatesto": (ParamKind.REFERENCE, ("relatesTo.target",)),
     },
     "Encounter": {
         "type": (ParamKind.TOKEN, ("type",)),
@@ -368,6 +373,9 @@ def token_keys(value: Any) -> Iterator[tuple[str, ...]]:
     elif isinstance(value, bool):
         yield ("c", "true" if value else "false")
     elif isinstance(value, dict):
+        if isinstance(value.get("reference"), str):
+            yield ("c", value["reference"])
+            return
         if "coding" in value and isinstance(value["coding"], list):
             for coding in value["coding"]:
                 yield from token_keys(coding)
@@ -394,7 +402,7 @@ def index_tokens(resource: Mapping[str, Any]) -> set[tuple[str, tuple[str, ...]]
     """Return every ``(param, key)`` a resource is indexed under."""
     out: set[tuple[str, tuple[str, ...]]] = set()
     for param, (kind, paths) in parameters_for(str(resource.get("resourceType"))).items():
-        if kind is not ParamKind.TOKEN:
+        if kind is ParamKind.DATE:
             continue
         for path in paths:
             for value in values_at(resource, path):
@@ -508,6 +516,10 @@ def parse_search(
                 ids.append(item)
         elif name == "_lastUpdated" or (name in known and known[name][0] is ParamKind.DATE):
             dates.append(_parse_date_clause(name, value))
+        elif name in known and known[name][0] is ParamKind.REFERENCE:
+            tokens.append(
+                TokenClause(param=name, values=tuple(TokenValue(system=None, code=v) for v in value.split(",") if v))
+            )
         elif name in known:
             tokens.append(
                 TokenClause(param=name, values=tuple(_parse_token(v) for v in value.split(",") if v))

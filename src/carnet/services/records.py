@@ -15,7 +15,19 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from carnet.domain import fhirjson
+from carnet.domain.documents import (
+    attachments,
+    binary_content,
+    check_attachment,
+    content_fingerprint,
+    decode_base64,
+    SUBMISSION_SET_CODE,
+    master_identifier,
+    replaced_ids,
+    sha1_base64,
+)
 from carnet.domain.errors import (
+    Conflict,
     AccessDenied,
     CarnetError,
     Gone,
@@ -330,19 +342,34 @@ class Records:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _place(self, session: StoreSession, resource: Mapping[str, Any]) -> str:
-        """Return the record a new resource belongs to, checking the caller may write there."""
+    def _place(self, session: StoreSession, resource: Mapping[str, Any], hint: str | None = None) -> str:
+        """Return the record a new resource belongs to.
+
+        A Binary names its record through ``securityContext`` (the Patient, or the resource it
+        belongs to); inside a transaction, the DocumentReference that points to it gives the hint.
+        """
         resource_type = str(resource["resourceType"])
         if is_directory_type(resource_type):
             return DIRECTORY
         candidates = list(dict.fromkeys(patient_references(resource)))
-        if not candidates:
+        if candidates:
+            return candidates[0]
+        if resource_type == "Binary":
+            context = (resource.get("securityContext") or {}).get("reference")
+            if isinstance(context, str) and context.count("/") == 1:
+                owner = session.locate(*context.split("/"))
+                if owner is not None and owner != DIRECTORY:
+                    return owner
+            if hint is not None:
+                return hint
             raise InvalidResource(
-                f"{resource_type} must reference its patient (e.g. subject or patient = Patient/<id>): "
-                "every clinical resource belongs to one record."
+                "A Binary names its record through securityContext (Patient/<id> or the resource it belongs to).",
+                expression=("securityContext",),
             )
-        patient_id = candidates[0]
-        return patient_id
+        raise InvalidResource(
+            f"{resource_type} must reference its patient (e.g. subject or patient = Patient/<id>): "
+            "every clinical resource belongs to one record."
+        )
 
     def _ensure_record(self, session: StoreSession, patient_id: str) -> bytes:
         try:
@@ -424,6 +451,7 @@ class Records:
         *,
         if_none_exist: str | None = None,
         assigned_id: str | None = None,
+        hint: str | None = None,
     ) -> WriteResult:
         _check_type(str(resource.get("resourceType")))
         validate(resource)
@@ -451,13 +479,18 @@ class Records:
                 # The patient now holds this record for the rest of the transaction.
                 self.actor = dataclasses.replace(self.actor, patient_id=patient_id)
             return WriteResult(stored=stored, created=True)
-        patient_id = self._place(session, resource)
+        patient_id = self._place(session, resource, hint)
         self._check(Action.CREATE, self._target(patient_id, resource_type), hide=False)
         key = self._ensure_record(session, patient_id)
         if if_none_exist is not None:
             existing = self._conditional(session, resource_type, if_none_exist, patient_id)
             if existing is not None:
                 return WriteResult(stored=existing, created=False)
+        if resource_type == "DocumentReference":
+            self._check_contents(session, resource, patient_id)
+            same = self._same_unique_id(session, resource, patient_id)
+            if same is not None:
+                return WriteResult(stored=same, created=False)
         resource_id = assigned_id or self._svc.new_id()
         stored = self._write(
             session,
@@ -468,7 +501,133 @@ class Records:
             version_id=1,
             resource=resource,
         )
+        if resource_type == "DocumentReference":
+            self._supersede(session, resource, patient_id, resource_id)
         return WriteResult(stored=stored, created=True)
+
+    # -- documents (IHE MHD) ----------------------------------------------------------------
+
+    def publish(self, document: Mapping[str, Any]) -> WriteResult:
+        """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
+
+        As a Document Recipient does: validate, extract each ``attachment.data`` into a Binary of
+        the same record, point the attachment at it (size and hash filled in), and record the
+        SubmissionSet (a ``List``), all in one transaction.
+
+        Raises:
+            InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
+        """
+        validate(document)
+        if not any(isinstance(a.get("data"), str) for _, a in attachments(document)):
+            raise InvalidResource("Simplified Publish carries the document in content.attachment.data.")
+        with self._svc.store.session(write=True) as session:
+            patient_id = self._place(session, document)
+            revised = fhirjson.loads(fhirjson.dumps(document))
+            for index, attachment in attachments(revised):
+                data = attachment.get("data")
+                if not isinstance(data, str):
+                    continue
+                where = f"DocumentReference.content[{index}].attachment"
+                content = decode_base64(data, f"{where}.data")
+                check_attachment(attachment, content, where)
+                binary: dict[str, Any] = {
+                    "resourceType": "Binary",
+                    "contentType": attachment.get("contentType", "application/octet-stream"),
+                    "securityContext": {"reference": f"Patient/{patient_id}"},
+                    "data": data,
+                }
+                made = self._create(session, binary).stored
+                del attachment["data"]
+                attachment["url"] = f"Binary/{made.resource_id}"
+                attachment["size"] = len(content)
+                attachment["hash"] = sha1_base64(content)
+            result = self._create(session, revised)
+            if result.created:
+                submission = {
+                    "resourceType": "List",
+                    "status": "current",
+                    "mode": "working",
+                    "code": {
+                        "coding": [
+                            {
+                                "system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
+                                "code": SUBMISSION_SET_CODE,
+                            }
+                        ]
+                    },
+                    "subject": {"reference": f"Patient/{patient_id}"},
+                    "date": instant(self._svc.clock()),
+                    "entry": [{"item": {"reference": f"DocumentReference/{result.stored.resource_id}"}}],
+                }
+                self._create(session, submission)
+            return result
+
+    def _check_contents(self, session: StoreSession, document: Mapping[str, Any], patient_id: str) -> None:
+        """Check each attachment's size and hash against its content (inline or in a Binary)."""
+        for index, attachment in attachments(document):
+            where = f"DocumentReference.content[{index}].attachment"
+            if isinstance(attachment.get("data"), str):
+                check_attachment(attachment, decode_base64(attachment["data"], f"{where}.data"), where)
+                continue
+            url = attachment.get("url")
+            if not isinstance(url, str) or not url.startswith("Binary/"):
+                continue
+            binary_id = url.removeprefix("Binary/")
+            owner = session.locate("Binary", binary_id) if is_valid_id(binary_id) else None
+            version = session.current(patient_id, "Binary", binary_id) if owner == patient_id else None
+            if version is None or version.deleted:
+                raise InvalidResource(f"{where}.url points to {url[:80]}, which is not in this record.")
+            binary = self._open(self._key(session, patient_id), version).resource or {}
+            check_attachment(attachment, binary_content(binary), where)
+
+    def _same_unique_id(self, session: StoreSession, document: Mapping[str, Any], patient_id: str) -> Stored | None:
+        """Return the stored document with the same uniqueId and content (idempotent resubmission).
+
+        Raises:
+            Conflict: the same uniqueId was submitted before with other content.
+        """
+        unique = master_identifier(document)
+        if unique is None:
+            return None
+        query = parse_search("DocumentReference", [("identifier", f"{unique[0]}|{unique[1]}")])
+        for existing in self._matching(session, patient_id, query):
+            if master_identifier(existing) != unique:
+                continue
+            if content_fingerprint(existing) != content_fingerprint(document):
+                raise Conflict(
+                    f"A document with uniqueId {unique[1][:80]} already exists with other content; "
+                    "a new version needs a new uniqueId and relatesTo = replaces."
+                )
+            return Stored(
+                resource_type="DocumentReference",
+                resource_id=str(existing["id"]),
+                version_id=int(existing["meta"]["versionId"]),
+                last_updated=self._svc.clock(),
+                resource=existing,
+            )
+        return None
+
+    def _supersede(self, session: StoreSession, document: Mapping[str, Any], patient_id: str, new_id: str) -> None:
+        """Mark the documents a new one replaces as superseded (a new version of each)."""
+        for old_id in replaced_ids(document):
+            if old_id == new_id or session.locate("DocumentReference", old_id) != patient_id:
+                raise InvalidResource(f"relatesTo replaces DocumentReference/{old_id[:64]}, which is not in this record.")
+            self._check(Action.UPDATE, self._target(patient_id, "DocumentReference"), hide=False)
+            current = session.current(patient_id, "DocumentReference", old_id)
+            if current is None or current.deleted:
+                raise InvalidResource(f"DocumentReference/{old_id} was deleted and cannot be replaced.")
+            old = self._open(self._key(session, patient_id), current).resource or {}
+            if old.get("status") == "superseded":
+                raise Conflict(f"DocumentReference/{old_id} was already replaced; replace its newest version.")
+            self._write(
+                session,
+                patient_id=patient_id,
+                key=self._key(session, patient_id),
+                resource_type="DocumentReference",
+                resource_id=old_id,
+                version_id=current.version_id + 1,
+                resource={**old, "status": "superseded"},
+            )
 
     def _conditional(
         self, session: StoreSession, resource_type: str, criteria: str, patient_id: str | None
@@ -553,9 +712,11 @@ class Records:
         if (
             resource_type != "Patient"
             and patient_id != DIRECTORY
-            and self._place(session, resource) != patient_id
+            and self._place(session, resource, patient_id) != patient_id
         ):
             raise InvalidResource(f"{resource_type}/{resource_id} cannot move to another patient's record.")
+        if resource_type == "DocumentReference":
+            self._check_contents(session, resource, patient_id)
         key = self._key(session, patient_id)
         stored = self._write(
             session,
@@ -758,25 +919,46 @@ class Records:
                 assigned[index] = new_id
                 mapping[entry.full_url] = f"{entry.resource.get('resourceType')}/{new_id}"
         rank = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+        # Within POSTs: the Patient (the record) first, then Binaries (so that the
+        # DocumentReferences pointing to them can check their hash and size), then the rest.
+        type_rank = {"Patient": 0, "Binary": 1}
         order = sorted(
             range(len(entries)),
             key=lambda i: (
                 rank[entries[i].method],
-                not (entries[i].resource or {}).get("resourceType") == "Patient",
+                type_rank.get(str((entries[i].resource or {}).get("resourceType")), 2),
                 i,
             ),
         )
+        hints = self._binary_hints([replace_strings(e.resource, mapping) for e in entries if e.resource])
         responses: dict[int, EntryResponse] = {}
         for index in order:
             entry = entries[index]
             resource = replace_strings(entry.resource, mapping) if entry.resource is not None else None
             try:
-                responses[index] = self._entry(session, entry, resource, assigned.get(index))
+                hint = hints.get(f"Binary/{assigned.get(index)}")
+                responses[index] = self._entry(session, entry, resource, assigned.get(index), hint)
             except CarnetError as error:
                 error.message = f"Entry {first + index}: {error.message}"
                 error.args = (error.message,)
                 raise
         return [responses[i] for i in range(len(entries))]
+
+    @staticmethod
+    def _binary_hints(resources: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+        """Map ``Binary/<id>`` to the record of the DocumentReference whose attachment points to it."""
+        hints: dict[str, str] = {}
+        for resource in resources:
+            if resource.get("resourceType") != "DocumentReference":
+                continue
+            owner = next(patient_references(resource), None)
+            if owner is None:
+                continue
+            for _, attachment in attachments(resource):
+                url = attachment.get("url")
+                if isinstance(url, str) and url.startswith("Binary/"):
+                    hints.setdefault(url, owner)
+        return hints
 
     def _entry(
         self,
@@ -784,6 +966,7 @@ class Records:
         entry: EntryRequest,
         resource: dict[str, Any] | None,
         assigned_id: str | None,
+        hint: str | None = None,
     ) -> EntryResponse:
         path, _, query_string = entry.url.partition("?")
         parts = [p for p in path.strip("/").split("/") if p]
@@ -791,7 +974,7 @@ class Records:
             if resource is None or len(parts) != 1 or parts[0] != resource.get("resourceType"):
                 raise InvalidRequest("A POST entry needs request.url = its resource type and a resource.")
             result = self._create(
-                session, resource, if_none_exist=entry.if_none_exist, assigned_id=assigned_id
+                session, resource, if_none_exist=entry.if_none_exist, assigned_id=assigned_id, hint=hint
             )
             stored = result.stored
             return EntryResponse(

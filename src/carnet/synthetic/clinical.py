@@ -9,6 +9,7 @@ vaccines follow the French schedule (calendrier des vaccinations) and when each 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from carnet.synthetic.professionals import Discipline
@@ -89,47 +90,71 @@ AMLODIPINE = Drug("C08CA01", "AMLODIPINE 5 mg, gélule", "1 gélule le matin")
 INDAPAMIDE = Drug("C03BA11", "INDAPAMIDE 1,5 mg, comprimé à libération prolongée", "1 comprimé le matin")
 LOSARTAN = Drug("C09CA01", "LOSARTAN 50 mg, comprimé pelliculé", "1 comprimé par jour")
 BISOPROLOL = Drug("C07AB07", "BISOPROLOL 2,5 mg, comprimé", "1 comprimé le matin")
-METFORMIN = Drug("A10BA02", "METFORMINE 1000 mg, comprimé pelliculé", "1 comprimé matin et soir au cours des repas")
+METFORMIN = Drug(
+    "A10BA02", "METFORMINE 1000 mg, comprimé pelliculé", "1 comprimé matin et soir au cours des repas"
+)
 SITAGLIPTIN = Drug("A10BH01", "SITAGLIPTINE 100 mg, comprimé pelliculé", "1 comprimé par jour")
 DAPAGLIFLOZIN = Drug("A10BK01", "DAPAGLIFLOZINE 10 mg, comprimé pelliculé", "1 comprimé le matin")
-GLICLAZIDE = Drug("A10BB09", "GLICLAZIDE 60 mg, comprimé sécable à libération modifiée", "1 comprimé au petit-déjeuner")
+GLICLAZIDE = Drug(
+    "A10BB09", "GLICLAZIDE 60 mg, comprimé sécable à libération modifiée", "1 comprimé au petit-déjeuner"
+)
 ATORVASTATIN = Drug("C10AA05", "ATORVASTATINE 20 mg, comprimé pelliculé", "1 comprimé le soir")
 ROSUVASTATIN = Drug("C10AA07", "ROSUVASTATINE 10 mg, comprimé pelliculé", "1 comprimé le soir")
 SALBUTAMOL = Drug(
-    "R03AC02", "SALBUTAMOL 100 microgrammes/dose, suspension pour inhalation", "2 bouffées si gêne respiratoire"
+    "R03AC02",
+    "SALBUTAMOL 100 microgrammes/dose, suspension pour inhalation",
+    "2 bouffées si gêne respiratoire",
 )
 BUDESONIDE_FORMOTEROL = Drug(
-    "R03AK07", "BUDÉSONIDE/FORMOTÉROL 200/6 microgrammes/dose, poudre pour inhalation", "1 inhalation matin et soir"
+    "R03AK07",
+    "BUDÉSONIDE/FORMOTÉROL 200/6 microgrammes/dose, poudre pour inhalation",
+    "1 inhalation matin et soir",
 )
-CETIRIZINE = Drug("R06AE07", "CÉTIRIZINE 10 mg, comprimé pelliculé sécable", "1 comprimé par jour pendant les pollens")
+CETIRIZINE = Drug(
+    "R06AE07", "CÉTIRIZINE 10 mg, comprimé pelliculé sécable", "1 comprimé par jour pendant les pollens"
+)
 DESLORATADINE = Drug("R06AX27", "DESLORATADINE 5 mg, comprimé pelliculé", "1 comprimé par jour")
-BETAMETHASONE = Drug("D07AC01", "BÉTAMÉTHASONE 0,05 %, crème", "1 application par jour sur les plaques pendant 7 jours")
+BETAMETHASONE = Drug(
+    "D07AC01", "BÉTAMÉTHASONE 0,05 %, crème", "1 application par jour sur les plaques pendant 7 jours"
+)
 SERTRALINE = Drug("N06AB06", "SERTRALINE 50 mg, gélule", "1 gélule le matin")
 ESCITALOPRAM = Drug("N06AB10", "ESCITALOPRAM 10 mg, comprimé pelliculé sécable", "1 comprimé par jour")
 HYDROXYZINE = Drug("N05BB01", "HYDROXYZINE 25 mg, comprimé pelliculé sécable", "1 comprimé le soir si besoin")
 LEVOTHYROXINE = Drug(
     "H03AA01", "LÉVOTHYROXINE SODIQUE 75 microgrammes, comprimé sécable", "1 comprimé le matin à jeun"
 )
-ESOMEPRAZOLE = Drug("A02BC05", "ÉSOMÉPRAZOLE 20 mg, gélule gastro-résistante", "1 gélule le matin avant le repas")
+ESOMEPRAZOLE = Drug(
+    "A02BC05", "ÉSOMÉPRAZOLE 20 mg, gélule gastro-résistante", "1 gélule le matin avant le repas"
+)
 OMEPRAZOLE = Drug("A02BC01", "OMÉPRAZOLE 20 mg, gélule gastro-résistante", "1 gélule par jour")
 PARACETAMOL = Drug("N02BE01", "PARACÉTAMOL 1 g, comprimé", "1 comprimé jusqu'à 3 fois par jour si douleur")
-IBUPROFEN = Drug("M01AE01", "IBUPROFÈNE 400 mg, comprimé pelliculé", "1 comprimé 3 fois par jour pendant 5 jours")
+IBUPROFEN = Drug(
+    "M01AE01", "IBUPROFÈNE 400 mg, comprimé pelliculé", "1 comprimé 3 fois par jour pendant 5 jours"
+)
 SUMATRIPTAN = Drug("N02CC01", "SUMATRIPTAN 50 mg, comprimé pelliculé", "1 comprimé dès le début de la crise")
 APIXABAN = Drug("B01AF02", "APIXABAN 5 mg, comprimé pelliculé", "1 comprimé matin et soir")
 ASPIRIN = Drug(
-    "B01AC06", "ACIDE ACÉTYLSALICYLIQUE 75 mg, poudre pour solution buvable en sachet-dose", "1 sachet par jour"
+    "B01AC06",
+    "ACIDE ACÉTYLSALICYLIQUE 75 mg, poudre pour solution buvable en sachet-dose",
+    "1 sachet par jour",
 )
 TIOTROPIUM = Drug(
     "R03BB04", "TIOTROPIUM 2,5 microgrammes/dose, solution pour inhalation", "2 bouffées une fois par jour"
 )
 ALENDRONATE = Drug("M05BA04", "ACIDE ALENDRONIQUE 70 mg, comprimé", "1 comprimé par semaine, à jeun")
-COLECALCIFEROL = Drug("A11CC05", "COLÉCALCIFÉROL 50 000 UI, solution buvable en ampoule", "1 ampoule par mois")
+COLECALCIFEROL = Drug(
+    "A11CC05", "COLÉCALCIFÉROL 50 000 UI, solution buvable en ampoule", "1 ampoule par mois"
+)
 LETROZOLE = Drug("L02BG04", "LÉTROZOLE 2,5 mg, comprimé pelliculé", "1 comprimé par jour")
 TAMOXIFEN = Drug("L02BA01", "TAMOXIFÈNE 20 mg, comprimé pelliculé", "1 comprimé par jour")
-LATANOPROST = Drug("S01EE01", "LATANOPROST 50 microgrammes/ml, collyre en solution", "1 goutte le soir dans chaque oeil")
+LATANOPROST = Drug(
+    "S01EE01", "LATANOPROST 50 microgrammes/ml, collyre en solution", "1 goutte le soir dans chaque oeil"
+)
 TAMSULOSIN = Drug("G04CA02", "TAMSULOSINE 0,4 mg, gélule à libération prolongée", "1 gélule le soir")
 MEMANTINE = Drug("N06DX01", "MÉMANTINE 10 mg, comprimé pelliculé", "1 comprimé par jour")
-AMOXICILLIN = Drug("J01CA04", "AMOXICILLINE 1 g, comprimé dispersible", "1 comprimé matin et soir pendant 6 jours")
+AMOXICILLIN = Drug(
+    "J01CA04", "AMOXICILLINE 1 g, comprimé dispersible", "1 comprimé matin et soir pendant 6 jours"
+)
 AMOXICILLIN_CHILD = Drug(
     "J01CA04",
     "AMOXICILLINE 250 mg/5 ml, poudre pour suspension buvable",
@@ -139,19 +164,31 @@ PARACETAMOL_CHILD = Drug(
     "N02BE01", "PARACÉTAMOL 2,4 %, suspension buvable", "1 dose-poids toutes les 6 heures si fièvre"
 )
 FOSFOMYCIN = Drug(
-    "J01XX01", "FOSFOMYCINE TROMÉTAMOL 3 g, granulés pour solution buvable en sachet", "1 sachet en prise unique"
+    "J01XX01",
+    "FOSFOMYCINE TROMÉTAMOL 3 g, granulés pour solution buvable en sachet",
+    "1 sachet en prise unique",
 )
-VITAMIN_D_INFANT = Drug("A11CC05", "COLÉCALCIFÉROL 10 000 UI/ml, solution buvable en gouttes", "2 gouttes par jour")
+VITAMIN_D_INFANT = Drug(
+    "A11CC05", "COLÉCALCIFÉROL 10 000 UI/ml, solution buvable en gouttes", "2 gouttes par jour"
+)
 FUROSEMIDE = Drug("C03CA01", "FUROSÉMIDE 40 mg, comprimé sécable", "1 comprimé le matin")
 ENOXAPARIN = Drug(
-    "B01AB05", "ÉNOXAPARINE 4000 UI/0,4 ml, solution injectable", "1 injection sous-cutanée par jour pendant 35 jours"
+    "B01AB05",
+    "ÉNOXAPARINE 4000 UI/0,4 ml, solution injectable",
+    "1 injection sous-cutanée par jour pendant 35 jours",
 )
 
 DISEASES: tuple[Disease, ...] = (
     Disease(
         "I10",
         "Hypertension essentielle (primitive)",
-        ((18, 39, 0.03, 0.02), (40, 54, 0.15, 0.12), (55, 64, 0.3, 0.25), (65, 74, 0.45, 0.4), (75, 120, 0.6, 0.6)),
+        (
+            (18, 39, 0.03, 0.02),
+            (40, 54, 0.15, 0.12),
+            (55, 64, 0.3, 0.25),
+            (65, 74, 0.45, 0.4),
+            (75, 120, 0.6, 0.6),
+        ),
         Discipline.CARDIOLOGY,
         (RAMIPRIL, AMLODIPINE, INDAPAMIDE, LOSARTAN),
     ),
@@ -311,7 +348,13 @@ ACUTE_EPISODES: tuple[Episode, ...] = (
     Episode("J02.9", "Pharyngite aiguë, sans précision", 3, 120, (AMOXICILLIN, PARACETAMOL)),
     Episode("J20.9", "Bronchite aiguë, sans précision", 2, 120, (PARACETAMOL,)),
     Episode("N30.0", "Cystite aiguë", 15, 120, (FOSFOMYCIN,), female_only=True),
-    Episode("J11.1", "Grippe avec d'autres manifestations respiratoires, virus non identifié", 2, 120, (PARACETAMOL,)),
+    Episode(
+        "J11.1",
+        "Grippe avec d'autres manifestations respiratoires, virus non identifié",
+        2,
+        120,
+        (PARACETAMOL,),
+    ),
     Episode("M54.5", "Lombalgie basse", 18, 120, (IBUPROFEN, PARACETAMOL)),
     Episode("A09.9", "Gastro-entérite et colite d'origine non précisée", 0, 120, (PARACETAMOL,)),
 )
@@ -325,8 +368,11 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         1,
         (PARACETAMOL_CHILD,),
         Discipline.PAEDIATRICS,
-        summary="Hospitalisation pour bronchiolite avec difficultés alimentaires. Désobstruction rhinopharyngée, "
-        "surveillance de la saturation, évolution favorable sans oxygénothérapie prolongée.",
+        summary=(
+            "Hospitalisation pour bronchiolite avec difficultés alimentaires. Désobstruction "
+            "rhinopharyngée, surveillance de la saturation, évolution favorable sans "
+            "oxygénothérapie prolongée."
+        ),
     ),
     Episode(
         "A08.4",
@@ -335,8 +381,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         5,
         (PARACETAMOL_CHILD,),
         Discipline.PAEDIATRICS,
-        summary="Déshydratation modérée sur gastro-entérite virale. Réhydratation par soluté de réhydratation "
-        "orale, reprise alimentaire progressive, poids de sortie stable.",
+        summary=(
+            "Déshydratation modérée sur gastro-entérite virale. Réhydratation par soluté de "
+            "réhydratation orale, reprise alimentaire progressive, poids de sortie stable."
+        ),
     ),
     Episode(
         "S52.5",
@@ -345,8 +393,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         120,
         (PARACETAMOL,),
         Discipline.EMERGENCY,
-        summary="Chute de sa hauteur avec fracture de l'extrémité inférieure du radius. Réduction orthopédique "
-        "et immobilisation par plâtre antébrachio-palmaire pour six semaines.",
+        summary=(
+            "Chute de sa hauteur avec fracture de l'extrémité inférieure du radius. Réduction "
+            "orthopédique et immobilisation par plâtre antébrachio-palmaire pour six semaines."
+        ),
     ),
     Episode(
         "K35.8",
@@ -355,8 +405,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         60,
         (PARACETAMOL,),
         Discipline.EMERGENCY,
-        summary="Douleurs de la fosse iliaque droite, syndrome inflammatoire biologique, appendicite confirmée "
-        "en imagerie. Appendicectomie par coelioscopie, suites simples.",
+        summary=(
+            "Douleurs de la fosse iliaque droite, syndrome inflammatoire biologique, appendicite "
+            "confirmée en imagerie. Appendicectomie par coelioscopie, suites simples."
+        ),
     ),
     Episode(
         "J18.9",
@@ -365,8 +417,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         120,
         (AMOXICILLIN, PARACETAMOL),
         Discipline.INTERNAL_MEDICINE,
-        summary="Pneumopathie franche lobaire aiguë. Antibiothérapie par amoxicilline, apyrexie à 48 heures, "
-        "radiographie de contrôle à prévoir à six semaines.",
+        summary=(
+            "Pneumopathie franche lobaire aiguë. Antibiothérapie par amoxicilline, apyrexie à 48 "
+            "heures, radiographie de contrôle à prévoir à six semaines."
+        ),
     ),
     Episode(
         "N10",
@@ -376,8 +430,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         (PARACETAMOL,),
         Discipline.INTERNAL_MEDICINE,
         female_only=True,
-        summary="Pyélonéphrite aiguë non compliquée. Antibiothérapie adaptée à l'antibiogramme, échographie "
-        "rénale sans obstacle, relais per os avant la sortie.",
+        summary=(
+            "Pyélonéphrite aiguë non compliquée. Antibiothérapie adaptée à l'antibiogramme, "
+            "échographie rénale sans obstacle, relais per os avant la sortie."
+        ),
     ),
     Episode(
         "O80",
@@ -387,8 +443,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         (PARACETAMOL,),
         Discipline.GYNAECOLOGY,
         female_only=True,
-        summary="Accouchement par voie basse à terme d'un enfant unique, sans complication. Allaitement mis en "
-        "place, sortie avec rééducation périnéale à prévoir.",
+        summary=(
+            "Accouchement par voie basse à terme d'un enfant unique, sans complication. "
+            "Allaitement mis en place, sortie avec rééducation périnéale à prévoir."
+        ),
     ),
     Episode(
         "I50.9",
@@ -398,8 +456,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         (FUROSEMIDE, BISOPROLOL),
         Discipline.CARDIOLOGY,
         lasting=True,
-        summary="Décompensation cardiaque globale. Traitement diurétique intraveineux puis relais per os, "
-        "perte de 4 kg, éducation thérapeutique sur la surveillance du poids.",
+        summary=(
+            "Décompensation cardiaque globale. Traitement diurétique intraveineux puis relais per "
+            "os, perte de 4 kg, éducation thérapeutique sur la surveillance du poids."
+        ),
     ),
     Episode(
         "S72.0",
@@ -408,8 +468,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         120,
         (PARACETAMOL, ENOXAPARIN),
         Discipline.GERIATRICS,
-        summary="Chute à domicile avec fracture du col fémoral. Ostéosynthèse, reprise de la marche avec "
-        "déambulateur, orientation en soins de suite et de réadaptation discutée.",
+        summary=(
+            "Chute à domicile avec fracture du col fémoral. Ostéosynthèse, reprise de la marche "
+            "avec déambulateur, orientation en soins de suite et de réadaptation discutée."
+        ),
     ),
     Episode(
         "N39.0",
@@ -418,8 +480,10 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         120,
         (PARACETAMOL,),
         Discipline.GERIATRICS,
-        summary="Infection urinaire fébrile avec confusion. Antibiothérapie adaptée, hydratation, "
-        "récupération de l'état cognitif antérieur.",
+        summary=(
+            "Infection urinaire fébrile avec confusion. Antibiothérapie adaptée, hydratation, "
+            "récupération de l'état cognitif antérieur."
+        ),
     ),
     Episode(
         "I63.9",
@@ -429,13 +493,20 @@ HOSPITAL_STAYS: tuple[Episode, ...] = (
         (ASPIRIN, ATORVASTATIN),
         Discipline.NEUROLOGY,
         lasting=True,
-        summary="Accident vasculaire cérébral ischémique mineur. Bilan étiologique, antiagrégant plaquettaire "
-        "et statine, rééducation orthophonique à poursuivre.",
+        summary=(
+            "Accident vasculaire cérébral ischémique mineur. Bilan étiologique, antiagrégant "
+            "plaquettaire et statine, rééducation orthophonique à poursuivre."
+        ),
     ),
 )
 
 ALLERGENS: tuple[Allergen, ...] = (
-    Allergen("764146007", "Pénicillines", "medication", (("271807003", "Éruption cutanée"), ("247472004", "Urticaire"))),
+    Allergen(
+        "764146007",
+        "Pénicillines",
+        "medication",
+        (("271807003", "Éruption cutanée"), ("247472004", "Urticaire")),
+    ),
     Allergen("372687004", "Amoxicilline", "medication", (("271807003", "Éruption cutanée"),)),
     Allergen("387458008", "Acide acétylsalicylique", "medication", (("41291007", "Angio-oedème"),)),
     Allergen("387207008", "Ibuprofène", "medication", (("247472004", "Urticaire"),)),
@@ -558,7 +629,7 @@ def interpolate(table: tuple[tuple[int, float], ...], months: int) -> float:
     """Interpolate linearly a (months, value) table; clamp outside its range."""
     if months <= table[0][0]:
         return table[0][1]
-    for (m0, v0), (m1, v1) in zip(table, table[1:], strict=False):
+    for (m0, v0), (m1, v1) in itertools.pairwise(table):
         if months <= m1:
             return v0 + (v1 - v0) * (months - m0) / (m1 - m0)
     return table[-1][1]

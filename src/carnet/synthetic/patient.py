@@ -185,7 +185,9 @@ def _unique_nir(rng: random.Random, sex: Sex, birth_date: date, place: str, take
     order = rng.randint(1, 999)
     sex_digit = 1 if sex == "male" else 2
     for _ in range(999):
-        nir = make_nir(sex_digit=sex_digit, year=birth_date.year, month=birth_date.month, place=place, order=order)
+        nir = make_nir(
+            sex_digit=sex_digit, year=birth_date.year, month=birth_date.month, place=place, order=order
+        )
         if nir not in taken:
             taken.add(nir)
             return nir
@@ -213,7 +215,9 @@ def _draw_relative(
         if age >= 60:
             relationship = rng.choices(("SPS", "DAU", "SON", "FRND"), weights=(50, 22, 18, 10))[0]
         else:
-            relationship = rng.choices(("SPS", "SIS", "BRO", "MTH", "FTH", "FRND"), weights=(55, 8, 7, 12, 8, 10))[0]
+            relationship = rng.choices(
+                ("SPS", "SIS", "BRO", "MTH", "FTH", "FRND"), weights=(55, 8, 7, 12, 8, 10)
+            )[0]
     relative_sex: Sex
     if relationship in ("MTH", "DAU", "SIS"):
         relative_sex = "female"
@@ -275,7 +279,9 @@ def patient_resource(person: Person, general_practitioner: Professional) -> JSON
                     {
                         "url": "identityStatus",
                         "valueCoding": coding(
-                            "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445", "VALI", "Identité validée"
+                            "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445",
+                            "VALI",
+                            "Identité validée",
                         ),
                     }
                 ],

@@ -25,6 +25,7 @@ _PAGE_BOTTOM = 280.0
 _LEFT = 20.0
 _LINE = 5.0
 _WRAP = 92
+_TEXT_WIDTH = 170.0
 # Characters outside Latin-1, which Helvetica's core encoding lacks, and what to print instead.
 _LATIN1 = str.maketrans(
     {
@@ -80,17 +81,27 @@ class _Writer:
         self.y += height
 
     def table(self, rows: tuple[tuple[str, ...], ...]) -> None:
-        columns = len(rows[0])
-        width = _WRAP // columns
+        # Columns share the width in proportion to their longest text (capped), and a cell too
+        # wide for its column is cut, so that columns never overlap.
+        longest = [min(40, max(len(row[column]) for row in rows)) + 2 for column in range(len(rows[0]))]
+        widths = [_TEXT_WIDTH * length / sum(longest) for length in longest]
         for index, row in enumerate(rows):
             if self.y > _PAGE_BOTTOM:
                 self.new_page()
             self.pdf.set_font("Helvetica", style="B" if index == 0 else "", size=8)
-            for column, cell in enumerate(row):
-                text = cell if len(cell) <= width * 1.2 else cell[: int(width * 1.2) - 1] + "."
-                self.pdf.text(_LEFT + column * 170 / columns, self.y, _latin1(text))
+            x = _LEFT
+            for cell, width in zip(row, widths, strict=True):
+                self.pdf.text(x, self.y, self._fit(_latin1(cell), width - 2))
+                x += width
             self.y += 4.5
         self.y += 2
+
+    def _fit(self, text: str, width: float) -> str:
+        if self.pdf.get_string_width(text) <= width:
+            return text
+        while text and self.pdf.get_string_width(text + ".") > width:
+            text = text[:-1]
+        return text.rstrip() + "."
 
 
 def render_pdf(
@@ -137,7 +148,7 @@ def _layout(report: Report, patient_lines: tuple[str, ...], filler_seed: int, *,
         writer.line(f"{report.author.display_name}, le {french_date(report.created.date())}", bold=True)
         writer.line(f"RPPS {report.author.rpps} - {report.author.role_label}", size=8)
     if pages:
-        _filler(writer, random.Random(filler_seed), pages, report.created)
+        _filler(writer, random.Random(filler_seed), pages, report.created)  # noqa: S311 - reproducible filler text
     return bytes(pdf.output())
 
 

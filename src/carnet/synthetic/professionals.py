@@ -230,7 +230,7 @@ def generate_professionals(seed: int, count: int = 120) -> Pool:
     """
     if count < MINIMUM_PROFESSIONALS:
         raise ValueError(f"A pool needs at least {MINIMUM_PROFESSIONALS} professionals, got {count}.")
-    rng = random.Random(f"carnet.synthetic/{seed}/professionals/{count}")
+    rng = random.Random(f"carnet.synthetic/{seed}/professionals/{count}")  # noqa: S311 - reproducible, not secret
     hospitals = tuple(_make_hospital(rng) for _ in range(max(2, count // 30)))
     disciplines = list(_REQUIRED)
     weights = [profile.weight for profile in _PROFILES.values()]
@@ -286,10 +286,7 @@ def _make_professional(
     family = pick_family(rng)
     practitioner_uuid, role_uuid = new_uuid(rng), new_uuid(rng)
     in_hospital = rng.random() < profile.hospital_share
-    if in_hospital:
-        organization = rng.choice(hospitals)
-    else:
-        organization = _make_practice(rng, discipline, family)
+    organization = rng.choice(hospitals) if in_hospital else _make_practice(rng, discipline, family)
     return Professional(
         index=index,
         discipline=discipline,
@@ -388,7 +385,11 @@ def practitioner_resource(professional: Professional) -> JSON:
         "telecom": [{"system": "phone", "value": professional.phone, "use": "work"}],
         "gender": professional.sex,
         "qualification": [
-            {"code": concept(PROFESSION_SYSTEM, professional.profession, PROFESSIONS[professional.profession])}
+            {
+                "code": concept(
+                    PROFESSION_SYSTEM, professional.profession, PROFESSIONS[professional.profession]
+                )
+            }
         ],
     }
 
@@ -400,7 +401,10 @@ def practitioner_role_resource(professional: Professional) -> JSON:
         "identifier": [{"system": URI_SYSTEM, "value": professional.role_url}],
         "active": True,
         "practitioner": {"reference": professional.practitioner_url, "display": professional.display_name},
-        "organization": {"reference": professional.organization.url, "display": professional.organization.name},
+        "organization": {
+            "reference": professional.organization.url,
+            "display": professional.organization.name,
+        },
         "code": [concept(PROFESSION_SYSTEM, professional.profession, PROFESSIONS[professional.profession])],
     }
     if professional.specialty is not None:

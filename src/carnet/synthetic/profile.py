@@ -277,7 +277,9 @@ class _ProfileDraw:
         return self.rng.choice(self.pool.of(discipline))
 
     def _hospital_physician(self, discipline: Discipline) -> Professional:
-        in_hospital = [p for p in self.pool.of(discipline) if p.organization.practice_setting == "ETABLISSEMENT"]
+        in_hospital = [
+            p for p in self.pool.of(discipline) if p.organization.practice_setting == "ETABLISSEMENT"
+        ]
         if not in_hospital:
             in_hospital = list(self.pool.of(Discipline.INTERNAL_MEDICINE, Discipline.EMERGENCY))
         return self.rng.choice(in_hospital)
@@ -351,7 +353,9 @@ class _ProfileDraw:
             for e in ACUTE_EPISODES
             if e.min_age <= self.age <= e.max_age and (self.female or not e.female_only)
         ]
-        count = self.rng.choices((0, 1, 2, 3), weights=(25, 40, 25, 10) if self.age >= 12 else (10, 30, 35, 25))[0]
+        count = self.rng.choices(
+            (0, 1, 2, 3), weights=(25, 40, 25, 10) if self.age >= 12 else (10, 30, 35, 25)
+        )[0]
         for _ in range(count):
             episode = self.rng.choice(eligible)
             day = draw_day(self.rng, self.start, self.as_of - timedelta(days=1))
@@ -470,7 +474,12 @@ class _ProfileDraw:
             diastolic = 58 + 0.5 * years + self.rng.gauss(0, 5)
         else:
             hypertensive = any(d.icd10 == "I10" for d in self.diagnoses)
-            systolic = 112 + 0.45 * (years - 20) + (self.rng.gauss(12, 6) if hypertensive else 0) + self.rng.gauss(0, 8)
+            systolic = (
+                112
+                + 0.45 * (years - 20)
+                + (self.rng.gauss(12, 6) if hypertensive else 0)
+                + self.rng.gauss(0, 8)
+            )
             diastolic = 70 + 0.2 * min(years - 20, 40) + (5 if hypertensive else 0) + self.rng.gauss(0, 6)
         systolic = max(85, min(200, systolic))
         diastolic = max(45, min(115, diastolic, systolic - 25))
@@ -481,7 +490,11 @@ class _ProfileDraw:
         if diabetic:
             days = [add_months(self.start, 3 * quarter) for quarter in range(HISTORY_YEARS * 4)]
         elif self.age >= 40:
-            days = [add_months(self.start, 12 * year + 6) for year in range(HISTORY_YEARS) if self.rng.random() < 0.6]
+            days = [
+                add_months(self.start, 12 * year + 6)
+                for year in range(HISTORY_YEARS)
+                if self.rng.random() < 0.6
+            ]
         elif self.age >= 18 and self.rng.random() < 0.3:
             days = [draw_day(self.rng, self.start, self.as_of)]
         else:
@@ -497,10 +510,26 @@ class _ProfileDraw:
             if diabetic:
                 glucose = max(5.5, min(16.0, self.rng.gauss(8.0, 1.5)))
                 hba1c = max(5.8, min(11.0, self.rng.gauss(7.2, 0.8)))
-                results.append(LabResult(uuid=new_uuid(self.rng), loinc="4548-4", moment=moment, value=round(hba1c, 1), biologist=biologist))
+                results.append(
+                    LabResult(
+                        uuid=new_uuid(self.rng),
+                        loinc="4548-4",
+                        moment=moment,
+                        value=round(hba1c, 1),
+                        biologist=biologist,
+                    )
+                )
             else:
                 glucose = max(3.9, min(6.9, self.rng.gauss(5.2, 0.45)))
-            results.append(LabResult(uuid=new_uuid(self.rng), loinc="15074-8", moment=moment, value=round(glucose, 2), biologist=biologist))
+            results.append(
+                LabResult(
+                    uuid=new_uuid(self.rng),
+                    loinc="15074-8",
+                    moment=moment,
+                    value=round(glucose, 2),
+                    biologist=biologist,
+                )
+            )
         return tuple(results)
 
     # Vaccinations.
@@ -537,11 +566,17 @@ class _ProfileDraw:
             discipline = self.rng.choices(
                 (Discipline.PHARMACY, Discipline.NURSING, Discipline.GENERAL_PRACTICE), weights=(35, 20, 45)
             )[0]
-            performer = self.gp if discipline is Discipline.GENERAL_PRACTICE else self.rng.choice(self.pool.of(discipline))
+            performer = (
+                self.gp
+                if discipline is Discipline.GENERAL_PRACTICE
+                else self.rng.choice(self.pool.of(discipline))
+            )
         else:
             performer = self.gp
         letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
-        lot = f"{self.rng.choice(letters)}{self.rng.choice(letters)}{self.rng.randint(100, 999)}{self.rng.choice('ABC')}"
+        lot = (
+            "".join(self.rng.choices(letters, k=2)) + f"{self.rng.randint(100, 999)}{self.rng.choice('ABC')}"
+        )
         return Vaccination(uuid=new_uuid(self.rng), dose=dose, day=day, lot=lot, performer=performer)
 
 
@@ -550,7 +585,9 @@ def _seasonal(vaccine: tuple[str, str, str], season: int) -> Dose:
     return Dose(atc, product, f"{diseases} (saison {season}-{season + 1})", 0, 1)
 
 
-def draw_profile(rng: random.Random, person: Person, pool: Pool, as_of: date, *, rounds: int = 1) -> MedicalProfile:
+def draw_profile(
+    rng: random.Random, person: Person, pool: Pool, as_of: date, *, rounds: int = 1
+) -> MedicalProfile:
     """Draw the medical profile of ``person`` as known on ``as_of``.
 
     ``rounds`` is how many documents of each kind the patient will get; the profile holds at
@@ -591,7 +628,9 @@ def _allergy(patient: JSON, allergy: Allergy) -> JSON:
         "resourceType": "AllergyIntolerance",
         "clinicalStatus": concept(ALLERGY_CLINICAL, "active", "Active"),
         "verificationStatus": concept(ALLERGY_VERIFICATION, "confirmed", "Confirmed"),
-        "type": "allergy" if allergy.allergen.category != "medication" or allergy.is_severe else "intolerance",
+        "type": "allergy"
+        if allergy.allergen.category != "medication" or allergy.is_severe
+        else "intolerance",
         "category": [allergy.allergen.category],
         "criticality": "high" if allergy.is_severe else "low",
         "code": concept(SNOMED, allergy.allergen.snomed, text=allergy.allergen.display),
@@ -642,7 +681,9 @@ def _medication_statement(patient: JSON, treatment: Treatment) -> JSON:
         "dosage": [{"text": treatment.drug.dosage}],
     }
     if treatment.reason is not None:
-        statement["reasonReference"] = [{"reference": treatment.reason.url, "display": treatment.reason.display}]
+        statement["reasonReference"] = [
+            {"reference": treatment.reason.url, "display": treatment.reason.display}
+        ]
     return statement
 
 
@@ -705,15 +746,22 @@ def _vital_signs(patient: JSON, visit: Visit) -> list[tuple[str, JSON]]:
                     "resourceType": "Observation",
                     **common,
                     "code": concept(
-                        LOINC, "85354-9", "Blood pressure panel with all children optional", text="Pression artérielle"
+                        LOINC,
+                        "85354-9",
+                        "Blood pressure panel with all children optional",
+                        text="Pression artérielle",
                     ),
                     "component": [
                         {
-                            "code": concept(LOINC, "8480-6", "Systolic blood pressure", text="Pression systolique"),
+                            "code": concept(
+                                LOINC, "8480-6", "Systolic blood pressure", text="Pression systolique"
+                            ),
                             "valueQuantity": _quantity(systolic, "mm[Hg]"),
                         },
                         {
-                            "code": concept(LOINC, "8462-4", "Diastolic blood pressure", text="Pression diastolique"),
+                            "code": concept(
+                                LOINC, "8462-4", "Diastolic blood pressure", text="Pression diastolique"
+                            ),
                             "valueQuantity": _quantity(diastolic, "mm[Hg]"),
                         },
                     ],
@@ -757,4 +805,3 @@ def _lab_observation(patient: JSON, result: LabResult) -> JSON:
 
 def _quantity(value: float, unit: str) -> JSON:
     return {"value": value, "unit": unit, "system": UCUM, "code": unit}
-

@@ -88,11 +88,15 @@ def _money(amount: float) -> str:
 
 def _history(ctx: Context, on: date, *, exclude: str | None = None) -> Section:
     diagnoses = [
-        d for d in ctx.profile.diagnoses if d.onset <= on and (d.abated is None or d.abated > on) and d.icd10 != exclude
+        d
+        for d in ctx.profile.diagnoses
+        if d.onset <= on and (d.abated is None or d.abated > on) and d.icd10 != exclude
     ]
     lines = tuple(f"{d.display} (CIM-10 {d.icd10}), depuis {d.onset.year}." for d in diagnoses)
     allergies = tuple(
-        f"Allergie : {a.allergen.display} ({a.reaction[1].lower()})." for a in ctx.profile.allergies if a.recorded <= on
+        f"Allergie : {a.allergen.display} ({a.reaction[1].lower()})."
+        for a in ctx.profile.allergies
+        if a.recorded <= on
     )
     return Section(
         heading="Antécédents et allergies",
@@ -122,7 +126,7 @@ _EXAM_SENTENCES = (
     "Examen neurologique sommaire normal.",
     "Pouls régulier, bien frappé.",
     "Tympans normaux, pas d'adénopathie cervicale.",
-    "État général conservé, patient apyrétique.",
+    "État général conservé, apyrexie.",
 )
 
 
@@ -133,8 +137,10 @@ def write_consultation(ctx: Context, rank: int) -> Report:
     age = ctx.age_on(visit.day)
     if visit.reason is None:
         months = (visit.day - ctx.person.birth_date).days * 12 // 365
-        motive = f"Examen systématique de l'enfant de {months} mois." if age < 2 else (
-            "Consultation de suivi et de prévention."
+        motive = (
+            f"Examen systématique de l'enfant de {months} mois."
+            if age < 2
+            else ("Consultation de suivi et de prévention.")
         )
     elif visit.reason.encounter_diagnosis:
         motive = f"Consultation pour {visit.reason.display.lower()}."
@@ -147,13 +153,19 @@ def write_consultation(ctx: Context, rank: int) -> Report:
         exam.append("pression artérielle {}/{} mmHg".format(*visit.blood_pressure))
     findings = (", ".join(exam) + ".", *ctx.rng.sample(_EXAM_SENTENCES, 3))
     if visit.reason is not None and visit.reason.encounter_diagnosis:
-        conclusion = f"Diagnostic retenu : {visit.reason.display} (CIM-10 {visit.reason.icd10}). Traitement symptomatique, "
-        conclusion += "reconsulter en l'absence d'amélioration sous 72 heures."
+        conclusion = (
+            f"Diagnostic retenu : {visit.reason.display} (CIM-10 {visit.reason.icd10}). "
+            "Traitement symptomatique, reconsulter en l'absence d'amélioration sous 72 heures."
+        )
     elif visit.reason is not None:
-        conclusion = "Pathologie équilibrée sous traitement. Poursuite du traitement en cours, contrôle dans 3 mois."
+        conclusion = (
+            "Pathologie équilibrée sous traitement. Poursuite du traitement en cours, contrôle dans 3 mois."
+        )
     else:
-        conclusion = "Examen normal. Croissance et développement harmonieux." if age < 18 else (
-            "Bilan de prévention réalisé. Vaccinations vérifiées."
+        conclusion = (
+            "Examen normal. Croissance et développement harmonieux."
+            if age < 18
+            else ("Bilan de prévention réalisé. Vaccinations vérifiées.")
         )
     title = "Compte rendu de consultation"
     if author.specialty not in (None, "SM54"):
@@ -171,13 +183,17 @@ def write_consultation(ctx: Context, rank: int) -> Report:
             Section(heading="Conclusion", paragraphs=(conclusion,)),
             Section(heading="Traitement en cours", paragraphs=_drug_lines(_treatments_on(ctx, visit.day))),
         ),
-        recipient=None if author is ctx.profile.general_practitioner else ctx.profile.general_practitioner.display_name,
+        recipient=None
+        if author is ctx.profile.general_practitioner
+        else ctx.profile.general_practitioner.display_name,
     )
 
 
 def _prescribed(ctx: Context, visit: Visit) -> tuple[Professional, list[Drug], bool]:
     """Return the prescriber, the drugs, and whether it is a renewal of a long-term treatment."""
-    prescriber = visit.professional if visit.professional.profession == "10" else ctx.profile.general_practitioner
+    prescriber = (
+        visit.professional if visit.professional.profession == "10" else ctx.profile.general_practitioner
+    )
     started = [t.drug for t in ctx.profile.treatments if t.start == visit.day and t.end is not None]
     if started:
         return prescriber, started, False
@@ -192,7 +208,9 @@ def write_prescription(ctx: Context, rank: int) -> Report:
     visit = _visit(ctx, rank)
     prescriber, drugs, renewal = _prescribed(ctx, visit)
     lines = tuple(f"{i}. {d.label}. {d.dosage}." for i, d in enumerate(drugs, start=1))
-    duration = "Traitement pour 3 mois, à renouveler 3 fois." if renewal else "Durée selon la posologie indiquée."
+    duration = (
+        "Traitement pour 3 mois, à renouveler 3 fois." if renewal else "Durée selon la posologie indiquée."
+    )
     return Report(
         title="Ordonnance",
         author=prescriber,
@@ -257,17 +275,25 @@ def write_lab_report(ctx: Context, rank: int) -> Report:
         moment = paris_time(day, time(minutes // 60, minutes % 60))
     results = {r.loinc: r for r in ctx.profile.labs if r.moment == moment}
     earlier = [r for r in ctx.profile.labs if r.moment < moment and r.loinc == "15074-8"]
-    biologist = next(iter(results.values())).biologist if results else ctx.rng.choice(ctx.pool.of(Discipline.BIOLOGY))
+    biologist = (
+        next(iter(results.values())).biologist if results else ctx.rng.choice(ctx.pool.of(Discipline.BIOLOGY))
+    )
     rng, age, female = ctx.rng, ctx.age_on(moment.date()), ctx.person.sex == "female"
     header = ("Analyse", "Résultat", "Unité", "Valeurs de référence", "Antériorité")
     chemistry = [header]
     for loinc, result in sorted(results.items()):
         _, text, unit, low, high = LAB_TESTS[loinc]
         previous = f"{earlier[-1].value:.2f}" if loinc == "15074-8" and earlier else ""
-        chemistry.append((text, f"{result.value:.2f}".rstrip("0").rstrip("."), unit, f"{low} - {high}", previous))
+        chemistry.append(
+            (text, f"{result.value:.2f}".rstrip("0").rstrip("."), unit, f"{low} - {high}", previous)
+        )
     if age >= 12:
-        creatinine = rng.gauss(70 if female else 85, 12) * (1.4 if any(d.icd10 == "N18.3" for d in ctx.profile.diagnoses) else 1)
-        chemistry.append(("Créatinine", f"{creatinine:.0f}", "µmol/L", "45 - 90" if female else "60 - 110", ""))
+        creatinine = rng.gauss(70 if female else 85, 12) * (
+            1.4 if any(d.icd10 == "N18.3" for d in ctx.profile.diagnoses) else 1
+        )
+        chemistry.append(
+            ("Créatinine", f"{creatinine:.0f}", "µmol/L", "45 - 90" if female else "60 - 110", "")
+        )
     if age >= 18:
         total = rng.gauss(2.0, 0.3)
         hdl = rng.gauss(0.6 if female else 0.5, 0.1)
@@ -280,7 +306,13 @@ def write_lab_report(ctx: Context, rank: int) -> Report:
         ]
     haematology = [
         ("Analyse", "Résultat", "Unité", "Valeurs de référence", "Antériorité"),
-        ("Hémoglobine", f"{rng.gauss(13.2 if female else 14.8, 1.0):.1f}", "g/dL", "12,0 - 16,0" if female else "13,0 - 17,0", ""),
+        (
+            "Hémoglobine",
+            f"{rng.gauss(13.2 if female else 14.8, 1.0):.1f}",
+            "g/dL",
+            "12,0 - 16,0" if female else "13,0 - 17,0",
+            "",
+        ),
         ("Leucocytes", f"{rng.gauss(7.0, 1.5):.1f}", "G/L", "4,0 - 10,0", ""),
         ("Plaquettes", f"{rng.gauss(250, 50):.0f}", "G/L", "150 - 400", ""),
         ("Protéine C réactive", f"{max(0.5, rng.gauss(3, 2)):.1f}", "mg/L", "< 5,0", ""),
@@ -299,7 +331,9 @@ def write_lab_report(ctx: Context, rank: int) -> Report:
         Section(
             heading="Commentaire du biologiste",
             loinc="48767-8",
-            paragraphs=("Résultats validés biologiquement. Interprétation à confronter aux données cliniques.",),
+            paragraphs=(
+                "Résultats validés biologiquement. Interprétation à confronter aux données cliniques.",
+            ),
         ),
     )
     validated = moment + timedelta(hours=5)
@@ -321,19 +355,22 @@ _IMAGING: tuple[tuple[str, str, str, str], ...] = (
     (
         "Radiographie du thorax de face",
         "Cliché de face en inspiration, debout.",
-        "Parenchyme pulmonaire normalement aéré. Pas d'épanchement pleural. Silhouette cardiaque de taille normale.",
+        "Parenchyme pulmonaire normalement aéré. Pas d'épanchement pleural. "
+        "Silhouette cardiaque de taille normale.",
         "Radiographie thoracique sans anomalie décelable.",
     ),
     (
         "Échographie abdominale",
         "Examen réalisé à jeun, sonde convexe.",
-        "Foie de taille normale, d'échostructure homogène. Vésicule alithiasique. Reins de taille normale sans dilatation.",
+        "Foie de taille normale, d'échostructure homogène. Vésicule alithiasique. "
+        "Reins de taille normale sans dilatation.",
         "Échographie abdominale normale.",
     ),
     (
         "Radiographie du genou droit",
         "Clichés de face en charge et de profil.",
-        "Pincement fémoro-tibial médial modéré, ostéophytes marginaux. Pas d'épanchement articulaire visible.",
+        "Pincement fémoro-tibial médial modéré, ostéophytes marginaux. "
+        "Pas d'épanchement articulaire visible.",
         "Gonarthrose fémoro-tibiale médiale modérée.",
     ),
     (
@@ -405,7 +442,9 @@ def write_imaging_report(ctx: Context, rank: int) -> Report:
         period=(moment, moment + timedelta(minutes=30)),
         sections=(
             Section(heading="Indication", paragraphs=(indication,)),
-            Section(heading="Technique", paragraphs=(technique, "Dose et paramètres d'acquisition archivés.")),
+            Section(
+                heading="Technique", paragraphs=(technique, "Dose et paramètres d'acquisition archivés.")
+            ),
             Section(heading="Résultats", paragraphs=(result,)),
             Section(heading="Conclusion", paragraphs=(conclusion,)),
         ),
@@ -463,10 +502,7 @@ def write_discharge_letter(ctx: Context, rank: int) -> Report:
 def write_vaccination_history(ctx: Context, rank: int) -> Report:
     """Write the vaccination history (historique des vaccinations, LOINC 11369-6)."""
     vaccinations = ctx.profile.vaccinations
-    if vaccinations:
-        day = _nth_latest(vaccinations, rank).day
-    else:
-        day = draw_day(ctx.rng, ctx.start, ctx.as_of)
+    day = _nth_latest(vaccinations, rank).day if vaccinations else draw_day(ctx.rng, ctx.start, ctx.as_of)
     day = max(day, ctx.start)
     moment = draw_office_time(ctx.rng, day)
     done = [v for v in vaccinations if v.day <= day]
@@ -532,28 +568,52 @@ def write_reimbursements(ctx: Context, rank: int) -> Report:
         if since <= visit.day <= day:
             specialist = visit.professional.specialty not in ("SM54", None)
             fee = 30.0 if not specialist else rng.choice((30.0, 50.0, 55.0))
-            act = "Consultation de spécialiste (APC)" if specialist else "Consultation de médecine générale (G)"
+            act = (
+                "Consultation de spécialiste (APC)" if specialist else "Consultation de médecine générale (G)"
+            )
             lines.append((visit.day, act, visit.professional.display_name, fee, max(0.0, fee * 0.7 - 2)))
             amount = round(rng.uniform(4, 90), 2)
             lines.append(
-                (visit.day, "Pharmacie - médicaments remboursables", ctx.profile.pharmacist.organization.name, amount, round(amount * 0.65, 2))
+                (
+                    visit.day,
+                    "Pharmacie - médicaments remboursables",
+                    ctx.profile.pharmacist.organization.name,
+                    amount,
+                    round(amount * 0.65, 2),
+                )
             )
     for moment in sorted({r.moment for r in ctx.profile.labs}):
         if since <= moment.date() <= day:
             amount = round(rng.uniform(12, 45), 2)
-            lines.append((moment.date(), "Analyses de biologie médicale", "Laboratoire", amount, round(amount * 0.6, 2)))
+            lines.append(
+                (
+                    moment.date(),
+                    "Analyses de biologie médicale",
+                    "Laboratoire",
+                    amount,
+                    round(amount * 0.6, 2),
+                )
+            )
     for stay in ctx.profile.stays:
         if since <= stay.discharged <= day:
             nights = max(1, (stay.discharged - stay.admitted).days)
             amount = round(nights * rng.uniform(700, 1400), 2)
             lines.append(
-                (stay.discharged, "Hospitalisation - frais de séjour", stay.physician.organization.name, amount, amount - 20 * nights)
+                (
+                    stay.discharged,
+                    "Hospitalisation - frais de séjour",
+                    stay.physician.organization.name,
+                    amount,
+                    amount - 20 * nights,
+                )
             )
     for vaccination in ctx.profile.vaccinations:
         if since <= vaccination.day <= day:
             lines.append((vaccination.day, f"Vaccin {vaccination.dose.product}", "Pharmacie", 12.0, 12.0))
     lines.sort(key=lambda line: line[0], reverse=True)
-    rows = [("Date des soins", "Prestation", "Professionnel ou établissement", "Montant (EUR)", "Remboursé (EUR)")]
+    rows = [
+        ("Date des soins", "Prestation", "Professionnel ou établissement", "Montant (EUR)", "Remboursé (EUR)")
+    ]
     rows += [(french_date(d), act, who, _money(amount), _money(paid)) for d, act, who, amount, paid in lines]
     total = sum(line[4] for line in lines)
     moment = paris_time(day, time(3, 0))
@@ -613,11 +673,11 @@ def write_patient_summary(ctx: Context, rank: int) -> Report:
 
 #: Sentences for the pages that bring a PDF up to a requested size: advice a patient takes home.
 FILLER_SENTENCES: tuple[str, ...] = (
-    "Une activité physique régulière, adaptée à votre état de santé, est recommandée au moins trente minutes par jour.",
+    "Une activité physique régulière, adaptée à votre état de santé, est recommandée chaque jour.",
     "Pensez à apporter vos ordonnances et vos derniers résultats d'analyses à chaque consultation.",
     "En cas de fièvre supérieure à 38,5 °C persistant plus de 48 heures, contactez votre médecin traitant.",
     "Ne modifiez pas vos traitements sans avis médical, même si vous vous sentez mieux.",
-    "Une alimentation variée, riche en fruits et légumes et pauvre en sel, contribue à votre santé cardiovasculaire.",
+    "Une alimentation variée, riche en fruits et légumes et pauvre en sel, protège votre coeur.",
     "Le tabac est un facteur de risque majeur : un accompagnement au sevrage peut vous être proposé.",
     "Conservez vos médicaments à l'abri de la chaleur et hors de portée des enfants.",
     "Vérifiez que vos vaccinations sont à jour en consultant votre carnet de vaccination.",
@@ -629,7 +689,7 @@ FILLER_SENTENCES: tuple[str, ...] = (
     "Vous pouvez désigner une personne de confiance qui vous accompagnera dans vos démarches.",
     "Rapportez les médicaments non utilisés à votre pharmacie pour qu'ils soient détruits sans risque.",
     "Une prise de sang à jeun suppose de ne rien avoir mangé depuis au moins huit heures.",
-    "Mesurez votre pression artérielle à domicile le matin et le soir, trois jours de suite, avant la consultation.",
+    "Mesurez votre pression artérielle à domicile matin et soir, trois jours de suite, avant de consulter.",
     "L'automesure de la glycémie aide à adapter le traitement : notez vos résultats dans un carnet.",
     "Hydratez-vous suffisamment, surtout en période de forte chaleur.",
     "En cas d'effet indésirable, parlez-en à votre médecin ou à votre pharmacien.",

@@ -1,0 +1,101 @@
+"""Documents as the DMP shares them (IHE MHD / PDSm): attachment checks and lifecycle rules.
+
+Pure functions over DocumentReference and Binary JSON; the record service applies them.
+``Attachment.hash`` is the base64 of the SHA-1 of the content (FHIR R4), ``size`` its byte count.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from carnet.domain.errors import InvalidResource
+
+SIMPLIFIED_PUBLISH_PROFILE = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.SimplifiedPublish.DocumentReference"
+SUBMISSION_SET_CODE = "submissionset"
+
+
+def decode_base64(data: str, where: str) -> bytes:
+    """Decode a FHIR base64Binary value.
+
+    Raises:
+        InvalidResource: the value is not base64.
+    """
+    try:
+        return base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidResource(f"{where} is not valid base64.", expression=(where,)) from None
+
+
+def sha1_base64(content: bytes) -> str:
+    """Return the FHIR R4 ``Attachment.hash`` of ``content``."""
+    return base64.b64encode(hashlib.sha1(content, usedforsecurity=False).digest()).decode()
+
+
+def attachments(document: Mapping[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(index, attachment)`` for each content of a DocumentReference."""
+    for index, content in enumerate(document.get("content") or []):
+        if isinstance(content, dict) and isinstance(content.get("attachment"), dict):
+            yield index, content["attachment"]
+
+
+def check_attachment(attachment: Mapping[str, Any], content: bytes, where: str) -> None:
+    """Check that an attachment's declared size and hash describe ``content``.
+
+    Raises:
+        InvalidResource: the size or the hash does not match.
+    """
+    size = attachment.get("size")
+    if size is not None and size != len(content):
+        raise InvalidResource(
+            f"{where}.size is {size} but the content has {len(content)} bytes; send the size of the content.",
+            expression=(f"{where}.size",),
+        )
+    declared = attachment.get("hash")
+    if declared is not None:
+        declared_bytes = decode_base64(str(declared), f"{where}.hash")
+        if declared_bytes != hashlib.sha1(content, usedforsecurity=False).digest():
+            raise InvalidResource(
+                f"{where}.hash does not match the content (base64 SHA-1 expected); the document may be damaged.",
+                expression=(f"{where}.hash",),
+            )
+
+
+def binary_content(binary: Mapping[str, Any]) -> bytes:
+    """Return the bytes a Binary carries (empty if it has none)."""
+    data = binary.get("data")
+    return decode_base64(data, "Binary.data") if isinstance(data, str) else b""
+
+
+def master_identifier(document: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Return the producer's uniqueId (``masterIdentifier`` system and value)."""
+    master = document.get("masterIdentifier")
+    if isinstance(master, dict) and isinstance(master.get("value"), str):
+        return str(master.get("system", "")), master["value"]
+    return None
+
+
+def content_fingerprint(document: Mapping[str, Any]) -> tuple[tuple[object, object], ...]:
+    """Return what identifies a document's content: each attachment's hash and size."""
+    return tuple((a.get("hash"), a.get("size")) for _, a in attachments(document))
+
+
+def replaced_ids(document: Mapping[str, Any]) -> list[str]:
+    """Return the ids of the DocumentReferences this one replaces (``relatesTo.code = replaces``)."""
+    out: list[str] = []
+    for relation in document.get("relatesTo") or []:
+        if not isinstance(relation, dict) or relation.get("code") != "replaces":
+            continue
+        reference = (relation.get("target") or {}).get("reference")
+        if isinstance(reference, str) and reference.startswith("DocumentReference/"):
+            out.append(reference.removeprefix("DocumentReference/"))
+    return out
+
+
+def is_simplified_publish(document: Mapping[str, Any]) -> bool:
+    """Tell whether a DocumentReference declares the MHD Simplified Publish profile (ITI-105)."""
+    profiles = (document.get("meta") or {}).get("profile") or []
+    return SIMPLIFIED_PUBLISH_PROFILE in profiles
