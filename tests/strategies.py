@@ -5,12 +5,14 @@ Sections, each usable on its own:
 * **Vocabulary** — resource types, FHIR ids, version ids: valid, invalid and hostile values.
 * **JSON** — arbitrary JSON values, JSON-ish text, raw bytes, nesting bombs.
 * **Resources** — FHIR-looking resources of several types, and mutations that break them.
+* **World** — what exists on the server under test (ids, identifiers, credentials).
 * **Bundles** — transaction and batch Bundles with ``urn:uuid`` references and broken entries.
 * **URLs** — paths under ``/fhir`` and query strings, percent-encoded or raw.
-* **Requests** — whole HTTP requests for the API fuzzer (:func:`api_requests`), aimed at a
-  :class:`World` (the ids and tokens that exist on the server under test).
+* **Requests** — whole HTTP requests for the API fuzzer (:func:`api_requests`).
 
-Strategies that need to aim at existing data take a :class:`World`; the others take nothing.
+Strategies that aim at existing data take a :class:`World` and are built once per world
+(``functools.cache``): building a strategy costs more than drawing from it. Inside composites,
+fixed choices use :func:`pick` for the same reason.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from hypothesis import strategies as st
@@ -28,6 +31,19 @@ INS = "urn:oid:1.2.250.1.213.1.4.10"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"
+
+T = TypeVar("T")
+
+
+def pick(draw: st.DrawFn, options: Sequence[T]) -> T:
+    """Draw one of ``options``, like ``sampled_from`` but without building a strategy per draw."""
+    return options[draw(st.integers(0, len(options) - 1))]
+
+
+def one_in(draw: st.DrawFn, n: int) -> bool:
+    """Draw True about once in ``n`` draws."""
+    return draw(st.integers(0, n - 1)) == 0
+
 
 # -- Vocabulary -------------------------------------------------------------------------------------
 
@@ -88,15 +104,12 @@ HOSTILE_IDS = (
     "-1",
     "9" * 40,
 )
+VERSION_IDS = ("abc", "1.5", "-1", "²", "١", "0001", "9" * 30, "9" * 5000, "2147483648", "")
 
 valid_ids = st.text(alphabet=_ID_CHARS, min_size=1, max_size=64)
 hostile_ids = st.sampled_from(HOSTILE_IDS) | st.text(max_size=70)
 resource_types = st.sampled_from(VALID_TYPES) | st.sampled_from(INVALID_TYPES) | st.text(max_size=12)
-version_ids = (
-    st.integers(0, 5).map(str)
-    | st.sampled_from(["abc", "1.5", "-1", "²", "١", "0001", "9" * 30, "9" * 5000, "2147483648", ""])
-    | st.text(max_size=8)
-)
+version_ids = st.integers(0, 5).map(str) | st.sampled_from(VERSION_IDS) | st.text(max_size=8)
 printable_ascii = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 
 # -- JSON -------------------------------------------------------------------------------------------
@@ -140,7 +153,7 @@ json_scalars = (
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
-    | st.sampled_from(["", "Patient/", "urn:uuid:", "2024-02-30", "1e999", "\u0000", "\ud7ff"])
+    | st.sampled_from(("", "Patient/", "urn:uuid:", "2024-02-30", "1e999", "\u0000", "\ud7ff"))
 )
 json_keys = st.sampled_from(FHIR_KEYS) | st.text(max_size=10)
 json_values = st.recursive(
@@ -153,8 +166,8 @@ json_values = st.recursive(
 @st.composite
 def nesting_bombs(draw: st.DrawFn) -> bytes:
     """JSON nested from a few levels to far past any recursion limit."""
-    depth = draw(st.sampled_from([50, 99, 100, 101, 150, 300, 999, 1000, 5000, 20_000]))
-    opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}"), (b'{"extension":[', b"]}")]))
+    depth = pick(draw, (50, 99, 100, 101, 150, 300, 999, 1000, 5000, 20_000))
+    opener, closer = pick(draw, ((b"[", b"]"), (b'{"a":', b"}"), (b'{"extension":[', b"]}")))
     inner = b"1" if opener == b'{"a":' else b""
     return opener * depth + inner + closer * depth
 
@@ -178,20 +191,16 @@ NUMBER_LITERALS = (
 @st.composite
 def jsonish_text(draw: st.DrawFn) -> bytes:
     """Text that is almost JSON: valid JSON cut short, spliced with bytes, or with a hostile literal."""
-    value = draw(json_values)
-    text = json.dumps(value).encode()
-    how = draw(st.sampled_from(["truncate", "splice", "literal", "duplicate-key", "bom"]))
+    text = json.dumps(draw(json_values)).encode()
+    how = pick(draw, ("truncate", "splice", "literal", "duplicate-key", "bom"))
     if how == "truncate" and text:
         return text[: draw(st.integers(0, len(text) - 1))]
     if how == "splice":
         at = draw(st.integers(0, len(text)))
         return text[:at] + draw(st.binary(min_size=1, max_size=4)) + text[at:]
     if how == "literal":
-        return (
-            b'{"resourceType": "Observation", "valueInteger": '
-            + draw(st.sampled_from(NUMBER_LITERALS)).encode()
-            + b"}"
-        )
+        literal = pick(draw, NUMBER_LITERALS).encode()
+        return b'{"resourceType": "Observation", "valueInteger": ' + literal + b"}"
     if how == "duplicate-key":
         return b'{"resourceType": "Patient", "id": "a", "id": "b"}'
     return b"\xef\xbb\xbf" + text
@@ -285,71 +294,71 @@ def resource_template(resource_type: str, patient_ref: str, identifier: str) -> 
     return copy.deepcopy(body)
 
 
-@st.composite
-def mutated(draw: st.DrawFn, resource: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply zero to three mutations: drop an element, retype one, add an unknown one, or edit deep."""
+_resource_types_or_scalars = resource_types | json_scalars
+_metas = st.sampled_from(("99", "yesterday", 1)).map(lambda v: {"versionId": v}) | json_values
+
+
+def mutate(draw: st.DrawFn, resource: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``resource`` with zero to three mutations drawn: drop an element, retype one,
+    add an unknown one, change the type or meta, or edit deep inside."""
     out = copy.deepcopy(dict(resource))
     for _ in range(draw(st.integers(0, 3))):
-        how = draw(st.sampled_from(["drop", "retype", "add", "deep", "type", "meta"]))
+        how = pick(draw, ("drop", "retype", "add", "deep", "type", "meta"))
         keys = sorted(out)
         if how == "drop" and keys:
-            out.pop(draw(st.sampled_from(keys)))
+            out.pop(pick(draw, keys))
         elif how == "retype" and keys:
-            out[draw(st.sampled_from(keys))] = draw(json_values)
+            out[pick(draw, keys)] = draw(json_values)
         elif how == "add":
             out[draw(json_keys)] = draw(json_values)
         elif how == "deep":
             _edit_deep(draw, out)
         elif how == "type":
-            out["resourceType"] = draw(resource_types | json_scalars)
+            out["resourceType"] = draw(_resource_types_or_scalars)
         else:
-            out["meta"] = draw(
-                st.sampled_from([{"versionId": "99"}, {"lastUpdated": "yesterday"}, {"security": 1}])
-                | json_values
-            )
+            out["meta"] = draw(_metas)
     return out
 
 
+@st.composite
+def mutated(draw: st.DrawFn, resource: Mapping[str, Any]) -> dict[str, Any]:
+    """``resource`` with zero to three mutations (see :func:`mutate`)."""
+    return mutate(draw, resource)
+
+
 def _edit_deep(draw: st.DrawFn, node: dict[str, Any]) -> None:
-    """Replace one value somewhere inside ``node`` (a leaf or a container)."""
+    """Replace one value somewhere inside ``node`` (a leaf or a whole container)."""
     current: Any = node
-    while True:
-        if isinstance(current, dict) and current:
-            key = draw(st.sampled_from(sorted(current)))
-            child = current[key]
-            if isinstance(child, dict | list) and child and draw(st.booleans()):
-                current = child
-                continue
-            current[key] = draw(json_values)
-            return
-        if isinstance(current, list) and current:
-            index = draw(st.integers(0, len(current) - 1))
-            child = current[index]
-            if isinstance(child, dict | list) and child and draw(st.booleans()):
-                current = child
-                continue
-            current[index] = draw(json_values)
-            return
+    while isinstance(current, dict | list) and current:
+        slot: Any = (
+            pick(draw, sorted(current)) if isinstance(current, dict) else pick(draw, range(len(current)))
+        )
+        child = current[slot]
+        if isinstance(child, dict | list) and child and draw(st.booleans()):
+            current = child
+            continue
+        current[slot] = draw(json_values)
         return
 
 
-# -- World: what exists on the server under test ------------------------------------------------------
+# -- World ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class World:
-    """The ids and credentials a fuzzer aims at.
+    """The ids and credentials a fuzzer aims at (hashable, so strategies are built once per world).
 
-    ``authorizations`` maps a label ("patient-A", "employer", "expired"…) to the value of the
+    ``authorizations`` pairs a label ("patient-A", "employer", "expired"…) with the value of the
     Authorization header, or None to send none.
     """
 
     patient_ids: tuple[str, ...]
     resources: tuple[tuple[str, str], ...]
     identifiers: tuple[str, ...]
-    authorizations: Mapping[str, str | None] = field(default_factory=dict)
+    authorizations: tuple[tuple[str, str | None], ...]
 
 
+@cache
 def patient_refs(world: World) -> st.SearchStrategy[str]:
     """References a resource might use for its patient: existing, unknown, urn:uuid, or junk."""
     return (
@@ -357,56 +366,71 @@ def patient_refs(world: World) -> st.SearchStrategy[str]:
         | valid_ids.map(lambda rid: f"Patient/{rid}")
         | st.uuids().map(lambda u: f"urn:uuid:{u}")
         | st.sampled_from(
-            ["Patient/", "Observation/1", "#contained", "", "Patient/a_b", "http://x/Patient/1"]
+            ("Patient/", "Observation/1", "#contained", "", "Patient/a_b", "http://x/Patient/1")
         )
     )
 
 
+@cache
 def ids(world: World) -> st.SearchStrategy[str]:
     """Ids to put in URLs: mostly existing ones, also fresh valid ids and hostile strings."""
-    existing = [rid for _, rid in world.resources] + list(world.patient_ids)
+    existing = tuple(rid for _, rid in world.resources) + world.patient_ids
     return st.sampled_from(existing) | valid_ids | hostile_ids
 
 
 @st.composite
-def resources(draw: st.DrawFn, world: World, resource_type: str | None = None) -> dict[str, Any]:
-    """A resource of a valid type (or ``resource_type``), often valid, often mutated."""
-    chosen = resource_type or draw(st.sampled_from(VALID_TYPES))
-    body = resource_template(chosen, draw(patient_refs(world)), draw(st.sampled_from(world.identifiers)))
-    if draw(st.booleans()):
-        return body
-    return draw(mutated(body))
+def _resources(draw: st.DrawFn, world: World, resource_type: str | None) -> dict[str, Any]:
+    chosen = resource_type or pick(draw, VALID_TYPES)
+    body = resource_template(chosen, draw(patient_refs(world)), pick(draw, world.identifiers))
+    return body if draw(st.booleans()) else mutate(draw, body)
+
+
+@cache
+def resources(world: World, resource_type: str | None = None) -> st.SearchStrategy[dict[str, Any]]:
+    """A resource of a valid type (or of ``resource_type``): half valid, half mutated."""
+    return _resources(world, resource_type)
 
 
 # -- Bundles ----------------------------------------------------------------------------------------
 
+_entry_types = st.sampled_from(VALID_TYPES) | resource_types
+_broken_entries = (
+    json_values
+    | st.fixed_dictionaries({"request": json_values})
+    | st.fixed_dictionaries(
+        {
+            "request": st.fixed_dictionaries({"method": json_scalars, "url": json_scalars}),
+            "resource": json_values,
+        }
+    )
+)
 
-@st.composite
-def bundle_entries(draw: st.DrawFn, world: World, uuids: Sequence[str]) -> Any:
-    """One Bundle entry: POST with a urn:uuid fullUrl, PUT, GET, DELETE, or a broken shape."""
-    how = draw(st.sampled_from(["POST", "POST", "PUT", "GET", "DELETE", "broken"]))
-    rtype = draw(st.sampled_from(VALID_TYPES) | resource_types)
+
+def _bundle_entry(draw: st.DrawFn, world: World, uuids: Sequence[str]) -> Any:
+    how = pick(draw, ("POST", "POST", "PUT", "GET", "DELETE", "broken"))
+    rtype = draw(_entry_types)
     if how == "POST":
-        ref = draw(st.sampled_from(list(uuids)) | patient_refs(world))
-        resource = resource_template(rtype, ref, draw(st.sampled_from(world.identifiers)))
+        ref = pick(draw, uuids) if draw(st.booleans()) else draw(patient_refs(world))
+        resource = resource_template(rtype, ref, pick(draw, world.identifiers))
+        entry: dict[str, Any] = {
+            "request": {"method": "POST", "url": rtype},
+            "resource": mutate(draw, resource) if draw(st.booleans()) else resource,
+        }
         if draw(st.booleans()):
-            resource = draw(mutated(resource))
-        entry: dict[str, Any] = {"request": {"method": "POST", "url": rtype}, "resource": resource}
-        if draw(st.booleans()):
-            entry["fullUrl"] = draw(st.sampled_from(list(uuids)))
-        if draw(st.integers(0, 4)) == 0:
+            entry["fullUrl"] = pick(draw, uuids)
+        if one_in(draw, 5):
             entry["request"]["ifNoneExist"] = draw(query_strings(world))
         return entry
     if how == "PUT":
         rid = draw(ids(world))
         resource = draw(resources(world, rtype if rtype in VALID_TYPES else None))
-        resource["id"] = draw(st.just(rid) | json_scalars)
+        resource["id"] = rid if draw(st.booleans()) else draw(json_scalars)
         entry = {"request": {"method": "PUT", "url": f"{rtype}/{rid}"}, "resource": resource}
         if draw(st.booleans()):
             entry["request"]["ifMatch"] = draw(if_match_values)
         return entry
     if how == "GET":
-        target = draw(st.sampled_from(["read", "search", "vread", "junk"]))
+        target = pick(draw, ("read", "search", "vread", "junk"))
         if target == "read":
             url = f"{rtype}/{draw(ids(world))}"
         elif target == "search":
@@ -418,70 +442,77 @@ def bundle_entries(draw: st.DrawFn, world: World, uuids: Sequence[str]) -> Any:
         return {"request": {"method": "GET", "url": url}}
     if how == "DELETE":
         return {"request": {"method": "DELETE", "url": f"{rtype}/{draw(ids(world))}"}}
-    return draw(
-        json_values
-        | st.fixed_dictionaries({"request": json_values})
-        | st.fixed_dictionaries(
-            {
-                "request": st.fixed_dictionaries({"method": json_scalars, "url": json_scalars}),
-                "resource": json_values,
-            }
-        )
-    )
+    return draw(_broken_entries)
+
+
+_bundle_kinds = st.sampled_from(("transaction", "batch")) | json_scalars
 
 
 @st.composite
-def bundles(draw: st.DrawFn, world: World) -> dict[str, Any]:
-    """A Bundle, mostly transaction or batch, whose entries reference each other by urn:uuid."""
+def _bundles(draw: st.DrawFn, world: World) -> dict[str, Any]:
     uuids = [f"urn:uuid:{u}" for u in draw(st.lists(st.uuids(), min_size=1, max_size=3))]
-    kind = draw(st.sampled_from(["transaction", "batch"]) | json_scalars)
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
-    bundle["entry"] = draw(st.lists(bundle_entries(world, uuids), max_size=5) | json_values)
-    return bundle if draw(st.integers(0, 5)) else draw(mutated(bundle))
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": draw(_bundle_kinds)}
+    if one_in(draw, 8):
+        bundle["entry"] = draw(json_values)
+    else:
+        count = draw(st.integers(0, 5))
+        bundle["entry"] = [_bundle_entry(draw, world, uuids) for _ in range(count)]
+    return mutate(draw, bundle) if one_in(draw, 6) else bundle
+
+
+@cache
+def bundles(world: World) -> st.SearchStrategy[dict[str, Any]]:
+    """A Bundle, mostly transaction or batch, whose entries reference each other by urn:uuid."""
+    return _bundles(world)
 
 
 # -- URLs -------------------------------------------------------------------------------------------
 
-#: Characters that quote() may leave raw, so both encoded and raw forms reach the server.
+#: Characters quote() may leave raw, so both encoded and raw forms reach the server.
 _SAFE_SETS = ("", "|,:", "$:@!*'()+,;=", "/", "|,:%")
 
 
 def _encode(draw: st.DrawFn, text: str) -> str:
-    return quote(text, safe=draw(st.sampled_from(_SAFE_SETS)))
+    return quote(text, safe=pick(draw, _SAFE_SETS))
+
+
+_segments = st.sampled_from(("_history", "$everything", "_search", "metadata")) | st.text(max_size=6)
 
 
 @st.composite
-def paths(draw: st.DrawFn, world: World) -> str:
-    """A path under /fhir: the API's own shapes with valid and invalid parts, or random segments."""
+def _paths(draw: st.DrawFn, world: World) -> str:
     rtype = draw(resource_types)
     rid = draw(ids(world))
-    shape = draw(
-        st.sampled_from(
-            [
-                [],
-                ["metadata"],
-                [rtype],
-                [rtype, rid],
-                [rtype, rid, "_history"],
-                [rtype, rid, "_history", draw(version_ids)],
-                [rtype, "_history"],
-                [rtype, "_search"],
-                ["Patient", rid, "$everything"],
-                [rtype, rid, "$everything"],
-            ]
-        )
-        | st.lists(
-            st.sampled_from(["_history", "$everything", "_search", "metadata", rtype, rid])
-            | st.text(max_size=6),
-            max_size=6,
-        )
+    shapes: tuple[list[str], ...] = (
+        [],
+        ["metadata"],
+        [rtype],
+        [rtype, rid],
+        [rtype, rid, "_history"],
+        [rtype, rid, "_history", draw(version_ids)],
+        [rtype, "_history"],
+        [rtype, "_search"],
+        ["Patient", rid, "$everything"],
+        [rtype, rid, "$everything"],
     )
+    if one_in(draw, 5):
+        shape = [
+            pick(draw, (rtype, rid)) if draw(st.booleans()) else draw(_segments)
+            for _ in range(draw(st.integers(0, 6)))
+        ]
+    else:
+        shape = pick(draw, shapes)
     path = "/fhir" + "".join("/" + _encode(draw, segment) for segment in shape)
-    suffix = draw(st.sampled_from(["", "", "", "/", "//", "/."]))
-    return path + suffix
+    return path + pick(draw, ("", "", "", "/", "//", "/."))
 
 
-#: Search, history and result parameter names, with the names Carnet does not implement.
+@cache
+def paths(world: World) -> st.SearchStrategy[str]:
+    """A path under /fhir: the API's own shapes with valid and invalid parts, or random segments."""
+    return _paths(world)
+
+
+#: Search, history and result parameter names, with names Carnet does not implement.
 PARAM_NAMES = (
     "patient",
     "subject",
@@ -529,47 +560,35 @@ DATES = (
     "yesterday",
     "",
 )
+TOKENS = (f"{LOINC}|29463-7", "29463-7", f"{INS}|", "|final", "final,amended", "a|b|c", ",", "|")
+NUMBERS = ("0", "1", "10", "1000", "1001", "-1", "1.5", "²", "١٠", "9" * 5000, "0" * 30 + "7")
+SORTS = ("_lastUpdated", "-_lastUpdated", "date", "-date", "_id", "code", "-", ",")
+WORDS = ("count", "true", "false", "accurate", "json", "xml", "text/html")
 
 
-def param_values(world: World) -> st.SearchStrategy[str]:
-    """Values for any parameter: references, dates with prefixes, tokens, numbers, or anything."""
-    dates = st.tuples(st.sampled_from(DATE_PREFIXES), st.sampled_from(DATES)).map("".join)
-    token = st.sampled_from(
-        [f"{LOINC}|29463-7", "29463-7", f"{INS}|", "|final", "final,amended", "a|b|c", ",", "|"]
-    )
-    numbers = st.sampled_from(
-        ["0", "1", "10", "1000", "1001", "-1", "1.5", "²", "١٠", "9" * 5000, "0" * 30 + "7"]
-    )
-    sorts = st.sampled_from(["_lastUpdated", "-_lastUpdated", "date", "-date", "_id", "code", "-", ","])
-    return (
-        patient_refs(world)
-        | st.sampled_from(world.patient_ids)
-        | dates
-        | token
-        | numbers
-        | sorts
-        | st.sampled_from(["count", "true", "false", "accurate", "json", "xml", "text/html"])
-        | st.text(max_size=12)
-    )
+def _param_value(draw: st.DrawFn, world: World) -> str:
+    how = pick(draw, ("reference", "id", "date", "token", "number", "sort", "word", "text"))
+    if how == "reference":
+        return draw(patient_refs(world))
+    if how == "id":
+        return pick(draw, world.patient_ids)
+    if how == "date":
+        return pick(draw, DATE_PREFIXES) + pick(draw, DATES)
+    if how == "text":
+        return draw(st.text(max_size=12))
+    return pick(draw, {"token": TOKENS, "number": NUMBERS, "sort": SORTS, "word": WORDS}[how])
+
+
+_param_names = st.sampled_from(PARAM_NAMES) | st.text(max_size=6)
 
 
 @st.composite
-def query_strings(draw: st.DrawFn, world: World) -> str:
-    """A query string of zero to six parameters, encoded strictly, loosely or not at all."""
-    pairs = draw(
-        st.lists(
-            st.tuples(
-                st.tuples(st.sampled_from(PARAM_NAMES) | st.text(max_size=6), st.sampled_from(MODIFIERS)).map(
-                    "".join
-                ),
-                param_values(world),
-            ),
-            max_size=6,
-        )
-    )
+def _query_strings(draw: st.DrawFn, world: World) -> str:
     parts = []
-    for name, value in pairs:
-        shape = draw(st.sampled_from(["pair", "pair", "pair", "bare", "empty", "double"]))
+    for _ in range(draw(st.integers(0, 6))):
+        name = draw(_param_names) + pick(draw, MODIFIERS)
+        value = _param_value(draw, world)
+        shape = pick(draw, ("pair", "pair", "pair", "bare", "empty", "double"))
         if shape == "bare":
             parts.append(_encode(draw, name))
         elif shape == "empty":
@@ -578,7 +597,13 @@ def query_strings(draw: st.DrawFn, world: World) -> str:
             parts.append(f"{_encode(draw, name)}={_encode(draw, value)}={_encode(draw, value)}")
         else:
             parts.append(f"{_encode(draw, name)}={_encode(draw, value)}")
-    return draw(st.sampled_from(["&", "&&", ";"])).join(parts) if parts else ""
+    return pick(draw, ("&", "&&", ";")).join(parts)
+
+
+@cache
+def query_strings(world: World) -> st.SearchStrategy[str]:
+    """A query string of zero to six parameters, encoded strictly, loosely or not at all."""
+    return _query_strings(world)
 
 
 # -- Requests ---------------------------------------------------------------------------------------
@@ -586,7 +611,7 @@ def query_strings(draw: st.DrawFn, world: World) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FuzzRequest:
-    """One HTTP request to send: ``who`` labels the credentials used, for reports."""
+    """One HTTP request to send; ``who`` labels the credentials used, for reports."""
 
     method: str
     url: str
@@ -613,11 +638,8 @@ CONTENT_TYPES = (
     "application/fhir+xml",
     "",
 )
-if_match_values = (
-    st.sampled_from(['W/"1"', 'W/"2"', "1", 'W/"99"', "*", "garbage", 'W/""', 'W/"' + "9" * 40 + '"'])
-    | printable_ascii
-)
-PREFER_VALUES = (
+IF_MATCH = ('W/"1"', 'W/"2"', "1", 'W/"99"', "*", "garbage", 'W/""', 'W/"' + "9" * 40 + '"')
+PREFER = (
     "handling=lenient",
     "handling=strict",
     "return=minimal",
@@ -625,12 +647,15 @@ PREFER_VALUES = (
     "return=OperationOutcome",
     "handling=lenient, return=minimal",
 )
+if_match_values = st.sampled_from(IF_MATCH) | printable_ascii
+_prefer_values = st.sampled_from(PREFER) | printable_ascii
 
 
 def _as_json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+@cache
 def bodies(world: World, resource_type: str | None = None) -> st.SearchStrategy[bytes]:
     """Request bodies: resources (valid or mutated), Bundles, random JSON, near-JSON, bytes, bombs."""
     return (
@@ -645,91 +670,93 @@ def bodies(world: World, resource_type: str | None = None) -> st.SearchStrategy[
 
 
 @st.composite
-def _headers(draw: st.DrawFn, world: World, *, with_body: bool) -> tuple[str, tuple[tuple[str, str], ...]]:
-    who = draw(st.sampled_from(sorted(world.authorizations)))
+def _headers(draw: st.DrawFn, world: World, with_body: bool) -> tuple[str, tuple[tuple[str, str], ...]]:
+    who, authorization = pick(draw, world.authorizations)
     out: list[tuple[str, str]] = []
-    authorization = world.authorizations[who]
     if authorization is not None:
         out.append(("Authorization", authorization))
-    if with_body or draw(st.integers(0, 4)) == 0:
-        content_type = draw(st.sampled_from(CONTENT_TYPES))
+    if with_body or one_in(draw, 5):
+        content_type = pick(draw, CONTENT_TYPES)
         if content_type:
             out.append(("Content-Type", content_type))
-    if draw(st.integers(0, 3)) == 0:
+    if one_in(draw, 4):
         out.append(("If-Match", draw(if_match_values)))
-    if draw(st.integers(0, 4)) == 0:
-        out.append(("If-None-Exist", draw(query_strings(world) | printable_ascii)))
-    if draw(st.integers(0, 3)) == 0:
-        out.append(("Prefer", draw(st.sampled_from(PREFER_VALUES) | printable_ascii)))
+    if one_in(draw, 5):
+        out.append(
+            ("If-None-Exist", draw(query_strings(world)) if draw(st.booleans()) else draw(printable_ascii))
+        )
+    if one_in(draw, 4):
+        out.append(("Prefer", draw(_prefer_values)))
     return who, tuple(out)
+
+
+INTERACTIONS = (
+    "create",
+    "update",
+    "search",
+    "search-post",
+    "read",
+    "vread",
+    "history",
+    "delete",
+    "bundle",
+    "everything",
+)
 
 
 @st.composite
 def _coherent(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
     """A request shaped like a real interaction, so the fuzzer gets past routing into the service."""
-    rtype = draw(st.sampled_from(VALID_TYPES))
-    rid = draw(ids(world))
-    interaction = draw(
-        st.sampled_from(
-            [
-                "create",
-                "update",
-                "search",
-                "search-post",
-                "read",
-                "vread",
-                "history",
-                "delete",
-                "bundle",
-                "everything",
-            ]
-        )
-    )
-    query = draw(query_strings(world))
+    rtype = pick(draw, VALID_TYPES)
+    rid = quote(draw(ids(world)), safe="")
+    interaction = pick(draw, INTERACTIONS)
     if interaction == "create":
         return "POST", f"/fhir/{rtype}", draw(bodies(world, rtype))
     if interaction == "update":
         resource = draw(resources(world, rtype))
-        resource["id"] = rid if draw(st.integers(0, 4)) else draw(json_scalars)
-        return "PUT", f"/fhir/{rtype}/{quote(rid, safe='')}", json.dumps(resource).encode()
+        resource["id"] = draw(ids(world)) if one_in(draw, 5) else rid
+        return "PUT", f"/fhir/{rtype}/{rid}", _as_json(resource)
     if interaction == "search":
-        return "GET", f"/fhir/{rtype}?{query}", None
+        return "GET", f"/fhir/{rtype}?{draw(query_strings(world))}", None
     if interaction == "search-post":
-        return "POST", f"/fhir/{rtype}/_search", query.encode()
+        return "POST", f"/fhir/{rtype}/_search", draw(query_strings(world)).encode()
     if interaction == "read":
-        return "GET", f"/fhir/{rtype}/{quote(rid, safe='')}", None
+        return "GET", f"/fhir/{rtype}/{rid}", None
     if interaction == "vread":
-        version = quote(draw(version_ids), safe="")
-        return "GET", f"/fhir/{rtype}/{quote(rid, safe='')}/_history/{version}", None
+        return "GET", f"/fhir/{rtype}/{rid}/_history/{quote(draw(version_ids), safe='')}", None
     if interaction == "history":
-        return "GET", f"/fhir/{rtype}/_history?{query}", None
+        return "GET", f"/fhir/{rtype}/_history?{draw(query_strings(world))}", None
     if interaction == "delete":
-        return "DELETE", f"/fhir/{rtype}/{quote(rid, safe='')}", None
+        return "DELETE", f"/fhir/{rtype}/{rid}", None
     if interaction == "everything":
-        return "GET", f"/fhir/Patient/{quote(rid, safe='')}/$everything?{query}", None
-    return "POST", "/fhir", json.dumps(draw(bundles(world))).encode()
+        return "GET", f"/fhir/Patient/{rid}/$everything?{draw(query_strings(world))}", None
+    return "POST", "/fhir", _as_json(draw(bundles(world)))
 
 
 @st.composite
 def _chaotic(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
     """Any method on any path under /fhir, with any query and any body."""
-    method = draw(st.sampled_from(METHODS))
     url = draw(paths(world))
     query = draw(query_strings(world))
-    if query:
-        url += "?" + query
-    content = draw(st.none() | bodies(world))
-    return method, url, content
+    content = draw(bodies(world)) if draw(st.booleans()) else None
+    return pick(draw, METHODS), url + ("?" + query if query else ""), content
 
 
 @st.composite
-def api_requests(draw: st.DrawFn, world: World) -> FuzzRequest:
-    """A whole request: coherent interactions and chaotic ones, with any credentials and headers."""
-    method, url, content = draw(_coherent(world) | _chaotic(world))
-    if method in ("GET", "HEAD", "OPTIONS", "DELETE") and draw(st.integers(0, 5)):
+def _api_requests(draw: st.DrawFn, world: World) -> FuzzRequest:
+    method, url, content = draw(_coherent(world)) if draw(st.booleans()) else draw(_chaotic(world))
+    if method in ("GET", "HEAD", "OPTIONS", "DELETE") and not one_in(draw, 6):
         content = None  # mostly no body where none is expected; sometimes one anyway
-    who, headers = draw(_headers(world, with_body=content is not None))
-    if url.endswith("_search") and content and draw(st.integers(0, 2)):
-        headers = tuple((k, v) for k, v in headers if k != "Content-Type")
-        headers += (("Content-Type", "application/x-www-form-urlencoded"),)
+    who, headers = draw(_headers(world, content is not None))
+    if url.endswith("_search") and content and not one_in(draw, 3):
+        headers = (
+            *[(k, v) for k, v in headers if k != "Content-Type"],
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        )
     return FuzzRequest(method=method, url=url, who=who, headers=headers, content=content)
+
+
+@cache
+def api_requests(world: World) -> st.SearchStrategy[FuzzRequest]:
+    """A whole request: coherent interactions and chaotic ones, with any credentials and headers."""
+    return _api_requests(world)

@@ -101,7 +101,7 @@ def world(client: TestClient, auth: Mint, settings: Settings) -> World:
         patient_ids=tuple(patient_ids),
         resources=tuple(resources),
         identifiers=("1840399123456", "2990199000001", "1770599000002", "bogus"),
-        authorizations=authorizations,
+        authorizations=tuple(authorizations.items()),
     )
 
 

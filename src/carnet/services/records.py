@@ -930,11 +930,12 @@ class Records:
                 i,
             ),
         )
-        hints = self._binary_hints([replace_strings(e.resource, mapping) for e in entries if e.resource])
+        resolved = [replace_strings(e.resource, mapping) if e.resource is not None else None for e in entries]
+        hints = self._binary_hints(r for r in resolved if r is not None)
         responses: dict[int, EntryResponse] = {}
         for index in order:
             entry = entries[index]
-            resource = replace_strings(entry.resource, mapping) if entry.resource is not None else None
+            resource = resolved[index]
             try:
                 hint = hints.get(f"Binary/{assigned.get(index)}")
                 responses[index] = self._entry(session, entry, resource, assigned.get(index), hint)

@@ -78,7 +78,7 @@ _RELATIONSHIPS: dict[str, str] = {
     "BRO": "Frère",
     "MTH": "Mère",
     "FTH": "Père",
-    "FRND": "Ami",
+    "FRND": "Ami(e)",
 }
 
 

@@ -16,12 +16,16 @@ from datetime import date, datetime, time, timedelta
 from carnet.synthetic.clinical import (
     ACUTE_EPISODES,
     ALLERGENS,
+    AMOXICILLIN,
+    AMOXICILLIN_CHILD,
     BMI,
     COVID19,
     DISEASES,
     HEIGHT_CM,
     HOSPITAL_STAYS,
     INFLUENZA,
+    PARACETAMOL,
+    PARACETAMOL_CHILD,
     SCHEDULE,
     VITAMIN_D_INFANT,
     Allergen,
@@ -371,7 +375,7 @@ class _ProfileDraw:
             )
             self.diagnoses.append(diagnosis)
             for drug in episode.drugs:
-                self._treat(drug, diagnosis, day, day + timedelta(days=7), self.gp)
+                self._treat(_for_age(drug, self.age), diagnosis, day, day + timedelta(days=7), self.gp)
             self._visit(day, self.gp, diagnosis)
 
     def _stays(self) -> tuple[Stay, ...]:
@@ -399,7 +403,7 @@ class _ProfileDraw:
             before = len(self.treatments)
             for drug in episode.drugs:
                 end = None if episode.lasting else discharged + timedelta(days=10)
-                self._treat(drug, diagnosis, discharged, end, physician)
+                self._treat(_for_age(drug, self.age), diagnosis, discharged, end, physician)
             stays.append(
                 Stay(
                     episode=episode,
@@ -443,7 +447,7 @@ class _ProfileDraw:
         years = months // 12
         height = self._height(months)
         bmi = interpolate(BMI, months) * self.body.bmi_factor
-        weight = round(bmi * (height / 100) ** 2 * (1 + self.rng.gauss(0, 0.015)), 1)
+        weight = round(bmi * (height / 100) ** 2 * (1 + self.rng.gauss(0, 0.01)), 1)
         measure_height = years < 18 or not any(v.height_cm for v in self.visits)
         pressure = self._blood_pressure(years) if years >= 3 and self.rng.random() < 0.9 else None
         self.visits.append(
@@ -452,7 +456,7 @@ class _ProfileDraw:
                 professional=professional,
                 reason=reason,
                 weight_kg=weight,
-                height_cm=round(height, 1) if measure_height else None,
+                height_cm=round(height + self.rng.gauss(0, 0.3), 1) if measure_height else None,
                 blood_pressure=pressure,
                 weight_uuid=new_uuid(self.rng),
                 height_uuid=new_uuid(self.rng),
@@ -578,6 +582,13 @@ class _ProfileDraw:
             "".join(self.rng.choices(letters, k=2)) + f"{self.rng.randint(100, 999)}{self.rng.choice('ABC')}"
         )
         return Vaccination(uuid=new_uuid(self.rng), dose=dose, day=day, lot=lot, performer=performer)
+
+
+def _for_age(drug: Drug, age: int) -> Drug:
+    """Give a child the paediatric form of an adult drug."""
+    if age >= 12:
+        return drug
+    return {PARACETAMOL.atc: PARACETAMOL_CHILD, AMOXICILLIN.atc: AMOXICILLIN_CHILD}.get(drug.atc, drug)
 
 
 def _seasonal(vaccine: tuple[str, str, str], season: int) -> Dose:

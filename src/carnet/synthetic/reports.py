@@ -82,6 +82,11 @@ def _nth_latest(items: Sequence[_T], rank: int) -> _T:
     return items[-1 - rank % len(items)]
 
 
+def _decimal(value: float, digits: int) -> str:
+    """Format a number the French way: ``5,41``."""
+    return f"{value:.{digits}f}".replace(".", ",")
+
+
 def _money(amount: float) -> str:
     return f"{amount:,.2f}".replace(",", " ").replace(".", ",")
 
