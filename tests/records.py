@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 from starlette.testclient import TestClient
 
@@ -157,17 +157,17 @@ def walk_strings(node: Any) -> Iterator[tuple[str, str]]:
             yield key, value
 
 
-def post(client: TestClient, url: str, body: Any, headers: Mapping[str, str]) -> httpx.Response:
+def post(client: TestClient, url: str, body: Any, headers: Mapping[str, str]) -> httpx2.Response:
     """POST a JSON body written losslessly."""
     return client.post(url, content=dumps(body), headers=dict(headers))
 
 
-def body_of(response: httpx.Response) -> Any:
+def body_of(response: httpx2.Response) -> Any:
     """Parse a response body losslessly."""
     return loads(response.content)
 
 
-def is_outcome(response: httpx.Response) -> bool:
+def is_outcome(response: httpx2.Response) -> bool:
     """Tell whether a response carries an OperationOutcome with at least one issue."""
     try:
         body = body_of(response)
@@ -269,7 +269,7 @@ class PostedExample:
     #: The resource as posted (references to Patients rewritten to the record's id).
     sent: dict[str, Any]
     headers: dict[str, str]
-    response: httpx.Response
+    response: httpx2.Response
     #: True when the example had no usable identifier and one was added to open the record.
     identifier_added: bool = False
 

@@ -41,8 +41,8 @@ def pick(draw: st.DrawFn, options: Sequence[T]) -> T:
 
 
 def one_in(draw: st.DrawFn, n: int) -> bool:
-    """Draw True about once in ``n`` draws."""
-    return draw(st.integers(0, n - 1)) == 0
+    """Draw True about once in ``n`` draws (and False for Hypothesis's simplest, all-zero choice)."""
+    return draw(st.integers(0, n - 1)) == n - 1
 
 
 # -- Vocabulary -------------------------------------------------------------------------------------
@@ -108,7 +108,9 @@ VERSION_IDS = ("abc", "1.5", "-1", "²", "١", "0001", "9" * 30, "9" * 5000, "21
 
 valid_ids = st.text(alphabet=_ID_CHARS, min_size=1, max_size=64)
 hostile_ids = st.sampled_from(HOSTILE_IDS) | st.text(max_size=70)
-resource_types = st.sampled_from(VALID_TYPES) | st.sampled_from(INVALID_TYPES) | st.text(max_size=12)
+resource_types = (
+    st.sampled_from(VALID_TYPES) | st.sampled_from(INVALID_TYPES) | st.text(min_size=1, max_size=12)
+)
 version_ids = st.integers(0, 5).map(str) | st.sampled_from(VERSION_IDS) | st.text(max_size=8)
 printable_ascii = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 
@@ -349,7 +351,9 @@ class World:
     """The ids and credentials a fuzzer aims at (hashable, so strategies are built once per world).
 
     ``authorizations`` pairs a label ("patient-A", "employer", "expired"…) with the value of the
-    Authorization header, or None to send none.
+    Authorization header, or None to send none. The first pair is the *primary* credential, the
+    holder of ``patient_ids[0]``: strategies favour it, and that record, so that a good share of
+    requests get past authentication and policy into the store.
     """
 
     patient_ids: tuple[str, ...]
@@ -358,17 +362,27 @@ class World:
     authorizations: tuple[tuple[str, str | None], ...]
 
 
+_other_refs = (
+    valid_ids.map(lambda rid: f"Patient/{rid}")
+    | st.uuids().map(lambda u: f"urn:uuid:{u}")
+    | st.sampled_from(("Patient/", "Observation/1", "#contained", "", "Patient/a_b", "http://x/Patient/1"))
+)
+
+
+@st.composite
+def _patient_refs(draw: st.DrawFn, world: World) -> str:
+    how = draw(st.integers(0, 9))
+    if how < 5:  # the primary record: writes there can succeed, so the fuzz reaches the store
+        return f"Patient/{world.patient_ids[0]}"
+    if how < 7:
+        return f"Patient/{pick(draw, world.patient_ids)}"
+    return draw(_other_refs)
+
+
 @cache
 def patient_refs(world: World) -> st.SearchStrategy[str]:
-    """References a resource might use for its patient: existing, unknown, urn:uuid, or junk."""
-    return (
-        st.sampled_from(world.patient_ids).map(lambda pid: f"Patient/{pid}")
-        | valid_ids.map(lambda rid: f"Patient/{rid}")
-        | st.uuids().map(lambda u: f"urn:uuid:{u}")
-        | st.sampled_from(
-            ("Patient/", "Observation/1", "#contained", "", "Patient/a_b", "http://x/Patient/1")
-        )
-    )
+    """References to a patient: half to the primary record, some to others, the rest unknown or junk."""
+    return _patient_refs(world)
 
 
 @cache
@@ -382,7 +396,7 @@ def ids(world: World) -> st.SearchStrategy[str]:
 def _resources(draw: st.DrawFn, world: World, resource_type: str | None) -> dict[str, Any]:
     chosen = resource_type or pick(draw, VALID_TYPES)
     body = resource_template(chosen, draw(patient_refs(world)), pick(draw, world.identifiers))
-    return body if draw(st.booleans()) else mutate(draw, body)
+    return mutate(draw, body) if draw(st.booleans()) else body
 
 
 @cache
@@ -424,7 +438,7 @@ def _bundle_entry(draw: st.DrawFn, world: World, uuids: Sequence[str]) -> Any:
     if how == "PUT":
         rid = draw(ids(world))
         resource = draw(resources(world, rtype if rtype in VALID_TYPES else None))
-        resource["id"] = rid if draw(st.booleans()) else draw(json_scalars)
+        resource["id"] = draw(json_scalars) if draw(st.booleans()) else rid
         entry = {"request": {"method": "PUT", "url": f"{rtype}/{rid}"}, "resource": resource}
         if draw(st.booleans()):
             entry["request"]["ifMatch"] = draw(if_match_values)
@@ -476,18 +490,20 @@ def _encode(draw: st.DrawFn, text: str) -> str:
     return quote(text, safe=pick(draw, _SAFE_SETS))
 
 
-_segments = st.sampled_from(("_history", "$everything", "_search", "metadata")) | st.text(max_size=6)
+_segments = st.sampled_from(("_history", "$everything", "_search", "metadata")) | st.text(
+    min_size=1, max_size=6
+)
 
 
 @st.composite
 def _paths(draw: st.DrawFn, world: World) -> str:
     rtype = draw(resource_types)
     rid = draw(ids(world))
-    shapes: tuple[list[str], ...] = (
+    shapes: tuple[list[str], ...] = (  # the first is what Hypothesis draws most: a real shape
+        [rtype, rid],
         [],
         ["metadata"],
         [rtype],
-        [rtype, rid],
         [rtype, rid, "_history"],
         [rtype, rid, "_history", draw(version_ids)],
         [rtype, "_history"],
@@ -503,7 +519,7 @@ def _paths(draw: st.DrawFn, world: World) -> str:
     else:
         shape = pick(draw, shapes)
     path = "/fhir" + "".join("/" + _encode(draw, segment) for segment in shape)
-    return path + pick(draw, ("", "", "", "/", "//", "/."))
+    return path + (pick(draw, ("/", "//", "/.")) if one_in(draw, 8) else "")
 
 
 @cache
@@ -655,28 +671,37 @@ def _as_json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-@cache
-def bodies(world: World, resource_type: str | None = None) -> st.SearchStrategy[bytes]:
-    """Request bodies: resources (valid or mutated), Bundles, random JSON, near-JSON, bytes, bombs."""
-    return (
-        resources(world, resource_type).map(_as_json)
-        | resources(world, resource_type).map(_as_json)
-        | bundles(world).map(_as_json)
-        | json_values.map(_as_json)
-        | jsonish_text()
-        | st.binary(max_size=64)
-        | nesting_bombs()
-    )
+_junk_bodies = json_values.map(_as_json) | jsonish_text() | st.binary(max_size=64) | nesting_bombs()
 
 
 @st.composite
-def _headers(draw: st.DrawFn, world: World, with_body: bool) -> tuple[str, tuple[tuple[str, str], ...]]:
-    who, authorization = pick(draw, world.authorizations)
+def _bodies(draw: st.DrawFn, world: World, resource_type: str | None) -> bytes:
+    how = draw(st.integers(0, 9))
+    if how < 5:
+        return _as_json(draw(resources(world, resource_type)))
+    if how == 5:
+        return _as_json(draw(bundles(world)))
+    return draw(_junk_bodies)
+
+
+@cache
+def bodies(world: World, resource_type: str | None = None) -> st.SearchStrategy[bytes]:
+    """Request bodies: half resources (valid or mutated), some Bundles, the rest junk of every kind."""
+    return _bodies(world, resource_type)
+
+
+@st.composite
+def _headers(
+    draw: st.DrawFn, world: World, with_body: bool, coherent: bool
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    # Coherent requests mostly carry the primary credential, so they get past authentication.
+    primary = draw(st.integers(0, 3)) < (3 if coherent else 1)
+    who, authorization = world.authorizations[0] if primary else pick(draw, world.authorizations)
     out: list[tuple[str, str]] = []
     if authorization is not None:
         out.append(("Authorization", authorization))
     if with_body or one_in(draw, 5):
-        content_type = pick(draw, CONTENT_TYPES)
+        content_type = CONTENT_TYPES[0] if draw(st.booleans()) else pick(draw, CONTENT_TYPES)
         if content_type:
             out.append(("Content-Type", content_type))
     if one_in(draw, 4):
@@ -690,15 +715,21 @@ def _headers(draw: st.DrawFn, world: World, with_body: bool) -> tuple[str, tuple
     return who, tuple(out)
 
 
+#: FHIR interactions, writes weighted up: they reach validation, sealing and indexing.
 INTERACTIONS = (
     "create",
+    "create",
+    "create",
     "update",
+    "update",
+    "search",
     "search",
     "search-post",
     "read",
     "vread",
     "history",
     "delete",
+    "bundle",
     "bundle",
     "everything",
 )
@@ -707,8 +738,10 @@ INTERACTIONS = (
 @st.composite
 def _coherent(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
     """A request shaped like a real interaction, so the fuzzer gets past routing into the service."""
-    rtype = pick(draw, VALID_TYPES)
-    rid = quote(draw(ids(world)), safe="")
+    if draw(st.booleans()):
+        rtype, rid = pick(draw, VALID_TYPES), quote(draw(ids(world)), safe="")
+    else:  # an existing resource, at its own type
+        rtype, rid = pick(draw, world.resources)
     interaction = pick(draw, INTERACTIONS)
     if interaction == "create":
         return "POST", f"/fhir/{rtype}", draw(bodies(world, rtype))
@@ -717,7 +750,8 @@ def _coherent(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
         resource["id"] = draw(ids(world)) if one_in(draw, 5) else rid
         return "PUT", f"/fhir/{rtype}/{rid}", _as_json(resource)
     if interaction == "search":
-        return "GET", f"/fhir/{rtype}?{draw(query_strings(world))}", None
+        within = "" if one_in(draw, 3) else f"patient={pick(draw, world.patient_ids)}&"
+        return "GET", f"/fhir/{rtype}?{within}{draw(query_strings(world))}", None
     if interaction == "search-post":
         return "POST", f"/fhir/{rtype}/_search", draw(query_strings(world)).encode()
     if interaction == "read":
@@ -744,10 +778,11 @@ def _chaotic(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
 
 @st.composite
 def _api_requests(draw: st.DrawFn, world: World) -> FuzzRequest:
-    method, url, content = draw(_coherent(world)) if draw(st.booleans()) else draw(_chaotic(world))
+    coherent = not one_in(draw, 3)
+    method, url, content = draw(_coherent(world)) if coherent else draw(_chaotic(world))
     if method in ("GET", "HEAD", "OPTIONS", "DELETE") and not one_in(draw, 6):
         content = None  # mostly no body where none is expected; sometimes one anyway
-    who, headers = draw(_headers(world, content is not None))
+    who, headers = draw(_headers(world, content is not None, coherent))
     if url.endswith("_search") and content and not one_in(draw, 3):
         headers = (
             *[(k, v) for k, v in headers if k != "Content-Type"],

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
@@ -110,7 +110,7 @@ def _set_key_row(services: Services, patient_id: str, kek_id: str, wrapped: byte
         )
 
 
-def _assert_refused(response: httpx.Response, *, status: int = 500) -> None:
+def _assert_refused(response: httpx2.Response, *, status: int = 500) -> None:
     """The answer is an opaque security OperationOutcome carrying none of the stored plaintext."""
     assert response.status_code == status, response.text
     body = response.json()

@@ -79,12 +79,13 @@ def world(client: TestClient, auth: Mint, settings: Settings) -> World:
     def bearer(**claims: str) -> str:
         return auth(**claims)["Authorization"]
 
+    # The first credential is the primary one (see ``strategies.World``): the holder of patient_ids[0].
     authorizations: dict[str, str | None] = {
+        "patient-A": bearer(kind="patient", identifier=f"{INS}|1840399123456"),
         "anonymous": None,
         "garbage": "Bearer not.a.token",
         "basic": "Basic dXNlcjpwYXNz",
         "expired": f"Bearer {expired}",
-        "patient-A": bearer(kind="patient", identifier=f"{INS}|1840399123456"),
         "patient-A-by-id": bearer(kind="patient", patient=patient_ids[0]),
         "patient-B": bearer(kind="patient", identifier=f"{INS}|2990199000001"),
         "patient-without-record": bearer(kind="patient", identifier=f"{INS}|1770599000002"),

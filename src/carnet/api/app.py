@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carnet.api.auth import TokenVerifier
+from carnet.api.documents import router as documents_router
 from carnet.api.fhir import FHIR_JSON, fhir_response, router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.crypto.aead import AESGCMCipher
@@ -94,6 +95,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.services = services
     app.state.verifier = TokenVerifier(settings)
+    app.include_router(documents_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(router, prefix="/fhir")
 
     @app.exception_handler(CarnetError)

@@ -7,6 +7,7 @@ validate only: the stored JSON is the submitted JSON, so nothing is rewritten.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -15,6 +16,25 @@ from pydantic import ValidationError
 
 from carnet.domain.errors import InvalidResource
 from carnet.domain.resources import SUPPORTED_TYPES
+
+
+#: How the model library names a Python type in a message ("got type <class 'decimal.Decimal'>").
+_PYTHON_CLASS = re.compile(r"(?:type )?<class '(?:[\w.]+\.)?(\w+)'>")
+_JSON_NAMES = {
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "Decimal": "a number",
+    "bool": "a boolean",
+    "dict": "an object",
+    "list": "an array",
+    "NoneType": "null",
+}
+
+
+def _plain(message: str) -> str:
+    """Say Python types in JSON's words: the client sent JSON and never sees our class paths."""
+    return _PYTHON_CLASS.sub(lambda m: _JSON_NAMES.get(m.group(1), "a value"), message)
 
 
 @cache
@@ -42,9 +62,9 @@ def validate(resource: Mapping[str, Any]) -> None:
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False)[:5]
         where = [".".join(str(p) for p in e["loc"]) or resource_type for e in problems]
-        detail = "; ".join(f"{w}: {e['msg']}" for w, e in zip(where, problems, strict=True))
+        detail = "; ".join(f"{w}: {_plain(e['msg'])}" for w, e in zip(where, problems, strict=True))
         raise InvalidResource(
             f"{resource_type} is not valid FHIR R4: {detail[:600]}", expression=where
         ) from None
     except (ValueError, TypeError) as exc:
-        raise InvalidResource(f"{resource_type} is not valid FHIR R4: {str(exc)[:300]}") from None
+        raise InvalidResource(f"{resource_type} is not valid FHIR R4: {_plain(str(exc))[:300]}") from None

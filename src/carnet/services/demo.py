@@ -43,6 +43,7 @@ def seed_population(
                     url=e["request"]["url"],
                     resource=e.get("resource"),
                     full_url=e.get("fullUrl"),
+                    if_none_exist=e["request"].get("ifNoneExist"),
                 )
                 for e in item.bundle["entry"]
             ]

@@ -523,6 +523,7 @@ class Records:
         with self._svc.store.session(write=True) as session:
             patient_id = self._place(session, document)
             revised = fhirjson.loads(fhirjson.dumps(document))
+            inline: list[tuple[dict[str, Any], str]] = []
             for index, attachment in attachments(revised):
                 data = attachment.get("data")
                 if not isinstance(data, str):
@@ -530,6 +531,17 @@ class Records:
                 where = f"DocumentReference.content[{index}].attachment"
                 content = decode_base64(data, f"{where}.data")
                 check_attachment(attachment, content, where)
+                attachment["size"] = len(content)
+                attachment["hash"] = sha1_base64(content)
+                inline.append((attachment, data))
+            # A resubmission (same uniqueId, same content) is answered before any Binary is made,
+            # so that resending a document leaves nothing behind.
+            self._check(Action.CREATE, self._target(patient_id, "DocumentReference"), hide=False)
+            self._ensure_record(session, patient_id)
+            same = self._same_unique_id(session, revised, patient_id)
+            if same is not None:
+                return WriteResult(stored=same, created=False)
+            for attachment, data in inline:
                 binary: dict[str, Any] = {
                     "resourceType": "Binary",
                     "contentType": attachment.get("contentType", "application/octet-stream"),
@@ -539,8 +551,6 @@ class Records:
                 made = self._create(session, binary).stored
                 del attachment["data"]
                 attachment["url"] = f"Binary/{made.resource_id}"
-                attachment["size"] = len(content)
-                attachment["hash"] = sha1_base64(content)
             result = self._create(session, revised)
             if result.created:
                 submission = {

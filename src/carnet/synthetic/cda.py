@@ -7,8 +7,13 @@ patient under the test INS OID ``1.2.250.1.213.1.4.10``, the author under the RP
 CI-SIS role code (``G15_10/SM54``), the custodian, the legal authenticator, the service event with
 the practice setting, and the encounter with the facility type. A level-1 body is the PDF in
 base64; a level-3 body has one section per report section, its narrative a paragraph list and a
-table. Level-3 documents claim only the generic CI-SIS template, not a content model (volet),
-since they carry narrative without coded entries.
+table.
+
+A level-3 document declares the template of its CI-SIS content model (volet) last, so that its
+format code follows from the ANS table ASS_A11 as for any producer's document; it carries the
+model's narrative sections but not the coded entries the model's schematron also asks for. That
+is what a record needs to store, index and show the document, not what an ANS conformity test
+needs.
 """
 
 from __future__ import annotations
@@ -67,8 +72,12 @@ def build_cda(
     report: Report,
     person: Person,
     pdf: bytes | None,
+    model_templates: tuple[str, ...],
 ) -> bytes:
-    """Return a CDA R2 document in UTF-8: level 1 around ``pdf``, else level 3 from the report's sections."""
+    """Return a CDA R2 document in UTF-8: level 1 around ``pdf``, else level 3 from the report's sections.
+
+    ``model_templates`` are the template ids of the content model, written after the generic ones.
+    """
     # Tags are written unqualified under a default namespace declared on the root: every element
     # is in the HL7 v3 namespace and attributes in none, as CDA wants.
     root = ET.Element("ClinicalDocument", {"xmlns": NAMESPACE})
@@ -78,6 +87,8 @@ def build_cda(
     _el(root, "templateId", root=CISIS_TEMPLATE)
     if pdf is not None:
         _el(root, "templateId", root=XDS_SD_TEMPLATE)
+    for template in model_templates:
+        _el(root, "templateId", root=template)
     _el(root, "id", root=oid_from_uuid(document_uuid))
     _el(
         root,
@@ -225,11 +236,14 @@ def _service_event(root: ET.Element, report: Report, code: DocumentCode) -> None
     _el(period, "low", value=cda_ts(report.period[0]))
     _el(period, "high", value=cda_ts(report.period[1]))
     organization = report.organization
-    if report.author is None or organization is None:
+    if organization is None:
         return
     entity = _el(_el(event, "performer", typeCode="PRF"), "assignedEntity")
-    _el(entity, "id", root=IDNPS_OID, extension=report.author.idnps)
-    _person_name(_el(entity, "assignedPerson"), report.author)
+    if report.author is not None:
+        _el(entity, "id", root=IDNPS_OID, extension=report.author.idnps)
+        _person_name(_el(entity, "assignedPerson"), report.author)
+    else:
+        _el(entity, "id", root=oid_from_uuid(organization.uuid))
     represented = _el(entity, "representedOrganization")
     _el(represented, "name", organization.name)
     _el(

@@ -1,7 +1,8 @@
 """Documents of the record as FHIR ``DocumentReference`` + ``Binary`` pairs (IHE MHD, French PDSm).
 
 Each kind of document has its DMP class (TRE_A03), its type (LOINC, or TRE_A05 when LOINC has
-none), its format, and the writer of its words:
+none), its format, and the writer of its words. Type and class agree with the ANS association
+table ASS_X04 (which files the vaccination history under 52, certificates and declarations):
 
 ==============================  =====  ==========  ===========================================
 kind                            class  type        content
@@ -10,11 +11,11 @@ consultation note               10     11488-4     CDA level 1, PDF inside
 prescription                    42     57833-6     CDA level 1, PDF inside
 dispensation                    43     60593-1     CDA level 1, PDF inside
 lab report                      10     11502-2     CDA level 3, sections with tables
-vaccination history             11     11369-6     CDA level 3, a table of vaccinations
+vaccination history             52     11369-6     CDA level 3, a table of vaccinations
 imaging report                  31     18748-4     CDA level 1, PDF inside
 discharge letter                10     11490-0     CDA level 1, PDF inside
 reimbursement history           60     REMB        CDA level 1, PDF inside (author: the insurer)
-patient's own summary           90     DOCPAT01    plain PDF (author: the patient)
+patient's own summary           90     EXPPAT_2    plain PDF (author: the patient)
 ==============================  =====  ==========  ===========================================
 
 The DocumentReference carries the metadata the DMP indexes: ``masterIdentifier`` is the CDA
@@ -54,7 +55,6 @@ from carnet.synthetic.terminology import (
     DMP_CLASSES,
     FACILITY_TYPE_SYSTEM,
     FACILITY_TYPES,
-    FORMAT_CODE_SYSTEM,
     JSON,
     LOINC,
     LOINC_OID,
@@ -64,6 +64,7 @@ from carnet.synthetic.terminology import (
     TYPE_CODE_COMPLEMENT_OID,
     TYPE_CODE_COMPLEMENT_SYSTEM,
     URI_SYSTEM,
+    coding,
     concept,
 )
 from carnet.synthetic.timestamps import fhir_instant, french_date
@@ -99,7 +100,10 @@ class _Spec:
     class_code: str
     code: DocumentCode
     format: Format
+    format_code: tuple[str, str, str | None]
+    """(system, code, display) of the XDS formatCode."""
     writer: Callable[[Context, int], Report]
+    model_templates: tuple[str, ...] = ()
 
 
 def _loinc(code: str, display: str) -> DocumentCode:
@@ -115,51 +119,89 @@ def _complement(code: str, display: str) -> DocumentCode:
     )
 
 
+IHE_FORMAT_SYSTEM = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
+ANS_FORMAT_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.2.282"
+"""TRE_A06-FormatCodeComplementaire: the format codes the ANS adds for its own CDA models."""
+
+# Format codes from the ANS table ASS_A11 (CDA model → formatCode), as the CDA feed reads them.
+_PDF_IN_CDA = (IHE_FORMAT_SYSTEM, "urn:ihe:iti:xds-sd:pdf:2008", "XDS-SD PDF")
+_XD_LAB = (IHE_FORMAT_SYSTEM, "urn:ihe:lab:xd-lab:2008", "XD-LAB")
+_VACCINATIONS = (ANS_FORMAT_SYSTEM, "urn:asip:ci-sis:vac:2019", None)
+_MIME_TYPE = (IHE_FORMAT_SYSTEM, "urn:ihe:iti:xds:2017:mimeTypeSufficient", "mimeType Sufficient")
+
 _SPECS: dict[DocumentKind, _Spec] = {
     DocumentKind.CONSULTATION: _Spec(
         "10",
         _loinc("11488-4", "CR ou fiche de consultation ou de visite"),
         Format.CDA_LEVEL_1,
+        _PDF_IN_CDA,
         write_consultation,
     ),
     DocumentKind.PRESCRIPTION: _Spec(
-        "42", _loinc("57833-6", "Prescription de produits de santé"), Format.CDA_LEVEL_1, write_prescription
+        "42",
+        _loinc("57833-6", "Prescription de produits de santé"),
+        Format.CDA_LEVEL_1,
+        _PDF_IN_CDA,
+        write_prescription,
     ),
     DocumentKind.DISPENSATION: _Spec(
-        "43", _loinc("60593-1", "Dispensation médicamenteuse"), Format.CDA_LEVEL_1, write_dispensation
+        "43",
+        _loinc("60593-1", "Dispensation médicamenteuse"),
+        Format.CDA_LEVEL_1,
+        _PDF_IN_CDA,
+        write_dispensation,
     ),
     DocumentKind.LAB_REPORT: _Spec(
-        "10", _loinc("11502-2", "CR d'examens biologiques"), Format.CDA_LEVEL_3, write_lab_report
+        "10",
+        _loinc("11502-2", "CR d'examens biologiques"),
+        Format.CDA_LEVEL_3,
+        _XD_LAB,
+        write_lab_report,
+        # IHE XD-LAB, then the CI-SIS model "CR d'examens biologiques".
+        model_templates=("1.3.6.1.4.1.19376.1.3.3", "1.2.250.1.213.1.1.1.55"),
     ),
     DocumentKind.VACCINATION_HISTORY: _Spec(
-        "11", _loinc("11369-6", "Historique des vaccinations"), Format.CDA_LEVEL_3, write_vaccination_history
+        "52",
+        _loinc("11369-6", "Historique des vaccinations"),
+        Format.CDA_LEVEL_3,
+        _VACCINATIONS,
+        write_vaccination_history,
+        # The CI-SIS model "Historique des vaccinations" (VAC).
+        model_templates=("1.2.250.1.213.1.1.1.37",),
     ),
     DocumentKind.IMAGING_REPORT: _Spec(
-        "31", _loinc("18748-4", "CR d'imagerie médicale"), Format.CDA_LEVEL_1, write_imaging_report
+        "31",
+        _loinc("18748-4", "CR d'imagerie médicale"),
+        Format.CDA_LEVEL_1,
+        _PDF_IN_CDA,
+        write_imaging_report,
     ),
     DocumentKind.DISCHARGE_LETTER: _Spec(
         "10",
         _loinc("11490-0", "Lettre de liaison à la sortie d'un établissement de soins"),
         Format.CDA_LEVEL_1,
+        _PDF_IN_CDA,
         write_discharge_letter,
     ),
     DocumentKind.REIMBURSEMENTS: _Spec(
-        "60", _complement("REMB", "Données de remboursement"), Format.CDA_LEVEL_1, write_reimbursements
+        "60",
+        _complement("REMB", "Données de remboursement"),
+        Format.CDA_LEVEL_1,
+        _PDF_IN_CDA,
+        write_reimbursements,
     ),
     DocumentKind.PATIENT_SUMMARY: _Spec(
-        "90", _complement("DOCPAT01", "Synthèse déposée par le patient"), Format.PDF, write_patient_summary
+        "90",
+        _complement("EXPPAT_2", "Autre document du patient"),
+        Format.PDF,
+        _MIME_TYPE,
+        write_patient_summary,
     ),
 }
 
 #: The kinds in the order documents are handed out: the first eight cover the classes the DMP
 #: receives from professionals and the insurer; a ninth is the patient's own; more repeat the cycle.
 KINDS: tuple[DocumentKind, ...] = tuple(DocumentKind)
-
-_FORMAT_CODES: dict[Format, tuple[str, str]] = {
-    Format.CDA_LEVEL_1: ("urn:ihe:iti:xds-sd:pdf:2008", "Document à corps non structuré en Pdf/A-1"),
-    Format.CDA_LEVEL_3: ("urn:asip:ci-sis:2010", "Document à corps structuré CI-SIS"),
-    Format.PDF: ("urn:ihe:iti:xds:2017:mimeTypeSufficient", "Format défini par le type MIME"),
-}
 
 
 def kind_of(index: int) -> tuple[DocumentKind, int]:
@@ -197,6 +239,7 @@ def document_entries(
             report=report,
             person=person,
             pdf=None,
+            model_templates=spec.model_templates,
         )
     else:
         pdf = render_pdf(report, patient_lines=_patient_lines(person), rng=ctx.rng, pad_to=pdf_bytes)
@@ -210,6 +253,7 @@ def document_entries(
                 report=report,
                 person=person,
                 pdf=pdf,
+                model_templates=spec.model_templates,
             )
     content_type = "application/pdf" if spec.format is Format.PDF else "text/xml"
     binary: JSON = {
@@ -244,7 +288,7 @@ def _document_reference(
     reference_uuid: str,
 ) -> JSON:
     type_system = LOINC if spec.code.code_system == LOINC_OID else TYPE_CODE_COMPLEMENT_SYSTEM
-    format_code, format_display = _FORMAT_CODES[spec.format]
+    format_system, format_code, format_display = spec.format_code
     reference: JSON = {
         "resourceType": "DocumentReference",
         "masterIdentifier": {"system": URI_SYSTEM, "value": "urn:oid:" + oid_from_uuid(document_uuid)},
@@ -279,7 +323,7 @@ def _document_reference(
                 "title": report.title,
                 "creation": fhir_instant(report.created),
             },
-            "format": {"system": FORMAT_CODE_SYSTEM, "code": format_code, "display": format_display},
+            "format": coding(format_system, format_code, format_display),
         }
     ]
     reference["context"] = _context(report)

@@ -32,8 +32,9 @@ from carnet.synthetic.professionals import (
     practitioner_resource,
     practitioner_role_resource,
 )
-from carnet.synthetic.profile import draw_profile, profile_resources
+from carnet.synthetic.profile import draw_profile
 from carnet.synthetic.reports import Context
+from carnet.synthetic.resources import profile_resources
 from carnet.synthetic.terminology import IDNPS_SYSTEM, INS_NIR_TEST_SYSTEM, JSON, URI_SYSTEM
 
 #: The day synthetic records are "as of" unless told otherwise; fixed so that output is stable.
@@ -75,9 +76,10 @@ def generate_population(
 
     ``documents_per_patient`` documents go to each patient, one of each kind in turn (the default
     8 covers the consultation note, prescription, dispensation, lab report, vaccination history,
-    imaging report, discharge letter and reimbursement history; a 9th is the patient's own
-    summary; more repeat the cycle on earlier dates). ``pdf_bytes`` pads every PDF to about that
-    size. ``professionals`` is the size of the pool of professionals the patients share.
+    imaging report, discharge letter and reimbursement history; a 9th is a note the patient
+    uploads; more repeat the cycle on earlier dates). ``pdf_bytes`` pads every PDF to about that
+    size. ``professionals`` is the size of the pool of professionals the patients share. Patients
+    are drawn as the iterator is consumed; the arguments are checked at once.
 
     Raises:
         ValueError: a count is negative, ``pdf_bytes`` is not positive, or the pool is too small.
@@ -87,11 +89,17 @@ def generate_population(
     if pdf_bytes is not None and pdf_bytes <= 0:
         raise ValueError(f"pdf_bytes must be a positive size in bytes, got {pdf_bytes}.")
     pool = generate_professionals(seed, professionals)
+    return _patients(patients, seed, pool, as_of, documents_per_patient, pdf_bytes)
+
+
+def _patients(
+    patients: int, seed: int, pool: Pool, as_of: date, documents: int, pdf_bytes: int | None
+) -> Iterator[PatientBundle]:
     taken_nirs: set[str] = set()
     for index in range(patients):
         # Synthetic data must be reproducible from the seed, so the generator is random.Random on purpose.
         rng = random.Random(f"carnet.synthetic/{seed}/patient/{index}")  # noqa: S311
-        yield _draw_patient(rng, pool, taken_nirs, as_of, documents_per_patient, pdf_bytes)
+        yield _draw_patient(rng, pool, taken_nirs, as_of, documents, pdf_bytes)
 
 
 def _draw_patient(

@@ -2,8 +2,8 @@
 
 Each ``write_*`` function turns the patient's profile into a :class:`Report` — title, author,
 dates, sections of paragraphs and tables — that :mod:`carnet.synthetic.pdf` lays out as a PDF and
-:mod:`carnet.synthetic.cda` wraps in a CDA document. A rank numbers the documents of one kind
-for a patient (``rank``): 0 is the most recent, 1 the one before, and so on.
+:mod:`carnet.synthetic.cda` wraps in a CDA document. ``rank`` numbers a patient's documents of
+one kind: 0 is the most recent, 1 the one before, and so on.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from typing import TypeVar
 from carnet.synthetic.clinical import PARACETAMOL, PARACETAMOL_CHILD, SCHEDULE, Drug
 from carnet.synthetic.patient import Person
 from carnet.synthetic.professionals import Discipline, Organization, Pool, Professional
-from carnet.synthetic.profile import HISTORY_YEARS, LAB_TESTS, MedicalProfile, Stay, Vaccination, Visit
+from carnet.synthetic.profile import (
+    HISTORY_YEARS,
+    LAB_TESTS,
+    LabResult,
+    MedicalProfile,
+    Stay,
+    Vaccination,
+    Visit,
+)
 from carnet.synthetic.timestamps import (
     add_months,
     add_years,
@@ -283,45 +291,8 @@ def write_lab_report(ctx: Context, rank: int) -> Report:
     biologist = (
         next(iter(results.values())).biologist if results else ctx.rng.choice(ctx.pool.of(Discipline.BIOLOGY))
     )
-    rng, age, female = ctx.rng, ctx.age_on(moment.date()), ctx.person.sex == "female"
-    header = ("Analyse", "Résultat", "Unité", "Valeurs de référence", "Antériorité")
-    chemistry = [header]
-    for loinc, result in sorted(results.items()):
-        _, text, unit, low, high = LAB_TESTS[loinc]
-        previous = f"{earlier[-1].value:.2f}" if loinc == "15074-8" and earlier else ""
-        chemistry.append(
-            (text, f"{result.value:.2f}".rstrip("0").rstrip("."), unit, f"{low} - {high}", previous)
-        )
-    if age >= 12:
-        creatinine = rng.gauss(70 if female else 85, 12) * (
-            1.4 if any(d.icd10 == "N18.3" for d in ctx.profile.diagnoses) else 1
-        )
-        chemistry.append(
-            ("Créatinine", f"{creatinine:.0f}", "µmol/L", "45 - 90" if female else "60 - 110", "")
-        )
-    if age >= 18:
-        total = rng.gauss(2.0, 0.3)
-        hdl = rng.gauss(0.6 if female else 0.5, 0.1)
-        triglycerides = max(0.4, rng.gauss(1.1, 0.35))
-        chemistry += [
-            ("Cholestérol total", f"{total:.2f}", "g/L", "< 2,00", ""),
-            ("Cholestérol HDL", f"{hdl:.2f}", "g/L", "> 0,40", ""),
-            ("Cholestérol LDL (calculé)", f"{total - hdl - triglycerides / 5:.2f}", "g/L", "< 1,60", ""),
-            ("Triglycérides", f"{triglycerides:.2f}", "g/L", "< 1,50", ""),
-        ]
-    haematology = [
-        ("Analyse", "Résultat", "Unité", "Valeurs de référence", "Antériorité"),
-        (
-            "Hémoglobine",
-            f"{rng.gauss(13.2 if female else 14.8, 1.0):.1f}",
-            "g/dL",
-            "12,0 - 16,0" if female else "13,0 - 17,0",
-            "",
-        ),
-        ("Leucocytes", f"{rng.gauss(7.0, 1.5):.1f}", "G/L", "4,0 - 10,0", ""),
-        ("Plaquettes", f"{rng.gauss(250, 50):.0f}", "G/L", "150 - 400", ""),
-        ("Protéine C réactive", f"{max(0.5, rng.gauss(3, 2)):.1f}", "mg/L", "< 5,0", ""),
-    ]
+    chemistry = _chemistry_rows(ctx, moment, results, earlier)
+    haematology = _haematology_rows(ctx.rng, female=ctx.person.sex == "female")
     sections = (
         Section(
             heading="Biochimie",
@@ -330,9 +301,9 @@ def write_lab_report(ctx: Context, rank: int) -> Report:
                 f"Prélèvement du {french_date(moment.date())} à {moment:%H:%M}, à jeun. "
                 f"Prescripteur : {ctx.profile.general_practitioner.display_name}.",
             ),
-            table=tuple(chemistry),
+            table=chemistry,
         ),
-        Section(heading="Hématologie", table=tuple(haematology), loinc="18723-7"),
+        Section(heading="Hématologie", table=haematology, loinc="18723-7"),
         Section(
             heading="Commentaire du biologiste",
             loinc="48767-8",
@@ -350,6 +321,59 @@ def write_lab_report(ctx: Context, rank: int) -> Report:
         period=(moment, validated),
         sections=sections,
         recipient=ctx.profile.general_practitioner.display_name,
+    )
+
+
+_LAB_HEADER = ("Analyse", "Résultat", "Unité", "Valeurs de référence", "Antériorité")
+
+
+def _chemistry_rows(
+    ctx: Context, moment: datetime, results: dict[str, LabResult], earlier: list[LabResult]
+) -> tuple[tuple[str, ...], ...]:
+    """Return the biochemistry table: the stored results, then values drawn for this report."""
+    rng, age, female = ctx.rng, ctx.age_on(moment.date()), ctx.person.sex == "female"
+    rows: list[tuple[str, ...]] = [_LAB_HEADER]
+    for loinc, result in sorted(results.items()):
+        _, text, unit, low, high = LAB_TESTS[loinc]
+        previous = _decimal(earlier[-1].value, 2) if loinc == "15074-8" and earlier else ""
+        digits = 2 if unit == "mmol/L" else 1
+        rows.append(
+            (
+                text,
+                _decimal(result.value, digits),
+                unit,
+                f"{_decimal(low, 1)} - {_decimal(high, 1)}",
+                previous,
+            )
+        )
+    if age < 12:
+        rows.append(("Ferritine", f"{max(8.0, rng.gauss(45, 15)):.0f}", "µg/L", "15 - 150", ""))
+        return tuple(rows)
+    renal = 1.4 if ctx.profile.has("N18.3") else 1.0
+    creatinine = rng.gauss(70 if female else 85, 12) * renal
+    rows.append(("Créatinine", f"{creatinine:.0f}", "µmol/L", "45 - 90" if female else "60 - 110", ""))
+    if age >= 18:
+        total = rng.gauss(2.0, 0.3)
+        hdl = rng.gauss(0.6 if female else 0.5, 0.1)
+        triglycerides = max(0.4, rng.gauss(1.1, 0.35))
+        rows += [
+            ("Cholestérol total", _decimal(total, 2), "g/L", "< 2,00", ""),
+            ("Cholestérol HDL", _decimal(hdl, 2), "g/L", "> 0,40", ""),
+            ("Cholestérol LDL (calculé)", _decimal(total - hdl - triglycerides / 5, 2), "g/L", "< 1,60", ""),
+            ("Triglycérides", _decimal(triglycerides, 2), "g/L", "< 1,50", ""),
+        ]
+    return tuple(rows)
+
+
+def _haematology_rows(rng: random.Random, *, female: bool) -> tuple[tuple[str, ...], ...]:
+    """Return the haematology table: blood count and C-reactive protein."""
+    haemoglobin = rng.gauss(13.2 if female else 14.8, 1.0)
+    return (
+        _LAB_HEADER,
+        ("Hémoglobine", _decimal(haemoglobin, 1), "g/dL", "12,0 - 16,0" if female else "13,0 - 17,0", ""),
+        ("Leucocytes", _decimal(rng.gauss(7.0, 1.5), 1), "G/L", "4,0 - 10,0", ""),
+        ("Plaquettes", f"{rng.gauss(250, 50):.0f}", "G/L", "150 - 400", ""),
+        ("Protéine C réactive", _decimal(max(0.5, rng.gauss(3, 2)), 1), "mg/L", "< 5,0", ""),
     )
 
 
@@ -513,7 +537,7 @@ def write_vaccination_history(ctx: Context, rank: int) -> Report:
     done = [v for v in vaccinations if v.day <= day]
     author = ctx.profile.general_practitioner
     rows: list[tuple[str, ...]] = [("Date", "Vaccin", "Maladies ciblées", "Dose", "Lot", "Vaccinateur")]
-    rows += [_vaccination_row(v) for v in done]
+    rows += [_vaccination_row(v) for v in done] or [("-", "Aucune vaccination enregistrée", "", "", "", "")]
     next_dose = _next_dose(ctx, day)
     return Report(
         title="Historique des vaccinations",
@@ -529,7 +553,7 @@ def write_vaccination_history(ctx: Context, rank: int) -> Report:
                 heading="Vaccinations",
                 loinc="11369-6",
                 paragraphs=() if done else ("Aucune vaccination enregistrée.",),
-                table=tuple(rows) if done else (),
+                table=tuple(rows),
             ),
             Section(heading="Prochaine vaccination recommandée", paragraphs=(next_dose,), loinc="18776-5"),
         ),
@@ -646,7 +670,7 @@ def write_reimbursements(ctx: Context, rank: int) -> Report:
 
 
 def write_patient_summary(ctx: Context, rank: int) -> Report:
-    """Write a summary the patient uploads (synthèse déposée par le patient), as a plain PDF."""
+    """Write a note the patient uploads (autre document du patient), as a plain PDF."""
     day = draw_day(ctx.rng, ctx.start, ctx.as_of)
     moment = paris_time(day, time(ctx.rng.randint(18, 22), ctx.rng.randrange(0, 60, 5)))
     problems = tuple(d.display + "." for d in ctx.profile.active_diagnoses if d.onset <= day) or (
