@@ -74,7 +74,11 @@ def demo(
     settings = _settings()
     services = build_services(settings)
     with Progress(
-        TextColumn("Seeding synthetic patients"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        TextColumn("Seeding synthetic patients"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
     ) as bar:
         task = bar.add_task("seed", total=patients)
 
@@ -86,7 +90,12 @@ def demo(
     first = seeded[0]
     patient_token = issue_token(
         settings,
-        {"kind": "patient", "sub": f"patient:{first.patient_id}", "patient": first.patient_id, "name": first.display},
+        {
+            "kind": "patient",
+            "sub": f"patient:{first.patient_id}",
+            "patient": first.patient_id,
+            "name": first.display,
+        },
         now=now,
         lifetime=timedelta(hours=12),
     )
@@ -95,10 +104,14 @@ def demo(
     typer.echo(f"FHIR API: {base}/metadata")
     typer.echo(f"Patient {first.display} (INS {first.ins_value}), record Patient/{first.patient_id}.")
     typer.echo("Read the record as that patient:")
-    typer.echo(f"  curl -H 'Authorization: Bearer {patient_token}' {base}/Patient/{first.patient_id}/\\$everything")
+    typer.echo(
+        f"  curl -H 'Authorization: Bearer {patient_token}' {base}/Patient/{first.patient_id}/\\$everything"
+    )
     typer.echo("Mint other tokens with, e.g.:")
     typer.echo(f"  .venv/bin/carnet token --kind patient --patient {seeded[-1].patient_id}")
-    typer.echo("  .venv/bin/carnet token --kind professional --sub rpps:10001234567 --profession 10 --specialty SM54")
+    typer.echo(
+        "  .venv/bin/carnet token --kind professional --sub rpps:10001234567 --profession 10 --specialty SM54"
+    )
     typer.echo("(professionals are refused until the DMP access rules are enabled: default deny)\n")
     if serve_after:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

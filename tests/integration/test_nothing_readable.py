@@ -267,6 +267,17 @@ def _searchable(needles: frozenset[str], baseline: bytes) -> Patterns:
     return patterns
 
 
+def test_scanner_finds_every_form_of_a_needle() -> None:
+    """The scanner is not blind: it finds a needle as UTF-8, lower case, UTF-16 and base64 at any offset."""
+    patterns = Patterns(["Marquardt", "Adolfo Marquardt", "999-65-9492"])
+    assert patterns.hits(b"\x00\x01Marquardt\xff") == ["Marquardt"]
+    assert patterns.hits(b"name:adolfo marquardt;") == ["Adolfo Marquardt"]
+    assert patterns.hits(b"\x00" + "999-65-9492".encode("utf-16-be")) == ["999-65-9492"]
+    for prefix in (b"", b"a", b"ab"):
+        assert patterns.hits(base64.b64encode(prefix + b"Adolfo Marquardt!")) == ["Adolfo Marquardt"]
+    assert patterns.hits(b"Marquard Adolf 99965949") == []
+
+
 def test_nothing_readable_at_rest(
     client: TestClient, auth: Mint, settings: Settings, services: Services, baseline: bytes
 ) -> None:

@@ -160,7 +160,7 @@ def test_no_generated_request_gets_a_server_error(
                 request.method, request.url, headers=dict(request.headers), content=request.content
             )
             sent.append(response.status_code)
-            DIAG.append((response.status_code, request.method, request.url[:25]))
+            DIAG.append((response.status_code, request.method, request.url[:12]+response.text[95:150]))
             for problem in _problems(request, response):
                 detail = _server_error(caplog) if response.status_code >= 500 else response.text[:300]
                 failures.setdefault(f"{problem} {detail}", request.describe())

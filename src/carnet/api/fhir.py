@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -157,6 +158,15 @@ def _write_response(request: Request, result: WriteResult) -> Response:
     )
 
 
+def _match_entry(base: str, stored: Stored) -> dict[str, Any]:
+    """A searchset entry carrying the stored JSON as is (no parse, no re-serialisation)."""
+    return {
+        "fullUrl": f"{base}/{stored.resource_type}/{stored.resource_id}",
+        "resource": orjson.Fragment(stored.json or b"{}"),
+        "search": {"mode": "match"},
+    }
+
+
 def _search_bundle(request: Request, result: SearchResult, path: str) -> dict[str, Any]:
     base = _base(request)
     query = result.query
@@ -173,14 +183,7 @@ def _search_bundle(request: Request, result: SearchResult, path: str) -> dict[st
         links.append(link("next", query.offset + query.count))
     if query.offset > 0 and not query.summary_count:
         links.append(link("previous", max(0, query.offset - max(query.count, 1))))
-    entries: list[dict[str, Any]] = [
-        {
-            "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-            "resource": r,
-            "search": {"mode": "match"},
-        }
-        for r in result.resources
-    ]
+    entries: list[dict[str, Any]] = [_match_entry(base, stored) for stored in result.entries]
     if query.ignored:
         outcome = operation_outcome(
             "not-supported",
@@ -206,9 +209,9 @@ def _history_bundle(request: Request, versions: Sequence[Stored], count: int | N
     for stored in shown:
         url = f"{stored.resource_type}/{stored.resource_id}"
         entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
-        if stored.resource is not None:
-            entry["resource"] = stored.resource
-        method = "DELETE" if stored.resource is None else ("POST" if stored.version_id == 1 else "PUT")
+        if stored.json is not None:
+            entry["resource"] = orjson.Fragment(stored.json)
+        method = "DELETE" if stored.json is None else ("POST" if stored.version_id == 1 else "PUT")
         entry["request"] = {"method": method, "url": url if method != "POST" else stored.resource_type}
         entry["response"] = {
             "status": "204" if method == "DELETE" else ("201" if method == "POST" else "200"),
@@ -395,14 +398,7 @@ async def everything(patient_id: str, request: Request) -> Response:
             "type": "searchset",
             "total": len(resources),
             "link": [{"relation": "self", "url": f"{base}/Patient/{patient_id}/$everything"}],
-            "entry": [
-                {
-                    "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-                    "resource": r,
-                    "search": {"mode": "match"},
-                }
-                for r in resources
-            ],
+            "entry": [_match_entry(base, stored) for stored in resources],
         }
     )
 
@@ -419,7 +415,17 @@ async def read(resource_type: str, resource_id: str, request: Request) -> Respon
         headers["X-Content-Type-Options"] = "nosniff"
         headers["Content-Security-Policy"] = "sandbox"
         return Response(content=binary_content(stored.resource), media_type=content_type, headers=headers)
-    return fhir_response(stored.resource, headers=headers)
+    return _raw_response(stored, headers)
+
+
+def _raw_response(stored: Stored, headers: Mapping[str, str], status: int = 200) -> Response:
+    """Send a stored resource's JSON bytes as they are."""
+    return Response(
+        content=stored.json or b"",
+        status_code=status,
+        media_type=FHIR_JSON + "; charset=utf-8",
+        headers=dict(headers),
+    )
 
 
 def _wants_fhir(request: Request) -> bool:
@@ -464,4 +470,4 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
     stored = await _call(records.vread, resource_type, resource_id, version_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")
-    return fhir_response(stored.resource, headers=headers)
+    return _raw_response(stored, headers)

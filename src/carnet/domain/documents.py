@@ -14,7 +14,9 @@ from typing import Any
 
 from carnet.domain.errors import InvalidResource
 
-SIMPLIFIED_PUBLISH_PROFILE = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.SimplifiedPublish.DocumentReference"
+SIMPLIFIED_PUBLISH_PROFILE = (
+    "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.SimplifiedPublish.DocumentReference"
+)
 SUBMISSION_SET_CODE = "submissionset"
 
 

@@ -1,18 +1,54 @@
 """The access policy: one pure function deciding every request (DESIGN §3).
 
 ``decide(request, grants, profile, now)`` returns a :class:`Decision` naming the rules that
-produced it. The default is **deny**. A profile is data: an ordered list of rule names; a
-rule either abstains (returns ``None``) or returns a verdict. Deny rules listed before allow
-rules win because the first verdict is final.
+produced it. The default is **deny**. A profile is data: an ordered tuple of rule names and a
+few parameters; a rule either abstains (returns ``None``) or returns a verdict, and the first
+verdict is final, so deny rules listed before allow rules win.
+
+The rules of the ``fr-dmp`` profile, in order (docs/policy.md explains each with its source):
+
+======================================  ============================================================
+rule                                    verdict
+======================================  ============================================================
+``forbidden-kind``                      employers, complementary insurers, banks… never (§3.6)
+``blocked``                             a professional the patient blocked gets nothing (§3.1)
+``mode-for-actor``                      the access mode must be one the actor's kind may use
+``admin-keys-only``                     administrators manage keys; admin and DPO never read (§3.8)
+``researcher-no-identities``            researchers never read a record (§3.8)
+``no-record``                           a request that names no record
+``shared-directory``                    patients and professionals read and add directory entries
+``feed-writes-registered``              feeds create their categories in open records (§3.5)
+``occupational-consent``                the médecin du travail needs express consent (§3.6)
+``professional-basis``                  authorised, treating, break-glass or regulation (§3.1)
+``document-facts-required``             reading a document needs its metadata
+``masked-from-professionals``           ``MASQUE_PS`` hides from all but author/treating (§3.3)
+``authorisation-matrix``                profession × classCode (§3.2, matrix.json)
+``author-changes-own``                  only the author updates or deletes a document
+``professional-access``                 allow, with the obligations of the mode (§3.7)
+``representative-basis``                a representative acts only for those they represent
+``invisible-to-patient``                ``INVISIBLE_PATIENT`` hides from patient and representatives
+``invisible-to-representatives``        ``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret (§3.4)
+``patient-own-record``                  a patient reads and writes their own record
+``patient-opens-record``                a patient opens their own record
+``representative-record``               a representative reads and writes the record they manage
+======================================  ============================================================
+
+The ``sovereign`` profile applies the same rules with stricter parameters (masks bind treating
+physicians too, break-glass needs a second professional, feeds and research are opt-in).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
 
+from carnet.domain.errors import ConfigurationError
 from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
 
 
@@ -43,8 +79,11 @@ CLINICAL_ACTIONS = frozenset(
         Action.EVERYTHING,
     }
 )
+READ_ACTIONS = frozenset({Action.READ, Action.VREAD, Action.HISTORY, Action.SEARCH, Action.EVERYTHING})
 KEY_ACTIONS = frozenset({Action.KEYS_ROTATE, Action.PATIENT_SHRED})
 DIRECTORY_ACTIONS = frozenset({Action.READ, Action.VREAD, Action.HISTORY, Action.SEARCH, Action.CREATE})
+#: DMP document classes (classCode, TRE_A03-ClasseDocument).
+CLASS_CODES = frozenset({"10", "11", "31", "42", "43", "44", "45", "52", "60", "90", "95"})
 
 
 class AccessMode(StrEnum):
@@ -61,6 +100,24 @@ class AccessMode(StrEnum):
     ADMIN = "admin"
 
 
+#: The modes each kind of actor may use; any other mode is refused (``mode-for-actor``).
+MODES: Mapping[ActorKind, frozenset[AccessMode]] = MappingProxyType(
+    {
+        ActorKind.PATIENT: frozenset({AccessMode.NORMAL, AccessMode.PATIENT, AccessMode.REPRESENTATIVE}),
+        ActorKind.REPRESENTATIVE: frozenset({AccessMode.NORMAL, AccessMode.REPRESENTATIVE}),
+        ActorKind.PROFESSIONAL: frozenset(
+            {AccessMode.NORMAL, AccessMode.TREATING, AccessMode.BREAK_GLASS, AccessMode.REGULATION}
+        ),
+        ActorKind.FEED: frozenset({AccessMode.NORMAL, AccessMode.FEED}),
+        ActorKind.RESEARCHER: frozenset({AccessMode.NORMAL, AccessMode.RESEARCH}),
+        ActorKind.ADMIN: frozenset({AccessMode.NORMAL, AccessMode.ADMIN}),
+        ActorKind.DPO: frozenset({AccessMode.NORMAL, AccessMode.ADMIN}),
+    }
+)
+#: Modes in which a professional only reads (mode urgence / accès régulateur).
+EMERGENCY_MODES = frozenset({AccessMode.BREAK_GLASS, AccessMode.REGULATION})
+
+
 class Obligation(StrEnum):
     """What the caller must do when the decision allows."""
 
@@ -69,38 +126,111 @@ class Obligation(StrEnum):
     SHOW_MODE_BANNER = "show_mode_banner"
 
 
+class Visibility(StrEnum):
+    """A document's visibility label (DMP confidentialityCode, TRE_A07 ``1.2.250.1.213.1.1.4.13``)."""
+
+    NORMAL = "N"
+    #: « Masqué aux professionnels de santé ».
+    MASKED_FROM_PROFESSIONALS = "MASQUE_PS"
+    #: « Non visible par le patient » (until a professional has told them).
+    INVISIBLE_TO_PATIENT = "INVISIBLE_PATIENT"
+    #: « Non visible par les représentants légaux du patient ».
+    INVISIBLE_TO_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DocumentFacts:
+    """What the policy needs to know of one document (or of any resource that carries such facts).
+
+    ``class_code`` is the DMP classCode; ``author_ids`` the idNat_PS of its authors;
+    ``minor_secret`` is set when a minor chose to keep it from their representatives (mode
+    secret); ``masked_from`` names professionals the patient masked it from by name.
+    """
+
+    class_code: str | None = None
+    visibility: frozenset[Visibility] = frozenset()
+    author_ids: frozenset[str] = frozenset()
+    minor_secret: bool = False
+    masked_from: frozenset[str] = frozenset()
+    document_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     """What the request touches.
 
     ``patient_id`` is the record (None for the shared directory); ``opens_own_record`` is True
-    when a patient creates the Patient resource that carries their own identifier.
+    when a patient creates the Patient resource that carries their own identifier;
+    ``record_open`` is False once the record is closed or suspended; ``document`` carries the
+    facts of the document (or resource) read or written, when there is one.
     """
 
     patient_id: str | None
     resource_type: str
     in_directory: bool = False
     opens_own_record: bool = False
+    record_open: bool = True
+    document: DocumentFacts | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessRequest:
-    """One question to the policy."""
+    """One question to the policy.
+
+    ``justification`` is the break-glass reason; ``confirmed_by`` the idNat_PS of the second
+    professional who confirms a break-glass access (required by the ``sovereign`` profile).
+    """
 
     actor: Principal
     action: Action
     target: Target
     mode: AccessMode = AccessMode.NORMAL
     justification: str | None = None
+    confirmed_by: str | None = None
+
+
+class AuthorisationStatus(StrEnum):
+    """The state of a patient's authorisation of a professional."""
+
+    VALID = "valid"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authorisation:
+    """A professional the patient authorised, possibly until a given instant (inclusive)."""
+
+    status: AuthorisationStatus = AuthorisationStatus.VALID
+    until: datetime | None = None
+
+    def is_valid(self, now: datetime) -> bool:
+        """Return True if the authorisation holds at ``now`` (an ``until`` in the past expires it)."""
+        return self.status is AuthorisationStatus.VALID and (self.until is None or now <= self.until)
+
+
+_NO_AUTHORISATIONS: Mapping[str, Authorisation] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Grants:
-    """The patient's choices, read from their Consent resources (filled by the DMP-rules work)."""
+    """The patient's choices, read from their Consent resources (see ``carnet.domain.consent``).
 
-    authorised: frozenset[str] = frozenset()
+    Professionals and feeds are named by id: ``authorisations`` (idNat_PS → authorisation),
+    ``blocked`` (professionals refused everything), ``treating`` (médecins traitants and those
+    given the same rights), ``occupational_consent`` (médecins du travail the worker expressly
+    allowed). ``refused_feeds`` and ``accepted_feeds`` hold feed ids or classCodes.
+    """
+
+    authorisations: Mapping[str, Authorisation] = _NO_AUTHORISATIONS
     blocked: frozenset[str] = frozenset()
     treating: frozenset[str] = frozenset()
+    opposes_break_glass: bool = False
+    opposes_regulation: bool = False
+    refused_feeds: frozenset[str] = frozenset()
+    accepted_feeds: frozenset[str] = frozenset()
+    occupational_consent: frozenset[str] = frozenset()
+    research_opt_out: bool = False
+    research_opt_in: bool = False
 
 
 NO_GRANTS = Grants()
@@ -115,26 +245,174 @@ class Decision:
     obligations: frozenset[Obligation] = field(default_factory=frozenset)
 
 
-Rule = Callable[[AccessRequest, Grants, datetime], Decision | None]
+# -- The authorisation matrix (data) --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Matrix:
+    """The authorisation matrix: which DMP classCodes each profession (or profession/specialty) reads.
+
+    ``rows`` maps ``"<TRE_G15>"`` or ``"<TRE_G15>/<TRE_R38>"`` to classCodes; a specialty row,
+    when present, replaces the profession's row. ``resource_classes`` gives the classCode of
+    resource types that are not documents (a MedicationDispense is a dispensation, ``43``);
+    ``document_types`` are the types whose reads need :class:`DocumentFacts`.
+    """
+
+    version: str
+    source: str
+    rows: Mapping[str, frozenset[str]]
+    resource_classes: Mapping[str, str] = MappingProxyType({})
+    document_types: frozenset[str] = frozenset()
+
+    def classes_for(self, profession: str | None, specialty: str | None) -> frozenset[str]:
+        """Return the classCodes a profession (with its specialty) may read; none if unknown."""
+        if profession is None:
+            return frozenset()
+        specific = self.rows.get(f"{profession}/{specialty}")
+        if specific is not None:
+            return specific
+        return self.rows.get(profession, frozenset())
+
+    def class_of(self, target: Target) -> str | None:
+        """Return the classCode of what ``target`` touches: its facts, else its resource type's."""
+        if target.document is not None and target.document.class_code is not None:
+            return target.document.class_code
+        return self.resource_classes.get(target.resource_type)
+
+
+def _class_codes(value: Any, where: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(c, str) and c in CLASS_CODES for c in value):
+        raise ConfigurationError(f"{where} must be a list of DMP classCodes ({', '.join(sorted(CLASS_CODES))}).")
+    return frozenset(value)
+
+
+def load_matrix(data: Mapping[str, Any]) -> Matrix:
+    """Build a :class:`Matrix` from its JSON form (``{"version", "source", "rows", …}``).
+
+    Raises:
+        ConfigurationError: a field is missing or a row names an unknown classCode.
+    """
+    version, source, rows = data.get("version"), data.get("source"), data.get("rows")
+    if not isinstance(version, str) or not isinstance(source, str) or not isinstance(rows, dict):
+        raise ConfigurationError("The matrix needs a string version, a string source and an object of rows.")
+    parsed = {key: _class_codes(row.get("classes"), f"Matrix row {key!r}") for key, row in rows.items()}
+    classes = data.get("resource_classes", {})
+    for resource_type, code in classes.items():
+        _class_codes([code], f"resource_classes[{resource_type!r}]")
+    types = data.get("document_types", [])
+    return Matrix(
+        version=version,
+        source=source,
+        rows=MappingProxyType(parsed),
+        resource_classes=MappingProxyType(dict(classes)),
+        document_types=frozenset(types),
+    )
+
+
+#: The matrix shipped with Carnet (``carnet/domain/matrix.json``), loaded once.
+MATRIX = load_matrix(json.loads(resources.files(__package__).joinpath("matrix.json").read_text("utf-8")))
+
+
+# -- Profiles (data) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """A policy profile: the ordered rule names it applies and its parameters (data, not code).
+
+    ``masks_bind_treating``: masks (``MASQUE_PS``, named masks) hide from treating physicians too.
+    ``break_glass_needs_confirmation``: a break-glass access names a second professional.
+    ``feeds_opt_in``: a feed writes only once the patient accepted it (else: until refused).
+    ``research_opt_in``: research uses a record only once the patient accepted (else: until refused).
+    """
+
+    name: str
+    rules: tuple[str, ...]
+    masks_bind_treating: bool = False
+    break_glass_needs_confirmation: bool = False
+    feeds_opt_in: bool = False
+    research_opt_in: bool = False
+    matrix: Matrix = MATRIX
+
+
+Rule = Callable[[AccessRequest, Grants, Profile, datetime], Decision | None]
 
 
 def _deny(reason: str) -> Decision:
     return Decision(allowed=False, reasons=(reason,))
 
 
-def _allow(reason: str) -> Decision:
-    return Decision(allowed=True, reasons=(reason,), obligations=frozenset({Obligation.AUDIT}))
+def _allow(reason: str, *extra: Obligation) -> Decision:
+    return Decision(allowed=True, reasons=(reason,), obligations=frozenset({Obligation.AUDIT, *extra}))
 
 
-def forbidden_kinds(request: AccessRequest, grants: Grants, now: datetime) -> Decision | None:
+#: The reason given both for a request naming no record and for an occupational physician's
+#: refused access, so that the worker's refusal is never disclosed (Code du travail L4624-8-1).
+NO_RECORD = "no-record"
+
+
+def _on_record(request: AccessRequest) -> bool:
+    return request.target.patient_id is not None and not request.target.in_directory
+
+
+def _is_professional(request: AccessRequest) -> bool:
+    return request.actor.kind is ActorKind.PROFESSIONAL and _on_record(request)
+
+
+def _as_representative(request: AccessRequest) -> bool:
+    """Whether the actor acts as a legal representative (a representative, or a patient in that mode)."""
+    return request.actor.kind is ActorKind.REPRESENTATIVE or request.mode is AccessMode.REPRESENTATIVE
+
+
+def _as_patient_on_own(request: AccessRequest) -> bool:
+    actor = request.actor
+    return (
+        actor.kind is ActorKind.PATIENT
+        and not _as_representative(request)
+        and actor.patient_id is not None
+        and _on_record(request)
+        and request.target.patient_id == actor.patient_id
+    )
+
+
+def _masked_for(request: AccessRequest) -> bool:
+    """Whether the document is masked from this professional (``MASQUE_PS`` or masked by name)."""
+    document = request.target.document
+    if document is None:
+        return False
+    named = request.actor.professional_id in document.masked_from
+    return Visibility.MASKED_FROM_PROFESSIONALS in document.visibility or named
+
+
+# -- Rules, in profile order ----------------------------------------------------------------------
+
+
+def forbidden_kinds(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
     """Employers, complementary insurers, banks never get in (CSP L1111-18)."""
     if request.actor.kind in FORBIDDEN_KINDS:
         return _deny("forbidden-kind")
     return None
 
 
-def admin_keys_only(request: AccessRequest, grants: Grants, now: datetime) -> Decision | None:
-    """Administrators manage keys and never read clinical content."""
+def blocked(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """A professional the patient blocked gets nothing from the record, whatever the mode.
+
+    An occupational physician is told ``no-record``: the worker's refusal is never disclosed.
+    """
+    if not _is_professional(request) or request.actor.professional_id not in grants.blocked:
+        return None
+    return _deny(NO_RECORD if request.actor.occupational_physician else "blocked")
+
+
+def mode_for_actor(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """Refuse an access mode that the actor's kind never uses (a patient cannot break the glass)."""
+    if request.mode in MODES.get(request.actor.kind, frozenset()):
+        return None
+    return _deny("mode-not-for-actor")
+
+
+def admin_keys_only(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """Administrators manage keys and never read clinical content; the DPO never reads it either."""
     if request.actor.kind not in (ActorKind.ADMIN, ActorKind.DPO):
         return None
     if request.action in KEY_ACTIONS and request.actor.kind is ActorKind.ADMIN:
@@ -142,19 +420,231 @@ def admin_keys_only(request: AccessRequest, grants: Grants, now: datetime) -> De
     return _deny("admin-never-reads-content")
 
 
-def patient_own_record(request: AccessRequest, grants: Grants, now: datetime) -> Decision | None:
-    """A patient (titulaire) reads and writes their own record."""
+def researcher_no_identities(
+    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
+) -> Decision | None:
+    """Researchers never read a record: they receive pseudonymised extracts (DESIGN §8)."""
+    if request.actor.kind is ActorKind.RESEARCHER:
+        return _deny("researcher-never-reads-identities")
+    return None
+
+
+def no_record(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """A request on a record that names none is refused (unless a patient opens their own)."""
+    target = request.target
+    if target.patient_id is None and not target.in_directory and not target.opens_own_record:
+        return _deny(NO_RECORD)
+    return None
+
+
+def shared_directory(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """Patients and professionals read and add directory entries (practitioners, organisations…)."""
+    if not request.target.in_directory:
+        return None
+    if request.action in DIRECTORY_ACTIONS and request.actor.kind in (ActorKind.PATIENT, ActorKind.PROFESSIONAL):
+        return _allow("shared-directory")
+    return _deny("directory-not-for-actor")
+
+
+def feed_writes_registered(
+    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
+) -> Decision | None:
+    """Feeds create only their registered categories, in open records, while the patient lets them.
+
+    ``fr-dmp``: a feed writes until the patient refuses it (by feed id or classCode);
+    ``sovereign``: only once the patient accepted it. Feeds never read.
+    """
     actor = request.actor
-    if actor.kind is not ActorKind.PATIENT or request.action not in CLINICAL_ACTIONS:
+    if actor.kind is not ActorKind.FEED:
         return None
-    if request.target.in_directory:
+    if request.action is not Action.CREATE:
+        return _deny("feed-never-reads")
+    if not request.target.record_open:
+        return _deny("record-closed")
+    class_code = profile.matrix.class_of(request.target)
+    if class_code is None or class_code not in actor.feed_categories:
+        return _deny("feed-category-not-registered")
+    names = {actor.feed_id, class_code}
+    if names & grants.refused_feeds or (profile.feeds_opt_in and not names & grants.accepted_feeds):
+        return _deny("feed-refused")
+    return _allow("feed-registered-category")
+
+
+def occupational_consent(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """The médecin du travail reads only with the worker's express consent, in normal mode.
+
+    A refusal is reported as ``no-record``, like a record that does not exist.
+    """
+    actor = request.actor
+    if not _is_professional(request) or not actor.occupational_physician:
         return None
-    if actor.patient_id is not None and request.target.patient_id == actor.patient_id:
+    if request.mode is AccessMode.NORMAL and actor.professional_id in grants.occupational_consent:
+        return None
+    return _deny(NO_RECORD)
+
+
+def _basis(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> str:
+    """Name what lets this professional into the record, or the ``!reason`` they are refused."""
+    actor, mode = request.actor, request.mode
+    professional_id = actor.professional_id
+    if professional_id is None:
+        return "!professional-id-missing"
+    if mode in EMERGENCY_MODES and request.action not in READ_ACTIONS:
+        return "!emergency-reads-only"
+    if mode is AccessMode.TREATING:
+        return "treating-physician" if professional_id in grants.treating else "!not-treating-physician"
+    if mode is AccessMode.BREAK_GLASS:
+        if grants.opposes_break_glass:
+            return "!break-glass-opposed"
+        if not (request.justification or "").strip():
+            return "!break-glass-justification-missing"
+        confirmer = request.confirmed_by
+        if profile.break_glass_needs_confirmation and (not confirmer or confirmer == professional_id):
+            return "!break-glass-confirmation-missing"
+        return "break-glass"
+    if mode is AccessMode.REGULATION:
+        if not actor.samu_regulator:
+            return "!not-a-regulator"
+        return "!regulation-opposed" if grants.opposes_regulation else "regulation"
+    if actor.occupational_physician:
+        return "occupational-consent"  # checked by ``occupational-consent`` just before
+    authorisation = grants.authorisations.get(professional_id)
+    if authorisation is None:
+        return "!not-authorised"
+    return "authorised" if authorisation.is_valid(now) else "!authorisation-expired"
+
+
+def professional_basis(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """A professional enters a record only if authorised (valid), treating, in break-glass or regulation.
+
+    (a) normal mode: an authorisation whose status is ``valid`` and whose ``until`` is not past;
+    (b) treating mode: one of the patient's treating physicians; (c) break-glass: a justification,
+    unless the patient opposed it (and, in ``sovereign``, a second professional's confirmation);
+    (d) regulation: a SAMU regulating physician, unless the patient opposed regulation access.
+    Break-glass and regulation only read.
+    """
+    if not _is_professional(request):
+        return None
+    basis = _basis(request, grants, profile, now)
+    return _deny(basis[1:]) if basis.startswith("!") else None
+
+
+def _needs_facts(request: AccessRequest, profile: Profile) -> bool:
+    target = request.target
+    return request.action in READ_ACTIONS and target.document is None and target.resource_type in profile.matrix.document_types
+
+
+def document_facts_required(
+    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
+) -> Decision | None:
+    """A professional or representative reads a document only when its metadata is known (fail closed)."""
+    if not (_is_professional(request) or (_as_representative(request) and _on_record(request))):
+        return None
+    return _deny("document-facts-missing") if _needs_facts(request, profile) else None
+
+
+def masked_from_professionals(
+    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
+) -> Decision | None:
+    """``MASQUE_PS`` hides a document from every professional but its author and the treating physicians.
+
+    Break-glass and regulation do not lift the mask. Names in ``masked_from`` are masks for
+    those professionals only. In ``sovereign``, masks bind treating physicians too.
+    """
+    if not _is_professional(request) or not _masked_for(request):
+        return None
+    document = request.target.document
+    assert document is not None  # for mypy: _masked_for is False without a document
+    if request.actor.professional_id in document.author_ids:
+        return None
+    if request.mode is AccessMode.TREATING and not profile.masks_bind_treating:
+        return None
+    return _deny("masked-from-professionals")
+
+
+def authorisation_matrix(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """A professional reads only the classCodes the matrix gives their profession (arrêté 26/10/2023)."""
+    if not _is_professional(request) or request.action not in READ_ACTIONS:
+        return None
+    class_code = profile.matrix.class_of(request.target)
+    if class_code is None:
+        return None
+    actor = request.actor
+    if class_code in profile.matrix.classes_for(actor.profession, actor.specialty):
+        return None
+    return _deny("matrix-denies-class")
+
+
+def author_changes_own(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """Only a document's author updates or deletes it among professionals (the patient may too)."""
+    if not _is_professional(request) or request.action not in (Action.UPDATE, Action.DELETE):
+        return None
+    document = request.target.document
+    if document is not None and request.actor.professional_id in document.author_ids:
+        return None
+    return _deny("author-only")
+
+
+def professional_access(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """Allow a professional who passed every check above, with the obligations of the mode.
+
+    Break-glass and regulation notify the patient and show the mode banner; a treating
+    physician's read of a masked document notifies the patient.
+    """
+    if not _is_professional(request) or request.action not in CLINICAL_ACTIONS:
+        return None
+    obligations: set[Obligation] = set()
+    if request.mode in EMERGENCY_MODES:
+        obligations |= {Obligation.NOTIFY_PATIENT, Obligation.SHOW_MODE_BANNER}
+    if request.mode is AccessMode.TREATING and request.action in READ_ACTIONS and _masked_for(request):
+        obligations.add(Obligation.NOTIFY_PATIENT)
+    return _allow(_basis(request, grants, profile, now), *obligations)
+
+
+def representative_basis(
+    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
+) -> Decision | None:
+    """A legal representative acts only on the records of the patients they represent."""
+    if not (_as_representative(request) and _on_record(request)):
+        return None
+    if request.target.patient_id in request.actor.represents:
+        return None
+    return _deny("not-a-representative")
+
+
+def invisible_to_patient(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """``INVISIBLE_PATIENT`` hides a document from the patient and the representatives.
+
+    It holds until a professional lifts the label (the announcement was made in person).
+    """
+    document = request.target.document
+    if document is None or Visibility.INVISIBLE_TO_PATIENT not in document.visibility:
+        return None
+    if _as_patient_on_own(request) or (_as_representative(request) and _on_record(request)):
+        return _deny("invisible-to-patient")
+    return None
+
+
+def invisible_to_representatives(
+    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
+) -> Decision | None:
+    """``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret mode hide a document from representatives."""
+    document = request.target.document
+    if document is None or not (_as_representative(request) and _on_record(request)):
+        return None
+    if Visibility.INVISIBLE_TO_REPRESENTATIVES in document.visibility or document.minor_secret:
+        return _deny("invisible-to-representatives")
+    return None
+
+
+def patient_own_record(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+    """A patient (titulaire) reads and writes their own record."""
+    if _as_patient_on_own(request) and request.action in CLINICAL_ACTIONS:
         return _allow("patient-own-record")
     return None
 
 
-def patient_opens_record(request: AccessRequest, grants: Grants, now: datetime) -> Decision | None:
+def patient_opens_record(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
     """A patient without a record may open one carrying their own identifier."""
     actor = request.actor
     if (
@@ -168,60 +658,70 @@ def patient_opens_record(request: AccessRequest, grants: Grants, now: datetime) 
     return None
 
 
-def shared_directory(request: AccessRequest, grants: Grants, now: datetime) -> Decision | None:
-    """Patients and professionals read and add directory entries (practitioners, organisations…)."""
-    if not request.target.in_directory or request.action not in DIRECTORY_ACTIONS:
-        return None
-    if request.actor.kind in (ActorKind.PATIENT, ActorKind.PROFESSIONAL):
-        return _allow("shared-directory")
+def representative_record(
+    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
+) -> Decision | None:
+    """A legal representative reads and writes the record of a patient they represent."""
+    if _as_representative(request) and _on_record(request) and request.action in CLINICAL_ACTIONS:
+        return _allow("representative-record")  # ``representative-basis`` checked whom they represent
     return None
 
 
-RULES: Mapping[str, Rule] = {
-    "forbidden-kind": forbidden_kinds,
-    "admin-keys-only": admin_keys_only,
-    "patient-own-record": patient_own_record,
-    "patient-opens-record": patient_opens_record,
-    "shared-directory": shared_directory,
-}
+RULES: Mapping[str, Rule] = MappingProxyType(
+    {
+        "forbidden-kind": forbidden_kinds,
+        "blocked": blocked,
+        "mode-for-actor": mode_for_actor,
+        "admin-keys-only": admin_keys_only,
+        "researcher-no-identities": researcher_no_identities,
+        "no-record": no_record,
+        "shared-directory": shared_directory,
+        "feed-writes-registered": feed_writes_registered,
+        "occupational-consent": occupational_consent,
+        "professional-basis": professional_basis,
+        "document-facts-required": document_facts_required,
+        "masked-from-professionals": masked_from_professionals,
+        "authorisation-matrix": authorisation_matrix,
+        "author-changes-own": author_changes_own,
+        "professional-access": professional_access,
+        "representative-basis": representative_basis,
+        "invisible-to-patient": invisible_to_patient,
+        "invisible-to-representatives": invisible_to_representatives,
+        "patient-own-record": patient_own_record,
+        "patient-opens-record": patient_opens_record,
+        "representative-record": representative_record,
+    }
+)
 
+#: Both profiles apply every rule, in this order; they differ by their parameters.
+DMP_RULES: tuple[str, ...] = tuple(RULES)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Profile:
-    """A policy profile: the ordered rule names it applies (data, not code)."""
-
-    name: str
-    rules: tuple[str, ...]
-
-
-PROFILES: Mapping[str, Profile] = {
-    "fr-dmp": Profile(
-        name="fr-dmp",
-        rules=(
-            "forbidden-kind",
-            "admin-keys-only",
-            "patient-own-record",
-            "patient-opens-record",
-            "shared-directory",
+PROFILES: Mapping[str, Profile] = MappingProxyType(
+    {
+        "fr-dmp": Profile(name="fr-dmp", rules=DMP_RULES),
+        "sovereign": Profile(
+            name="sovereign",
+            rules=DMP_RULES,
+            masks_bind_treating=True,
+            break_glass_needs_confirmation=True,
+            feeds_opt_in=True,
+            research_opt_in=True,
         ),
-    ),
-    "sovereign": Profile(
-        name="sovereign",
-        rules=(
-            "forbidden-kind",
-            "admin-keys-only",
-            "patient-own-record",
-            "patient-opens-record",
-            "shared-directory",
-        ),
-    ),
-}
+    }
+)
 
 
 def decide(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision:
     """Decide one request: the first rule of the profile with a verdict wins; otherwise deny."""
     for name in profile.rules:
-        verdict = RULES[name](request, grants, now)
+        verdict = RULES[name](request, grants, profile, now)
         if verdict is not None:
             return verdict
     return _deny("default-deny")
+
+
+def is_research_allowed(grants: Grants, profile: Profile) -> bool:
+    """Return True if research may use this record: opt-out in ``fr-dmp``, opt-in in ``sovereign``."""
+    if grants.research_opt_out:
+        return False
+    return grants.research_opt_in or not profile.research_opt_in

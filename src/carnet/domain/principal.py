@@ -42,7 +42,17 @@ class Identifier:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
-    """The authenticated actor; ``patient_id`` is the record a patient holds, once known."""
+    """The authenticated actor; ``patient_id`` is the record a patient holds, once known.
+
+    Professionals carry their national identifier (``professional_id``: the idNat_PS, ``8`` +
+    RPPS or ``0`` + ADELI), their profession (TRE_G15: ``10`` médecin, ``21`` pharmacien, ``40``
+    chirurgien-dentiste, ``50`` sage-femme, ``60`` infirmier, ``70`` masseur-kinésithérapeute…)
+    and specialty (TRE_R38, e.g. ``SM54`` médecine générale); ``samu_regulator`` marks a SAMU
+    centre-15 regulating physician (médecin régulateur) and ``occupational_physician`` a médecin
+    du travail. A legal representative (représentant légal) acts for the patients in
+    ``represents``. A feed (a system that writes) is ``feed_id``, registered for the DMP classCodes
+    in ``feed_categories``.
+    """
 
     kind: ActorKind
     subject: str
@@ -51,3 +61,9 @@ class Principal:
     profession: str | None = None
     specialty: str | None = None
     display: str | None = None
+    professional_id: str | None = None
+    samu_regulator: bool = False
+    occupational_physician: bool = False
+    represents: frozenset[str] = frozenset()
+    feed_id: str | None = None
+    feed_categories: frozenset[str] = frozenset()

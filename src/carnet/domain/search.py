@@ -518,7 +518,9 @@ def parse_search(
             dates.append(_parse_date_clause(name, value))
         elif name in known and known[name][0] is ParamKind.REFERENCE:
             tokens.append(
-                TokenClause(param=name, values=tuple(TokenValue(system=None, code=v) for v in value.split(",") if v))
+                TokenClause(
+                    param=name, values=tuple(TokenValue(system=None, code=v) for v in value.split(",") if v)
+                )
             )
         elif name in known:
             tokens.append(

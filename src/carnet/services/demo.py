@@ -34,7 +34,11 @@ def seed_population(
     for index, item in enumerate(generate_population(patients, seed)):
         system, value = item.ins
         principal = service.resolve(
-            Principal(kind=ActorKind.PATIENT, subject=f"demo:{value}", identifier=Identifier(system=system, value=value))
+            Principal(
+                kind=ActorKind.PATIENT,
+                subject=f"demo:{value}",
+                identifier=Identifier(system=system, value=value),
+            )
         )
         if principal.patient_id is None:
             entries = [
@@ -48,11 +52,18 @@ def seed_population(
                 for e in item.bundle["entry"]
             ]
             responses = service.records(principal).transaction(entries)
-            patient_id = next(r.stored.resource_id for r in responses if r.stored and r.stored.resource_type == "Patient")
+            patient_id = next(
+                r.stored.resource_id for r in responses if r.stored and r.stored.resource_type == "Patient"
+            )
         else:
             patient_id = principal.patient_id
         seeded.append(
-            SeededPatient(patient_id=patient_id, ins_system=system, ins_value=value, display=f"{item.given} {item.family}")
+            SeededPatient(
+                patient_id=patient_id,
+                ins_system=system,
+                ins_value=value,
+                display=f"{item.given} {item.family}",
+            )
         )
         if progress is not None:
             progress(index + 1, patients)

@@ -8,6 +8,7 @@ A refusal on something the caller may not know exists is reported as ``NotFound`
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,20 +17,20 @@ from urllib.parse import parse_qsl
 
 from carnet.domain import fhirjson
 from carnet.domain.documents import (
+    SUBMISSION_SET_CODE,
     attachments,
     binary_content,
     check_attachment,
     content_fingerprint,
     decode_base64,
-    SUBMISSION_SET_CODE,
     master_identifier,
     replaced_ids,
     sha1_base64,
 )
 from carnet.domain.errors import (
-    Conflict,
     AccessDenied,
     CarnetError,
+    Conflict,
     Gone,
     InvalidRequest,
     InvalidResource,
@@ -44,7 +45,6 @@ from carnet.domain.resources import (
     is_directory_type,
     is_valid_id,
     patient_references,
-    references,
     replace_strings,
 )
 from carnet.domain.search import (
@@ -65,15 +65,45 @@ Clock = Callable[[], datetime]
 NewId = Callable[[], str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Stored:
-    """A resource version as returned to a caller; ``resource`` is None for a deletion."""
+    """A resource version as returned to a caller; ``resource`` is None for a deletion.
 
-    resource_type: str
-    resource_id: str
-    version_id: int
-    last_updated: datetime
-    resource: dict[str, Any] | None
+    Opened versions keep the stored JSON bytes and parse them only when asked: a page of
+    search results or a whole record goes back to the client without a parse/serialise round.
+    """
+
+    __slots__ = ("_parsed", "_raw", "last_updated", "resource_id", "resource_type", "version_id")
+
+    def __init__(
+        self,
+        *,
+        resource_type: str,
+        resource_id: str,
+        version_id: int,
+        last_updated: datetime,
+        resource: dict[str, Any] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+        self.version_id = version_id
+        self.last_updated = last_updated
+        self._parsed = resource
+        self._raw = raw
+
+    @property
+    def resource(self) -> dict[str, Any] | None:
+        """The resource as JSON values (parsed on first use)."""
+        if self._parsed is None and self._raw is not None:
+            self._parsed = fhirjson.loads(self._raw)
+        return self._parsed
+
+    @property
+    def json(self) -> bytes | None:
+        """The resource as JSON bytes, exactly as stored."""
+        if self._raw is None and self._parsed is not None:
+            self._raw = fhirjson.dumps(self._parsed)
+        return self._raw
 
     @property
     def etag(self) -> str:
@@ -93,9 +123,14 @@ class WriteResult:
 class SearchResult:
     """One page of search results."""
 
-    resources: list[dict[str, Any]]
+    entries: list[Stored]
     total: int
     query: SearchQuery
+
+    @property
+    def resources(self) -> list[dict[str, Any]]:
+        """The page's resources as JSON values."""
+        return [r for r in (e.resource for e in self.entries) if r is not None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,7 +255,7 @@ class Records:
     # -- reading --------------------------------------------------------------------------
 
     def _open(self, key: bytes, version: StoredVersion) -> Stored:
-        resource = None
+        raw = None
         if version.sealed is not None:
             raw = self._vault.open_resource(
                 key,
@@ -230,13 +265,12 @@ class Records:
                 version.version_id,
                 version.sealed,
             )
-            resource = fhirjson.loads(raw)
         return Stored(
             resource_type=version.resource_type,
             resource_id=version.resource_id,
             version_id=version.version_id,
             last_updated=version.last_updated,
-            resource=resource,
+            raw=raw,
         )
 
     def _key(self, session: StoreSession, patient_id: str) -> bytes:
@@ -325,7 +359,9 @@ class Records:
                         f"History of {resource_type} covers one record: add ?patient=Patient/<id>."
                     )
                 elif not is_valid_id(patient_id):
-                    raise InvalidRequest(f"patient={patient_id[:70]!r} is not a Patient id; give Patient/<id>.")
+                    raise InvalidRequest(
+                        f"patient={patient_id[:70]!r} is not a Patient id; give Patient/<id>."
+                    )
                 else:
                     owner = patient_id
                 self._check(Action.HISTORY, self._target(owner, resource_type), hide=False)
@@ -590,7 +626,9 @@ class Records:
             binary = self._open(self._key(session, patient_id), version).resource or {}
             check_attachment(attachment, binary_content(binary), where)
 
-    def _same_unique_id(self, session: StoreSession, document: Mapping[str, Any], patient_id: str) -> Stored | None:
+    def _same_unique_id(
+        self, session: StoreSession, document: Mapping[str, Any], patient_id: str
+    ) -> Stored | None:
         """Return the stored document with the same uniqueId and content (idempotent resubmission).
 
         Raises:
@@ -600,7 +638,8 @@ class Records:
         if unique is None:
             return None
         query = parse_search("DocumentReference", [("identifier", f"{unique[0]}|{unique[1]}")])
-        for existing in self._matching(session, patient_id, query):
+        for stored in self._matching(session, patient_id, query):
+            existing = stored.resource or {}
             if master_identifier(existing) != unique:
                 continue
             if content_fingerprint(existing) != content_fingerprint(document):
@@ -608,27 +647,27 @@ class Records:
                     f"A document with uniqueId {unique[1][:80]} already exists with other content; "
                     "a new version needs a new uniqueId and relatesTo = replaces."
                 )
-            return Stored(
-                resource_type="DocumentReference",
-                resource_id=str(existing["id"]),
-                version_id=int(existing["meta"]["versionId"]),
-                last_updated=self._svc.clock(),
-                resource=existing,
-            )
+            return stored
         return None
 
-    def _supersede(self, session: StoreSession, document: Mapping[str, Any], patient_id: str, new_id: str) -> None:
+    def _supersede(
+        self, session: StoreSession, document: Mapping[str, Any], patient_id: str, new_id: str
+    ) -> None:
         """Mark the documents a new one replaces as superseded (a new version of each)."""
         for old_id in replaced_ids(document):
             if old_id == new_id or session.locate("DocumentReference", old_id) != patient_id:
-                raise InvalidResource(f"relatesTo replaces DocumentReference/{old_id[:64]}, which is not in this record.")
+                raise InvalidResource(
+                    f"relatesTo replaces DocumentReference/{old_id[:64]}, which is not in this record."
+                )
             self._check(Action.UPDATE, self._target(patient_id, "DocumentReference"), hide=False)
             current = session.current(patient_id, "DocumentReference", old_id)
             if current is None or current.deleted:
                 raise InvalidResource(f"DocumentReference/{old_id} was deleted and cannot be replaced.")
             old = self._open(self._key(session, patient_id), current).resource or {}
             if old.get("status") == "superseded":
-                raise Conflict(f"DocumentReference/{old_id} was already replaced; replace its newest version.")
+                raise Conflict(
+                    f"DocumentReference/{old_id} was already replaced; replace its newest version."
+                )
             self._write(
                 session,
                 patient_id=patient_id,
@@ -660,14 +699,7 @@ class Records:
             )
         if not found:
             return None
-        hit = found[0]
-        return Stored(
-            resource_type=resource_type,
-            resource_id=str(hit["id"]),
-            version_id=int(hit["meta"]["versionId"]),
-            last_updated=self._svc.clock(),
-            resource=hit,
-        )
+        return found[0]
 
     def create(self, resource: Mapping[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
         """Create a resource with a server-assigned id (conditionally, with ``If-None-Exist``).
@@ -778,8 +810,12 @@ class Records:
 
     # -- searching ------------------------------------------------------------------------
 
-    def _matching(self, session: StoreSession, patient_id: str, query: SearchQuery) -> list[dict[str, Any]]:
-        """Open every current resource of a record that matches the query (unsorted, unpaged)."""
+    def _matching(self, session: StoreSession, patient_id: str, query: SearchQuery) -> list[Stored]:
+        """Open every current resource of a record that matches the query (unsorted, unpaged).
+
+        Token clauses are answered by the blind indexes in SQL; date clauses on the opened
+        resources (parsed only when a date clause asks for it).
+        """
         try:
             key = self._key(session, patient_id)
         except RecordShredded:
@@ -789,14 +825,16 @@ class Records:
             for c in query.tokens
         ]
         versions = session.search(patient_id, query.resource_type, query.ids, filters)
-        out: list[dict[str, Any]] = []
+        out: list[Stored] = []
         for version in versions:
             stored = self._open(key, version)
-            if stored.resource is not None and matches_dates(stored.resource, query.dates):
-                out.append(stored.resource)
+            if not query.dates or (
+                stored.resource is not None and matches_dates(stored.resource, query.dates)
+            ):
+                out.append(stored)
         return out
 
-    def _search_patients(self, session: StoreSession, query: SearchQuery) -> list[dict[str, Any]]:
+    def _search_patients(self, session: StoreSession, query: SearchQuery) -> list[Stored]:
         candidates: list[str] = list(query.ids)
         identifier_clauses = [c for c in query.tokens if c.param == "identifier"]
         if identifier_clauses:
@@ -817,7 +855,7 @@ class Records:
                 "Patients are found by identifier only (e.g. Patient?identifier=urn:oid:1.2.250.1.213.1.4.10|<INS>); "
                 "the record is patient-centred."
             )
-        found: list[dict[str, Any]] = []
+        found: list[Stored] = []
         for patient_id in dict.fromkeys(candidates):
             if not self._decide(Action.READ, self._target(patient_id, "Patient")).allowed:
                 continue
@@ -857,9 +895,9 @@ class Records:
             found = self._matching(session, owner, query)
         found = _sorted(found, query.sort or (SortKey(param="_lastUpdated", descending=True),))
         page = [] if query.summary_count else found[query.offset : query.offset + query.count]
-        return SearchResult(resources=page, total=len(found), query=query)
+        return SearchResult(entries=page, total=len(found), query=query)
 
-    def everything(self, patient_id: str) -> list[dict[str, Any]]:
+    def everything(self, patient_id: str) -> list[Stored]:
         """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
         _check_id("Patient", patient_id)
         self._refuse_forbidden_kind(Action.EVERYTHING, "Patient")
@@ -872,20 +910,16 @@ class Records:
             )
             key = self._key(session, patient_id)
             versions = session.search(patient_id, None, (), ())
-            opened = [self._open(key, v).resource for v in versions]
-            record = [r for r in opened if r is not None]
-            record.sort(
-                key=lambda r: (r.get("resourceType") != "Patient", r.get("resourceType", ""), r.get("id", ""))
-            )
-            cited: dict[str, None] = {}
-            for resource in record:
-                for ref in references(resource):
-                    rtype, _, rid = ref.partition("/")
-                    if is_directory_type(rtype) and is_valid_id(rid):
-                        cited[ref] = None
+            record = [self._open(key, v) for v in versions]
+            record.sort(key=lambda r: (r.resource_type != "Patient", r.resource_type, r.resource_id))
+            cited: dict[tuple[str, str], None] = {}
+            for stored in record:
+                for match in _REFERENCE.finditer(stored.json or b""):
+                    rtype, rid = match.group(1).decode(), match.group(2).decode()
+                    if is_directory_type(rtype):
+                        cited[(rtype, rid)] = None
             directory_key: bytes | None = None
-            for ref in cited:
-                rtype, _, rid = ref.partition("/")
+            for rtype, rid in cited:
                 if session.locate(rtype, rid) != DIRECTORY:
                     continue
                 if not self._decide(Action.READ, self._target(DIRECTORY, rtype)).allowed:
@@ -894,9 +928,7 @@ class Records:
                 if version is None or version.deleted:
                     continue
                 directory_key = directory_key or self._key(session, DIRECTORY)
-                entry = self._open(directory_key, version).resource
-                if entry is not None:
-                    record.append(entry)
+                record.append(self._open(directory_key, version))
             return record
 
     # -- bundles --------------------------------------------------------------------------
@@ -1025,12 +1057,23 @@ class Records:
         )
 
 
-def _sorted(resources: Iterable[dict[str, Any]], keys: Sequence[SortKey]) -> list[dict[str, Any]]:
-    out = list(resources)
-    out.sort(key=lambda r: str(r.get("id", "")))
+_REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
+
+
+def _sort_key(stored: Stored, param: str) -> tuple[int, str]:
+    """Sort value of one result; ``_lastUpdated`` and ``_id`` come from the row, no parse needed."""
+    if param == "_lastUpdated":
+        return (0, stored.last_updated.isoformat())
+    if param == "_id":
+        return (0, stored.resource_id)
+    return sort_value(stored.resource or {}, param)
+
+
+def _sorted(results: Iterable[Stored], keys: Sequence[SortKey]) -> list[Stored]:
+    out = sorted(results, key=lambda r: r.resource_id)
     for key in reversed(keys):
-        present = [r for r in out if sort_value(r, key.param)[0] == 0]
-        missing = [r for r in out if sort_value(r, key.param)[0] != 0]
-        present.sort(key=lambda r, p=key.param: sort_value(r, p)[1], reverse=key.descending)  # type: ignore[misc]
+        present = [r for r in out if _sort_key(r, key.param)[0] == 0]
+        missing = [r for r in out if _sort_key(r, key.param)[0] != 0]
+        present.sort(key=lambda r, p=key.param: _sort_key(r, p)[1], reverse=key.descending)  # type: ignore[misc]
         out = present + missing
     return out
