@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -190,6 +191,38 @@ NUMBER_LITERALS = (
 )
 
 
+_RAW = "\x00raw:"
+_RAW_MARKERS = re.compile(r'"\\u0000raw:([^"]*)"')
+
+
+def raw(literal: str) -> str:
+    """Mark ``literal`` to be written into the JSON bare by :func:`to_json` (NaN, 1e999999, 5,000 digits…)."""
+    return _RAW + literal
+
+
+def to_json(value: Any) -> bytes:
+    """Serialise ``value`` as JSON, writing :func:`raw` markers as bare literals."""
+    return _RAW_MARKERS.sub(lambda match: match.group(1), json.dumps(value)).encode()
+
+
+def nested_extension(depth: int) -> dict[str, Any]:
+    """An extension nested ``depth`` levels deep: valid FHIR, deeper than any validator recurses."""
+    extension: dict[str, Any] = {"url": "http://example.org/x", "valueString": "leaf"}
+    for _ in range(depth):
+        extension = {"url": "http://example.org/x", "extension": [extension]}
+    return extension
+
+
+#: Values that a valid resource can carry to the edges of the parser, validator and serialiser.
+hostile_values = (
+    st.sampled_from(NUMBER_LITERALS).map(raw)
+    | st.integers(min_value=2**63, max_value=2**90)
+    | st.integers(min_value=-(2**90), max_value=-(2**63) - 1)
+    | st.sampled_from((40, 49, 50, 51, 99, 160)).map(lambda depth: [nested_extension(depth)])
+    | st.sampled_from(("9999-12-31", "0001-01-01T00:00:00+01:00", "2024-02-30", "\ud800", "\x00", "x" * 5000))
+)
+
+
 @st.composite
 def jsonish_text(draw: st.DrawFn) -> bytes:
     """Text that is almost JSON: valid JSON cut short, spliced with bytes, or with a hostile literal."""
@@ -302,10 +335,10 @@ _metas = st.sampled_from(("99", "yesterday", 1)).map(lambda v: {"versionId": v})
 
 def mutate(draw: st.DrawFn, resource: Mapping[str, Any]) -> dict[str, Any]:
     """Return a copy of ``resource`` with zero to three mutations drawn: drop an element, retype one,
-    add an unknown one, change the type or meta, or edit deep inside."""
+    add an unknown one, change the type or meta, edit deep inside, or plant a hostile value."""
     out = copy.deepcopy(dict(resource))
     for _ in range(draw(st.integers(0, 3))):
-        how = pick(draw, ("drop", "retype", "add", "deep", "type", "meta"))
+        how = pick(draw, ("drop", "retype", "add", "deep", "type", "meta", "hostile", "hostile"))
         keys = sorted(out)
         if how == "drop" and keys:
             out.pop(pick(draw, keys))
@@ -314,7 +347,9 @@ def mutate(draw: st.DrawFn, resource: Mapping[str, Any]) -> dict[str, Any]:
         elif how == "add":
             out[draw(json_keys)] = draw(json_values)
         elif how == "deep":
-            _edit_deep(draw, out)
+            _edit_deep(draw, out, json_values)
+        elif how == "hostile":
+            _plant(draw, out, hostile_values)
         elif how == "type":
             out["resourceType"] = draw(_resource_types_or_scalars)
         else:
@@ -328,8 +363,25 @@ def mutated(draw: st.DrawFn, resource: Mapping[str, Any]) -> dict[str, Any]:
     return mutate(draw, resource)
 
 
-def _edit_deep(draw: st.DrawFn, node: dict[str, Any]) -> None:
-    """Replace one value somewhere inside ``node`` (a leaf or a whole container)."""
+def _leaves(node: Any) -> list[tuple[Any, Any]]:
+    """Every ``(container, key or index)`` holding a scalar inside ``node``."""
+    found: list[tuple[Any, Any]] = []
+    slots = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for slot, child in slots:
+        found.extend(_leaves(child) if isinstance(child, dict | list) else [(node, slot)])
+    return found
+
+
+def _plant(draw: st.DrawFn, node: dict[str, Any], values: st.SearchStrategy[Any]) -> None:
+    """Replace one scalar of ``node``, chosen evenly among all of them, with one of ``values``."""
+    leaves = _leaves(node)
+    if leaves:
+        container, slot = pick(draw, leaves)
+        container[slot] = draw(values)
+
+
+def _edit_deep(draw: st.DrawFn, node: dict[str, Any], values: st.SearchStrategy[Any]) -> None:
+    """Replace one value somewhere inside ``node`` (a leaf or a whole container) with one of ``values``."""
     current: Any = node
     while isinstance(current, dict | list) and current:
         slot: Any = (
@@ -339,7 +391,7 @@ def _edit_deep(draw: st.DrawFn, node: dict[str, Any]) -> None:
         if isinstance(child, dict | list) and child and draw(st.booleans()):
             current = child
             continue
-        current[slot] = draw(json_values)
+        current[slot] = draw(values)
         return
 
 
@@ -459,13 +511,11 @@ def _bundle_entry(draw: st.DrawFn, world: World, uuids: Sequence[str]) -> Any:
     return draw(_broken_entries)
 
 
-_bundle_kinds = st.sampled_from(("transaction", "batch")) | json_scalars
-
-
 @st.composite
 def _bundles(draw: st.DrawFn, world: World) -> dict[str, Any]:
     uuids = [f"urn:uuid:{u}" for u in draw(st.lists(st.uuids(), min_size=1, max_size=3))]
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": draw(_bundle_kinds)}
+    kind = draw(json_scalars) if one_in(draw, 4) else pick(draw, ("transaction", "batch"))
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
     if one_in(draw, 8):
         bundle["entry"] = draw(json_values)
     else:
@@ -582,8 +632,33 @@ SORTS = ("_lastUpdated", "-_lastUpdated", "date", "-date", "_id", "code", "-", "
 WORDS = ("count", "true", "false", "accurate", "json", "xml", "text/html")
 
 
-def _param_value(draw: st.DrawFn, world: World) -> str:
-    how = pick(draw, ("reference", "id", "date", "token", "number", "sort", "word", "text"))
+#: The kind of value each parameter takes, so most values are of the right kind (and reach parsing).
+_VALUE_KINDS = {
+    "patient": "reference",
+    "subject": "reference",
+    "date": "date",
+    "onset-date": "date",
+    "_lastUpdated": "date",
+    "_since": "date",
+    "_count": "number",
+    "_offset": "number",
+    "_id": "id",
+    "_sort": "sort",
+    "_summary": "word",
+    "_total": "word",
+    "_format": "word",
+    "code": "token",
+    "category": "token",
+    "status": "token",
+    "identifier": "token",
+    "clinical-status": "token",
+}
+_KINDS = ("reference", "id", "date", "token", "number", "sort", "word", "text")
+
+
+def _param_value(draw: st.DrawFn, world: World, name: str) -> str:
+    fitting = _VALUE_KINDS.get(name.partition(":")[0])
+    how = pick(draw, _KINDS) if fitting is None or one_in(draw, 4) else fitting
     if how == "reference":
         return draw(patient_refs(world))
     if how == "id":
@@ -603,7 +678,7 @@ def _query_strings(draw: st.DrawFn, world: World) -> str:
     parts = []
     for _ in range(draw(st.integers(0, 6))):
         name = draw(_param_names) + pick(draw, MODIFIERS)
-        value = _param_value(draw, world)
+        value = _param_value(draw, world, name)
         shape = pick(draw, ("pair", "pair", "pair", "bare", "empty", "double"))
         if shape == "bare":
             parts.append(_encode(draw, name))
@@ -667,20 +742,16 @@ if_match_values = st.sampled_from(IF_MATCH) | printable_ascii
 _prefer_values = st.sampled_from(PREFER) | printable_ascii
 
 
-def _as_json(value: Any) -> bytes:
-    return json.dumps(value).encode()
-
-
-_junk_bodies = json_values.map(_as_json) | jsonish_text() | st.binary(max_size=64) | nesting_bombs()
+_junk_bodies = json_values.map(to_json) | jsonish_text() | st.binary(max_size=64) | nesting_bombs()
 
 
 @st.composite
 def _bodies(draw: st.DrawFn, world: World, resource_type: str | None) -> bytes:
     how = draw(st.integers(0, 9))
     if how < 5:
-        return _as_json(draw(resources(world, resource_type)))
+        return to_json(draw(resources(world, resource_type)))
     if how == 5:
-        return _as_json(draw(bundles(world)))
+        return to_json(draw(bundles(world)))
     return draw(_junk_bodies)
 
 
@@ -748,7 +819,7 @@ def _coherent(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
     if interaction == "update":
         resource = draw(resources(world, rtype))
         resource["id"] = draw(ids(world)) if one_in(draw, 5) else rid
-        return "PUT", f"/fhir/{rtype}/{rid}", _as_json(resource)
+        return "PUT", f"/fhir/{rtype}/{rid}", to_json(resource)
     if interaction == "search":
         within = "" if one_in(draw, 3) else f"patient={pick(draw, world.patient_ids)}&"
         return "GET", f"/fhir/{rtype}?{within}{draw(query_strings(world))}", None
@@ -764,7 +835,7 @@ def _coherent(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
         return "DELETE", f"/fhir/{rtype}/{rid}", None
     if interaction == "everything":
         return "GET", f"/fhir/Patient/{rid}/$everything?{draw(query_strings(world))}", None
-    return "POST", "/fhir", _as_json(draw(bundles(world)))
+    return "POST", "/fhir", to_json(draw(bundles(world)))
 
 
 @st.composite

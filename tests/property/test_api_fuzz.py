@@ -25,9 +25,9 @@ from conftest import Mint
 from outcomes import outcome_problems
 from strategies import INS, FuzzRequest, World, api_requests, resource_template
 
-#: Requests per Hypothesis example, and examples per run: 8 x 300 = 2,400 requests per backend.
+#: Requests per Hypothesis example, and examples per run: 8 x 275 = 2,200 requests per backend.
 BATCH = 8
-EXAMPLES = 300
+EXAMPLES = 275
 REQUIRED = 2_000
 
 

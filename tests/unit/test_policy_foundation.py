@@ -50,9 +50,9 @@ def test_admin_manages_keys_never_content() -> None:
     assert _decide(ActorKind.DPO, Action.KEYS_ROTATE, OWN)[0] is False
 
 
-def test_professional_is_denied_until_dmp_rules() -> None:
-    """Without the DMP rules a professional gets nothing from a record."""
-    assert _decide(ActorKind.PROFESSIONAL, Action.READ, OWN) == (False, ("default-deny",))
+def test_professional_without_identifier_is_denied() -> None:
+    """A professional without a national identifier gets nothing from a record (the DMP rules need it)."""
+    assert _decide(ActorKind.PROFESSIONAL, Action.READ, OWN) == (False, ("professional-id-missing",))
 
 
 def test_patient_opens_own_record_only() -> None:

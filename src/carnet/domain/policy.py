@@ -20,12 +20,12 @@ rule                                    verdict
 ``feed-writes-registered``              feeds create their categories in open records (§3.5)
 ``occupational-consent``                the médecin du travail needs express consent (§3.6)
 ``professional-basis``                  authorised, treating, break-glass or regulation (§3.1)
+``representative-basis``                a representative acts only for those they represent
 ``document-facts-required``             reading a document needs its metadata
 ``masked-from-professionals``           ``MASQUE_PS`` hides from all but author/treating (§3.3)
 ``authorisation-matrix``                profession × classCode (§3.2, matrix.json)
 ``author-changes-own``                  only the author updates or deletes a document
 ``professional-access``                 allow, with the obligations of the mode (§3.7)
-``representative-basis``                a representative acts only for those they represent
 ``invisible-to-patient``                ``INVISIBLE_PATIENT`` hides from patient and representatives
 ``invisible-to-representatives``        ``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret (§3.4)
 ``patient-own-record``                  a patient reads and writes their own record
@@ -80,8 +80,11 @@ CLINICAL_ACTIONS = frozenset(
     }
 )
 READ_ACTIONS = frozenset({Action.READ, Action.VREAD, Action.HISTORY, Action.SEARCH, Action.EVERYTHING})
+#: Reads of one resource (whose facts the caller knows), as opposed to searches and histories.
+INSTANCE_READS = frozenset({Action.READ, Action.VREAD})
 KEY_ACTIONS = frozenset({Action.KEYS_ROTATE, Action.PATIENT_SHRED})
 DIRECTORY_ACTIONS = frozenset({Action.READ, Action.VREAD, Action.HISTORY, Action.SEARCH, Action.CREATE})
+DIRECTORY_KINDS = frozenset({ActorKind.PATIENT, ActorKind.PROFESSIONAL})
 #: DMP document classes (classCode, TRE_A03-ClasseDocument).
 CLASS_CODES = frozenset({"10", "11", "31", "42", "43", "44", "45", "52", "60", "90", "95"})
 
@@ -221,7 +224,7 @@ class Grants:
     allowed). ``refused_feeds`` and ``accepted_feeds`` hold feed ids or classCodes.
     """
 
-    authorisations: Mapping[str, Authorisation] = _NO_AUTHORISATIONS
+    authorisations: Mapping[str, Authorisation] = field(default_factory=lambda: _NO_AUTHORISATIONS)
     blocked: frozenset[str] = frozenset()
     treating: frozenset[str] = frozenset()
     opposes_break_glass: bool = False
@@ -261,16 +264,15 @@ class Matrix:
     version: str
     source: str
     rows: Mapping[str, frozenset[str]]
-    resource_classes: Mapping[str, str] = MappingProxyType({})
+    resource_classes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     document_types: frozenset[str] = frozenset()
 
     def classes_for(self, profession: str | None, specialty: str | None) -> frozenset[str]:
         """Return the classCodes a profession (with its specialty) may read; none if unknown."""
         if profession is None:
             return frozenset()
-        specific = self.rows.get(f"{profession}/{specialty}")
-        if specific is not None:
-            return specific
+        if specialty is not None and f"{profession}/{specialty}" in self.rows:
+            return self.rows[f"{profession}/{specialty}"]
         return self.rows.get(profession, frozenset())
 
     def class_of(self, target: Target) -> str | None:
@@ -280,26 +282,41 @@ class Matrix:
         return self.resource_classes.get(target.resource_type)
 
 
-def _class_codes(value: Any, where: str) -> frozenset[str]:
+def _class_codes(value: object, where: str) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(c, str) and c in CLASS_CODES for c in value):
-        raise ConfigurationError(f"{where} must be a list of DMP classCodes ({', '.join(sorted(CLASS_CODES))}).")
+        raise ConfigurationError(
+            f"{where} must be a list of DMP classCodes ({', '.join(sorted(CLASS_CODES))})."
+        )
     return frozenset(value)
 
 
 def load_matrix(data: Mapping[str, Any]) -> Matrix:
-    """Build a :class:`Matrix` from its JSON form (``{"version", "source", "rows", …}``).
+    """Build a :class:`Matrix` from its JSON form (docs/policy.md shows it).
+
+    ``{"version": str, "source": str, "rows": {key: {"classes": [classCode…], …}},
+    "resource_classes": {resource type: classCode}, "document_types": [resource type…]}``;
+    other members of a row (``label``, ``confirmed``) document it and are not read.
 
     Raises:
-        ConfigurationError: a field is missing or a row names an unknown classCode.
+        ConfigurationError: a member is missing or of the wrong shape, or names an unknown classCode.
     """
     version, source, rows = data.get("version"), data.get("source"), data.get("rows")
-    if not isinstance(version, str) or not isinstance(source, str) or not isinstance(rows, dict):
-        raise ConfigurationError("The matrix needs a string version, a string source and an object of rows.")
+    classes, types = data.get("resource_classes", {}), data.get("document_types", [])
+    if not (
+        isinstance(version, str)
+        and isinstance(source, str)
+        and isinstance(rows, dict)
+        and all(isinstance(row, dict) for row in rows.values())
+        and isinstance(classes, dict)
+        and isinstance(types, list)
+        and all(isinstance(t, str) for t in types)
+    ):
+        raise ConfigurationError(
+            "The matrix needs a string version and source, an object of row objects, an object "
+            "resource_classes and a list of document_types; see docs/policy.md."
+        )
     parsed = {key: _class_codes(row.get("classes"), f"Matrix row {key!r}") for key, row in rows.items()}
-    classes = data.get("resource_classes", {})
-    for resource_type, code in classes.items():
-        _class_codes([code], f"resource_classes[{resource_type!r}]")
-    types = data.get("document_types", [])
+    _class_codes(list(classes.values()), "The values of resource_classes")
     return Matrix(
         version=version,
         source=source,
@@ -310,7 +327,7 @@ def load_matrix(data: Mapping[str, Any]) -> Matrix:
 
 
 #: The matrix shipped with Carnet (``carnet/domain/matrix.json``), loaded once.
-MATRIX = load_matrix(json.loads(resources.files(__package__).joinpath("matrix.json").read_text("utf-8")))
+MATRIX = load_matrix(json.loads(resources.files("carnet.domain").joinpath("matrix.json").read_text("utf-8")))
 
 
 # -- Profiles (data) ------------------------------------------------------------------------------
@@ -335,7 +352,75 @@ class Profile:
     matrix: Matrix = MATRIX
 
 
-Rule = Callable[[AccessRequest, Grants, Profile, datetime], Decision | None]
+@dataclass(frozen=True, slots=True)
+class Context:
+    """One request with everything a rule may consult: the patient's grants, the profile, the time."""
+
+    request: AccessRequest
+    grants: Grants
+    profile: Profile
+    now: datetime
+
+    @property
+    def actor(self) -> Principal:
+        """Who asks."""
+        return self.request.actor
+
+    @property
+    def target(self) -> Target:
+        """What is touched."""
+        return self.request.target
+
+    @property
+    def document(self) -> DocumentFacts | None:
+        """The facts of the document touched, if any."""
+        return self.request.target.document
+
+    @property
+    def on_record(self) -> bool:
+        """Whether the request touches a patient's record (not the directory, not nothing)."""
+        return self.target.patient_id is not None and not self.target.in_directory
+
+    @property
+    def as_professional(self) -> bool:
+        """Whether a professional asks about a record."""
+        return self.actor.kind is ActorKind.PROFESSIONAL and self.on_record
+
+    @property
+    def as_representative(self) -> bool:
+        """Whether a legal representative (or a patient in representative mode) asks about a record."""
+        representative = (
+            self.actor.kind is ActorKind.REPRESENTATIVE or self.request.mode is AccessMode.REPRESENTATIVE
+        )
+        return representative and self.on_record
+
+    @property
+    def as_patient_on_own(self) -> bool:
+        """Whether a patient, as themselves, asks about their own record."""
+        actor = self.actor
+        return (
+            actor.kind is ActorKind.PATIENT
+            and self.request.mode is not AccessMode.REPRESENTATIVE
+            and actor.patient_id is not None
+            and self.on_record
+            and self.target.patient_id == actor.patient_id
+        )
+
+    @property
+    def masked(self) -> bool:
+        """Whether the document is masked from this professional (``MASQUE_PS``, or masked by name)."""
+        document = self.document
+        if document is None:
+            return False
+        named = self.actor.professional_id in document.masked_from
+        return Visibility.MASKED_FROM_PROFESSIONALS in document.visibility or named
+
+
+Rule = Callable[[Context], Decision | None]
+
+#: The reason given both for a request naming no record and for an occupational physician's
+#: refused access, so that the worker's refusal is never disclosed (Code du travail L4624-8-1).
+NO_RECORD = "no-record"
 
 
 def _deny(reason: str) -> Decision:
@@ -346,176 +431,128 @@ def _allow(reason: str, *extra: Obligation) -> Decision:
     return Decision(allowed=True, reasons=(reason,), obligations=frozenset({Obligation.AUDIT, *extra}))
 
 
-#: The reason given both for a request naming no record and for an occupational physician's
-#: refused access, so that the worker's refusal is never disclosed (Code du travail L4624-8-1).
-NO_RECORD = "no-record"
-
-
-def _on_record(request: AccessRequest) -> bool:
-    return request.target.patient_id is not None and not request.target.in_directory
-
-
-def _is_professional(request: AccessRequest) -> bool:
-    return request.actor.kind is ActorKind.PROFESSIONAL and _on_record(request)
-
-
-def _as_representative(request: AccessRequest) -> bool:
-    """Whether the actor acts as a legal representative (a representative, or a patient in that mode)."""
-    return request.actor.kind is ActorKind.REPRESENTATIVE or request.mode is AccessMode.REPRESENTATIVE
-
-
-def _as_patient_on_own(request: AccessRequest) -> bool:
-    actor = request.actor
-    return (
-        actor.kind is ActorKind.PATIENT
-        and not _as_representative(request)
-        and actor.patient_id is not None
-        and _on_record(request)
-        and request.target.patient_id == actor.patient_id
-    )
-
-
-def _masked_for(request: AccessRequest) -> bool:
-    """Whether the document is masked from this professional (``MASQUE_PS`` or masked by name)."""
-    document = request.target.document
-    if document is None:
-        return False
-    named = request.actor.professional_id in document.masked_from
-    return Visibility.MASKED_FROM_PROFESSIONALS in document.visibility or named
-
-
 # -- Rules, in profile order ----------------------------------------------------------------------
 
 
-def forbidden_kinds(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def forbidden_kinds(ctx: Context) -> Decision | None:
     """Employers, complementary insurers, banks never get in (CSP L1111-18)."""
-    if request.actor.kind in FORBIDDEN_KINDS:
-        return _deny("forbidden-kind")
-    return None
+    return _deny("forbidden-kind") if ctx.actor.kind in FORBIDDEN_KINDS else None
 
 
-def blocked(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def blocked(ctx: Context) -> Decision | None:
     """A professional the patient blocked gets nothing from the record, whatever the mode.
 
     An occupational physician is told ``no-record``: the worker's refusal is never disclosed.
     """
-    if not _is_professional(request) or request.actor.professional_id not in grants.blocked:
+    if not ctx.as_professional or ctx.actor.professional_id not in ctx.grants.blocked:
         return None
-    return _deny(NO_RECORD if request.actor.occupational_physician else "blocked")
+    return _deny(NO_RECORD if ctx.actor.occupational_physician else "blocked")
 
 
-def mode_for_actor(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def mode_for_actor(ctx: Context) -> Decision | None:
     """Refuse an access mode that the actor's kind never uses (a patient cannot break the glass)."""
-    if request.mode in MODES.get(request.actor.kind, frozenset()):
-        return None
-    return _deny("mode-not-for-actor")
+    return None if ctx.request.mode in MODES.get(ctx.actor.kind, frozenset()) else _deny("mode-not-for-actor")
 
 
-def admin_keys_only(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def admin_keys_only(ctx: Context) -> Decision | None:
     """Administrators manage keys and never read clinical content; the DPO never reads it either."""
-    if request.actor.kind not in (ActorKind.ADMIN, ActorKind.DPO):
+    if ctx.actor.kind not in (ActorKind.ADMIN, ActorKind.DPO):
         return None
-    if request.action in KEY_ACTIONS and request.actor.kind is ActorKind.ADMIN:
+    if ctx.request.action in KEY_ACTIONS and ctx.actor.kind is ActorKind.ADMIN:
         return _allow("admin-manages-keys")
     return _deny("admin-never-reads-content")
 
 
-def researcher_no_identities(
-    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
-) -> Decision | None:
+def researcher_no_identities(ctx: Context) -> Decision | None:
     """Researchers never read a record: they receive pseudonymised extracts (DESIGN §8)."""
-    if request.actor.kind is ActorKind.RESEARCHER:
-        return _deny("researcher-never-reads-identities")
-    return None
+    return _deny("researcher-never-reads-identities") if ctx.actor.kind is ActorKind.RESEARCHER else None
 
 
-def no_record(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def no_record(ctx: Context) -> Decision | None:
     """A request on a record that names none is refused (unless a patient opens their own)."""
-    target = request.target
-    if target.patient_id is None and not target.in_directory and not target.opens_own_record:
-        return _deny(NO_RECORD)
-    return None
-
-
-def shared_directory(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
-    """Patients and professionals read and add directory entries (practitioners, organisations…)."""
-    if not request.target.in_directory:
+    target = ctx.target
+    if target.patient_id is not None or target.in_directory:
         return None
-    if request.action in DIRECTORY_ACTIONS and request.actor.kind in (ActorKind.PATIENT, ActorKind.PROFESSIONAL):
+    opening = target.opens_own_record and ctx.actor.kind is ActorKind.PATIENT
+    return None if opening else _deny(NO_RECORD)
+
+
+def shared_directory(ctx: Context) -> Decision | None:
+    """Patients and professionals read and add directory entries (practitioners, organisations…)."""
+    if not ctx.target.in_directory:
+        return None
+    if ctx.request.action in DIRECTORY_ACTIONS and ctx.actor.kind in DIRECTORY_KINDS:
         return _allow("shared-directory")
     return _deny("directory-not-for-actor")
 
 
-def feed_writes_registered(
-    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
-) -> Decision | None:
+def feed_writes_registered(ctx: Context) -> Decision | None:
     """Feeds create only their registered categories, in open records, while the patient lets them.
 
     ``fr-dmp``: a feed writes until the patient refuses it (by feed id or classCode);
     ``sovereign``: only once the patient accepted it. Feeds never read.
     """
-    actor = request.actor
+    actor, grants = ctx.actor, ctx.grants
     if actor.kind is not ActorKind.FEED:
         return None
-    if request.action is not Action.CREATE:
+    if ctx.request.action is not Action.CREATE:
         return _deny("feed-never-reads")
-    if not request.target.record_open:
+    if not ctx.target.record_open:
         return _deny("record-closed")
-    class_code = profile.matrix.class_of(request.target)
+    class_code = ctx.profile.matrix.class_of(ctx.target)
     if class_code is None or class_code not in actor.feed_categories:
         return _deny("feed-category-not-registered")
-    names = {actor.feed_id, class_code}
-    if names & grants.refused_feeds or (profile.feeds_opt_in and not names & grants.accepted_feeds):
+    names = {class_code} if actor.feed_id is None else {class_code, actor.feed_id}
+    if names & grants.refused_feeds or (ctx.profile.feeds_opt_in and not names & grants.accepted_feeds):
         return _deny("feed-refused")
     return _allow("feed-registered-category")
 
 
-def occupational_consent(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def occupational_consent(ctx: Context) -> Decision | None:
     """The médecin du travail reads only with the worker's express consent, in normal mode.
 
     A refusal is reported as ``no-record``, like a record that does not exist.
     """
-    actor = request.actor
-    if not _is_professional(request) or not actor.occupational_physician:
+    if not ctx.as_professional or not ctx.actor.occupational_physician:
         return None
-    if request.mode is AccessMode.NORMAL and actor.professional_id in grants.occupational_consent:
+    if ctx.request.mode is AccessMode.NORMAL and ctx.actor.professional_id in ctx.grants.occupational_consent:
         return None
     return _deny(NO_RECORD)
 
 
-def _basis(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> str:
-    """Name what lets this professional into the record, or the ``!reason`` they are refused."""
-    actor, mode = request.actor, request.mode
+def _basis(ctx: Context) -> str:
+    """Name what lets this professional into the record, or ``!reason`` for their refusal."""
+    actor, grants, request = ctx.actor, ctx.grants, ctx.request
     professional_id = actor.professional_id
     if professional_id is None:
         return "!professional-id-missing"
-    if mode in EMERGENCY_MODES and request.action not in READ_ACTIONS:
+    if request.mode in EMERGENCY_MODES and request.action not in READ_ACTIONS:
         return "!emergency-reads-only"
-    if mode is AccessMode.TREATING:
+    if request.mode is AccessMode.TREATING:
         return "treating-physician" if professional_id in grants.treating else "!not-treating-physician"
-    if mode is AccessMode.BREAK_GLASS:
+    if request.mode is AccessMode.BREAK_GLASS:
         if grants.opposes_break_glass:
             return "!break-glass-opposed"
         if not (request.justification or "").strip():
             return "!break-glass-justification-missing"
         confirmer = request.confirmed_by
-        if profile.break_glass_needs_confirmation and (not confirmer or confirmer == professional_id):
+        if ctx.profile.break_glass_needs_confirmation and (not confirmer or confirmer == professional_id):
             return "!break-glass-confirmation-missing"
         return "break-glass"
-    if mode is AccessMode.REGULATION:
+    if request.mode is AccessMode.REGULATION:
         if not actor.samu_regulator:
             return "!not-a-regulator"
         return "!regulation-opposed" if grants.opposes_regulation else "regulation"
     if actor.occupational_physician:
-        return "occupational-consent"  # checked by ``occupational-consent`` just before
+        return "occupational-consent"  # ``occupational-consent`` checked the consent just before
     authorisation = grants.authorisations.get(professional_id)
     if authorisation is None:
         return "!not-authorised"
-    return "authorised" if authorisation.is_valid(now) else "!authorisation-expired"
+    return "authorised" if authorisation.is_valid(ctx.now) else "!authorisation-expired"
 
 
-def professional_basis(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
-    """A professional enters a record only if authorised (valid), treating, in break-glass or regulation.
+def professional_basis(ctx: Context) -> Decision | None:
+    """A professional enters a record only if authorised, treating, in break-glass or in regulation.
 
     (a) normal mode: an authorisation whose status is ``valid`` and whose ``until`` is not past;
     (b) treating mode: one of the patient's treating physicians; (c) break-glass: a justification,
@@ -523,147 +560,129 @@ def professional_basis(request: AccessRequest, grants: Grants, profile: Profile,
     (d) regulation: a SAMU regulating physician, unless the patient opposed regulation access.
     Break-glass and regulation only read.
     """
-    if not _is_professional(request):
+    if not ctx.as_professional:
         return None
-    basis = _basis(request, grants, profile, now)
+    basis = _basis(ctx)
     return _deny(basis[1:]) if basis.startswith("!") else None
 
 
-def _needs_facts(request: AccessRequest, profile: Profile) -> bool:
-    target = request.target
-    return request.action in READ_ACTIONS and target.document is None and target.resource_type in profile.matrix.document_types
-
-
-def document_facts_required(
-    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
-) -> Decision | None:
+def document_facts_required(ctx: Context) -> Decision | None:
     """A professional or representative reads a document only when its metadata is known (fail closed)."""
-    if not (_is_professional(request) or (_as_representative(request) and _on_record(request))):
+    if not (ctx.as_professional or ctx.as_representative) or ctx.request.action not in INSTANCE_READS:
         return None
-    return _deny("document-facts-missing") if _needs_facts(request, profile) else None
+    if ctx.document is None and ctx.target.resource_type in ctx.profile.matrix.document_types:
+        return _deny("document-facts-missing")
+    return None
 
 
-def masked_from_professionals(
-    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
-) -> Decision | None:
+def masked_from_professionals(ctx: Context) -> Decision | None:
     """``MASQUE_PS`` hides a document from every professional but its author and the treating physicians.
 
     Break-glass and regulation do not lift the mask. Names in ``masked_from`` are masks for
     those professionals only. In ``sovereign``, masks bind treating physicians too.
     """
-    if not _is_professional(request) or not _masked_for(request):
+    document = ctx.document
+    if not ctx.as_professional or document is None or not ctx.masked:
         return None
-    document = request.target.document
-    assert document is not None  # for mypy: _masked_for is False without a document
-    if request.actor.professional_id in document.author_ids:
+    if ctx.actor.professional_id in document.author_ids:
         return None
-    if request.mode is AccessMode.TREATING and not profile.masks_bind_treating:
+    if ctx.request.mode is AccessMode.TREATING and not ctx.profile.masks_bind_treating:
         return None
     return _deny("masked-from-professionals")
 
 
-def authorisation_matrix(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def authorisation_matrix(ctx: Context) -> Decision | None:
     """A professional reads only the classCodes the matrix gives their profession (arrêté 26/10/2023)."""
-    if not _is_professional(request) or request.action not in READ_ACTIONS:
+    if not ctx.as_professional or ctx.request.action not in READ_ACTIONS:
         return None
-    class_code = profile.matrix.class_of(request.target)
-    if class_code is None:
-        return None
-    actor = request.actor
-    if class_code in profile.matrix.classes_for(actor.profession, actor.specialty):
+    matrix = ctx.profile.matrix
+    class_code = matrix.class_of(ctx.target)
+    if class_code is None or class_code in matrix.classes_for(ctx.actor.profession, ctx.actor.specialty):
         return None
     return _deny("matrix-denies-class")
 
 
-def author_changes_own(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
-    """Only a document's author updates or deletes it among professionals (the patient may too)."""
-    if not _is_professional(request) or request.action not in (Action.UPDATE, Action.DELETE):
+def author_changes_own(ctx: Context) -> Decision | None:
+    """Among professionals, only a document's author updates or deletes it (the patient may too)."""
+    if not ctx.as_professional or ctx.request.action not in (Action.UPDATE, Action.DELETE):
         return None
-    document = request.target.document
-    if document is not None and request.actor.professional_id in document.author_ids:
+    document = ctx.document
+    if document is not None and ctx.actor.professional_id in document.author_ids:
         return None
     return _deny("author-only")
 
 
-def professional_access(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def professional_access(ctx: Context) -> Decision | None:
     """Allow a professional who passed every check above, with the obligations of the mode.
 
     Break-glass and regulation notify the patient and show the mode banner; a treating
     physician's read of a masked document notifies the patient.
     """
-    if not _is_professional(request) or request.action not in CLINICAL_ACTIONS:
+    if not ctx.as_professional or ctx.request.action not in CLINICAL_ACTIONS:
         return None
+    mode = ctx.request.mode
     obligations: set[Obligation] = set()
-    if request.mode in EMERGENCY_MODES:
+    if mode in EMERGENCY_MODES:
         obligations |= {Obligation.NOTIFY_PATIENT, Obligation.SHOW_MODE_BANNER}
-    if request.mode is AccessMode.TREATING and request.action in READ_ACTIONS and _masked_for(request):
+    if mode is AccessMode.TREATING and ctx.request.action in READ_ACTIONS and ctx.masked:
         obligations.add(Obligation.NOTIFY_PATIENT)
-    return _allow(_basis(request, grants, profile, now), *obligations)
+    return _allow(_basis(ctx), *obligations)
 
 
-def representative_basis(
-    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
-) -> Decision | None:
+def representative_basis(ctx: Context) -> Decision | None:
     """A legal representative acts only on the records of the patients they represent."""
-    if not (_as_representative(request) and _on_record(request)):
-        return None
-    if request.target.patient_id in request.actor.represents:
+    if not ctx.as_representative or ctx.target.patient_id in ctx.actor.represents:
         return None
     return _deny("not-a-representative")
 
 
-def invisible_to_patient(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def invisible_to_patient(ctx: Context) -> Decision | None:
     """``INVISIBLE_PATIENT`` hides a document from the patient and the representatives.
 
-    It holds until a professional lifts the label (the announcement was made in person).
+    It holds until a professional lifts the label (once the news was given in person).
     """
-    document = request.target.document
+    document = ctx.document
     if document is None or Visibility.INVISIBLE_TO_PATIENT not in document.visibility:
         return None
-    if _as_patient_on_own(request) or (_as_representative(request) and _on_record(request)):
-        return _deny("invisible-to-patient")
-    return None
+    return _deny("invisible-to-patient") if ctx.as_patient_on_own or ctx.as_representative else None
 
 
-def invisible_to_representatives(
-    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
-) -> Decision | None:
+def invisible_to_representatives(ctx: Context) -> Decision | None:
     """``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret mode hide a document from representatives."""
-    document = request.target.document
-    if document is None or not (_as_representative(request) and _on_record(request)):
+    document = ctx.document
+    if document is None or not ctx.as_representative:
         return None
     if Visibility.INVISIBLE_TO_REPRESENTATIVES in document.visibility or document.minor_secret:
         return _deny("invisible-to-representatives")
     return None
 
 
-def patient_own_record(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def patient_own_record(ctx: Context) -> Decision | None:
     """A patient (titulaire) reads and writes their own record."""
-    if _as_patient_on_own(request) and request.action in CLINICAL_ACTIONS:
+    if ctx.as_patient_on_own and ctx.request.action in CLINICAL_ACTIONS:
         return _allow("patient-own-record")
     return None
 
 
-def patient_opens_record(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision | None:
+def patient_opens_record(ctx: Context) -> Decision | None:
     """A patient without a record may open one carrying their own identifier."""
-    actor = request.actor
+    actor, target = ctx.actor, ctx.target
     if (
         actor.kind is ActorKind.PATIENT
         and actor.patient_id is None
-        and request.action is Action.CREATE
-        and request.target.resource_type == "Patient"
-        and request.target.opens_own_record
+        and ctx.request.action is Action.CREATE
+        and target.resource_type == "Patient"
+        and target.opens_own_record
     ):
         return _allow("patient-opens-record")
     return None
 
 
-def representative_record(
-    request: AccessRequest, grants: Grants, profile: Profile, now: datetime
-) -> Decision | None:
+def representative_record(ctx: Context) -> Decision | None:
     """A legal representative reads and writes the record of a patient they represent."""
-    if _as_representative(request) and _on_record(request) and request.action in CLINICAL_ACTIONS:
-        return _allow("representative-record")  # ``representative-basis`` checked whom they represent
+    # ``representative-basis`` has already refused the records of anyone else.
+    if ctx.as_representative and ctx.request.action in CLINICAL_ACTIONS:
+        return _allow("representative-record")
     return None
 
 
@@ -679,12 +698,12 @@ RULES: Mapping[str, Rule] = MappingProxyType(
         "feed-writes-registered": feed_writes_registered,
         "occupational-consent": occupational_consent,
         "professional-basis": professional_basis,
+        "representative-basis": representative_basis,
         "document-facts-required": document_facts_required,
         "masked-from-professionals": masked_from_professionals,
         "authorisation-matrix": authorisation_matrix,
         "author-changes-own": author_changes_own,
         "professional-access": professional_access,
-        "representative-basis": representative_basis,
         "invisible-to-patient": invisible_to_patient,
         "invisible-to-representatives": invisible_to_representatives,
         "patient-own-record": patient_own_record,
@@ -713,8 +732,9 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
 
 def decide(request: AccessRequest, grants: Grants, profile: Profile, now: datetime) -> Decision:
     """Decide one request: the first rule of the profile with a verdict wins; otherwise deny."""
+    ctx = Context(request, grants, profile, now)
     for name in profile.rules:
-        verdict = RULES[name](request, grants, profile, now)
+        verdict = RULES[name](ctx)
         if verdict is not None:
             return verdict
     return _deny("default-deny")

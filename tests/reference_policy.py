@@ -1,0 +1,294 @@
+"""A reference model of Carnet's access rules (DESIGN §3, docs/policy.md), written for clarity.
+
+It shares no code with ``carnet.domain.policy``: it reads a :class:`Case` made of plain strings,
+sets and numbers, and answers with a :class:`Verdict` by walking the rules as the design states
+them, one actor family at a time, instead of through an ordered chain of rule functions. The
+property and exhaustive tests check that the engine and this model always agree on whether a
+request is allowed and on the obligations that come with it.
+
+The matrix is an argument (the tests read ``matrix.json`` themselves): this model checks the
+rules, not the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Plain-string vocabulary, spelled as on the wire.
+FORBIDDEN_KINDS = frozenset({"employer", "complementary_insurer", "bank", "contract_assessor"})
+KIND_MODES = {
+    "patient": {"normal", "patient", "representative"},
+    "representative": {"normal", "representative"},
+    "professional": {"normal", "treating", "break_glass", "regulation"},
+    "feed": {"normal", "feed"},
+    "researcher": {"normal", "research"},
+    "admin": {"normal", "admin"},
+    "dpo": {"normal", "admin"},
+}
+READS = frozenset({"read", "vread", "history", "search-type", "$everything"})
+CLINICAL = READS | {"create", "update", "delete"}
+KEY_ACTIONS = frozenset({"keys-rotate", "patient-shred"})
+DIRECTORY_ACTIONS = frozenset({"read", "vread", "history", "search-type", "create"})
+
+MASQUE_PS = "MASQUE_PS"
+INVISIBLE_PATIENT = "INVISIBLE_PATIENT"
+INVISIBLE_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
+
+AUDIT = "audit"
+NOTIFY = "notify_patient"
+BANNER = "show_mode_banner"
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """What distinguishes the profiles."""
+
+    masks_bind_treating: bool
+    break_glass_needs_confirmation: bool
+    feeds_opt_in: bool
+
+
+PROFILE_PARAMETERS = {
+    "fr-dmp": Parameters(masks_bind_treating=False, break_glass_needs_confirmation=False, feeds_opt_in=False),
+    "sovereign": Parameters(masks_bind_treating=True, break_glass_needs_confirmation=True, feeds_opt_in=True),
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks, in plain values."""
+
+    kind: str
+    patient_id: str | None = None
+    professional_id: str | None = None
+    profession: str | None = None
+    specialty: str | None = None
+    samu_regulator: bool = False
+    occupational_physician: bool = False
+    represents: frozenset[str] = frozenset()
+    feed_id: str | None = None
+    feed_categories: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Document:
+    """The facts of the document touched."""
+
+    class_code: str | None = None
+    visibility: frozenset[str] = frozenset()
+    author_ids: frozenset[str] = frozenset()
+    minor_secret: bool = False
+    masked_from: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The patient's choices; ``authorisations`` maps a professional to (status, until or None)."""
+
+    authorisations: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
+    blocked: frozenset[str] = frozenset()
+    treating: frozenset[str] = frozenset()
+    opposes_break_glass: bool = False
+    opposes_regulation: bool = False
+    refused_feeds: frozenset[str] = frozenset()
+    accepted_feeds: frozenset[str] = frozenset()
+    occupational_consent: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request in plain values; times are whole hours (``now`` and ``until`` alike)."""
+
+    profile: str
+    actor: Actor
+    action: str
+    mode: str
+    patient_id: str | None
+    resource_type: str
+    choices: Choices = Choices()
+    in_directory: bool = False
+    opens_own_record: bool = False
+    record_open: bool = True
+    document: Document | None = None
+    justification: str | None = None
+    confirmed_by: str | None = None
+    now: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Allowed or not, and what must be done."""
+
+    allowed: bool
+    obligations: frozenset[str] = frozenset()
+
+
+DENY = Verdict(False)
+ALLOW = Verdict(True, frozenset({AUDIT}))
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The data the rules consult: matrix rows, classCodes of resource types, document types."""
+
+    rows: Mapping[str, frozenset[str]]
+    resource_classes: Mapping[str, str]
+    document_types: frozenset[str]
+
+    def readable(self, profession: str | None, specialty: str | None) -> frozenset[str]:
+        """The classCodes a profession (with its specialty) reads."""
+        if profession is None:
+            return frozenset()
+        if specialty is not None and f"{profession}/{specialty}" in self.rows:
+            return self.rows[f"{profession}/{specialty}"]
+        return self.rows.get(profession, frozenset())
+
+    def class_of(self, case: Case) -> str | None:
+        """The classCode of what is touched."""
+        if case.document is not None and case.document.class_code is not None:
+            return case.document.class_code
+        return self.resource_classes.get(case.resource_type)
+
+
+def reference_decide(case: Case, tables: Tables) -> Verdict:
+    """Decide ``case`` as DESIGN §3 states the rules."""
+    actor = case.actor
+    on_record = case.patient_id is not None and not case.in_directory
+    # §3.6: nobody of these kinds, ever.
+    if actor.kind in FORBIDDEN_KINDS:
+        return DENY
+    # §3.1: a blocked professional gets nothing from the record, whatever the mode.
+    if actor.kind == "professional" and on_record and actor.professional_id in case.choices.blocked:
+        return DENY
+    if case.mode not in KIND_MODES[actor.kind]:
+        return DENY
+    # §3.8: administrators manage keys; neither they nor the DPO read content.
+    if actor.kind in ("admin", "dpo"):
+        return ALLOW if actor.kind == "admin" and case.action in KEY_ACTIONS else DENY
+    if actor.kind == "researcher":
+        return DENY
+    if case.in_directory:
+        allowed = actor.kind in ("patient", "professional") and case.action in DIRECTORY_ACTIONS
+        return ALLOW if allowed else DENY
+    if case.patient_id is None:
+        return _opening(case)
+    if actor.kind == "feed":
+        return _feed(case, tables)
+    if actor.kind == "professional":
+        return _professional(case, tables)
+    if actor.kind == "representative" or case.mode == "representative":
+        return _representative(case, tables)
+    return _patient(case)
+
+
+def _opening(case: Case) -> Verdict:
+    """A patient without a record opens one that carries their own identifier."""
+    actor = case.actor
+    opens = (
+        actor.kind == "patient"
+        and actor.patient_id is None
+        and case.opens_own_record
+        and case.action == "create"
+        and case.resource_type == "Patient"
+    )
+    return ALLOW if opens else DENY
+
+
+def _feed(case: Case, tables: Tables) -> Verdict:
+    """§3.5: feeds create their registered categories in open records, while the patient lets them."""
+    actor, choices = case.actor, case.choices
+    if case.action != "create" or not case.record_open:
+        return DENY
+    class_code = tables.class_of(case)
+    if class_code is None or class_code not in actor.feed_categories:
+        return DENY
+    names = {class_code}
+    if actor.feed_id is not None:
+        names.add(actor.feed_id)
+    if names & choices.refused_feeds:
+        return DENY
+    if PROFILE_PARAMETERS[case.profile].feeds_opt_in and not names & choices.accepted_feeds:
+        return DENY
+    return ALLOW
+
+
+def _may_enter(case: Case) -> bool:
+    """§3.1 and §3.6: whether this professional may enter the record at all, in this mode."""
+    actor, choices, mode = case.actor, case.choices, case.mode
+    me = actor.professional_id
+    if actor.occupational_physician:
+        return mode == "normal" and me in choices.occupational_consent
+    if me is None:
+        return False
+    if mode in ("break_glass", "regulation") and case.action not in READS:
+        return False
+    if mode == "normal":
+        if me not in choices.authorisations:
+            return False
+        status, until = choices.authorisations[me]
+        return status == "valid" and (until is None or case.now <= until)
+    if mode == "treating":
+        return me in choices.treating
+    if mode == "break_glass":
+        justified = case.justification is not None and case.justification.strip() != ""
+        confirmed = case.confirmed_by is not None and case.confirmed_by not in ("", me)
+        needs_confirmation = PROFILE_PARAMETERS[case.profile].break_glass_needs_confirmation
+        return not choices.opposes_break_glass and justified and (confirmed or not needs_confirmation)
+    # The only mode left is regulation.
+    return actor.samu_regulator and not choices.opposes_regulation
+
+
+def _professional(case: Case, tables: Tables) -> Verdict:
+    """§3.1-3.3, §3.7: enter, then see only unmasked documents of the classes the matrix allows."""
+    actor, document, mode = case.actor, case.document, case.mode
+    me = actor.professional_id
+    if not _may_enter(case):
+        return DENY
+    if case.action in ("read", "vread") and document is None and case.resource_type in tables.document_types:
+        return DENY
+    masked = document is not None and (MASQUE_PS in document.visibility or me in document.masked_from)
+    if masked:
+        assert document is not None
+        is_author = me in document.author_ids
+        treating_sees = mode == "treating" and not PROFILE_PARAMETERS[case.profile].masks_bind_treating
+        if not (is_author or treating_sees):
+            return DENY
+    if case.action in READS:
+        class_code = tables.class_of(case)
+        if class_code is not None and class_code not in tables.readable(actor.profession, actor.specialty):
+            return DENY
+    if case.action in ("update", "delete") and (document is None or me not in document.author_ids):
+        return DENY
+    if case.action not in CLINICAL:
+        return DENY
+    obligations = {AUDIT}
+    if mode in ("break_glass", "regulation"):
+        obligations |= {NOTIFY, BANNER}
+    if mode == "treating" and masked and case.action in READS:
+        obligations.add(NOTIFY)
+    return Verdict(True, frozenset(obligations))
+
+
+def _representative(case: Case, tables: Tables) -> Verdict:
+    """§3.4: a legal representative manages the records of those they represent, minus hidden documents."""
+    document = case.document
+    if case.patient_id not in case.actor.represents:
+        return DENY
+    if case.action in ("read", "vread") and document is None and case.resource_type in tables.document_types:
+        return DENY
+    if document is not None:
+        hidden = {INVISIBLE_PATIENT, INVISIBLE_REPRESENTATIVES} & document.visibility
+        if hidden or document.minor_secret:
+            return DENY
+    return ALLOW if case.action in CLINICAL else DENY
+
+
+def _patient(case: Case) -> Verdict:
+    """The holder reads and writes their own record, minus documents not yet announced to them."""
+    actor = case.actor
+    if actor.kind != "patient" or actor.patient_id is None or actor.patient_id != case.patient_id:
+        return DENY
+    if case.document is not None and INVISIBLE_PATIENT in case.document.visibility:
+        return DENY
+    return ALLOW if case.action in CLINICAL else DENY
