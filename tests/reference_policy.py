@@ -239,13 +239,19 @@ def _may_enter(case: Case) -> bool:
     return actor.samu_regulator and not choices.opposes_regulation
 
 
+def _facts_missing(case: Case, tables: Tables) -> bool:
+    """Whether a document is read (one instance) without knowing at least its classCode."""
+    reads_one = case.action in ("read", "vread") and case.resource_type in tables.document_types
+    return reads_one and (case.document is None or case.document.class_code is None)
+
+
 def _professional(case: Case, tables: Tables) -> Verdict:
     """§3.1-3.3, §3.7: enter, then see only unmasked documents of the classes the matrix allows."""
     actor, document, mode = case.actor, case.document, case.mode
     me = actor.professional_id
     if not _may_enter(case):
         return DENY
-    if case.action in ("read", "vread") and document is None and case.resource_type in tables.document_types:
+    if _facts_missing(case, tables):
         return DENY
     masked = document is not None and (MASQUE_PS in document.visibility or me in document.masked_from)
     if masked:
@@ -275,7 +281,7 @@ def _representative(case: Case, tables: Tables) -> Verdict:
     document = case.document
     if case.patient_id not in case.actor.represents:
         return DENY
-    if case.action in ("read", "vread") and document is None and case.resource_type in tables.document_types:
+    if _facts_missing(case, tables):
         return DENY
     if document is not None:
         hidden = {INVISIBLE_PATIENT, INVISIBLE_REPRESENTATIVES} & document.visibility
@@ -286,8 +292,8 @@ def _representative(case: Case, tables: Tables) -> Verdict:
 
 def _patient(case: Case) -> Verdict:
     """The holder reads and writes their own record, minus documents not yet announced to them."""
-    actor = case.actor
-    if actor.kind != "patient" or actor.patient_id is None or actor.patient_id != case.patient_id:
+    # Every other kind was answered above: this is a patient acting as themselves.
+    if case.actor.patient_id is None or case.actor.patient_id != case.patient_id:
         return DENY
     if case.document is not None and INVISIBLE_PATIENT in case.document.visibility:
         return DENY

@@ -9,6 +9,8 @@ Sections, each usable on its own:
 * **Bundles** — transaction and batch Bundles with ``urn:uuid`` references and broken entries.
 * **URLs** — paths under ``/fhir`` and query strings, percent-encoded or raw.
 * **Requests** — whole HTTP requests for the API fuzzer (:func:`api_requests`).
+* **Policy** — plain-valued access requests (:func:`policy_cases`) for the policy engine and its
+  reference model (``tests/reference_policy.py``), restrictions of them, and their translation.
 
 Strategies that aim at existing data take a :class:`World` and are built once per world
 (``functools.cache``): building a strategy costs more than drawing from it. Inside composites,
@@ -65,6 +67,7 @@ VALID_TYPES = (
     "Organization",
     "Location",
     "Medication",
+    "Binary",
 )
 #: Names that are not types Carnet serves: unknown, mis-cased, R4-but-unsupported, path words.
 INVALID_TYPES = (
@@ -220,6 +223,7 @@ hostile_values = (
     | st.integers(min_value=-(2**90), max_value=-(2**63) - 1)
     | st.sampled_from((40, 49, 50, 51, 99, 160)).map(lambda depth: [nested_extension(depth)])
     | st.sampled_from(("9999-12-31", "0001-01-01T00:00:00+01:00", "2024-02-30", "\ud800", "\x00", "x" * 5000))
+    | st.sampled_from(("text/😀", "text/é", "text/plain\r\nX-Injected: 1", "a b", "/"))
 )
 
 
@@ -324,6 +328,7 @@ def resource_template(resource_type: str, patient_ref: str, identifier: str) -> 
         },
         "Organization": {"name": "Centre de santé", "active": True},
         "Location": {"name": "Cabinet", "status": "active"},
+        "Binary": {"contentType": "text/plain", "data": "Ym9uam91cg==", "securityContext": subject},
     }
     body = {"resourceType": resource_type, **templates.get(resource_type, {"subject": subject})}
     return copy.deepcopy(body)
@@ -445,7 +450,7 @@ def ids(world: World) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def _resources(draw: st.DrawFn, world: World, resource_type: str | None) -> dict[str, Any]:
+def _resource_bodies(draw: st.DrawFn, world: World, resource_type: str | None) -> dict[str, Any]:
     chosen = resource_type or pick(draw, VALID_TYPES)
     body = resource_template(chosen, draw(patient_refs(world)), pick(draw, world.identifiers))
     return mutate(draw, body) if draw(st.booleans()) else body
@@ -454,7 +459,7 @@ def _resources(draw: st.DrawFn, world: World, resource_type: str | None) -> dict
 @cache
 def resources(world: World, resource_type: str | None = None) -> st.SearchStrategy[dict[str, Any]]:
     """A resource of a valid type (or of ``resource_type``): half valid, half mutated."""
-    return _resources(world, resource_type)
+    return _resource_bodies(world, resource_type)
 
 
 # -- Bundles ----------------------------------------------------------------------------------------
@@ -742,6 +747,45 @@ if_match_values = st.sampled_from(IF_MATCH) | printable_ascii
 _prefer_values = st.sampled_from(PREFER) | printable_ascii
 
 
+CDA_MEDIA_TYPES = ("application/xml", "text/xml", "application/hl7-cda+xml")
+_CDA = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<ClinicalDocument xmlns="urn:hl7-org:v3"><id root="1.2.250.1.999" extension="{doc}"/>'
+    '<code code="11488-4" codeSystem="2.16.840.1.113883.6.1"/><title>{title}</title>'
+    '<effectiveTime value="{when}"/><confidentialityCode code="N"/>'
+    '<recordTarget><patientRole><id root="1.2.250.1.213.1.4.10" extension="{ins}"/></patientRole></recordTarget>'
+    "</ClinicalDocument>"
+)
+
+
+@st.composite
+def _cda_documents(draw: st.DrawFn, world: World) -> bytes:
+    text = st.text(max_size=12).map(
+        lambda t: t.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+    )
+    document = _CDA.format(
+        doc=draw(text),
+        title=draw(text),
+        when=pick(draw, ("20240501", "2024", "99999999", "", "yesterday")),
+        ins=pick(draw, world.identifiers) if draw(st.booleans()) else draw(text),
+    ).encode()
+    how = draw(st.integers(0, 5))
+    if how == 1:  # cut short
+        return document[: draw(st.integers(0, len(document)))]
+    if how == 2:  # a few bytes spliced in
+        at = draw(st.integers(0, len(document)))
+        return document[:at] + draw(st.binary(min_size=1, max_size=4)) + document[at:]
+    if how == 3:
+        return draw(st.binary(max_size=64))
+    return document
+
+
+@cache
+def cda_documents(world: World) -> st.SearchStrategy[bytes]:
+    """CDA R2 documents naming a record's INS (or not), whole, cut short, spliced, or plain bytes."""
+    return _cda_documents(world)
+
+
 _junk_bodies = json_values.map(to_json) | jsonish_text() | st.binary(max_size=64) | nesting_bombs()
 
 
@@ -790,7 +834,8 @@ def _headers(
 INTERACTIONS = (
     "create",
     "create",
-    "create",
+    "create-edge",
+    "create-edge",
     "update",
     "update",
     "search",
@@ -803,6 +848,7 @@ INTERACTIONS = (
     "bundle",
     "bundle",
     "everything",
+    "from-cda",
 )
 
 
@@ -816,6 +862,11 @@ def _coherent(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
     interaction = pick(draw, INTERACTIONS)
     if interaction == "create":
         return "POST", f"/fhir/{rtype}", draw(bodies(world, rtype))
+    if interaction == "create-edge":  # valid, in the primary record, but for one hostile value
+        rtype = "Observation" if draw(st.booleans()) else rtype  # its numbers, dates and codes
+        body = resource_template(rtype, f"Patient/{world.patient_ids[0]}", world.identifiers[0])
+        _plant(draw, body, hostile_values)
+        return "POST", f"/fhir/{rtype}", to_json(body)
     if interaction == "update":
         resource = draw(resources(world, rtype))
         resource["id"] = draw(ids(world)) if one_in(draw, 5) else rid
@@ -835,6 +886,8 @@ def _coherent(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
         return "DELETE", f"/fhir/{rtype}/{rid}", None
     if interaction == "everything":
         return "GET", f"/fhir/Patient/{rid}/$everything?{draw(query_strings(world))}", None
+    if interaction == "from-cda":
+        return "POST", "/fhir/DocumentReference/$from-cda", draw(cda_documents(world))
     return "POST", "/fhir", to_json(draw(bundles(world)))
 
 
@@ -854,11 +907,11 @@ def _api_requests(draw: st.DrawFn, world: World) -> FuzzRequest:
     if method in ("GET", "HEAD", "OPTIONS", "DELETE") and not one_in(draw, 6):
         content = None  # mostly no body where none is expected; sometimes one anyway
     who, headers = draw(_headers(world, content is not None, coherent))
-    if url.endswith("_search") and content and not one_in(draw, 3):
-        headers = (
-            *[(k, v) for k, v in headers if k != "Content-Type"],
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        )
+    # Mostly the media type each body-taking operation expects, so the body itself gets parsed.
+    expected = {"_search": "application/x-www-form-urlencoded", "$from-cda": pick(draw, CDA_MEDIA_TYPES)}
+    for ending, media_type in expected.items():
+        if url.endswith(ending) and content and not one_in(draw, 3):
+            headers = (*[(k, v) for k, v in headers if k != "Content-Type"], ("Content-Type", media_type))
     return FuzzRequest(method=method, url=url, who=who, headers=headers, content=content)
 
 
@@ -866,3 +919,306 @@ def _api_requests(draw: st.DrawFn, world: World) -> FuzzRequest:
 def api_requests(world: World) -> st.SearchStrategy[FuzzRequest]:
     """A whole request: coherent interactions and chaotic ones, with any credentials and headers."""
     return _api_requests(world)
+
+
+# == Policy ========================================================================================
+# Cases for the access policy (tests/property/test_policy_*.py). A case is made of plain values:
+# the reference model (tests/reference_policy.py) reads it as it is, and :func:`engine_inputs`
+# translates it for ``carnet.domain.policy.decide``. Small pools of ids make authorisations,
+# blocks, authors, masks and represented patients collide often. This section imports what it
+# needs itself, so that it stays self-contained (and could move to its own module as it is).
+
+import dataclasses  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from importlib import resources as _resources  # noqa: E402
+
+from carnet.domain.policy import (  # noqa: E402
+    PROFILES,
+    AccessMode,
+    AccessRequest,
+    Action,
+    Authorisation,
+    AuthorisationStatus,
+    DocumentFacts,
+    Grants,
+    Profile,
+    Target,
+    Visibility,
+)
+from carnet.domain.principal import ActorKind, Principal  # noqa: E402
+from reference_policy import Actor, Case, Choices, Document, Tables  # noqa: E402
+
+POLICY_NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+"""The instant a case's hour 0 stands for."""
+PROFESSIONAL_IDS = ("810001", "810002", "810003")
+PATIENT_IDS = ("pat-1", "pat-2")
+FEED_IDS = ("feed-cnam", "feed-lab")
+POLICY_CLASS_CODES = ("10", "11", "31", "42", "43", "44", "45", "52", "60", "90", "95")
+POLICY_PROFESSIONS = ("10", "21", "40", "50", "60", "70", "80", "99", None)
+POLICY_SPECIALTIES = (None, "SM54", "SM26")
+POLICY_KINDS = tuple(str(kind) for kind in ActorKind)
+POLICY_MODES = tuple(str(mode) for mode in AccessMode)
+POLICY_ACTIONS = tuple(str(action) for action in Action)
+POLICY_TYPES = (
+    "DocumentReference",
+    "Binary",
+    "Observation",
+    "Patient",
+    "MedicationDispense",
+    "ExplanationOfBenefit",
+    "Consent",
+)
+VISIBILITIES = tuple(str(label) for label in Visibility)
+#: Authorisation ends, in hours from now (None: no end).
+UNTILS = (None, -24, -1, 0, 1, 24)
+#: The modes an actor of each kind usually asks in (others are drawn now and then).
+USUAL_MODES = {
+    "patient": ("normal", "patient", "representative"),
+    "representative": ("normal", "representative"),
+    "professional": ("normal", "treating", "break_glass", "regulation"),
+    "feed": ("normal", "feed"),
+    "researcher": ("research",),
+    "admin": ("admin", "normal"),
+    "dpo": ("admin", "normal"),
+}
+
+
+class Dice:
+    """Choices read from one drawn integer, each taking its share of it.
+
+    A case needs a hundred small choices; drawing each from Hypothesis costs a millisecond or
+    so, drawing three big integers and reading the choices from them costs almost nothing.
+    Hypothesis still shrinks: smaller integers read as earlier options (0 reads as all first).
+    """
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def pick(self, options: Sequence[T]) -> T:
+        """Take one of ``options``."""
+        self.value, index = divmod(self.value, len(options))
+        return options[index]
+
+    def one_in(self, n: int) -> bool:
+        """Take True about once in ``n``."""
+        return self.pick(range(n)) == 0
+
+    def subset(self, pool: Sequence[T], n: int = 2) -> frozenset[T]:
+        """Take each member of ``pool`` about once in ``n``."""
+        return frozenset(item for item in pool if self.one_in(n))
+
+
+_SEEDS = st.integers(0, 2**192 - 1)
+
+
+def _actor(dice: Dice, kinds: Sequence[str]) -> Actor:
+    weighted = [k for k in kinds for _ in range(4 if k in ("professional", "patient") else 1)]
+    return Actor(
+        kind=dice.pick(weighted),
+        patient_id=dice.pick((*PATIENT_IDS, None)),
+        professional_id=dice.pick((*PROFESSIONAL_IDS, *PROFESSIONAL_IDS, None)),
+        profession=dice.pick(POLICY_PROFESSIONS),
+        specialty=dice.pick(POLICY_SPECIALTIES),
+        samu_regulator=dice.one_in(3),
+        occupational_physician=dice.one_in(5),
+        represents=dice.subset(PATIENT_IDS),
+        feed_id=dice.pick((*FEED_IDS, None)),
+        feed_categories=dice.subset(POLICY_CLASS_CODES),
+    )
+
+
+def _choices(dice: Dice) -> Choices:
+    feed_names = (*FEED_IDS, "10", "42", "43", "60")
+    authorised = dice.subset(PROFESSIONAL_IDS)
+    return Choices(
+        authorisations={
+            who: (dice.pick(("valid", "valid", "expired")), dice.pick(UNTILS)) for who in authorised
+        },
+        blocked=dice.subset(PROFESSIONAL_IDS, 4),
+        treating=dice.subset(PROFESSIONAL_IDS),
+        opposes_break_glass=dice.one_in(3),
+        opposes_regulation=dice.one_in(3),
+        refused_feeds=dice.subset(feed_names, 5),
+        accepted_feeds=dice.subset(feed_names, 3),
+        occupational_consent=dice.subset(PROFESSIONAL_IDS),
+    )
+
+
+def _document(dice: Dice) -> Document:
+    return Document(
+        class_code=dice.pick((*POLICY_CLASS_CODES, None)),
+        visibility=dice.subset(VISIBILITIES, 3),
+        author_ids=dice.subset(PROFESSIONAL_IDS, 3),
+        minor_secret=dice.one_in(4),
+        masked_from=dice.subset(PROFESSIONAL_IDS, 5),
+    )
+
+
+@st.composite
+def policy_cases(draw: st.DrawFn, kinds: Sequence[str] = POLICY_KINDS) -> Case:
+    """One request: an actor, usually in a mode of its kind, on a record, usually about a document."""
+    who, choices, what = (Dice(draw(_SEEDS)) for _ in range(3))
+    actor = _actor(who, kinds)
+    modes = USUAL_MODES.get(actor.kind, POLICY_MODES)
+    mode = what.pick(POLICY_MODES) if what.one_in(6) else what.pick(modes)
+    in_directory = what.one_in(12)
+    patient_id = None if in_directory or what.one_in(12) else what.pick(PATIENT_IDS)
+    return Case(
+        profile=what.pick(("fr-dmp", "sovereign")),
+        actor=actor,
+        action=what.pick(POLICY_ACTIONS),
+        mode=mode,
+        patient_id=patient_id,
+        resource_type=what.pick(POLICY_TYPES),
+        choices=_choices(choices),
+        in_directory=in_directory,
+        opens_own_record=what.one_in(6),
+        record_open=not what.one_in(6),
+        document=None if what.one_in(4) else _document(what),
+        justification=what.pick((None, "", "  ", "arrêt cardiaque", "détresse respiratoire")),
+        confirmed_by=what.pick((None, "", *PROFESSIONAL_IDS)),
+        now=0,
+    )
+
+
+@st.composite
+def policy_restrictions(draw: st.DrawFn, case: Case) -> Case:
+    """The same case after the patient restricted access once more (block, oppose, mask, refuse…)."""
+    dice = Dice(draw(_SEEDS))
+    choices, document = case.choices, case.document or Document()
+    who = dice.pick(PROFESSIONAL_IDS)
+    authorisations = dict(choices.authorisations)
+    restriction = dice.pick(RESTRICTIONS)
+    if restriction == "block":
+        return _choose(case, blocked=choices.blocked | {who})
+    if restriction == "oppose-break-glass":
+        return _choose(case, opposes_break_glass=True)
+    if restriction == "oppose-regulation":
+        return _choose(case, opposes_regulation=True)
+    if restriction == "refuse-feed":
+        return _choose(
+            case, refused_feeds=choices.refused_feeds | {dice.pick((*FEED_IDS, *POLICY_CLASS_CODES))}
+        )
+    if restriction == "withdraw-feed-acceptance":
+        return _choose(
+            case, accepted_feeds=choices.accepted_feeds - {dice.pick((*FEED_IDS, *POLICY_CLASS_CODES))}
+        )
+    if restriction == "withdraw-authorisation":
+        authorisations.pop(who, None)
+        return _choose(case, authorisations=authorisations)
+    if restriction == "expire-authorisation":
+        if who in authorisations:
+            authorisations[who] = ("expired", authorisations[who][1])
+        return _choose(case, authorisations=authorisations)
+    if restriction == "withdraw-treating":
+        return _choose(case, treating=choices.treating - {who})
+    if restriction == "withdraw-occupational-consent":
+        return _choose(case, occupational_consent=choices.occupational_consent - {who})
+    if restriction == "label":
+        return _label(case, document, visibility=document.visibility | {dice.pick(VISIBILITIES)})
+    if restriction == "minor-secret":
+        return _label(case, document, minor_secret=True)
+    if restriction == "mask-by-name":
+        return _label(case, document, masked_from=document.masked_from | {who})
+    return _replace(case, record_open=False)
+
+
+#: The ways a patient restricts access (or a record closes), for "a restriction never widens".
+RESTRICTIONS = (
+    "block",
+    "oppose-break-glass",
+    "oppose-regulation",
+    "refuse-feed",
+    "withdraw-feed-acceptance",
+    "withdraw-authorisation",
+    "expire-authorisation",
+    "withdraw-treating",
+    "withdraw-occupational-consent",
+    "label",
+    "minor-secret",
+    "mask-by-name",
+    "close-record",
+)
+
+
+def _replace(case: Case, **changes: Any) -> Case:
+    return dataclasses.replace(case, **changes)
+
+
+def _choose(case: Case, **changes: Any) -> Case:
+    return _replace(case, choices=dataclasses.replace(case.choices, **changes))
+
+
+def _label(case: Case, document: Document, **changes: Any) -> Case:
+    return _replace(case, document=dataclasses.replace(document, **changes))
+
+
+def policy_tables() -> Tables:
+    """The matrix shipped in the package, read straight from its JSON (not through the engine)."""
+    data = json.loads(_resources.files("carnet.domain").joinpath("matrix.json").read_text("utf-8"))
+    return Tables(
+        rows={key: frozenset(row["classes"]) for key, row in data["rows"].items()},
+        resource_classes=dict(data["resource_classes"]),
+        document_types=frozenset(data["document_types"]),
+    )
+
+
+def _at(hours: int | None) -> datetime | None:
+    return None if hours is None else POLICY_NOW + timedelta(hours=hours)
+
+
+def engine_inputs(case: Case) -> tuple[AccessRequest, Grants, Profile, datetime]:
+    """Translate a plain case into the arguments of ``carnet.domain.policy.decide``."""
+    actor, choices, document = case.actor, case.choices, case.document
+    principal = Principal(
+        kind=ActorKind(actor.kind),
+        subject=f"{actor.kind}:test",
+        patient_id=actor.patient_id,
+        professional_id=actor.professional_id,
+        profession=actor.profession,
+        specialty=actor.specialty,
+        samu_regulator=actor.samu_regulator,
+        occupational_physician=actor.occupational_physician,
+        represents=actor.represents,
+        feed_id=actor.feed_id,
+        feed_categories=actor.feed_categories,
+    )
+    facts = None
+    if document is not None:
+        facts = DocumentFacts(
+            class_code=document.class_code,
+            visibility=frozenset(Visibility(v) for v in document.visibility),
+            author_ids=document.author_ids,
+            minor_secret=document.minor_secret,
+            masked_from=document.masked_from,
+        )
+    target = Target(
+        patient_id=case.patient_id,
+        resource_type=case.resource_type,
+        in_directory=case.in_directory,
+        opens_own_record=case.opens_own_record,
+        record_open=case.record_open,
+        document=facts,
+    )
+    request = AccessRequest(
+        actor=principal,
+        action=Action(case.action),
+        target=target,
+        mode=AccessMode(case.mode),
+        justification=case.justification,
+        confirmed_by=case.confirmed_by,
+    )
+    grants = Grants(
+        authorisations={
+            who: Authorisation(status=AuthorisationStatus(status), until=_at(until))
+            for who, (status, until) in choices.authorisations.items()
+        },
+        blocked=choices.blocked,
+        treating=choices.treating,
+        opposes_break_glass=choices.opposes_break_glass,
+        opposes_regulation=choices.opposes_regulation,
+        refused_feeds=choices.refused_feeds,
+        accepted_feeds=choices.accepted_feeds,
+        occupational_consent=choices.occupational_consent,
+    )
+    return request, grants, PROFILES[case.profile], POLICY_NOW + timedelta(hours=case.now)

@@ -327,3 +327,34 @@ def test_employer_is_refused(record: Record, client: TestClient, auth: Mint) -> 
     employer = auth(kind="employer")
     assert client.get(f"/fhir/Observation?patient={record.id}", headers=employer).status_code == 403
     assert client.get("/fhir/Practitioner", headers=employer).status_code == 403
+
+
+def test_transaction_resolves_relative_references_to_absolute_full_urls(client: TestClient, auth: Mint) -> None:
+    """A reference "Patient/a2" resolves to the entry whose fullUrl is http://…/Patient/a2; If-None-Exist may name its type."""
+    headers = auth(kind="patient", identifier=f"{INS}|1770599000099")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "http://example.org/fhir/Patient/a2",
+                "resource": {"resourceType": "Patient", "identifier": [{"system": INS, "value": "1770599000099"}]},
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"Patient?identifier={INS}|1770599000099"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "taille"},
+                    "subject": {"reference": "Patient/a2"},
+                },
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    response = client.post("/fhir", json=bundle, headers=headers)
+    assert response.status_code == 200, response.text
+    patient_id = response.json()["entry"][0]["response"]["location"].split("/")[1]
+    obs_id = response.json()["entry"][1]["response"]["location"].split("/")[1]
+    observation = client.get(f"/fhir/Observation/{obs_id}", headers=auth(kind="patient", patient=patient_id)).json()
+    assert observation["subject"]["reference"] == f"Patient/{patient_id}"

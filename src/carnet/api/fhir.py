@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -30,6 +31,8 @@ from carnet.services.records import (
 
 FHIR_JSON = "application/fhir+json"
 _ACCEPTED_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+#: A media type safe to send as a Content-Type header: type/subtype, then parameters, all printable ASCII.
+_MEDIA_TYPE = re.compile(r"[!-~]+/[!-~]+(?: *;[ -~]*)?")
 
 router = APIRouter()
 T = TypeVar("T")
@@ -411,7 +414,10 @@ async def read(resource_type: str, resource_id: str, request: Request) -> Respon
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")
     if resource_type == "Binary" and stored.resource is not None and not _wants_fhir(request):
-        content_type = str(stored.resource.get("contentType") or "application/octet-stream")
+        content_type = str(stored.resource.get("contentType") or "")
+        if not _MEDIA_TYPE.fullmatch(content_type):
+            # A FHIR code may hold any Unicode; a header value must be plain printable ASCII.
+            content_type = "application/octet-stream"
         headers["X-Content-Type-Options"] = "nosniff"
         headers["Content-Security-Policy"] = "sandbox"
         return Response(content=binary_content(stored.resource), media_type=content_type, headers=headers)

@@ -567,12 +567,17 @@ def professional_basis(ctx: Context) -> Decision | None:
 
 
 def document_facts_required(ctx: Context) -> Decision | None:
-    """A professional or representative reads a document only when its metadata is known (fail closed)."""
+    """A professional or representative reads a document only when its metadata is known (fail closed).
+
+    The metadata must give at least the document's classCode, which the matrix needs.
+    """
     if not (ctx.as_professional or ctx.as_representative) or ctx.request.action not in INSTANCE_READS:
         return None
-    if ctx.document is None and ctx.target.resource_type in ctx.profile.matrix.document_types:
-        return _deny("document-facts-missing")
-    return None
+    if ctx.target.resource_type not in ctx.profile.matrix.document_types:
+        return None
+    return (
+        _deny("document-facts-missing") if ctx.document is None or ctx.document.class_code is None else None
+    )
 
 
 def masked_from_professionals(ctx: Context) -> Decision | None:
@@ -670,6 +675,7 @@ def patient_opens_record(ctx: Context) -> Decision | None:
     if (
         actor.kind is ActorKind.PATIENT
         and actor.patient_id is None
+        and target.patient_id is None
         and ctx.request.action is Action.CREATE
         and target.resource_type == "Patient"
         and target.opens_own_record

@@ -681,7 +681,9 @@ class Records:
     def _conditional(
         self, session: StoreSession, resource_type: str, criteria: str, patient_id: str | None
     ) -> Stored | None:
-        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        # "identifier=…", "?identifier=…" and "Observation?identifier=…" all mean the same criteria.
+        _, _, after = criteria.rpartition("?")
+        params = parse_qsl(after, keep_blank_values=True)
         if not params:
             raise InvalidRequest(
                 "If-None-Exist is empty; give search criteria such as identifier=<system>|<value>."
@@ -959,7 +961,13 @@ class Records:
             if entry.method == "POST" and entry.full_url and entry.resource is not None:
                 new_id = self._svc.new_id()
                 assigned[index] = new_id
-                mapping[entry.full_url] = f"{entry.resource.get('resourceType')}/{new_id}"
+                local = f"{entry.resource.get('resourceType')}/{new_id}"
+                mapping[entry.full_url] = local
+                # An absolute fullUrl (http://…/Patient/a2) is also what "Patient/a2" means in
+                # this Bundle (FHIR R4 §3.1.1.4.1 reference resolution).
+                tail = "/".join(entry.full_url.rstrip("/").split("/")[-2:])
+                if entry.full_url.startswith(("http://", "https://")) and tail.count("/") == 1:
+                    mapping.setdefault(tail, local)
         rank = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
         # Within POSTs: the Patient (the record) first, then Binaries (so that the
         # DocumentReferences pointing to them can check their hash and size), then the rest.
