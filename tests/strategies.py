@@ -23,7 +23,7 @@ import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -417,6 +417,39 @@ class World:
     resources: tuple[tuple[str, str], ...]
     identifiers: tuple[str, ...]
     authorizations: tuple[tuple[str, str | None], ...]
+    created: Created = field(default_factory=lambda: Created(), compare=False)
+
+
+class Created:
+    """The ``(type, id)`` of resources created while fuzzing, so later requests aim at them too.
+
+    The fuzzer adds to it as the server answers; strategies read it when they draw. Compared and
+    hashed by identity, so a :class:`World` holding one stays hashable.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, resource_type: str, resource_id: str) -> None:
+        """Remember one created resource."""
+        self.items.append((resource_type, resource_id))
+
+    def recent(self, count: int = 16) -> Sequence[tuple[str, str]]:
+        """The last ``count`` created, where the fuzzer's latest edge cases are."""
+        return self.items[-count:]
+
+
+#: A path segment standing for "a resource created this run": strategies cannot look at what was
+#: created (Hypothesis requires that what is drawn never depends on outside state), so they draw
+#: ``/@created/<n>`` and the sender resolves it with :func:`resolve_created`.
+CREATED = "@created"
+_CREATED_PATH = re.compile(rf"/{CREATED}/(\d+)")
+
+
+def resolve_created(url: str, world: World) -> str:
+    """Replace ``/@created/<n>`` in ``url`` with the type and id of a recently created resource."""
+    pool = world.created.recent() or world.resources
+    return _CREATED_PATH.sub(lambda match: "/{}/{}".format(*pool[int(match.group(1)) % len(pool)]), url)
 
 
 _other_refs = (
@@ -855,9 +888,17 @@ INTERACTIONS = (
 @st.composite
 def _coherent(draw: st.DrawFn, world: World) -> tuple[str, str, bytes | None]:
     """A request shaped like a real interaction, so the fuzzer gets past routing into the service."""
-    if draw(st.booleans()):
+    target = draw(st.integers(0, 3))
+    if target == 0:  # one created this run: resolved when sent (see resolve_created)
+        path = f"/fhir/{CREATED}/{draw(st.integers(0, 15))}"
+        suffix = pick(draw, ("", "/_history", "/_history/"))
+        if suffix == "/_history/":
+            suffix += quote(draw(version_ids), safe="")
+        method = "DELETE" if suffix == "" and one_in(draw, 4) else "GET"
+        return method, path + suffix, None
+    if target == 1:
         rtype, rid = pick(draw, VALID_TYPES), quote(draw(ids(world)), safe="")
-    else:  # an existing resource, at its own type
+    else:  # one the world was seeded with, at its own type
         rtype, rid = pick(draw, world.resources)
     interaction = pick(draw, INTERACTIONS)
     if interaction == "create":

@@ -8,6 +8,7 @@ server whose state each request changes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from carnet.api.auth import issue_token
 from carnet.settings import Settings
 from conftest import Mint
 from outcomes import outcome_problems
-from strategies import INS, FuzzRequest, World, api_requests, resource_template
+from strategies import INS, FuzzRequest, World, api_requests, resolve_created, resource_template
 
 #: Requests per Hypothesis example, and examples per run: 8 x 275 = 2,200 requests per backend.
 BATCH = 8
@@ -115,6 +116,22 @@ def _server_error(caplog: pytest.LogCaptureFixture) -> str:
     return "no exception logged"
 
 
+def _remember_created(world: World, response: httpx.Response) -> None:
+    """Add a resource the server just created to the world, for later requests to read or change."""
+    if response.status_code != 201 or not response.content:
+        return
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return
+    if (
+        isinstance(body, dict)
+        and isinstance(body.get("resourceType"), str)
+        and isinstance(body.get("id"), str)
+    ):
+        world.created.add(body["resourceType"], body["id"])
+
+
 def _problems(request: FuzzRequest, response: httpx.Response) -> list[str]:
     """What is wrong with one response: a 5xx, a 4xx that is no OperationOutcome, a 2xx without a type."""
     status = response.status_code
@@ -154,11 +171,13 @@ def test_no_generated_request_gets_a_server_error(
     )
     @given(batch=st.lists(api_requests(world), min_size=BATCH, max_size=BATCH))
     def send(batch: list[FuzzRequest]) -> None:
-        for request in batch:
+        for drawn in batch:
+            request = dataclasses.replace(drawn, url=resolve_created(drawn.url, world))
             response = quiet_client.request(
                 request.method, request.url, headers=dict(request.headers), content=request.content
             )
             sent.append(response.status_code)
+            _remember_created(world, response)
             for problem in _problems(request, response):
                 detail = _server_error(caplog) if response.status_code >= 500 else response.text[:300]
                 failures.setdefault(f"{problem} {detail}", request.describe())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -253,8 +254,13 @@ def _history_params(request: Request) -> tuple[str | None, datetime | None, int 
 
 @router.get("/metadata")
 async def metadata(request: Request) -> Response:
-    """Return the CapabilityStatement (no authentication needed)."""
-    return fhir_response(capability_statement(_base(request)))
+    """Return the CapabilityStatement (no authentication needed; built once per process)."""
+    return Response(content=_capability_bytes(_base(request)), media_type=FHIR_JSON + "; charset=utf-8")
+
+
+@functools.cache
+def _capability_bytes(base: str) -> bytes:
+    return fhirjson.dumps(capability_statement(base))
 
 
 @router.post("")

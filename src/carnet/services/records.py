@@ -232,6 +232,9 @@ class Records:
         self.actor = principal
         # Record keys unwrapped during this principal's request (one unwrap per record, not per row).
         self._keys: dict[str, bytes] = {}
+        # Binaries written by this request, so a DocumentReference in the same transaction is
+        # checked against its content without reading it back.
+        self._written_binaries: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     # -- policy -------------------------------------------------------------------------
 
@@ -447,6 +450,8 @@ class Records:
                 sealed=sealed,
             )
         )
+        if resource_type == "Binary" and body is not None:
+            self._written_binaries[(patient_id, resource_id)] = body
         tokens = index_tokens(body) if body is not None else set()
         session.set_tokens(
             patient_id, resource_type, resource_id, self._vault.token_hashes(key, tokens), new=version_id == 1
@@ -619,6 +624,10 @@ class Records:
             if not isinstance(url, str) or not url.startswith("Binary/"):
                 continue
             binary_id = url.removeprefix("Binary/")
+            fresh = self._written_binaries.get((patient_id, binary_id))
+            if fresh is not None:
+                check_attachment(attachment, binary_content(fresh), where)
+                continue
             owner = session.locate("Binary", binary_id) if is_valid_id(binary_id) else None
             version = session.current(patient_id, "Binary", binary_id) if owner == patient_id else None
             if version is None or version.deleted:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -23,6 +23,32 @@ _VERSION_COLUMNS = (
     resource_versions.c.last_updated,
     resource_versions.c.deleted,
     resource_versions.c.sealed,
+)
+
+
+# The statements on the hot path are built once; only their parameters change per call.
+_LOCATE = select(resources.c.patient_id).where(
+    resources.c.resource_type == bindparam("t"), resources.c.resource_id == bindparam("i")
+)
+_CURRENT = (
+    select(*_VERSION_COLUMNS)
+    .join(
+        resources,
+        and_(
+            resources.c.patient_id == resource_versions.c.patient_id,
+            resources.c.resource_type == resource_versions.c.resource_type,
+            resources.c.resource_id == resource_versions.c.resource_id,
+            resources.c.version_id == resource_versions.c.version_id,
+        ),
+    )
+    .where(
+        resources.c.patient_id == bindparam("p"),
+        resources.c.resource_type == bindparam("t"),
+        resources.c.resource_id == bindparam("i"),
+    )
+)
+_GET_KEY = select(patient_keys.c.kek_id, patient_keys.c.wrapped_key, patient_keys.c.status).where(
+    patient_keys.c.patient_id == bindparam("p")
 )
 
 
@@ -80,11 +106,7 @@ class SQLStoreSession:
 
     def get_key(self, patient_id: str) -> StoredKey | None:
         """Return the patient's stored key row."""
-        row = self._c.execute(
-            select(patient_keys.c.kek_id, patient_keys.c.wrapped_key, patient_keys.c.status).where(
-                patient_keys.c.patient_id == patient_id
-            )
-        ).first()
+        row = self._c.execute(_GET_KEY, {"p": patient_id}).first()
         if row is None:
             return None
         wrapped = WrappedKey(kek_id=row[0], blob=row[1]) if row[1] is not None else None
@@ -148,33 +170,12 @@ class SQLStoreSession:
 
     def locate(self, resource_type: str, resource_id: str) -> str | None:
         """Return the patient id holding a resource."""
-        row = self._c.execute(
-            select(resources.c.patient_id).where(
-                resources.c.resource_type == resource_type, resources.c.resource_id == resource_id
-            )
-        ).first()
+        row = self._c.execute(_LOCATE, {"t": resource_type, "i": resource_id}).first()
         return None if row is None else str(row[0])
 
     def current(self, patient_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
         """Return the current version of a resource."""
-        rv = resource_versions
-        row = self._c.execute(
-            select(*_VERSION_COLUMNS)
-            .join(
-                resources,
-                and_(
-                    resources.c.patient_id == rv.c.patient_id,
-                    resources.c.resource_type == rv.c.resource_type,
-                    resources.c.resource_id == rv.c.resource_id,
-                    resources.c.version_id == rv.c.version_id,
-                ),
-            )
-            .where(
-                resources.c.patient_id == patient_id,
-                resources.c.resource_type == resource_type,
-                resources.c.resource_id == resource_id,
-            )
-        ).first()
+        row = self._c.execute(_CURRENT, {"p": patient_id, "t": resource_type, "i": resource_id}).first()
         return None if row is None else _version(row)
 
     def version(

@@ -1,0 +1,83 @@
+"""The policy engine against its reference model, and the properties every decision keeps.
+
+Cases come from ``strategies.policy_cases``: plain-valued requests that the reference model
+(``tests/reference_policy.py``) reads directly and ``strategies.engine_inputs`` translates for
+``carnet.domain.policy.decide``. The differential test runs 10,000 cases per ``make test``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from carnet.domain.policy import Decision, decide
+from reference_policy import Case, Choices, Verdict, reference_decide
+from strategies import engine_inputs, policy_cases, policy_restrictions, policy_tables
+
+TABLES = policy_tables()
+DIFFERENTIAL_EXAMPLES = 10_000
+PROPERTY_EXAMPLES = 1_500
+FORBIDDEN = ("employer", "complementary_insurer", "bank", "contract_assessor")
+
+
+def _engine(case: Case) -> Decision:
+    return decide(*engine_inputs(case))
+
+
+def _as_verdict(decision: Decision) -> Verdict:
+    return Verdict(decision.allowed, frozenset(str(o) for o in decision.obligations))
+
+
+@settings(max_examples=DIFFERENTIAL_EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy_cases())
+def test_engine_agrees_with_reference(case: Case) -> None:
+    """On any request, the engine and the reference model agree on the verdict and the obligations."""
+    decision = _engine(case)
+    note(f"engine reasons: {decision.reasons}")
+    assert _as_verdict(decision) == reference_decide(case, TABLES)
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
+@given(policy_cases(kinds=("professional",)))
+def test_no_grant_means_deny_for_professionals(case: Case) -> None:
+    """Without any grant a professional gets nothing from a record, but through break-glass or regulation."""
+    case = dataclasses.replace(case, choices=Choices())
+    decision = _engine(case)
+    on_record = case.patient_id is not None and not case.in_directory
+    if on_record and case.mode not in ("break_glass", "regulation"):
+        assert decision.allowed is False
+    if decision.allowed and on_record:
+        assert case.mode in ("break_glass", "regulation")
+        assert {"notify_patient", "show_mode_banner"} <= {str(o) for o in decision.obligations}
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_restriction_never_widens_access(data: st.DataObject) -> None:
+    """Blocking, opposing, masking, refusing, withdrawing or closing never turns a refusal into access."""
+    case = data.draw(policy_cases())
+    restricted = data.draw(policy_restrictions(case))
+    if _engine(restricted).allowed:
+        assert _engine(case).allowed
+    if reference_decide(restricted, TABLES).allowed:
+        assert reference_decide(case, TABLES).allowed
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
+@given(policy_cases(kinds=FORBIDDEN))
+def test_forbidden_kinds_are_always_denied(case: Case) -> None:
+    """Employers, complementary insurers, banks and assessors are refused, whatever the grants, mode or target."""
+    assert _engine(case) == Decision(allowed=False, reasons=("forbidden-kind",))
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
+@given(policy_cases(kinds=("professional",)))
+def test_a_blocked_professional_gets_nothing(case: Case) -> None:
+    """A professional the patient blocked is refused on the record, in every mode."""
+    who = case.actor.professional_id
+    if who is None or case.patient_id is None or case.in_directory:
+        return
+    blocked = dataclasses.replace(case, choices=dataclasses.replace(case.choices, blocked=frozenset({who})))
+    assert _engine(blocked).allowed is False
