@@ -65,11 +65,11 @@ def demo(
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve once seeded")] = True,
 ) -> None:
     """Seed synthetic French patients (first run only) and serve on http://127.0.0.1:8000."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
-    from carnet.api.app import build_services, create_app  # noqa: PLC0415
-    from carnet.api.auth import issue_token  # noqa: PLC0415
-    from carnet.services.demo import seed_population  # noqa: PLC0415
+    from carnet.api.app import build_services, create_app
+    from carnet.api.auth import issue_token
+    from carnet.services.demo import seed_population
 
     settings = _settings()
     services = build_services(settings)

@@ -18,7 +18,7 @@ PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
 
 
 def _sha1(content: bytes) -> str:
-    return base64.b64encode(hashlib.sha1(content).digest()).decode()
+    return base64.b64encode(hashlib.sha1(content, usedforsecurity=False).digest()).decode()
 
 
 class Record:

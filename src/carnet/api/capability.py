@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from carnet.domain.resources import SUPPORTED_TYPES, UNSUPPORTED_TYPES, is_directory_type
-from carnet.domain.search import ParamKind, parameters_for
+from carnet.domain.search import parameters_for
 
 _DEFINITIONS = "http://hl7.org/fhir/SearchParameter/"
 

@@ -23,7 +23,7 @@ from carnet.domain.resources import is_valid_id, values_at
 class ParamKind(StrEnum):
     """The FHIR search parameter types Carnet implements."""
 
-    TOKEN = "token"
+    TOKEN = "token"  # noqa: S105 - a FHIR search parameter type, not a secret
     DATE = "date"
     REFERENCE = "reference"
 

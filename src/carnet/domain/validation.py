@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from carnet.domain.errors import InvalidResource
 from carnet.domain.resources import SUPPORTED_TYPES
 
-
 #: How the model library names a Python type in a message ("got type <class 'decimal.Decimal'>").
 _PYTHON_CLASS = re.compile(r"(?:type )?<class '(?:[\w.]+\.)?(\w+)'>")
 _JSON_NAMES = {
