@@ -1049,7 +1049,9 @@ class Dice:
         return frozenset(item for item in pool if self.one_in(n))
 
 
-_SEEDS = st.integers(0, 2**192 - 1)
+_DICE_BITS = 192
+_CASE_BITS = 3 * _DICE_BITS
+_SEEDS = st.integers(0, 2**_DICE_BITS - 1)
 
 
 def _actor(dice: Dice, kinds: Sequence[str]) -> Actor:
@@ -1095,31 +1097,45 @@ def _document(dice: Dice) -> Document:
     )
 
 
-@st.composite
-def policy_cases(draw: st.DrawFn, kinds: Sequence[str] = POLICY_KINDS) -> Case:
-    """One request: an actor, usually in a mode of its kind, on a record, usually about a document."""
-    who, choices, what = (Dice(draw(_SEEDS)) for _ in range(3))
+def _case(seed: int, kinds: Sequence[str]) -> Case:
+    """Read one case from a seed of :data:`_CASE_BITS` bits (actor, choices, request: a third each)."""
+    who, choices, what = (Dice((seed >> (i * _DICE_BITS)) % 2**_DICE_BITS) for i in range(3))
     actor = _actor(who, kinds)
     modes = USUAL_MODES.get(actor.kind, POLICY_MODES)
     mode = what.pick(POLICY_MODES) if what.one_in(6) else what.pick(modes)
     in_directory = what.one_in(12)
     patient_id = None if in_directory or what.one_in(12) else what.pick(PATIENT_IDS)
+    action, resource_type = what.pick(POLICY_ACTIONS), what.pick(POLICY_TYPES)
+    opening = what.one_in(10)  # someone creating a Patient with their own identifier, outside any record
+    if opening:
+        patient_id, action, resource_type = patient_id if what.one_in(3) else None, "create", "Patient"
     return Case(
         profile=what.pick(("fr-dmp", "sovereign")),
         actor=actor,
-        action=what.pick(POLICY_ACTIONS),
+        action=action,
         mode=mode,
         patient_id=patient_id,
-        resource_type=what.pick(POLICY_TYPES),
+        resource_type=resource_type,
         choices=_choices(choices),
         in_directory=in_directory,
-        opens_own_record=what.one_in(6),
+        opens_own_record=opening or what.one_in(6),
         record_open=not what.one_in(6),
         document=None if what.one_in(4) else _document(what),
         justification=what.pick((None, "", "  ", "arrêt cardiaque", "détresse respiratoire")),
         confirmed_by=what.pick((None, "", *PROFESSIONAL_IDS)),
         now=0,
     )
+
+
+def policy_cases(kinds: Sequence[str] = POLICY_KINDS) -> st.SearchStrategy[Case]:
+    """One request: an actor, usually in a mode of its kind, on a record, usually about a document."""
+    return st.integers(0, 2**_CASE_BITS - 1).map(lambda seed: _case(seed, kinds))
+
+
+def policy_case_batches(size: int, kinds: Sequence[str] = POLICY_KINDS) -> st.SearchStrategy[list[Case]]:
+    """``size`` requests from one draw: many cases per example, as a Hypothesis example costs a millisecond."""
+    seeds = st.integers(0, 2 ** (size * _CASE_BITS) - 1)
+    return seeds.map(lambda seed: [_case(seed >> (i * _CASE_BITS), kinds) for i in range(size)])
 
 
 @st.composite
@@ -1208,10 +1224,13 @@ def _at(hours: int | None) -> datetime | None:
     return None if hours is None else POLICY_NOW + timedelta(hours=hours)
 
 
-def engine_inputs(case: Case) -> tuple[AccessRequest, Grants, Profile, datetime]:
-    """Translate a plain case into the arguments of ``carnet.domain.policy.decide``."""
-    actor, choices, document = case.actor, case.choices, case.document
-    principal = Principal(
+# The translation memoises its parts: exhaustive tests build hundreds of thousands of cases from
+# a few actors, documents and choices, and building frozen dataclasses is what costs.
+
+
+@cache
+def _principal(actor: Actor) -> Principal:
+    return Principal(
         kind=ActorKind(actor.kind),
         subject=f"{actor.kind}:test",
         patient_id=actor.patient_id,
@@ -1224,6 +1243,17 @@ def engine_inputs(case: Case) -> tuple[AccessRequest, Grants, Profile, datetime]
         feed_id=actor.feed_id,
         feed_categories=actor.feed_categories,
     )
+
+
+@cache
+def _target(
+    patient_id: str | None,
+    resource_type: str,
+    in_directory: bool,
+    opens_own_record: bool,
+    record_open: bool,
+    document: Document | None,
+) -> Target:
     facts = None
     if document is not None:
         facts = DocumentFacts(
@@ -1233,33 +1263,63 @@ def engine_inputs(case: Case) -> tuple[AccessRequest, Grants, Profile, datetime]
             minor_secret=document.minor_secret,
             masked_from=document.masked_from,
         )
-    target = Target(
-        patient_id=case.patient_id,
-        resource_type=case.resource_type,
-        in_directory=case.in_directory,
-        opens_own_record=case.opens_own_record,
-        record_open=case.record_open,
+    return Target(
+        patient_id=patient_id,
+        resource_type=resource_type,
+        in_directory=in_directory,
+        opens_own_record=opens_own_record,
+        record_open=record_open,
         document=facts,
     )
+
+
+@cache
+def _grants(choices: tuple[Any, ...]) -> Grants:
+    authorisations, blocked, treating, break_glass, regulation, refused, accepted, occupational = choices
+    return Grants(
+        authorisations={
+            who: Authorisation(status=AuthorisationStatus(status), until=_at(until))
+            for who, (status, until) in authorisations
+        },
+        blocked=blocked,
+        treating=treating,
+        opposes_break_glass=break_glass,
+        opposes_regulation=regulation,
+        refused_feeds=refused,
+        accepted_feeds=accepted,
+        occupational_consent=occupational,
+    )
+
+
+def engine_inputs(case: Case) -> tuple[AccessRequest, Grants, Profile, datetime]:
+    """Translate a plain case into the arguments of ``carnet.domain.policy.decide``."""
+    choices = case.choices
+    target = _target(
+        case.patient_id,
+        case.resource_type,
+        case.in_directory,
+        case.opens_own_record,
+        case.record_open,
+        case.document,
+    )
     request = AccessRequest(
-        actor=principal,
+        actor=_principal(case.actor),
         action=Action(case.action),
         target=target,
         mode=AccessMode(case.mode),
         justification=case.justification,
         confirmed_by=case.confirmed_by,
     )
-    grants = Grants(
-        authorisations={
-            who: Authorisation(status=AuthorisationStatus(status), until=_at(until))
-            for who, (status, until) in choices.authorisations.items()
-        },
-        blocked=choices.blocked,
-        treating=choices.treating,
-        opposes_break_glass=choices.opposes_break_glass,
-        opposes_regulation=choices.opposes_regulation,
-        refused_feeds=choices.refused_feeds,
-        accepted_feeds=choices.accepted_feeds,
-        occupational_consent=choices.occupational_consent,
+    grants = _grants(
+        (
+            tuple(sorted(choices.authorisations.items())),
+            choices.blocked,
+            choices.treating,
+            choices.opposes_break_glass,
+            choices.opposes_regulation,
+            choices.refused_feeds,
+            choices.accepted_feeds,
+            choices.occupational_consent,
+        )
     )
     return request, grants, PROFILES[case.profile], POLICY_NOW + timedelta(hours=case.now)

@@ -226,6 +226,33 @@ def test_invalid_resource_is_422(client: TestClient, record: Record) -> None:
     assert "status" in issue["diagnostics"]
 
 
+def test_wrong_json_type_is_named_in_json_words(client: TestClient, record: Record) -> None:
+    """A number where an object belongs is reported as "a number", never as a Python class."""
+    body = record.observation(subject=3.5)
+    issue = assert_outcome(client.post("/fhir/Observation", json=body, headers=record.headers), 422)
+    assert "got a number" in issue["diagnostics"]
+
+
+@pytest.mark.parametrize("content_type", ["text/😀", "text/é", "plain"])
+def test_binary_content_type_unfit_for_a_header_is_served_as_octet_stream(
+    client: TestClient, record: Record, content_type: str
+) -> None:
+    """A Binary whose contentType (a FHIR code: any Unicode) cannot be a header is served as octets."""
+    binary = {
+        "resourceType": "Binary",
+        "contentType": content_type,
+        "data": "Ym9uam91cg==",
+        "securityContext": {"reference": f"Patient/{record.patient_id}"},
+    }
+    created = client.post("/fhir/Binary", json=binary, headers=record.headers)
+    assert created.status_code == 201, created.text
+    headers = {"Authorization": record.headers["Authorization"]}
+    raw = client.get(f"/fhir/Binary/{created.json()['id']}", headers=headers)
+    assert raw.status_code == 200, raw.text
+    assert raw.headers["content-type"] == "application/octet-stream"
+    assert raw.content == b"bonjour"
+
+
 @pytest.mark.parametrize("bad_id", ["a_b", "x" * 65, "%00", "%E2%82%AC", "a%20b", "a%2Cb"])
 def test_bad_id_is_400(client: TestClient, record: Record, bad_id: str) -> None:
     """An id outside FHIR's [A-Za-z0-9-.]{1,64} is 400 on read, update and delete."""

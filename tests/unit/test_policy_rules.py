@@ -6,8 +6,12 @@ the obligations (``audit`` alone when allowed and none given; none when refused)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -1133,3 +1137,29 @@ def test_authorisation_validity() -> None:
     assert Authorisation(until=NOW).is_valid(NOW)
     assert not Authorisation(until=NOW - HOUR).is_valid(NOW)
     assert not Authorisation(status=AuthorisationStatus.EXPIRED).is_valid(NOW)
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_decision_tables_take_every_branch(tmp_path: Path) -> None:
+    """The decision tables alone take every branch of the policy and consent modules (coverage --branch)."""
+    pytest.importorskip("coverage")
+    env = {**os.environ, "COVERAGE_FILE": str(tmp_path / "coverage.data")}
+    tables = [
+        str(HERE / name) for name in ("test_policy_rules.py", "test_policy_foundation.py", "test_consent.py")
+    ]
+    run = [
+        sys.executable,
+        "-m",
+        "coverage",
+        "run",
+        "--branch",
+        "--source=carnet.domain.policy,carnet.domain.consent",
+    ]
+    inner = [*run, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not take_every_branch", *tables]
+    tested = subprocess.run(inner, env=env, cwd=HERE.parents[1], capture_output=True, text=True, check=False)
+    assert tested.returncode == 0, tested.stdout[-2000:]
+    report = [sys.executable, "-m", "coverage", "report", "--fail-under=100", "--show-missing"]
+    covered = subprocess.run(report, env=env, capture_output=True, text=True, check=False)
+    assert covered.returncode == 0, covered.stdout
