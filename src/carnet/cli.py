@@ -45,14 +45,28 @@ def _fail(exc: CarnetError) -> typer.Exit:
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    workers: Annotated[int, typer.Option(help="Worker processes (one per core for throughput)")] = 1,
+) -> None:
     """Serve the FHIR API (and, later, the portals) with uvicorn."""
     import uvicorn
 
-    from carnet.api.app import create_app
+    from carnet.api.app import build_services, create_app
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if workers > 1:
+        # Migrate once here; each worker process then builds its own app from the environment.
+        build_services(settings).store.engine.dispose()
+        uvicorn.run(
+            "carnet.api.asgi:app",
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+        )
+        return
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None
     )

@@ -47,7 +47,7 @@ def test_rotation_rewraps_every_key(client: TestClient, auth: Mint, services: Se
     records = [_open_record(client, auth, f"28403123456{i:02d}") for i in range(5)]
     before = _kek_ids(services)
     report = services.key_service.rotate(ADMIN, batch=2)
-    assert report.rewrapped == 5 + 1  # five records and the identifier index
+    assert report.rewrapped == 5 + 2  # five records, the directory and the identifier index
     assert _kek_ids(services) == {report.kek_id}
     assert report.kek_id not in before
     assert report.retired == ()  # the previous KEK is kept for one more rotation

@@ -13,9 +13,13 @@ NOW = datetime(2026, 11, 28, tzinfo=UTC)
 OWN = Target(patient_id="p1", resource_type="Observation")
 
 
-def _decide(kind: ActorKind, action: Action, target: Target, patient: str | None = "p1") -> tuple[bool, tuple[str, ...]]:
+def _decide(
+    kind: ActorKind, action: Action, target: Target, patient: str | None = "p1"
+) -> tuple[bool, tuple[str, ...]]:
     actor = Principal(kind=kind, subject="s", patient_id=patient if kind is ActorKind.PATIENT else None)
-    decision = decide(AccessRequest(actor=actor, action=action, target=target), NO_GRANTS, PROFILES["fr-dmp"], NOW)
+    decision = decide(
+        AccessRequest(actor=actor, action=action, target=target), NO_GRANTS, PROFILES["fr-dmp"], NOW
+    )
     return decision.allowed, decision.reasons
 
 

@@ -6,6 +6,7 @@ the obligations (``audit`` alone when allowed and none given; none when refused)
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from carnet.domain.policy import (
     Grants,
     Matrix,
     Obligation,
+    Profile,
     Target,
     Visibility,
     decide,
@@ -1041,7 +1043,7 @@ def test_representative_record(row: Line) -> None:
 def test_profiles_are_data() -> None:
     """Both profiles name only known rules, in the same order; they differ only by their parameters."""
     fr, sovereign = PROFILES["fr-dmp"], PROFILES["sovereign"]
-    assert set(fr.rules) <= set(RULES)
+    assert set(fr.rules) == set(RULES)
     assert fr.rules == sovereign.rules
     assert (
         fr.masks_bind_treating,
@@ -1060,6 +1062,12 @@ def test_profiles_are_data() -> None:
         sovereign.feeds_opt_in,
         sovereign.research_opt_in,
     ) == (True, True, True, True)
+
+
+def test_profile_with_unknown_rule_is_refused() -> None:
+    """A profile naming a rule that does not exist stops start-up instead of failing at the first request."""
+    with pytest.raises(ConfigurationError, match="forbiden-kind"):
+        Profile(name="typo", rules=("forbiden-kind",))
 
 
 def test_forbidden_kind_comes_first_then_blocked() -> None:
@@ -1143,23 +1151,53 @@ HERE = Path(__file__).resolve().parent
 
 
 def test_decision_tables_take_every_branch(tmp_path: Path) -> None:
-    """The decision tables alone take every branch of the policy and consent modules (coverage --branch)."""
+    """The decision tables alone take every branch of the policy module (coverage run --branch)."""
     pytest.importorskip("coverage")
     env = {**os.environ, "COVERAGE_FILE": str(tmp_path / "coverage.data")}
-    tables = [
-        str(HERE / name) for name in ("test_policy_rules.py", "test_policy_foundation.py", "test_consent.py")
-    ]
-    run = [
-        sys.executable,
+    tables = [str(HERE / "test_policy_rules.py"), str(HERE / "test_policy_foundation.py")]
+    run = [sys.executable, "-m", "coverage", "run", "--branch", "--source=carnet.domain.policy"]
+    inner = [
+        *run,
         "-m",
-        "coverage",
-        "run",
-        "--branch",
-        "--source=carnet.domain.policy,carnet.domain.consent",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--noconftest",
+        "-k",
+        "not take_every_branch",
+        *tables,
     ]
-    inner = [*run, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not take_every_branch", *tables]
     tested = subprocess.run(inner, env=env, cwd=HERE.parents[1], capture_output=True, text=True, check=False)
     assert tested.returncode == 0, tested.stdout[-2000:]
     report = [sys.executable, "-m", "coverage", "report", "--fail-under=100", "--show-missing"]
     covered = subprocess.run(report, env=env, capture_output=True, text=True, check=False)
     assert covered.returncode == 0, covered.stdout
+
+
+def test_matrix_table_in_docs_is_the_data() -> None:
+    """docs/policy.md shows the shipped matrix cell by cell; a confirmed cell is always an allowed one."""
+    data = json.loads((HERE.parents[1] / "src" / "carnet" / "domain" / "matrix.json").read_text("utf-8"))
+    doc = (HERE.parents[1] / "docs" / "policy.md").read_text("utf-8")
+    header = "| TRE_G15 | profession | 10 | 11 | 31 | 42 | 43 | 44 | 45 | 52 | 60 | 90 | 95 |"
+    columns = header.strip("|").split("|")[2:]
+    shown = {}
+    for line in doc[doc.index(header) :].splitlines()[2:]:
+        if not line.startswith("| `"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        shown[cells[0].strip("`")] = (cells[1], cells[2:])
+    expected = {
+        key: (
+            row["label"],
+            [
+                "✔" if c.strip() in row["confirmed"] else "●" if c.strip() in row["classes"] else "·"
+                for c in columns
+            ],
+        )
+        for key, row in data["rows"].items()
+    }
+    assert shown == expected
+    assert [
+        key for key, row in data["rows"].items() if not set(row["confirmed"]) <= set(row["classes"])
+    ] == []

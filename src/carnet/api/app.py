@@ -19,7 +19,7 @@ from carnet.api.fhir import FHIR_JSON, fhir_response, router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
-from carnet.domain.errors import CarnetError, ConfigurationError
+from carnet.domain.errors import CarnetError, ConfigurationError, Conflict
 from carnet.domain.policy import PROFILES
 from carnet.services.keys import KeyService
 from carnet.services.ports import KeyProvider
@@ -78,6 +78,11 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     keys = make_key_provider(settings)
     profile = PROFILES[settings.policy_profile]
     vault = Vault(keys=keys, cipher=AESGCMCipher())
+    try:
+        with store.session(write=True) as session:
+            vault.ensure_reserved(session, utc_now())
+    except Conflict:
+        pass  # another process created them at the same moment
     records = RecordService(store=store, vault=vault, profile=profile, clock=utc_now, new_id=new_id)
     key_service = KeyService(store=store, keys=keys, profile=profile, clock=utc_now)
     return Services(settings=settings, store=store, keys=keys, records=records, key_service=key_service)

@@ -351,6 +351,13 @@ class Profile:
     research_opt_in: bool = False
     matrix: Matrix = MATRIX
 
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.rules if name not in RULES]
+        if unknown:
+            raise ConfigurationError(
+                f"Profile {self.name!r} names unknown rules {unknown}; see docs/policy.md."
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class Context:
@@ -718,8 +725,31 @@ RULES: Mapping[str, Rule] = MappingProxyType(
     }
 )
 
-#: Both profiles apply every rule, in this order; they differ by their parameters.
-DMP_RULES: tuple[str, ...] = tuple(RULES)
+#: The rules of both DMP profiles, in order: refusals that hold for everyone first, then each
+#: family of actors' refusals before its permission. The profiles differ by their parameters.
+DMP_RULES: tuple[str, ...] = (
+    "forbidden-kind",
+    "blocked",
+    "mode-for-actor",
+    "admin-keys-only",
+    "researcher-no-identities",
+    "no-record",
+    "shared-directory",
+    "feed-writes-registered",
+    "occupational-consent",
+    "professional-basis",
+    "representative-basis",
+    "document-facts-required",
+    "masked-from-professionals",
+    "authorisation-matrix",
+    "author-changes-own",
+    "professional-access",
+    "invisible-to-patient",
+    "invisible-to-representatives",
+    "patient-own-record",
+    "patient-opens-record",
+    "representative-record",
+)
 
 PROFILES: Mapping[str, Profile] = MappingProxyType(
     {

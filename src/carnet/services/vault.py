@@ -28,6 +28,12 @@ class Vault:
         # The reserved records' keys are never shredded, so they are unwrapped once per process.
         self._reserved: dict[str, bytes] = {}
 
+    def ensure_reserved(self, session: StoreSession, now: datetime) -> None:
+        """Create the reserved records' keys if missing (at start-up, before concurrent requests)."""
+        for reserved in (DIRECTORY, INDEX):
+            if session.get_key(reserved) is None:
+                self.create_key(session, reserved, now)
+
     def create_key(self, session: StoreSession, patient_id: str, now: datetime) -> bytes:
         """Create, wrap and store a new record key; return it."""
         key = self.cipher.generate_key()

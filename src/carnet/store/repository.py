@@ -113,16 +113,23 @@ class SQLStoreSession:
         return StoredKey(patient_id=patient_id, wrapped=wrapped, status=row[2])
 
     def put_key(self, patient_id: str, wrapped: WrappedKey, now: datetime) -> None:
-        """Store a new patient's wrapped key."""
-        self._c.execute(
-            insert(patient_keys).values(
-                patient_id=patient_id,
-                kek_id=wrapped.kek_id,
-                wrapped_key=wrapped.blob,
-                status="open",
-                created_at=now,
+        """Store a new patient's wrapped key.
+
+        Raises:
+            Conflict: the record already has a key.
+        """
+        try:
+            self._c.execute(
+                insert(patient_keys).values(
+                    patient_id=patient_id,
+                    kek_id=wrapped.kek_id,
+                    wrapped_key=wrapped.blob,
+                    status="open",
+                    created_at=now,
+                )
             )
-        )
+        except IntegrityError:
+            raise Conflict(f"Record {patient_id} already has a key.") from None
 
     def rewrap_key(self, patient_id: str, old_kek_id: str, wrapped: WrappedKey) -> bool:
         """Replace a wrapped key if it is still under ``old_kek_id``."""
