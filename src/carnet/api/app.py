@@ -144,6 +144,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # Paths only: query strings can carry identifiers and never reach the logs.
         started = time.perf_counter()
         response = await call_next(request)
+        records = getattr(request.state, "records", None)
+        # The decision's obligations travel back to the caller (a portal shows the mode banner).
+        shown = sorted(o.value for o in getattr(records, "obligations", ()) if o.value != "audit")
+        if shown:
+            response.headers["X-Carnet-Obligations"] = ", ".join(shown)
         log.info(
             "%s %s %s %.1fms",
             request.method,

@@ -5,7 +5,11 @@ They are refused in production mode, where tokens must come from the configured 
 Connect issuer (Pro Santé Connect-compatible claims) and verify against its JWKS.
 
 Claims: ``sub``; ``kind`` (an ``ActorKind``); ``patient`` (record id, optional);
-``identifier`` (``system|value``, e.g. the INS); ``profession``; ``specialty``; ``name``.
+``identifier`` (``system|value``, e.g. the INS); ``name``; for professionals (Pro Santé
+Connect-style) ``idnps`` (idNat_PS, e.g. ``810001234567``), ``profession`` (TRE_G15),
+``specialty`` (TRE_R38), ``samu`` (true for a SAMU regulating physician), ``occupational``
+(true for an occupational physician); ``represents`` (record ids, legal representatives);
+``feed`` and ``feed_categories`` (feed systems).
 """
 
 from __future__ import annotations
@@ -116,6 +120,10 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         value = claims.get(name)
         return value if isinstance(value, str) else None
 
+    def texts(name: str) -> frozenset[str]:
+        value = claims.get(name)
+        return frozenset(v for v in value if isinstance(v, str)) if isinstance(value, list) else frozenset()
+
     return Principal(
         kind=kind,
         subject=subject,
@@ -124,4 +132,10 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         profession=text("profession"),
         specialty=text("specialty"),
         display=text("name"),
+        professional_id=text("idnps"),
+        samu_regulator=claims.get("samu") is True,
+        occupational_physician=claims.get("occupational") is True,
+        represents=texts("represents"),
+        feed_id=text("feed"),
+        feed_categories=texts("feed_categories"),
     )

@@ -18,6 +18,7 @@ from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.domain import fhirjson
 from carnet.domain.documents import binary_content, is_simplified_publish
 from carnet.domain.errors import InvalidRequest, PayloadTooLarge
+from carnet.domain.policy import AccessMode
 from carnet.domain.principal import Principal
 from carnet.domain.search import parse_date
 from carnet.services.records import (
@@ -59,8 +60,27 @@ async def _principal(request: Request) -> Principal:
 
 
 async def _records(request: Request) -> Records:
+    """The record access of the caller, in the access mode the request asks for.
+
+    Headers: ``X-Carnet-Mode`` (``normal``, ``treating``, ``break_glass``, ``regulation``,
+    ``representative``), ``X-Carnet-Justification`` (break-glass), ``X-Carnet-Confirmed-By``
+    (the second professional's idNat_PS, ``sovereign`` break-glass).
+    """
     principal = await _principal(request)
-    records: Records = request.app.state.services.records.records(principal)
+    raw_mode = request.headers.get("x-carnet-mode", "normal").strip().lower().replace("-", "_")
+    try:
+        mode = AccessMode(raw_mode)
+    except ValueError:
+        raise InvalidRequest(
+            "X-Carnet-Mode must be normal, treating, break_glass, regulation or representative."
+        ) from None
+    records: Records = request.app.state.services.records.records(
+        principal,
+        mode=mode,
+        justification=request.headers.get("x-carnet-justification"),
+        confirmed_by=request.headers.get("x-carnet-confirmed-by"),
+    )
+    request.state.records = records
     return records
 
 

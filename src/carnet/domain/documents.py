@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from carnet.domain.errors import InvalidResource
+from carnet.domain.policy import DocumentFacts, Visibility
 
 SIMPLIFIED_PUBLISH_PROFILE = (
     "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.SimplifiedPublish.DocumentReference"
@@ -102,3 +103,75 @@ def is_simplified_publish(document: Mapping[str, Any]) -> bool:
     """Tell whether a DocumentReference declares the MHD Simplified Publish profile (ITI-105)."""
     profiles = (document.get("meta") or {}).get("profile") or []
     return SIMPLIFIED_PUBLISH_PROFILE in profiles
+
+
+CLASS_CODE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"
+"""TRE_A03-ClasseDocument: the DMP classCode of a document (``category``)."""
+VISIBILITY_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.13"
+"""TRE_A07: the DMP visibility codes (``MASQUE_PS``, ``INVISIBLE_PATIENT``…) in ``securityLabel``."""
+IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
+"""The national identifier of professionals (idNat_PS), as document authors carry it."""
+FLAG_SYSTEM = "https://carnet.health/fhir/CodeSystem/document-flag"
+"""Carnet flags on a document's ``meta.tag``: ``minor-secret`` (hidden from the representatives)."""
+MASKED_FROM_EXTENSION = "https://carnet.health/fhir/StructureDefinition/masked-from"
+"""Extension naming one professional (valueIdentifier) a document is masked from (``sovereign``)."""
+
+_VISIBILITY = {v.value: v for v in Visibility}
+
+
+def _codings(concepts: object) -> Iterator[dict[str, Any]]:
+    for concept in concepts if isinstance(concepts, list) else [concepts]:
+        if isinstance(concept, dict):
+            for coding in concept.get("coding") or [concept]:
+                if isinstance(coding, dict):
+                    yield coding
+
+
+def document_facts(document: Mapping[str, Any]) -> DocumentFacts:
+    """Read what the access policy needs to know of a DocumentReference.
+
+    classCode from ``category``; visibility from ``securityLabel`` and ``meta.security``
+    (TRE_A07 codes, any system); authors from ``author[].identifier`` (idNat_PS, with and without
+    its leading ``8``/``0``) and ``author[].reference`` ids; the minor's secret from ``meta.tag``.
+    """
+    class_code = next(
+        (
+            str(c["code"])
+            for c in _codings(document.get("category"))
+            if c.get("system") == CLASS_CODE_SYSTEM and c.get("code")
+        ),
+        None,
+    )
+    raw_meta = document.get("meta")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    labels = [*(_codings(document.get("securityLabel"))), *(_codings(meta.get("security")))]
+    visibility = frozenset(_VISIBILITY[c["code"]] for c in labels if c.get("code") in _VISIBILITY)
+    authors: set[str] = set()
+    for author in document.get("author") or []:
+        if not isinstance(author, dict):
+            continue
+        identifier = author.get("identifier")
+        if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+            value = identifier["value"]
+            authors.add(value)
+            if len(value) in (9, 12) and value[0] in "08":
+                authors.add(value[1:])
+        reference = author.get("reference")
+        if isinstance(reference, str) and "/" in reference:
+            authors.add(reference.rsplit("/", 1)[1])
+    tags = list(_codings(meta.get("tag")))
+    masked = frozenset(
+        str((e.get("valueIdentifier") or {}).get("value"))
+        for e in document.get("extension") or []
+        if isinstance(e, dict)
+        and e.get("url") == MASKED_FROM_EXTENSION
+        and isinstance(e.get("valueIdentifier"), dict)
+    )
+    return DocumentFacts(
+        class_code=class_code,
+        visibility=visibility,
+        author_ids=frozenset(authors),
+        minor_secret=any(t.get("system") == FLAG_SYSTEM and t.get("code") == "minor-secret" for t in tags),
+        masked_from=masked,
+        document_id=str(document["id"]) if isinstance(document.get("id"), str) else None,
+    )

@@ -93,6 +93,7 @@ PARAMETERS: Mapping[str, Mapping[str, tuple[ParamKind, tuple[str, ...]]]] = {
         "facility": (ParamKind.TOKEN, ("context.facilityType",)),
         "setting": (ParamKind.TOKEN, ("context.practiceSetting",)),
         "relatesto": (ParamKind.REFERENCE, ("relatesTo.target",)),
+        "binary": (ParamKind.REFERENCE, ("content.attachment.url",)),
     },
     "Encounter": {
         "type": (ParamKind.TOKEN, ("type",)),

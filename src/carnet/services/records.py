@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from carnet.domain import fhirjson
+from carnet.domain.consent import grants_from_consents
 from carnet.domain.documents import (
     SUBMISSION_SET_CODE,
     attachments,
@@ -23,6 +25,7 @@ from carnet.domain.documents import (
     check_attachment,
     content_fingerprint,
     decode_base64,
+    document_facts,
     master_identifier,
     replaced_ids,
     sha1_base64,
@@ -38,7 +41,20 @@ from carnet.domain.errors import (
     PreconditionFailed,
     RecordShredded,
 )
-from carnet.domain.policy import NO_GRANTS, AccessRequest, Action, Decision, Profile, Target, decide
+from carnet.domain.policy import (
+    NO_GRANTS,
+    NO_RECORD,
+    AccessMode,
+    AccessRequest,
+    Action,
+    Decision,
+    DocumentFacts,
+    Grants,
+    Obligation,
+    Profile,
+    Target,
+    decide,
+)
 from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
 from carnet.domain.resources import (
     SUPPORTED_TYPES,
@@ -218,18 +234,40 @@ class RecordService:
             )
         return dataclasses.replace(principal, patient_id=found[0]) if found else principal
 
-    def records(self, principal: Principal) -> Records:
-        """Return the record access of one principal."""
-        return Records(self, principal)
+    def records(
+        self,
+        principal: Principal,
+        *,
+        mode: AccessMode = AccessMode.NORMAL,
+        justification: str | None = None,
+        confirmed_by: str | None = None,
+    ) -> Records:
+        """Return the record access of one principal, in one access mode."""
+        return Records(self, principal, mode=mode, justification=justification, confirmed_by=confirmed_by)
 
 
 class Records:
     """Everything one principal may do with records; each call is one transaction."""
 
-    def __init__(self, service: RecordService, principal: Principal) -> None:
+    def __init__(
+        self,
+        service: RecordService,
+        principal: Principal,
+        *,
+        mode: AccessMode = AccessMode.NORMAL,
+        justification: str | None = None,
+        confirmed_by: str | None = None,
+    ) -> None:
         self._svc = service
         self._vault = service.vault
         self.actor = principal
+        self.mode = mode
+        self.justification = justification
+        self.confirmed_by = confirmed_by
+        #: Obligations of the decisions that allowed this principal's requests (DESIGN §3).
+        self.obligations: set[Obligation] = set()
+        self._active: StoreSession | None = None
+        self._grants: dict[str, Grants] = {}
         # Record keys unwrapped during this principal's request (one unwrap per record, not per row).
         self._keys: dict[str, bytes] = {}
         # Binaries written by this request, so a DocumentReference in the same transaction is
@@ -238,19 +276,89 @@ class Records:
 
     # -- policy -------------------------------------------------------------------------
 
-    def _target(self, patient_id: str | None, resource_type: str, *, opens: bool = False) -> Target:
+    def _target(
+        self,
+        patient_id: str | None,
+        resource_type: str,
+        *,
+        opens: bool = False,
+        document: DocumentFacts | None = None,
+    ) -> Target:
         if patient_id == DIRECTORY:
             return Target(patient_id=None, resource_type=resource_type, in_directory=True)
-        return Target(patient_id=patient_id, resource_type=resource_type, opens_own_record=opens)
+        return Target(
+            patient_id=patient_id, resource_type=resource_type, opens_own_record=opens, document=document
+        )
+
+    @contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[StoreSession]:
+        """Open a store transaction that the policy checks of this call read their grants in."""
+        with self._svc.store.session(write=write) as session:
+            self._active = session
+            try:
+                yield session
+            finally:
+                self._active = None
+
+    def _grants_of(self, patient_id: str | None) -> Grants:
+        """The patient's choices, read from the Consents of their record (once per request).
+
+        Only the actors whose access depends on them (professionals, representatives, feeds)
+        pay for reading them.
+        """
+        if patient_id is None or patient_id == DIRECTORY or self._active is None:
+            return NO_GRANTS
+        if self.actor.kind not in (ActorKind.PROFESSIONAL, ActorKind.REPRESENTATIVE, ActorKind.FEED):
+            return NO_GRANTS
+        if patient_id not in self._grants:
+            try:
+                key = self._key(self._active, patient_id)
+            except RecordShredded:
+                return NO_GRANTS
+            versions = self._active.search(patient_id, "Consent", (), ())
+            consents = [r for r in (self._open(key, v).resource for v in versions) if r is not None]
+            self._grants[patient_id] = grants_from_consents(consents, self._svc.clock())
+        return self._grants[patient_id]
 
     def _decide(self, action: Action, target: Target) -> Decision:
-        request = AccessRequest(actor=self.actor, action=action, target=target)
-        return decide(request, NO_GRANTS, self._svc.profile, self._svc.clock())
+        request = AccessRequest(
+            actor=self.actor,
+            action=action,
+            target=target,
+            mode=self.mode,
+            justification=self.justification,
+            confirmed_by=self.confirmed_by,
+        )
+        decision = decide(request, self._grants_of(target.patient_id), self._svc.profile, self._svc.clock())
+        if decision.allowed:
+            self.obligations |= decision.obligations
+        return decision
+
+    def _facts(self, stored: Stored) -> DocumentFacts | None:
+        """The document facts the policy needs for one opened resource (None if not a document)."""
+        if stored.resource_type == "DocumentReference" and stored.resource is not None:
+            return document_facts(stored.resource)
+        if stored.resource_type == "Binary" and self._active is not None:
+            owner = self._active.locate("Binary", stored.resource_id)
+            if owner is None:
+                return None
+            query = parse_search("DocumentReference", [("binary", f"Binary/{stored.resource_id}")])
+            documents = [d for d in self._matching(self._active, owner, query, filtered=False) if d.resource]
+            if documents:
+                return document_facts(documents[0].resource or {})
+        return None
+
+    def _visible(self, patient_id: str, stored: Stored) -> bool:
+        """Tell whether the caller may see one opened resource (its facts decided, per resource)."""
+        if stored.resource is None:
+            return True
+        target = self._target(patient_id, stored.resource_type, document=self._facts(stored))
+        return self._decide(Action.READ, target).allowed
 
     def _check(self, action: Action, target: Target, *, hide: bool, what: str = "") -> Decision:
         decision = self._decide(action, target)
         if not decision.allowed:
-            if hide:
+            if hide or NO_RECORD in decision.reasons:
                 raise NotFound(f"{what or target.resource_type} is not known.")
             raise AccessDenied("Access to this record is not allowed.", reasons=decision.reasons)
         return decision
@@ -300,8 +408,17 @@ class Records:
         patient_id = session.locate(resource_type, resource_id)
         if patient_id is None:
             raise NotFound(f"{what} is not known.")
-        self._check(action, self._target(patient_id, resource_type), hide=True, what=what)
+        decision = self._decide(action, self._target(patient_id, resource_type))
+        # A document's facts are only known once it is opened: that check follows in ``_shown``.
+        if not decision.allowed and decision.reasons != ("document-facts-missing",):
+            raise NotFound(f"{what} is not known.")
         return patient_id
+
+    def _shown(self, patient_id: str, stored: Stored) -> Stored:
+        """Return an opened resource if the caller may see it, else the same NotFound as a missing one."""
+        if not self._visible(patient_id, stored):
+            raise NotFound(f"{stored.resource_type}/{stored.resource_id} is not known.")
+        return stored
 
     def _read(self, session: StoreSession, resource_type: str, resource_id: str) -> Stored:
         patient_id = self._locate(session, resource_type, resource_id, Action.READ)
@@ -310,7 +427,7 @@ class Records:
             raise NotFound(f"{resource_type}/{resource_id} is not known.")
         if version.deleted:
             raise Gone(f"{resource_type}/{resource_id} was deleted.")
-        return self._open(self._key(session, patient_id), version)
+        return self._shown(patient_id, self._open(self._key(session, patient_id), version))
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
         """Read the current version of a resource.
@@ -318,7 +435,7 @@ class Records:
         Raises:
             NotFound: unknown, or not for this caller. Gone: deleted, or the record was erased.
         """
-        with self._svc.store.session() as session:
+        with self._session() as session:
             return self._read(session, resource_type, resource_id)
 
     def _vread(self, session: StoreSession, resource_type: str, resource_id: str, version_id: str) -> Stored:
@@ -331,11 +448,11 @@ class Records:
             raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}.")
         if version.deleted:
             raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion.")
-        return self._open(self._key(session, patient_id), version)
+        return self._shown(patient_id, self._open(self._key(session, patient_id), version))
 
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> Stored:
         """Read one version of a resource."""
-        with self._svc.store.session() as session:
+        with self._session() as session:
             return self._vread(session, resource_type, resource_id, version_id)
 
     def history(
@@ -350,7 +467,7 @@ class Records:
         Raises:
             InvalidRequest: a type history without a patient (records are patient-centred).
         """
-        with self._svc.store.session() as session:
+        with self._session() as session:
             if resource_id is not None:
                 owner = self._locate(session, resource_type, resource_id, Action.HISTORY)
             else:
@@ -377,7 +494,12 @@ class Records:
             versions = session.history(owner, resource_type, resource_id)
             if since is not None:
                 versions = [v for v in versions if v.last_updated >= since]
-            return [self._open(key, v) for v in versions]
+            opened = [self._open(key, v) for v in versions]
+            shown = [stored for stored in opened if self._visible(owner, stored)]
+            if resource_id is not None and opened and not any(s.resource is not None for s in shown):
+                # Every version is hidden from the caller: answer as for an unknown id.
+                raise NotFound(f"{resource_type}/{resource_id} is not known.")
+            return shown
 
     # -- writing --------------------------------------------------------------------------
 
@@ -561,7 +683,7 @@ class Records:
         validate(document)
         if not any(isinstance(a.get("data"), str) for _, a in attachments(document)):
             raise InvalidResource("Simplified Publish carries the document in content.attachment.data.")
-        with self._svc.store.session(write=True) as session:
+        with self._session(write=True) as session:
             patient_id = self._place(session, document)
             revised = fhirjson.loads(fhirjson.dumps(document))
             inline: list[tuple[dict[str, Any], str]] = []
@@ -719,7 +841,7 @@ class Records:
             InvalidResource: not valid R4, or a clinical resource without its patient.
             AccessDenied: the policy refused. PreconditionFailed: several matches.
         """
-        with self._svc.store.session(write=True) as session:
+        with self._session(write=True) as session:
             return self._create(session, resource, if_none_exist=if_none_exist)
 
     def _update(
@@ -795,7 +917,7 @@ class Records:
         Raises:
             NotFound: no such resource (ids are server-assigned). PreconditionFailed: stale ``If-Match``.
         """
-        with self._svc.store.session(write=True) as session:
+        with self._session(write=True) as session:
             return self._update(session, resource_type, resource_id, resource, if_match)
 
     def _delete(self, session: StoreSession, resource_type: str, resource_id: str) -> None:
@@ -816,16 +938,20 @@ class Records:
 
     def delete(self, resource_type: str, resource_id: str) -> None:
         """Delete a resource logically (its history stays; a deleted resource reads as Gone)."""
-        with self._svc.store.session(write=True) as session:
+        with self._session(write=True) as session:
             self._delete(session, resource_type, resource_id)
 
     # -- searching ------------------------------------------------------------------------
 
-    def _matching(self, session: StoreSession, patient_id: str, query: SearchQuery) -> list[Stored]:
+    def _matching(
+        self, session: StoreSession, patient_id: str, query: SearchQuery, *, filtered: bool = True
+    ) -> list[Stored]:
         """Open every current resource of a record that matches the query (unsorted, unpaged).
 
         Token clauses are answered by the blind indexes in SQL; date clauses on the opened
-        resources (parsed only when a date clause asks for it).
+        resources (parsed only when a date clause asks for it). Unless ``filtered`` is False
+        (internal lookups), every result the caller may not see is dropped here, before counts
+        and pages are computed, so totals and links reveal nothing either.
         """
         try:
             key = self._key(session, patient_id)
@@ -839,10 +965,11 @@ class Records:
         out: list[Stored] = []
         for version in versions:
             stored = self._open(key, version)
-            if not query.dates or (
-                stored.resource is not None and matches_dates(stored.resource, query.dates)
-            ):
-                out.append(stored)
+            if query.dates and (stored.resource is None or not matches_dates(stored.resource, query.dates)):
+                continue
+            if filtered and not self._visible(patient_id, stored):
+                continue
+            out.append(stored)
         return out
 
     def _search_patients(self, session: StoreSession, query: SearchQuery) -> list[Stored]:
@@ -885,7 +1012,7 @@ class Records:
         _check_type(resource_type)
         self._refuse_forbidden_kind(Action.SEARCH, resource_type)
         query = parse_search(resource_type, params, lenient=lenient)
-        with self._svc.store.session() as session:
+        with self._session() as session:
             return self._search(session, query)
 
     def _search(self, session: StoreSession, query: SearchQuery) -> SearchResult:
@@ -912,7 +1039,7 @@ class Records:
         """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
         _check_id("Patient", patient_id)
         self._refuse_forbidden_kind(Action.EVERYTHING, "Patient")
-        with self._svc.store.session() as session:
+        with self._session() as session:
             self._check(
                 Action.EVERYTHING,
                 self._target(patient_id, "Patient"),
@@ -921,7 +1048,11 @@ class Records:
             )
             key = self._key(session, patient_id)
             versions = session.search(patient_id, None, (), ())
-            record = [self._open(key, v) for v in versions]
+            record = [
+                stored
+                for stored in (self._open(key, v) for v in versions)
+                if self._visible(patient_id, stored)
+            ]
             record.sort(key=lambda r: (r.resource_type != "Patient", r.resource_type, r.resource_id))
             cited: dict[tuple[str, str], None] = {}
             for stored in record:
@@ -946,7 +1077,7 @@ class Records:
 
     def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
-        with self._svc.store.session(write=True) as session:
+        with self._session(write=True) as session:
             return self._process(session, entries)
 
     def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
@@ -954,7 +1085,7 @@ class Records:
         responses: list[EntryResponse] = []
         for position, entry in enumerate(entries):
             try:
-                with self._svc.store.session(write=entry.method != "GET") as session:
+                with self._session(write=entry.method != "GET") as session:
                     responses.append(self._process(session, [entry], first=position)[0])
             except CarnetError as error:
                 responses.append(EntryResponse(status=0, error=error))
