@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services
 from carnet.domain.errors import AccessDenied
-from carnet.domain.principal import ActorKind, Principal
+from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
 from conftest import Mint
 
@@ -72,7 +72,13 @@ def test_rotation_resumes_after_interruption(client: TestClient, auth: Mint, ser
 
 def test_rotation_survives_kill(settings: Settings, services: Services, client: TestClient, auth: Mint) -> None:
     """`carnet keys rotate` killed mid-way and rerun leaves every key readable under one KEK."""
-    records = [_open_record(client, auth, f"2750312345{i:03d}") for i in range(120)]
+    records = [_open_record(client, auth, f"2750312345{i:03d}") for i in range(10)]
+    for i in range(290):  # more records, quickly, so the rotation is long enough to be caught mid-way
+        nir = f"2760312345{i:03d}"
+        patient = Principal(kind=ActorKind.PATIENT, subject=nir, identifier=Identifier(system=INS, value=nir))
+        services.records.records(patient).create(
+            {"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}]}
+        )
     env = {
         **os.environ,
         "CARNET_DATA_DIR": str(settings.data_dir),
@@ -87,7 +93,7 @@ def test_rotation_survives_kill(settings: Settings, services: Services, client: 
         if len(_kek_ids(services)) > 1:
             process.kill()
             break
-        time.sleep(0.005)
+        time.sleep(0.001)
     process.wait()
     assert process.returncode != 0, "the rotation finished before it could be interrupted"
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
