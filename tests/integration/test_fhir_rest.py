@@ -32,7 +32,9 @@ class Record:
 
     def post(self, resource: dict[str, Any], **headers: str) -> Any:
         """POST a resource and return the response."""
-        return self.client.post(f"/fhir/{resource['resourceType']}", json=resource, headers={**self.headers, **headers})
+        return self.client.post(
+            f"/fhir/{resource['resourceType']}", json=resource, headers={**self.headers, **headers}
+        )
 
     def get(self, path: str, **headers: str) -> Any:
         """GET a path under /fhir."""
@@ -44,7 +46,14 @@ class Record:
             "resourceType": "Observation",
             "status": status,
             "category": [
-                {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs",
+                        }
+                    ]
+                }
             ],
             "code": {"coding": [{"system": LOINC, "code": code}]},
             "subject": {"reference": f"Patient/{self.id}"},
@@ -67,7 +76,9 @@ def test_metadata_lists_what_is_implemented(client: TestClient) -> None:
     rest = body["rest"][0]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
     observation = next(r for r in rest["resource"] if r["type"] == "Observation")
-    assert {"code", "date", "status", "category", "patient"} <= {p["name"] for p in observation["searchParam"]}
+    assert {"code", "date", "status", "category", "patient"} <= {
+        p["name"] for p in observation["searchParam"]
+    }
     assert not any(r["type"] == "MedicinalProduct" for r in rest["resource"])
 
 
@@ -184,7 +195,9 @@ def test_paging_and_sort(record: Record) -> None:
     assert first["total"] == 7
     links = {link["relation"]: link["url"] for link in first["link"]}
     assert "previous" not in links
-    second = record.client.get(links["next"].split("/fhir/", 1)[1].join(["/fhir/", ""]), headers=record.headers).json()
+    second = record.client.get(
+        links["next"].split("/fhir/", 1)[1].join(["/fhir/", ""]), headers=record.headers
+    ).json()
     assert [e["resource"]["valueQuantity"]["value"] for e in second["entry"]] == [4, 5, 6]
     assert {link["relation"] for link in second["link"]} == {"self", "next", "previous"}
     descending = record.get(f"Observation?patient={record.id}&_sort=-date&_count=2").json()
@@ -249,12 +262,24 @@ def test_transaction_resolves_references_atomically(client: TestClient, auth: Mi
             },
             {
                 "fullUrl": "urn:uuid:22222222-2222-2222-2222-222222222222",
-                "resource": {"resourceType": "Patient", "identifier": [{"system": INS, "value": "1770599000011"}]},
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": INS, "value": "1770599000011"}],
+                },
                 "request": {"method": "POST", "url": "Patient"},
             },
         ],
     }
-    broken = {**bundle, "entry": [*bundle["entry"], {"request": {"method": "POST", "url": "Observation"}, "resource": {"resourceType": "Observation"}}]}
+    broken = {
+        **bundle,
+        "entry": [
+            *bundle["entry"],
+            {
+                "request": {"method": "POST", "url": "Observation"},
+                "resource": {"resourceType": "Observation"},
+            },
+        ],
+    }
     assert client.post("/fhir", json=broken, headers=headers).status_code == 422
     assert client.get(f"/fhir/Patient?identifier={INS}|1770599000011", headers=headers).json()["total"] == 0
     response = client.post("/fhir", json=bundle, headers=headers)
@@ -274,8 +299,14 @@ def test_batch_reports_each_entry(record: Record) -> None:
         "resourceType": "Bundle",
         "type": "batch",
         "entry": [
-            {"resource": record.observation("29463-7", "2024-01-01"), "request": {"method": "POST", "url": "Observation"}},
-            {"resource": {"resourceType": "Observation"}, "request": {"method": "POST", "url": "Observation"}},
+            {
+                "resource": record.observation("29463-7", "2024-01-01"),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {
+                "resource": {"resourceType": "Observation"},
+                "request": {"method": "POST", "url": "Observation"},
+            },
             {"request": {"method": "GET", "url": f"Observation?patient={record.id}"}},
         ],
     }
@@ -290,7 +321,9 @@ def test_batch_reports_each_entry(record: Record) -> None:
 def test_everything_returns_the_record(record: Record) -> None:
     """$everything returns the Patient first and every resource of the record, plus cited directory entries."""
     practitioner = record.client.post(
-        "/fhir/Practitioner", json={"resourceType": "Practitioner", "name": [{"family": "Bernard"}]}, headers=record.headers
+        "/fhir/Practitioner",
+        json={"resourceType": "Practitioner", "name": [{"family": "Bernard"}]},
+        headers=record.headers,
     ).json()
     observation = record.observation("29463-7", "2024-01-01")
     observation["performer"] = [{"reference": f"Practitioner/{practitioner['id']}"}]
@@ -329,7 +362,9 @@ def test_employer_is_refused(record: Record, client: TestClient, auth: Mint) -> 
     assert client.get("/fhir/Practitioner", headers=employer).status_code == 403
 
 
-def test_transaction_resolves_relative_references_to_absolute_full_urls(client: TestClient, auth: Mint) -> None:
+def test_transaction_resolves_relative_references_to_absolute_full_urls(
+    client: TestClient, auth: Mint
+) -> None:
     """A reference "Patient/a2" resolves to the entry whose fullUrl is http://…/Patient/a2; If-None-Exist may name its type."""
     headers = auth(kind="patient", identifier=f"{INS}|1770599000099")
     bundle = {
@@ -338,8 +373,15 @@ def test_transaction_resolves_relative_references_to_absolute_full_urls(client: 
         "entry": [
             {
                 "fullUrl": "http://example.org/fhir/Patient/a2",
-                "resource": {"resourceType": "Patient", "identifier": [{"system": INS, "value": "1770599000099"}]},
-                "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"Patient?identifier={INS}|1770599000099"},
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": INS, "value": "1770599000099"}],
+                },
+                "request": {
+                    "method": "POST",
+                    "url": "Patient",
+                    "ifNoneExist": f"Patient?identifier={INS}|1770599000099",
+                },
             },
             {
                 "resource": {
@@ -356,5 +398,7 @@ def test_transaction_resolves_relative_references_to_absolute_full_urls(client: 
     assert response.status_code == 200, response.text
     patient_id = response.json()["entry"][0]["response"]["location"].split("/")[1]
     obs_id = response.json()["entry"][1]["response"]["location"].split("/")[1]
-    observation = client.get(f"/fhir/Observation/{obs_id}", headers=auth(kind="patient", patient=patient_id)).json()
+    observation = client.get(
+        f"/fhir/Observation/{obs_id}", headers=auth(kind="patient", patient=patient_id)
+    ).json()
     assert observation["subject"]["reference"] == f"Patient/{patient_id}"

@@ -24,7 +24,11 @@ ADMIN = Principal(kind=ActorKind.ADMIN, subject="admin:test")
 
 def _open_record(client: TestClient, auth: Mint, nir: str) -> tuple[str, str, dict[str, str]]:
     headers = auth(kind="patient", identifier=f"{INS}|{nir}")
-    patient = {"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}], "name": [{"family": "Roux"}]}
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": INS, "value": nir}],
+        "name": [{"family": "Roux"}],
+    }
     pid = client.post("/fhir/Patient", json=patient, headers=headers).json()["id"]
     headers = auth(kind="patient", patient=pid)
     obs = {
@@ -70,7 +74,9 @@ def test_rotation_resumes_after_interruption(client: TestClient, auth: Mint, ser
         assert client.get(f"/fhir/Observation/{oid}", headers=headers).status_code == 200
 
 
-def test_rotation_survives_kill(settings: Settings, services: Services, client: TestClient, auth: Mint) -> None:
+def test_rotation_survives_kill(
+    settings: Settings, services: Services, client: TestClient, auth: Mint
+) -> None:
     """`carnet keys rotate` killed mid-way and rerun leaves every key readable under one KEK."""
     records = [_open_record(client, auth, f"2750312345{i:03d}") for i in range(10)]
     for i in range(290):  # more records, quickly, so the rotation is long enough to be caught mid-way
@@ -136,7 +142,9 @@ def test_only_admins_manage_keys(services: Services) -> None:
             services.key_service.shred(actor, "some-patient")
 
 
-def test_cli_shred(settings: Settings, services: Services, client: TestClient, auth: Mint, tmp_path: Path) -> None:
+def test_cli_shred(
+    settings: Settings, services: Services, client: TestClient, auth: Mint, tmp_path: Path
+) -> None:
     """`carnet patient shred --yes` erases the record from the command line."""
     pid, oid, headers = _open_record(client, auth, "2840312345603")
     env = {
@@ -146,7 +154,11 @@ def test_cli_shred(settings: Settings, services: Services, client: TestClient, a
         "CARNET_DATABASE_URL": settings.effective_database_url,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "carnet", "patient", "shred", pid, "--yes"], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "carnet", "patient", "shred", pid, "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert client.get(f"/fhir/Observation/{oid}", headers=headers).status_code == 410

@@ -31,7 +31,9 @@ class Record:
         self.id = client.post("/fhir/Patient", json=patient, headers=headers).json()["id"]
         self.headers = auth(kind="patient", patient=self.id)
 
-    def document(self, *, unique: str, type_code: str = "11488-4", class_code: str = "10", **extra: Any) -> dict[str, Any]:
+    def document(
+        self, *, unique: str, type_code: str = "11488-4", class_code: str = "10", **extra: Any
+    ) -> dict[str, Any]:
         """Build DocumentReference metadata for this record."""
         return {
             "resourceType": "DocumentReference",
@@ -41,7 +43,13 @@ class Record:
             "category": [{"coding": [{"system": CLASS, "code": class_code}]}],
             "subject": {"reference": f"Patient/{self.id}"},
             "date": "2024-05-02T10:00:00+02:00",
-            "securityLabel": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "N"}]}],
+            "securityLabel": [
+                {
+                    "coding": [
+                        {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "N"}
+                    ]
+                }
+            ],
             **extra,
         }
 
@@ -49,12 +57,23 @@ class Record:
         """Submit one document with an ITI-65 provide-document bundle."""
         document = self.document(unique=unique, **extra)
         document["content"] = [
-            {"attachment": {"contentType": mime, "url": "urn:uuid:b0000000-0000-0000-0000-000000000001", "size": len(content), "hash": _sha1(content)}}
+            {
+                "attachment": {
+                    "contentType": mime,
+                    "url": "urn:uuid:b0000000-0000-0000-0000-000000000001",
+                    "size": len(content),
+                    "hash": _sha1(content),
+                }
+            }
         ]
         bundle = {
             "resourceType": "Bundle",
             "type": "transaction",
-            "meta": {"profile": ["https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Comprehensive.ProvideBundle"]},
+            "meta": {
+                "profile": [
+                    "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Comprehensive.ProvideBundle"
+                ]
+            },
             "entry": [
                 {
                     "fullUrl": "urn:uuid:a0000000-0000-0000-0000-000000000001",
@@ -62,7 +81,14 @@ class Record:
                         "resourceType": "List",
                         "status": "current",
                         "mode": "working",
-                        "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "code": "submissionset"}]},
+                        "code": {
+                            "coding": [
+                                {
+                                    "system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
+                                    "code": "submissionset",
+                                }
+                            ]
+                        },
                         "subject": {"reference": f"Patient/{self.id}"},
                         "entry": [{"item": {"reference": "urn:uuid:d0000000-0000-0000-0000-000000000001"}}],
                     },
@@ -75,7 +101,11 @@ class Record:
                 },
                 {
                     "fullUrl": "urn:uuid:b0000000-0000-0000-0000-000000000001",
-                    "resource": {"resourceType": "Binary", "contentType": mime, "data": base64.b64encode(content).decode()},
+                    "resource": {
+                        "resourceType": "Binary",
+                        "contentType": mime,
+                        "data": base64.b64encode(content).decode(),
+                    },
                     "request": {"method": "POST", "url": "Binary"},
                 },
             ],
@@ -98,23 +128,31 @@ def test_iti65_then_iti68_byte_identical(record: Record) -> None:
     response = record.provide(PDF, unique="1")
     assert response.status_code == 200, response.text
     assert [e["response"]["status"] for e in response.json()["entry"]] == ["201", "201", "201"]
-    document = record.client.get(f"/fhir/DocumentReference/{record.document_id(response)}", headers=record.headers).json()
+    document = record.client.get(
+        f"/fhir/DocumentReference/{record.document_id(response)}", headers=record.headers
+    ).json()
     url = document["content"][0]["attachment"]["url"]
     assert url.startswith("Binary/")
     raw = record.client.get(f"/fhir/{url}", headers={**record.headers, "Accept": "application/pdf"})
     assert raw.status_code == 200
     assert raw.content == PDF
     assert raw.headers["content-type"] == "application/pdf"
-    as_fhir = record.client.get(f"/fhir/{url}", headers={**record.headers, "Accept": "application/fhir+json"}).json()
+    as_fhir = record.client.get(
+        f"/fhir/{url}", headers={**record.headers, "Accept": "application/fhir+json"}
+    ).json()
     assert as_fhir["resourceType"] == "Binary"
 
 
 def test_iti65_refuses_wrong_hash_or_size_atomically(record: Record) -> None:
     """A document whose declared hash or size does not match is refused and nothing is stored."""
-    wrong_size = record.client.post("/fhir", json=_tampered_bundle(record, size=len(PDF) + 1), headers=record.headers)
+    wrong_size = record.client.post(
+        "/fhir", json=_tampered_bundle(record, size=len(PDF) + 1), headers=record.headers
+    )
     assert wrong_size.status_code == 422
     assert "size" in wrong_size.json()["issue"][0]["diagnostics"]
-    wrong_hash = record.client.post("/fhir", json=_tampered_bundle(record, sha1=_sha1(b"other")), headers=record.headers)
+    wrong_hash = record.client.post(
+        "/fhir", json=_tampered_bundle(record, sha1=_sha1(b"other")), headers=record.headers
+    )
     assert wrong_hash.status_code == 422
     assert "hash" in wrong_hash.json()["issue"][0]["diagnostics"]
     found = record.client.get(f"/fhir/DocumentReference?patient={record.id}", headers=record.headers).json()
@@ -123,15 +161,25 @@ def test_iti65_refuses_wrong_hash_or_size_atomically(record: Record) -> None:
 
 def _tampered_bundle(record: Record, *, size: int = len(PDF), sha1: str = _sha1(PDF)) -> dict[str, Any]:
     document = record.document(unique="3")
-    document["content"] = [{"attachment": {"contentType": "application/pdf", "url": "urn:uuid:b1", "size": size, "hash": sha1}}]
+    document["content"] = [
+        {"attachment": {"contentType": "application/pdf", "url": "urn:uuid:b1", "size": size, "hash": sha1}}
+    ]
     return {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:d1", "resource": document, "request": {"method": "POST", "url": "DocumentReference"}},
+            {
+                "fullUrl": "urn:uuid:d1",
+                "resource": document,
+                "request": {"method": "POST", "url": "DocumentReference"},
+            },
             {
                 "fullUrl": "urn:uuid:b1",
-                "resource": {"resourceType": "Binary", "contentType": "application/pdf", "data": base64.b64encode(PDF).decode()},
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/pdf",
+                    "data": base64.b64encode(PDF).decode(),
+                },
                 "request": {"method": "POST", "url": "Binary"},
             },
         ],
@@ -140,8 +188,17 @@ def _tampered_bundle(record: Record, *, size: int = len(PDF), sha1: str = _sha1(
 
 def test_iti105_simplified_publish(record: Record) -> None:
     """ITI-105 stores the inline document as a Binary, points the attachment at it and records a SubmissionSet."""
-    document = record.document(unique="4", meta={"profile": ["https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.SimplifiedPublish.DocumentReference"]})
-    document["content"] = [{"attachment": {"contentType": "application/pdf", "data": base64.b64encode(PDF).decode()}}]
+    document = record.document(
+        unique="4",
+        meta={
+            "profile": [
+                "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.SimplifiedPublish.DocumentReference"
+            ]
+        },
+    )
+    document["content"] = [
+        {"attachment": {"contentType": "application/pdf", "data": base64.b64encode(PDF).decode()}}
+    ]
     response = record.client.post("/fhir/DocumentReference", json=document, headers=record.headers)
     assert response.status_code == 201, response.text
     attachment = response.json()["content"][0]["attachment"]
@@ -171,9 +228,15 @@ def test_iti67_find_documents(record: Record, query: str, count: int) -> None:
     """ITI-67 finds DocumentReferences by status, class, type, date, period, label, uniqueId and author."""
     record.provide(PDF, unique="7", author=[{"reference": "Practitioner/p1"}])
     record.provide(
-        PDF + b"2", unique="8", type_code="11502-2", class_code="11", context={"period": {"start": "2024-04-02", "end": "2024-04-03"}}
+        PDF + b"2",
+        unique="8",
+        type_code="11502-2",
+        class_code="11",
+        context={"period": {"start": "2024-04-02", "end": "2024-04-03"}},
     )
-    body = record.client.get(f"/fhir/DocumentReference?patient={record.id}&{query}", headers=record.headers).json()
+    body = record.client.get(
+        f"/fhir/DocumentReference?patient={record.id}&{query}", headers=record.headers
+    ).json()
     assert body["total"] == count
 
 
@@ -181,12 +244,16 @@ def test_replacement_supersedes(record: Record) -> None:
     """A document that replaces another makes the old one superseded, as a new version."""
     first = record.document_id(record.provide(PDF, unique="9"))
     second = record.provide(
-        PDF + b"v2", unique="10", relatesTo=[{"code": "replaces", "target": {"reference": f"DocumentReference/{first}"}}]
+        PDF + b"v2",
+        unique="10",
+        relatesTo=[{"code": "replaces", "target": {"reference": f"DocumentReference/{first}"}}],
     )
     assert second.status_code == 200, second.text
     old = record.client.get(f"/fhir/DocumentReference/{first}", headers=record.headers).json()
     assert (old["status"], old["meta"]["versionId"]) == ("superseded", "2")
-    current = record.client.get(f"/fhir/DocumentReference?patient={record.id}&status=current", headers=record.headers).json()
+    current = record.client.get(
+        f"/fhir/DocumentReference?patient={record.id}&status=current", headers=record.headers
+    ).json()
     assert [e["resource"]["id"] for e in current["entry"]] == [record.document_id(second)]
 
 
@@ -199,7 +266,9 @@ def test_same_unique_id_is_idempotent_or_conflict(record: Record) -> None:
     assert record.document_id(again) == record.document_id(first)
     other = record.provide(PDF + b"changed", unique="11")
     assert other.status_code == 409
-    total = record.client.get(f"/fhir/DocumentReference?patient={record.id}", headers=record.headers).json()["total"]
+    total = record.client.get(f"/fhir/DocumentReference?patient={record.id}", headers=record.headers).json()[
+        "total"
+    ]
     assert total == 1
 
 
@@ -208,4 +277,7 @@ def test_document_delete_is_logical(record: Record) -> None:
     doc = record.document_id(record.provide(PDF, unique="12"))
     assert record.client.delete(f"/fhir/DocumentReference/{doc}", headers=record.headers).status_code == 204
     assert record.client.get(f"/fhir/DocumentReference/{doc}", headers=record.headers).status_code == 410
-    assert record.client.get(f"/fhir/DocumentReference/{doc}/_history/1", headers=record.headers).status_code == 200
+    assert (
+        record.client.get(f"/fhir/DocumentReference/{doc}/_history/1", headers=record.headers).status_code
+        == 200
+    )

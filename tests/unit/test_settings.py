@@ -59,7 +59,9 @@ def test_pin_is_never_shown() -> None:
     assert "s3cret-pin" not in repr(settings)
 
 
-@pytest.mark.parametrize(("name", "value"), [("CARNET_MODE", "test"), ("CARNET_PORT", "eighty"), ("CARNET_POLICY_PROFILE", "x")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("CARNET_MODE", "test"), ("CARNET_PORT", "eighty"), ("CARNET_POLICY_PROFILE", "x")]
+)
 def test_bad_values(name: str, value: str) -> None:
     """Bad values are refused with the variable's name."""
     with pytest.raises(ConfigurationError, match=name):
