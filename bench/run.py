@@ -94,12 +94,15 @@ def server(settings: Settings) -> Iterator[httpx.Client]:
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + 180
+        while True:
             try:
                 if client.get("/fhir/metadata").status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.1)
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the server did not start; run `carnet serve` by hand to see why") from None
+                time.sleep(0.2)
         yield client
     finally:
         client.close()
