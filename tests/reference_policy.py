@@ -114,6 +114,7 @@ class Case:
     justification: str | None = None
     confirmed_by: str | None = None
     now: int = 0
+    declares_own_consent: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,20 @@ def reference_decide(case: Case, tables: Tables) -> Verdict:
         return _opening(case)
     if actor.kind == "feed":
         return _feed(case, tables)
+    if actor.kind == "professional" and case.declares_own_consent:
+        # §3.1(a): the professional records the present patient's agreement to their own access.
+        declared = case.action == "create" and case.mode == "normal" and actor.professional_id is not None
+        return (
+            Verdict(True, frozenset({AUDIT, NOTIFY}))
+            if declared and not actor.occupational_physician
+            else DENY
+        )
+    if (
+        actor.kind == "professional"
+        and case.resource_type == "Consent"
+        and case.action in ("create", "update", "delete")
+    ):
+        return DENY  # the patient's choices are written by the patient only
     if actor.kind == "professional":
         return _professional(case, tables)
     if actor.kind == "representative" or case.mode == "representative":

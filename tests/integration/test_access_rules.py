@@ -268,3 +268,30 @@ def test_paired_worlds_reveal_nothing_about_masked_documents(
         differences += sum(1 for a, b in zip(*seen, strict=True) if a != b)
     assert queries >= 340  # three modes: over 1,000 paired queries in all
     assert differences == 0
+
+
+def test_professional_records_the_patients_consent(world: World) -> None:
+    """A professional records the present patient's agreement (patient notified), then reads; a blocked one cannot."""
+    declaration = consent_for(ConsentKind.AUTHORISATION, world.id, GP, now=NOW)
+    gp = world.professional(GP)
+    made = world.client.post("/fhir/Consent", json=declaration, headers=gp)
+    assert made.status_code == 201, made.text
+    assert "notify_patient" in made.headers["x-carnet-obligations"]
+    assert world.visible(gp) == {"report", "vaccination", "hidden"}
+    for_someone_else = consent_for(ConsentKind.AUTHORISATION, world.id, PHARMACIST, now=NOW)
+    assert world.client.post("/fhir/Consent", json=for_someone_else, headers=gp).status_code == 403
+    world.choose(ConsentKind.BLOCK, PHARMACIST)
+    own = consent_for(ConsentKind.AUTHORISATION, world.id, PHARMACIST, now=NOW)
+    pharmacist = world.professional(PHARMACIST, profession="21")
+    assert world.client.post("/fhir/Consent", json=own, headers=pharmacist).status_code == 403
+
+
+def test_professional_declares_treating_physician(world: World) -> None:
+    """A professional declares themselves treating physician with the patient's agreement, then reads masked documents in treating mode."""
+    declaration = consent_for(ConsentKind.TREATING_PHYSICIAN, world.id, GP, now=NOW)
+    assert (
+        world.client.post("/fhir/Consent", json=declaration, headers=world.professional(GP)).status_code
+        == 201
+    )
+    treating = world.professional(GP, **{"X-Carnet-Mode": "treating"})
+    assert "masked" in world.visible(treating)

@@ -1201,3 +1201,75 @@ def test_matrix_table_in_docs_is_the_data() -> None:
     assert [
         key for key, row in data["rows"].items() if not set(row["confirmed"]) <= set(row["classes"])
     ] == []
+
+
+_DECLARATION = Target(patient_id="p1", resource_type="Consent", declares_own_consent=True)
+
+
+@_table(
+    Row(
+        "declares-consent",
+        GP,
+        _DECLARATION,
+        True,
+        ("professional-declares-consent",),
+        NOTIFY,
+        Action.CREATE,
+    ),
+    Row(
+        "declares-blocked",
+        GP,
+        _DECLARATION,
+        False,
+        ("blocked",),
+        Action.CREATE,
+        grants=Grants(blocked=frozenset({"810001"})),
+    ),
+    Row("declares-read", GP, _DECLARATION, False, ("declaration-not-allowed",), Action.READ),
+    Row(
+        "declares-in-break-glass",
+        GP,
+        _DECLARATION,
+        False,
+        ("declaration-not-allowed",),
+        Action.CREATE,
+        AccessMode.BREAK_GLASS,
+        justification="x",
+    ),
+    Row(
+        "declares-occupational",
+        _professional("810002", occupational_physician=True),
+        _DECLARATION,
+        False,
+        ("no-record",),
+        Action.CREATE,
+    ),
+)
+def test_professional_declares_consent(row: Line) -> None:
+    """A professional records the present patient's agreement to their own access (and nothing else)."""
+    _check(row)
+
+
+@_table(
+    Row(
+        "authorised-writes-consent",
+        GP,
+        Target(patient_id="p1", resource_type="Consent"),
+        False,
+        ("choices-belong-to-patient",),
+        Action.CREATE,
+        grants=GP_AUTHORISED,
+    ),
+    Row(
+        "authorised-reads-consent",
+        GP,
+        Target(patient_id="p1", resource_type="Consent"),
+        True,
+        ("authorised",),
+        Action.READ,
+        grants=GP_AUTHORISED,
+    ),
+)
+def test_choices_belong_to_the_patient(row: Line) -> None:
+    """A professional never writes the patient's choices, even when authorised."""
+    _check(row)

@@ -301,3 +301,19 @@ def _stronger(old: Authorisation | None, new: Authorisation) -> Authorisation:
         return (valid, until is None, until.timestamp() if until is not None else 0.0)
 
     return max(old, new, key=strength)
+
+
+DECLARABLE = frozenset({ConsentKind.AUTHORISATION, ConsentKind.TREATING_PHYSICIAN})
+"""The choices a professional may record for themselves, in the patient's presence."""
+
+
+def declares_for(consent: Mapping[str, Any], professional_id: str | None) -> bool:
+    """Tell whether ``consent`` is an active authorisation or treating-physician choice naming only ``professional_id``.
+
+    Raises:
+        InvalidResource: the Consent names an unknown Carnet kind.
+    """
+    if professional_id is None or consent.get("status") != "active" or _kind(consent) not in DECLARABLE:
+        return False
+    names = _names(_dict(consent.get("provision")), IDNPS_SYSTEM)
+    return bool(names) and set(names) == {professional_id}

@@ -165,7 +165,10 @@ class Target:
     ``patient_id`` is the record (None for the shared directory); ``opens_own_record`` is True
     when a patient creates the Patient resource that carries their own identifier;
     ``record_open`` is False once the record is closed or suspended; ``document`` carries the
-    facts of the document (or resource) read or written, when there is one.
+    facts of the document (or resource) read or written, when there is one;
+    ``declares_own_consent`` is True when a professional creates the Consent recording that the
+    patient, present, agreed to their access (an authorisation or a treating-physician choice
+    naming that professional).
     """
 
     patient_id: str | None
@@ -174,6 +177,7 @@ class Target:
     opens_own_record: bool = False
     record_open: bool = True
     document: DocumentFacts | None = None
+    declares_own_consent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -558,6 +562,39 @@ def _basis(ctx: Context) -> str:
     return "authorised" if authorisation.is_valid(ctx.now) else "!authorisation-expired"
 
 
+def professional_declares_consent(ctx: Context) -> Decision | None:
+    """A professional records, in the patient's presence, the patient's agreement to their access.
+
+    As in the DMP, the professional declares that the patient authorised them (or chose them as
+    treating physician): the declaration is a Consent naming that professional, in normal mode;
+    the patient is notified and may revoke it. A blocked professional never gets here, and an
+    occupational physician needs the worker's own express consent instead.
+    """
+    if not ctx.as_professional or not ctx.target.declares_own_consent:
+        return None
+    actor = ctx.actor
+    if (
+        ctx.request.action is not Action.CREATE
+        or ctx.request.mode is not AccessMode.NORMAL
+        or actor.professional_id is None
+        or actor.occupational_physician
+    ):
+        return _deny("declaration-not-allowed")
+    return _allow("professional-declares-consent", Obligation.NOTIFY_PATIENT)
+
+
+def choices_belong_to_patient(ctx: Context) -> Decision | None:
+    """Only the patient (or their representative) writes the patient's choices (Consent resources).
+
+    A professional's only write of a Consent is the declaration of their own access above.
+    """
+    if not ctx.as_professional or ctx.target.resource_type != "Consent":
+        return None
+    if ctx.request.action in (Action.CREATE, Action.UPDATE, Action.DELETE):
+        return _deny("choices-belong-to-patient")
+    return None
+
+
 def professional_basis(ctx: Context) -> Decision | None:
     """A professional enters a record only if authorised, treating, in break-glass or in regulation.
 
@@ -710,6 +747,8 @@ RULES: Mapping[str, Rule] = MappingProxyType(
         "shared-directory": shared_directory,
         "feed-writes-registered": feed_writes_registered,
         "occupational-consent": occupational_consent,
+        "professional-declares-consent": professional_declares_consent,
+        "choices-belong-to-patient": choices_belong_to_patient,
         "professional-basis": professional_basis,
         "representative-basis": representative_basis,
         "document-facts-required": document_facts_required,
@@ -737,6 +776,8 @@ DMP_RULES: tuple[str, ...] = (
     "shared-directory",
     "feed-writes-registered",
     "occupational-consent",
+    "professional-declares-consent",
+    "choices-belong-to-patient",
     "professional-basis",
     "representative-basis",
     "document-facts-required",

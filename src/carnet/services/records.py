@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from carnet.domain import fhirjson
-from carnet.domain.consent import grants_from_consents
+from carnet.domain.consent import declares_for, grants_from_consents
 from carnet.domain.documents import (
     SUBMISSION_SET_CODE,
     attachments,
@@ -643,7 +643,12 @@ class Records:
                 self.actor = dataclasses.replace(self.actor, patient_id=patient_id)
             return WriteResult(stored=stored, created=True)
         patient_id = self._place(session, resource, hint)
-        self._check(Action.CREATE, self._target(patient_id, resource_type), hide=False)
+        target = self._target(patient_id, resource_type)
+        if resource_type == "Consent" and self.actor.kind is ActorKind.PROFESSIONAL:
+            target = dataclasses.replace(
+                target, declares_own_consent=declares_for(resource, self.actor.professional_id)
+            )
+        self._check(Action.CREATE, target, hide=False)
         key = self._ensure_record(session, patient_id)
         if if_none_exist is not None:
             existing = self._conditional(session, resource_type, if_none_exist, patient_id)
