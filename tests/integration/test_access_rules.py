@@ -295,3 +295,17 @@ def test_professional_declares_treating_physician(world: World) -> None:
     )
     treating = world.professional(GP, **{"X-Carnet-Mode": "treating"})
     assert "masked" in world.visible(treating)
+
+
+def test_author_lifts_invisible_to_patient(world: World) -> None:
+    """The authoring professional lifts INVISIBLE_PATIENT by updating the label; then the patient sees the document."""
+    world.choose(ConsentKind.AUTHORISATION, AUTHOR)
+    author = world.professional(AUTHOR)
+    url = f"/fhir/DocumentReference/{world.docs['hidden']}"
+    document = world.client.get(url, headers=author).json()
+    document["securityLabel"] = [{"coding": [{"system": VISIBILITY, "code": "N"}]}]
+    other = world.professional(GP)
+    world.choose(ConsentKind.AUTHORISATION, GP)
+    assert world.client.put(url, json=document, headers=other).status_code == 404
+    assert world.client.put(url, json=document, headers=author).status_code == 200
+    assert "hidden" in world.visible(world.patient)

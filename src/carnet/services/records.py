@@ -348,6 +348,17 @@ class Records:
                 return document_facts(documents[0].resource or {})
         return None
 
+    def _stored_facts(
+        self, session: StoreSession, patient_id: str, version: StoredVersion
+    ) -> DocumentFacts | None:
+        """The document facts of a stored version (its authors decide who may change it)."""
+        if version.deleted or version.resource_type not in ("DocumentReference", "Binary"):
+            return None
+        try:
+            return self._facts(self._open(self._key(session, patient_id), version))
+        except RecordShredded:
+            return None
+
     def _visible(self, patient_id: str, stored: Stored) -> bool:
         """Tell whether the caller may see one opened resource (its facts decided, per resource)."""
         if stored.resource is None:
@@ -875,15 +886,17 @@ class Records:
                 f"{resource_type}/{resource_id} does not exist; ids are assigned by the server, "
                 f"so create it with POST /fhir/{resource_type}."
             )
-        self._check(
-            Action.UPDATE,
-            self._target(patient_id, resource_type),
-            hide=True,
-            what=f"{resource_type}/{resource_id}",
-        )
         current = session.current(patient_id, resource_type, resource_id)
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known.")
+        self._check(
+            Action.UPDATE,
+            self._target(
+                patient_id, resource_type, document=self._stored_facts(session, patient_id, current)
+            ),
+            hide=True,
+            what=f"{resource_type}/{resource_id}",
+        )
         if if_match is not None and parse_etag(if_match) != current.version_id:
             raise PreconditionFailed(
                 f"{resource_type}/{resource_id} is at version {current.version_id}, not {if_match}; "
@@ -926,9 +939,18 @@ class Records:
             return self._update(session, resource_type, resource_id, resource, if_match)
 
     def _delete(self, session: StoreSession, resource_type: str, resource_id: str) -> None:
-        patient_id = self._locate(session, resource_type, resource_id, Action.DELETE)
-        current = session.current(patient_id, resource_type, resource_id)
-        if current is None or current.deleted:
+        _check_id(resource_type, resource_id)
+        self._refuse_forbidden_kind(Action.DELETE, resource_type)
+        what = f"{resource_type}/{resource_id}"
+        patient_id = session.locate(resource_type, resource_id)
+        current = session.current(patient_id, resource_type, resource_id) if patient_id is not None else None
+        if patient_id is None or current is None:
+            raise NotFound(f"{what} is not known.")
+        facts = self._stored_facts(session, patient_id, current)
+        self._check(
+            Action.DELETE, self._target(patient_id, resource_type, document=facts), hide=True, what=what
+        )
+        if current.deleted:
             return
         key = self._key(session, patient_id)
         self._write(
