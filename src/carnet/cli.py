@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -131,6 +132,25 @@ def demo(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         app_ = create_app(settings, services)
         uvicorn.run(app_, host=settings.host, port=settings.port, access_log=False, log_config=None)
+
+
+@app.command()
+def generate(
+    patients: Annotated[int, typer.Option(help="How many synthetic patients")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes")] = 2026,
+    out: Annotated[Path, typer.Option(help="Folder for one transaction Bundle per patient")] = Path("var/synthetic"),
+    documents: Annotated[int, typer.Option(help="Documents per patient (one per DMP class in turn)")] = 8,
+) -> None:
+    """Write synthetic French patients as FHIR R4 transaction Bundles (deterministic for a seed)."""
+    from carnet.synthetic import generate_population
+
+    out.mkdir(parents=True, exist_ok=True)
+    with Progress(TextColumn("Generating"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task("generate", total=patients)
+        for index, item in enumerate(generate_population(patients, seed, documents_per_patient=documents)):
+            (out / f"patient-{index:05d}.json").write_bytes(item.to_json())
+            bar.update(task, completed=index + 1)
+    console.print(f"{patients} patients written to {out} (seed {seed}).")
 
 
 @db_app.command("upgrade")

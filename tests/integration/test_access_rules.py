@@ -309,3 +309,25 @@ def test_author_lifts_invisible_to_patient(world: World) -> None:
     assert world.client.put(url, json=document, headers=other).status_code == 404
     assert world.client.put(url, json=document, headers=author).status_code == 200
     assert "hidden" in world.visible(world.patient)
+
+
+def test_feed_writes_registered_categories_only_and_never_reads(world: World) -> None:
+    """A lab feed creates class-10 documents, not prescriptions, never reads, and stops when refused."""
+    feed = world.auth(kind="feed", feed="lab-biomnis", feed_categories=["10"])
+
+    def submit(class_code: str) -> int:
+        body = {
+            "resourceType": "DocumentReference",
+            "status": "current",
+            "category": [{"coding": [{"system": CLASS, "code": class_code}]}],
+            "subject": {"reference": f"Patient/{world.id}"},
+            "content": [{"attachment": {"contentType": "text/plain", "data": base64.b64encode(b"CR").decode()}}],
+        }
+        return world.client.post("/fhir/DocumentReference", json=body, headers=feed).status_code
+
+    assert submit("10") == 201
+    assert submit("42") == 403
+    assert world.client.get(f"/fhir/DocumentReference?patient={world.id}", headers=feed).status_code == 403
+    consent = consent_for(ConsentKind.FEED_REFUSAL, world.id, now=NOW, feed_id="lab-biomnis")
+    assert world.client.post("/fhir/Consent", json=consent, headers=world.patient).status_code == 201
+    assert submit("10") == 403

@@ -22,7 +22,7 @@ from typing import Any
 import jwt
 
 from carnet.crypto.signing import dev_issuer_keys
-from carnet.domain.errors import Unauthenticated
+from carnet.domain.errors import ConfigurationError, Unauthenticated
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
 
@@ -58,7 +58,12 @@ class TokenVerifier:
         if settings.development_issuer_enabled:
             self._dev_public = dev_issuer_keys(settings.key_dir)[1]
         if settings.oidc_jwks_file is not None:
-            self._jwks = jwt.PyJWKSet.from_dict(json.loads(settings.oidc_jwks_file.read_text()))
+            try:
+                self._jwks = jwt.PyJWKSet.from_dict(json.loads(settings.oidc_jwks_file.read_text()))
+            except (OSError, ValueError, jwt.PyJWTError):
+                raise ConfigurationError(
+                    "CARNET_OIDC_JWKS_FILE is not a readable JSON Web Key Set with at least one key."
+                ) from None
 
     def verify(self, authorization: str | None) -> Principal:
         """Verify an ``Authorization`` header value.

@@ -654,7 +654,10 @@ class Records:
                 self.actor = dataclasses.replace(self.actor, patient_id=patient_id)
             return WriteResult(stored=stored, created=True)
         patient_id = self._place(session, resource, hint)
-        target = self._target(patient_id, resource_type)
+        # Feeds and professionals write by classCode (registered categories, the matrix).
+        writes_by_class = self.actor.kind in (ActorKind.FEED, ActorKind.PROFESSIONAL)
+        facts = document_facts(resource) if resource_type == "DocumentReference" and writes_by_class else None
+        target = self._target(patient_id, resource_type, document=facts)
         if resource_type == "Consent" and self.actor.kind is ActorKind.PROFESSIONAL:
             target = dataclasses.replace(
                 target, declares_own_consent=declares_for(resource, self.actor.professional_id)

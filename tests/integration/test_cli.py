@@ -1,0 +1,78 @@
+"""The `carnet` command line: generation and the development token issuer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _carnet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_") or k.startswith("CARNET_TEST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "carnet", *args], env={**clean, **(env or {})}, capture_output=True, text=True, check=False
+    )
+
+
+def test_generate_is_deterministic(tmp_path: Path) -> None:
+    """`carnet generate` writes the same bytes for the same seed and other bytes for another seed."""
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        done = _carnet("generate", "--patients", "2", "--seed", seed, "--documents", "2", "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+    first = [(tmp_path / "a" / f).read_bytes() for f in sorted(os.listdir(tmp_path / "a"))]
+    again = [(tmp_path / "b" / f).read_bytes() for f in sorted(os.listdir(tmp_path / "b"))]
+    other = [(tmp_path / "c" / f).read_bytes() for f in sorted(os.listdir(tmp_path / "c"))]
+    assert len(first) == 2
+    assert first == again
+    assert first != other
+
+
+def test_token_refused_in_production(tmp_path: Path) -> None:
+    """`carnet token` works in development and is refused in production mode."""
+    keys = str(tmp_path / "keys")
+    dev = _carnet("token", "--kind", "patient", "--patient", "p1", env={"CARNET_KEY_DIR": keys})
+    assert dev.returncode == 0, dev.stderr
+    assert dev.stdout.count(".") == 2
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    production = {
+        "CARNET_MODE": "production",
+        "CARNET_KEY_DIR": keys,
+        "CARNET_DATA_DIR": str(tmp_path / "data"),
+        "CARNET_OIDC_ISSUER": "https://psc.example",
+        "CARNET_OIDC_JWKS_FILE": str(jwks),
+    }
+    refused = _carnet("token", "--kind", "patient", "--patient", "p1", env=production)
+    assert refused.returncode != 0
+    assert "production" in refused.stderr
+
+
+def test_production_server_rejects_development_tokens(tmp_path: Path) -> None:
+    """A token from the development issuer does not verify on a production server."""
+    from datetime import UTC, datetime, timedelta
+
+    import pytest
+
+    from carnet.api.auth import TokenVerifier, issue_token
+    from carnet.domain.errors import Unauthenticated
+    from carnet.settings import Mode, Settings
+
+    development = Settings(key_dir=tmp_path / "keys", data_dir=tmp_path / "data")
+    token = issue_token(development, {"kind": "patient", "sub": "p"}, now=datetime.now(UTC), lifetime=timedelta(hours=1))
+    assert TokenVerifier(development).verify(f"Bearer {token}").subject == "p"
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from jwt.algorithms import OKPAlgorithm
+
+    jwks = tmp_path / "jwks.json"
+    public = Ed25519PrivateKey.generate().public_key()
+    jwks.write_text('{"keys": [' + OKPAlgorithm.to_jwk(public) + "]}")
+    production = Settings(
+        mode=Mode.PRODUCTION,
+        key_dir=tmp_path / "keys",
+        data_dir=tmp_path / "data",
+        oidc_issuer="https://psc.example",
+        oidc_jwks_file=jwks,
+    )
+    with pytest.raises(Unauthenticated):
+        TokenVerifier(production).verify(f"Bearer {token}")
