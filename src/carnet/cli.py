@@ -138,7 +138,9 @@ def demo(
 def generate(
     patients: Annotated[int, typer.Option(help="How many synthetic patients")] = 10,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes")] = 2026,
-    out: Annotated[Path, typer.Option(help="Folder for one transaction Bundle per patient")] = Path("var/synthetic"),
+    out: Annotated[Path, typer.Option(help="Folder for one transaction Bundle per patient")] = Path(
+        "var/synthetic"
+    ),
     documents: Annotated[int, typer.Option(help="Documents per patient (one per DMP class in turn)")] = 8,
 ) -> None:
     """Write synthetic French patients as FHIR R4 transaction Bundles (deterministic for a seed)."""

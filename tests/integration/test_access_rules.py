@@ -321,7 +321,9 @@ def test_feed_writes_registered_categories_only_and_never_reads(world: World) ->
             "status": "current",
             "category": [{"coding": [{"system": CLASS, "code": class_code}]}],
             "subject": {"reference": f"Patient/{world.id}"},
-            "content": [{"attachment": {"contentType": "text/plain", "data": base64.b64encode(b"CR").decode()}}],
+            "content": [
+                {"attachment": {"contentType": "text/plain", "data": base64.b64encode(b"CR").decode()}}
+            ],
         }
         return world.client.post("/fhir/DocumentReference", json=body, headers=feed).status_code
 

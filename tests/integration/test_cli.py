@@ -9,16 +9,24 @@ from pathlib import Path
 
 
 def _carnet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_") or k.startswith("CARNET_TEST_")}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith("CARNET_") or k.startswith("CARNET_TEST_")
+    }
     return subprocess.run(
-        [sys.executable, "-m", "carnet", *args], env={**clean, **(env or {})}, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "carnet", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
 def test_generate_is_deterministic(tmp_path: Path) -> None:
     """`carnet generate` writes the same bytes for the same seed and other bytes for another seed."""
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
-        done = _carnet("generate", "--patients", "2", "--seed", seed, "--documents", "2", "--out", str(tmp_path / name))
+        done = _carnet(
+            "generate", "--patients", "2", "--seed", seed, "--documents", "2", "--out", str(tmp_path / name)
+        )
         assert done.returncode == 0, done.stderr
     first = [(tmp_path / "a" / f).read_bytes() for f in sorted(os.listdir(tmp_path / "a"))]
     again = [(tmp_path / "b" / f).read_bytes() for f in sorted(os.listdir(tmp_path / "b"))]
@@ -59,7 +67,9 @@ def test_production_server_rejects_development_tokens(tmp_path: Path) -> None:
     from carnet.settings import Mode, Settings
 
     development = Settings(key_dir=tmp_path / "keys", data_dir=tmp_path / "data")
-    token = issue_token(development, {"kind": "patient", "sub": "p"}, now=datetime.now(UTC), lifetime=timedelta(hours=1))
+    token = issue_token(
+        development, {"kind": "patient", "sub": "p"}, now=datetime.now(UTC), lifetime=timedelta(hours=1)
+    )
     assert TokenVerifier(development).verify(f"Bearer {token}").subject == "p"
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from jwt.algorithms import OKPAlgorithm

@@ -281,3 +281,27 @@ def test_document_delete_is_logical(record: Record) -> None:
         record.client.get(f"/fhir/DocumentReference/{doc}/_history/1", headers=record.headers).status_code
         == 200
     )
+
+
+def test_archive_and_unarchive(record: Record) -> None:
+    """Archiving makes a new version tagged archived, findable with _tag; unarchiving removes the tag."""
+    doc = record.document_id(record.provide(PDF, unique="13"))
+    tag = "https://carnet.health/fhir/CodeSystem/document-flag|archived"
+    archived = record.client.post(f"/fhir/DocumentReference/{doc}/$archive", headers=record.headers)
+    assert archived.status_code == 200, archived.text
+    assert archived.json()["meta"]["versionId"] == "2"
+    found = record.client.get(
+        f"/fhir/DocumentReference?patient={record.id}&_tag={tag}", headers=record.headers
+    ).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [doc]
+    record.client.post(f"/fhir/DocumentReference/{doc}/$unarchive", headers=record.headers)
+    found = record.client.get(
+        f"/fhir/DocumentReference?patient={record.id}&_tag={tag}", headers=record.headers
+    ).json()
+    assert found["total"] == 0
+    raw = record.client.get(f"/fhir/DocumentReference/{doc}", headers=record.headers).json()
+    assert raw["meta"]["versionId"] == "3"
+    assert (
+        record.client.post("/fhir/DocumentReference/unknown-id/$archive", headers=record.headers).status_code
+        == 404
+    )

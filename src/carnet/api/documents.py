@@ -30,6 +30,20 @@ _INS_VALUE = re.compile(r"[0-9A-Za-z]{1,20}", re.ASCII)
 router = APIRouter()
 
 
+@router.post("/DocumentReference/{document_id}/$archive")
+async def archive(document_id: str, request: Request) -> Response:
+    """Archive a document (DMP "archiver"): hidden from nothing, tagged ``archived``."""
+    records = await _records(request)
+    return _write_response(request, await _call(records.archive, document_id, archived=True))
+
+
+@router.post("/DocumentReference/{document_id}/$unarchive")
+async def unarchive(document_id: str, request: Request) -> Response:
+    """Take a document out of the archive."""
+    records = await _records(request)
+    return _write_response(request, await _call(records.archive, document_id, archived=False))
+
+
 @router.post("/DocumentReference/$from-cda")
 async def from_cda(request: Request) -> Response:
     """Publish a CDA R2 document into its patient's record, deriving its metadata from its header."""

@@ -188,7 +188,10 @@ DEFAULT_COUNT = 50
 
 def parameters_for(resource_type: str) -> Mapping[str, tuple[ParamKind, tuple[str, ...]]]:
     """Return the searchable parameters of a type (the common ones included)."""
-    params: dict[str, tuple[ParamKind, tuple[str, ...]]] = {"identifier": (ParamKind.TOKEN, ("identifier",))}
+    params: dict[str, tuple[ParamKind, tuple[str, ...]]] = {
+        "identifier": (ParamKind.TOKEN, ("identifier",)),
+        "_tag": (ParamKind.TOKEN, ("meta.tag",)),
+    }
     params.update(PARAMETERS.get(resource_type, {}))
     return params
 

@@ -24,6 +24,7 @@ from carnet.domain.documents import (
     binary_content,
     check_attachment,
     content_fingerprint,
+    FLAG_SYSTEM,
     decode_base64,
     document_facts,
     master_identifier,
@@ -688,6 +689,33 @@ class Records:
         return WriteResult(stored=stored, created=True)
 
     # -- documents (IHE MHD) ----------------------------------------------------------------
+
+    def archive(self, document_id: str, *, archived: bool) -> WriteResult:
+        """Archive (or unarchive) a document: a new version tagged ``archived``, content untouched.
+
+        An archived document stays readable and in its history; ITI-67 finds the archived ones
+        with ``_tag=https://carnet.health/fhir/CodeSystem/document-flag|archived``. Decided like
+        an update (the patient, or the authoring professional).
+        """
+        with self._session(write=True) as session:
+            current = self._read(session, "DocumentReference", document_id)
+            resource = dict(current.resource or {})
+            meta = dict(resource.get("meta") or {})
+            tags = [
+                t
+                for t in meta.get("tag") or []
+                if not (t.get("system") == FLAG_SYSTEM and t.get("code") == "archived")
+            ]
+            if archived:
+                tags.append({"system": FLAG_SYSTEM, "code": "archived", "display": "Document archivé"})
+            if tags:
+                meta["tag"] = tags
+            else:
+                meta.pop("tag", None)
+            resource["meta"] = meta
+            return self._update(
+                session, "DocumentReference", document_id, resource, f'W/"{current.version_id}"'
+            )
 
     def publish(self, document: Mapping[str, Any]) -> WriteResult:
         """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
