@@ -101,7 +101,9 @@ def server(settings: Settings) -> Iterator[httpx.Client]:
                     break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the server did not start; run `carnet serve` by hand to see why") from None
+                    raise SystemExit(
+                        "the server did not start; run `carnet serve` by hand to see why"
+                    ) from None
                 time.sleep(0.2)
         yield client
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer

@@ -19,12 +19,12 @@ from urllib.parse import parse_qsl
 from carnet.domain import fhirjson
 from carnet.domain.consent import declares_for, grants_from_consents
 from carnet.domain.documents import (
+    FLAG_SYSTEM,
     SUBMISSION_SET_CODE,
     attachments,
     binary_content,
     check_attachment,
     content_fingerprint,
-    FLAG_SYSTEM,
     decode_base64,
     document_facts,
     master_identifier,
