@@ -30,17 +30,16 @@ _VERSION_COLUMNS = (
 _LOCATE = select(resources.c.patient_id).where(
     resources.c.resource_type == bindparam("t"), resources.c.resource_id == bindparam("i")
 )
+# Joins each resource to its current version.
+_IS_CURRENT = and_(
+    resources.c.patient_id == resource_versions.c.patient_id,
+    resources.c.resource_type == resource_versions.c.resource_type,
+    resources.c.resource_id == resource_versions.c.resource_id,
+    resources.c.version_id == resource_versions.c.version_id,
+)
 _CURRENT = (
     select(*_VERSION_COLUMNS)
-    .join(
-        resources,
-        and_(
-            resources.c.patient_id == resource_versions.c.patient_id,
-            resources.c.resource_type == resource_versions.c.resource_type,
-            resources.c.resource_id == resource_versions.c.resource_id,
-            resources.c.version_id == resource_versions.c.version_id,
-        ),
-    )
+    .join(resources, _IS_CURRENT)
     .where(
         resources.c.patient_id == bindparam("p"),
         resources.c.resource_type == bindparam("t"),
@@ -300,18 +299,9 @@ class SQLStoreSession:
         token_filters: Sequence[tuple[str, Sequence[bytes]]],
     ) -> list[StoredVersion]:
         """Return current, non-deleted versions matching ids and every token filter."""
-        rv = resource_versions
         query = (
             select(*_VERSION_COLUMNS)
-            .join(
-                resources,
-                and_(
-                    resources.c.patient_id == rv.c.patient_id,
-                    resources.c.resource_type == rv.c.resource_type,
-                    resources.c.resource_id == rv.c.resource_id,
-                    resources.c.version_id == rv.c.version_id,
-                ),
-            )
+            .join(resources, _IS_CURRENT)
             .where(resources.c.patient_id == patient_id, resources.c.deleted.is_(False))
         )
         if resource_type is not None:
