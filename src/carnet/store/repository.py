@@ -314,7 +314,8 @@ class SQLStoreSession:
                 resources.c.resource_id.in_(
                     select(st.c.resource_id).where(
                         st.c.patient_id == patient_id,
-                        st.c.resource_type == resources.c.resource_type,
+                        st.c.resource_type
+                        == (resource_type if resource_type is not None else resources.c.resource_type),
                         st.c.param == param,
                         st.c.value_hash.in_(list(hashes)),
                     )
