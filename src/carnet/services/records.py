@@ -269,6 +269,7 @@ class Records:
         self.obligations: set[Obligation] = set()
         self._active: StoreSession | None = None
         self._grants: dict[str, Grants] = {}
+        self._binary_facts: dict[str, DocumentFacts] = {}
         # Record keys unwrapped during this principal's request (one unwrap per record, not per row).
         self._keys: dict[str, bytes] = {}
         # Binaries written by this request, so a DocumentReference in the same transaction is
@@ -338,7 +339,16 @@ class Records:
     def _facts(self, stored: Stored) -> DocumentFacts | None:
         """The document facts the policy needs for one opened resource (None if not a document)."""
         if stored.resource_type == "DocumentReference" and stored.resource is not None:
-            return document_facts(stored.resource)
+            facts = document_facts(stored.resource)
+            if stored.resource.get("status") == "current":
+                # A Binary read in the same request takes the facts of the document pointing to it.
+                for _, attachment in attachments(stored.resource):
+                    if isinstance(attachment.get("url"), str):
+                        self._binary_facts.setdefault(attachment["url"], facts)
+            return facts
+        cached = self._binary_facts.get(f"Binary/{stored.resource_id}")
+        if stored.resource_type == "Binary" and cached is not None:
+            return cached
         if stored.resource_type == "Binary" and self._active is not None:
             owner = self._active.locate("Binary", stored.resource_id)
             if owner is None:
@@ -1106,11 +1116,10 @@ class Records:
             )
             key = self._key(session, patient_id)
             versions = session.search(patient_id, None, (), ())
-            record = [
-                stored
-                for stored in (self._open(key, v) for v in versions)
-                if self._visible(patient_id, stored)
-            ]
+            opened = [self._open(key, v) for v in versions]
+            # Documents first, so each Binary takes its document's facts without another query.
+            opened.sort(key=lambda r: r.resource_type != "DocumentReference")
+            record = [stored for stored in opened if self._visible(patient_id, stored)]
             record.sort(key=lambda r: (r.resource_type != "Patient", r.resource_type, r.resource_id))
             cited: dict[tuple[str, str], None] = {}
             for stored in record:
