@@ -333,3 +333,15 @@ def test_feed_writes_registered_categories_only_and_never_reads(world: World) ->
     consent = consent_for(ConsentKind.FEED_REFUSAL, world.id, now=NOW, feed_id="lab-biomnis")
     assert world.client.post("/fhir/Consent", json=consent, headers=world.patient).status_code == 201
     assert submit("10") == 403
+
+
+def test_deleted_masked_document_reads_as_unknown(world: World) -> None:
+    """A deleted document the caller could not see answers 404 like an unknown one, not 410."""
+    world.choose(ConsentKind.AUTHORISATION, GP)
+    masked = world.docs["masked"]
+    assert world.client.delete(f"/fhir/DocumentReference/{masked}", headers=world.patient).status_code == 204
+    assert world.client.get(f"/fhir/DocumentReference/{masked}", headers=world.patient).status_code == 410
+    assert (
+        world.client.get(f"/fhir/DocumentReference/{masked}", headers=world.professional(GP)).status_code
+        == 404
+    )

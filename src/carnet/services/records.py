@@ -448,8 +448,19 @@ class Records:
         if version is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known.")
         if version.deleted:
+            self._hide_deleted(session, patient_id, version)
             raise Gone(f"{resource_type}/{resource_id} was deleted.")
         return self._shown(patient_id, self._open(self._key(session, patient_id), version))
+
+    def _hide_deleted(self, session: StoreSession, patient_id: str, deletion: StoredVersion) -> None:
+        """Answer "unknown" for a deleted resource whose last live version the caller could not see."""
+        if deletion.version_id <= 1:
+            return
+        last = session.version(
+            patient_id, deletion.resource_type, deletion.resource_id, deletion.version_id - 1
+        )
+        if last is not None and last.sealed is not None:
+            self._shown(patient_id, self._open(self._key(session, patient_id), last))
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
         """Read the current version of a resource.
