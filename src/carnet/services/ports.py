@@ -122,6 +122,10 @@ class StoreSession(Protocol):
         """Return the current version (possibly a deletion)."""
         ...
 
+    def current_many(self, patient_id: str, keys: Sequence[tuple[str, str]]) -> list[StoredVersion]:
+        """Return the current, non-deleted versions of several ``(type, id)`` of one record, in one query."""
+        ...
+
     def version(
         self, patient_id: str, resource_type: str, resource_id: str, version_id: int
     ) -> StoredVersion | None:

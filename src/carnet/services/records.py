@@ -1138,17 +1138,13 @@ class Records:
                     rtype, rid = match.group(1).decode(), match.group(2).decode()
                     if is_directory_type(rtype):
                         cited[(rtype, rid)] = None
-            directory_key: bytes | None = None
-            for rtype, rid in cited:
-                if session.locate(rtype, rid) != DIRECTORY:
-                    continue
-                if not self._decide(Action.READ, self._target(DIRECTORY, rtype)).allowed:
-                    continue
-                version = session.current(DIRECTORY, rtype, rid)
-                if version is None or version.deleted:
-                    continue
-                directory_key = directory_key or self._key(session, DIRECTORY)
-                record.append(self._open(directory_key, version))
+            wanted = [
+                (t, i) for t, i in cited if self._decide(Action.READ, self._target(DIRECTORY, t)).allowed
+            ]
+            found = session.current_many(DIRECTORY, wanted) if wanted else []
+            if found:
+                directory_key = self._key(session, DIRECTORY)
+                record.extend(self._open(directory_key, version) for version in found)
             return record
 
     # -- bundles --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -183,6 +183,24 @@ class SQLStoreSession:
         """Return the current version of a resource."""
         row = self._c.execute(_CURRENT, {"p": patient_id, "t": resource_type, "i": resource_id}).first()
         return None if row is None else _version(row)
+
+    def current_many(self, patient_id: str, keys: Sequence[tuple[str, str]]) -> list[StoredVersion]:
+        """Return the current, non-deleted versions of several ``(type, id)`` of one record, in one query."""
+        found: list[StoredVersion] = []
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            rows = self._c.execute(
+                select(*_VERSION_COLUMNS)
+                .join(resources, _IS_CURRENT)
+                .where(
+                    resources.c.patient_id == patient_id,
+                    resources.c.deleted.is_(False),
+                    tuple_(resources.c.resource_type, resources.c.resource_id).in_(chunk),
+                )
+                .order_by(resources.c.resource_type, resources.c.resource_id)
+            ).all()
+            found.extend(_version(r) for r in rows)
+        return found
 
     def version(
         self, patient_id: str, resource_type: str, resource_id: str, version_id: int
