@@ -85,6 +85,15 @@ def loads(data: bytes | str) -> Any:
     return parsed
 
 
+def loads_stored(data: bytes) -> Any:
+    """Parse JSON that Carnet itself wrote (validated, depth-checked and de-duplicated at intake).
+
+    Decimals stay exact as in :func:`loads`; the checks that guard against hostile input are
+    skipped, since opened records are read far more often than they are written.
+    """
+    return json.loads(data, parse_float=Decimal, parse_int=_parse_int)
+
+
 def dumps(value: Any) -> bytes:
     """Serialise JSON compactly, writing decimals with their original digits."""
     return orjson.dumps(value, default=_fragment)

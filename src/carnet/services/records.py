@@ -112,7 +112,7 @@ class Stored:
     def resource(self) -> dict[str, Any] | None:
         """The resource as JSON values (parsed on first use)."""
         if self._parsed is None and self._raw is not None:
-            self._parsed = fhirjson.loads(self._raw)
+            self._parsed = fhirjson.loads_stored(self._raw)
         return self._parsed
 
     @property
@@ -372,7 +372,7 @@ class Records:
 
     def _visible(self, patient_id: str, stored: Stored) -> bool:
         """Tell whether the caller may see one opened resource (its facts decided, per resource)."""
-        if stored.resource is None:
+        if stored.json is None:  # a deletion; ``json`` does not parse, ``resource`` would
             return True
         target = self._target(patient_id, stored.resource_type, document=self._facts(stored))
         return self._decide(Action.READ, target).allowed
