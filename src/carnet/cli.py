@@ -176,6 +176,8 @@ def token(
     identifier: Annotated[str | None, typer.Option(help="Identifier system|value, e.g. the INS")] = None,
     profession: Annotated[str | None, typer.Option(help="Profession code (G15), professionals")] = None,
     specialty: Annotated[str | None, typer.Option(help="Specialty code (R38), professionals")] = None,
+    idnps: Annotated[str | None, typer.Option(help="National professional id (idNat_PS, 8 + RPPS)")] = None,
+    samu: Annotated[bool, typer.Option("--samu", help="SAMU regulating physician")] = False,
     name: Annotated[str | None, typer.Option(help="Display name")] = None,
     hours: Annotated[int, typer.Option(help="Lifetime in hours")] = 12,
 ) -> None:
@@ -187,7 +189,7 @@ def token(
     except ValueError:
         console.print(f"[red]Error:[/red] --kind must be one of {', '.join(k.value for k in ActorKind)}.")
         raise typer.Exit(2) from None
-    claims: dict[str, str] = {
+    claims: dict[str, str | bool] = {
         "kind": actor_kind.value,
         "sub": sub or f"{kind}:{patient or identifier or 'demo'}",
     }
@@ -196,10 +198,13 @@ def token(
         ("identifier", identifier),
         ("profession", profession),
         ("specialty", specialty),
+        ("idnps", idnps),
         ("name", name),
     ):
         if value:
             claims[claim] = value
+    if samu:
+        claims["samu"] = True
     try:
         print(issue_token(_settings(), claims, now=datetime.now(UTC), lifetime=timedelta(hours=hours)))
     except CarnetError as exc:
