@@ -345,3 +345,12 @@ def test_deleted_masked_document_reads_as_unknown(world: World) -> None:
         world.client.get(f"/fhir/DocumentReference/{masked}", headers=world.professional(GP)).status_code
         == 404
     )
+
+
+def test_malformed_choice_is_refused_at_write(world: World) -> None:
+    """A Consent of the Carnet convention with an unknown kind is refused with 422, so reads never break on it."""
+    consent = consent_for(ConsentKind.AUTHORISATION, world.id, GP, now=NOW)
+    consent["category"][0]["coding"][0]["code"] = "all-access"
+    response = world.client.post("/fhir/Consent", json=consent, headers=world.patient)
+    assert response.status_code == 422
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carnet.api.auth import TokenVerifier
 from carnet.api.documents import router as documents_router
-from carnet.api.fhir import FHIR_JSON, fhir_response, router
+from carnet.api.fhir import fhir_response, router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
@@ -164,5 +164,4 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             content=b'{"service":"carnet","fhir":"/fhir/metadata"}', media_type="application/json"
         )
 
-    _ = FHIR_JSON
     return app

@@ -44,7 +44,10 @@ def fhir_response(
     body: Mapping[str, Any] | None, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     """Render a FHIR JSON response."""
-    content = fhirjson.dumps(body) if body is not None else b""
+    return _json_response(fhirjson.dumps(body) if body is not None else b"", status, headers)
+
+
+def _json_response(content: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
         content=content,
         status_code=status,
@@ -275,7 +278,7 @@ def _history_params(request: Request) -> tuple[str | None, datetime | None, int 
 @router.get("/metadata")
 async def metadata(request: Request) -> Response:
     """Return the CapabilityStatement (no authentication needed; built once per process)."""
-    return Response(content=_capability_bytes(_base(request)), media_type=FHIR_JSON + "; charset=utf-8")
+    return _json_response(_capability_bytes(_base(request)))
 
 
 @functools.cache
@@ -452,12 +455,7 @@ async def read(resource_type: str, resource_id: str, request: Request) -> Respon
 
 def _raw_response(stored: Stored, headers: Mapping[str, str], status: int = 200) -> Response:
     """Send a stored resource's JSON bytes as they are."""
-    return Response(
-        content=stored.json or b"",
-        status_code=status,
-        media_type=FHIR_JSON + "; charset=utf-8",
-        headers=dict(headers),
-    )
+    return _json_response(stored.json or b"", status, headers)
 
 
 def _wants_fhir(request: Request) -> bool:

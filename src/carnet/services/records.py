@@ -7,6 +7,7 @@ A refusal on something the caller may not know exists is reported as ``NotFound`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -336,28 +337,27 @@ class Records:
             self.obligations |= decision.obligations
         return decision
 
-    def _facts(self, stored: Stored) -> DocumentFacts | None:
-        """The document facts the policy needs for one opened resource (None if not a document)."""
+    def _facts(self, patient_id: str, stored: Stored) -> DocumentFacts | None:
+        """The document facts the policy needs for one opened resource (None if not a document).
+
+        A Binary takes the facts of the current DocumentReference of its record that points to it.
+        """
         if stored.resource_type == "DocumentReference" and stored.resource is not None:
             facts = document_facts(stored.resource)
             if stored.resource.get("status") == "current":
-                # A Binary read in the same request takes the facts of the document pointing to it.
+                # A Binary read in the same request takes these facts without another query.
                 for _, attachment in attachments(stored.resource):
                     if isinstance(attachment.get("url"), str):
                         self._binary_facts.setdefault(attachment["url"], facts)
             return facts
+        if stored.resource_type != "Binary" or self._active is None:
+            return None
         cached = self._binary_facts.get(f"Binary/{stored.resource_id}")
-        if stored.resource_type == "Binary" and cached is not None:
+        if cached is not None:
             return cached
-        if stored.resource_type == "Binary" and self._active is not None:
-            owner = self._active.locate("Binary", stored.resource_id)
-            if owner is None:
-                return None
-            query = parse_search("DocumentReference", [("binary", f"Binary/{stored.resource_id}")])
-            documents = [d for d in self._matching(self._active, owner, query, filtered=False) if d.resource]
-            if documents:
-                return document_facts(documents[0].resource or {})
-        return None
+        query = parse_search("DocumentReference", [("binary", f"Binary/{stored.resource_id}")])
+        documents = [d for d in self._matching(self._active, patient_id, query, filtered=False) if d.resource]
+        return document_facts(documents[0].resource or {}) if documents else None
 
     def _stored_facts(
         self, session: StoreSession, patient_id: str, version: StoredVersion
@@ -366,7 +366,7 @@ class Records:
         if version.deleted or version.resource_type not in ("DocumentReference", "Binary"):
             return None
         try:
-            return self._facts(self._open(self._key(session, patient_id), version))
+            return self._facts(patient_id, self._open(self._key(session, patient_id), version))
         except RecordShredded:
             return None
 
@@ -374,7 +374,7 @@ class Records:
         """Tell whether the caller may see one opened resource (its facts decided, per resource)."""
         if stored.json is None:  # a deletion; ``json`` does not parse, ``resource`` would
             return True
-        target = self._target(patient_id, stored.resource_type, document=self._facts(stored))
+        target = self._target(patient_id, stored.resource_type, document=self._facts(patient_id, stored))
         return self._decide(Action.READ, target).allowed
 
     def _check(self, action: Action, target: Target, *, hide: bool, what: str = "") -> Decision:
@@ -586,6 +586,10 @@ class Records:
         body: dict[str, Any] | None = None
         sealed = None
         if resource is not None:
+            if resource_type == "Consent":
+                # A patient's choice that the policy could not read later would lock the record:
+                # refuse it now (InvalidResource, 422), like any other invalid resource.
+                grants_from_consents([resource], now)
             meta = dict(resource.get("meta") or {})
             meta["versionId"] = str(version_id)
             meta["lastUpdated"] = instant(now)
@@ -753,7 +757,7 @@ class Records:
             raise InvalidResource("Simplified Publish carries the document in content.attachment.data.")
         with self._session(write=True) as session:
             patient_id = self._place(session, document)
-            revised = fhirjson.loads(fhirjson.dumps(document))
+            revised = copy.deepcopy(dict(document))
             inline: list[tuple[dict[str, Any], str]] = []
             for index, attachment in attachments(revised):
                 data = attachment.get("data")

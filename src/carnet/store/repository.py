@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -159,10 +159,10 @@ class SQLStoreSession:
 
     def count_keys(self) -> int:
         """Count live patient keys."""
-        rows = self._c.execute(
-            select(patient_keys.c.patient_id).where(patient_keys.c.wrapped_key.is_not(None))
-        )
-        return len(rows.all())
+        counted = self._c.execute(
+            select(func.count()).select_from(patient_keys).where(patient_keys.c.wrapped_key.is_not(None))
+        ).scalar_one()
+        return int(counted)
 
     def shred_key(self, patient_id: str, now: datetime) -> None:
         """Destroy the wrapped key and the search indexes of a patient."""
