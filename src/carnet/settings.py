@@ -18,6 +18,16 @@ CARNET_HOST / CARNET_PORT      where ``carnet serve`` listens                   
 CARNET_OIDC_ISSUER             issuer of production tokens                           —
 CARNET_OIDC_AUDIENCE           expected audience of production tokens                carnet
 CARNET_OIDC_JWKS_FILE          JSON Web Key Set of the issuer (production)           —
+CARNET_JOURNAL_SHARDS          independent Merkle logs of the access journal          1
+CARNET_JOURNAL_ORIGIN          origin line of the journal's checkpoints               carnet.localhost/journal
+CARNET_CHECKPOINT_SECONDS      seconds between signed checkpoints (when it grew)      2
+CARNET_SMTP_HOST               SMTP server for notices (none: they wait in the outbox) —
+CARNET_SMTP_PORT               its port                                              25
+CARNET_SMTP_SECURITY           ``none``, ``starttls`` or ``tls``                        none
+CARNET_SMTP_USER               SMTP login (optional)                                 —
+CARNET_SMTP_PASSWORD           SMTP password (never logged)                          —
+CARNET_SMTP_FROM               sender address of notices                             carnet@localhost
+CARNET_WORKER_SECONDS          seconds between the worker's passes over the outbox   2
 =============================  ====================================================  ======================
 
 An unknown ``CARNET_*`` variable stops start-up (a typo must not silently fall back to a
@@ -60,6 +70,16 @@ KNOWN = frozenset(
         "CARNET_OIDC_ISSUER",
         "CARNET_OIDC_AUDIENCE",
         "CARNET_OIDC_JWKS_FILE",
+        "CARNET_JOURNAL_SHARDS",
+        "CARNET_JOURNAL_ORIGIN",
+        "CARNET_CHECKPOINT_SECONDS",
+        "CARNET_SMTP_HOST",
+        "CARNET_SMTP_PORT",
+        "CARNET_SMTP_SECURITY",
+        "CARNET_SMTP_USER",
+        "CARNET_SMTP_PASSWORD",
+        "CARNET_SMTP_FROM",
+        "CARNET_WORKER_SECONDS",
     }
 )
 
@@ -84,6 +104,16 @@ class Settings:
     oidc_issuer: str | None = None
     oidc_audience: str = "carnet"
     oidc_jwks_file: Path | None = None
+    journal_shards: int = 1
+    journal_origin: str = "carnet.localhost/journal"
+    checkpoint_seconds: int = 2
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_security: str = "none"
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "carnet@localhost"
+    worker_seconds: int = 2
 
     def __repr__(self) -> str:
         # The PIN never appears in logs or tracebacks.
@@ -149,7 +179,21 @@ def load(env: Mapping[str, str]) -> Settings:
         oidc_issuer=env.get("CARNET_OIDC_ISSUER"),
         oidc_audience=env.get("CARNET_OIDC_AUDIENCE", "carnet"),
         oidc_jwks_file=Path(env["CARNET_OIDC_JWKS_FILE"]) if env.get("CARNET_OIDC_JWKS_FILE") else None,
+        journal_shards=_int(env, "CARNET_JOURNAL_SHARDS", 1),
+        journal_origin=env.get("CARNET_JOURNAL_ORIGIN", "carnet.localhost/journal"),
+        checkpoint_seconds=_int(env, "CARNET_CHECKPOINT_SECONDS", 2),
+        smtp_host=env.get("CARNET_SMTP_HOST") or None,
+        smtp_port=_int(env, "CARNET_SMTP_PORT", 25),
+        smtp_security=env.get("CARNET_SMTP_SECURITY", "none"),
+        smtp_user=env.get("CARNET_SMTP_USER") or None,
+        smtp_password=env.get("CARNET_SMTP_PASSWORD") or None,
+        smtp_from=env.get("CARNET_SMTP_FROM", "carnet@localhost"),
+        worker_seconds=_int(env, "CARNET_WORKER_SECONDS", 2),
     )
+    if not 1 <= settings.journal_shards <= 1024:
+        raise ConfigurationError("CARNET_JOURNAL_SHARDS must be between 1 and 1024.")
+    if settings.smtp_security not in ("none", "starttls", "tls"):
+        raise ConfigurationError("CARNET_SMTP_SECURITY must be 'none', 'starttls' or 'tls'.")
     if provider == "pkcs11" and not (
         settings.pkcs11_module and settings.pkcs11_token and settings.pkcs11_pin
     ):

@@ -5,6 +5,7 @@ bytes and keyed hashes is stored."""
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -77,4 +78,92 @@ identities = Table(
     Column("value_hash", LargeBinary(16), nullable=False),
     PrimaryKeyConstraint("value_hash", "patient_id"),
     Index("ix_identities_patient", "patient_id"),
+)
+
+
+# -- the access journal (DESIGN §5) ------------------------------------------------------
+# One Merkle log per shard (patient hash → shard). An entry's content is sealed with the
+# patient key; ``commitment`` is SHA-256(salt || content), the salt sealed with the content.
+
+journal_entries = Table(
+    "journal_entries",
+    metadata,
+    Column("shard", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("patient_id", ID, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("commitment", LargeBinary(32), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("shard", "seq"),
+    Index("ix_journal_entries_patient", "patient_id", "recorded_at"),
+)
+
+#: Every perfect subtree hash of each shard's tree (level 0 = leaf hashes), for proofs.
+journal_nodes = Table(
+    "journal_nodes",
+    metadata,
+    Column("shard", Integer, nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    PrimaryKeyConstraint("shard", "level", "idx"),
+)
+
+#: The head of each shard's tree: its size and compact-range peaks (32 bytes each, concatenated).
+journal_heads = Table(
+    "journal_heads",
+    metadata,
+    Column("shard", Integer, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("peaks", LargeBinary, nullable=False),
+)
+
+#: Signed checkpoints (C2SP signed notes), one per issued tree head.
+journal_checkpoints = Table(
+    "journal_checkpoints",
+    metadata,
+    Column("shard", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("note", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("shard", "size"),
+)
+
+#: Which actors (keyed hashes) already accessed a record, for "new professional" notices.
+journal_actors = Table(
+    "journal_actors",
+    metadata,
+    Column("patient_id", ID, nullable=False),
+    Column("actor_hash", LargeBinary(16), nullable=False),
+    PrimaryKeyConstraint("patient_id", "actor_hash"),
+)
+
+# -- notifications (DESIGN §9) -------------------------------------------------------------
+
+#: Messages to deliver, written in the transaction of the event; ``sealed`` holds the
+#: payload (recipient, who, when, mode) sealed with the patient key.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("patient_id", ID, nullable=False),
+    Column("message_id", ID, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", String(200), nullable=True),
+    PrimaryKeyConstraint("patient_id", "message_id"),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+)
+
+#: A patient's notification choices, sealed with the patient key.
+notification_preferences = Table(
+    "notification_preferences",
+    metadata,
+    Column("patient_id", ID, primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
