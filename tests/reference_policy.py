@@ -164,6 +164,14 @@ def reference_decide(case: Case, tables: Tables) -> Verdict:
         return DENY
     if case.mode not in KIND_MODES[actor.kind]:
         return DENY
+    # §5: the journal is read by the patient, their representatives and the DPO.
+    if case.action == "journal":
+        if not on_record:
+            return DENY
+        if actor.kind == "representative" or case.mode == "representative":
+            return ALLOW if case.patient_id in actor.represents else DENY
+        own = actor.kind == "patient" and actor.patient_id == case.patient_id
+        return ALLOW if own or actor.kind == "dpo" else DENY
     # §3.8: administrators manage keys; neither they nor the DPO read content.
     if actor.kind in ("admin", "dpo"):
         return ALLOW if actor.kind == "admin" and case.action in KEY_ACTIONS else DENY

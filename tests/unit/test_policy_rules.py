@@ -292,6 +292,21 @@ def test_mode_for_actor(row: Line) -> None:
 
 
 @_table(
+    Row("patient-own", PATIENT, RECORD, True, ("journal-reader",), Action.JOURNAL),
+    Row("patient-other", PATIENT, OTHER_RECORD, False, ("journal-not-for-actor",), Action.JOURNAL),
+    Row("representative", PARENT, RECORD, True, ("journal-reader",), Action.JOURNAL),
+    Row("representative-other", PARENT, OTHER_RECORD, False, ("journal-not-for-actor",), Action.JOURNAL),
+    Row("dpo", DPO, RECORD, True, ("journal-reader",), Action.JOURNAL, AccessMode.ADMIN),
+    Row("professional", GP, RECORD, False, ("journal-not-for-actor",), Action.JOURNAL, grants=GP_AUTHORISED),
+    Row("admin", ADMIN, RECORD, False, ("journal-not-for-actor",), Action.JOURNAL),
+    Row("nowhere", DPO, NOWHERE, False, ("no-record",), Action.JOURNAL),
+)
+def test_journal_readers(row: Line) -> None:
+    """The journal is read by the patient, their representatives and the DPO; nobody else."""
+    _check(row)
+
+
+@_table(
     Row("admin-rotates", ADMIN, NOWHERE, True, ("admin-manages-keys",), Action.KEYS_ROTATE, AccessMode.ADMIN),
     Row("admin-shreds", ADMIN, RECORD, True, ("admin-manages-keys",), Action.PATIENT_SHRED),
     Row("admin-reads", ADMIN, RECORD, False, ("admin-never-reads-content",)),

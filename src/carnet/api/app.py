@@ -16,11 +16,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from carnet.api.auth import TokenVerifier
 from carnet.api.documents import router as documents_router
 from carnet.api.fhir import fhir_response, router
+from carnet.api.notifications import router as notifications_router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
+from carnet.audit.signer import FileCheckpointSigner
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.domain.errors import CarnetError, ConfigurationError, Conflict
 from carnet.domain.policy import PROFILES
+from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.ports import KeyProvider
 from carnet.services.records import RecordService
@@ -51,6 +54,7 @@ class Services:
     keys: KeyProvider
     records: RecordService
     key_service: KeyService
+    journal: Journal
 
 
 def make_key_provider(settings: Settings) -> KeyProvider:
@@ -77,15 +81,29 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     store = SQLStore(engine)
     keys = make_key_provider(settings)
     profile = PROFILES[settings.policy_profile]
-    vault = Vault(keys=keys, cipher=AESGCMCipher())
+    cipher = AESGCMCipher()
+    vault = Vault(keys=keys, cipher=cipher)
+    journal = Journal(
+        store=store,
+        cipher=cipher,
+        signer=FileCheckpointSigner(settings.key_dir, settings.journal_origin),
+        origin=settings.journal_origin,
+        shards=settings.journal_shards,
+        clock=utc_now,
+    )
     try:
         with store.session(write=True) as session:
             vault.ensure_reserved(session, utc_now())
+            journal.start(session)
     except Conflict:
         pass  # another process created them at the same moment
-    records = RecordService(store=store, vault=vault, profile=profile, clock=utc_now, new_id=new_id)
+    records = RecordService(
+        store=store, vault=vault, profile=profile, clock=utc_now, new_id=new_id, journal=journal
+    )
     key_service = KeyService(store=store, keys=keys, profile=profile, clock=utc_now)
-    return Services(settings=settings, store=store, keys=keys, records=records, key_service=key_service)
+    return Services(
+        settings=settings, store=store, keys=keys, records=records, key_service=key_service, journal=journal
+    )
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -101,6 +119,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = services
     app.state.verifier = TokenVerifier(settings)
     app.include_router(documents_router, prefix="/fhir")  # before /{resource_type}/… captures it
+    app.include_router(notifications_router, prefix="/fhir")  # likewise
     app.include_router(router, prefix="/fhir")
 
     @app.exception_handler(CarnetError)

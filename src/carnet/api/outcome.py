@@ -12,6 +12,7 @@ from carnet.domain.errors import (
     Gone,
     InvalidRequest,
     InvalidResource,
+    JournalUnavailable,
     KeyProviderError,
     NotFound,
     PayloadTooLarge,
@@ -33,6 +34,7 @@ _STATUS: tuple[tuple[type[CarnetError], int], ...] = (
     (UnsupportedSearch, 400),
     (InvalidRequest, 400),
     (KeyProviderError, 503),
+    (JournalUnavailable, 503),
     (EnvelopeError, 500),
 )
 

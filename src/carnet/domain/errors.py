@@ -16,6 +16,7 @@
     ├── AccessDenied              the policy refused; carries the decision's reasons
     ├── EnvelopeError             a sealed value did not open (one opaque error for all causes)
     ├── AuditChainError           a journal proof, tree head or checkpoint does not verify
+    ├── JournalUnavailable        the access journal could not be written: nothing is returned or changed
     ├── KeyProviderError          the key provider failed to wrap or unwrap a key
     └── RecordShredded            the patient's key was destroyed; the record is unreadable
 
@@ -119,6 +120,12 @@ class EnvelopeError(CarnetError):
 
     def __init__(self) -> None:
         super().__init__("Sealed value could not be opened.")
+
+
+class JournalUnavailable(CarnetError):
+    """The access journal could not be written, so the request did not happen (fail closed)."""
+
+    code = "transient"
 
 
 class AuditChainError(CarnetError):

@@ -13,6 +13,7 @@ rule                                    verdict
 ``forbidden-kind``                      employers, complementary insurers, banks… never (§3.6)
 ``blocked``                             a professional the patient blocked gets nothing (§3.1)
 ``mode-for-actor``                      the access mode must be one the actor's kind may use
+``journal-readers``                     the patient, their representatives and the DPO read the journal (§5)
 ``admin-keys-only``                     administrators manage keys; admin and DPO never read (§3.8)
 ``researcher-no-identities``            researchers never read a record (§3.8)
 ``no-record``                           a request that names no record
@@ -65,6 +66,8 @@ class Action(StrEnum):
     EVERYTHING = "$everything"
     KEYS_ROTATE = "keys-rotate"
     PATIENT_SHRED = "patient-shred"
+    #: Read a record's access journal (« historique des accès »).
+    JOURNAL = "journal"
 
 
 CLINICAL_ACTIONS = frozenset(
@@ -465,6 +468,23 @@ def mode_for_actor(ctx: Context) -> Decision | None:
     return None if ctx.request.mode in MODES.get(ctx.actor.kind, frozenset()) else _deny("mode-not-for-actor")
 
 
+def journal_readers(ctx: Context) -> Decision | None:
+    """A record's access journal is read by its patient, their legal representatives and the DPO.
+
+    The DPO reads who accessed which record, when and how, never the clinical content.
+    """
+    if ctx.request.action is not Action.JOURNAL:
+        return None
+    if not ctx.on_record:
+        return _deny(NO_RECORD)
+    actor = ctx.actor
+    if ctx.as_representative:
+        allowed = ctx.target.patient_id in actor.represents
+    else:
+        allowed = ctx.as_patient_on_own or actor.kind is ActorKind.DPO
+    return _allow("journal-reader") if allowed else _deny("journal-not-for-actor")
+
+
 def admin_keys_only(ctx: Context) -> Decision | None:
     """Administrators manage keys and never read clinical content; the DPO never reads it either."""
     if ctx.actor.kind not in (ActorKind.ADMIN, ActorKind.DPO):
@@ -741,6 +761,7 @@ RULES: Mapping[str, Rule] = MappingProxyType(
         "forbidden-kind": forbidden_kinds,
         "blocked": blocked,
         "mode-for-actor": mode_for_actor,
+        "journal-readers": journal_readers,
         "admin-keys-only": admin_keys_only,
         "researcher-no-identities": researcher_no_identities,
         "no-record": no_record,
@@ -770,6 +791,7 @@ DMP_RULES: tuple[str, ...] = (
     "forbidden-kind",
     "blocked",
     "mode-for-actor",
+    "journal-readers",
     "admin-keys-only",
     "researcher-no-identities",
     "no-record",

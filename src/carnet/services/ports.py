@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from carnet.domain.journal import StoredEntry
 from carnet.domain.keys import WrappedKey
 
 
@@ -168,6 +169,86 @@ class StoreSession(Protocol):
 
     def set_identities(self, patient_id: str, hashes: set[bytes]) -> None:
         """Replace the global identifier hashes of a patient; raise ``Conflict`` if one is taken."""
+        ...
+
+    # -- the access journal (carnet.store.journal) --
+
+    def journal_head(self, shard: int, *, lock: bool = False) -> tuple[int, bytes] | None:
+        """Return a shard's ``(size, peaks)``, locking it for this transaction if asked."""
+        ...
+
+    def ensure_journal_heads(self, shards: int) -> None:
+        """Create the empty head of every shard that has none."""
+        ...
+
+    def append_journal(
+        self,
+        shard: int,
+        entries: list[StoredEntry],
+        nodes: list[tuple[int, int, bytes]],
+        size: int,
+        peaks: bytes,
+    ) -> None:
+        """Write appended entries, their completed tree nodes and the shard's new head."""
+        ...
+
+    def journal_node(self, shard: int, level: int, idx: int) -> bytes | None:
+        """Return one stored perfect-subtree hash."""
+        ...
+
+    def journal_entry(self, shard: int, seq: int) -> StoredEntry | None:
+        """Return one stored entry."""
+        ...
+
+    def journal_rows(self, shard: int) -> Iterator[StoredEntry]:
+        """Yield a shard's entries in ``seq`` order."""
+        ...
+
+    def journal_shards(self) -> list[int]:
+        """Return the shards that have a head or hold entries."""
+        ...
+
+    def journal_of(
+        self,
+        patient_id: str | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[StoredEntry]:
+        """Return the entries about one record (or every record), by time."""
+        ...
+
+    def put_checkpoint(self, shard: int, size: int, issued_at: datetime, note: bytes) -> bool:
+        """Store a signed checkpoint; return False if one of that size exists."""
+        ...
+
+    def latest_checkpoint(self, shard: int) -> tuple[int, bytes] | None:
+        """Return the ``(size, note)`` of a shard's largest checkpoint."""
+        ...
+
+    def journal_checkpoints(self, shard: int) -> list[tuple[int, bytes]]:
+        """Return every ``(size, note)`` of a shard, smallest first."""
+        ...
+
+    def checkpoint_at_least(self, shard: int, size: int) -> tuple[int, bytes] | None:
+        """Return the smallest checkpoint of a shard covering at least ``size`` entries."""
+        ...
+
+    def add_journal_actor(self, patient_id: str, actor_hash: bytes) -> bool:
+        """Remember that an actor accessed a record; return True the first time."""
+        ...
+
+
+class CheckpointSigner(Protocol):
+    """Signs the journal's tree heads (C2SP signed-note checkpoints, Ed25519)."""
+
+    #: The verifier key anyone uses to check the checkpoints (``name+keyid+base64``).
+    verifier_key: str
+
+    def sign(self, origin: str, size: int, root: bytes) -> bytes:
+        """Return the signed checkpoint note of ``origin`` at ``size`` with ``root``."""
         ...
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from carnet.domain.errors import (
     Gone,
     InvalidRequest,
     InvalidResource,
+    JournalUnavailable,
     NotFound,
     PreconditionFailed,
     RecordShredded,
@@ -76,11 +78,44 @@ from carnet.domain.search import (
     token_keys,
 )
 from carnet.domain.validation import validate
+from carnet.domain.journal import Entry
+from carnet.services.journal import Journal
 from carnet.services.ports import Store, StoredVersion, StoreSession
 from carnet.services.vault import DIRECTORY, Vault
 
 Clock = Callable[[], datetime]
 NewId = Callable[[], str]
+log = logging.getLogger("carnet.records")
+
+#: How a failed request ends, as the journal records it.
+_OUTCOMES: tuple[tuple[type[CarnetError], str], ...] = (
+    (Gone, "gone"),
+    (NotFound, "not-found"),
+    (AccessDenied, "denied"),
+    (PreconditionFailed, "precondition-failed"),
+    (Conflict, "conflict"),
+    (InvalidResource, "invalid"),
+    (InvalidRequest, "invalid-request"),
+    (RecordShredded, "erased"),
+)
+
+
+def _outcome(error: CarnetError | None) -> str:
+    if error is None:
+        return "ok"
+    return next((name for kind, name in _OUTCOMES if isinstance(error, kind)), "error")
+
+
+@dataclass(slots=True)
+class _Trail:
+    """What one call did with one record: the journal entry it will write."""
+
+    allowed: bool = False
+    allowed_reasons: set[str] = dataclasses.field(default_factory=set)
+    denied_reasons: set[str] = dataclasses.field(default_factory=set)
+    targets: dict[str, None] = dataclasses.field(default_factory=dict)
+    notify: bool = False
+    new_document: bool = False
 
 
 class Stored:
@@ -218,12 +253,22 @@ def _check_id(resource_type: str, resource_id: str) -> None:
 class RecordService:
     """Builds the per-principal record access; holds the shared adapters."""
 
-    def __init__(self, *, store: Store, vault: Vault, profile: Profile, clock: Clock, new_id: NewId) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        vault: Vault,
+        profile: Profile,
+        clock: Clock,
+        new_id: NewId,
+        journal: Journal,
+    ) -> None:
         self.store = store
         self.vault = vault
         self.profile = profile
         self.clock = clock
         self.new_id = new_id
+        self.journal = journal
 
     def resolve(self, principal: Principal) -> Principal:
         """Attach the record a patient holds, found by the identifier in their token."""
@@ -276,6 +321,9 @@ class Records:
         # Binaries written by this request, so a DocumentReference in the same transaction is
         # checked against its content without reading it back.
         self._written_binaries: dict[tuple[str, str], Mapping[str, Any]] = {}
+        # What the current call did with each record it touched: one journal entry each.
+        self._trail: dict[str, _Trail] = {}
+        self._call: tuple[str, str] = ("", "")
 
     # -- policy -------------------------------------------------------------------------
 
@@ -294,14 +342,34 @@ class Records:
         )
 
     @contextmanager
-    def _session(self, *, write: bool = False) -> Iterator[StoreSession]:
-        """Open a store transaction that the policy checks of this call read their grants in."""
-        with self._svc.store.session(write=write) as session:
-            self._active = session
-            try:
-                yield session
-            finally:
-                self._active = None
+    def _session(self, interaction: str, resource_type: str, *, write: bool = False) -> Iterator[StoreSession]:
+        """Open the store transaction of one call, and journal what it did with each record.
+
+        A writing call journals in its own transaction, so the entry commits with the change or
+        neither does; a reading call journals right after its read, before its caller gets the
+        data; a call that fails after a decision about a record journals in a transaction of its
+        own. If the journal cannot be written, the call fails (``JournalUnavailable``): nothing is
+        returned and nothing is changed.
+        """
+        self._trail = {}
+        self._call = (interaction, resource_type)
+        try:
+            with self._svc.store.session(write=write) as session:
+                self._active = session
+                try:
+                    yield session
+                    if write and self._trail:
+                        self._record(session, None)
+                finally:
+                    self._active = None
+        except JournalUnavailable:
+            raise
+        except CarnetError as error:
+            if self._trail:
+                self._record_apart(error)
+            raise
+        if not write and self._trail:
+            self._record_apart(None)
 
     def _grants_of(self, patient_id: str | None) -> Grants:
         """The patient's choices, read from the Consents of their record (once per request).
@@ -333,9 +401,92 @@ class Records:
             confirmed_by=self.confirmed_by,
         )
         decision = decide(request, self._grants_of(target.patient_id), self._svc.profile, self._svc.clock())
+        trail = self._trail_of(target.patient_id)
         if decision.allowed:
             self.obligations |= decision.obligations
+            if trail is not None:
+                trail.allowed = True
+                trail.allowed_reasons.update(decision.reasons)
+                trail.notify |= Obligation.NOTIFY_PATIENT in decision.obligations
+        elif trail is not None:
+            trail.denied_reasons.update(decision.reasons)
         return decision
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def _trail_of(self, patient_id: str | None) -> _Trail | None:
+        if patient_id is None or patient_id == DIRECTORY:
+            return None
+        if patient_id not in self._trail:
+            self._trail[patient_id] = _Trail()
+        return self._trail[patient_id]
+
+    def _disclose(self, patient_id: str, stored: Stored) -> None:
+        """Note a resource version this call returns or writes (the entry's targets)."""
+        trail = self._trail_of(patient_id)
+        if trail is not None:
+            trail.targets[f"{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}"] = None
+
+    def _entries(self, session: StoreSession, error: CarnetError | None) -> list[tuple[bytes, Entry]]:
+        """Build the journal entries of this call, one per record it touched."""
+        actor, now = self.actor, self._svc.clock()
+        interaction, resource_type = self._call
+        actor_id = actor.professional_id or actor.feed_id or actor.subject
+        out: list[tuple[bytes, Entry]] = []
+        for patient_id, trail in self._trail.items():
+            try:
+                key = self._key(session, patient_id)
+            except RecordShredded:
+                continue  # an erased record has nothing left to disclose, and no key to seal with
+            refused = not trail.allowed or (
+                isinstance(error, (AccessDenied, NotFound)) and bool(trail.denied_reasons)
+            )
+            reasons = trail.denied_reasons if refused else trail.allowed_reasons
+            entry = Entry(
+                recorded=now,
+                patient_id=patient_id,
+                actor_kind=actor.kind.value,
+                actor_id=actor_id,
+                actor_display=actor.display,
+                actor_profession=actor.profession,
+                actor_specialty=actor.specialty,
+                action=interaction,
+                resource_type=resource_type,
+                targets=tuple(trail.targets) if error is None else (),
+                mode=self.mode.value,
+                decision="deny" if refused else "permit",
+                outcome=_outcome(error),
+                reasons=tuple(sorted(reasons)),
+                justification=self.justification,
+                confirmed_by=self.confirmed_by,
+            )
+            out.append((key, entry))
+        return out
+
+    def _record(self, session: StoreSession, error: CarnetError | None) -> None:
+        """Append this call's journal entries in ``session`` (fail closed)."""
+        try:
+            entries = self._entries(session, error)
+            if entries:
+                self._svc.journal.append(session, entries)
+        except Exception as exc:
+            log.error("journal write failed: %s", type(exc).__name__)
+            raise JournalUnavailable(
+                "The access journal could not be written, so the request was not carried out; retry later."
+            ) from exc
+
+    def _record_apart(self, error: CarnetError | None) -> None:
+        """Journal this call in a transaction of its own (reads, and calls that failed)."""
+        try:
+            with self._svc.store.session(write=True) as session:
+                self._record(session, error)
+        except JournalUnavailable:
+            raise
+        except Exception as exc:
+            log.error("journal write failed: %s", type(exc).__name__)
+            raise JournalUnavailable(
+                "The access journal could not be written, so the request was not carried out; retry later."
+            ) from exc
 
     def _facts(self, patient_id: str, stored: Stored) -> DocumentFacts | None:
         """The document facts the policy needs for one opened resource (None if not a document).
@@ -375,7 +526,10 @@ class Records:
         if stored.json is None:  # a deletion; ``json`` does not parse, ``resource`` would
             return True
         target = self._target(patient_id, stored.resource_type, document=self._facts(patient_id, stored))
-        return self._decide(Action.READ, target).allowed
+        if not self._decide(Action.READ, target).allowed:
+            return False
+        self._disclose(patient_id, stored)
+        return True
 
     def _check(self, action: Action, target: Target, *, hide: bool, what: str = "") -> Decision:
         decision = self._decide(action, target)
@@ -468,7 +622,7 @@ class Records:
         Raises:
             NotFound: unknown, or not for this caller. Gone: deleted, or the record was erased.
         """
-        with self._session() as session:
+        with self._session("read", resource_type) as session:
             return self._read(session, resource_type, resource_id)
 
     def _vread(self, session: StoreSession, resource_type: str, resource_id: str, version_id: str) -> Stored:
@@ -485,7 +639,7 @@ class Records:
 
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> Stored:
         """Read one version of a resource."""
-        with self._session() as session:
+        with self._session("vread", resource_type) as session:
             return self._vread(session, resource_type, resource_id, version_id)
 
     def history(
@@ -500,7 +654,7 @@ class Records:
         Raises:
             InvalidRequest: a type history without a patient (records are patient-centred).
         """
-        with self._session() as session:
+        with self._session("history", resource_type) as session:
             if resource_id is not None:
                 owner = self._locate(session, resource_type, resource_id, Action.HISTORY)
             else:
@@ -617,13 +771,19 @@ class Records:
         )
         if resource_type == "Patient":
             session.set_identities(patient_id, self._identity_hashes(session, body))
-        return Stored(
+        written = Stored(
             resource_type=resource_type,
             resource_id=resource_id,
             version_id=version_id,
             last_updated=now,
             resource=body,
         )
+        self._disclose(patient_id, written)
+        trail = self._trail_of(patient_id)
+        if trail is not None:
+            trail.allowed = True
+            trail.new_document |= resource_type == "DocumentReference" and body is not None
+        return written
 
     def _identity_hashes(self, session: StoreSession, patient: Mapping[str, Any] | None) -> set[bytes]:
         if patient is None:
@@ -722,7 +882,7 @@ class Records:
         with ``_tag=https://carnet.health/fhir/CodeSystem/document-flag|archived``. Decided like
         an update (the patient, or the authoring professional).
         """
-        with self._session(write=True) as session:
+        with self._session("$archive", "DocumentReference", write=True) as session:
             current = self._read(session, "DocumentReference", document_id)
             resource = dict(current.resource or {})
             meta = dict(resource.get("meta") or {})
@@ -755,7 +915,7 @@ class Records:
         validate(document)
         if not any(isinstance(a.get("data"), str) for _, a in attachments(document)):
             raise InvalidResource("Simplified Publish carries the document in content.attachment.data.")
-        with self._session(write=True) as session:
+        with self._session("create", "DocumentReference", write=True) as session:
             patient_id = self._place(session, document)
             revised = copy.deepcopy(dict(document))
             inline: list[tuple[dict[str, Any], str]] = []
@@ -913,7 +1073,7 @@ class Records:
             InvalidResource: not valid R4, or a clinical resource without its patient.
             AccessDenied: the policy refused. PreconditionFailed: several matches.
         """
-        with self._session(write=True) as session:
+        with self._session("create", str(resource.get("resourceType")), write=True) as session:
             return self._create(session, resource, if_none_exist=if_none_exist)
 
     def _update(
@@ -991,7 +1151,7 @@ class Records:
         Raises:
             NotFound: no such resource (ids are server-assigned). PreconditionFailed: stale ``If-Match``.
         """
-        with self._session(write=True) as session:
+        with self._session("update", resource_type, write=True) as session:
             return self._update(session, resource_type, resource_id, resource, if_match)
 
     def _delete(self, session: StoreSession, resource_type: str, resource_id: str) -> None:
@@ -1021,7 +1181,7 @@ class Records:
 
     def delete(self, resource_type: str, resource_id: str) -> None:
         """Delete a resource logically (its history stays; a deleted resource reads as Gone)."""
-        with self._session(write=True) as session:
+        with self._session("delete", resource_type, write=True) as session:
             self._delete(session, resource_type, resource_id)
 
     # -- searching ------------------------------------------------------------------------
@@ -1095,7 +1255,7 @@ class Records:
         _check_type(resource_type)
         self._refuse_forbidden_kind(Action.SEARCH, resource_type)
         query = parse_search(resource_type, params, lenient=lenient)
-        with self._session() as session:
+        with self._session("search-type", resource_type) as session:
             return self._search(session, query)
 
     def _search(self, session: StoreSession, query: SearchQuery) -> SearchResult:
@@ -1122,7 +1282,7 @@ class Records:
         """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
         _check_id("Patient", patient_id)
         self._refuse_forbidden_kind(Action.EVERYTHING, "Patient")
-        with self._session() as session:
+        with self._session("$everything", "Patient") as session:
             self._check(
                 Action.EVERYTHING,
                 self._target(patient_id, "Patient"),
@@ -1155,7 +1315,7 @@ class Records:
 
     def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
-        with self._session(write=True) as session:
+        with self._session("transaction", "Bundle", write=True) as session:
             return self._process(session, entries)
 
     def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
@@ -1163,7 +1323,7 @@ class Records:
         responses: list[EntryResponse] = []
         for position, entry in enumerate(entries):
             try:
-                with self._session(write=entry.method != "GET") as session:
+                with self._session("batch", "Bundle", write=entry.method != "GET") as session:
                     responses.append(self._process(session, [entry], first=position)[0])
             except CarnetError as error:
                 responses.append(EntryResponse(status=0, error=error))

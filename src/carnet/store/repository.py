@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from carnet.domain.errors import Conflict
 from carnet.domain.keys import WrappedKey
 from carnet.services.ports import StoredKey, StoredVersion
+from carnet.store.journal import JournalSessionMixin
+from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.tables import identities, patient_keys, resource_versions, resources, search_tokens
 
 _VERSION_COLUMNS = (
@@ -68,7 +70,7 @@ def _version(row: Sequence[Any]) -> StoredVersion:
     )
 
 
-class SQLStoreSession:
+class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin):
     """One transaction on the SQL store."""
 
     def __init__(self, connection: Connection) -> None:

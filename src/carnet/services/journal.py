@@ -1,0 +1,240 @@
+"""The access journal: append sealed entries, issue signed checkpoints, prove and open entries.
+
+:meth:`Journal.append` runs inside the caller's write transaction, so an entry commits with the
+change it records, or neither does. Each shard is an independent Merkle log (RFC 6962) whose
+head (size and compact-range peaks) is updated in the same transaction; every node the append
+completes is stored, so inclusion and consistency proofs cost O(log n) reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from carnet.domain.errors import AuditChainError, NotFound
+from carnet.domain.journal import (
+    SALT_SIZE,
+    Entry,
+    StoredEntry,
+    associated_data,
+    commitment,
+    entry_leaf_hash,
+    leaf_input,
+    shard_of,
+)
+from carnet.domain.merkle import HASH_SIZE, CompactRange, prove_consistency, prove_inclusion
+from carnet.services.ports import CheckpointSigner, Cipher, Store, StoreSession
+
+Clock = Callable[[], datetime]
+log = logging.getLogger("carnet.journal")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenedEntry:
+    """A stored entry with its content opened by the patient key."""
+
+    row: StoredEntry
+    entry: Entry
+    salt: bytes
+
+    @property
+    def event_id(self) -> str:
+        """The entry's public id: ``<shard>-<seq>``."""
+        return f"{self.row.shard}-{self.row.seq}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InclusionProof:
+    """What anyone needs to check that an entry is in the journal under a signed checkpoint."""
+
+    shard: int
+    index: int
+    leaf_input: bytes
+    proof: tuple[bytes, ...]
+    checkpoint: bytes
+    size: int
+
+
+def parse_event_id(event_id: str) -> tuple[int, int]:
+    """Return ``(shard, seq)`` of an AuditEvent id ``<shard>-<seq>``.
+
+    Raises:
+        NotFound: the id is not of that form.
+    """
+    shard, _, seq = event_id.partition("-")
+    if not (shard.isdigit() and seq.isdigit() and len(shard) <= 4 and len(seq) <= 19):
+        raise NotFound(f"AuditEvent/{event_id[:40]} is not known.")
+    return int(shard), int(seq)
+
+
+class Journal:
+    """Appends, checkpoints and proves the access journal of one deployment."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cipher: Cipher,
+        signer: CheckpointSigner,
+        origin: str,
+        shards: int,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.cipher = cipher
+        self.signer = signer
+        self.base_origin = origin
+        self.shards = shards
+        self.clock = clock
+
+    def origin(self, shard: int) -> str:
+        """Return the checkpoint origin of a shard (shard 0 is the base origin)."""
+        return self.base_origin if shard == 0 else f"{self.base_origin}/{shard}"
+
+    def start(self, session: StoreSession) -> None:
+        """Create the shards' heads if missing (at start-up)."""
+        session.ensure_journal_heads(self.shards)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def append(self, session: StoreSession, entries: Sequence[tuple[bytes, Entry]]) -> list[StoredEntry]:
+        """Seal and append entries (each with its record's key) in the caller's transaction.
+
+        Raises:
+            AuditChainError: a shard's stored head is corrupt.
+        """
+        by_shard: dict[int, list[tuple[bytes, Entry]]] = {}
+        for key, entry in entries:
+            by_shard.setdefault(shard_of(entry.patient_id, self.shards), []).append((key, entry))
+        written: list[StoredEntry] = []
+        for shard in sorted(by_shard):  # a fixed order: two writers never lock shards crosswise
+            head = session.journal_head(shard, lock=True)
+            if head is None:
+                session.ensure_journal_heads(self.shards)
+                head = session.journal_head(shard, lock=True) or (0, b"")
+            size, packed = head
+            peaks = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
+            compact = CompactRange(size=size, peaks=peaks)
+            rows: list[StoredEntry] = []
+            nodes: list[tuple[int, int, bytes]] = []
+            for key, entry in by_shard[shard]:
+                seq = compact.size
+                salt = secrets.token_bytes(SALT_SIZE)
+                content = entry.content()
+                sealed = self.cipher.seal(key, salt + content, associated_data(shard, seq, entry.patient_id))
+                row = StoredEntry(
+                    shard=shard,
+                    seq=seq,
+                    patient_id=entry.patient_id,
+                    recorded_at=entry.recorded,
+                    commitment=commitment(salt, content),
+                    sealed=sealed,
+                )
+                nodes.extend((n.level, n.index, n.digest) for n in compact.append(entry_leaf_hash(row)))
+                rows.append(row)
+            session.append_journal(shard, rows, nodes, compact.size, b"".join(compact.peaks))
+            written.extend(rows)
+        return written
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def issue_checkpoints(self) -> int:
+        """Sign a checkpoint for every shard that grew since its last one; return how many."""
+        issued = 0
+        for shard in range(self.shards):
+            with self.store.session(write=True) as session:
+                if self._issue(session, shard):
+                    issued += 1
+        return issued
+
+    def _issue(self, session: StoreSession, shard: int) -> bool:
+        head = session.journal_head(shard)
+        if head is None:
+            return False
+        size, packed = head
+        latest = session.latest_checkpoint(shard)
+        if latest is not None and latest[0] >= size:
+            return False
+        peaks = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
+        root = CompactRange(size=size, peaks=peaks).root()
+        note = self.signer.sign(self.origin(shard), size, root)
+        return session.put_checkpoint(shard, size, self.clock(), note)
+
+    def checkpoint(self, shard: int = 0) -> bytes:
+        """Return the latest signed checkpoint of a shard, issuing one if the journal grew.
+
+        Raises:
+            NotFound: no such shard.
+        """
+        if not 0 <= shard < self.shards:
+            raise NotFound(f"The journal has no shard {shard}.")
+        with self.store.session(write=True) as session:
+            self._issue(session, shard)
+            latest = session.latest_checkpoint(shard)
+        if latest is None:
+            raise NotFound(f"The journal has no shard {shard}.")
+        return latest[1]
+
+    # -- reading and proving --------------------------------------------------------------
+
+    def open(self, key: bytes, row: StoredEntry) -> OpenedEntry:
+        """Open a stored entry with its record's key and check it against its commitment.
+
+        Raises:
+            EnvelopeError: it does not open (wrong key or altered).
+            AuditChainError: the content does not match the stored commitment.
+        """
+        plain = self.cipher.unseal(key, row.sealed, associated_data(row.shard, row.seq, row.patient_id))
+        salt, content = plain[:SALT_SIZE], plain[SALT_SIZE:]
+        if commitment(salt, content) != row.commitment:
+            raise AuditChainError(f"Journal entry {row.shard}-{row.seq} does not match its commitment.")
+        return OpenedEntry(row=row, entry=Entry.from_content(content), salt=salt)
+
+    def prove(self, session: StoreSession, row: StoredEntry) -> InclusionProof:
+        """Return the inclusion proof of an entry under the smallest checkpoint covering it.
+
+        A checkpoint is issued first when none covers the entry yet, so a proof is available at once.
+        """
+        found = session.checkpoint_at_least(row.shard, row.seq + 1)
+        if found is None:
+            self._issue(session, row.shard)
+            found = session.checkpoint_at_least(row.shard, row.seq + 1)
+        if found is None:
+            raise AuditChainError(f"No checkpoint covers journal entry {row.shard}-{row.seq}.")
+        size, note = found
+        proof = prove_inclusion(self._node_getter(session, row.shard), row.seq, size)
+        return InclusionProof(
+            shard=row.shard,
+            index=row.seq,
+            leaf_input=leaf_input(row),
+            proof=tuple(proof),
+            checkpoint=note,
+            size=size,
+        )
+
+    def consistency(self, shard: int, old_size: int, new_size: int) -> tuple[bytes, bytes, list[bytes]]:
+        """Return the two checkpoints of a shard at these sizes and the consistency proof between them.
+
+        Raises:
+            NotFound: no checkpoint was issued at one of the sizes.
+            AuditChainError: the sizes are out of order.
+        """
+        with self.store.session() as session:
+            notes = dict(session.journal_checkpoints(shard))
+            if old_size not in notes or new_size not in notes:
+                raise NotFound(f"No checkpoint of shard {shard} at size {old_size} or {new_size}.")
+            proof = prove_consistency(self._node_getter(session, shard), old_size, new_size)
+        return notes[old_size], notes[new_size], proof
+
+    @staticmethod
+    def _node_getter(session: StoreSession, shard: int) -> Callable[[int, int], bytes]:
+        def get(level: int, index: int) -> bytes:
+            digest = session.journal_node(shard, level, index)
+            if digest is None:
+                raise AuditChainError(f"Journal node {level}/{index} of shard {shard} is missing.")
+            return digest
+
+        return get

@@ -1,0 +1,211 @@
+"""SQL for the access journal: entries, tree nodes, heads, checkpoints, known actors.
+
+Mixed into :class:`carnet.store.repository.SQLStoreSession`; every method runs in the
+session's transaction. On PostgreSQL a shard's head row is locked (``FOR UPDATE``) by the
+transaction that appends to it, so concurrent writers take turns per shard; on SQLite the
+writing transaction already holds the database's write lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from carnet.domain.errors import Conflict
+from carnet.domain.journal import StoredEntry
+from carnet.store.tables import (
+    journal_actors,
+    journal_checkpoints,
+    journal_entries,
+    journal_heads,
+    journal_nodes,
+)
+
+_ENTRY_COLUMNS = (
+    journal_entries.c.shard,
+    journal_entries.c.seq,
+    journal_entries.c.patient_id,
+    journal_entries.c.recorded_at,
+    journal_entries.c.commitment,
+    journal_entries.c.sealed,
+)
+_STREAM_BATCH = 5_000
+
+
+def _row(row: Any) -> StoredEntry:
+    recorded = row[3] if row[3].tzinfo else row[3].replace(tzinfo=UTC)
+    return StoredEntry(
+        shard=row[0],
+        seq=row[1],
+        patient_id=row[2],
+        recorded_at=recorded,
+        commitment=bytes(row[4]),
+        sealed=bytes(row[5]),
+    )
+
+
+class JournalSessionMixin:
+    """The journal's part of a store transaction."""
+
+    @property
+    def _c(self) -> Connection:  # provided by the session class
+        raise NotImplementedError
+
+    def journal_head(self, shard: int, *, lock: bool = False) -> tuple[int, bytes] | None:
+        """Return a shard's ``(size, peaks)``, locking its row for this transaction if asked."""
+        query = select(journal_heads.c.size, journal_heads.c.peaks).where(journal_heads.c.shard == shard)
+        if lock and self._c.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = self._c.execute(query).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def ensure_journal_heads(self, shards: int) -> None:
+        """Create the empty head of every shard that has none (at start-up)."""
+        present = {row[0] for row in self._c.execute(select(journal_heads.c.shard))}
+        missing = [{"shard": s, "size": 0, "peaks": b""} for s in range(shards) if s not in present]
+        if missing:
+            try:
+                self._c.execute(insert(journal_heads), missing)
+            except IntegrityError:
+                raise Conflict("Another process created the journal at the same moment; retry.") from None
+
+    def append_journal(
+        self,
+        shard: int,
+        entries: list[StoredEntry],
+        nodes: list[tuple[int, int, bytes]],
+        size: int,
+        peaks: bytes,
+    ) -> None:
+        """Write appended entries, the tree nodes they completed and the shard's new head."""
+        self._c.execute(
+            insert(journal_entries),
+            [
+                {
+                    "shard": e.shard,
+                    "seq": e.seq,
+                    "patient_id": e.patient_id,
+                    "recorded_at": e.recorded_at,
+                    "commitment": e.commitment,
+                    "sealed": e.sealed,
+                }
+                for e in entries
+            ],
+        )
+        self._c.execute(
+            insert(journal_nodes),
+            [{"shard": shard, "level": level, "idx": idx, "digest": digest} for level, idx, digest in nodes],
+        )
+        self._c.execute(
+            update(journal_heads).where(journal_heads.c.shard == shard).values(size=size, peaks=peaks)
+        )
+
+    def journal_node(self, shard: int, level: int, idx: int) -> bytes | None:
+        """Return one stored perfect-subtree hash."""
+        row = self._c.execute(
+            select(journal_nodes.c.digest).where(
+                and_(journal_nodes.c.shard == shard, journal_nodes.c.level == level, journal_nodes.c.idx == idx)
+            )
+        ).first()
+        return None if row is None else bytes(row[0])
+
+    def journal_entry(self, shard: int, seq: int) -> StoredEntry | None:
+        """Return one stored entry."""
+        row = self._c.execute(
+            select(*_ENTRY_COLUMNS).where(and_(journal_entries.c.shard == shard, journal_entries.c.seq == seq))
+        ).first()
+        return None if row is None else _row(row)
+
+    def journal_rows(self, shard: int) -> Iterator[StoredEntry]:
+        """Yield a shard's entries in ``seq`` order, in batches (constant memory)."""
+        after = -1
+        while True:
+            rows = self._c.execute(
+                select(*_ENTRY_COLUMNS)
+                .where(and_(journal_entries.c.shard == shard, journal_entries.c.seq > after))
+                .order_by(journal_entries.c.seq)
+                .limit(_STREAM_BATCH)
+            ).all()
+            for row in rows:
+                yield _row(row)
+            if len(rows) < _STREAM_BATCH:
+                return
+            after = rows[-1][1]
+
+    def journal_shards(self) -> list[int]:
+        """Return the shards that have a head or hold entries."""
+        heads = {row[0] for row in self._c.execute(select(journal_heads.c.shard))}
+        stored = {row[0] for row in self._c.execute(select(journal_entries.c.shard).distinct())}
+        return sorted(heads | stored)
+
+    def journal_of(
+        self,
+        patient_id: str | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[StoredEntry]:
+        """Return the entries about one record (or every record), by time."""
+        query = select(*_ENTRY_COLUMNS)
+        if patient_id is not None:
+            query = query.where(journal_entries.c.patient_id == patient_id)
+        if since is not None:
+            query = query.where(journal_entries.c.recorded_at >= since)
+        if until is not None:
+            query = query.where(journal_entries.c.recorded_at <= until)
+        order = (journal_entries.c.recorded_at, journal_entries.c.shard, journal_entries.c.seq)
+        query = query.order_by(*(c.desc() for c in order) if newest_first else order).limit(limit)
+        return [_row(row) for row in self._c.execute(query)]
+
+    def put_checkpoint(self, shard: int, size: int, issued_at: datetime, note: bytes) -> bool:
+        """Store a signed checkpoint; return False if one of that size already exists."""
+        statement = (pg_insert if self._c.dialect.name == "postgresql" else sqlite_insert)(journal_checkpoints)
+        result = self._c.execute(
+            statement.values(shard=shard, size=size, issued_at=issued_at, note=note).on_conflict_do_nothing()
+        )
+        return bool(result.rowcount)
+
+    def latest_checkpoint(self, shard: int) -> tuple[int, bytes] | None:
+        """Return the ``(size, note)`` of a shard's largest checkpoint."""
+        row = self._c.execute(
+            select(journal_checkpoints.c.size, journal_checkpoints.c.note)
+            .where(journal_checkpoints.c.shard == shard)
+            .order_by(journal_checkpoints.c.size.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def journal_checkpoints(self, shard: int) -> list[tuple[int, bytes]]:
+        """Return every ``(size, note)`` of a shard, smallest first."""
+        rows = self._c.execute(
+            select(journal_checkpoints.c.size, journal_checkpoints.c.note)
+            .where(journal_checkpoints.c.shard == shard)
+            .order_by(journal_checkpoints.c.size)
+        )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    def checkpoint_at_least(self, shard: int, size: int) -> tuple[int, bytes] | None:
+        """Return the smallest checkpoint of a shard covering at least ``size`` entries."""
+        row = self._c.execute(
+            select(journal_checkpoints.c.size, journal_checkpoints.c.note)
+            .where(and_(journal_checkpoints.c.shard == shard, journal_checkpoints.c.size >= size))
+            .order_by(journal_checkpoints.c.size)
+            .limit(1)
+        ).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def add_journal_actor(self, patient_id: str, actor_hash: bytes) -> bool:
+        """Remember that an actor accessed a record; return True the first time."""
+        statement = (pg_insert if self._c.dialect.name == "postgresql" else sqlite_insert)(journal_actors)
+        result = self._c.execute(
+            statement.values(patient_id=patient_id, actor_hash=actor_hash).on_conflict_do_nothing()
+        )
+        return bool(result.rowcount)
