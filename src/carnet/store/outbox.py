@@ -1,0 +1,235 @@
+"""The SQL side of notifications: the outbox and the sealed preferences (SQLite and PostgreSQL).
+
+Claiming is a compare-and-set on ``(status, attempts)``: every claim bumps ``attempts``, so a
+worker that read a row before another claimed it updates nothing and moves on. This needs no
+``SELECT … FOR UPDATE SKIP LOCKED`` and behaves the same on SQLite (one writer at a time) and
+on PostgreSQL (the second UPDATE waits for the first, then finds the row changed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from carnet.domain.errors import Conflict
+from carnet.services.notifications import (
+    MAX_ATTEMPTS,
+    NoticeEvent,
+    OutboxMessage,
+    OutboxStatus,
+    backoff,
+)
+from carnet.store.tables import notification_preferences, outbox
+
+_COLUMNS = (
+    outbox.c.patient_id,
+    outbox.c.message_id,
+    outbox.c.created_at,
+    outbox.c.event,
+    outbox.c.sealed,
+    outbox.c.status,
+    outbox.c.attempts,
+    outbox.c.next_attempt_at,
+    outbox.c.delivered_at,
+    outbox.c.last_error,
+)
+_DUE = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
+#: Statuses from which a message may still become delivered (a late acceptance still counts).
+_UNDELIVERED = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value, OutboxStatus.FAILED.value)
+_ERROR_SIZE = 200
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _message(row: Sequence[Any]) -> OutboxMessage:
+    return OutboxMessage(
+        patient_id=row[0],
+        message_id=row[1],
+        created_at=_utc(row[2]),
+        event=NoticeEvent(row[3]),
+        sealed=row[4],
+        status=OutboxStatus(row[5]),
+        attempts=int(row[6]),
+        next_attempt_at=_utc(row[7]),
+        delivered_at=_utc(row[8]) if row[8] is not None else None,
+        last_error=row[9],
+    )
+
+
+class OutboxSessionMixin:
+    """The outbox and preference methods of ``SQLStoreSession`` (``NotificationStore``)."""
+
+    @property
+    def _c(self) -> Connection:
+        raise NotImplementedError  # SQLStoreSession provides its connection
+
+    def add_outbox(self, message: OutboxMessage) -> None:
+        """Insert one outbox message."""
+        self._c.execute(
+            insert(outbox).values(
+                patient_id=message.patient_id,
+                message_id=message.message_id,
+                created_at=_utc(message.created_at),
+                event=message.event.value,
+                sealed=message.sealed,
+                status=message.status.value,
+                attempts=message.attempts,
+                next_attempt_at=_utc(message.next_attempt_at),
+                delivered_at=_utc(message.delivered_at) if message.delivered_at else None,
+                last_error=message.last_error,
+            )
+        )
+
+    def claim_outbox(self, now: datetime, *, lease: timedelta, limit: int) -> list[OutboxMessage]:
+        """Claim up to ``limit`` due messages, each ``sending`` until ``now + lease``; count an attempt.
+
+        A message whose claims kept expiring (a worker crashing on it) is given up as ``failed``
+        once it reached ``MAX_ATTEMPTS``.
+        """
+        now = _utc(now)
+        rows = self._c.execute(
+            select(*_COLUMNS)
+            .where(outbox.c.status.in_(_DUE), outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.next_attempt_at, outbox.c.patient_id, outbox.c.message_id)
+            .limit(limit)
+        ).all()
+        claimed: list[OutboxMessage] = []
+        for row in rows:
+            message = _message(row)
+            same = (
+                outbox.c.patient_id == message.patient_id,
+                outbox.c.message_id == message.message_id,
+                outbox.c.status == message.status.value,
+                outbox.c.attempts == message.attempts,
+            )
+            if message.attempts >= MAX_ATTEMPTS:
+                self._c.execute(
+                    update(outbox)
+                    .where(*same)
+                    .values(
+                        status=OutboxStatus.FAILED.value,
+                        last_error="Delivery was interrupted too many times; the message was given up.",
+                    )
+                )
+                continue
+            until = now + lease
+            result = self._c.execute(
+                update(outbox)
+                .where(*same)
+                .values(
+                    status=OutboxStatus.SENDING.value, attempts=message.attempts + 1, next_attempt_at=until
+                )
+            )
+            if result.rowcount == 1:
+                claimed.append(
+                    OutboxMessage(
+                        patient_id=message.patient_id,
+                        message_id=message.message_id,
+                        created_at=message.created_at,
+                        event=message.event,
+                        sealed=message.sealed,
+                        status=OutboxStatus.SENDING,
+                        attempts=message.attempts + 1,
+                        next_attempt_at=until,
+                        last_error=message.last_error,
+                    )
+                )
+        return claimed
+
+    def mark_delivered(self, patient_id: str, message_id: str, now: datetime) -> None:
+        """Record that the mail server accepted a message."""
+        self._c.execute(
+            update(outbox)
+            .where(
+                outbox.c.patient_id == patient_id,
+                outbox.c.message_id == message_id,
+                outbox.c.status.in_(_UNDELIVERED),
+            )
+            .values(status=OutboxStatus.DELIVERED.value, delivered_at=_utc(now), last_error=None)
+        )
+
+    def retry_outbox(
+        self, patient_id: str, message_id: str, now: datetime, error: str, *, permanent: bool = False
+    ) -> OutboxStatus:
+        """Schedule the next attempt after ``backoff(attempts)``; ``failed`` if permanent or out of attempts.
+
+        A message no longer ``sending`` (another worker finished it) is left as it is.
+        """
+        where = (outbox.c.patient_id == patient_id, outbox.c.message_id == message_id)
+        row = self._c.execute(select(outbox.c.status, outbox.c.attempts).where(*where)).first()
+        if row is None:
+            return OutboxStatus.DROPPED
+        status, attempts = OutboxStatus(row[0]), int(row[1])
+        if status is not OutboxStatus.SENDING:
+            return status
+        given_up = permanent or attempts >= MAX_ATTEMPTS
+        new_status = OutboxStatus.FAILED if given_up else OutboxStatus.PENDING
+        self._c.execute(
+            update(outbox)
+            .where(*where, outbox.c.status == OutboxStatus.SENDING.value, outbox.c.attempts == attempts)
+            .values(
+                status=new_status.value,
+                next_attempt_at=_utc(now) + backoff(attempts),
+                last_error=error[:_ERROR_SIZE],
+            )
+        )
+        return new_status
+
+    def drop_outbox(self, patient_id: str, message_id: str, reason: str) -> None:
+        """Mark a message ``dropped``: it is kept but never sent."""
+        self._c.execute(
+            update(outbox)
+            .where(
+                outbox.c.patient_id == patient_id,
+                outbox.c.message_id == message_id,
+                outbox.c.status != OutboxStatus.DELIVERED.value,
+            )
+            .values(status=OutboxStatus.DROPPED.value, last_error=reason[:_ERROR_SIZE])
+        )
+
+    def outbox_messages(self, patient_id: str) -> list[OutboxMessage]:
+        """Return a record's outbox messages, oldest first."""
+        rows = self._c.execute(
+            select(*_COLUMNS)
+            .where(outbox.c.patient_id == patient_id)
+            .order_by(outbox.c.created_at, outbox.c.message_id)
+        ).all()
+        return [_message(r) for r in rows]
+
+    def count_outbox(self) -> dict[OutboxStatus, int]:
+        """Count the outbox messages of every status (zero included)."""
+        counts = dict.fromkeys(OutboxStatus, 0)
+        rows = self._c.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all()
+        for status, count in rows:
+            counts[OutboxStatus(status)] = int(count)
+        return counts
+
+    def get_preferences(self, patient_id: str) -> bytes | None:
+        """Return a record's sealed preferences."""
+        row = self._c.execute(
+            select(notification_preferences.c.sealed).where(
+                notification_preferences.c.patient_id == patient_id
+            )
+        ).first()
+        return None if row is None else bytes(row[0])
+
+    def put_preferences(self, patient_id: str, sealed: bytes, now: datetime) -> None:
+        """Store a record's sealed preferences, replacing earlier ones."""
+        values = {"sealed": sealed, "updated_at": _utc(now)}
+        result = self._c.execute(
+            update(notification_preferences)
+            .where(notification_preferences.c.patient_id == patient_id)
+            .values(**values)
+        )
+        if result.rowcount == 0:
+            try:
+                self._c.execute(insert(notification_preferences).values(patient_id=patient_id, **values))
+            except IntegrityError:
+                raise Conflict("The notification preferences were changed concurrently; retry.") from None
