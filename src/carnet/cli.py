@@ -21,9 +21,11 @@ app = typer.Typer(help="Carnet: a shared medical record the patient controls.", 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key management (administrators).", no_args_is_help=True)
 patient_app = typer.Typer(help="Whole-record operations (administrators).", no_args_is_help=True)
+audit_app = typer.Typer(help="The access journal: verify it, fetch its checkpoints.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(patient_app, name="patient")
+app.add_typer(audit_app, name="audit")
 
 console = Console(stderr=True)
 
@@ -71,6 +73,44 @@ def serve(
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None
     )
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Make one delivery pass, then exit")] = False,
+) -> None:
+    """Deliver the notification outbox by e-mail (SMTP) until Ctrl-C; `--once` for a single pass."""
+    import signal
+    import threading
+
+    from carnet.api.app import build_services, new_id, utc_now
+    from carnet.notify.worker import DeliveryWorker
+    from carnet.services.notifications import Notifier
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    services = build_services(settings)
+    notifier = Notifier(vault=services.records.vault, clock=utc_now, new_id=new_id)
+    delivery = DeliveryWorker(store=services.store, notifier=notifier, settings=settings)
+    if once:
+        if not settings.smtp_host:
+            console.print("CARNET_SMTP_HOST is not set: notices wait in the outbox.")
+        delivered = delivery.run_once()
+        with services.store.session() as session:
+            counts = session.count_outbox()
+        summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
+        console.print(f"Delivered {delivered} notice(s); outbox: {summary or 'empty'}.")
+        return
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()  # the current pass finishes; nothing is cut off mid-send
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    console.print(f"Delivering notices every {settings.worker_seconds} s; Ctrl-C stops.")
+    delivery.run(stop)
+    console.print("Stopped.")
 
 
 @app.command()
@@ -255,6 +295,96 @@ def patient_shred(
     except CarnetError as exc:
         raise _fail(exc) from None
     console.print(f"Patient/{patient_id}: key destroyed; the record can no longer be opened.")
+
+
+def _verifier_key(key: str | None, settings: Settings) -> str:
+    from carnet.audit.signer import VERIFIER_FILE
+
+    if key is None:
+        path = settings.key_dir / VERIFIER_FILE
+        if not path.exists():
+            console.print(f"[red]No verifier key:[/red] give --key, or keep {path} readable.")
+            raise typer.Exit(2)
+        return path.read_text(encoding="ascii").strip()
+    candidate = Path(key)
+    return candidate.read_text(encoding="ascii").strip() if candidate.is_file() else key.strip()
+
+
+@audit_app.command("verify")
+def audit_verify(
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(help="A signed checkpoint kept apart (one per shard); default: the latest stored"),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="The checkpoints' verifier key, or a file holding it")
+    ] = None,
+    database: Annotated[str | None, typer.Option(help="Database URL; default: the configured one")] = None,
+) -> None:
+    """Recompute the whole journal offline and check it against signed checkpoints.
+
+    Exit 0: every entry verified. Exit 1: an entry is missing, altered, out of place or forged
+    (the first bad index is named). Exit 2: a checkpoint does not verify.
+    """
+    from carnet.audit.checkpoint import open_note
+    from carnet.audit.verify import verify_journal
+    from carnet.domain.errors import AuditChainError
+    from carnet.store.engine import make_engine
+    from carnet.store.repository import SQLStore
+
+    settings = _settings()
+    verifier = _verifier_key(key, settings)
+    base = settings.journal_origin
+    given: dict[int, bytes] = {}
+    for path in checkpoint or []:
+        note = path.read_bytes()
+        try:
+            origin = open_note(note, verifier).split("\n", 1)[0]
+        except AuditChainError as exc:
+            console.print(f"[red]{path}:[/red] {exc.message}")
+            raise typer.Exit(2) from None
+        suffix = origin.removeprefix(base).removeprefix("/")
+        given[int(suffix) if suffix.isdigit() else 0] = note
+    engine = make_engine(database or settings.effective_database_url)
+    store = SQLStore(engine)
+    with (
+        Progress(TextColumn("{task.description}"), MofNCompleteColumn(), console=console) as bar,
+        store.session() as session,
+    ):
+        task = bar.add_task("entries", total=None)
+        try:
+            reports = verify_journal(
+                session, verifier, base, checkpoints=given, progress=lambda n: bar.advance(task, n)
+            )
+        except AuditChainError as exc:
+            console.print(f"[red]Checkpoint error:[/red] {exc.message}")
+            raise typer.Exit(2) from None
+    engine.dispose()
+    failed = False
+    for report in reports:
+        verdict = report.verdict
+        if verdict.ok:
+            extra = f"; {verdict.unverified} newer entries await a checkpoint" if verdict.unverified else ""
+            typer.echo(
+                f"shard {report.shard}: {verdict.checked} entries verified (checkpoint size {report.checkpoint.size}){extra}"
+            )
+        else:
+            failed = True
+            where = "" if verdict.exact else " (at or after)"
+            typer.echo(f"shard {report.shard}: FIRST BAD ENTRY {verdict.first_bad}{where}: {verdict.problem}")
+    raise typer.Exit(1 if failed else 0)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(shard: Annotated[int, typer.Option(help="Journal shard")] = 0) -> None:
+    """Sign a checkpoint now if the journal grew, and print the latest one (keep it apart)."""
+    from carnet.api.app import build_services
+
+    services = build_services(_settings())
+    try:
+        typer.echo(services.journal.checkpoint(shard).decode(), nl=False)
+    except CarnetError as exc:
+        raise _fail(exc) from None
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from carnet.api.auth import TokenVerifier
 from carnet.api.documents import router as documents_router
 from carnet.api.fhir import fhir_response, router
+from carnet.api.journal import public as journal_public
+from carnet.api.journal import router as journal_router
 from carnet.api.notifications import router as notifications_router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.audit.signer import FileCheckpointSigner
@@ -31,6 +33,7 @@ from carnet.services.vault import Vault
 from carnet.settings import Settings
 from carnet.store.engine import make_engine, upgrade
 from carnet.store.repository import SQLStore
+from carnet.web import mount_web
 
 log = logging.getLogger("carnet.api")
 
@@ -120,6 +123,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.verifier = TokenVerifier(settings)
     app.include_router(documents_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(notifications_router, prefix="/fhir")  # likewise
+    app.include_router(journal_router, prefix="/fhir")  # likewise
+    app.include_router(journal_public, prefix="/journal")
     app.include_router(router, prefix="/fhir")
 
     @app.exception_handler(CarnetError)
@@ -176,6 +181,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             1000 * (time.perf_counter() - started),
         )
         return response
+
+    mount_web(app, services, settings)  # the portals; their "/" answers API clients as below
 
     @app.get("/", include_in_schema=False)
     async def _root() -> Response:

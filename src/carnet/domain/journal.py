@@ -40,6 +40,7 @@ LEAF_FORMAT = 1
 SALT_SIZE = 16
 _COMMITMENT_PREFIX = b"carnet-journal-commitment\x00"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HEADER = struct.Struct(">BIQqB")  # format, shard, seq, µs, len(patient id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,10 +180,44 @@ def leaf_input(row: StoredEntry) -> bytes:
     if len(patient) > 255:
         raise AuditChainError("A journal entry's patient id is longer than 255 bytes.")
     try:
-        header = struct.pack(">BIQqB", LEAF_FORMAT, row.shard, row.seq, micros(row.recorded_at), len(patient))
+        header = _HEADER.pack(LEAF_FORMAT, row.shard, row.seq, micros(row.recorded_at), len(patient))
     except struct.error as exc:
         raise AuditChainError("A journal entry's shard, index or time is out of range.") from exc
     return header + patient + row.commitment + hashlib.sha256(row.sealed).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leaf:
+    """The fields of a leaf input (see :func:`leaf_input`)."""
+
+    shard: int
+    seq: int
+    recorded_micros: int
+    patient_id: str
+    commitment: bytes
+    sealed_digest: bytes
+
+
+def parse_leaf_input(data: bytes) -> Leaf:
+    """Split a leaf input into its fields.
+
+    Raises:
+        AuditChainError: the bytes are not a Carnet journal leaf.
+    """
+    if len(data) < _HEADER.size:
+        raise AuditChainError("A journal leaf is too short.")
+    version, shard, seq, moment, length = _HEADER.unpack_from(data)
+    if version != LEAF_FORMAT or len(data) != _HEADER.size + length + 64:
+        raise AuditChainError("A journal leaf has an unknown format or a wrong length.")
+    start = _HEADER.size + length
+    return Leaf(
+        shard=shard,
+        seq=seq,
+        recorded_micros=moment,
+        patient_id=data[_HEADER.size : start].decode("utf-8", "replace"),
+        commitment=data[start : start + 32],
+        sealed_digest=data[start + 32 :],
+    )
 
 
 def entry_leaf_hash(row: StoredEntry) -> bytes:

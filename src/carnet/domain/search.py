@@ -154,6 +154,7 @@ PARAMETERS: Mapping[str, Mapping[str, tuple[ParamKind, tuple[str, ...]]]] = {
         "effective": (ParamKind.DATE, ("effective[x]",)),
         "status": (ParamKind.TOKEN, ("status",)),
     },
+    "AuditEvent": {"date": (ParamKind.DATE, ("recorded",))},
     "Observation": {
         "category": (ParamKind.TOKEN, ("category",)),
         "code": (ParamKind.TOKEN, ("code",)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -149,6 +150,14 @@ class Journal:
                 if self._issue(session, shard):
                     issued += 1
         return issued
+
+    def run(self, stop: threading.Event, seconds: float) -> None:
+        """Issue checkpoints every ``seconds`` until ``stop`` is set (the server's background loop)."""
+        while not stop.wait(seconds):
+            try:
+                self.issue_checkpoints()
+            except Exception:  # a failed pass is retried at the next tick; the loop must live
+                log.exception("checkpoint pass failed")
 
     def _issue(self, session: StoreSession, shard: int) -> bool:
         head = session.journal_head(shard)

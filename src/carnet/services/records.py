@@ -7,6 +7,7 @@ A refusal on something the caller may not know exists is reported as ``NotFound`
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from carnet.domain import fhirjson
+from carnet.domain.audit_event import audit_event
 from carnet.domain.consent import declares_for, grants_from_consents
 from carnet.domain.documents import (
     FLAG_SYSTEM,
@@ -44,7 +46,9 @@ from carnet.domain.errors import (
     NotFound,
     PreconditionFailed,
     RecordShredded,
+    UnsupportedSearch,
 )
+from carnet.domain.journal import Entry, StoredEntry
 from carnet.domain.policy import (
     NO_GRANTS,
     NO_RECORD,
@@ -68,6 +72,7 @@ from carnet.domain.resources import (
     replace_strings,
 )
 from carnet.domain.search import (
+    DateClause,
     SearchQuery,
     SortKey,
     clause_keys,
@@ -78,8 +83,7 @@ from carnet.domain.search import (
     token_keys,
 )
 from carnet.domain.validation import validate
-from carnet.domain.journal import Entry
-from carnet.services.journal import Journal
+from carnet.services.journal import Journal, parse_event_id
 from carnet.services.ports import Store, StoredVersion, StoreSession
 from carnet.services.vault import DIRECTORY, Vault
 
@@ -342,7 +346,9 @@ class Records:
         )
 
     @contextmanager
-    def _session(self, interaction: str, resource_type: str, *, write: bool = False) -> Iterator[StoreSession]:
+    def _session(
+        self, interaction: str, resource_type: str, *, write: bool = False
+    ) -> Iterator[StoreSession]:
         """Open the store transaction of one call, and journal what it did with each record.
 
         A writing call journals in its own transaction, so the entry commits with the change or
@@ -622,6 +628,8 @@ class Records:
         Raises:
             NotFound: unknown, or not for this caller. Gone: deleted, or the record was erased.
         """
+        if resource_type == "AuditEvent":
+            return self._journal_read(resource_id)
         with self._session("read", resource_type) as session:
             return self._read(session, resource_type, resource_id)
 
@@ -1255,8 +1263,104 @@ class Records:
         _check_type(resource_type)
         self._refuse_forbidden_kind(Action.SEARCH, resource_type)
         query = parse_search(resource_type, params, lenient=lenient)
+        if resource_type == "AuditEvent":
+            return self._journal_search(query)
         with self._session("search-type", resource_type) as session:
             return self._search(session, query)
+
+    # -- the access journal, as the patient reads it -------------------------------------------
+
+    def _journal_stored(self, session: StoreSession, row: StoredEntry) -> Stored | None:
+        """Open one journal entry as an AuditEvent (None: the record was erased)."""
+        try:
+            key = self._key(session, row.patient_id)
+        except RecordShredded:
+            return None
+        opened = self._svc.journal.open(key, row)
+        event = audit_event(opened.event_id, opened.entry, clinical=self.actor.kind is not ActorKind.DPO)
+        stored = Stored(
+            resource_type="AuditEvent",
+            resource_id=opened.event_id,
+            version_id=1,
+            last_updated=row.recorded_at,
+            raw=fhirjson.dumps(event),
+        )
+        self._disclose(row.patient_id, stored)
+        return stored
+
+    def _journal_search(self, query: SearchQuery) -> SearchResult:
+        """Search the access journal: one record's (patient, representative, DPO) or all (DPO)."""
+        if query.tokens or query.ids:
+            raise UnsupportedSearch("AuditEvent is searched by patient and date only.")
+        since, until = _date_bounds(query.dates)
+        with self._session("journal", "AuditEvent") as session:
+            if query.patient_id is not None:
+                self._check(Action.JOURNAL, self._target(query.patient_id, "AuditEvent"), hide=False)
+            elif self.actor.kind is not ActorKind.DPO:
+                raise InvalidRequest(
+                    "The access journal is read one record at a time: add patient=Patient/<id>."
+                )
+            rows = session.journal_of(query.patient_id, since=since, until=until, limit=_JOURNAL_LIMIT)
+            found: list[Stored] = []
+            for row in rows:
+                if (
+                    query.patient_id is None
+                    and not self._decide(Action.JOURNAL, self._target(row.patient_id, "AuditEvent")).allowed
+                ):
+                    continue
+                stored = self._journal_stored(session, row)
+                if stored is None or (query.dates and not matches_dates(stored.resource or {}, query.dates)):
+                    continue
+                found.append(stored)
+        ascending = bool(query.sort) and not query.sort[0].descending
+        found.sort(key=lambda s: (s.last_updated, s.resource_id), reverse=not ascending)
+        page = [] if query.summary_count else found[query.offset : query.offset + query.count]
+        return SearchResult(entries=page, total=len(found), query=query)
+
+    def _journal_read(self, event_id: str) -> Stored:
+        shard, seq = parse_event_id(event_id)
+        with self._session("journal", "AuditEvent") as session:
+            row = session.journal_entry(shard, seq)
+            if row is None:
+                raise NotFound(f"AuditEvent/{event_id} is not known.")
+            self._check(Action.JOURNAL, self._target(row.patient_id, "AuditEvent"), hide=True)
+            stored = self._journal_stored(session, row)
+            if stored is None:
+                raise Gone(f"AuditEvent/{event_id} belongs to an erased record.")
+            return stored
+
+    def audit_proof(self, event_id: str) -> dict[str, Any]:
+        """Return a journal entry's inclusion proof under a signed checkpoint, as FHIR Parameters.
+
+        The patient (or a representative) also gets the entry's salt and content, so that anyone
+        they show them to can check the commitment in the leaf; the DPO gets the proof only.
+
+        Raises:
+            NotFound: unknown entry, or not this caller's to see.
+        """
+        shard, seq = parse_event_id(event_id)
+        with self._session("journal", "AuditEvent", write=True) as session:
+            row = session.journal_entry(shard, seq)
+            if row is None:
+                raise NotFound(f"AuditEvent/{event_id} is not known.")
+            self._check(Action.JOURNAL, self._target(row.patient_id, "AuditEvent"), hide=True)
+            proof = self._svc.journal.prove(session, row)
+            parameters: list[dict[str, Any]] = [
+                {"name": "origin", "valueString": self._svc.journal.origin(shard)},
+                {"name": "leafIndex", "valueInteger": proof.index},
+                {"name": "treeSize", "valueInteger": proof.size},
+                {"name": "leafInput", "valueBase64Binary": _b64(proof.leaf_input)},
+                *({"name": "path", "valueBase64Binary": _b64(h)} for h in proof.proof),
+                {"name": "checkpoint", "valueString": proof.checkpoint.decode()},
+                {"name": "verifierKey", "valueString": self._svc.journal.signer.verifier_key},
+            ]
+            if self.actor.kind is not ActorKind.DPO:
+                opened = self._svc.journal.open(self._key(session, row.patient_id), row)
+                parameters += [
+                    {"name": "salt", "valueBase64Binary": _b64(opened.salt)},
+                    {"name": "content", "valueBase64Binary": _b64(opened.entry.content())},
+                ]
+        return {"resourceType": "Parameters", "parameters": parameters}
 
     def _search(self, session: StoreSession, query: SearchQuery) -> SearchResult:
         resource_type = query.resource_type
@@ -1444,6 +1548,25 @@ class Records:
 
 
 _REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
+
+
+_JOURNAL_LIMIT = 10_000
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _date_bounds(clauses: Sequence[DateClause]) -> tuple[datetime | None, datetime | None]:
+    """Return loose ``(since, until)`` bounds for a SQL prefilter; the clauses are checked exactly after."""
+    since: datetime | None = None
+    until: datetime | None = None
+    for clause in clauses:
+        if clause.prefix in ("ge", "gt", "sa", "eq") and (since is None or clause.value.low > since):
+            since = clause.value.low
+        if clause.prefix in ("le", "lt", "eb", "eq") and (until is None or clause.value.high < until):
+            until = clause.value.high
+    return since, until
 
 
 def _sort_key(stored: Stored, param: str) -> tuple[int, str]:
