@@ -3,6 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
+AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
 .PHONY: install demo serve test test-long check bench clean
 
@@ -14,16 +15,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# axe-core, injected into pages by the browser tests (pinned in tests/browser/package-lock.json).
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund
+	touch $(AXE)
+
 ## Seed synthetic patients into var/demo and serve the FHIR API on http://127.0.0.1:8000
 demo: $(STAMP)
 	$(VENV)/bin/carnet demo
 
 ## The test suite (SQLite always; PostgreSQL too when CARNET_TEST_PG_URL is set)
-test: $(STAMP)
+## (the browser tests drive Debian's chromium: `apt-get install chromium`, see .ci/run)
+test: $(STAMP) $(AXE)
 	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile
 
 ## Long soaks: many generated cases, kill loops
-test-long: $(STAMP)
+test-long: $(STAMP) $(AXE)
 	$(VENV)/bin/pytest -m slow
 
 ## Lint, format, types, architecture contracts

@@ -1,0 +1,203 @@
+"""Signing in and out, the language switch, and ``/``.
+
+==========================  =====================================================================
+``GET /``                   HTML: to the signed-in portal, else ``/login``; other clients: the
+                            service's JSON description (as before the portals)
+``GET /login``              the demo sign-in page (development mode), or a page saying sign-in is
+                            not configured (production mode)
+``POST /login``             form: ``kind=patient`` with ``identifier`` (``system|value``, the
+                            INS), or ``kind=professional`` with ``practitioner`` (a directory id)
+                            or ``idnps`` + ``profession`` + ``specialty`` + ``name`` (+ ``samu``)
+``POST /logout``            end the session
+``GET /language/{code}``    choose ``fr`` or ``en`` (cookie), then back to ``?next=`` (a local path)
+==========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+from itsdangerous import BadSignature, URLSafeSerializer
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.web.csrf import checked_form
+from carnet.web.i18n import LANGUAGE_COOKIE, LANGUAGES
+from carnet.web.identities import (
+    DIRECTORY_READER,
+    demo_patients,
+    demo_professionals,
+    idnps_of,
+    practitioner_display,
+)
+from carnet.web.pages import portal, render
+from carnet.web.session import current_principal, login, logout
+
+router = APIRouter(include_in_schema=False)
+
+#: A long-lived cookie remembering, per record (by hash), when its holder last signed in here.
+VISITS_COOKIE = "carnet_visits"
+VISITS_SECONDS = 400 * 24 * 3600
+
+
+def home_of(principal: Principal | None) -> str:
+    """Return the start page of a signed-in principal (``/login`` for nobody)."""
+    if principal is None:
+        return "/login"
+    if principal.kind is ActorKind.PROFESSIONAL:
+        return "/pro/"
+    return "/patient/"
+
+
+@router.get("/")
+async def root(request: Request) -> Response:
+    """Send people to their portal; answer API clients with the service description."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return Response(
+            content=b'{"service":"carnet","fhir":"/fhir/metadata"}', media_type="application/json"
+        )
+    return RedirectResponse(home_of(current_principal(request)), status_code=303)
+
+
+def _login_page(request: Request, *, error: str | None = None, status: int = 200) -> Response:
+    state = portal(request)
+    enabled = state.settings.development_issuer_enabled
+    patients = demo_patients(state.services.records) if enabled else []
+    professionals = demo_professionals(state.services.records) if enabled else []
+    return render(
+        request,
+        "login.html",
+        {"enabled": enabled, "patients": patients, "professionals": professionals, "error": error},
+        status=status,
+    )
+
+
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    """Show the sign-in page."""
+    return _login_page(request)
+
+
+def _text(form: Any, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _visit_hash(patient_id: str) -> str:
+    return hashlib.sha256(f"carnet-visit:{patient_id}".encode()).hexdigest()[:20]
+
+
+def _visits(request: Request) -> dict[str, str]:
+    raw = request.cookies.get(VISITS_COOKIE)
+    if not raw:
+        return {}
+    try:
+        data = URLSafeSerializer(portal(request).session_secret, salt="visits").loads(raw)
+    except BadSignature:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+@router.post("/login")
+async def login_submit(request: Request) -> Response:
+    """Sign in with an embedded demo identity (development mode only)."""
+    form = await checked_form(request)
+    state = portal(request)
+    if not state.settings.development_issuer_enabled:
+        return _login_page(request, status=403)
+    service = state.services.records
+    kind = _text(form, "kind")
+    now = datetime.now(UTC)
+    if kind == "patient":
+        system, bar, value = _text(form, "identifier").partition("|")
+        if not (bar and system and value):
+            return _login_page(request, error="Give the identifier as system|value.", status=422)
+        identifier = Identifier(system=system, value=value)
+        resolved = service.resolve(
+            Principal(kind=ActorKind.PATIENT, subject=f"web:{value}", identifier=identifier)
+        )
+        if resolved.patient_id is None:
+            return _login_page(request, error="No record has this identifier.", status=422)
+        names = {p.patient_id: p.display for p in demo_patients(service)}
+        claims: dict[str, Any] = {
+            "kind": "patient",
+            "sub": f"patient:{resolved.patient_id}",
+            "patient": resolved.patient_id,
+            "identifier": identifier.token(),
+        }
+        if resolved.patient_id in names:
+            claims["name"] = names[resolved.patient_id]
+        visits = _visits(request)
+        previous = visits.get(_visit_hash(resolved.patient_id))
+        login(request, claims, now=now)
+        if previous:
+            request.session["previous_visit"] = previous
+        visits[_visit_hash(resolved.patient_id)] = now.isoformat()
+        response = RedirectResponse("/patient/", status_code=303)
+        response.set_cookie(
+            VISITS_COOKIE,
+            URLSafeSerializer(state.session_secret, salt="visits").dumps(dict(list(visits.items())[-20:])),
+            max_age=VISITS_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=not state.settings.development_issuer_enabled,
+        )
+        return response
+    if kind == "professional":
+        practitioner_id = _text(form, "practitioner")
+        if practitioner_id:
+            chosen = next(
+                (p for p in demo_professionals(service) if p.practitioner_id == practitioner_id), None
+            )
+            if chosen is None:
+                return _login_page(request, error="Choose a professional from the list.", status=422)
+            idnps, name = chosen.idnps, chosen.display
+            profession, specialty = chosen.profession, chosen.specialty
+        else:
+            idnps, name = _text(form, "idnps"), _text(form, "name")
+            profession, specialty = _text(form, "profession") or None, _text(form, "specialty") or None
+            if not idnps.isdigit() or not profession:
+                return _login_page(
+                    request,
+                    error="Give the national identifier (digits) and the profession code.",
+                    status=422,
+                )
+            if not name:
+                found = service.records(DIRECTORY_READER).search(
+                    "Practitioner", [("identifier", f"urn:oid:1.2.250.1.71.4.2.1|{idnps}")]
+                )
+                name = next(
+                    (practitioner_display(p) for p in found.resources if idnps_of(p) == idnps), f"PS {idnps}"
+                )
+        claims = {"kind": "professional", "sub": f"idnps:{idnps}", "idnps": idnps, "name": name}
+        if profession:
+            claims["profession"] = profession
+        if specialty:
+            claims["specialty"] = specialty
+        if _text(form, "samu") in ("on", "true", "1"):
+            claims["samu"] = True
+        login(request, claims, now=now)
+        return RedirectResponse("/pro/", status_code=303)
+    return _login_page(request, error="Choose whom to sign in as.", status=422)
+
+
+@router.post("/logout")
+async def logout_submit(request: Request) -> Response:
+    """Sign out."""
+    await checked_form(request)
+    logout(request)
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/language/{code}")
+async def language(code: str, request: Request, next: str = "/") -> Response:
+    """Choose the portals' language and go back to the page it was chosen on."""
+    target = next if next.startswith("/") and not next.startswith("//") and "\\" not in next else "/"
+    response = RedirectResponse(target, status_code=303)
+    if code in LANGUAGES:
+        response.set_cookie(LANGUAGE_COOKIE, code, max_age=400 * 24 * 3600, httponly=True, samesite="lax")
+    return response

@@ -1,0 +1,116 @@
+"""Rendering pages: the Jinja2 environment, the portal's shared state, and :func:`render`.
+
+Templates live in ``carnet/web/templates`` (autoescaped, ``StrictUndefined``). Every page
+extends ``base.html`` and receives, besides its own context:
+
+=================  ===========================================================================
+``_``              ``_("English text", name=value)`` → the text in the page's language
+``lang``           ``"fr"`` or ``"en"``
+``csrf_field()``   the hidden ``<input>`` every ``<form method="post">`` must contain
+``csrf_token``     the token itself
+``principal``      the signed-in :class:`~carnet.domain.principal.Principal`, or None
+``path``           the request path (the language switch returns there)
+``languages``      ``{"fr": "Français", "en": "English"}``
+``date``           filter: ``{{ value | date }}``, ``{{ value | date(time=True) }}``
+``flash``          a message id set by :func:`flash` before a redirect, shown once (or None)
+=================  ===========================================================================
+
+Blocks of ``base.html``: ``title``, ``nav`` (the portal's menu), ``banner`` (the professional
+portal's break-glass banner, shown above the main content), ``content``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from carnet.settings import Settings
+from carnet.web.csrf import FIELD, csrf_token
+from carnet.web.i18n import LANGUAGE_NAMES, format_date, language_of, translate
+from carnet.web.session import current_principal
+
+if TYPE_CHECKING:
+    from carnet.api.app import Services
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Portal:
+    """What the portal routes share: the wired services, the settings and the templates."""
+
+    services: Services
+    settings: Settings
+    templates: jinja2.Environment
+    session_secret: str
+
+
+def make_templates() -> jinja2.Environment:
+    """Build the Jinja2 environment of the portals (autoescaped, strict about undefined names)."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("carnet.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["date"] = _date_filter
+    return environment
+
+
+@jinja2.pass_context
+def _date_filter(context: jinja2.runtime.Context, value: str | None, time: bool = False) -> str:
+    return format_date(value, str(context.get("lang", "fr")), with_time=time)
+
+
+def portal(request: Request) -> Portal:
+    """Return the portal state mounted on the application."""
+    state: Portal = request.app.state.portal
+    return state
+
+
+def flash(request: Request, message: str) -> None:
+    """Keep a message (a catalog id) to show once on the next page, after a redirect."""
+    request.session["flash"] = message
+
+
+def page_context(request: Request) -> dict[str, Any]:
+    """Return the names every template receives (see the module docstring)."""
+    language = language_of(request)
+    token = csrf_token(request)
+
+    def _(message: str, /, **values: Any) -> str:
+        return translate(language, message, **values)
+
+    def csrf_field() -> Markup:
+        return Markup('<input type="hidden" name="{}" value="{}">').format(FIELD, token)
+
+    return {
+        "_": _,
+        "lang": language,
+        "csrf_field": csrf_field,
+        "csrf_token": token,
+        "principal": current_principal(request),
+        "path": request.url.path,
+        "languages": LANGUAGE_NAMES,
+        "flash": request.session.pop("flash", None),
+    }
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """Render a template of the portals into an HTML response."""
+    values = page_context(request)
+    values.update(context or {})
+    html = portal(request).templates.get_template(template).render(values)
+    return HTMLResponse(html, status_code=status, headers=dict(headers or {}))

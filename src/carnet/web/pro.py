@@ -1,0 +1,907 @@
+"""The professional portal (``/pro/…``): find a patient by INS, open the record, share documents.
+
+Every read and write goes through the same ``Records`` service as the FHIR API, for the signed-in
+professional, in the access mode of that record (rule 1 of DESIGN §3):
+
+- ``normal`` — the patient authorised the professional (or the professional declared, in the
+  patient's presence, the patient's consent: ``professional-declares-consent``);
+- ``treating`` — the professional is one of the patient's treating physicians;
+- ``break_glass`` — an emergency access with a justification, kept in the session
+  (``carnet.web.session``); a banner stays on every page of the portal while it lasts.
+
+The mode of a record is found once per session (the first of ``normal``, ``treating`` that the
+policy allows) and kept in the session key ``pro_modes`` (``{patient_id: mode}``); it is looked up
+again when the policy no longer allows it (an authorisation withdrawn, say).
+
+Finding a record: ``Patient?identifier=`` by INS, through the policy, in each mode. When none of
+the professional's modes finds it, the portal asks whether a record exists for that INS (the
+DMP's "test d'existence", which any professional may make) so as to offer the two ways in:
+declaring the patient's consent, or breaking the glass. Nothing of the record is read then.
+
+==================================================  ===========================================
+``GET  /pro/``                                      find a patient by INS
+``GET  /pro/search?ins=``                           open the record, or offer the ways in
+``POST /pro/access/consent``                        declare the patient's consent (authorisation
+                                                    or treating physician)
+``POST /pro/access/break-glass``                    break the glass (justification required)
+``GET  /pro/patients/{pid}``                        the record's summary (measures chart in SVG)
+``GET  /pro/patients/{pid}/summary.pdf``            the printable summary
+``GET  /pro/patients/{pid}/documents``              the documents the policy shows, by class
+``GET  /pro/patients/{pid}/documents/{id}``         the document viewer (CDA rendered, PDF framed)
+``GET  /pro/patients/{pid}/documents/{id}/content`` the document's bytes (PDF inline, else a file)
+``GET|POST /pro/patients/{pid}/documents/new``      submit a document (PDF or CDA) with metadata;
+                                                    ``?replaces=<id>`` replaces one of one's own
+``POST /pro/patients/{pid}/documents/{id}/archive`` archive, ``…/unarchive``, ``…/delete``
+``POST /pro/patients/{pid}/treating``               become treating physician (patient agrees)
+``POST /pro/patients/{pid}/end-emergency``          end the break-glass access
+==================================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from carnet.domain.consent import ConsentKind, consent_for
+from carnet.domain.documents import binary_content
+from carnet.domain.errors import (
+    AccessDenied,
+    CarnetError,
+    Gone,
+    InvalidRequest,
+    InvalidResource,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+)
+from carnet.domain.policy import AccessMode
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.feeds.cda import parse_cda
+from carnet.feeds.cda_metadata import document_reference_from_cda
+from carnet.services.records import Records, instant
+from carnet.web.cda_render import EmbeddedBody, render_cda
+from carnet.web.csrf import checked_form
+from carnet.web.errors import PageError
+from carnet.web.headers import CONTENT_CSP
+from carnet.web.i18n import language_of, translate
+from carnet.web.measure_chart import measure_chart
+from carnet.web.pages import portal, render
+from carnet.web.record_summary import (
+    CLASS_SYSTEM,
+    INS_SYSTEMS,
+    VISIBILITY_SYSTEM,
+    DocumentLine,
+    RecordSummary,
+    document_line,
+    summarise,
+)
+from carnet.web.session import BreakGlass, break_glass, current_principal, end_break_glass, start_break_glass
+from carnet.web.summary_pdf import summary_pdf
+
+router = APIRouter(prefix="/pro", include_in_schema=False)
+
+T = TypeVar("T")
+
+MODES_KEY = "pro_modes"
+IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
+LOINC_SYSTEM = "http://loinc.org"
+CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+FORMAT_SYSTEM = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
+MAX_JUSTIFICATION = 500
+#: An INS (NIR or NIA): 15 characters, digits with 2A/2B for Corsica; spaces are allowed in input.
+_INS = re.compile(r"[0-9][0-9AB][0-9]{13}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+#: The DMP document classes (TRE_A03 classCode), French label, English label.
+CLASSES: tuple[tuple[str, str, str], ...] = (
+    ("10", "Compte rendu", "Report"),
+    ("11", "Synthèse", "Summary"),
+    ("31", "Imagerie médicale", "Medical imaging"),
+    ("42", "Prescription", "Prescription"),
+    ("43", "Dispensation", "Dispensation"),
+    ("44", "Plan de soins", "Care plan"),
+    ("45", "Traitement administré", "Administered treatment"),
+    ("52", "Certificat", "Certificate"),
+    ("90", "Document du patient", "Patient's document"),
+)
+#: Document types offered on the form (LOINC typeCode): code, French display, English label.
+TYPES: tuple[tuple[str, str, str], ...] = (
+    ("11488-4", "CR ou fiche de consultation ou de visite", "Consultation note"),
+    ("11490-0", "Lettre de liaison à la sortie d'un établissement de soins", "Discharge letter"),
+    ("11502-2", "CR d'examens biologiques", "Laboratory report"),
+    ("18748-4", "CR d'imagerie médicale", "Imaging report"),
+    ("57833-6", "Prescription de produits de santé", "Prescription"),
+    ("60591-5", "Synthèse", "Patient summary"),
+    ("11369-6", "Historique des vaccinations", "Immunisation history"),
+    ("34133-9", "Synthèse d'épisode de soins", "Care episode summary"),
+)
+#: Visibility flags a professional may set on a document (TRE_A07).
+FLAGS = ("MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX")
+
+
+# Sessions, principals, modes ------------------------------------------------------------------
+
+
+def _professional(request: Request) -> Principal:
+    """Return the signed-in professional.
+
+    Raises:
+        Unauthenticated: nobody is signed in (the portal sends them to ``/login``).
+        PageError: someone who is not a professional is signed in.
+    """
+    principal = current_principal(request)
+    if principal is None:
+        raise Unauthenticated("Sign in first.")
+    if principal.kind is not ActorKind.PROFESSIONAL or not principal.professional_id:
+        raise PageError(403, "This page is for health professionals.")
+    return principal
+
+
+def _language(request: Request) -> str:
+    return language_of(request)
+
+
+def _t(request: Request, message: str, /, **values: Any) -> str:
+    return translate(_language(request), message, **values)
+
+
+async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def _remembered(request: Request) -> dict[str, str]:
+    raw = request.session.get(MODES_KEY)
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
+def _remember(request: Request, patient_id: str, mode: AccessMode | None) -> None:
+    modes = _remembered(request)
+    if mode is None:
+        modes.pop(patient_id, None)
+    else:
+        modes[patient_id] = mode.value
+    # A professional rarely has more than a few records open; keep the cookie small.
+    request.session[MODES_KEY] = dict(list(modes.items())[-20:])
+
+
+def _records(
+    request: Request, principal: Principal, mode: AccessMode, emergency: BreakGlass | None
+) -> Records:
+    service = portal(request).services.records
+    if mode is AccessMode.BREAK_GLASS and emergency is not None:
+        return service.records(principal, mode=mode, justification=emergency.justification)
+    return service.records(principal, mode=mode)
+
+
+def _can_read(records: Records, patient_id: str) -> bool:
+    try:
+        records.read("Patient", patient_id)
+    except (NotFound, AccessDenied, Gone):
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Access:
+    """The signed-in professional's way into one record."""
+
+    principal: Principal
+    patient_id: str
+    mode: AccessMode
+    records: Records
+    emergency: BreakGlass | None
+
+
+async def _access(request: Request, patient_id: str) -> Access:
+    """Return the professional's access to a record, in the mode that lets them in.
+
+    Raises:
+        PageError: 404 when no mode lets them in (the same page as an unknown record).
+    """
+    principal = _professional(request)
+    if not _ID.fullmatch(patient_id):
+        raise PageError(404)
+    emergency = break_glass(request, patient_id)
+    if emergency is not None:
+        records = _records(request, principal, AccessMode.BREAK_GLASS, emergency)
+        return Access(
+            principal=principal,
+            patient_id=patient_id,
+            mode=AccessMode.BREAK_GLASS,
+            records=records,
+            emergency=emergency,
+        )
+    remembered = _remembered(request).get(patient_id)
+    candidates = [AccessMode.NORMAL, AccessMode.TREATING]
+    if remembered in (AccessMode.NORMAL.value, AccessMode.TREATING.value):
+        first = AccessMode(remembered)
+        candidates.remove(first)
+        candidates.insert(0, first)
+    for index, mode in enumerate(candidates):
+        records = _records(request, principal, mode, None)
+        # The remembered mode is trusted until a read fails; only then are the others tried.
+        if index == 0 and remembered == mode.value:
+            return Access(
+                principal=principal, patient_id=patient_id, mode=mode, records=records, emergency=None
+            )
+        if await _call(_can_read, records, patient_id):
+            _remember(request, patient_id, mode)
+            return Access(
+                principal=principal, patient_id=patient_id, mode=mode, records=records, emergency=None
+            )
+    _remember(request, patient_id, None)
+    raise PageError(404)
+
+
+async def _guarded(request: Request, access: Access, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a records call; on a refusal the remembered mode is forgotten, to be found again next time."""
+    try:
+        return await _call(fn, *args, **kwargs)
+    except (NotFound, AccessDenied):
+        if access.mode is not AccessMode.BREAK_GLASS:
+            _remember(request, access.patient_id, None)
+        raise
+
+
+def _emergencies(request: Request) -> list[tuple[str, BreakGlass]]:
+    raw = request.session.get("break_glass")
+    if not isinstance(raw, dict):
+        return []
+    found = [(str(pid), break_glass(request, str(pid))) for pid in raw]
+    return [(pid, state) for pid, state in found if state is not None]
+
+
+def _page(
+    request: Request, template: str, context: Mapping[str, Any] | None = None, *, status: int = 200
+) -> Response:
+    """Render a page of the portal with what every professional page shows (the banners)."""
+    values: dict[str, Any] = {
+        "emergencies": _emergencies(request),
+        "classes": [(code, fr if _language(request) == "fr" else en) for code, fr, en in CLASSES],
+        "types": [(code, fr if _language(request) == "fr" else en) for code, fr, en in TYPES],
+    }
+    values.update(context or {})
+    return render(request, template, values, status=status)
+
+
+def _normal_ins(raw: str) -> str | None:
+    compact = "".join(raw.split()).upper()
+    return compact if _INS.fullmatch(compact) else None
+
+
+def _identifier_query(ins: str) -> str:
+    return ",".join(f"{system}|{ins}" for system in INS_SYSTEMS)
+
+
+def _existing_record(request: Request, ins: str) -> str | None:
+    """The DMP's existence test: the record id of an INS, without reading anything of it."""
+    service = portal(request).services.records
+    for system in INS_SYSTEMS:
+        holder = service.resolve(
+            Principal(
+                kind=ActorKind.PATIENT,
+                subject=f"pro-lookup:{ins}",
+                identifier=Identifier(system=system, value=ins),
+            )
+        )
+        if holder.patient_id is not None:
+            return holder.patient_id
+    return None
+
+
+# Finding a patient ----------------------------------------------------------------------------
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    """Show the search by INS."""
+    _professional(request)
+    return _page(request, "pro/home.html", {"ins": "", "error": None})
+
+
+@router.get("/search")
+async def search(request: Request, ins: str = "") -> Response:
+    """Open the record of an INS if the professional has access, else offer the ways in."""
+    principal = _professional(request)
+    normal = _normal_ins(ins)
+    if normal is None:
+        return _page(
+            request,
+            "pro/home.html",
+            {
+                "ins": ins[:40],
+                "error": "An INS has 15 characters (13 digits and a 2-digit key). Check it and try again.",
+            },
+            status=422,
+        )
+    query = [("identifier", _identifier_query(normal))]
+    for pid, state in _emergencies(request):
+        records = _records(request, principal, AccessMode.BREAK_GLASS, state)
+        found = await _call(records.search, "Patient", query)
+        if any(r.get("id") == pid for r in found.resources):
+            return RedirectResponse(f"/pro/patients/{pid}", status_code=303)
+    for mode in (AccessMode.NORMAL, AccessMode.TREATING):
+        records = _records(request, principal, mode, None)
+        found = await _call(records.search, "Patient", query)
+        if found.resources:
+            patient_id = str(found.resources[0]["id"])
+            _remember(request, patient_id, mode)
+            return RedirectResponse(f"/pro/patients/{patient_id}", status_code=303)
+    exists = await _call(_existing_record, request, normal)
+    if exists is None:
+        return _page(
+            request,
+            "pro/home.html",
+            {
+                "ins": normal,
+                "error": "No record has this INS. Check the INS, or ask the patient whether they have a record.",
+            },
+            status=404,
+        )
+    return _page(
+        request,
+        "pro/access.html",
+        {"ins": normal, "error": None},
+    )
+
+
+def _text(form: FormData, name: str, limit: int = 200) -> str:
+    value = form.get(name)
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+@router.post("/access/consent")
+async def declare_consent(request: Request) -> Response:
+    """Record that the patient, present, agrees to this professional's access (or as treating physician)."""
+    form = await checked_form(request)
+    principal = _professional(request)
+    ins = _normal_ins(_text(form, "ins"))
+    kind = (
+        ConsentKind.TREATING_PHYSICIAN
+        if _text(form, "kind") == "treating-physician"
+        else ConsentKind.AUTHORISATION
+    )
+    patient_id = await _call(_existing_record, request, ins) if ins else None
+    if ins is None or patient_id is None:
+        raise PageError(404)
+    if _text(form, "agreed") != "yes":
+        return _page(
+            request,
+            "pro/access.html",
+            {
+                "ins": ins,
+                "error": "Tick the box confirming that the patient agrees, then try again.",
+            },
+            status=422,
+        )
+    consent = consent_for(kind, patient_id, principal.professional_id, now=datetime.now(UTC))
+    records = _records(request, principal, AccessMode.NORMAL, None)
+    try:
+        await _call(records.create, consent)
+    except AccessDenied:
+        raise PageError(
+            403, "Your access to this record cannot be recorded. The patient may have refused it."
+        ) from None
+    _remember(
+        request,
+        patient_id,
+        AccessMode.TREATING if kind is ConsentKind.TREATING_PHYSICIAN else AccessMode.NORMAL,
+    )
+    return RedirectResponse(f"/pro/patients/{patient_id}?done=consent", status_code=303)
+
+
+@router.post("/access/break-glass")
+async def start_emergency(request: Request) -> Response:
+    """Break the glass: an emergency read of the record, with a mandatory justification."""
+    form = await checked_form(request)
+    principal = _professional(request)
+    ins = _normal_ins(_text(form, "ins"))
+    patient_id = await _call(_existing_record, request, ins) if ins else None
+    if ins is None or patient_id is None:
+        raise PageError(404)
+    justification = _text(form, "justification", MAX_JUSTIFICATION)
+    context = {"ins": ins}
+    if len(justification) < 10:
+        return _page(
+            request,
+            "pro/access.html",
+            {
+                **context,
+                "error": "Write why this is an emergency (at least 10 characters): the patient will read it.",
+            },
+            status=422,
+        )
+    now = datetime.now(UTC)
+    service = portal(request).services.records
+    records = service.records(principal, mode=AccessMode.BREAK_GLASS, justification=justification)
+    if not await _call(_can_read, records, patient_id):
+        return _page(
+            request,
+            "pro/access.html",
+            {
+                **context,
+                "error": "Emergency access to this record is not possible: the patient has refused it, or your access is blocked.",
+            },
+            status=403,
+        )
+    start_break_glass(request, patient_id, justification, now=now)
+    return RedirectResponse(f"/pro/patients/{patient_id}", status_code=303)
+
+
+@router.post("/patients/{patient_id}/end-emergency")
+async def end_emergency(patient_id: str, request: Request) -> Response:
+    """End the break-glass access to a record."""
+    await checked_form(request)
+    _professional(request)
+    end_break_glass(request, patient_id)
+    _remember(request, patient_id, None)
+    return RedirectResponse("/pro/", status_code=303)
+
+
+# The record -----------------------------------------------------------------------------------
+
+
+def _resources(access: Access) -> list[dict[str, Any]]:
+    return [s.resource for s in access.records.everything(access.patient_id) if s.resource is not None]
+
+
+def _shown_class(line: DocumentLine, language: str) -> str:
+    for code, fr, en in CLASSES:
+        if code == line.class_code:
+            return fr if language == "fr" else en
+    return line.class_label or line.type
+
+
+def _common(request: Request, access: Access, summary: RecordSummary | None) -> dict[str, Any]:
+    return {
+        "patient_id": access.patient_id,
+        "identity": summary.identity if summary else None,
+        "mode": access.mode.value,
+        "emergency": access.emergency,
+        "me": access.principal.professional_id,
+        "done": request.query_params.get("done", "")[:30],
+    }
+
+
+@router.get("/patients/{patient_id}")
+async def record(patient_id: str, request: Request) -> Response:
+    """Show the record's summary: allergies, treatments, vaccinations, last documents, measures."""
+    access = await _access(request, patient_id)
+    resources = await _guarded(request, access, _resources, access)
+    summary = summarise(resources)
+    language = _language(request)
+    charts = [(m, measure_chart(m, language)) for m in summary.measures[:4] if m.series]
+    return _page(
+        request,
+        "pro/record.html",
+        {
+            **_common(request, access, summary),
+            "summary": summary,
+            "documents": [(d, _shown_class(d, language)) for d in summary.documents[:5]],
+            "charts": charts,
+        },
+    )
+
+
+@router.get("/patients/{patient_id}/summary.pdf")
+async def record_pdf(patient_id: str, request: Request) -> Response:
+    """Download the record's printable summary (PDF)."""
+    access = await _access(request, patient_id)
+    resources = await _guarded(request, access, _resources, access)
+    pdf = await _call(summary_pdf, resources, _language(request))
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": 'attachment; filename="synthese-dossier.pdf"',
+            "Content-Security-Policy": CONTENT_CSP,
+        },
+    )
+
+
+@router.get("/patients/{patient_id}/documents")
+async def documents(patient_id: str, request: Request, category: str = "", archived: str = "") -> Response:
+    """List the record's documents the policy shows this professional, newest first."""
+    access = await _access(request, patient_id)
+    language = _language(request)
+    params = [
+        ("patient", f"Patient/{patient_id}"),
+        ("status", "current"),
+        ("_sort", "-date"),
+        ("_count", "500"),
+    ]
+    if category in {code for code, _, _ in CLASSES}:
+        params.append(("category", f"{CLASS_SYSTEM}|{category}"))
+    found = await _guarded(request, access, access.records.search, "DocumentReference", params)
+    lines = [document_line(r) for r in found.resources]
+    if archived != "yes":
+        lines = [line for line in lines if not line.archived]
+    patient = await _guarded(request, access, access.records.read, "Patient", patient_id)
+    summary = summarise([patient.resource] if patient.resource else [])
+    return _page(
+        request,
+        "pro/documents.html",
+        {
+            **_common(request, access, summary),
+            "lines": [(line, _shown_class(line, language)) for line in lines],
+            "category": category,
+            "archived": archived == "yes",
+        },
+    )
+
+
+def _document_and_content(
+    access: Access, document_id: str
+) -> tuple[dict[str, Any], DocumentLine, bytes | None]:
+    stored = access.records.read("DocumentReference", document_id)
+    document = stored.resource or {}
+    if document.get("subject", {}).get("reference") != f"Patient/{access.patient_id}":
+        raise NotFound("DocumentReference is not known.")
+    line = document_line(document)
+    content = None
+    if line.binary is not None:
+        binary = access.records.read("Binary", line.binary).resource or {}
+        content = binary_content(binary)
+    return document, line, content
+
+
+@router.get("/patients/{patient_id}/documents/{document_id}")
+async def document_view(patient_id: str, document_id: str, request: Request) -> Response:
+    """Show one document: its metadata and its content (a CDA rendered safely, a PDF in a frame)."""
+    access = await _access(request, patient_id)
+    if not _ID.fullmatch(document_id):
+        raise PageError(404)
+    try:
+        document, line, content = await _guarded(request, access, _document_and_content, access, document_id)
+    except (NotFound, AccessDenied, Gone):
+        raise PageError(404) from None
+    language = _language(request)
+    rendered = None
+    embedded = False
+    problem = None
+    kind = (line.content_type or "").lower()
+    if content is not None and ("xml" in kind or content.lstrip().startswith(b"<")):
+        try:
+            rendered = await _call(render_cda, content, language)
+        except CarnetError:
+            problem = "This document cannot be shown safely here; download it to read it."
+        embedded = isinstance(rendered, EmbeddedBody)
+    patient = await _guarded(request, access, access.records.read, "Patient", patient_id)
+    summary = summarise([patient.resource] if patient.resource else [])
+    return _page(
+        request,
+        "pro/document.html",
+        {
+            **_common(request, access, summary),
+            "line": line,
+            "class_label": _shown_class(line, language),
+            "rendered": rendered,
+            "embedded": embedded,
+            "is_pdf": kind == "application/pdf",
+            "is_text": kind.startswith("text/plain"),
+            "text": content.decode("utf-8", "replace")
+            if content is not None and kind.startswith("text/plain")
+            else "",
+            "problem": problem,
+            "mine": access.principal.professional_id in line.author_ids,
+            "can_write": access.mode is not AccessMode.BREAK_GLASS,
+            "superseded": document.get("status") != "current",
+        },
+    )
+
+
+@router.get("/patients/{patient_id}/documents/{document_id}/content")
+async def document_content(patient_id: str, document_id: str, request: Request, part: str = "") -> Response:
+    """Return a document's bytes: a PDF (or a CDA's embedded PDF) inline, anything else as a download."""
+    access = await _access(request, patient_id)
+    if not _ID.fullmatch(document_id):
+        raise PageError(404)
+    try:
+        _, line, content = await _guarded(request, access, _document_and_content, access, document_id)
+    except (NotFound, AccessDenied, Gone):
+        raise PageError(404) from None
+    if content is None:
+        raise PageError(404)
+    media_type = (line.content_type or "application/octet-stream").lower()
+    if part == "embedded":
+        try:
+            cda = await _call(parse_cda, content)
+        except CarnetError:
+            raise PageError(404) from None
+        if cda.body is None or cda.body.content is None:
+            raise PageError(404)
+        content, media_type = cda.body.content, (cda.body.media_type or "application/octet-stream").lower()
+    inline = media_type == "application/pdf"
+    extension = {"application/pdf": "pdf", "text/xml": "xml", "application/xml": "xml", "text/plain": "txt"}
+    filename = f"document.{extension.get(media_type, 'bin')}"
+    return Response(
+        content,
+        media_type=media_type if inline else "application/octet-stream",
+        headers={
+            "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{filename}"',
+            "Content-Security-Policy": CONTENT_CSP,
+        },
+    )
+
+
+# Submitting, replacing, archiving, deleting ---------------------------------------------------
+
+
+def _flags(form: FormData) -> list[str]:
+    return [flag for flag in FLAGS if form.get(f"flag_{flag}") == "on"]
+
+
+def _labels(flags: list[str], existing: list[Any] | None = None) -> list[dict[str, Any]]:
+    labels = [
+        label
+        for label in existing or []
+        if not (
+            isinstance(label, dict)
+            and any(c.get("system") == VISIBILITY_SYSTEM for c in label.get("coding") or [])
+        )
+    ]
+    if not labels:
+        labels = [{"coding": [{"system": CONFIDENTIALITY_SYSTEM, "code": "N", "display": "normal"}]}]
+    labels.extend({"coding": [{"system": VISIBILITY_SYSTEM, "code": flag}]} for flag in flags)
+    return labels
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upload:
+    """What the submission form carried, checked."""
+
+    content: bytes
+    is_pdf: bool
+    title: str
+    class_code: str
+    type_code: str
+    day: date
+    flags: list[str]
+    replaces: str | None
+
+
+class _FormProblem(Exception):
+    """A submission form that cannot be used; ``message`` is a catalog message id."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+async def _upload(request: Request, form: FormData) -> Upload:
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        raise _FormProblem("Choose the file of the document (PDF or CDA).")
+    limit = portal(request).settings.max_body_bytes
+    content = await file.read(limit + 1)
+    if not content:
+        raise _FormProblem("Choose the file of the document (PDF or CDA).")
+    if len(content) > limit:
+        raise _FormProblem("The file is too large.")
+    is_pdf = content.startswith(b"%PDF-")
+    if not is_pdf and not content.lstrip().startswith(b"<"):
+        raise _FormProblem("Only PDF files and CDA R2 documents (XML) can be submitted.")
+    class_code = _text(form, "class_code", 4)
+    type_code = _text(form, "type_code", 12)
+    if is_pdf and class_code not in {code for code, _, _ in CLASSES}:
+        raise _FormProblem("Choose the class of the document.")
+    if is_pdf and type_code not in {code for code, _, _ in TYPES}:
+        raise _FormProblem("Choose the type of the document.")
+    try:
+        day = date.fromisoformat(_text(form, "date", 10))
+    except ValueError:
+        if is_pdf:
+            raise _FormProblem("Give the date of the document.") from None
+        day = datetime.now(UTC).date()
+    title = _text(form, "title", 200)
+    if is_pdf and not title:
+        raise _FormProblem("Give the document a title.")
+    replaces = _text(form, "replaces", 64) or None
+    if replaces is not None and not _ID.fullmatch(replaces):
+        replaces = None
+    return Upload(
+        content=content,
+        is_pdf=is_pdf,
+        title=title,
+        class_code=class_code,
+        type_code=type_code,
+        day=day,
+        flags=_flags(form),
+        replaces=replaces,
+    )
+
+
+def _pdf_document(access: Access, upload: Upload, now: datetime) -> dict[str, Any]:
+    type_display = next(fr for code, fr, _ in TYPES if code == upload.type_code)
+    class_display = next(fr for code, fr, _ in CLASSES if code == upload.class_code)
+    principal = access.principal
+    author: dict[str, Any] = {"identifier": {"system": IDNPS_SYSTEM, "value": principal.professional_id}}
+    if principal.display:
+        author["display"] = principal.display
+    return {
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+        "status": "current",
+        "type": {"coding": [{"system": LOINC_SYSTEM, "code": upload.type_code, "display": type_display}]},
+        "category": [
+            {"coding": [{"system": CLASS_SYSTEM, "code": upload.class_code, "display": class_display}]}
+        ],
+        "subject": {"reference": f"Patient/{access.patient_id}"},
+        "date": instant(now),
+        "author": [author],
+        "description": upload.title,
+        "securityLabel": _labels(upload.flags),
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "application/pdf",
+                    "language": "fr-FR",
+                    "data": base64.b64encode(upload.content).decode("ascii"),
+                    "title": upload.title,
+                    "creation": upload.day.isoformat(),
+                },
+                "format": {"system": FORMAT_SYSTEM, "code": "urn:ihe:iti:xds:2017:mimeTypeSufficient"},
+            }
+        ],
+        "context": {"period": {"start": upload.day.isoformat()}},
+    }
+
+
+def _cda_document(access: Access, upload: Upload, patient: Mapping[str, Any]) -> dict[str, Any]:
+    cda = parse_cda(upload.content)
+    ins = cda.ins
+    values = {str(i.get("value")) for i in patient.get("identifier") or [] if isinstance(i, dict)}
+    if ins is None or ins.extension not in values:
+        raise _FormProblem("This CDA document is about another patient (its INS is not this record's).")
+    document = document_reference_from_cda(cda, upload.content, patient_id=access.patient_id)
+    if upload.flags:
+        document["securityLabel"] = _labels(upload.flags, document.get("securityLabel"))
+    return document
+
+
+def _publish(access: Access, upload: Upload) -> str:
+    patient = access.records.read("Patient", access.patient_id).resource or {}
+    now = datetime.now(UTC)
+    document = _pdf_document(access, upload, now) if upload.is_pdf else _cda_document(access, upload, patient)
+    if upload.replaces is not None:
+        document["relatesTo"] = [
+            {"code": "replaces", "target": {"reference": f"DocumentReference/{upload.replaces}"}}
+        ]
+    result = access.records.publish(document)
+    return result.stored.resource_id
+
+
+@router.get("/patients/{patient_id}/documents/new")
+async def upload_form(patient_id: str, request: Request, replaces: str = "") -> Response:
+    """Show the submission form (with ``?replaces=<id>`` to replace one's own document)."""
+    access = await _access(request, patient_id)
+    if access.mode is AccessMode.BREAK_GLASS:
+        raise PageError(403, "An emergency access only reads the record.")
+    patient = await _guarded(request, access, access.records.read, "Patient", patient_id)
+    summary = summarise([patient.resource] if patient.resource else [])
+    return _page(
+        request,
+        "pro/upload.html",
+        {
+            **_common(request, access, summary),
+            "replaces": replaces if _ID.fullmatch(replaces or "-") and replaces else "",
+            "error": None,
+            "today": datetime.now(UTC).date().isoformat(),
+            "values": {},
+        },
+    )
+
+
+@router.post("/patients/{patient_id}/documents/new")
+async def upload_submit(patient_id: str, request: Request) -> Response:
+    """Submit a document (PDF with its metadata, or a CDA whose header gives them)."""
+    limit = portal(request).settings.max_body_bytes
+    form = await checked_form(request, max_size=limit)
+    access = await _access(request, patient_id)
+    if access.mode is AccessMode.BREAK_GLASS:
+        raise PageError(403, "An emergency access only reads the record.")
+    error: str | None = None
+    try:
+        upload = await _upload(request, form)
+        document_id = await _call(_publish, access, upload)
+    except _FormProblem as problem:
+        error = problem.message
+    except PayloadTooLarge:
+        error = "The file is too large."
+    except (InvalidResource, InvalidRequest):
+        error = "The file could not be used: it is not a valid PDF or CDA R2 document, or its details are incomplete."
+    except (AccessDenied, NotFound):
+        error = (
+            "You may not submit this document to this record (a document you replace must be one of yours)."
+        )
+    if error is not None:
+        patient = await _call(access.records.read, "Patient", patient_id)
+        summary = summarise([patient.resource] if patient.resource else [])
+        return _page(
+            request,
+            "pro/upload.html",
+            {
+                **_common(request, access, summary),
+                "replaces": _text(form, "replaces", 64),
+                "error": error,
+                "today": datetime.now(UTC).date().isoformat(),
+                "values": {k: _text(form, k) for k in ("title", "class_code", "type_code", "date")},
+            },
+            status=422,
+        )
+    return RedirectResponse(
+        f"/pro/patients/{patient_id}/documents/{document_id}?done=submitted", status_code=303
+    )
+
+
+async def _change(request: Request, patient_id: str, document_id: str, action: str) -> Response:
+    await checked_form(request)
+    access = await _access(request, patient_id)
+    if not _ID.fullmatch(document_id):
+        raise PageError(404)
+    if access.mode is AccessMode.BREAK_GLASS:
+        raise PageError(403, "An emergency access only reads the record.")
+    try:
+        if action == "delete":
+            await _guarded(request, access, access.records.delete, "DocumentReference", document_id)
+        else:
+            await _guarded(request, access, access.records.archive, document_id, archived=action == "archive")
+    except AccessDenied:
+        raise PageError(403, "Only the author of a document (or the patient) may change it.") from None
+    except NotFound:
+        raise PageError(404) from None
+    target = f"/pro/patients/{patient_id}/documents?done={action}d"
+    if action == "archive":
+        target = f"/pro/patients/{patient_id}/documents?done=archived"
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/patients/{patient_id}/documents/{document_id}/archive")
+async def archive(patient_id: str, document_id: str, request: Request) -> Response:
+    """Archive one of one's own documents."""
+    return await _change(request, patient_id, document_id, "archive")
+
+
+@router.post("/patients/{patient_id}/documents/{document_id}/unarchive")
+async def unarchive(patient_id: str, document_id: str, request: Request) -> Response:
+    """Take one of one's own documents out of the archive."""
+    return await _change(request, patient_id, document_id, "unarchive")
+
+
+@router.post("/patients/{patient_id}/documents/{document_id}/delete")
+async def delete(patient_id: str, document_id: str, request: Request) -> Response:
+    """Delete one of one's own documents (logically: its history stays)."""
+    return await _change(request, patient_id, document_id, "delete")
+
+
+@router.post("/patients/{patient_id}/treating")
+async def become_treating(patient_id: str, request: Request) -> Response:
+    """Declare, with the patient's agreement, that one becomes their treating physician."""
+    form = await checked_form(request)
+    access = await _access(request, patient_id)
+    if access.mode is not AccessMode.NORMAL:
+        raise PageError(403, "Only a professional the patient authorised can declare this.")
+    if _text(form, "agreed") != "yes":
+        return RedirectResponse(f"/pro/patients/{patient_id}?done=not-agreed", status_code=303)
+    consent = consent_for(
+        ConsentKind.TREATING_PHYSICIAN, patient_id, access.principal.professional_id, now=datetime.now(UTC)
+    )
+    try:
+        await _call(access.records.create, consent)
+    except AccessDenied:
+        raise PageError(
+            403, "Your access to this record cannot be recorded. The patient may have refused it."
+        ) from None
+    _remember(request, patient_id, AccessMode.TREATING)
+    return RedirectResponse(f"/pro/patients/{patient_id}?done=treating", status_code=303)

@@ -1,0 +1,118 @@
+"""The portals' session: who is signed in, their CSRF token, their break-glass state.
+
+The session is a cookie signed with HMAC (Starlette's ``SessionMiddleware``, itsdangerous):
+``carnet_session``, ``HttpOnly``, ``SameSite=Strict``, ``Secure`` in production mode, valid
+:data:`SESSION_SECONDS`. The signing secret is 32 random bytes in ``<key_dir>/web-session.key``
+(mode 0600), created on first use. The cookie is signed, not encrypted: it holds no clinical
+content, only the claims below (what a development token would carry) and timestamps.
+
+Session keys (JSON values)::
+
+    principal     the signed-in identity as token claims (``kind``, ``sub``, ``patient``,
+                  ``identifier``, ``name``, ``idnps``, ``profession``, ``specialty``, ``samu``…;
+                  see ``carnet.api.auth``), turned back into a ``Principal`` on every request
+    csrf          the per-session CSRF token (``carnet.web.csrf``)
+    signed_in     ISO instant of the sign-in
+    previous_visit ISO instant of the patient's previous visit on this browser, or absent
+    break_glass   {patient_id: {"justification": str, "started": ISO instant}} — the
+                  professional portal's emergency accesses in progress
+
+Public helpers: :func:`current_principal`, :func:`login`, :func:`logout`,
+:func:`start_break_glass`, :func:`break_glass`, :func:`end_break_glass`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+
+from carnet.api.auth import principal_from_claims
+from carnet.domain.errors import CarnetError
+from carnet.domain.principal import Principal
+
+SESSION_COOKIE = "carnet_session"
+SESSION_SECONDS = 8 * 3600
+SECRET_FILE = "web-session.key"  # noqa: S105 - a file name, not a secret
+
+
+def session_secret(key_dir: Path) -> str:
+    """Return the session-signing secret, creating ``<key_dir>/web-session.key`` (0600) on first use."""
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = key_dir / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secrets.token_hex(32))
+    return path.read_text(encoding="ascii").strip()
+
+
+def current_principal(request: Request) -> Principal | None:
+    """Return the signed-in principal of a request, or None (no session, or unusable claims)."""
+    claims = request.session.get("principal")
+    if not isinstance(claims, dict):
+        return None
+    try:
+        return principal_from_claims(claims)
+    except CarnetError:
+        return None
+
+
+def login(request: Request, principal_claims: Mapping[str, Any], *, now: datetime) -> None:
+    """Start a fresh session for ``principal_claims`` (any earlier session content is dropped).
+
+    A new CSRF token is drawn, so a token seen before sign-in is worthless after it.
+    """
+    request.session.clear()
+    request.session["principal"] = dict(principal_claims)
+    request.session["csrf"] = secrets.token_urlsafe(32)
+    request.session["signed_in"] = now.isoformat()
+
+
+def logout(request: Request) -> None:
+    """End the session (the cookie is emptied)."""
+    request.session.clear()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakGlass:
+    """An emergency access in progress (accès en mode bris de glace): why, and since when."""
+
+    justification: str
+    started: datetime
+
+
+def start_break_glass(request: Request, patient_id: str, justification: str, *, now: datetime) -> BreakGlass:
+    """Record in the session that the signed-in professional broke the glass on a record."""
+    state = dict(request.session.get("break_glass") or {})
+    state[patient_id] = {"justification": justification, "started": now.isoformat()}
+    request.session["break_glass"] = state
+    return BreakGlass(justification=justification, started=now)
+
+
+def break_glass(request: Request, patient_id: str) -> BreakGlass | None:
+    """Return the break-glass access in progress on a record, if any."""
+    entry = (request.session.get("break_glass") or {}).get(patient_id)
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return BreakGlass(
+            justification=str(entry["justification"]), started=datetime.fromisoformat(entry["started"])
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def end_break_glass(request: Request, patient_id: str) -> None:
+    """Forget the break-glass access on a record."""
+    state = dict(request.session.get("break_glass") or {})
+    if state.pop(patient_id, None) is not None:
+        request.session["break_glass"] = state

@@ -1,0 +1,112 @@
+"""Helpers of the browser tests: the live server's description, the SMTP sink, axe-core, screenshots."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page
+
+from carnet.services.demo import SeededPatient
+
+HERE = Path(__file__).resolve().parent
+AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = HERE / "artifacts"
+#: The WCAG 2.0 and 2.1 success criteria of levels A and AA (RGAA 4 builds on them).
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def free_port() -> int:
+    """Return a TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Mailbox:
+    """The messages the SMTP sink received, in arrival order (thread-safe)."""
+
+    port: int = 0
+    messages: list[Message] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook name)
+        """Keep one message (aiosmtpd handler hook)."""
+        with self._lock:
+            self.messages.append(message_from_bytes(envelope.content))
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0) -> Message:
+        """Return the first message for which ``predicate(message)`` holds, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for message in self.messages:
+                    if predicate(message):
+                        return message
+            time.sleep(0.2)
+        with self._lock:
+            subjects = [str(m.get("Subject")) for m in self.messages]
+        pytest.fail(f"No matching e-mail arrived within {timeout}s; received subjects: {subjects}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveServer:
+    """A running ``carnet serve`` and what the tests need to know about it."""
+
+    url: str
+    data_dir: Path
+    key_dir: Path
+    log: Path
+    patients: tuple[SeededPatient, ...]
+    mailbox: Mailbox
+
+
+@cache
+def _axe_source() -> str:
+    if not AXE.is_file():
+        pytest.fail(
+            f"axe-core is missing ({AXE}); install it with `npm ci --prefix tests/browser` "
+            "(`make test` and .ci/run do)."
+        )
+    return AXE.read_text("utf-8")
+
+
+def _describe(violation: dict[str, Any]) -> str:
+    targets = [", ".join(node.get("target", [])) for node in violation.get("nodes", [])][:5]
+    return (
+        f"- {violation['id']} ({violation.get('impact')}): {violation['help']}\n"
+        f"  {violation.get('helpUrl', '')}\n" + "".join(f"    at {t}\n" for t in targets)
+    )
+
+
+def assert_accessible(page: Page) -> None:
+    """Run axe-core on the page (WCAG 2.0/2.1 A and AA) and fail with a list of the violations."""
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(content=_axe_source())
+    result: dict[str, Any] = page.evaluate(
+        "(tags) => axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})",
+        WCAG_TAGS,
+    )
+    violations = result["violations"]
+    if violations:
+        listing = "".join(_describe(v) for v in violations)
+        pytest.fail(f"{len(violations)} accessibility violation(s) on {page.url}:\n{listing}", pytrace=False)
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """Save a full-page screenshot as ``tests/browser/artifacts/<name>.png`` and return its path."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

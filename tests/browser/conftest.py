@@ -1,0 +1,163 @@
+"""Browser tests: Playwright drives Debian's Chromium against the real server in a subprocess.
+
+The session starts, once per test worker:
+
+- an SMTP sink (aiosmtpd) on a free port, collecting the notices the server sends;
+- ``carnet serve`` on a free port with its own data and key directories, seeded first with a
+  few synthetic patients through the normal record service (as ``carnet demo`` does);
+- Chromium from ``/usr/bin/chromium`` (Debian's package; ``playwright install`` is never used).
+
+Nothing here skips: a missing Chromium or a missing axe-core fails with the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from browsing import LiveServer, Mailbox, free_port
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from carnet.api.app import build_services
+from carnet.services.demo import seed_population
+from carnet.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+CHROMIUM = Path(os.environ.get("CARNET_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_FLAGS = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+STARTUP_SECONDS = 60
+SEED = 2026
+PATIENTS = 3
+
+
+@pytest.fixture(scope="session")
+def mailbox() -> Iterator[Mailbox]:
+    """An SMTP sink on a free loopback port (aiosmtpd cannot pick port 0 itself)."""
+    box = Mailbox()
+    box.port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"carnet serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (a local http URL)
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    pytest.fail(f"carnet serve did not answer {url} within {STARTUP_SECONDS}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[LiveServer]:
+    """``carnet serve`` on a free port over a freshly seeded store, with notices going to ``mailbox``."""
+    root = tmp_path_factory.mktemp("live")
+    data_dir, key_dir = root / "data", root / "keys"
+    services = build_services(Settings(data_dir=data_dir, key_dir=key_dir))
+    try:
+        seeded = seed_population(services.records, patients=PATIENTS, seed=SEED)
+    finally:
+        services.store.engine.dispose()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
+    env.update(
+        CARNET_DATA_DIR=str(data_dir),
+        CARNET_KEY_DIR=str(key_dir),
+        CARNET_HOST="127.0.0.1",
+        CARNET_PORT=str(port),
+        CARNET_BASE_URL=f"{url}/fhir",
+        CARNET_SMTP_HOST="127.0.0.1",
+        CARNET_SMTP_PORT=str(mailbox.port),
+        CARNET_WORKER_SECONDS="1",
+    )
+    log = root / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "carnet", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_until_up(process, f"{url}/fhir/metadata", log)
+        yield LiveServer(
+            url=url,
+            data_dir=data_dir,
+            key_dir=key_dir,
+            log=log,
+            patients=tuple(seeded),
+            mailbox=mailbox,
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def playwright_driver() -> Iterator[Playwright]:
+    """The Playwright driver (its Node process), for the whole session."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver: Playwright) -> Iterator[Browser]:
+    """Debian's Chromium, headless; fails with the fix when it is not installed."""
+    if not CHROMIUM.is_file():
+        found = shutil.which("chromium")
+        pytest.fail(
+            f"The browser tests need Debian's Chromium at {CHROMIUM}"
+            + (f" (one was found at {found}: set CARNET_TEST_CHROMIUM)" if found else "")
+            + "; install it with `apt-get install chromium` (.ci/run does)."
+        )
+    launched = playwright_driver.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+    )
+    try:
+        yield launched
+    finally:
+        launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser, live_server: LiveServer) -> Iterator[BrowserContext]:
+    """A fresh browser profile (no cookies) pointed at the live server."""
+    # bypass_csp: the portals forbid inline scripts, and axe-core is injected as one.
+    made = browser.new_context(base_url=live_server.url, locale="fr-FR", bypass_csp=True)
+    made.set_default_timeout(15_000)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    """A page in a fresh browser profile."""
+    return context.new_page()

@@ -1,0 +1,274 @@
+"""The professional portal in-process: find by INS, ways in, record view, documents, break-glass."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from starlette.testclient import TestClient
+
+from carnet.api.app import Services, create_app
+from carnet.services.demo import SeededPatient, seed_population
+from carnet.settings import Settings
+from carnet.web.identities import demo_professionals
+
+PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Count 0/Kids[]>>endobj\n"
+    b"trailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class World:
+    """A seeded server in-process and its people."""
+
+    client: TestClient
+    patients: list[SeededPatient]
+    physician: str
+    pharmacist: str
+
+
+@pytest.fixture
+def world(settings: Settings, services: Services) -> Iterator[World]:
+    """Two seeded patients; a physician and a pharmacist of the directory, not yet authorised."""
+    patients = seed_population(services.records, patients=2, seed=2026)
+    pros = demo_professionals(services.records)
+    physician = next(p.practitioner_id for p in pros if p.profession == "10")
+    pharmacist = next(p.practitioner_id for p in pros if p.profession == "21")
+    with TestClient(create_app(settings, services), base_url="http://testserver") as client:
+        yield World(client=client, patients=patients, physician=physician, pharmacist=pharmacist)
+
+
+def _csrf(client: TestClient, path: str = "/login") -> str:
+    page = client.get(path, headers={"Accept": "text/html"})
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found is not None, page.text[:500]
+    return found.group(1)
+
+
+def _sign_in(client: TestClient, practitioner: str) -> None:
+    token = _csrf(client)
+    answer = client.post(
+        "/login",
+        data={"csrf_token": token, "kind": "professional", "practitioner": practitioner},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/pro/"
+
+
+def _declare_consent(client: TestClient, ins: str, kind: str = "authorisation") -> str:
+    token = _csrf(client, "/pro/")
+    answer = client.post(
+        "/pro/access/consent",
+        data={"csrf_token": token, "ins": ins, "kind": kind, "agreed": "yes"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text[:500]
+    location = answer.headers["location"]
+    assert location.startswith("/pro/patients/")
+    return location.split("/")[3].split("?")[0]
+
+
+def test_signed_out_professional_pages_go_to_login(world: World) -> None:
+    """Without a session, /pro/ sends the browser to /login."""
+    answer = world.client.get("/pro/", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login"
+
+
+def test_search_offers_the_ways_in_then_consent_opens_the_record(world: World) -> None:
+    """An unauthorised physician finds the record exists, declares consent, then sees the summary."""
+    client = world.client
+    _sign_in(client, world.physician)
+    ins = world.patients[0].ins_value
+    page = client.get("/pro/search", params={"ins": f"{ins[:5]} {ins[5:]}"})
+    assert page.status_code == 200
+    assert 'id="consent-form"' in page.text
+    assert 'id="break-glass-form"' in page.text
+    assert world.patients[0].display.split()[0] not in page.text  # nothing of the record is shown
+    patient_id = _declare_consent(client, ins)
+    assert patient_id == world.patients[0].patient_id
+    summary = client.get(f"/pro/patients/{patient_id}?done=consent")
+    assert summary.status_code == 200
+    assert 'id="patient-identity"' in summary.text
+    assert "<svg" in summary.text
+    again = client.get("/pro/search", params={"ins": ins}, follow_redirects=False)
+    assert again.headers["location"] == f"/pro/patients/{patient_id}"
+
+
+def test_unknown_and_malformed_ins(world: World) -> None:
+    """A malformed INS is a 422 with a plain message; an unknown one says no record has it."""
+    _sign_in(world.client, world.physician)
+    assert world.client.get("/pro/search", params={"ins": "12"}).status_code == 422
+    assert world.client.get("/pro/search", params={"ins": "199999999999999"}).status_code == 404
+
+
+def test_unauthorised_record_is_not_found(world: World) -> None:
+    """A record the professional has no way into answers like an unknown page."""
+    _sign_in(world.client, world.physician)
+    answer = world.client.get(f"/pro/patients/{world.patients[1].patient_id}")
+    assert answer.status_code == 404
+
+
+def test_documents_viewer_and_content(world: World) -> None:
+    """The document list links to a viewer rendering CDA safely and framing embedded PDFs."""
+    client = world.client
+    _sign_in(client, world.physician)
+    patient_id = _declare_consent(client, world.patients[0].ins_value)
+    listing = client.get(f"/pro/patients/{patient_id}/documents")
+    assert listing.status_code == 200
+    links = re.findall(rf'href="/pro/patients/{patient_id}/documents/([A-Za-z0-9\-]+)" class="document-link"', listing.text)
+    assert links
+    seen_cda = seen_pdf = False
+    for document_id in links:
+        view = client.get(f"/pro/patients/{patient_id}/documents/{document_id}")
+        assert view.status_code == 200
+        assert "<script" not in view.text
+        if '<article class="cda"' in view.text:
+            seen_cda = True
+        if "?part=embedded" in view.text:
+            content = client.get(f"/pro/patients/{patient_id}/documents/{document_id}/content?part=embedded")
+            assert content.status_code == 200
+            assert content.content.startswith(b"%PDF")
+            assert content.headers["content-type"] == "application/pdf"
+            assert "default-src 'none'" in content.headers["content-security-policy"]
+            seen_pdf = True
+    assert seen_cda
+    assert seen_pdf
+
+
+def test_submit_archive_delete_own_pdf(world: World) -> None:
+    """A physician submits a PDF with metadata, sees it, archives it and deletes it."""
+    client = world.client
+    _sign_in(client, world.physician)
+    patient_id = _declare_consent(client, world.patients[0].ins_value)
+    token = _csrf(client, f"/pro/patients/{patient_id}/documents/new")
+    answer = client.post(
+        f"/pro/patients/{patient_id}/documents/new",
+        data={
+            "csrf_token": token,
+            "title": "Certificat de test",
+            "class_code": "52",
+            "type_code": "11488-4",
+            "date": "2026-11-01",
+        },
+        files={"file": ("certificat.pdf", PDF, "application/pdf")},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text[:800]
+    location = answer.headers["location"]
+    document_id = location.split("/")[5].split("?")[0]
+    view = client.get(location)
+    assert "Certificat de test" in view.text
+    assert 'id="replace-link"' in view.text
+    content = client.get(f"/pro/patients/{patient_id}/documents/{document_id}/content")
+    assert content.content == PDF
+    token = _csrf(client, f"/pro/patients/{patient_id}/documents")
+    archived = client.post(
+        f"/pro/patients/{patient_id}/documents/{document_id}/archive",
+        data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    assert archived.status_code == 303
+    listing = client.get(f"/pro/patients/{patient_id}/documents")
+    assert "Certificat de test" not in listing.text
+    assert "Certificat de test" in client.get(f"/pro/patients/{patient_id}/documents?archived=yes").text
+    deleted = client.post(
+        f"/pro/patients/{patient_id}/documents/{document_id}/delete",
+        data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    assert deleted.status_code == 303
+    assert client.get(f"/pro/patients/{patient_id}/documents/{document_id}").status_code == 404
+
+
+def test_upload_refuses_other_files(world: World) -> None:
+    """A file that is neither PDF nor CDA is refused with a plain message, nothing stored."""
+    client = world.client
+    _sign_in(client, world.physician)
+    patient_id = _declare_consent(client, world.patients[0].ins_value)
+    token = _csrf(client, f"/pro/patients/{patient_id}/documents/new")
+    answer = client.post(
+        f"/pro/patients/{patient_id}/documents/new",
+        data={"csrf_token": token, "title": "x", "class_code": "10", "type_code": "11488-4", "date": "2026-01-01"},
+        files={"file": ("x.exe", b"MZ\x90\x00", "application/octet-stream")},
+    )
+    assert answer.status_code == 422
+    assert 'id="upload-error"' in answer.text
+
+
+def test_break_glass_banner_on_every_page_until_ended(world: World) -> None:
+    """Breaking the glass needs a justification; its banner shows on every pro page until ended."""
+    client = world.client
+    _sign_in(client, world.physician)
+    ins = world.patients[1].ins_value
+    patient_id = world.patients[1].patient_id
+    token = _csrf(client, "/pro/")
+    short = client.post("/pro/access/break-glass", data={"csrf_token": token, "ins": ins, "justification": "x"})
+    assert short.status_code == 422
+    answer = client.post(
+        "/pro/access/break-glass",
+        data={"csrf_token": token, "ins": ins, "justification": "Patient inconscient aux urgences"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    for path in ("/pro/", f"/pro/patients/{patient_id}", f"/pro/patients/{patient_id}/documents"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert "break-glass-banner" in page.text, path
+        assert "Patient inconscient aux urgences" in page.text
+    assert client.get(f"/pro/patients/{patient_id}/documents/new").status_code == 403
+    ended = client.post(f"/pro/patients/{patient_id}/end-emergency", data={"csrf_token": token}, follow_redirects=False)
+    assert ended.status_code == 303
+    assert "break-glass-banner" not in client.get("/pro/").text
+    assert client.get(f"/pro/patients/{patient_id}").status_code == 404
+
+
+def test_forms_need_the_csrf_token(world: World) -> None:
+    """A POST without the session's CSRF token changes nothing and says so."""
+    _sign_in(world.client, world.physician)
+    answer = world.client.post(
+        "/pro/access/consent", data={"ins": world.patients[0].ins_value, "agreed": "yes"}
+    )
+    assert answer.status_code == 403
+    assert world.client.get(f"/pro/patients/{world.patients[0].patient_id}").status_code == 404
+
+
+def test_become_treating_physician(world: World) -> None:
+    """An authorised physician records, with the patient's agreement, that they are treating."""
+    client = world.client
+    _sign_in(client, world.physician)
+    patient_id = _declare_consent(client, world.patients[0].ins_value)
+    token = _csrf(client, f"/pro/patients/{patient_id}")
+    answer = client.post(
+        f"/pro/patients/{patient_id}/treating", data={"csrf_token": token, "agreed": "yes"}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    page = client.get(answer.headers["location"])
+    assert page.status_code == 200
+    assert 'id="treating-form"' not in page.text
+
+
+def test_summary_pdf_download(world: World) -> None:
+    """The printable summary downloads as a PDF."""
+    client = world.client
+    _sign_in(client, world.physician)
+    patient_id = _declare_consent(client, world.patients[0].ins_value)
+    answer = client.get(f"/pro/patients/{patient_id}/summary.pdf")
+    assert answer.status_code == 200
+    assert answer.content.startswith(b"%PDF-")
+
+
+def test_patients_are_not_professionals(world: World) -> None:
+    """A signed-in patient gets a plain 403 page on the professional portal."""
+    client = world.client
+    token = _csrf(client)
+    patient = world.patients[0]
+    client.post(
+        "/login",
+        data={"csrf_token": token, "kind": "patient", "identifier": f"{patient.ins_system}|{patient.ins_value}"},
+    )
+    assert client.get("/pro/").status_code == 403
