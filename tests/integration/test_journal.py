@@ -17,6 +17,7 @@ from carnet.audit.verify import verify_checkpoint_consistency, verify_event_proo
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.errors import AuditChainError
 from carnet.domain.journal import Entry
+from carnet.domain.validation import validate
 from conftest import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -224,6 +225,8 @@ def test_patient_reads_who_accessed_the_record(client: TestClient, auth: Mint, s
     found = client.get(f"/fhir/AuditEvent?patient=Patient/{pid}&_sort=-date", headers=headers)
     assert found.status_code == 200, found.text
     events = [e["resource"] for e in found.json()["entry"]]
+    for event in events:
+        validate(event)  # FHIR R4 AuditEvent
     refused, glass = events[0], events[1]
     assert refused["agent"][0]["who"]["identifier"]["value"] == STRANGER
     assert refused["outcome"] == "4"

@@ -279,8 +279,8 @@ def verify_log(
             if row.seq > expected:
                 problem = f"entry {expected} is missing (the next stored entry is {row.seq})"
                 return Verdict(shard=shard, checked=expected, first_bad=expected, problem=problem)
-            problem = f"entry {row.seq} appears twice or out of order"
-            return Verdict(shard=shard, checked=expected, first_bad=row.seq, problem=problem)
+            problem = f"entry {expected} is stored under index {row.seq} again (duplicate or out of order)"
+            return Verdict(shard=shard, checked=expected, first_bad=expected, problem=problem)
         try:
             leaves.append(entry_leaf_hash(row))
         except AuditChainError as exc:

@@ -1,0 +1,194 @@
+"""``carnet audit verify`` and its core against 1,000 random corruptions of a real journal."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import random
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from typer.testing import CliRunner
+
+from carnet.api.app import Services
+from carnet.audit.checkpoint import generate_signer, parse_signer_key, sign_checkpoint
+from carnet.audit.signer import VERIFIER_FILE
+from carnet.cli import app
+from carnet.domain.journal import StoredEntry, verify_log
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.settings import Settings
+from carnet.store.tables import journal_nodes
+
+MUTATIONS = 1_000
+
+
+def _fill(services: Services, observations: int = 30) -> str:
+    """Write a real journal: a patient opens a record, adds observations and reads them back."""
+    ins = Identifier(system="urn:oid:1.2.250.1.213.1.4.10", value=uuid.uuid4().hex[:15])
+    principal = Principal(kind=ActorKind.PATIENT, subject="pat:m", identifier=ins)
+    records = services.records.records(principal)
+    patient = {"resourceType": "Patient", "identifier": [{"system": ins.system, "value": ins.value}]}
+    created = records.create(patient).stored
+    patient_id = created.resource_id
+    records = services.records.records(dataclasses.replace(principal, patient_id=patient_id))
+    for value in range(observations):
+        made = records.create(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "poids"},
+                "subject": {"reference": f"Patient/{patient_id}"},
+                "valueQuantity": {"value": value},
+            }
+        ).stored
+        records.read("Observation", made.resource_id)
+    services.journal.issue_checkpoints()
+    return patient_id
+
+
+def _journal(services: Services) -> tuple[list[StoredEntry], dict[tuple[int, int], bytes], int, bytes]:
+    with services.store.session() as session:
+        rows = list(session.journal_rows(0))
+        size, note = session.latest_checkpoint(0) or (0, b"")
+    with services.store.engine.connect() as connection:
+        nodes = {
+            (r.level, r.idx): bytes(r.digest)
+            for r in connection.execute(select(journal_nodes).where(journal_nodes.c.shard == 0))
+        }
+    root = base64.b64decode(note.decode().splitlines()[2])
+    return rows, nodes, size, root
+
+
+def _flip(data: bytes, rng: random.Random) -> bytes:
+    raw = bytearray(data)
+    raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+    return bytes(raw)
+
+
+def _mutate(rows: list[StoredEntry], size: int, rng: random.Random) -> tuple[str, list[StoredEntry]]:
+    """Apply one random corruption; return its name and the rows as a reader would get them."""
+    rows = list(rows)
+    kind = rng.choice(["byte", "delete", "reorder", "truncate", "forge", "duplicate"])
+    i = rng.randrange(size)
+    if kind == "byte":
+        row = rows[i]
+        field = rng.choice(["commitment", "sealed", "patient_id", "recorded_at", "seq", "shard"])
+        if field in ("commitment", "sealed"):
+            row = dataclasses.replace(row, **{field: _flip(getattr(row, field), rng)})
+        elif field == "patient_id":
+            chars = list(row.patient_id)
+            at = rng.randrange(len(chars))
+            chars[at] = "x" if chars[at] != "x" else "y"
+            row = dataclasses.replace(row, patient_id="".join(chars))
+        elif field == "recorded_at":
+            row = dataclasses.replace(
+                row, recorded_at=row.recorded_at + timedelta(microseconds=rng.randint(1, 10**6))
+            )
+        elif field == "seq":
+            row = dataclasses.replace(row, seq=rng.choice([v for v in range(size + 3) if v != i]))
+        else:
+            row = dataclasses.replace(row, shard=1)
+        kind = f"byte:{field}"
+        rows[i] = row
+    elif kind == "delete":
+        del rows[i]
+    elif kind == "reorder":
+        j = rng.choice([v for v in range(size) if v != i])
+        rows[i], rows[j] = dataclasses.replace(rows[j], seq=i), dataclasses.replace(rows[i], seq=j)
+    elif kind == "truncate":
+        rows = rows[:i]
+    elif kind == "forge":
+        forged = dataclasses.replace(rows[i], commitment=bytes(rng.randrange(256) for _ in range(32)))
+        rows = rows[:i] + [forged] + [dataclasses.replace(r, seq=r.seq + 1) for r in rows[i:]]
+    else:
+        copy = dataclasses.replace(rows[rng.randrange(size)], seq=i)
+        rows = rows[:i] + [copy] + [dataclasses.replace(r, seq=r.seq + 1) for r in rows[i:]]
+    # What ``journal_rows(0)`` returns: this shard's rows, by index (ties in stored order).
+    visible = sorted((r for r in rows if r.shard == 0), key=lambda r: r.seq)
+    return kind, visible
+
+
+def _first_difference(original: list[StoredEntry], mutated: list[StoredEntry]) -> int:
+    for index, (a, b) in enumerate(zip(original, mutated, strict=False)):
+        if a != b:
+            return index
+    return min(len(original), len(mutated))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_random_corruption_is_found_at_its_index(services: Services) -> None:
+    """1,000 random corruptions (bytes, deletions, reorderings, truncations, forgeries): all found, each at its index."""
+    _fill(services)
+    rows, nodes, size, root = _journal(services)
+    assert size == len(rows) >= 60
+    assert verify_log(0, rows, size, root, lambda level, idx: nodes.get((level, idx))).ok
+    rng = random.Random(5)
+    kinds: dict[str, int] = {}
+    for _ in range(MUTATIONS):
+        kind, mutated = _mutate(rows, size, rng)
+        expected = _first_difference(rows, mutated)
+        verdict = verify_log(0, mutated, size, root, lambda level, idx: nodes.get((level, idx)))
+        assert (kind, verdict.first_bad, verdict.exact) == (kind, expected, True)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    assert len(kinds) == 11  # every kind of corruption was tried
+
+
+def _cli(settings: Settings, *args: str) -> tuple[int, str]:
+    env = {"CARNET_DATA_DIR": str(settings.data_dir), "CARNET_KEY_DIR": str(settings.key_dir)}
+    result = CliRunner().invoke(app, ["audit", "verify", "--database", settings.database_url, *args], env=env)
+    return result.exit_code, result.output
+
+
+def test_audit_verify_names_the_first_bad_entry_of_the_database(
+    services: Services, settings: Settings
+) -> None:
+    """`carnet audit verify` passes on a sound journal and names the first bad index after each real corruption."""
+    _fill(services, observations=12)
+    key = str(settings.key_dir / VERIFIER_FILE)
+    code, output = _cli(settings, "--key", key)
+    assert (code, "FIRST BAD" in output) == (0, False), output
+    corruptions = [
+        ("UPDATE journal_entries SET sealed = commitment WHERE seq = 7", 7),
+        ("DELETE FROM journal_entries WHERE seq = 11", 11),
+        ("UPDATE journal_entries SET seq = -seq - 100 WHERE seq IN (3, 5)", 3),
+        ("DELETE FROM journal_entries WHERE seq >= 20", 20),
+        ("UPDATE journal_entries SET patient_id = 'forged' WHERE seq = 2", 2),
+    ]
+    with services.store.engine.begin() as connection:
+        connection.execute(text("CREATE TABLE journal_backup AS SELECT * FROM journal_entries"))
+    for statement, index in corruptions:
+        with services.store.engine.begin() as connection:
+            connection.execute(text(statement))
+            if "-seq - 100" in statement:  # finish the swap: 3 ↔ 5
+                connection.execute(text("UPDATE journal_entries SET seq = 5 WHERE seq = -103"))
+                connection.execute(text("UPDATE journal_entries SET seq = 3 WHERE seq = -105"))
+        code, output = _cli(settings, "--key", key)
+        assert (code, f"FIRST BAD ENTRY {index}:" in output) == (1, True), (statement, output)
+        with services.store.engine.begin() as connection:
+            connection.execute(text("DELETE FROM journal_entries"))
+            connection.execute(text("INSERT INTO journal_entries SELECT * FROM journal_backup"))
+    assert _cli(settings, "--key", key)[0] == 0
+
+
+def test_audit_verify_refuses_a_checkpoint_of_another_key(
+    services: Services, settings: Settings, tmp_path: Path
+) -> None:
+    """A checkpoint signed by another key stops verification (exit 2); an older checkpoint kept apart still verifies."""
+    _fill(services, observations=3)
+    kept = tmp_path / "checkpoint.txt"
+    kept.write_bytes(services.journal.checkpoint())
+    _fill(services, observations=2)
+    key = str(settings.key_dir / VERIFIER_FILE)
+    code, output = _cli(settings, "--key", key, "--checkpoint", str(kept))
+    assert code == 0, output
+    assert "newer entries await a checkpoint" in output
+    signer, _ = generate_signer(settings.journal_origin)
+    name, seed = parse_signer_key(signer)
+    lines = kept.read_text().splitlines()
+    forged = tmp_path / "forged.txt"
+    forged.write_bytes(sign_checkpoint(lines[0], int(lines[1]), base64.b64decode(lines[2]), seed, name))
+    code, output = _cli(settings, "--key", key, "--checkpoint", str(forged))
+    assert code == 2, output
