@@ -43,6 +43,7 @@ check: $(STAMP)
 ## Benchmarks (print numbers; see docs/performance.md)
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/journal.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,6 +27,7 @@ from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.domain.errors import CarnetError, ConfigurationError, Conflict
 from carnet.domain.policy import PROFILES
+from carnet.notify.worker import DeliveryWorker
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.ports import KeyProvider
@@ -109,15 +112,59 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     )
 
 
-def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
-    """Build the FastAPI application serving the FHIR API at ``/fhir``."""
+def start_background(services: Services) -> Callable[[], None]:
+    """Start the server's background work; return the function that stops it.
+
+    Two daemon threads: the journal's checkpointer (a signed checkpoint every
+    ``CARNET_CHECKPOINT_SECONDS`` when the journal grew) and the notification worker (the
+    outbox delivered by SMTP every ``CARNET_WORKER_SECONDS``). Several processes may run them
+    at once: a checkpoint is stored once per size, and an outbox message is leased to one worker.
+    """
+    settings = services.settings
+    stop = threading.Event()
+    checkpointer = threading.Thread(
+        target=services.journal.run,
+        args=(stop, float(settings.checkpoint_seconds)),
+        name="carnet-checkpoints",
+        daemon=True,
+    )
+    checkpointer.start()
+    halt_delivery = DeliveryWorker(
+        store=services.store, notifier=services.records.notifier, settings=settings
+    ).start()
+
+    def halt() -> None:
+        stop.set()
+        halt_delivery()
+        checkpointer.join(timeout=10)
+
+    return halt
+
+
+def create_app(settings: Settings, services: Services | None = None, *, background: bool = True) -> FastAPI:
+    """Build the FastAPI application: the FHIR API at ``/fhir``, the journal, the portals.
+
+    With ``background`` (the default), the app's lifespan runs :func:`start_background`.
+    """
     services = services or build_services(settings)
+    wired = services
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        halt = start_background(wired) if background else None
+        try:
+            yield
+        finally:
+            if halt is not None:
+                halt()
+
     app = FastAPI(
         title="Carnet FHIR R4 API",
         version="0.1.0",
         description="A patient-centred, sealed medical record. FHIR R4 JSON at /fhir.",
         docs_url="/docs",
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.services = services
     app.state.verifier = TokenVerifier(settings)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from carnet.domain import fhirjson
@@ -84,6 +84,7 @@ from carnet.domain.search import (
 )
 from carnet.domain.validation import validate
 from carnet.services.journal import Journal, parse_event_id
+from carnet.services.notifications import Notice, NoticeEvent, NotificationStore, Notifier
 from carnet.services.ports import Store, StoredVersion, StoreSession
 from carnet.services.vault import DIRECTORY, Vault
 
@@ -266,6 +267,7 @@ class RecordService:
         clock: Clock,
         new_id: NewId,
         journal: Journal,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.vault = vault
@@ -273,6 +275,7 @@ class RecordService:
         self.clock = clock
         self.new_id = new_id
         self.journal = journal
+        self.notifier = notifier or Notifier(vault=vault, clock=clock, new_id=new_id)
 
     def resolve(self, principal: Principal) -> Principal:
         """Attach the record a patient holds, found by the identifier in their token."""
@@ -448,6 +451,7 @@ class Records:
                 isinstance(error, (AccessDenied, NotFound)) and bool(trail.denied_reasons)
             )
             reasons = trail.denied_reasons if refused else trail.allowed_reasons
+            notified = () if refused or error is not None else self._notify(session, key, patient_id, trail)
             entry = Entry(
                 recorded=now,
                 patient_id=patient_id,
@@ -465,9 +469,40 @@ class Records:
                 reasons=tuple(sorted(reasons)),
                 justification=self.justification,
                 confirmed_by=self.confirmed_by,
+                notified=notified,
             )
             out.append((key, entry))
         return out
+
+    def _events(self, session: StoreSession, key: bytes, patient_id: str, trail: _Trail) -> list[NoticeEvent]:
+        """The notices an allowed access gives the patient (DESIGN §9); at most one per access."""
+        actor, mode = self.actor, self.mode
+        if mode is AccessMode.BREAK_GLASS:
+            return [NoticeEvent.BREAK_GLASS]
+        if mode is AccessMode.REGULATION:
+            return [NoticeEvent.REGULATION]
+        if trail.notify and mode is AccessMode.TREATING:
+            return [NoticeEvent.MASKED_ACCESS]
+        events: list[NoticeEvent] = []
+        if actor.kind is ActorKind.PROFESSIONAL:
+            actor_id = actor.professional_id or actor.subject
+            first = session.add_journal_actor(
+                patient_id, self._vault.token_hash(key, "journal-actor", (actor_id,))
+            )
+            if first or trail.notify:
+                events.append(NoticeEvent.NEW_PROFESSIONAL)
+        if trail.new_document and actor.kind not in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE):
+            events.append(NoticeEvent.NEW_DOCUMENT)
+        return events
+
+    def _notify(self, session: StoreSession, key: bytes, patient_id: str, trail: _Trail) -> tuple[str, ...]:
+        """Enqueue, in ``session``, the notices of one allowed access; return those enqueued."""
+        sent: list[str] = []
+        for event in self._events(session, key, patient_id, trail):
+            notice = Notice.of(event, self.actor, patient_id=patient_id, at=self._svc.clock(), mode=self.mode)
+            if self._svc.notifier.notify(cast(NotificationStore, session), key, notice):
+                sent.append(event.value)
+        return tuple(sent)
 
     def _record(self, session: StoreSession, error: CarnetError | None) -> None:
         """Append this call's journal entries in ``session`` (fail closed)."""
