@@ -274,6 +274,11 @@ class PostedExample:
     identifier_added: bool = False
 
     @property
+    def is_journal(self) -> bool:
+        """An AuditEvent: only Carnet's journal writes them (405 for a client)."""
+        return self.resource_type == "AuditEvent"
+
+    @property
     def must_be_refused(self) -> bool:
         """A clinical resource whose compartment paths cite no local Patient has no record to go in."""
         return (

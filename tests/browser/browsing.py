@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from carnet.services.demo import SeededPatient
+from carnet.web.identities import DemoProfessional
 
 HERE = Path(__file__).resolve().parent
 AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
@@ -68,8 +69,24 @@ class LiveServer:
     data_dir: Path
     key_dir: Path
     log: Path
+    worker_log: Path
     patients: tuple[SeededPatient, ...]
+    professionals: tuple[DemoProfessional, ...]
     mailbox: Mailbox
+
+    def physicians(self) -> list[DemoProfessional]:
+        """The directory's physicians (TRE_G15 profession 10), who may read every class."""
+        return [p for p in self.professionals if p.profession == "10"]
+
+
+def open_context(browser: Browser, base_url: str) -> BrowserContext:
+    """A fresh browser profile (one person's cookies), French, pointed at ``base_url``.
+
+    ``bypass_csp``: the portals forbid inline scripts, and axe-core is injected as one.
+    """
+    made = browser.new_context(base_url=base_url, locale="fr-FR", bypass_csp=True)
+    made.set_default_timeout(15_000)
+    return made
 
 
 @cache
@@ -110,3 +127,58 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def check(page: Page, shot: str | None = None) -> None:
+    """Check the page now shown: no server error, accessible (axe); optionally save a screenshot."""
+    title = page.title()
+    assert "500" not in title, f"{page.url} shows a server error"
+    assert_accessible(page)
+    if shot is not None:
+        screenshot(page, shot)
+
+
+def visit(page: Page, path: str, shot: str | None = None, *, status: int = 200) -> None:
+    """Go to ``path``, expect ``status``, and :func:`check` the page."""
+    response = page.goto(path)
+    assert response is not None
+    assert response.status == status, f"{path}: {response.status}"
+    check(page, shot)
+
+
+def sign_in_professional(page: Page, professional: DemoProfessional) -> None:
+    """Sign in on /login as a professional of the directory; lands on the professional portal."""
+    visit(page, "/login")
+    page.select_option("#login-professional", professional.practitioner_id)
+    page.click("#login-professional-submit")
+    page.wait_for_url("**/pro/")
+    check(page)
+
+
+def sign_in_patient(page: Page, patient: SeededPatient) -> None:
+    """Sign in on /login as a seeded patient; lands on the patient portal."""
+    visit(page, "/login")
+    page.select_option("#login-patient", f"{patient.ins_system}|{patient.ins_value}")
+    page.click("#login-patient-submit")
+    page.wait_for_url("**/patient/**")
+    check(page)
+
+
+def search_patient(page: Page, ins: str) -> None:
+    """Search a record by INS on the professional portal (the record, or the ways in, is shown)."""
+    visit(page, "/pro/")
+    page.fill("#ins", ins)
+    page.click("#search-submit")
+    page.wait_for_load_state()
+    check(page)
+
+
+def declare_consent(page: Page, patient: SeededPatient, *, treating: bool = False) -> None:
+    """From the search, record that the patient agrees (as authorised, or as treating physician)."""
+    search_patient(page, patient.ins_value)
+    if treating:
+        page.check("#kind-treating")
+    page.check("#consent-agreed")
+    page.click("#consent-submit")
+    page.wait_for_url(f"**/pro/patients/{patient.patient_id}*")
+    check(page)

@@ -4,7 +4,8 @@ The session starts, once per test worker:
 
 - an SMTP sink (aiosmtpd) on a free port, collecting the notices the server sends;
 - ``carnet serve`` on a free port with its own data and key directories, seeded first with a
-  few synthetic patients through the normal record service (as ``carnet demo`` does);
+  few synthetic patients through the normal record service (as ``carnet demo`` does), and
+  ``carnet worker`` delivering the notification outbox to the SMTP sink;
 - Chromium from ``/usr/bin/chromium`` (Debian's package; ``playwright install`` is never used).
 
 Nothing here skips: a missing Chromium or a missing axe-core fails with the command that fixes it.
@@ -24,12 +25,13 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from browsing import LiveServer, Mailbox, free_port
+from browsing import LiveServer, Mailbox, free_port, open_context
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from carnet.api.app import build_services
 from carnet.services.demo import seed_population
 from carnet.settings import Settings
+from carnet.web.identities import demo_professionals
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = Path(os.environ.get("CARNET_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -42,7 +44,7 @@ CHROMIUM_FLAGS = [
 ]
 STARTUP_SECONDS = 60
 SEED = 2026
-PATIENTS = 3
+PATIENTS = 5
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +82,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> I
     services = build_services(Settings(data_dir=data_dir, key_dir=key_dir))
     try:
         seeded = seed_population(services.records, patients=PATIENTS, seed=SEED)
+        professionals = demo_professionals(services.records)
     finally:
         services.store.engine.dispose()
     port = free_port()
@@ -96,9 +99,16 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> I
         CARNET_WORKER_SECONDS="1",
     )
     log = root / "server.log"
-    with log.open("wb") as output:
+    worker_log = root / "worker.log"
+    with log.open("wb") as output, worker_log.open("wb") as worker_output:
         process = subprocess.Popen(
             [sys.executable, "-m", "carnet", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "carnet", "worker"],
+            env=env,
+            stdout=worker_output,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_until_up(process, f"{url}/fhir/metadata", log)
@@ -107,16 +117,20 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> I
             data_dir=data_dir,
             key_dir=key_dir,
             log=log,
+            worker_log=worker_log,
             patients=tuple(seeded),
+            professionals=tuple(professionals),
             mailbox=mailbox,
         )
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        for child in (worker, process):
+            child.terminate()
+        for child in (worker, process):
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -148,9 +162,7 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 @pytest.fixture
 def context(browser: Browser, live_server: LiveServer) -> Iterator[BrowserContext]:
     """A fresh browser profile (no cookies) pointed at the live server."""
-    # bypass_csp: the portals forbid inline scripts, and axe-core is injected as one.
-    made = browser.new_context(base_url=live_server.url, locale="fr-FR", bypass_csp=True)
-    made.set_default_timeout(15_000)
+    made = open_context(browser, live_server.url)
     try:
         yield made
     finally:

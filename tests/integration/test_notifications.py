@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, new_id
@@ -67,6 +67,7 @@ class Sink:
     def __init__(self) -> None:
         self.received: list[tuple[str, list[str], bytes]] = []
         self.refuse: set[str] = set()
+        self.authenticated: list[bool] = []
 
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -82,6 +83,7 @@ class Sink:
     ) -> str:
         """Keep the message."""
         content = envelope.original_content or b""
+        self.authenticated.append(bool(session.authenticated))
         self.received.append((str(envelope.mail_from), list(envelope.rcpt_tos), content))
         return "250 Message accepted for delivery"
 
@@ -101,9 +103,21 @@ class Mailbox:
         self.sink = Sink()
         self._controller: Controller | None = None
 
-    def start(self) -> None:
-        """Listen."""
-        self._controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
+    def start(self, *, login: tuple[str, str] | None = None) -> None:
+        """Listen; with ``login``, every session must authenticate with that user and password."""
+        options: dict[str, Any] = {}
+        if login is not None:
+            expected = (login[0].encode(), login[1].encode())
+
+            def authenticate(
+                server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+            ) -> AuthResult:
+                given = (data.login, data.password) if isinstance(data, LoginPassword) else None
+                return AuthResult(success=given == expected, handled=False)
+
+            # Plain-text AUTH on the loopback test server only; production uses starttls or tls.
+            options = {"authenticator": authenticate, "auth_require_tls": False}
+        self._controller = Controller(self.sink, hostname="127.0.0.1", port=self.port, **options)
         self._controller.start()
 
     def stop(self) -> None:
@@ -401,7 +415,9 @@ def test_server_down_retries_with_backoff_and_loses_nothing(
     [waiting] = outbox(services, patient_id)
     assert (waiting.status, waiting.attempts) == (OutboxStatus.PENDING, 1)
     assert waiting.next_attempt_at == WINTER + timedelta(minutes=1)
-    assert waiting.last_error == "The mail server could not be reached (ConnectionRefusedError)."
+    assert (
+        waiting.last_error == "A session with the mail server could not be opened (ConnectionRefusedError)."
+    )
 
     assert worker.run_once(WINTER + timedelta(seconds=59)) == 0  # not due yet: no attempt
     assert outbox(services, patient_id)[0].attempts == 1
@@ -420,6 +436,36 @@ def test_server_down_retries_with_backoff_and_loses_nothing(
     assert len(box.sink.received) == 1
     [sent] = outbox(services, patient_id)
     assert (sent.status, sent.attempts, sent.last_error) == (OutboxStatus.DELIVERED, 3, None)
+
+
+def test_login_to_the_mail_server(
+    client: TestClient, auth: Mint, services: Services, settings: Settings
+) -> None:
+    """The worker logs in when a user is set; a wrong password keeps the notice waiting, not lost."""
+    patient_id = open_record(client, auth)
+    enqueue(services, notice(patient_id))
+    box = Mailbox(free_port())
+    box.start(login=("carnet", "s3cret"))
+    try:
+        wrong = dataclasses.replace(
+            smtp_settings(settings, box.port), smtp_user="carnet", smtp_password="nope"
+        )
+        refused = DeliveryWorker(store=services.store, notifier=notifier_of(services), settings=wrong)
+        assert refused.run_once(WINTER) == 0
+        [waiting] = outbox(services, patient_id)
+        assert waiting.status is OutboxStatus.PENDING
+        assert (
+            waiting.last_error
+            == "A session with the mail server could not be opened (SMTPAuthenticationError)."
+        )
+
+        right = dataclasses.replace(wrong, smtp_password="s3cret")
+        worker = DeliveryWorker(store=services.store, notifier=notifier_of(services), settings=right)
+        assert worker.run_once(WINTER + timedelta(minutes=1)) == 1
+    finally:
+        box.stop()
+    assert [rcpt for _, rcpt, _ in box.sink.received] == [[EMAIL]]
+    assert box.sink.authenticated == [True]
 
 
 def test_refused_recipient_is_failed_and_kept(

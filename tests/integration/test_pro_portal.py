@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+import carnet.web
 from carnet.api.app import Services, create_app
+from carnet.domain.consent import ConsentKind, consent_for
+from carnet.domain.principal import ActorKind, Principal
 from carnet.services.demo import SeededPatient, seed_population
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
 
+WEB = Path(carnet.web.__file__).parent
 PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Count 0/Kids[]>>endobj\n"
     b"trailer<</Root 1 0 R>>\n%%EOF\n"
@@ -120,7 +127,9 @@ def test_documents_viewer_and_content(world: World) -> None:
     patient_id = _declare_consent(client, world.patients[0].ins_value)
     listing = client.get(f"/pro/patients/{patient_id}/documents")
     assert listing.status_code == 200
-    links = re.findall(rf'href="/pro/patients/{patient_id}/documents/([A-Za-z0-9\-]+)" class="document-link"', listing.text)
+    links = re.findall(
+        rf'href="/pro/patients/{patient_id}/documents/([A-Za-z0-9\-]+)" class="document-link"', listing.text
+    )
     assert links
     seen_cda = seen_pdf = False
     for document_id in links:
@@ -193,7 +202,13 @@ def test_upload_refuses_other_files(world: World) -> None:
     token = _csrf(client, f"/pro/patients/{patient_id}/documents/new")
     answer = client.post(
         f"/pro/patients/{patient_id}/documents/new",
-        data={"csrf_token": token, "title": "x", "class_code": "10", "type_code": "11488-4", "date": "2026-01-01"},
+        data={
+            "csrf_token": token,
+            "title": "x",
+            "class_code": "10",
+            "type_code": "11488-4",
+            "date": "2026-01-01",
+        },
         files={"file": ("x.exe", b"MZ\x90\x00", "application/octet-stream")},
     )
     assert answer.status_code == 422
@@ -207,7 +222,9 @@ def test_break_glass_banner_on_every_page_until_ended(world: World) -> None:
     ins = world.patients[1].ins_value
     patient_id = world.patients[1].patient_id
     token = _csrf(client, "/pro/")
-    short = client.post("/pro/access/break-glass", data={"csrf_token": token, "ins": ins, "justification": "x"})
+    short = client.post(
+        "/pro/access/break-glass", data={"csrf_token": token, "ins": ins, "justification": "x"}
+    )
     assert short.status_code == 422
     answer = client.post(
         "/pro/access/break-glass",
@@ -221,7 +238,9 @@ def test_break_glass_banner_on_every_page_until_ended(world: World) -> None:
         assert "break-glass-banner" in page.text, path
         assert "Patient inconscient aux urgences" in page.text
     assert client.get(f"/pro/patients/{patient_id}/documents/new").status_code == 403
-    ended = client.post(f"/pro/patients/{patient_id}/end-emergency", data={"csrf_token": token}, follow_redirects=False)
+    ended = client.post(
+        f"/pro/patients/{patient_id}/end-emergency", data={"csrf_token": token}, follow_redirects=False
+    )
     assert ended.status_code == 303
     assert "break-glass-banner" not in client.get("/pro/").text
     assert client.get(f"/pro/patients/{patient_id}").status_code == 404
@@ -244,7 +263,9 @@ def test_become_treating_physician(world: World) -> None:
     patient_id = _declare_consent(client, world.patients[0].ins_value)
     token = _csrf(client, f"/pro/patients/{patient_id}")
     answer = client.post(
-        f"/pro/patients/{patient_id}/treating", data={"csrf_token": token, "agreed": "yes"}, follow_redirects=False
+        f"/pro/patients/{patient_id}/treating",
+        data={"csrf_token": token, "agreed": "yes"},
+        follow_redirects=False,
     )
     assert answer.status_code == 303
     page = client.get(answer.headers["location"])
@@ -269,6 +290,56 @@ def test_patients_are_not_professionals(world: World) -> None:
     patient = world.patients[0]
     client.post(
         "/login",
-        data={"csrf_token": token, "kind": "patient", "identifier": f"{patient.ins_system}|{patient.ins_value}"},
+        data={
+            "csrf_token": token,
+            "kind": "patient",
+            "identifier": f"{patient.ins_system}|{patient.ins_value}",
+        },
     )
     assert client.get("/pro/").status_code == 403
+
+
+def test_blocked_professional_gets_nothing(world: World, services: Services) -> None:
+    """A professional the patient blocked can neither declare consent nor break the glass."""
+    client = world.client
+    patient = world.patients[0]
+    pro = next(p for p in demo_professionals(services.records) if p.practitioner_id == world.physician)
+    holder = Principal(kind=ActorKind.PATIENT, subject="patient:test", patient_id=patient.patient_id)
+    block = consent_for(ConsentKind.BLOCK, patient.patient_id, pro.idnps, now=datetime.now(UTC))
+    services.records.records(holder).create(block)
+    _sign_in(client, world.physician)
+    token = _csrf(client, "/pro/")
+    consent = client.post(
+        "/pro/access/consent", data={"csrf_token": token, "ins": patient.ins_value, "agreed": "yes"}
+    )
+    assert consent.status_code == 403
+    glass = client.post(
+        "/pro/access/break-glass",
+        data={
+            "csrf_token": token,
+            "ins": patient.ins_value,
+            "justification": "Arrêt cardiaque en salle d'attente",
+        },
+    )
+    assert glass.status_code == 403
+    assert 'id="access-error"' in glass.text
+    assert client.get(f"/pro/patients/{patient.patient_id}").status_code == 404
+    assert "break-glass-banner" not in client.get("/pro/").text
+
+
+def test_every_message_of_the_professional_portal_has_a_french_translation() -> None:
+    """Each message of the professional templates and of carnet.web.pro has a French translation."""
+    french = json.loads((WEB / "locales" / "fr.json").read_text(encoding="utf-8"))
+    used: set[str] = set()
+    for template in sorted((WEB / "templates" / "pro").glob("*.html")):
+        text = template.read_text(encoding="utf-8")
+        used.update(m.group(2) for m in re.finditer(r"""_\(\s*(["'])((?:(?!\1).)+)\1""", text))
+    source = (WEB / "pro.py").read_text(encoding="utf-8")
+    used.update(
+        re.findall(
+            r'(?:"error": |PageError\(\d+, |_FormProblem\(|problem = |error = )\(?\s*"([^"]+)"', source
+        )
+    )
+    assert len(used) > 80
+    missing = sorted(message for message in used if message not in french)
+    assert missing == []

@@ -48,6 +48,16 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalDelete": "not-supported",
         "searchParam": params,
     }
+    if resource_type == "AuditEvent":
+        # Written by Carnet's journal only; read and searched by the patient, representatives, DPO.
+        out.update(
+            interaction=[{"code": "read"}, {"code": "search-type"}],
+            readHistory=False,
+            conditionalCreate=False,
+            versioning="no-version",
+            searchParam=[p for p in params if p["name"] in ("patient", "date")],
+            documentation="The access journal (IHE BALP shapes); GET AuditEvent/[id]/$proof gives an inclusion proof.",
+        )
     if resource_type == "Patient":
         out["operation"] = [
             {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}

@@ -11,7 +11,8 @@
     ├── InvalidRequest            the request itself is malformed (parameters, ids, body shape)
     │   ├── InvalidResource       the resource does not validate against FHIR R4
     │   ├── UnsupportedSearch     a search parameter or modifier we do not implement
-    │   └── PayloadTooLarge       the body exceeds the configured limit
+    │   ├── PayloadTooLarge       the body exceeds the configured limit
+    │   └── NotSupported          an interaction this type does not offer (AuditEvent is written by Carnet)
     ├── Unauthenticated           no token, or a token that does not verify
     ├── AccessDenied              the policy refused; carries the decision's reasons
     ├── EnvelopeError             a sealed value did not open (one opaque error for all causes)
@@ -126,6 +127,12 @@ class JournalUnavailable(CarnetError):
     """The access journal could not be written, so the request did not happen (fail closed)."""
 
     code = "transient"
+
+
+class NotSupported(InvalidRequest):
+    """The interaction is not offered on this resource type (e.g. writing an AuditEvent)."""
+
+    code = "not-supported"
 
 
 class AuditChainError(CarnetError):

@@ -230,7 +230,9 @@ class DeliveryWorker:
         except (smtplib.SMTPException, OSError) as exc:
             if connection is not None:
                 connection.close()
-            raise _Unreachable(f"The mail server could not be reached ({type(exc).__name__}).") from None
+            raise _Unreachable(
+                f"A session with the mail server could not be opened ({type(exc).__name__})."
+            ) from None
         return connection
 
     # -- looping ------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from carnet.domain.errors import (
     InvalidResource,
     JournalUnavailable,
     NotFound,
+    NotSupported,
     PreconditionFailed,
     RecordShredded,
     UnsupportedSearch,
@@ -247,6 +248,16 @@ def _version_number(text: str) -> int | None:
 def _check_type(resource_type: str) -> None:
     if resource_type not in SUPPORTED_TYPES:
         raise NotFound(f"Resource type {resource_type[:64]!r} is not served here; see /fhir/metadata.")
+
+
+def _check_writable(resource_type: str) -> None:
+    """Refuse writing the types Carnet writes itself.
+
+    Raises:
+        NotSupported: an AuditEvent (the journal is written by Carnet, never by a client).
+    """
+    if resource_type == "AuditEvent":
+        raise NotSupported("AuditEvents are written by Carnet's access journal, never by a client.")
 
 
 def _check_id(resource_type: str, resource_id: str) -> None:
@@ -517,13 +528,21 @@ class Records:
             ) from exc
 
     def _record_apart(self, error: CarnetError | None) -> None:
-        """Journal this call in a transaction of its own (reads, and calls that failed)."""
+        """Journal this call in a transaction of its own (reads, and calls that failed).
+
+        For a call that failed, nothing is returned whatever happens here, so a journal that
+        cannot be written (or a key that cannot be unwrapped to seal the entry) is logged and
+        the call's own error is reported.
+        """
         try:
             with self._svc.store.session(write=True) as session:
                 self._record(session, error)
-        except JournalUnavailable:
-            raise
         except Exception as exc:
+            if error is not None:
+                log.error("journal write of a failed request failed: %s", type(exc.__cause__ or exc).__name__)
+                return
+            if isinstance(exc, JournalUnavailable):
+                raise
             log.error("journal write failed: %s", type(exc).__name__)
             raise JournalUnavailable(
                 "The access journal could not be written, so the request was not carried out; retry later."
@@ -857,6 +876,7 @@ class Records:
         hint: str | None = None,
     ) -> WriteResult:
         _check_type(str(resource.get("resourceType")))
+        _check_writable(str(resource.get("resourceType")))
         validate(resource)
         resource_type = str(resource["resourceType"])
         if resource_type == "Patient":
@@ -1129,6 +1149,7 @@ class Records:
     ) -> WriteResult:
         # The URL before the body: an unknown type is 404, a type or id mismatch 400 (FHIR RESTful update).
         _check_id(resource_type, resource_id)
+        _check_writable(resource_type)
         if resource.get("resourceType") != resource_type:
             raise InvalidRequest(
                 f"The body is a {str(resource.get('resourceType'))[:64]}, not a {resource_type}."
@@ -1199,6 +1220,7 @@ class Records:
 
     def _delete(self, session: StoreSession, resource_type: str, resource_id: str) -> None:
         _check_id(resource_type, resource_id)
+        _check_writable(resource_type)
         self._refuse_forbidden_kind(Action.DELETE, resource_type)
         what = f"{resource_type}/{resource_id}"
         patient_id = session.locate(resource_type, resource_id)

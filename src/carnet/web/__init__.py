@@ -7,7 +7,7 @@ One call wires them into the FastAPI application of ``carnet.api.app``::
 It adds, for the portals only: the signed session cookie (``carnet.web.session``), the
 security headers (``carnet.web.headers``), plain-language error pages (``carnet.web.errors``),
 ``/static``, the sign-in pages (``carnet.web.login``), the patient portal
-(``carnet.web.patient``) and, when the module exists, the professional portal
+(``carnet.web.patient``, ``patient_documents``, ``patient_journal``) and, when the module exists, the professional portal
 (``carnet.web.pro``, whose ``router`` is included as it is: its paths start with ``/pro``).
 
 What a portal module uses (each documented in its module):
@@ -49,7 +49,7 @@ __all__ = ["mount_web"]
 
 def mount_web(app: FastAPI, services: Services, settings: Settings) -> None:
     """Add the portals to ``app``: session, security headers, error pages, static files, routes."""
-    from carnet.web import login, patient
+    from carnet.web import login, patient, patient_documents, patient_journal
 
     secret = session_secret(settings.key_dir)
     app.state.portal = Portal(
@@ -69,6 +69,8 @@ def mount_web(app: FastAPI, services: Services, settings: Settings) -> None:
     app.mount("/static", StaticFiles(directory=static), name="static")
     app.include_router(login.router)
     app.include_router(patient.router)
+    app.include_router(patient_documents.router)
+    app.include_router(patient_journal.router)
     try:
         pro = importlib.import_module("carnet.web.pro")
     except ModuleNotFoundError as error:

@@ -219,7 +219,7 @@ def _row(label: str, value: str | None) -> str:
 
 def _header(header: CDADocument, labels: dict[str, str]) -> Iterator[str]:
     yield f"<h2>{escape(header.title or labels['untitled'])}</h2>"
-    yield '<dl class="cda-header">'
+    yield '<dl class="facts cda-header">'
     if header.code and header.code.display_name:
         yield _row(labels["type"], header.code.display_name)
     patient = header.patient

@@ -45,6 +45,7 @@ async def checked_form(request: Request, *, max_size: int | None = None) -> Form
     """Read a POSTed form and check its CSRF token.
 
     ``max_size`` bounds each uploaded part (bytes); multipart and urlencoded bodies are accepted.
+    A handler that receives files closes the form (``await form.close()``) once it has read them.
 
     Raises:
         CSRFError: no token, a wrong token, no session token, or a cross-site ``Origin``.
@@ -58,7 +59,9 @@ async def checked_form(request: Request, *, max_size: int | None = None) -> Form
         form = await request.form()
     sent = form.get(FIELD)
     if not isinstance(expected, str) or not expected or not isinstance(sent, str):
+        await form.close()
         raise CSRFError("missing token")
     if not hmac.compare_digest(sent.encode(), expected.encode()):
+        await form.close()
         raise CSRFError("wrong token")
     return form

@@ -71,8 +71,9 @@ def measure_chart(measure: Measure, language: str = "fr", *, last: int = 30) -> 
     coordinates = " ".join(f"{x(p):.1f},{y(p.value):.1f}" for p in points)
     top_value, bottom_value = low + height, low
     parts = [
-        f'<svg class="measure-chart" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="{WIDTH}" height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg">',
+        # No width/height: the stylesheet's ``.chart`` scales it to its container.
+        f'<svg class="chart measure-chart" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        'xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(label)}</title><desc>{escape(description)}</desc>",
         f'<rect x="{_LEFT}" y="{_TOP}" width="{inner_w}" height="{inner_h}" fill="#f7f9fc" stroke="#8a97a8"/>',
         f'<text x="{_LEFT - 4}" y="{_TOP + 4}" font-size="10" text-anchor="end" fill="#1b2a3a">'

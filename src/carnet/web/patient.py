@@ -1,7 +1,635 @@
-"""The patient portal (``/patient/…``): placeholder while the pages are built."""
+"""The patient portal (``/patient/…``): my record, my documents, my choices, who saw what.
+
+Every read and write goes through the ``Records`` service of the FHIR API, for the signed-in
+patient (``services.records.records(principal)``): the policy decides each call, exactly as
+for ``/fhir``. The patient's choices are the Consents of ``docs/policy.md`` and masking is the
+document's ``securityLabel`` (``MASQUE_PS``) or ``masked-from`` extension (``sovereign``);
+nothing else stores a choice.
+
+===============================================  ==============================================
+``GET  /patient/``                               home: latest documents, changes since last visit
+``GET  /patient/documents``                      documents by DMP class (``?class=`` filters)
+``GET  /patient/documents/new``                  upload form; ``POST /patient/documents`` stores
+``GET  /patient/documents/{id}``                 viewer, visibility, who can see it
+``GET  /patient/documents/{id}/content/{n}``     the n-th attachment's bytes (``?part=pdf``: the
+                                                 PDF inside a CDA level 1; ``?download=1``)
+``POST /patient/documents/{id}/visibility``      mask / unmask from professionals
+``POST /patient/documents/{id}/masked-from``     mask from / unmask for one professional
+                                                 (``sovereign`` profile)
+``GET  /patient/profile``                        the medical profile, with a chart per measure
+``POST /patient/profile``                        add an entry (``kind``: see ``profile_entries``)
+``POST /patient/profile/{type}/{id}/delete``     remove an entry
+``GET  /patient/care-team``                      authorised, blocked, treating physicians
+``POST /patient/care-team``                      add one; ``POST /patient/care-team/{id}/revoke``
+``GET  /patient/choices``                        oppositions and notification preferences
+``POST /patient/choices/oppositions``            oppose / accept break-glass and regulation
+``POST /patient/choices/notifications``          notification preferences
+``GET  /patient/access``                         who accessed my record (the journal)
+``GET  /patient/access/{event}/verify``          an entry's inclusion proof, checked
+``GET  /patient/export``                         export page; ``/patient/export/record.json``
+                                                 (FHIR Bundle), ``/patient/export/summary.pdf``
+``GET  /patient/close``                          consequences of closing; ``POST`` closes
+===============================================  ==============================================
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
 from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from carnet.domain.consent import ConsentKind, consent_for
+from carnet.domain.errors import CarnetError, InvalidRequest, NotFound
+from carnet.web.csrf import checked_form
+from carnet.web.errors import PageError
+from carnet.web.headers import CONTENT_CSP
+from carnet.web.holder import (
+    Holder,
+    Professional,
+    actor_id,
+    call,
+    consents_of,
+    form_text,
+    holder_of,
+    kind_of,
+    optional,
+    page,
+    patient_resource,
+    professional,
+    search,
+    utc_now,
+)
+from carnet.web.i18n import language_of
+from carnet.web.identities import demo_professionals
+from carnet.web.pages import flash, portal
+from carnet.web.patient_journal import journal
+from carnet.web.profile_entries import MEASURES, RESOURCE_TYPES, build_entry, contact_role, directive_text
+from carnet.web.record_summary import concept_text, document_line, human_name, summarise
+from carnet.web.session import logout
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
+
+RECORD_STATUS_EXTENSION = "https://carnet.health/fhir/StructureDefinition/record-status"
+CARE_TEAM_KINDS = (ConsentKind.AUTHORISATION, ConsentKind.TREATING_PHYSICIAN, ConsentKind.BLOCK)
+OPPOSITIONS = {
+    "break_glass": ConsentKind.OPPOSITION_BREAK_GLASS,
+    "regulation": ConsentKind.OPPOSITION_REGULATION,
+}
+
+
+# -- home -------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    """The home page: the latest documents and what changed since the last visit."""
+    holder = holder_of(request)
+    patient = patient_resource(holder)
+    latest = [
+        document_line(d)
+        for d in search(
+            holder, "DocumentReference", ("status", "current"), ("_sort", "-date"), ("_count", "5")
+        )
+    ]
+    previous = request.session.get("previous_visit")
+    since = previous if isinstance(previous, str) else (utc_now() - timedelta(days=30)).isoformat()
+    since_param = since.replace("+00:00", "Z")
+    changed_documents = [
+        document_line(d)
+        for d in search(holder, "DocumentReference", ("_lastUpdated", f"gt{since_param}"), ("_sort", "-date"))
+        if d.get("status") == "current"
+    ]
+    accesses, journal_available = journal(holder, since=since_param)
+    others = [a for a in accesses if not a.by_me]
+    return page(
+        request,
+        "patient/home.html",
+        "home",
+        {
+            "name": human_name(patient.get("name")) or holder.principal.display or "",
+            "latest": latest,
+            "first_visit": not isinstance(previous, str),
+            "since": since,
+            "changed_documents": changed_documents,
+            "accesses": others,
+            "journal_available": journal_available,
+            "closed": _is_closed(patient),
+        },
+    )
+
+
+# -- the medical profile ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One line of the profile, with what identifies it for removal."""
+
+    resource_type: str
+    id: str
+    label: str
+    detail: str
+    when: str
+    by_me: bool
+
+
+def _entries(
+    holder: Holder, resource_type: str, read: Callable[[dict[str, Any]], tuple[str, str, str]]
+) -> list[Entry]:
+    me = f"Patient/{holder.patient_id}"
+    out = []
+    for resource in search(holder, resource_type, ("_count", "1000")):
+        label, detail, when = read(resource)
+        authors = {
+            str((resource.get(field) or {}).get("reference"))
+            for field in ("recorder", "informationSource", "asserter")
+            if isinstance(resource.get(field), dict)
+        }
+        authors |= {
+            str((p or {}).get("reference")) for p in resource.get("performer") or [] if isinstance(p, dict)
+        }
+        out.append(
+            Entry(
+                resource_type=resource_type,
+                id=str(resource.get("id")),
+                label=label or "—",
+                detail=detail,
+                when=when,
+                by_me=me in authors
+                or resource_type in ("RelatedPerson", "Consent")
+                or resource.get("primarySource") is False,
+            )
+        )
+    out.sort(key=lambda e: e.when, reverse=True)
+    return out
+
+
+def _first(resource: Mapping[str, Any], *fields: str) -> str:
+    for name in fields:
+        value = resource.get(name)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and isinstance(value.get("start"), str):
+            return str(value["start"])
+    return ""
+
+
+@router.get("/profile")
+def profile(request: Request) -> Response:
+    """The medical profile: allergies, treatments, vaccinations, conditions, measures, directives, contacts."""
+    holder = holder_of(request)
+    allergies = _entries(
+        holder,
+        "AllergyIntolerance",
+        lambda r: (
+            concept_text(r.get("code")),
+            ", ".join(
+                concept_text(m) for x in r.get("reaction") or [] for m in (x or {}).get("manifestation") or []
+            ),
+            _first(r, "recordedDate", "onsetDateTime"),
+        ),
+    )
+    treatments = _entries(
+        holder,
+        "MedicationStatement",
+        lambda r: (
+            concept_text(r.get("medicationCodeableConcept")),
+            "; ".join(str((d or {}).get("text", "")) for d in r.get("dosage") or [])
+            + ("" if r.get("status") == "active" else f" ({r.get('status')})"),
+            _first(r, "effectivePeriod", "effectiveDateTime", "dateAsserted"),
+        ),
+    )
+    vaccinations = _entries(
+        holder,
+        "Immunization",
+        lambda r: (
+            concept_text(r.get("vaccineCode")),
+            "; ".join(str((n or {}).get("text", "")) for n in r.get("note") or []),
+            _first(r, "occurrenceDateTime", "recorded"),
+        ),
+    )
+    conditions = _entries(
+        holder,
+        "Condition",
+        lambda r: (
+            concept_text(r.get("code")),
+            concept_text(r.get("clinicalStatus")),
+            _first(r, "onsetDateTime", "recordedDate"),
+        ),
+    )
+    observations = search(holder, "Observation", ("_count", "1000"), ("_sort", "-date"))
+    summary = summarise(observations)
+    chart = optional("carnet.web.measure_chart", "measure_chart")
+    language = language_of(request)
+    measures = [
+        (m, chart(m, language) if chart is not None and len(m.series) >= 2 else None)
+        for m in summary.measures
+    ]
+    pressures = [
+        (
+            _first(o, "effectiveDateTime"),
+            " / ".join(
+                str(((c or {}).get("valueQuantity") or {}).get("value", "?"))
+                for c in o.get("component") or []
+            ),
+            str(o.get("id")),
+        )
+        for o in observations
+        if any(
+            c.get("code") == "85354-9"
+            for c in (o.get("code") or {}).get("coding") or []
+            if isinstance(c, dict)
+        )
+    ]
+    directives = [
+        Entry(
+            resource_type="Consent",
+            id=str(c.get("id")),
+            label=directive_text(c) or "—",
+            detail="",
+            when=_first(c, "dateTime"),
+            by_me=True,
+        )
+        for c in consents_of(holder)
+        if c.get("status") == "active"
+        and any(
+            x.get("code") == "adr" for x in (c.get("scope") or {}).get("coding") or [] if isinstance(x, dict)
+        )
+    ]
+    contacts = []
+    for person in search(holder, "RelatedPerson", ("_count", "100")):
+        contacts.append(
+            (
+                contact_role(person),
+                Entry(
+                    resource_type="RelatedPerson",
+                    id=str(person.get("id")),
+                    label=human_name(person.get("name")) or "—",
+                    detail=", ".join(
+                        str(t.get("value"))
+                        for t in person.get("telecom") or []
+                        if isinstance(t, dict) and t.get("value")
+                    ),
+                    when="",
+                    by_me=True,
+                ),
+            )
+        )
+    return page(
+        request,
+        "patient/profile.html",
+        "profile",
+        {
+            "allergies": allergies,
+            "treatments": treatments,
+            "vaccinations": vaccinations,
+            "conditions": conditions,
+            "measures": measures,
+            "pressures": pressures,
+            "measure_kinds": MEASURES,
+            "directives": directives,
+            "contacts": contacts,
+            "error": request.session.pop("profile_error", None),
+        },
+    )
+
+
+@router.post("/profile")
+async def add_entry(request: Request) -> Response:
+    """Add an entry to the medical profile."""
+    form = await checked_form(request)
+    holder = holder_of(request)
+    kind = form_text(form, "kind", 20)
+    fields = {
+        name: form_text(form, name)
+        for name in (
+            "text",
+            "detail",
+            "date",
+            "criticality",
+            "measure",
+            "value",
+            "value2",
+            "role",
+            "family",
+            "given",
+            "phone",
+        )
+    }
+    try:
+        resource = build_entry(kind, fields, patient_id=holder.patient_id, now=utc_now())
+    except ValueError as error:
+        request.session["profile_error"] = str(error)
+        return RedirectResponse(f"/patient/profile#add-{kind or 'entry'}", status_code=303)
+    await call(holder.records.create, resource)
+    flash(request, "Your medical profile was updated.")
+    return RedirectResponse(f"/patient/profile#section-{kind}", status_code=303)
+
+
+@router.post("/profile/{resource_type}/{resource_id}/delete")
+async def delete_entry(resource_type: str, resource_id: str, request: Request) -> Response:
+    """Remove an entry of the medical profile (a logical deletion: the history keeps it)."""
+    await checked_form(request)
+    holder = holder_of(request)
+    if resource_type not in RESOURCE_TYPES.values():
+        raise PageError(404)
+    if resource_type == "Consent":
+        consent = (await call(holder.records.read, "Consent", resource_id)).resource or {}
+        if kind_of(consent) is not None:  # a Carnet choice is withdrawn on the choices pages, not here
+            raise PageError(404)
+    await call(holder.records.delete, resource_type, resource_id)
+    flash(request, "The entry was removed from your medical profile.")
+    return RedirectResponse("/patient/profile", status_code=303)
+
+
+# -- care team and choices ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Choice:
+    """One active Carnet choice naming a professional."""
+
+    id: str
+    kind: str
+    professional: Professional
+    until: str
+
+
+@router.get("/care-team")
+def care_team(request: Request) -> Response:
+    """My care team: authorised professionals, treating physicians, blocked professionals."""
+    holder = holder_of(request)
+    choices: dict[str, list[Choice]] = {str(kind): [] for kind in CARE_TEAM_KINDS}
+    for consent in consents_of(holder):
+        kind = kind_of(consent)
+        idnps = actor_id(consent)
+        if consent.get("status") != "active" or kind not in choices or idnps is None:
+            continue
+        until = str(((consent.get("provision") or {}).get("period") or {}).get("end") or "")
+        choices[kind].append(
+            Choice(
+                id=str(consent.get("id")), kind=kind, professional=professional(request, idnps), until=until
+            )
+        )
+    directory = demo_professionals(portal(request).services.records)
+    return page(
+        request,
+        "patient/care_team.html",
+        "care-team",
+        {"choices": choices, "directory": directory, "error": request.session.pop("care_error", None)},
+    )
+
+
+@router.post("/care-team")
+async def add_to_care_team(request: Request) -> Response:
+    """Authorise, name as treating physician, or block a professional."""
+    form = await checked_form(request)
+    holder = holder_of(request)
+    kind_text = form_text(form, "kind", 40)
+    idnps = form_text(form, "idnps", 20) or form_text(form, "practitioner", 20)
+    until_text = form_text(form, "until", 20)
+    try:
+        kind = ConsentKind(kind_text)
+        if kind not in CARE_TEAM_KINDS:
+            raise ValueError(kind_text)
+    except ValueError:
+        request.session["care_error"] = "Choose what to do."
+        return RedirectResponse("/patient/care-team", status_code=303)
+    if not idnps.isdigit():
+        request.session["care_error"] = "Give the professional's national identifier (digits)."
+        return RedirectResponse("/patient/care-team", status_code=303)
+    until = None
+    if until_text:
+        try:
+            until = datetime.combine(date.fromisoformat(until_text), datetime.max.time(), tzinfo=UTC).replace(
+                microsecond=0
+            )
+        except ValueError:
+            request.session["care_error"] = "Give dates as YYYY-MM-DD."
+            return RedirectResponse("/patient/care-team", status_code=303)
+    resource = consent_for(
+        kind, holder.patient_id, idnps, until if kind is ConsentKind.AUTHORISATION else None, now=utc_now()
+    )
+    await call(holder.records.create, resource)
+    flash(request, "Your care team was updated.")
+    return RedirectResponse("/patient/care-team", status_code=303)
+
+
+def _withdraw(holder: Holder, consent_id: str) -> None:
+    current = holder.records.read("Consent", consent_id)
+    resource = dict(current.resource or {})
+    if kind_of(resource) is None:
+        raise NotFound(f"Consent/{consent_id} is not a choice.")
+    resource["status"] = "inactive"
+    holder.records.update("Consent", consent_id, resource, if_match=current.etag)
+
+
+@router.post("/care-team/{consent_id}/revoke")
+async def revoke(consent_id: str, request: Request) -> Response:
+    """Withdraw an authorisation, a treating physician or a block (the Consent becomes inactive)."""
+    await checked_form(request)
+    holder = holder_of(request)
+    await call(_withdraw, holder, consent_id)
+    flash(request, "Your care team was updated.")
+    return RedirectResponse("/patient/care-team", status_code=303)
+
+
+def _notifier(request: Request) -> Any:
+    return getattr(portal(request).services, "notifier", None)
+
+
+@router.get("/choices")
+def choices(request: Request) -> Response:
+    """My choices: oppositions to emergency and SAMU access, notification preferences."""
+    holder = holder_of(request)
+    active = {kind_of(c) for c in consents_of(holder) if c.get("status") == "active"}
+    notifier = _notifier(request)
+    preferences = None
+    if notifier is not None:
+        try:
+            preferences = notifier.preferences_for(
+                portal(request).services.store, holder.principal, holder.patient_id
+            )
+        except CarnetError:
+            preferences = None
+    return page(
+        request,
+        "patient/choices.html",
+        "choices",
+        {
+            "opposes_break_glass": str(ConsentKind.OPPOSITION_BREAK_GLASS) in active,
+            "opposes_regulation": str(ConsentKind.OPPOSITION_REGULATION) in active,
+            "preferences": preferences,
+            "error": request.session.pop("choices_error", None),
+        },
+    )
+
+
+@router.post("/choices/oppositions")
+async def oppositions(request: Request) -> Response:
+    """Oppose (or stop opposing) break-glass access and SAMU regulation access."""
+    form = await checked_form(request)
+    holder = holder_of(request)
+    wanted = {name: form_text(form, name) == "1" for name in OPPOSITIONS}
+
+    def work() -> None:
+        consents = consents_of(holder)
+        for name, kind in OPPOSITIONS.items():
+            current = [c for c in consents if c.get("status") == "active" and kind_of(c) == str(kind)]
+            if wanted[name] and not current:
+                holder.records.create(consent_for(kind, holder.patient_id, now=utc_now()))
+            if not wanted[name]:
+                for consent in current:
+                    _withdraw(holder, str(consent["id"]))
+
+    await call(work)
+    flash(request, "Your choices were saved.")
+    return RedirectResponse("/patient/choices", status_code=303)
+
+
+@router.post("/choices/notifications")
+async def notifications(request: Request) -> Response:
+    """Save the notification preferences (break-glass and regulation always notify)."""
+    form = await checked_form(request)
+    holder = holder_of(request)
+    notifier = _notifier(request)
+    if notifier is None:
+        raise PageError(503)
+    from carnet.services.notifications import Preferences
+
+    try:
+        preferences = Preferences(
+            new_document=form_text(form, "new_document") == "1",
+            new_professional=form_text(form, "new_professional") == "1",
+            masked_access=form_text(form, "masked_access") == "1",
+            language=form_text(form, "language", 5) or "fr",
+            email=form_text(form, "email", 254) or None,
+        )
+    except InvalidRequest:
+        request.session["choices_error"] = "The e-mail address is not valid."
+        return RedirectResponse("/patient/choices", status_code=303)
+    await call(
+        notifier.choose, portal(request).services.store, holder.principal, holder.patient_id, preferences
+    )
+    flash(request, "Your choices were saved.")
+    return RedirectResponse("/patient/choices", status_code=303)
+
+
+# -- export and closing -------------------------------------------------------------------------
+
+
+@router.get("/export")
+def export(request: Request) -> Response:
+    """The export page."""
+    holder_of(request)
+    return page(
+        request,
+        "patient/export.html",
+        "export",
+        {"pdf": optional("carnet.web.summary_pdf", "summary_pdf") is not None},
+    )
+
+
+def _everything(holder: Holder) -> list[dict[str, Any]]:
+    return [r for r in (s.resource for s in holder.records.everything(holder.patient_id)) if r is not None]
+
+
+@router.get("/export/record.json")
+def export_bundle(request: Request) -> Response:
+    """Download the whole record as a FHIR R4 Bundle (type ``collection``)."""
+    holder = holder_of(request)
+    from carnet.domain import fhirjson
+
+    base = portal(request).settings.base_url
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": utc_now().isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "entry": [
+            {"fullUrl": f"{base}/{r['resourceType']}/{r.get('id')}", "resource": r}
+            for r in _everything(holder)
+        ],
+    }
+    return Response(
+        content=fhirjson.dumps(bundle),
+        media_type="application/fhir+json",
+        headers={
+            "Content-Disposition": 'attachment; filename="carnet-record.json"',
+            "Content-Security-Policy": CONTENT_CSP,
+        },
+    )
+
+
+@router.get("/export/summary.pdf")
+def export_pdf(request: Request) -> Response:
+    """Download a printable PDF summary of the record."""
+    holder = holder_of(request)
+    summary_pdf = optional("carnet.web.summary_pdf", "summary_pdf")
+    if summary_pdf is None:
+        raise PageError(404)
+    pdf: bytes = summary_pdf(_everything(holder), language_of(request))
+    return Response(
+        content=pdf,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": 'attachment; filename="carnet-summary.pdf"',
+            "Content-Security-Policy": CONTENT_CSP,
+        },
+    )
+
+
+def _is_closed(patient: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION and e.get("valueCode") == "closed"
+        for e in patient.get("extension") or []
+    )
+
+
+@router.get("/close")
+def close_page(request: Request) -> Response:
+    """What closing the record means, before confirming."""
+    holder = holder_of(request)
+    return page(
+        request,
+        "patient/close.html",
+        "close",
+        {"closed": _is_closed(patient_resource(holder)), "error": None},
+    )
+
+
+@router.post("/close")
+async def close(request: Request) -> Response:
+    """Close the record: the Patient is marked inactive with the record status ``closed``."""
+    form = await checked_form(request)
+    holder = holder_of(request)
+    if form_text(form, "confirm") != "1":
+        return page(
+            request,
+            "patient/close.html",
+            "close",
+            {"closed": False, "error": "Tick the box to confirm that you understand the consequences."},
+            status=422,
+        )
+
+    def work() -> None:
+        current = holder.records.read("Patient", holder.patient_id)
+        patient = dict(current.resource or {})
+        extensions = [
+            e
+            for e in patient.get("extension") or []
+            if not (isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION)
+        ]
+        extensions.append({"url": RECORD_STATUS_EXTENSION, "valueCode": "closed"})
+        patient["extension"] = extensions
+        patient["active"] = False
+        holder.records.update("Patient", holder.patient_id, patient, if_match=current.etag)
+
+    await call(work)
+    logout(request)
+    flash(request, "Your record is closed.")
+    return RedirectResponse("/login", status_code=303)

@@ -456,6 +456,11 @@ def _resources(access: Access) -> list[dict[str, Any]]:
     return [s.resource for s in access.records.everything(access.patient_id) if s.resource is not None]
 
 
+def _number(value: float, language: str) -> str:
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text.replace(".", ",") if language == "fr" else text
+
+
 def _shown_class(line: DocumentLine, language: str) -> str:
     for code, fr, en in CLASSES:
         if code == line.class_code:
@@ -481,7 +486,10 @@ async def record(patient_id: str, request: Request) -> Response:
     resources = await _guarded(request, access, _resources, access)
     summary = summarise(resources)
     language = _language(request)
-    charts = [(m, measure_chart(m, language)) for m in summary.measures[:4] if m.series]
+    # Charts for the measures with the longest series; every latest value is in the table too.
+    charted = sorted((m for m in summary.measures if len(m.series) >= 2), key=lambda m: -len(m.series))[:4]
+    charts = [(m, measure_chart(m, language)) for m in charted]
+    values = [(m, _number(m.latest, language)) for m in summary.measures[:12]]
     return _page(
         request,
         "pro/record.html",
@@ -490,6 +498,7 @@ async def record(patient_id: str, request: Request) -> Response:
             "summary": summary,
             "documents": [(d, _shown_class(d, language)) for d in summary.documents[:5]],
             "charts": charts,
+            "measures": values,
         },
     )
 
@@ -537,6 +546,28 @@ async def documents(patient_id: str, request: Request, category: str = "", archi
             "lines": [(line, _shown_class(line, language)) for line in lines],
             "category": category,
             "archived": archived == "yes",
+        },
+    )
+
+
+# Declared before the viewer's route, so that "new" is never taken for a document id.
+@router.get("/patients/{patient_id}/documents/new")
+async def upload_form(patient_id: str, request: Request, replaces: str = "") -> Response:
+    """Show the submission form (with ``?replaces=<id>`` to replace one's own document)."""
+    access = await _access(request, patient_id)
+    if access.mode is AccessMode.BREAK_GLASS:
+        raise PageError(403, "An emergency access only reads the record.")
+    patient = await _guarded(request, access, access.records.read, "Patient", patient_id)
+    summary = summarise([patient.resource] if patient.resource else [])
+    return _page(
+        request,
+        "pro/upload.html",
+        {
+            **_common(request, access, summary),
+            "replaces": replaces if _ID.fullmatch(replaces or "-") and replaces else "",
+            "error": None,
+            "today": datetime.now(UTC).date().isoformat(),
+            "values": {},
         },
     )
 
@@ -782,27 +813,6 @@ def _publish(access: Access, upload: Upload) -> str:
     return result.stored.resource_id
 
 
-@router.get("/patients/{patient_id}/documents/new")
-async def upload_form(patient_id: str, request: Request, replaces: str = "") -> Response:
-    """Show the submission form (with ``?replaces=<id>`` to replace one's own document)."""
-    access = await _access(request, patient_id)
-    if access.mode is AccessMode.BREAK_GLASS:
-        raise PageError(403, "An emergency access only reads the record.")
-    patient = await _guarded(request, access, access.records.read, "Patient", patient_id)
-    summary = summarise([patient.resource] if patient.resource else [])
-    return _page(
-        request,
-        "pro/upload.html",
-        {
-            **_common(request, access, summary),
-            "replaces": replaces if _ID.fullmatch(replaces or "-") and replaces else "",
-            "error": None,
-            "today": datetime.now(UTC).date().isoformat(),
-            "values": {},
-        },
-    )
-
-
 @router.post("/patients/{patient_id}/documents/new")
 async def upload_submit(patient_id: str, request: Request) -> Response:
     """Submit a document (PDF with its metadata, or a CDA whose header gives them)."""
@@ -813,7 +823,10 @@ async def upload_submit(patient_id: str, request: Request) -> Response:
         raise PageError(403, "An emergency access only reads the record.")
     error: str | None = None
     try:
-        upload = await _upload(request, form)
+        try:
+            upload = await _upload(request, form)
+        finally:
+            await form.close()  # the uploaded file's temporary file
         document_id = await _call(_publish, access, upload)
     except _FormProblem as problem:
         error = problem.message

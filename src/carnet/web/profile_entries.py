@@ -184,11 +184,16 @@ def build_entry(kind: str, form: dict[str, str], *, patient_id: str, now: dateti
             resource["component"] = [
                 {
                     "code": {"coding": [{"system": LOINC, "code": "8480-6"}], "text": "Systolic"},
-                    "valueQuantity": _quantity(_number(_required(form.get("value", ""), "Give the value as a number.")), measure.unit),
+                    "valueQuantity": _quantity(
+                        _number(_required(form.get("value", ""), "Give the value as a number.")), measure.unit
+                    ),
                 },
                 {
                     "code": {"coding": [{"system": LOINC, "code": "8462-4"}], "text": "Diastolic"},
-                    "valueQuantity": _quantity(_number(_required(form.get("value2", ""), "Give the value as a number.")), measure.unit),
+                    "valueQuantity": _quantity(
+                        _number(_required(form.get("value2", ""), "Give the value as a number.")),
+                        measure.unit,
+                    ),
                 },
             ]
         else:

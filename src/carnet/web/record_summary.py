@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 JSON = Mapping[str, Any]
@@ -286,22 +287,40 @@ def document_line(document: JSON) -> DocumentLine:
     )
 
 
+def _is_number(value: Any) -> bool:
+    # Stored JSON is read back with exact decimals (carnet.domain.fhirjson): Decimal, not float.
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _quantities(observation: JSON) -> Iterable[tuple[str, str, Mapping[str, Any]]]:
+    """Each (code, label, quantity) an Observation carries: its value, then its components'."""
+    code = _code(observation.get("code")) or concept_text(observation.get("code"))
+    label = concept_text(observation.get("code")) or code
+    quantity = observation.get("valueQuantity")
+    if isinstance(quantity, Mapping) and _is_number(quantity.get("value")):
+        yield code, label, quantity
+    for component in observation.get("component") or []:
+        if not isinstance(component, Mapping):
+            continue
+        part = component.get("valueQuantity")
+        if isinstance(part, Mapping) and _is_number(part.get("value")):
+            part_code = _code(component.get("code")) or concept_text(component.get("code"))
+            part_label = concept_text(component.get("code")) or part_code
+            yield f"{code}/{part_code}", f"{label} — {part_label}" if label else part_label, part
+
+
 def _measures(observations: Sequence[JSON]) -> list[Measure]:
     series: dict[str, list[tuple[datetime, float, str, str, str]]] = {}
     for observation in observations:
         if observation.get("status") in ("entered-in-error", "cancelled"):
             continue
-        quantity = observation.get("valueQuantity")
-        if not isinstance(quantity, Mapping) or not isinstance(quantity.get("value"), int | float):
-            continue
         when_text = _date_of(observation, "effectiveDateTime", "effectivePeriod", "issued")
         moment = parse_moment(when_text)
         if moment is None:
             continue
-        code = _code(observation.get("code")) or concept_text(observation.get("code"))
-        label = concept_text(observation.get("code")) or code
-        unit = str(quantity.get("unit") or quantity.get("code") or "")
-        series.setdefault(code, []).append((moment, float(quantity["value"]), when_text, label, unit))
+        for code, label, quantity in _quantities(observation):
+            unit = str(quantity.get("unit") or quantity.get("code") or "")
+            series.setdefault(code, []).append((moment, float(quantity["value"]), when_text, label, unit))
     out: list[Measure] = []
     for code, points in series.items():
         points.sort(key=lambda p: p[0])
@@ -316,7 +335,7 @@ def _measures(observations: Sequence[JSON]) -> list[Measure]:
                 series=tuple(Point(when=p[0], value=p[1]) for p in points),
             )
         )
-    out.sort(key=lambda m: m.when, reverse=True)
+    out.sort(key=lambda m: (m.when, -len(m.series)), reverse=True)
     return out
 
 

@@ -1,0 +1,158 @@
+"""What every page of the patient portal starts from: the signed-in holder and small helpers.
+
+:func:`holder_of` returns the signed-in patient and their ``Records`` (the same service as the
+FHIR API, for this principal); it raises ``Unauthenticated`` (→ ``/login``) for anybody else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+
+from carnet.domain.consent import IDNPS_SYSTEM, KIND_SYSTEM
+from carnet.domain.errors import CarnetError, Unauthenticated
+from carnet.domain.principal import ActorKind, Principal
+from carnet.services.records import Records
+from carnet.web.identities import DIRECTORY_READER, demo_professionals, idnps_of, practitioner_display
+from carnet.web.pages import portal, render
+from carnet.web.session import current_principal
+
+T = TypeVar("T")
+
+
+# -- who is asking ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Holder:
+    """The signed-in patient and their record access."""
+
+    principal: Principal
+    patient_id: str
+    records: Records
+
+
+def holder_of(request: Request) -> Holder:
+    """Return the signed-in patient.
+
+    Raises:
+        Unauthenticated: nobody signed in, or not a patient with a record (→ the sign-in page).
+    """
+    principal = current_principal(request)
+    if principal is None or principal.kind is not ActorKind.PATIENT or not principal.patient_id:
+        raise Unauthenticated("Sign in as a patient.")
+    return Holder(
+        principal=principal,
+        patient_id=principal.patient_id,
+        records=portal(request).services.records.records(principal),
+    )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def form_text(form: FormData | Mapping[str, Any], name: str, limit: int = 2000) -> str:
+    value = form.get(name)
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def page(
+    request: Request, template: str, section: str, context: Mapping[str, Any], status: int = 200
+) -> Response:
+    return render(request, template, {"section": section, **context}, status=status)
+
+
+def search(holder: Holder, resource_type: str, *params: tuple[str, str]) -> list[dict[str, Any]]:
+    query = [("patient", f"Patient/{holder.patient_id}"), *params]
+    return holder.records.search(resource_type, query).resources
+
+
+def patient_resource(holder: Holder) -> dict[str, Any]:
+    return holder.records.read("Patient", holder.patient_id).resource or {}
+
+
+def consents_of(holder: Holder) -> list[dict[str, Any]]:
+    return search(holder, "Consent", ("_count", "1000"))
+
+
+def kind_of(consent: Mapping[str, Any]) -> str | None:
+    for category in consent.get("category") or []:
+        for coding in (category or {}).get("coding") or []:
+            if isinstance(coding, dict) and coding.get("system") == KIND_SYSTEM:
+                return str(coding.get("code"))
+    return None
+
+
+def actor_id(consent: Mapping[str, Any]) -> str | None:
+    for actor in (consent.get("provision") or {}).get("actor") or []:
+        identifier = ((actor or {}).get("reference") or {}).get("identifier") or {}
+        if identifier.get("system") == IDNPS_SYSTEM and identifier.get("value"):
+            return str(identifier["value"])
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Professional:
+    """A professional as the portal names them."""
+
+    idnps: str
+    display: str
+    profession: str | None = None
+    specialty: str | None = None
+
+
+def professional(request: Request, idnps: str) -> Professional:
+    """Look a professional up in the directory by idNat_PS (a bare id when unknown)."""
+    service = portal(request).services.records
+    for candidate in demo_professionals(service):
+        if candidate.idnps == idnps:
+            return Professional(
+                idnps=idnps,
+                display=candidate.display,
+                profession=candidate.profession,
+                specialty=candidate.specialty,
+            )
+    try:
+        found = service.records(DIRECTORY_READER).search(
+            "Practitioner", [("identifier", f"{IDNPS_SYSTEM}|{idnps}")]
+        )
+    except CarnetError:
+        found = None
+    for practitioner in found.resources if found else []:
+        if idnps_of(practitioner) == idnps:
+            profession = next(
+                (
+                    str(c.get("code"))
+                    for q in practitioner.get("qualification") or []
+                    for c in ((q or {}).get("code") or {}).get("coding") or []
+                    if c.get("code")
+                ),
+                None,
+            )
+            return Professional(
+                idnps=idnps, display=practitioner_display(practitioner), profession=profession
+            )
+    return Professional(idnps=idnps, display=idnps)
+
+
+def optional(module: str, name: str) -> Callable[..., Any] | None:
+    """Return a function of an optional portal module (built alongside), or None if absent."""
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError:
+        return None
+    function = getattr(found, name, None)
+    return function if callable(function) else None
