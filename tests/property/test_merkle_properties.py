@@ -369,15 +369,18 @@ def test_empty_tree_is_consistent_with_every_tree(size: int) -> None:
 
 
 def test_a_tree_of_size_zero_has_the_empty_root() -> None:
-    """Between two empty trees, or for an empty subtree of one, any root but SHA-256("") is refused."""
+    """Between two empty trees any root but SHA-256("") is refused; an empty subtree's root must be it too."""
     merkle.verify_consistency(0, 0, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT, [])
     merkle.verify_subtree_consistency(0, 0, 0, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT, [])
     other = LEAVES[0]
     for old_root, new_root in ((merkle.EMPTY_ROOT, other), (other, merkle.EMPTY_ROOT), (other, other)):
         with pytest.raises(AuditChainError):
             merkle.verify_consistency(0, 0, old_root, new_root, [])
+    for subtree_root in (other, b"short"):
         with pytest.raises(AuditChainError):
-            merkle.verify_subtree_consistency(0, 0, 0, old_root, new_root, [])
+            merkle.verify_subtree_consistency(0, 0, 0, subtree_root, merkle.EMPTY_ROOT, [])
+    # The tree's root plays no part for an empty range (as in the transparency-dev vectors).
+    merkle.verify_subtree_consistency(0, 0, 0, merkle.EMPTY_ROOT, other, [])
 
 
 # --------------------------------------------------------------------------- subtrees

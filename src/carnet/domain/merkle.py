@@ -362,10 +362,24 @@ def verify_consistency(
         AuditChainError: if the proof does not verify, a hash is not 32 bytes long,
             or ``new_size < old_size`` (the journal was rolled back).
     """
+    _check_sizes(old_size, new_size)
+    if old_size == new_size == 0:
+        _check_empty_tree(old_root, proof)
+        _check_empty_tree(new_root, proof)
+        return
+    if old_size == new_size:
+        # A tree is consistent with itself: the roots must be the same bytes, the proof empty
+        # (RFC 9162 §2.1.4.2; as the transparency-dev reference, whatever their length).
+        if old_root != new_root:
+            raise AuditChainError(
+                f"Two tree heads of the same size {old_size} have different roots: the journal forked."
+            )
+        if proof:
+            raise AuditChainError("A consistency proof between equal sizes must be empty; drop its hashes.")
+        return
     _check_hash(old_root, "Old root hash")
     _check_hash(new_root, "New root hash")
     _check_proof(proof)
-    _check_sizes(old_size, new_size)
     if old_size == 0:
         _check_empty_tree(old_root, proof)
         if new_size == 0:
@@ -408,17 +422,24 @@ def verify_subtree_consistency(
         AuditChainError: if the proof does not verify, a hash is not 32 bytes long,
             ``[start, end)`` is not a subtree, or ``end > size``.
     """
-    _check_hash(subtree_root, "Subtree root hash")
-    _check_hash(root, "Root hash")
-    _check_proof(proof)
     if start == end:
+        # An empty range is part of every tree: only the range and its root are checked (as
+        # the reference verifier does, the tree's root plays no part).
         _check_sizes(end, size)
         _check_empty_tree(subtree_root, proof)
-        if size == 0:
-            _check_empty_tree(root, proof)
         return
     _check_subtree(start, end)
     _check_sizes(end, size)
+    if start == 0 and end == size:
+        # The subtree is the whole tree: same bytes, empty proof (see verify_consistency).
+        if subtree_root != root:
+            raise AuditChainError(f"The subtree [0, {size}) is the whole tree, yet its root differs.")
+        if proof:
+            raise AuditChainError("A proof that a tree contains itself must be empty; drop its hashes.")
+        return
+    _check_hash(subtree_root, "Subtree root hash")
+    _check_hash(root, "Root hash")
+    _check_proof(proof)
     sub_computed, computed = _chain(start, end, size, subtree_root, proof)
     if sub_computed != subtree_root or computed != root:
         raise AuditChainError(
