@@ -79,7 +79,7 @@ def serve(
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Make one delivery pass, then exit")] = False,
 ) -> None:
-    """Deliver the notification outbox by e-mail (SMTP) until Ctrl-C; `--once` for a single pass."""
+    """Deliver the notification outbox by e-mail (SMTP) and sign journal checkpoints until Ctrl-C; `--once` for one pass."""
     import signal
     import threading
 
@@ -96,6 +96,7 @@ def worker(
         if not settings.smtp_host:
             console.print("CARNET_SMTP_HOST is not set: notices wait in the outbox.")
         delivered = delivery.run_once()
+        services.journal.issue_checkpoints()
         with services.store.session() as session:
             counts = session.count_outbox()
         summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
@@ -108,8 +109,16 @@ def worker(
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    console.print(f"Delivering notices every {settings.worker_seconds} s; Ctrl-C stops.")
+    console.print(
+        f"Delivering notices every {settings.worker_seconds} s and signing journal checkpoints every "
+        f"{settings.checkpoint_seconds} s; Ctrl-C stops."
+    )
+    checkpointer = threading.Thread(
+        target=services.journal.run, args=(stop, float(settings.checkpoint_seconds)), daemon=True
+    )
+    checkpointer.start()
     delivery.run(stop)
+    checkpointer.join(timeout=10)
     console.print("Stopped.")
 
 

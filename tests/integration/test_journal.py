@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import random
+import time
 from collections import Counter
+from mailbox import Mailbox, free_port
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from carnet.api.app import Services
+from carnet.api.app import Services, build_services, create_app
 from carnet.audit.checkpoint import generate_signer
 from carnet.audit.verify import verify_checkpoint_consistency, verify_event_proof
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.errors import AuditChainError
 from carnet.domain.journal import Entry
 from carnet.domain.validation import validate
+from carnet.settings import Settings
 from conftest import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -314,3 +318,37 @@ def test_checkpoints_are_consistent_and_never_roll_back(
     assert client.get("/journal/checkpoint").text == second.decode() or size(
         client.get("/journal/checkpoint").content
     ) >= size(second)
+
+
+def test_break_glass_is_emailed_by_the_running_server(settings: Settings, auth: Mint) -> None:
+    """A break-glass read through the API reaches a real SMTP server: who, when, mode, no clinical content."""
+    box = Mailbox(free_port())
+    box.start()
+    wired = build_services(
+        dataclasses.replace(settings, smtp_host="127.0.0.1", smtp_port=box.port, worker_seconds=1)
+    )
+    try:
+        with TestClient(create_app(wired.settings, wired)) as client:
+            pid, headers = _patient(client, auth, "1840192345678")
+            patient = client.get(f"/fhir/Patient/{pid}", headers=headers).json()
+            patient["telecom"] = [{"system": "email", "value": "alice@example.org"}]
+            assert client.put(f"/fhir/Patient/{pid}", json=patient, headers=headers).status_code == 200
+            made = client.post("/fhir/Observation", json=_observation(pid, 70.0), headers=headers).json()
+            emergency = _pro(
+                auth, EMERGENCY, **{"X-Carnet-Mode": "break_glass", "X-Carnet-Justification": "inconscient"}
+            )
+            assert client.get(f"/fhir/Observation/{made['id']}", headers=emergency).status_code == 200
+            deadline = time.monotonic() + 20
+            while not box.sink.received and time.monotonic() < deadline:
+                time.sleep(0.2)
+        messages = box.sink.messages()
+        assert [m["To"] for m in messages] == ["alice@example.org"]
+        body = messages[0].get_body(preferencelist=("plain",))
+        text_ = body.get_content() if body is not None else ""
+        assert (EMERGENCY in text_, "Dr Test" in text_) == (True, True)
+        assert ("29463-7" in text_, "inconscient" in text_) == (False, False)
+        glass = [e for e in _entries(wired, pid) if e.mode == "break_glass"]
+        assert [e.notified for e in glass] == [("break-glass",)]
+    finally:
+        box.stop()
+        wired.store.engine.dispose()
