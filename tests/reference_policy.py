@@ -162,6 +162,9 @@ def reference_decide(case: Case, tables: Tables) -> Verdict:
     # §3.1: a blocked professional gets nothing from the record, whatever the mode.
     if actor.kind == "professional" and on_record and actor.professional_id in case.choices.blocked:
         return DENY
+    # A closed record: no professional, in any mode.
+    if actor.kind == "professional" and on_record and not case.record_open:
+        return DENY
     if case.mode not in KIND_MODES[actor.kind]:
         return DENY
     # §5: the journal is read by the patient, their representatives and the DPO.

@@ -146,22 +146,28 @@ def visit(page: Page, path: str, shot: str | None = None, *, status: int = 200) 
     check(page, shot)
 
 
+def _submit(page: Page, button: str, landing: str) -> None:
+    """Submit a sign-in form and fail readably when it does not land on ``landing``."""
+    with page.expect_navigation():
+        page.click(button)
+    if landing not in page.url:
+        shown = " ".join(page.locator("main").inner_text().split())[:400]
+        pytest.fail(f"Signing in did not reach {landing}: the browser is on {page.url}, which says: {shown}")
+    check(page)
+
+
 def sign_in_professional(page: Page, professional: DemoProfessional) -> None:
     """Sign in on /login as a professional of the directory; lands on the professional portal."""
     visit(page, "/login")
     page.select_option("#login-professional", professional.practitioner_id)
-    page.click("#login-professional-submit")
-    page.wait_for_url("**/pro/")
-    check(page)
+    _submit(page, "#login-professional-submit", "/pro/")
 
 
 def sign_in_patient(page: Page, patient: SeededPatient) -> None:
     """Sign in on /login as a seeded patient; lands on the patient portal."""
     visit(page, "/login")
     page.select_option("#login-patient", f"{patient.ins_system}|{patient.ins_value}")
-    page.click("#login-patient-submit")
-    page.wait_for_url("**/patient/**")
-    check(page)
+    _submit(page, "#login-patient-submit", "/patient/")
 
 
 def search_patient(page: Page, ins: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from carnet.domain.consent import ConsentKind, consent_for
+from carnet.domain.resources import RECORD_STATUS_EXTENSION
 from conftest import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -354,3 +355,31 @@ def test_malformed_choice_is_refused_at_write(world: World) -> None:
     response = world.client.post("/fhir/Consent", json=consent, headers=world.patient)
     assert response.status_code == 422
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_closed_record_is_out_of_reach_of_professionals_until_reopened(world: World) -> None:
+    """A closed record: professionals get nothing (break-glass too), feeds cannot add; reopened, access returns."""
+    world.choose(ConsentKind.AUTHORISATION, GP)
+    gp = world.professional(GP)
+    assert "report" in world.visible(gp)
+    patient = world.client.get(f"/fhir/Patient/{world.id}", headers=world.patient).json()
+    closed = {
+        **patient,
+        "active": False,
+        "extension": [{"url": RECORD_STATUS_EXTENSION, "valueCode": "closed"}],
+    }
+    assert (
+        world.client.put(f"/fhir/Patient/{world.id}", json=closed, headers=world.patient).status_code == 200
+    )
+    assert world.visible(gp) == set()
+    assert world.client.get(f"/fhir/DocumentReference/{world.docs['report']}", headers=gp).status_code == 404
+    glass = world.professional(GP, **{"X-Carnet-Mode": "break_glass", "X-Carnet-Justification": "urgence"})
+    assert world.visible(glass) == set()
+    assert "report" in world.visible(world.patient)
+    reopened = world.client.get(f"/fhir/Patient/{world.id}", headers=world.patient).json()
+    reopened.pop("extension")
+    reopened["active"] = True
+    assert (
+        world.client.put(f"/fhir/Patient/{world.id}", json=reopened, headers=world.patient).status_code == 200
+    )
+    assert "report" in world.visible(gp)

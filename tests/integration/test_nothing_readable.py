@@ -69,7 +69,9 @@ _DATE = re.compile(r"\d{4}(-\d{2}(-\d{2}([T ][\d:.]+)?)?)?(Z|[+-]\d{2}:\d{2})?")
 _NUMBER = re.compile(r"[\d.]+")
 _SPACE = re.compile(r"\s+")
 #: Files the local key provider and the development issuer keep in the key directory.
-KEY_FILES = re.compile(r"^(kek-\d{6}\.key|current|dev-issuer\.pem|journal-signer\.key|journal-verifier\.pub|web-session\.key)$")
+KEY_FILES = re.compile(
+    r"^(kek-\d{6}\.key|current|dev-issuer\.pem|journal-signer\.key|journal-verifier\.pub|web-session\.key)$"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

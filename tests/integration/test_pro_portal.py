@@ -334,12 +334,9 @@ def test_every_message_of_the_professional_portal_has_a_french_translation() -> 
     for template in sorted((WEB / "templates" / "pro").glob("*.html")):
         text = template.read_text(encoding="utf-8")
         used.update(m.group(2) for m in re.finditer(r"""_\(\s*(["'])((?:(?!\1).)+)\1""", text))
-    source = (WEB / "pro.py").read_text(encoding="utf-8")
-    used.update(
-        re.findall(
-            r'(?:"error": |PageError\(\d+, |_FormProblem\(|problem = |error = )\(?\s*"([^"]+)"', source
-        )
-    )
+    source = "".join((WEB / name).read_text(encoding="utf-8") for name in ("pro.py", "pro_submission.py"))
+    pattern = r'(?:"error": |PageError\(\d+, |FormProblem\(|problem = |error = )\(?\s*"([^"]+)"'
+    used.update(re.findall(pattern, source))
     assert len(used) > 80
     missing = sorted(message for message in used if message not in french)
     assert missing == []

@@ -291,6 +291,34 @@ def test_mode_for_actor(row: Line) -> None:
     _check(row)
 
 
+CLOSED_RECORD = replace(RECORD, record_open=False)
+
+
+@_table(
+    Row("gp-authorised", GP, CLOSED_RECORD, False, ("record-closed",), grants=GP_AUTHORISED),
+    Row(
+        "break-glass",
+        GP,
+        CLOSED_RECORD,
+        False,
+        ("record-closed",),
+        mode=AccessMode.BREAK_GLASS,
+        justification="urgence",
+    ),
+    Row(
+        "occupational",
+        _professional("810009", occupational_physician=True),
+        CLOSED_RECORD,
+        False,
+        ("no-record",),
+    ),
+    Row("patient-reads", PATIENT, CLOSED_RECORD, True, ("patient-own-record",)),
+)
+def test_record_closed(row: Line) -> None:
+    """A closed record is out of every professional's reach; its patient still reads it."""
+    _check(row)
+
+
 @_table(
     Row("patient-own", PATIENT, RECORD, True, ("journal-reader",), Action.JOURNAL),
     Row("patient-other", PATIENT, OTHER_RECORD, False, ("journal-not-for-actor",), Action.JOURNAL),

@@ -12,6 +12,7 @@ rule                                    verdict
 ======================================  ============================================================
 ``forbidden-kind``                      employers, complementary insurers, banks… never (§3.6)
 ``blocked``                             a professional the patient blocked gets nothing (§3.1)
+``record-closed``                       a closed record is out of every professional's reach
 ``mode-for-actor``                      the access mode must be one the actor's kind may use
 ``journal-readers``                     the patient, their representatives and the DPO read the journal (§5)
 ``admin-keys-only``                     administrators manage keys; admin and DPO never read (§3.8)
@@ -463,6 +464,17 @@ def blocked(ctx: Context) -> Decision | None:
     return _deny(NO_RECORD if ctx.actor.occupational_physician else "blocked")
 
 
+def record_closed(ctx: Context) -> Decision | None:
+    """A closed record (« DMP fermé ») is out of every professional's reach, in every mode.
+
+    The patient and their representatives still read it (and may reopen it); feeds are refused
+    by ``feed-writes-registered``. An occupational physician is told ``no-record``.
+    """
+    if not ctx.as_professional or ctx.target.record_open:
+        return None
+    return _deny(NO_RECORD if ctx.actor.occupational_physician else "record-closed")
+
+
 def mode_for_actor(ctx: Context) -> Decision | None:
     """Refuse an access mode that the actor's kind never uses (a patient cannot break the glass)."""
     return None if ctx.request.mode in MODES.get(ctx.actor.kind, frozenset()) else _deny("mode-not-for-actor")
@@ -760,6 +772,7 @@ RULES: Mapping[str, Rule] = MappingProxyType(
     {
         "forbidden-kind": forbidden_kinds,
         "blocked": blocked,
+        "record-closed": record_closed,
         "mode-for-actor": mode_for_actor,
         "journal-readers": journal_readers,
         "admin-keys-only": admin_keys_only,
@@ -790,6 +803,7 @@ RULES: Mapping[str, Rule] = MappingProxyType(
 DMP_RULES: tuple[str, ...] = (
     "forbidden-kind",
     "blocked",
+    "record-closed",
     "mode-for-actor",
     "journal-readers",
     "admin-keys-only",

@@ -338,3 +338,15 @@ def replace_strings(node: Any, mapping: Mapping[str, str]) -> Any:
     if isinstance(node, str):
         return mapping.get(node, node)
     return node
+
+
+#: The Patient extension marking a closed record (« DMP fermé »): ``valueCode`` ``closed``.
+RECORD_STATUS_EXTENSION = "https://carnet.health/fhir/StructureDefinition/record-status"
+
+
+def is_closed(patient: Mapping[str, Any]) -> bool:
+    """Tell whether a Patient resource marks its record as closed."""
+    return any(
+        isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION and e.get("valueCode") == "closed"
+        for e in patient.get("extension") or []
+    )

@@ -67,6 +67,7 @@ from carnet.domain.policy import (
 from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
 from carnet.domain.resources import (
     SUPPORTED_TYPES,
+    is_closed,
     is_directory_type,
     is_valid_id,
     patient_references,
@@ -333,6 +334,7 @@ class Records:
         self.obligations: set[Obligation] = set()
         self._active: StoreSession | None = None
         self._grants: dict[str, Grants] = {}
+        self._open_records: dict[str, bool] = {}
         self._binary_facts: dict[str, DocumentFacts] = {}
         # Record keys unwrapped during this principal's request (one unwrap per record, not per row).
         self._keys: dict[str, bytes] = {}
@@ -356,8 +358,31 @@ class Records:
         if patient_id == DIRECTORY:
             return Target(patient_id=None, resource_type=resource_type, in_directory=True)
         return Target(
-            patient_id=patient_id, resource_type=resource_type, opens_own_record=opens, document=document
+            patient_id=patient_id,
+            resource_type=resource_type,
+            opens_own_record=opens,
+            document=document,
+            record_open=self._is_open(patient_id),
         )
+
+    def _is_open(self, patient_id: str | None) -> bool:
+        """Whether a record is open, read from its Patient (once per request).
+
+        Only professionals and feeds, whose access a closed record stops, pay for reading it.
+        """
+        if patient_id is None or self._active is None:
+            return True
+        if self.actor.kind not in (ActorKind.PROFESSIONAL, ActorKind.FEED):
+            return True
+        if patient_id not in self._open_records:
+            try:
+                key = self._key(self._active, patient_id)
+            except RecordShredded:
+                return True  # nothing left to read; the key's absence answers
+            versions = self._active.search(patient_id, "Patient", (), ())
+            patients = [r for r in (self._open(key, v).resource for v in versions) if r is not None]
+            self._open_records[patient_id] = not any(is_closed(p) for p in patients)
+        return self._open_records[patient_id]
 
     @contextmanager
     def _session(

@@ -110,7 +110,9 @@ class JournalSessionMixin:
         """Return one stored perfect-subtree hash."""
         row = self._c.execute(
             select(journal_nodes.c.digest).where(
-                and_(journal_nodes.c.shard == shard, journal_nodes.c.level == level, journal_nodes.c.idx == idx)
+                and_(
+                    journal_nodes.c.shard == shard, journal_nodes.c.level == level, journal_nodes.c.idx == idx
+                )
             )
         ).first()
         return None if row is None else bytes(row[0])
@@ -118,7 +120,9 @@ class JournalSessionMixin:
     def journal_entry(self, shard: int, seq: int) -> StoredEntry | None:
         """Return one stored entry."""
         row = self._c.execute(
-            select(*_ENTRY_COLUMNS).where(and_(journal_entries.c.shard == shard, journal_entries.c.seq == seq))
+            select(*_ENTRY_COLUMNS).where(
+                and_(journal_entries.c.shard == shard, journal_entries.c.seq == seq)
+            )
         ).first()
         return None if row is None else _row(row)
 
@@ -167,7 +171,9 @@ class JournalSessionMixin:
 
     def put_checkpoint(self, shard: int, size: int, issued_at: datetime, note: bytes) -> bool:
         """Store a signed checkpoint; return False if one of that size already exists."""
-        statement = (pg_insert if self._c.dialect.name == "postgresql" else sqlite_insert)(journal_checkpoints)
+        statement = (pg_insert if self._c.dialect.name == "postgresql" else sqlite_insert)(
+            journal_checkpoints
+        )
         result = self._c.execute(
             statement.values(shard=shard, size=size, issued_at=issued_at, note=note).on_conflict_do_nothing()
         )

@@ -4,7 +4,8 @@ Every response under a portal path (:func:`is_web_path`) gets, unless the route 
 
 - ``Content-Security-Policy``: :data:`CSP` — only this origin, no inline script or style, no
   plugins, no ``<base>``, forms post here only, framed only by ourselves;
-- ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``,
+- ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: same-origin`` (no referrer to other sites; Chromium sends
+  ``Origin: null`` on same-origin form posts under ``no-referrer``, which the CSRF check refuses),
   ``X-Frame-Options: SAMEORIGIN``, ``Cross-Origin-Opener-Policy: same-origin``,
   ``Cross-Origin-Resource-Policy: same-origin``, a ``Permissions-Policy`` that turns off
   camera, microphone, geolocation and payment;
@@ -29,7 +30,7 @@ WEB_PREFIXES = ("/login", "/logout", "/language", "/static/", "/patient", "/pro"
 
 _COMMON = {
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "x-frame-options": "SAMEORIGIN",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",

@@ -45,6 +45,8 @@ from starlette.responses import RedirectResponse, Response
 
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.errors import CarnetError, InvalidRequest, NotFound
+from carnet.domain.resources import RECORD_STATUS_EXTENSION, is_closed
+from carnet.services.notifications import Notifier, Preferences
 from carnet.web.csrf import checked_form
 from carnet.web.errors import PageError
 from carnet.web.headers import CONTENT_CSP
@@ -74,7 +76,6 @@ from carnet.web.session import logout
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
 
-RECORD_STATUS_EXTENSION = "https://carnet.health/fhir/StructureDefinition/record-status"
 CARE_TEAM_KINDS = (ConsentKind.AUTHORISATION, ConsentKind.TREATING_PHYSICIAN, ConsentKind.BLOCK)
 OPPOSITIONS = {
     "break_glass": ConsentKind.OPPOSITION_BREAK_GLASS,
@@ -118,7 +119,7 @@ def home(request: Request) -> Response:
             "changed_documents": changed_documents,
             "accesses": others,
             "journal_available": journal_available,
-            "closed": _is_closed(patient),
+            "closed": is_closed(patient),
         },
     )
 
@@ -439,8 +440,9 @@ async def revoke(consent_id: str, request: Request) -> Response:
     return RedirectResponse("/patient/care-team", status_code=303)
 
 
-def _notifier(request: Request) -> Any:
-    return getattr(portal(request).services, "notifier", None)
+def _notifier(request: Request) -> Notifier:
+    notifier: Notifier = portal(request).services.records.notifier
+    return notifier
 
 
 @router.get("/choices")
@@ -500,8 +502,6 @@ async def notifications(request: Request) -> Response:
     notifier = _notifier(request)
     if notifier is None:
         raise PageError(503)
-    from carnet.services.notifications import Preferences
-
     try:
         preferences = Preferences(
             new_document=form_text(form, "new_document") == "1",
@@ -583,13 +583,6 @@ def export_pdf(request: Request) -> Response:
     )
 
 
-def _is_closed(patient: Mapping[str, Any]) -> bool:
-    return any(
-        isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION and e.get("valueCode") == "closed"
-        for e in patient.get("extension") or []
-    )
-
-
 @router.get("/close")
 def close_page(request: Request) -> Response:
     """What closing the record means, before confirming."""
@@ -598,7 +591,7 @@ def close_page(request: Request) -> Response:
         request,
         "patient/close.html",
         "close",
-        {"closed": _is_closed(patient_resource(holder)), "error": None},
+        {"closed": is_closed(patient_resource(holder)), "error": None},
     )
 
 
@@ -633,3 +626,29 @@ async def close(request: Request) -> Response:
     logout(request)
     flash(request, "Your record is closed.")
     return RedirectResponse("/login", status_code=303)
+
+
+@router.post("/reopen")
+async def reopen(request: Request) -> Response:
+    """Reopen a closed record: the record status extension goes, the Patient is active again."""
+    await checked_form(request)
+    holder = holder_of(request)
+
+    def work() -> None:
+        current = holder.records.read("Patient", holder.patient_id)
+        patient = dict(current.resource or {})
+        extensions = [
+            e
+            for e in patient.get("extension") or []
+            if not (isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION)
+        ]
+        if extensions:
+            patient["extension"] = extensions
+        else:
+            patient.pop("extension", None)
+        patient["active"] = True
+        holder.records.update("Patient", holder.patient_id, patient, if_match=current.etag)
+
+    await call(work)
+    flash(request, "Your record is open again.")
+    return RedirectResponse("/patient/", status_code=303)

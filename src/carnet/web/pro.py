@@ -39,17 +39,15 @@ declaring the patient's consent, or breaking the glass. Nothing of the record is
 
 from __future__ import annotations
 
-import base64
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -68,19 +66,18 @@ from carnet.domain.errors import (
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.feeds.cda import parse_cda
-from carnet.feeds.cda_metadata import document_reference_from_cda
-from carnet.services.records import Records, instant
+from carnet.services.records import Records
 from carnet.web.cda_render import EmbeddedBody, render_cda
 from carnet.web.csrf import checked_form
 from carnet.web.errors import PageError
 from carnet.web.headers import CONTENT_CSP
-from carnet.web.i18n import language_of, translate
+from carnet.web.i18n import language_of
 from carnet.web.measure_chart import measure_chart
 from carnet.web.pages import portal, render
+from carnet.web.pro_submission import CLASSES, ID, TYPES, FormProblem, publish, read_upload
 from carnet.web.record_summary import (
     CLASS_SYSTEM,
     INS_SYSTEMS,
-    VISIBILITY_SYSTEM,
     DocumentLine,
     RecordSummary,
     document_line,
@@ -94,40 +91,9 @@ router = APIRouter(prefix="/pro", include_in_schema=False)
 T = TypeVar("T")
 
 MODES_KEY = "pro_modes"
-IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
-LOINC_SYSTEM = "http://loinc.org"
-CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-FORMAT_SYSTEM = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
 MAX_JUSTIFICATION = 500
 #: An INS (NIR or NIA): 15 characters, digits with 2A/2B for Corsica; spaces are allowed in input.
 _INS = re.compile(r"[0-9][0-9AB][0-9]{13}")
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-
-#: The DMP document classes (TRE_A03 classCode), French label, English label.
-CLASSES: tuple[tuple[str, str, str], ...] = (
-    ("10", "Compte rendu", "Report"),
-    ("11", "Synthèse", "Summary"),
-    ("31", "Imagerie médicale", "Medical imaging"),
-    ("42", "Prescription", "Prescription"),
-    ("43", "Dispensation", "Dispensation"),
-    ("44", "Plan de soins", "Care plan"),
-    ("45", "Traitement administré", "Administered treatment"),
-    ("52", "Certificat", "Certificate"),
-    ("90", "Document du patient", "Patient's document"),
-)
-#: Document types offered on the form (LOINC typeCode): code, French display, English label.
-TYPES: tuple[tuple[str, str, str], ...] = (
-    ("11488-4", "CR ou fiche de consultation ou de visite", "Consultation note"),
-    ("11490-0", "Lettre de liaison à la sortie d'un établissement de soins", "Discharge letter"),
-    ("11502-2", "CR d'examens biologiques", "Laboratory report"),
-    ("18748-4", "CR d'imagerie médicale", "Imaging report"),
-    ("57833-6", "Prescription de produits de santé", "Prescription"),
-    ("60591-5", "Synthèse", "Patient summary"),
-    ("11369-6", "Historique des vaccinations", "Immunisation history"),
-    ("34133-9", "Synthèse d'épisode de soins", "Care episode summary"),
-)
-#: Visibility flags a professional may set on a document (TRE_A07).
-FLAGS = ("MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX")
 
 
 # Sessions, principals, modes ------------------------------------------------------------------
@@ -150,10 +116,6 @@ def _professional(request: Request) -> Principal:
 
 def _language(request: Request) -> str:
     return language_of(request)
-
-
-def _t(request: Request, message: str, /, **values: Any) -> str:
-    return translate(_language(request), message, **values)
 
 
 async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -210,7 +172,7 @@ async def _access(request: Request, patient_id: str) -> Access:
         PageError: 404 when no mode lets them in (the same page as an unknown record).
     """
     principal = _professional(request)
-    if not _ID.fullmatch(patient_id):
+    if not ID.fullmatch(patient_id):
         raise PageError(404)
     emergency = break_glass(request, patient_id)
     if emergency is not None:
@@ -564,7 +526,7 @@ async def upload_form(patient_id: str, request: Request, replaces: str = "") -> 
         "pro/upload.html",
         {
             **_common(request, access, summary),
-            "replaces": replaces if _ID.fullmatch(replaces or "-") and replaces else "",
+            "replaces": replaces if ID.fullmatch(replaces or "-") and replaces else "",
             "error": None,
             "today": datetime.now(UTC).date().isoformat(),
             "values": {},
@@ -591,7 +553,7 @@ def _document_and_content(
 async def document_view(patient_id: str, document_id: str, request: Request) -> Response:
     """Show one document: its metadata and its content (a CDA rendered safely, a PDF in a frame)."""
     access = await _access(request, patient_id)
-    if not _ID.fullmatch(document_id):
+    if not ID.fullmatch(document_id):
         raise PageError(404)
     try:
         document, line, content = await _guarded(request, access, _document_and_content, access, document_id)
@@ -636,7 +598,7 @@ async def document_view(patient_id: str, document_id: str, request: Request) -> 
 async def document_content(patient_id: str, document_id: str, request: Request, part: str = "") -> Response:
     """Return a document's bytes: a PDF (or a CDA's embedded PDF) inline, anything else as a download."""
     access = await _access(request, patient_id)
-    if not _ID.fullmatch(document_id):
+    if not ID.fullmatch(document_id):
         raise PageError(404)
     try:
         _, line, content = await _guarded(request, access, _document_and_content, access, document_id)
@@ -669,150 +631,6 @@ async def document_content(patient_id: str, document_id: str, request: Request, 
 # Submitting, replacing, archiving, deleting ---------------------------------------------------
 
 
-def _flags(form: FormData) -> list[str]:
-    return [flag for flag in FLAGS if form.get(f"flag_{flag}") == "on"]
-
-
-def _labels(flags: list[str], existing: list[Any] | None = None) -> list[dict[str, Any]]:
-    labels = [
-        label
-        for label in existing or []
-        if not (
-            isinstance(label, dict)
-            and any(c.get("system") == VISIBILITY_SYSTEM for c in label.get("coding") or [])
-        )
-    ]
-    if not labels:
-        labels = [{"coding": [{"system": CONFIDENTIALITY_SYSTEM, "code": "N", "display": "normal"}]}]
-    labels.extend({"coding": [{"system": VISIBILITY_SYSTEM, "code": flag}]} for flag in flags)
-    return labels
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Upload:
-    """What the submission form carried, checked."""
-
-    content: bytes
-    is_pdf: bool
-    title: str
-    class_code: str
-    type_code: str
-    day: date
-    flags: list[str]
-    replaces: str | None
-
-
-class _FormProblem(Exception):
-    """A submission form that cannot be used; ``message`` is a catalog message id."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-async def _upload(request: Request, form: FormData) -> Upload:
-    file = form.get("file")
-    if not isinstance(file, UploadFile):
-        raise _FormProblem("Choose the file of the document (PDF or CDA).")
-    limit = portal(request).settings.max_body_bytes
-    content = await file.read(limit + 1)
-    if not content:
-        raise _FormProblem("Choose the file of the document (PDF or CDA).")
-    if len(content) > limit:
-        raise _FormProblem("The file is too large.")
-    is_pdf = content.startswith(b"%PDF-")
-    if not is_pdf and not content.lstrip().startswith(b"<"):
-        raise _FormProblem("Only PDF files and CDA R2 documents (XML) can be submitted.")
-    class_code = _text(form, "class_code", 4)
-    type_code = _text(form, "type_code", 12)
-    if is_pdf and class_code not in {code for code, _, _ in CLASSES}:
-        raise _FormProblem("Choose the class of the document.")
-    if is_pdf and type_code not in {code for code, _, _ in TYPES}:
-        raise _FormProblem("Choose the type of the document.")
-    try:
-        day = date.fromisoformat(_text(form, "date", 10))
-    except ValueError:
-        if is_pdf:
-            raise _FormProblem("Give the date of the document.") from None
-        day = datetime.now(UTC).date()
-    title = _text(form, "title", 200)
-    if is_pdf and not title:
-        raise _FormProblem("Give the document a title.")
-    replaces = _text(form, "replaces", 64) or None
-    if replaces is not None and not _ID.fullmatch(replaces):
-        replaces = None
-    return Upload(
-        content=content,
-        is_pdf=is_pdf,
-        title=title,
-        class_code=class_code,
-        type_code=type_code,
-        day=day,
-        flags=_flags(form),
-        replaces=replaces,
-    )
-
-
-def _pdf_document(access: Access, upload: Upload, now: datetime) -> dict[str, Any]:
-    type_display = next(fr for code, fr, _ in TYPES if code == upload.type_code)
-    class_display = next(fr for code, fr, _ in CLASSES if code == upload.class_code)
-    principal = access.principal
-    author: dict[str, Any] = {"identifier": {"system": IDNPS_SYSTEM, "value": principal.professional_id}}
-    if principal.display:
-        author["display"] = principal.display
-    return {
-        "resourceType": "DocumentReference",
-        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
-        "status": "current",
-        "type": {"coding": [{"system": LOINC_SYSTEM, "code": upload.type_code, "display": type_display}]},
-        "category": [
-            {"coding": [{"system": CLASS_SYSTEM, "code": upload.class_code, "display": class_display}]}
-        ],
-        "subject": {"reference": f"Patient/{access.patient_id}"},
-        "date": instant(now),
-        "author": [author],
-        "description": upload.title,
-        "securityLabel": _labels(upload.flags),
-        "content": [
-            {
-                "attachment": {
-                    "contentType": "application/pdf",
-                    "language": "fr-FR",
-                    "data": base64.b64encode(upload.content).decode("ascii"),
-                    "title": upload.title,
-                    "creation": upload.day.isoformat(),
-                },
-                "format": {"system": FORMAT_SYSTEM, "code": "urn:ihe:iti:xds:2017:mimeTypeSufficient"},
-            }
-        ],
-        "context": {"period": {"start": upload.day.isoformat()}},
-    }
-
-
-def _cda_document(access: Access, upload: Upload, patient: Mapping[str, Any]) -> dict[str, Any]:
-    cda = parse_cda(upload.content)
-    ins = cda.ins
-    values = {str(i.get("value")) for i in patient.get("identifier") or [] if isinstance(i, dict)}
-    if ins is None or ins.extension not in values:
-        raise _FormProblem("This CDA document is about another patient (its INS is not this record's).")
-    document = document_reference_from_cda(cda, upload.content, patient_id=access.patient_id)
-    if upload.flags:
-        document["securityLabel"] = _labels(upload.flags, document.get("securityLabel"))
-    return document
-
-
-def _publish(access: Access, upload: Upload) -> str:
-    patient = access.records.read("Patient", access.patient_id).resource or {}
-    now = datetime.now(UTC)
-    document = _pdf_document(access, upload, now) if upload.is_pdf else _cda_document(access, upload, patient)
-    if upload.replaces is not None:
-        document["relatesTo"] = [
-            {"code": "replaces", "target": {"reference": f"DocumentReference/{upload.replaces}"}}
-        ]
-    result = access.records.publish(document)
-    return result.stored.resource_id
-
-
 @router.post("/patients/{patient_id}/documents/new")
 async def upload_submit(patient_id: str, request: Request) -> Response:
     """Submit a document (PDF with its metadata, or a CDA whose header gives them)."""
@@ -824,11 +642,11 @@ async def upload_submit(patient_id: str, request: Request) -> Response:
     error: str | None = None
     try:
         try:
-            upload = await _upload(request, form)
+            upload = await read_upload(form, limit=limit)
         finally:
             await form.close()  # the uploaded file's temporary file
-        document_id = await _call(_publish, access, upload)
-    except _FormProblem as problem:
+        document_id = await _call(publish, access.records, access.principal, patient_id, upload)
+    except FormProblem as problem:
         error = problem.message
     except PayloadTooLarge:
         error = "The file is too large."
@@ -861,7 +679,7 @@ async def upload_submit(patient_id: str, request: Request) -> Response:
 async def _change(request: Request, patient_id: str, document_id: str, action: str) -> Response:
     await checked_form(request)
     access = await _access(request, patient_id)
-    if not _ID.fullmatch(document_id):
+    if not ID.fullmatch(document_id):
         raise PageError(404)
     if access.mode is AccessMode.BREAK_GLASS:
         raise PageError(403, "An emergency access only reads the record.")
