@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from carnet.api.app import Services, build_services, create_app
 from carnet.api.auth import issue_token
 from carnet.settings import Settings
+from minting import Mint
 
 PG_URL = os.environ.get("CARNET_TEST_PG_URL")
 IN_CI = os.environ.get("CI") == "true"
@@ -68,7 +69,6 @@ def client(settings: Settings, services: Services) -> Iterator[TestClient]:
         yield test_client
 
 
-Mint = Callable[..., dict[str, str]]
 
 
 @pytest.fixture

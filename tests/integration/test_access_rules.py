@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.resources import RECORD_STATUS_EXTENSION
-from conftest import Mint
+from minting import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 CLASS = "urn:oid:1.2.250.1.213.1.1.4.1"

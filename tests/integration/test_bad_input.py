@@ -15,7 +15,7 @@ from carnet.api.app import Services, create_app
 from carnet.api.auth import issue_token
 from carnet.domain.errors import ConfigurationError
 from carnet.settings import Settings, load
-from conftest import Mint
+from minting import Mint
 from outcomes import assert_outcome
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"

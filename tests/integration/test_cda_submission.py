@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from carnet.api.app import Services, create_app
 from carnet.feeds.cda import CDADocument, Identifier, class_code_for, parse_cda
 from carnet.settings import Settings
-from conftest import Mint
+from minting import Mint
 from outcomes import assert_outcome
 from paths import EXTERNAL
 

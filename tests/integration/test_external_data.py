@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from carnet.settings import Settings
-from conftest import Mint
+from minting import Mint
 from records import (
     HL7_EXAMPLES,
     body_of,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import Mint
+from minting import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 LOINC = "http://loinc.org"

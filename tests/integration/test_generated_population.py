@@ -7,7 +7,7 @@ import base64
 from starlette.testclient import TestClient
 
 from carnet.synthetic import generate_population
-from conftest import Mint
+from minting import Mint
 
 
 def test_generated_documents_round_trip(client: TestClient, auth: Mint) -> None:

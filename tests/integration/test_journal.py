@@ -22,7 +22,7 @@ from carnet.domain.errors import AuditChainError
 from carnet.domain.journal import Entry
 from carnet.domain.validation import validate
 from carnet.settings import Settings
-from conftest import Mint
+from minting import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 CLASS = "urn:oid:1.2.250.1.213.1.1.4.1"

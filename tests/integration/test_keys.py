@@ -16,7 +16,7 @@ from carnet.api.app import Services, build_services
 from carnet.domain.errors import AccessDenied
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
-from conftest import Mint
+from minting import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 ADMIN = Principal(kind=ActorKind.ADMIN, subject="admin:test")

@@ -25,7 +25,7 @@ from carnet.api.app import Services
 from carnet.domain.resources import R4_TYPES
 from carnet.domain.search import PARAMETERS
 from carnet.settings import Settings
-from conftest import Mint
+from minting import Mint
 from records import (
     TEST_SYSTEM,
     load,

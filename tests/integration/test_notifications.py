@@ -33,7 +33,7 @@ from carnet.services.notifications import (
     Preferences,
 )
 from carnet.settings import Settings
-from conftest import Mint
+from minting import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 CLASS = "urn:oid:1.2.250.1.213.1.1.4.1"

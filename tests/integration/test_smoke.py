@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from conftest import Mint
+from minting import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 

@@ -18,7 +18,7 @@ from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.domain.errors import EnvelopeError
 from carnet.services.vault import Vault
-from conftest import Mint
+from minting import Mint
 from records import open_record, post
 
 #: Plaintext that must never appear in an answer to a tampered read.

@@ -137,7 +137,7 @@ def test_pages_carry_the_security_headers_and_cookie_flags(
     assert "script-src 'self'" in CSP
     assert "unsafe-inline" not in CSP
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert page.headers["cache-control"] == "no-store"
     cookie = page.headers["set-cookie"].lower()
     assert "httponly" in cookie

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from carnet.api.auth import issue_token
 from carnet.settings import Settings
-from conftest import Mint
+from minting import Mint
 from outcomes import outcome_problems
 from strategies import INS, FuzzRequest, World, api_requests, resolve_created, resource_template
 

@@ -1,0 +1,158 @@
+"""Transaction and batch Bundles over the record access (FHIR R4 §3.1.0.11)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+from carnet.domain.documents import (
+    attachments,
+)
+from carnet.domain.errors import (
+    CarnetError,
+    InvalidRequest,
+)
+from carnet.domain.resources import (
+    patient_references,
+    replace_strings,
+)
+from carnet.domain.search import (
+    parse_search,
+)
+from carnet.services.ports import StoreSession
+from carnet.services.record_core import RecordCore, _check_type
+from carnet.services.record_types import EntryRequest, EntryResponse
+
+
+class BundleAccess(RecordCore):
+    """Transactions (all or nothing) and batches (entry by entry)."""
+
+    def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+        """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
+        with self._session("transaction", "Bundle", write=True) as session:
+            return self._process(session, entries)
+
+    def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+        """Process a batch Bundle: each entry on its own; failures are reported per entry."""
+        responses: list[EntryResponse] = []
+        for position, entry in enumerate(entries):
+            try:
+                with self._session("batch", "Bundle", write=entry.method != "GET") as session:
+                    responses.append(self._process(session, [entry], first=position)[0])
+            except CarnetError as error:
+                responses.append(EntryResponse(status=0, error=error))
+        return responses
+
+    def _process(
+        self, session: StoreSession, entries: Sequence[EntryRequest], *, first: int = 0
+    ) -> list[EntryResponse]:
+        # ``first`` is the Bundle position of ``entries[0]`` (a batch processes one entry at a time).
+        mapping: dict[str, str] = {}
+        assigned: dict[int, str] = {}
+        for index, entry in enumerate(entries):
+            if entry.method == "POST" and entry.full_url and entry.resource is not None:
+                new_id = self._svc.new_id()
+                assigned[index] = new_id
+                local = f"{entry.resource.get('resourceType')}/{new_id}"
+                mapping[entry.full_url] = local
+                # An absolute fullUrl (http://…/Patient/a2) is also what "Patient/a2" means in
+                # this Bundle (FHIR R4 §3.1.1.4.1 reference resolution).
+                tail = "/".join(entry.full_url.rstrip("/").split("/")[-2:])
+                if entry.full_url.startswith(("http://", "https://")) and tail.count("/") == 1:
+                    mapping.setdefault(tail, local)
+        rank = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+        # Within POSTs: the Patient (the record) first, then Binaries (so that the
+        # DocumentReferences pointing to them can check their hash and size), then the rest.
+        type_rank = {"Patient": 0, "Binary": 1}
+        order = sorted(
+            range(len(entries)),
+            key=lambda i: (
+                rank[entries[i].method],
+                type_rank.get(str((entries[i].resource or {}).get("resourceType")), 2),
+                i,
+            ),
+        )
+        resolved = [replace_strings(e.resource, mapping) if e.resource is not None else None for e in entries]
+        hints = self._binary_hints(r for r in resolved if r is not None)
+        responses: dict[int, EntryResponse] = {}
+        for index in order:
+            entry = entries[index]
+            resource = resolved[index]
+            try:
+                hint = hints.get(f"Binary/{assigned.get(index)}")
+                responses[index] = self._entry(session, entry, resource, assigned.get(index), hint)
+            except CarnetError as error:
+                error.message = f"Entry {first + index}: {error.message}"
+                error.args = (error.message,)
+                raise
+        return [responses[i] for i in range(len(entries))]
+
+    @staticmethod
+    def _binary_hints(resources: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+        """Map ``Binary/<id>`` to the record of the DocumentReference whose attachment points to it."""
+        hints: dict[str, str] = {}
+        for resource in resources:
+            if resource.get("resourceType") != "DocumentReference":
+                continue
+            owner = next(patient_references(resource), None)
+            if owner is None:
+                continue
+            for _, attachment in attachments(resource):
+                url = attachment.get("url")
+                if isinstance(url, str) and url.startswith("Binary/"):
+                    hints.setdefault(url, owner)
+        return hints
+
+    def _entry(
+        self,
+        session: StoreSession,
+        entry: EntryRequest,
+        resource: dict[str, Any] | None,
+        assigned_id: str | None,
+        hint: str | None = None,
+    ) -> EntryResponse:
+        path, _, query_string = entry.url.partition("?")
+        parts = [p for p in path.strip("/").split("/") if p]
+        if entry.method == "POST":
+            if resource is None or len(parts) != 1 or parts[0] != resource.get("resourceType"):
+                raise InvalidRequest("A POST entry needs request.url = its resource type and a resource.")
+            result = self._create(
+                session, resource, if_none_exist=entry.if_none_exist, assigned_id=assigned_id, hint=hint
+            )
+            stored = result.stored
+            return EntryResponse(
+                status=201 if result.created else 200,
+                location=f"{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}",
+                stored=stored,
+            )
+        if entry.method == "PUT":
+            if resource is None or len(parts) != 2 or query_string:
+                raise InvalidRequest("A PUT entry needs request.url = <type>/<id> and a resource.")
+            result = self._update(session, parts[0], parts[1], resource, entry.if_match)
+            stored = result.stored
+            return EntryResponse(
+                status=200,
+                location=f"{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}",
+                stored=stored,
+            )
+        if entry.method == "DELETE":
+            if len(parts) != 2 or query_string:
+                raise InvalidRequest("A DELETE entry needs request.url = <type>/<id>.")
+            self._delete(session, parts[0], parts[1])
+            return EntryResponse(status=204)
+        if entry.method == "GET":
+            if len(parts) == 1:
+                _check_type(parts[0])
+                query = parse_search(parts[0], parse_qsl(query_string, keep_blank_values=True))
+                return EntryResponse(status=200, search=self._search(session, query))
+            if len(parts) == 2 and not query_string:
+                return EntryResponse(status=200, stored=self._read(session, parts[0], parts[1]))
+            if len(parts) == 4 and parts[2] == "_history" and not query_string:
+                return EntryResponse(status=200, stored=self._vread(session, parts[0], parts[1], parts[3]))
+            raise InvalidRequest(
+                "A GET entry reads <type>/<id>[/_history/<vid>] or searches <type>?<params>."
+            )
+        raise InvalidRequest(
+            f"Bundle entry method {entry.method!r} is not supported; use POST, PUT, DELETE or GET."
+        )
