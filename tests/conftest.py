@@ -69,8 +69,6 @@ def client(settings: Settings, services: Services) -> Iterator[TestClient]:
         yield test_client
 
 
-
-
 @pytest.fixture
 def auth(settings: Settings) -> Mint:
     """Return a function minting development-token headers from claims."""
