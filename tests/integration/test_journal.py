@@ -352,3 +352,21 @@ def test_break_glass_is_emailed_by_the_running_server(settings: Settings, auth: 
     finally:
         box.stop()
         wired.store.engine.dispose()
+
+
+def test_the_running_server_signs_checkpoints_while_it_works(settings: Settings, auth: Mint) -> None:
+    """Under a stream of requests, the server's checkpointer signs growing checkpoints every second or so."""
+    wired = build_services(dataclasses.replace(settings, checkpoint_seconds=1))
+    try:
+        with TestClient(create_app(wired.settings, wired)) as client:
+            pid, headers = _patient(client, auth, "1840202345678")
+            made = client.post("/fhir/Observation", json=_observation(pid, 70.0), headers=headers).json()
+            deadline = time.monotonic() + 4.5
+            while time.monotonic() < deadline:
+                client.get(f"/fhir/Observation/{made['id']}", headers=headers)
+        with wired.store.session() as session:
+            sizes = [size for size, _ in session.journal_checkpoints(0)]
+        assert len(sizes) >= 3
+        assert sizes == sorted(set(sizes))
+    finally:
+        wired.store.engine.dispose()
