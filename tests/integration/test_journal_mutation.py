@@ -17,6 +17,7 @@ from carnet.api.app import Services
 from carnet.audit.checkpoint import generate_signer, parse_signer_key, sign_checkpoint
 from carnet.audit.signer import VERIFIER_FILE
 from carnet.cli import app
+from carnet.domain.errors import RecordShredded
 from carnet.domain.journal import StoredEntry, verify_log
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
@@ -192,3 +193,21 @@ def test_audit_verify_refuses_a_checkpoint_of_another_key(
     forged.write_bytes(sign_checkpoint(lines[0], int(lines[1]), base64.b64decode(lines[2]), seed, name))
     code, output = _cli(settings, "--key", key, "--checkpoint", str(forged))
     assert code == 2, output
+
+
+def test_a_shredded_record_leaves_the_journal_verifiable_and_unreadable(
+    services: Services, settings: Settings
+) -> None:
+    """Shredding a patient: `audit verify` still passes, and that patient's entries can no longer be opened."""
+    patient_id = _fill(services, observations=3)
+    _fill(services, observations=2)  # another record, still readable
+    admin = Principal(kind=ActorKind.ADMIN, subject="admin:test")
+    services.key_service.shred(admin, patient_id)
+    services.journal.issue_checkpoints()
+    code, output = _cli(settings, "--key", str(settings.key_dir / VERIFIER_FILE))
+    assert code == 0, output
+    with services.store.session() as session, pytest.raises(RecordShredded):
+        services.records.vault.key(session, patient_id, services.records.clock())
+    with services.store.session() as session:
+        rows = session.journal_of(patient_id, limit=1000)
+    assert len(rows) >= 7  # every entry is still there, sealed under a key that no longer exists
