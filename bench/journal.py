@@ -132,6 +132,30 @@ def bench_reads(services: Services, reads: int) -> tuple[float, float]:
     return with_journal, without
 
 
+def bench_concurrent_reads(services: Services, threads: int, reads: int) -> tuple[float, float]:
+    """Reads per second from ``threads`` threads (the entries of concurrent reads share commits)."""
+    patient_id, records = open_patient(services)
+    made = records.create(_observation(patient_id, 1)).stored.resource_id
+
+    def rate() -> float:
+        def worker() -> None:
+            for _ in range(reads):
+                services.records.records(records.actor).read("Observation", made)
+
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        start = time.perf_counter()
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        return threads * reads / (time.perf_counter() - start)
+
+    with_journal = rate()
+    with journal_off():
+        without = rate()
+    return with_journal, without
+
+
 def bench_checkpoints(services: Services, seconds: float) -> tuple[float, float, int, list[float]]:
     """Reads from 2 threads for ``seconds`` while the checkpointer runs every second.
 
@@ -229,6 +253,11 @@ def run(name: str, quick: bool) -> list[tuple[str, str]]:
             log(f"{name}: single reads")
             reads_with, reads_without = bench_reads(services, 200 if quick else 1000)
             rows.append(("single reads/s, with / without journal", f"{reads_with:.0f} / {reads_without:.0f}"))
+            log(f"{name}: concurrent reads")
+            many_with, many_without = bench_concurrent_reads(services, 8, 50 if quick else 200)
+            rows.append(
+                ("reads/s from 8 threads, with / without journal", f"{many_with:.0f} / {many_without:.0f}")
+            )
             log(f"{name}: ingest")
             ingest_with, ingest_without = bench_ingest(services, 5 if quick else 20, 100)
             rows.append(
