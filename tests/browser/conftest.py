@@ -24,14 +24,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from browsing import LiveServer, Mailbox, free_port, open_context
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from browser.browsing import LiveServer, open_context
 from carnet.api.app import build_services
 from carnet.services.demo import seed_population
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
+from smtp_sink import Mailbox, free_port
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = Path(os.environ.get("CARNET_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -50,14 +50,12 @@ PATIENTS = 5
 @pytest.fixture(scope="session")
 def mailbox() -> Iterator[Mailbox]:
     """An SMTP sink on a free loopback port (aiosmtpd cannot pick port 0 itself)."""
-    box = Mailbox()
-    box.port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=box.port)
-    controller.start()
+    box = Mailbox(free_port())
+    box.start()
     try:
         yield box
     finally:
-        controller.stop()
+        box.stop()
 
 
 def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:

@@ -11,20 +11,21 @@ import re
 from email.message import Message
 from pathlib import Path
 
-from browsing import (
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from browser.browsing import (
     LiveServer,
     SeededPatient,
     check,
     declare_consent,
     open_context,
+    pdf_file,
     screenshot,
     search_patient,
     sign_in_patient,
     sign_in_professional,
     visit,
 )
-from fpdf import FPDF
-from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 DOCUMENT_LINK = re.compile(r"/documents/([A-Za-z0-9\-]+)$")
 
@@ -32,16 +33,6 @@ DOCUMENT_LINK = re.compile(r"/documents/([A-Za-z0-9\-]+)$")
 def _session(browser: Browser, live_server: LiveServer) -> BrowserContext:
     """A separate browser profile: one person's cookies."""
     return open_context(browser, live_server.url)
-
-
-def _pdf(tmp_path: Path) -> Path:
-    document = FPDF()
-    document.add_page()
-    document.set_font("Helvetica", size=14)
-    document.cell(0, 10, "Certificat medical de test")
-    path = tmp_path / "certificat.pdf"
-    path.write_bytes(bytes(document.output()))
-    return path
 
 
 def _pro_document_ids(page: Page, patient_id: str) -> list[str]:
@@ -83,7 +74,7 @@ def test_professional_submits_and_views_documents(
     page.click("#nav-submit")
     page.wait_for_url("**/documents/new")
     check(page, "pro-upload")
-    page.set_input_files("#file", str(_pdf(tmp_path)))
+    page.set_input_files("#file", str(pdf_file(tmp_path)))
     page.fill("#title", "Certificat de sport")
     page.select_option("#class_code", "52")
     page.select_option("#type_code", "11488-4")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from browsing import LiveServer, assert_accessible, screenshot
 from playwright.sync_api import Page
+
+from browser.browsing import LiveServer, assert_accessible, screenshot
 
 
 def test_live_server_serves_the_api(page: Page, live_server: LiveServer) -> None:

@@ -7,7 +7,6 @@ import dataclasses
 import random
 import time
 from collections import Counter
-from mailbox import Mailbox, free_port
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from carnet.domain.journal import Entry
 from carnet.domain.validation import validate
 from carnet.settings import Settings
 from minting import Mint
+from smtp_sink import Mailbox, free_port
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 CLASS = "urn:oid:1.2.250.1.213.1.1.4.1"

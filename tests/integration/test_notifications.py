@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from mailbox import Mailbox, free_port
 from typing import Any
 
 import pytest
@@ -34,6 +33,7 @@ from carnet.services.notifications import (
 )
 from carnet.settings import Settings
 from minting import Mint
+from smtp_sink import Mailbox, free_port
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 CLASS = "urn:oid:1.2.250.1.213.1.1.4.1"

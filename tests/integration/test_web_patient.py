@@ -6,17 +6,19 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, create_app
-from carnet.domain.errors import NotFound
+from carnet.domain.errors import AccessDenied, NotFound, PreconditionFailed
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.demo import SeededPatient, seed_population
+from carnet.services.records import Records
 from carnet.settings import Mode, Settings
-from carnet.web import login, patient_documents, patient_journal
+from carnet.web import login, patient_documents, patient_journal, patient_profile
 from carnet.web import patient as patient_portal
 from carnet.web.headers import CSP
 
@@ -175,7 +177,13 @@ def test_cross_site_origin_is_refused(client: TestClient, signed_in: str) -> Non
 
 def test_every_portal_form_checks_its_csrf_token(client: TestClient, signed_in: str) -> None:
     """Every POST route of the portals answers 403 to a form without a token."""
-    routers = [login.router, patient_portal.router, patient_documents.router, patient_journal.router]
+    routers = [
+        login.router,
+        patient_portal.router,
+        patient_documents.router,
+        patient_journal.router,
+        patient_profile.router,
+    ]
     posts = [
         route.path
         for router in routers
@@ -264,6 +272,191 @@ def test_profile_entries_are_added_and_removed(client: TestClient, signed_in: st
     assert "Pollen de bouleau" not in client.get("/patient/profile").text
     bad = client.post("/patient/profile", data={"csrf_token": signed_in, "kind": "allergy", "text": ""})
     assert "Indiquez l&#39;allergie" in bad.text
+
+
+def stored(
+    services: Services, patient: SeededPatient, resource_type: str, resource_id: str
+) -> tuple[int, dict[str, Any]]:
+    """Return the version and content of one resource of the record, read as its holder."""
+    holder = Principal(kind=ActorKind.PATIENT, subject="t", patient_id=patient.patient_id)
+    found = services.records.records(holder).read(resource_type, resource_id)
+    return found.version_id, found.resource or {}
+
+
+def edit_link(client: TestClient, resource_type: str, text: str = "") -> str:
+    """Return the edit path of the first profile entry of ``resource_type`` whose row shows ``text``."""
+    for row in re.findall(r"<tr>.*?</tr>", client.get("/patient/profile").text, re.S):
+        found = re.search(rf'href="(/patient/profile/{resource_type}/[^"]+/edit)"', row)
+        if found and text in row:
+            return found.group(1)
+    raise AssertionError(f"no edit link for {resource_type} {text!r}")
+
+
+def edit_form(client: TestClient, path: str) -> dict[str, str]:
+    """Return the fields of an edit form as the page fills them in (inputs, selects, textareas)."""
+    page = client.get(path)
+    assert page.status_code == 200
+    form = page.text.split('id="edit-form"')[1].split("</form>")[0]
+    fields = dict(re.findall(r'<input[^>]*name="([a-z0-9_]+)"[^>]*value="([^"]*)"', form))
+    fields.update(re.findall(r'<textarea[^>]*name="([a-z0-9]+)"[^>]*>([^<]*)</textarea>', form))
+    for name, options in re.findall(r'<select[^>]*name="([a-z0-9]+)">(.*?)</select>', form, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected', options)
+        fields[name] = chosen.group(1) if chosen else ""
+    return {name: value.replace("&#39;", "'") for name, value in fields.items()}
+
+
+def test_profile_entries_are_edited_in_place(
+    client: TestClient, services: Services, patient: SeededPatient, signed_in: str
+) -> None:
+    """An entry of each kind opens in an edit form with its values and saves a new version."""
+    for form in (
+        {"kind": "allergy", "text": "Pollen de bouleau", "criticality": "low"},
+        {"kind": "measure", "measure": "weight", "value": "71,5", "date": "2026-01-02"},
+        {"kind": "directive", "text": "Pas d'acharnement thérapeutique."},
+        {"kind": "contact", "role": "trusted", "family": "Martin", "given": "Léa", "phone": "0600000000"},
+    ):
+        client.post("/patient/profile", data={"csrf_token": signed_in, **form})
+    changes = [
+        ("AllergyIntolerance", "Pollen de bouleau", {"text": "Pollen de graminées", "criticality": "high"}),
+        ("Observation", "71.5", {"value": "72,25"}),
+        ("Consent", "acharnement", {"text": "Je refuse tout acharnement thérapeutique."}),
+        ("RelatedPerson", "Martin", {"given": "Léonie", "role": "emergency"}),
+    ]
+    for resource_type, shown, change in changes:
+        path = edit_link(client, resource_type, shown)
+        form = edit_form(client, path)
+        assert form["version"] == "1"
+        saved = client.post(path, data={**form, **change}, follow_redirects=False)
+        assert (resource_type, saved.status_code) == (resource_type, 303)
+        assert saved.headers["location"].startswith("/patient/profile#section-")
+        version, _ = stored(services, patient, resource_type, path.split("/")[4])
+        assert (resource_type, version) == (resource_type, 2)
+    page = client.get("/patient/profile").text
+    for text in ("Pollen de graminées", "72.25", "Je refuse tout acharnement", "Léonie Martin"):
+        assert text in page
+    assert "Pollen de bouleau" not in page
+    assert "Votre profil médical a été mis à jour." in page
+
+
+def test_editing_keeps_what_the_form_left_untouched(
+    client: TestClient, services: Services, patient: SeededPatient, signed_in: str
+) -> None:
+    """Changing only a condition's status keeps the coding a professional wrote, and the author."""
+    path = edit_link(client, "Condition")
+    resource_id = path.split("/")[4]
+    _, before = stored(services, patient, "Condition", resource_id)
+    form = edit_form(client, path)
+    status = "resolved" if form["status"] != "resolved" else "active"
+    client.post(path, data={**form, "status": status})
+    version, after = stored(services, patient, "Condition", resource_id)
+    assert version == 2
+    assert after["clinicalStatus"]["coding"][0]["code"] == status
+    assert after["code"] == before["code"]
+    assert after.get("recorder") == before.get("recorder")
+    unchanged = client.post(path, data=edit_form(client, path), follow_redirects=False)
+    assert unchanged.status_code == 303
+    assert stored(services, patient, "Condition", resource_id)[0] == 2  # nothing to save: no new version
+
+
+def test_edit_without_csrf_token_is_refused_and_changes_nothing(
+    client: TestClient, services: Services, patient: SeededPatient, signed_in: str
+) -> None:
+    """An edit posted without the session's token gets the 403 page and the entry stays as it was."""
+    path = edit_link(client, "MedicationStatement")
+    before = stored(services, patient, "MedicationStatement", path.split("/")[4])
+    form = edit_form(client, path)
+    del form["csrf_token"]
+    refused = client.post(path, data={**form, "text": "Autre chose"})
+    assert refused.status_code == 403
+    assert "rien n&#39;a été modifié" in refused.text
+    assert stored(services, patient, "MedicationStatement", path.split("/")[4]) == before
+
+
+def test_edit_of_a_stale_version_asks_to_reload(
+    client: TestClient, services: Services, patient: SeededPatient, signed_in: str
+) -> None:
+    """A form showing an older version than the stored one changes nothing and asks to reload."""
+    path = edit_link(client, "Immunization")
+    resource_id = path.split("/")[4]
+    first, second = edit_form(client, path), edit_form(client, path)
+    assert (
+        client.post(path, data={**first, "detail": "Rappel fait"}, follow_redirects=False).status_code == 303
+    )
+    stale = client.post(path, data={**second, "detail": "Autre remarque"})
+    assert stale.status_code == 409
+    assert 'id="edit-conflict"' in stale.text
+    assert "modifié entre-temps" in stale.text
+    version, resource = stored(services, patient, "Immunization", resource_id)
+    assert version == 2
+    assert resource["note"] == [{"text": "Rappel fait"}]
+
+
+def test_a_conflict_found_when_saving_asks_to_reload(
+    client: TestClient, signed_in: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that loses the race to another one (If-Match refused on save) is a 409 page, not a 500."""
+    path = edit_link(client, "MedicationStatement")
+    form = edit_form(client, path)
+
+    def raced(*args: object, **kwargs: object) -> None:
+        raise PreconditionFailed("MedicationStatement/x is at version 2, not 1.")
+
+    monkeypatch.setattr(Records, "update", raced)
+    response = client.post(path, data={**form, "detail": "1 comprimé le soir"})
+    assert response.status_code == 409
+    assert 'id="edit-conflict"' in response.text
+
+
+def test_a_refused_edit_shows_a_plain_message(
+    client: TestClient, signed_in: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the policy refuses the change, the page says so in plain words."""
+    path = edit_link(client, "MedicationStatement")
+    form = edit_form(client, path)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AccessDenied("update of MedicationStatement refused by policy.")
+
+    monkeypatch.setattr(Records, "update", refused)
+    response = client.post(path, data={**form, "detail": "1 comprimé le soir"})
+    assert response.status_code == 403
+    assert "Vous ne pouvez pas modifier cet élément" in response.text
+
+
+def test_an_invalid_edit_says_what_to_fix(
+    client: TestClient, services: Services, patient: SeededPatient, signed_in: str
+) -> None:
+    """A value that is not a number, or an emptied name, is shown back with the message; nothing is saved."""
+    client.post(
+        "/patient/profile",
+        data={
+            "csrf_token": signed_in,
+            "kind": "measure",
+            "measure": "weight",
+            "value": "70",
+            "date": "2026-01-02",
+        },
+    )
+    path = edit_link(client, "Observation", "70")
+    form = edit_form(client, path)
+    response = client.post(path, data={**form, "value": "soixante-dix"})
+    assert response.status_code == 422
+    assert "Indiquez la valeur sous forme de nombre." in response.text
+    assert 'value="soixante-dix"' in response.text
+    assert stored(services, patient, "Observation", path.split("/")[4])[0] == 1
+    condition = edit_link(client, "Condition")
+    emptied = client.post(condition, data={**edit_form(client, condition), "text": ""})
+    assert emptied.status_code == 422
+    assert "Indiquez la maladie." in emptied.text
+
+
+def test_a_carnet_choice_has_no_edit_form(client: TestClient, signed_in: str) -> None:
+    """A Consent that is a Carnet choice (an opposition) is not a profile entry: 404."""
+    client.post("/patient/choices/oppositions", data={"csrf_token": signed_in, "break_glass": "1"})
+    consents = client.get("/patient/export/record.json").json()["entry"]
+    choice = next(e["resource"]["id"] for e in consents if e["resource"]["resourceType"] == "Consent")
+    assert client.get(f"/patient/profile/Consent/{choice}/edit").status_code == 404
+    assert client.get("/patient/profile/Patient/x1/edit").status_code == 404
 
 
 def test_care_team_block_and_revoke(client: TestClient, services: Services, signed_in: str) -> None:

@@ -49,7 +49,7 @@ __all__ = ["mount_web"]
 
 def mount_web(app: FastAPI, services: Services, settings: Settings) -> None:
     """Add the portals to ``app``: session, security headers, error pages, static files, routes."""
-    from carnet.web import login, patient, patient_documents, patient_journal
+    from carnet.web import login, patient, patient_documents, patient_journal, patient_profile
 
     secret = session_secret(settings.key_dir)
     app.state.portal = Portal(
@@ -71,6 +71,7 @@ def mount_web(app: FastAPI, services: Services, settings: Settings) -> None:
     app.include_router(patient.router)
     app.include_router(patient_documents.router)
     app.include_router(patient_journal.router)
+    app.include_router(patient_profile.router)
     try:
         pro = importlib.import_module("carnet.web.pro")
     except ModuleNotFoundError as error:

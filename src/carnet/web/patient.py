@@ -18,6 +18,8 @@ nothing else stores a choice.
                                                  (``sovereign`` profile)
 ``GET  /patient/profile``                        the medical profile, with a chart per measure
 ``POST /patient/profile``                        add an entry (``kind``: see ``profile_entries``)
+``GET  /patient/profile/{type}/{id}/edit``       an entry's edit form; ``POST`` saves the change
+                                                 (``If-Match`` the version the form showed)
 ``POST /patient/profile/{type}/{id}/delete``     remove an entry
 ``GET  /patient/care-team``                      authorised, blocked, treating physicians
 ``POST /patient/care-team``                      add one; ``POST /patient/care-team/{id}/revoke``
@@ -30,11 +32,13 @@ nothing else stores a choice.
                                                  (FHIR Bundle), ``/patient/export/summary.pdf``
 ``GET  /patient/close``                          consequences of closing; ``POST`` closes
 ===============================================  ==============================================
+
+The documents' routes are in ``carnet.web.patient_documents``, the medical profile's in
+``carnet.web.patient_profile``, the access history's in ``carnet.web.patient_journal``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -70,8 +74,7 @@ from carnet.web.i18n import language_of
 from carnet.web.identities import demo_professionals
 from carnet.web.pages import flash, portal
 from carnet.web.patient_journal import journal
-from carnet.web.profile_entries import MEASURES, RESOURCE_TYPES, build_entry, contact_role, directive_text
-from carnet.web.record_summary import concept_text, document_line, human_name, summarise
+from carnet.web.record_summary import document_line, human_name
 from carnet.web.session import logout
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
@@ -122,230 +125,6 @@ def home(request: Request) -> Response:
             "closed": is_closed(patient),
         },
     )
-
-
-# -- the medical profile ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Entry:
-    """One line of the profile, with what identifies it for removal."""
-
-    resource_type: str
-    id: str
-    label: str
-    detail: str
-    when: str
-    by_me: bool
-
-
-def _entries(
-    holder: Holder, resource_type: str, read: Callable[[dict[str, Any]], tuple[str, str, str]]
-) -> list[Entry]:
-    me = f"Patient/{holder.patient_id}"
-    out = []
-    for resource in search(holder, resource_type, ("_count", "1000")):
-        label, detail, when = read(resource)
-        authors = {
-            str((resource.get(field) or {}).get("reference"))
-            for field in ("recorder", "informationSource", "asserter")
-            if isinstance(resource.get(field), dict)
-        }
-        authors |= {
-            str((p or {}).get("reference")) for p in resource.get("performer") or [] if isinstance(p, dict)
-        }
-        out.append(
-            Entry(
-                resource_type=resource_type,
-                id=str(resource.get("id")),
-                label=label or "—",
-                detail=detail,
-                when=when,
-                by_me=me in authors
-                or resource_type in ("RelatedPerson", "Consent")
-                or resource.get("primarySource") is False,
-            )
-        )
-    out.sort(key=lambda e: e.when, reverse=True)
-    return out
-
-
-def _first(resource: Mapping[str, Any], *fields: str) -> str:
-    for name in fields:
-        value = resource.get(name)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, dict) and isinstance(value.get("start"), str):
-            return str(value["start"])
-    return ""
-
-
-@router.get("/profile")
-def profile(request: Request) -> Response:
-    """The medical profile: allergies, treatments, vaccinations, conditions, measures, directives, contacts."""
-    holder = holder_of(request)
-    allergies = _entries(
-        holder,
-        "AllergyIntolerance",
-        lambda r: (
-            concept_text(r.get("code")),
-            ", ".join(
-                concept_text(m) for x in r.get("reaction") or [] for m in (x or {}).get("manifestation") or []
-            ),
-            _first(r, "recordedDate", "onsetDateTime"),
-        ),
-    )
-    treatments = _entries(
-        holder,
-        "MedicationStatement",
-        lambda r: (
-            concept_text(r.get("medicationCodeableConcept")),
-            "; ".join(str((d or {}).get("text", "")) for d in r.get("dosage") or [])
-            + ("" if r.get("status") == "active" else f" ({r.get('status')})"),
-            _first(r, "effectivePeriod", "effectiveDateTime", "dateAsserted"),
-        ),
-    )
-    vaccinations = _entries(
-        holder,
-        "Immunization",
-        lambda r: (
-            concept_text(r.get("vaccineCode")),
-            "; ".join(str((n or {}).get("text", "")) for n in r.get("note") or []),
-            _first(r, "occurrenceDateTime", "recorded"),
-        ),
-    )
-    conditions = _entries(
-        holder,
-        "Condition",
-        lambda r: (
-            concept_text(r.get("code")),
-            concept_text(r.get("clinicalStatus")),
-            _first(r, "onsetDateTime", "recordedDate"),
-        ),
-    )
-    observations = search(holder, "Observation", ("_count", "1000"), ("_sort", "-date"))
-    summary = summarise(observations)
-    chart = optional("carnet.web.measure_chart", "measure_chart")
-    language = language_of(request)
-    measures = [
-        (m, chart(m, language) if chart is not None and len(m.series) >= 2 else None)
-        for m in summary.measures
-    ]
-    pressures = [
-        (
-            _first(o, "effectiveDateTime"),
-            " / ".join(
-                str(((c or {}).get("valueQuantity") or {}).get("value", "?"))
-                for c in o.get("component") or []
-            ),
-            str(o.get("id")),
-        )
-        for o in observations
-        if any(
-            c.get("code") == "85354-9"
-            for c in (o.get("code") or {}).get("coding") or []
-            if isinstance(c, dict)
-        )
-    ]
-    directives = [
-        Entry(
-            resource_type="Consent",
-            id=str(c.get("id")),
-            label=directive_text(c) or "—",
-            detail="",
-            when=_first(c, "dateTime"),
-            by_me=True,
-        )
-        for c in consents_of(holder)
-        if c.get("status") == "active"
-        and any(
-            x.get("code") == "adr" for x in (c.get("scope") or {}).get("coding") or [] if isinstance(x, dict)
-        )
-    ]
-    contacts = []
-    for person in search(holder, "RelatedPerson", ("_count", "100")):
-        contacts.append(
-            (
-                contact_role(person),
-                Entry(
-                    resource_type="RelatedPerson",
-                    id=str(person.get("id")),
-                    label=human_name(person.get("name")) or "—",
-                    detail=", ".join(
-                        str(t.get("value"))
-                        for t in person.get("telecom") or []
-                        if isinstance(t, dict) and t.get("value")
-                    ),
-                    when="",
-                    by_me=True,
-                ),
-            )
-        )
-    return page(
-        request,
-        "patient/profile.html",
-        "profile",
-        {
-            "allergies": allergies,
-            "treatments": treatments,
-            "vaccinations": vaccinations,
-            "conditions": conditions,
-            "measures": measures,
-            "pressures": pressures,
-            "measure_kinds": MEASURES,
-            "directives": directives,
-            "contacts": contacts,
-            "error": request.session.pop("profile_error", None),
-        },
-    )
-
-
-@router.post("/profile")
-async def add_entry(request: Request) -> Response:
-    """Add an entry to the medical profile."""
-    form = await checked_form(request)
-    holder = holder_of(request)
-    kind = form_text(form, "kind", 20)
-    fields = {
-        name: form_text(form, name)
-        for name in (
-            "text",
-            "detail",
-            "date",
-            "criticality",
-            "measure",
-            "value",
-            "value2",
-            "role",
-            "family",
-            "given",
-            "phone",
-        )
-    }
-    try:
-        resource = build_entry(kind, fields, patient_id=holder.patient_id, now=utc_now())
-    except ValueError as error:
-        request.session["profile_error"] = str(error)
-        return RedirectResponse(f"/patient/profile#add-{kind or 'entry'}", status_code=303)
-    await call(holder.records.create, resource)
-    flash(request, "Your medical profile was updated.")
-    return RedirectResponse(f"/patient/profile#section-{kind}", status_code=303)
-
-
-@router.post("/profile/{resource_type}/{resource_id}/delete")
-async def delete_entry(resource_type: str, resource_id: str, request: Request) -> Response:
-    """Remove an entry of the medical profile (a logical deletion: the history keeps it)."""
-    await checked_form(request)
-    holder = holder_of(request)
-    if resource_type not in RESOURCE_TYPES.values():
-        raise PageError(404)
-    if resource_type == "Consent":
-        consent = (await call(holder.records.read, "Consent", resource_id)).resource or {}
-        if kind_of(consent) is not None:  # a Carnet choice is withdrawn on the choices pages, not here
-            raise PageError(404)
-    await call(holder.records.delete, resource_type, resource_id)
-    flash(request, "The entry was removed from your medical profile.")
-    return RedirectResponse("/patient/profile", status_code=303)
 
 
 # -- care team and choices ----------------------------------------------------------------------

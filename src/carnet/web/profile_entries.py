@@ -19,6 +19,8 @@ kind (form ``kind``)         resource
 ===========================  ==================================================================
 
 Raises ``ValueError`` (with a catalog message id) when a required field is missing or malformed.
+
+Editing an entry in place is :mod:`carnet.web.profile_edit`.
 """
 
 from __future__ import annotations
@@ -80,7 +82,12 @@ def _required(value: str, message: str) -> str:
     return value
 
 
-def _day(value: str) -> str | None:
+def parse_day(value: str) -> str | None:
+    """Return a form's ``YYYY-MM-DD`` date as such, or None when empty.
+
+    Raises:
+        ValueError: not a date (the message is a catalog id).
+    """
     if not value:
         return None
     try:
@@ -89,7 +96,12 @@ def _day(value: str) -> str | None:
         raise ValueError("Give dates as YYYY-MM-DD.") from None
 
 
-def _number(value: str) -> float:
+def parse_number(value: str) -> float:
+    """Return a form's measure value (a decimal comma is accepted), between 0 and 100,000.
+
+    Raises:
+        ValueError: not such a number (the message is a catalog id).
+    """
     try:
         number = float(value.replace(",", "."))
     except ValueError:
@@ -136,7 +148,7 @@ def build_entry(kind: str, form: dict[str, str], *, patient_id: str, now: dateti
             "dateAsserted": today,
             "informationSource": patient,
         }
-        start = _day(form.get("date", ""))
+        start = parse_day(form.get("date", ""))
         if start:
             resource["effectivePeriod"] = {"start": start}
         if form.get("detail"):
@@ -148,7 +160,7 @@ def build_entry(kind: str, form: dict[str, str], *, patient_id: str, now: dateti
             "status": "completed",
             "vaccineCode": {"text": _required(text, "Name the vaccine.")},
             "patient": patient,
-            "occurrenceDateTime": _day(form.get("date", "")) or today,
+            "occurrenceDateTime": parse_day(form.get("date", "")) or today,
             "recorded": today,
             "primarySource": False,
             **({"note": [{"text": form["detail"]}]} if form.get("detail") else {}),
@@ -163,7 +175,7 @@ def build_entry(kind: str, form: dict[str, str], *, patient_id: str, now: dateti
             "recordedDate": today,
             "recorder": patient,
         }
-        onset = _day(form.get("date", ""))
+        onset = parse_day(form.get("date", ""))
         if onset:
             resource["onsetDateTime"] = onset
         return resource
@@ -177,7 +189,7 @@ def build_entry(kind: str, form: dict[str, str], *, patient_id: str, now: dateti
             "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "vital-signs"}]}],
             "code": {"coding": [{"system": LOINC, "code": measure.code}], "text": measure.label},
             "subject": patient,
-            "effectiveDateTime": _day(form.get("date", "")) or today,
+            "effectiveDateTime": parse_day(form.get("date", "")) or today,
             "performer": [patient],
         }
         if measure.code == "85354-9":
@@ -185,19 +197,20 @@ def build_entry(kind: str, form: dict[str, str], *, patient_id: str, now: dateti
                 {
                     "code": {"coding": [{"system": LOINC, "code": "8480-6"}], "text": "Systolic"},
                     "valueQuantity": _quantity(
-                        _number(_required(form.get("value", ""), "Give the value as a number.")), measure.unit
+                        parse_number(_required(form.get("value", ""), "Give the value as a number.")),
+                        measure.unit,
                     ),
                 },
                 {
                     "code": {"coding": [{"system": LOINC, "code": "8462-4"}], "text": "Diastolic"},
                     "valueQuantity": _quantity(
-                        _number(_required(form.get("value2", ""), "Give the value as a number.")),
+                        parse_number(_required(form.get("value2", ""), "Give the value as a number.")),
                         measure.unit,
                     ),
                 },
             ]
         else:
-            value = _number(_required(form.get("value", ""), "Give the value as a number."))
+            value = parse_number(_required(form.get("value", ""), "Give the value as a number."))
             resource["valueQuantity"] = _quantity(value, measure.unit)
         return resource
     if kind == "directive":

@@ -55,10 +55,11 @@ class Line:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Point:
-    """One measure of a series."""
+    """One measure of a series; ``id`` is the Observation's (several points may share one)."""
 
     when: datetime
     value: float
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -310,7 +311,7 @@ def _quantities(observation: JSON) -> Iterable[tuple[str, str, Mapping[str, Any]
 
 
 def _measures(observations: Sequence[JSON]) -> list[Measure]:
-    series: dict[str, list[tuple[datetime, float, str, str, str]]] = {}
+    series: dict[str, list[tuple[datetime, float, str, str, str, str]]] = {}
     for observation in observations:
         if observation.get("status") in ("entered-in-error", "cancelled"):
             continue
@@ -320,7 +321,9 @@ def _measures(observations: Sequence[JSON]) -> list[Measure]:
             continue
         for code, label, quantity in _quantities(observation):
             unit = str(quantity.get("unit") or quantity.get("code") or "")
-            series.setdefault(code, []).append((moment, float(quantity["value"]), when_text, label, unit))
+            series.setdefault(code, []).append(
+                (moment, float(quantity["value"]), when_text, label, unit, str(observation.get("id") or ""))
+            )
     out: list[Measure] = []
     for code, points in series.items():
         points.sort(key=lambda p: p[0])
@@ -332,7 +335,7 @@ def _measures(observations: Sequence[JSON]) -> list[Measure]:
                 unit=last[4],
                 latest=last[1],
                 when=last[2],
-                series=tuple(Point(when=p[0], value=p[1]) for p in points),
+                series=tuple(Point(when=p[0], value=p[1], id=p[5]) for p in points),
             )
         )
     out.sort(key=lambda m: (m.when, -len(m.series)), reverse=True)

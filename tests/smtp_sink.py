@@ -1,8 +1,13 @@
-"""A real SMTP server in-process for the tests (aiosmtpd), and a free port to put it on."""
+"""A real SMTP server in-process for the tests (aiosmtpd), and a free port to put it on.
+
+Shared by the integration tests and the browser tests (whose server runs as a subprocess).
+"""
 
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -83,3 +88,19 @@ class Mailbox:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+
+    def wait_for(self, predicate: Callable[[EmailMessage], bool], timeout: float = 20.0) -> EmailMessage:
+        """Return the first received message for which ``predicate`` holds, waiting up to ``timeout``.
+
+        Raises:
+            AssertionError: none arrived in time (the subjects received are named).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.sink.messages():
+                if predicate(message):
+                    return message
+            if time.monotonic() >= deadline:
+                subjects = [str(m["Subject"]) for m in self.sink.messages()]
+                raise AssertionError(f"no matching e-mail arrived within {timeout} s; received: {subjects}")
+            time.sleep(0.2)

@@ -1,0 +1,425 @@
+"""The patient portal's medical profile: see, add, change and remove the patient's entries.
+
+The entries are the record's own resources (``carnet.web.profile_entries`` builds new ones,
+``carnet.web.profile_edit`` edits them in place), read and written through the patient's
+``Records``: the policy decides each call. See ``carnet.web.patient`` for the portal's routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from carnet.domain.consent import grants_from_consents
+from carnet.domain.errors import AccessDenied, Conflict, InvalidRequest, InvalidResource
+from carnet.domain.policy import AccessRequest, Action, Target, decide
+from carnet.web.csrf import checked_form
+from carnet.web.errors import PageError
+from carnet.web.holder import (
+    Holder,
+    call,
+    consents_of,
+    form_text,
+    holder_of,
+    kind_of,
+    optional,
+    page,
+    search,
+    utc_now,
+)
+from carnet.web.i18n import language_of
+from carnet.web.pages import flash, portal
+from carnet.web.profile_edit import EditField, apply_edit, edit_fields, options_for
+from carnet.web.profile_entries import MEASURES, RESOURCE_TYPES, build_entry, contact_role, directive_text
+from carnet.web.record_summary import concept_text, human_name, summarise
+
+router = APIRouter(prefix="/patient", include_in_schema=False)
+
+
+# -- the medical profile ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One line of the profile, with what identifies it to change or remove it."""
+
+    resource_type: str
+    id: str
+    label: str
+    detail: str
+    when: str
+    by_me: bool
+
+
+def _entries(
+    holder: Holder, resource_type: str, read: Callable[[dict[str, Any]], tuple[str, str, str]]
+) -> list[Entry]:
+    me = f"Patient/{holder.patient_id}"
+    out = []
+    for resource in search(holder, resource_type, ("_count", "1000")):
+        label, detail, when = read(resource)
+        authors = {
+            str((resource.get(field) or {}).get("reference"))
+            for field in ("recorder", "informationSource", "asserter")
+            if isinstance(resource.get(field), dict)
+        }
+        authors |= {
+            str((p or {}).get("reference")) for p in resource.get("performer") or [] if isinstance(p, dict)
+        }
+        out.append(
+            Entry(
+                resource_type=resource_type,
+                id=str(resource.get("id")),
+                label=label or "—",
+                detail=detail,
+                when=when,
+                by_me=me in authors
+                or resource_type in ("RelatedPerson", "Consent")
+                or resource.get("primarySource") is False,
+            )
+        )
+    out.sort(key=lambda e: e.when, reverse=True)
+    return out
+
+
+def _first(resource: Mapping[str, Any], *fields: str) -> str:
+    for name in fields:
+        value = resource.get(name)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and isinstance(value.get("start"), str):
+            return str(value["start"])
+    return ""
+
+
+def _is_directive(consent: Mapping[str, Any]) -> bool:
+    """Whether a Consent holds advance directives (scope ``adr``), not a Carnet choice."""
+    scope = (consent.get("scope") or {}).get("coding") or []
+    return kind_of(consent) is None and any(isinstance(x, dict) and x.get("code") == "adr" for x in scope)
+
+
+def _may_update(request: Request, holder: Holder, consents: list[dict[str, Any]], resource_type: str) -> bool:
+    """Ask the policy whether the patient may change entries of ``resource_type`` (to offer the form).
+
+    The record service asks it again, with the stored entry's facts, when the change is saved.
+    """
+    now = utc_now()
+    question = AccessRequest(
+        actor=holder.principal,
+        action=Action.UPDATE,
+        target=Target(patient_id=holder.patient_id, resource_type=resource_type),
+    )
+    profile = portal(request).services.records.profile
+    return decide(question, grants_from_consents(consents, now), profile, now).allowed
+
+
+@router.get("/profile")
+def profile(request: Request) -> Response:
+    """The medical profile: allergies, treatments, vaccinations, conditions, measures, directives, contacts."""
+    holder = holder_of(request)
+    allergies = _entries(
+        holder,
+        "AllergyIntolerance",
+        lambda r: (
+            concept_text(r.get("code")),
+            ", ".join(
+                concept_text(m) for x in r.get("reaction") or [] for m in (x or {}).get("manifestation") or []
+            ),
+            _first(r, "recordedDate", "onsetDateTime"),
+        ),
+    )
+    treatments = _entries(
+        holder,
+        "MedicationStatement",
+        lambda r: (
+            concept_text(r.get("medicationCodeableConcept")),
+            "; ".join(str((d or {}).get("text", "")) for d in r.get("dosage") or [])
+            + ("" if r.get("status") == "active" else f" ({r.get('status')})"),
+            _first(r, "effectivePeriod", "effectiveDateTime", "dateAsserted"),
+        ),
+    )
+    vaccinations = _entries(
+        holder,
+        "Immunization",
+        lambda r: (
+            concept_text(r.get("vaccineCode")),
+            "; ".join(str((n or {}).get("text", "")) for n in r.get("note") or []),
+            _first(r, "occurrenceDateTime", "recorded"),
+        ),
+    )
+    conditions = _entries(
+        holder,
+        "Condition",
+        lambda r: (
+            concept_text(r.get("code")),
+            concept_text(r.get("clinicalStatus")),
+            _first(r, "onsetDateTime", "recordedDate"),
+        ),
+    )
+    observations = search(holder, "Observation", ("_count", "1000"), ("_sort", "-date"))
+    summary = summarise(observations)
+    chart = optional("carnet.web.measure_chart", "measure_chart")
+    language = language_of(request)
+    measures = [
+        (m, chart(m, language) if chart is not None and len(m.series) >= 2 else None)
+        for m in summary.measures
+    ]
+    pressures = [
+        (
+            _first(o, "effectiveDateTime"),
+            " / ".join(
+                str(((c or {}).get("valueQuantity") or {}).get("value", "?"))
+                for c in o.get("component") or []
+            ),
+            str(o.get("id")),
+        )
+        for o in observations
+        if any(
+            c.get("code") == "85354-9"
+            for c in (o.get("code") or {}).get("coding") or []
+            if isinstance(c, dict)
+        )
+    ]
+    consents = consents_of(holder)
+    directives = [
+        Entry(
+            resource_type="Consent",
+            id=str(c.get("id")),
+            label=directive_text(c) or "—",
+            detail="",
+            when=_first(c, "dateTime"),
+            by_me=True,
+        )
+        for c in consents
+        if c.get("status") == "active" and _is_directive(c)
+    ]
+    contacts = []
+    for person in search(holder, "RelatedPerson", ("_count", "100")):
+        contacts.append(
+            (
+                contact_role(person),
+                Entry(
+                    resource_type="RelatedPerson",
+                    id=str(person.get("id")),
+                    label=human_name(person.get("name")) or "—",
+                    detail=", ".join(
+                        str(t.get("value"))
+                        for t in person.get("telecom") or []
+                        if isinstance(t, dict) and t.get("value")
+                    ),
+                    when="",
+                    by_me=True,
+                ),
+            )
+        )
+    return page(
+        request,
+        "patient/profile.html",
+        "profile",
+        {
+            "allergies": allergies,
+            "treatments": treatments,
+            "vaccinations": vaccinations,
+            "conditions": conditions,
+            "measures": measures,
+            "pressures": pressures,
+            "measure_kinds": MEASURES,
+            "directives": directives,
+            "contacts": contacts,
+            "editable": {t: _may_update(request, holder, consents, t) for t in RESOURCE_TYPES.values()},
+            "error": request.session.pop("profile_error", None),
+        },
+    )
+
+
+@router.post("/profile")
+async def add_entry(request: Request) -> Response:
+    """Add an entry to the medical profile."""
+    form = await checked_form(request)
+    holder = holder_of(request)
+    kind = form_text(form, "kind", 20)
+    fields = {
+        name: form_text(form, name)
+        for name in (
+            "text",
+            "detail",
+            "date",
+            "criticality",
+            "measure",
+            "value",
+            "value2",
+            "role",
+            "family",
+            "given",
+            "phone",
+        )
+    }
+    try:
+        resource = build_entry(kind, fields, patient_id=holder.patient_id, now=utc_now())
+    except ValueError as error:
+        request.session["profile_error"] = str(error)
+        return RedirectResponse(f"/patient/profile#add-{kind or 'entry'}", status_code=303)
+    await call(holder.records.create, resource)
+    flash(request, "Your medical profile was updated.")
+    return RedirectResponse(f"/patient/profile#section-{kind}", status_code=303)
+
+
+@router.post("/profile/{resource_type}/{resource_id}/delete")
+async def delete_entry(resource_type: str, resource_id: str, request: Request) -> Response:
+    """Remove an entry of the medical profile (a logical deletion: the history keeps it)."""
+    await checked_form(request)
+    holder = holder_of(request)
+    if resource_type not in RESOURCE_TYPES.values():
+        raise PageError(404)
+    if resource_type == "Consent":
+        consent = (await call(holder.records.read, "Consent", resource_id)).resource or {}
+        if kind_of(consent) is not None:  # a Carnet choice is withdrawn on the choices pages, not here
+            raise PageError(404)
+    await call(holder.records.delete, resource_type, resource_id)
+    flash(request, "The entry was removed from your medical profile.")
+    return RedirectResponse("/patient/profile", status_code=303)
+
+
+# -- editing an entry in place ------------------------------------------------------------------
+
+#: The profile section of each resource type (the kinds of ``profile_entries``).
+SECTIONS = {resource_type: kind for kind, resource_type in RESOURCE_TYPES.items()}
+SECTION_TITLES = {
+    "allergy": "Allergies and intolerances",
+    "treatment": "Treatments",
+    "vaccination": "Vaccinations",
+    "condition": "Conditions",
+    "measure": "Measures",
+    "directive": "Advance directives",
+    "contact": "Trusted person and emergency contacts",
+}
+CONFLICT = "This entry was changed meanwhile, perhaps in another window, so your change was not saved."
+REFUSED = "You may not change this entry. Nothing was changed."
+UNUSABLE = "The entry could not be saved as written. Check the values and try again."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Editable:
+    """A profile entry as its edit form needs it: the stored resource, its version and fields."""
+
+    resource_type: str
+    id: str
+    resource: dict[str, Any]
+    version: int
+    fields: tuple[EditField, ...]
+
+
+def _editable(request: Request, holder: Holder, resource_type: str, resource_id: str) -> Editable:
+    """Read one entry of the profile that has an edit form.
+
+    Raises:
+        PageError: 404 for a type or an entry the profile does not edit (a Carnet choice, a
+            measure without a value), 403 when the policy refuses the patient any change.
+        NotFound, Gone, AccessDenied: from the record service.
+    """
+    if resource_type not in SECTIONS:
+        raise PageError(404)
+    stored = holder.records.read(resource_type, resource_id)
+    resource = stored.resource or {}
+    if resource_type == "Consent" and not _is_directive(resource):
+        raise PageError(404)  # a Carnet choice is withdrawn on the choices pages, not here
+    fields = edit_fields(resource)
+    if not fields:
+        raise PageError(404)
+    if not _may_update(request, holder, consents_of(holder), resource_type):
+        raise PageError(403, REFUSED)
+    return Editable(
+        resource_type=resource_type,
+        id=resource_id,
+        resource=resource,
+        version=stored.version_id,
+        fields=fields,
+    )
+
+
+def _label(entry: Editable) -> str:
+    if entry.resource_type == "Observation":
+        return concept_text(entry.resource.get("code"))
+    if entry.resource_type == "RelatedPerson":
+        return human_name(entry.resource.get("name")) or ""
+    if entry.resource_type == "Consent":
+        return ""
+    return entry.fields[0].read(entry.resource)
+
+
+def _edit_page(
+    request: Request,
+    entry: Editable,
+    values: Mapping[str, str],
+    *,
+    error: str | None = None,
+    conflict: bool = False,
+    status: int = 200,
+) -> Response:
+    kind = SECTIONS[entry.resource_type]
+    return page(
+        request,
+        "patient/profile_edit.html",
+        "profile",
+        {
+            "kind": kind,
+            "section_title": SECTION_TITLES[kind],
+            "label": _label(entry),
+            "version": entry.version,
+            "fields": [
+                (f, values.get(f.name, ""), options_for(f, f.read(entry.resource))) for f in entry.fields
+            ],
+            "error": error,
+            "conflict": conflict,
+        },
+        status=status,
+    )
+
+
+@router.get("/profile/{resource_type}/{resource_id}/edit")
+def edit_form(resource_type: str, resource_id: str, request: Request) -> Response:
+    """The edit form of one profile entry, showing its stored values."""
+    holder = holder_of(request)
+    entry = _editable(request, holder, resource_type, resource_id)
+    return _edit_page(request, entry, {f.name: f.read(entry.resource) for f in entry.fields})
+
+
+@router.post("/profile/{resource_type}/{resource_id}/edit")
+async def edit_entry(resource_type: str, resource_id: str, request: Request) -> Response:
+    """Save the change of one profile entry, if it is still at the version the form showed.
+
+    A stale version (the entry changed since the form was shown) changes nothing and asks the
+    patient to reload; so does a conflict the record service finds (``If-Match``).
+    """
+    form = await checked_form(request)
+    holder = holder_of(request)
+    version = form_text(form, "version", 12)
+    if not version.isdigit():
+        raise PageError(400)
+    entry = await call(_editable, request, holder, resource_type, resource_id)
+    values = {f.name: form_text(form, f.name, f.maxlength) for f in entry.fields}
+    if int(version) != entry.version:
+        return _edit_page(request, entry, values, conflict=True, status=409)
+    try:
+        updated = apply_edit(entry.resource, values, now=utc_now())
+    except ValueError as error:
+        return _edit_page(request, entry, values, error=str(error), status=422)
+    anchor = f"/patient/profile#section-{SECTIONS[resource_type]}"
+    if updated == entry.resource:
+        flash(request, "Nothing was changed.")
+        return RedirectResponse(anchor, status_code=303)
+    try:
+        await call(holder.records.update, resource_type, resource_id, updated, if_match=f'W/"{version}"')
+    except Conflict:
+        return _edit_page(request, entry, values, conflict=True, status=409)
+    except AccessDenied:
+        raise PageError(403, REFUSED) from None
+    except (InvalidResource, InvalidRequest):
+        return _edit_page(request, entry, values, error=UNUSABLE, status=422)
+    flash(request, "Your medical profile was updated.")
+    return RedirectResponse(anchor, status_code=303)
