@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import carnet.web
-from carnet.api.app import Services, create_app
+from carnet.api.app import Services, build_services, create_app
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.demo import SeededPatient, seed_population
@@ -340,3 +341,73 @@ def test_every_message_of_the_professional_portal_has_a_french_translation() -> 
     assert len(used) > 80
     missing = sorted(message for message in used if message not in french)
     assert missing == []
+
+
+def test_sovereign_break_glass_needs_a_second_professional(settings: Settings) -> None:
+    """Under the ``sovereign`` profile the form asks for a confirming professional, recorded for the patient."""
+    sovereign = dataclasses.replace(settings, policy_profile="sovereign")
+    services = build_services(sovereign)
+    try:
+        [patient] = seed_population(services.records, patients=1, seed=2026)
+        pros = [p for p in demo_professionals(services.records) if p.profession == "10"]
+        physician, colleague = pros[0].practitioner_id, pros[1].idnps
+        with TestClient(create_app(sovereign, services), base_url="http://testserver") as client:
+            _sign_in(client, physician)
+            page = client.get("/pro/search", params={"ins": patient.ins_value})
+            assert 'id="confirmed_by"' in page.text
+            token = _csrf(client, "/pro/")
+            reason = "Patient inconscient aux urgences"
+            for confirmer in ("", pros[0].idnps, "x"):
+                refused = client.post(
+                    "/pro/access/break-glass",
+                    data={
+                        "csrf_token": token,
+                        "ins": patient.ins_value,
+                        "justification": reason,
+                        "confirmed_by": confirmer,
+                    },
+                )
+                assert (confirmer, refused.status_code) == (confirmer, 422)
+                assert "un second professionnel doit confirmer" in refused.text
+                assert reason in refused.text  # what was written is kept
+            assert client.get(f"/pro/patients/{patient.patient_id}").status_code == 404
+            opened = client.post(
+                "/pro/access/break-glass",
+                data={
+                    "csrf_token": token,
+                    "ins": patient.ins_value,
+                    "justification": reason,
+                    "confirmed_by": colleague,
+                },
+                follow_redirects=False,
+            )
+            assert opened.status_code == 303
+            summary = client.get(f"/pro/patients/{patient.patient_id}")
+            assert summary.status_code == 200
+            assert f"Confirmé par le professionnel {colleague}" in summary.text
+        with TestClient(create_app(sovereign, services), base_url="http://testserver") as client:
+            token = _csrf(client)
+            client.post(
+                "/login",
+                data={
+                    "csrf_token": token,
+                    "kind": "patient",
+                    "identifier": f"{patient.ins_system}|{patient.ins_value}",
+                },
+            )
+            timeline = client.get("/patient/access")
+            assert f"Confirmé par le professionnel {colleague}" in timeline.text
+        holder = Principal(kind=ActorKind.PATIENT, subject="t", patient_id=patient.patient_id)
+        events = services.records.records(holder).search(
+            "AuditEvent", [("patient", f"Patient/{patient.patient_id}")]
+        )
+        confirmers = {
+            part.get("valueString")
+            for event in events.resources
+            for extension in event.get("extension") or []
+            for part in extension.get("extension") or []
+            if part.get("url") == "confirmedBy"
+        }
+        assert confirmers == {colleague}
+    finally:
+        services.store.engine.dispose()

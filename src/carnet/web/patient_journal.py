@@ -48,6 +48,7 @@ class Access:
     outcome: str
     refused: bool
     justification: str | None
+    confirmed_by: str | None
     targets: list[str]
     by_me: bool
 
@@ -92,6 +93,16 @@ def _access(event: Mapping[str, Any], me: str) -> Access:
         and not str((e.get("what") or {}).get("reference")).startswith("Patient/")
     ]
     who_id = str(identifier.get("value") or "")
+    confirmed_by = next(
+        (
+            str(part["valueString"])
+            for extension in event.get("extension") or []
+            if isinstance(extension, dict)
+            for part in extension.get("extension") or []
+            if isinstance(part, dict) and part.get("url") == "confirmedBy" and part.get("valueString")
+        ),
+        None,
+    )
     return Access(
         id=str(event.get("id") or ""),
         when=str(event.get("recorded") or ""),
@@ -103,6 +114,7 @@ def _access(event: Mapping[str, Any], me: str) -> Access:
         outcome=str(event.get("outcome") or ""),
         refused=str(event.get("outcome") or "0") != "0",
         justification=justification,
+        confirmed_by=confirmed_by,
         targets=targets,
         by_me=mode == "patient" or who_id == me,
     )

@@ -23,7 +23,8 @@ declaring the patient's consent, or breaking the glass. Nothing of the record is
 ``GET  /pro/search?ins=``                           open the record, or offer the ways in
 ``POST /pro/access/consent``                        declare the patient's consent (authorisation
                                                     or treating physician)
-``POST /pro/access/break-glass``                    break the glass (justification required)
+``POST /pro/access/break-glass``                    break the glass (justification required; in
+                                                    ``sovereign``, a confirming professional too)
 ``GET  /pro/patients/{pid}``                        the record's summary (measures chart in SVG)
 ``GET  /pro/patients/{pid}/summary.pdf``            the printable summary
 ``GET  /pro/patients/{pid}/documents``              the documents the policy shows, by class
@@ -92,6 +93,8 @@ T = TypeVar("T")
 
 MODES_KEY = "pro_modes"
 MAX_JUSTIFICATION = 500
+#: A professional's national identifier (idNat_PS: ``8`` + RPPS, or ``0`` + ADELI, …).
+IDNAT = re.compile(r"[0-9A-Za-z]{6,20}")
 #: An INS (NIR or NIA): 15 characters, digits with 2A/2B for Corsica; spaces are allowed in input.
 _INS = re.compile(r"[0-9][0-9AB][0-9]{13}")
 
@@ -142,7 +145,12 @@ def _records(
 ) -> Records:
     service = portal(request).services.records
     if mode is AccessMode.BREAK_GLASS and emergency is not None:
-        return service.records(principal, mode=mode, justification=emergency.justification)
+        return service.records(
+            principal,
+            mode=mode,
+            justification=emergency.justification,
+            confirmed_by=emergency.confirmed_by,
+        )
     return service.records(principal, mode=mode)
 
 
@@ -224,6 +232,11 @@ def _emergencies(request: Request) -> list[tuple[str, BreakGlass]]:
     return [(pid, state) for pid, state in found if state is not None]
 
 
+def _confirmation_needed(request: Request) -> bool:
+    """Whether the policy profile asks a second professional to confirm each break-glass access."""
+    return portal(request).services.records.profile.break_glass_needs_confirmation
+
+
 def _page(
     request: Request, template: str, context: Mapping[str, Any] | None = None, *, status: int = 200
 ) -> Response:
@@ -232,6 +245,7 @@ def _page(
         "emergencies": _emergencies(request),
         "classes": [(code, fr if _language(request) == "fr" else en) for code, fr, en in CLASSES],
         "types": [(code, fr if _language(request) == "fr" else en) for code, fr, en in TYPES],
+        "confirmation_needed": _confirmation_needed(request),
     }
     values.update(context or {})
     return render(request, template, values, status=status)
@@ -363,6 +377,11 @@ async def declare_consent(request: Request) -> Response:
     return RedirectResponse(f"/pro/patients/{patient_id}?done=consent", status_code=303)
 
 
+def _confirmer_valid(confirmed_by: str | None, principal: Principal) -> bool:
+    """A confirming professional's idNat_PS: 6 to 20 letters or digits, not the requester's own."""
+    return bool(confirmed_by and IDNAT.fullmatch(confirmed_by) and confirmed_by != principal.professional_id)
+
+
 @router.post("/access/break-glass")
 async def start_emergency(request: Request) -> Response:
     """Break the glass: an emergency read of the record, with a mandatory justification."""
@@ -373,7 +392,8 @@ async def start_emergency(request: Request) -> Response:
     if ins is None or patient_id is None:
         raise PageError(404)
     justification = _text(form, "justification", MAX_JUSTIFICATION)
-    context = {"ins": ins}
+    confirmed_by = _text(form, "confirmed_by", 40).replace(" ", "") or None
+    context = {"ins": ins, "justification": justification, "confirmed_by": confirmed_by or ""}
     if len(justification) < 10:
         return _page(
             request,
@@ -384,9 +404,21 @@ async def start_emergency(request: Request) -> Response:
             },
             status=422,
         )
+    if _confirmation_needed(request) and not _confirmer_valid(confirmed_by, principal):
+        return _page(
+            request,
+            "pro/access.html",
+            {
+                **context,
+                "error": "Here a second professional must confirm each emergency access: give their national identifier (RPPS or ADELI number, idNat_PS), not your own.",
+            },
+            status=422,
+        )
     now = datetime.now(UTC)
     service = portal(request).services.records
-    records = service.records(principal, mode=AccessMode.BREAK_GLASS, justification=justification)
+    records = service.records(
+        principal, mode=AccessMode.BREAK_GLASS, justification=justification, confirmed_by=confirmed_by
+    )
     if not await _call(_can_read, records, patient_id):
         return _page(
             request,
@@ -397,7 +429,7 @@ async def start_emergency(request: Request) -> Response:
             },
             status=403,
         )
-    start_break_glass(request, patient_id, justification, now=now)
+    start_break_glass(request, patient_id, justification, now=now, confirmed_by=confirmed_by)
     return RedirectResponse(f"/pro/patients/{patient_id}", status_code=303)
 
 

@@ -84,18 +84,27 @@ def logout(request: Request) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakGlass:
-    """An emergency access in progress (accès en mode bris de glace): why, and since when."""
+    """An emergency access in progress (accès en mode bris de glace): why, and since when.
+
+    ``confirmed_by`` is the idNat_PS of the second professional who confirmed it, where the
+    policy profile asks for one (``sovereign``).
+    """
 
     justification: str
     started: datetime
+    confirmed_by: str | None = None
 
 
-def start_break_glass(request: Request, patient_id: str, justification: str, *, now: datetime) -> BreakGlass:
+def start_break_glass(
+    request: Request, patient_id: str, justification: str, *, now: datetime, confirmed_by: str | None = None
+) -> BreakGlass:
     """Record in the session that the signed-in professional broke the glass on a record."""
     state = dict(request.session.get("break_glass") or {})
     state[patient_id] = {"justification": justification, "started": now.isoformat()}
+    if confirmed_by:
+        state[patient_id]["confirmed_by"] = confirmed_by
     request.session["break_glass"] = state
-    return BreakGlass(justification=justification, started=now)
+    return BreakGlass(justification=justification, started=now, confirmed_by=confirmed_by)
 
 
 def break_glass(request: Request, patient_id: str) -> BreakGlass | None:
@@ -104,8 +113,11 @@ def break_glass(request: Request, patient_id: str) -> BreakGlass | None:
     if not isinstance(entry, dict):
         return None
     try:
+        confirmed_by = entry.get("confirmed_by")
         return BreakGlass(
-            justification=str(entry["justification"]), started=datetime.fromisoformat(entry["started"])
+            justification=str(entry["justification"]),
+            started=datetime.fromisoformat(entry["started"]),
+            confirmed_by=str(confirmed_by) if confirmed_by else None,
         )
     except (KeyError, TypeError, ValueError):
         return None
