@@ -165,6 +165,9 @@ def demo(
     )
     base = settings.base_url
     typer.echo(f"\nCarnet demo: {len(seeded)} synthetic patients in {settings.data_dir}")
+    site = base.removesuffix("/fhir")
+    typer.echo(f"Portals: {site}/login — sign in as a patient (e.g. {first.display}) or as a professional")
+    typer.echo("  of the demo directory (patient portal /patient/, professional portal /pro/).")
     typer.echo(f"FHIR API: {base}/metadata")
     typer.echo(f"Patient {first.display} (INS {first.ins_value}), record Patient/{first.patient_id}.")
     typer.echo("Read the record as that patient:")
@@ -174,9 +177,9 @@ def demo(
     typer.echo("Mint other tokens with, e.g.:")
     typer.echo(f"  .venv/bin/carnet token --kind patient --patient {seeded[-1].patient_id}")
     typer.echo(
-        "  .venv/bin/carnet token --kind professional --sub rpps:10001234567 --profession 10 --specialty SM54"
+        "  .venv/bin/carnet token --kind professional --idnps 810001234567 --profession 10 --specialty SM54"
     )
-    typer.echo("(professionals are refused until the DMP access rules are enabled: default deny)\n")
+    typer.echo("(a professional reads a record once the patient authorised them, or by break-glass)\n")
     if serve_after:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         app_ = create_app(settings, services)

@@ -86,3 +86,15 @@ def test_production_server_rejects_development_tokens(tmp_path: Path) -> None:
     )
     with pytest.raises(Unauthenticated):
         TokenVerifier(production).verify(f"Bearer {token}")
+
+
+def test_demo_seeds_and_points_to_both_portals(tmp_path: Path) -> None:
+    """`carnet demo --no-serve` seeds the records and says where the portals and the API are."""
+    env = {"CARNET_DATA_DIR": str(tmp_path / "data"), "CARNET_KEY_DIR": str(tmp_path / "keys")}
+    done = _carnet("demo", "--patients", "2", "--no-serve", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "2 synthetic patients" in done.stdout
+    assert "Portals: http://127.0.0.1:8000/login" in done.stdout
+    assert "/patient/" in done.stdout
+    assert "/pro/" in done.stdout
+    assert "FHIR API: http://127.0.0.1:8000/fhir/metadata" in done.stdout
