@@ -200,6 +200,33 @@ def _mend_journal(services: Services) -> None:
         )
 
 
+def test_an_insurer_knocking_is_refused_and_shown_to_the_patient(
+    client: TestClient, auth: Mint, services: Services
+) -> None:
+    """An insurer's read of an existing record is a 403 like any other id, and a deny entry for the patient."""
+    pid, headers = _patient(client, auth, "1840312345699")
+    made = client.post("/fhir/Observation", json=_observation(pid, 80.0), headers=headers).json()
+    before = len(_entries(services, pid))
+    insurer = auth(kind="complementary_insurer", name="Mutuelle Exemple")
+    attempts = [
+        client.get(f"/fhir/Observation/{made['id']}", headers=insurer),
+        client.get(f"/fhir/Patient/{pid}/$everything", headers=insurer),
+        client.delete(f"/fhir/Observation/{made['id']}", headers=insurer),
+    ]
+    unknown = client.get("/fhir/Observation/00000000-0000-0000-0000-000000000000", headers=insurer)
+    assert [a.status_code for a in attempts] == [403, 403, 403]
+    assert unknown.status_code == 403
+    assert unknown.json()["issue"][0]["diagnostics"] == attempts[0].json()["issue"][0]["diagnostics"]
+    entries = _entries(services, pid)[before:]
+    assert [(e.actor_kind, e.decision, e.reasons, e.targets) for e in entries] == [
+        ("complementary_insurer", "deny", ("forbidden-kind",), ())
+    ] * 3
+    assert [e.action for e in entries] == ["read", "$everything", "delete"]
+    seen = client.get(f"/fhir/AuditEvent?patient=Patient/{pid}&_sort=-date", headers=headers).json()
+    agents = [e["resource"]["agent"][0]["who"].get("display") for e in seen["entry"][:4]]
+    assert agents.count("Mutuelle Exemple") == 3
+
+
 def test_no_journal_no_data_and_no_write(client: TestClient, auth: Mint, services: Services) -> None:
     """When the journal cannot be written, a read returns no data and a write does not happen (503)."""
     pid, headers = _patient(client, auth, "1840132345678")

@@ -345,14 +345,28 @@ class RecordGate:
             self._keys[patient_id] = self._vault.key(session, patient_id, self._svc.clock())
         return self._keys[patient_id]
 
-    def _refuse_forbidden_kind(self, action: Action, resource_type: str) -> None:
-        """Refuse with 403, before anything is looked up, the kinds of actor that never get in.
+    def _refuse_forbidden_kind(
+        self,
+        action: Action,
+        resource_type: str,
+        *,
+        session: StoreSession | None = None,
+        resource_id: str | None = None,
+    ) -> None:
+        """Refuse with 403 the kinds of actor that never get in.
 
         Such a refusal depends only on who asks, so unlike a per-record refusal it reveals nothing
-        about what exists.
+        about what exists: the answer is the same for an unknown id. When ``session`` and
+        ``resource_id`` name a resource that exists, the attempt is an entry of its record's
+        journal (decision ``deny``, rule ``forbidden-kind``), for the patient to see.
 
         Raises:
             AccessDenied: the actor is an employer, complementary insurer, bank or contract assessor.
         """
-        if self.actor.kind in FORBIDDEN_KINDS:
-            self._check(action, self._target(None, resource_type), hide=False)
+        if self.actor.kind not in FORBIDDEN_KINDS:
+            return
+        if session is not None and resource_id is not None:
+            patient_id = session.locate(resource_type, resource_id)
+            if patient_id is not None and patient_id != DIRECTORY:
+                self._decide(action, self._target(patient_id, resource_type))
+        self._check(action, self._target(None, resource_type), hide=False)
