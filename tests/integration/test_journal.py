@@ -227,6 +227,38 @@ def test_an_insurer_knocking_is_refused_and_shown_to_the_patient(
     assert agents.count("Mutuelle Exemple") == 3
 
 
+def test_a_bundle_cannot_read_or_write_the_journal(client: TestClient, auth: Mint) -> None:
+    """AuditEvent inside a batch or transaction is a clear not-supported answer, never a false 404."""
+    pid, headers = _patient(client, auth, "1840312345698")
+    events = client.get(f"/fhir/AuditEvent?patient=Patient/{pid}", headers=headers).json()
+    event_id = events["entry"][0]["resource"]["id"]
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"AuditEvent/{event_id}"}},
+            {"request": {"method": "GET", "url": f"AuditEvent?patient=Patient/{pid}"}},
+            {"request": {"method": "GET", "url": f"Patient/{pid}"}},
+        ],
+    }
+    answer = client.post("/fhir", json=batch, headers=headers)
+    assert answer.status_code == 200
+    statuses = [e["response"]["status"] for e in answer.json()["entry"]]
+    assert [s.split()[0] for s in statuses] == ["405", "405", "200"]
+    outcome = answer.json()["entry"][0]["response"]["outcome"]
+    assert "GET /fhir/AuditEvent" in outcome["issue"][0]["diagnostics"]
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": events["entry"][0]["resource"], "request": {"method": "POST", "url": "AuditEvent"}}
+        ],
+    }
+    refused = client.post("/fhir", json=transaction, headers=headers)
+    assert refused.status_code == 405
+    assert refused.json()["resourceType"] == "OperationOutcome"
+
+
 def test_no_journal_no_data_and_no_write(client: TestClient, auth: Mint, services: Services) -> None:
     """When the journal cannot be written, a read returns no data and a write does not happen (503)."""
     pid, headers = _patient(client, auth, "1840132345678")

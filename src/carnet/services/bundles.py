@@ -12,6 +12,7 @@ from carnet.domain.documents import (
 from carnet.domain.errors import (
     CarnetError,
     InvalidRequest,
+    NotSupported,
 )
 from carnet.domain.resources import (
     patient_references,
@@ -114,6 +115,11 @@ class BundleAccess(RecordCore):
     ) -> EntryResponse:
         path, _, query_string = entry.url.partition("?")
         parts = [p for p in path.strip("/").split("/") if p]
+        if parts[:1] == ["AuditEvent"]:
+            raise NotSupported(
+                "AuditEvent is not offered inside a Bundle: read the access journal with "
+                "GET /fhir/AuditEvent (search or read), one request at a time; only the server writes it."
+            )
         if entry.method == "POST":
             if resource is None or len(parts) != 1 or parts[0] != resource.get("resourceType"):
                 raise InvalidRequest("A POST entry needs request.url = its resource type and a resource.")
