@@ -610,3 +610,18 @@ def test_every_message_of_the_patient_portal_has_a_french_translation() -> None:
         used.update(re.findall(r'_\("([^"]+)"', template.read_text(encoding="utf-8")))
     missing = sorted(message for message in used if message not in french)
     assert missing == []
+
+
+def test_a_copied_session_cookie_stops_working_at_sign_out(
+    client: TestClient, settings: Settings, services: Services, signed_in: str
+) -> None:
+    """Signing out ends the session for good: a copy of its cookie made before is signed out too."""
+    with TestClient(create_app(settings, services), base_url="http://testserver") as thief:
+        thief.cookies.update(dict(client.cookies))
+        assert thief.get("/patient/", follow_redirects=False).status_code == 200
+        out = client.post("/logout", data={"csrf_token": signed_in}, follow_redirects=False)
+        assert out.status_code == 303
+        stolen = thief.get("/patient/", follow_redirects=False)
+        assert stolen.status_code == 303
+        assert stolen.headers["location"] == "/login"
+        assert thief.get("/patient/documents", follow_redirects=False).status_code == 303

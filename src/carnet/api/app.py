@@ -30,6 +30,7 @@ from carnet.domain.policy import PROFILES
 from carnet.notify.worker import DeliveryWorker
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
+from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider
 from carnet.services.records import RecordService
 from carnet.services.vault import Vault
@@ -61,6 +62,7 @@ class Services:
     records: RecordService
     key_service: KeyService
     journal: Journal
+    portal_sessions: PortalSessions
 
 
 def make_key_provider(settings: Settings) -> KeyProvider:
@@ -108,7 +110,13 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     )
     key_service = KeyService(store=store, keys=keys, profile=profile, clock=utc_now)
     return Services(
-        settings=settings, store=store, keys=keys, records=records, key_service=key_service, journal=journal
+        settings=settings,
+        store=store,
+        keys=keys,
+        records=records,
+        key_service=key_service,
+        journal=journal,
+        portal_sessions=PortalSessions(store=store, clock=utc_now),
     )
 
 

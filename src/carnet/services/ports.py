@@ -240,6 +240,18 @@ class StoreSession(Protocol):
         """Remember that an actor accessed a record; return True the first time."""
         ...
 
+    def end_portal_session(self, sid_hash: str, ended_at: datetime) -> None:
+        """Record that a portal session was signed out."""
+        ...
+
+    def portal_session_ended(self, sid_hash: str) -> bool:
+        """Whether a portal session was signed out."""
+        ...
+
+    def forget_portal_sessions(self, before: datetime) -> int:
+        """Drop the signed-out sessions older than ``before``; return how many."""
+        ...
+
 
 class CheckpointSigner(Protocol):
     """Signs the journal's tree heads (C2SP signed-note checkpoints, Ed25519)."""

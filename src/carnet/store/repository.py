@@ -15,6 +15,7 @@ from carnet.domain.keys import WrappedKey
 from carnet.services.ports import StoredKey, StoredVersion
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.outbox import OutboxSessionMixin
+from carnet.store.portal import PortalSessionMixin
 from carnet.store.tables import identities, patient_keys, resource_versions, resources, search_tokens
 
 _VERSION_COLUMNS = (
@@ -70,7 +71,7 @@ def _version(row: Sequence[Any]) -> StoredVersion:
     )
 
 
-class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin):
+class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin):
     """One transaction on the SQL store."""
 
     def __init__(self, connection: Connection) -> None:

@@ -167,3 +167,13 @@ notification_preferences = Table(
     Column("sealed", LargeBinary, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+#: Portal sessions ended by signing out (``sha256`` of the session id, never the id itself): a
+#: copied session cookie stops working at sign-out, not only when it expires. Rows older than a
+#: session's lifetime are pruned. Not patient data (a Citus reference table, like the heads).
+portal_sessions_ended = Table(
+    "portal_sessions_ended",
+    metadata,
+    Column("sid_hash", String(64), primary_key=True),
+    Column("ended_at", DateTime(timezone=True), nullable=False, index=True),
+)

@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from itsdangerous import BadSignature, URLSafeSerializer
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -189,7 +190,7 @@ async def login_submit(request: Request) -> Response:
 async def logout_submit(request: Request) -> Response:
     """Sign out."""
     await checked_form(request)
-    logout(request)
+    await run_in_threadpool(logout, request)
     return RedirectResponse("/login", status_code=303)
 
 

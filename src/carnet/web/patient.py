@@ -402,7 +402,7 @@ async def close(request: Request) -> Response:
         holder.records.update("Patient", holder.patient_id, patient, if_match=current.etag)
 
     await call(work)
-    logout(request)
+    await call(logout, request)
     flash(request, "Your record is closed.")
     return RedirectResponse("/login", status_code=303)
 

@@ -8,6 +8,8 @@ content, only the claims below (what a development token would carry) and timest
 
 Session keys (JSON values)::
 
+    sid           a random session id; signing out ends it for good
+                  (``carnet.services.portal_sessions``), so a copied cookie stops working
     principal     the signed-in identity as token claims (``kind``, ``sub``, ``patient``,
                   ``identifier``, ``name``, ``idnps``, ``profession``, ``specialty``, ``samu``…;
                   see ``carnet.api.auth``), turned back into a ``Principal`` on every request
@@ -36,9 +38,10 @@ from starlette.requests import Request
 from carnet.api.auth import principal_from_claims
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import Principal
+from carnet.services.portal_sessions import SESSION_LIFETIME
 
 SESSION_COOKIE = "carnet_session"
-SESSION_SECONDS = 8 * 3600
+SESSION_SECONDS = int(SESSION_LIFETIME.total_seconds())
 SECRET_FILE = "web-session.key"  # noqa: S105 - a file name, not a secret
 
 
@@ -56,9 +59,26 @@ def session_secret(key_dir: Path) -> str:
 
 
 def current_principal(request: Request) -> Principal | None:
-    """Return the signed-in principal of a request, or None (no session, or unusable claims)."""
+    """Return the signed-in principal of a request, or None (no session, signed out, unusable claims).
+
+    A session whose id was signed out (its cookie copied, say) is emptied; the answer is kept
+    for the rest of the request.
+    """
+    if "carnet_principal" in request.scope:
+        known: Principal | None = request.scope["carnet_principal"]
+        return known
+    principal = _principal_of(request)
+    request.scope["carnet_principal"] = principal
+    return principal
+
+
+def _principal_of(request: Request) -> Principal | None:
     claims = request.session.get("principal")
-    if not isinstance(claims, dict):
+    sid = request.session.get("sid")
+    if not isinstance(claims, dict) or not isinstance(sid, str):
+        return None
+    if request.app.state.portal.services.portal_sessions.ended(sid):
+        request.session.clear()
         return None
     try:
         return principal_from_claims(claims)
@@ -72,14 +92,23 @@ def login(request: Request, principal_claims: Mapping[str, Any], *, now: datetim
     A new CSRF token is drawn, so a token seen before sign-in is worthless after it.
     """
     request.session.clear()
+    request.scope.pop("carnet_principal", None)
+    request.session["sid"] = secrets.token_urlsafe(32)
     request.session["principal"] = dict(principal_claims)
     request.session["csrf"] = secrets.token_urlsafe(32)
     request.session["signed_in"] = now.isoformat()
 
 
 def logout(request: Request) -> None:
-    """End the session (the cookie is emptied)."""
+    """End the session: its id is signed out for good, then the cookie is emptied.
+
+    Blocking (a database write): call it from a worker thread in async code.
+    """
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        request.app.state.portal.services.portal_sessions.end(sid)
     request.session.clear()
+    request.scope["carnet_principal"] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
