@@ -499,11 +499,20 @@ def test_access_timeline_shows_the_professional_and_verifies(
         "/patient/care-team", data={"csrf_token": signed_in, "kind": "authorisation", "idnps": DOCTOR}
     )
     document_id = document_ids(client)[0]
+    # Only the patient's own visits so far (the record was opened by its holder under another sign-in).
+    assert 'id="no-access"' in client.get("/patient/access").text
     services.records.records(DOCTOR_PRINCIPAL).read("DocumentReference", document_id)
+    stranger = Principal(kind=ActorKind.PATIENT, subject="patient:someone-else", patient_id="someone-else")
+    with pytest.raises(NotFound):
+        services.records.records(stranger).read("DocumentReference", document_id)
     page = client.get("/patient/access").text
-    if 'id="journal-unavailable"' in page:
-        pytest.skip("the access journal is not wired in this build")
-    assert DOCTOR in page
+    rows = re.findall(r'<tr class="mode-[^"]+" id="access-[^"]+">.*?</tr>', page, re.S)
+    assert len(rows) == 2
+    assert DOCTOR in rows[1]
+    assert "patient:someone-else" in rows[0]
+    assert "Refusé" in rows[0]
+    mine = client.get("/patient/access?mine=1").text
+    assert mine.count(">Vous<") > 2
     verify = re.search(r'href="(/patient/access/[^"]+/verify)"', page)
     assert verify is not None
     proof = client.get(verify.group(1))

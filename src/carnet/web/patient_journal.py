@@ -93,6 +93,12 @@ def _access(event: Mapping[str, Any], me: str) -> Access:
         and not str((e.get("what") or {}).get("reference")).startswith("Patient/")
     ]
     who_id = str(identifier.get("value") or "")
+    kinds = {
+        str(c.get("code"))
+        for c in ((agent or {}).get("type") or {}).get("coding") or []
+        if isinstance(c, dict)
+    }
+    refused = str(event.get("outcome") or "0") != "0"
     confirmed_by = next(
         (
             str(part["valueString"])
@@ -112,11 +118,13 @@ def _access(event: Mapping[str, Any], me: str) -> Access:
         mode=mode,
         action=str(event.get("action") or ""),
         outcome=str(event.get("outcome") or ""),
-        refused=str(event.get("outcome") or "0") != "0",
+        refused=refused,
         justification=justification,
         confirmed_by=confirmed_by,
         targets=targets,
-        by_me=mode == "patient" or who_id == me,
+        # The policy lets a patient into no record but their own: a permitted patient is the holder
+        # (on another device or app, say, or opening the record), whatever their sign-in subject.
+        by_me=mode == "patient" or who_id == me or ("PAT" in kinds and not refused),
     )
 
 
