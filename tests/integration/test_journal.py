@@ -212,19 +212,27 @@ def test_an_insurer_knocking_is_refused_and_shown_to_the_patient(
         client.get(f"/fhir/Observation/{made['id']}", headers=insurer),
         client.get(f"/fhir/Patient/{pid}/$everything", headers=insurer),
         client.delete(f"/fhir/Observation/{made['id']}", headers=insurer),
+        client.get(f"/fhir/Observation?patient=Patient/{pid}", headers=insurer),
+        client.get(f"/fhir/Patient?identifier={INS}|1840312345699", headers=insurer),
     ]
+    for unknown_search in (
+        "/fhir/Observation?patient=Patient/nobody",
+        f"/fhir/Patient?identifier={INS}|1840312345600",
+        "/fhir/Observation?bogus=1",
+    ):
+        assert client.get(unknown_search, headers=insurer).status_code == 403
     unknown = client.get("/fhir/Observation/00000000-0000-0000-0000-000000000000", headers=insurer)
-    assert [a.status_code for a in attempts] == [403, 403, 403]
+    assert [a.status_code for a in attempts] == [403] * 5
     assert unknown.status_code == 403
     assert unknown.json()["issue"][0]["diagnostics"] == attempts[0].json()["issue"][0]["diagnostics"]
     entries = _entries(services, pid)[before:]
     assert [(e.actor_kind, e.decision, e.reasons, e.targets) for e in entries] == [
         ("complementary_insurer", "deny", ("forbidden-kind",), ())
-    ] * 3
-    assert [e.action for e in entries] == ["read", "$everything", "delete"]
+    ] * 5
+    assert [e.action for e in entries] == ["read", "$everything", "delete", "search-type", "search-type"]
     seen = client.get(f"/fhir/AuditEvent?patient=Patient/{pid}&_sort=-date", headers=headers).json()
-    agents = [e["resource"]["agent"][0]["who"].get("display") for e in seen["entry"][:4]]
-    assert agents.count("Mutuelle Exemple") == 3
+    agents = [e["resource"]["agent"][0]["who"].get("display") for e in seen["entry"][:6]]
+    assert agents.count("Mutuelle Exemple") == 5
 
 
 def test_a_bundle_cannot_read_or_write_the_journal(client: TestClient, auth: Mint) -> None:

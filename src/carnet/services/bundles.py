@@ -22,11 +22,12 @@ from carnet.domain.search import (
     parse_search,
 )
 from carnet.services.ports import StoreSession
-from carnet.services.record_core import RecordCore, _check_type
+from carnet.services.record_core import _check_type
+from carnet.services.record_search import RecordSearch
 from carnet.services.record_types import EntryRequest, EntryResponse
 
 
-class BundleAccess(RecordCore):
+class BundleAccess(RecordSearch):
     """Transactions (all or nothing) and batches (entry by entry)."""
 
     def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:

@@ -21,14 +21,14 @@ from carnet.domain.policy import (
     Action,
 )
 from carnet.domain.validation import validate
-from carnet.services.record_core import RecordCore
+from carnet.services.record_search import RecordSearch
 from carnet.services.record_types import (
     WriteResult,
     instant,
 )
 
 
-class DocumentAccess(RecordCore):
+class DocumentAccess(RecordSearch):
     """Publishing a document with its content inline, and archiving one."""
 
     def archive(self, document_id: str, *, archived: bool) -> WriteResult:

@@ -33,7 +33,7 @@ from carnet.domain.search import (
 )
 from carnet.services.journal import parse_event_id
 from carnet.services.ports import StoreSession
-from carnet.services.record_core import RecordCore
+from carnet.services.record_search import RecordSearch
 from carnet.services.record_types import SearchResult, Stored
 
 _JOURNAL_LIMIT = 10_000
@@ -55,7 +55,7 @@ def _date_bounds(clauses: Sequence[DateClause]) -> tuple[datetime | None, dateti
     return since, until
 
 
-class JournalView(RecordCore):
+class JournalView(RecordSearch):
     """AuditEvent search and read, and inclusion proofs, over the core record access."""
 
     def read(self, resource_type: str, resource_id: str) -> Stored:

@@ -8,8 +8,7 @@ A refusal on something the caller may not know exists is reported as ``NotFound`
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -49,19 +48,16 @@ from carnet.domain.resources import (
 )
 from carnet.domain.search import (
     SearchQuery,
-    SortKey,
     clause_keys,
     index_tokens,
     matches_dates,
     parse_search,
-    sort_value,
     token_keys,
 )
 from carnet.domain.validation import validate
 from carnet.services.ports import StoredVersion, StoreSession
 from carnet.services.record_gate import RecordGate
 from carnet.services.record_types import (
-    SearchResult,
     Stored,
     WriteResult,
     instant,
@@ -696,6 +692,15 @@ class RecordCore(RecordGate):
         return out
 
     def _search_patients(self, session: StoreSession, query: SearchQuery) -> list[Stored]:
+        found: list[Stored] = []
+        for patient_id in self._patients_named(session, query):
+            if not self._decide(Action.READ, self._target(patient_id, "Patient")).allowed:
+                continue
+            found.extend(self._matching(session, patient_id, dataclasses.replace(query, ids=(patient_id,))))
+        return found
+
+    def _patients_named(self, session: StoreSession, query: SearchQuery) -> list[str]:
+        """The records a Patient search names (by ``_id`` and/or ``identifier``), before any rule."""
         candidates: list[str] = list(query.ids)
         identifier_clauses = [c for c in query.tokens if c.param == "identifier"]
         if identifier_clauses:
@@ -716,99 +721,4 @@ class RecordCore(RecordGate):
                 "Patients are found by identifier only (e.g. Patient?identifier=urn:oid:1.2.250.1.213.1.4.10|<INS>); "
                 "the record is patient-centred."
             )
-        found: list[Stored] = []
-        for patient_id in dict.fromkeys(candidates):
-            if not self._decide(Action.READ, self._target(patient_id, "Patient")).allowed:
-                continue
-            found.extend(self._matching(session, patient_id, dataclasses.replace(query, ids=(patient_id,))))
-        return found
-
-    def search(
-        self, resource_type: str, params: Sequence[tuple[str, str]], *, lenient: bool = False
-    ) -> SearchResult:
-        """Search one record (or the directory, or Patients by identifier); sorted, paged.
-
-        Raises:
-            InvalidRequest: a cross-patient search or a malformed parameter.
-            UnsupportedSearch: an unknown parameter (unless ``lenient``). AccessDenied: not this caller's record.
-        """
-        _check_type(resource_type)
-        self._refuse_forbidden_kind(Action.SEARCH, resource_type)
-        query = parse_search(resource_type, params, lenient=lenient)
-        with self._session("search-type", resource_type) as session:
-            return self._search(session, query)
-
-    def _search(self, session: StoreSession, query: SearchQuery) -> SearchResult:
-        resource_type = query.resource_type
-        if resource_type == "Patient":
-            found = self._search_patients(session, query)
-        else:
-            if is_directory_type(resource_type):
-                owner = DIRECTORY
-            elif query.patient_id is None:
-                raise InvalidRequest(
-                    f"Searching {resource_type} across patients is not offered: the record is patient-centred. "
-                    "Add patient=Patient/<id>, or find the patient with Patient?identifier=<system>|<value>."
-                )
-            else:
-                owner = query.patient_id
-            self._check(Action.SEARCH, self._target(owner, resource_type), hide=False)
-            found = self._matching(session, owner, query)
-        found = _sorted(found, query.sort or (SortKey(param="_lastUpdated", descending=True),))
-        page = [] if query.summary_count else found[query.offset : query.offset + query.count]
-        return SearchResult(entries=page, total=len(found), query=query)
-
-    def everything(self, patient_id: str) -> list[Stored]:
-        """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
-        _check_id("Patient", patient_id)
-        with self._session("$everything", "Patient") as session:
-            self._refuse_forbidden_kind(Action.EVERYTHING, "Patient", session=session, resource_id=patient_id)
-            self._check(
-                Action.EVERYTHING,
-                self._target(patient_id, "Patient"),
-                hide=True,
-                what=f"Patient/{patient_id}",
-            )
-            key = self._key(session, patient_id)
-            versions = session.search(patient_id, None, (), ())
-            opened = [self._open(key, v) for v in versions]
-            # Documents first, so each Binary takes its document's facts without another query.
-            opened.sort(key=lambda r: r.resource_type != "DocumentReference")
-            record = [stored for stored in opened if self._visible(patient_id, stored)]
-            record.sort(key=lambda r: (r.resource_type != "Patient", r.resource_type, r.resource_id))
-            cited: dict[tuple[str, str], None] = {}
-            for stored in record:
-                for match in _REFERENCE.finditer(stored.json or b""):
-                    rtype, rid = match.group(1).decode(), match.group(2).decode()
-                    if is_directory_type(rtype):
-                        cited[(rtype, rid)] = None
-            wanted = [
-                (t, i) for t, i in cited if self._decide(Action.READ, self._target(DIRECTORY, t)).allowed
-            ]
-            found = session.current_many(DIRECTORY, wanted) if wanted else []
-            if found:
-                directory_key = self._key(session, DIRECTORY)
-                record.extend(self._open(directory_key, version) for version in found)
-            return record
-
-
-_REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
-
-
-def _sort_key(stored: Stored, param: str) -> tuple[int, str]:
-    """Sort value of one result; ``_lastUpdated`` and ``_id`` come from the row, no parse needed."""
-    if param == "_lastUpdated":
-        return (0, stored.last_updated.isoformat())
-    if param == "_id":
-        return (0, stored.resource_id)
-    return sort_value(stored.resource or {}, param)
-
-
-def _sorted(results: Iterable[Stored], keys: Sequence[SortKey]) -> list[Stored]:
-    out = sorted(results, key=lambda r: r.resource_id)
-    for key in reversed(keys):
-        present = [r for r in out if _sort_key(r, key.param)[0] == 0]
-        missing = [r for r in out if _sort_key(r, key.param)[0] != 0]
-        present.sort(key=lambda r, p=key.param: _sort_key(r, p)[1], reverse=key.descending)  # type: ignore[misc]
-        out = present + missing
-    return out
+        return list(dict.fromkeys(candidates))
