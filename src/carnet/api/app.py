@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carnet.api.auth import TokenVerifier
 from carnet.api.documents import router as documents_router
@@ -28,6 +29,7 @@ from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.domain.errors import CarnetError, ConfigurationError, Conflict
 from carnet.domain.policy import PROFILES
 from carnet.notify.worker import DeliveryWorker
+from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.portal_sessions import PortalSessions
@@ -149,6 +151,25 @@ def start_background(services: Services) -> Callable[[], None]:
     return halt
 
 
+class CallerMiddleware:
+    """ASGI middleware: make each HTTP request's client (application, address) the journal's caller."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request with its caller set (``carnet.services.caller``)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+        client = FHIR_CLIENT if path.startswith(("/fhir", "/journal")) else PORTAL_CLIENT
+        peer = scope.get("client")
+        address = str(peer[0]) if peer else None
+        with calling(Caller(client=client, address=address)):
+            await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, services: Services | None = None, *, background: bool = True) -> FastAPI:
     """Build the FastAPI application: the FHIR API at ``/fhir``, the journal, the portals.
 
@@ -238,6 +259,7 @@ def create_app(settings: Settings, services: Services | None = None, *, backgrou
         return response
 
     mount_web(app, services, settings)  # the portals; their "/" answers API clients as below
+    app.add_middleware(CallerMiddleware)
 
     @app.get("/", include_in_schema=False)
     async def _root() -> Response:

@@ -4,18 +4,30 @@ IHE Basic Audit Log Patterns (BALP) records a RESTful access as::
 
     type      audit-event-type#rest        subtype   restful-interaction#<interaction>
     action    C | R | U | D | E            outcome   0 success, 4 minor failure, 8 serious failure
-    agent     the user (who.identifier, requestor = true, type IRCP information recipient)
+    agent     the user (requestor; IRCP information recipient for reads and searches, AUT
+              author for writes), the client application with its network address, and the
+              server (Carnet, named by its journal origin)
     source    the Carnet server (observer)
-    entity    the patient (object-role#1) and each resource touched (object-role#4)
+    entity    the patient (object-role#1), each resource touched (object-role#4), and for a
+              search the query (object-role#24, the parameters base64-encoded)
+
+A successful read, search, create, update or delete that came over the network (so its client
+is known) declares the matching BALP profile in ``meta.profile`` (``PatientRead``,
+``PatientQuery``, ``PatientCreate``, ``PatientUpdate``, ``PatientDelete``); refusals, failures,
+history, operations and Bundles keep the same shape without claiming a profile, which BALP
+defines for successes only.
 
 Carnet adds, in ``purposeOfEvent``, its access mode (``access-mode`` code system) and, for a
 break-glass or regulation access, ``v3-ActReason#ETREAT`` with the justification as text. The
 DPO's view (``clinical=False``) keeps who, when, how and the decision, and drops the resources
-touched, since their types and ids are part of the record's content.
+touched and the search parameters, since they are part of the record's content.
 """
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+from dataclasses import dataclass
 from typing import Any
 
 from carnet.domain.journal import Entry
@@ -23,7 +35,44 @@ from carnet.domain.journal import Entry
 ACCESS_MODE_SYSTEM = "https://carnet.health/fhir/CodeSystem/access-mode"
 JOURNAL_SYSTEM = "https://carnet.health/fhir/NamingSystem/journal-entry"
 DECISION_EXTENSION = "https://carnet.health/fhir/StructureDefinition/access-decision"
-BALP_PROFILE = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+#: The client applications (``fhir-api``, ``carnet-portal``, or an OAuth client id).
+CLIENT_SYSTEM = "https://carnet.health/fhir/NamingSystem/client"
+#: A Carnet server, named by its journal origin.
+SERVER_SYSTEM = "https://carnet.health/fhir/NamingSystem/journal-origin"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_SOURCE = (DCM, "110153", "Source Role ID")
+_DESTINATION = (DCM, "110152", "Destination Role ID")
+_PARTICIPATIONS = {"IRCP": "information recipient", "AUT": "author"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    """How BALP types the agents of one interaction, and the profile a success conforms to."""
+
+    profile: str
+    client: tuple[str, str, str]
+    server: tuple[str, str, str]
+    user: str
+    query: bool = False
+
+
+_BALP = {
+    "read": _Pattern("PatientRead", _DESTINATION, _SOURCE, "IRCP"),
+    "vread": _Pattern("PatientRead", _DESTINATION, _SOURCE, "IRCP"),
+    "search-type": _Pattern("PatientQuery", _SOURCE, _DESTINATION, "IRCP", query=True),
+    "create": _Pattern("PatientCreate", _SOURCE, _DESTINATION, "AUT"),
+    "update": _Pattern("PatientUpdate", _SOURCE, _DESTINATION, "AUT"),
+    "delete": _Pattern(
+        "PatientDelete",
+        (DCM, "110150", "Application"),
+        ("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "custodian", "Custodian"),
+        "AUT",
+    ),
+}
 
 _INTERACTIONS = {
     "read": ("read", "R"),
@@ -50,33 +99,95 @@ _MODE_DISPLAY = {
     "feed": "Alimentation automatique",
     "admin": "Administration",
 }
+#: The user's kind, as a second coding of the user agent's type (professionals: their role).
 _KIND_ROLE = {
-    "professional": (
-        "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-        "IRCP",
-        "information recipient",
-    ),
     "patient": ("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "PAT", "patient"),
     "representative": ("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "GUARD", "guardian"),
-    "feed": ("http://dicom.nema.org/resources/ontology/DCM", "110153", "Source Role ID"),
 }
 
 
-def audit_event(event_id: str, entry: Entry, *, clinical: bool = True) -> dict[str, Any]:
-    """Return the AuditEvent of one journal entry (``clinical=False``: the DPO's view)."""
+def audit_event(
+    event_id: str, entry: Entry, *, clinical: bool = True, server: str = "carnet"
+) -> dict[str, Any]:
+    """Return the AuditEvent of one journal entry (``clinical=False``: the DPO's view).
+
+    ``server`` names this Carnet (its journal origin, e.g. ``carnet.example.org/journal``).
+    """
     interaction, action = _INTERACTIONS.get(entry.action, ("operation", "E"))
     refused = entry.decision != "permit"
     outcome = "4" if refused else _OUTCOME_CODES.get(entry.outcome, "8")
+    pattern = _BALP.get(interaction)
+    if pattern is not None:
+        client_type, server_type, participation = pattern.client, pattern.server, pattern.user
+    else:  # history, operations, Bundles: the read or query pattern, no profile claimed
+        client_type, server_type = (_DESTINATION, _SOURCE) if action == "R" else (_SOURCE, _DESTINATION)
+        participation = "IRCP" if action in ("R", "E") else "AUT"
+    agents = [_user(entry, participation)]
+    if entry.client is not None:
+        agents.append(_network_agent(client_type, CLIENT_SYSTEM, entry.client, entry.client_address))
+    host = server.split("/", 1)[0] or server
+    agents.append(_network_agent(server_type, SERVER_SYSTEM, server, host))
+    entities = _entities(entry, clinical)
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": event_id,
+        "extension": [_decision(entry)],
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "Restful Operation",
+        },
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+        "action": action,
+        "recorded": entry.recorded.isoformat().replace("+00:00", "Z"),
+        "outcome": outcome,
+        "outcomeDesc": entry.outcome if not refused else "refused: " + ", ".join(entry.reasons),
+        "purposeOfEvent": _purposes(entry),
+        "agent": agents,
+        "source": {
+            "observer": {"display": "Carnet"},
+            "type": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                    "code": "4",
+                    "display": "Application Server",
+                }
+            ],
+        },
+        "entity": entities,
+    }
+    conforms = (
+        pattern is not None
+        and outcome == "0"
+        and entry.client_address is not None
+        and any(e["role"]["code"] == ("24" if pattern.query else "4") for e in entities)
+    )
+    if conforms and pattern is not None:
+        return {
+            "resourceType": "AuditEvent",
+            "id": event_id,
+            "meta": {"profile": [BALP + pattern.profile]},
+            **{k: v for k, v in event.items() if k not in ("resourceType", "id")},
+        }
+    return event
+
+
+def _user(entry: Entry, participation: str) -> dict[str, Any]:
+    """The user agent: who asked (requestor), typed by BALP's participation and by their kind."""
+    codings = [{"system": PARTICIPATION, "code": participation, "display": _PARTICIPATIONS[participation]}]
+    kind = _KIND_ROLE.get(entry.actor_kind)
+    if kind is not None:
+        codings.append({"system": kind[0], "code": kind[1], "display": kind[2]})
     agent: dict[str, Any] = {
+        "type": {"coding": codings},
         "who": {
             "identifier": {"system": _actor_system(entry), "value": entry.actor_id},
             **({"display": entry.actor_display} if entry.actor_display else {}),
         },
         "requestor": True,
     }
-    role = _KIND_ROLE.get(entry.actor_kind)
-    if role is not None:
-        agent["type"] = {"coding": [{"system": role[0], "code": role[1], "display": role[2]}]}
+    if entry.actor_display:
+        agent["name"] = entry.actor_display
     if entry.actor_profession:
         agent["role"] = [
             {
@@ -88,6 +199,33 @@ def audit_event(event_id: str, entry: Entry, *, clinical: bool = True) -> dict[s
                 ]
             }
         ]
+    agent["purposeOfUse"] = _purposes(entry)
+    return agent
+
+
+def _network_agent(
+    kind: tuple[str, str, str], system: str, identifier: str, address: str | None
+) -> dict[str, Any]:
+    """A client or server agent: an application named by an identifier, at a network address."""
+    agent: dict[str, Any] = {
+        "type": {"coding": [{"system": kind[0], "code": kind[1], "display": kind[2]}]},
+        "who": {"identifier": {"system": system, "value": identifier}},
+        "requestor": False,
+    }
+    if address:
+        agent["network"] = {"address": address, "type": "2" if _is_ip(address) else "1"}
+    return agent
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _purposes(entry: Entry) -> list[dict[str, Any]]:
     purpose: list[dict[str, Any]] = [
         {
             "coding": [
@@ -112,70 +250,48 @@ def audit_event(event_id: str, entry: Entry, *, clinical: bool = True) -> dict[s
         if entry.justification:
             emergency["text"] = entry.justification
         purpose.append(emergency)
-    agent["purposeOfUse"] = purpose
+    return purpose
+
+
+def _decision(entry: Entry) -> dict[str, Any]:
+    return {
+        "url": DECISION_EXTENSION,
+        "extension": [
+            {"url": "decision", "valueCode": entry.decision},
+            *({"url": "reason", "valueCode": reason} for reason in entry.reasons),
+            *({"url": "notified", "valueCode": event} for event in entry.notified),
+            *([{"url": "confirmedBy", "valueString": entry.confirmed_by}] if entry.confirmed_by else []),
+        ],
+    }
+
+
+def _entities(entry: Entry, clinical: bool) -> list[dict[str, Any]]:
     entities: list[dict[str, Any]] = [
         {
             "what": {"reference": f"Patient/{entry.patient_id}"},
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
-            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"},
+            "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+            "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
         }
     ]
-    if clinical:
-        for target in entry.targets:
-            entities.append(
-                {
-                    "what": {"reference": target},
-                    "type": {
-                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                        "code": "2",
-                    },
-                    "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4"},
-                }
-            )
-    event: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "id": event_id,
-        "meta": {"profile": [BALP_PROFILE]},
-        "extension": [
+    if not clinical:
+        return entities
+    for target in entry.targets:
+        entities.append(
             {
-                "url": DECISION_EXTENSION,
-                "extension": [
-                    {"url": "decision", "valueCode": entry.decision},
-                    *({"url": "reason", "valueCode": reason} for reason in entry.reasons),
-                    *({"url": "notified", "valueCode": event} for event in entry.notified),
-                    *(
-                        [{"url": "confirmedBy", "valueString": entry.confirmed_by}]
-                        if entry.confirmed_by
-                        else []
-                    ),
-                ],
+                "what": {"reference": target},
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
             }
-        ],
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-            "display": "Restful Operation",
-        },
-        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
-        "action": action,
-        "recorded": entry.recorded.isoformat().replace("+00:00", "Z"),
-        "outcome": outcome,
-        "outcomeDesc": entry.outcome if not refused else "refused: " + ", ".join(entry.reasons),
-        "purposeOfEvent": purpose,
-        "agent": [agent],
-        "source": {
-            "observer": {"display": "Carnet"},
-            "type": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                    "code": "4",
-                    "display": "Application Server",
-                }
-            ],
-        },
-        "entity": entities,
-    }
-    return event
+        )
+    if entry.query is not None:
+        entities.append(
+            {
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
+                "query": base64.b64encode(entry.query.encode()).decode("ascii"),
+            }
+        )
+    return entities
 
 
 def _actor_system(entry: Entry) -> str:

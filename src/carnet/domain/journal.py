@@ -50,7 +50,10 @@ class Entry:
     ``action`` is the FHIR interaction (``read``, ``search-type``, ``create``…) or operation;
     ``targets`` the resources disclosed or written (``Type/id/_history/n``); ``decision`` is
     ``permit`` or ``deny``; ``outcome`` ``ok`` or the error that ended the request;
-    ``mode`` the access mode (``normal``, ``treating``, ``break_glass``, ``regulation``…).
+    ``mode`` the access mode (``normal``, ``treating``, ``break_glass``, ``regulation``…);
+    ``client`` and ``client_address`` the application and network address the request came
+    from (IHE BALP's client agent), when it came over the network; ``query`` the search
+    parameters of a search, URL-encoded.
     """
 
     recorded: datetime
@@ -70,6 +73,9 @@ class Entry:
     justification: str | None = None
     confirmed_by: str | None = None
     notified: tuple[str, ...] = field(default=())
+    client: str | None = None
+    client_address: str | None = None
+    query: str | None = None
 
     def content(self) -> bytes:
         """Return the canonical bytes of the entry (sorted-key JSON, UTF-8)."""
@@ -94,6 +100,11 @@ class Entry:
             "confirmedBy": self.confirmed_by,
             "notified": list(self.notified),
         }
+        # Added later: absent from older entries, whose bytes stay as they were committed.
+        if self.client is not None or self.client_address is not None:
+            data["client"] = {"id": self.client, "address": self.client_address}
+        if self.query is not None:
+            data["query"] = self.query
         return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
@@ -124,6 +135,9 @@ class Entry:
                 justification=data.get("justification"),
                 confirmed_by=data.get("confirmedBy"),
                 notified=tuple(data.get("notified", ())),
+                client=(data.get("client") or {}).get("id"),
+                client_address=(data.get("client") or {}).get("address"),
+                query=data.get("query"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise AuditChainError("A journal entry's content is not a Carnet journal entry.") from exc

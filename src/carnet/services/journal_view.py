@@ -71,7 +71,7 @@ class JournalView(RecordSearch):
         if resource_type != "AuditEvent":
             return super().search(resource_type, params, lenient=lenient)
         self._refuse_forbidden_kind(Action.SEARCH, resource_type)
-        return self._journal_search(parse_search(resource_type, params, lenient=lenient))
+        return self._journal_search(parse_search(resource_type, params, lenient=lenient), params)
 
     def _journal_stored(self, session: StoreSession, row: StoredEntry) -> Stored | None:
         """Open one journal entry as an AuditEvent (None: the record was erased)."""
@@ -80,7 +80,12 @@ class JournalView(RecordSearch):
         except RecordShredded:
             return None
         opened = self._svc.journal.open(key, row)
-        event = audit_event(opened.event_id, opened.entry, clinical=self.actor.kind is not ActorKind.DPO)
+        event = audit_event(
+            opened.event_id,
+            opened.entry,
+            clinical=self.actor.kind is not ActorKind.DPO,
+            server=self._svc.journal.base_origin,
+        )
         stored = Stored(
             resource_type="AuditEvent",
             resource_id=opened.event_id,
@@ -91,12 +96,12 @@ class JournalView(RecordSearch):
         self._disclose(row.patient_id, stored)
         return stored
 
-    def _journal_search(self, query: SearchQuery) -> SearchResult:
+    def _journal_search(self, query: SearchQuery, params: Sequence[tuple[str, str]]) -> SearchResult:
         """Search the access journal: one record's (patient, representative, DPO) or all (DPO)."""
         if query.tokens or query.ids:
             raise UnsupportedSearch("AuditEvent is searched by patient and date only.")
         since, until = _date_bounds(query.dates)
-        with self._session("journal", "AuditEvent") as session:
+        with self._session("journal", "AuditEvent", query=params) as session:
             if query.patient_id is not None:
                 self._check(Action.JOURNAL, self._target(query.patient_id, "AuditEvent"), hide=False)
             elif self.actor.kind is not ActorKind.DPO:

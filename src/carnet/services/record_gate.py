@@ -8,9 +8,10 @@ for each record and resource it touches, and leaves one journal entry per record
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlencode
 
 from carnet.domain.consent import grants_from_consents
 from carnet.domain.errors import (
@@ -38,6 +39,7 @@ from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
 from carnet.domain.resources import (
     is_closed,
 )
+from carnet.services.caller import current_caller
 from carnet.services.notifications import Notice, NoticeEvent, NotificationStore
 from carnet.services.ports import StoredVersion, StoreSession
 from carnet.services.record_types import (
@@ -84,6 +86,7 @@ class RecordGate:
         # What the current call did with each record it touched: one journal entry each.
         self._trail: dict[str, Touch] = {}
         self._call: tuple[str, str] = ("", "")
+        self._query: str | None = None
 
     # -- policy -------------------------------------------------------------------------
 
@@ -126,7 +129,12 @@ class RecordGate:
 
     @contextmanager
     def _session(
-        self, interaction: str, resource_type: str, *, write: bool = False
+        self,
+        interaction: str,
+        resource_type: str,
+        *,
+        write: bool = False,
+        query: Sequence[tuple[str, str]] | None = None,
     ) -> Iterator[StoreSession]:
         """Open the store transaction of one call, and journal what it did with each record.
 
@@ -134,10 +142,11 @@ class RecordGate:
         neither does; a reading call journals right after its read, before its caller gets the
         data; a call that fails after a decision about a record journals in a transaction of its
         own. If the journal cannot be written, the call fails (``JournalUnavailable``): nothing is
-        returned and nothing is changed.
+        returned and nothing is changed. ``query`` is a search's parameters, kept in its entries.
         """
         self._trail = {}
         self._call = (interaction, resource_type)
+        self._query = urlencode(list(query)) if query is not None else None
         try:
             with self._svc.store.session(write=write) as session:
                 self._active = session
@@ -216,6 +225,7 @@ class RecordGate:
         """Build the journal entries of this call, one per record it touched."""
         actor, now = self.actor, self._svc.clock()
         interaction, resource_type = self._call
+        caller = current_caller()
         actor_id = actor.professional_id or actor.feed_id or actor.subject
         out: list[tuple[bytes, Entry]] = []
         for patient_id, trail in self._trail.items():
@@ -246,6 +256,9 @@ class RecordGate:
                 justification=self.justification,
                 confirmed_by=self.confirmed_by,
                 notified=notified,
+                client=caller.client if caller is not None else None,
+                client_address=caller.address if caller is not None else None,
+                query=self._query,
             )
             out.append((key, entry))
         return out

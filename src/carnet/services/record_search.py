@@ -37,7 +37,7 @@ class RecordSearch(RecordCore):
         if self.actor.kind in FORBIDDEN_KINDS:
             self._refuse_forbidden_search(resource_type, params)
         query = parse_search(resource_type, params, lenient=lenient)
-        with self._session("search-type", resource_type) as session:
+        with self._session("search-type", resource_type, query=params) as session:
             return self._search(session, query)
 
     def _refuse_forbidden_search(self, resource_type: str, params: Sequence[tuple[str, str]]) -> None:
@@ -49,7 +49,7 @@ class RecordSearch(RecordCore):
         Raises:
             AccessDenied: always.
         """
-        with self._session("search-type", resource_type) as session:
+        with self._session("search-type", resource_type, query=params) as session:
             named: list[str] = []
             try:
                 query = parse_search(resource_type, params, lenient=True)
