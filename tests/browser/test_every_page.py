@@ -1,5 +1,6 @@
 """Every GET page of both portals, in French and in English, passes axe-core (WCAG 2.1 A/AA).
 
+No page makes a request to another origin (every request the browser makes is recorded).
 Each page is also saved as a screenshot, ``tests/browser/artifacts/<portal>-<page>-<lang>.png``.
 One signed-in walk per portal visits every page in French, then again in English. The seeded
 records hold CDA documents only (levels 1 and 3): each walk adds the PDF whose viewer it checks.
@@ -29,6 +30,25 @@ UNKNOWN_INS = "300000000000000"
 PATIENT_DOCUMENT = re.compile(r"/patient/documents/([A-Za-z0-9\-]+)$")
 PRO_DOCUMENT = re.compile(r"/documents/([A-Za-z0-9\-]+)$")
 SUBMITTED = re.compile(r"/documents/[A-Za-z0-9\-]+\?done=submitted$")
+
+
+def _record_requests(page: Page) -> list[str]:
+    """Collect the URL of every request the browser makes from now on (pages, styles, frames…)."""
+    requested: list[str] = []
+    page.context.on("request", lambda request: requested.append(request.url))
+    return requested
+
+
+def _assert_no_third_party(requested: list[str], origin: str) -> None:
+    """Every network request went to the portal's own origin.
+
+    Requests that never leave the browser (``data:``, ``blob:``, and Chromium's own PDF viewer
+    at ``chrome-extension:``) are not network requests and are left aside.
+    """
+    network = [u for u in requested if u.split(":", 1)[0] in ("http", "https", "ws", "wss")]
+    assert network, "no request was recorded"
+    elsewhere = sorted({u for u in network if not u.startswith(origin + "/")})
+    assert elsewhere == [], f"requests to other origins: {elsewhere[:10]}"
 
 
 def _choose(page: Page, language: str, then: str) -> None:
@@ -65,6 +85,7 @@ def _one_of_each(context: BrowserContext, urls: list[str], kinds: dict[str, str]
 
 def test_every_patient_page_is_accessible(page: Page, live_server: LiveServer, tmp_path: Path) -> None:
     """Each page of the patient portal, with a document viewer of each kind, has no WCAG 2.1 A/AA violation."""
+    requested = _record_requests(page)
     sign_in_patient(page, live_server.patients[0])
     visit(page, "/patient/documents")
     listed = [h for h in _hrefs(page, "main a[href^='/patient/documents/']") if PATIENT_DOCUMENT.match(h)]
@@ -112,6 +133,7 @@ def test_every_patient_page_is_accessible(page: Page, live_server: LiveServer, t
         visit(page, proofs[0], shot("verify"))
         visit(page, "/patient/export", shot("export"))
         visit(page, "/patient/close", shot("close"))
+    _assert_no_third_party(requested, live_server.url)
 
 
 def test_every_professional_page_is_accessible(page: Page, live_server: LiveServer, tmp_path: Path) -> None:
@@ -124,6 +146,7 @@ def test_every_professional_page_is_accessible(page: Page, live_server: LiveServ
     professional = live_server.physicians()[-1]
     patient, emergency = live_server.patients[0], live_server.patients[2]
     base = f"/pro/patients/{patient.patient_id}"
+    requested = _record_requests(page)
     sign_in_professional(page, professional)
     for language in LANGUAGES:
 
@@ -175,3 +198,4 @@ def test_every_professional_page_is_accessible(page: Page, live_server: LiveServ
         visit(page, "/pro/", shot("break-glass-search"))
         page.locator(".break-glass-banner button[type='submit']").click()
         page.wait_for_url("**/pro/")
+    _assert_no_third_party(requested, live_server.url)
