@@ -9,16 +9,17 @@ writing transaction already holds the database's write lock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
 from carnet.domain.journal import StoredEntry
+from carnet.store.connected import Connected, utc
 from carnet.store.tables import (
     journal_actors,
     journal_checkpoints,
@@ -39,23 +40,18 @@ _STREAM_BATCH = 5_000
 
 
 def _row(row: Any) -> StoredEntry:
-    recorded = row[3] if row[3].tzinfo else row[3].replace(tzinfo=UTC)
     return StoredEntry(
         shard=row[0],
         seq=row[1],
         patient_id=row[2],
-        recorded_at=recorded,
+        recorded_at=utc(row[3]),
         commitment=bytes(row[4]),
         sealed=bytes(row[5]),
     )
 
 
-class JournalSessionMixin:
+class JournalSessionMixin(Connected):
     """The journal's part of a store transaction."""
-
-    @property
-    def _c(self) -> Connection:  # provided by the session class
-        raise NotImplementedError
 
     def journal_head(self, shard: int, *, lock: bool = False) -> tuple[int, bytes] | None:
         """Return a shard's ``(size, peaks)``, locking its row for this transaction if asked."""

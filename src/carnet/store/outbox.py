@@ -9,10 +9,10 @@ on PostgreSQL (the second UPDATE waits for the first, then finds the row changed
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -23,6 +23,7 @@ from carnet.services.notifications import (
     OutboxStatus,
     backoff,
 )
+from carnet.store.connected import Connected, utc
 from carnet.store.tables import notification_preferences, outbox
 
 _COLUMNS = (
@@ -43,32 +44,23 @@ _UNDELIVERED = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value, OutboxSt
 _ERROR_SIZE = 200
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _message(row: Sequence[Any]) -> OutboxMessage:
     return OutboxMessage(
         patient_id=row[0],
         message_id=row[1],
-        created_at=_utc(row[2]),
+        created_at=utc(row[2]),
         event=NoticeEvent(row[3]),
         sealed=row[4],
         status=OutboxStatus(row[5]),
         attempts=int(row[6]),
-        next_attempt_at=_utc(row[7]),
-        delivered_at=_utc(row[8]) if row[8] is not None else None,
+        next_attempt_at=utc(row[7]),
+        delivered_at=utc(row[8]) if row[8] is not None else None,
         last_error=row[9],
     )
 
 
-class OutboxSessionMixin:
+class OutboxSessionMixin(Connected):
     """The outbox and preference methods of ``SQLStoreSession`` (``NotificationStore``)."""
-
-    @property
-    def _c(self) -> Connection:
-        raise NotImplementedError  # SQLStoreSession provides its connection
 
     def add_outbox(self, message: OutboxMessage) -> None:
         """Insert one outbox message."""
@@ -76,13 +68,13 @@ class OutboxSessionMixin:
             insert(outbox).values(
                 patient_id=message.patient_id,
                 message_id=message.message_id,
-                created_at=_utc(message.created_at),
+                created_at=utc(message.created_at),
                 event=message.event.value,
                 sealed=message.sealed,
                 status=message.status.value,
                 attempts=message.attempts,
-                next_attempt_at=_utc(message.next_attempt_at),
-                delivered_at=_utc(message.delivered_at) if message.delivered_at else None,
+                next_attempt_at=utc(message.next_attempt_at),
+                delivered_at=utc(message.delivered_at) if message.delivered_at else None,
                 last_error=message.last_error,
             )
         )
@@ -93,7 +85,7 @@ class OutboxSessionMixin:
         A message whose claims kept expiring (a worker crashing on it) is given up as ``failed``
         once it reached ``MAX_ATTEMPTS``.
         """
-        now = _utc(now)
+        now = utc(now)
         rows = self._c.execute(
             select(*_COLUMNS)
             .where(outbox.c.status.in_(_DUE), outbox.c.next_attempt_at <= now)
@@ -152,7 +144,7 @@ class OutboxSessionMixin:
                 outbox.c.message_id == message_id,
                 outbox.c.status.in_(_UNDELIVERED),
             )
-            .values(status=OutboxStatus.DELIVERED.value, delivered_at=_utc(now), last_error=None)
+            .values(status=OutboxStatus.DELIVERED.value, delivered_at=utc(now), last_error=None)
         )
 
     def retry_outbox(
@@ -176,7 +168,7 @@ class OutboxSessionMixin:
             .where(*where, outbox.c.status == OutboxStatus.SENDING.value, outbox.c.attempts == attempts)
             .values(
                 status=new_status.value,
-                next_attempt_at=_utc(now) + backoff(attempts),
+                next_attempt_at=utc(now) + backoff(attempts),
                 last_error=error[:_ERROR_SIZE],
             )
         )
@@ -222,7 +214,7 @@ class OutboxSessionMixin:
 
     def put_preferences(self, patient_id: str, sealed: bytes, now: datetime) -> None:
         """Store a record's sealed preferences, replacing earlier ones."""
-        values = {"sealed": sealed, "updated_at": _utc(now)}
+        values = {"sealed": sealed, "updated_at": utc(now)}
         result = self._c.execute(
             update(notification_preferences)
             .where(notification_preferences.c.patient_id == patient_id)

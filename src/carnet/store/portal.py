@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
+from carnet.store.connected import Connected
 from carnet.store.tables import portal_sessions_ended
 
 
-class PortalSessionMixin:
+class PortalSessionMixin(Connected):
     """Ended portal sessions; mixed into :class:`carnet.store.repository.SQLStoreSession`."""
-
-    @property
-    def _c(self) -> Connection:  # provided by the session class
-        raise NotImplementedError
 
     def end_portal_session(self, sid_hash: str, ended_at: datetime) -> None:
         """Record that a session ended (ending it twice is harmless).

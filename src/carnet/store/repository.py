@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
 from carnet.domain.keys import WrappedKey
 from carnet.services.ports import StoredKey, StoredVersion
+from carnet.store.connected import utc
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.portal import PortalSessionMixin
@@ -54,18 +55,13 @@ _GET_KEY = select(patient_keys.c.kek_id, patient_keys.c.wrapped_key, patient_key
 )
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _version(row: Sequence[Any]) -> StoredVersion:
     return StoredVersion(
         patient_id=row[0],
         resource_type=row[1],
         resource_id=row[2],
         version_id=row[3],
-        last_updated=_utc(row[4]),
+        last_updated=utc(row[4]),
         deleted=bool(row[5]),
         sealed=row[6],
     )
@@ -73,38 +69,6 @@ def _version(row: Sequence[Any]) -> StoredVersion:
 
 class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin):
     """One transaction on the SQL store."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        # New resources (version 1) and their index rows are buffered and written with one
-        # executemany per table: a 1,000-entry transaction costs a handful of statements.
-        # Every read flushes first, so the session always reads its own writes.
-        self._new_versions: list[dict[str, object]] = []
-        self._new_resources: list[dict[str, object]] = []
-        self._new_tokens: list[dict[str, object]] = []
-
-    @property
-    def _c(self) -> Connection:
-        if self._new_versions or self._new_tokens:
-            self.flush()
-        return self._connection
-
-    def flush(self) -> None:
-        """Write the buffered rows.
-
-        Raises:
-            Conflict: a buffered resource already exists.
-        """
-        versions, resources_rows, tokens = self._new_versions, self._new_resources, self._new_tokens
-        self._new_versions, self._new_resources, self._new_tokens = [], [], []
-        try:
-            if versions:
-                self._connection.execute(insert(resource_versions), versions)
-                self._connection.execute(insert(resources), resources_rows)
-            if tokens:
-                self._connection.execute(insert(search_tokens), tokens)
-        except IntegrityError:
-            raise Conflict("A resource was written twice in one transaction; retry.") from None
 
     def get_key(self, patient_id: str) -> StoredKey | None:
         """Return the patient's stored key row."""
@@ -246,8 +210,8 @@ class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin, PortalSessionMixi
             "last_updated": version.last_updated,
         }
         if version.version_id == 1:
-            self._new_versions.append({**values, "sealed": version.sealed})
-            self._new_resources.append(values)
+            self._buffer(resource_versions, [{**values, "sealed": version.sealed}])
+            self._buffer(resources, [values])
             return
         conflict = Conflict(f"{version.resource_type}/{version.resource_id} was changed concurrently; retry.")
         try:
@@ -279,15 +243,18 @@ class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin, PortalSessionMixi
         """Replace a resource's blind-index entries (``new``: it has none yet)."""
         st = search_tokens
         if new:
-            self._new_tokens.extend(
-                {
-                    "patient_id": patient_id,
-                    "resource_type": resource_type,
-                    "resource_id": resource_id,
-                    "param": p,
-                    "value_hash": h,
-                }
-                for p, h in sorted(hashes)
+            self._buffer(
+                search_tokens,
+                (
+                    {
+                        "patient_id": patient_id,
+                        "resource_type": resource_type,
+                        "resource_id": resource_id,
+                        "param": p,
+                        "value_hash": h,
+                    }
+                    for p, h in sorted(hashes)
+                ),
             )
             return
         self._c.execute(
