@@ -12,25 +12,8 @@ from carnet.api.app import Services
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.domain.validation import validate
+from journal_requests import GP, INS, STRANGER, open_record, professional, weight
 from minting import Mint
-
-INS = "urn:oid:1.2.250.1.213.1.4.10"
-GP = "810001234567"
-STRANGER = "810007777777"
-
-
-def _observation(patient_id: str, value: float) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "valueQuantity": {"value": value, "unit": "kg"},
-    }
-
-
-def _pro(auth: Mint, idnps: str) -> dict[str, str]:
-    return auth(kind="professional", idnps=idnps, profession="10", specialty="SM54", name="Dr Test")
 
 
 def _events(client: TestClient, headers: dict[str, str], patient_id: str) -> list[dict[str, Any]]:
@@ -43,18 +26,11 @@ def test_every_success_claims_its_balp_profile_and_conforms(
     client: TestClient, auth: Mint, services: Services
 ) -> None:
     """Read, vread, search, create, update, delete by the patient and a professional: profile, shape, validity."""
-    holder = auth(kind="patient", identifier=f"{INS}|1840312345611")
-    made = client.post(
-        "/fhir/Patient",
-        json={"resourceType": "Patient", "identifier": [{"system": INS, "value": "1840312345611"}]},
-        headers=holder,
-    )
-    pid = made.json()["id"]
-    patient = auth(kind="patient", patient=pid)
+    pid, patient = open_record(client, auth, "1840312345611")
     consent = consent_for(ConsentKind.AUTHORISATION, pid, GP, now=services.records.clock())
     assert client.post("/fhir/Consent", json=consent, headers=patient).status_code == 201
-    gp = _pro(auth, GP)
-    observation = client.post("/fhir/Observation", json=_observation(pid, 70.0), headers=gp).json()
+    gp = professional(auth, GP)
+    observation = client.post("/fhir/Observation", json=weight(pid, 70.0), headers=gp).json()
     oid = observation["id"]
     assert client.get(f"/fhir/Observation/{oid}", headers=gp).status_code == 200
     assert client.get(f"/fhir/Observation/{oid}/_history/1", headers=patient).status_code == 200
@@ -63,7 +39,7 @@ def test_every_success_claims_its_balp_profile_and_conforms(
     assert client.put(f"/fhir/Observation/{oid}", json=observation, headers=patient).status_code == 200
     assert client.get(f"/fhir/Observation/{oid}/_history", headers=patient).status_code == 200
     assert client.get(f"/fhir/Patient/{pid}/$everything", headers=patient).status_code == 200
-    assert client.get(f"/fhir/Observation/{oid}", headers=_pro(auth, STRANGER)).status_code == 404
+    assert client.get(f"/fhir/Observation/{oid}", headers=professional(auth, STRANGER)).status_code == 404
     assert client.delete(f"/fhir/Observation/{oid}", headers=patient).status_code in (200, 204)
 
     events = _events(client, patient, pid)
@@ -105,13 +81,7 @@ def test_the_dpo_view_claims_no_profile_and_keeps_no_query(
     client: TestClient, auth: Mint, services: Services
 ) -> None:
     """Without the resources touched or the search parameters, the DPO's events claim no BALP profile."""
-    holder = auth(kind="patient", identifier=f"{INS}|1840312345612")
-    pid = client.post(
-        "/fhir/Patient",
-        json={"resourceType": "Patient", "identifier": [{"system": INS, "value": "1840312345612"}]},
-        headers=holder,
-    ).json()["id"]
-    patient = auth(kind="patient", patient=pid)
+    pid, patient = open_record(client, auth, "1840312345612")
     assert (
         client.get(f"/fhir/Observation?patient=Patient/{pid}&code=29463-7", headers=patient).status_code
         == 200

@@ -21,34 +21,12 @@ from carnet.domain.errors import AuditChainError
 from carnet.domain.journal import Entry
 from carnet.domain.validation import validate
 from carnet.settings import Settings
+from journal_requests import EMERGENCY, GP, INS, STRANGER, open_record, professional, weight
 from minting import Mint
 from smtp_sink import Mailbox, free_port
 
-INS = "urn:oid:1.2.250.1.213.1.4.10"
 CLASS = "urn:oid:1.2.250.1.213.1.1.4.1"
 IDNPS = "urn:oid:1.2.250.1.71.4.2.1"
-GP = "810001234567"
-STRANGER = "810007777777"
-EMERGENCY = "810003333333"
-
-
-def _patient(client: TestClient, auth: Mint, nir: str) -> tuple[str, dict[str, str]]:
-    headers = auth(kind="patient", identifier=f"{INS}|{nir}")
-    patient = {"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}]}
-    response = client.post("/fhir/Patient", json=patient, headers=headers)
-    assert response.status_code == 201, response.text
-    patient_id = str(response.json()["id"])
-    return patient_id, auth(kind="patient", patient=patient_id)
-
-
-def _observation(patient_id: str, value: float) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "valueQuantity": {"value": value, "unit": "kg"},
-    }
 
 
 def _document(patient_id: str) -> dict[str, Any]:
@@ -69,24 +47,17 @@ def _entries(services: Services, patient_id: str) -> list[Entry]:
         return [services.journal.open(key, row).entry for row in rows]
 
 
-def _pro(auth: Mint, idnps: str, **headers: str) -> dict[str, str]:
-    return {
-        **auth(kind="professional", idnps=idnps, profession="10", specialty="SM54", name="Dr Test"),
-        **headers,
-    }
-
-
 def test_every_request_on_a_record_is_one_entry(client: TestClient, auth: Mint, services: Services) -> None:
     """Over 1,000 generated requests of every interaction, entries about a patient equal requests and disclosures."""
     rng = random.Random(20261201)
     patients: dict[str, dict[str, str]] = {}
     resources: dict[str, list[str]] = {}
     for n in range(3):
-        pid, headers = _patient(client, auth, f"18401{n}2345678")
+        pid, headers = open_record(client, auth, f"18401{n}2345678")
         patients[pid] = headers
         resources[pid] = []
         for value in (70.0, 71.5):
-            made = client.post("/fhir/Observation", json=_observation(pid, value), headers=headers)
+            made = client.post("/fhir/Observation", json=weight(pid, value), headers=headers)
             resources[pid].append(f"Observation/{made.json()['id']}")
         doc = client.post("/fhir/DocumentReference", json=_document(pid), headers=headers)
         resources[pid].append(f"DocumentReference/{doc.json()['id']}")
@@ -97,9 +68,9 @@ def test_every_request_on_a_record_is_one_entry(client: TestClient, auth: Mint, 
     actors = {
         "patient": lambda pid: patients[pid],
         "other-patient": lambda pid: patients[next(p for p in patients if p != pid)],
-        "gp": lambda pid: _pro(auth, GP),
-        "stranger": lambda pid: _pro(auth, STRANGER),
-        "break-glass": lambda pid: _pro(
+        "gp": lambda pid: professional(auth, GP),
+        "stranger": lambda pid: professional(auth, STRANGER),
+        "break-glass": lambda pid: professional(
             auth, EMERGENCY, **{"X-Carnet-Mode": "break_glass", "X-Carnet-Justification": "inconscient"}
         ),
     }
@@ -122,11 +93,11 @@ def test_every_request_on_a_record_is_one_entry(client: TestClient, auth: Mint, 
         elif kind == "everything":
             response = client.get(f"/fhir/Patient/{pid}/$everything", headers=headers)
         elif kind == "create":
-            response = client.post("/fhir/Observation", json=_observation(pid, rng.random()), headers=headers)
+            response = client.post("/fhir/Observation", json=weight(pid, rng.random()), headers=headers)
             if response.status_code == 201:
                 resources[pid].append(f"Observation/{response.json()['id']}")
         elif kind == "update" and target.startswith("Observation/"):
-            body = {**_observation(pid, 80.0), "id": target.split("/")[1]}
+            body = {**weight(pid, 80.0), "id": target.split("/")[1]}
             response = client.put(f"/fhir/{target}", json=body, headers=headers)
         else:
             bundle = {
@@ -204,8 +175,8 @@ def test_an_insurer_knocking_is_refused_and_shown_to_the_patient(
     client: TestClient, auth: Mint, services: Services
 ) -> None:
     """An insurer's read of an existing record is a 403 like any other id, and a deny entry for the patient."""
-    pid, headers = _patient(client, auth, "1840312345699")
-    made = client.post("/fhir/Observation", json=_observation(pid, 80.0), headers=headers).json()
+    pid, headers = open_record(client, auth, "1840312345699")
+    made = client.post("/fhir/Observation", json=weight(pid, 80.0), headers=headers).json()
     before = len(_entries(services, pid))
     insurer = auth(kind="complementary_insurer", name="Mutuelle Exemple")
     attempts = [
@@ -237,7 +208,7 @@ def test_an_insurer_knocking_is_refused_and_shown_to_the_patient(
 
 def test_a_bundle_cannot_read_or_write_the_journal(client: TestClient, auth: Mint) -> None:
     """AuditEvent inside a batch or transaction is a clear not-supported answer, never a false 404."""
-    pid, headers = _patient(client, auth, "1840312345698")
+    pid, headers = open_record(client, auth, "1840312345698")
     events = client.get(f"/fhir/AuditEvent?patient=Patient/{pid}", headers=headers).json()
     event_id = events["entry"][0]["resource"]["id"]
     batch = {
@@ -269,13 +240,13 @@ def test_a_bundle_cannot_read_or_write_the_journal(client: TestClient, auth: Min
 
 def test_no_journal_no_data_and_no_write(client: TestClient, auth: Mint, services: Services) -> None:
     """When the journal cannot be written, a read returns no data and a write does not happen (503)."""
-    pid, headers = _patient(client, auth, "1840132345678")
-    made = client.post("/fhir/Observation", json=_observation(pid, 70.0), headers=headers).json()
+    pid, headers = open_record(client, auth, "1840132345678")
+    made = client.post("/fhir/Observation", json=weight(pid, 70.0), headers=headers).json()
     _break_journal(services)
     read = client.get(f"/fhir/Observation/{made['id']}", headers=headers)
     assert (read.status_code, read.json()["resourceType"]) == (503, "OperationOutcome")
     assert "29463-7" not in read.text
-    created = client.post("/fhir/Observation", json=_observation(pid, 99.0), headers=headers)
+    created = client.post("/fhir/Observation", json=weight(pid, 99.0), headers=headers)
     assert created.status_code == 503
     everything = client.get(f"/fhir/Patient/{pid}/$everything", headers=headers)
     assert everything.status_code == 503
@@ -286,13 +257,15 @@ def test_no_journal_no_data_and_no_write(client: TestClient, auth: Mint, service
 
 def test_patient_reads_who_accessed_the_record(client: TestClient, auth: Mint, services: Services) -> None:
     """The patient lists AuditEvents of their record: break-glass with its justification, refusals too."""
-    pid, headers = _patient(client, auth, "1840142345678")
-    made = client.post("/fhir/Observation", json=_observation(pid, 70.0), headers=headers).json()
-    emergency = _pro(
+    pid, headers = open_record(client, auth, "1840142345678")
+    made = client.post("/fhir/Observation", json=weight(pid, 70.0), headers=headers).json()
+    emergency = professional(
         auth, EMERGENCY, **{"X-Carnet-Mode": "break_glass", "X-Carnet-Justification": "patient inconscient"}
     )
     assert client.get(f"/fhir/Observation/{made['id']}", headers=emergency).status_code == 200
-    assert client.get(f"/fhir/Observation/{made['id']}", headers=_pro(auth, STRANGER)).status_code == 404
+    assert (
+        client.get(f"/fhir/Observation/{made['id']}", headers=professional(auth, STRANGER)).status_code == 404
+    )
     found = client.get(f"/fhir/AuditEvent?patient=Patient/{pid}&_sort=-date", headers=headers)
     assert found.status_code == 200, found.text
     events = [e["resource"] for e in found.json()["entry"]]
@@ -312,11 +285,11 @@ def test_patient_reads_who_accessed_the_record(client: TestClient, auth: Mint, s
 
 def test_journal_is_for_the_patient_and_the_dpo_only(client: TestClient, auth: Mint) -> None:
     """A professional cannot read a journal; another patient gets nothing; the DPO sees no clinical targets."""
-    pid, headers = _patient(client, auth, "1840152345678")
-    client.post("/fhir/Observation", json=_observation(pid, 70.0), headers=headers)
+    pid, headers = open_record(client, auth, "1840152345678")
+    client.post("/fhir/Observation", json=weight(pid, 70.0), headers=headers)
     url = f"/fhir/AuditEvent?patient=Patient/{pid}"
-    assert client.get(url, headers=_pro(auth, GP)).status_code == 403
-    _, other = _patient(client, auth, "1840162345678")
+    assert client.get(url, headers=professional(auth, GP)).status_code == 403
+    _, other = open_record(client, auth, "1840162345678")
     assert client.get(url, headers=other).status_code == 403
     dpo = client.get("/fhir/AuditEvent", headers=auth(kind="dpo"))
     assert dpo.status_code == 200, dpo.text
@@ -328,9 +301,9 @@ def test_journal_is_for_the_patient_and_the_dpo_only(client: TestClient, auth: M
 
 def test_an_entry_proves_its_inclusion(client: TestClient, auth: Mint) -> None:
     """An entry's proof verifies under the published key; forged proofs and other keys are rejected."""
-    pid, headers = _patient(client, auth, "1840172345678")
+    pid, headers = open_record(client, auth, "1840172345678")
     for value in range(5):
-        client.post("/fhir/Observation", json=_observation(pid, float(value)), headers=headers)
+        client.post("/fhir/Observation", json=weight(pid, float(value)), headers=headers)
     event = client.get(f"/fhir/AuditEvent?patient=Patient/{pid}", headers=headers).json()["entry"][2][
         "resource"
     ]
@@ -361,17 +334,20 @@ def test_an_entry_proves_its_inclusion(client: TestClient, auth: Mint) -> None:
     _, other_key = generate_signer("carnet.localhost/journal")
     with pytest.raises(AuditChainError):
         verify_event_proof(proof.json(), other_key)
-    assert client.get(f"/fhir/AuditEvent/{event['id']}/$proof", headers=_pro(auth, GP)).status_code == 404
+    assert (
+        client.get(f"/fhir/AuditEvent/{event['id']}/$proof", headers=professional(auth, GP)).status_code
+        == 404
+    )
 
 
 def test_checkpoints_are_consistent_and_never_roll_back(
     client: TestClient, auth: Mint, services: Services
 ) -> None:
     """Two checkpoints come with a consistency proof; reversing them (a rollback) is rejected."""
-    pid, headers = _patient(client, auth, "1840182345678")
+    pid, headers = open_record(client, auth, "1840182345678")
     first = services.journal.checkpoint()
     for value in range(3):
-        client.post("/fhir/Observation", json=_observation(pid, float(value)), headers=headers)
+        client.post("/fhir/Observation", json=weight(pid, float(value)), headers=headers)
     second = services.journal.checkpoint()
     size = lambda note: int(note.decode().splitlines()[1])  # noqa: E731
     answer = client.get(f"/journal/consistency?first={size(first)}&second={size(second)}")
@@ -396,12 +372,12 @@ def test_break_glass_is_emailed_by_the_running_server(settings: Settings, auth: 
     )
     try:
         with TestClient(create_app(wired.settings, wired)) as client:
-            pid, headers = _patient(client, auth, "1840192345678")
+            pid, headers = open_record(client, auth, "1840192345678")
             patient = client.get(f"/fhir/Patient/{pid}", headers=headers).json()
             patient["telecom"] = [{"system": "email", "value": "alice@example.org"}]
             assert client.put(f"/fhir/Patient/{pid}", json=patient, headers=headers).status_code == 200
-            made = client.post("/fhir/Observation", json=_observation(pid, 70.0), headers=headers).json()
-            emergency = _pro(
+            made = client.post("/fhir/Observation", json=weight(pid, 70.0), headers=headers).json()
+            emergency = professional(
                 auth, EMERGENCY, **{"X-Carnet-Mode": "break_glass", "X-Carnet-Justification": "inconscient"}
             )
             assert client.get(f"/fhir/Observation/{made['id']}", headers=emergency).status_code == 200
@@ -426,8 +402,8 @@ def test_the_running_server_signs_checkpoints_while_it_works(settings: Settings,
     wired = build_services(dataclasses.replace(settings, checkpoint_seconds=1))
     try:
         with TestClient(create_app(wired.settings, wired)) as client:
-            pid, headers = _patient(client, auth, "1840202345678")
-            made = client.post("/fhir/Observation", json=_observation(pid, 70.0), headers=headers).json()
+            pid, headers = open_record(client, auth, "1840202345678")
+            made = client.post("/fhir/Observation", json=weight(pid, 70.0), headers=headers).json()
             deadline = time.monotonic() + 4.5
             while time.monotonic() < deadline:
                 client.get(f"/fhir/Observation/{made['id']}", headers=headers)
