@@ -277,14 +277,15 @@ def keys_rotate(batch: Annotated[int, typer.Option(help="Keys re-wrapped per tra
         console=console,
     ) as bar:
         task = bar.add_task("rotate", total=None)
-        logged = [0]
+        logged = 0
 
         def progress(done: int, total: int) -> None:
+            nonlocal logged
             bar.update(task, completed=done, total=total)
             # Not a terminal (a log, a cron job): a line at each tenth of the way instead of a bar.
             step = done * 10 // max(total, 1)
-            if not console.is_terminal and step > logged[0]:
-                logged[0] = step
+            if not console.is_terminal and step > logged:
+                logged = step
                 console.print(f"Re-wrapping patient keys: {done}/{total}")
                 console.file.flush()
 

@@ -122,15 +122,26 @@ def audit_event(
     else:  # history, operations, Bundles: the read or query pattern, no profile claimed
         client_type, server_type = (_DESTINATION, _SOURCE) if action == "R" else (_SOURCE, _DESTINATION)
         participation = "IRCP" if action in ("R", "E") else "AUT"
-    agents = [_user(entry, participation)]
+    purposes = _purposes(entry)
+    agents = [_user(entry, participation, purposes)]
     if entry.client is not None:
         agents.append(_network_agent(client_type, CLIENT_SYSTEM, entry.client, entry.client_address))
     host = server.split("/", 1)[0] or server
     agents.append(_network_agent(server_type, SERVER_SYSTEM, server, host))
     entities = _entities(entry, clinical)
-    event: dict[str, Any] = {
+    # BALP defines its profiles for successes that came from a known client.
+    profile = (
+        BALP + pattern.profile
+        if pattern is not None
+        and outcome == "0"
+        and entry.client_address is not None
+        and any(e["role"]["code"] == ("24" if pattern.query else "4") for e in entities)
+        else None
+    )
+    return {
         "resourceType": "AuditEvent",
         "id": event_id,
+        **({"meta": {"profile": [profile]}} if profile else {}),
         "extension": [_decision(entry)],
         "type": {
             "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
@@ -142,7 +153,7 @@ def audit_event(
         "recorded": entry.recorded.isoformat().replace("+00:00", "Z"),
         "outcome": outcome,
         "outcomeDesc": entry.outcome if not refused else "refused: " + ", ".join(entry.reasons),
-        "purposeOfEvent": _purposes(entry),
+        "purposeOfEvent": purposes,
         "agent": agents,
         "source": {
             "observer": {"display": "Carnet"},
@@ -156,23 +167,9 @@ def audit_event(
         },
         "entity": entities,
     }
-    conforms = (
-        pattern is not None
-        and outcome == "0"
-        and entry.client_address is not None
-        and any(e["role"]["code"] == ("24" if pattern.query else "4") for e in entities)
-    )
-    if conforms and pattern is not None:
-        return {
-            "resourceType": "AuditEvent",
-            "id": event_id,
-            "meta": {"profile": [BALP + pattern.profile]},
-            **{k: v for k, v in event.items() if k not in ("resourceType", "id")},
-        }
-    return event
 
 
-def _user(entry: Entry, participation: str) -> dict[str, Any]:
+def _user(entry: Entry, participation: str, purposes: list[dict[str, Any]]) -> dict[str, Any]:
     """The user agent: who asked (requestor), typed by BALP's participation and by their kind."""
     codings = [{"system": PARTICIPATION, "code": participation, "display": _PARTICIPATIONS[participation]}]
     kind = _KIND_ROLE.get(entry.actor_kind)
@@ -199,7 +196,7 @@ def _user(entry: Entry, participation: str) -> dict[str, Any]:
                 ]
             }
         ]
-    agent["purposeOfUse"] = _purposes(entry)
+    agent["purposeOfUse"] = purposes
     return agent
 
 
