@@ -144,7 +144,9 @@ class RecordCore(RecordGate):
 
     def _locate(self, session: StoreSession, resource_type: str, resource_id: str, action: Action) -> str:
         _check_id(resource_type, resource_id)
-        self._refuse_forbidden_kind(action, resource_type, session=session, resource_id=resource_id)
+        self._refuse_forbidden_kind(
+            action, resource_type, session=session, named=[(resource_type, resource_id)]
+        )
         what = f"{resource_type}/{resource_id}"
         patient_id = session.locate(resource_type, resource_id)
         if patient_id is None:
@@ -570,7 +572,9 @@ class RecordCore(RecordGate):
                 f"The body's id must be {resource_id!r}, the id in the URL.", expression=("id",)
             )
         validate(resource)
-        self._refuse_forbidden_kind(Action.UPDATE, resource_type, session=session, resource_id=resource_id)
+        self._refuse_forbidden_kind(
+            Action.UPDATE, resource_type, session=session, named=[(resource_type, resource_id)]
+        )
         patient_id = session.locate(resource_type, resource_id)
         if patient_id is None:
             raise NotFound(
@@ -632,7 +636,9 @@ class RecordCore(RecordGate):
     def _delete(self, session: StoreSession, resource_type: str, resource_id: str) -> None:
         _check_id(resource_type, resource_id)
         _check_writable(resource_type)
-        self._refuse_forbidden_kind(Action.DELETE, resource_type, session=session, resource_id=resource_id)
+        self._refuse_forbidden_kind(
+            Action.DELETE, resource_type, session=session, named=[(resource_type, resource_id)]
+        )
         what = f"{resource_type}/{resource_id}"
         patient_id = session.locate(resource_type, resource_id)
         current = session.current(patient_id, resource_type, resource_id) if patient_id is not None else None

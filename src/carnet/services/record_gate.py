@@ -8,7 +8,7 @@ for each record and resource it touches, and leaves one journal entry per record
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
@@ -301,9 +301,7 @@ class RecordGate:
                 self._svc.journal.append(session, entries)
         except Exception as exc:
             log.error("journal write failed: %s", type(exc).__name__)
-            raise JournalUnavailable(
-                "The access journal could not be written, so the request was not carried out; retry later."
-            ) from exc
+            raise _unavailable() from exc
 
     def _record_apart(self, error: CarnetError | None) -> None:
         """Journal this call in a transaction of its own (reads, and calls that failed).
@@ -322,9 +320,7 @@ class RecordGate:
             if isinstance(exc, JournalUnavailable):
                 raise
             log.error("journal write failed: %s", type(exc).__name__)
-            raise JournalUnavailable(
-                "The access journal could not be written, so the request was not carried out; retry later."
-            ) from exc
+            raise _unavailable() from exc
 
     def _check(self, action: Action, target: Target, *, hide: bool, what: str = "") -> Decision:
         decision = self._decide(action, target)
@@ -364,13 +360,13 @@ class RecordGate:
         resource_type: str,
         *,
         session: StoreSession | None = None,
-        resource_id: str | None = None,
+        named: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Refuse with 403 the kinds of actor that never get in.
 
         Such a refusal depends only on who asks, so unlike a per-record refusal it reveals nothing
-        about what exists: the answer is the same for an unknown id. When ``session`` and
-        ``resource_id`` name a resource that exists, the attempt is an entry of its record's
+        about what exists: the answer is the same for an unknown id. Each resource the request
+        ``named`` (type, id) that exists in ``session`` makes the attempt an entry of its record's
         journal (decision ``deny``, rule ``forbidden-kind``), for the patient to see.
 
         Raises:
@@ -378,8 +374,15 @@ class RecordGate:
         """
         if self.actor.kind not in FORBIDDEN_KINDS:
             return
-        if session is not None and resource_id is not None:
-            patient_id = session.locate(resource_type, resource_id)
-            if patient_id is not None and patient_id != DIRECTORY:
-                self._decide(action, self._target(patient_id, resource_type))
+        if session is not None:
+            for named_type, named_id in named:
+                patient_id = session.locate(named_type, named_id)
+                if patient_id is not None and patient_id != DIRECTORY:
+                    self._decide(action, self._target(patient_id, resource_type))
         self._check(action, self._target(None, resource_type), hide=False)
+
+
+def _unavailable() -> JournalUnavailable:
+    return JournalUnavailable(
+        "The access journal could not be written, so the request was not carried out; retry later."
+    )

@@ -59,10 +59,9 @@ class RecordSearch(RecordCore):
                     named = [query.patient_id]
             except CarnetError:
                 named = []
-            for record in named:
-                if session.locate("Patient", record) == record:
-                    self._decide(Action.SEARCH, self._target(record, resource_type))
-            self._check(Action.SEARCH, self._target(None, resource_type), hide=False)
+            self._refuse_forbidden_kind(
+                Action.SEARCH, resource_type, session=session, named=[("Patient", r) for r in named]
+            )
 
     def _search(self, session: StoreSession, query: SearchQuery) -> SearchResult:
         resource_type = query.resource_type
@@ -88,7 +87,9 @@ class RecordSearch(RecordCore):
         """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
         _check_id("Patient", patient_id)
         with self._session("$everything", "Patient") as session:
-            self._refuse_forbidden_kind(Action.EVERYTHING, "Patient", session=session, resource_id=patient_id)
+            self._refuse_forbidden_kind(
+                Action.EVERYTHING, "Patient", session=session, named=[("Patient", patient_id)]
+            )
             self._check(
                 Action.EVERYTHING,
                 self._target(patient_id, "Patient"),
