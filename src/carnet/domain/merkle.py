@@ -368,14 +368,13 @@ def verify_consistency(
         _check_empty_tree(new_root, proof)
         return
     if old_size == new_size:
-        # A tree is consistent with itself: the roots must be the same bytes, the proof empty
-        # (RFC 9162 §2.1.4.2; as the transparency-dev reference, whatever their length).
-        if old_root != new_root:
-            raise AuditChainError(
-                f"Two tree heads of the same size {old_size} have different roots: the journal forked."
-            )
-        if proof:
-            raise AuditChainError("A consistency proof between equal sizes must be empty; drop its hashes.")
+        # A tree is consistent with itself (RFC 9162 §2.1.4.2).
+        _check_same_tree(
+            old_root,
+            new_root,
+            proof,
+            f"Two tree heads of the same size {old_size} have different roots: the journal forked.",
+        )
         return
     _check_hash(old_root, "Old root hash")
     _check_hash(new_root, "New root hash")
@@ -431,11 +430,9 @@ def verify_subtree_consistency(
     _check_subtree(start, end)
     _check_sizes(end, size)
     if start == 0 and end == size:
-        # The subtree is the whole tree: same bytes, empty proof (see verify_consistency).
-        if subtree_root != root:
-            raise AuditChainError(f"The subtree [0, {size}) is the whole tree, yet its root differs.")
-        if proof:
-            raise AuditChainError("A proof that a tree contains itself must be empty; drop its hashes.")
+        _check_same_tree(
+            subtree_root, root, proof, f"The subtree [0, {size}) is the whole tree, yet its root differs."
+        )
         return
     _check_hash(subtree_root, "Subtree root hash")
     _check_hash(root, "Root hash")
@@ -614,6 +611,19 @@ def _check_subtree(start: int, end: int) -> None:
             f"[{start}, {end}) is not a subtree; it must be non-empty and start on a multiple of "
             "the smallest power of two not below its width."
         )
+
+
+def _check_same_tree(root: bytes, other: bytes, proof: Sequence[bytes], differs: str) -> None:
+    """A tree proved against itself: the roots are the same bytes (as the transparency-dev
+    reference, whatever their length) and the proof is empty.
+
+    Raises:
+        AuditChainError: ``differs`` when the roots differ; the proof is not empty.
+    """
+    if root != other:
+        raise AuditChainError(differs)
+    if proof:
+        raise AuditChainError("A proof between a tree and itself must be empty; drop its hashes.")
 
 
 def _check_empty_tree(root: bytes, proof: Sequence[bytes]) -> None:
