@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -165,6 +165,22 @@ def context(browser: Browser, live_server: LiveServer) -> Iterator[BrowserContex
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def new_context(browser: Browser, live_server: LiveServer) -> Iterator[Callable[[], BrowserContext]]:
+    """Open more browser profiles (one person's cookies each); all are closed after the test."""
+    made: list[BrowserContext] = []
+
+    def open_one() -> BrowserContext:
+        made.append(open_context(browser, live_server.url))
+        return made[-1]
+
+    try:
+        yield open_one
+    finally:
+        for profile in made:
+            profile.close()
 
 
 @pytest.fixture

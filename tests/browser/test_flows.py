@@ -8,17 +8,16 @@ professionals, so that the flows do not depend on each other's order.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from email.message import Message
 from pathlib import Path
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from browser.browsing import (
     LiveServer,
-    SeededPatient,
     check,
     declare_consent,
-    open_context,
     pdf_file,
     screenshot,
     search_patient,
@@ -26,13 +25,10 @@ from browser.browsing import (
     sign_in_professional,
     visit,
 )
+from carnet.services.demo import SeededPatient
 
+NewContext = Callable[[], BrowserContext]
 DOCUMENT_LINK = re.compile(r"/documents/([A-Za-z0-9\-]+)$")
-
-
-def _session(browser: Browser, live_server: LiveServer) -> BrowserContext:
-    """A separate browser profile: one person's cookies."""
-    return open_context(browser, live_server.url)
 
 
 def _pro_document_ids(page: Page, patient_id: str) -> list[str]:
@@ -115,12 +111,11 @@ def _break_glass(page: Page, patient: SeededPatient, justification: str) -> None
     check(page)
 
 
-def test_break_glass_banner_and_patient_timeline(browser: Browser, live_server: LiveServer) -> None:
+def test_break_glass_banner_and_patient_timeline(new_context: NewContext, live_server: LiveServer) -> None:
     """A professional breaks the glass: a banner on every page, and the patient sees the access."""
     patient = live_server.patients[1]
     physician = live_server.physicians()[2]
-    pro_session = _session(browser, live_server)
-    page = pro_session.new_page()
+    page = new_context().new_page()
     sign_in_professional(page, physician)
     _break_glass(page, patient, "Patient inconscient admis aux urgences")
     screenshot(page, "pro-break-glass")
@@ -133,23 +128,19 @@ def test_break_glass_banner_and_patient_timeline(browser: Browser, live_server: 
     check(page)
     expect(page.locator(".break-glass-banner")).to_have_count(0)
 
-    patient_session = _session(browser, live_server)
-    patient_page = patient_session.new_page()
+    patient_page = new_context().new_page()
     sign_in_patient(patient_page, patient)
     visit(patient_page, "/patient/access", "patient-access")
     emergency = patient_page.locator("#access-timeline tr.mode-break-glass")
     expect(emergency.first).to_contain_text(physician.display)
     expect(emergency.first).to_contain_text("Patient inconscient admis aux urgences")
-    pro_session.close()
-    patient_session.close()
 
 
-def test_break_glass_sends_an_email(browser: Browser, live_server: LiveServer) -> None:
+def test_break_glass_sends_an_email(new_context: NewContext, live_server: LiveServer) -> None:
     """After a break-glass access the patient gets an e-mail, which never carries the justification."""
     patient = live_server.patients[4]
     address = f"patient-{patient.ins_value}@example.org"
-    patient_session = _session(browser, live_server)
-    patient_page = patient_session.new_page()
+    patient_page = new_context().new_page()
     sign_in_patient(patient_page, patient)
     visit(patient_page, "/patient/choices", "patient-choices")
     patient_page.fill("#notify-email", address)
@@ -157,8 +148,7 @@ def test_break_glass_sends_an_email(browser: Browser, live_server: LiveServer) -
     patient_page.wait_for_url("**/patient/choices")
     check(patient_page)
 
-    pro_session = _session(browser, live_server)
-    page = pro_session.new_page()
+    page = new_context().new_page()
     sign_in_professional(page, live_server.physicians()[6])
     _break_glass(page, patient, "Détresse respiratoire, patient non communicant")
 
@@ -167,18 +157,15 @@ def test_break_glass_sends_an_email(browser: Browser, live_server: LiveServer) -
 
     notice = live_server.mailbox.wait_for(is_notice, timeout=30)
     assert "respiratoire" not in notice.as_string()  # free text may be clinical: never e-mailed
-    pro_session.close()
-    patient_session.close()
 
 
 def test_masked_document_hidden_except_from_treating_physician(
-    browser: Browser, live_server: LiveServer
+    new_context: NewContext, live_server: LiveServer
 ) -> None:
     """A patient masks a document: an authorised professional no longer sees it, the treating physician does."""
     patient = live_server.patients[2]
     treating, other = live_server.physicians()[3], live_server.physicians()[4]
-    sessions = [_session(browser, live_server) for _ in range(3)]
-    treating_page, other_page, patient_page = (s.new_page() for s in sessions)
+    treating_page, other_page, patient_page = (new_context().new_page() for _ in range(3))
     sign_in_professional(treating_page, treating)
     declare_consent(treating_page, patient, treating=True)
     sign_in_professional(other_page, other)
@@ -200,16 +187,13 @@ def test_masked_document_hidden_except_from_treating_physician(
     visit(other_page, f"/pro/patients/{patient.patient_id}/documents/{masked}", status=404)
     assert masked in _pro_document_ids(treating_page, patient.patient_id)
     visit(treating_page, f"/pro/patients/{patient.patient_id}/documents/{masked}")
-    for session in sessions:
-        session.close()
 
 
-def test_blocked_professional_gets_nothing(browser: Browser, live_server: LiveServer) -> None:
+def test_blocked_professional_gets_nothing(new_context: NewContext, live_server: LiveServer) -> None:
     """A professional the patient blocked can neither declare consent nor break the glass."""
     patient = live_server.patients[3]
     blocked = live_server.physicians()[5]
-    patient_session, pro_session = _session(browser, live_server), _session(browser, live_server)
-    patient_page, page = patient_session.new_page(), pro_session.new_page()
+    patient_page, page = new_context().new_page(), new_context().new_page()
     sign_in_patient(patient_page, patient)
     visit(patient_page, "/patient/care-team", "patient-care-team")
     patient_page.check("#care-kind-block")
@@ -235,5 +219,3 @@ def test_blocked_professional_gets_nothing(browser: Browser, live_server: LiveSe
     expect(page.locator("#access-error")).to_be_visible()
     visit(page, f"/pro/patients/{patient.patient_id}", status=404)
     expect(page.locator(".break-glass-banner")).to_have_count(0)
-    patient_session.close()
-    pro_session.close()

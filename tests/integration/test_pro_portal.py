@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -357,8 +358,9 @@ def test_sovereign_break_glass_needs_a_second_professional(settings: Settings) -
             assert 'id="confirmed_by"' in page.text
             token = _csrf(client, "/pro/")
             reason = "Patient inconscient aux urgences"
-            for confirmer in ("", pros[0].idnps, "x"):
-                refused = client.post(
+
+            def break_glass(confirmer: str) -> httpx.Response:
+                return client.post(
                     "/pro/access/break-glass",
                     data={
                         "csrf_token": token,
@@ -366,22 +368,16 @@ def test_sovereign_break_glass_needs_a_second_professional(settings: Settings) -
                         "justification": reason,
                         "confirmed_by": confirmer,
                     },
+                    follow_redirects=False,
                 )
+
+            for confirmer in ("", pros[0].idnps, "x"):
+                refused = break_glass(confirmer)
                 assert (confirmer, refused.status_code) == (confirmer, 422)
                 assert "un second professionnel doit confirmer" in refused.text
                 assert reason in refused.text  # what was written is kept
             assert client.get(f"/pro/patients/{patient.patient_id}").status_code == 404
-            opened = client.post(
-                "/pro/access/break-glass",
-                data={
-                    "csrf_token": token,
-                    "ins": patient.ins_value,
-                    "justification": reason,
-                    "confirmed_by": colleague,
-                },
-                follow_redirects=False,
-            )
-            assert opened.status_code == 303
+            assert break_glass(colleague).status_code == 303
             summary = client.get(f"/pro/patients/{patient.patient_id}")
             assert summary.status_code == 200
             assert f"Confirmé par le professionnel {colleague}" in summary.text

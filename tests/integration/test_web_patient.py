@@ -18,7 +18,7 @@ from carnet.domain.principal import ActorKind, Principal
 from carnet.services.demo import SeededPatient, seed_population
 from carnet.services.records import Records
 from carnet.settings import Mode, Settings
-from carnet.web import login, patient_documents, patient_journal, patient_profile
+from carnet.web import login, patient_documents, patient_journal, patient_profile, pro
 from carnet.web import patient as patient_portal
 from carnet.web.headers import CSP
 
@@ -183,6 +183,7 @@ def test_every_portal_form_checks_its_csrf_token(client: TestClient, signed_in: 
         patient_documents.router,
         patient_journal.router,
         patient_profile.router,
+        pro.router,
     ]
     posts = [
         route.path
@@ -190,7 +191,7 @@ def test_every_portal_form_checks_its_csrf_token(client: TestClient, signed_in: 
         for route in router.routes
         if isinstance(route, APIRoute) and "POST" in route.methods
     ]
-    assert "/patient/documents" in posts
+    assert {"/patient/documents", "/pro/access/break-glass"} <= set(posts)
     for path in posts:
         url = re.sub(r"\{[^}]+\}", "x1", path)
         assert (path, client.post(url, data={"a": "b"}).status_code) == (path, 403)
@@ -616,7 +617,10 @@ def test_every_message_of_the_patient_portal_has_a_french_translation() -> None:
     templates = [WEB / "templates" / name for name in ("base.html", "error.html", "login.html")]
     templates += sorted((WEB / "templates" / "patient").glob("*.html"))
     for template in templates:
-        used.update(re.findall(r'_\("([^"]+)"', template.read_text(encoding="utf-8")))
+        text = template.read_text(encoding="utf-8")
+        # Either quote: attributes call _('…') inside double quotes.
+        used.update(m.group(2) for m in re.finditer(r"""_\(\s*(["'])((?:(?!\1).)+)\1""", text))
+    assert len(used) > 150
     missing = sorted(message for message in used if message not in french)
     assert missing == []
 

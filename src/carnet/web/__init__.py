@@ -6,9 +6,10 @@ One call wires them into the FastAPI application of ``carnet.api.app``::
 
 It adds, for the portals only: the signed session cookie (``carnet.web.session``), the
 security headers (``carnet.web.headers``), plain-language error pages (``carnet.web.errors``),
-``/static``, the sign-in pages (``carnet.web.login``), the patient portal
-(``carnet.web.patient``, ``patient_documents``, ``patient_journal``) and, when the module exists, the professional portal
-(``carnet.web.pro``, whose ``router`` is included as it is: its paths start with ``/pro``).
+``/static``, the sign-in pages (``carnet.web.login``), the patient portal (``carnet.web.patient``,
+``patient_documents``, ``patient_journal``, ``patient_profile``) and, when the module exists, the
+professional portal (``carnet.web.pro``, whose ``router`` is included as it is: its paths start
+with ``/pro``).
 
 What a portal module uses (each documented in its module):
 
@@ -16,7 +17,10 @@ What a portal module uses (each documented in its module):
   ``.services`` (``.records`` is the ``RecordService``), ``.settings``;
 - ``carnet.web.session``: ``current_principal(request)``, ``login``, ``logout``,
   ``start_break_glass`` / ``break_glass`` / ``end_break_glass``;
-- ``carnet.web.csrf``: ``form = await checked_form(request)`` first in every POST handler;
+- ``carnet.web.csrf``: ``form = await checked_form(request)`` first in every POST handler, then
+  ``form_text(form, "name", limit)`` for each text field;
+- ``carnet.web.headers``: ``file_response(content, media_type, filename, inline=…)`` for raw
+  content (downloads, a PDF in a frame), under ``CONTENT_CSP``;
 - ``carnet.web.errors``: ``raise PageError(404)`` (or any status, with a catalog message);
 - ``carnet.web.i18n``: ``translate(lang, "English text")``; templates call ``_("…")``;
   new strings go into ``locales/fr.json``.

@@ -5,6 +5,7 @@ page shown to an anonymous visitor). Every form carries it in a hidden field nam
 :data:`FIELD` (templates: ``{{ csrf_field() }}``), and every POST handler reads its form with
 :func:`checked_form`, which compares it in constant time and raises :class:`CSRFError` when it
 is missing or wrong; the portals answer that with a plain-language 403 page and change nothing.
+:func:`form_text` then reads each text field of the checked form.
 A POST whose ``Origin`` header names another site is refused the same way (defence in depth,
 on top of the ``SameSite=Strict`` session cookie).
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -65,3 +68,9 @@ async def checked_form(request: Request, *, max_size: int | None = None) -> Form
         await form.close()
         raise CSRFError("wrong token")
     return form
+
+
+def form_text(form: FormData | Mapping[str, Any], name: str, limit: int = 2000) -> str:
+    """Return a form field's text, stripped and cut to ``limit`` characters ("" if absent or a file)."""
+    value = form.get(name)
+    return value.strip()[:limit] if isinstance(value, str) else ""

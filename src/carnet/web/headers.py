@@ -16,6 +16,7 @@ Every response under a portal path (:func:`is_web_path`) gets, unless the route 
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = (
@@ -36,6 +37,21 @@ _COMMON = {
     "cross-origin-resource-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
+
+
+def file_response(content: bytes, media_type: str, filename: str, *, inline: bool = False) -> Response:
+    """Return raw content as a file: shown in the page (``inline``) or downloaded, under :data:`CONTENT_CSP`.
+
+    ``filename`` is written into ``Content-Disposition`` as it is: give a plain ASCII name.
+    """
+    return Response(
+        content=content,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{filename}"',
+            "Content-Security-Policy": CONTENT_CSP,
+        },
+    )
 
 
 def is_web_path(path: str) -> bool:

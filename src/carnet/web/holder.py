@@ -6,14 +6,12 @@ FHIR API, for this principal); it raises ``Unauthenticated`` (→ ``/login``) fo
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -62,11 +60,6 @@ def utc_now() -> datetime:
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
-
-
-def form_text(form: FormData | Mapping[str, Any], name: str, limit: int = 2000) -> str:
-    value = form.get(name)
-    return value.strip()[:limit] if isinstance(value, str) else ""
 
 
 def page(
@@ -146,13 +139,3 @@ def professional(request: Request, idnps: str) -> Professional:
                 idnps=idnps, display=practitioner_display(practitioner), profession=profession
             )
     return Professional(idnps=idnps, display=idnps)
-
-
-def optional(module: str, name: str) -> Callable[..., Any] | None:
-    """Return a function of an optional portal module (built alongside), or None if absent."""
-    try:
-        found = importlib.import_module(module)
-    except ModuleNotFoundError:
-        return None
-    function = getattr(found, name, None)
-    return function if callable(function) else None

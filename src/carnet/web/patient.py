@@ -47,23 +47,21 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from carnet.domain import fhirjson
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.errors import CarnetError, InvalidRequest, NotFound
 from carnet.domain.resources import RECORD_STATUS_EXTENSION, is_closed
-from carnet.services.notifications import Notifier, Preferences
-from carnet.web.csrf import checked_form
-from carnet.web.errors import PageError
-from carnet.web.headers import CONTENT_CSP
+from carnet.services.notifications import Preferences
+from carnet.web.csrf import checked_form, form_text
+from carnet.web.headers import file_response
 from carnet.web.holder import (
     Holder,
     Professional,
     actor_id,
     call,
     consents_of,
-    form_text,
     holder_of,
     kind_of,
-    optional,
     page,
     patient_resource,
     professional,
@@ -76,6 +74,7 @@ from carnet.web.pages import flash, portal
 from carnet.web.patient_journal import journal
 from carnet.web.record_summary import document_line, human_name
 from carnet.web.session import logout
+from carnet.web.summary_pdf import summary_pdf
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
 
@@ -219,25 +218,18 @@ async def revoke(consent_id: str, request: Request) -> Response:
     return RedirectResponse("/patient/care-team", status_code=303)
 
 
-def _notifier(request: Request) -> Notifier:
-    notifier: Notifier = portal(request).services.records.notifier
-    return notifier
-
-
 @router.get("/choices")
 def choices(request: Request) -> Response:
     """My choices: oppositions to emergency and SAMU access, notification preferences."""
     holder = holder_of(request)
     active = {kind_of(c) for c in consents_of(holder) if c.get("status") == "active"}
-    notifier = _notifier(request)
-    preferences = None
-    if notifier is not None:
-        try:
-            preferences = notifier.preferences_for(
-                portal(request).services.store, holder.principal, holder.patient_id
-            )
-        except CarnetError:
-            preferences = None
+    services = portal(request).services
+    try:
+        preferences = services.records.notifier.preferences_for(
+            services.store, holder.principal, holder.patient_id
+        )
+    except CarnetError:  # an erased record, say: the page says the preferences are unavailable
+        preferences = None
     return page(
         request,
         "patient/choices.html",
@@ -278,9 +270,6 @@ async def notifications(request: Request) -> Response:
     """Save the notification preferences (break-glass and regulation always notify)."""
     form = await checked_form(request)
     holder = holder_of(request)
-    notifier = _notifier(request)
-    if notifier is None:
-        raise PageError(503)
     try:
         preferences = Preferences(
             new_document=form_text(form, "new_document") == "1",
@@ -292,8 +281,9 @@ async def notifications(request: Request) -> Response:
     except InvalidRequest:
         request.session["choices_error"] = "The e-mail address is not valid."
         return RedirectResponse("/patient/choices", status_code=303)
+    services = portal(request).services
     await call(
-        notifier.choose, portal(request).services.store, holder.principal, holder.patient_id, preferences
+        services.records.notifier.choose, services.store, holder.principal, holder.patient_id, preferences
     )
     flash(request, "Your choices were saved.")
     return RedirectResponse("/patient/choices", status_code=303)
@@ -306,12 +296,7 @@ async def notifications(request: Request) -> Response:
 def export(request: Request) -> Response:
     """The export page."""
     holder_of(request)
-    return page(
-        request,
-        "patient/export.html",
-        "export",
-        {"pdf": optional("carnet.web.summary_pdf", "summary_pdf") is not None},
-    )
+    return page(request, "patient/export.html", "export", {})
 
 
 def _everything(holder: Holder) -> list[dict[str, Any]]:
@@ -322,8 +307,6 @@ def _everything(holder: Holder) -> list[dict[str, Any]]:
 def export_bundle(request: Request) -> Response:
     """Download the whole record as a FHIR R4 Bundle (type ``collection``)."""
     holder = holder_of(request)
-    from carnet.domain import fhirjson
-
     base = portal(request).settings.base_url
     bundle = {
         "resourceType": "Bundle",
@@ -334,32 +317,34 @@ def export_bundle(request: Request) -> Response:
             for r in _everything(holder)
         ],
     }
-    return Response(
-        content=fhirjson.dumps(bundle),
-        media_type="application/fhir+json",
-        headers={
-            "Content-Disposition": 'attachment; filename="carnet-record.json"',
-            "Content-Security-Policy": CONTENT_CSP,
-        },
-    )
+    return file_response(fhirjson.dumps(bundle), "application/fhir+json", "carnet-record.json")
 
 
 @router.get("/export/summary.pdf")
 def export_pdf(request: Request) -> Response:
     """Download a printable PDF summary of the record."""
     holder = holder_of(request)
-    summary_pdf = optional("carnet.web.summary_pdf", "summary_pdf")
-    if summary_pdf is None:
-        raise PageError(404)
-    pdf: bytes = summary_pdf(_everything(holder), language_of(request))
-    return Response(
-        content=pdf,
-        media_type="application/pdf",
-        headers={
-            "Content-Disposition": 'attachment; filename="carnet-summary.pdf"',
-            "Content-Security-Policy": CONTENT_CSP,
-        },
-    )
+    pdf = summary_pdf(_everything(holder), language_of(request))
+    return file_response(pdf, "application/pdf", "carnet-summary.pdf")
+
+
+def _set_closed(holder: Holder, closed: bool) -> None:
+    """Close the record (the Patient inactive, record status ``closed``) or reopen it."""
+    current = holder.records.read("Patient", holder.patient_id)
+    patient = dict(current.resource or {})
+    extensions = [
+        e
+        for e in patient.get("extension") or []
+        if not (isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION)
+    ]
+    if closed:
+        extensions.append({"url": RECORD_STATUS_EXTENSION, "valueCode": "closed"})
+    if extensions:
+        patient["extension"] = extensions
+    else:
+        patient.pop("extension", None)
+    patient["active"] = not closed
+    holder.records.update("Patient", holder.patient_id, patient, if_match=current.etag)
 
 
 @router.get("/close")
@@ -387,21 +372,7 @@ async def close(request: Request) -> Response:
             {"closed": False, "error": "Tick the box to confirm that you understand the consequences."},
             status=422,
         )
-
-    def work() -> None:
-        current = holder.records.read("Patient", holder.patient_id)
-        patient = dict(current.resource or {})
-        extensions = [
-            e
-            for e in patient.get("extension") or []
-            if not (isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION)
-        ]
-        extensions.append({"url": RECORD_STATUS_EXTENSION, "valueCode": "closed"})
-        patient["extension"] = extensions
-        patient["active"] = False
-        holder.records.update("Patient", holder.patient_id, patient, if_match=current.etag)
-
-    await call(work)
+    await call(_set_closed, holder, True)
     await call(logout, request)
     flash(request, "Your record is closed.")
     return RedirectResponse("/login", status_code=303)
@@ -412,22 +383,6 @@ async def reopen(request: Request) -> Response:
     """Reopen a closed record: the record status extension goes, the Patient is active again."""
     await checked_form(request)
     holder = holder_of(request)
-
-    def work() -> None:
-        current = holder.records.read("Patient", holder.patient_id)
-        patient = dict(current.resource or {})
-        extensions = [
-            e
-            for e in patient.get("extension") or []
-            if not (isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION)
-        ]
-        if extensions:
-            patient["extension"] = extensions
-        else:
-            patient.pop("extension", None)
-        patient["active"] = True
-        holder.records.update("Patient", holder.patient_id, patient, if_match=current.etag)
-
-    await call(work)
+    await call(_set_closed, holder, False)
     flash(request, "Your record is open again.")
     return RedirectResponse("/patient/", status_code=303)

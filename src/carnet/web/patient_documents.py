@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import APIRouter
@@ -27,20 +27,19 @@ from carnet.domain.documents import (
     document_facts,
 )
 from carnet.domain.errors import CarnetError
-from carnet.domain.policy import AccessMode, AccessRequest, Action, Target, decide
+from carnet.domain.policy import AccessMode, AccessRequest, Action, DocumentFacts, Target, Visibility, decide
 from carnet.domain.principal import ActorKind, Principal
-from carnet.web.csrf import checked_form
+from carnet.web.cda_render import render_cda
+from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
-from carnet.web.headers import CONTENT_CSP
+from carnet.web.headers import file_response
 from carnet.web.holder import (
     Holder,
     actor_id,
     call,
     consents_of,
-    form_text,
     holder_of,
     kind_of,
-    optional,
     page,
     professional,
     search,
@@ -117,21 +116,22 @@ def _attachment(document: Mapping[str, Any], index: int) -> dict[str, Any]:
     raise PageError(404)
 
 
+def _media_type(content_type: object) -> str:
+    """A ``contentType`` without its parameters, in lower case (``text/xml; charset=…`` → ``text/xml``)."""
+    return str(content_type or "").split(";")[0].strip().lower()
+
+
 def _content(holder: Holder, document: Mapping[str, Any], index: int) -> tuple[bytes, str]:
     """Return the bytes and media type of one attachment of a document the patient may read."""
     attachment = _attachment(document, index)
-    content_type = (
-        str(attachment.get("contentType") or "application/octet-stream").split(";")[0].strip().lower()
-    )
+    content_type = _media_type(attachment.get("contentType") or "application/octet-stream")
     if isinstance(attachment.get("data"), str):
         return base64.b64decode(attachment["data"]), content_type
     url = attachment.get("url")
     if not isinstance(url, str) or not url.startswith("Binary/"):
         raise PageError(404)
     binary = holder.records.read("Binary", url.removeprefix("Binary/")).resource or {}
-    return binary_content(binary), str(binary.get("contentType") or content_type).split(";")[
-        0
-    ].strip().lower()
+    return binary_content(binary), _media_type(binary.get("contentType") or content_type)
 
 
 def _embedded_pdf(xml: bytes) -> bytes | None:
@@ -164,80 +164,37 @@ class Viewer:
     text: str | None = None
 
 
+def _viewer(
+    holder: Holder, document: dict[str, Any], index: int, attachment: Mapping[str, Any], language: str
+) -> Viewer:
+    """How one attachment is shown: by its media type, and for a CDA by its level."""
+    content_type = _media_type(attachment.get("contentType"))
+    title = str(attachment.get("title") or document.get("description") or "")
+    src = f"/patient/documents/{document['id']}/content/{index}"
+    shown = Viewer(index=index, kind="file", content_type=content_type, title=title, src=src)
+    if content_type == "application/pdf":
+        return replace(shown, kind="frame")
+    if content_type in ("image/jpeg", "image/png"):
+        return replace(shown, kind="image")
+    if content_type == "text/plain":
+        raw, _ = _content(holder, document, index)
+        return replace(shown, kind="text", text=raw[:200_000].decode("utf-8", errors="replace"))
+    if content_type not in CDA_TYPES:
+        return shown
+    raw, _ = _content(holder, document, index)
+    if _is_structured(raw):  # level 3: rendered; shown as a file if it cannot be rendered safely
+        try:
+            return replace(shown, kind="html", html=render_cda(raw, language))
+        except (CarnetError, ValueError):
+            return shown
+    if _embedded_pdf(raw) is not None:  # level 1: the PDF it carries, in a frame
+        return replace(shown, kind="frame", content_type="application/pdf", src=f"{src}?part=pdf")
+    return shown
+
+
 def _viewers(holder: Holder, document: dict[str, Any], language: str) -> list[Viewer]:
-    out: list[Viewer] = []
-    base = f"/patient/documents/{document['id']}/content"
-    for index, attachment in attachments(document):
-        content_type = str(attachment.get("contentType") or "").split(";")[0].strip().lower()
-        title = str(attachment.get("title") or document.get("description") or "")
-        src = f"{base}/{index}"
-        if content_type == "application/pdf":
-            out.append(Viewer(index=index, kind="frame", content_type=content_type, title=title, src=src))
-        elif content_type in ("image/jpeg", "image/png"):
-            out.append(Viewer(index=index, kind="image", content_type=content_type, title=title, src=src))
-        elif content_type in CDA_TYPES:
-            raw, _ = _content(holder, document, index)
-            if _is_structured(raw):
-                render_cda = optional("carnet.web.cda_render", "render_cda")
-                html = None
-                if render_cda is not None:
-                    try:
-                        rendered = render_cda(raw, language)
-                        html = rendered if isinstance(rendered, Markup) else None
-                    except (CarnetError, ValueError):
-                        html = None
-                if html is not None:
-                    out.append(
-                        Viewer(
-                            index=index,
-                            kind="html",
-                            content_type=content_type,
-                            title=title,
-                            src=src,
-                            html=html,
-                        )
-                    )
-                    continue
-            elif _embedded_pdf(raw) is not None:
-                out.append(
-                    Viewer(
-                        index=index,
-                        kind="frame",
-                        content_type="application/pdf",
-                        title=title,
-                        src=f"{src}?part=pdf",
-                    )
-                )
-                continue
-            out.append(Viewer(index=index, kind="file", content_type=content_type, title=title, src=src))
-        elif content_type == "text/plain":
-            raw, _ = _content(holder, document, index)
-            text = raw[:200_000].decode("utf-8", errors="replace")
-            out.append(
-                Viewer(index=index, kind="text", content_type=content_type, title=title, src=src, text=text)
-            )
-        else:
-            out.append(Viewer(index=index, kind="file", content_type=content_type, title=title, src=src))
-    return out
-
-
-def _masked(document: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("code") == "MASQUE_PS"
-        for label in document.get("securityLabel") or []
-        for c in (label or {}).get("coding") or []
-        if isinstance(c, dict)
-    )
-
-
-def _named_masks(document: Mapping[str, Any]) -> list[str]:
     return [
-        str(e["valueIdentifier"]["value"])
-        for e in document.get("extension") or []
-        if isinstance(e, dict)
-        and e.get("url") == MASKED_FROM_EXTENSION
-        and isinstance(e.get("valueIdentifier"), dict)
-        and e["valueIdentifier"].get("value")
+        _viewer(holder, document, index, attachment, language) for index, attachment in attachments(document)
     ]
 
 
@@ -251,15 +208,13 @@ class Seer:
 
 
 def _who_can_see(
-    request: Request, holder: Holder, document: dict[str, Any], consents: list[dict[str, Any]]
+    request: Request, holder: Holder, facts: DocumentFacts, consents: list[dict[str, Any]]
 ) -> list[Seer]:
     """Decide, with the policy itself, who among the care team and in an emergency may read a document."""
     now = utc_now()
     profile = portal(request).services.records.profile
     grants = grants_from_consents(consents, now)
-    target = Target(
-        patient_id=holder.patient_id, resource_type="DocumentReference", document=document_facts(document)
-    )
+    target = Target(patient_id=holder.patient_id, resource_type="DocumentReference", document=facts)
     seers: list[Seer] = []
 
     def allowed(principal: Principal, mode: AccessMode, justification: str | None = None) -> bool:
@@ -323,7 +278,8 @@ def document(document_id: str, request: Request) -> Response:
     resource = holder.records.read("DocumentReference", document_id).resource or {}
     consents = consents_of(holder)
     line = document_line(resource)
-    named = [professional(request, idnps) for idnps in _named_masks(resource)]
+    # The page shows the visibility the policy reads, from the same facts.
+    facts = document_facts(resource)
     return page(
         request,
         "patient/document.html",
@@ -332,10 +288,10 @@ def document(document_id: str, request: Request) -> Response:
             "doc": line,
             "class_label": _class_label(line.class_code),
             "viewers": _viewers(holder, resource, language_of(request)),
-            "masked": _masked(resource),
-            "named_masks": named,
+            "masked": Visibility.MASKED_FROM_PROFESSIONALS in facts.visibility,
+            "named_masks": [professional(request, idnps) for idnps in sorted(facts.masked_from)],
             "named_masks_allowed": portal(request).settings.policy_profile == "sovereign",
-            "seers": _who_can_see(request, holder, resource, consents),
+            "seers": _who_can_see(request, holder, facts, consents),
             "facility": concept_text((resource.get("context") or {}).get("facilityType")),
         },
     )
@@ -352,20 +308,14 @@ def content(document_id: str, index: int, request: Request) -> Response:
         if pdf is None:
             raise PageError(404)
         data, content_type = pdf, "application/pdf"
-    download = request.query_params.get("download") == "1" or content_type not in INLINE_TYPES
     extension = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png"}.get(
         content_type, "xml" if content_type in CDA_TYPES else "bin"
     )
-    disposition = "attachment" if download else "inline"
-    return Response(
-        content=data,
-        media_type=content_type
-        if content_type in INLINE_TYPES or content_type in CDA_TYPES
-        else "application/octet-stream",
-        headers={
-            "Content-Disposition": f'{disposition}; filename="document-{document_id[:40]}-{index}.{extension}"',
-            "Content-Security-Policy": CONTENT_CSP,
-        },
+    return file_response(
+        data,
+        content_type if content_type in INLINE_TYPES | CDA_TYPES else "application/octet-stream",
+        f"document-{document_id[:40]}-{index}.{extension}",
+        inline=content_type in INLINE_TYPES and request.query_params.get("download") != "1",
     )
 
 

@@ -18,21 +18,11 @@ from starlette.responses import RedirectResponse, Response
 from carnet.domain.consent import grants_from_consents
 from carnet.domain.errors import AccessDenied, Conflict, InvalidRequest, InvalidResource
 from carnet.domain.policy import AccessRequest, Action, Target, decide
-from carnet.web.csrf import checked_form
+from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
-from carnet.web.holder import (
-    Holder,
-    call,
-    consents_of,
-    form_text,
-    holder_of,
-    kind_of,
-    optional,
-    page,
-    search,
-    utc_now,
-)
+from carnet.web.holder import Holder, call, consents_of, holder_of, kind_of, page, search, utc_now
 from carnet.web.i18n import language_of
+from carnet.web.measure_chart import measure_chart
 from carnet.web.pages import flash, portal
 from carnet.web.profile_edit import EditField, apply_edit, edit_fields, options_for
 from carnet.web.profile_entries import MEASURES, RESOURCE_TYPES, build_entry, contact_role, directive_text
@@ -163,12 +153,8 @@ def profile(request: Request) -> Response:
     )
     observations = search(holder, "Observation", ("_count", "1000"), ("_sort", "-date"))
     summary = summarise(observations)
-    chart = optional("carnet.web.measure_chart", "measure_chart")
     language = language_of(request)
-    measures = [
-        (m, chart(m, language) if chart is not None and len(m.series) >= 2 else None)
-        for m in summary.measures
-    ]
+    measures = [(m, measure_chart(m, language) if len(m.series) >= 2 else None) for m in summary.measures]
     pressures = [
         (
             _first(o, "effectiveDateTime"),

@@ -48,7 +48,6 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -69,9 +68,9 @@ from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.feeds.cda import parse_cda
 from carnet.services.records import Records
 from carnet.web.cda_render import EmbeddedBody, render_cda
-from carnet.web.csrf import checked_form
+from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
-from carnet.web.headers import CONTENT_CSP
+from carnet.web.headers import file_response
 from carnet.web.i18n import language_of
 from carnet.web.measure_chart import measure_chart
 from carnet.web.pages import portal, render
@@ -332,26 +331,21 @@ async def search(request: Request, ins: str = "") -> Response:
     )
 
 
-def _text(form: FormData, name: str, limit: int = 200) -> str:
-    value = form.get(name)
-    return value.strip()[:limit] if isinstance(value, str) else ""
-
-
 @router.post("/access/consent")
 async def declare_consent(request: Request) -> Response:
     """Record that the patient, present, agrees to this professional's access (or as treating physician)."""
     form = await checked_form(request)
     principal = _professional(request)
-    ins = _normal_ins(_text(form, "ins"))
+    ins = _normal_ins(form_text(form, "ins", 200))
     kind = (
         ConsentKind.TREATING_PHYSICIAN
-        if _text(form, "kind") == "treating-physician"
+        if form_text(form, "kind") == "treating-physician"
         else ConsentKind.AUTHORISATION
     )
     patient_id = await _call(_existing_record, request, ins) if ins else None
     if ins is None or patient_id is None:
         raise PageError(404)
-    if _text(form, "agreed") != "yes":
+    if form_text(form, "agreed") != "yes":
         return _page(
             request,
             "pro/access.html",
@@ -387,12 +381,12 @@ async def start_emergency(request: Request) -> Response:
     """Break the glass: an emergency read of the record, with a mandatory justification."""
     form = await checked_form(request)
     principal = _professional(request)
-    ins = _normal_ins(_text(form, "ins"))
+    ins = _normal_ins(form_text(form, "ins", 200))
     patient_id = await _call(_existing_record, request, ins) if ins else None
     if ins is None or patient_id is None:
         raise PageError(404)
-    justification = _text(form, "justification", MAX_JUSTIFICATION)
-    confirmed_by = _text(form, "confirmed_by", 40).replace(" ", "") or None
+    justification = form_text(form, "justification", MAX_JUSTIFICATION)
+    confirmed_by = form_text(form, "confirmed_by", 40).replace(" ", "") or None
     context = {"ins": ins, "justification": justification, "confirmed_by": confirmed_by or ""}
     if len(justification) < 10:
         return _page(
@@ -503,14 +497,7 @@ async def record_pdf(patient_id: str, request: Request) -> Response:
     access = await _access(request, patient_id)
     resources = await _guarded(request, access, _resources, access)
     pdf = await _call(summary_pdf, resources, _language(request))
-    return Response(
-        pdf,
-        media_type="application/pdf",
-        headers={
-            "Content-Disposition": 'attachment; filename="synthese-dossier.pdf"',
-            "Content-Security-Policy": CONTENT_CSP,
-        },
-    )
+    return file_response(pdf, "application/pdf", "synthese-dossier.pdf")
 
 
 @router.get("/patients/{patient_id}/documents")
@@ -649,14 +636,11 @@ async def document_content(patient_id: str, document_id: str, request: Request, 
         content, media_type = cda.body.content, (cda.body.media_type or "application/octet-stream").lower()
     inline = media_type == "application/pdf"
     extension = {"application/pdf": "pdf", "text/xml": "xml", "application/xml": "xml", "text/plain": "txt"}
-    filename = f"document.{extension.get(media_type, 'bin')}"
-    return Response(
+    return file_response(
         content,
-        media_type=media_type if inline else "application/octet-stream",
-        headers={
-            "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{filename}"',
-            "Content-Security-Policy": CONTENT_CSP,
-        },
+        media_type if inline else "application/octet-stream",
+        f"document.{extension.get(media_type, 'bin')}",
+        inline=inline,
     )
 
 
@@ -696,10 +680,10 @@ async def upload_submit(patient_id: str, request: Request) -> Response:
             "pro/upload.html",
             {
                 **_common(request, access, summary),
-                "replaces": _text(form, "replaces", 64),
+                "replaces": form_text(form, "replaces", 64),
                 "error": error,
                 "today": datetime.now(UTC).date().isoformat(),
-                "values": {k: _text(form, k) for k in ("title", "class_code", "type_code", "date")},
+                "values": {k: form_text(form, k, 200) for k in ("title", "class_code", "type_code", "date")},
             },
             status=422,
         )
@@ -755,7 +739,7 @@ async def become_treating(patient_id: str, request: Request) -> Response:
     access = await _access(request, patient_id)
     if access.mode is not AccessMode.NORMAL:
         raise PageError(403, "Only a professional the patient authorised can declare this.")
-    if _text(form, "agreed") != "yes":
+    if form_text(form, "agreed") != "yes":
         return RedirectResponse(f"/pro/patients/{patient_id}?done=not-agreed", status_code=303)
     consent = consent_for(
         ConsentKind.TREATING_PHYSICIAN, patient_id, access.principal.professional_id, now=datetime.now(UTC)

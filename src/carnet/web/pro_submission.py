@@ -20,15 +20,16 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 
+from carnet.domain.consent import IDNPS_SYSTEM
 from carnet.domain.principal import Principal
 from carnet.feeds.cda import parse_cda
 from carnet.feeds.cda_metadata import document_reference_from_cda
 from carnet.services.records import Records, instant
+from carnet.web.csrf import form_text
 from carnet.web.record_summary import CLASS_SYSTEM, VISIBILITY_SYSTEM
 
 __all__ = ["CLASSES", "FLAGS", "ID", "TYPES", "FormProblem", "Upload", "publish", "read_upload"]
 
-IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 LOINC_SYSTEM = "http://loinc.org"
 CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 FORMAT_SYSTEM = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
@@ -60,11 +61,6 @@ TYPES: tuple[tuple[str, str, str], ...] = (
 )
 #: Visibility flags a professional may set on a document (TRE_A07).
 FLAGS = ("MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX")
-
-
-def _text(form: FormData, name: str, limit: int = 200) -> str:
-    value = form.get(name)
-    return value.strip()[:limit] if isinstance(value, str) else ""
 
 
 def _flags(form: FormData) -> list[str]:
@@ -125,22 +121,22 @@ async def read_upload(form: FormData, *, limit: int) -> Upload:
     is_pdf = content.startswith(b"%PDF-")
     if not is_pdf and not content.lstrip().startswith(b"<"):
         raise FormProblem("Only PDF files and CDA R2 documents (XML) can be submitted.")
-    class_code = _text(form, "class_code", 4)
-    type_code = _text(form, "type_code", 12)
+    class_code = form_text(form, "class_code", 4)
+    type_code = form_text(form, "type_code", 12)
     if is_pdf and class_code not in {code for code, _, _ in CLASSES}:
         raise FormProblem("Choose the class of the document.")
     if is_pdf and type_code not in {code for code, _, _ in TYPES}:
         raise FormProblem("Choose the type of the document.")
     try:
-        day = date.fromisoformat(_text(form, "date", 10))
+        day = date.fromisoformat(form_text(form, "date", 10))
     except ValueError:
         if is_pdf:
             raise FormProblem("Give the date of the document.") from None
         day = datetime.now(UTC).date()
-    title = _text(form, "title", 200)
+    title = form_text(form, "title", 200)
     if is_pdf and not title:
         raise FormProblem("Give the document a title.")
-    replaces = _text(form, "replaces", 64) or None
+    replaces = form_text(form, "replaces", 64) or None
     if replaces is not None and not ID.fullmatch(replaces):
         replaces = None
     return Upload(

@@ -142,17 +142,19 @@ def _digits(value: Any) -> str:
     return format(Decimal(str(value)), "f")
 
 
+def _is_component(part: Any, code: str) -> bool:
+    """Whether an Observation ``component`` is coded ``code`` (a LOINC code)."""
+    codings = ((part or {}).get("code") or {}).get("coding") or []
+    return any(isinstance(c, dict) and c.get("code") == code for c in codings)
+
+
 def _quantity_value(component: str | None) -> tuple[Reader, Writer]:
     """The value of an Observation's ``valueQuantity``, or of one component's (blood pressure)."""
 
     def holder(resource: JSON) -> JSON | None:
         if component is None:
             return resource
-        for part in resource.get("component") or []:
-            codings = ((part or {}).get("code") or {}).get("coding") or []
-            if any(isinstance(c, dict) and c.get("code") == component for c in codings):
-                return dict(part)
-        return None
+        return next((dict(p) for p in resource.get("component") or [] if _is_component(p, component)), None)
 
     def read(resource: JSON) -> str:
         found = holder(resource)
@@ -165,13 +167,12 @@ def _quantity_value(component: str | None) -> tuple[Reader, Writer]:
         if component is None:
             resource["valueQuantity"] = {**(resource.get("valueQuantity") or {}), "value": number}
             return
-        parts = []
-        for part in resource.get("component") or []:
-            codings = ((part or {}).get("code") or {}).get("coding") or []
-            if any(isinstance(c, dict) and c.get("code") == component for c in codings):
-                part = {**part, "valueQuantity": {**(part.get("valueQuantity") or {}), "value": number}}
-            parts.append(part)
-        resource["component"] = parts
+        resource["component"] = [
+            {**part, "valueQuantity": {**(part.get("valueQuantity") or {}), "value": number}}
+            if _is_component(part, component)
+            else part
+            for part in resource.get("component") or []
+        ]
 
     return read, write
 
