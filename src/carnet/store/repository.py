@@ -242,20 +242,18 @@ class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin, PortalSessionMixi
     ) -> None:
         """Replace a resource's blind-index entries (``new``: it has none yet)."""
         st = search_tokens
+        rows: list[dict[str, object]] = [
+            {
+                "patient_id": patient_id,
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "param": p,
+                "value_hash": h,
+            }
+            for p, h in sorted(hashes)
+        ]
         if new:
-            self._buffer(
-                search_tokens,
-                (
-                    {
-                        "patient_id": patient_id,
-                        "resource_type": resource_type,
-                        "resource_id": resource_id,
-                        "param": p,
-                        "value_hash": h,
-                    }
-                    for p, h in sorted(hashes)
-                ),
-            )
+            self._buffer(st, rows)
             return
         self._c.execute(
             delete(st).where(
@@ -264,20 +262,8 @@ class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin, PortalSessionMixi
                 st.c.resource_id == resource_id,
             )
         )
-        if hashes:
-            self._c.execute(
-                insert(st),
-                [
-                    {
-                        "patient_id": patient_id,
-                        "resource_type": resource_type,
-                        "resource_id": resource_id,
-                        "param": p,
-                        "value_hash": h,
-                    }
-                    for p, h in sorted(hashes)
-                ],
-            )
+        if rows:
+            self._c.execute(insert(st), rows)
 
     def search(
         self,
