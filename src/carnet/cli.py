@@ -388,6 +388,13 @@ def audit_verify(
             typer.echo(
                 f"shard {report.shard}: {verdict.checked} entries verified (checkpoint size {report.checkpoint.size}){extra}"
             )
+        elif verdict.bad_node is not None:
+            failed = True
+            level, index = verdict.bad_node
+            first, last = index << level, ((index + 1) << level) - 1
+            typer.echo(
+                f"shard {report.shard}: BAD TREE NODE {level}/{index} (entries {first}-{last}): {verdict.problem}"
+            )
         else:
             failed = True
             where = "" if verdict.exact else " (at or after)"

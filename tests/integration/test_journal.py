@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from fhir.resources.R4B.parameters import Parameters
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
@@ -309,13 +310,15 @@ def test_an_entry_proves_its_inclusion(client: TestClient, auth: Mint) -> None:
     ]
     proof = client.get(f"/fhir/AuditEvent/{event['id']}/$proof", headers=headers)
     assert proof.status_code == 200, proof.text
+    assert sorted(proof.json()) == ["parameter", "resourceType"]  # FHIR's Parameters.parameter
+    Parameters.model_validate(proof.json())
     key = client.get("/journal/verifier-key").text.strip()
     checkpoint = verify_event_proof(proof.json(), key)
     assert checkpoint.size >= 6
 
     def forged(name: str, change: Any) -> dict[str, Any]:
         body = proof.json()
-        for part in body["parameters"]:
+        for part in body["parameter"]:
             if part["name"] == name:
                 change(part)
                 break

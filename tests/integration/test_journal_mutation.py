@@ -17,8 +17,9 @@ from carnet.api.app import Services
 from carnet.audit.checkpoint import generate_signer, parse_signer_key, sign_checkpoint
 from carnet.audit.signer import VERIFIER_FILE
 from carnet.cli import app
-from carnet.domain.errors import RecordShredded
+from carnet.domain.errors import AuditChainError, RecordShredded
 from carnet.domain.journal import StoredEntry, verify_log
+from carnet.domain.merkle import leaf_hash, verify_inclusion
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
 from carnet.store.tables import journal_nodes
@@ -177,15 +178,16 @@ def test_audit_verify_names_the_first_bad_entry_of_the_database(
 def test_audit_verify_refuses_a_checkpoint_of_another_key(
     services: Services, settings: Settings, tmp_path: Path
 ) -> None:
-    """A checkpoint signed by another key stops verification (exit 2); an older checkpoint kept apart still verifies."""
+    """A checkpoint signed by another key stops verification (exit 2); an older checkpoint kept apart still verifies, with the newer stored ones."""
     _fill(services, observations=3)
     kept = tmp_path / "checkpoint.txt"
     kept.write_bytes(services.journal.checkpoint())
     _fill(services, observations=2)
+    latest = int(services.journal.checkpoint().decode().splitlines()[1])
     key = str(settings.key_dir / VERIFIER_FILE)
     code, output = _cli(settings, "--key", key, "--checkpoint", str(kept))
     assert code == 0, output
-    assert "newer entries await a checkpoint" in output
+    assert f"{latest} entries verified (checkpoint size {latest})" in output
     signer, _ = generate_signer(settings.journal_origin)
     name, seed = parse_signer_key(signer)
     lines = kept.read_text().splitlines()
@@ -211,3 +213,65 @@ def test_a_shredded_record_leaves_the_journal_verifiable_and_unreadable(
     with services.store.session() as session:
         rows = session.journal_of(patient_id, limit=1000)
     assert len(rows) >= 7  # every entry is still there, sealed under a key that no longer exists
+
+
+def _execute(services: Services, *statements: str) -> None:
+    with services.store.engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+
+
+def test_a_truncation_after_the_kept_checkpoint_fails_against_the_newer_stored_ones(
+    services: Services, settings: Settings, tmp_path: Path
+) -> None:
+    """`verify --checkpoint OLD` also checks every newer stored checkpoint: a truncation after OLD fails."""
+    _fill(services, observations=3)
+    kept = tmp_path / "old.txt"
+    kept.write_bytes(services.journal.checkpoint())
+    old_size = int(kept.read_text().splitlines()[1])
+    _fill(services, observations=5)
+    key = str(settings.key_dir / VERIFIER_FILE)
+    assert _cli(settings, "--key", key, "--checkpoint", str(kept))[0] == 0
+    with services.store.engine.begin() as connection:
+        connection.execute(text("DELETE FROM journal_entries WHERE seq >= :n"), {"n": old_size + 4})
+    code, output = _cli(settings, "--key", key, "--checkpoint", str(kept))
+    assert (code, f"FIRST BAD ENTRY {old_size + 4}:" in output) == (1, True), output
+
+
+def test_a_deleted_and_renumbered_entry_is_named_exactly(services: Services, settings: Settings) -> None:
+    """Deleting entry 5 and renumbering the rest is reported at index 5, not at the journal's end."""
+    _fill(services, observations=8)
+    _execute(
+        services,
+        "DELETE FROM journal_entries WHERE seq = 5",
+        "UPDATE journal_entries SET seq = -(seq - 1) WHERE seq > 5",
+        "UPDATE journal_entries SET seq = -seq WHERE seq < 0",
+    )
+    code, output = _cli(settings, "--key", str(settings.key_dir / VERIFIER_FILE))
+    assert (code, "FIRST BAD ENTRY 5:" in output) == (1, True), output
+
+
+def test_an_edited_or_missing_tree_node_is_detected(services: Services, settings: Settings) -> None:
+    """An edited stored Merkle node (which breaks proofs) fails verification, naming the node; so does a deleted one."""
+    _fill(services, observations=8)
+    key = str(settings.key_dir / VERIFIER_FILE)
+    with services.store.session() as session:
+        row = session.journal_entry(0, 10)
+        assert row is not None
+        services.journal.prove(session, row)  # proves while the node table is sound
+    _execute(
+        services,
+        "UPDATE journal_nodes SET digest = (SELECT digest FROM journal_nodes AS o WHERE o.level = 1 AND o.idx = 0) WHERE level = 1 AND idx = 4",
+    )
+    with services.store.session() as session:
+        row = session.journal_entry(0, 10)
+        assert row is not None
+        proof = services.journal.prove(session, row)
+    root = base64.b64decode(proof.checkpoint.decode().splitlines()[2])
+    with pytest.raises(AuditChainError):
+        verify_inclusion(leaf_hash(proof.leaf_input), proof.index, proof.size, proof.proof, root)
+    code, output = _cli(settings, "--key", key)
+    assert (code, "BAD TREE NODE 1/4 (entries 8-9)" in output) == (1, True), output
+    _execute(services, "DELETE FROM journal_nodes WHERE level = 1 AND idx = 4")
+    code, output = _cli(settings, "--key", key)
+    assert (code, "BAD TREE NODE 1/4 (entries 8-9): missing" in output) == (1, True), output

@@ -247,24 +247,29 @@ class Verdict:
     """What :func:`verify_log` found for one shard.
 
     ``first_bad`` is the index of the first entry that is missing, altered, out of place or
-    forged (``None`` when everything checked); ``unverified`` counts entries after the
-    checkpoint, which a later checkpoint will cover.
+    forged (``None`` when everything checked); ``bad_node`` the ``(level, index)`` of a stored
+    tree node that is missing or does not match the entries under it (the entries themselves
+    verified, but proofs built from that node would fail); ``unverified`` counts entries after
+    the largest checkpoint, which a later checkpoint will cover.
     """
 
     shard: int
     checked: int
     first_bad: int | None = None
+    bad_node: tuple[int, int] | None = None
     problem: str = ""
     unverified: int = 0
     exact: bool = True
 
     @property
     def ok(self) -> bool:
-        """Tell whether every entry the checkpoint covers verified."""
-        return self.first_bad is None
+        """Tell whether every entry the checkpoints cover, and every node over them, verified."""
+        return self.first_bad is None and self.bad_node is None
 
 
 StoredNode = Callable[[int, int], bytes | None]
+#: The stored node table as ``(level, index, digest)`` rows, ordered by level then index.
+StoredNodes = Iterable[tuple[int, int, bytes]]
 
 
 def verify_log(
@@ -273,18 +278,27 @@ def verify_log(
     size: int,
     root: bytes,
     stored_node: StoredNode | None = None,
+    *,
+    others: Iterable[tuple[int, bytes]] = (),
+    stored_nodes: StoredNodes | None = None,
 ) -> Verdict:
     """Recompute one shard's tree from its stored rows (ordered by ``seq``) and check it.
 
-    The rows must be numbered ``0, 1, 2…`` in order and the first ``size`` of them must hash to
-    ``root``. When the root differs, the stored node table (``stored_node(level, index)``, the
-    node hashes written at append time) is authenticated against ``root`` from the top down and
-    followed to the first leaf that differs, so the verdict names that entry exactly; without a
-    usable node table the verdict gives the first checkpoint-covered range that is wrong.
+    The rows must be numbered ``0, 1, 2…`` in order, and for the checkpoint (``size``, ``root``)
+    and every other checkpoint in ``others`` (``(size, root)`` pairs, e.g. every stored one,
+    older or newer) the first ``size`` rows must hash to ``root``: a journal truncated or
+    rewritten after a checkpoint kept apart still fails against the newer ones. When a root
+    differs, the stored node table (``stored_node(level, index)``, the node hashes written at
+    append time) is authenticated against that root from the top down and followed to the
+    first leaf that differs, so the verdict names that entry exactly — also when entries were
+    deleted and the rest renumbered; without a usable node table the verdict gives the first
+    range that is wrong. When every entry verifies, ``stored_nodes`` (the whole node table,
+    ordered) is compared with the tree recomputed from the entries, so that an edited or
+    deleted node, which would make proofs fail, is reported too.
     """
     leaves: list[bytes] = []
-    expected = 0
     for row in rows:
+        expected = len(leaves)
         if row.shard != shard:
             return Verdict(
                 shard=shard, checked=expected, first_bad=expected, problem="entry from another shard"
@@ -299,32 +313,81 @@ def verify_log(
             leaves.append(entry_leaf_hash(row))
         except AuditChainError as exc:
             return Verdict(shard=shard, checked=expected, first_bad=expected, problem=exc.message)
-        expected += 1
-    if expected < size:
-        problem = f"the journal ends at entry {expected}; the checkpoint covers {size} entries"
-        return Verdict(shard=shard, checked=expected, first_bad=expected, problem=problem)
-    covered = leaves[:size]
+    heads = sorted({(size, root), *others})
     compact = CompactRange()
-    compact.extend(covered)
-    if compact.root() == root:
-        return Verdict(shard=shard, checked=size, unverified=expected - size)
-    index, exact = _locate(covered, root, stored_node)
-    problem = "entry does not match the checkpoint (altered, reordered or forged)"
-    return Verdict(
-        shard=shard, checked=size, first_bad=index, problem=problem, unverified=expected - size, exact=exact
-    )
+    for head_size, head_root in heads:
+        if head_size <= len(leaves):
+            compact.extend(leaves[compact.size : head_size])
+            if compact.root() == head_root:
+                continue
+        index, exact = _locate(leaves, head_size, head_root, stored_node)
+        if index >= len(leaves):
+            problem = f"the journal ends at entry {len(leaves)}; a checkpoint covers {head_size} entries"
+        else:
+            problem = "entry does not match the checkpoint (altered, reordered, renumbered or forged)"
+        return Verdict(
+            shard=shard,
+            checked=min(head_size, len(leaves)),
+            first_bad=index,
+            problem=problem,
+            unverified=max(0, len(leaves) - head_size),
+            exact=exact,
+        )
+    largest = heads[-1][0]
+    if stored_nodes is not None:
+        bad = _check_nodes(leaves[:largest], stored_nodes)
+        if bad is not None:
+            (level, index), problem = bad
+            return Verdict(
+                shard=shard,
+                checked=largest,
+                bad_node=(level, index),
+                problem=problem,
+                unverified=len(leaves) - largest,
+            )
+    return Verdict(shard=shard, checked=largest, unverified=len(leaves) - largest)
 
 
-def _locate(leaves: Sequence[bytes], root: bytes, stored_node: StoredNode | None) -> tuple[int, bool]:
-    """Return the first leaf whose recomputed hash differs from the authenticated stored tree.
+def _check_nodes(leaves: Sequence[bytes], stored: StoredNodes) -> tuple[tuple[int, int], str] | None:
+    """Compare the stored perfect-subtree nodes over ``leaves`` with their recomputed hashes.
+
+    Returns the first node (by level, then index) that is missing or differs, and why. Nodes
+    over entries after ``leaves`` are not checked: no checkpoint covers them yet.
+    """
+    level, current, following = 0, list(leaves), 0
+    for stored_level, index, digest in stored:
+        while stored_level > level:
+            if following < len(current):
+                return (level, following), "missing"
+            current = [node_hash(current[i], current[i + 1]) for i in range(0, len(current) - 1, 2)]
+            level, following = level + 1, 0
+        if index >= len(current):
+            continue
+        if index > following:
+            return (level, following), "missing"
+        if digest != current[index]:
+            return (level, index), "altered (it does not match the entries under it)"
+        following = index + 1
+    while current:
+        if following < len(current):
+            return (level, following), "missing"
+        current = [node_hash(current[i], current[i + 1]) for i in range(0, len(current) - 1, 2)]
+        level, following = level + 1, 0
+    return None
+
+
+def _locate(
+    leaves: Sequence[bytes], size: int, root: bytes, stored_node: StoredNode | None
+) -> tuple[int, bool]:
+    """Return the first of the ``size`` leaves whose recomputed hash differs from the authenticated stored tree.
 
     Descends from the root: at each range the stored children must hash to the authenticated
-    parent; the leftmost child whose recomputed hash differs holds the first bad leaf. When the
-    node table cannot be authenticated at some level, returns the start of that range, inexact.
+    parent; the leftmost child whose recomputed hash differs (or that reaches past the stored
+    leaves) holds the first bad leaf. When the node table cannot be authenticated at some
+    level, returns the start of that range, inexact.
     """
-    size = len(leaves)
     if stored_node is None:
-        return 0, False
+        return 0 if size <= len(leaves) else len(leaves), False
     get = _strict(stored_node)
     try:
         if root_at(get, size) != root:
@@ -340,7 +403,7 @@ def _locate(leaves: Sequence[bytes], root: bytes, stored_node: StoredNode | None
             return lo, False
         if node_hash(left, right) != authentic:
             return lo, False
-        if _recomputed(leaves, lo, split) != left:
+        if split > len(leaves) or _recomputed(leaves, lo, split) != left:
             hi, authentic = split, left
         else:
             lo, authentic = split, right

@@ -168,4 +168,4 @@ class JournalView(RecordSearch):
                     {"name": "salt", "valueBase64Binary": _b64(opened.salt)},
                     {"name": "content", "valueBase64Binary": _b64(opened.entry.content())},
                 ]
-        return {"resourceType": "Parameters", "parameters": parameters}
+        return {"resourceType": "Parameters", "parameter": parameters}

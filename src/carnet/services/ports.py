@@ -196,6 +196,10 @@ class StoreSession(Protocol):
         """Return one stored perfect-subtree hash."""
         ...
 
+    def journal_node_rows(self, shard: int) -> Iterator[tuple[int, int, bytes]]:
+        """Yield a shard's stored nodes as ``(level, index, digest)``, by level then index."""
+        ...
+
     def journal_entry(self, shard: int, seq: int) -> StoredEntry | None:
         """Return one stored entry."""
         ...

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -112,6 +112,31 @@ class JournalSessionMixin(Connected):
             )
         ).first()
         return None if row is None else bytes(row[0])
+
+    def journal_node_rows(self, shard: int) -> Iterator[tuple[int, int, bytes]]:
+        """Yield a shard's stored nodes as ``(level, index, digest)``, by level then index, in batches."""
+        after = (-1, -1)
+        while True:
+            level, idx = after
+            rows = self._c.execute(
+                select(journal_nodes.c.level, journal_nodes.c.idx, journal_nodes.c.digest)
+                .where(
+                    and_(
+                        journal_nodes.c.shard == shard,
+                        or_(
+                            journal_nodes.c.level > level,
+                            and_(journal_nodes.c.level == level, journal_nodes.c.idx > idx),
+                        ),
+                    )
+                )
+                .order_by(journal_nodes.c.level, journal_nodes.c.idx)
+                .limit(_STREAM_BATCH)
+            ).all()
+            for row in rows:
+                yield int(row[0]), int(row[1]), bytes(row[2])
+            if len(rows) < _STREAM_BATCH:
+                return
+            after = (int(rows[-1][0]), int(rows[-1][1]))
 
     def journal_entry(self, shard: int, seq: int) -> StoredEntry | None:
         """Return one stored entry."""

@@ -162,7 +162,7 @@ def verify(event_id: str, request: Request) -> Response:
     parameters = holder.records.audit_proof(event_id)
     values = [
         (str(p.get("name")), next((str(v) for k, v in p.items() if k.startswith("value")), ""))
-        for p in parameters.get("parameters") or parameters.get("parameter") or []
+        for p in parameters.get("parameter") or []
         if isinstance(p, dict) and p.get("name") not in ("content", "salt")
     ]
     # Checked against the server's own key, never against the key the proof names.
