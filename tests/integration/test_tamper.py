@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from carnet.api.app import Services
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
+from carnet.crypto.shares import ShareLedger
 from carnet.domain.errors import EnvelopeError
 from carnet.services.vault import Vault
 from minting import Mint
@@ -234,7 +235,9 @@ def test_flipped_byte_in_wrapped_key_fails_to_unwrap(
 def test_vault_binds_patient_type_id_and_version(tmp_path: Path) -> None:
     """A value sealed for (patient, type, id, version) opens only there, and only under its key."""
     cipher = AESGCMCipher()
-    vault = Vault(keys=LocalKeyProvider(tmp_path / "keys"), cipher=cipher)
+    vault = Vault(
+        keys=LocalKeyProvider(tmp_path / "keys"), shares=ShareLedger(tmp_path / "shares"), cipher=cipher
+    )
     key = cipher.generate_key()
     place = ("p1", "Observation", "o1", 3)
     sealed = vault.seal_resource(key, *place, b'{"resourceType":"Observation"}')

@@ -26,6 +26,7 @@ from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.audit.signer import FileCheckpointSigner
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
+from carnet.crypto.shares import ShareLedger
 from carnet.domain.errors import CarnetError, ConfigurationError, Conflict
 from carnet.domain.policy import PROFILES
 from carnet.notify.worker import DeliveryWorker
@@ -92,7 +93,8 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     keys = make_key_provider(settings)
     profile = PROFILES[settings.policy_profile]
     cipher = AESGCMCipher()
-    vault = Vault(keys=keys, cipher=cipher)
+    shares = ShareLedger(settings.key_dir / "shares")
+    vault = Vault(keys=keys, shares=shares, cipher=cipher)
     journal = Journal(
         store=store,
         cipher=cipher,
@@ -110,7 +112,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     records = RecordService(
         store=store, vault=vault, profile=profile, clock=utc_now, new_id=new_id, journal=journal
     )
-    key_service = KeyService(store=store, keys=keys, profile=profile, clock=utc_now)
+    key_service = KeyService(store=store, keys=keys, shares=shares, profile=profile, clock=utc_now)
     return Services(
         settings=settings,
         store=store,

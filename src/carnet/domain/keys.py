@@ -11,3 +11,6 @@ class WrappedKey:
 
     kek_id: str
     blob: bytes
+    #: The record's erasure share (``crypto.shares``): the blob then wraps ``key xor share``.
+    #: None for a key wrapped whole (made before erasure shares; ``carnet keys rotate`` splits it).
+    share_id: bytes | None = None

@@ -66,6 +66,22 @@ class KeyProvider(Protocol):
         ...
 
 
+class ErasureShares(Protocol):
+    """One random share per record key, kept apart from the database and destroyed at shred."""
+
+    def new(self) -> tuple[bytes, bytes]:
+        """Create a durable share; return ``(share id, share)``."""
+        ...
+
+    def get(self, share_id: bytes) -> bytes | None:
+        """Return a share, or None once it was destroyed."""
+        ...
+
+    def destroy(self, share_id: bytes) -> bool:
+        """Destroy a share for good; tell whether it was there."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredVersion:
     """One stored version of a resource; ``sealed`` is None for a deletion."""
@@ -99,12 +115,16 @@ class StoreSession(Protocol):
         """Store a new patient's wrapped key."""
         ...
 
-    def rewrap_key(self, patient_id: str, old_kek_id: str, wrapped: WrappedKey) -> bool:
-        """Replace a wrapped key if it is still under ``old_kek_id``; tell whether it was."""
+    def rewrap_key(self, patient_id: str, old: WrappedKey, wrapped: WrappedKey) -> bool:
+        """Replace a wrapped key (and its share id) if it is still ``old``; tell whether it was."""
         ...
 
-    def keys_not_under(self, kek_id: str, limit: int) -> list[StoredKey]:
-        """Return up to ``limit`` live keys wrapped under another KEK than ``kek_id``."""
+    def keys_not_under(self, kek_id: str, limit: int, *, or_without_share: bool = False) -> list[StoredKey]:
+        """Return up to ``limit`` live keys wrapped under another KEK (or, if asked, with no share)."""
+        ...
+
+    def live_keys(self, after: str, limit: int) -> list[StoredKey]:
+        """Return up to ``limit`` live keys of records whose id sorts after ``after``."""
         ...
 
     def count_keys(self) -> int:

@@ -1,6 +1,10 @@
 """Patient keys: create, unwrap, seal and open a record's values, blind-index them, shred, rotate.
 
-The store holds patient keys only wrapped by the key provider's KEK. Two reserved records
+The store holds a patient key ``K`` only as ``wrap_KEK(K xor S)``: ``S`` is the record's erasure
+share, kept by ``ErasureShares`` in the key directory and destroyed when the record is shredded,
+so that a database backup taken before the shred does not open the record with the current keys
+(docs/security.md). A key stored before erasure shares existed is wrapped whole (no share id)
+until ``carnet keys rotate`` splits it. Two reserved records
 use the same machinery: ``_directory`` (shared reference data) and ``_index`` (the key of the
 global identifier index used by ``Patient?identifier=``). Reserved ids start with ``_``,
 which no FHIR id can.
@@ -9,21 +13,52 @@ which no FHIR id can.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from carnet.domain.envelope import associated_data
 from carnet.domain.errors import RecordShredded
-from carnet.services.ports import Cipher, KeyProvider, StoreSession
+from carnet.domain.keys import WrappedKey
+from carnet.services.ports import Cipher, ErasureShares, KeyProvider, StoreSession
 
 DIRECTORY = "_directory"
 INDEX = "_index"
 
 
+def xor(left: bytes, right: bytes) -> bytes:
+    """Combine a key and its erasure share byte by byte (both 32 bytes)."""
+    if len(left) != len(right):
+        raise ValueError("A key and its share have the same length.")
+    return bytes(a ^ b for a, b in zip(left, right, strict=True))
+
+
+def split_and_wrap(keys: KeyProvider, shares: ErasureShares, key: bytes) -> WrappedKey:
+    """Wrap ``key`` split with a new durable erasure share: ``wrap_KEK(key xor share)``."""
+    share_id, share = shares.new()
+    return replace(keys.wrap(xor(key, share)), share_id=share_id)
+
+
+def unwrap_whole(keys: KeyProvider, shares: ErasureShares, wrapped: WrappedKey) -> bytes:
+    """Unwrap a stored key and recombine it with its share.
+
+    Raises:
+        RecordShredded: the share was destroyed (a database restored from before the shred).
+        KeyProviderError: the KEK is missing or the blob does not unwrap.
+    """
+    if wrapped.share_id is None:
+        return keys.unwrap(wrapped)
+    share = shares.get(wrapped.share_id)
+    if share is None:
+        raise RecordShredded("This record was erased: its key was destroyed.")
+    return xor(keys.unwrap(wrapped), share)
+
+
 class Vault:
     """Seals and opens values of one record with that record's key."""
 
-    def __init__(self, *, keys: KeyProvider, cipher: Cipher) -> None:
+    def __init__(self, *, keys: KeyProvider, shares: ErasureShares, cipher: Cipher) -> None:
         self.keys = keys
+        self.shares = shares
         self.cipher = cipher
         # The reserved records' keys are never shredded, so they are unwrapped once per process.
         self._reserved: dict[str, bytes] = {}
@@ -37,7 +72,7 @@ class Vault:
     def create_key(self, session: StoreSession, patient_id: str, now: datetime) -> bytes:
         """Create, wrap and store a new record key; return it."""
         key = self.cipher.generate_key()
-        session.put_key(patient_id, self.keys.wrap(key), now)
+        session.put_key(patient_id, split_and_wrap(self.keys, self.shares, key), now)
         return key
 
     def key(self, session: StoreSession, patient_id: str, now: datetime) -> bytes:
@@ -56,7 +91,7 @@ class Vault:
             raise RecordShredded("This record does not exist or was erased.")
         if stored.wrapped is None:
             raise RecordShredded("This record was erased: its key was destroyed.")
-        key = self.keys.unwrap(stored.wrapped)
+        key = unwrap_whole(self.keys, self.shares, stored.wrapped)
         if patient_id in (DIRECTORY, INDEX):
             self._reserved[patient_id] = key
         return key

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
-from carnet.domain.keys import WrappedKey
-from carnet.services.ports import StoredKey, StoredVersion
+from carnet.services.ports import StoredVersion
 from carnet.store.connected import utc
 from carnet.store.journal import JournalSessionMixin
+from carnet.store.keys import KeySessionMixin
 from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.portal import PortalSessionMixin
 from carnet.store.tables import identities, patient_keys, resource_versions, resources, search_tokens
@@ -50,9 +49,6 @@ _CURRENT = (
         resources.c.resource_id == bindparam("i"),
     )
 )
-_GET_KEY = select(patient_keys.c.kek_id, patient_keys.c.wrapped_key, patient_keys.c.status).where(
-    patient_keys.c.patient_id == bindparam("p")
-)
 
 
 def _version(row: Sequence[Any]) -> StoredVersion:
@@ -67,79 +63,8 @@ def _version(row: Sequence[Any]) -> StoredVersion:
     )
 
 
-class SQLStoreSession(JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin):
+class SQLStoreSession(KeySessionMixin, JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin):
     """One transaction on the SQL store."""
-
-    def get_key(self, patient_id: str) -> StoredKey | None:
-        """Return the patient's stored key row."""
-        row = self._c.execute(_GET_KEY, {"p": patient_id}).first()
-        if row is None:
-            return None
-        wrapped = WrappedKey(kek_id=row[0], blob=row[1]) if row[1] is not None else None
-        return StoredKey(patient_id=patient_id, wrapped=wrapped, status=row[2])
-
-    def put_key(self, patient_id: str, wrapped: WrappedKey, now: datetime) -> None:
-        """Store a new patient's wrapped key.
-
-        Raises:
-            Conflict: the record already has a key.
-        """
-        try:
-            self._c.execute(
-                insert(patient_keys).values(
-                    patient_id=patient_id,
-                    kek_id=wrapped.kek_id,
-                    wrapped_key=wrapped.blob,
-                    status="open",
-                    created_at=now,
-                )
-            )
-        except IntegrityError:
-            raise Conflict(f"Record {patient_id} already has a key.") from None
-
-    def rewrap_key(self, patient_id: str, old_kek_id: str, wrapped: WrappedKey) -> bool:
-        """Replace a wrapped key if it is still under ``old_kek_id``."""
-        result = self._c.execute(
-            update(patient_keys)
-            .where(patient_keys.c.patient_id == patient_id, patient_keys.c.kek_id == old_kek_id)
-            .where(patient_keys.c.wrapped_key.is_not(None))
-            .values(kek_id=wrapped.kek_id, wrapped_key=wrapped.blob)
-        )
-        return result.rowcount == 1
-
-    def keys_not_under(self, kek_id: str, limit: int) -> list[StoredKey]:
-        """Return up to ``limit`` live keys wrapped under another KEK."""
-        rows = self._c.execute(
-            select(
-                patient_keys.c.patient_id,
-                patient_keys.c.kek_id,
-                patient_keys.c.wrapped_key,
-                patient_keys.c.status,
-            )
-            .where(patient_keys.c.kek_id != kek_id, patient_keys.c.wrapped_key.is_not(None))
-            .order_by(patient_keys.c.patient_id)
-            .limit(limit)
-        ).all()
-        return [
-            StoredKey(patient_id=r[0], wrapped=WrappedKey(kek_id=r[1], blob=r[2]), status=r[3]) for r in rows
-        ]
-
-    def count_keys(self) -> int:
-        """Count live patient keys."""
-        counted = self._c.execute(
-            select(func.count()).select_from(patient_keys).where(patient_keys.c.wrapped_key.is_not(None))
-        ).scalar_one()
-        return int(counted)
-
-    def shred_key(self, patient_id: str, now: datetime) -> None:
-        """Destroy the wrapped key and the search indexes of a patient."""
-        self._c.execute(
-            update(patient_keys)
-            .where(patient_keys.c.patient_id == patient_id)
-            .values(wrapped_key=None, status="shredded", shredded_at=now)
-        )
-        self._c.execute(delete(search_tokens).where(search_tokens.c.patient_id == patient_id))
-        self._c.execute(delete(identities).where(identities.c.patient_id == patient_id))
 
     def locate(self, resource_type: str, resource_id: str) -> str | None:
         """Return the patient id holding a resource."""

@@ -28,6 +28,9 @@ patient_keys = Table(
     Column("patient_id", ID, primary_key=True),
     Column("kek_id", String(64), nullable=False),
     Column("wrapped_key", LargeBinary, nullable=True),
+    # The id of the record's erasure share in the key directory (crypto/shares.py); NULL for a
+    # key made before migration 0004 until `carnet keys rotate` gives it one, and once shredded.
+    Column("share_id", LargeBinary(16), nullable=True),
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("shredded_at", DateTime(timezone=True), nullable=True),
