@@ -100,7 +100,11 @@ def _audit_verify(settings: Settings) -> subprocess.CompletedProcess[str]:
         "CARNET_DATABASE_URL": settings.effective_database_url,
     }
     return subprocess.run(
-        [sys.executable, "-m", "carnet", "audit", "verify"], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "carnet", "audit", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -206,7 +210,8 @@ def test_rotation_splits_keys_stored_before_shares(
     vault = Vault(keys=services.keys, shares=ShareLedger(settings.key_dir / "shares"), cipher=AESGCMCipher())
     with services.store.session(write=True) as session:
         row = session.get_key(record.patient_id)
-        assert row is not None and row.wrapped is not None
+        assert row is not None
+        assert row.wrapped is not None
         whole = services.keys.wrap(vault.key(session, record.patient_id, datetime.now(UTC)))
         assert session.rewrap_key(record.patient_id, row.wrapped, whole)
     fresh = build_services(settings)  # no key cached from before
@@ -217,7 +222,9 @@ def test_rotation_splits_keys_stored_before_shares(
             fresh.key_service.rotate(ADMIN)
             with fresh.store.session() as session:
                 row = session.get_key(record.patient_id)
-            assert row is not None and row.wrapped is not None and row.wrapped.share_id is not None
+            assert row is not None
+            assert row.wrapped is not None
+            assert row.wrapped.share_id is not None
             assert after.get(url, headers=record.headers).status_code == 200
     finally:
         fresh.store.engine.dispose()

@@ -18,7 +18,7 @@ def test_share_round_trip_and_destroy(tmp_path: Path) -> None:
     made = [ledger.new() for _ in range(50)]
     other = ShareLedger(tmp_path / "shares")
     assert all(other.get(share_id) == share for share_id, share in made)
-    victim_id, victim = made[17]
+    victim_id, _victim = made[17]
     assert other.destroy(victim_id)
     assert ledger.get(victim_id) is None
     assert not ledger.destroy(victim_id)
@@ -34,7 +34,8 @@ def test_destroyed_share_leaves_no_bytes_in_the_file(tmp_path: Path) -> None:
     assert share in shard.read_bytes()
     ledger.destroy(share_id)
     data = shard.read_bytes()
-    assert share not in data and share_id not in data
+    assert share not in data
+    assert share_id not in data
 
 
 def test_torn_tail_is_ignored_then_cut(tmp_path: Path) -> None:
