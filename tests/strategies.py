@@ -190,6 +190,11 @@ NUMBER_LITERALS = (
     "Infinity",
     "-Infinity",
     "1E400",
+    "1E+400",
+    "-1e400",
+    "1e-400",
+    "1." + "1" * 40,
+    "9" * 100_000,
     "2147483648",
 )
 
@@ -223,6 +228,7 @@ hostile_values = (
     | st.integers(min_value=-(2**90), max_value=-(2**63) - 1)
     | st.sampled_from((40, 49, 50, 51, 99, 160)).map(lambda depth: [nested_extension(depth)])
     | st.sampled_from(("9999-12-31", "0001-01-01T00:00:00+01:00", "2024-02-30", "\ud800", "\x00", "x" * 5000))
+    | st.sampled_from(("a\x00b", "bell\x07", "\x1b[31m", "a\udfffb", "\ud83d", "tab\tcr\rlf\n", "\x7f\x85"))
     | st.sampled_from(("text/😀", "text/é", "text/plain\r\nX-Injected: 1", "a b", "/"))
 )
 

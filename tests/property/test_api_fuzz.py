@@ -1,5 +1,9 @@
 """Fuzz the FHIR API: thousands of generated requests, and not one answered with a 5xx.
 
+Every write the server accepts (a 2xx to POST or PUT) is read back, and its stored JSON must
+parse as strict standard JSON: no NaN or infinity, no number a double cannot hold, no lone
+surrogate, no control character FHIR forbids (issue 11, item 3).
+
 The server is seeded with two records and directory entries, then Hypothesis sends batches of
 requests (see ``tests/strategies.py``) with every kind of credential. Failures are collected rather
 than raised, so one run reports every distinct problem and Hypothesis never shrinks against a
@@ -11,8 +15,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +37,11 @@ from strategies import INS, FuzzRequest, World, api_requests, resolve_created, r
 BATCH = 8
 EXAMPLES = 275
 REQUIRED = 2_000
+#: The long soak (``make test-long``): 8 x 12,600 = 100,800 requests per backend.
+LONG_EXAMPLES = 12_600
+LONG_REQUIRED = 100_000
+#: Characters strict JSON readers and FHIR refuse inside strings.
+_UNFIT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
 
 @pytest.fixture
@@ -156,16 +168,73 @@ def _problems(request: FuzzRequest, response: httpx.Response) -> list[str]:
     return []
 
 
-def test_no_generated_request_gets_a_server_error(
-    quiet_client: TestClient, world: World, caplog: pytest.LogCaptureFixture
+def _strict_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or (
+        value == 0 and any(d in "123456789" for d in text.split("e")[0].split("E")[0])
+    ):
+        raise ValueError(f"{text[:40]} does not fit a double")
+    return value
+
+
+def _strict_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not standard JSON")
+
+
+def _unfit_strings(value: Any) -> list[str]:
+    """The strings (keys included) in ``value`` that hold a character FHIR or strict JSON refuses."""
+    stack = [value]
+    found: list[str] = []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str) and _UNFIT.search(node):
+            found.append(node[:40])
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def stored_json_problems(content: bytes) -> list[str]:
+    """What makes stored JSON unreadable by a strict standard parser (empty when it reads back)."""
+    try:
+        text = content.decode("utf-8")
+        body = json.loads(text, parse_float=_strict_float, parse_constant=_strict_constant)
+    except (ValueError, RecursionError) as exc:
+        return [f"the stored JSON does not parse strictly: {str(exc)[:120]}"]
+    return [f"the stored JSON holds the string {s!r}" for s in _unfit_strings(body)]
+
+
+def _read_back_problems(client: TestClient, request: FuzzRequest, response: httpx.Response) -> list[str]:
+    """For an accepted write, read the stored version back and check it is strict standard JSON."""
+    if request.method not in ("POST", "PUT") or not 200 <= response.status_code < 300:
+        return []
+    location = response.headers.get("location", "")
+    if "/_history/" not in location:
+        return []  # a search or a Bundle: no one stored version to read
+    path = location[location.index("/fhir/") :]
+    authorization = dict(request.headers).get("Authorization")
+    headers = {
+        "Accept": "application/fhir+json",
+        **({"Authorization": authorization} if authorization else {}),
+    }
+    read = client.get(path, headers=headers)
+    if read.status_code != 200:
+        return [f"an accepted write reads back as {read.status_code}"]
+    return stored_json_problems(read.content)
+
+
+def _fuzz(
+    quiet_client: TestClient, world: World, caplog: pytest.LogCaptureFixture, examples: int, required: int
 ) -> None:
-    """Over 2,000 generated requests: none is a 5xx, every 4xx is an OperationOutcome, every 2xx typed."""
     sent: list[int] = []
     failures: dict[str, str] = {}
     caplog.set_level(logging.WARNING, logger="carnet.api")  # errors only: the access log stays out
 
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         derandomize=True,
         database=None,
         deadline=None,
@@ -180,12 +249,40 @@ def test_no_generated_request_gets_a_server_error(
             )
             sent.append(response.status_code)
             _remember_created(world, response)
-            for problem in _problems(request, response):
+            for problem in [
+                *_problems(request, response),
+                *_read_back_problems(quiet_client, request, response),
+            ]:
                 detail = _server_error(caplog) if response.status_code >= 500 else response.text[:300]
                 failures.setdefault(f"{problem} {detail}", request.describe())
 
     send()
     report = "\n".join(f"{problem}\n    from {request}" for problem, request in list(failures.items())[:20])
     assert failures == {}, f"{len(failures)} distinct problems:\n{report}"
-    assert len(sent) >= REQUIRED
+    assert len(sent) >= required
     assert not [s for s in sent if s >= 500]
+
+
+def test_no_generated_request_gets_a_server_error(
+    quiet_client: TestClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over 2,000 generated requests: no 5xx, every 4xx an OperationOutcome, every write reads back."""
+    _fuzz(quiet_client, world, caplog, EXAMPLES, REQUIRED)
+
+
+@pytest.mark.slow
+def test_a_hundred_thousand_generated_requests_get_no_server_error(
+    quiet_client: TestClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over 100,000 generated requests: no 5xx, every 4xx an OperationOutcome, every write reads back."""
+    _fuzz(quiet_client, world, caplog, LONG_EXAMPLES, LONG_REQUIRED)
+
+
+def test_the_read_back_check_catches_json_standard_readers_refuse() -> None:
+    """The fuzzer's read-back check flags infinities, lone surrogates and NULs, and passes clean JSON."""
+    assert stored_json_problems(b'{"a": 1E+400}') != []
+    assert stored_json_problems(b'{"a": 1e-400}') != []
+    assert stored_json_problems(b'{"a": NaN}') != []
+    assert stored_json_problems(b'{"a": "\\ud800"}') != []
+    assert stored_json_problems(b'{"a": "x\\u0000"}') != []
+    assert stored_json_problems(b'{"a": 1.50, "b": "tab\\t", "c": 0.0}') == []

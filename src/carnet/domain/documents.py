@@ -101,8 +101,10 @@ def replaced_ids(document: Mapping[str, Any]) -> list[str]:
 
 def is_simplified_publish(document: Mapping[str, Any]) -> bool:
     """Tell whether a DocumentReference declares the MHD Simplified Publish profile (ITI-105)."""
-    profiles = (document.get("meta") or {}).get("profile") or []
-    return SIMPLIFIED_PUBLISH_PROFILE in profiles
+    meta = document.get("meta")
+    profiles = meta.get("profile") if isinstance(meta, dict) else None
+    # Any shape is possible here: the resource is validated after this routing decision.
+    return isinstance(profiles, list) and SIMPLIFIED_PUBLISH_PROFILE in profiles
 
 
 CLASS_CODE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"

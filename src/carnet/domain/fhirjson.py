@@ -2,17 +2,30 @@
 
 ``orjson`` alone would turn ``1.50`` into ``1.5``; FHIR decimals are significant, so values
 are parsed with :class:`decimal.Decimal` and written back as the same digits.
+
+Input is checked in one cheap pass over the parsed JSON, before any model validation, so that
+what Carnet stores always reads back with a standard JSON parser and hostile bodies are refused
+before the expensive work:
+
+- nesting at most :attr:`Limits.max_depth` levels (400 Bad Request);
+- at most :attr:`Limits.max_elements` JSON values (413 Payload Too Large);
+- strings and keys are Unicode text: no lone UTF-16 surrogate (400), and no control character
+  other than tab, CR and LF, which FHIR strings forbid (422);
+- numbers fit a double and FHIR's bounded precision: at most :data:`MAX_DIGITS` significant
+  digits and a decimal exponent within ±:data:`MAX_EXPONENT` (422, naming the element).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from carnet.domain.errors import InvalidRequest
+from carnet.domain.errors import InvalidRequest, InvalidResource, PayloadTooLarge
 
 
 def _fragment(value: Any) -> orjson.Fragment:
@@ -24,7 +37,29 @@ def _fragment(value: Any) -> orjson.Fragment:
 #: The deepest nesting of objects and arrays accepted. FHIR resources stay far below it; the
 #: validator and the serialiser recurse, so deeper input must be refused before they see it.
 MAX_DEPTH = 100
+#: The most JSON values (objects, arrays, strings, numbers…) in one body, by default.
+MAX_ELEMENTS = 100_000
+#: The most significant digits of a number: FHIR decimals need 18 (XML Schema); room is left
+#: for values that were computed, never for a 100,000-digit number.
+MAX_DIGITS = 32
+#: The largest decimal exponent (by magnitude) of a number: beyond it a double is infinite or zero.
+MAX_EXPONENT = 307
 _INT64 = 2**63
+_INT_BOUND = 10**MAX_DIGITS
+#: Characters no FHIR string may hold: C0 controls except tab, LF, CR; lone surrogates.
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """How large and deep a JSON body may be (``CARNET_MAX_DEPTH``, ``CARNET_MAX_ELEMENTS``)."""
+
+    max_depth: int = MAX_DEPTH
+    max_elements: int = MAX_ELEMENTS
+
+
+DEFAULT_LIMITS = Limits()
 
 
 def _parse_int(text: str) -> int | Decimal:
@@ -34,19 +69,6 @@ def _parse_int(text: str) -> int | Decimal:
         return int(text)
     value = Decimal(text)
     return int(value) if -_INT64 <= value < _INT64 else value
-
-
-def _depth_within(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return False
-        stack.extend((child, depth + 1) for child in children)
-    return True
 
 
 def _reject_constant(name: str) -> Any:
@@ -62,12 +84,115 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse JSON, keeping decimals exact.
+def is_number_in_range(value: Decimal | int) -> bool:
+    """Whether a number fits FHIR's bounded precision and a finite, non-vanishing double."""
+    if isinstance(value, int):
+        return -_INT_BOUND < value < _INT_BOUND
+    if not value.is_finite():
+        return False
+    if value.is_zero():
+        return True
+    digits = value.as_tuple().digits
+    return len(digits) <= MAX_DIGITS and -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT
+
+
+def _path_to(root: Any, target: Any) -> str:
+    """The FHIRPath-like location of ``target`` (found by identity) inside ``root``."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return ".".join(path)
+        if isinstance(node, dict):
+            stack.extend((child, (*path, key)) for key, child in node.items())
+            if any(target is key for key in node):
+                return ".".join(path)
+        elif isinstance(node, list):
+            stack.extend((child, path) for child in node)  # FHIRPath names repeats without an index
+    return ""
+
+
+def _check_string(root: Any, text: str) -> None:
+    found = _FORBIDDEN.search(text)
+    if found is None:
+        return
+    where = _path_to(root, text)
+    if _SURROGATE.match(found.group()):
+        raise InvalidRequest(
+            f"The JSON holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}) at "
+            f"{where or 'the top'}; send Unicode text.",
+            expression=(where,) if where else (),
+        )
+    raise InvalidResource(
+        f"{where or 'A string'} holds the control character U+{ord(found.group()):04X}; FHIR strings "
+        "allow no control character other than tab, carriage return and line feed.",
+        expression=(where,) if where else (),
+    )
+
+
+def check(parsed: Any, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Check parsed JSON against ``limits`` and FHIR's rules for strings and numbers.
 
     Raises:
-        InvalidRequest: the bytes are not UTF-8 JSON, an object repeats a key, or the
-            nesting is deeper than ``MAX_DEPTH``.
+        InvalidRequest: nesting deeper than ``limits.max_depth``, or a lone surrogate.
+        PayloadTooLarge: more than ``limits.max_elements`` values.
+        InvalidResource: a control character in a string, a number out of range or precision.
+    """
+    stack: list[tuple[Any, int]] = [(parsed, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > limits.max_elements:
+            raise PayloadTooLarge(
+                f"The JSON holds more than {limits.max_elements} elements (CARNET_MAX_ELEMENTS); "
+                "send smaller resources or fewer at a time."
+            )
+        if isinstance(node, str):
+            _check_string(parsed, node)
+        elif isinstance(node, dict):
+            if depth > limits.max_depth:
+                raise InvalidRequest(
+                    f"The JSON is nested more than {limits.max_depth} levels deep; FHIR needs far fewer."
+                )
+            for key, child in node.items():
+                _check_string(parsed, key)
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            if depth > limits.max_depth:
+                raise InvalidRequest(
+                    f"The JSON is nested more than {limits.max_depth} levels deep; FHIR needs far fewer."
+                )
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, (int, Decimal)) and not isinstance(node, bool) and not is_number_in_range(node):
+            where = _path_to(parsed, node)
+            raise InvalidResource(
+                f"The number at {where or 'the top'} is out of range: FHIR numbers have at most "
+                f"{MAX_DIGITS} significant digits and must fit a double.",
+                expression=(where,) if where else (),
+            )
+
+
+def count_elements(value: Any, limit: int) -> int:
+    """Count the JSON values in ``value``, stopping once the count passes ``limit``."""
+    stack = [value]
+    count = 0
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
+def loads(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Parse JSON, keeping decimals exact, and :func:`check` it.
+
+    Raises:
+        InvalidRequest: the bytes are not UTF-8 JSON, an object repeats a key, or :func:`check`
+            refuses it (and its subclasses ``PayloadTooLarge``, ``InvalidResource``).
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -80,8 +205,7 @@ def loads(data: bytes | str) -> Any:
         )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors.
         raise InvalidRequest(f"The body is not valid JSON ({type(exc).__name__}); send UTF-8 JSON.") from None
-    if not _depth_within(parsed, MAX_DEPTH):
-        raise InvalidRequest(f"The JSON is nested more than {MAX_DEPTH} levels deep; FHIR needs far fewer.")
+    check(parsed, limits)
     return parsed
 
 
