@@ -87,7 +87,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def is_number_in_range(value: Decimal | int) -> bool:
     """Whether a number fits FHIR's bounded precision and a finite, non-vanishing double."""
     if isinstance(value, int):
-        return -_INT_BOUND < value < _INT_BOUND
+        return bool(-_INT_BOUND < value < _INT_BOUND)
     if not value.is_finite():
         return False
     if value.is_zero():
