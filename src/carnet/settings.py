@@ -28,6 +28,8 @@ CARNET_SMTP_USER               SMTP login (optional)                            
 CARNET_SMTP_PASSWORD           SMTP password (never logged)                          —
 CARNET_SMTP_FROM               sender address of notices                             carnet@localhost
 CARNET_WORKER_SECONDS          seconds between the worker's passes over the outbox   2
+CARNET_TOKEN_MAX_SECONDS       longest lifetime (exp - iat) of a production token    3600
+CARNET_TOKEN_LEEWAY_SECONDS    clock skew allowed on exp, iat and nbf                60
 =============================  ====================================================  ======================
 
 An unknown ``CARNET_*`` variable stops start-up (a typo must not silently fall back to a
@@ -80,6 +82,8 @@ KNOWN = frozenset(
         "CARNET_SMTP_PASSWORD",
         "CARNET_SMTP_FROM",
         "CARNET_WORKER_SECONDS",
+        "CARNET_TOKEN_MAX_SECONDS",
+        "CARNET_TOKEN_LEEWAY_SECONDS",
     }
 )
 
@@ -114,6 +118,8 @@ class Settings:
     smtp_password: str | None = None
     smtp_from: str = "carnet@localhost"
     worker_seconds: int = 2
+    token_max_seconds: int = 3600
+    token_leeway_seconds: int = 60
 
     def __repr__(self) -> str:
         # The PIN never appears in logs or tracebacks.
@@ -189,7 +195,13 @@ def load(env: Mapping[str, str]) -> Settings:
         smtp_password=env.get("CARNET_SMTP_PASSWORD") or None,
         smtp_from=env.get("CARNET_SMTP_FROM", "carnet@localhost"),
         worker_seconds=_int(env, "CARNET_WORKER_SECONDS", 2),
+        token_max_seconds=_int(env, "CARNET_TOKEN_MAX_SECONDS", 3600),
+        token_leeway_seconds=_int(env, "CARNET_TOKEN_LEEWAY_SECONDS", 60),
     )
+    if settings.token_max_seconds < 1:
+        raise ConfigurationError("CARNET_TOKEN_MAX_SECONDS must be at least 1.")
+    if settings.token_leeway_seconds > 300:
+        raise ConfigurationError("CARNET_TOKEN_LEEWAY_SECONDS must be at most 300: clocks are kept in sync.")
     if not 1 <= settings.journal_shards <= 1024:
         raise ConfigurationError("CARNET_JOURNAL_SHARDS must be between 1 and 1024.")
     if settings.smtp_security not in ("none", "starttls", "tls"):

@@ -4,6 +4,12 @@ Development tokens are EdDSA JWTs signed with a key in the key directory (``carn
 They are refused in production mode, where tokens must come from the configured OpenID
 Connect issuer (Pro Santé Connect-compatible claims) and verify against its JWKS.
 
+Every token must carry ``exp`` and ``iat``; ``nbf`` is honoured when present; each is checked
+with ``CARNET_TOKEN_LEEWAY_SECONDS`` of clock skew (60 s by default), and a token issued in the
+future is refused. A token of the configured issuer may live at most ``CARNET_TOKEN_MAX_SECONDS``
+(``exp - iat``, one hour by default): a token meant to last ten years is refused even while valid.
+Development tokens (``carnet token --hours``) are exempt from that cap only.
+
 Claims: ``sub``; ``kind`` (an ``ActorKind``); ``patient`` (record id, optional);
 ``identifier`` (``system|value``, e.g. the INS); ``name``; for professionals (Pro Santé
 Connect-style) ``idnps`` (idNat_PS, e.g. ``810001234567``), ``profession`` (TRE_G15),
@@ -27,6 +33,7 @@ from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
 
 DEV_ISSUER = "carnet-dev"
+_REQUIRED = {"require": ["exp", "iat"]}
 
 
 def issue_token(settings: Settings, claims: Mapping[str, Any], *, now: datetime, lifetime: timedelta) -> str:
@@ -84,6 +91,8 @@ class TokenVerifier:
                     algorithms=["EdDSA"],
                     audience=self._settings.oidc_audience,
                     issuer=DEV_ISSUER,
+                    options=_REQUIRED,
+                    leeway=self._settings.token_leeway_seconds,
                 )
             elif self._jwks is not None and issuer == self._settings.oidc_issuer:
                 key = self._jwks[str(header.get("kid"))]
@@ -93,12 +102,37 @@ class TokenVerifier:
                     algorithms=["RS256", "ES256", "EdDSA", "PS256"],
                     audience=self._settings.oidc_audience,
                     issuer=self._settings.oidc_issuer,
+                    options=_REQUIRED,
+                    leeway=self._settings.token_leeway_seconds,
                 )
+                self._check_lifetime(claims)
             else:
                 raise Unauthenticated("The token's issuer is not trusted by this server.")
-        except (jwt.PyJWTError, KeyError, ValueError) as exc:
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthenticated(
+                f"The bearer token has no '{exc.claim}' claim; tokens must carry exp and iat."
+            ) from None
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("The bearer token has expired; get a new one.") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("The bearer token is not valid yet (nbf or iat in the future).") from None
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
             raise Unauthenticated(f"The bearer token does not verify ({type(exc).__name__}).") from None
         return principal_from_claims(claims)
+
+    def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
+        """Refuse a token whose lifetime (``exp - iat``) exceeds ``CARNET_TOKEN_MAX_SECONDS``.
+
+        Raises:
+            Unauthenticated: the lifetime is over the cap.
+        """
+        cap = self._settings.token_max_seconds
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        if lifetime > cap:
+            raise Unauthenticated(
+                f"The bearer token lives {int(lifetime)} s, over the {cap} s this server accepts "
+                "(CARNET_TOKEN_MAX_SECONDS); ask the issuer for a shorter-lived token."
+            )
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
