@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
+from jwt.types import Options
 
 from carnet.crypto.signing import dev_issuer_keys
 from carnet.domain.errors import ConfigurationError, Unauthenticated
@@ -33,7 +34,7 @@ from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
 
 DEV_ISSUER = "carnet-dev"
-_REQUIRED = {"require": ["exp", "iat"]}
+_REQUIRED: Options = {"require": ["exp", "iat"]}
 
 
 def issue_token(settings: Settings, claims: Mapping[str, Any], *, now: datetime, lifetime: timedelta) -> str:
