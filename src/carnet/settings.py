@@ -28,6 +28,7 @@ CARNET_SMTP_USER               SMTP login (optional)                            
 CARNET_SMTP_PASSWORD           SMTP password (never logged)                          —
 CARNET_SMTP_FROM               sender address of notices                             carnet@localhost
 CARNET_WORKER_SECONDS          seconds between the worker's passes over the outbox   2
+CARNET_API_DOCS                ``on``: serve /openapi.json and /docs (development)   off
 CARNET_TOKEN_MAX_SECONDS       longest lifetime (exp - iat) of a production token    3600
 CARNET_TOKEN_LEEWAY_SECONDS    clock skew allowed on exp, iat and nbf                60
 =============================  ====================================================  ======================
@@ -83,6 +84,7 @@ KNOWN = frozenset(
         "CARNET_SMTP_FROM",
         "CARNET_WORKER_SECONDS",
         "CARNET_TOKEN_MAX_SECONDS",
+        "CARNET_API_DOCS",
         "CARNET_TOKEN_LEEWAY_SECONDS",
     }
 )
@@ -120,6 +122,7 @@ class Settings:
     worker_seconds: int = 2
     token_max_seconds: int = 3600
     token_leeway_seconds: int = 60
+    api_docs: bool = False
 
     def __repr__(self) -> str:
         # The PIN never appears in logs or tracebacks.
@@ -143,6 +146,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit():
         raise ConfigurationError(f"{name} must be a whole number, not {raw[:20]!r}.")
     return int(raw)
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "off").strip().lower()
+    if raw not in ("on", "off"):
+        raise ConfigurationError(f"{name} must be 'on' or 'off', not {raw[:20]!r}.")
+    return raw == "on"
 
 
 def load(env: Mapping[str, str]) -> Settings:
@@ -197,6 +207,7 @@ def load(env: Mapping[str, str]) -> Settings:
         worker_seconds=_int(env, "CARNET_WORKER_SECONDS", 2),
         token_max_seconds=_int(env, "CARNET_TOKEN_MAX_SECONDS", 3600),
         token_leeway_seconds=_int(env, "CARNET_TOKEN_LEEWAY_SECONDS", 60),
+        api_docs=_switch(env, "CARNET_API_DOCS"),
     )
     if settings.token_max_seconds < 1:
         raise ConfigurationError("CARNET_TOKEN_MAX_SECONDS must be at least 1.")
@@ -213,6 +224,8 @@ def load(env: Mapping[str, str]) -> Settings:
             "The pkcs11 key provider needs CARNET_PKCS11_MODULE, CARNET_PKCS11_TOKEN and CARNET_PKCS11_PIN."
         )
     if mode is Mode.PRODUCTION:
+        if settings.api_docs:
+            raise ConfigurationError("CARNET_API_DOCS is for development: production never serves /docs.")
         if not (settings.oidc_issuer and settings.oidc_jwks_file):
             raise ConfigurationError("Production mode needs CARNET_OIDC_ISSUER and CARNET_OIDC_JWKS_FILE.")
         if settings.key_dir.resolve().is_relative_to(settings.data_dir.resolve()):

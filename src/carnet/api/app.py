@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carnet.api.auth import TokenVerifier
+from carnet.api.docs import mount_docs
 from carnet.api.documents import router as documents_router
 from carnet.api.fhir import fhir_response, router
 from carnet.api.journal import public as journal_public
@@ -37,7 +38,7 @@ from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider
 from carnet.services.records import RecordService
 from carnet.services.vault import Vault
-from carnet.settings import Settings
+from carnet.settings import Mode, Settings
 from carnet.store.engine import make_engine, upgrade
 from carnet.store.repository import SQLStore
 from carnet.web import mount_web
@@ -193,8 +194,10 @@ def create_app(settings: Settings, services: Services | None = None, *, backgrou
         title="Carnet FHIR R4 API",
         version="0.1.0",
         description="A patient-centred, sealed medical record. FHIR R4 JSON at /fhir.",
-        docs_url="/docs",
+        # FastAPI's Swagger UI and ReDoc load scripts from a CDN: never served (api/docs.py).
+        docs_url=None,
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.api_docs and settings.mode is Mode.DEVELOPMENT else None,
         lifespan=lifespan,
     )
     app.state.services = services
@@ -204,6 +207,8 @@ def create_app(settings: Settings, services: Services | None = None, *, backgrou
     app.include_router(journal_router, prefix="/fhir")  # likewise
     app.include_router(journal_public, prefix="/journal")
     app.include_router(router, prefix="/fhir")
+    if app.openapi_url is not None:
+        mount_docs(app)
 
     @app.exception_handler(CarnetError)
     async def _carnet_error(request: Request, exc: CarnetError) -> Response:
