@@ -26,7 +26,11 @@ from carnet.settings import Mode, Settings, load
 from outcomes import assert_outcome
 
 ISSUER = "https://psc.example"
-NOW = datetime.now(UTC)
+
+
+def now() -> datetime:
+    """The current time (read at each use: tests run minutes after this module is imported)."""
+    return datetime.now(UTC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,8 +49,8 @@ class Issuer:
             "kind": "professional",
             "idnps": "810001234567",
             "profession": "10",
-            "iat": NOW,
-            "exp": NOW + timedelta(hours=1),
+            "iat": now(),
+            "exp": now() + timedelta(hours=1),
         }
         claims.update(times)
         for name in drop:
@@ -102,12 +106,12 @@ def test_a_token_without_exp_or_iat_is_refused(issuer: Issuer, claim: str) -> No
 def test_a_ten_year_token_is_refused(issuer: Issuer) -> None:
     """A token valid for ten years is refused though it has not expired."""
     with pytest.raises(Unauthenticated, match="CARNET_TOKEN_MAX_SECONDS"):
-        issuer.verify(issuer.token(exp=NOW + timedelta(days=3650)))
+        issuer.verify(issuer.token(exp=now() + timedelta(days=3650)))
 
 
 def test_the_lifetime_cap_is_configurable(issuer: Issuer) -> None:
     """CARNET_TOKEN_MAX_SECONDS moves the cap: a two-hour token passes a 3 h cap, fails the 1 h default."""
-    two_hours = issuer.token(exp=NOW + timedelta(hours=2))
+    two_hours = issuer.token(exp=now() + timedelta(hours=2))
     with pytest.raises(Unauthenticated):
         issuer.verify(two_hours)
     relaxed = Issuer(issuer.key, dataclasses.replace(issuer.settings, token_max_seconds=3 * 3600))
@@ -117,33 +121,33 @@ def test_the_lifetime_cap_is_configurable(issuer: Issuer) -> None:
 def test_an_expired_token_is_refused(issuer: Issuer) -> None:
     """A token that expired two minutes ago (beyond the 60 s skew) is refused."""
     with pytest.raises(Unauthenticated, match="expired"):
-        issuer.verify(issuer.token(iat=NOW - timedelta(minutes=30), exp=NOW - timedelta(minutes=2)))
+        issuer.verify(issuer.token(iat=now() - timedelta(minutes=30), exp=now() - timedelta(minutes=2)))
 
 
 def test_a_token_expired_within_the_skew_is_accepted(issuer: Issuer) -> None:
     """A token that expired 20 s ago is still accepted: clocks may differ by up to 60 s."""
-    assert issuer.verify(issuer.token(iat=NOW - timedelta(minutes=30), exp=NOW - timedelta(seconds=20)))
+    assert issuer.verify(issuer.token(iat=now() - timedelta(minutes=30), exp=now() - timedelta(seconds=20)))
 
 
 def test_a_token_issued_in_the_future_is_refused(issuer: Issuer) -> None:
     """A token whose iat is ten minutes ahead is refused; 20 s ahead is within the skew."""
     with pytest.raises(Unauthenticated, match="not valid yet"):
-        issuer.verify(issuer.token(iat=NOW + timedelta(minutes=10), exp=NOW + timedelta(minutes=40)))
-    assert issuer.verify(issuer.token(iat=NOW + timedelta(seconds=20), exp=NOW + timedelta(minutes=40)))
+        issuer.verify(issuer.token(iat=now() + timedelta(minutes=10), exp=now() + timedelta(minutes=40)))
+    assert issuer.verify(issuer.token(iat=now() + timedelta(seconds=20), exp=now() + timedelta(minutes=40)))
 
 
 def test_nbf_is_honoured(issuer: Issuer) -> None:
     """A token not valid before ten minutes from now is refused; one whose nbf has passed is accepted."""
     with pytest.raises(Unauthenticated, match="not valid yet"):
-        issuer.verify(issuer.token(nbf=NOW + timedelta(minutes=10)))
-    assert issuer.verify(issuer.token(nbf=NOW - timedelta(minutes=1)))
+        issuer.verify(issuer.token(nbf=now() + timedelta(minutes=10)))
+    assert issuer.verify(issuer.token(nbf=now() - timedelta(minutes=1)))
 
 
 def test_the_skew_is_configurable(issuer: Issuer) -> None:
     """CARNET_TOKEN_LEEWAY_SECONDS=0 refuses a token that expired 20 s ago."""
     strict = Issuer(issuer.key, dataclasses.replace(issuer.settings, token_leeway_seconds=0))
     with pytest.raises(Unauthenticated, match="expired"):
-        strict.verify(issuer.token(iat=NOW - timedelta(minutes=30), exp=NOW - timedelta(seconds=20)))
+        strict.verify(issuer.token(iat=now() - timedelta(minutes=30), exp=now() - timedelta(seconds=20)))
 
 
 def test_token_settings_come_from_the_environment() -> None:
@@ -168,10 +172,10 @@ def test_the_api_answers_401_with_an_outcome(
     token = {
         "no-exp": lambda: issuer.token(drop=("exp",)),
         "no-iat": lambda: issuer.token(drop=("iat",)),
-        "ten-years": lambda: issuer.token(exp=NOW + timedelta(days=3650)),
-        "expired": lambda: issuer.token(iat=NOW - timedelta(hours=2), exp=NOW - timedelta(hours=1)),
-        "future": lambda: issuer.token(iat=NOW + timedelta(hours=1), exp=NOW + timedelta(hours=2)),
-        "not-before": lambda: issuer.token(nbf=NOW + timedelta(minutes=30)),
+        "ten-years": lambda: issuer.token(exp=now() + timedelta(days=3650)),
+        "expired": lambda: issuer.token(iat=now() - timedelta(hours=2), exp=now() - timedelta(hours=1)),
+        "future": lambda: issuer.token(iat=now() + timedelta(hours=1), exp=now() + timedelta(hours=2)),
+        "not-before": lambda: issuer.token(nbf=now() + timedelta(minutes=30)),
     }[case]()
     response = production_client.get(
         "/fhir/Practitioner?name=x", headers={"Authorization": f"Bearer {token}"}
