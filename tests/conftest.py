@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services, create_app
 from carnet.api.auth import issue_token
+from carnet.demo import demo_people
 from carnet.settings import Settings
 from minting import Mint
 
@@ -64,8 +65,9 @@ def services(settings: Settings) -> Iterator[Services]:
 
 @pytest.fixture
 def client(settings: Settings, services: Services) -> Iterator[TestClient]:
-    """The real app in-process."""
-    with TestClient(create_app(settings, services), base_url="http://testserver") as test_client:
+    """The real app in-process (its sign-in page offering the demo population, as ``carnet demo``'s)."""
+    app = create_app(settings, services, demo_people=demo_people())
+    with TestClient(app, base_url="http://testserver") as test_client:
         yield test_client
 
 

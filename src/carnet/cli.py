@@ -62,7 +62,7 @@ def serve(
         # Migrate once here; each worker process then builds its own app from the environment.
         build_services(settings).store.engine.dispose()
         uvicorn.run(
-            "carnet.api.asgi:app",
+            "carnet.asgi:app",
             host=settings.host,
             port=settings.port,
             workers=workers,
@@ -70,8 +70,15 @@ def serve(
             log_config=None,
         )
         return
+    from carnet.demo import demo_people
+
+    people = demo_people() if settings.development_issuer_enabled else ()
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None
+        create_app(settings, demo_people=people),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
     )
 
 
@@ -133,7 +140,7 @@ def demo(
 
     from carnet.api.app import build_services, create_app
     from carnet.api.auth import issue_token
-    from carnet.services.demo import seed_population
+    from carnet.demo import demo_people, seed_population
 
     settings = _settings()
     services = build_services(settings)
@@ -182,7 +189,7 @@ def demo(
     typer.echo("(a professional reads a record once the patient authorised them, or by break-glass)\n")
     if serve_after:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        app_ = create_app(settings, services)
+        app_ = create_app(settings, services, demo_people=demo_people(seed))
         uvicorn.run(app_, host=settings.host, port=settings.port, access_log=False, log_config=None)
 
 

@@ -11,7 +11,7 @@ import pytest
 from fpdf import FPDF
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from carnet.services.demo import SeededPatient
+from carnet.demo import SeededPatient
 from carnet.web.identities import DemoProfessional
 from smtp_sink import Mailbox
 

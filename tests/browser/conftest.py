@@ -28,7 +28,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 
 from browser.browsing import LiveServer, open_context
 from carnet.api.app import build_services
-from carnet.services.demo import seed_population
+from carnet.demo import seed_population
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
 from smtp_sink import Mailbox, free_port

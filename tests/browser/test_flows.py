@@ -25,7 +25,7 @@ from browser.browsing import (
     sign_in_professional,
     visit,
 )
-from carnet.services.demo import SeededPatient
+from carnet.demo import SeededPatient
 
 NewContext = Callable[[], BrowserContext]
 DOCUMENT_LINK = re.compile(r"/documents/([A-Za-z0-9\-]+)$")

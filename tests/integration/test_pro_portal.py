@@ -16,9 +16,9 @@ from starlette.testclient import TestClient
 
 import carnet.web
 from carnet.api.app import Services, build_services, create_app
+from carnet.demo import SeededPatient, seed_population
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Principal
-from carnet.services.demo import SeededPatient, seed_population
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
 

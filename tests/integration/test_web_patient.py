@@ -13,9 +13,9 @@ from fastapi.routing import APIRoute
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, create_app
+from carnet.demo import SeededPatient, seed_population
 from carnet.domain.errors import AccessDenied, NotFound, PreconditionFailed
 from carnet.domain.principal import ActorKind, Principal
-from carnet.services.demo import SeededPatient, seed_population
 from carnet.services.records import Records
 from carnet.settings import Mode, Settings
 from carnet.web import login, patient_documents, patient_journal, patient_profile, pro

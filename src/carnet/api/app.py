@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.crypto.shares import ShareLedger
 from carnet.domain.errors import CarnetError, ConfigurationError, Conflict
 from carnet.domain.policy import PROFILES
+from carnet.domain.principal import Identifier
 from carnet.notify.worker import DeliveryWorker
 from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
 from carnet.services.journal import Journal
@@ -173,10 +174,18 @@ class CallerMiddleware:
             await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, services: Services | None = None, *, background: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings,
+    services: Services | None = None,
+    *,
+    background: bool = True,
+    demo_people: Sequence[tuple[Identifier, str]] = (),
+) -> FastAPI:
     """Build the FastAPI application: the FHIR API at ``/fhir``, the journal, the portals.
 
     With ``background`` (the default), the app's lifespan runs :func:`start_background`.
+    ``demo_people`` (INS and name) are offered on the development sign-in page when a record
+    has their INS; ``carnet demo`` and ``carnet serve`` hand in those of ``carnet.demo``.
     """
     services = services or build_services(settings)
     wired = services
@@ -265,7 +274,8 @@ def create_app(settings: Settings, services: Services | None = None, *, backgrou
         )
         return response
 
-    mount_web(app, services, settings)  # the portals; their "/" answers API clients as below
+    # The portals; their "/" answers API clients as below.
+    mount_web(app, services, settings, status_of=status_of, demo_people=demo_people)
     app.add_middleware(CallerMiddleware)
 
     @app.get("/", include_in_schema=False)

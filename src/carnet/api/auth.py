@@ -30,7 +30,7 @@ from jwt.types import Options
 
 from carnet.crypto.signing import dev_issuer_keys
 from carnet.domain.errors import ConfigurationError, Unauthenticated
-from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.domain.principal import Principal, principal_from_claims
 from carnet.settings import Settings
 
 DEV_ISSUER = "carnet-dev"
@@ -135,47 +135,3 @@ class TokenVerifier:
                 "(CARNET_TOKEN_MAX_SECONDS); ask the issuer for a shorter-lived token."
             )
 
-
-def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
-    """Build a principal from verified claims.
-
-    Raises:
-        Unauthenticated: claims missing or of the wrong shape.
-    """
-    try:
-        kind = ActorKind(str(claims.get("kind")))
-    except ValueError:
-        raise Unauthenticated("The token's 'kind' claim is not an actor kind Carnet knows.") from None
-    subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject:
-        raise Unauthenticated("The token has no subject.")
-    identifier = None
-    raw = claims.get("identifier")
-    if isinstance(raw, str) and "|" in raw:
-        system, _, value = raw.partition("|")
-        identifier = Identifier(system=system, value=value)
-    patient = claims.get("patient")
-
-    def text(name: str) -> str | None:
-        value = claims.get(name)
-        return value if isinstance(value, str) else None
-
-    def texts(name: str) -> frozenset[str]:
-        value = claims.get(name)
-        return frozenset(v for v in value if isinstance(v, str)) if isinstance(value, list) else frozenset()
-
-    return Principal(
-        kind=kind,
-        subject=subject,
-        patient_id=patient if isinstance(patient, str) and patient else None,
-        identifier=identifier,
-        profession=text("profession"),
-        specialty=text("specialty"),
-        display=text("name"),
-        professional_id=text("idnps"),
-        samu_regulator=claims.get("samu") is True,
-        occupational_physician=claims.get("occupational") is True,
-        represents=texts("represents"),
-        feed_id=text("feed"),
-        feed_categories=texts("feed_categories"),
-    )

@@ -12,13 +12,13 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
-from carnet.api.fhir import _call, _content_type, _read, _records, _write_response
+from carnet.api.fhir import _content_type, _read, _records, _write_response
 from carnet.domain.documents import master_identifier
 from carnet.domain.errors import InvalidRequest, InvalidResource
 from carnet.feeds.cda import CDADocument, parse_cda
 from carnet.feeds.cda_metadata import document_reference_from_cda, master_identifier_for
+from carnet.offload import offload
 from carnet.services.records import Records
 
 CDA_MEDIA_TYPES = ("application/xml", "text/xml", "application/hl7-cda+xml")
@@ -34,14 +34,14 @@ router = APIRouter()
 async def archive(document_id: str, request: Request) -> Response:
     """Archive a document (DMP "archiver"): hidden from nothing, tagged ``archived``."""
     records = await _records(request)
-    return _write_response(request, await _call(records.archive, document_id, archived=True))
+    return _write_response(request, await offload(records.archive, document_id, archived=True))
 
 
 @router.post("/DocumentReference/{document_id}/$unarchive")
 async def unarchive(document_id: str, request: Request) -> Response:
     """Take a document out of the archive."""
     records = await _records(request)
-    return _write_response(request, await _call(records.archive, document_id, archived=False))
+    return _write_response(request, await offload(records.archive, document_id, archived=False))
 
 
 @router.post("/DocumentReference/$from-cda")
@@ -57,9 +57,9 @@ async def from_cda(request: Request) -> Response:
         )
     raw = await _read(request)
     limit: int = request.app.state.services.settings.max_body_bytes
-    cda = await run_in_threadpool(parse_cda, raw, max_bytes=limit)
-    document = await _call(_document_for, records, cda, raw)
-    return _write_response(request, await _call(records.publish, document))
+    cda = await offload(parse_cda, raw, max_bytes=limit)
+    document = await offload(_document_for, records, cda, raw)
+    return _write_response(request, await offload(records.publish, document))
 
 
 def _document_for(records: Records, cda: CDADocument, raw: bytes) -> dict[str, Any]:

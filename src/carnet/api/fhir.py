@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from carnet.api.capability import capability_statement
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
@@ -21,6 +20,7 @@ from carnet.domain.errors import InvalidRequest, PayloadTooLarge
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import Principal
 from carnet.domain.search import parse_date
+from carnet.offload import offload
 from carnet.services.records import (
     EntryRequest,
     EntryResponse,
@@ -58,7 +58,7 @@ def _json_response(content: bytes, status: int = 200, headers: Mapping[str, str]
 
 async def _principal(request: Request) -> Principal:
     principal = request.app.state.verifier.verify(request.headers.get("authorization"))
-    resolved: Principal = await run_in_threadpool(request.app.state.services.records.resolve, principal)
+    resolved: Principal = await offload(request.app.state.services.records.resolve, principal)
     return resolved
 
 
@@ -85,10 +85,6 @@ async def _records(request: Request) -> Records:
     )
     request.state.records = records
     return records
-
-
-async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def _content_type(request: Request) -> str:
@@ -297,10 +293,10 @@ async def bundle(request: Request) -> Response:
         raise InvalidRequest("POST /fhir takes a Bundle of type transaction or batch.")
     entries = parse_entries(body)
     if body["type"] == "transaction":
-        responses = await _call(records.transaction, entries)
+        responses = await offload(records.transaction, entries)
         kind = "transaction-response"
     else:
-        responses = await _call(records.batch, entries)
+        responses = await offload(records.batch, entries)
         kind = "batch-response"
     representation = "return=representation" in request.headers.get("prefer", "")
     out = [_entry_response(request, r, representation) for r in responses]
@@ -377,7 +373,7 @@ async def type_history(resource_type: str, request: Request) -> Response:
     """History of a type within one record (``?patient=``)."""
     records = await _records(request)
     patient, since, count = _history_params(request)
-    versions = await _call(records.history, resource_type, None, patient, since)
+    versions = await offload(records.history, resource_type, None, patient, since)
     return fhir_response(_history_bundle(request, versions, count))
 
 
@@ -386,7 +382,7 @@ async def search_get(resource_type: str, request: Request) -> Response:
     """Search (GET)."""
     records = await _records(request)
     params = list(request.query_params.multi_items())
-    result = await _call(records.search, resource_type, params, lenient=_lenient(request))
+    result = await offload(records.search, resource_type, params, lenient=_lenient(request))
     return fhir_response(_search_bundle(request, result, resource_type))
 
 
@@ -396,7 +392,7 @@ async def search_post(resource_type: str, request: Request) -> Response:
     records = await _records(request)
     params = await _form(request)
     params += list(request.query_params.multi_items())
-    result = await _call(records.search, resource_type, params, lenient=_lenient(request))
+    result = await offload(records.search, resource_type, params, lenient=_lenient(request))
     return fhir_response(_search_bundle(request, result, resource_type))
 
 
@@ -410,8 +406,8 @@ async def create(resource_type: str, request: Request) -> Response:
             f"The body is a {str(body.get('resourceType'))[:64]}, posted to /fhir/{resource_type[:64]}."
         )
     if resource_type == "DocumentReference" and is_simplified_publish(body):
-        return _write_response(request, await _call(records.publish, body))
-    result = await _call(records.create, body, if_none_exist=request.headers.get("if-none-exist"))
+        return _write_response(request, await offload(records.publish, body))
+    result = await offload(records.create, body, if_none_exist=request.headers.get("if-none-exist"))
     return _write_response(request, result)
 
 
@@ -422,7 +418,7 @@ async def everything(patient_id: str, request: Request) -> Response:
     for name, _ in request.query_params.multi_items():
         if name not in ("_format", "_pretty"):
             raise InvalidRequest(f"$everything does not support the parameter {name[:40]!r}.")
-    resources = await _call(records.everything, patient_id)
+    resources = await offload(records.everything, patient_id)
     base = _base(request)
     return fhir_response(
         {
@@ -439,7 +435,7 @@ async def everything(patient_id: str, request: Request) -> Response:
 async def read(resource_type: str, resource_id: str, request: Request) -> Response:
     """Read the current version; a Binary comes back as its raw content unless FHIR JSON is asked for (ITI-68)."""
     records = await _records(request)
-    stored = await _call(records.read, resource_type, resource_id)
+    stored = await offload(records.read, resource_type, resource_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")
     if resource_type == "Binary" and stored.resource is not None and not _wants_fhir(request):
@@ -470,7 +466,7 @@ async def update(resource_type: str, resource_id: str, request: Request) -> Resp
     """Update an existing resource (``If-Match`` for optimistic locking)."""
     records = await _records(request)
     body = await _body(request)
-    result = await _call(
+    result = await offload(
         records.update, resource_type, resource_id, body, if_match=request.headers.get("if-match")
     )
     return _write_response(request, result)
@@ -480,7 +476,7 @@ async def update(resource_type: str, resource_id: str, request: Request) -> Resp
 async def delete(resource_type: str, resource_id: str, request: Request) -> Response:
     """Delete logically."""
     records = await _records(request)
-    await _call(records.delete, resource_type, resource_id)
+    await offload(records.delete, resource_type, resource_id)
     return Response(status_code=204)
 
 
@@ -489,7 +485,7 @@ async def instance_history(resource_type: str, resource_id: str, request: Reques
     """Every version of one resource."""
     records = await _records(request)
     _, since, count = _history_params(request)
-    versions = await _call(records.history, resource_type, resource_id, None, since)
+    versions = await offload(records.history, resource_type, resource_id, None, since)
     return fhir_response(_history_bundle(request, versions, count))
 
 
@@ -497,7 +493,7 @@ async def instance_history(resource_type: str, resource_id: str, request: Reques
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request) -> Response:
     """Read one version."""
     records = await _records(request)
-    stored = await _call(records.vread, resource_type, resource_id, version_id)
+    stored = await offload(records.vread, resource_type, resource_id, version_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")
     return _raw_response(stored, headers)

@@ -18,8 +18,9 @@ import base64
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from carnet.api.fhir import _call, _records, fhir_response
+from carnet.api.fhir import _records, fhir_response
 from carnet.domain.errors import InvalidRequest
+from carnet.offload import offload
 
 router = APIRouter()
 public = APIRouter()
@@ -29,7 +30,7 @@ public = APIRouter()
 async def proof(event_id: str, request: Request) -> Response:
     """Return the inclusion proof of one journal entry under a signed checkpoint."""
     records = await _records(request)
-    return fhir_response(await _call(records.audit_proof, event_id))
+    return fhir_response(await offload(records.audit_proof, event_id))
 
 
 def _whole(request: Request, name: str, default: int | None = None) -> int:
@@ -45,7 +46,7 @@ def _whole(request: Request, name: str, default: int | None = None) -> int:
 async def checkpoint(request: Request) -> Response:
     """Return the latest signed checkpoint of a journal shard."""
     journal = request.app.state.services.journal
-    note: bytes = await _call(journal.checkpoint, _whole(request, "shard", 0))
+    note: bytes = await offload(journal.checkpoint, _whole(request, "shard", 0))
     return Response(note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"})
 
 
@@ -62,7 +63,7 @@ async def consistency(request: Request) -> Response:
     journal = request.app.state.services.journal
     shard = _whole(request, "shard", 0)
     first, second = _whole(request, "first"), _whole(request, "second")
-    old_note, new_note, path = await _call(journal.consistency, shard, first, second)
+    old_note, new_note, path = await offload(journal.consistency, shard, first, second)
     body = {
         "first": old_note.decode(),
         "second": new_note.decode(),

@@ -21,9 +21,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from carnet.api.fhir import _body, _call, _principal, fhir_response
+from carnet.api.fhir import _body, _principal, fhir_response
 from carnet.domain.errors import InvalidRequest, NotFound
 from carnet.domain.principal import Principal
+from carnet.offload import offload
 from carnet.services.notifications import Notifier, Preferences, may_choose
 
 router = APIRouter()
@@ -108,7 +109,7 @@ async def read_preferences(patient_id: str, request: Request) -> Response:
     principal = await _principal(request)
     _check(principal, patient_id)
     services = request.app.state.services
-    prefs = await _call(_notifier(request).preferences_for, services.store, principal, patient_id)
+    prefs = await offload(_notifier(request).preferences_for, services.store, principal, patient_id)
     return fhir_response(parameters_of(prefs))
 
 
@@ -119,5 +120,5 @@ async def write_preferences(patient_id: str, request: Request) -> Response:
     _check(principal, patient_id)
     prefs = preferences_of(await _body(request))
     services = request.app.state.services
-    stored = await _call(_notifier(request).choose, services.store, principal, patient_id, prefs)
+    stored = await offload(_notifier(request).choose, services.store, principal, patient_id, prefs)
     return fhir_response(parameters_of(stored))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from carnet.domain.errors import Unauthenticated
 
 
 class ActorKind(StrEnum):
@@ -67,3 +71,48 @@ class Principal:
     represents: frozenset[str] = frozenset()
     feed_id: str | None = None
     feed_categories: frozenset[str] = frozenset()
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """Build a principal from verified claims.
+
+    Raises:
+        Unauthenticated: claims missing or of the wrong shape.
+    """
+    try:
+        kind = ActorKind(str(claims.get("kind")))
+    except ValueError:
+        raise Unauthenticated("The token's 'kind' claim is not an actor kind Carnet knows.") from None
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated("The token has no subject.")
+    identifier = None
+    raw = claims.get("identifier")
+    if isinstance(raw, str) and "|" in raw:
+        system, _, value = raw.partition("|")
+        identifier = Identifier(system=system, value=value)
+    patient = claims.get("patient")
+
+    def text(name: str) -> str | None:
+        value = claims.get(name)
+        return value if isinstance(value, str) else None
+
+    def texts(name: str) -> frozenset[str]:
+        value = claims.get(name)
+        return frozenset(v for v in value if isinstance(v, str)) if isinstance(value, list) else frozenset()
+
+    return Principal(
+        kind=kind,
+        subject=subject,
+        patient_id=patient if isinstance(patient, str) and patient else None,
+        identifier=identifier,
+        profession=text("profession"),
+        specialty=text("specialty"),
+        display=text("name"),
+        professional_id=text("idnps"),
+        samu_regulator=claims.get("samu") is True,
+        occupational_physician=claims.get("occupational") is True,
+        represents=texts("represents"),
+        feed_id=text("feed"),
+        feed_categories=texts("feed_categories"),
+    )

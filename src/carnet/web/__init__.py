@@ -1,8 +1,13 @@
 """The web portals: server-rendered pages for patients (``/patient``) and professionals (``/pro``).
 
-One call wires them into the FastAPI application of ``carnet.api.app``::
+One call, from the composition root (``carnet.api.app.create_app``), wires them into the
+FastAPI application::
 
-    mount_web(app, services, settings)
+    mount_web(app, application, settings, status_of=status_of, demo_people=people)
+
+The portals see the application only through ``carnet.services.application.Application``
+(the same services as the FHIR API) and import nothing of ``carnet.api``: the HTTP status of
+an error is the function the root hands in, and the demo identities are data it hands in.
 
 It adds, for the portals only: the signed session cookie (``carnet.web.session``), the
 security headers (``carnet.web.headers``), plain-language error pages (``carnet.web.errors``),
@@ -14,7 +19,11 @@ with ``/pro``).
 What a portal module uses (each documented in its module):
 
 - ``carnet.web.pages``: ``render(request, "pro/x.html", {...})``, ``portal(request)`` →
-  ``.services`` (``.records`` is the ``RecordService``), ``.settings``;
+  ``.services`` (the ``Application``; ``.records`` is the ``RecordService``), ``.settings``,
+  ``.demo`` (the development sign-in's identities);
+- ``carnet.offload``: ``await offload(fn, ...)`` for every blocking call in an ``async def``
+  handler (or write the handler as a plain ``def``); who is signed in is resolved before each
+  route by the ``signed_in`` dependency, in a worker thread;
 - ``carnet.web.session``: ``current_principal(request)``, ``login``, ``logout``,
   ``start_break_glass`` / ``break_glass`` / ``end_break_glass``;
 - ``carnet.web.csrf``: ``form = await checked_form(request)`` first in every POST handler, then
@@ -31,33 +40,49 @@ Every route of the portals is left out of the OpenAPI schema (``include_in_schem
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.staticfiles import StaticFiles
 
+from carnet.domain.errors import CarnetError
+from carnet.domain.principal import Identifier
+from carnet.services.application import Application
 from carnet.settings import Mode, Settings
 from carnet.web.errors import install_error_pages
 from carnet.web.headers import SecurityHeadersMiddleware
+from carnet.web.identities import DemoDirectory
 from carnet.web.pages import Portal, make_templates
-from carnet.web.session import SESSION_COOKIE, SESSION_SECONDS, session_secret
-
-if TYPE_CHECKING:
-    from carnet.api.app import Services
+from carnet.web.session import SESSION_COOKIE, SESSION_SECONDS, session_secret, signed_in
 
 __all__ = ["mount_web"]
 
 
-def mount_web(app: FastAPI, services: Services, settings: Settings) -> None:
-    """Add the portals to ``app``: session, security headers, error pages, static files, routes."""
+def mount_web(
+    app: FastAPI,
+    services: Application,
+    settings: Settings,
+    *,
+    status_of: Callable[[CarnetError], int],
+    demo_people: Sequence[tuple[Identifier, str]] = (),
+) -> None:
+    """Add the portals to ``app``: session, security headers, error pages, static files, routes.
+
+    ``status_of`` maps an error to its HTTP status (the API's table); ``demo_people`` are the
+    identities the development sign-in page offers when a record has their INS.
+    """
     from carnet.web import login, patient, patient_documents, patient_journal, patient_profile
 
     secret = session_secret(settings.key_dir)
     app.state.portal = Portal(
-        services=services, settings=settings, templates=make_templates(), session_secret=secret
+        services=services,
+        settings=settings,
+        templates=make_templates(),
+        session_secret=secret,
+        demo=DemoDirectory(services.records, demo_people),
     )
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(
@@ -68,14 +93,16 @@ def mount_web(app: FastAPI, services: Services, settings: Settings) -> None:
         same_site="strict",
         https_only=settings.mode is Mode.PRODUCTION,
     )
-    install_error_pages(app)
+    install_error_pages(app, status_of)
     static = Path(str(files("carnet.web").joinpath("static")))
     app.mount("/static", StaticFiles(directory=static), name="static")
-    app.include_router(login.router)
-    app.include_router(patient.router)
-    app.include_router(patient_documents.router)
-    app.include_router(patient_journal.router)
-    app.include_router(patient_profile.router)
+    # Who is signed in is found before every portal route, in a worker thread.
+    signed = [Depends(signed_in)]
+    app.include_router(login.router, dependencies=signed)
+    app.include_router(patient.router, dependencies=signed)
+    app.include_router(patient_documents.router, dependencies=signed)
+    app.include_router(patient_journal.router, dependencies=signed)
+    app.include_router(patient_profile.router, dependencies=signed)
     try:
         pro = importlib.import_module("carnet.web.pro")
     except ModuleNotFoundError as error:
@@ -84,4 +111,4 @@ def mount_web(app: FastAPI, services: Services, settings: Settings) -> None:
     else:
         router = getattr(pro, "router", None)
         if isinstance(router, APIRouter):
-            app.include_router(router)
+            app.include_router(router, dependencies=signed)

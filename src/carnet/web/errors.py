@@ -32,8 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from carnet.api.outcome import status_of
 from carnet.domain.errors import CarnetError
+from carnet.offload import offload
 from carnet.web.csrf import CSRFError
 from carnet.web.headers import apply_security_headers, is_web_path
 from carnet.web.i18n import language_of, translate
@@ -122,7 +122,7 @@ def error_page(request: Request, status: int, message: str | None = None) -> Res
     return response
 
 
-def _page_for(request: Request, exc: Exception) -> Response:
+def _page_for(request: Request, exc: Exception, status_of: Callable[[CarnetError], int]) -> Response:
     if isinstance(exc, PageError):
         return error_page(request, exc.status, exc.message)
     if isinstance(exc, CSRFError):
@@ -148,8 +148,12 @@ def _page_for(request: Request, exc: Exception) -> Response:
     return error_page(request, 500)
 
 
-def install_error_pages(app: FastAPI) -> None:
-    """Answer errors of portal requests with pages, keeping the API's handlers for the rest."""
+def install_error_pages(app: FastAPI, status_of: Callable[[CarnetError], int]) -> None:
+    """Answer errors of portal requests with pages, keeping the API's handlers for the rest.
+
+    ``status_of`` gives an error's HTTP status (the API's table, handed in by the composition
+    root). A page is built in a worker thread: finding who is signed in may read the database.
+    """
     originals: dict[Any, Any] = dict(app.exception_handlers)
 
     def dispatch(kind: type[Exception] | int) -> Handler:
@@ -157,7 +161,7 @@ def install_error_pages(app: FastAPI) -> None:
 
         async def handler(request: Request, exc: Exception) -> Response:
             if wants_page(request) or fallback is None:
-                return _page_for(request, exc)
+                return await offload(_page_for, request, exc, status_of)
             result = fallback(request, exc)
             if isinstance(result, Response):
                 return result

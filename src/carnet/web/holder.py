@@ -6,12 +6,11 @@ FHIR API, for this principal); it raises ``Unauthenticated`` (→ ``/login``) fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,7 +18,7 @@ from carnet.domain.consent import IDNPS_SYSTEM, KIND_SYSTEM
 from carnet.domain.errors import CarnetError, Unauthenticated
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.records import Records
-from carnet.web.identities import DIRECTORY_READER, demo_professionals, idnps_of, practitioner_display
+from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
 from carnet.web.pages import portal, render
 from carnet.web.session import current_principal
 
@@ -56,10 +55,6 @@ def holder_of(request: Request) -> Holder:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def page(
@@ -109,8 +104,9 @@ class Professional:
 
 def professional(request: Request, idnps: str) -> Professional:
     """Look a professional up in the directory by idNat_PS (a bare id when unknown)."""
-    service = portal(request).services.records
-    for candidate in demo_professionals(service):
+    state = portal(request)
+    service = state.services.records
+    for candidate in state.demo.professionals():
         if candidate.idnps == idnps:
             return Professional(
                 idnps=idnps,

@@ -1,35 +1,37 @@
 """The embedded demo identities offered by ``/login`` (development mode only).
 
-Patients: the synthetic patients of the demo population (seed :data:`DEMO_SEED`, the seed of
-``carnet demo`` and of the browser tests), drawn again from the seed — only their identity,
-not their records — and kept when a record with their INS exists here. Any other record is
-reached by typing its identifier (``system|value``) on the login page.
+Patients: the people the composition root hands to ``create_app(..., demo_people=…)`` (the
+demo population's first people, drawn by ``carnet.demo``; none in production), kept when a
+record with their INS exists here. Any other record is reached by typing its identifier
+(``system|value``) on the login page. The portals never import the synthetic generator.
 
 Professionals: the ``Practitioner`` entries of the shared directory, with the profession of
 their ``qualification`` and the specialty of their ``PractitionerRole``; the directory is read
 through the record service like any other read.
+
+Both lists are looked up at most every :data:`CACHE_SECONDS`, in a cache held by the portal's
+:class:`DemoDirectory` (one per application, never a module-level cache). Looking them up
+reads the database: call it from a worker thread (``carnet.offload``) in async code.
 """
 
 from __future__ import annotations
 
-import random
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from carnet.domain.consent import IDNPS_SYSTEM
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.services.records import RecordService
-from carnet.synthetic.patient import draw_person
-from carnet.synthetic.population import DEFAULT_AS_OF
-from carnet.synthetic.terminology import INS_NIR_TEST_SYSTEM
 
-DEMO_SEED = 2026
-DEMO_CANDIDATES = 30
 CACHE_SECONDS = 30.0
 #: Reads the shared directory for the login page (no record is ever read with it).
 DIRECTORY_READER = Principal(kind=ActorKind.PROFESSIONAL, subject="carnet-web:login-directory")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,46 +56,46 @@ class DemoProfessional:
     specialty_label: str | None
 
 
-_cache: dict[tuple[int, str], tuple[float, Any]] = {}
+class DemoDirectory:
+    """The demo patients and the directory's professionals, cached for :data:`CACHE_SECONDS`."""
 
+    def __init__(self, service: RecordService, people: Sequence[tuple[Identifier, str]] = ()) -> None:
+        self._service = service
+        self._people = tuple(people)
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Any]] = {}
 
-def _cached(service: RecordService, name: str, build: Any) -> Any:
-    key = (id(service), name)
-    hit = _cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
-    value = build()
-    _cache[key] = (now, value)
-    return value
+    def _cached(self, name: str, build: Callable[[], T]) -> T:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            value: T = hit[1]
+            return value
+        built = build()
+        with self._lock:
+            self._cache[name] = (now, built)
+        return built
 
+    def patients(self) -> list[DemoPatient]:
+        """Return the demo people that have a record here, in the order given."""
+        return self._cached("patients", self._find_patients)
 
-def demo_patients(service: RecordService) -> list[DemoPatient]:
-    """Return the demo population's patients that have a record here, in population order."""
+    def professionals(self) -> list[DemoProfessional]:
+        """Return the directory's professionals with a national id, by profession then name."""
+        return self._cached("professionals", lambda: demo_professionals(self._service))
 
-    def build() -> list[DemoPatient]:
-        taken: set[str] = set()
+    def _find_patients(self) -> list[DemoPatient]:
         found: list[DemoPatient] = []
-        for index in range(DEMO_CANDIDATES):
-            # The same draw as carnet.synthetic.population: patient i of a seed.
-            rng = random.Random(f"carnet.synthetic/{DEMO_SEED}/patient/{index}")  # noqa: S311 - reproducible
-            person = draw_person(rng, DEFAULT_AS_OF, taken)
-            identifier = Identifier(system=INS_NIR_TEST_SYSTEM, value=person.nir)
-            resolved = service.resolve(
-                Principal(kind=ActorKind.PATIENT, subject=f"demo:{person.nir}", identifier=identifier)
+        for identifier, display in self._people:
+            resolved = self._service.resolve(
+                Principal(kind=ActorKind.PATIENT, subject=f"demo:{identifier.value}", identifier=identifier)
             )
             if resolved.patient_id is not None:
                 found.append(
-                    DemoPatient(
-                        patient_id=resolved.patient_id,
-                        identifier=identifier,
-                        display=f"{person.given} {person.family}",
-                    )
+                    DemoPatient(patient_id=resolved.patient_id, identifier=identifier, display=display)
                 )
         return found
-
-    result: list[DemoPatient] = _cached(service, "patients", build)
-    return result
 
 
 def _coding(concepts: Any, system_hint: str | None = None) -> tuple[str | None, str | None]:
@@ -137,41 +139,36 @@ def idnps_of(practitioner: dict[str, Any]) -> str | None:
 
 
 def demo_professionals(service: RecordService) -> list[DemoProfessional]:
-    """Return the directory's professionals with a national id, by profession then name."""
-
-    def build() -> list[DemoProfessional]:
-        records = service.records(DIRECTORY_READER)
-        try:
-            practitioners = records.search("Practitioner", [("_count", "1000")]).resources
-            roles = records.search("PractitionerRole", [("_count", "1000")]).resources
-        except CarnetError:
-            return []
-        specialty_of: dict[str, tuple[str | None, str | None]] = {}
-        for role in roles:
-            reference = str((role.get("practitioner") or {}).get("reference", ""))
-            specialty_of[reference.removeprefix("Practitioner/")] = _coding(role.get("specialty"))
-        found: list[DemoProfessional] = []
-        for practitioner in practitioners:
-            idnps = idnps_of(practitioner)
-            if idnps is None:
-                continue
-            profession, profession_label = _coding(
-                [q.get("code") for q in practitioner.get("qualification") or [] if isinstance(q, dict)]
+    """Return the directory's professionals with a national id, by profession then name (uncached)."""
+    records = service.records(DIRECTORY_READER)
+    try:
+        practitioners = records.search("Practitioner", [("_count", "1000")]).resources
+        roles = records.search("PractitionerRole", [("_count", "1000")]).resources
+    except CarnetError:
+        return []
+    specialty_of: dict[str, tuple[str | None, str | None]] = {}
+    for role in roles:
+        reference = str((role.get("practitioner") or {}).get("reference", ""))
+        specialty_of[reference.removeprefix("Practitioner/")] = _coding(role.get("specialty"))
+    found: list[DemoProfessional] = []
+    for practitioner in practitioners:
+        idnps = idnps_of(practitioner)
+        if idnps is None:
+            continue
+        profession, profession_label = _coding(
+            [q.get("code") for q in practitioner.get("qualification") or [] if isinstance(q, dict)]
+        )
+        specialty, specialty_label = specialty_of.get(str(practitioner.get("id")), (None, None))
+        found.append(
+            DemoProfessional(
+                practitioner_id=str(practitioner.get("id")),
+                idnps=idnps,
+                display=practitioner_display(practitioner),
+                profession=profession,
+                profession_label=profession_label,
+                specialty=specialty,
+                specialty_label=specialty_label,
             )
-            specialty, specialty_label = specialty_of.get(str(practitioner.get("id")), (None, None))
-            found.append(
-                DemoProfessional(
-                    practitioner_id=str(practitioner.get("id")),
-                    idnps=idnps,
-                    display=practitioner_display(practitioner),
-                    profession=profession,
-                    profession_label=profession_label,
-                    specialty=specialty,
-                    specialty_label=specialty_label,
-                )
-            )
-        found.sort(key=lambda p: (p.profession or "99", p.specialty or "", p.display))
-        return found
-
-    result: list[DemoProfessional] = _cached(service, "professionals", build)
-    return result
+        )
+    found.sort(key=lambda p: (p.profession or "99", p.specialty or "", p.display))
+    return found

@@ -21,20 +21,14 @@ from typing import Any
 
 from fastapi import APIRouter
 from itsdangerous import BadSignature, URLSafeSerializer
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.offload import offload
 from carnet.web.csrf import checked_form
 from carnet.web.i18n import LANGUAGE_COOKIE, LANGUAGES
-from carnet.web.identities import (
-    DIRECTORY_READER,
-    demo_patients,
-    demo_professionals,
-    idnps_of,
-    practitioner_display,
-)
+from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
 from carnet.web.pages import portal, render
 from carnet.web.session import current_principal, login, logout
 
@@ -55,7 +49,7 @@ def home_of(principal: Principal | None) -> str:
 
 
 @router.get("/")
-async def root(request: Request) -> Response:
+def root(request: Request) -> Response:
     """Send people to their portal; answer API clients with the service description."""
     if "text/html" not in request.headers.get("accept", ""):
         return Response(
@@ -67,8 +61,8 @@ async def root(request: Request) -> Response:
 def _login_page(request: Request, *, error: str | None = None, status: int = 200) -> Response:
     state = portal(request)
     enabled = state.settings.development_issuer_enabled
-    patients = demo_patients(state.services.records) if enabled else []
-    professionals = demo_professionals(state.services.records) if enabled else []
+    patients = state.demo.patients() if enabled else []
+    professionals = state.demo.professionals() if enabled else []
     return render(
         request,
         "login.html",
@@ -78,7 +72,7 @@ def _login_page(request: Request, *, error: str | None = None, status: int = 200
 
 
 @router.get("/login")
-async def login_page(request: Request) -> Response:
+def login_page(request: Request) -> Response:
     """Show the sign-in page."""
     return _login_page(request)
 
@@ -107,6 +101,11 @@ def _visits(request: Request) -> dict[str, str]:
 async def login_submit(request: Request) -> Response:
     """Sign in with an embedded demo identity (development mode only)."""
     form = await checked_form(request)
+    return await offload(_sign_in, request, form)
+
+
+def _sign_in(request: Request, form: Any) -> Response:
+    """Resolve the identity chosen on the sign-in page and start its session (blocking: a worker thread)."""
     state = portal(request)
     if not state.settings.development_issuer_enabled:
         return _login_page(request, status=403)
@@ -123,7 +122,7 @@ async def login_submit(request: Request) -> Response:
         )
         if resolved.patient_id is None:
             return _login_page(request, error="No record has this identifier.", status=422)
-        names = {p.patient_id: p.display for p in demo_patients(service)}
+        names = {p.patient_id: p.display for p in state.demo.patients()}
         claims: dict[str, Any] = {
             "kind": "patient",
             "sub": f"patient:{resolved.patient_id}",
@@ -152,7 +151,7 @@ async def login_submit(request: Request) -> Response:
         practitioner_id = _text(form, "practitioner")
         if practitioner_id:
             chosen = next(
-                (p for p in demo_professionals(service) if p.practitioner_id == practitioner_id), None
+                (p for p in state.demo.professionals() if p.practitioner_id == practitioner_id), None
             )
             if chosen is None:
                 return _login_page(request, error="Choose a professional from the list.", status=422)
@@ -190,7 +189,7 @@ async def login_submit(request: Request) -> Response:
 async def logout_submit(request: Request) -> Response:
     """Sign out."""
     await checked_form(request)
-    await run_in_threadpool(logout, request)
+    await offload(logout, request)
     return RedirectResponse("/login", status_code=303)
 
 

@@ -23,30 +23,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from carnet.services.application import Application
 from carnet.settings import Settings
 from carnet.web.csrf import FIELD, csrf_token
 from carnet.web.i18n import LANGUAGE_NAMES, format_date, language_of, translate
+from carnet.web.identities import DemoDirectory
 from carnet.web.session import current_principal
-
-if TYPE_CHECKING:
-    from carnet.api.app import Services
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Portal:
-    """What the portal routes share: the wired services, the settings and the templates."""
+    """What the portal routes share: the wired application, the settings and the templates.
 
-    services: Services
+    ``demo`` lists the identities the development sign-in page offers (none in production).
+    """
+
+    services: Application
     settings: Settings
     templates: jinja2.Environment
     session_secret: str
+    demo: DemoDirectory
 
 
 def make_templates() -> jinja2.Environment:

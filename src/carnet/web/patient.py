@@ -51,6 +51,7 @@ from carnet.domain import fhirjson
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.errors import CarnetError, InvalidRequest, NotFound
 from carnet.domain.resources import RECORD_STATUS_EXTENSION, is_closed
+from carnet.offload import offload
 from carnet.services.notifications import Preferences
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.headers import file_response
@@ -58,7 +59,6 @@ from carnet.web.holder import (
     Holder,
     Professional,
     actor_id,
-    call,
     consents_of,
     holder_of,
     kind_of,
@@ -69,7 +69,6 @@ from carnet.web.holder import (
     utc_now,
 )
 from carnet.web.i18n import language_of
-from carnet.web.identities import demo_professionals
 from carnet.web.pages import flash, portal
 from carnet.web.patient_journal import journal
 from carnet.web.record_summary import document_line, human_name
@@ -155,7 +154,7 @@ def care_team(request: Request) -> Response:
                 id=str(consent.get("id")), kind=kind, professional=professional(request, idnps), until=until
             )
         )
-    directory = demo_professionals(portal(request).services.records)
+    directory = portal(request).demo.professionals()
     return page(
         request,
         "patient/care_team.html",
@@ -194,7 +193,7 @@ async def add_to_care_team(request: Request) -> Response:
     resource = consent_for(
         kind, holder.patient_id, idnps, until if kind is ConsentKind.AUTHORISATION else None, now=utc_now()
     )
-    await call(holder.records.create, resource)
+    await offload(holder.records.create, resource)
     flash(request, "Your care team was updated.")
     return RedirectResponse("/patient/care-team", status_code=303)
 
@@ -213,7 +212,7 @@ async def revoke(consent_id: str, request: Request) -> Response:
     """Withdraw an authorisation, a treating physician or a block (the Consent becomes inactive)."""
     await checked_form(request)
     holder = holder_of(request)
-    await call(_withdraw, holder, consent_id)
+    await offload(_withdraw, holder, consent_id)
     flash(request, "Your care team was updated.")
     return RedirectResponse("/patient/care-team", status_code=303)
 
@@ -260,7 +259,7 @@ async def oppositions(request: Request) -> Response:
                 for consent in current:
                     _withdraw(holder, str(consent["id"]))
 
-    await call(work)
+    await offload(work)
     flash(request, "Your choices were saved.")
     return RedirectResponse("/patient/choices", status_code=303)
 
@@ -282,7 +281,7 @@ async def notifications(request: Request) -> Response:
         request.session["choices_error"] = "The e-mail address is not valid."
         return RedirectResponse("/patient/choices", status_code=303)
     services = portal(request).services
-    await call(
+    await offload(
         services.records.notifier.choose, services.store, holder.principal, holder.patient_id, preferences
     )
     flash(request, "Your choices were saved.")
@@ -372,8 +371,8 @@ async def close(request: Request) -> Response:
             {"closed": False, "error": "Tick the box to confirm that you understand the consequences."},
             status=422,
         )
-    await call(_set_closed, holder, True)
-    await call(logout, request)
+    await offload(_set_closed, holder, True)
+    await offload(logout, request)
     flash(request, "Your record is closed.")
     return RedirectResponse("/login", status_code=303)
 
@@ -383,6 +382,6 @@ async def reopen(request: Request) -> Response:
     """Reopen a closed record: the record status extension goes, the Patient is active again."""
     await checked_form(request)
     holder = holder_of(request)
-    await call(_set_closed, holder, False)
+    await offload(_set_closed, holder, False)
     flash(request, "Your record is open again.")
     return RedirectResponse("/patient/", status_code=303)

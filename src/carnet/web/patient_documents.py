@@ -29,6 +29,7 @@ from carnet.domain.documents import (
 from carnet.domain.errors import CarnetError
 from carnet.domain.policy import AccessMode, AccessRequest, Action, DocumentFacts, Target, Visibility, decide
 from carnet.domain.principal import ActorKind, Principal
+from carnet.offload import offload
 from carnet.web.cda_render import render_cda
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
@@ -36,7 +37,6 @@ from carnet.web.headers import file_response
 from carnet.web.holder import (
     Holder,
     actor_id,
-    call,
     consents_of,
     holder_of,
     kind_of,
@@ -358,7 +358,7 @@ async def visibility(document_id: str, request: Request) -> Response:
         updated = _set_masked(dict(current.resource or {}), masked)
         holder.records.update("DocumentReference", document_id, updated, if_match=current.etag)
 
-    await call(work)
+    await offload(work)
     flash(
         request,
         "The document is now hidden from professionals."
@@ -402,7 +402,7 @@ async def masked_from(document_id: str, request: Request) -> Response:
             resource.pop("extension", None)
         holder.records.update("DocumentReference", document_id, resource, if_match=current.etag)
 
-    await call(work)
+    await offload(work)
     flash(request, "The document's visibility was changed.")
     return RedirectResponse(f"/patient/documents/{document_id}", status_code=303)
 
@@ -468,6 +468,6 @@ async def upload(request: Request) -> Response:
         ],
     }
     document_ = _set_masked(document_, masked)
-    result = await call(holder.records.publish, document_)
+    result = await offload(holder.records.publish, document_)
     flash(request, "Your document was added to your record.")
     return RedirectResponse(f"/patient/documents/{result.stored.resource_id}", status_code=303)

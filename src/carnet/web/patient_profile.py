@@ -18,9 +18,10 @@ from starlette.responses import RedirectResponse, Response
 from carnet.domain.consent import grants_from_consents
 from carnet.domain.errors import AccessDenied, Conflict, InvalidRequest, InvalidResource
 from carnet.domain.policy import AccessRequest, Action, Target, decide
+from carnet.offload import offload
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
-from carnet.web.holder import Holder, call, consents_of, holder_of, kind_of, page, search, utc_now
+from carnet.web.holder import Holder, consents_of, holder_of, kind_of, page, search, utc_now
 from carnet.web.i18n import language_of
 from carnet.web.measure_chart import measure_chart
 from carnet.web.pages import flash, portal
@@ -250,7 +251,7 @@ async def add_entry(request: Request) -> Response:
     except ValueError as error:
         request.session["profile_error"] = str(error)
         return RedirectResponse(f"/patient/profile#add-{kind or 'entry'}", status_code=303)
-    await call(holder.records.create, resource)
+    await offload(holder.records.create, resource)
     flash(request, "Your medical profile was updated.")
     return RedirectResponse(f"/patient/profile#section-{kind}", status_code=303)
 
@@ -263,10 +264,10 @@ async def delete_entry(resource_type: str, resource_id: str, request: Request) -
     if resource_type not in RESOURCE_TYPES.values():
         raise PageError(404)
     if resource_type == "Consent":
-        consent = (await call(holder.records.read, "Consent", resource_id)).resource or {}
+        consent = (await offload(holder.records.read, "Consent", resource_id)).resource or {}
         if kind_of(consent) is not None:  # a Carnet choice is withdrawn on the choices pages, not here
             raise PageError(404)
-    await call(holder.records.delete, resource_type, resource_id)
+    await offload(holder.records.delete, resource_type, resource_id)
     flash(request, "The entry was removed from your medical profile.")
     return RedirectResponse("/patient/profile", status_code=303)
 
@@ -387,7 +388,7 @@ async def edit_entry(resource_type: str, resource_id: str, request: Request) -> 
     version = form_text(form, "version", 12)
     if not version.isdigit():
         raise PageError(400)
-    entry = await call(_editable, request, holder, resource_type, resource_id)
+    entry = await offload(_editable, request, holder, resource_type, resource_id)
     values = {f.name: form_text(form, f.name, f.maxlength) for f in entry.fields}
     if int(version) != entry.version:
         return _edit_page(request, entry, values, conflict=True, status=409)
@@ -400,7 +401,7 @@ async def edit_entry(resource_type: str, resource_id: str, request: Request) -> 
         flash(request, "Nothing was changed.")
         return RedirectResponse(anchor, status_code=303)
     try:
-        await call(holder.records.update, resource_type, resource_id, updated, if_match=f'W/"{version}"')
+        await offload(holder.records.update, resource_type, resource_id, updated, if_match=f'W/"{version}"')
     except Conflict:
         return _edit_page(request, entry, values, conflict=True, status=409)
     except AccessDenied:

@@ -47,7 +47,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -66,6 +65,7 @@ from carnet.domain.errors import (
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.feeds.cda import parse_cda
+from carnet.offload import offload
 from carnet.services.records import Records
 from carnet.web.cda_render import EmbeddedBody, render_cda
 from carnet.web.csrf import checked_form, form_text
@@ -118,10 +118,6 @@ def _professional(request: Request) -> Principal:
 
 def _language(request: Request) -> str:
     return language_of(request)
-
-
-async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def _remembered(request: Request) -> dict[str, str]:
@@ -204,7 +200,7 @@ async def _access(request: Request, patient_id: str) -> Access:
             return Access(
                 principal=principal, patient_id=patient_id, mode=mode, records=records, emergency=None
             )
-        if await _call(_can_read, records, patient_id):
+        if await offload(_can_read, records, patient_id):
             _remember(request, patient_id, mode)
             return Access(
                 principal=principal, patient_id=patient_id, mode=mode, records=records, emergency=None
@@ -216,7 +212,7 @@ async def _access(request: Request, patient_id: str) -> Access:
 async def _guarded(request: Request, access: Access, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a records call; on a refusal the remembered mode is forgotten, to be found again next time."""
     try:
-        return await _call(fn, *args, **kwargs)
+        return await offload(fn, *args, **kwargs)
     except (NotFound, AccessDenied):
         if access.mode is not AccessMode.BREAK_GLASS:
             _remember(request, access.patient_id, None)
@@ -303,17 +299,17 @@ async def search(request: Request, ins: str = "") -> Response:
     query = [("identifier", _identifier_query(normal))]
     for pid, state in _emergencies(request):
         records = _records(request, principal, AccessMode.BREAK_GLASS, state)
-        found = await _call(records.search, "Patient", query)
+        found = await offload(records.search, "Patient", query)
         if any(r.get("id") == pid for r in found.resources):
             return RedirectResponse(f"/pro/patients/{pid}", status_code=303)
     for mode in (AccessMode.NORMAL, AccessMode.TREATING):
         records = _records(request, principal, mode, None)
-        found = await _call(records.search, "Patient", query)
+        found = await offload(records.search, "Patient", query)
         if found.resources:
             patient_id = str(found.resources[0]["id"])
             _remember(request, patient_id, mode)
             return RedirectResponse(f"/pro/patients/{patient_id}", status_code=303)
-    exists = await _call(_existing_record, request, normal)
+    exists = await offload(_existing_record, request, normal)
     if exists is None:
         return _page(
             request,
@@ -342,7 +338,7 @@ async def declare_consent(request: Request) -> Response:
         if form_text(form, "kind") == "treating-physician"
         else ConsentKind.AUTHORISATION
     )
-    patient_id = await _call(_existing_record, request, ins) if ins else None
+    patient_id = await offload(_existing_record, request, ins) if ins else None
     if ins is None or patient_id is None:
         raise PageError(404)
     if form_text(form, "agreed") != "yes":
@@ -358,7 +354,7 @@ async def declare_consent(request: Request) -> Response:
     consent = consent_for(kind, patient_id, principal.professional_id, now=datetime.now(UTC))
     records = _records(request, principal, AccessMode.NORMAL, None)
     try:
-        await _call(records.create, consent)
+        await offload(records.create, consent)
     except AccessDenied:
         raise PageError(
             403, "Your access to this record cannot be recorded. The patient may have refused it."
@@ -382,7 +378,7 @@ async def start_emergency(request: Request) -> Response:
     form = await checked_form(request)
     principal = _professional(request)
     ins = _normal_ins(form_text(form, "ins", 200))
-    patient_id = await _call(_existing_record, request, ins) if ins else None
+    patient_id = await offload(_existing_record, request, ins) if ins else None
     if ins is None or patient_id is None:
         raise PageError(404)
     justification = form_text(form, "justification", MAX_JUSTIFICATION)
@@ -413,7 +409,7 @@ async def start_emergency(request: Request) -> Response:
     records = service.records(
         principal, mode=AccessMode.BREAK_GLASS, justification=justification, confirmed_by=confirmed_by
     )
-    if not await _call(_can_read, records, patient_id):
+    if not await offload(_can_read, records, patient_id):
         return _page(
             request,
             "pro/access.html",
@@ -496,7 +492,7 @@ async def record_pdf(patient_id: str, request: Request) -> Response:
     """Download the record's printable summary (PDF)."""
     access = await _access(request, patient_id)
     resources = await _guarded(request, access, _resources, access)
-    pdf = await _call(summary_pdf, resources, _language(request))
+    pdf = await offload(summary_pdf, resources, _language(request))
     return file_response(pdf, "application/pdf", "synthese-dossier.pdf")
 
 
@@ -585,7 +581,7 @@ async def document_view(patient_id: str, document_id: str, request: Request) -> 
     kind = (line.content_type or "").lower()
     if content is not None and ("xml" in kind or content.lstrip().startswith(b"<")):
         try:
-            rendered = await _call(render_cda, content, language)
+            rendered = await offload(render_cda, content, language)
         except CarnetError:
             problem = "This document cannot be shown safely here; download it to read it."
         embedded = isinstance(rendered, EmbeddedBody)
@@ -628,7 +624,7 @@ async def document_content(patient_id: str, document_id: str, request: Request, 
     media_type = (line.content_type or "application/octet-stream").lower()
     if part == "embedded":
         try:
-            cda = await _call(parse_cda, content)
+            cda = await offload(parse_cda, content)
         except CarnetError:
             raise PageError(404) from None
         if cda.body is None or cda.body.content is None:
@@ -661,7 +657,7 @@ async def upload_submit(patient_id: str, request: Request) -> Response:
             upload = await read_upload(form, limit=limit)
         finally:
             await form.close()  # the uploaded file's temporary file
-        document_id = await _call(publish, access.records, access.principal, patient_id, upload)
+        document_id = await offload(publish, access.records, access.principal, patient_id, upload)
     except FormProblem as problem:
         error = problem.message
     except PayloadTooLarge:
@@ -673,7 +669,7 @@ async def upload_submit(patient_id: str, request: Request) -> Response:
             "You may not submit this document to this record (a document you replace must be one of yours)."
         )
     if error is not None:
-        patient = await _call(access.records.read, "Patient", patient_id)
+        patient = await offload(access.records.read, "Patient", patient_id)
         summary = summarise([patient.resource] if patient.resource else [])
         return _page(
             request,
@@ -745,7 +741,7 @@ async def become_treating(patient_id: str, request: Request) -> Response:
         ConsentKind.TREATING_PHYSICIAN, patient_id, access.principal.professional_id, now=datetime.now(UTC)
     )
     try:
-        await _call(access.records.create, consent)
+        await offload(access.records.create, consent)
     except AccessDenied:
         raise PageError(
             403, "Your access to this record cannot be recorded. The patient may have refused it."

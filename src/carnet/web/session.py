@@ -19,7 +19,8 @@ Session keys (JSON values)::
     break_glass   {patient_id: {"justification": str, "started": ISO instant}} — the
                   professional portal's emergency accesses in progress
 
-Public helpers: :func:`current_principal`, :func:`login`, :func:`logout`,
+Public helpers: :func:`current_principal` (resolved once, before each portal route, by the
+:func:`signed_in` dependency), :func:`login`, :func:`logout`,
 :func:`start_break_glass`, :func:`break_glass`, :func:`end_break_glass`.
 """
 
@@ -35,9 +36,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from carnet.api.auth import principal_from_claims
 from carnet.domain.errors import CarnetError
-from carnet.domain.principal import Principal
+from carnet.domain.principal import Principal, principal_from_claims
 from carnet.services.portal_sessions import SESSION_LIFETIME
 
 SESSION_COOKIE = "carnet_session"
@@ -72,6 +72,15 @@ def current_principal(request: Request) -> Principal | None:
     return principal
 
 
+def signed_in(request: Request) -> None:
+    """Find who is signed in before a portal route runs (``current_principal`` then answers from memory).
+
+    A plain ``def`` dependency, so FastAPI runs it in a worker thread: the session store's
+    "signed out?" check never runs on the event loop (``carnet.offload``).
+    """
+    current_principal(request)
+
+
 def _principal_of(request: Request) -> Principal | None:
     claims = request.session.get("principal")
     sid = request.session.get("sid")
@@ -92,7 +101,7 @@ def login(request: Request, principal_claims: Mapping[str, Any], *, now: datetim
     A new CSRF token is drawn, so a token seen before sign-in is worthless after it.
     """
     request.session.clear()
-    request.scope.pop("carnet_principal", None)
+    request.scope["carnet_principal"] = principal_from_claims(principal_claims)
     request.session["sid"] = secrets.token_urlsafe(32)
     request.session["principal"] = dict(principal_claims)
     request.session["csrf"] = secrets.token_urlsafe(32)

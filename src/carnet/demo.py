@@ -1,13 +1,28 @@
-"""Seed the demo store with the synthetic French population, through the normal gate."""
+"""The demo: the synthetic French population seeded through the normal gate, and its identities.
+
+Only the composition roots (``carnet.cli``, ``carnet.asgi``) and the tests import this module:
+the API, the portals and the services never import ``carnet.synthetic`` (an import-linter
+contract), so a production server carries no generator. The sign-in page of the development
+mode offers the people of :func:`demo_people`, handed to ``create_app(..., demo_people=…)``.
+"""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.services.records import EntryRequest, RecordService
 from carnet.synthetic import generate_population
+from carnet.synthetic.patient import draw_person
+from carnet.synthetic.population import DEFAULT_AS_OF
+from carnet.synthetic.terminology import INS_NIR_TEST_SYSTEM
+
+#: The seed of ``carnet demo`` and of the browser tests.
+DEMO_SEED = 2026
+#: How many people of the demo population the sign-in page looks for.
+DEMO_CANDIDATES = 30
 
 Progress = Callable[[int, int], None]
 
@@ -68,3 +83,20 @@ def seed_population(
         if progress is not None:
             progress(index + 1, patients)
     return seeded
+
+
+def demo_people(seed: int = DEMO_SEED, count: int = DEMO_CANDIDATES) -> list[tuple[Identifier, str]]:
+    """Return the INS and name of the first ``count`` people of the demo population of ``seed``.
+
+    Drawn again from the seed (the same draw as ``carnet.synthetic.population``), identity only:
+    nothing of their records. The sign-in page keeps those who have a record here.
+    """
+    taken: set[str] = set()
+    people: list[tuple[Identifier, str]] = []
+    for index in range(count):
+        rng = random.Random(f"carnet.synthetic/{seed}/patient/{index}")  # noqa: S311 - reproducible
+        person = draw_person(rng, DEFAULT_AS_OF, taken)
+        people.append(
+            (Identifier(system=INS_NIR_TEST_SYSTEM, value=person.nir), f"{person.given} {person.family}")
+        )
+    return people

@@ -1,0 +1,62 @@
+"""The application as its adapters see it: the one public object the portals and the API use.
+
+The composition root (``carnet.api.app.build_services``) wires the store, the key provider and
+the services into one object; the adapters (the portals of ``carnet.web``, the FHIR routes of
+``carnet.api``) reach the use cases through it and never import each other's internals
+(import-linter contracts in ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from carnet.services.journal import Journal
+from carnet.services.keys import KeyService
+from carnet.services.notifications import NotificationStore
+from carnet.services.portal_sessions import PortalSessions
+from carnet.services.ports import KeyProvider, Store
+from carnet.services.records import RecordService
+from carnet.settings import Settings
+
+__all__ = ["Application", "ApplicationStore"]
+
+
+class ApplicationStore(Store, Protocol):
+    """The store as the application holds it: records, journal and the notifications' outbox."""
+
+    def session(self, *, write: bool = False) -> AbstractContextManager[NotificationStore]:
+        """Open one transaction, committed when the block exits without error."""
+        ...
+
+
+class Application(Protocol):
+    """Everything wired once per process, as the adapters use it (read-only)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the process started with."""
+
+    @property
+    def store(self) -> ApplicationStore:
+        """The store (a port: SQLite or PostgreSQL behind it)."""
+
+    @property
+    def keys(self) -> KeyProvider:
+        """The key provider wrapping the record keys."""
+
+    @property
+    def records(self) -> RecordService:
+        """Every read and write of records, for one principal at a time, and the use cases' access."""
+
+    @property
+    def key_service(self) -> KeyService:
+        """Key rotation and shredding (administrators)."""
+
+    @property
+    def journal(self) -> Journal:
+        """The access journal: entries, tree heads, checkpoints."""
+
+    @property
+    def portal_sessions(self) -> PortalSessions:
+        """The portal sessions signed out for good."""
