@@ -134,4 +134,3 @@ class TokenVerifier:
                 f"The bearer token lives {int(lifetime)} s, over the {cap} s this server accepts "
                 "(CARNET_TOKEN_MAX_SECONDS); ask the issuer for a shorter-lived token."
             )
-
