@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ def make_engine(url: str) -> Engine:
         ConfigurationError: the URL is neither SQLite nor PostgreSQL.
     """
     if url.startswith("sqlite"):
+        _make_private(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
@@ -34,6 +37,23 @@ def make_engine(url: str) -> Engine:
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     raise ConfigurationError("CARNET_DATABASE_URL must start with sqlite:// or postgresql://.")
+
+
+def _make_private(url: str) -> None:
+    """Create the SQLite file 0600 (and tighten an existing one) before SQLite opens it.
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the mode of the database file, so they
+    are 0600 too; those already there (from an older version) are tightened as well.
+    """
+    if not url.startswith("sqlite:///") or ":memory:" in url or "mode=memory" in url:
+        return
+    path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.parent.is_dir():
+        return  # SQLite reports the missing directory itself
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
 
 
 def _configure_sqlite(engine: Engine) -> None:
