@@ -324,6 +324,81 @@ def patient_shred(
     console.print(f"Patient/{patient_id}: key destroyed; the record can no longer be opened.")
 
 
+def _default_backup(settings: Settings, suffix: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return settings.data_dir.parent / "backups" / f"carnet-{stamp}.{suffix}"
+
+
+@app.command()
+def backup(
+    out: Annotated[
+        Path | None, typer.Option(help="Backup file to create (default: var/backups/carnet-<time>)")
+    ] = None,
+) -> None:
+    """Back the database up while it serves (keys are not included: see `carnet keys backup`)."""
+    from carnet.store.backup import backup_database
+
+    settings = _settings()
+    url = settings.effective_database_url
+    path = out or _default_backup(settings, "sqlite3" if url.startswith("sqlite") else "pgdump")
+    with console.status("Backing up") as status:
+        try:
+            report = backup_database(url, path, step=status.update)
+        except CarnetError as exc:
+            raise _fail(exc) from None
+    console.print(f"Database backup written to {report.path} ({report.size:,} bytes, {report.kind}).")
+    console.print("Back the key directory up apart with `carnet keys backup` (see docs/operations.md).")
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="A backup file made by `carnet backup`")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Replace the database by a backup (servers stopped), then re-apply the erasures made since."""
+    from carnet.api.app import build_services
+    from carnet.store.backup import restore_database
+
+    settings = _settings()
+    if not yes and not typer.confirm(f"Replace the database by {source}? Stop every Carnet server first"):
+        raise typer.Exit(1)
+    with console.status("Restoring") as status:
+        try:
+            restore_database(settings.effective_database_url, source, step=status.update)
+        except CarnetError as exc:
+            raise _fail(exc) from None
+    services = build_services(settings)  # applies the migrations newer than the backup
+    with Progress(
+        TextColumn("Re-applying erasures"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bar:
+        task = bar.add_task("erasures", total=None)
+        try:
+            erased = services.key_service.reapply_erasures(
+                _operator(), progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        except CarnetError as exc:
+            raise _fail(exc) from None
+    services.store.engine.dispose()
+    console.print(f"Restored {source}; {erased} record(s) shredded since the backup erased again.")
+    console.print("Check the journal now: `carnet audit verify`.")
+
+
+@keys_app.command("backup")
+def keys_backup(
+    out: Annotated[Path, typer.Option(help="Archive to create (.tar.gz), outside the key directory")],
+) -> None:
+    """Archive the key directory (KEKs, erasure shares, signing keys) for a separate key backup."""
+    from carnet.store.backup import backup_key_directory
+
+    settings = _settings()
+    try:
+        report = backup_key_directory(settings.key_dir, out)
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    console.print(f"Key backup written to {report.path} ({report.size:,} bytes).")
+    console.print("Keep it apart from database backups and for a bounded time (docs/operations.md).")
+
+
 def _verifier_key(key: str | None, settings: Settings) -> str:
     from carnet.audit.signer import VERIFIER_FILE
 

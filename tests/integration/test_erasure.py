@@ -43,6 +43,7 @@ class Record:
     patient_id: str
     observation_id: str
     headers: dict[str, str]
+    identifier: str
 
 
 def _record(client: TestClient, auth: Mint) -> Record:
@@ -55,7 +56,11 @@ def _record(client: TestClient, auth: Mint) -> Record:
     }
     response = post(client, "/fhir/Observation", observation, headers)
     assert response.status_code == 201, response.text
-    return Record(patient_id=patient_id, observation_id=response.json()["id"], headers=headers)
+    created = client.get(f"/fhir/Patient/{patient_id}", headers=headers).json()["identifier"][0]
+    identifier = f"{created['system']}|{created['value']}"
+    return Record(
+        patient_id=patient_id, observation_id=response.json()["id"], headers=headers, identifier=identifier
+    )
 
 
 def _sqlite_path(url: str) -> Path:
@@ -128,6 +133,10 @@ def _shred_then_restore(settings: Settings, services: Services, client: TestClie
             assert after.get(f"/fhir/Patient/{victim.patient_id}", headers=victim.headers).status_code == 410
             everything = after.get(f"/fhir/Patient/{victim.patient_id}/$everything", headers=victim.headers)
             assert everything.status_code == 410
+            search = after.get(
+                "/fhir/Patient", params={"identifier": victim.identifier}, headers=victim.headers
+            )
+            assert (search.status_code, search.json()["total"]) == (200, 0)
             kept = after.get(f"/fhir/Observation/{other.observation_id}", headers=other.headers)
             assert kept.status_code == 200
             assert kept.json()["code"] == {"text": "tension 12/8"}
