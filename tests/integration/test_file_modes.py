@@ -12,7 +12,9 @@ from carnet.store.engine import make_engine, upgrade
 
 
 def _modes(directory: Path) -> dict[str, int]:
-    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir() if p.name.startswith("carnet")}
+    return {
+        p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir() if p.name.startswith("carnet")
+    }
 
 
 def test_sqlite_database_wal_and_shm_are_0600(tmp_path: Path) -> None:
