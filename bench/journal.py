@@ -29,6 +29,7 @@ from carnet.api.app import Services, build_services
 from carnet.audit.verify import verify_journal
 from carnet.domain.journal import Entry
 from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.services.gate import Gate
 from carnet.services.records import Records
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -37,13 +38,13 @@ INS = "urn:oid:1.2.250.1.213.1.4.10"
 @contextmanager
 def journal_off() -> Iterator[None]:
     """Switch the journal write off in this process (for the with/without comparison only)."""
-    record, apart = Records._record, Records._record_apart
-    Records._record = lambda self, session, error: None  # type: ignore[method-assign]
-    Records._record_apart = lambda self, error: None  # type: ignore[method-assign]
+    record, apart = Gate._journal, Gate._journal_apart
+    Gate._journal = lambda self, call, session, error: None  # type: ignore[method-assign]
+    Gate._journal_apart = lambda self, call, error: None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        Records._record, Records._record_apart = record, apart  # type: ignore[method-assign]
+        Gate._journal, Gate._journal_apart = record, apart  # type: ignore[method-assign]
 
 
 def _observation(patient_id: str, value: int) -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""Transaction and batch Bundles over the record access (FHIR R4 §3.1.0.11)."""
+"""Transaction and batch Bundles over the record access (FHIR R4 §3.1.0.11).
+
+:meth:`Bundles.process` runs entries in one call: a transaction's entries all in one, a batch's
+each in its own (the record access opens one call per batch entry).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -21,40 +25,38 @@ from carnet.domain.resources import (
 from carnet.domain.search import (
     parse_search,
 )
-from carnet.services.ports import StoreSession
-from carnet.services.record_core import _check_type
-from carnet.services.record_search import RecordSearch
+from carnet.services._call import Call
+from carnet.services._checks import check_type
+from carnet.services.reads import Reads
+from carnet.services.record_search import Search
 from carnet.services.record_types import EntryRequest, EntryResponse
+from carnet.services.writes import Writes
+
+NewId = Callable[[], str]
 
 
-class BundleAccess(RecordSearch):
-    """Transactions (all or nothing) and batches (entry by entry)."""
+class Bundles:
+    """The entries of transactions (all or nothing) and batches (entry by entry)."""
 
-    def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
-        """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
-        with self._session("transaction", "Bundle", write=True) as session:
-            return self._process(session, entries)
+    def __init__(self, *, reads: Reads, writes: Writes, search: Search, new_id: NewId) -> None:
+        self._reads = reads
+        self._writes = writes
+        self._search = search
+        self._new_id = new_id
 
-    def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
-        """Process a batch Bundle: each entry on its own; failures are reported per entry."""
-        responses: list[EntryResponse] = []
-        for position, entry in enumerate(entries):
-            try:
-                with self._session("batch", "Bundle", write=entry.method != "GET") as session:
-                    responses.append(self._process(session, [entry], first=position)[0])
-            except CarnetError as error:
-                responses.append(EntryResponse(status=0, error=error))
-        return responses
+    def process(self, call: Call, entries: Sequence[EntryRequest], *, first: int = 0) -> list[EntryResponse]:
+        """Process Bundle entries in one call: POSTs get their ids first, then DELETE, POST, PUT, GET.
 
-    def _process(
-        self, session: StoreSession, entries: Sequence[EntryRequest], *, first: int = 0
-    ) -> list[EntryResponse]:
-        # ``first`` is the Bundle position of ``entries[0]`` (a batch processes one entry at a time).
+        ``first`` is the Bundle position of ``entries[0]`` (a batch processes one entry at a time).
+
+        Raises:
+            CarnetError: the first entry that failed, its message prefixed with its position.
+        """
         mapping: dict[str, str] = {}
         assigned: dict[int, str] = {}
         for index, entry in enumerate(entries):
             if entry.method == "POST" and entry.full_url and entry.resource is not None:
-                new_id = self._svc.new_id()
+                new_id = self._new_id()
                 assigned[index] = new_id
                 local = f"{entry.resource.get('resourceType')}/{new_id}"
                 mapping[entry.full_url] = local
@@ -83,7 +85,7 @@ class BundleAccess(RecordSearch):
             resource = resolved[index]
             try:
                 hint = hints.get(f"Binary/{assigned.get(index)}")
-                responses[index] = self._entry(session, entry, resource, assigned.get(index), hint)
+                responses[index] = self._entry(call, entry, resource, assigned.get(index), hint)
             except CarnetError as error:
                 error.message = f"Entry {first + index}: {error.message}"
                 error.args = (error.message,)
@@ -108,7 +110,7 @@ class BundleAccess(RecordSearch):
 
     def _entry(
         self,
-        session: StoreSession,
+        call: Call,
         entry: EntryRequest,
         resource: dict[str, Any] | None,
         assigned_id: str | None,
@@ -124,8 +126,8 @@ class BundleAccess(RecordSearch):
         if entry.method == "POST":
             if resource is None or len(parts) != 1 or parts[0] != resource.get("resourceType"):
                 raise InvalidRequest("A POST entry needs request.url = its resource type and a resource.")
-            result = self._create(
-                session, resource, if_none_exist=entry.if_none_exist, assigned_id=assigned_id, hint=hint
+            result = self._writes.create(
+                call, resource, if_none_exist=entry.if_none_exist, assigned_id=assigned_id, hint=hint
             )
             stored = result.stored
             return EntryResponse(
@@ -136,7 +138,7 @@ class BundleAccess(RecordSearch):
         if entry.method == "PUT":
             if resource is None or len(parts) != 2 or query_string:
                 raise InvalidRequest("A PUT entry needs request.url = <type>/<id> and a resource.")
-            result = self._update(session, parts[0], parts[1], resource, entry.if_match)
+            result = self._writes.update(call, parts[0], parts[1], resource, if_match=entry.if_match)
             stored = result.stored
             return EntryResponse(
                 status=200,
@@ -146,17 +148,17 @@ class BundleAccess(RecordSearch):
         if entry.method == "DELETE":
             if len(parts) != 2 or query_string:
                 raise InvalidRequest("A DELETE entry needs request.url = <type>/<id>.")
-            self._delete(session, parts[0], parts[1])
+            self._writes.delete(call, parts[0], parts[1])
             return EntryResponse(status=204)
         if entry.method == "GET":
             if len(parts) == 1:
-                _check_type(parts[0])
+                check_type(parts[0])
                 query = parse_search(parts[0], parse_qsl(query_string, keep_blank_values=True))
-                return EntryResponse(status=200, search=self._search(session, query))
+                return EntryResponse(status=200, search=self._search.run(call, query))
             if len(parts) == 2 and not query_string:
-                return EntryResponse(status=200, stored=self._read(session, parts[0], parts[1]))
+                return EntryResponse(status=200, stored=self._reads.read(call, parts[0], parts[1]))
             if len(parts) == 4 and parts[2] == "_history" and not query_string:
-                return EntryResponse(status=200, stored=self._vread(session, parts[0], parts[1], parts[3]))
+                return EntryResponse(status=200, stored=self._reads.vread(call, parts[0], parts[1], parts[3]))
             raise InvalidRequest(
                 "A GET entry reads <type>/<id>[/_history/<vid>] or searches <type>?<params>."
             )

@@ -1,9 +1,13 @@
-"""Documents as the DMP shares them: IHE MHD Simplified Publish (ITI-105) and archiving."""
+"""Documents as the DMP shares them: IHE MHD Simplified Publish (ITI-105) and archiving.
+
+Both run in their call's transaction, through the reads and writes of the record access.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from carnet.domain.documents import (
@@ -21,44 +25,69 @@ from carnet.domain.policy import (
     Action,
 )
 from carnet.domain.validation import validate
-from carnet.services.record_search import RecordSearch
+from carnet.services._call import Call
+from carnet.services.document_checks import DocumentChecks
+from carnet.services.gate import Gate
+from carnet.services.reads import Reads
 from carnet.services.record_types import (
     WriteResult,
     instant,
 )
+from carnet.services.writes import Writes
+
+Clock = Callable[[], datetime]
 
 
-class DocumentAccess(RecordSearch):
+def check_publishable(document: Mapping[str, Any]) -> None:
+    """Check a document offered to Simplified Publish before any transaction is opened.
+
+    Raises:
+        InvalidResource: not valid R4, or no document inline in ``content.attachment.data``.
+    """
+    validate(document)
+    if not any(isinstance(a.get("data"), str) for _, a in attachments(document)):
+        raise InvalidResource("Simplified Publish carries the document in content.attachment.data.")
+
+
+class Documents:
     """Publishing a document with its content inline, and archiving one."""
 
-    def archive(self, document_id: str, *, archived: bool) -> WriteResult:
+    def __init__(
+        self, *, gate: Gate, reads: Reads, writes: Writes, checks: DocumentChecks, clock: Clock
+    ) -> None:
+        self._gate = gate
+        self._reads = reads
+        self._writes = writes
+        self._checks = checks
+        self._clock = clock
+
+    def archive(self, call: Call, document_id: str, *, archived: bool) -> WriteResult:
         """Archive (or unarchive) a document: a new version tagged ``archived``, content untouched.
 
         An archived document stays readable and in its history; ITI-67 finds the archived ones
         with ``_tag=https://carnet.health/fhir/CodeSystem/document-flag|archived``. Decided like
         an update (the patient, or the authoring professional).
         """
-        with self._session("$archive", "DocumentReference", write=True) as session:
-            current = self._read(session, "DocumentReference", document_id)
-            resource = dict(current.resource or {})
-            meta = dict(resource.get("meta") or {})
-            tags = [
-                t
-                for t in meta.get("tag") or []
-                if not (t.get("system") == FLAG_SYSTEM and t.get("code") == "archived")
-            ]
-            if archived:
-                tags.append({"system": FLAG_SYSTEM, "code": "archived", "display": "Document archivé"})
-            if tags:
-                meta["tag"] = tags
-            else:
-                meta.pop("tag", None)
-            resource["meta"] = meta
-            return self._update(
-                session, "DocumentReference", document_id, resource, f'W/"{current.version_id}"'
-            )
+        current = self._reads.read(call, "DocumentReference", document_id)
+        resource = dict(current.resource or {})
+        meta = dict(resource.get("meta") or {})
+        tags = [
+            t
+            for t in meta.get("tag") or []
+            if not (t.get("system") == FLAG_SYSTEM and t.get("code") == "archived")
+        ]
+        if archived:
+            tags.append({"system": FLAG_SYSTEM, "code": "archived", "display": "Document archivé"})
+        if tags:
+            meta["tag"] = tags
+        else:
+            meta.pop("tag", None)
+        resource["meta"] = meta
+        return self._writes.update(
+            call, "DocumentReference", document_id, resource, if_match=f'W/"{current.version_id}"'
+        )
 
-    def publish(self, document: Mapping[str, Any]) -> WriteResult:
+    def publish(self, call: Call, document: Mapping[str, Any]) -> WriteResult:
         """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
 
         As a Document Recipient does: validate, extract each ``attachment.data`` into a Binary of
@@ -68,57 +97,55 @@ class DocumentAccess(RecordSearch):
         Raises:
             InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
         """
-        validate(document)
-        if not any(isinstance(a.get("data"), str) for _, a in attachments(document)):
-            raise InvalidResource("Simplified Publish carries the document in content.attachment.data.")
-        with self._session("create", "DocumentReference", write=True) as session:
-            patient_id = self._place(session, document)
-            revised = copy.deepcopy(dict(document))
-            inline: list[tuple[dict[str, Any], str]] = []
-            for index, attachment in attachments(revised):
-                data = attachment.get("data")
-                if not isinstance(data, str):
-                    continue
-                where = f"DocumentReference.content[{index}].attachment"
-                content = decode_base64(data, f"{where}.data")
-                check_attachment(attachment, content, where)
-                attachment["size"] = len(content)
-                attachment["hash"] = sha1_base64(content)
-                inline.append((attachment, data))
-            # A resubmission (same uniqueId, same content) is answered before any Binary is made,
-            # so that resending a document leaves nothing behind.
-            self._check(Action.CREATE, self._target(patient_id, "DocumentReference"), hide=False)
-            self._ensure_record(session, patient_id)
-            same = self._same_unique_id(session, revised, patient_id)
-            if same is not None:
-                return WriteResult(stored=same, created=False)
-            for attachment, data in inline:
-                binary: dict[str, Any] = {
-                    "resourceType": "Binary",
-                    "contentType": attachment.get("contentType", "application/octet-stream"),
-                    "securityContext": {"reference": f"Patient/{patient_id}"},
-                    "data": data,
-                }
-                made = self._create(session, binary).stored
-                del attachment["data"]
-                attachment["url"] = f"Binary/{made.resource_id}"
-            result = self._create(session, revised)
-            if result.created:
-                submission = {
-                    "resourceType": "List",
-                    "status": "current",
-                    "mode": "working",
-                    "code": {
-                        "coding": [
-                            {
-                                "system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
-                                "code": SUBMISSION_SET_CODE,
-                            }
-                        ]
-                    },
-                    "subject": {"reference": f"Patient/{patient_id}"},
-                    "date": instant(self._svc.clock()),
-                    "entry": [{"item": {"reference": f"DocumentReference/{result.stored.resource_id}"}}],
-                }
-                self._create(session, submission)
-            return result
+        check_publishable(document)
+        gate = self._gate
+        patient_id = self._writes.place(call, document)
+        revised = copy.deepcopy(dict(document))
+        inline: list[tuple[dict[str, Any], str]] = []
+        for index, attachment in attachments(revised):
+            data = attachment.get("data")
+            if not isinstance(data, str):
+                continue
+            where = f"DocumentReference.content[{index}].attachment"
+            content = decode_base64(data, f"{where}.data")
+            check_attachment(attachment, content, where)
+            attachment["size"] = len(content)
+            attachment["hash"] = sha1_base64(content)
+            inline.append((attachment, data))
+        # A resubmission (same uniqueId, same content) is answered before any Binary is made,
+        # so that resending a document leaves nothing behind.
+        gate.check(call, Action.CREATE, gate.target(call, patient_id, "DocumentReference"), hide=False)
+        self._writes.ensure_record(call, patient_id)
+        same = self._checks.same_unique_id(call, revised, patient_id)
+        if same is not None:
+            return WriteResult(stored=same, created=False)
+        for attachment, data in inline:
+            binary: dict[str, Any] = {
+                "resourceType": "Binary",
+                "contentType": attachment.get("contentType", "application/octet-stream"),
+                "securityContext": {"reference": f"Patient/{patient_id}"},
+                "data": data,
+            }
+            made = self._writes.create(call, binary).stored
+            del attachment["data"]
+            attachment["url"] = f"Binary/{made.resource_id}"
+        result = self._writes.create(call, revised)
+        if result.created:
+            submission = {
+                "resourceType": "List",
+                "status": "current",
+                "mode": "working",
+                "code": {
+                    "coding": [
+                        {
+                            "system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
+                            "code": SUBMISSION_SET_CODE,
+                        }
+                    ]
+                },
+                "subject": {"reference": f"Patient/{patient_id}"},
+                "date": instant(self._clock()),
+                "entry": [{"item": {"reference": f"DocumentReference/{result.stored.resource_id}"}}],
+            }
+            self._writes.create(call, submission)
+        return result

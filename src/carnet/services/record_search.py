@@ -1,31 +1,41 @@
 """Searching a record, the directory or the Patients by identifier, and ``$everything``.
 
-Each search runs in one store transaction through the same gate as every other access: the
+Each search runs in its call's transaction through the same gate as every other access: the
 policy decides per record, results the caller may not see are dropped before counts and pages,
 and each record touched gets its journal entry (DESIGN §5).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 
 from carnet.domain.errors import CarnetError, InvalidRequest
 from carnet.domain.policy import Action
 from carnet.domain.principal import FORBIDDEN_KINDS
 from carnet.domain.resources import is_directory_type
-from carnet.domain.search import SearchQuery, SortKey, parse_search, sort_value
-from carnet.services.ports import StoreSession
-from carnet.services.record_core import RecordCore, _check_id, _check_type
+from carnet.domain.search import SearchQuery, SortKey, clause_keys, parse_search, sort_value
+from carnet.services._call import Call
+from carnet.services._checks import check_id, check_type
+from carnet.services.gate import Gate
 from carnet.services.record_types import SearchResult, Stored
-from carnet.services.vault import DIRECTORY
+from carnet.services.vault import DIRECTORY, Vault
+
+Clock = Callable[[], datetime]
 
 
-class RecordSearch(RecordCore):
-    """Searches and ``$everything`` over the core record access."""
+class Search:
+    """Searches, ``$everything`` and the matching every lookup of a record goes through."""
+
+    def __init__(self, *, gate: Gate, vault: Vault, clock: Clock) -> None:
+        self._gate = gate
+        self._vault = vault
+        self._clock = clock
 
     def search(
-        self, resource_type: str, params: Sequence[tuple[str, str]], *, lenient: bool = False
+        self, call: Call, resource_type: str, params: Sequence[tuple[str, str]], *, lenient: bool = False
     ) -> SearchResult:
         """Search one record (or the directory, or Patients by identifier); sorted, paged.
 
@@ -33,14 +43,12 @@ class RecordSearch(RecordCore):
             InvalidRequest: a cross-patient search or a malformed parameter.
             UnsupportedSearch: an unknown parameter (unless ``lenient``). AccessDenied: not this caller's record.
         """
-        _check_type(resource_type)
-        if self.actor.kind in FORBIDDEN_KINDS:
-            self._refuse_forbidden_search(resource_type, params)
-        query = parse_search(resource_type, params, lenient=lenient)
-        with self._session("search-type", resource_type, query=params) as session:
-            return self._search(session, query)
+        check_type(resource_type)
+        if call.principal.kind in FORBIDDEN_KINDS:
+            self._refuse_forbidden(call, resource_type, params)
+        return self.run(call, parse_search(resource_type, params, lenient=lenient))
 
-    def _refuse_forbidden_search(self, resource_type: str, params: Sequence[tuple[str, str]]) -> None:
+    def _refuse_forbidden(self, call: Call, resource_type: str, params: Sequence[tuple[str, str]]) -> None:
         """Refuse an employer's, insurer's… search with 403, journaled in each existing record it names.
 
         The answer is the same whether the search names a record, an unknown one, or is malformed;
@@ -49,24 +57,23 @@ class RecordSearch(RecordCore):
         Raises:
             AccessDenied: always.
         """
-        with self._session("search-type", resource_type, query=params) as session:
-            named: list[str] = []
-            try:
-                query = parse_search(resource_type, params, lenient=True)
-                if query.resource_type == "Patient":
-                    named = self._patients_named(session, query)
-                elif query.patient_id is not None:
-                    named = [query.patient_id]
-            except CarnetError:
-                named = []
-            self._refuse_forbidden_kind(
-                Action.SEARCH, resource_type, session=session, named=[("Patient", r) for r in named]
-            )
+        named: list[str] = []
+        try:
+            query = parse_search(resource_type, params, lenient=True)
+            if query.resource_type == "Patient":
+                named = self.patients_named(call, query)
+            elif query.patient_id is not None:
+                named = [query.patient_id]
+        except CarnetError:
+            named = []
+        self._gate.admit(call, Action.SEARCH, resource_type, named=[("Patient", r) for r in named])
 
-    def _search(self, session: StoreSession, query: SearchQuery) -> SearchResult:
+    def run(self, call: Call, query: SearchQuery) -> SearchResult:
+        """Answer a parsed search in the call's transaction (a search entry of a Bundle too)."""
+        gate = self._gate
         resource_type = query.resource_type
         if resource_type == "Patient":
-            found = self._search_patients(session, query)
+            found = self.search_patients(call, query)
         else:
             if is_directory_type(resource_type):
                 owner = DIRECTORY
@@ -77,46 +84,95 @@ class RecordSearch(RecordCore):
                 )
             else:
                 owner = query.patient_id
-            self._check(Action.SEARCH, self._target(owner, resource_type), hide=False)
-            found = self._matching(session, owner, query)
+            gate.check(call, Action.SEARCH, gate.target(call, owner, resource_type), hide=False)
+            found = self.matching(call, owner, query)
         found = _sorted(found, query.sort or (SortKey(param="_lastUpdated", descending=True),))
         page = [] if query.summary_count else found[query.offset : query.offset + query.count]
         return SearchResult(entries=page, total=len(found), query=query)
 
-    def everything(self, patient_id: str) -> list[Stored]:
+    def everything(self, call: Call, patient_id: str) -> list[Stored]:
         """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
-        _check_id("Patient", patient_id)
-        with self._session("$everything", "Patient") as session:
-            self._refuse_forbidden_kind(
-                Action.EVERYTHING, "Patient", session=session, named=[("Patient", patient_id)]
+        gate = self._gate
+        check_id("Patient", patient_id)
+        gate.admit(call, Action.EVERYTHING, "Patient", named=[("Patient", patient_id)])
+        gate.check(
+            call,
+            Action.EVERYTHING,
+            gate.target(call, patient_id, "Patient"),
+            hide=True,
+            what=f"Patient/{patient_id}",
+        )
+        key = gate.key(call, patient_id)
+        versions = call.session.search(patient_id, None, (), ())
+        opened = [gate.open(key, v) for v in versions]
+        # Documents first, so each Binary takes its document's facts without another query.
+        opened.sort(key=lambda r: r.resource_type != "DocumentReference")
+        record = [stored for stored in opened if gate.visible(call, patient_id, stored)]
+        record.sort(key=lambda r: (r.resource_type != "Patient", r.resource_type, r.resource_id))
+        cited: dict[tuple[str, str], None] = {}
+        for stored in record:
+            for match in _REFERENCE.finditer(stored.json or b""):
+                rtype, rid = match.group(1).decode(), match.group(2).decode()
+                if is_directory_type(rtype):
+                    cited[(rtype, rid)] = None
+        wanted = [
+            (t, i)
+            for t, i in cited
+            if gate.decide(call, Action.READ, gate.target(call, DIRECTORY, t)).allowed
+        ]
+        found = call.session.current_many(DIRECTORY, wanted) if wanted else []
+        if found:
+            directory_key = gate.key(call, DIRECTORY)
+            record.extend(gate.open(directory_key, version) for version in found)
+        return record
+
+    def matching(self, call: Call, patient_id: str, query: SearchQuery) -> list[Stored]:
+        """Open every current resource of a record that matches the query and the caller may see.
+
+        Unsorted and unpaged: every result the caller may not see is dropped here, before counts
+        and pages are computed, so totals and links reveal nothing either.
+        """
+        return [
+            s for s in self._gate.matches(call, patient_id, query) if self._gate.visible(call, patient_id, s)
+        ]
+
+    def search_patients(self, call: Call, query: SearchQuery) -> list[Stored]:
+        """Find the Patients a search names, among the records the caller may read."""
+        gate = self._gate
+        found: list[Stored] = []
+        for patient_id in self.patients_named(call, query):
+            if not gate.decide(call, Action.READ, gate.target(call, patient_id, "Patient")).allowed:
+                continue
+            found.extend(self.matching(call, patient_id, dataclasses.replace(query, ids=(patient_id,))))
+        return found
+
+    def patients_named(self, call: Call, query: SearchQuery) -> list[str]:
+        """The records a Patient search names (by ``_id`` and/or ``identifier``), before any rule.
+
+        Raises:
+            InvalidRequest: neither ``_id`` nor ``identifier``, or an identifier without a value.
+        """
+        candidates: list[str] = list(query.ids)
+        identifier_clauses = [c for c in query.tokens if c.param == "identifier"]
+        if identifier_clauses:
+            for clause in identifier_clauses:
+                ids: set[str] = set()
+                for value in clause.values:
+                    parts = clause_keys(value)
+                    if parts[0] == "s":
+                        raise InvalidRequest("Patient?identifier= needs a value, not only a system.")
+                    ids.update(
+                        call.session.find_identities(
+                            self._vault.identity_hash(call.session, *parts, now=self._clock())
+                        )
+                    )
+                candidates = [c for c in candidates if c in ids] if query.ids else sorted(ids)
+        elif not query.ids:
+            raise InvalidRequest(
+                "Patients are found by identifier only (e.g. Patient?identifier=urn:oid:1.2.250.1.213.1.4.10|<INS>); "
+                "the record is patient-centred."
             )
-            self._check(
-                Action.EVERYTHING,
-                self._target(patient_id, "Patient"),
-                hide=True,
-                what=f"Patient/{patient_id}",
-            )
-            key = self._key(session, patient_id)
-            versions = session.search(patient_id, None, (), ())
-            opened = [self._open(key, v) for v in versions]
-            # Documents first, so each Binary takes its document's facts without another query.
-            opened.sort(key=lambda r: r.resource_type != "DocumentReference")
-            record = [stored for stored in opened if self._visible(patient_id, stored)]
-            record.sort(key=lambda r: (r.resource_type != "Patient", r.resource_type, r.resource_id))
-            cited: dict[tuple[str, str], None] = {}
-            for stored in record:
-                for match in _REFERENCE.finditer(stored.json or b""):
-                    rtype, rid = match.group(1).decode(), match.group(2).decode()
-                    if is_directory_type(rtype):
-                        cited[(rtype, rid)] = None
-            wanted = [
-                (t, i) for t, i in cited if self._decide(Action.READ, self._target(DIRECTORY, t)).allowed
-            ]
-            found = session.current_many(DIRECTORY, wanted) if wanted else []
-            if found:
-                directory_key = self._key(session, DIRECTORY)
-                record.extend(self._open(directory_key, version) for version in found)
-            return record
+        return list(dict.fromkeys(candidates))
 
 
 _REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')

@@ -1,29 +1,60 @@
 """The record service: every read and write of FHIR resources, for one principal.
 
-:class:`RecordService` holds the shared adapters and builds, for each principal, a
-:class:`Records`: the gate (:mod:`carnet.services.record_gate`: policy and journal), the core reads and writes
-(:mod:`carnet.services.record_core`), documents (:mod:`carnet.services.documents`), the access
-journal's view (:mod:`carnet.services.journal_view`) and Bundles (:mod:`carnet.services.bundles`).
+:class:`RecordService` holds the shared adapters and the collaborators of the record access,
+built once and holding no per-call state:
+
+- the gate (:mod:`carnet.services.gate`): the policy of each call, keys, opening, the journal;
+- reads and writes (:mod:`carnet.services.reads`, :mod:`carnet.services.writes`);
+- search (:mod:`carnet.services.record_search`): searches, ``$everything``, matching;
+- documents (:mod:`carnet.services.documents`, :mod:`carnet.services.document_checks`): MHD;
+- the journal view (:mod:`carnet.services.journal_view`): AuditEvents and proofs;
+- Bundles (:mod:`carnet.services.bundles`).
+
+Each of their methods takes the per-call context (:class:`carnet.services._call.Call`) that the
+gate's :meth:`~carnet.services.gate.Gate.transaction` creates: principal, access mode,
+transaction, journal trail, unwrapped keys. A request reads top to bottom: route → use case →
+:class:`Records` (or :meth:`RecordService.call`) → gate (policy) → store → open → journal.
+
+Two ways in:
+
+- ``service.records(principal, mode=…)`` returns :class:`Records`, the facade the API and the
+  portals use: each method is one call (one transaction, journaled);
+- a use case that needs several reads and writes in **one** transaction opens the call itself::
+
+      with service.call(principal, "update", "Patient", write=True) as call:
+          patient = call.reads.read("Patient", patient_id)
+          call.writes.update("Patient", patient_id, {**patient.resource, "active": False})
+
+  ``call.reads``, ``call.writes``, ``call.search``, ``call.documents``, ``call.journal`` and
+  ``call.bundles`` are the collaborators bound to that call; it is journaled once, like any
+  call, under the interaction and type it was opened with. If the block raises, nothing is
+  written (the journal still records a refusal).
+
 Routes never touch storage; they call this.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
-from carnet.domain.policy import (
-    AccessMode,
-    Profile,
-)
+from carnet.domain.errors import CarnetError
+from carnet.domain.policy import AccessMode, Obligation, Profile
 from carnet.domain.principal import ActorKind, Principal
-from carnet.services.bundles import BundleAccess
-from carnet.services.documents import DocumentAccess
+from carnet.services._call import Call
+from carnet.services.bundles import Bundles
+from carnet.services.document_checks import DocumentChecks
+from carnet.services.documents import Documents
+from carnet.services.gate import Gate
 from carnet.services.journal import Journal
 from carnet.services.journal_view import JournalView
 from carnet.services.notifications import Notifier
 from carnet.services.ports import Store
+from carnet.services.reads import Reads
+from carnet.services.record_search import Search
 from carnet.services.record_types import (
     EntryRequest,
     EntryResponse,
@@ -34,6 +65,7 @@ from carnet.services.record_types import (
     parse_etag,
 )
 from carnet.services.vault import Vault
+from carnet.services.writes import Writes
 
 Clock = Callable[[], datetime]
 NewId = Callable[[], str]
@@ -41,6 +73,7 @@ NewId = Callable[[], str]
 __all__ = [
     "EntryRequest",
     "EntryResponse",
+    "RecordCall",
     "RecordService",
     "Records",
     "SearchResult",
@@ -52,7 +85,7 @@ __all__ = [
 
 
 class RecordService:
-    """Builds the per-principal record access; holds the shared adapters."""
+    """Builds the per-principal record access; holds the shared adapters and the collaborators."""
 
     def __init__(
         self,
@@ -72,6 +105,25 @@ class RecordService:
         self.new_id = new_id
         self.journal = journal
         self.notifier = notifier or Notifier(vault=vault, clock=clock, new_id=new_id)
+        self.gate = Gate(
+            store=store, vault=vault, profile=profile, clock=clock, journal=journal, notifier=self.notifier
+        )
+        self.search = Search(gate=self.gate, vault=vault, clock=clock)
+        self.reads = Reads(gate=self.gate)
+        self.document_checks = DocumentChecks(gate=self.gate, search=self.search)
+        self.writes = Writes(
+            gate=self.gate,
+            search=self.search,
+            documents=self.document_checks,
+            vault=vault,
+            clock=clock,
+            new_id=new_id,
+        )
+        self.documents = Documents(
+            gate=self.gate, reads=self.reads, writes=self.writes, checks=self.document_checks, clock=clock
+        )
+        self.journal_view = JournalView(gate=self.gate, journal=journal)
+        self.bundles = Bundles(reads=self.reads, writes=self.writes, search=self.search, new_id=new_id)
 
     def resolve(self, principal: Principal) -> Principal:
         """Attach the record a patient holds, found by the identifier in their token."""
@@ -95,6 +147,345 @@ class RecordService:
         """Return the record access of one principal, in one access mode."""
         return Records(self, principal, mode=mode, justification=justification, confirmed_by=confirmed_by)
 
+    @contextmanager
+    def call(
+        self,
+        principal: Principal,
+        interaction: str,
+        resource_type: str,
+        *,
+        write: bool = False,
+        mode: AccessMode = AccessMode.NORMAL,
+        justification: str | None = None,
+        confirmed_by: str | None = None,
+        query: Sequence[tuple[str, str]] | None = None,
+    ) -> Iterator[RecordCall]:
+        """Open one call for a use case: several reads and writes in one transaction, journaled once.
 
-class Records(JournalView, BundleAccess, DocumentAccess):
-    """Everything one principal may do with records; each call is one transaction."""
+        ``interaction`` and ``resource_type`` name the call in its journal entries (a FHIR
+        interaction code or an operation name such as ``$close``); ``write`` opens a writing
+        transaction. See the module docstring for an example.
+        """
+        with self.gate.transaction(
+            principal,
+            interaction,
+            resource_type,
+            write=write,
+            mode=mode,
+            justification=justification,
+            confirmed_by=confirmed_by,
+            query=query,
+        ) as call:
+            yield RecordCall(self, call)
+
+
+class Records:
+    """Everything one principal may do with records; each method is one call (one transaction)."""
+
+    def __init__(
+        self,
+        service: RecordService,
+        principal: Principal,
+        *,
+        mode: AccessMode = AccessMode.NORMAL,
+        justification: str | None = None,
+        confirmed_by: str | None = None,
+    ) -> None:
+        self._svc = service
+        self.actor = principal
+        self.mode = mode
+        self.justification = justification
+        self.confirmed_by = confirmed_by
+        #: Obligations of the decisions that allowed this principal's requests (DESIGN §3).
+        self.obligations: set[Obligation] = set()
+
+    @contextmanager
+    def _call(
+        self,
+        interaction: str,
+        resource_type: str,
+        *,
+        write: bool = False,
+        query: Sequence[tuple[str, str]] | None = None,
+    ) -> Iterator[Call]:
+        with self._svc.gate.transaction(
+            self.actor,
+            interaction,
+            resource_type,
+            write=write,
+            mode=self.mode,
+            justification=self.justification,
+            confirmed_by=self.confirmed_by,
+            query=query,
+        ) as call:
+            try:
+                yield call
+            finally:
+                self.obligations |= call.obligations
+
+    def read(self, resource_type: str, resource_id: str) -> Stored:
+        """Read the current version of a resource, or an AuditEvent of the journal.
+
+        Raises:
+            NotFound: unknown, or not for this caller. Gone: deleted, or the record was erased.
+        """
+        if resource_type == "AuditEvent":
+            with self._call("journal", "AuditEvent") as call:
+                return self._svc.journal_view.read(call, resource_id)
+        with self._call("read", resource_type) as call:
+            return self._svc.reads.read(call, resource_type, resource_id)
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> Stored:
+        """Read one version of a resource."""
+        with self._call("vread", resource_type) as call:
+            return self._svc.reads.vread(call, resource_type, resource_id, version_id)
+
+    def history(
+        self,
+        resource_type: str,
+        resource_id: str | None,
+        patient_id: str | None,
+        since: datetime | None = None,
+    ) -> list[Stored]:
+        """Return the versions of a resource, or of a type within one record, newest first.
+
+        Raises:
+            InvalidRequest: a type history without a patient (records are patient-centred).
+        """
+        with self._call("history", resource_type) as call:
+            return self._svc.reads.history(call, resource_type, resource_id, patient_id, since)
+
+    def create(self, resource: Mapping[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+        """Create a resource with a server-assigned id (conditionally, with ``If-None-Exist``).
+
+        Raises:
+            InvalidResource: not valid R4, or a clinical resource without its patient.
+            AccessDenied: the policy refused. PreconditionFailed: several matches.
+        """
+        with self._call("create", str(resource.get("resourceType")), write=True) as call:
+            return self._svc.writes.create(call, resource, if_none_exist=if_none_exist)
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: Mapping[str, Any],
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        """Write a new version of an existing resource.
+
+        Raises:
+            NotFound: no such resource (ids are server-assigned). PreconditionFailed: stale ``If-Match``.
+        """
+        with self._call("update", resource_type, write=True) as call:
+            return self._svc.writes.update(call, resource_type, resource_id, resource, if_match=if_match)
+
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        """Delete a resource logically (its history stays; a deleted resource reads as Gone)."""
+        with self._call("delete", resource_type, write=True) as call:
+            self._svc.writes.delete(call, resource_type, resource_id)
+
+    def search(
+        self, resource_type: str, params: Sequence[tuple[str, str]], *, lenient: bool = False
+    ) -> SearchResult:
+        """Search one record (or the directory, or Patients by identifier), or a record's journal.
+
+        Raises:
+            InvalidRequest: a cross-patient search or a malformed parameter.
+            UnsupportedSearch: an unknown parameter (unless ``lenient``). AccessDenied: not this caller's record.
+        """
+        if resource_type == "AuditEvent":
+            with self._call("journal", "AuditEvent", query=params) as call:
+                return self._svc.journal_view.search(call, params, lenient=lenient)
+        with self._call("search-type", resource_type, query=params) as call:
+            return self._svc.search.search(call, resource_type, params, lenient=lenient)
+
+    def everything(self, patient_id: str) -> list[Stored]:
+        """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
+        with self._call("$everything", "Patient") as call:
+            return self._svc.search.everything(call, patient_id)
+
+    def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+        """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
+        with self._call("transaction", "Bundle", write=True) as call:
+            return self._svc.bundles.process(call, entries)
+
+    def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+        """Process a batch Bundle: each entry on its own; failures are reported per entry."""
+        responses: list[EntryResponse] = []
+        for position, entry in enumerate(entries):
+            try:
+                with self._call("batch", "Bundle", write=entry.method != "GET") as call:
+                    responses.append(self._svc.bundles.process(call, [entry], first=position)[0])
+            except CarnetError as error:
+                responses.append(EntryResponse(status=0, error=error))
+        return responses
+
+    def archive(self, document_id: str, *, archived: bool) -> WriteResult:
+        """Archive (or unarchive) a document: a new version tagged ``archived``, content untouched."""
+        with self._call("$archive", "DocumentReference", write=True) as call:
+            return self._svc.documents.archive(call, document_id, archived=archived)
+
+    def publish(self, document: Mapping[str, Any]) -> WriteResult:
+        """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
+
+        Raises:
+            InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
+        """
+        with self._call("create", "DocumentReference", write=True) as call:
+            return self._svc.documents.publish(call, document)
+
+    def audit_proof(self, event_id: str) -> dict[str, Any]:
+        """Return a journal entry's inclusion proof under a signed checkpoint, as FHIR Parameters.
+
+        Raises:
+            NotFound: unknown entry, or not this caller's to see.
+        """
+        with self._call("journal", "AuditEvent", write=True) as call:
+            return self._svc.journal_view.audit_proof(call, event_id)
+
+
+# -- One call opened by a use case: the collaborators bound to it ----------------------------------
+
+
+class RecordCall:
+    """One open call of :meth:`RecordService.call`: the collaborators bound to it."""
+
+    def __init__(self, service: RecordService, call: Call) -> None:
+        self.context = call
+        self.reads = BoundReads(service.reads, call)
+        self.writes = BoundWrites(service.writes, call)
+        self.search = BoundSearch(service.search, call)
+        self.documents = BoundDocuments(service.documents, call)
+        self.journal = BoundJournal(service.journal_view, call)
+        self.bundles = BoundBundles(service.bundles, call)
+
+    @property
+    def principal(self) -> Principal:
+        """Who asks."""
+        return self.context.principal
+
+    @property
+    def obligations(self) -> set[Obligation]:
+        """The obligations of the decisions that allowed this call so far."""
+        return self.context.obligations
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BoundReads:
+    """:class:`carnet.services.reads.Reads` within one call."""
+
+    reads: Reads
+    call: Call
+
+    def read(self, resource_type: str, resource_id: str) -> Stored:
+        """Read the current version of a resource (see :meth:`Records.read`)."""
+        return self.reads.read(self.call, resource_type, resource_id)
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> Stored:
+        """Read one version of a resource."""
+        return self.reads.vread(self.call, resource_type, resource_id, version_id)
+
+    def history(
+        self,
+        resource_type: str,
+        resource_id: str | None,
+        patient_id: str | None,
+        since: datetime | None = None,
+    ) -> list[Stored]:
+        """Return the versions of a resource, or of a type within one record, newest first."""
+        return self.reads.history(self.call, resource_type, resource_id, patient_id, since)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BoundWrites:
+    """:class:`carnet.services.writes.Writes` within one call."""
+
+    writes: Writes
+    call: Call
+
+    def create(self, resource: Mapping[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+        """Create a resource (see :meth:`Records.create`)."""
+        return self.writes.create(self.call, resource, if_none_exist=if_none_exist)
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: Mapping[str, Any],
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        """Write a new version of an existing resource (see :meth:`Records.update`)."""
+        return self.writes.update(self.call, resource_type, resource_id, resource, if_match=if_match)
+
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        """Delete a resource logically."""
+        self.writes.delete(self.call, resource_type, resource_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BoundSearch:
+    """:class:`carnet.services.record_search.Search` within one call."""
+
+    searcher: Search
+    call: Call
+
+    def search(
+        self, resource_type: str, params: Sequence[tuple[str, str]], *, lenient: bool = False
+    ) -> SearchResult:
+        """Search one record, the directory, or Patients by identifier (see :meth:`Records.search`)."""
+        return self.searcher.search(self.call, resource_type, params, lenient=lenient)
+
+    def everything(self, patient_id: str) -> list[Stored]:
+        """Return the whole record of a patient."""
+        return self.searcher.everything(self.call, patient_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BoundDocuments:
+    """:class:`carnet.services.documents.Documents` within one call."""
+
+    documents: Documents
+    call: Call
+
+    def archive(self, document_id: str, *, archived: bool) -> WriteResult:
+        """Archive (or unarchive) a document."""
+        return self.documents.archive(self.call, document_id, archived=archived)
+
+    def publish(self, document: Mapping[str, Any]) -> WriteResult:
+        """Simplified Publish of a document carried inline."""
+        return self.documents.publish(self.call, document)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BoundJournal:
+    """:class:`carnet.services.journal_view.JournalView` within one call."""
+
+    view: JournalView
+    call: Call
+
+    def read(self, event_id: str) -> Stored:
+        """Read one AuditEvent of the access journal."""
+        return self.view.read(self.call, event_id)
+
+    def search(self, params: Sequence[tuple[str, str]], *, lenient: bool = False) -> SearchResult:
+        """Search the access journal (AuditEvent)."""
+        return self.view.search(self.call, params, lenient=lenient)
+
+    def audit_proof(self, event_id: str) -> dict[str, Any]:
+        """Return a journal entry's inclusion proof (the call must be a writing one)."""
+        return self.view.audit_proof(self.call, event_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BoundBundles:
+    """:class:`carnet.services.bundles.Bundles` within one call."""
+
+    bundles: Bundles
+    call: Call
+
+    def process(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
+        """Process Bundle entries within this call (all or nothing, as a transaction)."""
+        return self.bundles.process(self.call, entries)

@@ -1,0 +1,60 @@
+"""The per-call context of the record access: who asks, how, and what one call did.
+
+A :class:`Call` is created once per use-case call by :meth:`carnet.services.gate.Gate.transaction`
+and handed, explicitly, to every collaborator (the gate, reads, writes, search, documents, the
+journal view, Bundles). None of them keeps anything of a call on itself, and nothing of a call
+outlives it: the record keys it unwrapped, the patients' grants, whether each record is open, the
+document facts it learnt and the Binaries it wrote are cached here for its transaction only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from carnet.domain.policy import AccessMode, DocumentFacts, Grants, Obligation
+from carnet.domain.principal import Principal
+from carnet.services.ports import StoreSession
+from carnet.services.trail import Touch
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class Call:
+    """One call of the record access: one principal, one transaction, one journal entry per record.
+
+    ``interaction`` and ``resource_type`` name the call in its journal entries (``read``,
+    ``search-type``, ``$archive``…); ``query`` is a search's parameters, URL-encoded, kept in its
+    entries. ``trail`` is what the call did with each record it touched; ``obligations`` collects
+    the obligations of the decisions that allowed it (DESIGN §3).
+    """
+
+    principal: Principal
+    mode: AccessMode = AccessMode.NORMAL
+    justification: str | None = None
+    confirmed_by: str | None = None
+    session: StoreSession
+    interaction: str
+    resource_type: str
+    query: str | None = None
+    #: The record a patient without one opened in this call; they hold it for the rest of the call.
+    opened_record: str | None = None
+    obligations: set[Obligation] = field(default_factory=set)
+    trail: dict[str, Touch] = field(default_factory=dict)
+    #: Record keys unwrapped in this call (one unwrap per record, not per row).
+    keys: dict[str, bytes] = field(default_factory=dict)
+    grants: dict[str, Grants] = field(default_factory=dict)
+    open_records: dict[str, bool] = field(default_factory=dict)
+    #: ``Binary/<id>`` → the facts of the current DocumentReference pointing to it.
+    binary_facts: dict[str, DocumentFacts] = field(default_factory=dict)
+    #: Binaries written by this call, so that a DocumentReference of the same transaction is
+    #: checked against its content without reading it back.
+    written_binaries: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> Principal:
+        """Who asks, as the policy sees them: a patient holds the record they opened in this call."""
+        if self.opened_record is None:
+            return self.principal
+        return dataclasses.replace(self.principal, patient_id=self.opened_record)

@@ -1,0 +1,84 @@
+"""The checks a document write makes (IHE MHD): its content matches it, its uniqueId is its own.
+
+Both run in the writing call's transaction: :class:`carnet.services.writes.Writes` checks each
+DocumentReference it creates or updates, :class:`carnet.services.documents.Documents` each
+document it publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from carnet.domain.documents import (
+    attachments,
+    binary_content,
+    check_attachment,
+    content_fingerprint,
+    decode_base64,
+    master_identifier,
+)
+from carnet.domain.errors import Conflict, InvalidResource
+from carnet.domain.resources import is_valid_id
+from carnet.domain.search import parse_search
+from carnet.services._call import Call
+from carnet.services.gate import Gate
+from carnet.services.record_search import Search
+from carnet.services.record_types import Stored
+
+
+class DocumentChecks:
+    """Each attachment against its content, and a resubmission against the stored document."""
+
+    def __init__(self, *, gate: Gate, search: Search) -> None:
+        self._gate = gate
+        self._search = search
+
+    def check_contents(self, call: Call, document: Mapping[str, Any], patient_id: str) -> None:
+        """Check each attachment's size and hash against its content (inline or in a Binary).
+
+        Raises:
+            InvalidResource: a size or hash that does not match, or a Binary not in this record.
+        """
+        for index, attachment in attachments(document):
+            where = f"DocumentReference.content[{index}].attachment"
+            if isinstance(attachment.get("data"), str):
+                check_attachment(attachment, decode_base64(attachment["data"], f"{where}.data"), where)
+                continue
+            url = attachment.get("url")
+            if not isinstance(url, str) or not url.startswith("Binary/"):
+                continue
+            binary_id = url.removeprefix("Binary/")
+            fresh = call.written_binaries.get((patient_id, binary_id))
+            if fresh is not None:
+                check_attachment(attachment, binary_content(fresh), where)
+                continue
+            session = call.session
+            owner = session.locate("Binary", binary_id) if is_valid_id(binary_id) else None
+            version = session.current(patient_id, "Binary", binary_id) if owner == patient_id else None
+            if version is None or version.deleted:
+                raise InvalidResource(f"{where}.url points to {url[:80]}, which is not in this record.")
+            binary = self._gate.open(self._gate.key(call, patient_id), version).resource or {}
+            check_attachment(attachment, binary_content(binary), where)
+
+    def same_unique_id(self, call: Call, document: Mapping[str, Any], patient_id: str) -> Stored | None:
+        """Return the stored document with the same uniqueId and content (idempotent resubmission).
+
+        Raises:
+            Conflict: the same uniqueId was submitted before with other content.
+        """
+        unique = master_identifier(document)
+        if unique is None:
+            return None
+        query = parse_search("DocumentReference", [("identifier", f"{unique[0]}|{unique[1]}")])
+        for stored in self._search.matching(call, patient_id, query):
+            existing = stored.resource or {}
+            if master_identifier(existing) != unique:
+                continue
+            if content_fingerprint(existing) != content_fingerprint(document):
+                raise Conflict(
+                    f"A document with uniqueId {unique[1][:80]} already exists with other content; "
+                    "a new version needs a new uniqueId and relatesTo = replaces."
+                )
+            return stored
+        return None

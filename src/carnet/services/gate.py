@@ -1,0 +1,490 @@
+"""The gate of the record access: the policy of each call, the keys, opening, and the journal.
+
+:meth:`Gate.transaction` opens a call (:class:`carnet.services._call.Call`): its store
+transaction, and, when it ends, one journal entry per record it touched (DESIGN §5) — in the
+write's own transaction, or before a read's data is returned. In between, the collaborators ask
+:meth:`Gate.decide` / :meth:`Gate.check` for each record and resource they touch, open what they
+read with :meth:`Gate.open`, and note what they return with :meth:`Gate.disclose`.
+
+The gate calls nothing above it: the policy (pure), the store, the vault, the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import cast
+from urllib.parse import urlencode
+
+from carnet.domain.consent import grants_from_consents
+from carnet.domain.documents import attachments, document_facts
+from carnet.domain.errors import (
+    AccessDenied,
+    CarnetError,
+    JournalUnavailable,
+    NotFound,
+    RecordShredded,
+)
+from carnet.domain.journal import Entry
+from carnet.domain.policy import (
+    NO_GRANTS,
+    NO_RECORD,
+    AccessMode,
+    AccessRequest,
+    Action,
+    Decision,
+    DocumentFacts,
+    Grants,
+    Obligation,
+    Profile,
+    Target,
+    decide,
+)
+from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
+from carnet.domain.resources import is_closed
+from carnet.domain.search import SearchQuery, clause_keys, matches_dates, parse_search
+from carnet.services._call import Call
+from carnet.services.caller import current_caller
+from carnet.services.journal import Journal
+from carnet.services.notifications import Notice, NoticeEvent, NotificationStore, Notifier
+from carnet.services.ports import Store, StoredVersion, StoreSession
+from carnet.services.record_types import Stored
+from carnet.services.trail import Touch, outcome
+from carnet.services.vault import DIRECTORY, Vault
+
+log = logging.getLogger("carnet.records")
+
+Clock = Callable[[], datetime]
+
+
+class Gate:
+    """The policy, keys, opening and journal of every call; holds no state of its own per call."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        vault: Vault,
+        profile: Profile,
+        clock: Clock,
+        journal: Journal,
+        notifier: Notifier,
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.profile = profile
+        self.clock = clock
+        self.journal = journal
+        self.notifier = notifier
+
+    # -- the call ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(
+        self,
+        principal: Principal,
+        interaction: str,
+        resource_type: str,
+        *,
+        write: bool = False,
+        mode: AccessMode = AccessMode.NORMAL,
+        justification: str | None = None,
+        confirmed_by: str | None = None,
+        query: Sequence[tuple[str, str]] | None = None,
+    ) -> Iterator[Call]:
+        """Open one call: its store transaction, then the journal of what it did with each record.
+
+        A writing call journals in its own transaction, so the entry commits with the change or
+        neither does; a reading call journals right after its read, before its caller gets the
+        data; a call that fails after a decision about a record journals in a transaction of its
+        own. If the journal cannot be written, the call fails (``JournalUnavailable``): nothing is
+        returned and nothing is changed. ``query`` is a search's parameters, kept in its entries.
+        """
+        call: Call | None = None
+        try:
+            with self.store.session(write=write) as session:
+                call = Call(
+                    principal=principal,
+                    mode=mode,
+                    justification=justification,
+                    confirmed_by=confirmed_by,
+                    session=session,
+                    interaction=interaction,
+                    resource_type=resource_type,
+                    query=urlencode(list(query)) if query is not None else None,
+                )
+                yield call
+                if write and call.trail:
+                    self._journal(call, session, None)
+        except JournalUnavailable:
+            raise
+        except CarnetError as error:
+            if call is not None and call.trail:
+                self._journal_apart(call, error)
+            raise
+        if not write and call is not None and call.trail:
+            self._journal_apart(call, None)
+
+    # -- policy -------------------------------------------------------------------------------
+
+    def target(
+        self,
+        call: Call,
+        patient_id: str | None,
+        resource_type: str,
+        *,
+        opens: bool = False,
+        document: DocumentFacts | None = None,
+    ) -> Target:
+        """Describe what a request touches, for the policy (the directory, or one record)."""
+        if patient_id == DIRECTORY:
+            return Target(patient_id=None, resource_type=resource_type, in_directory=True)
+        return Target(
+            patient_id=patient_id,
+            resource_type=resource_type,
+            opens_own_record=opens,
+            document=document,
+            record_open=self._is_open(call, patient_id),
+        )
+
+    def _is_open(self, call: Call, patient_id: str | None) -> bool:
+        """Whether a record is open, read from its Patient (once per call).
+
+        Only professionals and feeds, whose access a closed record stops, pay for reading it.
+        """
+        if patient_id is None:
+            return True
+        if call.principal.kind not in (ActorKind.PROFESSIONAL, ActorKind.FEED):
+            return True
+        if patient_id not in call.open_records:
+            try:
+                key = self.key(call, patient_id)
+            except RecordShredded:
+                return True  # nothing left to read; the key's absence answers
+            versions = call.session.search(patient_id, "Patient", (), ())
+            patients = [r for r in (self.open(key, v).resource for v in versions) if r is not None]
+            call.open_records[patient_id] = not any(is_closed(p) for p in patients)
+        return call.open_records[patient_id]
+
+    def _grants_of(self, call: Call, patient_id: str | None) -> Grants:
+        """The patient's choices, read from the Consents of their record (once per call).
+
+        Only the actors whose access depends on them (professionals, representatives, feeds)
+        pay for reading them.
+        """
+        if patient_id is None or patient_id == DIRECTORY:
+            return NO_GRANTS
+        if call.principal.kind not in (ActorKind.PROFESSIONAL, ActorKind.REPRESENTATIVE, ActorKind.FEED):
+            return NO_GRANTS
+        if patient_id not in call.grants:
+            try:
+                key = self.key(call, patient_id)
+            except RecordShredded:
+                return NO_GRANTS
+            versions = call.session.search(patient_id, "Consent", (), ())
+            consents = [r for r in (self.open(key, v).resource for v in versions) if r is not None]
+            call.grants[patient_id] = grants_from_consents(consents, self.clock())
+        return call.grants[patient_id]
+
+    def decide(self, call: Call, action: Action, target: Target) -> Decision:
+        """Ask the policy about one request of the call, and note the verdict for its journal."""
+        request = AccessRequest(
+            actor=call.actor,
+            action=action,
+            target=target,
+            mode=call.mode,
+            justification=call.justification,
+            confirmed_by=call.confirmed_by,
+        )
+        decision = decide(request, self._grants_of(call, target.patient_id), self.profile, self.clock())
+        trail = self.trail_of(call, target.patient_id)
+        if decision.allowed:
+            call.obligations |= decision.obligations
+            if trail is not None:
+                trail.allowed = True
+                trail.allowed_reasons.update(decision.reasons)
+                trail.notify |= Obligation.NOTIFY_PATIENT in decision.obligations
+        elif trail is not None:
+            trail.denied_reasons.update(decision.reasons)
+        return decision
+
+    def check(self, call: Call, action: Action, target: Target, *, hide: bool, what: str = "") -> Decision:
+        """Decide, and refuse what is not allowed.
+
+        Raises:
+            NotFound: refused where the refusal would reveal what exists (``hide``), or the
+                request names no record. AccessDenied: refused otherwise.
+        """
+        decision = self.decide(call, action, target)
+        if not decision.allowed:
+            if hide or NO_RECORD in decision.reasons:
+                raise NotFound(f"{what or target.resource_type} is not known.")
+            raise AccessDenied("Access to this record is not allowed.", reasons=decision.reasons)
+        return decision
+
+    def admit(
+        self, call: Call, action: Action, resource_type: str, *, named: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Refuse with 403 the kinds of actor that never get in.
+
+        Such a refusal depends only on who asks, so unlike a per-record refusal it reveals nothing
+        about what exists: the answer is the same for an unknown id. Each resource the request
+        ``named`` (type, id) that exists makes the attempt an entry of its record's journal
+        (decision ``deny``, rule ``forbidden-kind``), for the patient to see.
+
+        Raises:
+            AccessDenied: the actor is an employer, complementary insurer, bank or contract assessor.
+        """
+        if call.principal.kind not in FORBIDDEN_KINDS:
+            return
+        for named_type, named_id in named:
+            patient_id = call.session.locate(named_type, named_id)
+            if patient_id is not None and patient_id != DIRECTORY:
+                self.decide(call, action, self.target(call, patient_id, resource_type))
+        self.check(call, action, self.target(call, None, resource_type), hide=False)
+
+    # -- keys, opening, document facts ----------------------------------------------------------
+
+    def key(self, call: Call, patient_id: str) -> bytes:
+        """Return a record's key, unwrapped once per call.
+
+        Raises:
+            RecordShredded: the record was erased (or never existed).
+        """
+        if patient_id not in call.keys:
+            call.keys[patient_id] = self.vault.key(call.session, patient_id, self.clock())
+        return call.keys[patient_id]
+
+    def open(self, key: bytes, version: StoredVersion) -> Stored:
+        """Open a stored version (a deletion opens to no resource)."""
+        raw = None
+        if version.sealed is not None:
+            raw = self.vault.open_resource(
+                key,
+                version.patient_id,
+                version.resource_type,
+                version.resource_id,
+                version.version_id,
+                version.sealed,
+            )
+        return Stored(
+            resource_type=version.resource_type,
+            resource_id=version.resource_id,
+            version_id=version.version_id,
+            last_updated=version.last_updated,
+            raw=raw,
+        )
+
+    def matches(self, call: Call, patient_id: str, query: SearchQuery) -> list[Stored]:
+        """Open every current resource of a record that matches the query, before any visibility check.
+
+        Token clauses are answered by the blind indexes in SQL; date clauses on the opened
+        resources. An erased record matches nothing.
+        """
+        try:
+            key = self.key(call, patient_id)
+        except RecordShredded:
+            return []
+        filters = [
+            (c.param, [self.vault.token_hash(key, c.param, clause_keys(v)) for v in c.values])
+            for c in query.tokens
+        ]
+        versions = call.session.search(patient_id, query.resource_type, query.ids, filters)
+        out: list[Stored] = []
+        for version in versions:
+            stored = self.open(key, version)
+            if query.dates and (stored.resource is None or not matches_dates(stored.resource, query.dates)):
+                continue
+            out.append(stored)
+        return out
+
+    def facts(self, call: Call, patient_id: str, stored: Stored) -> DocumentFacts | None:
+        """The document facts the policy needs for one opened resource (None if not a document).
+
+        A Binary takes the facts of the current DocumentReference of its record that points to it.
+        """
+        if stored.resource_type == "DocumentReference" and stored.resource is not None:
+            facts = document_facts(stored.resource)
+            if stored.resource.get("status") == "current":
+                # A Binary read in the same call takes these facts without another query.
+                for _, attachment in attachments(stored.resource):
+                    if isinstance(attachment.get("url"), str):
+                        call.binary_facts.setdefault(attachment["url"], facts)
+            return facts
+        if stored.resource_type != "Binary":
+            return None
+        cached = call.binary_facts.get(f"Binary/{stored.resource_id}")
+        if cached is not None:
+            return cached
+        query = parse_search("DocumentReference", [("binary", f"Binary/{stored.resource_id}")])
+        documents = [d for d in self.matches(call, patient_id, query) if d.resource]
+        return document_facts(documents[0].resource or {}) if documents else None
+
+    def stored_facts(self, call: Call, patient_id: str, version: StoredVersion) -> DocumentFacts | None:
+        """The document facts of a stored version (its authors decide who may change it)."""
+        if version.deleted or version.resource_type not in ("DocumentReference", "Binary"):
+            return None
+        try:
+            return self.facts(call, patient_id, self.open(self.key(call, patient_id), version))
+        except RecordShredded:
+            return None
+
+    def visible(self, call: Call, patient_id: str, stored: Stored) -> bool:
+        """Tell whether the caller may see one opened resource (its facts decided, per resource)."""
+        if stored.json is None:  # a deletion; ``json`` does not parse, ``resource`` would
+            return True
+        target = self.target(
+            call, patient_id, stored.resource_type, document=self.facts(call, patient_id, stored)
+        )
+        if not self.decide(call, Action.READ, target).allowed:
+            return False
+        self.disclose(call, patient_id, stored)
+        return True
+
+    def shown(self, call: Call, patient_id: str, stored: Stored) -> Stored:
+        """Return an opened resource if the caller may see it.
+
+        Raises:
+            NotFound: not for this caller, answered exactly as a missing resource.
+        """
+        if not self.visible(call, patient_id, stored):
+            raise NotFound(f"{stored.resource_type}/{stored.resource_id} is not known.")
+        return stored
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    def trail_of(self, call: Call, patient_id: str | None) -> Touch | None:
+        """What the call did with one record so far (None for the directory or no record)."""
+        if patient_id is None or patient_id == DIRECTORY:
+            return None
+        if patient_id not in call.trail:
+            call.trail[patient_id] = Touch()
+        return call.trail[patient_id]
+
+    def disclose(self, call: Call, patient_id: str, stored: Stored) -> None:
+        """Note a resource version the call returns or writes (the entry's targets)."""
+        trail = self.trail_of(call, patient_id)
+        if trail is not None:
+            trail.targets[f"{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}"] = None
+
+    def _entries(
+        self, call: Call, session: StoreSession, error: CarnetError | None
+    ) -> list[tuple[bytes, Entry]]:
+        """Build the journal entries of a call, one per record it touched."""
+        actor, now = call.actor, self.clock()
+        caller = current_caller()
+        actor_id = actor.professional_id or actor.feed_id or actor.subject
+        out: list[tuple[bytes, Entry]] = []
+        for patient_id, trail in call.trail.items():
+            try:
+                key = self._journal_key(call, session, patient_id)
+            except RecordShredded:
+                continue  # an erased record has nothing left to disclose, and no key to seal with
+            refused = not trail.allowed or (
+                isinstance(error, (AccessDenied, NotFound)) and bool(trail.denied_reasons)
+            )
+            reasons = trail.denied_reasons if refused else trail.allowed_reasons
+            notified = (
+                () if refused or error is not None else self._notify(call, session, key, patient_id, trail)
+            )
+            entry = Entry(
+                recorded=now,
+                patient_id=patient_id,
+                actor_kind=actor.kind.value,
+                actor_id=actor_id,
+                actor_display=actor.display,
+                actor_profession=actor.profession,
+                actor_specialty=actor.specialty,
+                action=call.interaction,
+                resource_type=call.resource_type,
+                targets=tuple(trail.targets) if error is None else (),
+                mode=call.mode.value,
+                decision="deny" if refused else "permit",
+                outcome=outcome(error),
+                reasons=tuple(sorted(reasons)),
+                justification=call.justification,
+                confirmed_by=call.confirmed_by,
+                notified=notified,
+                client=caller.client if caller is not None else None,
+                client_address=caller.address if caller is not None else None,
+                query=call.query,
+            )
+            out.append((key, entry))
+        return out
+
+    def _journal_key(self, call: Call, session: StoreSession, patient_id: str) -> bytes:
+        """A record's key for sealing its entry: the call's, or unwrapped in the journal's transaction."""
+        if patient_id not in call.keys:
+            call.keys[patient_id] = self.vault.key(session, patient_id, self.clock())
+        return call.keys[patient_id]
+
+    def _events(
+        self, call: Call, session: StoreSession, key: bytes, patient_id: str, trail: Touch
+    ) -> list[NoticeEvent]:
+        """The notices an allowed access gives the patient (DESIGN §9); at most one per access."""
+        actor, mode = call.actor, call.mode
+        if mode is AccessMode.BREAK_GLASS:
+            return [NoticeEvent.BREAK_GLASS]
+        if mode is AccessMode.REGULATION:
+            return [NoticeEvent.REGULATION]
+        if trail.notify and mode is AccessMode.TREATING:
+            return [NoticeEvent.MASKED_ACCESS]
+        events: list[NoticeEvent] = []
+        if actor.kind is ActorKind.PROFESSIONAL:
+            actor_id = actor.professional_id or actor.subject
+            first = session.add_journal_actor(
+                patient_id, self.vault.token_hash(key, "journal-actor", (actor_id,))
+            )
+            if first or trail.notify:
+                events.append(NoticeEvent.NEW_PROFESSIONAL)
+        if trail.new_document and actor.kind not in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE):
+            events.append(NoticeEvent.NEW_DOCUMENT)
+        return events
+
+    def _notify(
+        self, call: Call, session: StoreSession, key: bytes, patient_id: str, trail: Touch
+    ) -> tuple[str, ...]:
+        """Enqueue, in ``session``, the notices of one allowed access; return those enqueued."""
+        sent: list[str] = []
+        for event in self._events(call, session, key, patient_id, trail):
+            notice = Notice.of(event, call.actor, patient_id=patient_id, at=self.clock(), mode=call.mode)
+            if self.notifier.notify(cast(NotificationStore, session), key, notice):
+                sent.append(event.value)
+        return tuple(sent)
+
+    def _journal(self, call: Call, session: StoreSession, error: CarnetError | None) -> None:
+        """Append a call's journal entries in ``session`` (fail closed)."""
+        try:
+            entries = self._entries(call, session, error)
+            if entries:
+                self.journal.append(session, entries)
+        except Exception as exc:
+            log.error("journal write failed: %s", type(exc).__name__)
+            raise _unavailable() from exc
+
+    def _journal_apart(self, call: Call, error: CarnetError | None) -> None:
+        """Journal a call in a transaction of its own (reads, and calls that failed).
+
+        For a call that failed, nothing is returned whatever happens here, so a journal that
+        cannot be written (or a key that cannot be unwrapped to seal the entry) is logged and
+        the call's own error is reported.
+        """
+        try:
+            with self.store.session(write=True) as session:
+                self._journal(call, session, error)
+        except Exception as exc:
+            if error is not None:
+                log.error("journal write of a failed request failed: %s", type(exc.__cause__ or exc).__name__)
+                return
+            if isinstance(exc, JournalUnavailable):
+                raise
+            log.error("journal write failed: %s", type(exc).__name__)
+            raise _unavailable() from exc
+
+
+def _unavailable() -> JournalUnavailable:
+    return JournalUnavailable(
+        "The access journal could not be written, so the request was not carried out; retry later."
+    )
