@@ -10,27 +10,11 @@ from collections.abc import Iterator, Mapping
 
 import grimp
 
-#: Import edges allowed although they close a cycle, each with the work that removes it.
-ALLOWED_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset(
-    {
-        # removed by issue 18 item 5: the portals reach the application object through carnet.api.app.
-        ("carnet.web", "carnet.api.app"),
-    }
-)
-
-
-def _allowed(importer: str, imported: str) -> bool:
-    return any(
-        (importer == source or importer.startswith(f"{source}.")) and imported == target
-        for source, target in ALLOWED_CYCLE_EDGES
-    )
-
 
 def _import_graph() -> dict[str, list[str]]:
     graph = grimp.build_graph("carnet", exclude_type_checking_imports=False)
     return {
-        module: sorted(m for m in graph.find_modules_directly_imported_by(module) if not _allowed(module, m))
-        for module in sorted(graph.modules)
+        module: sorted(graph.find_modules_directly_imported_by(module)) for module in sorted(graph.modules)
     }
 
 
@@ -85,11 +69,3 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     """The cycle check itself reports a two-module and a three-module cycle, and nothing in a chain."""
     graph = {"a": ["b"], "b": ["c"], "c": ["a"], "d": ["e"], "e": ["d"], "f": ["a"]}
     assert sorted(_cycles(graph)) == [["a", "b", "c"], ["d", "e"]]
-
-
-def test_every_allowed_cycle_edge_still_exists() -> None:
-    """An allowed exception is dropped once the import it excuses is gone."""
-    graph = grimp.build_graph("carnet", exclude_type_checking_imports=False)
-    for source, target in ALLOWED_CYCLE_EDGES:
-        importers = {m for m in graph.find_modules_that_directly_import(target) if m.startswith(source)}
-        assert importers, f"{source} no longer imports {target}: remove the exception"
