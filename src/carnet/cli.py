@@ -26,6 +26,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(patient_app, name="patient")
 app.add_typer(audit_app, name="audit")
+witness_app = typer.Typer(
+    help="A witness of Carnet journals (C2SP tlog-witness), run apart from Carnet.", no_args_is_help=True
+)
+app.add_typer(witness_app, name="witness")
 
 console = Console(stderr=True)
 
@@ -422,14 +426,19 @@ def audit_verify(
         str | None, typer.Option(help="The checkpoints' verifier key, or a file holding it")
     ] = None,
     database: Annotated[str | None, typer.Option(help="Database URL; default: the configured one")] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Do not ask the witnesses; check only the cosignatures stored")
+    ] = False,
 ) -> None:
-    """Recompute the whole journal offline and check it against signed checkpoints.
+    """Recompute the whole journal and check it against signed checkpoints and the witnesses.
 
-    Exit 0: every entry verified. Exit 1: an entry is missing, altered, out of place or forged
-    (the first bad index is named). Exit 2: a checkpoint does not verify.
+    Exit 0: every entry verified (and, with CARNET_WITNESSES, the head is witnessed). Exit 1:
+    an entry is missing, altered, out of place or forged (the first bad index is named), a
+    tree node is bad, or the journal is not witnessed. Exit 2: a checkpoint does not verify.
     """
     from carnet.audit.checkpoint import open_note
     from carnet.audit.verify import verify_journal
+    from carnet.audit.witness_client import HTTPWitness
     from carnet.domain.errors import AuditChainError
     from carnet.store.engine import make_engine
     from carnet.store.repository import SQLStore
@@ -456,7 +465,15 @@ def audit_verify(
         task = bar.add_task("entries", total=None)
         try:
             reports = verify_journal(
-                session, verifier, base, checkpoints=given, progress=lambda n: bar.advance(task, n)
+                session,
+                verifier,
+                base,
+                checkpoints=given,
+                progress=lambda n: bar.advance(task, n),
+                witnesses=[HTTPWitness(url, witness_key) for url, witness_key in settings.witnesses],
+                quorum=settings.effective_witness_quorum,
+                ask_witnesses=not offline,
+                now=datetime.now(UTC),
             )
         except AuditChainError as exc:
             console.print(f"[red]Checkpoint error:[/red] {exc.message}")
@@ -465,6 +482,16 @@ def audit_verify(
     failed = False
     for report in reports:
         verdict = report.verdict
+        witnessing = report.witnessing
+        if witnessing is not None:
+            for problem in witnessing.problems:
+                typer.echo(f"shard {report.shard}: NOT WITNESSED: {problem}")
+            if witnessing.size is not None:
+                typer.echo(
+                    f"shard {report.shard}: checkpoint {witnessing.size} witnessed by "
+                    f"{len(witnessing.cosigners)} (quorum {witnessing.quorum}): {', '.join(witnessing.cosigners)}"
+                )
+            failed = failed or bool(witnessing.problems)
         if verdict.ok:
             extra = f"; {verdict.unverified} newer entries await a checkpoint" if verdict.unverified else ""
             typer.echo(
@@ -494,6 +521,71 @@ def audit_checkpoint(shard: Annotated[int, typer.Option(help="Journal shard")] =
         typer.echo(services.journal.checkpoint(shard).decode(), nl=False)
     except CarnetError as exc:
         raise _fail(exc) from None
+
+
+_WITNESS_DIR = Annotated[Path, typer.Option("--dir", help="The witness's directory (key and state)")]
+
+
+@witness_app.command("init")
+def witness_init(
+    name: Annotated[str, typer.Option(help="The witness's name, e.g. witness.association.example/carnet")],
+    directory: _WITNESS_DIR = Path("var/witness"),
+) -> None:
+    """Create a witness's key and state; print its verifier key (give it to the log's operator)."""
+    from carnet.witness.state import init_witness
+
+    try:
+        typer.echo(init_witness(directory, name))
+    except CarnetError as exc:
+        raise _fail(exc) from None
+
+
+@witness_app.command("trust")
+def witness_trust(
+    key: Annotated[
+        str, typer.Argument(help="The journal's verifier key (GET /journal/verifier-key), or a file")
+    ],
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(help="A checkpoint origin it signs (default: the key's name); repeat for shards"),
+    ] = None,
+    directory: _WITNESS_DIR = Path("var/witness"),
+) -> None:
+    """Follow a journal: cosign the checkpoints its key signs for these origins."""
+    from carnet.witness.state import WitnessState
+
+    candidate = Path(key)
+    verifier = candidate.read_text(encoding="ascii").strip() if candidate.is_file() else key.strip()
+    state = WitnessState(directory)
+    try:
+        for each in origin or [verifier.split("+", 1)[0]]:
+            state.trust(each, verifier)
+            typer.echo(f"following {each}")
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    finally:
+        state.close()
+
+
+@witness_app.command("serve")
+def witness_serve(
+    directory: _WITNESS_DIR = Path("var/witness"),
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8100,
+) -> None:
+    """Serve the witness: POST /add-checkpoint cosigns checkpoints consistent with what it saw."""
+    import uvicorn
+
+    from carnet.witness.app import create_witness_app
+    from carnet.witness.state import WitnessState
+
+    state = WitnessState(directory)
+    try:
+        name, _ = state.signer()
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    console.print(f"witness {name} on http://{host}:{port}/ following {len(state.logs())} log(s)")
+    uvicorn.run(create_witness_app(state), host=host, port=port, access_log=False, log_config=None)
 
 
 def main() -> None:

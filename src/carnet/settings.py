@@ -21,6 +21,9 @@ CARNET_OIDC_JWKS_FILE          JSON Web Key Set of the issuer (production)      
 CARNET_JOURNAL_SHARDS          independent Merkle logs of the access journal          1
 CARNET_JOURNAL_ORIGIN          origin line of the journal's checkpoints               carnet.localhost/journal
 CARNET_CHECKPOINT_SECONDS      seconds between signed checkpoints (when it grew)      2
+CARNET_WITNESSES               witnesses of the journal: ``<url> <verifier key>``,    —
+                               comma-separated (``carnet witness init`` prints the key)
+CARNET_WITNESS_QUORUM          cosignatures a checkpoint needs to count as witnessed  all the witnesses
 CARNET_SMTP_HOST               SMTP server for notices (none: they wait in the outbox) —
 CARNET_SMTP_PORT               its port                                              25
 CARNET_SMTP_SECURITY           ``none``, ``starttls`` or ``tls``                        none
@@ -76,6 +79,8 @@ KNOWN = frozenset(
         "CARNET_JOURNAL_SHARDS",
         "CARNET_JOURNAL_ORIGIN",
         "CARNET_CHECKPOINT_SECONDS",
+        "CARNET_WITNESSES",
+        "CARNET_WITNESS_QUORUM",
         "CARNET_SMTP_HOST",
         "CARNET_SMTP_PORT",
         "CARNET_SMTP_SECURITY",
@@ -113,6 +118,10 @@ class Settings:
     journal_shards: int = 1
     journal_origin: str = "carnet.localhost/journal"
     checkpoint_seconds: int = 2
+    #: ``(submission URL prefix, verifier key)`` of each witness of the journal.
+    witnesses: tuple[tuple[str, str], ...] = ()
+    #: How many of them must cosign a checkpoint; 0 means all of them.
+    witness_quorum: int = 0
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_security: str = "none"
@@ -134,6 +143,11 @@ class Settings:
         return self.database_url or f"sqlite:///{self.data_dir / 'carnet.sqlite3'}"
 
     @property
+    def effective_witness_quorum(self) -> int:
+        """The cosignatures a checkpoint needs (every configured witness unless set lower)."""
+        return self.witness_quorum or len(self.witnesses)
+
+    @property
     def development_issuer_enabled(self) -> bool:
         """Whether the embedded development token issuer is accepted (never in production)."""
         return self.mode is Mode.DEVELOPMENT
@@ -153,6 +167,24 @@ def _switch(env: Mapping[str, str], name: str) -> bool:
     if raw not in ("on", "off"):
         raise ConfigurationError(f"{name} must be 'on' or 'off', not {raw[:20]!r}.")
     return raw == "on"
+
+
+def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
+    """Parse ``<url> <verifier key>, <url> <verifier key>…``."""
+    witnesses: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        parts = item.split()
+        if len(parts) != 2 or not parts[0].startswith(("http://", "https://")) or parts[1].count("+") < 2:
+            raise ConfigurationError(
+                "CARNET_WITNESSES must be '<http(s) URL> <verifier key>' pairs separated by commas."
+            )
+        witnesses.append((parts[0].rstrip("/"), parts[1]))
+    names = [key.split("+", 1)[0] for _, key in witnesses]
+    if len(set(names)) != len(names):
+        raise ConfigurationError("CARNET_WITNESSES names the same witness twice.")
+    return tuple(witnesses)
 
 
 def load(env: Mapping[str, str]) -> Settings:
@@ -198,6 +230,8 @@ def load(env: Mapping[str, str]) -> Settings:
         journal_shards=_int(env, "CARNET_JOURNAL_SHARDS", 1),
         journal_origin=env.get("CARNET_JOURNAL_ORIGIN", "carnet.localhost/journal"),
         checkpoint_seconds=_int(env, "CARNET_CHECKPOINT_SECONDS", 2),
+        witnesses=_witnesses(env.get("CARNET_WITNESSES", "")),
+        witness_quorum=_int(env, "CARNET_WITNESS_QUORUM", 0),
         smtp_host=env.get("CARNET_SMTP_HOST") or None,
         smtp_port=_int(env, "CARNET_SMTP_PORT", 25),
         smtp_security=env.get("CARNET_SMTP_SECURITY", "none"),
@@ -215,6 +249,11 @@ def load(env: Mapping[str, str]) -> Settings:
         raise ConfigurationError("CARNET_TOKEN_LEEWAY_SECONDS must be at most 300: clocks are kept in sync.")
     if not 1 <= settings.journal_shards <= 1024:
         raise ConfigurationError("CARNET_JOURNAL_SHARDS must be between 1 and 1024.")
+    if settings.witness_quorum > len(settings.witnesses):
+        raise ConfigurationError(
+            f"CARNET_WITNESS_QUORUM is {settings.witness_quorum} but CARNET_WITNESSES names "
+            f"{len(settings.witnesses)} witnesses; lower the quorum or add witnesses."
+        )
     if settings.smtp_security not in ("none", "starttls", "tls"):
         raise ConfigurationError("CARNET_SMTP_SECURITY must be 'none', 'starttls' or 'tls'.")
     if provider == "pkcs11" and not (

@@ -66,3 +66,24 @@ def test_bad_values(name: str, value: str) -> None:
     """Bad values are refused with the variable's name."""
     with pytest.raises(ConfigurationError, match=name):
         load({name: value})
+
+
+def test_witnesses_and_their_quorum() -> None:
+    """CARNET_WITNESSES gives URL and key pairs; the quorum defaults to all and cannot exceed them."""
+    one = "witness1.test/carnet+0a1b2c3d+BAAA"
+    two = "witness2.test/carnet+0a1b2c3e+BAAB"
+    settings = load({"CARNET_WITNESSES": f"http://w1.test:8100/ {one}, https://w2.test {two}"})
+    assert settings.witnesses == (("http://w1.test:8100", one), ("https://w2.test", two))
+    assert settings.effective_witness_quorum == 2
+    assert (
+        load({"CARNET_WITNESSES": f"http://w1.test {one}", "CARNET_WITNESS_QUORUM": "1"}).witness_quorum == 1
+    )
+    assert load({}).witnesses == ()
+    for bad in (
+        {"CARNET_WITNESSES": one},
+        {"CARNET_WITNESSES": f"ftp://w1.test {one}"},
+        {"CARNET_WITNESSES": f"http://w1.test {one}, http://w2.test {one}"},
+        {"CARNET_WITNESSES": f"http://w1.test {one}", "CARNET_WITNESS_QUORUM": "2"},
+    ):
+        with pytest.raises(ConfigurationError):
+            load(bad)

@@ -25,10 +25,11 @@ from carnet.api.journal import router as journal_router
 from carnet.api.notifications import router as notifications_router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.audit.signer import FileCheckpointSigner
+from carnet.audit.witness_client import HTTPWitness
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.crypto.shares import ShareLedger
-from carnet.domain.errors import CarnetError, ConfigurationError, Conflict
+from carnet.domain.errors import AuditChainError, CarnetError, ConfigurationError, Conflict
 from carnet.domain.policy import PROFILES
 from carnet.domain.principal import Identifier
 from carnet.notify.worker import DeliveryWorker
@@ -97,6 +98,10 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     cipher = AESGCMCipher()
     shares = ShareLedger(settings.key_dir / "shares")
     vault = Vault(keys=keys, shares=shares, cipher=cipher)
+    try:
+        witnesses = [HTTPWitness(url, key) for url, key in settings.witnesses]
+    except AuditChainError as exc:
+        raise ConfigurationError(f"CARNET_WITNESSES: {exc.message}") from None
     journal = Journal(
         store=store,
         cipher=cipher,
@@ -104,6 +109,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         origin=settings.journal_origin,
         shards=settings.journal_shards,
         clock=utc_now,
+        witnesses=witnesses,
     )
     try:
         with store.session(write=True) as session:
@@ -130,7 +136,7 @@ def start_background(services: Services) -> Callable[[], None]:
     """Start the server's background work; return the function that stops it.
 
     Two daemon threads: the journal's checkpointer (a signed checkpoint every
-    ``CARNET_CHECKPOINT_SECONDS`` when the journal grew) and the notification worker (the
+    ``CARNET_CHECKPOINT_SECONDS`` when the journal grew, sent to the witnesses to cosign) and the notification worker (the
     outbox delivered by SMTP every ``CARNET_WORKER_SECONDS``). Several processes may run them
     at once: a checkpoint is stored once per size, and an outbox message is leased to one worker.
     """

@@ -271,7 +271,7 @@ def _split_note(note: bytes | str) -> tuple[str, list[tuple[str, bytes]]]:
     return text, signatures
 
 
-def _parse_key(key: str, what: str) -> tuple[str, bytes, bytes]:
+def _parse_key(key: str, what: str, key_type: int = ED25519_TYPE) -> tuple[str, bytes, bytes]:
     """Split ``<name>+<hex key ID>+<base64(type || key)>``; return name, key ID and key bytes."""
     parts = key.split("+", 2)  # The base64 key may itself contain "+".
     if len(parts) != 3:
@@ -283,13 +283,13 @@ def _parse_key(key: str, what: str) -> tuple[str, bytes, bytes]:
             f"The key ID {key_id_hex!r} of the {what.lower()} is not 8 lowercase hex digits."
         )
     typed = _b64decode(encoded, what)
-    if not typed or typed[0] != ED25519_TYPE:
-        raise AuditChainError(f"{what} is not an Ed25519 key (signature type 0x01).")
+    if not typed or typed[0] != key_type:
+        raise AuditChainError(f"{what} is not a key of signature type 0x{key_type:02x}.")
     return name, bytes.fromhex(key_id_hex), typed[1:]
 
 
-def _key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ED25519_TYPE]) + public_key).digest()[:_KEY_ID_SIZE]
+def _key_id(name: str, public_key: bytes, key_type: int = ED25519_TYPE) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + bytes([key_type]) + public_key).digest()[:_KEY_ID_SIZE]
 
 
 def _public_key(seed: bytes) -> bytes:

@@ -17,6 +17,7 @@
     ├── AccessDenied              the policy refused; carries the decision's reasons
     ├── EnvelopeError             a sealed value did not open (one opaque error for all causes)
     ├── AuditChainError           a journal proof, tree head or checkpoint does not verify
+    │   └── WitnessRefused        a witness would not cosign a checkpoint (HTTP status, its size)
     ├── JournalUnavailable        the access journal could not be written: nothing is returned or changed
     ├── KeyProviderError          the key provider failed to wrap or unwrap a key
     └── RecordShredded            the patient's key was destroyed; the record is unreadable
@@ -143,6 +144,15 @@ class AuditChainError(CarnetError):
     """
 
     code = "processing"
+
+
+class WitnessRefused(AuditChainError):
+    """A witness refused to cosign a checkpoint (``status``, and for 409 the ``size`` it last cosigned)."""
+
+    def __init__(self, message: str, *, status: int, size: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.size = size
 
 
 class KeyProviderError(CarnetError):

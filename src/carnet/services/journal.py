@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from carnet.domain.errors import AuditChainError, NotFound
+from carnet.domain.errors import AuditChainError, NotFound, WitnessRefused
 from carnet.domain.journal import (
     SALT_SIZE,
     Entry,
@@ -27,7 +27,7 @@ from carnet.domain.journal import (
     shard_of,
 )
 from carnet.domain.merkle import HASH_SIZE, CompactRange, prove_consistency, prove_inclusion
-from carnet.services.ports import CheckpointSigner, Cipher, Store, StoreSession
+from carnet.services.ports import CheckpointSigner, Cipher, Store, StoreSession, Witness
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("carnet.journal")
@@ -59,6 +59,18 @@ class InclusionProof:
     size: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publication:
+    """What one witness answered to one checkpoint: ``cosigned``, or why not (status, message)."""
+
+    shard: int
+    size: int
+    witness: str
+    cosigned: bool
+    status: int | None = None
+    message: str = ""
+
+
 def parse_event_id(event_id: str) -> tuple[int, int]:
     """Return ``(shard, seq)`` of an AuditEvent id ``<shard>-<seq>``.
 
@@ -83,8 +95,10 @@ class Journal:
         origin: str,
         shards: int,
         clock: Clock,
+        witnesses: Sequence[Witness] = (),
     ) -> None:
         self.store = store
+        self.witnesses = tuple(witnesses)
         self.cipher = cipher
         self.signer = signer
         self.base_origin = origin
@@ -152,12 +166,101 @@ class Journal:
         return issued
 
     def run(self, stop: threading.Event, seconds: float) -> None:
-        """Issue checkpoints every ``seconds`` until ``stop`` is set (the server's background loop)."""
+        """Issue checkpoints and have them cosigned every ``seconds`` until ``stop`` is set.
+
+        The server's background loop: a witness that is down or refuses is tried again at the
+        next tick, and no request ever waits for a witness.
+        """
         while not stop.wait(seconds):
             try:
                 self.issue_checkpoints()
+                self.publish()
             except Exception:  # a failed pass is retried at the next tick; the loop must live
                 log.exception("checkpoint pass failed")
+
+    def publish(self) -> list[Publication]:
+        """Submit each shard's latest checkpoint to every witness that has not cosigned it yet.
+
+        The old size sent to a witness is the largest it cosigned here; when it answers 409 with
+        another size this journal covers, the submission is retried once from that size (a
+        witness restored from a backup, or cosignatures lost). Cosignatures are stored with the
+        checkpoint. A refusal (422: the proof does not verify; 409 with a size beyond this
+        journal) means the journal was rolled back or forked since the witness last saw it: it
+        is logged as an error, and ``carnet audit verify`` fails.
+        """
+        done: list[Publication] = []
+        if not self.witnesses:
+            return done
+        for shard in range(self.shards):
+            with self.store.session() as session:
+                latest = session.latest_checkpoint(shard)
+                if latest is None:
+                    continue
+                size, note = latest
+                have = session.cosignatures(shard, size)
+                sent = session.cosigned_sizes(shard)
+            for witness in self.witnesses:
+                if witness.name in have:
+                    continue
+                outcome = self._submit(witness, shard, size, note, sent.get(witness.name, 0))
+                done.append(outcome)
+        return done
+
+    def _submit(self, witness: Witness, shard: int, size: int, note: bytes, old: int) -> Publication:
+        """Submit one checkpoint to one witness (retrying once from the size it says it has)."""
+        for _ in range(2):
+            try:
+                with self.store.session() as session:
+                    if old > size:
+                        raise WitnessRefused(
+                            f"The witness {witness.name!r} cosigned {old} entries of shard {shard}; "
+                            f"the journal now holds {size}: it was rolled back.",
+                            status=409,
+                            size=old,
+                        )
+                    proof = prove_consistency(self._node_getter(session, shard), old, size)
+                line = witness.add_checkpoint(old, proof, note)
+            except WitnessRefused as refusal:
+                if refusal.status == 409 and refusal.size is not None and refusal.size != old:
+                    old = refusal.size
+                    continue
+                log.error(
+                    "witness %s refuses checkpoint %s of shard %s: %s",
+                    witness.name,
+                    size,
+                    shard,
+                    refusal.message,
+                )
+                return Publication(
+                    shard=shard,
+                    size=size,
+                    witness=witness.name,
+                    cosigned=False,
+                    status=refusal.status,
+                    message=refusal.message,
+                )
+            except (OSError, AuditChainError) as error:
+                log.warning(
+                    "witness %s did not cosign checkpoint %s of shard %s: %s",
+                    witness.name,
+                    size,
+                    shard,
+                    error,
+                )
+                return Publication(
+                    shard=shard, size=size, witness=witness.name, cosigned=False, message=str(error)
+                )
+            with self.store.session(write=True) as session:
+                session.put_cosignature(shard, size, witness.name, self.clock(), line)
+            return Publication(shard=shard, size=size, witness=witness.name, cosigned=True, status=200)
+        return Publication(
+            shard=shard,
+            size=size,
+            witness=witness.name,
+            cosigned=False,
+            status=409,
+            message="size changed twice",
+        )
 
     def _issue(self, session: StoreSession, shard: int) -> bool:
         head = session.journal_head(shard)
@@ -173,7 +276,9 @@ class Journal:
         return session.put_checkpoint(shard, size, self.clock(), note)
 
     def checkpoint(self, shard: int = 0) -> bytes:
-        """Return the latest signed checkpoint of a shard, issuing one if the journal grew.
+        """Return the latest signed checkpoint of a shard, with its witnesses' cosignatures.
+
+        One is issued first if the journal grew (it is then not cosigned yet).
 
         Raises:
             NotFound: no such shard.
@@ -183,9 +288,24 @@ class Journal:
         with self.store.session(write=True) as session:
             self._issue(session, shard)
             latest = session.latest_checkpoint(shard)
+            lines = session.cosignatures(shard, latest[0]) if latest is not None else {}
         if latest is None:
             raise NotFound(f"The journal has no shard {shard}.")
-        return latest[1]
+        # The witnesses' cosignature lines follow the log's signature (C2SP tlog-cosignature).
+        return latest[1] + "".join(lines[name] for name in sorted(lines)).encode()
+
+    def recent_checkpoints(self, patient_id: str, count: int = 5) -> list[tuple[int, datetime, bytes]]:
+        """Return the latest checkpoints of a record's shard, newest first, each with its cosignatures.
+
+        Nothing is issued: this is what the witnesses were shown (``(size, issued_at, note)``).
+        """
+        shard = shard_of(patient_id, self.shards)
+        with self.store.session() as session:
+            found = session.recent_checkpoints(shard, count)
+            return [
+                (size, issued, note + "".join(sorted(session.cosignatures(shard, size).values())).encode())
+                for size, issued, note in found
+            ]
 
     # -- reading and proving --------------------------------------------------------------
 

@@ -260,6 +260,26 @@ class StoreSession(Protocol):
         """Return the smallest checkpoint of a shard covering at least ``size`` entries."""
         ...
 
+    def put_cosignature(self, shard: int, size: int, witness: str, cosigned_at: datetime, line: str) -> None:
+        """Store (or replace) a witness's cosignature line of the checkpoint of ``size``."""
+        ...
+
+    def cosignatures(self, shard: int, size: int) -> dict[str, str]:
+        """Return the cosignature lines of a checkpoint, by witness name."""
+        ...
+
+    def cosigned_sizes(self, shard: int) -> dict[str, int]:
+        """Return, per witness, the largest checkpoint size of a shard it cosigned."""
+        ...
+
+    def recent_checkpoints(self, shard: int, limit: int) -> list[tuple[int, datetime, bytes]]:
+        """Return a shard's latest ``(size, issued_at, note)`` checkpoints, newest first."""
+        ...
+
+    def checkpoint_issued(self, shard: int, size: int) -> datetime | None:
+        """Return when the checkpoint of ``size`` was issued."""
+        ...
+
     def add_journal_actor(self, patient_id: str, actor_hash: bytes) -> bool:
         """Remember that an actor accessed a record; return True the first time."""
         ...
@@ -285,6 +305,25 @@ class CheckpointSigner(Protocol):
 
     def sign(self, origin: str, size: int, root: bytes) -> bytes:
         """Return the signed checkpoint note of ``origin`` at ``size`` with ``root``."""
+        ...
+
+
+class Witness(Protocol):
+    """A witness of the journal (C2SP tlog-witness) as the checkpoint publisher sees it."""
+
+    #: The witness's name (its cosigner key name).
+    name: str
+
+    def add_checkpoint(self, old_size: int, proof: Sequence[bytes], note: bytes) -> str:
+        """Submit a checkpoint with the consistency proof from ``old_size``; return its cosignature line.
+
+        The line is verified against the witness's key before it is returned.
+
+        Raises:
+            WitnessRefused: the witness answered with an error status (409 carries its size).
+            AuditChainError: the witness answered with a cosignature that does not verify.
+            OSError: the witness could not be reached.
+        """
         ...
 
 

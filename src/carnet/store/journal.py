@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +23,7 @@ from carnet.store.connected import Connected, utc
 from carnet.store.tables import (
     journal_actors,
     journal_checkpoints,
+    journal_cosignatures,
     journal_entries,
     journal_heads,
     journal_nodes,
@@ -228,6 +229,56 @@ class JournalSessionMixin(Connected):
             .limit(1)
         ).first()
         return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def put_cosignature(self, shard: int, size: int, witness: str, cosigned_at: datetime, line: str) -> None:
+        """Store (or replace) a witness's cosignature line of the checkpoint of ``size``."""
+        statement = (pg_insert if self._c.dialect.name == "postgresql" else sqlite_insert)(
+            journal_cosignatures
+        )
+        self._c.execute(
+            statement.values(
+                shard=shard, size=size, witness=witness, cosigned_at=cosigned_at, line=line
+            ).on_conflict_do_update(
+                index_elements=["shard", "size", "witness"], set_={"cosigned_at": cosigned_at, "line": line}
+            )
+        )
+
+    def cosignatures(self, shard: int, size: int) -> dict[str, str]:
+        """Return the cosignature lines of a checkpoint, by witness name."""
+        rows = self._c.execute(
+            select(journal_cosignatures.c.witness, journal_cosignatures.c.line).where(
+                and_(journal_cosignatures.c.shard == shard, journal_cosignatures.c.size == size)
+            )
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def cosigned_sizes(self, shard: int) -> dict[str, int]:
+        """Return, per witness, the largest checkpoint size of a shard it cosigned."""
+        rows = self._c.execute(
+            select(journal_cosignatures.c.witness, func.max(journal_cosignatures.c.size))
+            .where(journal_cosignatures.c.shard == shard)
+            .group_by(journal_cosignatures.c.witness)
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def recent_checkpoints(self, shard: int, limit: int) -> list[tuple[int, datetime, bytes]]:
+        """Return a shard's latest ``(size, issued_at, note)`` checkpoints, newest first."""
+        rows = self._c.execute(
+            select(journal_checkpoints.c.size, journal_checkpoints.c.issued_at, journal_checkpoints.c.note)
+            .where(journal_checkpoints.c.shard == shard)
+            .order_by(journal_checkpoints.c.size.desc())
+            .limit(limit)
+        )
+        return [(int(r[0]), utc(r[1]), bytes(r[2])) for r in rows]
+
+    def checkpoint_issued(self, shard: int, size: int) -> datetime | None:
+        """Return when the checkpoint of ``size`` was issued."""
+        row = self._c.execute(
+            select(journal_checkpoints.c.issued_at).where(
+                and_(journal_checkpoints.c.shard == shard, journal_checkpoints.c.size == size)
+            )
+        ).first()
+        return None if row is None else utc(row[0])
 
     def add_journal_actor(self, patient_id: str, actor_hash: bytes) -> bool:
         """Remember that an actor accessed a record; return True the first time."""

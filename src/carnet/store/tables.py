@@ -16,6 +16,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -130,6 +131,18 @@ journal_checkpoints = Table(
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Column("note", LargeBinary, nullable=False),
     PrimaryKeyConstraint("shard", "size"),
+)
+
+#: Witness cosignatures of checkpoints (C2SP tlog-cosignature lines), one per witness and checkpoint.
+journal_cosignatures = Table(
+    "journal_cosignatures",
+    metadata,
+    Column("shard", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("witness", String(255), nullable=False),
+    Column("cosigned_at", DateTime(timezone=True), nullable=False),
+    Column("line", Text, nullable=False),
+    PrimaryKeyConstraint("shard", "size", "witness"),
 )
 
 #: Which actors (keyed hashes) already accessed a record, for "new professional" notices.

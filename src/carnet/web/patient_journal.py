@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from carnet.audit.verify import verify_event_proof
+from carnet.audit.verify import HeadStatus, head_status, verify_event_proof
 from carnet.domain.errors import CarnetError
 from carnet.web.holder import Holder, holder_of, page
 from carnet.web.pages import portal
@@ -151,8 +152,19 @@ def access(request: Request) -> Response:
             "available": available,
             "show_mine": show_mine,
             "hidden_mine": len(entries) - len(shown),
+            "witnessing": _witnessing(request, holder),
         },
     )
+
+
+def _witnessing(request: Request, holder: Holder) -> HeadStatus | None:
+    """Whether the head of the holder's journal is cosigned by a quorum of known witnesses (None: no witness)."""
+    settings = portal(request).settings
+    if not settings.witnesses:
+        return None
+    recent = portal(request).services.journal.recent_checkpoints(holder.patient_id)
+    keys = [key for _, key in settings.witnesses]
+    return head_status(recent, keys, settings.effective_witness_quorum, datetime.now(UTC))
 
 
 @router.get("/access/{event_id}/verify")
