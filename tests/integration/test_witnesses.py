@@ -22,10 +22,10 @@ from carnet.api.app import Services, build_services, create_app
 from carnet.audit.signer import VERIFIER_FILE
 from carnet.audit.verify import cosigners_of
 from carnet.cli import app
+from carnet.demo import SeededPatient, seed_population
 from carnet.domain.journal import entry_leaf_hash
 from carnet.domain.merkle import CompactRange
 from carnet.domain.principal import ActorKind, Identifier, Principal
-from carnet.services.demo import SeededPatient, seed_population
 from carnet.settings import Settings
 from carnet.store.tables import journal_heads, journal_nodes
 from smtp_sink import free_port

@@ -48,7 +48,7 @@ def test_a_cosignature_is_c2sp_cosignature_v1() -> None:
     text = note.decode().split("\n\n")[0] + "\n"
     line = cosign(text, seed, name, 1_679_315_147)
     raw = base64.b64decode(line.split(" ")[2])
-    public = base64.b64decode(verifier.split("+")[2])
+    public = base64.b64decode(verifier.split("+", 2)[2])
     assert public[0] == 0x04
     assert raw[:4] == hashlib.sha256(b"witness.test/w1\n\x04" + public[1:]).digest()[:4]
     assert int.from_bytes(raw[4:12], "big") == 1_679_315_147
