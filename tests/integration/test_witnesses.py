@@ -173,16 +173,19 @@ def _access_page(settings: Settings, services: Services, patient: SeededPatient)
 def test_two_witnesses_cosign_growth_and_refuse_a_rollback(
     settings: Settings, witnesses: list[WitnessProcess]
 ) -> None:
-    """Both witnesses cosign each new checkpoint; after the operator truncates and rebuilds the log, they refuse (409, then 422) and `audit verify` fails with no checkpoint kept."""
+    """Both witnesses cosign each new checkpoint (once they are up); after the operator truncates and rebuilds the log, they refuse (409, then 422) and `audit verify` fails with no checkpoint kept."""
     settings = dataclasses.replace(settings, witnesses=tuple((w.url, w.verifier_key) for w in witnesses))
     services = build_services(settings)
     try:
         journal_key = (settings.key_dir / VERIFIER_FILE).read_text().strip()
+        keys = [w.verifier_key for w in witnesses]
+        _grow(services, 4)
+        down = services.journal.publish()  # not started yet: nothing stored, tried again next pass
+        assert [(p.cosigned, p.status) for p in down] == [(False, None), (False, None)]
+        assert "unreachable" in down[0].message
         for witness in witnesses:
             _serve(witness, journal_key)
-        keys = [w.verifier_key for w in witnesses]
 
-        _grow(services, 4)
         first = services.journal.publish()
         assert [(p.witness, p.cosigned) for p in first] == [
             ("witness1.test/carnet", True),

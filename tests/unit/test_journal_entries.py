@@ -20,7 +20,7 @@ from carnet.domain.journal import (
     shard_of,
     verify_log,
 )
-from carnet.domain.merkle import leaf_hash, root_hash
+from carnet.domain.merkle import CompactRange, leaf_hash, root_hash
 
 WHEN = datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=UTC)
 
@@ -130,3 +130,54 @@ def test_verify_log_without_node_table_gives_a_range_start() -> None:
     rows[6] = _row(shard=0, seq=6, commitment=bytes(32))
     verdict = verify_log(0, rows, 10, root)
     assert (verdict.ok, verdict.exact) == (False, False)
+
+
+def _journal(size: int) -> tuple[list[StoredEntry], dict[tuple[int, int], bytes], bytes]:
+    """A journal of ``size`` rows with its node table (as appending stores it) and its root."""
+    rows = [
+        _row(shard=0, seq=i, commitment=hashlib.sha256(bytes([i % 256, i // 256])).digest())
+        for i in range(size)
+    ]
+    compact = CompactRange()
+    nodes = {(n.level, n.index): n.digest for row in rows for n in compact.append(leaf_hash(leaf_input(row)))}
+    return rows, nodes, compact.root()
+
+
+@given(st.integers(min_value=1, max_value=70), st.integers(min_value=0), st.booleans())
+def test_verify_log_names_any_edited_or_deleted_node(size: int, pick: int, delete: bool) -> None:
+    """Every stored node is compared with the recomputed tree: an edited or deleted one is named exactly."""
+    rows, nodes, root = _journal(size)
+    ordered = sorted(nodes.items())
+    assert verify_log(0, rows, size, root, stored_nodes=[(lv, ix, d) for (lv, ix), d in ordered]).ok
+    level, index = ordered[pick % len(ordered)][0]
+    if delete:
+        broken = [item for item in ordered if item[0] != (level, index)]
+    else:
+        broken = [(key, bytes(32) if key == (level, index) else value) for key, value in ordered]
+    verdict = verify_log(0, rows, size, root, stored_nodes=[(lv, ix, d) for (lv, ix), d in broken])
+    assert (verdict.bad_node, verdict.problem.split(" ")[0]) == (
+        (level, index),
+        "missing" if delete else "altered",
+    )
+
+
+@given(st.integers(min_value=2, max_value=70), st.integers(min_value=0))
+def test_verify_log_names_a_deleted_and_renumbered_entry(size: int, pick: int) -> None:
+    """Deleting entry i and renumbering the rest is found at i (the node table leads there), not at the end."""
+    rows, nodes, root = _journal(size)
+    gone = pick % size
+    renumbered = rows[:gone] + [
+        _row(shard=0, seq=r.seq - 1, commitment=r.commitment) for r in rows[gone + 1 :]
+    ]
+    verdict = verify_log(0, renumbered, size, root, lambda level, index: nodes.get((level, index)))
+    assert (verdict.first_bad, verdict.exact) == (gone, True)
+
+
+def test_verify_log_checks_every_checkpoint_given() -> None:
+    """A truncation after an older checkpoint still fails against a newer one passed in ``others``."""
+    rows, nodes, root = _journal(30)
+    old_root = root_hash(leaf_hash(leaf_input(r)) for r in rows[:10])
+    assert verify_log(0, rows[:25], 10, old_root).ok
+    verdict = verify_log(0, rows[:25], 10, old_root, lambda lv, ix: nodes.get((lv, ix)), others=[(30, root)])
+    assert (verdict.first_bad, verdict.exact) == (25, True)
+    assert "the journal ends at entry 25" in verdict.problem

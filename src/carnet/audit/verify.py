@@ -152,16 +152,22 @@ def verify_journal(
         name = journal_origin(origin, shard)
         opened: list[Checkpoint] = []
         cosigned: dict[tuple[int, bytes], set[str]] = {}
-        for size, note in session.journal_checkpoints(shard):
+        stored = session.journal_checkpoints(shard)
+        for size, note in stored:
             opened.append(checkpoint := open_checkpoint(note, verifier_key, origin=name))
             if checkpoint.size != size:
                 raise AuditChainError(
                     f"The stored checkpoint of shard {shard} at size {size} says {checkpoint.size}."
                 )
-            if witnesses:
-                lines = "".join(session.cosignatures(shard, size).values()).encode()
-                names = cosigners_of(note + lines, [w.verifier_key for w in witnesses])
-                cosigned.setdefault((size, checkpoint.root_hash), set()).update(names)
+        # Newest first, down to the first checkpoint a quorum cosigned: older ones do not matter.
+        for (size, note), checkpoint in zip(reversed(stored), reversed(opened), strict=True):
+            if not witnesses:
+                break
+            lines = "".join(session.cosignatures(shard, size).values()).encode()
+            names = cosigners_of(note + lines, [w.verifier_key for w in witnesses])
+            cosigned[(size, checkpoint.root_hash)] = set(names)
+            if len(names) >= (quorum or len(witnesses)):
+                break
         problems: list[str] = []
         for witness in witnesses if ask_witnesses else ():
             try:
