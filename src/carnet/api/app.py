@@ -23,6 +23,7 @@ from carnet.api.fhir import fhir_response, router
 from carnet.api.journal import public as journal_public
 from carnet.api.journal import router as journal_router
 from carnet.api.notifications import router as notifications_router
+from carnet.api.operations import router as operations_router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.audit.signer import FileCheckpointSigner
 from carnet.audit.witness_client import HTTPWitness
@@ -219,6 +220,7 @@ def create_app(
     app.state.verifier = TokenVerifier(settings)
     app.include_router(documents_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(notifications_router, prefix="/fhir")  # likewise
+    app.include_router(operations_router, prefix="/fhir")  # likewise
     app.include_router(journal_router, prefix="/fhir")  # likewise
     app.include_router(journal_public, prefix="/journal")
     app.include_router(router, prefix="/fhir")

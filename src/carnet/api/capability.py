@@ -8,6 +8,29 @@ from carnet.domain.resources import SUPPORTED_TYPES, UNSUPPORTED_TYPES, is_direc
 from carnet.domain.search import parameters_for
 
 _DEFINITIONS = "http://hl7.org/fhir/SearchParameter/"
+#: Carnet's operations (``carnet.api.operations``, ``docs/api.md``): resource type, name, what it does.
+OPERATIONS: tuple[tuple[str, str, str], ...] = (
+    ("Patient", "close", "Close the record (the holder)."),
+    ("Patient", "reopen", "Reopen a closed record (the holder)."),
+    ("Patient", "authorise", "Authorise a professional (in: professional, until)."),
+    ("Patient", "block", "Block a professional (in: professional)."),
+    ("Patient", "declare-treating-physician", "Name a treating physician (in: professional)."),
+    ("Patient", "set-oppositions", "Oppose break-glass or regulation access (in: break-glass, regulation)."),
+    ("Consent", "withdraw", "Withdraw a choice: the Consent becomes inactive."),
+    ("DocumentReference", "mask", "Mask from professionals (in: professional, sovereign profile)."),
+    ("DocumentReference", "unmask", "Lift a mask (in: professional, sovereign profile)."),
+    ("DocumentReference", "archive", "Archive a document (the patient or its author)."),
+    ("DocumentReference", "unarchive", "Take a document out of the archive."),
+)
+_OPERATION_BASE = "https://carnet.health/fhir/OperationDefinition/"
+
+
+def _operations(resource_type: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "definition": f"{_OPERATION_BASE}{kind}-{name}", "documentation": text}
+        for kind, name, text in OPERATIONS
+        if kind == resource_type
+    ]
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
@@ -58,10 +81,17 @@ def _resource(resource_type: str) -> dict[str, Any]:
             searchParam=[p for p in params if p["name"] in ("patient", "date")],
             documentation="The access journal (IHE BALP shapes); GET AuditEvent/[id]/$proof gives an inclusion proof.",
         )
+    operations = _operations(resource_type)
     if resource_type == "Patient":
-        out["operation"] = [
-            {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
-        ]
+        operations.insert(
+            0,
+            {
+                "name": "everything",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            },
+        )
+    if operations:
+        out["operation"] = operations
     return out
 
 

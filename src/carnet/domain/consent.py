@@ -317,3 +317,25 @@ def declares_for(consent: Mapping[str, Any], professional_id: str | None) -> boo
         return False
     names = _names(_dict(consent.get("provision")), IDNPS_SYSTEM)
     return bool(names) and set(names) == {professional_id}
+
+
+def consent_kind(consent: Mapping[str, Any]) -> ConsentKind | None:
+    """Return the kind of choice a Consent records (its :data:`KIND_SYSTEM` category), or None."""
+    for category in consent.get("category") or []:
+        for coding in (category or {}).get("coding") or [] if isinstance(category, dict) else []:
+            if (
+                isinstance(coding, dict)
+                and coding.get("system") == KIND_SYSTEM
+                and coding.get("code") in _KIND_CODES
+            ):
+                return ConsentKind(str(coding["code"]))
+    return None
+
+
+def consent_professional(consent: Mapping[str, Any]) -> str | None:
+    """Return the idNat_PS of the professional a Consent names, or None."""
+    for actor in (consent.get("provision") or {}).get("actor") or []:
+        identifier = ((actor or {}).get("reference") or {}).get("identifier") or {}
+        if identifier.get("system") == IDNPS_SYSTEM and identifier.get("value"):
+            return str(identifier["value"])
+    return None

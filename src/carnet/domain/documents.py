@@ -177,3 +177,70 @@ def document_facts(document: Mapping[str, Any]) -> DocumentFacts:
         masked_from=masked,
         document_id=str(document["id"]) if isinstance(document.get("id"), str) else None,
     )
+
+
+CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+"""HL7 v3 Confidentiality: ``N`` (normal), the label of a document nobody masked."""
+
+
+def with_masked(document: Mapping[str, Any], *, masked: bool) -> dict[str, Any]:
+    """Return a DocumentReference masked from professionals (``MASQUE_PS``) or shown to them again.
+
+    « Masqué aux professionnels de santé »: the visibility label ``MASQUE_PS`` of
+    :data:`VISIBILITY_SYSTEM` in ``securityLabel``. Unmasking removes it; a document left with
+    no label gets the ``N`` (normal) confidentiality label. Other labels are kept.
+    """
+    labels = [
+        label
+        for label in document.get("securityLabel") or []
+        if not any(
+            c.get("code") in ("MASQUE_PS", "N")
+            for c in (label or {}).get("coding") or []
+            if isinstance(c, dict)
+        )
+    ]
+    if masked:
+        labels.append(
+            {
+                "coding": [
+                    {
+                        "system": VISIBILITY_SYSTEM,
+                        "code": "MASQUE_PS",
+                        "display": "Masqué aux professionnels de santé",
+                    }
+                ]
+            }
+        )
+    elif not labels:
+        labels.append({"coding": [{"system": CONFIDENTIALITY_SYSTEM, "code": "N", "display": "normal"}]})
+    return {**document, "securityLabel": labels}
+
+
+def with_masked_from(document: Mapping[str, Any], professional_id: str, *, masked: bool) -> dict[str, Any]:
+    """Return a DocumentReference masked from one professional (``sovereign``), or that mask lifted.
+
+    The mask is one :data:`MASKED_FROM_EXTENSION` naming the professional's idNat_PS; masking
+    twice keeps one extension.
+    """
+    updated = dict(document)
+    extensions = [
+        e
+        for e in document.get("extension") or []
+        if not (
+            isinstance(e, dict)
+            and e.get("url") == MASKED_FROM_EXTENSION
+            and (e.get("valueIdentifier") or {}).get("value") == professional_id
+        )
+    ]
+    if masked:
+        extensions.append(
+            {
+                "url": MASKED_FROM_EXTENSION,
+                "valueIdentifier": {"system": IDNPS_SYSTEM, "value": professional_id},
+            }
+        )
+    if extensions:
+        updated["extension"] = extensions
+    else:
+        updated.pop("extension", None)
+    return updated

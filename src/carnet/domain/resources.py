@@ -350,3 +350,26 @@ def is_closed(patient: Mapping[str, Any]) -> bool:
         isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION and e.get("valueCode") == "closed"
         for e in patient.get("extension") or []
     )
+
+
+def with_record_status(patient: Mapping[str, Any], *, closed: bool) -> dict[str, Any]:
+    """Return ``patient`` with its record closed (inactive, record status ``closed``) or reopened.
+
+    Closing adds the :data:`RECORD_STATUS_EXTENSION` with ``valueCode`` ``closed`` and sets
+    ``active`` to false; reopening removes the extension and sets ``active`` to true. Any other
+    extension is kept as it was.
+    """
+    updated = dict(patient)
+    extensions = [
+        e
+        for e in patient.get("extension") or []
+        if not (isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION)
+    ]
+    if closed:
+        extensions.append({"url": RECORD_STATUS_EXTENSION, "valueCode": "closed"})
+    if extensions:
+        updated["extension"] = extensions
+    else:
+        updated.pop("extension", None)
+    updated["active"] = not closed
+    return updated

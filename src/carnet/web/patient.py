@@ -40,7 +40,7 @@ The documents' routes are in ``carnet.web.patient_documents``, the medical profi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from fastapi import APIRouter
@@ -48,11 +48,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from carnet.domain import fhirjson
-from carnet.domain.consent import ConsentKind, consent_for
-from carnet.domain.errors import CarnetError, InvalidRequest, NotFound
-from carnet.domain.resources import RECORD_STATUS_EXTENSION, is_closed
+from carnet.domain.consent import ConsentKind
+from carnet.domain.errors import CarnetError, InvalidRequest
+from carnet.domain.resources import is_closed
 from carnet.offload import offload
+from carnet.services.choices import Oppositions, end_of_day, record_choice, set_oppositions, withdraw_choice
 from carnet.services.notifications import Preferences
+from carnet.services.record_status import close_record, reopen_record
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.headers import file_response
 from carnet.web.holder import (
@@ -78,10 +80,6 @@ from carnet.web.summary_pdf import summary_pdf
 router = APIRouter(prefix="/patient", include_in_schema=False)
 
 CARE_TEAM_KINDS = (ConsentKind.AUTHORISATION, ConsentKind.TREATING_PHYSICIAN, ConsentKind.BLOCK)
-OPPOSITIONS = {
-    "break_glass": ConsentKind.OPPOSITION_BREAK_GLASS,
-    "regulation": ConsentKind.OPPOSITION_REGULATION,
-}
 
 
 # -- home -------------------------------------------------------------------------------------
@@ -182,29 +180,16 @@ async def add_to_care_team(request: Request) -> Response:
         request.session["care_error"] = "Give the professional's national identifier (digits)."
         return RedirectResponse("/patient/care-team", status_code=303)
     until = None
-    if until_text:
+    if until_text and kind is ConsentKind.AUTHORISATION:
         try:
-            until = datetime.combine(date.fromisoformat(until_text), datetime.max.time(), tzinfo=UTC).replace(
-                microsecond=0
-            )
+            until = end_of_day(date.fromisoformat(until_text))
         except ValueError:
             request.session["care_error"] = "Give dates as YYYY-MM-DD."
             return RedirectResponse("/patient/care-team", status_code=303)
-    resource = consent_for(
-        kind, holder.patient_id, idnps, until if kind is ConsentKind.AUTHORISATION else None, now=utc_now()
-    )
-    await offload(holder.records.create, resource)
+    service = portal(request).services.records
+    await offload(record_choice, service, holder.principal, holder.patient_id, kind, idnps, until=until)
     flash(request, "Your care team was updated.")
     return RedirectResponse("/patient/care-team", status_code=303)
-
-
-def _withdraw(holder: Holder, consent_id: str) -> None:
-    current = holder.records.read("Consent", consent_id)
-    resource = dict(current.resource or {})
-    if kind_of(resource) is None:
-        raise NotFound(f"Consent/{consent_id} is not a choice.")
-    resource["status"] = "inactive"
-    holder.records.update("Consent", consent_id, resource, if_match=current.etag)
 
 
 @router.post("/care-team/{consent_id}/revoke")
@@ -212,7 +197,7 @@ async def revoke(consent_id: str, request: Request) -> Response:
     """Withdraw an authorisation, a treating physician or a block (the Consent becomes inactive)."""
     await checked_form(request)
     holder = holder_of(request)
-    await offload(_withdraw, holder, consent_id)
+    await offload(withdraw_choice, portal(request).services.records, holder.principal, consent_id)
     flash(request, "Your care team was updated.")
     return RedirectResponse("/patient/care-team", status_code=303)
 
@@ -247,19 +232,11 @@ async def oppositions(request: Request) -> Response:
     """Oppose (or stop opposing) break-glass access and SAMU regulation access."""
     form = await checked_form(request)
     holder = holder_of(request)
-    wanted = {name: form_text(form, name) == "1" for name in OPPOSITIONS}
-
-    def work() -> None:
-        consents = consents_of(holder)
-        for name, kind in OPPOSITIONS.items():
-            current = [c for c in consents if c.get("status") == "active" and kind_of(c) == str(kind)]
-            if wanted[name] and not current:
-                holder.records.create(consent_for(kind, holder.patient_id, now=utc_now()))
-            if not wanted[name]:
-                for consent in current:
-                    _withdraw(holder, str(consent["id"]))
-
-    await offload(work)
+    wanted = Oppositions(
+        break_glass=form_text(form, "break_glass") == "1", regulation=form_text(form, "regulation") == "1"
+    )
+    service = portal(request).services.records
+    await offload(set_oppositions, service, holder.principal, holder.patient_id, wanted)
     flash(request, "Your choices were saved.")
     return RedirectResponse("/patient/choices", status_code=303)
 
@@ -327,25 +304,6 @@ def export_pdf(request: Request) -> Response:
     return file_response(pdf, "application/pdf", "carnet-summary.pdf")
 
 
-def _set_closed(holder: Holder, closed: bool) -> None:
-    """Close the record (the Patient inactive, record status ``closed``) or reopen it."""
-    current = holder.records.read("Patient", holder.patient_id)
-    patient = dict(current.resource or {})
-    extensions = [
-        e
-        for e in patient.get("extension") or []
-        if not (isinstance(e, dict) and e.get("url") == RECORD_STATUS_EXTENSION)
-    ]
-    if closed:
-        extensions.append({"url": RECORD_STATUS_EXTENSION, "valueCode": "closed"})
-    if extensions:
-        patient["extension"] = extensions
-    else:
-        patient.pop("extension", None)
-    patient["active"] = not closed
-    holder.records.update("Patient", holder.patient_id, patient, if_match=current.etag)
-
-
 @router.get("/close")
 def close_page(request: Request) -> Response:
     """What closing the record means, before confirming."""
@@ -371,7 +329,7 @@ async def close(request: Request) -> Response:
             {"closed": False, "error": "Tick the box to confirm that you understand the consequences."},
             status=422,
         )
-    await offload(_set_closed, holder, True)
+    await offload(close_record, portal(request).services.records, holder.principal, holder.patient_id)
     await offload(logout, request)
     flash(request, "Your record is closed.")
     return RedirectResponse("/login", status_code=303)
@@ -382,6 +340,6 @@ async def reopen(request: Request) -> Response:
     """Reopen a closed record: the record status extension goes, the Patient is active again."""
     await checked_form(request)
     holder = holder_of(request)
-    await offload(_set_closed, holder, False)
+    await offload(reopen_record, portal(request).services.records, holder.principal, holder.patient_id)
     flash(request, "Your record is open again.")
     return RedirectResponse("/patient/", status_code=303)

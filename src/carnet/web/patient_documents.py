@@ -17,19 +17,19 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from carnet.domain.consent import IDNPS_SYSTEM, grants_from_consents
+from carnet.domain.consent import grants_from_consents
 from carnet.domain.documents import (
     CLASS_CODE_SYSTEM,
-    MASKED_FROM_EXTENSION,
-    VISIBILITY_SYSTEM,
     attachments,
     binary_content,
     document_facts,
+    with_masked,
 )
 from carnet.domain.errors import CarnetError
 from carnet.domain.policy import AccessMode, AccessRequest, Action, DocumentFacts, Target, Visibility, decide
 from carnet.domain.principal import ActorKind, Principal
 from carnet.offload import offload
+from carnet.services.masking import set_masked
 from carnet.web.cda_render import render_cda
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
@@ -73,7 +73,6 @@ UPLOAD_TYPES = {
 INLINE_TYPES = frozenset({"application/pdf", "image/jpeg", "image/png"})
 CDA_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-cda+xml"})
 TYPE_CODE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.12"
-CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 
 
 # -- documents --------------------------------------------------------------------------------
@@ -319,46 +318,14 @@ def content(document_id: str, index: int, request: Request) -> Response:
     )
 
 
-def _set_masked(resource: dict[str, Any], masked: bool) -> dict[str, Any]:
-    labels = [
-        label
-        for label in resource.get("securityLabel") or []
-        if not any(
-            c.get("code") in ("MASQUE_PS", "N")
-            for c in (label or {}).get("coding") or []
-            if isinstance(c, dict)
-        )
-    ]
-    if masked:
-        labels.append(
-            {
-                "coding": [
-                    {
-                        "system": VISIBILITY_SYSTEM,
-                        "code": "MASQUE_PS",
-                        "display": "Masqué aux professionnels de santé",
-                    }
-                ]
-            }
-        )
-    elif not labels:
-        labels.append({"coding": [{"system": CONFIDENTIALITY, "code": "N", "display": "normal"}]})
-    return {**resource, "securityLabel": labels}
-
-
 @router.post("/documents/{document_id}/visibility")
 async def visibility(document_id: str, request: Request) -> Response:
     """Mask a document from professionals, or show it to them again."""
     form = await checked_form(request)
     holder = holder_of(request)
     masked = form_text(form, "masked") == "1"
-
-    def work() -> None:
-        current = holder.records.read("DocumentReference", document_id)
-        updated = _set_masked(dict(current.resource or {}), masked)
-        holder.records.update("DocumentReference", document_id, updated, if_match=current.etag)
-
-    await offload(work)
+    service = portal(request).services.records
+    await offload(set_masked, service, holder.principal, document_id, masked=masked)
     flash(
         request,
         "The document is now hidden from professionals."
@@ -380,29 +347,8 @@ async def masked_from(document_id: str, request: Request) -> Response:
     if not idnps.isdigit():
         raise PageError(400, "Give the professional's national identifier (digits).")
 
-    def work() -> None:
-        current = holder.records.read("DocumentReference", document_id)
-        resource = dict(current.resource or {})
-        extensions = [
-            e
-            for e in resource.get("extension") or []
-            if not (
-                isinstance(e, dict)
-                and e.get("url") == MASKED_FROM_EXTENSION
-                and (e.get("valueIdentifier") or {}).get("value") == idnps
-            )
-        ]
-        if add:
-            extensions.append(
-                {"url": MASKED_FROM_EXTENSION, "valueIdentifier": {"system": IDNPS_SYSTEM, "value": idnps}}
-            )
-        if extensions:
-            resource["extension"] = extensions
-        else:
-            resource.pop("extension", None)
-        holder.records.update("DocumentReference", document_id, resource, if_match=current.etag)
-
-    await offload(work)
+    service = portal(request).services.records
+    await offload(set_masked, service, holder.principal, document_id, masked=add, professional_id=idnps)
     flash(request, "The document's visibility was changed.")
     return RedirectResponse(f"/patient/documents/{document_id}", status_code=303)
 
@@ -467,7 +413,7 @@ async def upload(request: Request) -> Response:
             }
         ],
     }
-    document_ = _set_masked(document_, masked)
+    document_ = with_masked(document_, masked=masked)
     result = await offload(holder.records.publish, document_)
     flash(request, "Your document was added to your record.")
     return RedirectResponse(f"/patient/documents/{result.stored.resource_id}", status_code=303)

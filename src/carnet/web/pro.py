@@ -50,7 +50,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from carnet.domain.consent import ConsentKind, consent_for
+from carnet.domain.consent import ConsentKind
 from carnet.domain.documents import binary_content
 from carnet.domain.errors import (
     AccessDenied,
@@ -66,6 +66,7 @@ from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.feeds.cda import parse_cda
 from carnet.offload import offload
+from carnet.services.choices import record_choice
 from carnet.services.records import Records
 from carnet.web.cda_render import EmbeddedBody, render_cda
 from carnet.web.csrf import checked_form, form_text
@@ -351,10 +352,9 @@ async def declare_consent(request: Request) -> Response:
             },
             status=422,
         )
-    consent = consent_for(kind, patient_id, principal.professional_id, now=datetime.now(UTC))
-    records = _records(request, principal, AccessMode.NORMAL, None)
+    service = portal(request).services.records
     try:
-        await offload(records.create, consent)
+        await offload(record_choice, service, principal, patient_id, kind, principal.professional_id or "")
     except AccessDenied:
         raise PageError(
             403, "Your access to this record cannot be recorded. The patient may have refused it."
@@ -737,11 +737,12 @@ async def become_treating(patient_id: str, request: Request) -> Response:
         raise PageError(403, "Only a professional the patient authorised can declare this.")
     if form_text(form, "agreed") != "yes":
         return RedirectResponse(f"/pro/patients/{patient_id}?done=not-agreed", status_code=303)
-    consent = consent_for(
-        ConsentKind.TREATING_PHYSICIAN, patient_id, access.principal.professional_id, now=datetime.now(UTC)
-    )
+    service = portal(request).services.records
+    doctor = access.principal.professional_id or ""
     try:
-        await offload(access.records.create, consent)
+        await offload(
+            record_choice, service, access.principal, patient_id, ConsentKind.TREATING_PHYSICIAN, doctor
+        )
     except AccessDenied:
         raise PageError(
             403, "Your access to this record cannot be recorded. The patient may have refused it."
