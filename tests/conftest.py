@@ -52,7 +52,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     """Settings with a private data directory and key directory."""
-    return Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", database_url=database_url)
+    # Rate limits high enough for the suite's bursts; tests of the limits set their own.
+    return Settings(
+        data_dir=tmp_path / "data",
+        key_dir=tmp_path / "keys",
+        database_url=database_url,
+        api_rate_per_minute=6_000_000,
+        api_burst=100_000,
+        login_rate_per_minute=100_000,
+    )
 
 
 @pytest.fixture

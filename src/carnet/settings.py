@@ -31,6 +31,14 @@ CARNET_SMTP_USER               SMTP login (optional)                            
 CARNET_SMTP_PASSWORD           SMTP password (never logged)                          —
 CARNET_SMTP_FROM               sender address of notices                             carnet@localhost
 CARNET_WORKER_SECONDS          seconds between the worker's passes over the outbox   2
+CARNET_MAX_ELEMENTS            most JSON values in one request body                  200000
+CARNET_MAX_RESOURCE_ELEMENTS   most JSON values in one resource                      20000
+CARNET_MAX_BUNDLE_ENTRIES      most entries in a batch or transaction Bundle         1000
+CARNET_MAX_DEPTH               deepest JSON nesting (at most 100)                    100
+CARNET_REQUEST_SECONDS         longest time spent on one API request (503 beyond)    30
+CARNET_API_RATE_PER_MINUTE     API requests per principal (or address) and minute    600
+CARNET_API_BURST               requests a principal may send at once                 120
+CARNET_LOGIN_RATE_PER_MINUTE   portal sign-ins per client address, and per account   10
 CARNET_API_DOCS                ``on``: serve /openapi.json and /docs (development)   off
 CARNET_TOKEN_MAX_SECONDS       longest lifetime (exp - iat) of a production token    3600
 CARNET_TOKEN_LEEWAY_SECONDS    clock skew allowed on exp, iat and nbf                60
@@ -90,6 +98,14 @@ KNOWN = frozenset(
         "CARNET_WORKER_SECONDS",
         "CARNET_TOKEN_MAX_SECONDS",
         "CARNET_API_DOCS",
+        "CARNET_MAX_ELEMENTS",
+        "CARNET_MAX_RESOURCE_ELEMENTS",
+        "CARNET_MAX_BUNDLE_ENTRIES",
+        "CARNET_MAX_DEPTH",
+        "CARNET_REQUEST_SECONDS",
+        "CARNET_API_RATE_PER_MINUTE",
+        "CARNET_API_BURST",
+        "CARNET_LOGIN_RATE_PER_MINUTE",
         "CARNET_TOKEN_LEEWAY_SECONDS",
     }
 )
@@ -132,6 +148,14 @@ class Settings:
     token_max_seconds: int = 3600
     token_leeway_seconds: int = 60
     api_docs: bool = False
+    max_elements: int = 200_000
+    max_resource_elements: int = 20_000
+    max_bundle_entries: int = 1000
+    max_depth: int = 100
+    request_seconds: int = 30
+    api_rate_per_minute: int = 600
+    api_burst: int = 120
+    login_rate_per_minute: int = 10
 
     def __repr__(self) -> str:
         # The PIN never appears in logs or tracebacks.
@@ -242,7 +266,26 @@ def load(env: Mapping[str, str]) -> Settings:
         token_max_seconds=_int(env, "CARNET_TOKEN_MAX_SECONDS", 3600),
         token_leeway_seconds=_int(env, "CARNET_TOKEN_LEEWAY_SECONDS", 60),
         api_docs=_switch(env, "CARNET_API_DOCS"),
+        max_elements=_int(env, "CARNET_MAX_ELEMENTS", 200_000),
+        max_resource_elements=_int(env, "CARNET_MAX_RESOURCE_ELEMENTS", 20_000),
+        max_bundle_entries=_int(env, "CARNET_MAX_BUNDLE_ENTRIES", 1000),
+        max_depth=_int(env, "CARNET_MAX_DEPTH", 100),
+        request_seconds=_int(env, "CARNET_REQUEST_SECONDS", 30),
+        api_rate_per_minute=_int(env, "CARNET_API_RATE_PER_MINUTE", 600),
+        api_burst=_int(env, "CARNET_API_BURST", 120),
+        login_rate_per_minute=_int(env, "CARNET_LOGIN_RATE_PER_MINUTE", 10),
     )
+    if not 2 <= settings.max_depth <= 100:
+        # The validator and the serialiser recurse: deeper input could exhaust Python's stack.
+        raise ConfigurationError("CARNET_MAX_DEPTH must be between 2 and 100.")
+    for name, value in (
+        ("CARNET_MAX_ELEMENTS", settings.max_elements),
+        ("CARNET_MAX_RESOURCE_ELEMENTS", settings.max_resource_elements),
+        ("CARNET_MAX_BUNDLE_ENTRIES", settings.max_bundle_entries),
+        ("CARNET_REQUEST_SECONDS", settings.request_seconds),
+    ):
+        if value < 1:
+            raise ConfigurationError(f"{name} must be at least 1.")
     if settings.token_max_seconds < 1:
         raise ConfigurationError("CARNET_TOKEN_MAX_SECONDS must be at least 1.")
     if settings.token_leeway_seconds > 300:

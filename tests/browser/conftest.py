@@ -95,6 +95,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> I
         CARNET_SMTP_HOST="127.0.0.1",
         CARNET_SMTP_PORT=str(mailbox.port),
         CARNET_WORKER_SECONDS="1",
+        CARNET_LOGIN_RATE_PER_MINUTE="100000",
+        CARNET_API_RATE_PER_MINUTE="6000000",
+        CARNET_API_BURST="100000",
     )
     log = root / "server.log"
     worker_log = root / "worker.log"

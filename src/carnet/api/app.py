@@ -20,6 +20,7 @@ from carnet.api.auth import TokenVerifier
 from carnet.api.docs import mount_docs
 from carnet.api.documents import router as documents_router
 from carnet.api.fhir import fhir_response, router
+from carnet.api.guard import GuardMiddleware
 from carnet.api.journal import public as journal_public
 from carnet.api.journal import router as journal_router
 from carnet.api.notifications import router as notifications_router
@@ -30,7 +31,7 @@ from carnet.audit.witness_client import HTTPWitness
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.crypto.shares import ShareLedger
-from carnet.domain.errors import AuditChainError, CarnetError, ConfigurationError, Conflict
+from carnet.domain.errors import AuditChainError, CarnetError, ConfigurationError, Conflict, RateLimited
 from carnet.domain.policy import PROFILES
 from carnet.domain.principal import Identifier
 from carnet.notify.worker import DeliveryWorker
@@ -39,6 +40,7 @@ from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider
+from carnet.services.rate_limit import RateLimiter
 from carnet.services.records import RecordService
 from carnet.services.vault import Vault
 from carnet.settings import Mode, Settings
@@ -231,6 +233,8 @@ def create_app(
     async def _carnet_error(request: Request, exc: CarnetError) -> Response:
         status = status_of(exc)
         headers = {"WWW-Authenticate": 'Bearer realm="carnet"'} if status == 401 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
         if status >= 500:
             log.error(
                 "request failed: %s %s -> %s (%s)",
@@ -284,6 +288,12 @@ def create_app(
 
     # The portals; their "/" answers API clients as below.
     mount_web(app, services, settings, status_of=status_of, demo_people=demo_people)
+    app.add_middleware(
+        GuardMiddleware,
+        verifier=app.state.verifier,
+        limiter=RateLimiter(per_minute=settings.api_rate_per_minute, burst=settings.api_burst),
+        seconds=float(settings.request_seconds),
+    )
     app.add_middleware(CallerMiddleware)
 
     @app.get("/", include_in_schema=False)

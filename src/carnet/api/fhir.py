@@ -21,6 +21,7 @@ from carnet.domain.policy import AccessMode
 from carnet.domain.principal import Principal
 from carnet.domain.search import parse_date
 from carnet.offload import offload
+from carnet.services import deadline
 from carnet.services.records import (
     EntryRequest,
     EntryResponse,
@@ -30,6 +31,7 @@ from carnet.services.records import (
     WriteResult,
     instant,
 )
+from carnet.settings import Settings
 
 FHIR_JSON = "application/fhir+json"
 _ACCEPTED_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -105,6 +107,7 @@ async def _read(request: Request) -> bytes:
         raise PayloadTooLarge(too_large)
     chunks = bytearray()
     async for chunk in request.stream():
+        deadline.check()  # a body trickled in slowly stops at the request's time budget
         chunks += chunk
         if len(chunks) > limit:
             raise PayloadTooLarge(too_large)
@@ -145,10 +148,20 @@ async def _body(request: Request) -> dict[str, Any]:
     chunks = await _read(request)
     if not chunks:
         raise InvalidRequest("The request has no body; send a FHIR resource as JSON.")
-    parsed = fhirjson.loads(chunks)
+    parsed = fhirjson.loads(chunks, _limits(request.app.state.services.settings))
     if not isinstance(parsed, dict) or not isinstance(parsed.get("resourceType"), str):
         raise InvalidRequest("The body must be a JSON object with a resourceType.")
     return parsed
+
+
+@functools.cache
+def _limits(settings: Settings) -> fhirjson.Limits:
+    return fhirjson.Limits(
+        max_depth=settings.max_depth,
+        max_elements=settings.max_elements,
+        max_resource_elements=settings.max_resource_elements,
+        max_bundle_entries=settings.max_bundle_entries,
+    )
 
 
 def _base(request: Request) -> str:

@@ -8,6 +8,7 @@ from carnet.domain.errors import (
     AccessDenied,
     CarnetError,
     Conflict,
+    DeadlineExceeded,
     EnvelopeError,
     Gone,
     InvalidRequest,
@@ -18,6 +19,7 @@ from carnet.domain.errors import (
     NotSupported,
     PayloadTooLarge,
     PreconditionFailed,
+    RateLimited,
     Unauthenticated,
     UnsupportedSearch,
 )
@@ -25,6 +27,7 @@ from carnet.domain.errors import (
 # Most specific first.
 _STATUS: tuple[tuple[type[CarnetError], int], ...] = (
     (Unauthenticated, 401),
+    (RateLimited, 429),
     (AccessDenied, 403),
     (Gone, 410),
     (NotFound, 404),
@@ -36,6 +39,7 @@ _STATUS: tuple[tuple[type[CarnetError], int], ...] = (
     (UnsupportedSearch, 400),
     (InvalidRequest, 400),
     (KeyProviderError, 503),
+    (DeadlineExceeded, 503),
     (JournalUnavailable, 503),
     (EnvelopeError, 500),
 )

@@ -14,6 +14,8 @@
     │   ├── PayloadTooLarge       the body exceeds the configured limit
     │   └── NotSupported          an interaction this type does not offer (AuditEvent is written by Carnet)
     ├── Unauthenticated           no token, or a token that does not verify
+    ├── RateLimited               too many requests from one principal, address or account
+    ├── DeadlineExceeded          the request ran past its time budget and was rolled back
     ├── AccessDenied              the policy refused; carries the decision's reasons
     ├── EnvelopeError             a sealed value did not open (one opaque error for all causes)
     ├── AuditChainError           a journal proof, tree head or checkpoint does not verify
@@ -99,6 +101,22 @@ class Unauthenticated(CarnetError):
     """The request carries no valid bearer token."""
 
     code = "login"
+
+
+class RateLimited(CarnetError):
+    """Too many requests from one principal, client address or account: retry later."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(CarnetError):
+    """The request ran past its time budget (``CARNET_REQUEST_SECONDS``); its changes were undone."""
+
+    code = "timeout"
 
 
 class AccessDenied(CarnetError):

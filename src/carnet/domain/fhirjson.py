@@ -8,7 +8,9 @@ what Carnet stores always reads back with a standard JSON parser and hostile bod
 before the expensive work:
 
 - nesting at most :attr:`Limits.max_depth` levels (400 Bad Request);
-- at most :attr:`Limits.max_elements` JSON values (413 Payload Too Large);
+- at most :attr:`Limits.max_elements` JSON values in the body, :attr:`Limits.max_resource_elements`
+  in one resource (each entry's, in a Bundle) and :attr:`Limits.max_bundle_entries` entries in
+  a Bundle (413 Payload Too Large, checked before the full walk for the entries);
 - strings and keys are Unicode text: no lone UTF-16 surrogate (400), and no control character
   other than tab, CR and LF, which FHIR strings forbid (422);
 - numbers fit a double and FHIR's bounded precision: at most :data:`MAX_DIGITS` significant
@@ -37,8 +39,13 @@ def _fragment(value: Any) -> orjson.Fragment:
 #: The deepest nesting of objects and arrays accepted. FHIR resources stay far below it; the
 #: validator and the serialiser recurse, so deeper input must be refused before they see it.
 MAX_DEPTH = 100
-#: The most JSON values (objects, arrays, strings, numbers…) in one body, by default.
-MAX_ELEMENTS = 100_000
+#: The most JSON values (objects, arrays, strings, numbers…) in one body, by default: the
+#: largest Synthea patient Bundle holds 55,397, its largest resource 1,895.
+MAX_ELEMENTS = 200_000
+#: The most JSON values in one resource, by default.
+MAX_RESOURCE_ELEMENTS = 20_000
+#: The most entries of a Bundle, by default (the largest Synthea Bundle has 952).
+MAX_BUNDLE_ENTRIES = 1000
 #: The most significant digits of a number: FHIR decimals need 18 (XML Schema); room is left
 #: for values that were computed, never for a 100,000-digit number.
 MAX_DIGITS = 32
@@ -53,10 +60,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """How large and deep a JSON body may be (``CARNET_MAX_DEPTH``, ``CARNET_MAX_ELEMENTS``)."""
+    """How large and deep a JSON body may be (``CARNET_MAX_DEPTH``, ``CARNET_MAX_ELEMENTS``,
+    ``CARNET_MAX_RESOURCE_ELEMENTS``, ``CARNET_MAX_BUNDLE_ENTRIES``)."""
 
     max_depth: int = MAX_DEPTH
     max_elements: int = MAX_ELEMENTS
+    max_resource_elements: int = MAX_RESOURCE_ELEMENTS
+    max_bundle_entries: int = MAX_BUNDLE_ENTRIES
 
 
 DEFAULT_LIMITS = Limits()
@@ -130,14 +140,45 @@ def _check_string(root: Any, text: str) -> None:
     )
 
 
+def _check_sizes(parsed: Any, limits: Limits, total: int) -> None:
+    """Check a resource's size, or for a Bundle its entry count and each entry resource's size."""
+    too_many = (
+        "{what} holds more than {limit} elements (CARNET_MAX_RESOURCE_ELEMENTS); FHIR resources "
+        "need far fewer: split it."
+    )
+    if not isinstance(parsed, dict) or parsed.get("resourceType") != "Bundle":
+        if total > limits.max_resource_elements:
+            raise PayloadTooLarge(too_many.format(what="The resource", limit=limits.max_resource_elements))
+        return
+    entries = parsed.get("entry")
+    if not isinstance(entries, list):
+        return
+    for index, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if count_elements(resource, limits.max_resource_elements) > limits.max_resource_elements:
+            raise PayloadTooLarge(
+                too_many.format(what=f"The resource of entry {index}", limit=limits.max_resource_elements)
+            )
+
+
+def _check_entry_count(parsed: Any, limits: Limits) -> None:
+    entries = parsed.get("entry") if isinstance(parsed, dict) else None
+    if isinstance(entries, list) and len(entries) > limits.max_bundle_entries:
+        raise PayloadTooLarge(
+            f"The Bundle has {len(entries)} entries, over the {limits.max_bundle_entries} accepted "
+            "(CARNET_MAX_BUNDLE_ENTRIES); send it as several Bundles."
+        )
+
+
 def check(parsed: Any, limits: Limits = DEFAULT_LIMITS) -> None:
     """Check parsed JSON against ``limits`` and FHIR's rules for strings and numbers.
 
     Raises:
         InvalidRequest: nesting deeper than ``limits.max_depth``, or a lone surrogate.
-        PayloadTooLarge: more than ``limits.max_elements`` values.
+        PayloadTooLarge: too many values in the body or a resource, too many Bundle entries.
         InvalidResource: a control character in a string, a number out of range or precision.
     """
+    _check_entry_count(parsed, limits)
     stack: list[tuple[Any, int]] = [(parsed, 1)]
     count = 0
     while stack:
@@ -171,6 +212,7 @@ def check(parsed: Any, limits: Limits = DEFAULT_LIMITS) -> None:
                 f"{MAX_DIGITS} significant digits and must fit a double.",
                 expression=(where,) if where else (),
             )
+    _check_sizes(parsed, limits, count)
 
 
 def count_elements(value: Any, limit: int) -> int:

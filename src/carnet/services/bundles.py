@@ -25,6 +25,7 @@ from carnet.domain.resources import (
 from carnet.domain.search import (
     parse_search,
 )
+from carnet.services import deadline
 from carnet.services._call import Call
 from carnet.services._checks import check_type
 from carnet.services.reads import Reads
@@ -84,6 +85,7 @@ class Bundles:
             entry = entries[index]
             resource = resolved[index]
             try:
+                deadline.check()
                 hint = hints.get(f"Binary/{assigned.get(index)}")
                 responses[index] = self._entry(call, entry, resource, assigned.get(index), hint)
             except CarnetError as error:

@@ -44,6 +44,7 @@ from typing import Any
 from carnet.domain.errors import CarnetError
 from carnet.domain.policy import AccessMode, Obligation, Profile
 from carnet.domain.principal import ActorKind, Principal
+from carnet.services import deadline
 from carnet.services._call import Call
 from carnet.services.bundles import Bundles
 from carnet.services.document_checks import DocumentChecks
@@ -315,6 +316,7 @@ class Records:
         """Process a batch Bundle: each entry on its own; failures are reported per entry."""
         responses: list[EntryResponse] = []
         for position, entry in enumerate(entries):
+            deadline.check()  # outside the try: running out of time ends the batch, not one entry
             try:
                 with self._call("batch", "Bundle", write=entry.method != "GET") as call:
                     responses.append(self._svc.bundles.process(call, [entry], first=position)[0])

@@ -51,6 +51,7 @@ from starlette.staticfiles import StaticFiles
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import Identifier
 from carnet.services.application import Application
+from carnet.services.rate_limit import RateLimiter
 from carnet.settings import Mode, Settings
 from carnet.web.errors import install_error_pages
 from carnet.web.headers import SecurityHeadersMiddleware
@@ -83,6 +84,10 @@ def mount_web(
         templates=make_templates(),
         session_secret=secret,
         demo=DemoDirectory(services.records, demo_people),
+    )
+    # Sign-ins per client address and per account (carnet.web.login); burst = one minute's worth.
+    app.state.login_limiter = RateLimiter(
+        per_minute=settings.login_rate_per_minute, burst=settings.login_rate_per_minute
     )
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(

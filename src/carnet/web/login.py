@@ -26,6 +26,7 @@ from starlette.responses import RedirectResponse, Response
 
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.offload import offload
+from carnet.services.rate_limit import RateLimiter
 from carnet.web.csrf import checked_form
 from carnet.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
@@ -58,7 +59,9 @@ def root(request: Request) -> Response:
     return RedirectResponse(home_of(current_principal(request)), status_code=303)
 
 
-def _login_page(request: Request, *, error: str | None = None, status: int = 200) -> Response:
+def _login_page(
+    request: Request, *, error: str | None = None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     state = portal(request)
     enabled = state.settings.development_issuer_enabled
     patients = state.demo.patients() if enabled else []
@@ -68,6 +71,7 @@ def _login_page(request: Request, *, error: str | None = None, status: int = 200
         "login.html",
         {"enabled": enabled, "patients": patients, "professionals": professionals, "error": error},
         status=status,
+        headers=headers,
     )
 
 
@@ -97,6 +101,20 @@ def _visits(request: Request) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def _sign_in_wait(request: Request, kind: str, form: Any) -> int:
+    """Take a sign-in attempt from the client address's and the account's buckets: 0, or seconds to wait.
+
+    The account is what the form names (the INS, the directory entry, the idNat_PS), so one
+    address cannot try many accounts quickly, nor many addresses one account.
+    """
+    limiter: RateLimiter = request.app.state.login_limiter
+    account = _text(form, "identifier") or _text(form, "practitioner") or _text(form, "idnps")
+    address = request.client.host if request.client else "unknown"
+    by_address = limiter.take(f"address:{address}")
+    by_account = limiter.take(f"account:{kind}:{account}") if account else 0
+    return max(by_address, by_account)
+
+
 @router.post("/login")
 async def login_submit(request: Request) -> Response:
     """Sign in with an embedded demo identity (development mode only)."""
@@ -112,6 +130,14 @@ def _sign_in(request: Request, form: Any) -> Response:
     service = state.services.records
     kind = _text(form, "kind")
     now = datetime.now(UTC)
+    wait = _sign_in_wait(request, kind, form)
+    if wait:
+        return _login_page(
+            request,
+            error="Too many sign-in attempts; wait a minute, then try again.",
+            status=429,
+            headers={"Retry-After": str(wait)},
+        )
     if kind == "patient":
         system, bar, value = _text(form, "identifier").partition("|")
         if not (bar and system and value):
