@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from carnet.services.demo import SeededPatient, seed_population
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, create_app
+from carnet.demo import SeededPatient, seed_population
 from carnet.domain.errors import ConfigurationError
 from carnet.settings import Settings, load
 from minting import Mint
