@@ -229,6 +229,41 @@ def count_elements(value: Any, limit: int) -> int:
     return count
 
 
+class _Budget:
+    """Counts objects' members and numbers while the parser runs, and stops it past the limit.
+
+    The parser calls back into Python for every object and number, which is where a hostile
+    body's cost lies (a 6 MB body of 400,000 tiny objects): counting there refuses it after
+    ``max_elements`` values instead of after parsing all of it.
+    """
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, amount: int) -> None:
+        self.left -= amount
+        if self.left < 0:
+            raise PayloadTooLarge(
+                f"The JSON holds more than {self.limit} elements (CARNET_MAX_ELEMENTS); "
+                "send smaller resources or fewer at a time."
+            )
+
+    def pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        self.spend(len(pairs) + 1)
+        return _no_duplicates(pairs)
+
+    def integer(self, text: str) -> int | Decimal:
+        self.spend(1)
+        return _parse_int(text)
+
+    def decimal(self, text: str) -> Decimal:
+        self.spend(1)
+        return Decimal(text)
+
+
 def loads(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Parse JSON, keeping decimals exact, and :func:`check` it.
 
@@ -238,12 +273,13 @@ def loads(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
+        budget = _Budget(limits.max_elements)
         parsed = json.loads(
             text,
-            parse_float=Decimal,
-            parse_int=_parse_int,
+            parse_float=budget.decimal,
+            parse_int=budget.integer,
             parse_constant=_reject_constant,
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=budget.pairs,
         )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors.
         raise InvalidRequest(f"The body is not valid JSON ({type(exc).__name__}); send UTF-8 JSON.") from None
