@@ -14,6 +14,7 @@ from carnet.crypto.aead import blind_index, derive_subkey, generate_key, seal, u
 from carnet.domain.envelope import (
     FORMAT_VERSION,
     HEADER_SIZE,
+    MIN_BUCKET,
     NONCE_SIZE,
     SALT_SIZE,
     TAG_SIZE,
@@ -33,19 +34,20 @@ def test_round_trip() -> None:
 
 
 def test_round_trip_of_empty_plaintext() -> None:
-    """An empty plaintext seals to a header and a tag, and opens to empty bytes."""
+    """An empty plaintext seals to a header, the smallest bucket and a tag, and opens to empty bytes."""
     sealed = seal(KEY, b"", AAD)
-    assert (len(sealed), unseal(KEY, sealed, AAD)) == (HEADER_SIZE + TAG_SIZE, b"")
+    assert (len(sealed), unseal(KEY, sealed, AAD)) == (HEADER_SIZE + MIN_BUCKET + TAG_SIZE, b"")
 
 
 def test_wire_format_layout() -> None:
-    """The envelope is version | salt | nonce | AES-256-GCM(HKDF(key, salt)) ciphertext and tag."""
+    """Version 2 is 0x02 | salt | nonce | AES-256-GCM(HKDF(key, salt, "v2")) of the padded plaintext."""
     salt, nonce = bytes([7]) * SALT_SIZE, bytes([9]) * NONCE_SIZE
     draws = iter([salt, nonce])
     sealed = seal(KEY, b"plain", AAD, random=lambda size: next(draws)[:size])
-    data_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"carnet/seal/v1").derive(KEY)
-    expected = bytes([FORMAT_VERSION]) + salt + nonce + AESGCM(data_key).encrypt(nonce, b"plain", AAD)
-    assert sealed == expected
+    data_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"carnet/seal/v2").derive(KEY)
+    padded = b"plain\x80" + bytes(MIN_BUCKET - 6)
+    expected = bytes([FORMAT_VERSION]) + salt + nonce + AESGCM(data_key).encrypt(nonce, padded, AAD)
+    assert (FORMAT_VERSION, sealed) == (2, expected)
 
 
 def test_each_seal_uses_fresh_salt_and_nonce() -> None:
@@ -85,9 +87,9 @@ def test_ciphertext_moved_to_another_context_fails(other: tuple[str, str, str, i
         unseal(KEY, sealed, associated_data(*other))
 
 
-@pytest.mark.parametrize("version", [0, 2, 0x7F, 0xFF])
+@pytest.mark.parametrize("version", [0, 1, 3, 0x7F, 0xFF])
 def test_unknown_version_byte_raises(version: int) -> None:
-    """An envelope whose version byte is not 1 raises EnvelopeError, even if the rest is intact."""
+    """A version-2 envelope relabelled with any other version byte (even 1) raises EnvelopeError."""
     sealed = seal(KEY, b"secret", AAD)
     with pytest.raises(EnvelopeError):
         unseal(KEY, bytes([version]) + sealed[1:], AAD)
@@ -131,7 +133,8 @@ def test_every_failure_has_the_same_message() -> None:
     failures = [
         lambda: unseal(OTHER_KEY, sealed, AAD),
         lambda: unseal(KEY, sealed, b""),
-        lambda: unseal(KEY, b"\x02" + sealed[1:], AAD),
+        lambda: unseal(KEY, b"\x01" + sealed[1:], AAD),
+        lambda: unseal(KEY, b"\x03" + sealed[1:], AAD),
         lambda: unseal(KEY, sealed[:10], AAD),
     ]
     messages = set()

@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from carnet.domain.envelope import NONCE_SIZE, SALT_SIZE, Envelope
+from carnet.domain.envelope import FORMAT_VERSION, LEGACY_VERSION, NONCE_SIZE, SALT_SIZE, Envelope, pad, unpad
 from carnet.domain.errors import EnvelopeError
 
 KEY_SIZE = 32
-_SEAL_INFO = b"carnet/seal/v1"
+_SEAL_INFO = {LEGACY_VERSION: b"carnet/seal/v1", FORMAT_VERSION: b"carnet/seal/v2"}
 
 Random = Callable[[int], bytes]
 
@@ -33,16 +33,17 @@ def _derive(key: bytes, salt: bytes, info: bytes) -> bytes:
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes, *, random: Random = os.urandom) -> bytes:
-    """Seal ``plaintext`` under ``key`` bound to ``aad``; return the envelope bytes."""
+    """Seal ``plaintext`` (padded to its size bucket) under ``key`` bound to ``aad``; return the
+    envelope bytes (format version 2, see ``domain.envelope``)."""
     salt = random(SALT_SIZE)
     nonce = random(NONCE_SIZE)
-    data_key = _derive(key, salt, _SEAL_INFO)
-    ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, aad)
+    data_key = _derive(key, salt, _SEAL_INFO[FORMAT_VERSION])
+    ciphertext = AESGCM(data_key).encrypt(nonce, pad(plaintext), aad)
     return Envelope(salt=salt, nonce=nonce, ciphertext=ciphertext).to_bytes()
 
 
 def unseal(key: bytes, sealed: bytes, aad: bytes) -> bytes:
-    """Open an envelope made by :func:`seal`.
+    """Open an envelope made by :func:`seal` (format version 2, or version 1 from before padding).
 
     Raises:
         EnvelopeError: for every failure (wrong key, tampered bytes, other context, bad format).
@@ -50,11 +51,12 @@ def unseal(key: bytes, sealed: bytes, aad: bytes) -> bytes:
     envelope = Envelope.from_bytes(sealed)
     if len(envelope.nonce) != NONCE_SIZE:  # AESGCM accepts other sizes; we never do.
         raise EnvelopeError()
-    data_key = _derive(key, envelope.salt, _SEAL_INFO)
+    data_key = _derive(key, envelope.salt, _SEAL_INFO[envelope.version])
     try:
-        return AESGCM(data_key).decrypt(envelope.nonce, envelope.ciphertext, aad)
+        plaintext = AESGCM(data_key).decrypt(envelope.nonce, envelope.ciphertext, aad)
     except (InvalidTag, ValueError, OverflowError):
         raise EnvelopeError() from None
+    return plaintext if envelope.version == LEGACY_VERSION else unpad(plaintext)
 
 
 def derive_subkey(key: bytes, purpose: str) -> bytes:

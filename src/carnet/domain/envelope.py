@@ -2,11 +2,19 @@
 
 A sealed value is::
 
-    version (1 byte, 0x01) | salt (16 bytes) | nonce (12 bytes) | ciphertext | tag (16 bytes)
+    version (1 byte) | salt (16 bytes) | nonce (12 bytes) | ciphertext | tag (16 bytes)
 
-The data key is HKDF-SHA256(patient key, salt, info=b"carnet/seal/v1"); the cipher is
+The data key is HKDF-SHA256(patient key, salt, info=b"carnet/seal/v<version>"); the cipher is
 AES-256-GCM. The associated data is :func:`associated_data` of the value's context, so a
 ciphertext copied to another row (other patient, type, id or version) fails to open.
+
+- Version 2 (written since 2026-12): the plaintext is padded before encryption to a size
+  bucket (:func:`padded_size`): ``plaintext | 0x80 | 0x00…``, so a ciphertext's length tells
+  only the bucket, not the exact size.
+- Version 1 (older values, still opened): the plaintext unpadded.
+
+The version byte is bound through the HKDF info: a value relabelled with another version
+derives another key and fails to open.
 This module is pure: it lays bytes out and checks lengths; ``carnet.crypto`` does the
 cryptography.
 """
@@ -17,7 +25,10 @@ from dataclasses import dataclass
 
 from carnet.domain.errors import EnvelopeError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_VERSION = 1
+VERSIONS = frozenset({LEGACY_VERSION, FORMAT_VERSION})
+MIN_BUCKET = 256
 SALT_SIZE = 16
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -31,10 +42,11 @@ class Envelope:
     salt: bytes
     nonce: bytes
     ciphertext: bytes  # includes the 16-byte GCM tag
+    version: int = FORMAT_VERSION
 
     def to_bytes(self) -> bytes:
         """Lay the envelope out in its wire format."""
-        return bytes([FORMAT_VERSION]) + self.salt + self.nonce + self.ciphertext
+        return bytes([self.version]) + self.salt + self.nonce + self.ciphertext
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
@@ -43,13 +55,48 @@ class Envelope:
         Raises:
             EnvelopeError: unknown version or truncated value (the same opaque error as a bad tag).
         """
-        if len(data) < HEADER_SIZE + TAG_SIZE or data[0] != FORMAT_VERSION:
+        if len(data) < HEADER_SIZE + TAG_SIZE or data[0] not in VERSIONS:
             raise EnvelopeError()
         return cls(
             salt=data[1 : 1 + SALT_SIZE],
             nonce=data[1 + SALT_SIZE : HEADER_SIZE],
             ciphertext=data[HEADER_SIZE:],
+            version=data[0],
         )
+
+
+def padded_size(length: int) -> int:
+    """Return the bucket a padded plaintext of ``length`` bytes (marker included) fills.
+
+    Padmé (Nikitin et al., "Reducing metadata leakage from encrypted files", PETS 2019) above a
+    floor of 256 bytes: a length in [2^E, 2^(E+1)) is rounded up to a multiple of
+    2^(E - bit_length(E)), so at most ≈ 2·E sizes remain in each power of two (a leak of
+    O(log log n) bits instead of O(log n)) for at most 12 % more bytes.
+    """
+    if length <= MIN_BUCKET:
+        return MIN_BUCKET
+    exponent = length.bit_length() - 1
+    low_bits = exponent - exponent.bit_length()
+    mask = (1 << low_bits) - 1
+    return (length + mask) & ~mask
+
+
+def pad(plaintext: bytes) -> bytes:
+    """Pad to the bucket: ``plaintext | 0x80 | 0x00…`` (ISO/IEC 7816-4)."""
+    size = padded_size(len(plaintext) + 1)
+    return plaintext + b"\x80" + bytes(size - len(plaintext) - 1)
+
+
+def unpad(padded: bytes) -> bytes:
+    """Remove the padding added by :func:`pad`.
+
+    Raises:
+        EnvelopeError: no padding marker (never happens to an authenticated value).
+    """
+    stripped = padded.rstrip(b"\x00")
+    if not stripped or stripped[-1] != 0x80:
+        raise EnvelopeError()
+    return stripped[:-1]
 
 
 def associated_data(*parts: str | int) -> bytes:
