@@ -202,12 +202,15 @@ def backoff(attempts: int) -> timedelta:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxMessage:
-    """One outbox row as stored; ``sealed`` holds the :class:`Delivery` payload."""
+    """One outbox row as stored; ``sealed`` holds the :class:`Delivery` payload.
+
+    The notice's kind (break-glass, regulation…) is only inside ``sealed``: an operator reading
+    the table sees that a record has a notice and when, not what happened (docs/security.md).
+    """
 
     patient_id: str
     message_id: str
     created_at: datetime
-    event: NoticeEvent
     sealed: bytes
     status: OutboxStatus
     attempts: int = 0
@@ -325,7 +328,6 @@ class Notifier:
                 patient_id=notice.patient_id,
                 message_id=message_id,
                 created_at=now,
-                event=notice.event,
                 sealed=self._vault.cipher.seal(
                     key, orjson.dumps(payload), _outbox_aad(notice.patient_id, message_id)
                 ),

@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from carnet.domain.errors import Conflict
 from carnet.services.notifications import (
     MAX_ATTEMPTS,
-    NoticeEvent,
     OutboxMessage,
     OutboxStatus,
     backoff,
@@ -30,7 +29,6 @@ _COLUMNS = (
     outbox.c.patient_id,
     outbox.c.message_id,
     outbox.c.created_at,
-    outbox.c.event,
     outbox.c.sealed,
     outbox.c.status,
     outbox.c.attempts,
@@ -49,13 +47,12 @@ def _message(row: Sequence[Any]) -> OutboxMessage:
         patient_id=row[0],
         message_id=row[1],
         created_at=utc(row[2]),
-        event=NoticeEvent(row[3]),
-        sealed=row[4],
-        status=OutboxStatus(row[5]),
-        attempts=int(row[6]),
-        next_attempt_at=utc(row[7]),
-        delivered_at=utc(row[8]) if row[8] is not None else None,
-        last_error=row[9],
+        sealed=row[3],
+        status=OutboxStatus(row[4]),
+        attempts=int(row[5]),
+        next_attempt_at=utc(row[6]),
+        delivered_at=utc(row[7]) if row[7] is not None else None,
+        last_error=row[8],
     )
 
 
@@ -69,7 +66,6 @@ class OutboxSessionMixin(Connected):
                 patient_id=message.patient_id,
                 message_id=message.message_id,
                 created_at=utc(message.created_at),
-                event=message.event.value,
                 sealed=message.sealed,
                 status=message.status.value,
                 attempts=message.attempts,
@@ -125,7 +121,6 @@ class OutboxSessionMixin(Connected):
                         patient_id=message.patient_id,
                         message_id=message.message_id,
                         created_at=message.created_at,
-                        event=message.event,
                         sealed=message.sealed,
                         status=OutboxStatus.SENDING,
                         attempts=message.attempts + 1,

@@ -157,14 +157,14 @@ journal_actors = Table(
 # -- notifications (DESIGN §9) -------------------------------------------------------------
 
 #: Messages to deliver, written in the transaction of the event; ``sealed`` holds the
-#: payload (recipient, who, when, mode) sealed with the patient key.
+#: payload (recipient, kind of event, who, when, mode) sealed with the patient key. The kind
+#: is not in clear (migration 0005 dropped the ``event`` column).
 outbox = Table(
     "outbox",
     metadata,
     Column("patient_id", ID, nullable=False),
     Column("message_id", ID, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("event", String(32), nullable=False),
     Column("sealed", LargeBinary, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
