@@ -73,7 +73,8 @@ _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _SPACE = re.compile(r"\s+")
 #: Files the local key provider and the development issuer keep in the key directory.
 KEY_FILES = re.compile(
-    r"^(kek-\d{6}\.key|current|dev-issuer\.pem|journal-signer\.key|journal-verifier\.pub|web-session\.key)$"
+    r"^(kek-\d{6}\.key|current|dev-issuer\.pem|journal-signer\.key|journal-verifier\.pub|web-session\.key"
+    r"|[0-9a-f]{3}\.shares|\.lock)$"  # the erasure shares (crypto/shares.py) and their writers' lock
 )
 
 
