@@ -158,7 +158,7 @@ journal_actors = Table(
 
 #: Messages to deliver, written in the transaction of the event; ``sealed`` holds the
 #: payload (recipient, kind of event, who, when, mode) sealed with the patient key. The kind
-#: is not in clear (migration 0005 dropped the ``event`` column).
+#: is not in clear (migration 0006 dropped the ``event`` column).
 outbox = Table(
     "outbox",
     metadata,
