@@ -9,6 +9,7 @@ SQLite and PostgreSQL (the ``services`` fixture).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from carnet.api.app import Services, create_app
+from carnet.api.app import Services, build_services, create_app
 from carnet.demo import SeededPatient, seed_population
 from carnet.domain.consent import KIND_SYSTEM
 from carnet.domain.journal import Entry
@@ -400,3 +401,93 @@ def test_the_capability_statement_lists_the_operations(world: World) -> None:
         ("DocumentReference", "unmask"),
     }
     assert expected <= named
+
+
+def test_a_physician_becomes_treating_physician_the_same_way_both_ways(world: World, auth: Mint) -> None:
+    """An authorised physician's $declare-treating-physician and the portal's button make the same Consent."""
+    physician = next(p for p in demo_professionals(world.services.records) if p.profession == "10")
+    claims = {
+        "kind": "professional",
+        "idnps": physician.idnps,
+        "profession": "10",
+        "specialty": physician.specialty,
+    }
+    headers = auth(**{k: v for k, v in claims.items() if v})
+    assert (
+        world.client.post(f"/fhir/Patient/{world.api.patient_id}/$authorise", headers=headers).status_code
+        == 200
+    )
+    api = Journal(world.services, world.api.patient_id)
+    answer = world.client.post(
+        f"/fhir/Patient/{world.api.patient_id}/$declare-treating-physician", headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    created = _returned(answer.json())[0]
+    assert api.added() == [("$declare-treating-physician", "permit", "ok")]
+    with TestClient(world.client.app) as pro:
+        token = _csrf(pro, "/login")
+        pro.post(
+            "/login",
+            data={"csrf_token": token, "kind": "professional", "practitioner": physician.practitioner_id},
+        )
+        token = _csrf(pro, "/pro/")
+        declared = pro.post(
+            "/pro/access/consent",
+            data={"csrf_token": token, "ins": world.web.ins_value, "kind": "authorisation", "agreed": "yes"},
+            follow_redirects=False,
+        )
+        assert declared.status_code == 303
+        web = Journal(world.services, world.web.patient_id)
+        answer = pro.post(
+            f"/pro/patients/{world.web.patient_id}/treating",
+            data={"csrf_token": token, "agreed": "yes"},
+            follow_redirects=False,
+        )
+        assert answer.headers["location"].endswith("?done=treating")
+    assert web.added() == [("$declare-treating-physician", "permit", "ok")]
+    treating = [c for c in _consents(world, world.web) if _kind(c) == "treating-physician"]
+    assert [_choice(c) for c in treating] == [_choice(created)]
+
+
+def test_sovereign_mask_from_one_professional_the_same_way_both_ways(settings: Settings, auth: Mint) -> None:
+    """Under ``sovereign``, $mask with a professional and the portal's masked-from form write the same extension."""
+    sovereign = dataclasses.replace(settings, policy_profile="sovereign")
+    services = build_services(sovereign)
+    try:
+        api_patient, web_patient = seed_population(services.records, patients=2, seed=2026)
+        app = create_app(sovereign, services, background=False)
+        with TestClient(app) as client, TestClient(app) as portal:
+            token = _sign_in(portal, web_patient)
+            world = World(
+                services=services,
+                api=api_patient,
+                web=web_patient,
+                client=client,
+                portal=portal,
+                bearer=auth(kind="patient", patient=api_patient.patient_id),
+                csrf={"web": token},
+            )
+            mine, theirs = _first_document(world, api_patient), _first_document(world, web_patient)
+            api, web = Journal(services, api_patient.patient_id), Journal(services, web_patient.patient_id)
+            named = [{"name": "professional", "valueString": DOCTOR}]
+            masked = _returned(_operation(world, f"DocumentReference/{mine}/$mask", named))[0]
+            assert api.added() == [("$mask", "permit", "ok")]
+            _post(world, f"/patient/documents/{theirs}/masked-from", idnps=DOCTOR)
+            assert web.added() == [("$mask", "permit", "ok")]
+            expected = {
+                "url": "https://carnet.health/fhir/StructureDefinition/masked-from",
+                "valueIdentifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": DOCTOR},
+            }
+            assert expected in masked["extension"]
+            assert expected in _read(world, web_patient, "DocumentReference", theirs)["extension"]
+            web.added()  # the test's own read
+            unmasked = _returned(_operation(world, f"DocumentReference/{mine}/$unmask", named))[0]
+            _post(world, f"/patient/documents/{theirs}/masked-from", idnps=DOCTOR, action="remove")
+            assert (api.added(), web.added()) == (
+                [("$unmask", "permit", "ok")],
+                [("$unmask", "permit", "ok")],
+            )
+            assert expected not in unmasked.get("extension", [])
+            assert expected not in _read(world, web_patient, "DocumentReference", theirs).get("extension", [])
+    finally:
+        services.store.engine.dispose()
