@@ -4,7 +4,9 @@ Every read and write goes through the ``Records`` service of the FHIR API, for t
 patient (``services.records.records(principal)``): the policy decides each call, exactly as
 for ``/fhir``. The patient's choices are the Consents of ``docs/policy.md`` and masking is the
 document's ``securityLabel`` (``MASQUE_PS``) or ``masked-from`` extension (``sovereign``);
-nothing else stores a choice.
+nothing else stores a choice. Recording or withdrawing a choice, the oppositions, closing and
+reopening are the use cases of ``carnet.services.choices`` and ``carnet.services.record_status``
+(one transaction, one journal entry each): the same functions as the FHIR operations.
 
 ===============================================  ==============================================
 ``GET  /patient/``                               home: latest documents, changes since last visit
