@@ -131,7 +131,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         records=records,
         key_service=key_service,
         journal=journal,
-        portal_sessions=PortalSessions(store=store, clock=utc_now),
+        portal_sessions=PortalSessions(store=store, cipher=cipher, clock=utc_now),
     )
 
 

@@ -59,4 +59,4 @@ class Application(Protocol):
 
     @property
     def portal_sessions(self) -> PortalSessions:
-        """The portal sessions signed out for good."""
+        """The portal sessions, kept server-side behind an opaque cookie."""

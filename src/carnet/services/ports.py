@@ -284,16 +284,20 @@ class StoreSession(Protocol):
         """Remember that an actor accessed a record; return True the first time."""
         ...
 
-    def end_portal_session(self, sid_hash: str, ended_at: datetime) -> None:
-        """Record that a portal session was signed out."""
+    def save_portal_session(self, sid_hash: str, sealed: bytes, expires_at: datetime | None) -> None:
+        """Store a portal session's sealed content: a new row (``expires_at``) or an update (None)."""
         ...
 
-    def portal_session_ended(self, sid_hash: str) -> bool:
-        """Whether a portal session was signed out."""
+    def load_portal_session(self, sid_hash: str, now: datetime) -> bytes | None:
+        """Return a portal session's sealed content, or None if there is none or it expired."""
         ...
 
-    def forget_portal_sessions(self, before: datetime) -> int:
-        """Drop the signed-out sessions older than ``before``; return how many."""
+    def delete_portal_session(self, sid_hash: str) -> None:
+        """Delete a portal session."""
+        ...
+
+    def forget_portal_sessions(self, now: datetime) -> int:
+        """Delete the portal sessions expired at ``now``; return how many."""
         ...
 
 

@@ -1,41 +1,46 @@
-"""The SQL side of the portals' sign-out: the sessions that were ended (SQLite and PostgreSQL)."""
+"""The SQL side of the portal sessions (SQLite and PostgreSQL): sealed rows found by id hash."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, insert, select, update
 
-from carnet.domain.errors import Conflict
 from carnet.store.connected import Connected
-from carnet.store.tables import portal_sessions_ended
+from carnet.store.tables import portal_sessions
 
 
 class PortalSessionMixin(Connected):
-    """Ended portal sessions; mixed into :class:`carnet.store.repository.SQLStoreSession`."""
+    """Portal sessions; mixed into :class:`carnet.store.repository.SQLStoreSession`."""
 
-    def end_portal_session(self, sid_hash: str, ended_at: datetime) -> None:
-        """Record that a session ended (ending it twice is harmless).
+    def save_portal_session(self, sid_hash: str, sealed: bytes, expires_at: datetime | None) -> None:
+        """Store a session's sealed content: a new row with ``expires_at``, or (None) an update.
 
-        Raises:
-            Conflict: the same session was ended at the same moment by another request.
+        An update of a row that is gone (signed out, expired and pruned meanwhile) does nothing.
         """
-        if self.portal_session_ended(sid_hash):
+        if expires_at is None:
+            self._c.execute(
+                update(portal_sessions).where(portal_sessions.c.sid_hash == sid_hash).values(sealed=sealed)
+            )
             return
-        try:
-            self._c.execute(insert(portal_sessions_ended).values(sid_hash=sid_hash, ended_at=ended_at))
-        except IntegrityError:
-            raise Conflict("This session was signed out at the same moment; it is ended.") from None
+        self._c.execute(
+            insert(portal_sessions).values(sid_hash=sid_hash, sealed=sealed, expires_at=expires_at)
+        )
 
-    def portal_session_ended(self, sid_hash: str) -> bool:
-        """Whether a session was ended."""
-        found = self._c.execute(
-            select(portal_sessions_ended.c.sid_hash).where(portal_sessions_ended.c.sid_hash == sid_hash)
+    def load_portal_session(self, sid_hash: str, now: datetime) -> bytes | None:
+        """Return a session's sealed content, or None if there is no such session or it expired."""
+        row = self._c.execute(
+            select(portal_sessions.c.sealed).where(
+                portal_sessions.c.sid_hash == sid_hash, portal_sessions.c.expires_at > now
+            )
         ).first()
-        return found is not None
+        return bytes(row.sealed) if row is not None else None
 
-    def forget_portal_sessions(self, before: datetime) -> int:
-        """Drop the ended sessions older than ``before`` (their cookies have expired anyway)."""
-        done = self._c.execute(delete(portal_sessions_ended).where(portal_sessions_ended.c.ended_at < before))
+    def delete_portal_session(self, sid_hash: str) -> None:
+        """Delete a session (deleting it twice is harmless)."""
+        self._c.execute(delete(portal_sessions).where(portal_sessions.c.sid_hash == sid_hash))
+
+    def forget_portal_sessions(self, now: datetime) -> int:
+        """Delete the sessions expired at ``now``; return how many."""
+        done = self._c.execute(delete(portal_sessions).where(portal_sessions.c.expires_at <= now))
         return int(done.rowcount or 0)

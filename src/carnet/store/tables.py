@@ -184,12 +184,14 @@ notification_preferences = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
-#: Portal sessions ended by signing out (``sha256`` of the session id, never the id itself): a
-#: copied session cookie stops working at sign-out, not only when it expires. Rows older than a
-#: session's lifetime are pruned. Not patient data (a Citus reference table, like the heads).
-portal_sessions_ended = Table(
-    "portal_sessions_ended",
+#: Portal sessions, kept server-side: the cookie holds only a random id; the row is found by its
+#: SHA-256 and holds the session's content sealed with a key derived from the id itself, so the
+#: database alone reads nothing of it. Signing out deletes the row; expired rows are pruned.
+#: Not patient data (a Citus reference table, like the heads).
+portal_sessions = Table(
+    "portal_sessions",
     metadata,
     Column("sid_hash", String(64), primary_key=True),
-    Column("ended_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )

@@ -9,7 +9,7 @@ The portals see the application only through ``carnet.services.application.Appli
 (the same services as the FHIR API) and import nothing of ``carnet.api``: the HTTP status of
 an error is the function the root hands in, and the demo identities are data it hands in.
 
-It adds, for the portals only: the signed session cookie (``carnet.web.session``), the
+It adds, for the portals only: the server-side session behind an opaque cookie (``carnet.web.session``), the
 security headers (``carnet.web.headers``), plain-language error pages (``carnet.web.errors``),
 ``/static``, the sign-in pages (``carnet.web.login``), the patient portal (``carnet.web.patient``,
 ``patient_documents``, ``patient_journal``, ``patient_profile``) and, when the module exists, the
@@ -45,7 +45,6 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.staticfiles import StaticFiles
 
 from carnet.domain.errors import CarnetError
@@ -53,11 +52,13 @@ from carnet.domain.principal import Identifier
 from carnet.services.application import Application
 from carnet.services.rate_limit import RateLimiter
 from carnet.settings import Mode, Settings
+from carnet.web.body_limit import BodyLimitMiddleware
 from carnet.web.errors import install_error_pages
 from carnet.web.headers import SecurityHeadersMiddleware
 from carnet.web.identities import DemoDirectory
 from carnet.web.pages import Portal, make_templates
 from carnet.web.session import SESSION_COOKIE, SESSION_SECONDS, session_secret, signed_in
+from carnet.web.session_cookie import ServerSessionMiddleware
 
 __all__ = ["mount_web"]
 
@@ -89,13 +90,13 @@ def mount_web(
     app.state.login_limiter = RateLimiter(
         per_minute=settings.login_rate_per_minute, burst=settings.login_rate_per_minute
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(
-        SessionMiddleware,
-        secret_key=secret,
-        session_cookie=SESSION_COOKIE,
+        ServerSessionMiddleware,
+        sessions=services.portal_sessions,
+        cookie=SESSION_COOKIE,
         max_age=SESSION_SECONDS,
-        same_site="strict",
         https_only=settings.mode is Mode.PRODUCTION,
     )
     install_error_pages(app, status_of)

@@ -374,7 +374,7 @@ async def upload(request: Request) -> Response:
     if not isinstance(upload_file, UploadFile):
         return problem("Choose a file to upload.")
     if len(data) > limit:
-        return problem("The file is too large.")
+        raise PageError(413)  # the 413 page, like a body over the limit (carnet.web.body_limit)
     content_type = next((t for t, magic in UPLOAD_TYPES.items() if data.startswith(magic)), None)
     if not data or content_type is None:
         return problem("Only PDF, JPEG and PNG files can be uploaded.")

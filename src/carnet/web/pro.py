@@ -661,7 +661,7 @@ async def upload_submit(patient_id: str, request: Request) -> Response:
     except FormProblem as problem:
         error = problem.message
     except PayloadTooLarge:
-        error = "The file is too large."
+        raise PageError(413) from None  # the 413 page, like a body over the limit (carnet.web.body_limit)
     except (InvalidResource, InvalidRequest):
         error = "The file could not be used: it is not a valid PDF or CDA R2 document, or its details are incomplete."
     except (AccessDenied, NotFound):

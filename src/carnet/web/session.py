@@ -1,15 +1,14 @@
 """The portals' session: who is signed in, their CSRF token, their break-glass state.
 
-The session is a cookie signed with HMAC (Starlette's ``SessionMiddleware``, itsdangerous):
-``carnet_session``, ``HttpOnly``, ``SameSite=Strict``, ``Secure`` in production mode, valid
-:data:`SESSION_SECONDS`. The signing secret is 32 random bytes in ``<key_dir>/web-session.key``
-(mode 0600), created on first use. The cookie is signed, not encrypted: it holds no clinical
-content, only the claims below (what a development token would carry) and timestamps.
+The session is kept server-side (``carnet.services.portal_sessions``, sealed, valid
+:data:`SESSION_SECONDS` from its creation); the browser holds only the cookie ``carnet_session``,
+an opaque random id (``carnet.web.session_cookie``: ``HttpOnly``, ``SameSite=Strict``,
+``Secure`` in production mode). Signing in draws a new id; signing out deletes the session,
+so a copied cookie stops working at once. The secret in ``<key_dir>/web-session.key`` (mode
+0600, created on first use) now signs only the ``carnet_visits`` cookie (``carnet.web.login``).
 
 Session keys (JSON values)::
 
-    sid           a random session id; signing out ends it for good
-                  (``carnet.services.portal_sessions``), so a copied cookie stops working
     principal     the signed-in identity as token claims (``kind``, ``sub``, ``patient``,
                   ``identifier``, ``name``, ``idnps``, ``profession``, ``specialty``, ``samu``…;
                   see ``carnet.api.auth``), turned back into a ``Principal`` on every request
@@ -39,6 +38,7 @@ from starlette.requests import Request
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import Principal, principal_from_claims
 from carnet.services.portal_sessions import SESSION_LIFETIME
+from carnet.web.session_cookie import ROTATE
 
 SESSION_COOKIE = "carnet_session"
 SESSION_SECONDS = int(SESSION_LIFETIME.total_seconds())
@@ -82,12 +82,9 @@ def signed_in(request: Request) -> None:
 
 
 def _principal_of(request: Request) -> Principal | None:
+    # A signed-out or expired session was not found by the middleware: its content is empty.
     claims = request.session.get("principal")
-    sid = request.session.get("sid")
-    if not isinstance(claims, dict) or not isinstance(sid, str):
-        return None
-    if request.app.state.portal.services.portal_sessions.ended(sid):
-        request.session.clear()
+    if not isinstance(claims, dict):
         return None
     try:
         return principal_from_claims(claims)
@@ -102,20 +99,14 @@ def login(request: Request, principal_claims: Mapping[str, Any], *, now: datetim
     """
     request.session.clear()
     request.scope["carnet_principal"] = principal_from_claims(principal_claims)
-    request.session["sid"] = secrets.token_urlsafe(32)
+    request.scope[ROTATE] = True  # a new session id: one planted before sign-in is worthless
     request.session["principal"] = dict(principal_claims)
     request.session["csrf"] = secrets.token_urlsafe(32)
     request.session["signed_in"] = now.isoformat()
 
 
 def logout(request: Request) -> None:
-    """End the session: its id is signed out for good, then the cookie is emptied.
-
-    Blocking (a database write): call it from a worker thread in async code.
-    """
-    sid = request.session.get("sid")
-    if isinstance(sid, str):
-        request.app.state.portal.services.portal_sessions.end(sid)
+    """End the session: emptied here, deleted server-side as the response starts (its cookie expired)."""
     request.session.clear()
     request.scope["carnet_principal"] = None
 
