@@ -93,8 +93,10 @@ def test_the_witness_cosigns_growth_and_remembers_it(witness: tuple[TestClient, 
     assert (stale.status_code, stale.text, stale.headers["content-type"]) == (409, "25\n", "text/x.tlog.size")
 
 
-def test_the_witness_answers_each_refusal_with_its_status(witness: tuple[TestClient, str]) -> None:
-    """404 unknown log, 403 another key, 400 malformed or old > size, 409 size mismatch or fork, 422 bad proof."""
+def test_the_witness_answers_each_refusal_with_its_status(
+    witness: tuple[TestClient, str], tmp_path: Path
+) -> None:
+    """404 unknown log, 403 another key, 400 malformed or old > size, 409 size mismatch or fork, 422 bad proof; log-signed refusals are kept."""
     client, _ = witness
     assert client.post("/add-checkpoint", content=_body(0, [], _checkpoint(10))).status_code == 200
     other_signer, _ = generate_signer("other.test/log")
@@ -118,6 +120,9 @@ def test_the_witness_answers_each_refusal_with_its_status(witness: tuple[TestCli
     for name, (body, status) in cases.items():
         assert (name, client.post("/add-checkpoint", content=body).status_code) == (name, status)
     assert client.get("/latest", params={"origin": "other.test/log"}).status_code == 404
+    kept = WitnessState(tmp_path).evidence(ORIGIN)  # signed by the log yet inconsistent: evidence
+    assert [status for _, status, _, _ in kept] == [409, 409, 422, 422]
+    assert kept[2][3] == cases["rewritten log"][0]
     # Nothing refused moved the witness: it still extends its size-10 view.
     proof = consistency_proof(LEAVES, 10, 12)
     assert client.post("/add-checkpoint", content=_body(10, proof, _checkpoint(12))).status_code == 200

@@ -8,7 +8,8 @@
                               409 text/x.tlog.size: the size last cosigned · 422 bad consistency proof
     GET  /latest?origin=O     the latest checkpoint cosigned for O, with its cosignature (a Carnet
                               addition: the specification leaves monitor retrieval open)
-    GET  /                    the witness's verifier key and the logs it follows
+    GET  /                    the witness's verifier key and the logs it follows (origin, size,
+                              refused requests kept as evidence)
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def create_witness_app(state: WitnessState, clock: Callable[[], float] = time.ti
         return Response(note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"})
 
     async def index(request: Request) -> Response:
-        logs = "".join(f"{origin} {size}\n" for origin, size in state.logs())
+        logs = "".join(f"{origin} {size} {len(state.evidence(origin))}\n" for origin, size in state.logs())
         return PlainTextResponse(f"{state.verifier_key()}\n\n{logs}")
 
     return Starlette(

@@ -2,20 +2,25 @@
 
 ``witness.key`` (0600) holds the witness's cosigner key, ``witness.pub`` its verifier key (give
 it to the log operator), ``witness.sqlite3`` one row per trusted log: its origin, its verifier
-key, and the latest checkpoint the witness cosigned (size, root, the note and the cosignature).
+key, and the latest checkpoint the witness cosigned (size, root, the note and the cosignature);
+and, as evidence, every request it refused with a 409 or 422 although the log had signed it: a
+checkpoint signed by the log that does not extend what the witness cosigned is a signed proof
+that the log was rolled back or forked.
 Checking a submission against that row and replacing it happen in one ``BEGIN IMMEDIATE``
 transaction, so two concurrent submissions can never roll the witness back.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from carnet.audit.checkpoint import Checkpoint, _parse_body, _split_note, open_checkpoint
+from carnet.audit.checkpoint import Checkpoint, _parse_body, _parse_key, _split_note, open_checkpoint
 from carnet.audit.cosignature import cosign, generate_cosigner, parse_cosigner_key
 from carnet.domain.errors import AuditChainError, CarnetError, ConfigurationError
 from carnet.domain.merkle import EMPTY_ROOT, verify_consistency
@@ -33,6 +38,13 @@ CREATE TABLE IF NOT EXISTS logs (
     root BLOB,
     note BLOB,
     cosignature TEXT
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    origin TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    request BLOB NOT NULL
 )
 """
 
@@ -56,6 +68,8 @@ class Submission:
     old_size: int
     proof: tuple[bytes, ...]
     note: bytes
+    #: The request body as received (kept as evidence when refused).
+    raw: bytes
 
 
 def init_witness(directory: Path, name: str) -> str:
@@ -85,9 +99,6 @@ def parse_submission(body: bytes) -> Submission:
     Raises:
         Refusal: 400 when the body is not of that form.
     """
-    import base64
-    import binascii
-
     head, blank, note = body.partition(b"\n\n")
     if not blank:
         raise Refusal(400, "The body must be 'old <size>', proof lines, a blank line and the checkpoint.")
@@ -110,7 +121,7 @@ def parse_submission(body: bytes) -> Submission:
         if len(digest) != 32:
             raise Refusal(400, "A consistency proof line is not a 32-byte hash.")
         proof.append(digest)
-    return Submission(old_size=int(digits), proof=tuple(proof), note=note)
+    return Submission(old_size=int(digits), proof=tuple(proof), note=note, raw=body)
 
 
 class WitnessState:
@@ -122,7 +133,8 @@ class WitnessState:
         self._db = sqlite3.connect(directory / STATE_FILE, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
+        self._signer: tuple[str, bytes] | None = None
         os.chmod(directory / STATE_FILE, 0o600)
 
     def close(self) -> None:
@@ -135,10 +147,14 @@ class WitnessState:
         Raises:
             ConfigurationError: no key: run ``carnet witness init`` first.
         """
-        path = self.directory / KEY_FILE
-        if not path.exists():
-            raise ConfigurationError(f"No witness key in {self.directory}; run `carnet witness init` first.")
-        return parse_cosigner_key(path.read_text(encoding="ascii").strip())
+        if self._signer is None:
+            path = self.directory / KEY_FILE
+            if not path.exists():
+                raise ConfigurationError(
+                    f"No witness key in {self.directory}; run `carnet witness init` first."
+                )
+            self._signer = parse_cosigner_key(path.read_text(encoding="ascii").strip())
+        return self._signer
 
     def verifier_key(self) -> str:
         """Return the witness's verifier key."""
@@ -150,8 +166,6 @@ class WitnessState:
         Raises:
             AuditChainError: the verifier key is malformed.
         """
-        from carnet.audit.checkpoint import _parse_key
-
         _parse_key(verifier_key, "Log verifier key")
         self._db.execute(
             "INSERT INTO logs (origin, verifier_key) VALUES (?, ?) "
@@ -164,6 +178,14 @@ class WitnessState:
         return [
             (str(o), int(s)) for o, s in self._db.execute("SELECT origin, size FROM logs ORDER BY origin")
         ]
+
+    def evidence(self, origin: str) -> list[tuple[int, int, str, bytes]]:
+        """Return the refused, log-signed requests kept for ``origin``: ``(time, status, reason, body)``."""
+        rows = self._db.execute(
+            "SELECT received_at, status, reason, request FROM evidence WHERE origin = ? ORDER BY rowid",
+            (origin,),
+        )
+        return [(int(r[0]), int(r[1]), str(r[2]), bytes(r[3])) for r in rows]
 
     def latest(self, origin: str) -> bytes | None:
         """Return the latest checkpoint cosigned for ``origin``, with the cosignature, or None."""
@@ -196,7 +218,15 @@ class WitnessState:
             raise Refusal(400, "The old size is larger than the checkpoint's size.")
         name, seed = self.signer()
         with self._lock:
-            return self._record(submission, origin, text, checkpoint, name, seed, now)
+            try:
+                return self._record(submission, origin, text, checkpoint, name, seed, now)
+            except Refusal as refusal:
+                # The log signed it, yet it does not extend what was cosigned: keep it as evidence.
+                self._db.execute(
+                    "INSERT INTO evidence (origin, received_at, status, reason, request) VALUES (?, ?, ?, ?, ?)",
+                    (origin, now, refusal.status, refusal.message, submission.raw),
+                )
+                raise
 
     def _record(
         self,
