@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
 import re
@@ -10,7 +11,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,15 +21,20 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from carnet.api.app import Services, build_services, create_app
+from carnet.audit.checkpoint import Checkpoint, open_checkpoint
+from carnet.audit.cosignature import Cosignature, open_cosignature
 from carnet.audit.signer import VERIFIER_FILE
-from carnet.audit.verify import cosigners_of
+from carnet.audit.verify import cosigners_of, journal_origin, verify_journal
 from carnet.cli import app
 from carnet.demo import SeededPatient, seed_population
+from carnet.domain.errors import WitnessRefused
 from carnet.domain.journal import entry_leaf_hash
 from carnet.domain.merkle import CompactRange
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
 from carnet.store.tables import journal_heads, journal_nodes
+from carnet.witness.app import create_witness_app
+from carnet.witness.state import WitnessState, init_witness
 from smtp_sink import free_port
 
 
@@ -228,5 +235,61 @@ def test_two_witnesses_cosign_growth_and_refuse_a_rollback(
             in output
         )
         assert "FIRST BAD ENTRY" in output
+    finally:
+        services.store.engine.dispose()
+
+
+class InProcessWitness:
+    """The witness application served in process, behind the same interface as HTTPWitness."""
+
+    def __init__(self, client: TestClient, verifier_key: str) -> None:
+        self.client = client
+        self.verifier_key = verifier_key
+        self.name = verifier_key.split("+", 1)[0]
+
+    def add_checkpoint(self, old_size: int, proof: Sequence[bytes], note: bytes) -> str:
+        """Submit over the in-process client; return the verified cosignature line."""
+        lines = [f"old {old_size}\n", *(base64.b64encode(h).decode() + "\n" for h in proof), "\n"]
+        answer = self.client.post("/add-checkpoint", content="".join(lines).encode() + note)
+        if answer.status_code != 200:
+            raise WitnessRefused(answer.text, status=answer.status_code)
+        return open_cosignature(note + answer.content, self.verifier_key).line
+
+    def latest(self, origin: str, log_key: str) -> tuple[Checkpoint, Cosignature] | None:
+        """Return the witness's latest cosigned checkpoint of ``origin``, verified."""
+        answer = self.client.get("/latest", params={"origin": origin})
+        if answer.status_code == 404:
+            return None
+        return open_checkpoint(answer.content, log_key, origin=origin), open_cosignature(
+            answer.content, self.verifier_key
+        )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_shard_is_witnessed(settings: Settings, tmp_path: Path) -> None:
+    """With two journal shards, each shard's checkpoints are cosigned under its own origin and verify as witnessed."""
+    settings = dataclasses.replace(settings, journal_shards=2)
+    services = build_services(settings)
+    try:
+        key = init_witness(tmp_path / "witness", "witness.test/shards")
+        state = WitnessState(tmp_path / "witness")
+        journal_key = (settings.key_dir / VERIFIER_FILE).read_text().strip()
+        for shard in (0, 1):
+            state.trust(journal_origin(settings.journal_origin, shard), journal_key)
+        witness = InProcessWitness(TestClient(create_witness_app(state)), key)
+        services.journal.witnesses = (witness,)
+        for _ in range(6):  # records land in both shards
+            _grow(services, 1)
+        published = services.journal.publish()
+        assert sorted((p.shard, p.cosigned) for p in published) == [(0, True), (1, True)]
+        with services.store.session() as session:
+            reports = verify_journal(
+                session, journal_key, settings.journal_origin, witnesses=[witness], now=datetime.now(UTC)
+            )
+        assert [(r.shard, r.ok, r.witnessing is not None and r.witnessing.size) for r in reports] == [
+            (0, True, reports[0].checkpoint.size),
+            (1, True, reports[1].checkpoint.size),
+        ]
+        state.close()
     finally:
         services.store.engine.dispose()
