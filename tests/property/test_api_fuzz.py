@@ -257,6 +257,15 @@ def _fuzz(
                 failures.setdefault(f"{problem} {detail}", request.describe())
 
     send()
+    # After everything the fuzzer got accepted, each record still reads whole as strict JSON.
+    holder = dict(world.authorizations)["patient-A"]
+    assert holder is not None
+    everything = quiet_client.get(
+        f"/fhir/Patient/{world.patient_ids[0]}/$everything", headers={"Authorization": holder}
+    )
+    assert everything.status_code == 200, everything.text[:300]
+    for problem in stored_json_problems(everything.content):
+        failures.setdefault(f"$everything: {problem}", "the primary record after the run")
     report = "\n".join(f"{problem}\n    from {request}" for problem, request in list(failures.items())[:20])
     assert failures == {}, f"{len(failures)} distinct problems:\n{report}"
     assert len(sent) >= required
