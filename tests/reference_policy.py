@@ -38,6 +38,7 @@ INVISIBLE_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
 AUDIT = "audit"
 NOTIFY = "notify_patient"
 BANNER = "show_mode_banner"
+WITHHOLD = "withhold_content"
 
 
 @dataclass(frozen=True)
@@ -115,18 +116,24 @@ class Case:
     confirmed_by: str | None = None
     now: int = 0
     declares_own_consent: bool = False
+    all_records: bool = False
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Allowed or not, and what must be done."""
+    """Allowed or not, and what must be done; ``needs_facts``: refused only for want of the document's facts."""
 
     allowed: bool
     obligations: frozenset[str] = frozenset()
+    needs_facts: bool = False
 
 
 DENY = Verdict(False)
 ALLOW = Verdict(True, frozenset({AUDIT}))
+#: The DPO's view of the journal: who, when and how, never the clinical content.
+ALLOW_WITHHELD = Verdict(True, frozenset({AUDIT, WITHHOLD}))
+#: A document read without its facts: refused, to be decided again once they are known.
+FACTS_NEEDED = Verdict(False, needs_facts=True)
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,11 @@ class Tables:
         return self.resource_classes.get(case.resource_type)
 
 
+def reference_admit(case: Case) -> Verdict:
+    """Decide, on who asks alone, whether ``case`` may go on to the decisions per record (§3.6)."""
+    return DENY if case.actor.kind in FORBIDDEN_KINDS else Verdict(True)
+
+
 def reference_decide(case: Case, tables: Tables) -> Verdict:
     """Decide ``case`` as DESIGN §3 states the rules."""
     actor = case.actor
@@ -167,14 +179,19 @@ def reference_decide(case: Case, tables: Tables) -> Verdict:
         return DENY
     if case.mode not in KIND_MODES[actor.kind]:
         return DENY
-    # §5: the journal is read by the patient, their representatives and the DPO.
+    # §5: the journal is read by the patient, their representatives and the DPO; the DPO sees
+    # who, when and how but no clinical content, and alone searches every record's journal at once.
     if case.action == "journal":
+        if case.all_records:
+            return ALLOW_WITHHELD if actor.kind == "dpo" else DENY
         if not on_record:
             return DENY
         if actor.kind == "representative" or case.mode == "representative":
             return ALLOW if case.patient_id in actor.represents else DENY
+        if actor.kind == "dpo":
+            return ALLOW_WITHHELD
         own = actor.kind == "patient" and actor.patient_id == case.patient_id
-        return ALLOW if own or actor.kind == "dpo" else DENY
+        return ALLOW if own else DENY
     # §3.8: administrators manage keys; neither they nor the DPO read content.
     if actor.kind in ("admin", "dpo"):
         return ALLOW if actor.kind == "admin" and case.action in KEY_ACTIONS else DENY
@@ -278,7 +295,7 @@ def _professional(case: Case, tables: Tables) -> Verdict:
     if not _may_enter(case):
         return DENY
     if _facts_missing(case, tables):
-        return DENY
+        return FACTS_NEEDED
     masked = document is not None and (MASQUE_PS in document.visibility or me in document.masked_from)
     if masked:
         assert document is not None
@@ -308,7 +325,7 @@ def _representative(case: Case, tables: Tables) -> Verdict:
     if case.patient_id not in case.actor.represents:
         return DENY
     if _facts_missing(case, tables):
-        return DENY
+        return FACTS_NEEDED
     if document is not None:
         hidden = {INVISIBLE_PATIENT, INVISIBLE_REPRESENTATIVES} & document.visibility
         if hidden or document.minor_secret:

@@ -1130,6 +1130,7 @@ def _case(seed: int, kinds: Sequence[str]) -> Case:
         justification=what.pick((None, "", "  ", "arrêt cardiaque", "détresse respiratoire")),
         confirmed_by=what.pick((None, "", *PROFESSIONAL_IDS)),
         now=0,
+        all_records=patient_id is None and not in_directory and what.one_in(2),
     )
 
 
@@ -1259,6 +1260,7 @@ def _target(
     opens_own_record: bool,
     record_open: bool,
     document: Document | None,
+    all_records: bool = False,
 ) -> Target:
     facts = None
     if document is not None:
@@ -1276,6 +1278,7 @@ def _target(
         opens_own_record=opens_own_record,
         record_open=record_open,
         document=facts,
+        all_records=all_records,
     )
 
 
@@ -1307,6 +1310,7 @@ def engine_inputs(case: Case) -> tuple[AccessRequest, Grants, Profile, datetime]
         case.opens_own_record,
         case.record_open,
         case.document,
+        case.all_records,
     )
     request = AccessRequest(
         actor=_principal(case.actor),

@@ -13,8 +13,8 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carnet.domain.policy import Decision, decide
-from reference_policy import Case, Choices, Verdict, reference_decide
+from carnet.domain.policy import ADMITTED, RULES, Decision, admit, decide
+from reference_policy import Case, Choices, Verdict, reference_admit, reference_decide
 from strategies import engine_inputs, policy_case_batches, policy_cases, policy_restrictions, policy_tables
 
 TABLES = policy_tables()
@@ -29,7 +29,19 @@ def _engine(case: Case) -> Decision:
 
 
 def _as_verdict(decision: Decision) -> Verdict:
-    return Verdict(decision.allowed, frozenset(str(o) for o in decision.obligations))
+    return Verdict(decision.allowed, frozenset(str(o) for o in decision.obligations), decision.needs_facts)
+
+
+def _admission(case: Case) -> Decision:
+    request, _, profile, now = engine_inputs(case)
+    return admit(request, profile, now)
+
+
+#: Every reason a verdict may give: those the rules declare, and the two of the engine itself.
+DECLARED_REASONS = frozenset().union(*(spec.reasons for spec in RULES.values())) | {
+    "default-deny",
+    "admitted",
+}
 
 
 @settings(
@@ -44,6 +56,32 @@ def test_engine_agrees_with_reference(cases: list[Case]) -> None:
     for case in cases:
         decision = _engine(case)
         assert _as_verdict(decision) == reference_decide(case, TABLES), (case, decision.reasons)
+
+
+@settings(max_examples=DIFFERENTIAL_EXAMPLES, deadline=None, database=None)
+@given(policy_case_batches(CASES_PER_EXAMPLE))
+def test_admission_agrees_with_reference(cases: list[Case]) -> None:
+    """Before any record is named, the engine's admission and the reference model's agree on every request."""
+    for case in cases:
+        assert _as_verdict(_admission(case)) == reference_admit(case), case
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
+@given(policy_cases())
+def test_an_admission_refusal_refuses_every_record(case: Case) -> None:
+    """An actor refused on who they are is refused on any target too, with the same reasons."""
+    admission = _admission(case)
+    if not admission.allowed:
+        assert _engine(case) == admission
+    else:
+        assert admission == ADMITTED
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
+@given(policy_cases())
+def test_every_reason_is_declared_by_a_rule(case: Case) -> None:
+    """A decision only gives reasons its rules declare (so docs/policy.md, tested against them, names it)."""
+    assert set(_engine(case).reasons) <= DECLARED_REASONS
 
 
 @settings(max_examples=PROPERTY_EXAMPLES, deadline=None)

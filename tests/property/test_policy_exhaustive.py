@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from itertools import product
 
-from carnet.domain.policy import decide
-from reference_policy import Actor, Case, Choices, Document, Verdict, reference_decide
+from carnet.domain.policy import admit, decide
+from reference_policy import Actor, Case, Choices, Document, Verdict, reference_admit, reference_decide
 from strategies import engine_inputs, policy_tables
 
 TABLES = policy_tables()
@@ -99,7 +99,7 @@ def _disagreements(cases: Iterable[Case]) -> tuple[int, list[tuple[Case, tuple[s
         count += 1
         decision = decide(*engine_inputs(case))
         expected = reference_decide(case, TABLES)
-        got = Verdict(decision.allowed, frozenset(str(o) for o in decision.obligations))
+        got = Verdict(decision.allowed, frozenset(str(o) for o in decision.obligations), decision.needs_facts)
         if got != expected and len(wrong) < 5:
             wrong.append((case, decision.reasons, expected))
     return count, wrong
@@ -337,3 +337,43 @@ def test_everyone_else_is_exhaustively_the_reference() -> None:
     """Administrators, the DPO, researchers and the forbidden kinds, in every mode, action and place."""
     count, wrong = _disagreements(_other_cases())
     assert (count, wrong) == (2 * 7 * 9 * 11 * 6, [])
+
+
+ALL_KINDS = (
+    "patient",
+    "representative",
+    "professional",
+    "feed",
+    "researcher",
+    "admin",
+    "dpo",
+    "employer",
+    "bank",
+    "complementary_insurer",
+    "contract_assessor",
+)
+
+
+def _every_kind_cases(*, all_records: bool = False) -> Iterator[Case]:
+    for profile, kind, mode, action in product(PROFILES, ALL_KINDS, ALL_MODES, ALL_ACTIONS):
+        actor = Actor(kind=kind, professional_id="810001", patient_id="p1", represents=frozenset({"p1"}))
+        yield Case(profile, actor, action, mode, None, "AuditEvent", all_records=all_records)
+
+
+def test_every_records_journal_is_exhaustively_the_reference() -> None:
+    """Every kind, mode and action on every record at once: only the DPO's journal search, content withheld."""
+    count, wrong = _disagreements(_every_kind_cases(all_records=True))
+    assert (count, wrong) == (2 * 11 * 9 * 11, [])
+
+
+def test_admission_is_exhaustively_the_reference() -> None:
+    """Every kind, mode and action before any record is named: admit agrees with the reference model."""
+    count, wrong = 0, []
+    for case in _every_kind_cases():
+        count += 1
+        request, _, profile, now = engine_inputs(case)
+        decision = admit(request, profile, now)
+        got = Verdict(decision.allowed, frozenset(str(o) for o in decision.obligations), decision.needs_facts)
+        if got != reference_admit(case):
+            wrong.append(case)
+    assert (count, wrong[:5]) == (2 * 11 * 9 * 11, [])

@@ -1,4 +1,4 @@
-"""The shape of the code: no import cycle.
+"""The shape of the code: no import cycle, no oversized module, no borrowed private names.
 
 The import graph is built with grimp (the library under import-linter), type-only imports
 (``if TYPE_CHECKING:``) included: a cycle through a type annotation is still a cycle for a reader.
@@ -6,9 +6,16 @@ The import graph is built with grimp (the library under import-linter), type-onl
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import grimp
+
+import carnet
+
+SOURCE = Path(carnet.__file__).parent
+MAX_LINES = 800
 
 
 def _import_graph() -> dict[str, list[str]]:
@@ -69,3 +76,39 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     """The cycle check itself reports a two-module and a three-module cycle, and nothing in a chain."""
     graph = {"a": ["b"], "b": ["c"], "c": ["a"], "d": ["e"], "e": ["d"], "f": ["a"]}
     assert sorted(_cycles(graph)) == [["a", "b", "c"], ["d", "e"]]
+
+
+def _modules() -> list[Path]:
+    return sorted(SOURCE.rglob("*.py"))
+
+
+def test_no_module_over_800_lines() -> None:
+    """Every module stays under 800 lines (STYLE: split a module by concept before that)."""
+    long = {
+        str(p.relative_to(SOURCE)): n
+        for p in _modules()
+        if (n := len(p.read_text("utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}
+
+
+def _borrowed_private_names(path: Path) -> list[str]:
+    """The ``from carnet.x import _name`` of one module, where ``_name`` is private to another module."""
+    borrowed: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if not isinstance(node, ast.ImportFrom) or node.level or not (node.module or "").startswith("carnet"):
+            continue
+        borrowed += [
+            f"{node.module}.{a.name}"
+            for a in node.names
+            if a.name.startswith("_") and not a.name.startswith("__")
+        ]
+    return borrowed
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """Shared internals live in ``_modules`` with public names: no module imports another's ``_name``."""
+    borrowed = {
+        str(p.relative_to(SOURCE)): names for p in _modules() if (names := _borrowed_private_names(p))
+    }
+    assert borrowed == {}

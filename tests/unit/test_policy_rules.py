@@ -20,6 +20,7 @@ import pytest
 
 from carnet.domain.errors import ConfigurationError
 from carnet.domain.policy import (
+    ADMITTED,
     MATRIX,
     NO_GRANTS,
     PROFILES,
@@ -29,6 +30,7 @@ from carnet.domain.policy import (
     Action,
     Authorisation,
     AuthorisationStatus,
+    Decision,
     DocumentFacts,
     Grants,
     Matrix,
@@ -36,6 +38,7 @@ from carnet.domain.policy import (
     Profile,
     Target,
     Visibility,
+    admit,
     decide,
     is_research_allowed,
     load_matrix,
@@ -52,6 +55,7 @@ INVISIBLE_REPS = Visibility.INVISIBLE_TO_REPRESENTATIVES
 AUDIT = frozenset({Obligation.AUDIT})
 EMERGENCY = frozenset({Obligation.AUDIT, Obligation.NOTIFY_PATIENT, Obligation.SHOW_MODE_BANNER})
 NOTIFY = frozenset({Obligation.AUDIT, Obligation.NOTIFY_PATIENT})
+WITHHELD = frozenset({Obligation.AUDIT, Obligation.WITHHOLD_CONTENT})
 
 
 def _professional(professional_id: str | None, profession: str | None = "10", **extra: Any) -> Principal:
@@ -94,6 +98,8 @@ RECORD = Target(patient_id="p1", resource_type="Observation")
 OTHER_RECORD = Target(patient_id="p2", resource_type="Observation")
 DIRECTORY = Target(patient_id=None, resource_type="Practitioner", in_directory=True)
 NOWHERE = Target(patient_id=None, resource_type="Observation")
+#: The DPO's search of every record's journal at once.
+ALL_RECORDS = Target(patient_id=None, resource_type="AuditEvent", all_records=True)
 CLAIMS = Target(patient_id="p1", resource_type="ExplanationOfBenefit")
 
 
@@ -143,6 +149,7 @@ class Line:
     justification: str | None = None
     confirmed_by: str | None = None
     matrix: Matrix | None = None
+    needs_facts: bool = False
 
 
 def Row(  # noqa: N802 -- reads as the table's row constructor
@@ -179,7 +186,12 @@ def _check(row: Line) -> None:
     )
     decision = decide(request, row.grants, profile, NOW)
     expected = row.obligations if row.obligations is not None else (AUDIT if row.allowed else frozenset())
-    assert (decision.allowed, decision.reasons, decision.obligations) == (row.allowed, row.reasons, expected)
+    assert (decision.allowed, decision.reasons, decision.obligations, decision.needs_facts) == (
+        row.allowed,
+        row.reasons,
+        expected,
+        row.needs_facts,
+    )
 
 
 def _table(*rows: Line) -> Any:
@@ -324,7 +336,10 @@ def test_record_closed(row: Line) -> None:
     Row("patient-other", PATIENT, OTHER_RECORD, False, ("journal-not-for-actor",), Action.JOURNAL),
     Row("representative", PARENT, RECORD, True, ("journal-reader",), Action.JOURNAL),
     Row("representative-other", PARENT, OTHER_RECORD, False, ("journal-not-for-actor",), Action.JOURNAL),
-    Row("dpo", DPO, RECORD, True, ("journal-reader",), Action.JOURNAL, AccessMode.ADMIN),
+    Row("dpo", DPO, RECORD, True, ("journal-reader",), WITHHELD, Action.JOURNAL, AccessMode.ADMIN),
+    Row("dpo-every-record", DPO, ALL_RECORDS, True, ("journal-reader",), WITHHELD, Action.JOURNAL),
+    Row("patient-every-record", PATIENT, ALL_RECORDS, False, ("no-record",), Action.JOURNAL),
+    Row("dpo-every-record-reads", DPO, ALL_RECORDS, False, ("admin-never-reads-content",)),
     Row("professional", GP, RECORD, False, ("journal-not-for-actor",), Action.JOURNAL, grants=GP_AUTHORISED),
     Row("admin", ADMIN, RECORD, False, ("journal-not-for-actor",), Action.JOURNAL),
     Row("nowhere", DPO, NOWHERE, False, ("no-record",), Action.JOURNAL),
@@ -728,18 +743,68 @@ _BARE_BINARY = Target(patient_id="p1", resource_type="Binary")
 
 
 @_table(
-    Row("professional", GP, _BARE_DOCUMENT, False, ("document-facts-missing",), grants=GP_AUTHORISED),
-    Row("binary", GP, _BARE_BINARY, False, ("document-facts-missing",), Action.VREAD, grants=GP_AUTHORISED),
-    Row("no-class", GP, _doc(None), False, ("document-facts-missing",), grants=GP_AUTHORISED),
+    Row(
+        "professional",
+        GP,
+        _BARE_DOCUMENT,
+        False,
+        ("document-facts-missing",),
+        grants=GP_AUTHORISED,
+        needs_facts=True,
+    ),
+    Row(
+        "binary",
+        GP,
+        _BARE_BINARY,
+        False,
+        ("document-facts-missing",),
+        Action.VREAD,
+        grants=GP_AUTHORISED,
+        needs_facts=True,
+    ),
+    Row(
+        "no-class", GP, _doc(None), False, ("document-facts-missing",), grants=GP_AUTHORISED, needs_facts=True
+    ),
     Row(
         "search-is-type-level", GP, _BARE_DOCUMENT, True, ("authorised",), Action.SEARCH, grants=GP_AUTHORISED
     ),
-    Row("representative", PARENT, _BARE_DOCUMENT, False, ("document-facts-missing",)),
+    Row("representative", PARENT, _BARE_DOCUMENT, False, ("document-facts-missing",), needs_facts=True),
     Row("patient-not-yet", PATIENT, _BARE_DOCUMENT, True, ("patient-own-record",)),
 )
 def test_document_facts_required(row: Line) -> None:
-    """Reading one document needs its metadata (at least its classCode) for professionals and representatives."""
+    """Reading one document needs its metadata (at least its classCode); the refusal says the facts are needed."""
     _check(row)
+
+
+def test_only_missing_facts_are_pending() -> None:
+    """A refusal for another reason than the facts (a professional not authorised) never says facts are needed."""
+    request = AccessRequest(actor=GP, action=Action.READ, target=_BARE_DOCUMENT)
+    assert decide(request, NO_GRANTS, PROFILES["fr-dmp"], NOW) == Decision(
+        allowed=False, reasons=("not-authorised",)
+    )
+
+
+@pytest.mark.parametrize(
+    ("actor", "expected"),
+    [
+        (_kind(ActorKind.EMPLOYER), Decision(allowed=False, reasons=("forbidden-kind",))),
+        (_kind(ActorKind.BANK), Decision(allowed=False, reasons=("forbidden-kind",))),
+        (GP, ADMITTED),
+        (PATIENT, ADMITTED),
+        (DPO, ADMITTED),
+    ],
+    ids=["employer", "bank", "professional", "patient", "dpo"],
+)
+def test_admission_decides_on_who_asks(actor: Principal, expected: Decision) -> None:
+    """Before any record is named, only the forbidden kinds are refused; anyone else goes on to per-record decisions."""
+    request = AccessRequest(actor=actor, action=Action.READ, target=NOWHERE)
+    assert admit(request, PROFILES["fr-dmp"], NOW) == expected
+
+
+def test_a_profile_admits_only_by_rules_it_applies() -> None:
+    """A profile whose admission names a rule outside its rules stops start-up."""
+    with pytest.raises(ConfigurationError, match="blocked"):
+        Profile(name="odd", rules=("forbidden-kind",), admission=("blocked",))
 
 
 @_table(
@@ -1194,11 +1259,15 @@ HERE = Path(__file__).resolve().parent
 
 
 def test_decision_tables_take_every_branch(tmp_path: Path) -> None:
-    """The decision tables alone take every branch of the policy module (coverage run --branch)."""
+    """The decision tables (and the rule-table check) take every branch of the policy's modules (coverage run --branch)."""
     pytest.importorskip("coverage")
     env = {**os.environ, "COVERAGE_FILE": str(tmp_path / "coverage.data")}
-    tables = [str(HERE / "test_policy_rules.py"), str(HERE / "test_policy_foundation.py")]
-    run = [sys.executable, "-m", "coverage", "run", "--branch", "--source=carnet.domain.policy"]
+    tables = [
+        str(HERE / name)
+        for name in ("test_policy_rules.py", "test_policy_foundation.py", "test_policy_docs.py")
+    ]
+    sources = ",".join(f"carnet.domain.{m}" for m in ("policy", "access", "grants", "matrix", "rules"))
+    run = [sys.executable, "-m", "coverage", "run", "--branch", f"--source={sources}"]
     inner = [
         *run,
         "-m",

@@ -49,6 +49,8 @@ from carnet.store.repository import SQLStore
 from carnet.web import mount_web
 
 log = logging.getLogger("carnet.api")
+#: Obligations the server itself honours (the journal, the DPO's view of it): not shown to the client.
+_SERVER_SIDE = frozenset({"audit", "withhold_content"})
 
 
 def utc_now() -> datetime:
@@ -274,7 +276,7 @@ def create_app(
         response = await call_next(request)
         records = getattr(request.state, "records", None)
         # The decision's obligations travel back to the caller (a portal shows the mode banner).
-        shown = sorted(o.value for o in getattr(records, "obligations", ()) if o.value != "audit")
+        shown = sorted(o.value for o in getattr(records, "obligations", ()) if o.value not in _SERVER_SIDE)
         if shown:
             response.headers["X-Carnet-Obligations"] = ", ".join(shown)
         log.info(

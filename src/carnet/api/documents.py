@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from carnet.api.fhir import _content_type, _read, _records, _write_response
+from carnet.api.fhir import content_type_of, read_body, records_of, write_response
 from carnet.domain.documents import master_identifier
 from carnet.domain.errors import InvalidRequest, InvalidResource
 from carnet.feeds.cda import CDADocument, parse_cda
@@ -33,33 +33,33 @@ router = APIRouter()
 @router.post("/DocumentReference/{document_id}/$archive")
 async def archive(document_id: str, request: Request) -> Response:
     """Archive a document (DMP "archiver"): hidden from nothing, tagged ``archived``."""
-    records = await _records(request)
-    return _write_response(request, await offload(records.archive, document_id, archived=True))
+    records = await records_of(request)
+    return write_response(request, await offload(records.archive, document_id, archived=True))
 
 
 @router.post("/DocumentReference/{document_id}/$unarchive")
 async def unarchive(document_id: str, request: Request) -> Response:
     """Take a document out of the archive."""
-    records = await _records(request)
-    return _write_response(request, await offload(records.archive, document_id, archived=False))
+    records = await records_of(request)
+    return write_response(request, await offload(records.archive, document_id, archived=False))
 
 
 @router.post("/DocumentReference/$from-cda")
 async def from_cda(request: Request) -> Response:
     """Publish a CDA R2 document into its patient's record, deriving its metadata from its header."""
     # Authenticate first: an anonymous caller gets 401, never feedback on its body.
-    records = await _records(request)
-    content_type = _content_type(request)
+    records = await records_of(request)
+    content_type = content_type_of(request)
     if content_type not in CDA_MEDIA_TYPES:
         raise InvalidRequest(
             f"Content-Type {content_type[:60]!r} is not accepted here; send the CDA document as "
             "application/xml, text/xml or application/hl7-cda+xml."
         )
-    raw = await _read(request)
+    raw = await read_body(request)
     limit: int = request.app.state.services.settings.max_body_bytes
     cda = await offload(parse_cda, raw, max_bytes=limit)
     document = await offload(_document_for, records, cda, raw)
-    return _write_response(request, await offload(records.publish, document))
+    return write_response(request, await offload(records.publish, document))
 
 
 def _document_for(records: Records, cda: CDADocument, raw: bytes) -> dict[str, Any]:

@@ -58,20 +58,21 @@ def _json_response(content: bytes, status: int = 200, headers: Mapping[str, str]
     )
 
 
-async def _principal(request: Request) -> Principal:
+async def principal_of(request: Request) -> Principal:
+    """The verified caller of a request, with the record a patient holds attached (off the loop)."""
     principal = request.app.state.verifier.verify(request.headers.get("authorization"))
     resolved: Principal = await offload(request.app.state.services.records.resolve, principal)
     return resolved
 
 
-async def _records(request: Request) -> Records:
+async def records_of(request: Request) -> Records:
     """The record access of the caller, in the access mode the request asks for.
 
     Headers: ``X-Carnet-Mode`` (``normal``, ``treating``, ``break_glass``, ``regulation``,
     ``representative``), ``X-Carnet-Justification`` (break-glass), ``X-Carnet-Confirmed-By``
     (the second professional's idNat_PS, ``sovereign`` break-glass).
     """
-    principal = await _principal(request)
+    principal = await principal_of(request)
     raw_mode = request.headers.get("x-carnet-mode", "normal").strip().lower().replace("-", "_")
     try:
         mode = AccessMode(raw_mode)
@@ -89,11 +90,12 @@ async def _records(request: Request) -> Records:
     return records
 
 
-def _content_type(request: Request) -> str:
+def content_type_of(request: Request) -> str:
+    """The media type of a request's body, lower-cased, without its parameters."""
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _read(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
     """Read the raw body within the size limit.
 
     Raises:
@@ -122,10 +124,10 @@ async def _form(request: Request) -> list[tuple[str, str]]:
     Raises:
         PayloadTooLarge, InvalidRequest: another content type, or not UTF-8.
     """
-    raw = await _read(request)
+    raw = await read_body(request)
     if not raw:
         return []
-    if _content_type(request) != "application/x-www-form-urlencoded":
+    if content_type_of(request) != "application/x-www-form-urlencoded":
         raise InvalidRequest("POST _search takes its parameters as application/x-www-form-urlencoded.")
     try:
         text = raw.decode("utf-8")
@@ -134,18 +136,18 @@ async def _form(request: Request) -> list[tuple[str, str]]:
     return parse_qsl(text, keep_blank_values=True)
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, Any]:
     """Read and parse a JSON resource body within the size limit.
 
     Raises:
         PayloadTooLarge, InvalidRequest.
     """
-    content_type = _content_type(request)
+    content_type = content_type_of(request)
     if content_type and content_type not in _ACCEPTED_TYPES:
         raise InvalidRequest(
             f"Content-Type {content_type[:60]!r} is not accepted; send application/fhir+json."
         )
-    chunks = await _read(request)
+    chunks = await read_body(request)
     if not chunks:
         raise InvalidRequest("The request has no body; send a FHIR resource as JSON.")
     parsed = fhirjson.loads(chunks, _limits(request.app.state.services.settings))
@@ -185,7 +187,8 @@ def _lenient(request: Request) -> bool:
     return "handling=lenient" in request.headers.get("prefer", "")
 
 
-def _write_response(request: Request, result: WriteResult) -> Response:
+def write_response(request: Request, result: WriteResult) -> Response:
+    """Answer a create or update: 201 or 200, the version headers, the resource unless ``Prefer: return=minimal``."""
     stored = result.stored
     headers = _version_headers(stored, _base(request))
     status = 201 if result.created else 200
@@ -300,8 +303,8 @@ def _capability_bytes(base: str) -> bytes:
 async def bundle(request: Request) -> Response:
     """Process a transaction or batch Bundle."""
     # Authenticate first: an anonymous caller gets 401, never feedback on its body.
-    records = await _records(request)
-    body = await _body(request)
+    records = await records_of(request)
+    body = await json_body(request)
     if body.get("resourceType") != "Bundle" or body.get("type") not in ("transaction", "batch"):
         raise InvalidRequest("POST /fhir takes a Bundle of type transaction or batch.")
     entries = parse_entries(body)
@@ -384,7 +387,7 @@ def parse_entries(body: Mapping[str, Any]) -> list[EntryRequest]:
 @router.get("/{resource_type}/_history")
 async def type_history(resource_type: str, request: Request) -> Response:
     """History of a type within one record (``?patient=``)."""
-    records = await _records(request)
+    records = await records_of(request)
     patient, since, count = _history_params(request)
     versions = await offload(records.history, resource_type, None, patient, since)
     return fhir_response(_history_bundle(request, versions, count))
@@ -393,7 +396,7 @@ async def type_history(resource_type: str, request: Request) -> Response:
 @router.get("/{resource_type}")
 async def search_get(resource_type: str, request: Request) -> Response:
     """Search (GET)."""
-    records = await _records(request)
+    records = await records_of(request)
     params = list(request.query_params.multi_items())
     result = await offload(records.search, resource_type, params, lenient=_lenient(request))
     return fhir_response(_search_bundle(request, result, resource_type))
@@ -402,7 +405,7 @@ async def search_get(resource_type: str, request: Request) -> Response:
 @router.post("/{resource_type}/_search")
 async def search_post(resource_type: str, request: Request) -> Response:
     """Search (POST with form parameters)."""
-    records = await _records(request)
+    records = await records_of(request)
     params = await _form(request)
     params += list(request.query_params.multi_items())
     result = await offload(records.search, resource_type, params, lenient=_lenient(request))
@@ -412,22 +415,22 @@ async def search_post(resource_type: str, request: Request) -> Response:
 @router.post("/{resource_type}")
 async def create(resource_type: str, request: Request) -> Response:
     """Create (server-assigned id), conditionally with ``If-None-Exist``."""
-    records = await _records(request)
-    body = await _body(request)
+    records = await records_of(request)
+    body = await json_body(request)
     if body.get("resourceType") != resource_type:
         raise InvalidRequest(
             f"The body is a {str(body.get('resourceType'))[:64]}, posted to /fhir/{resource_type[:64]}."
         )
     if resource_type == "DocumentReference" and is_simplified_publish(body):
-        return _write_response(request, await offload(records.publish, body))
+        return write_response(request, await offload(records.publish, body))
     result = await offload(records.create, body, if_none_exist=request.headers.get("if-none-exist"))
-    return _write_response(request, result)
+    return write_response(request, result)
 
 
 @router.get("/Patient/{patient_id}/$everything")
 async def everything(patient_id: str, request: Request) -> Response:
     """Return a patient's whole record as a searchset Bundle."""
-    records = await _records(request)
+    records = await records_of(request)
     for name, _ in request.query_params.multi_items():
         if name not in ("_format", "_pretty"):
             raise InvalidRequest(f"$everything does not support the parameter {name[:40]!r}.")
@@ -447,7 +450,7 @@ async def everything(patient_id: str, request: Request) -> Response:
 @router.get("/{resource_type}/{resource_id}")
 async def read(resource_type: str, resource_id: str, request: Request) -> Response:
     """Read the current version; a Binary comes back as its raw content unless FHIR JSON is asked for (ITI-68)."""
-    records = await _records(request)
+    records = await records_of(request)
     stored = await offload(records.read, resource_type, resource_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")
@@ -477,18 +480,18 @@ def _wants_fhir(request: Request) -> bool:
 @router.put("/{resource_type}/{resource_id}")
 async def update(resource_type: str, resource_id: str, request: Request) -> Response:
     """Update an existing resource (``If-Match`` for optimistic locking)."""
-    records = await _records(request)
-    body = await _body(request)
+    records = await records_of(request)
+    body = await json_body(request)
     result = await offload(
         records.update, resource_type, resource_id, body, if_match=request.headers.get("if-match")
     )
-    return _write_response(request, result)
+    return write_response(request, result)
 
 
 @router.delete("/{resource_type}/{resource_id}")
 async def delete(resource_type: str, resource_id: str, request: Request) -> Response:
     """Delete logically."""
-    records = await _records(request)
+    records = await records_of(request)
     await offload(records.delete, resource_type, resource_id)
     return Response(status_code=204)
 
@@ -496,7 +499,7 @@ async def delete(resource_type: str, resource_id: str, request: Request) -> Resp
 @router.get("/{resource_type}/{resource_id}/_history")
 async def instance_history(resource_type: str, resource_id: str, request: Request) -> Response:
     """Every version of one resource."""
-    records = await _records(request)
+    records = await records_of(request)
     _, since, count = _history_params(request)
     versions = await offload(records.history, resource_type, resource_id, None, since)
     return fhir_response(_history_bundle(request, versions, count))
@@ -505,7 +508,7 @@ async def instance_history(resource_type: str, resource_id: str, request: Reques
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request) -> Response:
     """Read one version."""
-    records = await _records(request)
+    records = await records_of(request)
     stored = await offload(records.vread, resource_type, resource_id, version_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")

@@ -18,7 +18,7 @@ import base64
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from carnet.api.fhir import _records, fhir_response
+from carnet.api.fhir import fhir_response, records_of
 from carnet.domain.errors import InvalidRequest
 from carnet.offload import offload
 
@@ -29,7 +29,7 @@ public = APIRouter()
 @router.get("/AuditEvent/{event_id}/$proof")
 async def proof(event_id: str, request: Request) -> Response:
     """Return the inclusion proof of one journal entry under a signed checkpoint."""
-    records = await _records(request)
+    records = await records_of(request)
     return fhir_response(await offload(records.audit_proof, event_id))
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from carnet.api.fhir import _body, _principal, fhir_response
+from carnet.api.fhir import fhir_response, json_body, principal_of
 from carnet.domain.errors import InvalidRequest, NotFound
 from carnet.domain.principal import Principal
 from carnet.offload import offload
@@ -106,7 +106,7 @@ def _check(principal: Principal, patient_id: str) -> None:
 @router.get("/Patient/{patient_id}/$notification-preferences")
 async def read_preferences(patient_id: str, request: Request) -> Response:
     """Return the record's notification preferences as ``Parameters``."""
-    principal = await _principal(request)
+    principal = await principal_of(request)
     _check(principal, patient_id)
     services = request.app.state.services
     prefs = await offload(_notifier(request).preferences_for, services.store, principal, patient_id)
@@ -116,9 +116,9 @@ async def read_preferences(patient_id: str, request: Request) -> Response:
 @router.put("/Patient/{patient_id}/$notification-preferences")
 async def write_preferences(patient_id: str, request: Request) -> Response:
     """Replace the record's notification preferences; return them as ``Parameters``."""
-    principal = await _principal(request)
+    principal = await principal_of(request)
     _check(principal, patient_id)
-    prefs = preferences_of(await _body(request))
+    prefs = preferences_of(await json_body(request))
     services = request.app.state.services
     stored = await offload(_notifier(request).choose, services.store, principal, patient_id, prefs)
     return fhir_response(parameters_of(stored))

@@ -40,9 +40,10 @@ from carnet.domain.policy import (
     Obligation,
     Profile,
     Target,
+    admit,
     decide,
 )
-from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
+from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.resources import is_closed
 from carnet.domain.search import SearchQuery, clause_keys, matches_dates, parse_search
 from carnet.services._call import Call
@@ -188,9 +189,9 @@ class Gate:
             call.grants[patient_id] = grants_from_consents(consents, self.clock())
         return call.grants[patient_id]
 
-    def decide(self, call: Call, action: Action, target: Target) -> Decision:
-        """Ask the policy about one request of the call, and note the verdict for its journal."""
-        request = AccessRequest(
+    @staticmethod
+    def _request(call: Call, action: Action, target: Target) -> AccessRequest:
+        return AccessRequest(
             actor=call.actor,
             action=action,
             target=target,
@@ -198,6 +199,10 @@ class Gate:
             justification=call.justification,
             confirmed_by=call.confirmed_by,
         )
+
+    def decide(self, call: Call, action: Action, target: Target) -> Decision:
+        """Ask the policy about one request of the call, and note the verdict for its journal."""
+        request = self._request(call, action, target)
         decision = decide(request, self._grants_of(call, target.patient_id), self.profile, self.clock())
         trail = self.trail_of(call, target.patient_id)
         if decision.allowed:
@@ -224,26 +229,32 @@ class Gate:
             raise AccessDenied("Access to this record is not allowed.", reasons=decision.reasons)
         return decision
 
+    def admission(self, call: Call, action: Action, resource_type: str) -> Decision:
+        """Ask the policy what it decides on who asks alone, before any record is named (``admit``)."""
+        target = Target(patient_id=None, resource_type=resource_type)
+        return admit(self._request(call, action, target), self.profile, self.clock())
+
     def admit(
         self, call: Call, action: Action, resource_type: str, *, named: Iterable[tuple[str, str]] = ()
     ) -> None:
-        """Refuse with 403 the kinds of actor that never get in.
+        """Refuse with 403 an actor the policy refuses on who they are (rule ``forbidden-kind``).
 
         Such a refusal depends only on who asks, so unlike a per-record refusal it reveals nothing
         about what exists: the answer is the same for an unknown id. Each resource the request
         ``named`` (type, id) that exists makes the attempt an entry of its record's journal
-        (decision ``deny``, rule ``forbidden-kind``), for the patient to see.
+        (decision ``deny``, with the reason ``decide`` gives), for the patient to see.
 
         Raises:
-            AccessDenied: the actor is an employer, complementary insurer, bank or contract assessor.
+            AccessDenied: the policy's admission refused (an employer, insurer, bank, assessor).
         """
-        if call.principal.kind not in FORBIDDEN_KINDS:
+        admission = self.admission(call, action, resource_type)
+        if admission.allowed:
             return
         for named_type, named_id in named:
             patient_id = call.session.locate(named_type, named_id)
             if patient_id is not None and patient_id != DIRECTORY:
                 self.decide(call, action, self.target(call, patient_id, resource_type))
-        self.check(call, action, self.target(call, None, resource_type), hide=False)
+        raise AccessDenied("Access to this record is not allowed.", reasons=admission.reasons)
 
     # -- keys, opening, document facts ----------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 from carnet.domain import fhirjson
 from carnet.domain.audit_event import audit_event
 from carnet.domain.errors import (
+    AccessDenied,
     Gone,
     InvalidRequest,
     NotFound,
@@ -21,10 +22,7 @@ from carnet.domain.errors import (
     UnsupportedSearch,
 )
 from carnet.domain.journal import StoredEntry
-from carnet.domain.policy import (
-    Action,
-)
-from carnet.domain.principal import ActorKind
+from carnet.domain.policy import NO_RECORD, Action, Decision, Obligation, Target
 from carnet.domain.search import (
     DateClause,
     SearchQuery,
@@ -37,6 +35,8 @@ from carnet.services.journal import Journal, parse_event_id
 from carnet.services.record_types import SearchResult, Stored
 
 _JOURNAL_LIMIT = 10_000
+#: The target of a search of every record's journal at once (the DPO's).
+_ALL_RECORDS = Target(patient_id=None, resource_type="AuditEvent", all_records=True)
 
 
 def _b64(data: bytes) -> str:
@@ -75,8 +75,12 @@ class JournalView:
         self._gate.admit(call, Action.SEARCH, "AuditEvent")
         return self._search(call, parse_search("AuditEvent", params, lenient=lenient))
 
-    def _stored(self, call: Call, row: StoredEntry) -> Stored | None:
-        """Open one journal entry as an AuditEvent (None: the record was erased)."""
+    def _stored(self, call: Call, row: StoredEntry, decision: Decision) -> Stored | None:
+        """Open one journal entry as an AuditEvent, as ``decision`` lets the caller see it (None: erased).
+
+        Under ``withhold_content`` (the DPO) the event keeps who, when, how and the decision, and
+        drops what was read or written.
+        """
         try:
             key = self._gate.key(call, row.patient_id)
         except RecordShredded:
@@ -85,7 +89,7 @@ class JournalView:
         event = audit_event(
             opened.event_id,
             opened.entry,
-            clinical=call.principal.kind is not ActorKind.DPO,
+            clinical=Obligation.WITHHOLD_CONTENT not in decision.obligations,
             server=self._journal.base_origin,
         )
         stored = Stored(
@@ -104,20 +108,26 @@ class JournalView:
             raise UnsupportedSearch("AuditEvent is searched by patient and date only.")
         since, until = _date_bounds(query.dates)
         if query.patient_id is not None:
-            gate.check(call, Action.JOURNAL, gate.target(call, query.patient_id, "AuditEvent"), hide=False)
-        elif call.principal.kind is not ActorKind.DPO:
-            raise InvalidRequest("The access journal is read one record at a time: add patient=Patient/<id>.")
+            decision = gate.check(
+                call, Action.JOURNAL, gate.target(call, query.patient_id, "AuditEvent"), hide=False
+            )
+        else:
+            decision = gate.decide(call, Action.JOURNAL, _ALL_RECORDS)
+            if NO_RECORD in decision.reasons:
+                raise InvalidRequest(
+                    "The access journal is read one record at a time: add patient=Patient/<id>."
+                )
+            if not decision.allowed:
+                raise AccessDenied("Access to the access journal is not allowed.", reasons=decision.reasons)
         rows = call.session.journal_of(query.patient_id, since=since, until=until, limit=_JOURNAL_LIMIT)
         found: list[Stored] = []
         for row in rows:
-            if (
-                query.patient_id is None
-                and not gate.decide(
-                    call, Action.JOURNAL, gate.target(call, row.patient_id, "AuditEvent")
-                ).allowed
-            ):
-                continue
-            stored = self._stored(call, row)
+            if query.patient_id is None:
+                # Every record's journal at once: each entry is decided on its own record.
+                decision = gate.decide(call, Action.JOURNAL, gate.target(call, row.patient_id, "AuditEvent"))
+                if not decision.allowed:
+                    continue
+            stored = self._stored(call, row, decision)
             if stored is None or (query.dates and not matches_dates(stored.resource or {}, query.dates)):
                 continue
             found.append(stored)
@@ -137,8 +147,10 @@ class JournalView:
         row = call.session.journal_entry(shard, seq)
         if row is None:
             raise NotFound(f"AuditEvent/{event_id} is not known.")
-        gate.check(call, Action.JOURNAL, gate.target(call, row.patient_id, "AuditEvent"), hide=True)
-        stored = self._stored(call, row)
+        decision = gate.check(
+            call, Action.JOURNAL, gate.target(call, row.patient_id, "AuditEvent"), hide=True
+        )
+        stored = self._stored(call, row, decision)
         if stored is None:
             raise Gone(f"AuditEvent/{event_id} belongs to an erased record.")
         return stored
@@ -157,7 +169,9 @@ class JournalView:
         row = call.session.journal_entry(shard, seq)
         if row is None:
             raise NotFound(f"AuditEvent/{event_id} is not known.")
-        gate.check(call, Action.JOURNAL, gate.target(call, row.patient_id, "AuditEvent"), hide=True)
+        decision = gate.check(
+            call, Action.JOURNAL, gate.target(call, row.patient_id, "AuditEvent"), hide=True
+        )
         proof = self._journal.prove(call.session, row)
         parameters: list[dict[str, Any]] = [
             {"name": "origin", "valueString": self._journal.origin(shard)},
@@ -168,7 +182,7 @@ class JournalView:
             {"name": "checkpoint", "valueString": proof.checkpoint.decode()},
             {"name": "verifierKey", "valueString": self._journal.signer.verifier_key},
         ]
-        if call.principal.kind is not ActorKind.DPO:
+        if Obligation.WITHHOLD_CONTENT not in decision.obligations:
             opened = self._journal.open(gate.key(call, row.patient_id), row)
             parameters += [
                 {"name": "salt", "valueBase64Binary": _b64(opened.salt)},

@@ -41,8 +41,9 @@ class Reads:
         if patient_id is None:
             raise NotFound(f"{what} is not known.")
         decision = gate.decide(call, action, gate.target(call, patient_id, resource_type))
-        # A document's facts are only known once it is opened: that check follows in ``shown``.
-        if not decision.allowed and decision.reasons != ("document-facts-missing",):
+        # A document's facts are only known once it is opened: when the policy needs them
+        # (``needs_facts``), it decides again in ``shown``.
+        if not decision.allowed and not decision.needs_facts:
             raise NotFound(f"{what} is not known.")
         return patient_id
 

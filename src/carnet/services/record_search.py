@@ -14,7 +14,6 @@ from datetime import datetime
 
 from carnet.domain.errors import CarnetError, InvalidRequest
 from carnet.domain.policy import Action
-from carnet.domain.principal import FORBIDDEN_KINDS
 from carnet.domain.resources import is_directory_type
 from carnet.domain.search import SearchQuery, SortKey, clause_keys, parse_search, sort_value
 from carnet.services._call import Call
@@ -44,12 +43,12 @@ class Search:
             UnsupportedSearch: an unknown parameter (unless ``lenient``). AccessDenied: not this caller's record.
         """
         check_type(resource_type)
-        if call.principal.kind in FORBIDDEN_KINDS:
+        if not self._gate.admission(call, Action.SEARCH, resource_type).allowed:
             self._refuse_forbidden(call, resource_type, params)
         return self.run(call, parse_search(resource_type, params, lenient=lenient))
 
     def _refuse_forbidden(self, call: Call, resource_type: str, params: Sequence[tuple[str, str]]) -> None:
-        """Refuse an employer's, insurer's… search with 403, journaled in each existing record it names.
+        """Refuse a search the policy's admission refused with 403, journaled in each existing record it names.
 
         The answer is the same whether the search names a record, an unknown one, or is malformed;
         a record it names (``patient=``, or ``Patient?identifier=`` / ``_id``) gets a ``deny`` entry.
