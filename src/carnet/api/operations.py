@@ -34,7 +34,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from carnet.api.fhir import _content_type, _read, _records, fhir_response
+from carnet.api.fhir import content_type_of, fhir_response, read_body, records_of
 from carnet.domain import fhirjson
 from carnet.domain.consent import IDNPS_SYSTEM, ConsentKind
 from carnet.domain.errors import InvalidRequest
@@ -55,10 +55,10 @@ async def _parameters(request: Request) -> dict[str, Any]:
     Raises:
         InvalidRequest: a body that is not a Parameters resource, or a parameter given twice.
     """
-    raw = await _read(request)
+    raw = await read_body(request)
     if not raw:
         return {}
-    content_type = _content_type(request)
+    content_type = content_type_of(request)
     if content_type and "json" not in content_type:
         raise InvalidRequest(
             f"Content-Type {content_type[:60]!r} is not accepted; send application/fhir+json."
@@ -132,7 +132,7 @@ def _service(request: Request) -> RecordService:
 @router.post("/Patient/{patient_id}/$close")
 async def close(patient_id: str, request: Request) -> Response:
     """Close a record (``carnet.services.record_status``)."""
-    records = await _records(request)
+    records = await records_of(request)
     await _parameters(request)
     return _answer([await offload(close_record, _service(request), records.actor, patient_id)])
 
@@ -140,13 +140,13 @@ async def close(patient_id: str, request: Request) -> Response:
 @router.post("/Patient/{patient_id}/$reopen")
 async def reopen(patient_id: str, request: Request) -> Response:
     """Reopen a closed record."""
-    records = await _records(request)
+    records = await records_of(request)
     await _parameters(request)
     return _answer([await offload(reopen_record, _service(request), records.actor, patient_id)])
 
 
 async def _choice(request: Request, patient_id: str, kind: ConsentKind) -> Response:
-    records = await _records(request)
+    records = await records_of(request)
     parameters = await _parameters(request)
     actor = records.actor
     # A professional declares the patient's consent to their own access: they are the default.
@@ -189,7 +189,7 @@ async def declare_treating_physician(patient_id: str, request: Request) -> Respo
 @router.post("/Patient/{patient_id}/$set-oppositions")
 async def oppositions(patient_id: str, request: Request) -> Response:
     """Oppose (or stop opposing) break-glass and SAMU regulation access."""
-    records = await _records(request)
+    records = await records_of(request)
     parameters = await _parameters(request)
     wanted = Oppositions(
         break_glass=_boolean(parameters, "break-glass"), regulation=_boolean(parameters, "regulation")
@@ -202,13 +202,13 @@ async def oppositions(patient_id: str, request: Request) -> Response:
 @router.post("/Consent/{consent_id}/$withdraw")
 async def withdraw(consent_id: str, request: Request) -> Response:
     """Withdraw a choice: its Consent becomes inactive."""
-    records = await _records(request)
+    records = await records_of(request)
     await _parameters(request)
     return _answer([await offload(withdraw_choice, _service(request), records.actor, consent_id)])
 
 
 async def _mask(request: Request, document_id: str, *, masked: bool) -> Response:
-    records = await _records(request)
+    records = await records_of(request)
     parameters = await _parameters(request)
     stored = await offload(
         set_masked,

@@ -58,15 +58,15 @@ __all__ = [
 ED25519_TYPE = 0x01
 _SEED_SIZE = 32
 _PUBLIC_KEY_SIZE = 32
-_SIGNATURE_SIZE = 64
-_KEY_ID_SIZE = 4
+SIGNATURE_SIZE = 64
+KEY_ID_SIZE = 4
 #: The note specification asks verifiers to accept at least 16 signatures and to cap them.
 MAX_SIGNATURES = 100
 #: Far above any checkpoint with MAX_SIGNATURES signatures; stops parsing huge inputs early.
 MAX_NOTE_SIZE = 64 * 1024
 
-_SIGNATURE_PREFIX = "\u2014 "  # em dash, space
-_SIGNER_PREFIX = "PRIVATE+KEY+"
+SIGNATURE_PREFIX = "\u2014 "  # em dash, space
+SIGNER_PREFIX = "PRIVATE+KEY+"
 _SIZE_LINE = re.compile(r"0|[1-9][0-9]{0,19}")
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 
@@ -93,12 +93,12 @@ def generate_signer(name: str, *, random: Random = os.urandom) -> tuple[str, str
     Raises:
         AuditChainError: if ``name`` is not a valid note key name.
     """
-    _check_key_name(name)
+    check_key_name(name)
     seed = random(_SEED_SIZE)
-    public = _public_key(seed)
-    key_id = _key_id(name, public).hex()
-    signer = f"{_SIGNER_PREFIX}{name}+{key_id}+{_b64(bytes([ED25519_TYPE]) + seed)}"
-    verifier = f"{name}+{key_id}+{_b64(bytes([ED25519_TYPE]) + public)}"
+    public = ed25519_public_key(seed)
+    key_id = note_key_id(name, public).hex()
+    signer = f"{SIGNER_PREFIX}{name}+{key_id}+{b64encode_text(bytes([ED25519_TYPE]) + seed)}"
+    verifier = f"{name}+{key_id}+{b64encode_text(bytes([ED25519_TYPE]) + public)}"
     return signer, verifier
 
 
@@ -108,10 +108,10 @@ def parse_signer_key(signer_key: str) -> tuple[str, bytes]:
     Raises:
         AuditChainError: if the signer key is malformed or its key ID does not match.
     """
-    if not signer_key.startswith(_SIGNER_PREFIX):
+    if not signer_key.startswith(SIGNER_PREFIX):
         raise AuditChainError("Signer key does not start with PRIVATE+KEY+; use a key from generate_signer.")
-    name, key_id, seed = _parse_key(signer_key[len(_SIGNER_PREFIX) :], "Signer key")
-    if len(seed) != _SEED_SIZE or _key_id(name, _public_key(seed)) != key_id:
+    name, key_id, seed = parse_key(signer_key[len(SIGNER_PREFIX) :], "Signer key")
+    if len(seed) != _SEED_SIZE or note_key_id(name, ed25519_public_key(seed)) != key_id:
         raise AuditChainError("Signer key is corrupt (seed or key ID); use a key from generate_signer.")
     return name, seed
 
@@ -141,7 +141,7 @@ def open_checkpoint(note: bytes | str, verifier_key: str, *, origin: str | None 
             verifier key, a signature by that key does not verify, or the text is
             not a checkpoint (of ``origin``, when given).
     """
-    checkpoint = _parse_body(open_note(note, verifier_key))
+    checkpoint = parse_body(open_note(note, verifier_key))
     if origin is not None and checkpoint.origin != origin:
         raise AuditChainError(
             f"Checkpoint is for the log {checkpoint.origin!r}, not {origin!r}; "
@@ -157,7 +157,7 @@ def sign_note(text: str, private_key: bytes, key_name: str) -> bytes:
         AuditChainError: if ``text`` cannot be a note text (empty, no final newline,
             a control character or a blank line at its end) or the key is not 32 bytes.
     """
-    _check_key_name(key_name)
+    check_key_name(key_name)
     if not text.endswith("\n") or text.endswith("\n\n") or text == "\n" or _has_control(text):
         raise AuditChainError(
             "Note text must be lines of text ending in a newline, without a blank last line."
@@ -166,8 +166,8 @@ def sign_note(text: str, private_key: bytes, key_name: str) -> bytes:
         raise AuditChainError(f"Ed25519 private key is {len(private_key)} bytes; it must be a 32-byte seed.")
     private = Ed25519PrivateKey.from_private_bytes(private_key)
     public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    signature = _key_id(key_name, public) + private.sign(text.encode())
-    return f"{text}\n{_SIGNATURE_PREFIX}{key_name} {_b64(signature)}\n".encode()
+    signature = note_key_id(key_name, public) + private.sign(text.encode())
+    return f"{text}\n{SIGNATURE_PREFIX}{key_name} {b64encode_text(signature)}\n".encode()
 
 
 def open_note(note: bytes | str, verifier_key: str) -> str:
@@ -179,24 +179,24 @@ def open_note(note: bytes | str, verifier_key: str) -> str:
         AuditChainError: if the note is malformed, carries no signature by the
             verifier key, or a signature by that key does not verify.
     """
-    name, key_id, public_bytes = _parse_key(verifier_key, "Verifier key")
-    if len(public_bytes) != _PUBLIC_KEY_SIZE or _key_id(name, public_bytes) != key_id:
+    name, key_id, public_bytes = parse_key(verifier_key, "Verifier key")
+    if len(public_bytes) != _PUBLIC_KEY_SIZE or note_key_id(name, public_bytes) != key_id:
         raise AuditChainError(f"Verifier key for {name!r} is corrupt (public key or key ID).")
     try:
         public = Ed25519PublicKey.from_public_bytes(public_bytes)
     except ValueError:
         raise AuditChainError(f"Verifier key for {name!r} is not an Ed25519 public key.") from None
-    text, signatures = _split_note(note)
+    text, signatures = split_note(note)
     verified = False
     for signer_name, signature in signatures:
         # Ignore unknown keys, even when the name or the ID (but not both) matches;
         # verify every signature by the known key, and refuse the note if one fails.
-        if signer_name != name or signature[:_KEY_ID_SIZE] != key_id:
+        if signer_name != name or signature[:KEY_ID_SIZE] != key_id:
             continue
         try:
-            if len(signature) != _KEY_ID_SIZE + _SIGNATURE_SIZE:
+            if len(signature) != KEY_ID_SIZE + SIGNATURE_SIZE:
                 raise InvalidSignature
-            public.verify(signature[_KEY_ID_SIZE:], text.encode())
+            public.verify(signature[KEY_ID_SIZE:], text.encode())
         except InvalidSignature:
             raise AuditChainError(f"Note signature by {name!r} does not verify.") from None
         verified = True
@@ -215,11 +215,16 @@ def _format_body(origin: str, size: int, root: bytes) -> str:
         raise AuditChainError(f"Checkpoint tree size {size!r} is not an integer from 0 to {MAX_TREE_SIZE}.")
     if len(root) != HASH_SIZE:
         raise AuditChainError(f"Checkpoint root hash is {len(root)} bytes long; it must be {HASH_SIZE}.")
-    return f"{origin}\n{size}\n{_b64(root)}\n"
+    return f"{origin}\n{size}\n{b64encode_text(root)}\n"
 
 
-def _parse_body(text: str) -> Checkpoint:
-    lines = text[:-1].split("\n")  # _split_note guarantees the final newline.
+def parse_body(text: str) -> Checkpoint:
+    """Read a checkpoint body (origin, tree size, root hash, each on its line).
+
+    Raises:
+        AuditChainError: not a well-formed checkpoint body.
+    """
+    lines = text[:-1].split("\n")  # split_note guarantees the final newline.
     if len(lines) < 3 or not all(lines):
         raise AuditChainError(
             "Checkpoint text must be at least three non-empty lines: origin, size, root hash."
@@ -233,7 +238,7 @@ def _parse_body(text: str) -> Checkpoint:
     return Checkpoint(origin=origin, size=int(size_line), root_hash=root, extensions=tuple(extensions))
 
 
-def _split_note(note: bytes | str) -> tuple[str, list[tuple[str, bytes]]]:
+def split_note(note: bytes | str) -> tuple[str, list[tuple[str, bytes]]]:
     """Split a signed note into its text (with its final newline) and its ``(name, signature)`` pairs."""
     if len(note) > MAX_NOTE_SIZE:
         raise AuditChainError(f"Signed note is longer than {MAX_NOTE_SIZE} bytes.")
@@ -258,26 +263,26 @@ def _split_note(note: bytes | str) -> tuple[str, list[tuple[str, bytes]]]:
         raise AuditChainError(f"Signed note has more than {MAX_SIGNATURES} signatures.")
     signatures = []
     for line in lines:
-        if not line.startswith(_SIGNATURE_PREFIX):
+        if not line.startswith(SIGNATURE_PREFIX):
             raise AuditChainError("Signed note has a signature line that does not start with an em dash.")
-        name, space, encoded = line[len(_SIGNATURE_PREFIX) :].partition(" ")
+        name, space, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
         if not space or " " in encoded:
             raise AuditChainError("Signed note signature line is not '— <key name> <base64 signature>'.")
-        _check_key_name(name)
+        check_key_name(name)
         signature = _b64decode(encoded, "Signed note signature")
-        if len(signature) <= _KEY_ID_SIZE:
+        if len(signature) <= KEY_ID_SIZE:
             raise AuditChainError("Signed note signature is too short to hold a key ID and a signature.")
         signatures.append((name, signature))
     return text, signatures
 
 
-def _parse_key(key: str, what: str, key_type: int = ED25519_TYPE) -> tuple[str, bytes, bytes]:
+def parse_key(key: str, what: str, key_type: int = ED25519_TYPE) -> tuple[str, bytes, bytes]:
     """Split ``<name>+<hex key ID>+<base64(type || key)>``; return name, key ID and key bytes."""
     parts = key.split("+", 2)  # The base64 key may itself contain "+".
     if len(parts) != 3:
         raise AuditChainError(f"{what} is not <name>+<key ID>+<base64 key>.")
     name, key_id_hex, encoded = parts
-    _check_key_name(name)
+    check_key_name(name)
     if not _KEY_ID_HEX.fullmatch(key_id_hex):
         raise AuditChainError(
             f"The key ID {key_id_hex!r} of the {what.lower()} is not 8 lowercase hex digits."
@@ -288,16 +293,23 @@ def _parse_key(key: str, what: str, key_type: int = ED25519_TYPE) -> tuple[str, 
     return name, bytes.fromhex(key_id_hex), typed[1:]
 
 
-def _key_id(name: str, public_key: bytes, key_type: int = ED25519_TYPE) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + bytes([key_type]) + public_key).digest()[:_KEY_ID_SIZE]
+def note_key_id(name: str, public_key: bytes, key_type: int = ED25519_TYPE) -> bytes:
+    """Return the 4-byte key ID of a signed-note key: SHA-256(name, newline, type, key), truncated."""
+    return hashlib.sha256(name.encode() + b"\n" + bytes([key_type]) + public_key).digest()[:KEY_ID_SIZE]
 
 
-def _public_key(seed: bytes) -> bytes:
+def ed25519_public_key(seed: bytes) -> bytes:
+    """Return the raw Ed25519 public key of a 32-byte seed."""
     private = Ed25519PrivateKey.from_private_bytes(seed)
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def _check_key_name(name: str) -> None:
+def check_key_name(name: str) -> None:
+    """Refuse a key name a signed note cannot carry.
+
+    Raises:
+        AuditChainError: empty, or with spaces, ``+`` or control characters.
+    """
     if not name or "+" in name or any(c.isspace() for c in name) or _has_control(name):
         raise AuditChainError(f"Key name {name!r} must be non-empty, without spaces or '+'.")
 
@@ -306,7 +318,8 @@ def _has_control(text: str) -> bool:
     return any(ord(c) < 0x20 and c != "\n" for c in text)
 
 
-def _b64(data: bytes) -> str:
+def b64encode_text(data: bytes) -> str:
+    """Return standard base64 of ``data`` as text."""
     return base64.b64encode(data).decode("ascii")
 
 
@@ -316,6 +329,6 @@ def _b64decode(encoded: str, what: str) -> bytes:
         decoded = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise AuditChainError(f"{what} is not standard base64.") from None
-    if _b64(decoded) != encoded:
+    if b64encode_text(decoded) != encoded:
         raise AuditChainError(f"{what} is not canonical base64.")
     return decoded

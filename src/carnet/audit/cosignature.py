@@ -32,19 +32,19 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from carnet.audit.checkpoint import (
-    _KEY_ID_SIZE,
-    _SIGNATURE_PREFIX,
-    _SIGNATURE_SIZE,
-    _SIGNER_PREFIX,
+    KEY_ID_SIZE,
+    SIGNATURE_PREFIX,
+    SIGNATURE_SIZE,
+    SIGNER_PREFIX,
     Checkpoint,
     Random,
-    _b64,
-    _check_key_name,
-    _key_id,
-    _parse_body,
-    _parse_key,
-    _public_key,
-    _split_note,
+    b64encode_text,
+    check_key_name,
+    ed25519_public_key,
+    note_key_id,
+    parse_body,
+    parse_key,
+    split_note,
 )
 from carnet.domain.errors import AuditChainError
 
@@ -80,14 +80,14 @@ def generate_cosigner(name: str, *, random: Random = os.urandom) -> tuple[str, s
     Raises:
         AuditChainError: if ``name`` is not a valid note key name.
     """
-    _check_key_name(name)
+    check_key_name(name)
     seed = random(32)
-    public = _public_key(seed)
-    key_id = _key_id(name, public, COSIGNATURE_TYPE).hex()
+    public = ed25519_public_key(seed)
+    key_id = note_key_id(name, public, COSIGNATURE_TYPE).hex()
     kind = bytes([COSIGNATURE_TYPE])
     return (
-        f"{_SIGNER_PREFIX}{name}+{key_id}+{_b64(kind + seed)}",
-        f"{name}+{key_id}+{_b64(kind + public)}",
+        f"{SIGNER_PREFIX}{name}+{key_id}+{b64encode_text(kind + seed)}",
+        f"{name}+{key_id}+{b64encode_text(kind + public)}",
     )
 
 
@@ -97,10 +97,10 @@ def parse_cosigner_key(signer_key: str) -> tuple[str, bytes]:
     Raises:
         AuditChainError: the key is malformed or its key ID does not match.
     """
-    if not signer_key.startswith(_SIGNER_PREFIX):
+    if not signer_key.startswith(SIGNER_PREFIX):
         raise AuditChainError("Witness key does not start with PRIVATE+KEY+; run `carnet witness init`.")
-    name, key_id, seed = _parse_key(signer_key[len(_SIGNER_PREFIX) :], "Witness key", COSIGNATURE_TYPE)
-    if len(seed) != 32 or _key_id(name, _public_key(seed), COSIGNATURE_TYPE) != key_id:
+    name, key_id, seed = parse_key(signer_key[len(SIGNER_PREFIX) :], "Witness key", COSIGNATURE_TYPE)
+    if len(seed) != 32 or note_key_id(name, ed25519_public_key(seed), COSIGNATURE_TYPE) != key_id:
         raise AuditChainError("Witness key is corrupt (seed or key ID); run `carnet witness init` again.")
     return name, seed
 
@@ -111,7 +111,7 @@ def cosigner_name(verifier_key: str) -> str:
     Raises:
         AuditChainError: the key is not a cosigner verifier key.
     """
-    return _parse_key(verifier_key, "Witness verifier key", COSIGNATURE_TYPE)[0]
+    return parse_key(verifier_key, "Witness verifier key", COSIGNATURE_TYPE)[0]
 
 
 def cosign(text: str, seed: bytes, name: str, timestamp: int) -> str:
@@ -120,14 +120,14 @@ def cosign(text: str, seed: bytes, name: str, timestamp: int) -> str:
     Raises:
         AuditChainError: the text is not a checkpoint or the timestamp is out of range.
     """
-    _parse_body(text)
+    parse_body(text)
     if not 0 <= timestamp <= _MAX_TIMESTAMP:
         raise AuditChainError(f"Cosignature timestamp {timestamp} is out of range.")
     private = Ed25519PrivateKey.from_private_bytes(seed)
     stamp = _TIMESTAMP.pack(timestamp)
     signature = private.sign(_message(text, timestamp))
-    key_id = _key_id(name, _public_key(seed), COSIGNATURE_TYPE)
-    return f"{_SIGNATURE_PREFIX}{name} {_b64(key_id + stamp + signature)}\n"
+    key_id = note_key_id(name, ed25519_public_key(seed), COSIGNATURE_TYPE)
+    return f"{SIGNATURE_PREFIX}{name} {b64encode_text(key_id + stamp + signature)}\n"
 
 
 def open_cosignature(note: bytes | str, verifier_key: str) -> Cosignature:
@@ -140,26 +140,26 @@ def open_cosignature(note: bytes | str, verifier_key: str) -> Cosignature:
         AuditChainError: the note is malformed, carries no cosignature by that witness, or a
             cosignature by that witness does not verify.
     """
-    name, key_id, public_bytes = _parse_key(verifier_key, "Witness verifier key", COSIGNATURE_TYPE)
-    if len(public_bytes) != 32 or _key_id(name, public_bytes, COSIGNATURE_TYPE) != key_id:
+    name, key_id, public_bytes = parse_key(verifier_key, "Witness verifier key", COSIGNATURE_TYPE)
+    if len(public_bytes) != 32 or note_key_id(name, public_bytes, COSIGNATURE_TYPE) != key_id:
         raise AuditChainError(f"Witness verifier key for {name!r} is corrupt (public key or key ID).")
     public = Ed25519PublicKey.from_public_bytes(public_bytes)
-    text, signatures = _split_note(note)
-    checkpoint = _parse_body(text)
+    text, signatures = split_note(note)
+    checkpoint = parse_body(text)
     found: Cosignature | None = None
     for signer, signature in signatures:
-        if signer != name or signature[:_KEY_ID_SIZE] != key_id:
+        if signer != name or signature[:KEY_ID_SIZE] != key_id:
             continue
-        if len(signature) != _KEY_ID_SIZE + _TIMESTAMP.size + _SIGNATURE_SIZE:
+        if len(signature) != KEY_ID_SIZE + _TIMESTAMP.size + SIGNATURE_SIZE:
             raise AuditChainError(f"Cosignature by {name!r} has the wrong length.")
-        (timestamp,) = _TIMESTAMP.unpack_from(signature, _KEY_ID_SIZE)
+        (timestamp,) = _TIMESTAMP.unpack_from(signature, KEY_ID_SIZE)
         try:
             if timestamp > _MAX_TIMESTAMP:
                 raise InvalidSignature
-            public.verify(signature[_KEY_ID_SIZE + _TIMESTAMP.size :], _message(text, timestamp))
+            public.verify(signature[KEY_ID_SIZE + _TIMESTAMP.size :], _message(text, timestamp))
         except InvalidSignature:
             raise AuditChainError(f"Cosignature by {name!r} does not verify.") from None
-        line = f"{_SIGNATURE_PREFIX}{signer} {_b64(signature)}\n"
+        line = f"{SIGNATURE_PREFIX}{signer} {b64encode_text(signature)}\n"
         if found is None or timestamp > found.timestamp:
             found = Cosignature(witness=name, timestamp=timestamp, checkpoint=checkpoint, line=line)
     if found is None:

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from carnet.audit.checkpoint import Checkpoint, _parse_body, _parse_key, _split_note, open_checkpoint
+from carnet.audit.checkpoint import Checkpoint, open_checkpoint, parse_body, parse_key, split_note
 from carnet.audit.cosignature import cosign, generate_cosigner, parse_cosigner_key
 from carnet.domain.errors import AuditChainError, CarnetError, ConfigurationError
 from carnet.domain.merkle import EMPTY_ROOT, verify_consistency
@@ -166,7 +166,7 @@ class WitnessState:
         Raises:
             AuditChainError: the verifier key is malformed.
         """
-        _parse_key(verifier_key, "Log verifier key")
+        parse_key(verifier_key, "Log verifier key")
         self._db.execute(
             "INSERT INTO logs (origin, verifier_key) VALUES (?, ?) "
             "ON CONFLICT (origin) DO UPDATE SET verifier_key = excluded.verifier_key",
@@ -203,8 +203,8 @@ class WitnessState:
                 consistency proof does not verify.
         """
         try:
-            text, _ = _split_note(submission.note)
-            origin = _parse_body(text).origin
+            text, _ = split_note(submission.note)
+            origin = parse_body(text).origin
         except AuditChainError as exc:
             raise Refusal(400, f"The checkpoint is malformed: {exc.message}") from None
         row = self._db.execute("SELECT verifier_key FROM logs WHERE origin = ?", (origin,)).fetchone()
