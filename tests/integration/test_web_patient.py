@@ -16,7 +16,7 @@ from carnet.api.app import Services, create_app
 from carnet.demo import SeededPatient, seed_population
 from carnet.domain.errors import AccessDenied, NotFound, PreconditionFailed
 from carnet.domain.principal import ActorKind, Principal
-from carnet.services.records import Records
+from carnet.services.writes import Writes
 from carnet.settings import Mode, Settings
 from carnet.web import login, patient_documents, patient_journal, patient_profile, pro
 from carnet.web import patient as patient_portal
@@ -402,7 +402,7 @@ def test_a_conflict_found_when_saving_asks_to_reload(
     def raced(*args: object, **kwargs: object) -> None:
         raise PreconditionFailed("MedicationStatement/x is at version 2, not 1.")
 
-    monkeypatch.setattr(Records, "update", raced)
+    monkeypatch.setattr(Writes, "update", raced)  # the write inside the edit use case
     response = client.post(path, data={**form, "detail": "1 comprimé le soir"})
     assert response.status_code == 409
     assert 'id="edit-conflict"' in response.text
@@ -418,7 +418,7 @@ def test_a_refused_edit_shows_a_plain_message(
     def refused(*args: object, **kwargs: object) -> None:
         raise AccessDenied("update of MedicationStatement refused by policy.")
 
-    monkeypatch.setattr(Records, "update", refused)
+    monkeypatch.setattr(Writes, "update", refused)
     response = client.post(path, data={**form, "detail": "1 comprimé le soir"})
     assert response.status_code == 403
     assert "Vous ne pouvez pas modifier cet élément" in response.text

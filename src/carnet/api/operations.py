@@ -134,7 +134,8 @@ async def close(patient_id: str, request: Request) -> Response:
     """Close a record (``carnet.services.record_status``)."""
     records = await records_of(request)
     await _parameters(request)
-    return _answer([await offload(close_record, _service(request), records.actor, patient_id)])
+    closed = await offload(close_record, _service(request), records.actor, patient_id, mode=records.mode)
+    return _answer([closed])
 
 
 @router.post("/Patient/{patient_id}/$reopen")
@@ -142,7 +143,8 @@ async def reopen(patient_id: str, request: Request) -> Response:
     """Reopen a closed record."""
     records = await records_of(request)
     await _parameters(request)
-    return _answer([await offload(reopen_record, _service(request), records.actor, patient_id)])
+    reopened = await offload(reopen_record, _service(request), records.actor, patient_id, mode=records.mode)
+    return _answer([reopened])
 
 
 async def _choice(request: Request, patient_id: str, kind: ConsentKind) -> Response:
@@ -196,7 +198,10 @@ async def oppositions(patient_id: str, request: Request) -> Response:
     )
     if wanted == Oppositions():
         raise InvalidRequest("Give 'break-glass' and/or 'regulation' as valueBoolean.")
-    return _answer(await offload(set_oppositions, _service(request), records.actor, patient_id, wanted))
+    changed = await offload(
+        set_oppositions, _service(request), records.actor, patient_id, wanted, mode=records.mode
+    )
+    return _answer(changed)
 
 
 @router.post("/Consent/{consent_id}/$withdraw")
@@ -204,7 +209,10 @@ async def withdraw(consent_id: str, request: Request) -> Response:
     """Withdraw a choice: its Consent becomes inactive."""
     records = await records_of(request)
     await _parameters(request)
-    return _answer([await offload(withdraw_choice, _service(request), records.actor, consent_id)])
+    withdrawn = await offload(
+        withdraw_choice, _service(request), records.actor, consent_id, mode=records.mode
+    )
+    return _answer([withdrawn])
 
 
 async def _mask(request: Request, document_id: str, *, masked: bool) -> Response:
@@ -217,6 +225,7 @@ async def _mask(request: Request, document_id: str, *, masked: bool) -> Response
         document_id,
         masked=masked,
         professional_id=_professional(parameters),
+        mode=records.mode,
     )
     return _answer([stored])
 

@@ -116,14 +116,16 @@ def record_choice(
         return call.writes.create(consent).stored
 
 
-def withdraw_choice(service: RecordService, principal: Principal, consent_id: str) -> Stored:
+def withdraw_choice(
+    service: RecordService, principal: Principal, consent_id: str, *, mode: AccessMode = AccessMode.NORMAL
+) -> Stored:
     """Withdraw a choice: its Consent becomes ``inactive``; return it (unchanged if it already was).
 
     Raises:
         NotFound: no such Consent, one the principal may not know, or one that records no choice.
         AccessDenied: the principal may read the Consent but not change it.
     """
-    with service.call(principal, "$withdraw", "Consent", write=True) as call:
+    with service.call(principal, "$withdraw", "Consent", write=True, mode=mode) as call:
         current = call.reads.read("Consent", consent_id)
         return _withdraw(call, current)
 
@@ -139,7 +141,12 @@ def _withdraw(call: RecordCall, current: Stored) -> Stored:
 
 
 def set_oppositions(
-    service: RecordService, principal: Principal, patient_id: str, wanted: Oppositions
+    service: RecordService,
+    principal: Principal,
+    patient_id: str,
+    wanted: Oppositions,
+    *,
+    mode: AccessMode = AccessMode.NORMAL,
 ) -> list[Stored]:
     """Oppose (or stop opposing) break-glass and SAMU regulation access; return the Consents changed.
 
@@ -153,7 +160,7 @@ def set_oppositions(
         ConsentKind.OPPOSITION_REGULATION: wanted.regulation,
     }
     changed: list[Stored] = []
-    with service.call(principal, "$set-oppositions", "Consent", write=True) as call:
+    with service.call(principal, "$set-oppositions", "Consent", write=True, mode=mode) as call:
         active = _active_choices(call, patient_id)
         for kind, opposed in kinds.items():
             if opposed is None:

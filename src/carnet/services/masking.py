@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from carnet.domain.documents import with_masked, with_masked_from
 from carnet.domain.errors import InvalidRequest
+from carnet.domain.policy import AccessMode
 from carnet.domain.principal import Principal
 from carnet.services.record_types import Stored
 from carnet.services.records import RecordService
@@ -27,6 +28,7 @@ def set_masked(
     *,
     masked: bool,
     professional_id: str | None = None,
+    mode: AccessMode = AccessMode.NORMAL,
 ) -> Stored:
     """Mask a document from every professional (or, with ``professional_id``, from that one), or unmask it.
 
@@ -45,7 +47,7 @@ def set_masked(
                 "Masking a document from one professional is offered by the sovereign profile only."
             )
     operation = "$mask" if masked else "$unmask"
-    with service.call(principal, operation, "DocumentReference", write=True) as call:
+    with service.call(principal, operation, "DocumentReference", write=True, mode=mode) as call:
         current = call.reads.read("DocumentReference", document_id)
         document = current.resource or {}
         if professional_id is None:

@@ -11,6 +11,7 @@ transaction, decided by the policy like any update, and journaled once (``$close
 
 from __future__ import annotations
 
+from carnet.domain.policy import AccessMode
 from carnet.domain.principal import Principal
 from carnet.domain.resources import is_closed, with_record_status
 from carnet.services.record_types import Stored
@@ -19,29 +20,35 @@ from carnet.services.records import RecordService
 __all__ = ["close_record", "reopen_record"]
 
 
-def close_record(service: RecordService, principal: Principal, patient_id: str) -> Stored:
+def close_record(
+    service: RecordService, principal: Principal, patient_id: str, *, mode: AccessMode = AccessMode.NORMAL
+) -> Stored:
     """Close a record; return its Patient (unchanged when it was closed already).
 
     Raises:
         NotFound: no such record, or the principal may not know it.
         AccessDenied: the principal may read the record but not change it.
     """
-    return _set_closed(service, principal, patient_id, closed=True)
+    return _set_closed(service, principal, patient_id, closed=True, mode=mode)
 
 
-def reopen_record(service: RecordService, principal: Principal, patient_id: str) -> Stored:
+def reopen_record(
+    service: RecordService, principal: Principal, patient_id: str, *, mode: AccessMode = AccessMode.NORMAL
+) -> Stored:
     """Reopen a closed record; return its Patient (unchanged when it was open).
 
     Raises:
         NotFound: no such record, or the principal may not know it.
         AccessDenied: the principal may read the record but not change it.
     """
-    return _set_closed(service, principal, patient_id, closed=False)
+    return _set_closed(service, principal, patient_id, closed=False, mode=mode)
 
 
-def _set_closed(service: RecordService, principal: Principal, patient_id: str, *, closed: bool) -> Stored:
+def _set_closed(
+    service: RecordService, principal: Principal, patient_id: str, *, closed: bool, mode: AccessMode
+) -> Stored:
     operation = "$close" if closed else "$reopen"
-    with service.call(principal, operation, "Patient", write=True) as call:
+    with service.call(principal, operation, "Patient", write=True, mode=mode) as call:
         current = call.reads.read("Patient", patient_id)
         patient = current.resource or {}
         if is_closed(patient) == closed and patient.get("active", True) is (not closed):

@@ -19,6 +19,7 @@ from carnet.domain.consent import grants_from_consents
 from carnet.domain.errors import AccessDenied, Conflict, InvalidRequest, InvalidResource
 from carnet.domain.policy import AccessRequest, Action, Target, decide
 from carnet.offload import offload
+from carnet.services import entry_edits
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
 from carnet.web.holder import Holder, consents_of, holder_of, kind_of, page, search, utc_now
@@ -392,16 +393,30 @@ async def edit_entry(resource_type: str, resource_id: str, request: Request) -> 
     values = {f.name: form_text(form, f.name, f.maxlength) for f in entry.fields}
     if int(version) != entry.version:
         return _edit_page(request, entry, values, conflict=True, status=409)
+    now = utc_now()
     try:
-        updated = apply_edit(entry.resource, values, now=utc_now())
+        updated = apply_edit(entry.resource, values, now=now)
     except ValueError as error:
         return _edit_page(request, entry, values, error=str(error), status=422)
     anchor = f"/patient/profile#section-{SECTIONS[resource_type]}"
     if updated == entry.resource:
         flash(request, "Nothing was changed.")
         return RedirectResponse(anchor, status_code=303)
+    service = portal(request).services.records
+
+    def change(current: Mapping[str, Any]) -> dict[str, Any]:
+        return apply_edit(dict(current), values, now=now)
+
     try:
-        await offload(holder.records.update, resource_type, resource_id, updated, if_match=f'W/"{version}"')
+        await offload(
+            entry_edits.edit_entry,
+            service,
+            holder.principal,
+            resource_type,
+            resource_id,
+            version=int(version),
+            change=change,
+        )
     except Conflict:
         return _edit_page(request, entry, values, conflict=True, status=409)
     except AccessDenied:
