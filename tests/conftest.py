@@ -23,6 +23,10 @@ from carnet.demo import demo_people
 from carnet.settings import Settings
 from minting import Mint
 
+#: ``corpus`` runs the tests over ``../shared/data/external`` only when it is there (one line when
+#: not; an error under CI); ``pytester`` lets a test run pytest itself (see tests/unit/test_corpus_plugin.py).
+pytest_plugins = ["corpus", "pytester"]
+
 PG_URL = os.environ.get("CARNET_TEST_PG_URL")
 IN_CI = os.environ.get("CI") == "true"
 

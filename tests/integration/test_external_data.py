@@ -34,6 +34,9 @@ from records import (
     synthea_bundles,
 )
 
+#: Every test here reads the corpus: deselected, with one line in the summary, when it is absent.
+pytestmark = pytest.mark.external
+
 #: Synthea bundles stored in the default run (the slow run stores all of them).
 DEFAULT_BUNDLES = {"sqlite": 25, "postgres": 5}
 

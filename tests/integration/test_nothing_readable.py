@@ -1,6 +1,7 @@
 """Nothing of a record is readable at rest or in the logs (DESIGN §4).
 
-Real data is stored (Synthea bundles, HL7 examples), then every file of the data directory
+Realistic data is stored (the generated population of ``carnet.synthetic``, and, when the external
+corpus is there, Synthea bundles and HL7 examples too), then every file of the data directory
 (database, WAL, shared memory, anything else), every database row, the key directory and the
 captured logs are searched for plaintext taken from what was sent: names, identifiers, code
 displays, LOINC codes, narrative text. Needles are at least 6 characters long, so a chance
@@ -25,6 +26,7 @@ from carnet.api.app import Services
 from carnet.domain.resources import R4_TYPES
 from carnet.domain.search import PARAMETERS
 from carnet.settings import Settings
+from carnet.synthetic import generate_population
 from minting import Mint
 from records import (
     TEST_SYSTEM,
@@ -197,8 +199,60 @@ def _trie(words: Iterable[bytes]) -> bytes:
     return build(root)
 
 
-def store(client: TestClient, auth: Mint) -> Stored:
-    """Store three Synthea bundles and a spread of HL7 examples; return what to look for."""
+#: Where the stored data comes from: the project's own generator always, the external corpus
+#: when it is there (``external``: deselected, with one line in the summary, when it is absent).
+SOURCES = ["synthetic", pytest.param("corpus", marks=pytest.mark.external)]
+
+
+def store(client: TestClient, auth: Mint, source: str) -> Stored:
+    """Store records from ``source`` and search them by identifier and name; return what to look for."""
+    if source == "synthetic":
+        needles, count, patient = _store_synthetic(client, auth)
+    else:
+        needles, count, patient = _store_corpus(client, auth)
+    # Search by identifier and family name: query strings must not reach the logs either.
+    ident = patient["identifier"][0]
+    headers = auth(kind="patient", identifier=f"{ident['system']}|{ident['value']}")
+    assert (
+        client.get(
+            f"/fhir/Patient?identifier={ident['system']}|{ident['value']}", headers=headers
+        ).status_code
+        == 200
+    )
+    assert (
+        client.get(f"/fhir/Patient?family={patient['name'][0]['family']}", headers=headers).status_code == 400
+    )
+    return Stored(needles=frozenset(n for n in needles if TEST_SYSTEM not in n), resources=count)
+
+
+def _store_synthetic(client: TestClient, auth: Mint) -> tuple[set[str], int, dict[str, Any]]:
+    """Store five generated patients' transaction bundles, documents included."""
+    needles: set[str] = set()
+    count = 0
+    patients: list[dict[str, Any]] = []
+    for item in generate_population(5, seed=20261206):
+        system, value = item.ins
+        headers = auth(kind="patient", identifier=f"{system}|{value}")
+        response = client.post("/fhir", content=item.to_json(), headers=headers)
+        assert response.status_code == 200, response.text[:500]
+        answers = response.json()["entry"]
+        count += len(answers)
+        # Read every resource back, and the whole record: reads must not log data either.
+        for answer in answers:
+            location = answer["response"]["location"].split("/_history/")[0]
+            assert client.get(f"/fhir/{location}", headers=headers).status_code == 200, location
+        # A document's Binary is kept with its DocumentReference, not as a resource version.
+        count -= sum(e["resource"]["resourceType"] == "Binary" for e in item.bundle["entry"])
+        for entry in item.bundle["entry"]:
+            resource = entry["resource"]
+            needles |= needles_of(resource)
+            if resource["resourceType"] == "Patient":
+                patients.append(resource)
+    return needles, count, patients[0]
+
+
+def _store_corpus(client: TestClient, auth: Mint) -> tuple[set[str], int, dict[str, Any]]:
+    """Store three Synthea bundles and a spread of HL7 examples."""
     bundles = sorted(synthea_bundles(), key=lambda p: p.stat().st_size)[:3]
     needles: set[str] = set()
     count = 0
@@ -214,22 +268,10 @@ def store(client: TestClient, auth: Mint) -> Stored:
         posted = post_example(client, auth, path, taken)
         count += posted.response.status_code == 201
         needles |= needles_of(posted.sent)
-    # Search by identifier and family name: query strings must not reach the logs either.
     patient = next(
         e["resource"] for e in load(bundles[0])["entry"] if e["resource"]["resourceType"] == "Patient"
     )
-    ident = patient["identifier"][0]
-    headers = auth(kind="patient", identifier=f"{ident['system']}|{ident['value']}")
-    assert (
-        client.get(
-            f"/fhir/Patient?identifier={ident['system']}|{ident['value']}", headers=headers
-        ).status_code
-        == 200
-    )
-    assert (
-        client.get(f"/fhir/Patient?family={patient['name'][0]['family']}", headers=headers).status_code == 400
-    )
-    return Stored(needles=frozenset(n for n in needles if TEST_SYSTEM not in n), resources=count)
+    return needles, count, patient
 
 
 def _files(directory: Path) -> list[Path]:
@@ -288,11 +330,12 @@ def test_scanner_finds_every_form_of_a_needle() -> None:
     assert codes.hits(b"0f1e2d3c-8462-4abc-9def-0123456789ab 8462-4") == ["8462-4"]
 
 
+@pytest.mark.parametrize("source", SOURCES)
 def test_nothing_readable_at_rest(
-    client: TestClient, auth: Mint, settings: Settings, services: Services, baseline: bytes
+    client: TestClient, auth: Mint, settings: Settings, services: Services, baseline: bytes, source: str
 ) -> None:
     """No name, identifier, display, code or narrative is in any data file, database row or key file."""
-    stored = store(client, auth)
+    stored = store(client, auth, source)
     assert stored.resources > 300
     patterns = _searchable(stored.needles, baseline)
     sqlite = settings.database_url.startswith("sqlite")
@@ -319,7 +362,9 @@ def test_nothing_readable_at_rest(
 CLIENT_LOGGERS = ("httpx", "httpx2", "httpcore")
 
 
+@pytest.mark.parametrize("source", SOURCES)
 def test_nothing_readable_in_logs(
+    source: str,
     client: TestClient,
     auth: Mint,
     services: Services,
@@ -329,7 +374,7 @@ def test_nothing_readable_in_logs(
 ) -> None:
     """The server's logs of storing, refusing, searching and failing to open records hold no patient data."""
     caplog.set_level(logging.DEBUG)
-    stored = store(client, auth)
+    stored = store(client, auth, source)
     # A sealed value that no longer opens: the 500 is logged at ERROR level.
     with services.store.engine.begin() as connection:
         row = connection.execute(

@@ -298,6 +298,7 @@ def _import_kek(token: Token, number: int, value: bytes, *, login: bool) -> None
         )
 
 
+@pytest.mark.external
 def test_token_key_wrap_matches_wycheproof(token: Token) -> None:
     """The token's key wrap agrees with the Wycheproof AES-KW vectors for a 256-bit KEK."""
     vectors = _wycheproof_kw_256()

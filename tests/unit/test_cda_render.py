@@ -102,13 +102,19 @@ def _cda(narrative: str, *, extra: str = "") -> bytes:
     ).encode()
 
 
+@pytest.mark.external
 def test_examples_are_there() -> None:
     """The shared folders hold the ANS and C-CDA examples this suite renders."""
     assert len(list(ANS.glob("*.xml"))) > 50
     assert len(list(CCDA.glob("*.xml"))) > 10
+
+
+def test_generated_documents_are_there() -> None:
+    """The synthetic population yields the CDA documents this suite renders without the corpus."""
     assert len(GENERATED) >= 10
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
 def test_every_published_example_renders_safely(path: Path) -> None:
     """Each ANS CI-SIS and HL7 C-CDA example renders to whitelisted HTML with its title."""

@@ -50,6 +50,7 @@ ANS_ROWS = _manifest(ANS)
 CCDA_ROWS = _manifest(CCDA)
 
 
+@pytest.mark.external
 @pytest.mark.parametrize(
     ("folder", "rows", "subfolder"), [(ANS, ANS_ROWS, "cda"), (CCDA, CCDA_ROWS, "documents")]
 )
@@ -62,6 +63,7 @@ def test_every_example_file_is_in_its_manifest(
     assert on_disk
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("row", ANS_ROWS, ids=lambda row: row["file"])
 def test_ans_example_parses_to_its_manifest(row: dict[str, str]) -> None:
     """An ANS example has an id, the manifest's type code and level, an INS, an author and a class."""
@@ -80,6 +82,7 @@ def test_ans_example_parses_to_its_manifest(row: dict[str, str]) -> None:
     assert document.warnings == ()
 
 
+@pytest.mark.external
 @pytest.mark.parametrize(
     "row",
     [row for row in ANS_ROWS if row["body_level"] == "N1 (nonXMLBody)"],
@@ -96,6 +99,7 @@ def test_ans_level_1_example_embeds_a_pdf(row: dict[str, str]) -> None:
     assert document.body.content.startswith(b"%PDF")
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("row", CCDA_ROWS, ids=lambda row: row["file"])
 def test_ccda_example_parses_without_ins(row: dict[str, str]) -> None:
     """A US C-CDA example parses: id, the manifest's LOINC code and body, a patient id, no INS."""
@@ -111,6 +115,7 @@ def test_ccda_example_parses_without_ins(row: dict[str, str]) -> None:
     assert document.warnings == CCDA_WARNINGS.get(row["file"], ())
 
 
+@pytest.mark.external
 @pytest.mark.parametrize(
     "row", [row for row in CCDA_ROWS if row["body"] == "nonXMLBody"], ids=lambda row: row["file"]
 )
@@ -124,6 +129,7 @@ def test_ccda_level_1_example_embeds_or_references_its_content(row: dict[str, st
         assert document.body.content.startswith(b"%PDF")
 
 
+@pytest.mark.external
 def test_level_1_ans_example_header_reads_field_by_field() -> None:
     """The ANS unstructured biology report yields the exact header values it carries."""
     document = parse_cda((ANS / "cda" / "DOC_NON_STRUCTURE_CDA-R2-N1.xml").read_bytes())
@@ -168,6 +174,7 @@ def test_level_1_ans_example_header_reads_field_by_field() -> None:
     assert document.class_code == ClassCode.COMPTE_RENDU
 
 
+@pytest.mark.external
 def test_replacing_version_names_its_parent() -> None:
     """A document that replaces another (relatedDocument RPLC) names the parent's id."""
     document = parse_cda((ANS / "cda" / "OPH-BRE_2022.02.xml").read_bytes())

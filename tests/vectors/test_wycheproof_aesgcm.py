@@ -29,10 +29,15 @@ from paths import EXTERNAL
 
 VECTORS = EXTERNAL / "wycheproof" / "testvectors_v1"
 
+#: Every test here reads the corpus: deselected, with one line in the summary, when it is absent.
+pytestmark = pytest.mark.external
+
 Vector = dict[str, Any]
 
 
 def _load(name: str) -> dict[str, Any]:
+    if not (VECTORS / name).exists():
+        return {"testGroups": []}  # no corpus: the tests are deselected, not collected empty
     data: dict[str, Any] = json.loads((VECTORS / name).read_text())
     return data
 
