@@ -6,13 +6,7 @@ and key directories; the test mints a development token with the same key direct
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +23,10 @@ from fhirclient.server import FHIRNotFoundException, FHIRUnauthorizedException
 
 from carnet.api.auth import issue_token
 from carnet.settings import Settings
+from served import free_port, popen_serve, serve_env, wait_until_up
 
 SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 LOINC = "http://loinc.org"
-STARTUP_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,48 +37,16 @@ class Server:
     key_dir: Path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"carnet serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (a local http URL)
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    pytest.fail(f"carnet serve did not answer {url} within {STARTUP_SECONDS}s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``carnet serve`` on a free port with a fresh SQLite database; stopped at teardown."""
     root = tmp_path_factory.mktemp("served")
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}/fhir"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    env.update(
-        CARNET_DATA_DIR=str(root / "data"),
-        CARNET_KEY_DIR=str(root / "keys"),
-        CARNET_HOST="127.0.0.1",
-        CARNET_PORT=str(port),
-        CARNET_BASE_URL=base_url,
-    )
+    env = serve_env(root, free_port())
+    base_url = env["CARNET_BASE_URL"]
     log = root / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "carnet", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
+    process = popen_serve(env, log)
     try:
-        _wait_until_up(process, f"{base_url}/metadata", log)
+        wait_until_up(process, f"{base_url}/metadata", log)
         yield Server(base_url=base_url, key_dir=root / "keys")
     finally:
         process.terminate()
