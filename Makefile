@@ -20,16 +20,18 @@ $(AXE): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix tests/browser --no-audit --no-fund
 	touch $(AXE)
 
-## Seed synthetic patients into var/demo and serve the FHIR API on http://127.0.0.1:8000
+## Seed synthetic patients into var/data (keys in var/keys) and serve the API and portals on http://127.0.0.1:8000
 demo: $(STAMP)
 	$(VENV)/bin/carnet demo
 
-## The test suite (SQLite always; PostgreSQL too when CARNET_TEST_PG_URL is set)
-## (the browser tests drive Debian's chromium: `apt-get install chromium`, see .ci/run)
+## The test suite (SQLite always; PostgreSQL too when CARNET_TEST_PG_URL is set). Tests over the
+## external corpus (../shared/data/external) run when it is there; without it they are listed as not
+## run in one line (and CI=true fails). The browser tests drive Debian's chromium (see .ci/run).
 test: $(STAMP) $(AXE)
 	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile
 
-## Long soaks: many generated cases, kill loops
+## Long soaks (pytest -m slow): 1,000 kill -9 rounds of carnet serve under writes, 10⁶ policy
+## cases against the reference model, every Synthea bundle of the corpus round-tripped
 test-long: $(STAMP) $(AXE)
 	$(VENV)/bin/pytest -m slow
 

@@ -26,7 +26,9 @@ import pytest
 STARTUP_SECONDS = 60
 #: Modules the fork server imports once, before it forks any server: the command, the app, and
 #: what building the app imports lazily (the portals). A name that no longer exists is skipped.
+#: ``__main__`` (pytest's script) is imported there too, or each fork would import it again.
 PRELOAD = [
+    "__main__",
     "carnet.cli",
     "carnet.api.app",
     "carnet.audit.verify",
@@ -53,6 +55,18 @@ def is_up(url: str) -> bool:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (a local http URL)
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def is_listening(port: int) -> bool:
+    """Tell whether something accepts TCP connections on 127.0.0.1:``port`` now.
+
+    uvicorn binds its socket only once the app's startup has completed, so this means "ready".
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
         return False
 
 
@@ -125,7 +139,7 @@ class ForkedServer:
         while time.monotonic() < deadline:
             if not process.is_alive():
                 pytest.fail(f"carnet serve exited with {process.exitcode}:\n{self.log.read_text()[-3000:]}")
-            if is_up(f"{self.url}/metadata"):
+            if is_listening(int(self.env["CARNET_PORT"])):
                 return
             time.sleep(0.02)
         pytest.fail(f"carnet serve did not answer within {STARTUP_SECONDS}s:\n{self.log.read_text()[-3000:]}")

@@ -32,6 +32,7 @@ from carnet.services.notifications import (
     Preferences,
 )
 from carnet.settings import Settings
+from carnet.testing import FixedClock
 from minting import Mint
 from smtp_sink import Mailbox, free_port
 
@@ -69,7 +70,7 @@ def smtp_settings(settings: Settings, port: int) -> Settings:
 
 def notifier_of(services: Services, enqueued_at: datetime = WINTER) -> Notifier:
     """The notifier, wired as the composition roots wire it, enqueueing at ``enqueued_at``."""
-    return Notifier(vault=services.records.vault, clock=lambda: enqueued_at, new_id=new_id)
+    return Notifier(vault=services.records.vault, clock=FixedClock(enqueued_at), new_id=new_id)
 
 
 def worker_of(services: Services, settings: Settings, port: int) -> DeliveryWorker:

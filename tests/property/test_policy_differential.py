@@ -3,13 +3,15 @@
 Cases come from ``strategies.policy_cases``: plain-valued requests that the reference model
 (``tests/reference_policy.py``) reads directly and ``strategies.engine_inputs`` translates for
 ``carnet.domain.policy.decide``. The differential test checks 10,000 cases per ``make test``
-(1,000 Hypothesis examples of 10 cases each: an example costs about a millisecond, a case far less).
+(1,000 Hypothesis examples of 10 cases each: an example costs about a millisecond, a case far less);
+``make test-long`` checks 10⁶ (10,000 examples of 100 cases).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +23,8 @@ TABLES = policy_tables()
 DIFFERENTIAL_EXAMPLES = 1_000
 CASES_PER_EXAMPLE = 10
 PROPERTY_EXAMPLES = 1_500
+LONG_EXAMPLES = 10_000
+LONG_CASES_PER_EXAMPLE = 100
 FORBIDDEN = ("employer", "complementary_insurer", "bank", "contract_assessor")
 
 
@@ -82,6 +86,21 @@ def test_an_admission_refusal_refuses_every_record(case: Case) -> None:
 def test_every_reason_is_declared_by_a_rule(case: Case) -> None:
     """A decision only gives reasons its rules declare (so docs/policy.md, tested against them, names it)."""
     assert set(_engine(case).reasons) <= DECLARED_REASONS
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=LONG_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(policy_case_batches(LONG_CASES_PER_EXAMPLE))
+def test_engine_agrees_with_reference_a_million_times(cases: list[Case]) -> None:
+    """On 10⁶ generated requests, the engine and the reference model agree on verdicts and obligations."""
+    for case in cases:
+        decision = _engine(case)
+        assert _as_verdict(decision) == reference_decide(case, TABLES), (case, decision.reasons)
 
 
 @settings(max_examples=PROPERTY_EXAMPLES, deadline=None)

@@ -6,6 +6,7 @@
     ├── ConfigurationError        settings are missing or wrong; start-up stops
     ├── NotFound                  no such resource (or the caller may not know it exists)
     │   └── Gone                  the resource existed and was deleted
+    │       └── RecordShredded    the patient's key was destroyed; the record is unreadable
     ├── Conflict                  version mismatch, duplicate, concurrent change
     │   └── PreconditionFailed    If-Match did not match the current version
     ├── InvalidRequest            the request itself is malformed (parameters, ids, body shape)
@@ -21,8 +22,7 @@
     ├── AuditChainError           a journal proof, tree head or checkpoint does not verify
     │   └── WitnessRefused        a witness would not cosign a checkpoint (HTTP status, its size)
     ├── JournalUnavailable        the access journal could not be written: nothing is returned or changed
-    ├── KeyProviderError          the key provider failed to wrap or unwrap a key
-    └── RecordShredded            the patient's key was destroyed; the record is unreadable
+    └── KeyProviderError          the key provider failed to wrap or unwrap a key
 
 Only ``carnet.api`` turns these into an OperationOutcome and an HTTP status.
 Messages name a value and the fix; they never contain patient data.
