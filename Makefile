@@ -31,7 +31,7 @@ test: $(STAMP) $(AXE)
 	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile
 
 ## Long soaks (pytest -m slow): 1,000 kill -9 rounds of carnet serve under writes, 10⁶ policy
-## cases against the reference model, every Synthea bundle of the corpus round-tripped
+## cases against the reference model, 100,000 fuzzed API requests, every Synthea bundle of the corpus
 test-long: $(STAMP) $(AXE)
 	$(VENV)/bin/pytest -m slow
 

@@ -187,4 +187,5 @@ def test_make_demo_names_the_data_directory_it_uses() -> None:
 def test_make_test_long_says_what_it_runs() -> None:
     """The test-long comment names the soaks that carry the slow marker."""
     comment = _make_comment("test-long")
-    assert ("kill -9" in comment, "policy" in comment, "corpus" in comment) == (True, True, True)
+    named = ("kill -9" in comment, "policy" in comment, "fuzzed" in comment, "corpus" in comment)
+    assert named == (True, True, True, True)
