@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -105,9 +106,21 @@ def wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None
     pytest.fail(f"carnet serve did not answer {url} within {STARTUP_SECONDS}s:\n{log.read_text()[-3000:]}")
 
 
-def _serve_forked(env: dict[str, str], log: str) -> None:
+def _exit_when_gone(owner: int) -> None:
+    """Exit this process once ``owner`` (the test process) is gone: no server outlives its test."""
+    while True:
+        time.sleep(1)
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(1)
+
+
+def _serve_forked(env: dict[str, str], log: str, owner: int) -> None:
     """Run the ``carnet serve`` command function in this (forked) process, with ``env`` as environment."""
     from carnet.cli import serve
+
+    threading.Thread(target=_exit_when_gone, args=(owner,), daemon=True).start()
 
     descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(descriptor, 1)
@@ -132,7 +145,9 @@ class ForkedServer:
 
     def start(self) -> None:
         """Start the server and wait until it answers (fail the test after a minute)."""
-        process = self._context.Process(target=_serve_forked, args=(self.env, str(self.log)), daemon=True)
+        process = self._context.Process(
+            target=_serve_forked, args=(self.env, str(self.log), os.getpid()), daemon=True
+        )
         process.start()
         self._process = process
         deadline = time.monotonic() + STARTUP_SECONDS

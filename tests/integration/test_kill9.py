@@ -35,7 +35,7 @@ from carnet.store.repository import SQLStore
 from served import ForkedServer, free_port, serve_env
 
 WRITERS = 3
-SHORT_ROUNDS = 4
+SHORT_ROUNDS = 3
 LONG_ROUNDS = 1_000
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 LOINC = "http://loinc.org"
