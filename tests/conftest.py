@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
@@ -26,6 +27,12 @@ from minting import Mint
 #: ``corpus`` runs the tests over ``../shared/data/external`` only when it is there (one line when
 #: not; an error under CI); ``pytester`` lets a test run pytest itself (see tests/unit/test_corpus_plugin.py).
 pytest_plugins = ["corpus", "pytester"]
+
+#: Hypothesis's per-example deadline (200 ms by default) is a wall-clock assertion: on a loaded CI
+#: machine an example that takes a millisecond can take 300 ms and fail as "flaky". Speed is
+#: checked by the benchmarks, not here; a test that needs a bound sets its own.
+hypothesis_settings.register_profile("carnet", deadline=None)
+hypothesis_settings.load_profile("carnet")
 
 PG_URL = os.environ.get("CARNET_TEST_PG_URL")
 IN_CI = os.environ.get("CI") == "true"

@@ -26,7 +26,8 @@ import pytest
 
 STARTUP_SECONDS = 60
 #: Modules the fork server imports once, before it forks any server: the command, the app, and
-#: what building the app imports lazily (the portals). A name that no longer exists is skipped.
+#: what building the app and a first write import lazily (the portals, the FHIR models the kill
+#: test writes). A name that no longer exists is skipped.
 #: ``__main__`` (pytest's script) is imported there too, or each fork would import it again.
 PRELOAD = [
     "__main__",
@@ -37,6 +38,8 @@ PRELOAD = [
     "carnet.web.patient",
     "carnet.web.pro",
     "carnet.web.summary_pdf",
+    "fhir.resources.R4B.observation",
+    "fhir.resources.R4B.patient",
     "uvicorn",
     "served",
 ]
@@ -153,7 +156,8 @@ class ForkedServer:
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             if not process.is_alive():
-                pytest.fail(f"carnet serve exited with {process.exitcode}:\n{self.log.read_text()[-3000:]}")
+                output = self.log.read_text()[-3000:] if self.log.exists() else "(no output)"
+                pytest.fail(f"carnet serve exited with {process.exitcode}:\n{output}")
             if is_listening(int(self.env["CARNET_PORT"])):
                 return
             time.sleep(0.02)
