@@ -22,9 +22,11 @@ from starlette.testclient import TestClient
 from carnet.api.app import Services, build_services, create_app
 from carnet.demo import SeededPatient, seed_population
 from carnet.domain.consent import KIND_SYSTEM
+from carnet.domain.errors import Conflict
 from carnet.domain.journal import Entry
 from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.resources import RECORD_STATUS_EXTENSION
+from carnet.services import entry_edits
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
 from minting import Mint
@@ -491,3 +493,39 @@ def test_sovereign_mask_from_one_professional_the_same_way_both_ways(settings: S
             assert expected not in _read(world, web_patient, "DocumentReference", theirs).get("extension", [])
     finally:
         services.store.engine.dispose()
+
+
+def test_editing_a_profile_entry_is_one_call(world: World) -> None:
+    """edit_entry writes at the version seen (one 'update' entry); a stale version changes nothing."""
+    holder = Principal(kind=ActorKind.PATIENT, subject="t", patient_id=world.api.patient_id)
+    found = world.services.records.records(holder).search(
+        "Observation", [("patient", f"Patient/{world.api.patient_id}")]
+    )
+    stored = found.entries[0]
+    journal = Journal(world.services, world.api.patient_id)
+
+    def noted(resource: Mapping[str, Any]) -> dict[str, Any]:
+        return {**resource, "note": [{"text": "Confirmed by the patient"}]}
+
+    edited = entry_edits.edit_entry(
+        world.services.records,
+        holder,
+        "Observation",
+        stored.resource_id,
+        version=stored.version_id,
+        change=noted,
+    )
+    assert edited.version_id == stored.version_id + 1
+    assert [a for a, _, _ in journal.added()] == ["update"]
+    with pytest.raises(Conflict):
+        entry_edits.edit_entry(
+            world.services.records,
+            holder,
+            "Observation",
+            stored.resource_id,
+            version=stored.version_id,
+            change=noted,
+        )
+    assert [a for a, _, _ in journal.added()] == ["update"]
+    again = world.services.records.records(holder).read("Observation", stored.resource_id)
+    assert again.version_id == edited.version_id
