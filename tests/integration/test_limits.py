@@ -83,12 +83,12 @@ def test_an_observation_with_400k_notes_is_refused_at_once(
     body = _observation(pid, note=[{"text": "n"} for _ in range(400_000)])
     content = json.dumps(body, separators=(",", ":")).encode()
     assert len(content) > 5_000_000
-    started = time.perf_counter()
+    started = time.process_time()
     response = client.post("/fhir/Observation", content=content, headers=headers)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     issue = assert_outcome(response, 413)
     assert "CARNET_MAX_" in issue["diagnostics"]
-    assert elapsed < 5, f"refusing took {elapsed:.1f} s"
+    assert elapsed < 5, f"refusing took {elapsed:.1f} s of CPU"
     assert _count(client, headers, pid) == 0
 
 
@@ -99,13 +99,13 @@ def test_a_5000_entry_batch_is_refused_at_once(
     headers, pid = holder
     entry = {"resource": _observation(pid), "request": {"method": "POST", "url": "Observation"}}
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [entry] * 5000}
-    started = time.perf_counter()
+    started = time.process_time()
     response = client.post("/fhir", content=json.dumps(bundle), headers=headers)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     issue = assert_outcome(response, 413)
     assert "5000 entries" in issue["diagnostics"]
     assert "CARNET_MAX_BUNDLE_ENTRIES" in issue["diagnostics"]
-    assert elapsed < 5, f"refusing took {elapsed:.1f} s"
+    assert elapsed < 5, f"refusing took {elapsed:.1f} s of CPU"
     assert _count(client, headers, pid) == 0
 
 
