@@ -41,6 +41,7 @@ check: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pytest -q -n 0 tests/unit/test_architecture.py  # no import cycle, no module over 800 lines, no private imports
 
 ## Benchmarks (print numbers; see docs/performance.md)
 bench: $(STAMP)
