@@ -221,6 +221,7 @@ def test_two_witnesses_cosign_growth_and_refuse_a_rollback(
         _grow(services, 10)  # larger: the consistency proof from their size cannot verify
         refused = services.journal.publish()
         assert [(p.cosigned, p.status) for p in refused] == [(False, 422), (False, 422)]
+        assert services.journal.publish() == []  # a refused checkpoint is not sent again each tick
         for witness in witnesses:  # each kept the log-signed checkpoints it refused, as evidence
             with urllib.request.urlopen(witness.url + "/", timeout=5) as answer:  # noqa: S310 - http only
                 origin, size, kept = answer.read().decode().splitlines()[-1].split(" ")

@@ -99,6 +99,8 @@ class Journal:
     ) -> None:
         self.store = store
         self.witnesses = tuple(witnesses)
+        #: The checkpoint size each (shard, witness) last refused (409, 422): not sent again until it grows.
+        self._refused: dict[tuple[int, str], int] = {}
         self.cipher = cipher
         self.signer = signer
         self.base_origin = origin
@@ -186,7 +188,8 @@ class Journal:
         witness restored from a backup, or cosignatures lost). Cosignatures are stored with the
         checkpoint. A refusal (422: the proof does not verify; 409 with a size beyond this
         journal) means the journal was rolled back or forked since the witness last saw it: it
-        is logged as an error, and ``carnet audit verify`` fails.
+        is logged as an error, and ``carnet audit verify`` fails. A checkpoint refused so is not sent
+        again to that witness (which keeps each copy as evidence) until a newer one is issued.
         """
         done: list[Publication] = []
         if not self.witnesses:
@@ -198,12 +201,13 @@ class Journal:
                     continue
                 size, note = latest
                 have = session.cosignatures(shard, size)
-                sent = session.cosigned_sizes(shard)
-            for witness in self.witnesses:
-                if witness.name in have:
-                    continue
-                outcome = self._submit(witness, shard, size, note, sent.get(witness.name, 0))
-                done.append(outcome)
+                missing = [
+                    (w, session.last_cosigned(shard, w.name))
+                    for w in self.witnesses
+                    if w.name not in have and self._refused.get((shard, w.name)) != size
+                ]
+            for witness, old in missing:
+                done.append(self._submit(witness, shard, size, note, old))
         return done
 
     def _submit(self, witness: Witness, shard: int, size: int, note: bytes, old: int) -> Publication:
@@ -224,6 +228,8 @@ class Journal:
                 if refusal.status == 409 and refusal.size is not None and refusal.size != old:
                     old = refusal.size
                     continue
+                if refusal.status in (409, 422):  # definitive: the witness keeps each copy as evidence
+                    self._refused[(shard, witness.name)] = size
                 log.error(
                     "witness %s refuses checkpoint %s of shard %s: %s",
                     witness.name,

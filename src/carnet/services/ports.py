@@ -268,8 +268,8 @@ class StoreSession(Protocol):
         """Return the cosignature lines of a checkpoint, by witness name."""
         ...
 
-    def cosigned_sizes(self, shard: int) -> dict[str, int]:
-        """Return, per witness, the largest checkpoint size of a shard it cosigned."""
+    def last_cosigned(self, shard: int, witness: str) -> int:
+        """Return the largest checkpoint size of a shard the witness cosigned (0: none)."""
         ...
 
     def recent_checkpoints(self, shard: int, limit: int) -> list[tuple[int, datetime, bytes]]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -252,14 +252,19 @@ class JournalSessionMixin(Connected):
         )
         return {str(r[0]): str(r[1]) for r in rows}
 
-    def cosigned_sizes(self, shard: int) -> dict[str, int]:
-        """Return, per witness, the largest checkpoint size of a shard it cosigned."""
-        rows = self._c.execute(
-            select(journal_cosignatures.c.witness, func.max(journal_cosignatures.c.size))
-            .where(journal_cosignatures.c.shard == shard)
-            .group_by(journal_cosignatures.c.witness)
-        )
-        return {str(r[0]): int(r[1]) for r in rows}
+    def last_cosigned(self, shard: int, witness: str) -> int:
+        """Return the largest checkpoint size of a shard the witness cosigned (0: none).
+
+        Walks the primary key down from the newest checkpoint: it stops at the witness's latest
+        cosignature instead of reading every cosignature of the shard.
+        """
+        row = self._c.execute(
+            select(journal_cosignatures.c.size)
+            .where(and_(journal_cosignatures.c.shard == shard, journal_cosignatures.c.witness == witness))
+            .order_by(journal_cosignatures.c.size.desc())
+            .limit(1)
+        ).first()
+        return 0 if row is None else int(row[0])
 
     def recent_checkpoints(self, shard: int, limit: int) -> list[tuple[int, datetime, bytes]]:
         """Return a shard's latest ``(size, issued_at, note)`` checkpoints, newest first."""
