@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -124,10 +124,9 @@ class JournalSessionMixin(Connected):
                 .where(
                     and_(
                         journal_nodes.c.shard == shard,
-                        or_(
-                            journal_nodes.c.level > level,
-                            and_(journal_nodes.c.level == level, journal_nodes.c.idx > idx),
-                        ),
+                        # A row value, which both databases seek to in the primary key; the
+                        # equivalent OR made SQLite rescan the shard from its start each batch.
+                        tuple_(journal_nodes.c.level, journal_nodes.c.idx) > tuple_(level, idx),
                     )
                 )
                 .order_by(journal_nodes.c.level, journal_nodes.c.idx)
