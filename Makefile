@@ -45,7 +45,7 @@ check: $(STAMP)
 
 ## Benchmarks (print numbers; see docs/performance.md)
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py --quick   # wrk needed: apt-get install wrk; full sizes: bench/run.py
 	$(PY) bench/journal.py
 
 clean:

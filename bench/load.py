@@ -1,0 +1,167 @@
+"""Load generation and server accounting for the benchmarks: ``wrk`` runs, CPU time, RSS of workers.
+
+``wrk`` (Debian package ``wrk``: ``apt-get install wrk``) is a compiled load generator: one thread
+of it drives thousands of requests per second for a few percent of a core, so the server keeps
+the machine's cores. Its own CPU share is measured and printed beside each figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """What one ``wrk`` run measured, with the server's and the client's CPU over it."""
+
+    requests_per_second: float
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    server_cpu_ms_per_request: float
+    client_cpu_share: float
+
+    def describe(self) -> str:
+        """One line for the tables."""
+        return (
+            f"{self.requests_per_second:,.0f} requests/s (p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms; "
+            f"server CPU {self.server_cpu_ms_per_request:.2f} ms/request; wrk {self.client_cpu_share:.0%} of "
+            f"the cores)"
+        )
+
+
+def wrk_path() -> str:
+    """The ``wrk`` executable.
+
+    Raises:
+        SystemExit: it is not installed (with how to install it).
+    """
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("the benchmarks need wrk: `apt-get install wrk` (Debian) or `brew install wrk`")
+    return found
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The process ``pid`` and all its descendants (uvicorn's workers and their spawn helpers)."""
+    found = [pid]
+    index = 0
+    while index < len(found):
+        children = Path(f"/proc/{found[index]}/task/{found[index]}/children")
+        with contextlib.suppress(OSError):
+            found.extend(int(c) for c in children.read_text().split())
+        index += 1
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (from ``/proc``)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / TICKS
+
+
+def rss_mb(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """Current and peak resident set size (MB) of each process: ``{pid: (VmRSS, VmHWM)}``.
+
+    multiprocessing's resource tracker (a helper of uvicorn's workers, ~12 MB) is left out.
+    """
+    out: dict[int, tuple[float, float]] = {}
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+        except OSError:
+            continue
+        values = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.MULTILINE))
+        if values:
+            out[pid] = (int(values.get("VmRSS", 0)) / 1024, int(values.get("VmHWM", 0)) / 1024)
+    return out
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(
+    url: str,
+    *,
+    headers: dict[str, str],
+    seconds: int,
+    connections: int,
+    server_pid: int,
+    method: str = "GET",
+    body: bytes | None = None,
+    threads: int = 1,
+) -> WrkResult:
+    """Drive ``url`` with ``wrk`` and return what it measured.
+
+    Raises:
+        SystemExit: any answer was not 2xx (the figure would be meaningless).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "request.lua"
+        lines = [f'wrk.method = "{method}"']
+        if body is not None:
+            (Path(tmp) / "body").write_bytes(body)
+            lines.append(
+                f'local f = io.open("{Path(tmp) / "body"}", "rb"); wrk.body = f:read("*a"); f:close()'
+            )
+        script.write_text("\n".join(lines) + "\n")
+        command = [wrk_path(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+        command += ["-s", str(script)]
+        for name, value in headers.items():
+            command += ["-H", f"{name}: {value}"]
+        pids = worker_pids(server_pid)
+        before_server = cpu_seconds(pids)
+        before_client = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+        elapsed = time.perf_counter() - started
+        after_client = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = cpu_seconds(pids) - before_server
+    client_cpu = (after_client.ru_utime + after_client.ru_stime) - (
+        before_client.ru_utime + before_client.ru_stime
+    )
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = int(bad.group(1)) if bad else 0
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    if errors:
+        raise SystemExit(f"wrk {method} {url}: {errors} failed answers\n{output}")
+    latency = dict(re.findall(r"^\s+(50|99)\.?0*%\s+(\S+)", output, re.MULTILINE))
+    if "50" not in latency or "99" not in latency:
+        raise SystemExit(f"wrk printed no latency distribution:\n{output}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    return WrkResult(
+        requests_per_second=rate,
+        requests=requests,
+        seconds=seconds,
+        p50_ms=_ms(latency["50"]),
+        p99_ms=_ms(latency["99"]),
+        errors=errors,
+        server_cpu_ms_per_request=1000 * server_cpu / max(1, requests),
+        client_cpu_share=client_cpu / (elapsed * (os.cpu_count() or 1)),
+    )
