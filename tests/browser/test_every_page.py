@@ -125,7 +125,7 @@ def test_every_patient_page_is_accessible(page: Page, live_server: LiveServer, t
             ("care-team", "/patient/care-team"),
             ("choices", "/patient/choices"),
             ("access", "/patient/access"),
-            ("access-mine", "/patient/access?mine=1"),
+            ("access-mine", "/patient/access?kind=mine"),
         ):
             visit(page, path, shot(name))
         proofs = _hrefs(page, "a[href$='/verify']")

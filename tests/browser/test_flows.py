@@ -131,9 +131,11 @@ def test_break_glass_banner_and_patient_timeline(new_context: NewContext, live_s
     patient_page = new_context().new_page()
     sign_in_patient(patient_page, patient)
     visit(patient_page, "/patient/access", "patient-access")
-    emergency = patient_page.locator("#access-timeline tr.mode-break-glass")
+    emergency = patient_page.locator("#notable-visits li.visit.mode-break-glass")
+    expect(emergency).to_have_count(1)
     expect(emergency.first).to_contain_text(physician.display)
     expect(emergency.first).to_contain_text("Patient inconscient admis aux urgences")
+    expect(emergency.first).to_contain_text("a consulté")
 
 
 def test_break_glass_sends_an_email(new_context: NewContext, live_server: LiveServer) -> None:

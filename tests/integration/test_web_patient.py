@@ -495,30 +495,69 @@ def test_oppositions_are_saved_as_consents(client: TestClient, signed_in: str) -
 def test_access_timeline_shows_the_professional_and_verifies(
     client: TestClient, services: Services, signed_in: str
 ) -> None:
-    """A professional's read appears in the timeline, and its proof verifies."""
+    """A professional's reads are one visit in plain words, a stranger's refusal names no record; proofs verify."""
     client.post(
         "/patient/care-team", data={"csrf_token": signed_in, "kind": "authorisation", "idnps": DOCTOR}
     )
     document_id = document_ids(client)[0]
+    title = re.search(rf'id="doc-{document_id}">([^<]+)<', client.get("/patient/documents").text)
+    assert title is not None
     # Only the patient's own visits so far (the record was opened by its holder under another sign-in).
     assert 'id="no-access"' in client.get("/patient/access").text
-    services.records.records(DOCTOR_PRINCIPAL).read("DocumentReference", document_id)
+    doctor = services.records.records(DOCTOR_PRINCIPAL)
+    doctor.read("DocumentReference", document_id)
+    doctor.read("DocumentReference", document_id)
     stranger = Principal(kind=ActorKind.PATIENT, subject="patient:someone-else", patient_id="someone-else")
     with pytest.raises(NotFound):
         services.records.records(stranger).read("DocumentReference", document_id)
     page = client.get("/patient/access").text
-    rows = re.findall(r'<tr class="mode-[^"]+" id="access-[^"]+">.*?</tr>', page, re.S)
-    assert len(rows) == 2
-    assert DOCTOR in rows[1]
-    assert "patient:someone-else" in rows[0]
-    assert "Refusé" in rows[0]
-    mine = client.get("/patient/access?mine=1").text
-    assert mine.count(">Vous<") > 2
-    verify = re.search(r'href="(/patient/access/[^"]+/verify)"', page)
+    assert "someone-else" not in page
+    notable = page.split('id="notable-visits"')[1].split("</ul>\n")[0]
+    assert "Une personne connectée comme un autre patient s&#39;est vu refuser l&#39;accès" in notable
+    timeline = page.split('id="access-timeline"')[1]
+    visits = re.findall(r'<li class="visit mode-[^"]+" id="visit-[^"]+">.*?</details>', timeline, re.S)
+    assert len(visits) == 1
+    assert "a consulté 1 document" in visits[0]
+    assert title.group(1) in visits[0]
+    assert DOCTOR in visits[0]
+    assert "Les heures sont celles de Paris (Europe/Paris)." in page
+    mine = client.get("/patient/access?kind=mine").text
+    assert mine.count('class="visit mode-mine"') >= 1
+    verify = re.search(r'href="(/patient/access/[^"]+/verify)"', visits[0])
     assert verify is not None
     proof = client.get(verify.group(1))
     assert proof.status_code == 200
     assert 'id="proof-verified"' in proof.text
+
+
+def test_access_history_filters_and_raw_export(
+    client: TestClient, services: Services, signed_in: str
+) -> None:
+    """Filters narrow the visits by person and kind; the raw AuditEvents download as a FHIR Bundle."""
+    client.post(
+        "/patient/care-team", data={"csrf_token": signed_in, "kind": "authorisation", "idnps": DOCTOR}
+    )
+    document_id = document_ids(client)[0]
+    services.records.records(DOCTOR_PRINCIPAL).read("DocumentReference", document_id)
+    page = client.get("/patient/access").text
+    people = re.findall(r'<option value="([0-9a-f]{12})">([^<]+)</option>', page)
+    assert len(people) == 1
+    assert people[0][1].endswith(", médecin généraliste")
+    by_doctor = client.get(f"/patient/access?who={people[0][0]}&period=7").text
+    assert by_doctor.count('class="visit mode-authorised"') == 1
+    assert 'id="no-access"' in client.get("/patient/access?kind=emergency").text
+    assert client.get("/patient/access?kind=nonsense&period=x").status_code == 200
+    client.get("/language/en?next=/patient/access")
+    english = client.get("/patient/access").text
+    assert "general practitioner, read 1 document" in english
+    export = client.get("/patient/access/export.json")
+    assert export.status_code == 200
+    assert export.headers["content-type"].startswith("application/fhir+json")
+    bundle = json.loads(export.content)
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["total"] == len(bundle["entry"]) > 3
+    assert all(e["resource"]["resourceType"] == "AuditEvent" for e in bundle["entry"])
+    assert any(e["resource"]["agent"][0]["who"]["identifier"]["value"] == DOCTOR for e in bundle["entry"])
 
 
 def test_export_gives_the_record_as_a_bundle(

@@ -40,6 +40,8 @@ BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
 CLIENT_SYSTEM = "https://carnet.health/fhir/NamingSystem/client"
 #: A Carnet server, named by its journal origin.
 SERVER_SYSTEM = "https://carnet.health/fhir/NamingSystem/journal-origin"
+PROFESSION_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
+SPECIALTY_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R38-SpecialiteOrdinale/FHIR/TRE-R38-SpecialiteOrdinale"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
@@ -185,17 +187,14 @@ def _user(entry: Entry, participation: str, purposes: list[dict[str, Any]]) -> d
     }
     if entry.actor_display:
         agent["name"] = entry.actor_display
+    roles: list[dict[str, Any]] = []
     if entry.actor_profession:
-        agent["role"] = [
-            {
-                "coding": [
-                    {
-                        "system": "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante",
-                        "code": entry.actor_profession,
-                    }
-                ]
-            }
-        ]
+        roles.append({"coding": [{"system": PROFESSION_SYSTEM, "code": entry.actor_profession}]})
+    if entry.actor_specialty:
+        # The specialty tells the patient who read their record ("médecin généraliste", not "médecin").
+        roles.append({"coding": [{"system": SPECIALTY_SYSTEM, "code": entry.actor_specialty}]})
+    if roles:
+        agent["role"] = roles
     agent["purposeOfUse"] = purposes
     return agent
 

@@ -74,7 +74,7 @@ from carnet.web.holder import (
 )
 from carnet.web.i18n import language_of
 from carnet.web.pages import flash, portal
-from carnet.web.patient_journal import journal
+from carnet.web.patient_journal import recent_visits
 from carnet.web.record_summary import document_line, human_name
 from carnet.web.session import logout
 from carnet.web.summary_pdf import summary_pdf
@@ -106,8 +106,7 @@ def home(request: Request) -> Response:
         for d in search(holder, "DocumentReference", ("_lastUpdated", f"gt{since_param}"), ("_sort", "-date"))
         if d.get("status") == "current"
     ]
-    accesses, journal_available = journal(holder, since=since_param)
-    others = [a for a in accesses if not a.by_me]
+    visits, journal_available = recent_visits(request, holder, since_param)
     return page(
         request,
         "patient/home.html",
@@ -118,7 +117,7 @@ def home(request: Request) -> Response:
             "first_visit": not isinstance(previous, str),
             "since": since,
             "changed_documents": changed_documents,
-            "accesses": others,
+            "visits": visits,
             "journal_available": journal_available,
             "closed": is_closed(patient),
         },

@@ -1,18 +1,19 @@
-"""The patient portal's access history: the journal's AuditEvents as a timeline, and their proofs.
+"""The patient portal's access history: visits in plain words, the raw AuditEvents, their proofs.
 
 Each entry is read through ``Records.search("AuditEvent", …)`` (IHE BALP shapes, see
-``carnet.domain.audit_event``): the access mode is the ``access-mode`` coding of the agent's
-``purposeOfUse`` (``break_glass`` and ``regulation`` are highlighted; a v3-ActReason ``BTG``
-counts as break-glass too), the justification its ``text``. The proof page checks
+``carnet.domain.audit_event``) and grouped into visits by ``carnet.web.access_visits``:
+emergencies (break-glass, SAMU) and refusals first and explained, then the others, newest
+first; filters by person, period and kind; each access of a visit and its proof one click
+away. ``/patient/access/export.json`` downloads every raw AuditEvent. The proof page checks
 ``Records.audit_proof`` with ``carnet.audit.verify.verify_event_proof`` against the server's
 checkpoint key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
@@ -21,139 +22,169 @@ from starlette.responses import Response
 
 from carnet.audit.verify import HeadStatus, head_status, verify_event_proof
 from carnet.domain.errors import CarnetError
-from carnet.web.holder import Holder, holder_of, page
+from carnet.web.access_visits import (
+    KINDS,
+    Access,
+    Teller,
+    Told,
+    Visit,
+    group_visits,
+    order_visits,
+    read_access,
+)
+from carnet.web.holder import Holder, holder_of, page, search, utc_now
+from carnet.web.i18n import language_of
 from carnet.web.pages import portal
+from carnet.web.record_summary import document_line
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
 
 
 # -- who accessed my record -------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Access:
-    """One journal entry as the timeline shows it."""
-
-    id: str
-    when: str
-    who: str
-    who_id: str
-    profession: str | None
-    mode: str
-    action: str
-    outcome: str
-    refused: bool
-    justification: str | None
-    confirmed_by: str | None
-    targets: list[str]
-    by_me: bool
+#: How many of the newest journal entries the history groups into visits (the export has them all).
+HISTORY_ENTRIES = 1000
+#: The periods the history can be narrowed to, in days.
+PERIODS = (7, 30, 365)
+_EXPORT_PAGE = 1000
 
 
-def _access(event: Mapping[str, Any], me: str) -> Access:
-    agent = next((a for a in event.get("agent") or [] if isinstance(a, dict) and a.get("requestor")), None)
-    agent = agent or next(iter(event.get("agent") or [{}]))
-    who = (agent or {}).get("who") or {}
-    identifier = who.get("identifier") or {}
-    mode = "normal"
-    justification = None
-    codes: set[str] = set()
-    purposes = list((agent or {}).get("purposeOfUse") or []) + list(event.get("purposeOfEvent") or [])
-    for purpose in purposes:
-        if not isinstance(purpose, dict):
-            continue
-        for coding in purpose.get("coding") or []:
-            if isinstance(coding, dict) and coding.get("code"):
-                codes.add(str(coding["code"]))
-                if str(coding.get("system", "")).endswith("/access-mode"):
-                    mode = str(coding["code"])
-        if purpose.get("text"):
-            justification = str(purpose["text"])
-    if mode == "normal" and "BTG" in codes:
-        mode = "break_glass"
-    if mode == "normal" and codes & {"regulation", "REGUL"}:
-        mode = "regulation"
-    profession = next(
-        (
-            str(c.get("code"))
-            for r in (agent or {}).get("role") or []
-            for c in (r or {}).get("coding") or []
-            if c.get("code")
-        ),
-        None,
-    )
-    targets = [
-        str((e.get("what") or {}).get("reference"))
-        for e in event.get("entity") or []
-        if isinstance(e, dict)
-        and (e.get("what") or {}).get("reference")
-        and not str((e.get("what") or {}).get("reference")).startswith("Patient/")
-    ]
-    who_id = str(identifier.get("value") or "")
-    kinds = {
-        str(c.get("code"))
-        for c in ((agent or {}).get("type") or {}).get("coding") or []
-        if isinstance(c, dict)
-    }
-    refused = str(event.get("outcome") or "0") != "0"
-    confirmed_by = next(
-        (
-            str(part["valueString"])
-            for extension in event.get("extension") or []
-            if isinstance(extension, dict)
-            for part in extension.get("extension") or []
-            if isinstance(part, dict) and part.get("url") == "confirmedBy" and part.get("valueString")
-        ),
-        None,
-    )
-    return Access(
-        id=str(event.get("id") or ""),
-        when=str(event.get("recorded") or ""),
-        who=str(who.get("display") or who_id or "—"),
-        who_id=who_id,
-        profession=profession,
-        mode=mode,
-        action=str(event.get("action") or ""),
-        outcome=str(event.get("outcome") or ""),
-        refused=refused,
-        justification=justification,
-        confirmed_by=confirmed_by,
-        targets=targets,
-        # The policy lets a patient into no record but their own: a permitted patient is the holder
-        # (on another device or app, say, or opening the record), whatever their sign-in subject.
-        by_me=mode == "patient" or who_id == me or ("PAT" in kinds and not refused),
-    )
-
-
-def journal(holder: Holder, *, since: str | None = None, count: int = 50) -> tuple[list[Access], bool]:
+def journal(
+    holder: Holder, *, since: str | None = None, count: int = HISTORY_ENTRIES
+) -> tuple[list[Access], bool]:
     """Return the newest journal entries of the record (and whether the journal answered)."""
     params = [("patient", f"Patient/{holder.patient_id}"), ("_sort", "-date"), ("_count", str(count))]
     if since:
-        params.append(("date", f"gt{since}"))
+        params.append(("date", f"ge{since}"))
     try:
         events = holder.records.search("AuditEvent", params).resources
     except CarnetError:
         return [], False
-    return [_access(e, holder.principal.subject) for e in events], True
+    return [read_access(e, holder.principal.subject) for e in events], True
+
+
+def teller(request: Request, holder: Holder) -> Teller:
+    """A :class:`Teller` in the request's language, naming the documents the holder may see."""
+    titles: dict[str, str] = {}
+    binaries: dict[str, str] = {}
+    for document in search(holder, "DocumentReference", ("_count", "1000")):
+        line = document_line(document)
+        # The policy already hides INVISIBLE_PATIENT documents from the holder; never name one anyway.
+        if not line.id or "INVISIBLE_PATIENT" in line.visibility:
+            continue
+        titles[line.id] = line.title
+        if line.binary:
+            binaries[line.binary] = line.id
+    return Teller(language_of(request), titles, binaries, utc_now())
+
+
+def recent_visits(request: Request, holder: Holder, since: str) -> tuple[list[tuple[Visit, Told]], bool]:
+    """Other people's visits since ``since`` (an instant), told in words, notable first (the home page)."""
+    entries, available = journal(holder, since=since)
+    notable, others = order_visits([v for v in group_visits(entries) if v.kind != "mine"])
+    if not notable and not others:
+        return [], available
+    tell = teller(request, holder)
+    return [(v, tell.tell(v)) for v in notable + others], available
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filters:
+    """What the patient narrowed the history to: who, when (days) and which kind of visit."""
+
+    who: str
+    period: int | None
+    kind: str
+
+    @classmethod
+    def of(cls, request: Request) -> Filters:
+        """Read the filters from the query string (an unknown value means no filter)."""
+        query = request.query_params
+        period = query.get("period", "")
+        kind = query.get("kind", "")
+        if query.get("mine") == "1":  # the links of the first timeline
+            kind = kind or "mine"
+        return cls(
+            who=query.get("who", "")[:40],
+            period=int(period) if period.isdigit() and int(period) in PERIODS else None,
+            kind=kind if kind in (*KINDS, "emergency") else "",
+        )
+
+    def keeps(self, visit: Visit) -> bool:
+        """Whether a visit passes the filters (the holder's own visits only when asked for)."""
+        if self.who and visit.first.actor != self.who:
+            return False
+        if self.kind == "emergency":
+            return visit.kind in ("break_glass", "regulation")
+        if self.kind == "refused":
+            return any(a.refused for a in visit.accesses) and visit.kind != "mine"
+        if self.kind:
+            return visit.kind == self.kind
+        return visit.kind != "mine"
 
 
 @router.get("/access")
 def access(request: Request) -> Response:
-    """Who accessed my record: the journal, newest first, emergencies highlighted."""
+    """Who accessed my record: one line per visit, emergencies and refusals first, filters."""
     holder = holder_of(request)
-    show_mine = request.query_params.get("mine") == "1"
-    entries, available = journal(holder, count=200)
-    shown = [e for e in entries if show_mine or not e.by_me]
+    filters = Filters.of(request)
+    since = None
+    if filters.period is not None:
+        since = (utc_now() - timedelta(days=filters.period)).isoformat().replace("+00:00", "Z")
+    entries, available = journal(holder, since=since)
+    visits = group_visits(entries)
+    people = {v.first.actor: v for v in visits if v.kind != "mine"}
+    shown = [v for v in visits if filters.keeps(v)]
+    notable, others = order_visits(shown)
+    tell = teller(request, holder)
     return page(
         request,
         "patient/access.html",
         "access",
         {
-            "entries": shown,
+            "notable": [(v, tell.tell(v)) for v in notable],
+            "others": [(v, tell.tell(v)) for v in others],
+            "people": sorted(
+                ((key, tell.who(v).rstrip(",")) for key, v in people.items()), key=lambda p: p[1]
+            ),
+            "filters": filters,
+            "periods": PERIODS,
+            "filtered": bool(filters.who or filters.period or filters.kind),
             "available": available,
-            "show_mine": show_mine,
-            "hidden_mine": len(entries) - len(shown),
+            "truncated": len(entries) >= HISTORY_ENTRIES,
+            "mine": sum(1 for v in visits if v.kind == "mine"),
             "witnessing": _witnessing(request, holder),
         },
+    )
+
+
+@router.get("/access/export.json")
+def export(request: Request) -> Response:
+    """Every raw AuditEvent of the record's journal, as a FHIR Bundle to download."""
+    holder = holder_of(request)
+    events: list[dict[str, Any]] = []
+    while True:
+        params = [
+            ("patient", f"Patient/{holder.patient_id}"),
+            ("_sort", "date"),
+            ("_count", str(_EXPORT_PAGE)),
+            ("_offset", str(len(events))),
+        ]
+        batch = holder.records.search("AuditEvent", params).resources
+        events.extend(batch)
+        if len(batch) < _EXPORT_PAGE:
+            break
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": utc_now().isoformat().replace("+00:00", "Z"),
+        "total": len(events),
+        "entry": [{"fullUrl": f"AuditEvent/{e.get('id')}", "resource": e} for e in events],
+    }
+    return Response(
+        json.dumps(bundle, ensure_ascii=False),
+        media_type="application/fhir+json",
+        headers={"Content-Disposition": 'attachment; filename="access-journal.json"'},
     )
 
 
