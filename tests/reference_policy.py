@@ -21,7 +21,7 @@ KIND_MODES = {
     "patient": {"normal", "patient", "representative"},
     "representative": {"normal", "representative"},
     "professional": {"normal", "treating", "break_glass", "regulation"},
-    "feed": {"normal", "feed"},
+    "feed": {"feed"},
     "researcher": {"normal", "research"},
     "admin": {"normal", "admin"},
     "dpo": {"normal", "admin"},

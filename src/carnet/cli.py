@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from carnet.cli_feeds import feeds_app
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import ActorKind, Principal
 from carnet.settings import Settings, load
@@ -30,6 +31,7 @@ witness_app = typer.Typer(
     help="A witness of Carnet journals (C2SP tlog-witness), run apart from Carnet.", no_args_is_help=True
 )
 app.add_typer(witness_app, name="witness")
+app.add_typer(feeds_app, name="feeds")
 
 console = Console(stderr=True)
 
@@ -242,6 +244,7 @@ def token(
     idnps: Annotated[str | None, typer.Option(help="National professional id (idNat_PS, 8 + RPPS)")] = None,
     samu: Annotated[bool, typer.Option("--samu", help="SAMU regulating physician")] = False,
     name: Annotated[str | None, typer.Option(help="Display name")] = None,
+    feed: Annotated[str | None, typer.Option(help="Registered feed id (feeds, see carnet feeds add)")] = None,
     hours: Annotated[int, typer.Option(help="Lifetime in hours")] = 12,
 ) -> None:
     """Print a development bearer token (refused in production mode)."""
@@ -263,6 +266,7 @@ def token(
         ("specialty", specialty),
         ("idnps", idnps),
         ("name", name),
+        ("feed", feed),
     ):
         if value:
             claims[claim] = value

@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from carnet.api.app import Services
 from carnet.domain.consent import ConsentKind, consent_for
+from carnet.domain.documents import SIMPLIFIED_PUBLISH_PROFILE
+from carnet.domain.feeds import FeedKind
 from carnet.domain.resources import RECORD_STATUS_EXTENSION
 from minting import Mint
 
@@ -312,14 +315,18 @@ def test_author_lifts_invisible_to_patient(world: World) -> None:
     assert "hidden" in world.visible(world.patient)
 
 
-def test_feed_writes_registered_categories_only_and_never_reads(world: World) -> None:
-    """A lab feed creates class-10 documents, not prescriptions, never reads, and stops when refused."""
-    feed = world.auth(kind="feed", feed="lab-biomnis", feed_categories=["10"])
+def test_feed_writes_registered_categories_only_and_never_reads(world: World, services: Services) -> None:
+    """A lab feed publishes class-10 documents (ITI-105), not prescriptions, never reads, and stops when refused."""
+    services.feeds.add("lab-biomnis", name="Biomnis", kind=FeedKind.HL7V2, classes=frozenset({"10"}))
+    # The token claims every class: the registry's classes are the ones that count.
+    feed = world.auth(kind="feed", feed="lab-biomnis", feed_categories=["10", "42"])
 
     def submit(class_code: str) -> int:
         body = {
             "resourceType": "DocumentReference",
+            "meta": {"profile": [SIMPLIFIED_PUBLISH_PROFILE]},
             "status": "current",
+            "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:1.2.3.{class_code}"},
             "category": [{"coding": [{"system": CLASS, "code": class_code}]}],
             "subject": {"reference": f"Patient/{world.id}"},
             "content": [

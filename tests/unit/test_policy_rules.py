@@ -389,7 +389,9 @@ def test_researcher_no_identities(row: Line) -> None:
         ("no-record",),
         Action.CREATE,
     ),
-    Row("feed", FEED, replace(CLAIMS, patient_id=None), False, ("no-record",), Action.CREATE),
+    Row(
+        "feed", FEED, replace(CLAIMS, patient_id=None), False, ("no-record",), Action.CREATE, AccessMode.FEED
+    ),
     Row("patient-with-record", PATIENT, NOWHERE, False, ("no-record",)),
 )
 def test_no_record(row: Line) -> None:
@@ -402,7 +404,7 @@ def test_no_record(row: Line) -> None:
     Row("professional-adds", GP, DIRECTORY, True, ("shared-directory",), Action.CREATE),
     Row("professional-searches", NO_ID, DIRECTORY, True, ("shared-directory",), Action.SEARCH),
     Row("patient-deletes", PATIENT, DIRECTORY, False, ("directory-not-for-actor",), Action.DELETE),
-    Row("feed-adds", FEED, DIRECTORY, False, ("directory-not-for-actor",), Action.CREATE),
+    Row("feed-adds", FEED, DIRECTORY, False, ("directory-not-for-actor",), Action.CREATE, AccessMode.FEED),
     Row("representative-reads", PARENT, DIRECTORY, False, ("directory-not-for-actor",)),
 )
 def test_shared_directory(row: Line) -> None:
@@ -415,7 +417,7 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
 
 
 @_table(
-    Row("registered", FEED, CLAIMS, True, ("feed-registered-category",), Action.CREATE),
+    Row("normal-mode", FEED, CLAIMS, False, ("mode-not-for-actor",), Action.CREATE),
     Row(
         "registered-feed-mode",
         FEED,
@@ -425,11 +427,19 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         Action.CREATE,
         AccessMode.FEED,
     ),
-    Row("reads", FEED, CLAIMS, False, ("feed-never-reads",)),
-    Row("updates", FEED, CLAIMS, False, ("feed-never-reads",), Action.UPDATE),
-    Row("closed-record", FEED, _CLOSED_CLAIMS, False, ("record-closed",), Action.CREATE),
-    Row("other-class", FEED, _LAB_REPORT, False, ("feed-category-not-registered",), Action.CREATE),
-    Row("no-class", FEED, RECORD, False, ("feed-category-not-registered",), Action.CREATE),
+    Row("reads", FEED, CLAIMS, False, ("feed-never-reads",), AccessMode.FEED),
+    Row("updates", FEED, CLAIMS, False, ("feed-never-reads",), Action.UPDATE, AccessMode.FEED),
+    Row("closed-record", FEED, _CLOSED_CLAIMS, False, ("record-closed",), Action.CREATE, AccessMode.FEED),
+    Row(
+        "other-class",
+        FEED,
+        _LAB_REPORT,
+        False,
+        ("feed-category-not-registered",),
+        Action.CREATE,
+        AccessMode.FEED,
+    ),
+    Row("no-class", FEED, RECORD, False, ("feed-category-not-registered",), Action.CREATE, AccessMode.FEED),
     Row(
         "refused-by-id",
         FEED,
@@ -437,6 +447,7 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         False,
         ("feed-refused",),
         Action.CREATE,
+        AccessMode.FEED,
         grants=Grants(refused_feeds=frozenset({"cnam"})),
     ),
     Row(
@@ -446,6 +457,7 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         False,
         ("feed-refused",),
         Action.CREATE,
+        AccessMode.FEED,
         grants=Grants(refused_feeds=frozenset({"60"})),
     ),
     Row(
@@ -455,9 +467,18 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         True,
         ("feed-registered-category",),
         Action.CREATE,
+        AccessMode.FEED,
         grants=Grants(refused_feeds=frozenset({"lab", "43"})),
     ),
-    Row("no-feed-id", ANONYMOUS_FEED, CLAIMS, True, ("feed-registered-category",), Action.CREATE),
+    Row(
+        "no-feed-id",
+        ANONYMOUS_FEED,
+        CLAIMS,
+        True,
+        ("feed-registered-category",),
+        Action.CREATE,
+        AccessMode.FEED,
+    ),
     Row(
         "no-feed-id-refused-class",
         ANONYMOUS_FEED,
@@ -465,9 +486,19 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         False,
         ("feed-refused",),
         Action.CREATE,
+        AccessMode.FEED,
         grants=Grants(refused_feeds=frozenset({"60"})),
     ),
-    Row("sovereign-not-accepted", FEED, CLAIMS, False, ("feed-refused",), Action.CREATE, profile="sovereign"),
+    Row(
+        "sovereign-not-accepted",
+        FEED,
+        CLAIMS,
+        False,
+        ("feed-refused",),
+        Action.CREATE,
+        AccessMode.FEED,
+        profile="sovereign",
+    ),
     Row(
         "sovereign-accepted-by-id",
         FEED,
@@ -475,6 +506,7 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         True,
         ("feed-registered-category",),
         Action.CREATE,
+        AccessMode.FEED,
         grants=Grants(accepted_feeds=frozenset({"cnam"})),
         profile="sovereign",
     ),
@@ -485,6 +517,7 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         True,
         ("feed-registered-category",),
         Action.CREATE,
+        AccessMode.FEED,
         grants=Grants(accepted_feeds=frozenset({"60"})),
         profile="sovereign",
     ),
@@ -495,6 +528,7 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         False,
         ("feed-refused",),
         Action.CREATE,
+        AccessMode.FEED,
         grants=Grants(accepted_feeds=frozenset({"cnam"}), refused_feeds=frozenset({"cnam"})),
         profile="sovereign",
     ),

@@ -36,6 +36,7 @@ from carnet.domain.policy import PROFILES
 from carnet.domain.principal import Identifier
 from carnet.notify.worker import DeliveryWorker
 from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
+from carnet.services.feed_registry import FeedRegistry
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.portal_sessions import PortalSessions
@@ -74,6 +75,7 @@ class Services:
     key_service: KeyService
     journal: Journal
     portal_sessions: PortalSessions
+    feeds: FeedRegistry
 
 
 def make_key_provider(settings: Settings) -> KeyProvider:
@@ -134,6 +136,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         key_service=key_service,
         journal=journal,
         portal_sessions=PortalSessions(store=store, cipher=cipher, clock=utc_now),
+        feeds=FeedRegistry(store=store, clock=utc_now),
     )
 
 

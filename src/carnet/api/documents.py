@@ -13,9 +13,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from carnet.api.fhir import content_type_of, read_body, records_of, write_response
+from carnet.api.fhir import content_type_of, feed_records_of, read_body, records_of, write_response
 from carnet.domain.documents import master_identifier
 from carnet.domain.errors import InvalidRequest, InvalidResource
+from carnet.domain.principal import ActorKind
 from carnet.feeds.cda import CDADocument, parse_cda
 from carnet.feeds.cda_metadata import document_reference_from_cda, master_identifier_for
 from carnet.offload import offload
@@ -26,6 +27,11 @@ CDA_MEDIA_TYPES = ("application/xml", "text/xml", "application/hl7-cda+xml")
 # An INS (NIR or NIA) is 15 characters: digits, with 2A or 2B for Corsica. Anything else is
 # refused before it reaches a search, where ',' or '|' would change the query's meaning.
 _INS_VALUE = re.compile(r"[0-9A-Za-z]{1,20}", re.ASCII)
+
+_NO_RECORD = (
+    "There is no record for this patient's INS among the records you may access; open "
+    "the record first (POST /fhir/Patient with the INS) or check the INS in the document."
+)
 
 router = APIRouter()
 
@@ -48,7 +54,7 @@ async def unarchive(document_id: str, request: Request) -> Response:
 async def from_cda(request: Request) -> Response:
     """Publish a CDA R2 document into its patient's record, deriving its metadata from its header."""
     # Authenticate first: an anonymous caller gets 401, never feedback on its body.
-    records = await records_of(request)
+    records = feed_records_of(request, await records_of(request))
     content_type = content_type_of(request)
     if content_type not in CDA_MEDIA_TYPES:
         raise InvalidRequest(
@@ -74,7 +80,7 @@ def _document_for(records: Records, cda: CDADocument, raw: bytes) -> dict[str, A
     """
     patient_id = _record_of(records, cda)
     document = document_reference_from_cda(cda, raw, patient_id=patient_id)
-    if cda.replaces is not None:
+    if cda.replaces is not None and records.actor.kind is not ActorKind.FEED:
         parent = _document_with(records, patient_id, master_identifier_for(cda.replaces))
         if parent is not None:
             target = {"reference": f"DocumentReference/{parent}"}
@@ -96,13 +102,16 @@ def _record_of(records: Records, cda: CDADocument) -> str:
             "the INS as extension); add the patient's INS and resend it.",
             expression=where,
         )
-    found = records.search("Patient", [("identifier", f"urn:oid:{ins.root}|{ins.extension}")])
+    system = f"urn:oid:{ins.root}"
+    if records.actor.kind is ActorKind.FEED:
+        # A feed never reads: it finds the record by the identity index and only writes into it.
+        patient_id = records.record_with(system, ins.extension)
+        if patient_id is None:
+            raise InvalidResource(_NO_RECORD, expression=where)
+        return patient_id
+    found = records.search("Patient", [("identifier", f"{system}|{ins.extension}")])
     if not found.resources:
-        raise InvalidResource(
-            "There is no record for this patient's INS among the records you may access; open "
-            "the record first (POST /fhir/Patient with the INS) or check the INS in the document.",
-            expression=where,
-        )
+        raise InvalidResource(_NO_RECORD, expression=where)
     return str(found.resources[0]["id"])
 
 

@@ -18,7 +18,7 @@ from carnet.domain import fhirjson
 from carnet.domain.documents import binary_content, is_simplified_publish
 from carnet.domain.errors import InvalidRequest, PayloadTooLarge
 from carnet.domain.policy import AccessMode
-from carnet.domain.principal import Principal
+from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.search import parse_date
 from carnet.offload import offload
 from carnet.services import deadline
@@ -59,9 +59,14 @@ def _json_response(content: bytes, status: int = 200, headers: Mapping[str, str]
 
 
 async def principal_of(request: Request) -> Principal:
-    """The verified caller of a request, with the record a patient holds attached (off the loop)."""
+    """The verified caller of a request, with the record a patient holds attached (off the loop).
+
+    A feed's token must name a registered, active feed; it writes the registry's classes.
+    """
     principal = request.app.state.verifier.verify(request.headers.get("authorization"))
-    resolved: Principal = await offload(request.app.state.services.records.resolve, principal)
+    services = request.app.state.services
+    registered: Principal = await offload(services.feeds.principal, principal)
+    resolved: Principal = await offload(services.records.resolve, registered)
     return resolved
 
 
@@ -77,9 +82,12 @@ async def records_of(request: Request) -> Records:
     try:
         mode = AccessMode(raw_mode)
     except ValueError:
+        mode = AccessMode.FEED  # refused just below, with the same message
+    if mode is AccessMode.FEED:
+        # The feed mode is the feed routes' to set (feed_records_of), never a client's.
         raise InvalidRequest(
             "X-Carnet-Mode must be normal, treating, break_glass, regulation or representative."
-        ) from None
+        )
     records: Records = request.app.state.services.records.records(
         principal,
         mode=mode,
@@ -88,6 +96,19 @@ async def records_of(request: Request) -> Records:
     )
     request.state.records = records
     return records
+
+
+def feed_records_of(request: Request, records: Records) -> Records:
+    """The record access of a caller on a feed route: a feed writes in the feed mode there.
+
+    A feed writes only through the feed routes (ITI-105, ``$from-cda``, HL7 v2): everywhere
+    else its requests are in the normal mode, which the policy refuses to feeds.
+    """
+    if records.actor.kind is not ActorKind.FEED:
+        return records
+    feed_records: Records = request.app.state.services.records.records(records.actor, mode=AccessMode.FEED)
+    request.state.records = feed_records
+    return feed_records
 
 
 def content_type_of(request: Request) -> str:
@@ -422,6 +443,7 @@ async def create(resource_type: str, request: Request) -> Response:
             f"The body is a {str(body.get('resourceType'))[:64]}, posted to /fhir/{resource_type[:64]}."
         )
     if resource_type == "DocumentReference" and is_simplified_publish(body):
+        records = feed_records_of(request, records)
         return write_response(request, await offload(records.publish, body))
     result = await offload(records.create, body, if_none_exist=request.headers.get("if-none-exist"))
     return write_response(request, result)

@@ -74,7 +74,8 @@ MODES: Mapping[ActorKind, frozenset[AccessMode]] = MappingProxyType(
         ActorKind.PROFESSIONAL: frozenset(
             {AccessMode.NORMAL, AccessMode.TREATING, AccessMode.BREAK_GLASS, AccessMode.REGULATION}
         ),
-        ActorKind.FEED: frozenset({AccessMode.NORMAL, AccessMode.FEED}),
+        # A feed writes only through the feed routes, which set this mode (issue 13, item 6).
+        ActorKind.FEED: frozenset({AccessMode.FEED}),
         ActorKind.RESEARCHER: frozenset({AccessMode.NORMAL, AccessMode.RESEARCH}),
         ActorKind.ADMIN: frozenset({AccessMode.NORMAL, AccessMode.ADMIN}),
         ActorKind.DPO: frozenset({AccessMode.NORMAL, AccessMode.ADMIN}),

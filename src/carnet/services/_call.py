@@ -51,6 +51,9 @@ class Call:
     #: Binaries written by this call, so that a DocumentReference of the same transaction is
     #: checked against its content without reading it back.
     written_binaries: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    #: The facts of the document a Simplified Publish of this call is storing: a feed writes its
+    #: Binaries and SubmissionSet under the document's classCode (``Documents.publish``).
+    publishing: DocumentFacts | None = None
 
     @property
     def actor(self) -> Principal:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from carnet.services.feed_registry import FeedRegistry
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.notifications import NotificationStore
@@ -60,3 +61,7 @@ class Application(Protocol):
     @property
     def portal_sessions(self) -> PortalSessions:
         """The portal sessions, kept server-side behind an opaque cookie."""
+
+    @property
+    def feeds(self) -> FeedRegistry:
+        """The registry of feeds (systems that write into records)."""

@@ -16,6 +16,7 @@ from carnet.domain.documents import (
     attachments,
     check_attachment,
     decode_base64,
+    document_facts,
     sha1_base64,
 )
 from carnet.domain.errors import (
@@ -24,6 +25,7 @@ from carnet.domain.errors import (
 from carnet.domain.policy import (
     Action,
 )
+from carnet.domain.principal import ActorKind
 from carnet.domain.validation import validate
 from carnet.services._call import Call
 from carnet.services.document_checks import DocumentChecks
@@ -114,7 +116,15 @@ class Documents:
             inline.append((attachment, data))
         # A resubmission (same uniqueId, same content) is answered before any Binary is made,
         # so that resending a document leaves nothing behind.
-        gate.check(call, Action.CREATE, gate.target(call, patient_id, "DocumentReference"), hide=False)
+        facts = document_facts(revised)
+        if call.actor.kind is ActorKind.FEED:
+            # A feed writes by classCode: the document's decides, and its Binaries and
+            # SubmissionSet are written under it (the policy sees no class of their own).
+            call.publishing = facts
+            target = gate.target(call, patient_id, "DocumentReference", document=facts)
+        else:
+            target = gate.target(call, patient_id, "DocumentReference")
+        gate.check(call, Action.CREATE, target, hide=False)
         self._writes.ensure_record(call, patient_id)
         same = self._checks.same_unique_id(call, revised, patient_id)
         if same is not None:

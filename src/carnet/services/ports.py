@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from carnet.domain.feeds import Feed, FeedStatus
 from carnet.domain.journal import StoredEntry
 from carnet.domain.keys import WrappedKey
 
@@ -282,6 +283,22 @@ class StoreSession(Protocol):
 
     def add_journal_actor(self, patient_id: str, actor_hash: bytes) -> bool:
         """Remember that an actor accessed a record; return True the first time."""
+        ...
+
+    def add_feed(self, feed: Feed) -> None:
+        """Register a feed (``Conflict`` if its id is taken)."""
+        ...
+
+    def feed(self, feed_id: str) -> Feed | None:
+        """Return a registered feed, or None."""
+        ...
+
+    def all_feeds(self) -> list[Feed]:
+        """Return every registered feed, by id."""
+        ...
+
+    def set_feed_status(self, feed_id: str, status: FeedStatus) -> bool:
+        """Set a feed's status; return False if there is no such feed."""
         ...
 
     def save_portal_session(self, sid_hash: str, sealed: bytes, expires_at: datetime | None) -> None:

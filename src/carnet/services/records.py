@@ -137,6 +137,18 @@ class RecordService:
             )
         return dataclasses.replace(principal, patient_id=found[0]) if found else principal
 
+    def record_with(self, system: str, value: str) -> str | None:
+        """Return the id of the one live record carrying an identifier (an INS), or None.
+
+        This is how a feed finds the record it writes into: by the identity index alone, without
+        reading anything of it (feeds never read); the write itself is then decided by the policy.
+        """
+        with self.store.session() as session:
+            found = session.find_identities(
+                self.vault.identity_hash(session, "sc", system, value, now=self.clock())
+            )
+        return found[0] if len(found) == 1 else None
+
     def records(
         self,
         principal: Principal,
@@ -223,6 +235,13 @@ class Records:
                 yield call
             finally:
                 self.obligations |= call.obligations
+
+    def record_with(self, system: str, value: str) -> str | None:
+        """Return the record carrying an identifier, for a feed about to write into it (see
+        :meth:`RecordService.record_with`); None for any other caller, who searches instead."""
+        if self.actor.kind is not ActorKind.FEED or self.mode is not AccessMode.FEED:
+            return None
+        return self._svc.record_with(system, value)
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
         """Read the current version of a resource, or an AuditEvent of the journal.

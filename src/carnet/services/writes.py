@@ -210,6 +210,8 @@ class Writes:
         # Feeds and professionals write by classCode (registered categories, the matrix).
         writes_by_class = actor.kind in (ActorKind.FEED, ActorKind.PROFESSIONAL)
         facts = document_facts(resource) if resource_type == "DocumentReference" and writes_by_class else None
+        if facts is None and actor.kind is ActorKind.FEED and resource_type in ("Binary", "List"):
+            facts = call.publishing  # a feed's publish: the document's content and SubmissionSet
         target = gate.target(call, patient_id, resource_type, document=facts)
         if resource_type == "Consent" and actor.kind is ActorKind.PROFESSIONAL:
             target = dataclasses.replace(

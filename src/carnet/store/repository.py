@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from carnet.domain.errors import Conflict
 from carnet.services.ports import StoredVersion
 from carnet.store.connected import utc
+from carnet.store.feeds import FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.keys import KeySessionMixin
 from carnet.store.outbox import OutboxSessionMixin
@@ -63,7 +64,9 @@ def _version(row: Sequence[Any]) -> StoredVersion:
     )
 
 
-class SQLStoreSession(KeySessionMixin, JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin):
+class SQLStoreSession(
+    KeySessionMixin, JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin, FeedSessionMixin
+):
     """One transaction on the SQL store."""
 
     def locate(self, resource_type: str, resource_id: str) -> str | None:

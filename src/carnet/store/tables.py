@@ -195,3 +195,21 @@ portal_sessions = Table(
     Column("sealed", LargeBinary, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
+
+# -- feeds (issue 13) ------------------------------------------------------------------------
+
+#: The registered feeds (systems that write into records): not patient data (a Citus reference
+#: table). ``classes`` is the comma-separated DMP classCodes the feed may write; ``secret_hash``
+#: the SHA-256 of its secret (the secret itself is shown once, never stored).
+feeds = Table(
+    "feeds",
+    metadata,
+    Column("feed_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("classes", String(64), nullable=False),
+    Column("sender", String(200), nullable=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

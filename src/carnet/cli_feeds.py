@@ -1,0 +1,97 @@
+"""``carnet feeds``: register, list, pause and resume the feeds (a composition root, like cli.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from carnet.domain.errors import CarnetError
+from carnet.domain.feeds import FeedKind, FeedStatus, parse_classes
+from carnet.services.feed_registry import FeedRegistry
+from carnet.settings import load
+
+feeds_app = typer.Typer(
+    help="Feeds: the systems that write into records (hospitals, labs, insurer, pharmacies).",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _registry() -> FeedRegistry:
+    from carnet.api.app import build_services
+
+    try:
+        return build_services(load(os.environ)).feeds
+    except CarnetError as exc:
+        console.print(f"[red]Configuration error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: CarnetError) -> typer.Exit:
+    console.print(f"[red]Error:[/red] {exc.message}")
+    return typer.Exit(1)
+
+
+@feeds_app.command("add")
+def feeds_add(
+    feed_id: Annotated[str, typer.Argument(help="The feed's id (lower-case letters, digits, '.', '-')")],
+    name: Annotated[str, typer.Option(help="Who sends (shown to patients: 'Laboratoire Bio 77')")],
+    kind: Annotated[FeedKind, typer.Option(help="What it sends")],
+    classes: Annotated[str, typer.Option(help="DMP classCodes it may write, comma-separated (10,11)")],
+    sender: Annotated[
+        str | None, typer.Option(help="HL7 v2 only: the MSH-3^MSH-4 its messages must carry")
+    ] = None,
+) -> None:
+    """Register a feed; print its secret once (it authenticates the feed's HTTP requests)."""
+    try:
+        registered = _registry().add(
+            feed_id, name=name, kind=kind, classes=parse_classes(classes), sender=sender
+        )
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    feed = registered.feed
+    console.print(f"Feed {feed.feed_id} registered for classes {','.join(sorted(feed.classes))}.")
+    console.print("Its secret (shown once; keep it in the sending system):")
+    out.print(registered.secret)
+
+
+@feeds_app.command("list")
+def feeds_list() -> None:
+    """List the registered feeds: id, name, kind, classes, sender, status."""
+    table = Table("id", "name", "kind", "classes", "sender", "status", "since")
+    for feed in _registry().list():
+        table.add_row(
+            feed.feed_id,
+            feed.name,
+            feed.kind.value,
+            ",".join(sorted(feed.classes)),
+            feed.sender or "",
+            feed.status.value,
+            feed.created_at.date().isoformat(),
+        )
+    out.print(table)
+
+
+@feeds_app.command("pause")
+def feeds_pause(feed_id: Annotated[str, typer.Argument(help="The feed's id")]) -> None:
+    """Pause a feed: it writes nothing until resumed (its messages are refused, not lost)."""
+    try:
+        _registry().set_status(feed_id, FeedStatus.PAUSED)
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    console.print(f"Feed {feed_id} paused.")
+
+
+@feeds_app.command("resume")
+def feeds_resume(feed_id: Annotated[str, typer.Argument(help="The feed's id")]) -> None:
+    """Resume a paused feed."""
+    try:
+        _registry().set_status(feed_id, FeedStatus.ACTIVE)
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    console.print(f"Feed {feed_id} resumed.")

@@ -1,0 +1,114 @@
+"""Feeds: the systems registered to write into records (hospitals, labs, the insurer, pharmacies).
+
+A feed (alimentation automatique) is registered once by an operator (``carnet feeds add``): an id,
+a name, a kind (:class:`FeedKind`), the DMP classCodes it may write, and its credentials — a
+secret shown once and kept only as its SHA-256, and for HL7 v2 the sending application and
+facility (MSH-3 and MSH-4) it must announce. A paused feed writes nothing. The policy reads the
+feed through its principal (:func:`feed_principal`): the registered classes, never a token's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from carnet.domain.errors import InvalidRequest
+from carnet.domain.matrix import CLASS_CODES
+from carnet.domain.principal import ActorKind, Principal
+
+_FEED_ID = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}", re.ASCII)
+
+
+class FeedKind(StrEnum):
+    """What a feed sends, and so which routes it uses."""
+
+    HL7V2 = "hl7v2"
+    """Hospital and lab systems: ORU/MDM with the CDA in OBX-5 (ANS volet CDA en HL7 v2)."""
+    CDA = "cda"
+    """A CDA R2 document sent alone (``$from-cda``, ITI-105)."""
+    CNAM = "cnam"
+    """The insurer's reimbursement history (CNAM-HR, class 60)."""
+    DISPENSATION = "dispensation"
+    """A pharmacy's dispensations (class 43)."""
+    MEASURES = "measures"
+    """Connected-device measures (ANS "Mesures de santé")."""
+
+
+class FeedStatus(StrEnum):
+    """Whether a feed writes (``active``) or is stopped by an operator (``paused``)."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Feed:
+    """One registered feed. ``sender`` is ``MSH-3^MSH-4`` (HL7 v2 only); ``secret_hash`` hex SHA-256."""
+
+    feed_id: str
+    name: str
+    kind: FeedKind
+    classes: frozenset[str]
+    sender: str | None
+    secret_hash: str
+    status: FeedStatus
+    created_at: datetime
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the feed may write."""
+        return self.status is FeedStatus.ACTIVE
+
+
+def check_feed_id(feed_id: str) -> str:
+    """Return a feed id if it is one (lower-case letters, digits, '.', '-'; 1 to 63).
+
+    Raises:
+        InvalidRequest: not a feed id.
+    """
+    if not _FEED_ID.fullmatch(feed_id):
+        raise InvalidRequest(
+            f"{feed_id[:70]!r} is not a feed id: use 1 to 63 lower-case letters, digits, '.' or '-'."
+        )
+    return feed_id
+
+
+def parse_classes(values: str) -> frozenset[str]:
+    """Parse a comma-separated list of DMP classCodes (``10,11``).
+
+    Raises:
+        InvalidRequest: empty, or a value that is not a DMP classCode.
+    """
+    classes = frozenset(v.strip() for v in values.split(",") if v.strip())
+    unknown = sorted(classes - CLASS_CODES)
+    if not classes or unknown:
+        raise InvalidRequest(
+            f"Document classes must be DMP classCodes among {', '.join(sorted(CLASS_CODES))}"
+            + (f"; {', '.join(u[:8] for u in unknown)} is not one." if unknown else ".")
+        )
+    return classes
+
+
+def hash_secret(secret: str) -> str:
+    """Return the hex SHA-256 of a feed secret (the secrets are 256-bit random: no stretching needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def has_secret(feed: Feed, secret: str) -> bool:
+    """Tell whether ``secret`` is the feed's, in constant time."""
+    return hmac.compare_digest(feed.secret_hash, hash_secret(secret))
+
+
+def feed_principal(feed: Feed) -> Principal:
+    """The principal a feed writes as: its id and its registered classes."""
+    return Principal(
+        kind=ActorKind.FEED,
+        subject=f"feed:{feed.feed_id}",
+        display=feed.name,
+        feed_id=feed.feed_id,
+        feed_categories=feed.classes,
+    )

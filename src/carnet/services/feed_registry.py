@@ -1,0 +1,145 @@
+"""The registry of feeds: register, list, pause and resume them; know a feed when it writes.
+
+The operator registers each feed (``carnet feeds add``); the routes that feeds write through
+(the HL7 v2 endpoint and MLLP listener, ``$from-cda`` and ITI-105) ask :meth:`FeedRegistry.principal`
+who the feed is. A feed that is not registered, or paused, writes nothing, whatever its token
+says; the classes it may write are the registry's, never the token's.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from carnet.domain.errors import AccessDenied, InvalidRequest, NotFound, Unauthenticated
+from carnet.domain.feeds import Feed, FeedKind, FeedStatus, check_feed_id, has_secret, hash_secret
+from carnet.domain.principal import ActorKind, Principal
+from carnet.services.ports import Store
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registered:
+    """A feed just registered, with its secret (shown once, never stored)."""
+
+    feed: Feed
+    secret: str
+
+
+class FeedRegistry:
+    """The feeds registered with this server."""
+
+    def __init__(self, *, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def add(
+        self,
+        feed_id: str,
+        *,
+        name: str,
+        kind: FeedKind,
+        classes: frozenset[str],
+        sender: str | None = None,
+    ) -> Registered:
+        """Register a feed and make its secret.
+
+        Raises:
+            InvalidRequest: a bad id, an empty name or no classes. Conflict: the id is taken.
+        """
+        check_feed_id(feed_id)
+        if not name.strip() or len(name) > 200:
+            raise InvalidRequest("A feed needs a name of 1 to 200 characters (--name).")
+        if not classes:
+            raise InvalidRequest("A feed needs the DMP classCodes it may write (--classes 10,11).")
+        secret = secrets.token_urlsafe(32)
+        feed = Feed(
+            feed_id=feed_id,
+            name=name.strip(),
+            kind=kind,
+            classes=classes,
+            sender=sender.strip() if sender and sender.strip() else None,
+            secret_hash=hash_secret(secret),
+            status=FeedStatus.ACTIVE,
+            created_at=self._clock(),
+        )
+        with self._store.session(write=True) as session:
+            session.add_feed(feed)
+        return Registered(feed=feed, secret=secret)
+
+    def list(self) -> list[Feed]:
+        """Return every registered feed."""
+        with self._store.session() as session:
+            return session.all_feeds()
+
+    def get(self, feed_id: str) -> Feed:
+        """Return one registered feed.
+
+        Raises:
+            NotFound: no such feed.
+        """
+        with self._store.session() as session:
+            feed = session.feed(feed_id)
+        if feed is None:
+            raise NotFound(f"No feed {feed_id[:64]!r} is registered (carnet feeds list).")
+        return feed
+
+    def set_status(self, feed_id: str, status: FeedStatus) -> Feed:
+        """Pause or resume a feed.
+
+        Raises:
+            NotFound: no such feed.
+        """
+        with self._store.session(write=True) as session:
+            if not session.set_feed_status(feed_id, status):
+                raise NotFound(f"No feed {feed_id[:64]!r} is registered (carnet feeds list).")
+            feed = session.feed(feed_id)
+        if feed is None:  # removed by another process between the two statements
+            raise NotFound(f"No feed {feed_id[:64]!r} is registered (carnet feeds list).")
+        return feed
+
+    def writer(self, feed_id: str) -> Feed:
+        """Return the feed that is about to write: registered and active.
+
+        Raises:
+            Unauthenticated: no such feed. AccessDenied: the feed is paused.
+        """
+        with self._store.session() as session:
+            feed = session.feed(feed_id)
+        if feed is None:
+            raise Unauthenticated(f"No feed {feed_id[:64]!r} is registered on this server.")
+        if not feed.is_active:
+            raise AccessDenied("This feed is paused; an operator resumes it with carnet feeds resume.")
+        return feed
+
+    def authenticate(self, feed_id: str, secret: str) -> Feed:
+        """Return the active feed whose secret this is.
+
+        Raises:
+            Unauthenticated: no such feed, or not its secret. AccessDenied: the feed is paused.
+        """
+        with self._store.session() as session:
+            feed = session.feed(feed_id)
+        if feed is None or not has_secret(feed, secret):
+            raise Unauthenticated("The feed id or its secret is wrong.")
+        if not feed.is_active:
+            raise AccessDenied("This feed is paused; an operator resumes it with carnet feeds resume.")
+        return feed
+
+    def principal(self, principal: Principal) -> Principal:
+        """Return a token's feed principal as the registry knows it (its registered classes).
+
+        Any other principal is returned as it is.
+
+        Raises:
+            Unauthenticated: the token names no registered feed. AccessDenied: the feed is paused.
+        """
+        if principal.kind is not ActorKind.FEED:
+            return principal
+        if principal.feed_id is None:
+            raise Unauthenticated("A feed's token must name its registered feed (claim 'feed').")
+        feed = self.writer(principal.feed_id)
+        return replace(principal, feed_categories=feed.classes, display=principal.display or feed.name)
