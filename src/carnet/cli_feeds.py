@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -22,14 +24,20 @@ console = Console(stderr=True)
 out = Console()
 
 
-def _registry() -> FeedRegistry:
+@contextmanager
+def _registry() -> Iterator[FeedRegistry]:
+    """The feed registry of the configured database, its connections closed on the way out."""
     from carnet.api.app import build_services
 
     try:
-        return build_services(load(os.environ)).feeds
+        services = build_services(load(os.environ))
     except CarnetError as exc:
         console.print(f"[red]Configuration error:[/red] {exc.message}")
         raise typer.Exit(2) from None
+    try:
+        yield services.feeds
+    finally:
+        services.store.engine.dispose()
 
 
 def _fail(exc: CarnetError) -> typer.Exit:
@@ -49,9 +57,10 @@ def feeds_add(
 ) -> None:
     """Register a feed; print its secret once (it authenticates the feed's HTTP requests)."""
     try:
-        registered = _registry().add(
-            feed_id, name=name, kind=kind, classes=parse_classes(classes), sender=sender
-        )
+        with _registry() as registry:
+            registered = registry.add(
+                feed_id, name=name, kind=kind, classes=parse_classes(classes), sender=sender
+            )
     except CarnetError as exc:
         raise _fail(exc) from None
     feed = registered.feed
@@ -64,7 +73,9 @@ def feeds_add(
 def feeds_list() -> None:
     """List the registered feeds: id, name, kind, classes, sender, status."""
     table = Table("id", "name", "kind", "classes", "sender", "status", "since")
-    for feed in _registry().list():
+    with _registry() as registry:
+        feeds = registry.list()
+    for feed in feeds:
         table.add_row(
             feed.feed_id,
             feed.name,
@@ -81,7 +92,8 @@ def feeds_list() -> None:
 def feeds_pause(feed_id: Annotated[str, typer.Argument(help="The feed's id")]) -> None:
     """Pause a feed: it writes nothing until resumed (its messages are refused, not lost)."""
     try:
-        _registry().set_status(feed_id, FeedStatus.PAUSED)
+        with _registry() as registry:
+            registry.set_status(feed_id, FeedStatus.PAUSED)
     except CarnetError as exc:
         raise _fail(exc) from None
     console.print(f"Feed {feed_id} paused.")
@@ -91,7 +103,8 @@ def feeds_pause(feed_id: Annotated[str, typer.Argument(help="The feed's id")]) -
 def feeds_resume(feed_id: Annotated[str, typer.Argument(help="The feed's id")]) -> None:
     """Resume a paused feed."""
     try:
-        _registry().set_status(feed_id, FeedStatus.ACTIVE)
+        with _registry() as registry:
+            registry.set_status(feed_id, FeedStatus.ACTIVE)
     except CarnetError as exc:
         raise _fail(exc) from None
     console.print(f"Feed {feed_id} resumed.")
