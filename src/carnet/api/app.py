@@ -6,15 +6,17 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet.api.auth import TokenVerifier
 from carnet.api.docs import mount_docs
@@ -188,6 +190,53 @@ class CallerMiddleware:
             await self.app(scope, receive, send)
 
 
+class AccessLogMiddleware:
+    """ASGI middleware: log each request's method, path, status and time; send the decision's obligations.
+
+    Paths only: query strings can carry identifiers and never reach the logs. The obligations of
+    the call's decision (``request.state.records``) travel back to the caller in
+    ``X-Carnet-Obligations`` (a portal shows the mode banner). A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` ran each request through an extra task and memory streams (~10 % of a
+    single read's CPU).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request; add the header to its response start, then log it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                records = state.get("records")
+                shown = sorted(
+                    o.value for o in getattr(records, "obligations", ()) if o.value not in _SERVER_SIDE
+                )
+                if shown:
+                    headers = MutableHeaders(scope=message)
+                    headers["X-Carnet-Obligations"] = ", ".join(shown)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            log.info(
+                "%s %s %s %.1fms",
+                scope.get("method", ""),
+                scope.get("path", ""),
+                status,
+                1000 * (time.perf_counter() - started),
+            )
+
+
 def create_app(
     settings: Settings,
     services: Services | None = None,
@@ -272,25 +321,6 @@ def create_app(
             operation_outcome("exception", "An internal error occurred; it has been logged."), status=500
         )
 
-    @app.middleware("http")
-    async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # Paths only: query strings can carry identifiers and never reach the logs.
-        started = time.perf_counter()
-        response = await call_next(request)
-        records = getattr(request.state, "records", None)
-        # The decision's obligations travel back to the caller (a portal shows the mode banner).
-        shown = sorted(o.value for o in getattr(records, "obligations", ()) if o.value not in _SERVER_SIDE)
-        if shown:
-            response.headers["X-Carnet-Obligations"] = ", ".join(shown)
-        log.info(
-            "%s %s %s %.1fms",
-            request.method,
-            request.url.path,
-            response.status_code,
-            1000 * (time.perf_counter() - started),
-        )
-        return response
-
     # The portals; their "/" answers API clients as below.
     mount_web(app, services, settings, status_of=status_of, demo_people=demo_people)
     app.add_middleware(
@@ -299,6 +329,7 @@ def create_app(
         limiter=RateLimiter(per_minute=settings.api_rate_per_minute, burst=settings.api_burst),
         seconds=float(settings.request_seconds),
     )
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(CallerMiddleware)
 
     @app.get("/", include_in_schema=False)

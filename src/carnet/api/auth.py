@@ -28,6 +28,7 @@ from typing import Any
 import jwt
 from jwt.types import Options
 
+from carnet.api.token_cache import VerifiedTokens
 from carnet.crypto.signing import dev_issuer_keys
 from carnet.domain.errors import ConfigurationError, Unauthenticated
 from carnet.domain.principal import Principal, principal_from_claims
@@ -63,6 +64,8 @@ class TokenVerifier:
         self._settings = settings
         self._dev_public: bytes | None = None
         self._jwks: jwt.PyJWKSet | None = None
+        #: Tokens that verified lately: their signature is not checked again (api/token_cache.py).
+        self.verified = VerifiedTokens()
         if settings.development_issuer_enabled:
             self._dev_public = dev_issuer_keys(settings.key_dir)[1]
         if settings.oidc_jwks_file is not None:
@@ -82,6 +85,19 @@ class TokenVerifier:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthenticated("Send a bearer token: Authorization: Bearer <token>.")
         token = authorization[7:].strip()
+        cached = self.verified.get(token)
+        if cached is not None:
+            return cached
+        principal, expires = self._verify(token)
+        self.verified.put(token, principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        """Verify a token's signature and claims; return its principal and its ``exp``.
+
+        Raises:
+            Unauthenticated: as :meth:`verify`.
+        """
         try:
             header = jwt.get_unverified_header(token)
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
@@ -119,7 +135,7 @@ class TokenVerifier:
             raise Unauthenticated("The bearer token is not valid yet (nbf or iat in the future).") from None
         except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
             raise Unauthenticated(f"The bearer token does not verify ({type(exc).__name__}).") from None
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), float(claims["exp"])
 
     def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
         """Refuse a token whose lifetime (``exp - iat``) exceeds ``CARNET_TOKEN_MAX_SECONDS``.
