@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--tag", default="", help="appended to the summary's file name (e.g. -before)")
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL (CPU in Python)")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -126,7 +127,7 @@ def main() -> None:
                 f"{args.connections} connections, {args.seconds} s; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
                 f"{result.describe()}\n\n" + summarise(out, 45)
             )
-    target = HERE / "profiles" / f"{args.what}-{args.backend}{'-gil' if args.gil else ''}.txt"
+    target = HERE / "profiles" / f"{args.what}-{args.backend}{'-gil' if args.gil else ''}{args.tag}.txt"
     target.write_text(text)
     log(f"wrote {target}")
     print(text)

@@ -48,6 +48,7 @@ from carnet.domain.resources import is_closed
 from carnet.domain.search import SearchQuery, clause_keys, matches_dates, parse_search
 from carnet.services._call import Call
 from carnet.services.caller import current_caller
+from carnet.services.group_commit import GroupCommit
 from carnet.services.journal import Journal
 from carnet.services.notifications import Notice, NoticeEvent, NotificationStore, Notifier
 from carnet.services.ports import Store, StoredVersion, StoreSession
@@ -72,8 +73,11 @@ class Gate:
         clock: Clock,
         journal: Journal,
         notifier: Notifier,
+        group: GroupCommit | None = None,
     ) -> None:
         self.store = store
+        #: Journal transactions of concurrent reads share one durable commit (each waits for its own).
+        self.group = group or GroupCommit(store)
         self.vault = vault
         self.profile = profile
         self.clock = clock
@@ -478,13 +482,14 @@ class Gate:
     def _journal_apart(self, call: Call, error: CarnetError | None) -> None:
         """Journal a call in a transaction of its own (reads, and calls that failed).
 
+        That transaction is shared with the journal entries of concurrent calls (group commit:
+        one durable commit for all); the call goes on only once its own entry is committed.
         For a call that failed, nothing is returned whatever happens here, so a journal that
         cannot be written (or a key that cannot be unwrapped to seal the entry) is logged and
         the call's own error is reported.
         """
         try:
-            with self.store.session(write=True) as session:
-                self._journal(call, session, error)
+            self.group.run(lambda session: self._journal(call, session, error))
         except Exception as exc:
             if error is not None:
                 log.error("journal write of a failed request failed: %s", type(exc.__cause__ or exc).__name__)
