@@ -340,4 +340,5 @@ def _patient(case: Case) -> Verdict:
         return DENY
     if case.document is not None and INVISIBLE_PATIENT in case.document.visibility:
         return DENY
-    return ALLOW if case.action in CLINICAL else DENY
+    # The holder's own bulk export (portability) is theirs too.
+    return ALLOW if case.action in CLINICAL or case.action == "$export" else DENY

@@ -206,3 +206,15 @@ def test_consent_for_needs_whom(kind: ConsentKind) -> None:
     """Building a choice about a professional or a feed without naming it is a programming error."""
     with pytest.raises(ValueError, match="names the"):
         consent_for(kind, "p1", now=NOW)
+
+
+def test_research_choice_about_one_study() -> None:
+    """A research choice naming a study counts for that study only; one naming none for every study."""
+    out = consent_for(ConsentKind.RESEARCH_OPT_OUT, "p1", now=NOW, study_id="s1")
+    in_ = consent_for(ConsentKind.RESEARCH_OPT_IN, "p1", now=NOW, study_id="s2")
+    grants = grants_from_consents([out, in_], NOW)
+    assert (grants.research_opted_out, grants.research_opted_in, grants.research_opt_out) == (
+        frozenset({"s1"}),
+        frozenset({"s2"}),
+        False,
+    )

@@ -36,6 +36,7 @@ from carnet.domain.policy import (
     Matrix,
     Obligation,
     Profile,
+    ResearchUse,
     Target,
     Visibility,
     admit,
@@ -376,6 +377,133 @@ def test_admin_keys_only(row: Line) -> None:
 )
 def test_researcher_no_identities(row: Line) -> None:
     """Researchers never read a record or the directory: they receive pseudonymised extracts."""
+    _check(row)
+
+
+PUBLIC_STUDY = ResearchUse(study_id="s1", consent_based=False)
+CONSENT_STUDY = ResearchUse(study_id="s2", consent_based=True)
+STUDY_RECORD = Target(patient_id="p1", resource_type="Patient", research=PUBLIC_STUDY)
+CONSENT_RECORD = Target(patient_id="p1", resource_type="Patient", research=CONSENT_STUDY)
+STUDY_DIRECTORY = Target(patient_id=None, resource_type="Patient", in_directory=True, research=PUBLIC_STUDY)
+STUDY_NOWHERE = Target(patient_id=None, resource_type="Patient", research=PUBLIC_STUDY)
+EXPORT = Action.EXPORT
+RESEARCH = AccessMode.RESEARCH
+
+
+@_table(
+    Row("public-default", RESEARCHER, STUDY_RECORD, True, ("research-study",), EXPORT, RESEARCH),
+    Row(
+        "public-opted-out-of-study",
+        RESEARCHER,
+        STUDY_RECORD,
+        False,
+        ("research-opted-out",),
+        EXPORT,
+        RESEARCH,
+        grants=Grants(research_opted_out=frozenset({"s1"})),
+    ),
+    Row(
+        "public-opted-out-of-all",
+        RESEARCHER,
+        STUDY_RECORD,
+        False,
+        ("research-opted-out",),
+        EXPORT,
+        RESEARCH,
+        grants=Grants(research_opt_out=True),
+    ),
+    Row(
+        "study-opt-in-beats-global-opt-out",
+        RESEARCHER,
+        STUDY_RECORD,
+        True,
+        ("research-study",),
+        EXPORT,
+        RESEARCH,
+        grants=Grants(research_opt_out=True, research_opted_in=frozenset({"s1"})),
+    ),
+    Row(
+        "other-study-opt-out",
+        RESEARCHER,
+        STUDY_RECORD,
+        True,
+        ("research-study",),
+        EXPORT,
+        RESEARCH,
+        grants=Grants(research_opted_out=frozenset({"s9"})),
+    ),
+    Row("consent-default", RESEARCHER, CONSENT_RECORD, False, ("research-opted-out",), EXPORT, RESEARCH),
+    Row(
+        "consent-opted-in",
+        RESEARCHER,
+        CONSENT_RECORD,
+        True,
+        ("research-study",),
+        EXPORT,
+        RESEARCH,
+        grants=Grants(research_opted_in=frozenset({"s2"})),
+    ),
+    Row(
+        "consent-global-opt-in",
+        RESEARCHER,
+        CONSENT_RECORD,
+        True,
+        ("research-study",),
+        EXPORT,
+        RESEARCH,
+        grants=Grants(research_opt_in=True),
+    ),
+    Row(
+        "sovereign-public-default",
+        RESEARCHER,
+        STUDY_RECORD,
+        False,
+        ("research-opted-out",),
+        EXPORT,
+        RESEARCH,
+        profile="sovereign",
+    ),
+    Row("normal-mode", RESEARCHER, STUDY_RECORD, False, ("researcher-never-reads-identities",), EXPORT),
+    Row(
+        "read-not-export",
+        RESEARCHER,
+        STUDY_RECORD,
+        False,
+        ("researcher-never-reads-identities",),
+        Action.READ,
+        RESEARCH,
+    ),
+    Row(
+        "no-study",
+        RESEARCHER,
+        RECORD,
+        False,
+        ("researcher-never-reads-identities",),
+        EXPORT,
+        RESEARCH,
+    ),
+    Row(
+        "directory",
+        RESEARCHER,
+        STUDY_DIRECTORY,
+        False,
+        ("researcher-never-reads-identities",),
+        EXPORT,
+        RESEARCH,
+    ),
+    Row(
+        "no-record",
+        RESEARCHER,
+        STUDY_NOWHERE,
+        False,
+        ("researcher-never-reads-identities",),
+        EXPORT,
+        RESEARCH,
+    ),
+    Row("professional", GP, STUDY_RECORD, False, ("default-deny",), EXPORT, grants=GP_AUTHORISED),
+)
+def test_research_study(row: Line) -> None:
+    """A research export serves an approved study, researcher in research mode, on the patient's terms."""
     _check(row)
 
 

@@ -30,6 +30,8 @@ class Action(StrEnum):
     PATIENT_SHRED = "patient-shred"
     #: Read a record's access journal (« historique des accès »).
     JOURNAL = "journal"
+    #: Extract a record for a registered research study (FHIR Bulk Data ``$export``, DESIGN §8).
+    EXPORT = "$export"
 
 
 CLINICAL_ACTIONS = frozenset(
@@ -125,6 +127,19 @@ class DocumentFacts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResearchUse:
+    """A registered, approved study that asks to use a record (« étude », DESIGN §8).
+
+    ``study_id`` names the study (the patient's per-study choice names it too);
+    ``consent_based`` is True when the study's legal basis is the patient's consent (the
+    patient must opt in), False for a public-interest study (the patient may opt out).
+    """
+
+    study_id: str
+    consent_based: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     """What the request touches.
 
@@ -135,7 +150,8 @@ class Target:
     ``declares_own_consent`` is True when a professional creates the Consent recording that the
     patient, present, agreed to their access (an authorisation or a treating-physician choice
     naming that professional); ``all_records`` is True when the request covers every record at
-    once (with ``patient_id`` None: the DPO's search of the whole access journal).
+    once (with ``patient_id`` None: the DPO's search of the whole access journal);
+    ``research`` is the approved study a research export of the record is for.
     """
 
     patient_id: str | None
@@ -146,6 +162,7 @@ class Target:
     record_open: bool = True
     document: DocumentFacts | None = None
     declares_own_consent: bool = False
+    research: ResearchUse | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,8 @@ element                                value
 ``provision.actor[].reference``        ``identifier`` of the professional (idNat_PS,
                                        :data:`IDNPS_SYSTEM`) or of the feed (:data:`FEED_SYSTEM`)
 ``provision.code[]``                   DMP classCodes (:data:`CLASS_CODE_SYSTEM`), for feed choices
+``provision.actor[].reference``        ``identifier`` of the study (:data:`STUDY_SYSTEM`) for a
+                                       research choice about one study (none: every study)
 =====================================  ==========================================================
 
 A Consent without a category of :data:`KIND_SYSTEM` is not a Carnet choice (an advance directive,
@@ -43,6 +45,8 @@ IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 """The national identifier of health professionals (idNat_PS: ``8`` + RPPS, ``0`` + ADELI)."""
 FEED_SYSTEM = "https://carnet.health/fhir/NamingSystem/feed"
 """Identifiers of the feeds (systems that write into records) registered with Carnet."""
+STUDY_SYSTEM = "https://carnet.health/fhir/NamingSystem/research-study"
+"""Identifiers of the research studies registered with Carnet (a study's ``ResearchStudy`` id)."""
 CLASS_CODE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"
 """TRE_A03-ClasseDocument, the DMP classCode."""
 SCOPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentscope"
@@ -76,6 +80,7 @@ PROFESSIONAL_KINDS = frozenset(
     }
 )
 FEED_KINDS = frozenset({ConsentKind.FEED_REFUSAL, ConsentKind.FEED_ACCEPTANCE})
+RESEARCH_KINDS = frozenset({ConsentKind.RESEARCH_OPT_OUT, ConsentKind.RESEARCH_OPT_IN})
 PERMITS = frozenset(
     {
         ConsentKind.AUTHORISATION,
@@ -114,12 +119,14 @@ def consent_for(
     now: datetime,
     feed_id: str | None = None,
     class_code: str | None = None,
+    study_id: str | None = None,
 ) -> dict[str, Any]:
     """Build the Consent recording one choice of the patient (a FHIR R4 resource, without an id).
 
     ``professional_id`` names the professional of an authorisation, block, treating physician
-    or occupational consent; a feed choice names ``feed_id`` and/or ``class_code``; ``until``
-    ends the choice (inclusive).
+    or occupational consent; a feed choice names ``feed_id`` and/or ``class_code``; a research
+    choice may name one ``study_id`` (else it is about every study); ``until`` ends the choice
+    (inclusive).
 
     Raises:
         ValueError: the kind needs a professional or a feed that is not given.
@@ -134,6 +141,8 @@ def consent_for(
             raise ValueError(f"A {kind} Consent names the feed: pass feed_id or class_code.")
         if feed_id:
             actors.append(_actor("AUT", FEED_SYSTEM, feed_id))
+    if kind in RESEARCH_KINDS and study_id:
+        actors.append(_actor("IRCP", STUDY_SYSTEM, study_id))
     provision: dict[str, Any] = {"type": "permit" if kind in PERMITS else "deny"}
     if until is not None:
         provision["period"] = {"end": _instant(until)}
@@ -245,6 +254,7 @@ def grants_from_consents(consents: Iterable[Mapping[str, Any]], now: datetime) -
     authorisations: dict[str, Authorisation] = {}
     sets: dict[ConsentKind, set[str]] = {kind: set() for kind in ConsentKind}
     flags: set[ConsentKind] = set()
+    studies: dict[ConsentKind, set[str]] = {kind: set() for kind in RESEARCH_KINDS}
     for consent in consents:
         if consent.get("resourceType") != "Consent" or consent.get("status") != "active":
             continue
@@ -273,6 +283,8 @@ def grants_from_consents(consents: Iterable[Mapping[str, Any]], now: datetime) -
                 authorisations[name] = _stronger(
                     authorisations.get(name), Authorisation(status=status, until=end)
                 )
+        elif kind in RESEARCH_KINDS and not ended and _names(provision, STUDY_SYSTEM):
+            studies[kind].update(_names(provision, STUDY_SYSTEM))
         elif not ended:
             sets[kind].update(names)
             flags.add(kind)
@@ -287,6 +299,8 @@ def grants_from_consents(consents: Iterable[Mapping[str, Any]], now: datetime) -
         occupational_consent=frozenset(sets[ConsentKind.OCCUPATIONAL_CONSENT]),
         research_opt_out=ConsentKind.RESEARCH_OPT_OUT in flags,
         research_opt_in=ConsentKind.RESEARCH_OPT_IN in flags,
+        research_opted_out=frozenset(studies[ConsentKind.RESEARCH_OPT_OUT]),
+        research_opted_in=frozenset(studies[ConsentKind.RESEARCH_OPT_IN]),
     )
 
 

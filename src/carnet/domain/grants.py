@@ -54,6 +54,9 @@ class Grants:
     occupational_consent: frozenset[str] = frozenset()
     research_opt_out: bool = False
     research_opt_in: bool = False
+    #: Studies (by id) the patient opted out of, and opted in to, one by one.
+    research_opted_out: frozenset[str] = frozenset()
+    research_opted_in: frozenset[str] = frozenset()
 
 
 NO_GRANTS = Grants()

@@ -20,25 +20,26 @@ reasons; ``tests/unit/test_policy_docs.py`` fails when this list, that table and
 4. ``mode-for-actor`` — Refuse an access mode that the actor's kind never uses (a patient cannot break the glass).
 5. ``journal-readers`` — A record's access journal is read by its patient, their legal representatives and the DPO.
 6. ``admin-keys-only`` — Administrators manage keys and never read clinical content; the DPO never reads it either.
-7. ``researcher-no-identities`` — Researchers never read a record: they receive pseudonymised extracts (DESIGN §8).
-8. ``no-record`` — A request on a record that names none is refused (unless a patient opens their own).
-9. ``shared-directory`` — Patients and professionals read and add directory entries (practitioners, organisations…).
-10. ``feed-writes-registered`` — Feeds create only their registered categories, in open records, while the patient lets them.
-11. ``occupational-consent`` — The médecin du travail reads only with the worker's express consent, in normal mode.
-12. ``professional-declares-consent`` — A professional records, in the patient's presence, the patient's agreement to their access.
-13. ``choices-belong-to-patient`` — Only the patient (or their representative) writes the patient's choices (Consent resources).
-14. ``professional-basis`` — A professional enters a record only if authorised, treating, in break-glass or in regulation.
-15. ``representative-basis`` — A legal representative acts only on the records of the patients they represent.
-16. ``document-facts-required`` — A professional or representative reads a document only when its metadata is known (fail closed).
-17. ``masked-from-professionals`` — ``MASQUE_PS`` hides a document from every professional but its author and the treating physicians.
-18. ``authorisation-matrix`` — A professional reads only the classCodes the matrix gives their profession (arrêté 26/10/2023).
-19. ``author-changes-own`` — Among professionals, only a document's author updates or deletes it (the patient may too).
-20. ``professional-access`` — Allow a professional who passed every check above, with the obligations of the mode.
-21. ``invisible-to-patient`` — ``INVISIBLE_PATIENT`` hides a document from the patient and the representatives.
-22. ``invisible-to-representatives`` — ``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret mode hide a document from representatives.
-23. ``patient-own-record`` — A patient (titulaire) reads and writes their own record.
-24. ``patient-opens-record`` — A patient without a record may open one carrying their own identifier.
-25. ``representative-record`` — A legal representative reads and writes the record of a patient they represent.
+7. ``research-study`` — A research export of a record serves an approved study only, on the patient's terms.
+8. ``researcher-no-identities`` — Researchers never read a record: they receive pseudonymised extracts (DESIGN §8).
+9. ``no-record`` — A request on a record that names none is refused (unless a patient opens their own).
+10. ``shared-directory`` — Patients and professionals read and add directory entries (practitioners, organisations…).
+11. ``feed-writes-registered`` — Feeds create only their registered categories, in open records, while the patient lets them.
+12. ``occupational-consent`` — The médecin du travail reads only with the worker's express consent, in normal mode.
+13. ``professional-declares-consent`` — A professional records, in the patient's presence, the patient's agreement to their access.
+14. ``choices-belong-to-patient`` — Only the patient (or their representative) writes the patient's choices (Consent resources).
+15. ``professional-basis`` — A professional enters a record only if authorised, treating, in break-glass or in regulation.
+16. ``representative-basis`` — A legal representative acts only on the records of the patients they represent.
+17. ``document-facts-required`` — A professional or representative reads a document only when its metadata is known (fail closed).
+18. ``masked-from-professionals`` — ``MASQUE_PS`` hides a document from every professional but its author and the treating physicians.
+19. ``authorisation-matrix`` — A professional reads only the classCodes the matrix gives their profession (arrêté 26/10/2023).
+20. ``author-changes-own`` — Among professionals, only a document's author updates or deletes it (the patient may too).
+21. ``professional-access`` — Allow a professional who passed every check above, with the obligations of the mode.
+22. ``invisible-to-patient`` — ``INVISIBLE_PATIENT`` hides a document from the patient and the representatives.
+23. ``invisible-to-representatives`` — ``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret mode hide a document from representatives.
+24. ``patient-own-record`` — A patient (titulaire) reads and writes their own record.
+25. ``patient-opens-record`` — A patient without a record may open one carrying their own identifier.
+26. ``representative-record`` — A legal representative reads and writes the record of a patient they represent.
 
 The ``sovereign`` profile applies the same rules with stricter parameters (masks bind treating
 physicians too, break-glass needs a second professional, feeds and research are opt-in).
@@ -65,12 +66,21 @@ from carnet.domain.access import (
     Decision,
     DocumentFacts,
     Obligation,
+    ResearchUse,
     Target,
     Visibility,
 )
 from carnet.domain.grants import NO_GRANTS, Authorisation, AuthorisationStatus, Grants
 from carnet.domain.matrix import CLASS_CODES, MATRIX, Matrix, load_matrix
-from carnet.domain.rules import JOURNAL_READER, NO_RECORD, RULES, Context, Profile, RuleSpec
+from carnet.domain.rules import (
+    JOURNAL_READER,
+    NO_RECORD,
+    RULES,
+    Context,
+    Profile,
+    RuleSpec,
+    is_research_allowed,
+)
 
 __all__ = [
     "ADMITTED",
@@ -102,6 +112,7 @@ __all__ = [
     "Matrix",
     "Obligation",
     "Profile",
+    "ResearchUse",
     "RuleSpec",
     "Target",
     "Visibility",
@@ -125,6 +136,7 @@ DMP_RULES: tuple[str, ...] = (
     "mode-for-actor",
     "journal-readers",
     "admin-keys-only",
+    "research-study",
     "researcher-no-identities",
     "no-record",
     "shared-directory",
@@ -186,10 +198,3 @@ def admit(request: AccessRequest, profile: Profile, now: datetime) -> Decision:
         if verdict is not None and not verdict.allowed:
             return verdict
     return ADMITTED
-
-
-def is_research_allowed(grants: Grants, profile: Profile) -> bool:
-    """Return True if research may use this record: opt-out in ``fr-dmp``, opt-in in ``sovereign``."""
-    if grants.research_opt_out:
-        return False
-    return grants.research_opt_in or not profile.research_opt_in

@@ -28,6 +28,7 @@ from carnet.domain.access import (
     Decision,
     DocumentFacts,
     Obligation,
+    ResearchUse,
     Target,
     Visibility,
 )
@@ -257,6 +258,42 @@ def admin_keys_only(ctx: Context) -> Decision | None:
     if ctx.request.action in KEY_ACTIONS and ctx.actor.kind is ActorKind.ADMIN:
         return _allow("admin-manages-keys")
     return _deny("admin-never-reads-content")
+
+
+def is_research_allowed(grants: Grants, profile: Profile, use: ResearchUse | None = None) -> bool:
+    """Return True if research may use this record (DESIGN §8).
+
+    The patient's choice about the study itself wins, then their choice about every study;
+    without either, the default follows the profile and the study's legal basis: ``fr-dmp``
+    lets public-interest studies in until the patient opts out and consent-based ones only once
+    they opt in; ``sovereign`` lets no study in before the patient opts in.
+    """
+    if use is not None:
+        if use.study_id in grants.research_opted_out:
+            return False
+        if use.study_id in grants.research_opted_in:
+            return True
+    if grants.research_opt_out:
+        return False
+    if grants.research_opt_in:
+        return True
+    opt_in = profile.research_opt_in or (use is not None and use.consent_based)
+    return not opt_in
+
+
+@rule("research-study", "research-study", "research-opted-out")
+def research_study(ctx: Context) -> Decision | None:
+    """A research export of a record serves an approved study only, on the patient's terms."""
+    use, request = ctx.target.research, ctx.request
+    if ctx.actor.kind is not ActorKind.RESEARCHER or use is None:
+        return None
+    if request.action is not Action.EXPORT or request.mode is not AccessMode.RESEARCH:
+        return None
+    if ctx.target.patient_id is None or ctx.target.in_directory:
+        return None
+    if not is_research_allowed(ctx.grants, ctx.profile, use):
+        return _deny("research-opted-out")
+    return _allow("research-study")
 
 
 @rule("researcher-no-identities", "researcher-never-reads-identities")
@@ -538,7 +575,10 @@ def invisible_to_representatives(ctx: Context) -> Decision | None:
 @rule("patient-own-record", "patient-own-record")
 def patient_own_record(ctx: Context) -> Decision | None:
     """A patient (titulaire) reads and writes their own record."""
-    if ctx.as_patient_on_own and ctx.request.action in CLINICAL_ACTIONS:
+    # ``$export``: the patient's own bulk export of their record (portability, DESIGN §1).
+    if ctx.as_patient_on_own and (
+        ctx.request.action in CLINICAL_ACTIONS or ctx.request.action is Action.EXPORT
+    ):
         return _allow("patient-own-record")
     return None
 

@@ -1,0 +1,218 @@
+"""Turn one patient's resources into what a study may receive: pseudonymised, shifted, stripped.
+
+What leaves, for each resource of a type the study asked for:
+
+- ids and references become the study's pseudonyms (``Type/<HMAC>``); a reference to anything
+  else than a resource of the record (a professional, an organisation, a URL) is removed;
+- every date, dateTime and instant moves by the patient's shift (same shift for the whole
+  record, so intervals hold), keeping its precision;
+- identifiers, names, telecoms, addresses, photos, narrative and every free text (``text``,
+  ``note``, ``comment``, ``description``, ``valueString``…), extensions, ``meta``, the people
+  who wrote or performed something and attachments' data, URLs and titles are removed;
+- ``Binary`` (document bodies) never leaves; a ``DocumentReference`` keeps only its coded
+  metadata;
+- codes held by fewer than k patients of the export (rare codes) take the resource out;
+- the Patient keeps only its pseudonym and the generalised quasi-identifiers
+  (:mod:`carnet.research.kanon`): age band, sex, area.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from carnet.research.kanon import QuasiIdentifiers
+from carnet.research.pseudonyms import pseudonym
+
+QI_EXTENSION = "https://carnet.health/fhir/StructureDefinition/research-quasi-identifiers"
+"""The extension of an exported Patient carrying its generalised quasi-identifiers."""
+
+#: Keys removed wherever they appear: identity, free text, people, provenance.
+_REMOVED = frozenset(
+    {
+        "identifier",
+        "name",
+        "telecom",
+        "address",
+        "photo",
+        "contact",
+        "communication",
+        "generalPractitioner",
+        "managingOrganization",
+        "link",
+        "text",
+        "note",
+        "comment",
+        "description",
+        "valueString",
+        "valueMarkdown",
+        "valueAttachment",
+        "valueReference",
+        "patientInstruction",
+        "extension",
+        "modifierExtension",
+        "meta",
+        "implicitRules",
+        "contained",
+        "performer",
+        "author",
+        "authenticator",
+        "custodian",
+        "recorder",
+        "asserter",
+        "requester",
+        "practitioner",
+        "provider",
+        "insurer",
+        "payee",
+        "enterer",
+        "facility",
+        "location",
+        "serviceProvider",
+        "participant",
+        "attester",
+        "masterIdentifier",
+        "relatesTo",
+        "securityLabel",
+        "data",
+        "url",
+        "title",
+        "hash",
+    }
+)
+#: Types that never leave: document bodies and what names or describes people.
+_NEVER = frozenset({"Binary", "RelatedPerson", "Consent", "Practitioner", "PractitionerRole", "Organization"})
+_DATE = re.compile(r"^(\d{4})(-(\d{2})(-(\d{2})(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+
+
+def shift_date(value: str, days: int) -> str | None:
+    """Move a FHIR date, dateTime or instant by ``days``, keeping its precision (None if not one).
+
+    A year or a year-month moves with its first day and is written back at its own precision.
+    """
+    match = _DATE.match(value)
+    if match is None:
+        return None
+    year, month, day, rest = match.group(1), match.group(3), match.group(5), match.group(6)
+    try:
+        if rest is not None:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moved = (moment + timedelta(days=days)).isoformat()
+            return moved.replace("+00:00", "Z") if value.endswith("Z") else moved
+        first = date(int(year), int(month or 1), int(day or 1)) + timedelta(days=days)
+    except (ValueError, OverflowError):
+        return None
+    if day is not None:
+        return first.isoformat()
+    return f"{first.year:04d}-{first.month:02d}" if month is not None else f"{first.year:04d}"
+
+
+def tokens(resource: Mapping[str, Any]) -> Iterator[str]:
+    """Yield every coding of a resource as a FHIR token ``system|code``."""
+    stack: list[Any] = [resource]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            system, code = item.get("system"), item.get("code")
+            if isinstance(system, str) and isinstance(code, str):
+                yield f"{system}|{code}"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def clinical_tokens(resource: Mapping[str, Any]) -> set[str]:
+    """The codings that describe a resource's content (its ``code``, ``vaccineCode``, ``medication…``)."""
+    found: set[str] = set()
+    for key in ("code", "vaccineCode", "medicationCodeableConcept", "type", "category"):
+        value = resource.get(key)
+        if value is not None:
+            found.update(tokens({"v": value}))
+    return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deidentifier:
+    """De-identifies the resources of one patient for one study (see the module docstring)."""
+
+    study_key: bytes
+    shift_days: int
+    rare: frozenset[str] = frozenset()
+
+    def reference(self, value: str) -> str | None:
+        """Return a reference to a resource of the record under its pseudonym (None for anything else)."""
+        match = _REFERENCE.match(value)
+        if match is None or match.group(1) in _NEVER:
+            return None
+        return f"{match.group(1)}/{pseudonym(self.study_key, value)}"
+
+    def resource(self, resource: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Return what the study receives of one resource (not a Patient), or None if nothing.
+
+        A resource carrying a rare code (held by fewer than k patients of the export) is left out.
+        """
+        resource_type = str(resource.get("resourceType"))
+        if resource_type in _NEVER or resource_type == "Patient":
+            return None
+        if self.rare and clinical_tokens(resource) & self.rare:
+            return None
+        out = self._clean(resource)
+        if not isinstance(out, dict):
+            return None
+        out["resourceType"] = resource_type
+        out["id"] = pseudonym(self.study_key, f"{resource_type}/{resource.get('id')}")
+        return out
+
+    def patient(self, patient_id: str, qi: QuasiIdentifiers) -> dict[str, Any]:
+        """Return the exported Patient: its pseudonym and generalised quasi-identifiers only."""
+        extension = [{"url": "ageBand", "valueString": qi.age}, {"url": "area", "valueString": qi.area}]
+        out: dict[str, Any] = {
+            "resourceType": "Patient",
+            "id": pseudonym(self.study_key, f"Patient/{patient_id}"),
+            "extension": [{"url": QI_EXTENSION, "extension": extension}],
+        }
+        if qi.sex != "*":
+            out["gender"] = qi.sex
+        return out
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if key in _REMOVED or key == "id":
+                    continue
+                if key == "reference" and isinstance(item, str):
+                    moved = self.reference(item)
+                    if moved is None:
+                        return None  # a Reference that no longer points anywhere is dropped whole
+                    out[key] = moved
+                    continue
+                if key == "display" and "reference" in value:
+                    continue  # a reference's display names a person or a place
+                cleaned = self._clean(item)
+                if cleaned is not None:
+                    out[key] = cleaned
+            return out or None
+        if isinstance(value, list):
+            items = [c for c in (self._clean(item) for item in value) if c is not None]
+            return items or None
+        if isinstance(value, str):
+            moved = shift_date(value, self.shift_days)
+            return moved if moved is not None else value
+        return value
+
+
+def wanted(
+    resource: Mapping[str, Any],
+    *,
+    types: Iterable[str],
+    codes: frozenset[str],
+) -> bool:
+    """Tell whether a resource is of a type the study asked for and carries one of its codes (if any)."""
+    if str(resource.get("resourceType")) not in set(types):
+        return False
+    return resource.get("resourceType") == "Patient" or not codes or bool(clinical_tokens(resource) & codes)
