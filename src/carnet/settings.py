@@ -17,7 +17,15 @@ CARNET_BASE_URL                public base URL of the FHIR API                  
 CARNET_HOST / CARNET_PORT      where ``carnet serve`` listens                        127.0.0.1 / 8000
 CARNET_OIDC_ISSUER             issuer of production tokens                           —
 CARNET_OIDC_AUDIENCE           expected audience of production tokens                carnet
-CARNET_OIDC_JWKS_FILE          JSON Web Key Set of the issuer (production)           —
+CARNET_OIDC_JWKS_FILE          JSON Web Key Set of the issuer (static; else fetched)  —
+CARNET_OIDC_CLIENT_ID          Carnet's client id at the issuer (portal sign-in)     —
+CARNET_OIDC_CLIENT_SECRET      its client secret (never logged)                      —
+CARNET_OIDC_DISCOVERY_URL      discovery document URL                                PSC's name, then the
+                                                                                     standard one
+CARNET_OIDC_REDIRECT_URI       the callback URL registered at the issuer             <base>/login/oidc/callback
+CARNET_OIDC_SCOPE              scopes asked for                                      openid scope_all
+CARNET_OIDC_ACR                authentication level asked for (and required)         eidas1
+CARNET_OIDC_CLAIMS             ``psc``, or ``idnps=claim,profession=claim,…``        psc
 CARNET_JOURNAL_SHARDS          independent Merkle logs of the access journal          1
 CARNET_JOURNAL_ORIGIN          origin line of the journal's checkpoints               carnet.localhost/journal
 CARNET_CHECKPOINT_SECONDS      seconds between signed checkpoints (when it grew)      2
@@ -55,6 +63,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from carnet.auth.claims import parse_mapping
 from carnet.domain.errors import ConfigurationError
 from carnet.domain.policy import PROFILES
 
@@ -84,6 +93,13 @@ KNOWN = frozenset(
         "CARNET_OIDC_ISSUER",
         "CARNET_OIDC_AUDIENCE",
         "CARNET_OIDC_JWKS_FILE",
+        "CARNET_OIDC_CLIENT_ID",
+        "CARNET_OIDC_CLIENT_SECRET",
+        "CARNET_OIDC_DISCOVERY_URL",
+        "CARNET_OIDC_REDIRECT_URI",
+        "CARNET_OIDC_SCOPE",
+        "CARNET_OIDC_ACR",
+        "CARNET_OIDC_CLAIMS",
         "CARNET_JOURNAL_SHARDS",
         "CARNET_JOURNAL_ORIGIN",
         "CARNET_CHECKPOINT_SECONDS",
@@ -131,6 +147,13 @@ class Settings:
     oidc_issuer: str | None = None
     oidc_audience: str = "carnet"
     oidc_jwks_file: Path | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_discovery_url: str | None = None
+    oidc_redirect_uri: str | None = None
+    oidc_scope: str = "openid scope_all"
+    oidc_acr: str = "eidas1"
+    oidc_claims: str = "psc"
     journal_shards: int = 1
     journal_origin: str = "carnet.localhost/journal"
     checkpoint_seconds: int = 2
@@ -170,6 +193,19 @@ class Settings:
     def effective_witness_quorum(self) -> int:
         """The cosignatures a checkpoint needs (every configured witness unless set lower)."""
         return self.witness_quorum or len(self.witnesses)
+
+    @property
+    def effective_redirect_uri(self) -> str:
+        """The OpenID callback URL: configured, else beside the FHIR base URL."""
+        if self.oidc_redirect_uri:
+            return self.oidc_redirect_uri
+        base = self.base_url.removesuffix("/fhir")
+        return f"{base}/login/oidc/callback"
+
+    @property
+    def oidc_sign_in_enabled(self) -> bool:
+        """Whether the portals offer sign-in with the configured OpenID provider."""
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret)
 
     @property
     def development_issuer_enabled(self) -> bool:
@@ -251,6 +287,13 @@ def load(env: Mapping[str, str]) -> Settings:
         oidc_issuer=env.get("CARNET_OIDC_ISSUER"),
         oidc_audience=env.get("CARNET_OIDC_AUDIENCE", "carnet"),
         oidc_jwks_file=Path(env["CARNET_OIDC_JWKS_FILE"]) if env.get("CARNET_OIDC_JWKS_FILE") else None,
+        oidc_client_id=env.get("CARNET_OIDC_CLIENT_ID") or None,
+        oidc_client_secret=env.get("CARNET_OIDC_CLIENT_SECRET") or None,
+        oidc_discovery_url=env.get("CARNET_OIDC_DISCOVERY_URL") or None,
+        oidc_redirect_uri=env.get("CARNET_OIDC_REDIRECT_URI") or None,
+        oidc_scope=env.get("CARNET_OIDC_SCOPE", "openid scope_all"),
+        oidc_acr=env.get("CARNET_OIDC_ACR", "eidas1"),
+        oidc_claims=env.get("CARNET_OIDC_CLAIMS", "psc"),
         journal_shards=_int(env, "CARNET_JOURNAL_SHARDS", 1),
         journal_origin=env.get("CARNET_JOURNAL_ORIGIN", "carnet.localhost/journal"),
         checkpoint_seconds=_int(env, "CARNET_CHECKPOINT_SECONDS", 2),
@@ -297,6 +340,15 @@ def load(env: Mapping[str, str]) -> Settings:
             f"CARNET_WITNESS_QUORUM is {settings.witness_quorum} but CARNET_WITNESSES names "
             f"{len(settings.witnesses)} witnesses; lower the quorum or add witnesses."
         )
+    if bool(settings.oidc_client_id) != bool(settings.oidc_client_secret):
+        raise ConfigurationError("CARNET_OIDC_CLIENT_ID and CARNET_OIDC_CLIENT_SECRET go together.")
+    if settings.oidc_client_id and not settings.oidc_issuer:
+        raise ConfigurationError(
+            "CARNET_OIDC_CLIENT_ID needs CARNET_OIDC_ISSUER (the provider's issuer URL)."
+        )
+    parse_mapping(settings.oidc_claims)
+    if "openid" not in settings.oidc_scope.split():
+        raise ConfigurationError("CARNET_OIDC_SCOPE must include openid.")
     if settings.smtp_security not in ("none", "starttls", "tls"):
         raise ConfigurationError("CARNET_SMTP_SECURITY must be 'none', 'starttls' or 'tls'.")
     if provider == "pkcs11" and not (
@@ -308,8 +360,11 @@ def load(env: Mapping[str, str]) -> Settings:
     if mode is Mode.PRODUCTION:
         if settings.api_docs:
             raise ConfigurationError("CARNET_API_DOCS is for development: production never serves /docs.")
-        if not (settings.oidc_issuer and settings.oidc_jwks_file):
-            raise ConfigurationError("Production mode needs CARNET_OIDC_ISSUER and CARNET_OIDC_JWKS_FILE.")
+        if not (settings.oidc_issuer and (settings.oidc_jwks_file or settings.oidc_sign_in_enabled)):
+            raise ConfigurationError(
+                "Production mode needs CARNET_OIDC_ISSUER and either CARNET_OIDC_CLIENT_ID with "
+                "CARNET_OIDC_CLIENT_SECRET (sign-in, keys by discovery) or CARNET_OIDC_JWKS_FILE."
+            )
         if settings.key_dir.resolve().is_relative_to(settings.data_dir.resolve()):
             raise ConfigurationError(
                 "CARNET_KEY_DIR must not be inside CARNET_DATA_DIR: keys live apart from data."

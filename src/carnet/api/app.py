@@ -30,6 +30,14 @@ from carnet.api.operations import router as operations_router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.audit.signer import FileCheckpointSigner
 from carnet.audit.witness_client import HTTPWitness
+from carnet.auth.oidc import (
+    AccessTokenVerifier,
+    ClientSettings,
+    OpenIDProvider,
+    RelyingParty,
+    encryption_key,
+    public_jwks,
+)
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.crypto.shares import ShareLedger
@@ -45,6 +53,7 @@ from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider
 from carnet.services.rate_limit import RateLimiter
 from carnet.services.records import RecordService
+from carnet.services.sign_ins import SignInJournal
 from carnet.services.vault import Vault
 from carnet.settings import Mode, Settings
 from carnet.store.engine import make_engine, upgrade
@@ -78,6 +87,7 @@ class Services:
     journal: Journal
     portal_sessions: PortalSessions
     feeds: FeedRegistry
+    sign_ins: SignInJournal
 
 
 def make_key_provider(settings: Settings) -> KeyProvider:
@@ -139,6 +149,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         journal=journal,
         portal_sessions=PortalSessions(store=store, cipher=cipher, clock=utc_now),
         feeds=FeedRegistry(store=store, clock=utc_now),
+        sign_ins=SignInJournal(store=store, vault=vault, journal=journal, clock=utc_now),
     )
 
 
@@ -237,6 +248,22 @@ class AccessLogMiddleware:
             )
 
 
+def relying_party(settings: Settings) -> RelyingParty | None:
+    """Build the OpenID relying party of the configured provider (None when sign-in is not configured)."""
+    if not (settings.oidc_sign_in_enabled and settings.oidc_issuer):
+        return None
+    provider = OpenIDProvider(issuer=settings.oidc_issuer, discovery_url=settings.oidc_discovery_url)
+    client = ClientSettings(
+        client_id=settings.oidc_client_id or "",
+        client_secret=settings.oidc_client_secret or "",
+        redirect_uri=settings.effective_redirect_uri,
+        scope=settings.oidc_scope,
+        acr=settings.oidc_acr,
+        leeway=settings.token_leeway_seconds,
+    )
+    return RelyingParty(provider, client, encryption_key(settings.key_dir))
+
+
 def create_app(
     settings: Settings,
     services: Services | None = None,
@@ -252,6 +279,7 @@ def create_app(
     """
     services = services or build_services(settings)
     wired = services
+    sign_in = relying_party(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -261,6 +289,8 @@ def create_app(
         finally:
             if halt is not None:
                 halt()
+            if sign_in is not None:
+                sign_in.provider.close()
 
     app = FastAPI(
         title="Carnet FHIR R4 API",
@@ -273,7 +303,17 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.verifier = TokenVerifier(settings)
+    app.state.verifier = TokenVerifier(
+        settings,
+        access_tokens=AccessTokenVerifier(
+            sign_in.provider,
+            audience=settings.oidc_audience,
+            leeway=settings.token_leeway_seconds,
+            max_seconds=settings.token_max_seconds,
+        )
+        if sign_in is not None
+        else None,
+    )
     app.include_router(documents_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(notifications_router, prefix="/fhir")  # likewise
     app.include_router(operations_router, prefix="/fhir")  # likewise
@@ -322,7 +362,15 @@ def create_app(
         )
 
     # The portals; their "/" answers API clients as below.
-    mount_web(app, services, settings, status_of=status_of, demo_people=demo_people)
+    mount_web(
+        app,
+        services,
+        settings,
+        status_of=status_of,
+        demo_people=demo_people,
+        sign_in=sign_in,
+        sign_in_jwks=public_jwks(encryption_key(settings.key_dir)) if sign_in is not None else None,
+    )
     app.add_middleware(
         GuardMiddleware,
         verifier=app.state.verifier,

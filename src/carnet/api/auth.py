@@ -21,6 +21,7 @@ Connect-style) ``idnps`` (idNat_PS, e.g. ``810001234567``), ``profession`` (TRE_
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,8 @@ import jwt
 from jwt.types import Options
 
 from carnet.api.token_cache import VerifiedTokens
+from carnet.auth.claims import parse_mapping, professional
+from carnet.auth.oidc import AccessTokenVerifier
 from carnet.crypto.signing import dev_issuer_keys
 from carnet.domain.errors import ConfigurationError, Unauthenticated
 from carnet.domain.principal import Principal, principal_from_claims
@@ -60,8 +63,10 @@ def issue_token(settings: Settings, claims: Mapping[str, Any], *, now: datetime,
 class TokenVerifier:
     """Verifies bearer tokens and turns their claims into a principal."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, access_tokens: AccessTokenVerifier | None = None) -> None:
         self._settings = settings
+        #: The configured issuer's JWT access tokens, verified against its fetched JWKS (carnet.auth.oidc).
+        self._access_tokens = access_tokens
         self._dev_public: bytes | None = None
         self._jwks: jwt.PyJWKSet | None = None
         #: Tokens that verified lately: their signature is not checked again (api/token_cache.py).
@@ -111,6 +116,8 @@ class TokenVerifier:
                     options=_REQUIRED,
                     leeway=self._settings.token_leeway_seconds,
                 )
+            elif self._access_tokens is not None and issuer == self._settings.oidc_issuer:
+                return self._issuer_principal(self._access_tokens, token)
             elif self._jwks is not None and issuer == self._settings.oidc_issuer:
                 key = self._jwks[str(header.get("kid"))]
                 claims = jwt.decode(
@@ -136,6 +143,20 @@ class TokenVerifier:
         except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
             raise Unauthenticated(f"The bearer token does not verify ({type(exc).__name__}).") from None
         return principal_from_claims(claims), float(claims["exp"])
+
+    def _issuer_principal(self, verifier: AccessTokenVerifier, token: str) -> tuple[Principal, float]:
+        """Verify a token of the configured issuer and map its claims (``CARNET_OIDC_CLAIMS``).
+
+        Raises:
+            Unauthenticated: it does not verify, or names no professional Carnet can map.
+        """
+        claims = verifier.verify(token, now=time.time())
+        expires = float(claims["exp"])
+        if claims.get("kind") is not None:
+            return principal_from_claims(claims), expires
+        signed_in = professional(claims, parse_mapping(self._settings.oidc_claims))
+        only = signed_in.structures[0] if len(signed_in.structures) == 1 else None
+        return principal_from_claims(signed_in.principal_claims(only)), expires
 
     def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
         """Refuse a token whose lifetime (``exp - iat``) exceeds ``CARNET_TOKEN_MAX_SECONDS``.

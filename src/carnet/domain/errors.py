@@ -15,6 +15,8 @@
     │   ├── PayloadTooLarge       the body exceeds the configured limit
     │   └── NotSupported          an interaction this type does not offer (AuditEvent is written by Carnet)
     ├── Unauthenticated           no token, or a token that does not verify
+    │   └── SignInRefused         an OpenID provider's answer does not verify (state, nonce, acr…)
+    ├── IdentityProviderUnavailable  the OpenID provider cannot be reached or answers nonsense
     ├── RateLimited               too many requests from one principal, address or account
     ├── DeadlineExceeded          the request ran past its time budget and was rolled back
     ├── AccessDenied              the policy refused; carries the decision's reasons
@@ -101,6 +103,26 @@ class Unauthenticated(CarnetError):
     """The request carries no valid bearer token."""
 
     code = "login"
+
+
+class SignInRefused(Unauthenticated):
+    """An OpenID Connect sign-in was refused: ``reason`` names the check that failed.
+
+    Reasons: ``state`` (unknown, replayed or expired sign-in), ``provider-error`` (the provider
+    answered with an error), ``token`` (the code exchange failed: PKCE, redirect URI, replay),
+    ``signature``, ``unknown-kid``, ``issuer``, ``audience``, ``expired``, ``nonce``, ``acr``,
+    ``userinfo``, ``claims`` (the identity lacks what Carnet needs).
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class IdentityProviderUnavailable(CarnetError):
+    """The OpenID provider could not be reached, or its metadata or keys are unusable."""
+
+    code = "transient"
 
 
 class RateLimited(CarnetError):

@@ -55,7 +55,8 @@ class Principal:
     centre-15 regulating physician (médecin régulateur) and ``occupational_physician`` a médecin
     du travail. A legal representative (représentant légal) acts for the patients in
     ``represents``. A feed (a system that writes) is ``feed_id``, registered for the DMP classCodes
-    in ``feed_categories``.
+    in ``feed_categories``. A professional signed in through OpenID Connect acts for one
+    ``structure`` (its identifier and name, chosen at sign-in when they have several).
     """
 
     kind: ActorKind
@@ -71,6 +72,9 @@ class Principal:
     represents: frozenset[str] = frozenset()
     feed_id: str | None = None
     feed_categories: frozenset[str] = frozenset()
+    #: The structure (lieu d'exercice) a professional signed in for, and its name.
+    structure: str | None = None
+    structure_name: str | None = None
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
@@ -115,4 +119,6 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         represents=texts("represents"),
         feed_id=text("feed"),
         feed_categories=texts("feed_categories"),
+        structure=text("structure"),
+        structure_name=text("structure_name"),
     )

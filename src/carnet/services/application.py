@@ -18,6 +18,7 @@ from carnet.services.notifications import NotificationStore
 from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider, Store
 from carnet.services.records import RecordService
+from carnet.services.sign_ins import SignInJournal
 from carnet.settings import Settings
 
 __all__ = ["Application", "ApplicationStore"]
@@ -65,3 +66,7 @@ class Application(Protocol):
     @property
     def feeds(self) -> FeedRegistry:
         """The registry of feeds (systems that write into records)."""
+
+    @property
+    def sign_ins(self) -> SignInJournal:
+        """The journal of sign-ins, accepted and refused."""

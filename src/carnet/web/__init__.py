@@ -43,10 +43,12 @@ import importlib
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
+from carnet.auth.oidc import RelyingParty
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import Identifier
 from carnet.services.application import Application
@@ -70,13 +72,17 @@ def mount_web(
     *,
     status_of: Callable[[CarnetError], int],
     demo_people: Sequence[tuple[Identifier, str]] = (),
+    sign_in: RelyingParty | None = None,
+    sign_in_jwks: dict[str, Any] | None = None,
 ) -> None:
     """Add the portals to ``app``: session, security headers, error pages, static files, routes.
 
     ``status_of`` maps an error to its HTTP status (the API's table); ``demo_people`` are the
-    identities the development sign-in page offers when a record has their INS.
+    identities the development sign-in page offers when a record has their INS; ``sign_in`` is
+    the OpenID relying party professionals sign in with (and ``sign_in_jwks`` the public key
+    set it publishes), when a provider is configured.
     """
-    from carnet.web import login, patient, patient_documents, patient_journal, patient_profile
+    from carnet.web import login, oidc_login, patient, patient_documents, patient_journal, patient_profile
 
     secret = session_secret(settings.key_dir)
     app.state.portal = Portal(
@@ -85,6 +91,8 @@ def mount_web(
         templates=make_templates(),
         session_secret=secret,
         demo=DemoDirectory(services.records, demo_people),
+        sign_in=sign_in,
+        sign_in_jwks=sign_in_jwks,
     )
     # Sign-ins per client address and per account (carnet.web.login); burst = one minute's worth.
     app.state.login_limiter = RateLimiter(
@@ -105,6 +113,7 @@ def mount_web(
     # Who is signed in is found before every portal route, in a worker thread.
     signed = [Depends(signed_in)]
     app.include_router(login.router, dependencies=signed)
+    app.include_router(oidc_login.router, dependencies=signed)
     app.include_router(patient.router, dependencies=signed)
     app.include_router(patient_documents.router, dependencies=signed)
     app.include_router(patient_journal.router, dependencies=signed)

@@ -69,7 +69,13 @@ def _login_page(
     return render(
         request,
         "login.html",
-        {"enabled": enabled, "patients": patients, "professionals": professionals, "error": error},
+        {
+            "enabled": enabled,
+            "oidc": state.sign_in is not None,
+            "patients": patients,
+            "professionals": professionals,
+            "error": error,
+        },
         status=status,
         headers=headers,
     )

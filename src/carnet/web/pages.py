@@ -30,6 +30,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from carnet.auth.oidc import RelyingParty
 from carnet.services.application import Application
 from carnet.settings import Settings
 from carnet.web.csrf import FIELD, csrf_token
@@ -50,6 +51,10 @@ class Portal:
     templates: jinja2.Environment
     session_secret: str
     demo: DemoDirectory
+    #: Sign-in through the configured OpenID provider (``carnet.web.oidc_login``), if configured.
+    sign_in: RelyingParty | None = None
+    #: Carnet's public encryption key set, published at ``/oidc/jwks.json``.
+    sign_in_jwks: dict[str, Any] | None = None
 
 
 def make_templates() -> jinja2.Environment:
