@@ -174,7 +174,9 @@ class TestProvider:
         path = self.root / "provider.json"
         path.write_text(json.dumps(self.config()), encoding="utf-8")
         with (self.root / "provider.log").open("ab") as log:
-            self.process = subprocess.Popen(["node", str(SCRIPT), str(path)], stdout=subprocess.PIPE, stderr=log)
+            self.process = subprocess.Popen(
+                ["node", str(SCRIPT), str(path)], stdout=subprocess.PIPE, stderr=log
+            )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().decode()
         if not line.startswith("ready"):

@@ -25,6 +25,8 @@ from carnet.demo import seed_population
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Principal
 from carnet.settings import Mode, Settings
+from carnet.web.i18n import catalog
+from carnet.web.oidc_login import REASONS
 from carnet.web.session import session_secret
 from oidc_provider import CLIENT_ID, CLIENT_SECRET, GP, NURSE, TestProvider, sign_in_at_provider
 
@@ -42,7 +44,9 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProvider]
 
 
 @pytest.fixture
-def carnet(settings: Settings, provider: TestProvider, tmp_path: Path) -> Iterator[tuple[TestClient, Services]]:
+def carnet(
+    settings: Settings, provider: TestProvider, tmp_path: Path
+) -> Iterator[tuple[TestClient, Services]]:
     """Carnet in production mode, signing professionals in through ``provider``."""
     key_dir = tmp_path / "production-keys"
     key_dir.mkdir(mode=0o700)
@@ -95,7 +99,8 @@ def test_the_sign_in_request_is_psc_s(carnet: tuple[TestClient, Services], provi
     assert query["acr_values"] == "eidas1"
     assert query["code_challenge_method"] == "S256"
     assert query["redirect_uri"] == f"{CARNET}/login/oidc/callback"
-    assert len(query["nonce"]) >= 32 and len(query["state"]) >= 32
+    assert len(query["nonce"]) >= 32
+    assert len(query["state"]) >= 32
     assert "code_verifier" not in query
 
 
@@ -124,13 +129,15 @@ def test_a_professional_of_two_structures_chooses_one(carnet: tuple[TestClient, 
     client, _ = carnet
     choice = _sign_in(client, NURSE)
     assert choice.status_code == 200
-    assert "SSIAD DU PARC" in choice.text and "CENTRE DE SANTÉ DES LILAS" in choice.text
+    assert "SSIAD DU PARC" in choice.text
+    assert "CENTRE DE SANTÉ DES LILAS" in choice.text
     assert client.get("/pro/", follow_redirects=False).status_code == 303  # not signed in yet
     token = choice.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     wrong = client.post("/login/structure", data={"csrf_token": token, "choice": "7"})
     assert wrong.status_code == 422
     chosen = client.post("/login/structure", data={"csrf_token": token, "choice": "1"})
-    assert chosen.status_code == 200 and 'id="signed-in-continue"' in chosen.text
+    assert chosen.status_code == 200
+    assert 'id="signed-in-continue"' in chosen.text
     assert "Inès BERNARD" in client.get("/pro/").text
 
 
@@ -170,7 +177,10 @@ def test_a_pkce_verifier_mismatch_and_a_wrong_nonce_are_refused(carnet: tuple[Te
     second = serializer.loads(client.cookies.get("carnet_oidc") or "")
     # PKCE: the first answer, with the second sign-in's verifier.
     client.cookies.set(
-        "carnet_oidc", serializer.dumps({**first, "verifier": second["verifier"]}), domain="testserver.local", path="/login/oidc"
+        "carnet_oidc",
+        serializer.dumps({**first, "verifier": second["verifier"]}),
+        domain="testserver.local",
+        path="/login/oidc",
     )
     assert _callback(client, back).status_code == 401
     # Nonce: a fresh answer whose ID token carries another sign-in's nonce.
@@ -178,9 +188,17 @@ def test_a_pkce_verifier_mismatch_and_a_wrong_nonce_are_refused(carnet: tuple[Te
         back = sign_in_at_provider(browser, _start(client), account=GP)
     third = serializer.loads(client.cookies.get("carnet_oidc") or "")
     client.cookies.set(
-        "carnet_oidc", serializer.dumps({**third, "nonce": second["nonce"]}), domain="testserver.local", path="/login/oidc"
+        "carnet_oidc",
+        serializer.dumps({**third, "nonce": second["nonce"]}),
+        domain="testserver.local",
+        path="/login/oidc",
     )
     assert _callback(client, back).status_code == 401
     reasons = _reasons(services)
     assert ("deny", ("oidc:token",)) in reasons
     assert ("deny", ("oidc:nonce",)) in reasons
+
+
+def test_every_refusal_reason_reads_in_french() -> None:
+    """Each message a refused sign-in shows has its French text."""
+    assert [m for m in REASONS.values() if m not in catalog("fr")] == []
