@@ -239,9 +239,16 @@ def _opening(case: Case) -> Verdict:
 
 
 def _feed(case: Case, tables: Tables) -> Verdict:
-    """§3.5: feeds create their registered categories in open records, while the patient lets them."""
-    actor, choices = case.actor, case.choices
-    if case.action != "create" or not case.record_open:
+    """§3.5: feeds create their registered categories in open records, while the patient lets them;
+    they replace or delete only what they wrote (issue 13)."""
+    actor, choices, document = case.actor, case.choices, case.document
+    own = (
+        case.action in ("update", "delete")
+        and document is not None
+        and actor.feed_id is not None
+        and actor.feed_id in document.author_ids
+    )
+    if (case.action != "create" and not own) or not case.record_open:
         return DENY
     class_code = tables.class_of(case)
     if class_code is None or class_code not in actor.feed_categories:

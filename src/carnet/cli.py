@@ -207,15 +207,25 @@ def generate(
         "var/synthetic"
     ),
     documents: Annotated[int, typer.Option(help="Documents per patient (one per DMP class in turn)")] = 8,
+    hl7v2: Annotated[
+        bool, typer.Option("--hl7v2", help="Also write each CDA as an ORU/MDM message (hl7v2/ folder)")
+    ] = False,
 ) -> None:
     """Write synthetic French patients as FHIR R4 transaction Bundles (deterministic for a seed)."""
     from carnet.synthetic import generate_population
+    from carnet.synthetic.hl7v2 import messages_for
 
     out.mkdir(parents=True, exist_ok=True)
+    if hl7v2:
+        (out / "hl7v2").mkdir(exist_ok=True)
     with Progress(TextColumn("Generating"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task("generate", total=patients)
         for index, item in enumerate(generate_population(patients, seed, documents_per_patient=documents)):
             (out / f"patient-{index:05d}.json").write_bytes(item.to_json())
+            if hl7v2:
+                sent = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=index)
+                for name, message in messages_for(item.bundle, sent_at=sent, prefix=f"P{index:05d}"):
+                    (out / "hl7v2" / f"{name}.hl7").write_bytes(message)
             bar.update(task, completed=index + 1)
     console.print(f"{patients} patients written to {out} (seed {seed}).")
 

@@ -108,3 +108,36 @@ def feeds_resume(feed_id: Annotated[str, typer.Argument(help="The feed's id")]) 
     except CarnetError as exc:
         raise _fail(exc) from None
     console.print(f"Feed {feed_id} resumed.")
+
+
+@feeds_app.command("mllp")
+def feeds_mllp(
+    feed_id: Annotated[str, typer.Argument(help="The registered HL7 v2 feed this listener takes messages for")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (2575 is HL7's)")] = 2575,
+) -> None:
+    """Listen for a feed's HL7 v2 messages over MLLP; answer each with its ACK (and ZAM) until Ctrl-C."""
+    import asyncio
+
+    from carnet.api.app import build_services, start_mllp
+
+    try:
+        services = build_services(load(os.environ))
+    except CarnetError as exc:
+        console.print(f"[red]Configuration error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+    async def run() -> None:
+        server = await start_mllp(services, feed_id=feed_id, host=host, port=port)
+        console.print(f"MLLP listener for feed {feed_id} on {host}:{port}")
+        async with server:
+            await server.serve_forever()
+
+    try:
+        asyncio.run(run())
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        services.store.engine.dispose()

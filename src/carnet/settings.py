@@ -123,6 +123,8 @@ KNOWN = frozenset(
         "CARNET_API_BURST",
         "CARNET_LOGIN_RATE_PER_MINUTE",
         "CARNET_TOKEN_LEEWAY_SECONDS",
+        "CARNET_MLLP_PORT",
+        "CARNET_MLLP_FEED",
     }
 )
 
@@ -179,6 +181,9 @@ class Settings:
     api_rate_per_minute: int = 600
     api_burst: int = 120
     login_rate_per_minute: int = 10
+    #: The MLLP listener that ``carnet serve`` starts for one registered HL7 v2 feed (0: none).
+    mllp_port: int = 0
+    mllp_feed: str | None = None
 
     def __repr__(self) -> str:
         # The PIN never appears in logs or tracebacks.
@@ -317,7 +322,13 @@ def load(env: Mapping[str, str]) -> Settings:
         api_rate_per_minute=_int(env, "CARNET_API_RATE_PER_MINUTE", 600),
         api_burst=_int(env, "CARNET_API_BURST", 120),
         login_rate_per_minute=_int(env, "CARNET_LOGIN_RATE_PER_MINUTE", 10),
+        mllp_port=_int(env, "CARNET_MLLP_PORT", 0),
+        mllp_feed=env.get("CARNET_MLLP_FEED") or None,
     )
+    if settings.mllp_port and settings.mllp_feed is None:
+        raise ConfigurationError(
+            "CARNET_MLLP_PORT needs CARNET_MLLP_FEED: the registered feed it listens for."
+        )
     if not 2 <= settings.max_depth <= 100:
         # The validator and the serialiser recurse: deeper input could exhaust Python's stack.
         raise ConfigurationError("CARNET_MAX_DEPTH must be between 2 and 100.")

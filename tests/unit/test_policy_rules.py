@@ -660,6 +660,43 @@ _LAB_REPORT = _doc("10", resource_type="DiagnosticReport")
         grants=Grants(accepted_feeds=frozenset({"cnam"}), refused_feeds=frozenset({"cnam"})),
         profile="sovereign",
     ),
+    Row(
+        "replaces-own",
+        FEED,
+        _doc("60", authors=("cnam",)),
+        True,
+        ("feed-own-document",),
+        Action.UPDATE,
+        AccessMode.FEED,
+    ),
+    Row(
+        "deletes-own",
+        FEED,
+        _doc("60", authors=("cnam",)),
+        True,
+        ("feed-own-document",),
+        Action.DELETE,
+        AccessMode.FEED,
+    ),
+    Row(
+        "deletes-another-feeds",
+        FEED,
+        _doc("60", authors=("lab",)),
+        False,
+        ("feed-never-reads",),
+        Action.DELETE,
+        AccessMode.FEED,
+    ),
+    Row(
+        "own-but-refused",
+        FEED,
+        _doc("60", authors=("cnam",)),
+        False,
+        ("feed-refused",),
+        Action.UPDATE,
+        AccessMode.FEED,
+        grants=Grants(refused_feeds=frozenset({"cnam"})),
+    ),
 )
 def test_feed_writes_registered(row: Line) -> None:
     """Feeds create only their registered categories, in open records, while the patient lets them."""

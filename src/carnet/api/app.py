@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from carnet.api.auth import TokenVerifier
 from carnet.api.docs import mount_docs
 from carnet.api.documents import router as documents_router
+from carnet.api.feeds import router as feeds_router
 from carnet.api.fhir import fhir_response, router
 from carnet.api.guard import GuardMiddleware
 from carnet.api.journal import public as journal_public
@@ -44,8 +46,11 @@ from carnet.crypto.shares import ShareLedger
 from carnet.domain.errors import AuditChainError, CarnetError, ConfigurationError, Conflict, RateLimited
 from carnet.domain.policy import PROFILES
 from carnet.domain.principal import Identifier
+from carnet.feeds import mllp
 from carnet.notify.worker import DeliveryWorker
+from carnet.offload import offload
 from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
+from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
@@ -88,6 +93,7 @@ class Services:
     portal_sessions: PortalSessions
     feeds: FeedRegistry
     sign_ins: SignInJournal
+    hl7v2: HL7v2Intake
 
 
 def make_key_provider(settings: Settings) -> KeyProvider:
@@ -140,6 +146,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         store=store, vault=vault, profile=profile, clock=utc_now, new_id=new_id, journal=journal
     )
     key_service = KeyService(store=store, keys=keys, shares=shares, profile=profile, clock=utc_now)
+    feeds = FeedRegistry(store=store, clock=utc_now)
     return Services(
         settings=settings,
         store=store,
@@ -148,9 +155,25 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         key_service=key_service,
         journal=journal,
         portal_sessions=PortalSessions(store=store, cipher=cipher, clock=utc_now),
-        feeds=FeedRegistry(store=store, clock=utc_now),
         sign_ins=SignInJournal(store=store, vault=vault, journal=journal, clock=utc_now),
+        feeds=feeds,
+        hl7v2=HL7v2Intake(records=records, registry=feeds, clock=utc_now),
     )
+
+
+async def start_mllp(services: Services, *, feed_id: str, host: str, port: int) -> asyncio.Server:
+    """Listen for one registered feed's HL7 v2 messages over MLLP; each is answered by its ACK (and ZAM).
+
+    Raises:
+        NotFound: the feed is not registered (start-up stops).
+    """
+    await offload(services.feeds.get, feed_id)
+
+    async def handle(raw: bytes) -> list[bytes]:
+        receipt = await offload(services.hl7v2.receive, feed_id, raw)
+        return [receipt.ack] if receipt.business is None else [receipt.ack, receipt.business]
+
+    return await mllp.serve(host, port, handle, max_bytes=services.settings.max_body_bytes)
 
 
 def start_background(services: Services) -> Callable[[], None]:
@@ -284,9 +307,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         halt = start_background(wired) if background else None
+        listener = None
+        if settings.mllp_port and settings.mllp_feed:
+            listener = await start_mllp(
+                wired, feed_id=settings.mllp_feed, host=settings.host, port=settings.mllp_port
+            )
         try:
             yield
         finally:
+            if listener is not None:
+                listener.close()
+                await listener.wait_closed()
             if halt is not None:
                 halt()
             if sign_in is not None:
@@ -319,6 +350,7 @@ def create_app(
     app.include_router(operations_router, prefix="/fhir")  # likewise
     app.include_router(journal_router, prefix="/fhir")  # likewise
     app.include_router(journal_public, prefix="/journal")
+    app.include_router(feeds_router)
     app.include_router(router, prefix="/fhir")
     if app.openapi_url is not None:
         mount_docs(app)

@@ -13,7 +13,8 @@
     │   ├── InvalidResource       the resource does not validate against FHIR R4
     │   ├── UnsupportedSearch     a search parameter or modifier we do not implement
     │   ├── PayloadTooLarge       the body exceeds the configured limit
-    │   └── NotSupported          an interaction this type does not offer (AuditEvent is written by Carnet)
+    │   ├── NotSupported          an interaction this type does not offer (AuditEvent is written by Carnet)
+    │   └── FeedMessageError      a feed's message (HL7 v2) cannot be taken: its HL7 error code, AE or AR
     ├── Unauthenticated           no token, or a token that does not verify
     │   └── SignInRefused         an OpenID provider's answer does not verify (state, nonce, acr…)
     ├── IdentityProviderUnavailable  the OpenID provider cannot be reached or answers nonsense
@@ -97,6 +98,33 @@ class PayloadTooLarge(InvalidRequest):
     """The request body is larger than the configured limit."""
 
     code = "too-costly"
+
+
+class FeedMessageError(InvalidRequest):
+    """A feed's message cannot be taken as it is (answered with an HL7 v2 ACK ``AE`` or ``AR``).
+
+    ``hl7_code`` is the error of HL7 table 0357 (``100`` segment sequence … ``207`` application
+    error) and ``application_code`` the volet's own (``902`` unknown patient, ``903`` no INS…);
+    ``rejected`` means the message itself is refused (``AR``: unsupported type, version, or not
+    HL7 at all) rather than its content (``AE``); ``location`` is the ERR-2 (``PID^1^3``).
+    """
+
+    code = "invalid"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hl7_code: str = "207",
+        application_code: str | None = None,
+        rejected: bool = False,
+        location: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.hl7_code = hl7_code
+        self.application_code = application_code
+        self.rejected = rejected
+        self.location = location
 
 
 class Unauthenticated(CarnetError):

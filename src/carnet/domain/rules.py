@@ -329,17 +329,26 @@ def shared_directory(ctx: Context) -> Decision | None:
     "record-closed",
     "feed-category-not-registered",
     "feed-refused",
+    "feed-own-document",
 )
 def feed_writes_registered(ctx: Context) -> Decision | None:
     """Feeds create only their registered categories, in open records, while the patient lets them.
 
     ``fr-dmp``: a feed writes until the patient refuses it (by feed id or classCode);
-    ``sovereign``: only once the patient accepted it. Feeds never read.
+    ``sovereign``: only once the patient accepted it. Feeds never read; a feed replaces or
+    deletes only a document it wrote itself (its feed id among the document's authors).
     """
     actor, grants = ctx.actor, ctx.grants
     if actor.kind is not ActorKind.FEED:
         return None
-    if ctx.request.action is not Action.CREATE:
+    document = ctx.target.document
+    own = (
+        ctx.request.action in (Action.UPDATE, Action.DELETE)
+        and document is not None
+        and actor.feed_id is not None
+        and actor.feed_id in document.author_ids
+    )
+    if ctx.request.action is not Action.CREATE and not own:
         return _deny("feed-never-reads")
     if not ctx.target.record_open:
         return _deny("record-closed")
@@ -349,7 +358,7 @@ def feed_writes_registered(ctx: Context) -> Decision | None:
     names = {class_code} if actor.feed_id is None else {class_code, actor.feed_id}
     if names & grants.refused_feeds or (ctx.profile.feeds_opt_in and not names & grants.accepted_feeds):
         return _deny("feed-refused")
-    return _allow("feed-registered-category")
+    return _allow("feed-own-document" if own else "feed-registered-category")
 
 
 @rule("occupational-consent", "no-record")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
@@ -70,3 +71,7 @@ class Application(Protocol):
     @property
     def sign_ins(self) -> SignInJournal:
         """The journal of sign-ins, accepted and refused."""
+
+    @property
+    def hl7v2(self) -> HL7v2Intake:
+        """HL7 v2 messages of the feeds, taken into the records (MLLP and HTTP)."""

@@ -19,6 +19,7 @@ from carnet.domain.documents import (
     master_identifier,
 )
 from carnet.domain.errors import Conflict, InvalidResource
+from carnet.domain.principal import ActorKind
 from carnet.domain.resources import is_valid_id
 from carnet.domain.search import parse_search
 from carnet.services._call import Call
@@ -71,7 +72,12 @@ class DocumentChecks:
         if unique is None:
             return None
         query = parse_search("DocumentReference", [("identifier", f"{unique[0]}|{unique[1]}")])
-        for stored in self._search.matching(call, patient_id, query):
+        # A feed never reads, so sees nothing: its resubmission is recognised before visibility.
+        if call.actor.kind is ActorKind.FEED:
+            found = self._gate.matches(call, patient_id, query)
+        else:
+            found = self._search.matching(call, patient_id, query)
+        for stored in found:
             existing = stored.resource or {}
             if master_identifier(existing) != unique:
                 continue

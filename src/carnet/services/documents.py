@@ -17,24 +17,21 @@ from carnet.domain.documents import (
     check_attachment,
     decode_base64,
     document_facts,
+    master_identifier,
     sha1_base64,
 )
-from carnet.domain.errors import (
-    InvalidResource,
-)
+from carnet.domain.errors import InvalidResource, NotFound
 from carnet.domain.policy import (
     Action,
 )
 from carnet.domain.principal import ActorKind
+from carnet.domain.search import parse_search
 from carnet.domain.validation import validate
 from carnet.services._call import Call
 from carnet.services.document_checks import DocumentChecks
 from carnet.services.gate import Gate
 from carnet.services.reads import Reads
-from carnet.services.record_types import (
-    WriteResult,
-    instant,
-)
+from carnet.services.record_types import Stored, WriteResult, instant
 from carnet.services.writes import Writes
 
 Clock = Callable[[], datetime]
@@ -118,6 +115,7 @@ class Documents:
         # so that resending a document leaves nothing behind.
         facts = document_facts(revised)
         if call.actor.kind is ActorKind.FEED:
+            self._resolve_replaced(call, revised, patient_id)
             # A feed writes by classCode: the document's decides, and its Binaries and
             # SubmissionSet are written under it (the policy sees no class of their own).
             call.publishing = facts
@@ -159,3 +157,51 @@ class Documents:
             }
             self._writes.create(call, submission)
         return result
+
+    def locate_unique(self, call: Call, patient_id: str, system: str, value: str) -> Stored | None:
+        """Return the current DocumentReference of a record whose uniqueId is ``system|value``.
+
+        Found before any visibility check, for a feed about to replace or delete a document it
+        sent (a feed never reads): the write that follows is decided by the policy, which lets a
+        feed touch only the documents it wrote.
+        """
+        query = parse_search("DocumentReference", [("identifier", f"{system}|{value}")])
+        for stored in self._gate.matches(call, patient_id, query):
+            resource = stored.resource or {}
+            if master_identifier(resource) == (system, value) and resource.get("status") == "current":
+                return stored
+        return None
+
+    def withdraw(self, call: Call, patient_id: str, system: str, value: str) -> str:
+        """Delete the current document of a record whose uniqueId is ``system|value``; return its id.
+
+        Raises:
+            NotFound: no current document with that uniqueId. AccessDenied: not the caller's.
+        """
+        found = self.locate_unique(call, patient_id, system, value)
+        if found is None:
+            raise NotFound(f"No current document has the uniqueId {value[:80]} in this record.")
+        self._writes.delete(call, "DocumentReference", found.resource_id)
+        return found.resource_id
+
+    def _resolve_replaced(self, call: Call, document: dict[str, Any], patient_id: str) -> None:
+        """Point a feed's ``relatesTo`` (replaces) given by the parent's uniqueId at the parent's id.
+
+        Raises:
+            InvalidResource: no current document of the record has that uniqueId.
+        """
+        for relation in document.get("relatesTo") or []:
+            target = relation.get("target") if isinstance(relation, dict) else None
+            if not isinstance(target, dict) or "reference" in target:
+                continue
+            identifier = target.get("identifier")
+            if not isinstance(identifier, dict):
+                continue
+            system, value = str(identifier.get("system")), str(identifier.get("value"))
+            parent = self.locate_unique(call, patient_id, system, value)
+            if parent is None:
+                raise InvalidResource(
+                    f"The replaced document {value[:80]} is not a current document of this record.",
+                    expression=("DocumentReference.relatesTo.target.identifier",),
+                )
+            relation["target"] = {"reference": f"DocumentReference/{parent.resource_id}"}

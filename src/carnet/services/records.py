@@ -357,6 +357,15 @@ class Records:
         with self._call("create", "DocumentReference", write=True) as call:
             return self._svc.documents.publish(call, document)
 
+    def withdraw(self, patient_id: str, system: str, value: str) -> str:
+        """Delete the current document of a record with the uniqueId ``system|value`` (a feed's delete).
+
+        Raises:
+            NotFound: no such current document. AccessDenied: not the caller's to delete.
+        """
+        with self._call("delete", "DocumentReference", write=True) as call:
+            return self._svc.documents.withdraw(call, patient_id, system, value)
+
     def audit_proof(self, event_id: str) -> dict[str, Any]:
         """Return a journal entry's inclusion proof under a signed checkpoint, as FHIR Parameters.
 

@@ -296,11 +296,19 @@ class Writes:
                 raise InvalidResource(
                     f"relatesTo replaces DocumentReference/{old_id[:64]}, which is not in this record."
                 )
-            gate.check(call, Action.UPDATE, gate.target(call, patient_id, "DocumentReference"), hide=False)
+            feed = call.actor.kind is ActorKind.FEED
+            if not feed:
+                gate.check(
+                    call, Action.UPDATE, gate.target(call, patient_id, "DocumentReference"), hide=False
+                )
             current = session.current(patient_id, "DocumentReference", old_id)
             if current is None or current.deleted:
                 raise InvalidResource(f"DocumentReference/{old_id} was deleted and cannot be replaced.")
             old = gate.open(gate.key(call, patient_id), current).resource or {}
+            if feed:
+                # A feed replaces only what it wrote: the policy reads the old document's authors.
+                target = gate.target(call, patient_id, "DocumentReference", document=document_facts(old))
+                gate.check(call, Action.UPDATE, target, hide=False)
             if old.get("status") == "superseded":
                 raise Conflict(
                     f"DocumentReference/{old_id} was already replaced; replace its newest version."

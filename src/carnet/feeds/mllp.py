@@ -1,0 +1,132 @@
+"""MLLP: the Minimal Lower Layer Protocol that carries HL7 v2 messages over TCP.
+
+Each message travels in a frame ``<VT> message <FS><CR>`` (``0x0B`` … ``0x1C 0x0D``), and each
+is answered on the same connection by one frame holding its acknowledgement. This module is the
+transport alone: :func:`serve` listens, reads the frames of each connection in order and answers
+each with what the ``handler`` it is given returns (the composition root hands in the use case of
+:mod:`carnet.services.feed_intake`, run off the event loop). A connection that sends more than
+``max_bytes`` without closing a frame, or bytes outside a frame, is closed: nothing is
+acknowledged that was not read whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+START = b"\x0b"
+END = b"\x1c\r"
+log = logging.getLogger("carnet.mllp")
+
+#: Answers one message with the frames to send back: its ACK, then a business ack (ZAM) if any.
+Handler = Callable[[bytes], Awaitable[Sequence[bytes]]]
+
+
+class FrameError(Exception):
+    """The peer broke the MLLP framing (bytes before a start block, or a frame too large)."""
+
+
+def frame(payload: bytes) -> bytes:
+    """Wrap one message in an MLLP frame."""
+    return START + payload + END
+
+
+async def read_frames(reader: asyncio.StreamReader, *, max_bytes: int) -> AsyncIterator[bytes]:
+    """Yield each message of a connection, in order, until it closes.
+
+    Raises:
+        FrameError: bytes other than whitespace before a start block, or a frame over ``max_bytes``.
+    """
+    buffer = bytearray()
+    while True:
+        start = buffer.find(START)
+        if start < 0:
+            if buffer.strip():
+                raise FrameError("bytes outside an MLLP frame")
+            buffer.clear()
+        elif start > 0:
+            if bytes(buffer[:start]).strip():
+                raise FrameError("bytes outside an MLLP frame")
+            del buffer[:start]
+        end = buffer.find(END)
+        if buffer.startswith(START) and end > 0:
+            yield bytes(buffer[1:end])
+            del buffer[: end + len(END)]
+            continue
+        if len(buffer) > max_bytes + len(START) + len(END):
+            raise FrameError("an MLLP frame over the size limit")
+        chunk = await reader.read(65536)
+        if not chunk:
+            return
+        buffer += chunk
+
+
+async def _connection(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler, max_bytes: int
+) -> None:
+    peer = writer.get_extra_info("peername")
+    try:
+        async for message in read_frames(reader, max_bytes=max_bytes):
+            for reply in await handler(message):
+                writer.write(frame(reply))
+            await writer.drain()
+    except FrameError as exc:
+        log.warning("MLLP connection from %s closed: %s", peer, exc)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+
+async def serve(host: str, port: int, handler: Handler, *, max_bytes: int) -> asyncio.Server:
+    """Start listening; each connection's frames are answered in order by ``handler``."""
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _connection(reader, writer, handler, max_bytes)
+
+    return await asyncio.start_server(on_connection, host, port, limit=max_bytes + 1024)
+
+
+async def send(host: str, port: int, messages: Sequence[bytes], *, timeout: float = 30.0) -> list[bytes]:
+    """Send messages on one connection; return every frame answered, in order (a small MLLP client).
+
+    Each message is sent once the previous one's ACK has come back; business acks (ZAM) that
+    follow an ACK are returned too, read until the server closes after the last message.
+
+    Raises:
+        FrameError: the server answered outside the framing. TimeoutError: no answer in time.
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    replies: list[bytes] = []
+    try:
+        frames = read_frames(reader, max_bytes=64 * 1024 * 1024)
+        for message in messages:
+            writer.write(frame(message))
+            await writer.drain()
+            while True:
+                reply = await asyncio.wait_for(anext(frames), timeout)
+                replies.append(reply)
+                if _is_ack(reply):
+                    break
+        writer.write_eof()
+        while True:
+            try:
+                replies.append(await asyncio.wait_for(anext(frames), timeout))
+            except StopAsyncIteration:
+                break
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+    return replies
+
+
+def _is_ack(message: bytes) -> bool:
+    """Whether a message is a technical ACK (MSH-9 ``ACK``)."""
+    header = message.split(b"\r", 1)[0]
+    fields = header.split(header[3:4]) if len(header) > 4 else []
+    return len(fields) > 8 and fields[8].startswith(b"ACK")

@@ -1,0 +1,243 @@
+"""Taking a feed's HL7 v2 message into the record: parse, place, publish / replace / delete, acknowledge.
+
+One use case, :meth:`HL7v2Intake.receive`, shared by the MLLP listener and the HTTP endpoint:
+
+1. the feed must be registered and active; if it registered a sender, MSH-3^MSH-4 must be it;
+2. the message is read (:mod:`carnet.feeds.hl7v2`): ORU^R01 v2.5 or MDM^T02/T10/T04 v2.6, the
+   action agreed by ORC-1, OBX-11 and the event, the CDA of OBX-5, the INS of PID-3;
+3. the CDA's INS must be one of PID-3's, and a record must carry it (found by the identity index:
+   the feed never reads);
+4. the document is written as the feed, in the feed mode, so the policy decides as on every feed
+   route: its registered classes only, only while the patient lets it; a replacement points to
+   the parent by uniqueId, a deletion removes the current document with the CDA's id, and a
+   feed replaces or deletes only what it sent. The metadata OBXs become the document's labels:
+   ``MASQUE_PS``, ``INVISIBLE_PATIENT``, ``INVISIBLE_REP_LEGAUX`` (securityLabel, TRE_A07) and
+   ``CONNEXION_SECRETE`` (the minor's secret); ``DESTDMP=N`` stores nothing; PRT ``SB`` adds the
+   sending professional and structure to the authors, after the feed itself;
+5. the answer is the technical ACK (AA, or AE/AR with ERR), followed by the ZAM business ack when
+   the message asked for one (``ACK_RECEPTION=Y``).
+
+The ACK is built only after the document is committed (or the refusal is known): a message that
+was acknowledged ``AA`` is in the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from carnet.domain.consent import FEED_SYSTEM
+from carnet.domain.documents import FLAG_SYSTEM, VISIBILITY_SYSTEM
+from carnet.domain.errors import (
+    AccessDenied,
+    CarnetError,
+    Conflict,
+    FeedMessageError,
+    InvalidRequest,
+    NotFound,
+    Unauthenticated,
+)
+from carnet.domain.feeds import Feed, feed_principal
+from carnet.domain.policy import AccessMode
+from carnet.feeds.cda import PS_NATIONAL_ID_ROOT, parse_cda
+from carnet.feeds.cda_metadata import document_reference_from_cda, master_identifier_for
+from carnet.feeds.hl7v2 import (
+    Action,
+    DocumentMessage,
+    Flags,
+    Sender,
+    acknowledgement,
+    business_ack,
+    parse_message,
+    read_header,
+)
+from carnet.services.feed_registry import FeedRegistry
+from carnet.services.records import RecordService
+
+log = logging.getLogger("carnet.feeds")
+
+Clock = Callable[[], datetime]
+STRUCTURE_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """What a message got: the ACK (and ZAM) to send back, and what happened to its document.
+
+    ``outcome`` is ``stored``, ``replaced``, ``deleted``, ``not-for-record`` or ``refused``;
+    ``document_id`` the DocumentReference written or deleted, if any.
+    """
+
+    ack: bytes
+    business: bytes | None
+    outcome: str
+    document_id: str | None = None
+    error: FeedMessageError | None = None
+
+    @property
+    def reply(self) -> bytes:
+        """The bytes to answer with: the ACK, then the ZAM if any (each ends with CR)."""
+        return self.ack + (self.business or b"")
+
+
+class HL7v2Intake:
+    """Takes HL7 v2 messages of registered feeds into the records."""
+
+    def __init__(self, *, records: RecordService, registry: FeedRegistry, clock: Clock) -> None:
+        self._records = records
+        self._registry = registry
+        self._clock = clock
+
+    def receive(self, feed_id: str, raw: bytes) -> Receipt:
+        """Take one message of a feed; return its acknowledgement. Never raises for a bad message."""
+        header = read_header(raw)
+        now = self._clock()
+        control_id = uuid.uuid4().hex[:20]
+        try:
+            feed = self._registry.writer(feed_id)
+            message = parse_message(raw)
+            if feed.sender and message.header.sender != feed.sender:
+                raise FeedMessageError(
+                    f"MSH-3^MSH-4 {message.header.sender[:80]!r} is not the sender registered for this feed.",
+                    rejected=True,
+                    location="MSH^1^4",
+                )
+            outcome, document_id = self._apply(feed, message)
+        except (Unauthenticated, AccessDenied) as exc:
+            return self._refused(header, control_id, now, _application_error(exc, "901"))
+        except FeedMessageError as exc:
+            return self._refused(header, control_id, now, exc)
+        except (InvalidRequest, Conflict, NotFound) as exc:
+            return self._refused(header, control_id, now, _application_error(exc, None))
+        ack = acknowledgement(message.header, control_id=control_id, now=now)
+        business = None
+        if message.flags.reception_ack:
+            business = business_ack(
+                message.header,
+                control_id=uuid.uuid4().hex[:20],
+                now=now,
+                stored=outcome in ("stored", "replaced", "deleted"),
+                document_type=message.type_code,
+            )
+        return Receipt(ack=ack, business=business, outcome=outcome, document_id=document_id)
+
+    def _refused(self, header: Any, control_id: str, now: datetime, error: FeedMessageError) -> Receipt:
+        log.info("feed message refused: %s %s", error.hl7_code, error.message)
+        return Receipt(
+            ack=acknowledgement(header, control_id=control_id, now=now, error=error),
+            business=None,
+            outcome="refused",
+            error=error,
+        )
+
+    def _apply(self, feed: Feed, message: DocumentMessage) -> tuple[str, str | None]:
+        """Store, replace or delete the message's document; return the outcome and the document id.
+
+        Raises:
+            FeedMessageError: the INS is missing, not PID-3's, or of no record.
+            InvalidRequest, AccessDenied, Conflict, NotFound: the document or the write was refused.
+        """
+        if not message.flags.for_record:
+            return "not-for-record", None
+        cda = parse_cda(message.cda)
+        ins = cda.ins
+        if ins is None or not ins.extension:
+            raise FeedMessageError(
+                "The CDA document names no INS in recordTarget/patientRole/id.",
+                application_code="903",
+                location="OBX^1^5",
+            )
+        if (ins.root, ins.extension) not in message.ins:
+            raise FeedMessageError(
+                "The CDA's INS (recordTarget) is not one of PID-3's INS; they must be the same patient.",
+                application_code="904",
+                location="PID^1^3",
+            )
+        records = self._records.records(feed_principal(feed), mode=AccessMode.FEED)
+        patient_id = records.record_with(f"urn:oid:{ins.root}", ins.extension)
+        if patient_id is None:
+            raise FeedMessageError(
+                "No record carries this INS; the patient's record must be opened first.",
+                application_code="902",
+                location="PID^1^3",
+            )
+        if message.action is Action.DELETE:
+            unique = master_identifier_for(cda.id) if cda.id is not None else None
+            if unique is None:
+                raise FeedMessageError(
+                    "The CDA to delete has no ClinicalDocument/id.", hl7_code="101", location="OBX^1^5"
+                )
+            return "deleted", records.withdraw(patient_id, unique["system"], unique["value"])
+        document = document_reference_from_cda(cda, message.cda, patient_id=patient_id)
+        _label(document, message.flags)
+        _add_authors(document, feed, message.sender)
+        if message.action is Action.REPLACE:
+            parent = cda.replaces
+            if parent is None:
+                raise FeedMessageError(
+                    "A replacement's CDA must name the replaced document (relatedDocument typeCode RPLC).",
+                    hl7_code="101",
+                    location="OBX^1^5",
+                )
+            document["relatesTo"] = [
+                {"code": "replaces", "target": {"identifier": master_identifier_for(parent)}}
+            ]
+        result = records.publish(document)
+        outcome = "replaced" if message.action is Action.REPLACE else "stored"
+        return outcome, result.stored.resource_id
+
+
+def _application_error(exc: CarnetError, application_code: str | None) -> FeedMessageError:
+    return FeedMessageError(exc.message, hl7_code="207", application_code=application_code)
+
+
+def _label(document: dict[str, Any], flags: Flags) -> None:
+    """Apply the metadata OBXs to the document: visibility labels and the minor's secret."""
+    labels = [
+        code
+        for code, on in (
+            ("MASQUE_PS", flags.masked_from_professionals),
+            ("INVISIBLE_PATIENT", flags.invisible_to_patient),
+            ("INVISIBLE_REPRESENTANTS_LEGAUX", flags.invisible_to_representatives),
+        )
+        if on
+    ]
+    for code in labels:
+        document.setdefault("securityLabel", []).append(
+            {"coding": [{"system": VISIBILITY_SYSTEM, "code": code}]}
+        )
+    if flags.secret_connection:
+        meta = document.setdefault("meta", {})
+        meta.setdefault("tag", []).append({"system": FLAG_SYSTEM, "code": "minor-secret"})
+
+
+def _add_authors(document: dict[str, Any], feed: Feed, sender: Sender | None) -> None:
+    """Name the feed among the authors (it may then replace and delete its documents), and PRT SB."""
+    authors: list[dict[str, Any]] = list(document.get("author") or [])
+    authors.append(
+        {"type": "Device", "identifier": {"system": FEED_SYSTEM, "value": feed.feed_id}, "display": feed.name}
+    )
+    if sender is not None:
+        known = {str((a.get("identifier") or {}).get("value")) for a in authors}
+        if sender.national_id and sender.national_id not in known:
+            display = " ".join(p for p in (sender.given_name, sender.family_name) if p)
+            person: dict[str, Any] = {
+                "type": "Practitioner",
+                "identifier": {"system": f"urn:oid:{PS_NATIONAL_ID_ROOT}", "value": sender.national_id},
+            }
+            if display:
+                person["display"] = display
+            authors.append(person)
+        if sender.organisation_id and sender.organisation_id not in known:
+            organisation: dict[str, Any] = {
+                "type": "Organization",
+                "identifier": {"system": STRUCTURE_SYSTEM, "value": sender.organisation_id},
+            }
+            if sender.organisation:
+                organisation["display"] = sender.organisation
+            authors.append(organisation)
+    document["author"] = authors

@@ -1,0 +1,273 @@
+"""A hospital system sends ORU/MDM over MLLP (real TCP) and HTTP: documents appear, are replaced and deleted.
+
+Messages are made by ``carnet.synthetic.hl7v2`` around CDA documents of ``carnet.synthetic``;
+the record is read back by its patient through the FHIR API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import hl7
+import hl7.mllp
+from starlette.testclient import TestClient
+
+from carnet.api.app import Services, start_mllp
+from carnet.domain.feeds import FeedKind
+from carnet.feeds import mllp
+from carnet.feeds.cda import class_code_for, parse_cda
+from carnet.synthetic import generate_population
+from carnet.synthetic.hl7v2 import SendingSystem, hl7v2_message
+from minting import Mint
+
+NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+VISIBILITY = "urn:oid:1.2.250.1.213.1.1.4.13"
+
+
+@functools.cache
+def _cda() -> bytes:
+    """A generated CDA (a consultation report, class 10) naming a test INS."""
+    patient = next(iter(generate_population(1, seed=21, documents_per_patient=1)))
+    for entry in patient.bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Binary" and resource["contentType"] == "text/xml":
+            return base64.b64decode(resource["data"])
+    raise AssertionError("no CDA generated")
+
+
+def _replacing(parent: bytes) -> bytes:
+    """A new version of ``parent``: another id, and relatedDocument RPLC naming the parent."""
+    parent_id = re.search(rb'<id root="([0-9.]+)" />', parent)
+    assert parent_id is not None
+    child = parent.replace(parent_id.group(0), b'<id root="2.25.987654321987654321" />', 1)
+    related = b'<relatedDocument typeCode="RPLC"><parentDocument>%s</parentDocument></relatedDocument>'
+    return child.replace(b"<component>", related % parent_id.group(0) + b"<component>", 1)
+
+
+def _ins(raw: bytes) -> tuple[str, str]:
+    ins = parse_cda(raw).ins
+    assert ins is not None
+    assert ins.extension is not None
+    return ins.root, ins.extension
+
+
+def _class(raw: bytes) -> str:
+    code = parse_cda(raw).code
+    assert code is not None
+    return str(class_code_for(code.code, code.code_system))
+
+
+def _message(cda: bytes, control_id: str, **options: Any) -> bytes:
+    return hl7v2_message(
+        cda,
+        ins=_ins(cda),
+        type_code="11488-4",
+        type_label="CR de consultation",
+        control_id=control_id,
+        sent_at=NOW,
+        **options,
+    )
+
+
+class Hospital:
+    """One patient's record and a registered HL7 v2 feed for its documents' class."""
+
+    def __init__(
+        self, client: TestClient, services: Services, auth: Mint, *, classes: frozenset[str] | None = None
+    ):
+        self.client, self.services = client, services
+        cda = _cda()
+        system, value = _ins(cda)
+        headers = auth(kind="patient", identifier=f"urn:oid:{system}|{value}")
+        patient = {"resourceType": "Patient", "identifier": [{"system": f"urn:oid:{system}", "value": value}]}
+        opened = client.post("/fhir/Patient", json=patient, headers=headers)
+        assert opened.status_code == 201, opened.text
+        self.patient_id = opened.json()["id"]
+        self.patient = auth(kind="patient", patient=self.patient_id)
+        registered = services.feeds.add(
+            "hopital-a",
+            name="Hôpital A",
+            kind=FeedKind.HL7V2,
+            classes=classes or frozenset({_class(cda)}),
+            sender=f"{SendingSystem().application}^{SendingSystem().facility}",
+        )
+        self.secret = registered.secret
+
+    def documents(self) -> list[dict[str, Any]]:
+        """The patient's DocumentReferences, every status."""
+        found = self.client.get(f"/fhir/DocumentReference?patient={self.patient_id}", headers=self.patient)
+        assert found.status_code == 200, found.text
+        return [e["resource"] for e in found.json().get("entry", [])]
+
+    def post(self, message: bytes) -> tuple[int, hl7.Message]:
+        """Send one message to the HTTP endpoint; return the status and the parsed ACK."""
+        answer = self.client.post(
+            "/feeds/hopital-a/hl7v2",
+            content=message,
+            headers={"Authorization": f"Bearer {self.secret}", "Content-Type": "application/hl7-v2"},
+        )
+        return answer.status_code, hl7.parse(answer.content.decode("utf-8", "replace").split("\rMSH")[0])
+
+
+def _exchange(services: Services, messages: list[bytes]) -> list[bytes]:
+    """Start the MLLP listener on a free port, send the messages on one TCP connection, return the frames."""
+
+    async def run() -> list[bytes]:
+        server = await start_mllp(services, feed_id="hopital-a", host="127.0.0.1", port=0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await mllp.send("127.0.0.1", port, messages)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(run())
+
+
+def _msa(frame: bytes) -> tuple[str, str]:
+    parsed = hl7.parse(frame.decode("utf-8", "replace"))
+    return str(parsed.segment("MSA")[1]), str(parsed.segment("MSA")[2])
+
+
+def test_mllp_initial_replace_delete_over_tcp(client: TestClient, services: Services, auth: Mint) -> None:
+    """Over one MLLP connection: ORU initial → stored; MDM^T10 replace → old superseded; ORU delete → gone; each ACKed AA."""
+    hospital = Hospital(client, services, auth)
+    parent = _cda()
+    child = _replacing(parent)
+    frames = _exchange(
+        services,
+        [
+            _message(parent, "M1"),
+            _message(child, "M2", kind="MDM", action="replace"),
+        ],
+    )
+    assert [_msa(f) for f in frames] == [("AA", "M1"), ("AA", "M2")]
+    documents = hospital.documents()
+    assert sorted(d["status"] for d in documents) == ["current", "superseded"]
+    current = next(d for d in documents if d["status"] == "current")
+    assert current["relatesTo"][0]["code"] == "replaces"
+    assert any(a.get("identifier", {}).get("value") == "hopital-a" for a in current["author"])
+    frames = _exchange(services, [_message(child, "M3", action="delete")])
+    assert [_msa(f) for f in frames] == [("AA", "M3")]
+    assert [d["status"] for d in hospital.documents()] == ["superseded"]
+
+
+def test_independent_mllp_client_gets_its_ack(client: TestClient, services: Services, auth: Mint) -> None:
+    """python-hl7's own MLLP client (another implementation of the framing) sends an ORU and reads AA."""
+    Hospital(client, services, auth)
+
+    async def run() -> str:
+        server = await start_mllp(services, feed_id="hopital-a", host="127.0.0.1", port=0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await hl7.mllp.open_hl7_connection(
+                "127.0.0.1", port, encoding="utf-8", limit=10_000_000
+            )
+            writer.writemessage(hl7.parse(_message(_cda(), "PY-1").decode()))
+            await writer.drain()
+            ack = await asyncio.wait_for(reader.readmessage(), 30)
+            writer.close()
+            return str(ack.segment("MSA")[1]) + "|" + str(ack.segment("MSA")[2])
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(run()) == "AA|PY-1"
+
+
+def test_resent_message_stores_one_document(client: TestClient, services: Services, auth: Mint) -> None:
+    """The same ORU sent twice (HTTP) is ACKed AA twice and stored once."""
+    hospital = Hospital(client, services, auth)
+    message = _message(_cda(), "R1")
+    assert hospital.post(message)[0] == 200
+    status, ack = hospital.post(message)
+    assert status == 200
+    assert str(ack.segment("MSA")[1]) == "AA"
+    assert len(hospital.documents()) == 1
+
+
+def test_metadata_obx_become_labels_and_destdmp_n_stores_nothing(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """MASQUE_PS=Y labels the document; DESTDMP=N is acknowledged and stores nothing; ZAM answers ACK_RECEPTION=Y."""
+    hospital = Hospital(client, services, auth)
+    answer = client.post(
+        "/feeds/hopital-a/hl7v2",
+        content=_message(_cda(), "F1", flags={"MASQUE_PS": True, "ACK_RECEPTION": True}),
+        headers={"Authorization": f"Bearer {hospital.secret}", "Content-Type": "application/hl7-v2"},
+    )
+    assert answer.status_code == 200
+    assert b"ZAM^Z01^ZAM_Z01" in answer.content
+    assert b"ACK_RECEPTION_DMP" in answer.content
+    (document,) = hospital.documents()
+    labels = {c["code"] for label in document["securityLabel"] for c in label["coding"]}
+    assert "MASQUE_PS" in labels
+    other = _replacing(_cda()).replace(b"RPLC", b"XFRM")
+    status, ack = hospital.post(_message(other, "F2", flags={"DESTDMP": False}))
+    assert status == 200
+    assert str(ack.segment("MSA")[1]) == "AA"
+    assert len(hospital.documents()) == 1
+
+
+def test_refusals_are_application_errors_with_their_code(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """Unknown patient (902), INS not PID-3's (904), another sender (AR), a class not registered (AE), bad secret (401)."""
+    hospital = Hospital(client, services, auth)
+    cda = _cda()
+    system, value = _ins(cda)
+    stranger = cda.replace(value.encode(), b"199999999999999")
+    status, ack = hospital.post(
+        hl7v2_message(
+            stranger,
+            ins=(system, "199999999999999"),
+            type_code="11488-4",
+            type_label="CR",
+            control_id="E1",
+            sent_at=NOW,
+        )
+    )
+    assert (status, str(ack.segment("MSA")[1]), ack["ERR.F5.R1.C1"]) == (422, "AE", "902")
+    status, ack = hospital.post(
+        hl7v2_message(
+            cda, ins=(system, "123"), type_code="11488-4", type_label="CR", control_id="E2", sent_at=NOW
+        )
+    )
+    assert (status, ack["ERR.F5.R1.C1"]) == (422, "904")
+    other_sender = _message(cda, "E3", sender=SendingSystem(application="AUTRE"))
+    status, ack = hospital.post(other_sender)
+    assert (status, str(ack.segment("MSA")[1])) == (400, "AR")
+    wrong = client.post(
+        "/feeds/hopital-a/hl7v2",
+        content=_message(cda, "E4"),
+        headers={"Authorization": "Bearer nope", "Content-Type": "application/hl7-v2"},
+    )
+    assert wrong.status_code == 401
+    assert hospital.documents() == []
+
+
+def test_class_not_registered_is_refused(client: TestClient, services: Services, auth: Mint) -> None:
+    """A feed registered for class 60 only gets AE for a class-10 report, and the record holds nothing."""
+    hospital = Hospital(client, services, auth, classes=frozenset({"60"}))
+    status, ack = hospital.post(_message(_cda(), "C1"))
+    assert (status, str(ack.segment("MSA")[1])) == (422, "AE")
+    assert hospital.documents() == []
+
+
+def test_generated_messages_are_taken(client: TestClient, services: Services, auth: Mint) -> None:
+    """Messages of `carnet generate --hl7v2` (ORU and MDM in turn) for a generated patient are all ACKed AA over MLLP."""
+    from carnet.synthetic.hl7v2 import messages_for
+
+    patient = next(iter(generate_population(1, seed=21, documents_per_patient=4)))
+    hospital = Hospital(
+        client, services, auth, classes=frozenset({"10", "11", "31", "42", "43", "44", "45", "52", "60"})
+    )
+    messages = [m for _, m in messages_for(patient.bundle, sent_at=NOW, prefix="G")]
+    frames = _exchange(services, messages)
+    assert [_msa(f)[0] for f in frames] == ["AA"] * len(messages)
+    assert len(hospital.documents()) == len(messages)

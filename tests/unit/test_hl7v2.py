@@ -1,0 +1,178 @@
+"""HL7 v2 messages of the ANS volet "CDA en HL7v2": what Carnet reads, what it answers.
+
+Messages come from ``carnet.synthetic.hl7v2`` (written from the volet, apart from the reader);
+the external corpus's HL7 v2 samples check that any input ends in an ACK, never a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from datetime import UTC, datetime
+from pathlib import Path
+
+import hl7
+import pytest
+
+from carnet.domain.errors import FeedMessageError
+from carnet.feeds.hl7v2 import Action, acknowledgement, business_ack, parse_message, read_header
+from carnet.synthetic.hl7v2 import SendingSystem, hl7v2_message
+from paths import EXTERNAL
+
+NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+INS = ("1.2.250.1.213.1.4.10", "284031234567890")
+CDA = '<ClinicalDocument xmlns="urn:hl7-org:v3"><title>Compte rendu — Léa</title></ClinicalDocument>'.encode()
+
+
+def _message(**options: object) -> bytes:
+    defaults: dict[str, object] = {
+        "ins": INS,
+        "type_code": "11502-2",
+        "type_label": "CR d'examens biologiques",
+        "control_id": "MSG-1",
+        "sent_at": NOW,
+    }
+    return hl7v2_message(CDA, **{**defaults, **options})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "encoding", "line_end"),
+    list(
+        itertools.product(
+            ("ORU", "MDM"), ("initial", "replace", "delete"), ("utf-8", "iso-8859-15"), ("\r", "\r\n", "\n")
+        )
+    ),
+)
+def test_every_flow_encoding_and_line_end_reads_the_same(
+    kind: str, action: str, encoding: str, line_end: str
+) -> None:
+    """ORU and MDM, initial/replace/delete, UTF-8 and 8859/15, CR/CRLF/LF: the same document, action and INS."""
+    message = parse_message(
+        _message(kind=kind, action=action, encoding=encoding, line_end=line_end, family_name="LÉON")
+    )
+    assert message.cda == CDA
+    assert message.action is Action(action)
+    assert message.ins == (INS,)
+    assert message.type_code == "11502-2"
+    assert message.header.version == ("2.5" if kind == "ORU" else "2.6")
+    assert message.header.encoding == encoding
+
+
+def test_metadata_obx_and_sender_are_read() -> None:
+    """MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REP_LEGAUX, CONNEXION_SECRETE, DESTDMP, ACK_RECEPTION and PRT SB."""
+    flags = {"MASQUE_PS": True, "INVISIBLE_PATIENT": True, "INVISIBLE_REP_LEGAUX": True}
+    read = parse_message(
+        _message(flags={**flags, "CONNEXION_SECRETE": True, "DESTDMP": False, "ACK_RECEPTION": True})
+    )
+    assert read.flags.masked_from_professionals
+    assert read.flags.invisible_to_patient
+    assert read.flags.invisible_to_representatives
+    assert read.flags.secret_connection
+    assert not read.flags.for_record
+    assert read.flags.reception_ack
+    plain = parse_message(_message())
+    assert (
+        plain.flags.masked_from_professionals,
+        plain.flags.invisible_to_patient,
+        plain.flags.for_record,
+    ) == (
+        False,
+        False,
+        True,
+    )
+    assert plain.sender is not None
+    assert plain.sender.national_id == SendingSystem().rpps
+    assert plain.sender.organisation == "Hôpital A"
+    assert plain.sender.organisation_id == SendingSystem().finess
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "code", "rejected"),
+    [
+        (b"ORC|NW", b"ORC|CA", "207", True),  # ORC-1 says delete, OBX-11 says initial
+        (b"||||||F\r", b"||||||X\r", "103", False),  # OBX-11 unknown
+        (b"|2.5|", b"|2.3|", "203", True),  # ORU in another version
+        (b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01", "200", True),
+        (b"ORU^R01^ORU_R01", b"ORU^R30^ORU_R30", "201", True),
+        (b"^Base64^", b"^Base64^!!", "102", False),
+        (b"UNICODE UTF-8", b"EBCDIC", "203", True),
+    ],
+)
+def test_inconsistent_or_unsupported_messages_are_refused(
+    before: bytes, after: bytes, code: str, rejected: bool
+) -> None:
+    """Disagreeing ORC-1/OBX-11, unknown statuses, versions, types, events, base64 and charsets are refused with their code."""
+    raw = _message()
+    assert before in raw
+    with pytest.raises(FeedMessageError) as refused:
+        parse_message(raw.replace(before, after, 1))
+    assert refused.value.hl7_code == code
+    assert refused.value.rejected is rejected
+
+
+def test_mdm_event_must_match_the_document_status() -> None:
+    """An MDM^T04 (delete) whose OBX-11 says F (initial) is rejected."""
+    raw = _message(kind="MDM").replace(b"MDM^T02^MDM_T02", b"MDM^T04^MDM_T02").replace(b"EVN|T02", b"EVN|T04")
+    with pytest.raises(FeedMessageError, match="T04"):
+        parse_message(raw)
+
+
+def test_acknowledgements_name_the_message_and_the_error() -> None:
+    """AA echoes MSH-10 and swaps the applications; AE and AR carry an ERR with the 0357 code; ZAM says Y."""
+    message = parse_message(_message(control_id="CTRL-42"))
+    ack = hl7.parse(acknowledgement(message.header, control_id="A1", now=NOW).decode().replace("\r", "\r"))
+    assert str(ack.segment("MSA")[1]) == "AA"
+    assert str(ack.segment("MSA")[2]) == "CTRL-42"
+    assert str(ack.segment("MSH")[3]) == "CARNET"
+    assert str(ack.segment("MSH")[5]) == SendingSystem().application
+    assert str(ack.segment("MSH")[9]) == "ACK^R01^ACK"
+    error = FeedMessageError("No record carries this INS.", application_code="902", location="PID^1^3")
+    refused = hl7.parse(acknowledgement(message.header, control_id="A2", now=NOW, error=error).decode())
+    assert str(refused.segment("MSA")[1]) == "AE"
+    assert refused["ERR.F3.R1.C1"] == "207"
+    assert refused["ERR.F5.R1.C1"] == "902"
+    rejected = acknowledgement(
+        read_header(b"not hl7"), control_id="A3", now=NOW, error=FeedMessageError("x", rejected=True)
+    )
+    assert b"MSA|AR|" in rejected
+    zam = hl7.parse(
+        business_ack(message.header, control_id="Z1", now=NOW, stored=True, document_type="11502-2").decode()
+    )
+    assert str(zam.segment("MSH")[9]) == "ZAM^Z01^ZAM_Z01"
+    assert zam["OBX1.F3.R1.C1"] == "ACK_RECEPTION_DMP"
+    assert zam["OBX1.F5.R1.C1"] == "Y"
+
+
+def test_acknowledgement_is_encoded_like_the_message() -> None:
+    """A message in 8859/15 is answered in 8859/15 (MSH-18 says so)."""
+    message = parse_message(_message(encoding="iso-8859-15"))
+    ack = acknowledgement(message.header, control_id="A", now=NOW, error=FeedMessageError("Hôpital inconnu"))
+    assert b"8859/15" in ack
+    assert "Hôpital".encode("iso-8859-15") in ack
+
+
+def _external_samples() -> list[Path]:
+    folders = [
+        EXTERNAL / "python-hl7-test-samples" / "messages",
+        EXTERNAL / "ms-fhir-converter-hl7v2-samples" / "messages",
+    ]
+    return sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.suffix == ".hl7")
+
+
+@pytest.mark.external
+def test_external_samples_end_in_an_acknowledgement_never_a_crash() -> None:
+    """Every HL7 v2 sample of the corpus (ADT, ORU 2.4, batches, broken files) is refused with AE/AR, never raises otherwise."""
+    samples = _external_samples()
+    assert len(samples) >= 150
+    codes = set()
+    for path in samples:
+        raw = path.read_bytes()
+        with pytest.raises(FeedMessageError) as refused:
+            parse_message(raw)
+        ack = acknowledgement(read_header(raw), control_id="X", now=NOW, error=refused.value)
+        assert ack.startswith(b"MSH|")
+        codes.add(refused.value.hl7_code)
+        for cut in (len(raw) // 3, len(raw) // 2):  # truncated anywhere: still an answer
+            with contextlib.suppress(FeedMessageError):
+                parse_message(raw[:cut])
+    assert "200" in codes  # ADT and others are not taken here
