@@ -112,7 +112,9 @@ def feeds_resume(feed_id: Annotated[str, typer.Argument(help="The feed's id")]) 
 
 @feeds_app.command("mllp")
 def feeds_mllp(
-    feed_id: Annotated[str, typer.Argument(help="The registered HL7 v2 feed this listener takes messages for")],
+    feed_id: Annotated[
+        str, typer.Argument(help="The registered HL7 v2 feed this listener takes messages for")
+    ],
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (2575 is HL7's)")] = 2575,
 ) -> None:
