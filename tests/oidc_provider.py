@@ -23,6 +23,8 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc.jwk import RSAKey
 
 from carnet.auth.oidc import encryption_key, public_jwks
@@ -34,6 +36,8 @@ CLIENT_ID = "carnet-portal"
 CLIENT_SECRET = "carnet-portal-secret-for-tests-only"
 API_CLIENT_ID = "api-tester"
 API_CLIENT_SECRET = "api-tester-secret-for-tests-only"
+SHORT_CLIENT_ID = "api-short"  # its access tokens live one second
+API_REDIRECT = "http://127.0.0.1/api-tester/callback"
 AUDIENCE = "carnet"
 
 #: Two professionals with PSC's claim names (the shape of a real sandbox payload, SPECS.md §b1):
@@ -150,14 +154,17 @@ class TestProvider:
                     "userinfo_signed_response_alg": "RS256",
                     "jwks": self.encryption_public,
                 },
-                {
-                    "client_id": API_CLIENT_ID,
-                    "client_secret": API_CLIENT_SECRET,
-                    "redirect_uris": ["http://127.0.0.1/api-tester/callback"],
-                    "grant_types": ["authorization_code"],
-                    "response_types": ["code"],
-                    "token_endpoint_auth_method": "client_secret_basic",
-                },
+                *(
+                    {
+                        "client_id": client_id,
+                        "client_secret": API_CLIENT_SECRET,
+                        "redirect_uris": [API_REDIRECT],
+                        "grant_types": ["authorization_code"],
+                        "response_types": ["code"],
+                        "token_endpoint_auth_method": "client_secret_basic",
+                    }
+                    for client_id in (API_CLIENT_ID, SHORT_CLIENT_ID)
+                ),
             ],
         }
 
@@ -240,3 +247,44 @@ def sign_in_at_provider(
     raise AssertionError(
         f"the provider did not send the browser back: {response.status_code} {response.text[:500]}"
     )
+
+
+def access_token(
+    provider: TestProvider, *, account: str, resource: str | None = None, client_id: str = API_CLIENT_ID
+) -> str:
+    """An access token for Carnet's API (``resource``, by default Carnet's), as a client app gets one.
+
+    The code flow with PKCE at the provider, for the API test client, then the token request.
+    """
+    verifier = generate_token(64)
+    target = resource or provider.resource
+    metadata = provider.metadata()
+    query = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": API_REDIRECT,
+        "scope": "openid scope_all",
+        "state": generate_token(16),
+        "nonce": generate_token(16),
+        "acr_values": "eidas1",
+        "resource": target,
+        "code_challenge": create_s256_code_challenge(verifier),
+        "code_challenge_method": "S256",
+    }
+    with httpx.Client() as browser:
+        url = httpx.URL(metadata["authorization_endpoint"], params=query)
+        back = sign_in_at_provider(browser, str(url), account=account)
+        answer = browser.post(
+            metadata["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": back.params["code"],
+                "redirect_uri": API_REDIRECT,
+                "code_verifier": verifier,
+                "resource": target,
+            },
+            auth=(client_id, API_CLIENT_SECRET),
+        )
+    assert answer.status_code == 200, answer.text
+    token: str = answer.json()["access_token"]
+    return token

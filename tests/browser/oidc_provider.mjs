@@ -40,7 +40,8 @@ const provider = new Provider(config.issuer, {
   acrValues: ['eidas1', 'eidas2', 'eidas3', 'eidas0'],
   pkce: { required: () => true },
   ttl: {
-    AccessToken: config.access_token_seconds || 600,
+    // The client "api-short" gets access tokens of one second (the expiry tests).
+    AccessToken: (ctx, token, client) => (client && client.clientId === 'api-short' ? 1 : (config.access_token_seconds || 600)),
     AuthorizationCode: 60,
     IdToken: 600,
     Interaction: 600,

@@ -43,7 +43,14 @@ from carnet.auth.oidc import (
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.crypto.shares import ShareLedger
-from carnet.domain.errors import AuditChainError, CarnetError, ConfigurationError, Conflict, RateLimited
+from carnet.domain.errors import (
+    AuditChainError,
+    CarnetError,
+    ConfigurationError,
+    Conflict,
+    RateLimited,
+    SignInRefused,
+)
 from carnet.domain.policy import PROFILES
 from carnet.domain.principal import Identifier
 from carnet.feeds import mllp
@@ -361,6 +368,16 @@ def create_app(
         headers = {"WWW-Authenticate": 'Bearer realm="carnet"'} if status == 401 else None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, SignInRefused):
+            # A token of the configured OpenID issuer that does not verify: journaled as a refused sign-in.
+            await offload(
+                wired.sign_ins.record,
+                actor_kind="unknown",
+                actor_id="unknown",
+                accepted=False,
+                reason=f"bearer:{exc.reason}",
+                outcome=exc.reason,
+            )
         if status >= 500:
             log.error(
                 "request failed: %s %s -> %s (%s)",

@@ -45,7 +45,7 @@ from carnet.domain.errors import IdentityProviderUnavailable, SignInRefused
 
 #: eIDAS levels in increasing strength; an ``acr`` off this ladder counts as none.
 ACR_LADDER = ("eidas1", "eidas2", "eidas3")
-JWKS_REFETCH_SECONDS = 10.0
+JWKS_REFETCH_SECONDS = 1.0
 SIGNING_ALGORITHMS = ("RS256", "PS256", "ES256", "RS384", "RS512", "PS384", "ES384", "EdDSA")
 ENCRYPTION_ALGORITHMS = (
     "RSA-OAEP",
