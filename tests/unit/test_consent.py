@@ -29,6 +29,8 @@ GP = "810001"
 def _consent(kind: ConsentKind, **options: Any) -> dict[str, Any]:
     if kind in FEED_KINDS and "feed_id" not in options and "class_code" not in options:
         options["feed_id"] = "cnam"
+    if kind is ConsentKind.APP_GRANT:
+        options.update(app_id="tensio", scopes=("patient/Observation.cs",))
     return consent_for(kind, "p1", GP, now=NOW, **options)
 
 

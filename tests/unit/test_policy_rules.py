@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from carnet.domain.errors import ConfigurationError
+from carnet.domain.grants import AppGrant
 from carnet.domain.policy import (
     ADMITTED,
     MATRIX,
@@ -1584,3 +1585,85 @@ def test_professional_declares_consent(row: Line) -> None:
 def test_choices_belong_to_the_patient(row: Line) -> None:
     """A professional never writes the patient's choices, even when authorised."""
     _check(row)
+
+
+# -- apps (SMART on FHIR): app-within-grant -----------------------------------------------------
+
+
+def _app(scopes: str, patient: str = "p1") -> Principal:
+    return Principal(
+        kind=ActorKind.PATIENT,
+        subject="app:tensio",
+        patient_id=patient,
+        app_id="tensio",
+        app_scopes=frozenset(scopes.split()),
+    )
+
+
+def _app_grants(*scopes: str, until: datetime | None = None) -> Grants:
+    return Grants(apps=MappingProxyType({"tensio": AppGrant(scopes=frozenset(scopes), until=until)}))
+
+
+def _app_decides(
+    principal: Principal, grants: Grants, action: Action, resource_type: str, **target: Any
+) -> tuple[bool, tuple[str, ...]]:
+    patient = target.pop("patient", "p1")
+    request = AccessRequest(
+        actor=principal,
+        action=action,
+        target=Target(patient_id=patient, resource_type=resource_type, **target),
+    )
+    decision = decide(request, grants, PROFILES["fr-dmp"], NOW)
+    return decision.allowed, decision.reasons
+
+
+def test_an_app_needs_the_grant_and_the_token_then_the_patients_rules() -> None:
+    """Allowed only when the patient's grant and the token's scopes both cover it; each alone refuses."""
+    granted = _app_grants("patient/Observation.cs")
+    assert _app_decides(_app("patient/Observation.cs"), granted, Action.CREATE, "Observation") == (
+        True,
+        ("patient-own-record",),
+    )
+    assert _app_decides(_app("patient/Observation.crs"), granted, Action.READ, "Observation") == (
+        False,
+        ("app-scope-not-granted",),
+    )
+    wider = _app_grants("patient/*.cruds")
+    assert _app_decides(_app("patient/Observation.cs"), wider, Action.READ, "DocumentReference") == (
+        False,
+        ("app-scope-not-granted",),
+    )
+    assert _app_decides(_app("patient/Observation.cs"), NO_GRANTS, Action.CREATE, "Observation") == (
+        False,
+        ("app-not-granted",),
+    )
+    ended = _app_grants("patient/Observation.cs", until=NOW - HOUR)
+    assert _app_decides(_app("patient/Observation.cs"), ended, Action.CREATE, "Observation") == (
+        False,
+        ("app-not-granted",),
+    )
+    lasting = _app_grants("patient/Observation.cs", until=NOW + HOUR)
+    assert _app_decides(_app("patient/Observation.cs"), lasting, Action.CREATE, "Observation")[0] is True
+    unknown = _app_grants("patient/Observation.zz")
+    assert _app_decides(_app("patient/Observation.cs"), unknown, Action.CREATE, "Observation") == (
+        False,
+        ("app-scope-not-granted",),
+    )
+
+
+def test_an_app_stays_in_its_patients_record_and_never_writes_choices() -> None:
+    """Another record, the directory, a non-patient app principal and Consent writes are refused."""
+    granted = _app_grants("patient/*.cruds")
+    app = _app("patient/*.cruds")
+    assert _app_decides(app, granted, Action.READ, "Observation", patient="p2")[1] == ("app-outside-record",)
+    assert _app_decides(app, granted, Action.READ, "Practitioner", patient=None, in_directory=True)[1] == (
+        "app-outside-record",
+    )
+    professional = replace(app, kind=ActorKind.PROFESSIONAL)
+    assert _app_decides(professional, granted, Action.READ, "Observation")[1] == ("app-outside-record",)
+    assert _app_decides(app, granted, Action.CREATE, "Consent")[1] == ("app-no-choices",)
+    assert _app_decides(app, granted, Action.READ, "Consent")[0] is True
+    hidden = DocumentFacts(class_code="11", visibility=frozenset({Visibility.INVISIBLE_TO_PATIENT}))
+    assert _app_decides(app, granted, Action.READ, "DocumentReference", document=hidden)[1] == (
+        "invisible-to-patient",
+    )

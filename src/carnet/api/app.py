@@ -30,6 +30,7 @@ from carnet.api.journal import router as journal_router
 from carnet.api.notifications import router as notifications_router
 from carnet.api.operations import router as operations_router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
+from carnet.api.smart_config import router as smart_config_router
 from carnet.audit.signer import FileCheckpointSigner
 from carnet.audit.witness_client import HTTPWitness
 from carnet.auth.oidc import (
@@ -56,6 +57,7 @@ from carnet.domain.principal import Identifier
 from carnet.feeds import mllp
 from carnet.notify.worker import DeliveryWorker
 from carnet.offload import offload
+from carnet.services.apps import AppService
 from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
@@ -101,6 +103,7 @@ class Services:
     feeds: FeedRegistry
     sign_ins: SignInJournal
     hl7v2: HL7v2Intake
+    apps: AppService
 
 
 def make_key_provider(settings: Settings) -> KeyProvider:
@@ -165,6 +168,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         sign_ins=SignInJournal(store=store, vault=vault, journal=journal, clock=utc_now),
         feeds=feeds,
         hl7v2=HL7v2Intake(records=records, registry=feeds, clock=utc_now),
+        apps=AppService(records=records, clock=utc_now),
     )
 
 
@@ -351,7 +355,9 @@ def create_app(
         )
         if sign_in is not None
         else None,
+        opaque=services.apps.principal,
     )
+    app.include_router(smart_config_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(documents_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(notifications_router, prefix="/fhir")  # likewise
     app.include_router(operations_router, prefix="/fhir")  # likewise

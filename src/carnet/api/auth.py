@@ -10,6 +10,9 @@ future is refused. A token of the configured issuer may live at most ``CARNET_TO
 (``exp - iat``, one hour by default): a token meant to last ten years is refused even while valid.
 Development tokens (``carnet token --hours``) are exempt from that cap only.
 
+Opaque bearer tokens (not JWTs) are the access tokens Carnet's SMART authorization server issued
+to apps; they are looked up, not verified, by the function handed in (``carnet.services.apps``).
+
 Claims: ``sub``; ``kind`` (an ``ActorKind``); ``patient`` (record id, optional);
 ``identifier`` (``system|value``, e.g. the INS); ``name``; for professionals (Pro Santé
 Connect-style) ``idnps`` (idNat_PS, e.g. ``810001234567``), ``profession`` (TRE_G15),
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,10 +66,19 @@ def issue_token(settings: Settings, claims: Mapping[str, Any], *, now: datetime,
 class TokenVerifier:
     """Verifies bearer tokens and turns their claims into a principal."""
 
-    def __init__(self, settings: Settings, *, access_tokens: AccessTokenVerifier | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        access_tokens: AccessTokenVerifier | None = None,
+        opaque: Callable[[str], Principal] | None = None,
+    ) -> None:
         self._settings = settings
         #: The configured issuer's JWT access tokens, verified against its fetched JWKS (carnet.auth.oidc).
         self._access_tokens = access_tokens
+        # Opaque tokens (no dots: not a JWT) are the apps' access tokens (carnet.services.apps),
+        # looked up on every request and never cached: revoking one takes effect at once.
+        self._opaque = opaque
         self._dev_public: bytes | None = None
         self._jwks: jwt.PyJWKSet | None = None
         #: Tokens that verified lately: their signature is not checked again (api/token_cache.py).
@@ -90,6 +102,8 @@ class TokenVerifier:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthenticated("Send a bearer token: Authorization: Bearer <token>.")
         token = authorization[7:].strip()
+        if self._opaque is not None and token and "." not in token:
+            return self._opaque(token)
         cached = self.verified.get(token)
         if cached is not None:
             return cached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from carnet.api.smart_config import security
 from carnet.domain.resources import SUPPORTED_TYPES, UNSUPPORTED_TYPES, is_directory_type
 from carnet.domain.search import parameters_for
 
@@ -118,20 +119,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     + " (R4-only types without an R4B model, and exchange-only types). Unknown search "
                     "parameters are rejected with 400 unless Prefer: handling=lenient."
                 ),
-                "security": {
-                    "cors": False,
-                    "service": [
-                        {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                    "code": "OAuth",
-                                }
-                            ]
-                        }
-                    ],
-                    "description": "Bearer JWT (OpenID Connect in production; embedded issuer in development).",
-                },
+                "security": security(base_url),
                 "resource": [_resource(t) for t in sorted(SUPPORTED_TYPES)],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "searchParam": [],

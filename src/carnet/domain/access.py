@@ -152,6 +152,8 @@ class Target:
     naming that professional); ``all_records`` is True when the request covers every record at
     once (with ``patient_id`` None: the DPO's search of the whole access journal);
     ``research`` is the approved study a research export of the record is for.
+    ``categories`` are the categories of the one resource read or written (``system|code`` and
+    ``code``), None when the request is about a type (a search) rather than one resource.
     """
 
     patient_id: str | None
@@ -163,6 +165,7 @@ class Target:
     document: DocumentFacts | None = None
     declares_own_consent: bool = False
     research: ResearchUse | None = None
+    categories: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

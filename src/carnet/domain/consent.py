@@ -20,6 +20,8 @@ element                                value
 ``provision.code[]``                   DMP classCodes (:data:`CLASS_CODE_SYSTEM`), for feed choices
 ``provision.actor[].reference``        ``identifier`` of the study (:data:`STUDY_SYSTEM`) for a
                                        research choice about one study (none: every study)
+``provision.action[]``                 for an app grant, the SMART scopes granted (:data:`SMART_SCOPE_SYSTEM`);
+                                       its actor is the app's client id (:data:`APP_SYSTEM`)
 =====================================  ==========================================================
 
 A Consent without a category of :data:`KIND_SYSTEM` is not a Carnet choice (an advance directive,
@@ -36,6 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 from carnet.domain.errors import InvalidRequest, InvalidResource
+from carnet.domain.grants import AppGrant
 from carnet.domain.policy import Authorisation, AuthorisationStatus, Grants
 from carnet.domain.search import DateRange, parse_date
 
@@ -47,6 +50,10 @@ FEED_SYSTEM = "https://carnet.health/fhir/NamingSystem/feed"
 """Identifiers of the feeds (systems that write into records) registered with Carnet."""
 STUDY_SYSTEM = "https://carnet.health/fhir/NamingSystem/research-study"
 """Identifiers of the research studies registered with Carnet (a study's ``ResearchStudy`` id)."""
+APP_SYSTEM = "https://carnet.health/fhir/NamingSystem/app"
+"""Client ids of the apps (SMART on FHIR) registered with Carnet (``carnet apps add``)."""
+SMART_SCOPE_SYSTEM = "https://carnet.health/fhir/CodeSystem/smart-scope"
+"""SMART App Launch 2.x scopes, as codes (``patient/Observation.cs``…)."""
 CLASS_CODE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"
 """TRE_A03-ClasseDocument, the DMP classCode."""
 SCOPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentscope"
@@ -67,6 +74,7 @@ class ConsentKind(StrEnum):
     OCCUPATIONAL_CONSENT = "occupational-consent"
     RESEARCH_OPT_OUT = "research-opt-out"
     RESEARCH_OPT_IN = "research-opt-in"
+    APP_GRANT = "app-grant"
 
 
 _KIND_CODES = frozenset(str(kind) for kind in ConsentKind)
@@ -88,6 +96,7 @@ PERMITS = frozenset(
         ConsentKind.FEED_ACCEPTANCE,
         ConsentKind.OCCUPATIONAL_CONSENT,
         ConsentKind.RESEARCH_OPT_IN,
+        ConsentKind.APP_GRANT,
     }
 )
 _DISPLAYS: Mapping[ConsentKind, str] = MappingProxyType(
@@ -102,6 +111,7 @@ _DISPLAYS: Mapping[ConsentKind, str] = MappingProxyType(
         ConsentKind.OCCUPATIONAL_CONSENT: "Consentement exprès au médecin du travail",
         ConsentKind.RESEARCH_OPT_OUT: "Opposition à la recherche",
         ConsentKind.RESEARCH_OPT_IN: "Acceptation de la recherche",
+        ConsentKind.APP_GRANT: "Accès accordé à une application",
     }
 )
 
@@ -120,6 +130,8 @@ def consent_for(
     feed_id: str | None = None,
     class_code: str | None = None,
     study_id: str | None = None,
+    app_id: str | None = None,
+    scopes: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Build the Consent recording one choice of the patient (a FHIR R4 resource, without an id).
 
@@ -127,6 +139,8 @@ def consent_for(
     or occupational consent; a feed choice names ``feed_id`` and/or ``class_code``; a research
     choice may name one ``study_id`` (else it is about every study); ``until`` ends the choice
     (inclusive).
+    or occupational consent; a feed choice names ``feed_id`` and/or ``class_code``; an app grant
+    names ``app_id`` and the ``scopes`` granted; ``until`` ends the choice (inclusive).
 
     Raises:
         ValueError: the kind needs a professional or a feed that is not given.
@@ -143,6 +157,10 @@ def consent_for(
             actors.append(_actor("AUT", FEED_SYSTEM, feed_id))
     if kind in RESEARCH_KINDS and study_id:
         actors.append(_actor("IRCP", STUDY_SYSTEM, study_id))
+    if kind is ConsentKind.APP_GRANT:
+        if not app_id or not scopes:
+            raise ValueError("An app-grant Consent names the app and its scopes: pass app_id and scopes.")
+        actors.append(_actor("IRCP", APP_SYSTEM, app_id))
     provision: dict[str, Any] = {"type": "permit" if kind in PERMITS else "deny"}
     if until is not None:
         provision["period"] = {"end": _instant(until)}
@@ -150,6 +168,10 @@ def consent_for(
         provision["actor"] = actors
     if kind in FEED_KINDS and class_code:
         provision["code"] = [{"coding": [{"system": CLASS_CODE_SYSTEM, "code": class_code}]}]
+    if kind is ConsentKind.APP_GRANT:
+        provision["action"] = [
+            {"coding": [{"system": SMART_SCOPE_SYSTEM, "code": scope}]} for scope in dict.fromkeys(scopes)
+        ]
     return {
         "resourceType": "Consent",
         "status": "active",
@@ -252,6 +274,7 @@ def grants_from_consents(consents: Iterable[Mapping[str, Any]], now: datetime) -
             name the professional or feed its kind needs (a broken choice must not pass silently).
     """
     authorisations: dict[str, Authorisation] = {}
+    apps: dict[str, AppGrant] = {}
     sets: dict[ConsentKind, set[str]] = {kind: set() for kind in ConsentKind}
     flags: set[ConsentKind] = set()
     studies: dict[ConsentKind, set[str]] = {kind: set() for kind in RESEARCH_KINDS}
@@ -270,6 +293,13 @@ def grants_from_consents(consents: Iterable[Mapping[str, Any]], now: datetime) -
             names = _names(provision, IDNPS_SYSTEM)
         elif kind in FEED_KINDS:
             names = _names(provision, FEED_SYSTEM) + _class_codes(provision)
+        elif kind is ConsentKind.APP_GRANT:
+            names = _names(provision, APP_SYSTEM)
+            if not names:
+                raise InvalidResource(
+                    "An app-grant Consent names the app in provision.actor.",
+                    expression=("Consent.provision.actor",),
+                )
         else:
             names = []
         if not names and (kind in PROFESSIONAL_KINDS or kind in FEED_KINDS):
@@ -285,6 +315,16 @@ def grants_from_consents(consents: Iterable[Mapping[str, Any]], now: datetime) -
                 )
         elif kind in RESEARCH_KINDS and not ended and _names(provision, STUDY_SYSTEM):
             studies[kind].update(_names(provision, STUDY_SYSTEM))
+        elif kind is ConsentKind.APP_GRANT:
+            if not ended:
+                scopes = frozenset(_scopes(provision))
+                identity = consent.get("id")
+                for name in names:
+                    apps[name] = AppGrant(
+                        scopes=scopes | apps[name].scopes if name in apps else scopes,
+                        until=end if name not in apps else _later(apps[name].until, end),
+                        consent_id=identity if isinstance(identity, str) else None,
+                    )
         elif not ended:
             sets[kind].update(names)
             flags.add(kind)
@@ -301,7 +341,26 @@ def grants_from_consents(consents: Iterable[Mapping[str, Any]], now: datetime) -
         research_opt_in=ConsentKind.RESEARCH_OPT_IN in flags,
         research_opted_out=frozenset(studies[ConsentKind.RESEARCH_OPT_OUT]),
         research_opted_in=frozenset(studies[ConsentKind.RESEARCH_OPT_IN]),
+        apps=MappingProxyType(apps),
     )
+
+
+def _scopes(provision: Mapping[str, Any]) -> list[str]:
+    """Return the SMART scopes of an app grant's ``provision.action``."""
+    scopes = []
+    for concept in _list(provision.get("action")):
+        for coding in _list(_dict(concept).get("coding")):
+            code = _dict(coding).get("code")
+            if _dict(coding).get("system") == SMART_SCOPE_SYSTEM and isinstance(code, str) and code:
+                scopes.append(code)
+    return scopes
+
+
+def _later(one: datetime | None, other: datetime | None) -> datetime | None:
+    """The later of two ends, an open end (None) being the latest."""
+    if one is None or other is None:
+        return None
+    return max(one, other)
 
 
 def _stronger(old: Authorisation | None, new: Authorisation) -> Authorisation:
@@ -344,6 +403,17 @@ def consent_kind(consent: Mapping[str, Any]) -> ConsentKind | None:
             ):
                 return ConsentKind(str(coding["code"]))
     return None
+
+
+def consent_app(consent: Mapping[str, Any]) -> str | None:
+    """Return the client id of the app an app-grant Consent names, or None."""
+    names = _names(_dict(consent.get("provision")), APP_SYSTEM)
+    return names[0] if names else None
+
+
+def consent_scopes(consent: Mapping[str, Any]) -> tuple[str, ...]:
+    """Return the SMART scopes an app-grant Consent grants."""
+    return tuple(_scopes(_dict(consent.get("provision"))))
 
 
 def consent_professional(consent: Mapping[str, Any]) -> str | None:

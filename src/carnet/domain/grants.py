@@ -35,13 +35,30 @@ _NO_AUTHORISATIONS: Mapping[str, Authorisation] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AppGrant:
+    """What the patient let one app do: the SMART scopes granted, possibly until an instant (inclusive)."""
+
+    scopes: frozenset[str]
+    until: datetime | None = None
+    consent_id: str | None = None
+
+    def is_valid(self, now: datetime) -> bool:
+        """Return True if the grant holds at ``now``."""
+        return self.until is None or now <= self.until
+
+
+_NO_APPS: Mapping[str, AppGrant] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Grants:
     """The patient's choices, read from their Consent resources (see ``carnet.domain.consent``).
 
     Professionals and feeds are named by id: ``authorisations`` (idNat_PS → authorisation),
     ``blocked`` (professionals refused everything), ``treating`` (médecins traitants and those
     given the same rights), ``occupational_consent`` (médecins du travail the worker expressly
-    allowed). ``refused_feeds`` and ``accepted_feeds`` hold feed ids or classCodes.
+    allowed). ``refused_feeds`` and ``accepted_feeds`` hold feed ids or classCodes. ``apps``
+    maps the client id of each app the patient connected to what they granted it.
     """
 
     authorisations: Mapping[str, Authorisation] = field(default_factory=lambda: _NO_AUTHORISATIONS)
@@ -57,6 +74,7 @@ class Grants:
     #: Studies (by id) the patient opted out of, and opted in to, one by one.
     research_opted_out: frozenset[str] = frozenset()
     research_opted_in: frozenset[str] = frozenset()
+    apps: Mapping[str, AppGrant] = field(default_factory=lambda: _NO_APPS)
 
 
 NO_GRANTS = Grants()

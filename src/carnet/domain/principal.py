@@ -57,6 +57,9 @@ class Principal:
     ``represents``. A feed (a system that writes) is ``feed_id``, registered for the DMP classCodes
     in ``feed_categories``. A professional signed in through OpenID Connect acts for one
     ``structure`` (its identifier and name, chosen at sign-in when they have several).
+    in ``feed_categories``. An app the patient connected (SMART on FHIR) acts for the patient of
+    ``patient_id`` as ``app_id`` (its client id), within ``app_scopes`` (the scopes of its token);
+    its access is the patient's own, narrowed by the patient's grant and those scopes.
     """
 
     kind: ActorKind
@@ -75,6 +78,8 @@ class Principal:
     #: The structure (lieu d'exercice) a professional signed in for, and its name.
     structure: str | None = None
     structure_name: str | None = None
+    app_id: str | None = None
+    app_scopes: frozenset[str] = frozenset()
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:

@@ -32,10 +32,11 @@ from carnet.domain.access import (
     Target,
     Visibility,
 )
-from carnet.domain.errors import ConfigurationError
+from carnet.domain.errors import ConfigurationError, InvalidRequest
 from carnet.domain.grants import Grants
 from carnet.domain.matrix import MATRIX, Matrix
 from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
+from carnet.domain.smart import parse_scopes, permits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +221,33 @@ def record_closed(ctx: Context) -> Decision | None:
 def mode_for_actor(ctx: Context) -> Decision | None:
     """Refuse an access mode that the actor's kind never uses (a patient cannot break the glass)."""
     return None if ctx.request.mode in MODES.get(ctx.actor.kind, frozenset()) else _deny("mode-not-for-actor")
+
+
+@rule("app-within-grant", "app-outside-record", "app-not-granted", "app-scope-not-granted", "app-no-choices")
+def app_within_grant(ctx: Context) -> Decision | None:
+    """An app reaches only its patient's record, within both the patient's grant and its token's scopes.
+
+    The app then goes on as its patient would (the rules below), so that its access is the
+    intersection of the patient's grant, the token's scopes and the policy. An app never
+    changes the patient's choices (Consent), its own grant included.
+    """
+    actor, target = ctx.actor, ctx.target
+    if actor.app_id is None:
+        return None
+    if not ctx.on_record or target.patient_id != actor.patient_id or actor.kind is not ActorKind.PATIENT:
+        return _deny("app-outside-record")
+    if target.resource_type == "Consent" and ctx.request.action not in READ_ACTIONS:
+        return _deny("app-no-choices")
+    grant = ctx.grants.apps.get(actor.app_id)
+    if grant is None or not grant.is_valid(ctx.now):
+        return _deny("app-not-granted")
+    action, resource_type, categories = ctx.request.action, target.resource_type, target.categories
+    try:
+        granted = permits(parse_scopes(grant.scopes), action, resource_type, categories)
+        asked = permits(parse_scopes(actor.app_scopes), action, resource_type, categories)
+    except InvalidRequest:
+        return _deny("app-scope-not-granted")  # a scope the server no longer knows grants nothing
+    return None if granted and asked else _deny("app-scope-not-granted")
 
 
 @rule("journal-readers", "journal-reader", "journal-not-for-actor", "no-record")

@@ -12,10 +12,10 @@ The gate calls nothing above it: the policy (pure), the store, the vault, the jo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from carnet.domain.consent import grants_from_consents
@@ -46,6 +46,7 @@ from carnet.domain.policy import (
 from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.resources import is_closed
 from carnet.domain.search import SearchQuery, clause_keys, matches_dates, parse_search
+from carnet.domain.smart import categories_of
 from carnet.services._call import Call
 from carnet.services.caller import current_caller
 from carnet.services.group_commit import GroupCommit
@@ -142,16 +143,25 @@ class Gate:
         *,
         opens: bool = False,
         document: DocumentFacts | None = None,
+        resource: Mapping[str, Any] | None = None,
     ) -> Target:
-        """Describe what a request touches, for the policy (the directory, or one record)."""
+        """Describe what a request touches, for the policy (the directory, or one record).
+
+        ``resource`` is the one resource read or written, whose categories an app's scopes
+        may restrict (only an app's calls read them).
+        """
         if patient_id == DIRECTORY:
             return Target(patient_id=None, resource_type=resource_type, in_directory=True)
+        categories = None
+        if call.principal.app_id is not None and resource is not None:
+            categories = categories_of(resource)
         return Target(
             patient_id=patient_id,
             resource_type=resource_type,
             opens_own_record=opens,
             document=document,
             record_open=self._is_open(call, patient_id),
+            categories=categories,
         )
 
     def _is_open(self, call: Call, patient_id: str | None) -> bool:
@@ -181,7 +191,12 @@ class Gate:
         """
         if patient_id is None or patient_id == DIRECTORY:
             return NO_GRANTS
-        if call.principal.kind not in (ActorKind.PROFESSIONAL, ActorKind.REPRESENTATIVE, ActorKind.FEED):
+        reads_grants = call.principal.kind in (
+            ActorKind.PROFESSIONAL,
+            ActorKind.REPRESENTATIVE,
+            ActorKind.FEED,
+        )
+        if not reads_grants and call.principal.app_id is None:
             return NO_GRANTS
         if patient_id not in call.grants:
             try:
@@ -351,7 +366,11 @@ class Gate:
         if stored.json is None:  # a deletion; ``json`` does not parse, ``resource`` would
             return True
         target = self.target(
-            call, patient_id, stored.resource_type, document=self.facts(call, patient_id, stored)
+            call,
+            patient_id,
+            stored.resource_type,
+            document=self.facts(call, patient_id, stored),
+            resource=stored.resource,
         )
         if not self.decide(call, Action.READ, target).allowed:
             return False
@@ -390,7 +409,9 @@ class Gate:
         """Build the journal entries of a call, one per record it touched."""
         actor, now = call.actor, self.clock()
         caller = current_caller()
-        actor_id = actor.professional_id or actor.feed_id or actor.subject
+        actor_id = actor.app_id or actor.professional_id or actor.feed_id or actor.subject
+        # An app acting for its patient is journaled under its own name (« application »).
+        actor_kind = "app" if actor.app_id is not None else actor.kind.value
         out: list[tuple[bytes, Entry]] = []
         for patient_id, trail in call.trail.items():
             try:
@@ -407,7 +428,7 @@ class Gate:
             entry = Entry(
                 recorded=now,
                 patient_id=patient_id,
-                actor_kind=actor.kind.value,
+                actor_kind=actor_kind,
                 actor_id=actor_id,
                 actor_display=actor.display,
                 actor_profession=actor.profession,

@@ -212,7 +212,7 @@ class Writes:
         facts = document_facts(resource) if resource_type == "DocumentReference" and writes_by_class else None
         if facts is None and actor.kind is ActorKind.FEED and resource_type in ("Binary", "List"):
             facts = call.publishing  # a feed's publish: the document's content and SubmissionSet
-        target = gate.target(call, patient_id, resource_type, document=facts)
+        target = gate.target(call, patient_id, resource_type, document=facts, resource=resource)
         if resource_type == "Consent" and actor.kind is ActorKind.PROFESSIONAL:
             target = dataclasses.replace(
                 target, declares_own_consent=declares_for(resource, actor.professional_id)
@@ -391,7 +391,7 @@ class Writes:
         gate.check(
             call,
             Action.UPDATE,
-            gate.target(call, patient_id, resource_type, document=facts),
+            gate.target(call, patient_id, resource_type, document=facts, resource=resource),
             hide=True,
             what=f"{resource_type}/{resource_id}",
         )

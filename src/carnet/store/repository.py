@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
 from carnet.services.ports import StoredVersion
+from carnet.store.apps import AppSessionMixin
 from carnet.store.connected import utc
 from carnet.store.feeds import FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
@@ -65,7 +66,7 @@ def _version(row: Sequence[Any]) -> StoredVersion:
 
 
 class SQLStoreSession(
-    KeySessionMixin, JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin, FeedSessionMixin
+    AppSessionMixin, KeySessionMixin, JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin, FeedSessionMixin
 ):
     """One transaction on the SQL store."""
 

@@ -213,3 +213,51 @@ feeds = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+# Apps connected by SMART on FHIR (migration 0008): a reference table of clients; codes and tokens
+# by their SHA-256 hash only, with the record they were granted on.
+app_clients = Table(
+    "app_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=True),
+    Column("redirect_uris", Text, nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("jwks", Text, nullable=True),
+    Column("acts_as", String(32), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+app_codes = Table(
+    "app_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("patient_id", ID, nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=True),
+    Column("code_challenge_method", String(16), nullable=True),
+    Column("nonce", String(200), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+)
+
+app_tokens = Table(
+    "app_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("family", String(64), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("patient_id", ID, nullable=True),
+    Column("subject", String(200), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_app_tokens_family", "family"),
+    Index("ix_app_tokens_client_patient", "client_id", "patient_id"),
+)

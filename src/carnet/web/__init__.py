@@ -82,7 +82,7 @@ def mount_web(
     the OpenID relying party professionals sign in with (and ``sign_in_jwks`` the public key
     set it publishes), when a provider is configured.
     """
-    from carnet.web import login, oidc_login, patient, patient_documents, patient_journal, patient_profile
+    from carnet.web import login, oidc_login, patient, patient_apps, smart, patient_documents, patient_journal, patient_profile
 
     secret = session_secret(settings.key_dir)
     app.state.portal = Portal(
@@ -118,6 +118,12 @@ def mount_web(
     app.include_router(patient_documents.router, dependencies=signed)
     app.include_router(patient_journal.router, dependencies=signed)
     app.include_router(patient_profile.router, dependencies=signed)
+    # SMART on FHIR: the patient's consent screen and apps page; the apps' token endpoints.
+    app.state.smart = smart.SmartServer(
+        services.apps, base_url=settings.base_url, clock=services.records.clock
+    )
+    app.include_router(patient_apps.router, dependencies=signed)
+    app.include_router(smart.router)
     try:
         pro = importlib.import_module("carnet.web.pro")
     except ModuleNotFoundError as error:

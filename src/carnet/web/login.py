@@ -31,6 +31,7 @@ from carnet.web.csrf import checked_form
 from carnet.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
 from carnet.web.pages import portal, render
+from carnet.web.return_to import take
 from carnet.web.session import current_principal, login, logout
 
 router = APIRouter(include_in_schema=False)
@@ -170,6 +171,9 @@ def _sign_in(request: Request, form: Any) -> Response:
             request.session["previous_visit"] = previous
         visits[_visit_hash(resolved.patient_id)] = now.isoformat()
         response = RedirectResponse("/patient/", status_code=303)
+        back = take(request, response)  # an app's consent screen sent the patient to sign in
+        if back is not None:
+            response.headers["location"] = back
         response.set_cookie(
             VISITS_COOKIE,
             URLSafeSerializer(state.session_secret, salt="visits").dumps(dict(list(visits.items())[-20:])),

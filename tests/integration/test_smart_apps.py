@@ -1,0 +1,350 @@
+"""SMART on FHIR apps end to end in-process: authlib's own OAuth 2 client against Carnet's authorization server.
+
+The patient's side (signing in, the consent screen, « Mes applications ») goes through the portal
+as a browser would; the app's side is authlib's ``OAuth2Client`` (PKCE S256, the token endpoint,
+refresh, revocation, introspection) over the same in-process app.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from authlib.integrations.httpx_client import OAuth2Client
+from starlette.testclient import TestClient
+
+from carnet.api.app import Services, create_app
+from carnet.demo import SeededPatient, demo_people, seed_population
+from carnet.services.apps import AppKind
+from carnet.settings import Settings
+
+BASE = "http://127.0.0.1"
+REDIRECT = "http://127.0.0.1:9/callback"
+BP_PANEL = {
+    "resourceType": "Observation",
+    "status": "final",
+    "category": [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "vital-signs",
+                }
+            ]
+        }
+    ],
+    "code": {
+        "coding": [{"system": "http://loinc.org", "code": "85354-9", "display": "Blood pressure panel"}]
+    },
+    "effectiveDateTime": "2026-12-01T08:00:00+01:00",
+    "component": [
+        {
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+            "valueQuantity": {
+                "value": 128,
+                "unit": "mm[Hg]",
+                "system": "http://unitsofmeasure.org",
+                "code": "mm[Hg]",
+            },
+        },
+        {
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+            "valueQuantity": {
+                "value": 82,
+                "unit": "mm[Hg]",
+                "system": "http://unitsofmeasure.org",
+                "code": "mm[Hg]",
+            },
+        },
+    ],
+}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test settings, with the FHIR base URL the in-process client uses."""
+    import dataclasses
+
+    return dataclasses.replace(settings, base_url=f"{BASE}/fhir")
+
+
+@pytest.fixture
+def browser(settings: Settings, services: Services) -> Iterator[TestClient]:
+    """The real app in-process, as a browser on the loopback sees it."""
+    app = create_app(settings, services, demo_people=demo_people())
+    with TestClient(app, base_url=BASE) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def patient(services: Services) -> SeededPatient:
+    """One synthetic patient with a record, documents and a directory."""
+    return seed_population(services.records, patients=1, seed=2026)[0]
+
+
+@pytest.fixture
+def app_id(services: Services) -> str:
+    """A public app registered for measures: create and search Observations, the patient in context."""
+    client, secret = services.apps.register(
+        name="Tensio",
+        kind=AppKind.PUBLIC,
+        redirect_uris=(REDIRECT,),
+        scopes=(
+            "launch/patient",
+            "offline_access",
+            "patient/Observation.crs",
+            "patient/DocumentReference.rs",
+        ),
+        client_id="tensio",
+        loopback_http=True,
+    )
+    assert secret is None
+    return client.client_id
+
+
+def oauth(browser: TestClient, client_id: str, scope: str, **extra: Any) -> OAuth2Client:
+    """authlib's OAuth 2 client for the app, talking to the in-process server."""
+    return OAuth2Client(
+        client_id=client_id,
+        scope=scope,
+        redirect_uri=REDIRECT,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="none",
+        transport=browser._transport,
+        base_url=BASE,
+        **extra,
+    )
+
+
+def csrf(text: str) -> str:
+    """The CSRF token of a portal page."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', text)
+    assert found is not None
+    return found.group(1)
+
+
+def sign_in(browser: TestClient, patient: SeededPatient) -> None:
+    """Sign in as the patient through the demo sign-in form, following its redirect."""
+    token = csrf(browser.get("/login").text)
+    browser.post(
+        "/login",
+        data={
+            "csrf_token": token,
+            "kind": "patient",
+            "identifier": f"{patient.ins_system}|{patient.ins_value}",
+        },
+        follow_redirects=False,
+    )
+
+
+def authorize(
+    browser: TestClient, app: OAuth2Client, *, decision: str = "allow", scopes: list[str] | None = None
+) -> tuple[str, str]:
+    """Walk the consent screen; return the redirect the app receives and the code verifier."""
+    verifier = "v" * 20 + "-verifier-of-pkce-s256-at-least-43-chars"
+    url, _state = app.create_authorization_url(
+        f"{BASE}/auth/authorize", code_verifier=verifier, aud=f"{BASE}/fhir"
+    )
+    page = browser.get(url)
+    assert page.status_code == 200, page.text
+    chosen = scopes if scopes is not None else re.findall(r'name="scope" value="([^"]+)"', page.text)
+    answer = browser.post(
+        url,
+        data={"csrf_token": csrf(page.text), "decision": decision, "duration": "90", "scope": chosen},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 302, answer.text
+    return answer.headers["location"], verifier
+
+
+def test_smart_configuration_has_the_required_fields(browser: TestClient) -> None:
+    """/.well-known/smart-configuration names the endpoints, S256 only, the grant types and capabilities."""
+    config = browser.get("/fhir/.well-known/smart-configuration")
+    assert config.status_code == 200
+    assert config.headers["content-type"] == "application/json"
+    body = config.json()
+    assert body["code_challenge_methods_supported"] == ["S256"]
+    assert set(body["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
+    assert {"launch-standalone", "client-public", "permission-v2", "context-standalone-patient"} <= set(
+        body["capabilities"]
+    )
+    assert body["management_endpoint"] == f"{BASE}/patient/apps"
+    assert body["token_endpoint"] == f"{BASE}/auth/token"
+    security = browser.get("/fhir/metadata").json()["rest"][0]["security"]
+    uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
+    assert uris["authorize"] == body["authorization_endpoint"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+
+
+def test_an_app_gets_only_what_the_patient_granted_and_loses_it_on_revocation(
+    browser: TestClient, services: Services, patient: SeededPatient, app_id: str
+) -> None:
+    """Consent → code → token (PKCE) → writes a BP measure, cannot read documents, refresh, revoke: 401/403."""
+    sign_in(browser, patient)
+    app = oauth(browser, app_id, "launch/patient offline_access patient/Observation.crs")
+    location, verifier = authorize(browser, app)
+    assert location.startswith(REDIRECT)
+    token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    assert token["patient"] == patient.patient_id
+    assert token["scope"] == "launch/patient offline_access patient/Observation.crs"
+    assert "refresh_token" in token
+
+    measure = {**BP_PANEL, "subject": {"reference": f"Patient/{patient.patient_id}"}}
+    created = app.post("/fhir/Observation", json=measure, headers={"Content-Type": "application/fhir+json"})
+    assert created.status_code == 201, created.text
+    found = app.get(
+        "/fhir/Observation", params={"patient": patient.patient_id, "code": "http://loinc.org|85354-9"}
+    )
+    assert found.status_code == 200
+    assert found.json()["total"] >= 1
+    # DocumentReference is registered but was not asked for nor granted: nothing.
+    documents = app.get("/fhir/DocumentReference", params={"patient": patient.patient_id})
+    assert documents.status_code in (403, 404)
+    assert documents.json()["resourceType"] == "OperationOutcome"
+
+    # The journal shows the app by its name.
+    journal = browser.get("/patient/access")
+    assert "Tensio" in journal.text
+
+    refreshed = app.refresh_token(f"{BASE}/auth/token")
+    assert refreshed["access_token"] != token["access_token"]
+    assert app.get(f"/fhir/Observation/{created.json()['id']}").status_code == 200
+
+    # The patient revokes in « Mes applications »: the very next call is refused.
+    page = browser.get("/patient/apps")
+    assert "Tensio" in page.text
+    done = browser.post(
+        f"/patient/apps/{app_id}/revoke", data={"csrf_token": csrf(page.text)}, follow_redirects=False
+    )
+    assert done.status_code == 303
+    after = app.get(f"/fhir/Observation/{created.json()['id']}")
+    assert after.status_code == 401
+    assert after.json()["resourceType"] == "OperationOutcome"
+    again = browser.post(
+        f"{BASE}/auth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refreshed["refresh_token"],
+            "client_id": app_id,
+        },
+    )
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
+
+
+def test_bad_requests_are_oauth_errors_never_500(
+    browser: TestClient, services: Services, patient: SeededPatient, app_id: str
+) -> None:
+    """Wrong redirect URI, no PKCE, PKCE mismatch, replayed code, scope escalation: clear 4xx OAuth errors."""
+    sign_in(browser, patient)
+    wrong = browser.get(
+        "/auth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": app_id,
+            "redirect_uri": "https://evil.example/cb",
+            "scope": "patient/Observation.rs",
+            "state": "s",
+            "code_challenge": "x" * 43,
+            "code_challenge_method": "S256",
+        },
+        follow_redirects=False,
+    )
+    assert wrong.status_code == 400  # never redirected to an unregistered URI
+    plain = browser.get(
+        "/auth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": app_id,
+            "redirect_uri": REDIRECT,
+            "scope": "patient/Observation.rs",
+            "state": "s",
+        },
+        follow_redirects=False,
+    )
+    assert plain.status_code == 302
+    assert parse_qs(urlsplit(plain.headers["location"]).query)["error"] == ["invalid_request"]
+    escalate = browser.get(
+        "/auth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": app_id,
+            "redirect_uri": REDIRECT,
+            "scope": "patient/Observation.cruds",
+            "state": "s",
+            "code_challenge": "x" * 43,
+            "code_challenge_method": "S256",
+        },
+        follow_redirects=False,
+    )
+    assert parse_qs(urlsplit(escalate.headers["location"]).query)["error"] == ["invalid_scope"]
+
+    app = oauth(browser, app_id, "offline_access patient/Observation.rs")
+    location, verifier = authorize(browser, app)
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    mismatch = browser.post(
+        "/auth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": app_id,
+            "code_verifier": "w" * 50,
+        },
+    )
+    assert mismatch.status_code == 400
+    assert mismatch.json()["error"] == "invalid_grant"
+    location, verifier = authorize(browser, app)
+    token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    replay = browser.post(
+        "/auth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": parse_qs(urlsplit(location).query)["code"][0],
+            "redirect_uri": REDIRECT,
+            "client_id": app_id,
+            "code_verifier": verifier,
+        },
+    )
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    # The replay revoked what the code gave.
+    assert app.get("/fhir/Observation", params={"patient": patient.patient_id}).status_code == 401
+    escalation = browser.post(
+        "/auth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+            "client_id": app_id,
+            "scope": "patient/Observation.cruds",
+        },
+    )
+    assert escalation.status_code == 400
+    garbage = browser.post("/auth/token", content=b"\xff\xfe", headers={"Content-Type": "application/json"})
+    assert 400 <= garbage.status_code < 500
+
+
+def test_denied_consent_and_partial_grant(browser: TestClient, patient: SeededPatient, app_id: str) -> None:
+    """A refusal sends access_denied; unticking a scope grants only the others (a denied scope)."""
+    sign_in(browser, patient)
+    app = oauth(browser, app_id, "patient/Observation.crs patient/DocumentReference.rs")
+    location, _ = authorize(browser, app, decision="deny")
+    assert parse_qs(urlsplit(location).query)["error"] == ["access_denied"]
+    location, verifier = authorize(browser, app, scopes=["patient/Observation.crs"])
+    token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    assert token["scope"] == "patient/Observation.crs"
+    assert app.get("/fhir/DocumentReference", params={"patient": patient.patient_id}).status_code in (
+        403,
+        404,
+    )
+    introspected = app.introspect_token(f"{BASE}/auth/introspect", token=token["access_token"]).json()
+    assert introspected["active"] is True
+    assert introspected["patient"] == patient.patient_id
+    app.revoke_token(f"{BASE}/auth/revoke", token=token["access_token"], token_type_hint="access_token")
+    assert app.introspect_token(f"{BASE}/auth/introspect", token=token["access_token"]).json() == {
+        "active": False
+    }
+    assert app.get("/fhir/Observation", params={"patient": patient.patient_id}).status_code == 401
