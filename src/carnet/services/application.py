@@ -11,9 +11,9 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from carnet.services.apps import AppService
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
-from carnet.services.apps import AppService
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.notifications import NotificationStore
@@ -76,5 +76,7 @@ class Application(Protocol):
     @property
     def hl7v2(self) -> HL7v2Intake:
         """HL7 v2 messages of the feeds, taken into the records (MLLP and HTTP)."""
+
+    @property
     def apps(self) -> AppService:
         """The apps connected by SMART on FHIR: registry, tokens, the patient's grants."""

@@ -66,7 +66,12 @@ def _version(row: Sequence[Any]) -> StoredVersion:
 
 
 class SQLStoreSession(
-    AppSessionMixin, KeySessionMixin, JournalSessionMixin, OutboxSessionMixin, PortalSessionMixin, FeedSessionMixin
+    AppSessionMixin,
+    KeySessionMixin,
+    JournalSessionMixin,
+    OutboxSessionMixin,
+    PortalSessionMixin,
+    FeedSessionMixin,
 ):
     """One transaction on the SQL store."""
 

@@ -213,7 +213,7 @@ feeds = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
-# Apps connected by SMART on FHIR (migration 0008): a reference table of clients; codes and tokens
+# Apps connected by SMART on FHIR (migration 0009): a reference table of clients; codes and tokens
 # by their SHA-256 hash only, with the record they were granted on.
 app_clients = Table(
     "app_clients",

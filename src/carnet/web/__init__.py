@@ -82,7 +82,16 @@ def mount_web(
     the OpenID relying party professionals sign in with (and ``sign_in_jwks`` the public key
     set it publishes), when a provider is configured.
     """
-    from carnet.web import login, oidc_login, patient, patient_apps, smart, patient_documents, patient_journal, patient_profile
+    from carnet.web import (
+        login,
+        oidc_login,
+        patient,
+        patient_apps,
+        patient_documents,
+        patient_journal,
+        patient_profile,
+        smart,
+    )
 
     secret = session_secret(settings.key_dir)
     app.state.portal = Portal(

@@ -4,8 +4,8 @@
 the ``patient_id`` of the record they were granted on (NULL for a backend service). Codes and
 tokens are stored as SHA-256 hashes only, so a copy of the database grants nothing.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
