@@ -432,7 +432,15 @@ def test_unknown_route_is_404(client: TestClient, record: Record, path: str) -> 
     assert_outcome(client.get(path, headers=record.headers), 404)
 
 
-@pytest.mark.parametrize(("method", "path"), [("PATCH", "/fhir/Observation/x"), ("DELETE", "/fhir/metadata")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PATCH", "/fhir/metadata"),
+        ("DELETE", "/fhir/metadata"),
+        ("PUT", "/fhir/metadata"),
+        ("PUT", "/fhir/Observation/x/_history"),
+    ],
+)
 def test_wrong_method_is_405(client: TestClient, record: Record, method: str, path: str) -> None:
     """A method an endpoint does not take is 405 with an OperationOutcome."""
     assert_outcome(client.request(method, path, headers=record.headers), 405)

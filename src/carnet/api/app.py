@@ -24,7 +24,9 @@ from carnet.api.docs import mount_docs
 from carnet.api.documents import router as documents_router
 from carnet.api.feeds import router as feeds_router
 from carnet.api.fhir import fhir_response, router
+from carnet.api.formats import FormatMiddleware
 from carnet.api.guard import GuardMiddleware
+from carnet.api.interactions import router as interactions_router
 from carnet.api.journal import public as journal_public
 from carnet.api.journal import router as journal_router
 from carnet.api.notifications import router as notifications_router
@@ -364,6 +366,7 @@ def create_app(
     app.include_router(journal_router, prefix="/fhir")  # likewise
     app.include_router(journal_public, prefix="/journal")
     app.include_router(feeds_router)
+    app.include_router(interactions_router, prefix="/fhir")
     app.include_router(router, prefix="/fhir")
     if app.openapi_url is not None:
         mount_docs(app)
@@ -432,6 +435,7 @@ def create_app(
         limiter=RateLimiter(per_minute=settings.api_rate_per_minute, burst=settings.api_burst),
         seconds=float(settings.request_seconds),
     )
+    app.add_middleware(FormatMiddleware)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(CallerMiddleware)
 

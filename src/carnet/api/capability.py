@@ -24,6 +24,20 @@ OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("DocumentReference", "unarchive", "Take a document out of the archive."),
 )
 _OPERATION_BASE = "https://carnet.health/fhir/OperationDefinition/"
+EVERYTHING = (
+    "GET only. Parameters: _count (page size; next/previous links carry _offset), _type "
+    "(comma-separated types), _since (what changed since an instant). Any other parameter is 400."
+)
+#: What the rest of the API says about the interactions clients expect (checked against the routes
+#: by tests/integration/test_interactions.py).
+INTERACTIONS = (
+    "Formats: FHIR JSON only; a request for application/fhir+xml (Accept or _format) is answered "
+    "406. Every interaction refuses a query parameter it does not take with 400 (create included: "
+    "conditional create is If-None-Exist). PATCH takes JSON Patch (application/json-patch+json), "
+    "FHIRPath Patch (a Parameters resource) or JSON Merge Patch (application/merge-patch+json, or "
+    "any JSON object). Conditional update (PUT [type]?criteria) updates the one match or creates "
+    "when none; conditional delete (DELETE [type]?criteria) deletes one match; several matches are 412."
+)
 
 
 def _operations(resource_type: str) -> list[dict[str, Any]]:
@@ -55,6 +69,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "history-instance",
         "history-type",
@@ -68,8 +83,8 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "readHistory": True,
         "updateCreate": False,
         "conditionalCreate": True,
-        "conditionalUpdate": False,
-        "conditionalDelete": "not-supported",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
         "searchParam": params,
     }
     if resource_type == "AuditEvent":
@@ -78,6 +93,8 @@ def _resource(resource_type: str) -> dict[str, Any]:
             interaction=[{"code": "read"}, {"code": "search-type"}],
             readHistory=False,
             conditionalCreate=False,
+            conditionalUpdate=False,
+            conditionalDelete="not-supported",
             versioning="no-version",
             searchParam=[p for p in params if p["name"] in ("patient", "date")],
             documentation="The access journal (IHE BALP shapes); GET AuditEvent/[id]/$proof gives an inclusion proof.",
@@ -89,6 +106,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
             {
                 "name": "everything",
                 "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                "documentation": EVERYTHING,
             },
         )
     if operations:
@@ -108,6 +126,11 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "implementation": {"description": "Carnet patient-centred sealed record", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
+        "patchFormat": [
+            "application/json-patch+json",
+            "application/fhir+json",
+            "application/merge-patch+json",
+        ],
         "rest": [
             {
                 "mode": "server",
@@ -117,7 +140,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     "searchable globally, by identifier. Ids are assigned by the server. Not stored: "
                     + ", ".join(sorted(UNSUPPORTED_TYPES))
                     + " (R4-only types without an R4B model, and exchange-only types). Unknown search "
-                    "parameters are rejected with 400 unless Prefer: handling=lenient."
+                    "parameters are rejected with 400 unless Prefer: handling=lenient. " + INTERACTIONS
                 ),
                 "security": security(base_url),
                 "resource": [_resource(t) for t in sorted(SUPPORTED_TYPES)],
@@ -127,6 +150,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     {
                         "name": "everything",
                         "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                        "documentation": EVERYTHING,
                     }
                 ],
             }

@@ -19,12 +19,13 @@ from carnet.domain.documents import binary_content, is_simplified_publish
 from carnet.domain.errors import InvalidRequest, PayloadTooLarge
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
-from carnet.domain.search import parse_date
+from carnet.domain.search import MAX_COUNT, parse_date
 from carnet.offload import offload
 from carnet.services import deadline
 from carnet.services.records import (
     EntryRequest,
     EntryResponse,
+    EverythingPage,
     Records,
     SearchResult,
     Stored,
@@ -111,6 +112,24 @@ def feed_records_of(request: Request, records: Records) -> Records:
     return feed_records
 
 
+#: Parameters every interaction takes (FHIR's general parameters; XML is refused in api/formats.py).
+GENERAL_PARAMETERS = frozenset({"_format", "_pretty"})
+
+
+def only_parameters(request: Request, what: str, allowed: frozenset[str] = frozenset()) -> None:
+    """Refuse a parameter the interaction does not take (400), rather than ignore it silently.
+
+    Raises:
+        InvalidRequest: a query parameter outside FHIR's general ones and ``allowed``.
+    """
+    for name in request.query_params:
+        if name not in GENERAL_PARAMETERS and name not in allowed:
+            raise InvalidRequest(
+                f"{what} does not take the parameter {name[:40]!r}; see /fhir/metadata. "
+                f"({what} : paramètre {name[:40]!r} non pris en charge.)"
+            )
+
+
 def content_type_of(request: Request) -> str:
     """The media type of a request's body, lower-cased, without its parameters."""
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -171,10 +190,19 @@ async def json_body(request: Request) -> dict[str, Any]:
     chunks = await read_body(request)
     if not chunks:
         raise InvalidRequest("The request has no body; send a FHIR resource as JSON.")
-    parsed = fhirjson.loads(chunks, _limits(request.app.state.services.settings))
+    parsed = parse_json(request, chunks)
     if not isinstance(parsed, dict) or not isinstance(parsed.get("resourceType"), str):
         raise InvalidRequest("The body must be a JSON object with a resourceType.")
     return parsed
+
+
+def parse_json(request: Request, raw: bytes) -> Any:
+    """Parse a JSON body within the configured depth and size limits.
+
+    Raises:
+        InvalidRequest: not JSON, or over a limit.
+    """
+    return fhirjson.loads(raw, _limits(request.app.state.services.settings))
 
 
 @functools.cache
@@ -325,6 +353,7 @@ async def bundle(request: Request) -> Response:
     """Process a transaction or batch Bundle."""
     # Authenticate first: an anonymous caller gets 401, never feedback on its body.
     records = await records_of(request)
+    only_parameters(request, "A transaction or batch")
     body = await json_body(request)
     if body.get("resourceType") != "Bundle" or body.get("type") not in ("transaction", "batch"):
         raise InvalidRequest("POST /fhir takes a Bundle of type transaction or batch.")
@@ -437,6 +466,9 @@ async def search_post(resource_type: str, request: Request) -> Response:
 async def create(resource_type: str, request: Request) -> Response:
     """Create (server-assigned id), conditionally with ``If-None-Exist``."""
     records = await records_of(request)
+    # A create takes no search parameters: fhirpy's get_or_create sends its criteria so, and a
+    # server ignoring them creates duplicates. Conditional create is If-None-Exist.
+    only_parameters(request, "A create (use If-None-Exist for a conditional create)")
     body = await json_body(request)
     if body.get("resourceType") != resource_type:
         raise InvalidRequest(
@@ -451,21 +483,60 @@ async def create(resource_type: str, request: Request) -> Response:
 
 @router.get("/Patient/{patient_id}/$everything")
 async def everything(patient_id: str, request: Request) -> Response:
-    """Return a patient's whole record as a searchset Bundle."""
+    """Return a patient's whole record as a searchset Bundle, paged with ``_count`` (``next`` links).
+
+    ``_type`` (comma-separated types) and ``_since`` (an instant: what changed since) narrow it.
+    """
     records = await records_of(request)
-    for name, _ in request.query_params.multi_items():
-        if name not in ("_format", "_pretty"):
-            raise InvalidRequest(f"$everything does not support the parameter {name[:40]!r}.")
-    resources = await offload(records.everything, patient_id)
+    only_parameters(request, "$everything", frozenset({"_count", "_offset", "_type", "_since"}))
+    page = _everything_page(request)
+    resources, total = await offload(records.everything_page, patient_id, page)
     base = _base(request)
-    return fhir_response(
-        {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len(resources),
-            "link": [{"relation": "self", "url": f"{base}/Patient/{patient_id}/$everything"}],
-            "entry": [_match_entry(base, stored) for stored in resources],
-        }
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_offset"]
+    url = f"{base}/Patient/{patient_id}/$everything"
+
+    def link(relation: str, offset: int) -> dict[str, str]:
+        query = urlencode([*params, *([("_offset", str(offset))] if offset else [])])
+        return {"relation": relation, "url": f"{url}?{query}" if query else url}
+
+    links = [link("self", page.offset)]
+    if page.count is not None and page.count > 0 and page.offset + page.count < total:
+        links.append(link("next", page.offset + page.count))
+    if page.offset > 0:
+        links.append(link("previous", max(0, page.offset - max(page.count or 0, 1))))
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links}
+    if resources:
+        bundle["entry"] = [_match_entry(base, stored) for stored in resources]
+    return fhir_response(bundle)
+
+
+def _whole(name: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise InvalidRequest(f"{name} must be a whole number. ({name} doit être un nombre entier.)")
+    return int(value)
+
+
+def _everything_page(request: Request) -> EverythingPage:
+    """The ``_type``, ``_since``, ``_count`` and ``_offset`` of a ``$everything`` request.
+
+    Raises:
+        InvalidRequest: a malformed value.
+    """
+    types: set[str] | None = None
+    since: datetime | None = None
+    count: int | None = None
+    offset = 0
+    for name, value in request.query_params.multi_items():
+        if name == "_type":
+            types = (types or set()) | {t.strip() for t in value.split(",") if t.strip()}
+        elif name == "_since":
+            since = parse_date(value).low
+        elif name == "_count":
+            count = min(_whole(name, value), MAX_COUNT)
+        elif name == "_offset":
+            offset = _whole(name, value)
+    return EverythingPage(
+        types=frozenset(types) if types is not None else None, since=since, offset=offset, count=count
     )
 
 
@@ -473,6 +544,7 @@ async def everything(patient_id: str, request: Request) -> Response:
 async def read(resource_type: str, resource_id: str, request: Request) -> Response:
     """Read the current version; a Binary comes back as its raw content unless FHIR JSON is asked for (ITI-68)."""
     records = await records_of(request)
+    only_parameters(request, "A read")
     stored = await offload(records.read, resource_type, resource_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")
@@ -503,6 +575,7 @@ def _wants_fhir(request: Request) -> bool:
 async def update(resource_type: str, resource_id: str, request: Request) -> Response:
     """Update an existing resource (``If-Match`` for optimistic locking)."""
     records = await records_of(request)
+    only_parameters(request, "An update")
     body = await json_body(request)
     result = await offload(
         records.update, resource_type, resource_id, body, if_match=request.headers.get("if-match")
@@ -514,6 +587,7 @@ async def update(resource_type: str, resource_id: str, request: Request) -> Resp
 async def delete(resource_type: str, resource_id: str, request: Request) -> Response:
     """Delete logically."""
     records = await records_of(request)
+    only_parameters(request, "A delete")
     await offload(records.delete, resource_type, resource_id)
     return Response(status_code=204)
 
@@ -531,6 +605,7 @@ async def instance_history(resource_type: str, resource_id: str, request: Reques
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request) -> Response:
     """Read one version."""
     records = await records_of(request)
+    only_parameters(request, "A vread")
     stored = await offload(records.vread, resource_type, resource_id, version_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")

@@ -68,6 +68,7 @@ _BALP = {
     "search-type": _Pattern("PatientQuery", _SOURCE, _DESTINATION, "IRCP", query=True),
     "create": _Pattern("PatientCreate", _SOURCE, _DESTINATION, "AUT"),
     "update": _Pattern("PatientUpdate", _SOURCE, _DESTINATION, "AUT"),
+    "patch": _Pattern("PatientUpdate", _SOURCE, _DESTINATION, "AUT"),
     "delete": _Pattern(
         "PatientDelete",
         (DCM, "110150", "Application"),
@@ -85,6 +86,7 @@ _INTERACTIONS = {
     "journal": ("search-type", "E"),
     "create": ("create", "C"),
     "update": ("update", "U"),
+    "patch": ("patch", "U"),
     "$archive": ("update", "U"),
     "delete": ("delete", "D"),
     "transaction": ("transaction", "E"),

@@ -361,8 +361,12 @@ class Gate:
         except RecordShredded:
             return None
 
-    def visible(self, call: Call, patient_id: str, stored: Stored) -> bool:
-        """Tell whether the caller may see one opened resource (its facts decided, per resource)."""
+    def visible(self, call: Call, patient_id: str, stored: Stored, *, disclose: bool = True) -> bool:
+        """Tell whether the caller may see one opened resource (its facts decided, per resource).
+
+        A visible resource is noted as disclosed unless ``disclose`` is False (a paged answer
+        discloses only the page it returns, with :meth:`disclose`).
+        """
         if stored.json is None:  # a deletion; ``json`` does not parse, ``resource`` would
             return True
         target = self.target(
@@ -374,7 +378,8 @@ class Gate:
         )
         if not self.decide(call, Action.READ, target).allowed:
             return False
-        self.disclose(call, patient_id, stored)
+        if disclose:
+            self.disclose(call, patient_id, stored)
         return True
 
     def shown(self, call: Call, patient_id: str, stored: Stored) -> Stored:

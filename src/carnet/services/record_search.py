@@ -19,7 +19,7 @@ from carnet.domain.search import SearchQuery, SortKey, clause_keys, parse_search
 from carnet.services._call import Call
 from carnet.services._checks import check_id, check_type
 from carnet.services.gate import Gate
-from carnet.services.record_types import SearchResult, Stored
+from carnet.services.record_types import EverythingPage, SearchResult, Stored
 from carnet.services.vault import DIRECTORY, Vault
 
 Clock = Callable[[], datetime]
@@ -89,8 +89,17 @@ class Search:
         page = [] if query.summary_count else found[query.offset : query.offset + query.count]
         return SearchResult(entries=page, total=len(found), query=query)
 
-    def everything(self, call: Call, patient_id: str) -> list[Stored]:
-        """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
+    def everything(
+        self, call: Call, patient_id: str, page: EverythingPage | None = None
+    ) -> tuple[list[Stored], int]:
+        """Return one page of a patient's whole record and the size of the whole.
+
+        The Patient first, then the record's resources by type and id, then the directory entries
+        they cite; ``page`` narrows it to some types (``_type``), to what changed since an
+        instant (``_since``), and to ``count`` resources from ``offset``. Only the page returned
+        is noted as disclosed in the journal.
+        """
+        page = page or EverythingPage()
         gate = self._gate
         check_id("Patient", patient_id)
         gate.admit(call, Action.EVERYTHING, "Patient", named=[("Patient", patient_id)])
@@ -106,24 +115,29 @@ class Search:
         opened = [gate.open(key, v) for v in versions]
         # Documents first, so each Binary takes its document's facts without another query.
         opened.sort(key=lambda r: r.resource_type != "DocumentReference")
-        record = [stored for stored in opened if gate.visible(call, patient_id, stored)]
+        record = [stored for stored in opened if gate.visible(call, patient_id, stored, disclose=False)]
         record.sort(key=lambda r: (r.resource_type != "Patient", r.resource_type, r.resource_id))
         cited: dict[tuple[str, str], None] = {}
         for stored in record:
             for match in _REFERENCE.finditer(stored.json or b""):
                 rtype, rid = match.group(1).decode(), match.group(2).decode()
-                if is_directory_type(rtype):
+                if is_directory_type(rtype) and (page.types is None or rtype in page.types):
                     cited[(rtype, rid)] = None
+        record = [s for s in record if page.keeps(s)]
         wanted = [
             (t, i)
             for t, i in cited
             if gate.decide(call, Action.READ, gate.target(call, DIRECTORY, t)).allowed
         ]
         found = call.session.current_many(DIRECTORY, wanted) if wanted else []
+        own = len(record)
         if found:
             directory_key = gate.key(call, DIRECTORY)
-            record.extend(gate.open(directory_key, version) for version in found)
-        return record
+            record.extend(s for s in (gate.open(directory_key, v) for v in found) if page.keeps(s))
+        end = len(record) if page.count is None else min(len(record), page.offset + page.count)
+        for index in range(page.offset, min(end, own)):  # the record's own resources, not the directory
+            gate.disclose(call, patient_id, record[index])
+        return record[page.offset : end], len(record)
 
     def matching(self, call: Call, patient_id: str, query: SearchQuery) -> list[Stored]:
         """Open every current resource of a record that matches the query and the caller may see.

@@ -135,3 +135,19 @@ def version_number(text: str) -> int | None:
         return None
     number = int(text)
     return number if number <= _MAX_VERSION else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EverythingPage:
+    """What part of a record ``$everything`` returns: types, changed since, and a page of it."""
+
+    types: frozenset[str] | None = None
+    since: datetime | None = None
+    offset: int = 0
+    count: int | None = None
+
+    def keeps(self, stored: Stored) -> bool:
+        """Tell whether a resource is of the types asked and changed since the instant asked."""
+        return (self.types is None or stored.resource_type in self.types) and (
+            self.since is None or stored.last_updated >= self.since
+        )

@@ -41,7 +41,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from carnet.domain.errors import CarnetError
+from carnet.domain.errors import CarnetError, InvalidRequest, PreconditionFailed
+from carnet.domain.patch import apply_patch
 from carnet.domain.policy import AccessMode, Obligation, Profile
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services import deadline
@@ -59,6 +60,7 @@ from carnet.services.record_search import Search
 from carnet.services.record_types import (
     EntryRequest,
     EntryResponse,
+    EverythingPage,
     SearchResult,
     Stored,
     WriteResult,
@@ -74,6 +76,7 @@ NewId = Callable[[], str]
 __all__ = [
     "EntryRequest",
     "EntryResponse",
+    "EverythingPage",
     "RecordCall",
     "RecordService",
     "Records",
@@ -306,6 +309,69 @@ class Records:
         with self._call("delete", resource_type, write=True) as call:
             self._svc.writes.delete(call, resource_type, resource_id)
 
+    def patch(
+        self, resource_type: str, resource_id: str, body: Any, *, if_match: str | None = None
+    ) -> WriteResult:
+        """Apply a JSON Patch, FHIRPath Patch or JSON Merge Patch (``domain.patch``) as an update.
+
+        The current version is read, patched and written in one transaction, under the same
+        policy as an update.
+
+        Raises:
+            NotFound, Gone: as a read. InvalidRequest: the patch does not apply.
+            InvalidResource: the result is not valid R4. PreconditionFailed: stale ``If-Match``.
+        """
+        with self._call("patch", resource_type, write=True) as call:
+            current = self._svc.reads.read(call, resource_type, resource_id)
+            patched = apply_patch(current.resource or {}, body)
+            return self._svc.writes.update(
+                call, resource_type, resource_id, patched, if_match=if_match or current.etag
+            )
+
+    def conditional_update(
+        self, resource_type: str, params: Sequence[tuple[str, str]], resource: Mapping[str, Any]
+    ) -> WriteResult:
+        """``PUT [type]?criteria``: update the one match, create when none, 412 when several.
+
+        Raises:
+            PreconditionFailed: several matches. InvalidRequest: the body's id is another match's.
+        """
+        with self._call("update", resource_type, write=True, query=params) as call:
+            found = self._svc.search.search(call, resource_type, params)
+            if found.total > 1:
+                raise PreconditionFailed(
+                    f"The criteria match {found.total} resources; make them selective (one at most)."
+                )
+            if found.total == 0:
+                if resource.get("id") is not None:
+                    raise InvalidRequest(
+                        "Nothing matches the criteria; to create, send the body without an id."
+                    )
+                return self._svc.writes.create(call, resource)
+            match = found.entries[0]
+            if resource.get("id") not in (None, match.resource_id):
+                raise InvalidRequest(
+                    f"The body's id is not that of the resource matching the criteria ({match.resource_id})."
+                )
+            body = {**resource, "id": match.resource_id}
+            return self._svc.writes.update(call, resource_type, match.resource_id, body)
+
+    def conditional_delete(self, resource_type: str, params: Sequence[tuple[str, str]]) -> int:
+        """``DELETE [type]?criteria``: delete the one match (none: nothing to do); return how many.
+
+        Raises:
+            PreconditionFailed: several matches (Carnet deletes one resource at a time).
+        """
+        with self._call("delete", resource_type, write=True, query=params) as call:
+            found = self._svc.search.search(call, resource_type, params)
+            if found.total > 1:
+                raise PreconditionFailed(
+                    f"The criteria match {found.total} resources; a conditional delete removes one at most."
+                )
+            for match in found.entries:
+                self._svc.writes.delete(call, resource_type, match.resource_id)
+            return found.total
+
     def search(
         self, resource_type: str, params: Sequence[tuple[str, str]], *, lenient: bool = False
     ) -> SearchResult:
@@ -323,8 +389,14 @@ class Records:
 
     def everything(self, patient_id: str) -> list[Stored]:
         """Return the whole record of a patient, the Patient first, then the directory entries it cites."""
+        return self.everything_page(patient_id)[0]
+
+    def everything_page(
+        self, patient_id: str, page: EverythingPage | None = None
+    ) -> tuple[list[Stored], int]:
+        """Return one page of a patient's whole record (``_type``, ``_since``, ``_count``) and its size."""
         with self._call("$everything", "Patient") as call:
-            return self._svc.search.everything(call, patient_id)
+            return self._svc.search.everything(call, patient_id, page)
 
     def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
@@ -470,7 +542,7 @@ class BoundSearch:
 
     def everything(self, patient_id: str) -> list[Stored]:
         """Return the whole record of a patient."""
-        return self.searcher.everything(self.call, patient_id)
+        return self.searcher.everything(self.call, patient_id)[0]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
