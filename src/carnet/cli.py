@@ -149,6 +149,7 @@ def demo(
     from carnet.api.app import build_services, create_app
     from carnet.api.auth import issue_token
     from carnet.demo import demo_people, seed_population
+    from carnet.web.identities import demo_professionals
 
     settings = _settings()
     services = build_services(settings)
@@ -191,9 +192,17 @@ def demo(
     )
     typer.echo("Mint other tokens with, e.g.:")
     typer.echo(f"  .venv/bin/carnet token --kind patient --patient {seeded[-1].patient_id}")
-    typer.echo(
-        "  .venv/bin/carnet token --kind professional --idnps 810001234567 --profession 10 --specialty SM54"
-    )
+    # A professional of the demo directory (a general practitioner if there is one), so that the
+    # printed token names someone the portals and the patients' choices know.
+    directory = demo_professionals(services.records)
+    doctor = next((p for p in directory if p.specialty == "SM54"), None) or next(iter(directory), None)
+    if doctor is not None:
+        typer.echo(
+            f"  .venv/bin/carnet token --kind professional --idnps {doctor.idnps}"
+            + (f" --profession {doctor.profession}" if doctor.profession else "")
+            + (f" --specialty {doctor.specialty}" if doctor.specialty else "")
+            + f" --name '{doctor.display}'"
+        )
     typer.echo("(a professional reads a record once the patient authorised them, or by break-glass)\n")
     if serve_after:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from carnet.api.app import build_services
+from carnet.settings import Settings
+from carnet.web.identities import demo_professionals
 
 
 def _carnet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -98,3 +103,12 @@ def test_demo_seeds_and_points_to_both_portals(tmp_path: Path) -> None:
     assert "/patient/" in done.stdout
     assert "/pro/" in done.stdout
     assert "FHIR API: http://127.0.0.1:8000/fhir/metadata" in done.stdout
+    # The printed professional token names a professional of the demo directory.
+    printed = re.search(r"--kind professional --idnps (\d+)", done.stdout)
+    assert printed is not None
+    settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys")
+    services = build_services(settings)
+    try:
+        assert printed.group(1) in {p.idnps for p in demo_professionals(services.records)}
+    finally:
+        services.store.engine.dispose()

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -16,9 +16,11 @@ from starlette.testclient import TestClient
 
 import carnet.web
 from carnet.api.app import Services, build_services, create_app
+from carnet.api.auth import issue_token
 from carnet.demo import SeededPatient, seed_population
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Principal
+from carnet.services.record_status import close_record
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
 
@@ -311,10 +313,17 @@ def test_blocked_professional_gets_nothing(world: World, services: Services) -> 
     services.records.records(holder).create(block)
     _sign_in(client, world.physician)
     token = _csrf(client, "/pro/")
+    search = client.get("/pro/search", params={"ins": patient.ins_value})
+    assert search.status_code == 403
+    assert 'id="access-blocked"' in search.text
+    assert "Le patient a bloqué votre accès à son dossier" in search.text
+    assert 'id="consent-form"' not in search.text
+    assert 'id="break-glass-form"' not in search.text
     consent = client.post(
         "/pro/access/consent", data={"csrf_token": token, "ins": patient.ins_value, "agreed": "yes"}
     )
     assert consent.status_code == 403
+    assert 'id="access-blocked"' in consent.text
     glass = client.post(
         "/pro/access/break-glass",
         data={
@@ -327,6 +336,47 @@ def test_blocked_professional_gets_nothing(world: World, services: Services) -> 
     assert 'id="access-error"' in glass.text
     assert client.get(f"/pro/patients/{patient.patient_id}").status_code == 404
     assert "break-glass-banner" not in client.get("/pro/").text
+
+
+def test_a_closed_record_says_it_is_closed(world: World, services: Services) -> None:
+    """Searching a closed record says it is closed and offers no consent or break-glass form."""
+    patient = world.patients[0]
+    holder = Principal(kind=ActorKind.PATIENT, subject="patient:test", patient_id=patient.patient_id)
+    close_record(services.records, holder, patient.patient_id)
+    _sign_in(world.client, world.physician)
+    search = world.client.get("/pro/search", params={"ins": patient.ins_value})
+    assert search.status_code == 403
+    assert 'id="access-closed"' in search.text
+    assert "Ce dossier est fermé" in search.text
+    assert "pas encore autorisé" not in search.text
+    assert 'id="consent-form"' not in search.text
+    assert 'id="break-glass-form"' not in search.text
+
+
+def test_break_glass_without_a_justification_says_so(
+    world: World, services: Services, settings: Settings
+) -> None:
+    """The FHIR API answers a break-glass request without a justification with a 400 naming the header."""
+    pro = next(p for p in demo_professionals(services.records) if p.practitioner_id == world.physician)
+    token = issue_token(
+        settings,
+        {"kind": "professional", "sub": f"idnps:{pro.idnps}", "idnps": pro.idnps, "profession": "10"},
+        now=datetime.now(UTC),
+        lifetime=timedelta(hours=1),
+    )
+    headers = {"Authorization": f"Bearer {token}", "X-Carnet-Mode": "break_glass"}
+    patient_id = world.patients[0].patient_id
+    for justification in (None, "   "):
+        sent = headers if justification is None else {**headers, "X-Carnet-Justification": justification}
+        answer = world.client.get(f"/fhir/Patient/{patient_id}", headers=sent)
+        assert answer.status_code == 400
+        outcome = answer.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert "X-Carnet-Justification" in outcome["issue"][0]["diagnostics"]
+    justified = world.client.get(
+        f"/fhir/Patient/{patient_id}", headers={**headers, "X-Carnet-Justification": "Patient inconscient"}
+    )
+    assert justified.status_code == 200
 
 
 def test_every_message_of_the_professional_portal_has_a_french_translation() -> None:

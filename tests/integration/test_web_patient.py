@@ -21,6 +21,7 @@ from carnet.settings import Mode, Settings
 from carnet.web import login, patient_documents, patient_journal, patient_profile, pro
 from carnet.web import patient as patient_portal
 from carnet.web.headers import CSP
+from carnet.web.identities import demo_professionals
 
 PAGES = [
     "/patient/",
@@ -265,7 +266,7 @@ def test_profile_entries_are_added_and_removed(client: TestClient, signed_in: st
     ):
         assert client.post("/patient/profile", data={"csrf_token": signed_in, **form}).status_code == 200
     page = client.get("/patient/profile").text
-    for text in ("Pollen de bouleau", "71.5", "Pas d&#39;acharnement thérapeutique.", "Léa Martin"):
+    for text in ("Pollen de bouleau", "71,5", "Pas d&#39;acharnement thérapeutique.", "Léa Martin"):
         assert text in page
     entry = re.search(r'action="(/patient/profile/AllergyIntolerance/[^"]+/delete)"', page)
     assert entry is not None
@@ -319,7 +320,7 @@ def test_profile_entries_are_edited_in_place(
         client.post("/patient/profile", data={"csrf_token": signed_in, **form})
     changes = [
         ("AllergyIntolerance", "Pollen de bouleau", {"text": "Pollen de graminées", "criticality": "high"}),
-        ("Observation", "71.5", {"value": "72,25"}),
+        ("Observation", "71,5", {"value": "72,25"}),
         ("Consent", "acharnement", {"text": "Je refuse tout acharnement thérapeutique."}),
         ("RelatedPerson", "Martin", {"given": "Léonie", "role": "emergency"}),
     ]
@@ -333,7 +334,7 @@ def test_profile_entries_are_edited_in_place(
         version, _ = stored(services, patient, resource_type, path.split("/")[4])
         assert (resource_type, version) == (resource_type, 2)
     page = client.get("/patient/profile").text
-    for text in ("Pollen de graminées", "72.25", "Je refuse tout acharnement", "Léonie Martin"):
+    for text in ("Pollen de graminées", "72,25", "Je refuse tout acharnement", "Léonie Martin"):
         assert text in page
     assert "Pollen de bouleau" not in page
     assert "Votre profil médical a été mis à jour." in page
@@ -677,3 +678,52 @@ def test_a_copied_session_cookie_stops_working_at_sign_out(
         assert stolen.status_code == 303
         assert stolen.headers["location"] == "/login"
         assert thief.get("/patient/documents", follow_redirects=False).status_code == 303
+
+
+def test_profile_speaks_french_and_shows_blood_pressure_once(client: TestClient, signed_in: str) -> None:
+    """No English status, no UCUM code, decimal commas; blood pressure is one figure, charts match tables."""
+    page = client.get("/patient/profile").text
+    for english in ("Resolved", "(completed)", "mm[Hg]", ">Cel<", "(Cel)"):
+        assert english not in page
+    assert "Guérie" in page
+    assert "terminé" in page
+    assert re.search(r"<td>\d+,\d+</td>", page) is not None
+    assert re.search(r"<td>\d+\.\d+</td>", page) is None
+    assert page.count('id="measure-blood-pressure"') == 1
+    assert 'id="measure-85354-9/' not in page
+    assert "Tension artérielle (mmHg)" in page
+    for figure in re.findall(r'<figure class="measure".*?</figure>', page, re.S):
+        charted = re.search(r"<desc>(\d+) mesures", figure)
+        rows = len(re.findall(r"<tr><td>", figure))
+        if charted is not None:
+            assert int(charted.group(1)) == rows
+
+
+def test_the_portals_have_a_favicon(client: TestClient) -> None:
+    """Every page links the icon, which is served; /favicon.ico leads to it."""
+    assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/login").text
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    redirect = client.get("/favicon.ico", follow_redirects=False)
+    assert (redirect.status_code, redirect.headers["location"]) == (301, "/static/favicon.svg")
+
+
+def test_the_directory_is_searched_by_name_rpps_or_city(
+    client: TestClient, services: Services, signed_in: str
+) -> None:
+    """The care team's directory narrows to the professionals matching a name, an RPPS number or a city."""
+    everyone = re.findall(r'<option value="(\d+)"', client.get("/patient/care-team").text)
+    pros = {p.idnps: p for p in demo_professionals(services.records)}
+    assert set(everyone) == set(pros)
+    someone = next(p for p in pros.values() if p.city)
+    family = someone.display.split()[-1]
+    for words in (family.lower(), someone.idnps[-6:], someone.city or ""):
+        page = client.get("/patient/care-team", params={"q": words}).text
+        found = re.findall(r'<option value="(\d+)"', page)
+        assert someone.idnps in found
+        assert 0 < len(found) <= len(everyone)
+        assert 'id="directory-found"' in page
+    nobody = client.get("/patient/care-team", params={"q": "zzzz-nobody"}).text
+    assert re.findall(r'<option value="(\d+)"', nobody) == []
+    assert "0 professionnel(s) trouvé(s)" in nobody

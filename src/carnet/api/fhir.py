@@ -89,10 +89,16 @@ async def records_of(request: Request) -> Records:
         raise InvalidRequest(
             "X-Carnet-Mode must be normal, treating, break_glass, regulation or representative."
         )
+    justification = request.headers.get("x-carnet-justification")
+    if mode is AccessMode.BREAK_GLASS and not (justification or "").strip():
+        # Said for what the request lacks, before any record is named: it reveals nothing that exists.
+        raise InvalidRequest(
+            "A break-glass access needs a justification: say why it is an emergency in X-Carnet-Justification."
+        )
     records: Records = request.app.state.services.records.records(
         principal,
         mode=mode,
-        justification=request.headers.get("x-carnet-justification"),
+        justification=justification,
         confirmed_by=request.headers.get("x-carnet-confirmed-by"),
     )
     request.state.records = records

@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from carnet.auth.oidc import RelyingParty
@@ -63,6 +65,11 @@ from carnet.web.session import SESSION_COOKIE, SESSION_SECONDS, session_secret, 
 from carnet.web.session_cookie import ServerSessionMiddleware
 
 __all__ = ["mount_web"]
+
+
+async def _favicon(request: Request) -> Response:
+    """Send browsers asking for ``/favicon.ico`` to the portals' icon."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
 def mount_web(
@@ -119,6 +126,8 @@ def mount_web(
     install_error_pages(app, status_of)
     static = Path(str(files("carnet.web").joinpath("static")))
     app.mount("/static", StaticFiles(directory=static), name="static")
+    # Browsers and bookmarks ask for /favicon.ico whatever the page says.
+    app.add_route("/favicon.ico", _favicon, include_in_schema=False)
     # Who is signed in is found before every portal route, in a worker thread.
     signed = [Depends(signed_in)]
     app.include_router(login.router, dependencies=signed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -54,6 +55,35 @@ class DemoProfessional:
     profession_label: str | None
     specialty: str | None
     specialty_label: str | None
+    #: Where they practise: the organisation's name and city (from the PractitionerRole).
+    place: str | None = None
+    city: str | None = None
+
+    def matches(self, words: str) -> bool:
+        """Whether every word of ``words`` is in the name, RPPS/idNat_PS, city, place or specialty.
+
+        Case and accents are ignored: ``ribeiro lyon`` finds « Dr Anaïs RIBEIRO », Lyon.
+        """
+        haystack = _folded(
+            " ".join(
+                part or ""
+                for part in (
+                    self.display,
+                    self.idnps,
+                    self.city,
+                    self.place,
+                    self.profession_label,
+                    self.specialty_label,
+                )
+            )
+        )
+        return all(word in haystack for word in _folded(words).split())
+
+
+def _folded(text: str) -> str:
+    """Lower-case ``text`` without its accents (for searching)."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 class DemoDirectory:
@@ -144,12 +174,25 @@ def demo_professionals(service: RecordService) -> list[DemoProfessional]:
     try:
         practitioners = records.search("Practitioner", [("_count", "1000")]).resources
         roles = records.search("PractitionerRole", [("_count", "1000")]).resources
+        organizations = records.search("Organization", [("_count", "1000")]).resources
     except CarnetError:
         return []
+    city_of = {
+        f"Organization/{o.get('id')}": next(
+            (str(a["city"]) for a in o.get("address") or [] if isinstance(a, dict) and a.get("city")), None
+        )
+        for o in organizations
+    }
     specialty_of: dict[str, tuple[str | None, str | None]] = {}
+    place_of: dict[str, tuple[str | None, str | None]] = {}
     for role in roles:
         reference = str((role.get("practitioner") or {}).get("reference", ""))
         specialty_of[reference.removeprefix("Practitioner/")] = _coding(role.get("specialty"))
+        organization = role.get("organization") or {}
+        place_of[reference.removeprefix("Practitioner/")] = (
+            str(organization.get("display") or "") or None,
+            city_of.get(str(organization.get("reference") or "")),
+        )
     found: list[DemoProfessional] = []
     for practitioner in practitioners:
         idnps = idnps_of(practitioner)
@@ -168,6 +211,8 @@ def demo_professionals(service: RecordService) -> list[DemoProfessional]:
                 profession_label=profession_label,
                 specialty=specialty,
                 specialty_label=specialty_label,
+                place=place_of.get(str(practitioner.get("id")), (None, None))[0],
+                city=place_of.get(str(practitioner.get("id")), (None, None))[1],
             )
         )
     found.sort(key=lambda p: (p.profession or "99", p.specialty or "", p.display))

@@ -37,6 +37,7 @@ from carnet.web.csrf import FIELD, csrf_token
 from carnet.web.i18n import LANGUAGE_NAMES, format_date, language_of, translate
 from carnet.web.identities import DemoDirectory
 from carnet.web.session import current_principal
+from carnet.web.units import number, unit_text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,12 +68,19 @@ def make_templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     environment.filters["date"] = _date_filter
+    environment.filters["number"] = _number_filter
+    environment.filters["unit"] = unit_text
     return environment
 
 
 @jinja2.pass_context
 def _date_filter(context: jinja2.runtime.Context, value: str | None, time: bool = False) -> str:
     return format_date(value, str(context.get("lang", "fr")), with_time=time)
+
+
+@jinja2.pass_context
+def _number_filter(context: jinja2.runtime.Context, value: float | str | None) -> str:
+    return number(value, str(context.get("lang", "fr")))
 
 
 def portal(request: Request) -> Portal:

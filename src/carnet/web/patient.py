@@ -154,11 +154,20 @@ def care_team(request: Request) -> Response:
             )
         )
     directory = portal(request).demo.professionals()
+    # The directory is searched by name, RPPS, city or specialty rather than scrolled.
+    wanted = request.query_params.get("q", "").strip()[:80]
+    if wanted:
+        directory = [p for p in directory if p.matches(wanted)]
     return page(
         request,
         "patient/care_team.html",
         "care-team",
-        {"choices": choices, "directory": directory, "error": request.session.pop("care_error", None)},
+        {
+            "choices": choices,
+            "directory": directory,
+            "wanted": wanted,
+            "error": request.session.pop("care_error", None),
+        },
     )
 
 

@@ -23,14 +23,37 @@ from carnet.services import entry_edits
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
 from carnet.web.holder import Holder, consents_of, holder_of, kind_of, page, search, utc_now
-from carnet.web.i18n import language_of
-from carnet.web.measure_chart import measure_chart
+from carnet.web.i18n import language_of, translate
+from carnet.web.measure_chart import SHOWN, measure_chart
 from carnet.web.pages import flash, portal
 from carnet.web.profile_edit import EditField, apply_edit, edit_fields, options_for
 from carnet.web.profile_entries import MEASURES, RESOURCE_TYPES, build_entry, contact_role, directive_text
 from carnet.web.record_summary import concept_text, human_name, summarise
+from carnet.web.units import number
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
+
+#: The blood-pressure panel and its two components (LOINC).
+BLOOD_PRESSURE, SYSTOLIC, DIASTOLIC = "85354-9", "85354-9/8480-6", "85354-9/8462-4"
+#: A treatment's FHIR status in words (an active one needs none).
+TREATMENT_STATUSES = {
+    "completed": "finished",
+    "stopped": "stopped",
+    "on-hold": "paused",
+    "intended": "planned",
+    "not-taken": "not taken",
+    "entered-in-error": "entered in error",
+    "unknown": "status unknown",
+}
+#: A condition's FHIR clinical status in words.
+CONDITION_STATUSES = {
+    "active": "Active",
+    "recurrence": "Recurrence",
+    "relapse": "Relapse",
+    "inactive": "Inactive",
+    "remission": "In remission",
+    "resolved": "Resolved",
+}
 
 
 # -- the medical profile ----------------------------------------------------------------------
@@ -79,6 +102,18 @@ def _entries(
     return out
 
 
+def _condition_status(condition: Mapping[str, Any], language: str) -> str:
+    """A condition's clinical status in the reader's words ("Guérie", not "Resolved")."""
+    status = condition.get("clinicalStatus")
+    codes = [
+        str(c.get("code"))
+        for c in (status.get("coding") or [] if isinstance(status, Mapping) else [])
+        if isinstance(c, Mapping) and c.get("code")
+    ]
+    known = next((CONDITION_STATUSES[c] for c in codes if c in CONDITION_STATUSES), None)
+    return translate(language, known) if known else concept_text(status)
+
+
 def _first(resource: Mapping[str, Any], *fields: str) -> str:
     for name in fields:
         value = resource.get(name)
@@ -114,6 +149,7 @@ def _may_update(request: Request, holder: Holder, consents: list[dict[str, Any]]
 def profile(request: Request) -> Response:
     """The medical profile: allergies, treatments, vaccinations, conditions, measures, directives, contacts."""
     holder = holder_of(request)
+    language = language_of(request)
     allergies = _entries(
         holder,
         "AllergyIntolerance",
@@ -130,8 +166,14 @@ def profile(request: Request) -> Response:
         "MedicationStatement",
         lambda r: (
             concept_text(r.get("medicationCodeableConcept")),
-            "; ".join(str((d or {}).get("text", "")) for d in r.get("dosage") or [])
-            + ("" if r.get("status") == "active" else f" ({r.get('status')})"),
+            " — ".join(
+                part
+                for part in (
+                    "; ".join(str((d or {}).get("text", "")) for d in r.get("dosage") or []),
+                    translate(language, TREATMENT_STATUSES.get(str(r.get("status")), "")),
+                )
+                if part
+            ),
             _first(r, "effectivePeriod", "effectiveDateTime", "dateAsserted"),
         ),
     )
@@ -149,26 +191,37 @@ def profile(request: Request) -> Response:
         "Condition",
         lambda r: (
             concept_text(r.get("code")),
-            concept_text(r.get("clinicalStatus")),
+            _condition_status(r, language),
             _first(r, "onsetDateTime", "recordedDate"),
         ),
     )
     observations = search(holder, "Observation", ("_count", "1000"), ("_sort", "-date"))
     summary = summarise(observations)
-    language = language_of(request)
-    measures = [(m, measure_chart(m, language) if len(m.series) >= 2 else None) for m in summary.measures]
+    # Blood pressure is one panel (85354-9) with two components: shown once, as a pair.
+    systolic = next((m for m in summary.measures if m.code == SYSTOLIC), None)
+    diastolic = next((m for m in summary.measures if m.code == DIASTOLIC), None)
+    measures = [
+        (m, measure_chart(m, language) if len(m.series) >= 2 else None)
+        for m in summary.measures
+        if not m.code.startswith(BLOOD_PRESSURE + "/")
+    ]
+    pressure_chart = (
+        measure_chart(systolic, language, also=diastolic, title=translate(language, "Blood pressure"))
+        if systolic is not None and len(systolic.series) >= 2
+        else None
+    )
     pressures = [
         (
             _first(o, "effectiveDateTime"),
             " / ".join(
-                str(((c or {}).get("valueQuantity") or {}).get("value", "?"))
+                number(((c or {}).get("valueQuantity") or {}).get("value"), language)
                 for c in o.get("component") or []
             ),
             str(o.get("id")),
         )
         for o in observations
         if any(
-            c.get("code") == "85354-9"
+            c.get("code") == BLOOD_PRESSURE
             for c in (o.get("code") or {}).get("coding") or []
             if isinstance(c, dict)
         )
@@ -215,7 +268,9 @@ def profile(request: Request) -> Response:
             "vaccinations": vaccinations,
             "conditions": conditions,
             "measures": measures,
-            "pressures": pressures,
+            "pressures": pressures[:SHOWN],
+            "pressure_chart": pressure_chart,
+            "shown": SHOWN,
             "measure_kinds": MEASURES,
             "directives": directives,
             "contacts": contacts,

@@ -41,7 +41,7 @@ declaring the patient's consent, or breaking the glass. Nothing of the record is
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -62,10 +62,11 @@ from carnet.domain.errors import (
     PayloadTooLarge,
     Unauthenticated,
 )
-from carnet.domain.policy import AccessMode
+from carnet.domain.policy import NO_RECORD, AccessMode
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.feeds.cda import parse_cda
 from carnet.offload import offload
+from carnet.services.access_check import check_access
 from carnet.services.choices import record_choice
 from carnet.services.records import Records
 from carnet.web.cda_render import EmbeddedBody, render_cda
@@ -86,6 +87,7 @@ from carnet.web.record_summary import (
 )
 from carnet.web.session import BreakGlass, break_glass, current_principal, end_break_glass, start_break_glass
 from carnet.web.summary_pdf import summary_pdf
+from carnet.web.units import number
 
 router = APIRouter(prefix="/pro", include_in_schema=False)
 
@@ -311,7 +313,10 @@ async def search(request: Request, ins: str = "") -> Response:
             _remember(request, patient_id, mode)
             return RedirectResponse(f"/pro/patients/{patient_id}", status_code=303)
     exists = await offload(_existing_record, request, normal)
-    if exists is None:
+    refused = (
+        await offload(check_access, portal(request).services.records, principal, exists) if exists else None
+    )
+    if exists is None or (refused is not None and NO_RECORD in refused.reasons):
         return _page(
             request,
             "pro/home.html",
@@ -321,10 +326,17 @@ async def search(request: Request, ins: str = "") -> Response:
             },
             status=404,
         )
+    return _ways_in(request, normal, refused.reasons if refused is not None else ())
+
+
+def _ways_in(request: Request, ins: str, reasons: Sequence[str], **context: Any) -> Response:
+    """The ways into a record (consent, break-glass), or why there is none: blocked, or closed."""
+    state = next((r for r in ("blocked", "record-closed") if r in reasons), "")
     return _page(
         request,
         "pro/access.html",
-        {"ins": normal, "error": None},
+        {"ins": ins, "error": None, "state": state, **context},
+        status=403 if state else 200,
     )
 
 
@@ -355,10 +367,13 @@ async def declare_consent(request: Request) -> Response:
     service = portal(request).services.records
     try:
         await offload(record_choice, service, principal, patient_id, kind, principal.professional_id or "")
-    except AccessDenied:
+    except AccessDenied as denied:
+        refused = await offload(check_access, service, principal, patient_id)
+        if {"blocked", "record-closed"} & set(refused.reasons):
+            return _ways_in(request, ins, refused.reasons)
         raise PageError(
             403, "Your access to this record cannot be recorded. The patient may have refused it."
-        ) from None
+        ) from denied
     _remember(
         request,
         patient_id,
@@ -441,8 +456,7 @@ def _resources(access: Access) -> list[dict[str, Any]]:
 
 
 def _number(value: float, language: str) -> str:
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return text.replace(".", ",") if language == "fr" else text
+    return number(value, language)
 
 
 def _shown_class(line: DocumentLine, language: str) -> str:

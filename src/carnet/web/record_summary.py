@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from carnet.web.units import unit_text
+
 JSON = Mapping[str, Any]
 
 INS_SYSTEMS = (
@@ -51,6 +53,8 @@ class Line:
     label: str
     detail: str = ""
     when: str = ""
+    #: An allergy of high criticality (FHIR ``criticality`` = ``high``): a reaction may be life-threatening.
+    high_risk: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,7 +324,7 @@ def _measures(observations: Sequence[JSON]) -> list[Measure]:
         if moment is None:
             continue
         for code, label, quantity in _quantities(observation):
-            unit = str(quantity.get("unit") or quantity.get("code") or "")
+            unit = unit_text(str(quantity.get("unit") or quantity.get("code") or ""))
             series.setdefault(code, []).append(
                 (moment, float(quantity["value"]), when_text, label, unit, str(observation.get("id") or ""))
             )
@@ -358,9 +362,9 @@ def summarise(resources: Iterable[JSON]) -> RecordSummary:
                     for m in r.get("manifestation") or []
                 )
                 if t
-            )
-            + (" (!)" if a.get("criticality") == "high" else ""),
+            ),
             when=_date_of(a, "recordedDate", "onsetDateTime"),
+            high_risk=a.get("criticality") == "high",
         )
         for a in kinds.get("AllergyIntolerance", [])
         if _code(a.get("clinicalStatus")) in (None, "active")

@@ -23,6 +23,7 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
 from carnet.web.record_summary import Line, RecordSummary, summarise
+from carnet.web.units import number
 
 __all__ = ["FONT_DIRS", "summary_pdf"]
 
@@ -64,6 +65,7 @@ _TEXT = {
         "male": "masculin",
         "other": "autre",
         "unknown": "inconnu",
+        "high_risk": "RISQUE ÉLEVÉ : une réaction peut être grave",
     },
     "en": {
         "title": "Medical record summary",
@@ -97,6 +99,7 @@ _TEXT = {
         "male": "male",
         "other": "other",
         "unknown": "unknown",
+        "high_risk": "HIGH RISK: a reaction may be severe",
     },
 }
 
@@ -121,8 +124,7 @@ def _day(value: str, language: str) -> str:
 
 
 def _number(value: float, language: str) -> str:
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return text.replace(".", ",") if language == "fr" else text
+    return number(value, language)
 
 
 class _SummaryPDF(FPDF):
@@ -218,7 +220,16 @@ def _lines(pdf: _SummaryPDF, text: Mapping[str, str], lines: Iterable[Line], lan
         pdf,
         text,
         (text["what"], text["details"], text["date"]),
-        [(line.label, line.detail, _day(line.when, language)) for line in lines],
+        [
+            (
+                line.label,
+                " — ".join(
+                    part for part in (text["high_risk"] if line.high_risk else "", line.detail) if part
+                ),
+                _day(line.when, language),
+            )
+            for line in lines
+        ],
         (80, 70, 28),
     )
 
