@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: install demo serve test test-long check bench clean
+.PHONY: install demo serve test test-long test-citus check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: $(STAMP)
 ## run in one line (and CI=true fails). The browser tests drive Debian's chromium (see .ci/run).
 test: $(STAMP) $(AXE)
 	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile
+
+## The Citus variants of the PostgreSQL tests that make test leaves out (tests/citus.py names the
+## core ones make test runs); needs CARNET_TEST_CITUS_URL (.ci/citus-cluster.sh start). CI runs it.
+test-citus: $(STAMP)
+	CARNET_TEST_CITUS_SCOPE=rest $(VENV)/bin/pytest -m "citus and not slow" -n 2 --dist loadfile
 
 ## Long soaks (pytest -m slow): 1,000 kill -9 rounds of carnet serve under writes, 10⁶ policy
 ## cases against the reference model, 100,000 fuzzed API requests, every Synthea bundle of the corpus

@@ -26,7 +26,7 @@ from minting import Mint
 
 #: ``corpus`` runs the tests over ``../shared/data/external`` only when it is there (one line when
 #: not; an error under CI); ``pytester`` lets a test run pytest itself (see tests/unit/test_corpus_plugin.py).
-pytest_plugins = ["corpus", "pytester"]
+pytest_plugins = ["corpus", "citus", "pytester"]
 
 #: Hypothesis's per-example deadline (200 ms by default) is a wall-clock assertion: on a loaded CI
 #: machine an example that takes a millisecond can take 300 ms and fail as "flaky". Speed is
@@ -35,26 +35,33 @@ hypothesis_settings.register_profile("carnet", deadline=None)
 hypothesis_settings.load_profile("carnet")
 
 PG_URL = os.environ.get("CARNET_TEST_PG_URL")
+CITUS_URL = os.environ.get("CARNET_TEST_CITUS_URL")
 IN_CI = os.environ.get("CI") == "true"
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+#: The PostgreSQL tests run on plain PostgreSQL and on a Citus cluster (tests/citus.py).
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("citus", marks=[pytest.mark.postgres, pytest.mark.citus]),
+]
 
 
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh empty database: a SQLite file, or a new schema on PostgreSQL."""
+    """A fresh empty database: a SQLite file, or a new schema on PostgreSQL or on Citus."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'data' / 'carnet.sqlite3'}"
         return
-    if not PG_URL:
+    url = CITUS_URL if request.param == "citus" else PG_URL
+    if not url:  # Citus tests without a cluster are deselected by tests/citus.py
         if IN_CI:
             pytest.fail("CI must run the PostgreSQL suite: set CARNET_TEST_PG_URL (see .ci/run).")
         pytest.skip("CARNET_TEST_PG_URL is not set")
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    admin = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
     with admin.begin() as connection:
         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()

@@ -248,8 +248,54 @@ def db_upgrade() -> None:
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    upgrade(make_engine(settings.effective_database_url))
+    engine = make_engine(settings.effective_database_url)
+    try:
+        placed = upgrade(engine, settings.database_distributed)
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    if placed:
+        console.print(f"Distributed on Citus: {', '.join(placed)}.")
     console.print("Database schema is up to date.")
+
+
+@db_app.command("distribute")
+def db_distribute() -> None:
+    """Convert a single-node store to Citus: shard every table by record (rows are moved to the workers)."""
+    from carnet.store.distribution import distribute
+    from carnet.store.engine import make_engine, upgrade
+
+    settings = _settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        upgrade(engine, "none")
+        with engine.begin() as connection:
+            placed = distribute(connection)
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    console.print(f"Distributed on Citus: {', '.join(placed) or 'nothing left to distribute'}.")
+
+
+@db_app.command("restore-point")
+def db_restore_point(
+    name: Annotated[str, typer.Argument(help="The restore point's name, e.g. nightly-2026-12-06")],
+) -> None:
+    """On Citus: mark one instant on every node, to restore the whole cluster to (docs/operations.md)."""
+    from carnet.store.distribution import restore_point
+    from carnet.store.engine import make_engine
+
+    engine = make_engine(_settings().effective_database_url)
+    try:
+        with engine.begin() as connection:
+            position = restore_point(connection, name)
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"restore point {name} created on every node (coordinator WAL {position})")
 
 
 @app.command()

@@ -81,6 +81,7 @@ KNOWN = frozenset(
         "CARNET_DATA_DIR",
         "CARNET_KEY_DIR",
         "CARNET_DATABASE_URL",
+        "CARNET_DATABASE_DISTRIBUTED",
         "CARNET_KEY_PROVIDER",
         "CARNET_PKCS11_MODULE",
         "CARNET_PKCS11_TOKEN",
@@ -137,6 +138,8 @@ class Settings:
     data_dir: Path = Path("var/data")
     key_dir: Path = Path("var/keys")
     database_url: str = ""
+    #: "" distributes the schema when the database is Citus, "citus" requires it, "none" never.
+    database_distributed: str = ""
     key_provider: str = "local"
     pkcs11_module: str | None = None
     pkcs11_token: str | None = None
@@ -280,6 +283,7 @@ def load(env: Mapping[str, str]) -> Settings:
         data_dir=Path(env.get("CARNET_DATA_DIR", "var/data")),
         key_dir=Path(env.get("CARNET_KEY_DIR", "var/keys")),
         database_url=env.get("CARNET_DATABASE_URL", ""),
+        database_distributed=env.get("CARNET_DATABASE_DISTRIBUTED", ""),
         key_provider=provider,
         pkcs11_module=env.get("CARNET_PKCS11_MODULE"),
         pkcs11_token=env.get("CARNET_PKCS11_TOKEN"),
@@ -344,6 +348,8 @@ def load(env: Mapping[str, str]) -> Settings:
         raise ConfigurationError("CARNET_TOKEN_MAX_SECONDS must be at least 1.")
     if settings.token_leeway_seconds > 300:
         raise ConfigurationError("CARNET_TOKEN_LEEWAY_SECONDS must be at most 300: clocks are kept in sync.")
+    if settings.database_distributed not in ("", "citus", "none"):
+        raise ConfigurationError("CARNET_DATABASE_DISTRIBUTED must be empty (detect), 'citus' or 'none'.")
     if not 1 <= settings.journal_shards <= 1024:
         raise ConfigurationError("CARNET_JOURNAL_SHARDS must be between 1 and 1024.")
     if settings.witness_quorum > len(settings.witnesses):

@@ -21,6 +21,7 @@ from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.errors import AuditChainError
 from carnet.domain.validation import validate
 from carnet.settings import Settings
+from carnet.store.distribution import is_citus
 from carnet.testing import journal_entries as _entries
 from journal_requests import EMERGENCY, GP, INS, STRANGER, open_record, professional, weight
 from minting import Mint
@@ -142,6 +143,9 @@ def _break_journal(services: Services) -> None:
                 )
             )
         else:
+            if is_citus(connection):
+                # Citus propagates a trigger on a distributed table to its shards only when asked.
+                connection.execute(text("SET LOCAL citus.enable_unsafe_triggers TO on"))
             connection.execute(
                 text(
                     "CREATE FUNCTION journal_down() RETURNS trigger LANGUAGE plpgsql AS "
@@ -158,6 +162,8 @@ def _break_journal(services: Services) -> None:
 
 def _mend_journal(services: Services) -> None:
     with services.store.engine.begin() as connection:
+        if is_citus(connection):
+            connection.execute(text("SET LOCAL citus.enable_unsafe_triggers TO on"))
         connection.execute(
             text(
                 "DROP TRIGGER journal_down"

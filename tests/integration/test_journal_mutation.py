@@ -261,7 +261,9 @@ def test_an_edited_or_missing_tree_node_is_detected(services: Services, settings
         services.journal.prove(session, row)  # proves while the node table is sound
     _execute(
         services,
-        "UPDATE journal_nodes SET digest = (SELECT digest FROM journal_nodes AS o WHERE o.level = 1 AND o.idx = 0) WHERE level = 1 AND idx = 4",
+        # Both sides name the log (shard 0): one shard on Citus, the same rows elsewhere.
+        "UPDATE journal_nodes SET digest = (SELECT digest FROM journal_nodes AS o "
+        "WHERE o.shard = 0 AND o.level = 1 AND o.idx = 0) WHERE shard = 0 AND level = 1 AND idx = 4",
     )
     with services.store.session() as session:
         row = session.journal_entry(0, 10)
@@ -272,6 +274,6 @@ def test_an_edited_or_missing_tree_node_is_detected(services: Services, settings
         verify_inclusion(leaf_hash(proof.leaf_input), proof.index, proof.size, proof.proof, root)
     code, output = _cli(settings, "--key", key)
     assert (code, "BAD TREE NODE 1/4 (entries 8-9)" in output) == (1, True), output
-    _execute(services, "DELETE FROM journal_nodes WHERE level = 1 AND idx = 4")
+    _execute(services, "DELETE FROM journal_nodes WHERE shard = 0 AND level = 1 AND idx = 4")
     code, output = _cli(settings, "--key", key)
     assert (code, "BAD TREE NODE 1/4 (entries 8-9): missing" in output) == (1, True), output

@@ -128,7 +128,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.effective_database_url)
     if migrate:
-        upgrade(engine)
+        upgrade(engine, settings.database_distributed)
     store = SQLStore(engine)
     keys = make_key_provider(settings)
     profile = PROFILES[settings.policy_profile]

@@ -21,7 +21,7 @@ from carnet.domain.errors import (
     RecordShredded,
     UnsupportedSearch,
 )
-from carnet.domain.journal import StoredEntry
+from carnet.domain.journal import StoredEntry, shard_of
 from carnet.domain.policy import NO_RECORD, Action, Decision, Obligation, Target
 from carnet.domain.search import (
     DateClause,
@@ -119,7 +119,11 @@ class JournalView:
                 )
             if not decision.allowed:
                 raise AccessDenied("Access to the access journal is not allowed.", reasons=decision.reasons)
-        rows = call.session.journal_of(query.patient_id, since=since, until=until, limit=_JOURNAL_LIMIT)
+        # A record's entries are all in its own log: read that log's shard group only.
+        shard = None if query.patient_id is None else shard_of(query.patient_id, self._journal.shards)
+        rows = call.session.journal_of(
+            query.patient_id, since=since, until=until, limit=_JOURNAL_LIMIT, shard=shard
+        )
         found: list[Stored] = []
         for row in rows:
             if query.patient_id is None:

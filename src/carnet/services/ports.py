@@ -241,8 +241,9 @@ class StoreSession(Protocol):
         until: datetime | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        shard: int | None = None,
     ) -> list[StoredEntry]:
-        """Return the entries about one record (or every record), by time."""
+        """Return the entries about one record (or every record), by time (``shard``: its log only)."""
         ...
 
     def put_checkpoint(self, shard: int, size: int, issued_at: datetime, note: bytes) -> bool:

@@ -12,6 +12,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
 from carnet.domain.errors import ConfigurationError
+from carnet.store.distribution import distribute, is_citus
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -85,9 +86,30 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration."""
+def upgrade(engine: Engine, distributed: str = "") -> list[str]:
+    """Bring the schema to the newest migration; on Citus, distribute the tables not placed yet.
+
+    ``distributed`` is ``""`` (distribute when the database has the Citus extension), ``"citus"``
+    (it must) or ``"none"`` (never: a single-node store, for ``carnet db distribute`` later).
+    Returns the tables distributed (or made reference) by this call.
+
+    Raises:
+        ConfigurationError: ``"citus"`` was asked and the database has no Citus extension.
+    """
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        citus = distributed != "none" and is_citus(connection)
+        if distributed == "citus" and not citus:
+            raise ConfigurationError(
+                "CARNET_DATABASE_DISTRIBUTED=citus but the database has no Citus extension "
+                "(CREATE EXTENSION citus on the coordinator, see docs/operations.md)."
+            )
+        if citus:
+            # DDL on distributed tables inside one transaction: one connection per worker.
+            connection.exec_driver_sql("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+    if not citus:
+        return []
+    with engine.begin() as connection:
+        return distribute(connection)

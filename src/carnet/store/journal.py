@@ -177,9 +177,16 @@ class JournalSessionMixin(Connected):
         until: datetime | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        shard: int | None = None,
     ) -> list[StoredEntry]:
-        """Return the entries about one record (or every record), by time."""
+        """Return the entries about one record (or every record), by time.
+
+        ``shard`` (the record's log) lets a distributed database read one log's shard group
+        instead of every one.
+        """
         query = select(*_ENTRY_COLUMNS)
+        if shard is not None:
+            query = query.where(journal_entries.c.shard == shard)
         if patient_id is not None:
             query = query.where(journal_entries.c.patient_id == patient_id)
         if since is not None:

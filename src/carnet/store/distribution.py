@@ -1,0 +1,170 @@
+"""Where each table lives on Citus (distributed PostgreSQL): sharded by record, or everywhere.
+
+Every table of the schema is declared here (a test fails when a table is added without a
+placement). A per-record table is distributed on its record column (``patient_id``) and
+co-located with ``patient_keys``, so one record's rows of every table sit in one shard group on
+one worker: its reads, writes, searches and ``$everything`` route to that worker. The access
+journal's Merkle logs are distributed on their log number (``shard``) and co-located with
+``journal_heads``: each log (its head, entries, tree nodes, checkpoints and cosignatures) lives in
+one shard group, so appending to a log or proving an entry touches one worker. Small tables read
+by every request (directory, profiles, authorisation rules) are reference tables, copied to
+every node. A table keyed by something else gets its own co-location group on that key.
+
+``distribute`` runs after the migrations (``carnet db upgrade``) and by ``carnet db distribute``
+on an existing single-node store: Citus copies a local table's rows into its shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import Connection, text
+
+from carnet.domain.errors import ConfigurationError
+
+#: The distribution column of every per-record table.
+RECORD = "patient_id"
+
+#: Tables Alembic keeps for itself on the coordinator (never read by a request).
+LOCAL = frozenset({"alembic_version"})
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How one table is placed: ``distributed`` on ``column`` beside ``colocate``, or ``reference``."""
+
+    kind: Literal["distributed", "reference"]
+    column: str | None = None
+    #: The anchor table of the co-location group (the anchor names itself).
+    colocate: str | None = None
+
+
+BY_RECORD = Placement("distributed", RECORD, "patient_keys")
+BY_LOG = Placement("distributed", "shard", "journal_heads")
+REFERENCE = Placement("reference")
+
+PLACEMENTS: dict[str, Placement] = {
+    # The record's key, resources, versions, blind indexes, identities (INS lookup fans out).
+    "patient_keys": BY_RECORD,
+    "resources": BY_RECORD,
+    "resource_versions": BY_RECORD,
+    "search_tokens": BY_RECORD,
+    "identities": BY_RECORD,
+    # Notifications and the "already seen" actors of a record.
+    "journal_actors": BY_RECORD,
+    "outbox": BY_RECORD,
+    "notification_preferences": BY_RECORD,
+    # The access journal: one Merkle log per shard, each log in one shard group.
+    "journal_heads": BY_LOG,
+    "journal_entries": BY_LOG,
+    "journal_nodes": BY_LOG,
+    "journal_checkpoints": BY_LOG,
+    "journal_cosignatures": BY_LOG,
+    # Portal sessions are found by the hash of their cookie id: their own group on that key.
+    "portal_sessions": Placement("distributed", "sid_hash", "portal_sessions"),
+}
+
+
+def placement(table: str) -> Placement:
+    """Return the placement of ``table``.
+
+    Raises:
+        ConfigurationError: the table has no declared placement (add it to ``PLACEMENTS``).
+    """
+    try:
+        return PLACEMENTS[table]
+    except KeyError:
+        raise ConfigurationError(
+            f"Table {table!r} has no Citus placement: declare it in carnet.store.distribution.PLACEMENTS."
+        ) from None
+
+
+def is_citus(connection: Connection) -> bool:
+    """Tell whether the database has the Citus extension."""
+    if connection.dialect.name != "postgresql":
+        return False
+    return connection.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).first() is not None
+
+
+def placed(connection: Connection) -> dict[str, str]:
+    """Return the Citus kind of each table of the current schema: ``h`` (hash), ``n`` (reference)."""
+    rows = connection.execute(
+        text(
+            "SELECT c.relname, p.partmethod FROM pg_dist_partition p "
+            "JOIN pg_class c ON c.oid = p.logicalrelid "
+            "WHERE c.relnamespace = to_regnamespace(current_schema())"
+        )
+    )
+    return {str(name): str(method) for name, method in rows}
+
+
+def schema_tables(connection: Connection) -> list[str]:
+    """Return the ordinary tables of the current schema."""
+    rows = connection.execute(
+        text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")
+    )
+    return [str(row[0]) for row in rows]
+
+
+def distribute(connection: Connection) -> list[str]:
+    """Distribute (or make reference) every table of the schema not placed yet; return those placed.
+
+    Anchors first, so the other tables co-locate with them. A table that already holds rows has
+    them copied into its shards, then its local copy is emptied.
+
+    Raises:
+        ConfigurationError: the database is not Citus, or a table has no declared placement.
+    """
+    if not is_citus(connection):
+        raise ConfigurationError("This database has no Citus extension (CREATE EXTENSION citus).")
+    done = placed(connection)
+    pending = [name for name in schema_tables(connection) if name not in LOCAL and name not in done]
+    for name in pending:
+        placement(name)  # every table declared before any is changed
+    pending.sort(key=lambda name: (placement(name).colocate != name, name))
+    for name in pending:
+        spec = placement(name)
+        if spec.kind == "reference":
+            connection.execute(text("SELECT create_reference_table(CAST(:t AS regclass))"), {"t": name})
+        else:
+            if not _has_primary_key(connection, name):
+                # Shard moves copy changes by logical replication, which needs a replica identity.
+                connection.execute(text(f'ALTER TABLE "{name}" REPLICA IDENTITY FULL'))
+            anchor = spec.colocate if spec.colocate != name and spec.colocate in done else "none"
+            connection.execute(
+                text("SELECT create_distributed_table(CAST(:t AS regclass), :c, colocate_with => :w)"),
+                {"t": name, "c": spec.column, "w": anchor},
+            )
+        done[name] = "n" if spec.kind == "reference" else "h"
+        connection.execute(
+            text("SELECT truncate_local_data_after_distributing_table(CAST(:t AS regclass))"), {"t": name}
+        )
+    return pending
+
+
+def _has_primary_key(connection: Connection, table: str) -> bool:
+    return (
+        connection.execute(
+            text("SELECT 1 FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) AND contype = 'p'"),
+            {"t": table},
+        ).first()
+        is not None
+    )
+
+
+def restore_point(connection: Connection, name: str) -> str:
+    """Create a named restore point on every node of the cluster at one instant; return its WAL position.
+
+    ``citus_create_restore_point`` blocks writes (and 2PC commits) on all nodes while it writes the
+    record, so restoring every node to this name (``recovery_target_name``) gives a cluster where
+    no multi-shard transaction is half applied (docs/operations.md).
+
+    Raises:
+        ConfigurationError: the database is not Citus, or the name is not a short plain word.
+    """
+    if not is_citus(connection):
+        raise ConfigurationError("This database has no Citus extension: use carnet backup instead.")
+    if not name or len(name) > 60 or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigurationError("A restore point name is 1-60 letters, digits, '-', '_' or '.'.")
+    return str(connection.execute(text("SELECT citus_create_restore_point(:n)"), {"n": name}).scalar_one())

@@ -1,0 +1,359 @@
+"""Carnet on Citus: every table placed as declared, a record's requests routed to one shard group.
+
+The placement tests run everywhere (they read the schema). The others run on the Citus cluster of
+``.ci/citus-cluster.sh`` (``CARNET_TEST_CITUS_URL``): each statement a request sends is put through
+``EXPLAIN`` and must be one task on one shard of the record's shard group (and, for the journal,
+of its log's shard group).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, event, inspect, text
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from carnet.api.app import Services, build_services, create_app
+from carnet.cli import app
+from carnet.domain.errors import ConfigurationError
+from carnet.settings import Settings
+from carnet.store.distribution import LOCAL, PLACEMENTS, distribute, placed, placement
+from carnet.store.engine import make_engine, upgrade
+from carnet.store.tables import metadata
+from minting import Mint
+
+CITUS = [pytest.param("citus", marks=[pytest.mark.postgres, pytest.mark.citus])]
+INS = "urn:oid:1.2.250.1.213.1.4.10"
+LOINC = "http://loinc.org"
+
+
+def _migrated_tables(tmp_path: Path) -> set[str]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'schema.sqlite3'}")
+    upgrade(engine)
+    names = set(inspect(engine).get_table_names())
+    engine.dispose()
+    return names
+
+
+def test_every_table_has_a_placement(tmp_path: Path) -> None:
+    """Each table the migrations create (and each declared in tables.py) is distributed or reference."""
+    tables = _migrated_tables(tmp_path) | set(metadata.tables)
+    missing = sorted(tables - set(PLACEMENTS) - LOCAL)
+    assert not missing, f"declare a Citus placement in carnet.store.distribution.PLACEMENTS for {missing}"
+    assert not set(PLACEMENTS) - tables, "PLACEMENTS names a table the schema does not have"
+
+
+def test_every_key_includes_the_distribution_column() -> None:
+    """Every primary key and unique constraint or index holds its table's distribution column."""
+    for table in metadata.sorted_tables:
+        spec = placement(table.name)
+        if spec.kind == "reference":
+            continue
+        assert spec.column in table.c, f"{table.name} has no column {spec.column}"
+        keys = [[c.name for c in table.primary_key.columns]]
+        keys += [[c.name for c in index.columns] for index in table.indexes if index.unique]
+        keys += [
+            [c.name for c in constraint.columns]
+            for constraint in table.constraints
+            if constraint.__class__.__name__ == "UniqueConstraint"
+        ]
+        for columns in keys:
+            if columns:
+                assert spec.column in columns, f"{table.name}: key {columns} lacks {spec.column}"
+
+
+def test_an_undeclared_table_is_refused() -> None:
+    """A table without a placement is named in a clear configuration error."""
+    with pytest.raises(ConfigurationError, match="carnet_new_table"):
+        placement("carnet_new_table")
+
+
+def test_distribute_refuses_a_database_without_citus(tmp_path: Path) -> None:
+    """``carnet db distribute`` on SQLite says the database has no Citus extension."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    with engine.begin() as connection, pytest.raises(ConfigurationError, match="Citus"):
+        distribute(connection)
+    with pytest.raises(ConfigurationError, match="CARNET_DATABASE_DISTRIBUTED=citus"):
+        upgrade(engine, "citus")
+    engine.dispose()
+
+
+# -- on a Citus cluster ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_upgrade_places_every_table(services: Services) -> None:
+    """After start-up every table is placed as declared, each group co-located."""
+    with services.store.engine.connect() as connection:
+        kinds = placed(connection)
+        groups = dict(
+            connection.execute(
+                text(
+                    "SELECT c.relname, p.colocationid FROM pg_dist_partition p JOIN pg_class c "
+                    "ON c.oid = p.logicalrelid WHERE c.relnamespace = to_regnamespace(current_schema())"
+                )
+            ).all()
+        )
+        columns = dict(
+            connection.execute(
+                text(
+                    "SELECT c.relname, column_to_column_name(p.logicalrelid, p.partkey) "
+                    "FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid "
+                    "WHERE c.relnamespace = to_regnamespace(current_schema()) AND p.partkey IS NOT NULL"
+                )
+            ).all()
+        )
+    assert set(kinds) == set(PLACEMENTS)
+    for name, spec in PLACEMENTS.items():
+        assert kinds[name] == ("n" if spec.kind == "reference" else "h"), name
+        if spec.kind == "distributed":
+            assert columns[name] == spec.column
+            assert groups[name] == groups[str(spec.colocate)], (
+                f"{name} is not co-located with {spec.colocate}"
+            )
+    assert groups["resources"] != groups["journal_heads"]
+
+
+@dataclass
+class Statements:
+    """The SQL statements an engine sent while recording."""
+
+    recording: bool = False
+    sent: list[tuple[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def statements(services: Services) -> Iterator[Statements]:
+    """Record every statement the store's engine sends while ``recording`` is on."""
+    seen = Statements()
+
+    def before(_c: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, many: bool) -> None:
+        if seen.recording:
+            seen.sent.append((statement, parameters[0] if many else parameters))
+
+    engine: Engine = services.store.engine
+    event.listen(engine, "before_cursor_execute", before)
+    yield seen
+    event.remove(engine, "before_cursor_execute", before)
+
+
+_SHARD = re.compile(r"\b[a-z_]+_(\d{6,})\b")
+
+
+def _shard_groups(
+    connection: Connection, statement: str, parameters: Any
+) -> tuple[int, set[tuple[int, str]]]:
+    """Return the task count of a statement and the ``(colocation, shard min)`` groups it touches."""
+    plan = "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
+    tasks = [int(n) for n in re.findall(r"Task Count: (\d+)", plan)]
+    shards = {int(s) for s in _SHARD.findall(plan)}
+    groups: set[tuple[int, str]] = set()
+    for shard in shards:
+        row = connection.execute(
+            text(
+                "SELECT p.colocationid, s.shardminvalue FROM pg_dist_shard s "
+                "JOIN pg_dist_partition p USING (logicalrelid) WHERE s.shardid = :s"
+            ),
+            {"s": shard},
+        ).first()
+        if row is not None:
+            groups.add((int(row[0]), str(row[1])))
+    return max(tasks, default=0), groups
+
+
+def _routed(services: Services, sent: list[tuple[str, Any]]) -> list[tuple[int, str]]:
+    """Explain every distributed statement: each must be one task; return the groups touched."""
+    keep = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+    touched: set[tuple[int, str]] = set()
+    explained = 0
+    with services.store.engine.connect() as connection:
+        for statement, parameters in sent:
+            if not statement.lstrip().upper().startswith(keep):
+                continue
+            tasks, groups = _shard_groups(connection, statement, parameters)
+            if not groups and tasks == 0:
+                continue  # not about a distributed table (e.g. the pool's ping)
+            assert tasks == 1, f"{tasks} tasks for: {statement}"
+            explained += 1
+            touched |= groups
+    assert explained, "no distributed statement was sent"
+    return sorted(touched)
+
+
+def _colocation(services: Services, table: str) -> int:
+    with services.store.engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"),
+                {"t": table},
+            ).scalar_one()
+        )
+
+
+def _open_record(client: TestClient, auth: Mint, nir: str) -> tuple[str, dict[str, str]]:
+    headers = auth(kind="patient", identifier=f"{INS}|{nir}")
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": INS, "value": nir}],
+        "birthDate": "1984-03-12",
+    }
+    response = client.post("/fhir/Patient", json=patient, headers=headers)
+    assert response.status_code == 201, response.text
+    patient_id = response.json()["id"]
+    return patient_id, auth(kind="patient", patient=patient_id)
+
+
+def _observation(patient_id: str, code: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2026-01-02",
+        "valueQuantity": {"value": 70, "unit": "kg"},
+    }
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_a_records_requests_touch_one_shard_group(
+    client: TestClient, auth: Mint, services: Services, statements: Statements
+) -> None:
+    """Write, search, $everything, journal read and proof: each statement is one task in the record's group or its log's."""
+    patient_id, headers = _open_record(client, auth, "2840312345678")
+    _open_record(client, auth, "1750599123456")  # a second record, likely on another shard
+    record, log = _colocation(services, "resources"), _colocation(services, "journal_heads")
+    requests = {
+        "create": lambda: client.post(
+            "/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers
+        ),
+        "search": lambda: client.get(
+            f"/fhir/Observation?patient=Patient/{patient_id}&code={LOINC}|29463-7", headers=headers
+        ),
+        "everything": lambda: client.get(f"/fhir/Patient/{patient_id}/$everything", headers=headers),
+        "journal": lambda: client.get(f"/fhir/AuditEvent?patient=Patient/{patient_id}", headers=headers),
+    }
+    event_id = ""
+    for name, send in requests.items():
+        statements.sent.clear()
+        statements.recording = True
+        response = send()
+        statements.recording = False
+        assert response.status_code in (200, 201), f"{name}: {response.text}"
+        if name == "journal":
+            event_id = response.json()["entry"][0]["resource"]["id"]
+        groups = _routed(services, statements.sent)
+        assert len({g for g in groups if g[0] == record}) == 1, f"{name}: record groups {groups}"
+        assert len({g for g in groups if g[0] == log}) <= 1, f"{name}: journal groups {groups}"
+        assert {g[0] for g in groups} <= {record, log}, f"{name}: {groups}"
+    statements.sent.clear()
+    statements.recording = True
+    response = client.get(f"/fhir/AuditEvent/{event_id}/$proof", headers=headers)
+    statements.recording = False
+    assert response.status_code == 200, response.text
+    groups = _routed(services, statements.sent)
+    assert len({g for g in groups if g[0] == log}) == 1, groups
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_a_resource_cannot_move_to_another_record(client: TestClient, auth: Mint) -> None:
+    """An update naming another record's patient is refused (422) and the resource stays where it was."""
+    first, headers = _open_record(client, auth, "2840312345678")
+    second, _ = _open_record(client, auth, "1750599123456")
+    created = client.post("/fhir/Observation", json=_observation(first, "29463-7"), headers=headers).json()
+    moved = {**_observation(second, "29463-7"), "id": created["id"]}
+    response = client.put(f"/fhir/Observation/{created['id']}", json=moved, headers=headers)
+    assert response.status_code in (403, 422), response.text
+    again = client.get(f"/fhir/Observation/{created['id']}", headers=headers).json()
+    assert again["subject"]["reference"] == f"Patient/{first}"
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_ins_lookup_works_across_shards(client: TestClient, auth: Mint) -> None:
+    """Finding one's record by INS (a lookup across every shard) answers on Citus wherever the record lives."""
+    nirs = ("2840312345678", "1750599123456", "2690175111222", "1891299333444", "2010101010101")
+    opened = {nir: _open_record(client, auth, nir)[0] for nir in nirs}
+    for nir, patient_id in opened.items():
+        caller = auth(kind="patient", identifier=f"{INS}|{nir}")
+        found = client.get(f"/fhir/Patient?identifier={INS}|{nir}", headers=caller)
+        assert found.status_code == 200, found.text
+        assert [e["resource"]["id"] for e in found.json()["entry"]] == [patient_id]
+
+
+def _contents(client: TestClient, auth: Mint, paths: dict[str, str]) -> dict[str, bytes]:
+    """GET each path as its record's patient; return the bodies."""
+    found = {}
+    for path, patient_id in paths.items():
+        response = client.get(f"/fhir/{path}", headers=auth(kind="patient", patient=patient_id))
+        assert response.status_code == 200, response.text
+        found[path] = response.content
+    return found
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_db_distribute_converts_a_single_node_store(settings: Settings, auth: Mint) -> None:
+    """A store written on one node, converted by ``carnet db distribute``, answers byte-identical resources."""
+    single = replace(settings, database_distributed="none")
+    wired = build_services(single)
+    paths: dict[str, str] = {}
+    with TestClient(create_app(single, wired), base_url="http://testserver") as client:
+        for nir in ("2840312345678", "1750599123456", "2690175111222"):
+            patient_id, headers = _open_record(client, auth, nir)
+            created = client.post(
+                "/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers
+            )
+            paths[f"Patient/{patient_id}"] = paths[f"Observation/{created.json()['id']}"] = patient_id
+        before = _contents(client, auth, paths)
+    with wired.store.engine.connect() as connection:
+        assert placed(connection) == {}
+    wired.store.engine.dispose()
+    env = {
+        "CARNET_DATA_DIR": str(settings.data_dir),
+        "CARNET_KEY_DIR": str(settings.key_dir),
+        "CARNET_DATABASE_URL": settings.effective_database_url,
+    }
+    result = CliRunner().invoke(app, ["db", "distribute"], env=env)
+    assert result.exit_code == 0, result.output
+    rewired = build_services(settings)
+    with rewired.store.engine.connect() as connection:
+        assert set(placed(connection)) == set(PLACEMENTS)
+        # The coordinator's own heap of the table (queries now read the shards on the workers).
+        local = connection.execute(text("SELECT pg_relation_size('resources')")).scalar_one()
+    assert local == 0, "the coordinator's local copy was not emptied"
+    with TestClient(create_app(settings, rewired), base_url="http://testserver") as client:
+        after = _contents(client, auth, paths)
+    rewired.journal.checkpoint(0)
+    rewired.store.engine.dispose()
+    assert after == before
+    verify = CliRunner().invoke(
+        app, ["audit", "verify", "--database", settings.effective_database_url], env=env
+    )
+    assert verify.exit_code == 0, verify.output
+
+
+@pytest.mark.parametrize(
+    "database_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_restore_point_needs_citus(services: Services, settings: Settings) -> None:
+    """``carnet db restore-point`` on a single-node database says it has no Citus extension (exit 1)."""
+    env = {"CARNET_DATA_DIR": str(settings.data_dir), "CARNET_DATABASE_URL": settings.effective_database_url}
+    result = CliRunner().invoke(app, ["db", "restore-point", "nightly"], env=env)
+    assert (result.exit_code, "no Citus extension" in result.output) == (1, True), result.output
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_restore_point_is_written_on_every_node(services: Services, settings: Settings) -> None:
+    """On Citus the restore point is created cluster-wide and its coordinator WAL position is printed."""
+    env = {"CARNET_DATA_DIR": str(settings.data_dir), "CARNET_DATABASE_URL": settings.effective_database_url}
+    result = CliRunner().invoke(app, ["db", "restore-point", "drill-1"], env=env)
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"restore point drill-1 created on every node \(coordinator WAL [0-9A-F]+/[0-9A-F]+\)", result.output
+    )
+    bad = CliRunner().invoke(app, ["db", "restore-point", "x'; DROP TABLE resources; --"], env=env)
+    assert (bad.exit_code, "restore point name" in bad.output) == (1, True)
