@@ -8,7 +8,8 @@
 #   .ci/citus-cluster.sh add-worker PORT   # start one more worker (not yet in the cluster)
 #
 # Then: CARNET_TEST_CITUS_URL=postgresql://postgres@127.0.0.1:5450/test
-# Ports: CITUS_PORT (coordinator, default 5450), the workers on the next two ports.
+# Ports: CITUS_PORT (coordinator, default 5450), the workers on the next two ports. CITUS_SHARDS:
+# shards per distributed table (default 4, for a fast test suite; Citus itself defaults to 32).
 # The vendored build lives in ../shared/vendor/citus (CITUS_VENDOR to point elsewhere).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,7 +34,7 @@ max_connections = 300
 wal_level = logical
 max_prepared_transactions = 200
 # Few shards per table keeps the schema-per-test suite fast; production keeps Citus's 32 (docs/scale.md).
-citus.shard_count = 4
+citus.shard_count = ${CITUS_SHARDS:-4}
 # A throw-away test cluster: a killed process loses nothing without fsync, only a machine crash would.
 fsync = off
 synchronous_commit = off
