@@ -61,6 +61,8 @@ PLACEMENTS: dict[str, Placement] = {
     "journal_nodes": BY_LOG,
     "journal_checkpoints": BY_LOG,
     "journal_cosignatures": BY_LOG,
+    # Registered document feeds (a few rows, read by every feed request): everywhere.
+    "feeds": REFERENCE,
     # Portal sessions are found by the hash of their cookie id: their own group on that key.
     "portal_sessions": Placement("distributed", "sid_hash", "portal_sessions"),
 }
