@@ -63,6 +63,11 @@ PLACEMENTS: dict[str, Placement] = {
     "journal_cosignatures": BY_LOG,
     # Registered document feeds (a few rows, read by every feed request): everywhere.
     "feeds": REFERENCE,
+    # Registered SMART apps (few rows, read at every app request): everywhere. Their codes and
+    # tokens are found by their hash (a token may have no record): each its own group on it.
+    "app_clients": REFERENCE,
+    "app_codes": Placement("distributed", "code_hash", "app_codes"),
+    "app_tokens": Placement("distributed", "token_hash", "app_tokens"),
     # Portal sessions are found by the hash of their cookie id: their own group on that key.
     "portal_sessions": Placement("distributed", "sid_hash", "portal_sessions"),
 }
