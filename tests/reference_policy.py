@@ -192,6 +192,10 @@ def reference_decide(case: Case, tables: Tables) -> Verdict:
             return ALLOW_WITHHELD
         own = actor.kind == "patient" and actor.patient_id == case.patient_id
         return ALLOW if own else DENY
+    # §8: the study registry — administrators register, the DPO approves, nobody else.
+    if case.action in ("study-register", "study-approve"):
+        registers = case.action == "study-register" and actor.kind == "admin"
+        return ALLOW if registers or (case.action == "study-approve" and actor.kind == "dpo") else DENY
     # §3.8: administrators manage keys; neither they nor the DPO read content.
     if actor.kind in ("admin", "dpo"):
         return ALLOW if actor.kind == "admin" and case.action in KEY_ACTIONS else DENY

@@ -25,9 +25,11 @@ def _decide(
 
 @pytest.mark.parametrize("action", sorted(Action))
 def test_patient_own_record(action: Action) -> None:
-    """A patient may do every clinical action on their own record, and no key action."""
+    """A patient may do every clinical action on their own record, and no key or study-registry action."""
     allowed, _ = _decide(ActorKind.PATIENT, action, OWN)
-    assert allowed is (action not in (Action.KEYS_ROTATE, Action.PATIENT_SHRED))
+    assert allowed is (
+        action not in (Action.KEYS_ROTATE, Action.PATIENT_SHRED, Action.STUDY_REGISTER, Action.STUDY_APPROVE)
+    )
 
 
 def test_patient_other_record_is_default_deny() -> None:

@@ -492,19 +492,33 @@ RESEARCH = AccessMode.RESEARCH
         EXPORT,
         RESEARCH,
     ),
-    Row(
-        "no-record",
-        RESEARCHER,
-        STUDY_NOWHERE,
-        False,
-        ("researcher-never-reads-identities",),
-        EXPORT,
-        RESEARCH,
-    ),
+    Row("kick-off-names-no-record", RESEARCHER, STUDY_NOWHERE, True, ("research-study",), EXPORT, RESEARCH),
     Row("professional", GP, STUDY_RECORD, False, ("default-deny",), EXPORT, grants=GP_AUTHORISED),
 )
-def test_research_study(row: Line) -> None:
+def test_research_study_rows(row: Line) -> None:
     """A research export serves an approved study, researcher in research mode, on the patient's terms."""
+    _check(row)
+
+
+REGISTRY = Target(patient_id=None, resource_type="ResearchStudy")
+
+
+@_table(
+    Row("admin-registers", ADMIN, REGISTRY, True, ("admin-registers-studies",), Action.STUDY_REGISTER),
+    Row("dpo-approves", DPO, REGISTRY, True, ("dpo-approves-studies",), Action.STUDY_APPROVE),
+    Row("admin-approves", ADMIN, REGISTRY, False, ("study-registry-not-for-actor",), Action.STUDY_APPROVE),
+    Row("dpo-registers", DPO, REGISTRY, False, ("study-registry-not-for-actor",), Action.STUDY_REGISTER),
+    Row(
+        "researcher-registers",
+        RESEARCHER,
+        REGISTRY,
+        False,
+        ("study-registry-not-for-actor",),
+        Action.STUDY_REGISTER,
+    ),
+)
+def test_study_registry(row: Line) -> None:
+    """Administrators register studies, the DPO approves them, nobody else does either."""
     _check(row)
 
 

@@ -61,6 +61,7 @@ from carnet.notify.worker import DeliveryWorker
 from carnet.offload import offload
 from carnet.services.apps import AppService
 from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
+from carnet.services.export_jobs import ExportJobs
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.journal import Journal
@@ -69,6 +70,9 @@ from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider
 from carnet.services.rate_limit import RateLimiter
 from carnet.services.records import RecordService
+from carnet.services.research_export import ResearchExports
+from carnet.services.research_queries import ResearchQueries
+from carnet.services.research_studies import StudyRegistry
 from carnet.services.sign_ins import SignInJournal
 from carnet.services.vault import Vault
 from carnet.settings import Mode, Settings
@@ -106,6 +110,10 @@ class Services:
     sign_ins: SignInJournal
     hl7v2: HL7v2Intake
     apps: AppService
+    studies: StudyRegistry
+    exports: ExportJobs
+    research: ResearchExports
+    research_queries: ResearchQueries
 
 
 def make_key_provider(settings: Settings) -> KeyProvider:
@@ -159,6 +167,9 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     )
     key_service = KeyService(store=store, keys=keys, shares=shares, profile=profile, clock=utc_now)
     feeds = FeedRegistry(store=store, clock=utc_now)
+    studies = StudyRegistry(store=store, vault=vault, profile=profile, clock=utc_now)
+    exports = ExportJobs(service=records, clock=utc_now, new_id=new_id)
+    research = ResearchExports(service=records, registry=studies, jobs=exports, clock=utc_now)
     return Services(
         settings=settings,
         store=store,
@@ -171,6 +182,10 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         feeds=feeds,
         hl7v2=HL7v2Intake(records=records, registry=feeds, clock=utc_now),
         apps=AppService(records=records, clock=utc_now),
+        studies=studies,
+        exports=exports,
+        research=research,
+        research_queries=ResearchQueries(store=store, registry=studies, exports=research, clock=utc_now),
     )
 
 

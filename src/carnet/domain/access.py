@@ -32,6 +32,9 @@ class Action(StrEnum):
     JOURNAL = "journal"
     #: Extract a record for a registered research study (FHIR Bulk Data ``$export``, DESIGN §8).
     EXPORT = "$export"
+    #: Register a research study in the registry (an administrator), approve it (the DPO).
+    STUDY_REGISTER = "study-register"
+    STUDY_APPROVE = "study-approve"
 
 
 CLINICAL_ACTIONS = frozenset(
@@ -50,6 +53,7 @@ READ_ACTIONS = frozenset({Action.READ, Action.VREAD, Action.HISTORY, Action.SEAR
 #: Reads of one resource (whose facts the caller knows), as opposed to searches and histories.
 INSTANCE_READS = frozenset({Action.READ, Action.VREAD})
 KEY_ACTIONS = frozenset({Action.KEYS_ROTATE, Action.PATIENT_SHRED})
+STUDY_ACTIONS = frozenset({Action.STUDY_REGISTER, Action.STUDY_APPROVE})
 DIRECTORY_ACTIONS = frozenset({Action.READ, Action.VREAD, Action.HISTORY, Action.SEARCH, Action.CREATE})
 DIRECTORY_KINDS = frozenset({ActorKind.PATIENT, ActorKind.PROFESSIONAL})
 

@@ -20,27 +20,28 @@ reasons; ``tests/unit/test_policy_docs.py`` fails when this list, that table and
 4. ``mode-for-actor`` — Refuse an access mode that the actor's kind never uses (a patient cannot break the glass).
 5. ``app-within-grant`` — An app reaches only its patient's record, within both the patient's grant and its token's scopes.
 6. ``journal-readers`` — A record's access journal is read by its patient, their legal representatives and the DPO.
-7. ``admin-keys-only`` — Administrators manage keys and never read clinical content; the DPO never reads it either.
-8. ``research-study`` — A research export of a record serves an approved study only, on the patient's terms.
-9. ``researcher-no-identities`` — Researchers never read a record: they receive pseudonymised extracts (DESIGN §8).
-10. ``no-record`` — A request on a record that names none is refused (unless a patient opens their own).
-11. ``shared-directory`` — Patients and professionals read and add directory entries (practitioners, organisations…).
-12. ``feed-writes-registered`` — Feeds create only their registered categories, in open records, while the patient lets them.
-13. ``occupational-consent`` — The médecin du travail reads only with the worker's express consent, in normal mode.
-14. ``professional-declares-consent`` — A professional records, in the patient's presence, the patient's agreement to their access.
-15. ``choices-belong-to-patient`` — Only the patient (or their representative) writes the patient's choices (Consent resources).
-16. ``professional-basis`` — A professional enters a record only if authorised, treating, in break-glass or in regulation.
-17. ``representative-basis`` — A legal representative acts only on the records of the patients they represent.
-18. ``document-facts-required`` — A professional or representative reads a document only when its metadata is known (fail closed).
-19. ``masked-from-professionals`` — ``MASQUE_PS`` hides a document from every professional but its author and the treating physicians.
-20. ``authorisation-matrix`` — A professional reads only the classCodes the matrix gives their profession (arrêté 26/10/2023).
-21. ``author-changes-own`` — Among professionals, only a document's author updates or deletes it (the patient may too).
-22. ``professional-access`` — Allow a professional who passed every check above, with the obligations of the mode.
-23. ``invisible-to-patient`` — ``INVISIBLE_PATIENT`` hides a document from the patient and the representatives.
-24. ``invisible-to-representatives`` — ``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret mode hide a document from representatives.
-25. ``patient-own-record`` — A patient (titulaire) reads and writes their own record.
-26. ``patient-opens-record`` — A patient without a record may open one carrying their own identifier.
-27. ``representative-record`` — A legal representative reads and writes the record of a patient they represent.
+7. ``study-registry`` — Administrators register research studies and the DPO approves them; nobody else does either.
+8. ``admin-keys-only`` — Administrators manage keys and never read clinical content; the DPO never reads it either.
+9. ``research-study`` — A research export of a record serves an approved study only, on the patient's terms.
+10. ``researcher-no-identities`` — Researchers never read a record: they receive pseudonymised extracts (DESIGN §8).
+11. ``no-record`` — A request on a record that names none is refused (unless a patient opens their own).
+12. ``shared-directory`` — Patients and professionals read and add directory entries (practitioners, organisations…).
+13. ``feed-writes-registered`` — Feeds create only their registered categories, in open records, while the patient lets them.
+14. ``occupational-consent`` — The médecin du travail reads only with the worker's express consent, in normal mode.
+15. ``professional-declares-consent`` — A professional records, in the patient's presence, the patient's agreement to their access.
+16. ``choices-belong-to-patient`` — Only the patient (or their representative) writes the patient's choices (Consent resources).
+17. ``professional-basis`` — A professional enters a record only if authorised, treating, in break-glass or in regulation.
+18. ``representative-basis`` — A legal representative acts only on the records of the patients they represent.
+19. ``document-facts-required`` — A professional or representative reads a document only when its metadata is known (fail closed).
+20. ``masked-from-professionals`` — ``MASQUE_PS`` hides a document from every professional but its author and the treating physicians.
+21. ``authorisation-matrix`` — A professional reads only the classCodes the matrix gives their profession (arrêté 26/10/2023).
+22. ``author-changes-own`` — Among professionals, only a document's author updates or deletes it (the patient may too).
+23. ``professional-access`` — Allow a professional who passed every check above, with the obligations of the mode.
+24. ``invisible-to-patient`` — ``INVISIBLE_PATIENT`` hides a document from the patient and the representatives.
+25. ``invisible-to-representatives`` — ``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret mode hide a document from representatives.
+26. ``patient-own-record`` — A patient (titulaire) reads and writes their own record.
+27. ``patient-opens-record`` — A patient without a record may open one carrying their own identifier.
+28. ``representative-record`` — A legal representative reads and writes the record of a patient they represent.
 
 The ``sovereign`` profile applies the same rules with stricter parameters (masks bind treating
 physicians too, break-glass needs a second professional, feeds and research are opt-in).
@@ -61,6 +62,7 @@ from carnet.domain.access import (
     KEY_ACTIONS,
     MODES,
     READ_ACTIONS,
+    STUDY_ACTIONS,
     AccessMode,
     AccessRequest,
     Action,
@@ -102,6 +104,7 @@ __all__ = [
     "PROFILES",
     "READ_ACTIONS",
     "RULES",
+    "STUDY_ACTIONS",
     "AccessMode",
     "AccessRequest",
     "Action",
@@ -137,6 +140,7 @@ DMP_RULES: tuple[str, ...] = (
     "mode-for-actor",
     "app-within-grant",
     "journal-readers",
+    "study-registry",
     "admin-keys-only",
     "research-study",
     "researcher-no-identities",

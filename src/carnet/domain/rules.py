@@ -22,6 +22,7 @@ from carnet.domain.access import (
     KEY_ACTIONS,
     MODES,
     READ_ACTIONS,
+    STUDY_ACTIONS,
     AccessMode,
     AccessRequest,
     Action,
@@ -278,6 +279,19 @@ def journal_readers(ctx: Context) -> Decision | None:
     return _allow(JOURNAL_READER) if allowed else _deny("journal-not-for-actor")
 
 
+@rule("study-registry", "admin-registers-studies", "dpo-approves-studies", "study-registry-not-for-actor")
+def study_registry(ctx: Context) -> Decision | None:
+    """Administrators register research studies and the DPO approves them; nobody else does either."""
+    action, kind = ctx.request.action, ctx.actor.kind
+    if action not in STUDY_ACTIONS:
+        return None
+    if action is Action.STUDY_REGISTER and kind is ActorKind.ADMIN:
+        return _allow("admin-registers-studies")
+    if action is Action.STUDY_APPROVE and kind is ActorKind.DPO:
+        return _allow("dpo-approves-studies")
+    return _deny("study-registry-not-for-actor")
+
+
 @rule("admin-keys-only", "admin-manages-keys", "admin-never-reads-content")
 def admin_keys_only(ctx: Context) -> Decision | None:
     """Administrators manage keys and never read clinical content; the DPO never reads it either."""
@@ -317,8 +331,10 @@ def research_study(ctx: Context) -> Decision | None:
         return None
     if request.action is not Action.EXPORT or request.mode is not AccessMode.RESEARCH:
         return None
-    if ctx.target.patient_id is None or ctx.target.in_directory:
+    if ctx.target.in_directory:
         return None
+    if ctx.target.patient_id is None:
+        return _allow("research-study")  # the kick-off names no record; each is decided in turn
     if not is_research_allowed(ctx.grants, ctx.profile, use):
         return _deny("research-opted-out")
     return _allow("research-study")

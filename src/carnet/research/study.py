@@ -52,6 +52,7 @@ EXPORTABLE_TYPES = frozenset(
     }
 )
 MAX_K = 1000
+MAX_STUDY_ID = 48
 MAX_EPSILON = 100.0
 MAX_SHIFT_DAYS = 3650
 
@@ -190,8 +191,10 @@ def parse_study(data: object, *, study_id: str, registered_by: str) -> Study:
     """
     if not isinstance(data, dict):
         raise InvalidRequest("A study registration is a JSON object.")
-    if not is_valid_id(study_id):
-        raise InvalidRequest("A study id is a FHIR id: letters, digits, '-' and '.', at most 64.")
+    if not is_valid_id(study_id) or len(study_id) > MAX_STUDY_ID:
+        raise InvalidRequest(
+            f"A study id is a FHIR id: letters, digits, '-' and '.', at most {MAX_STUDY_ID}."
+        )
     try:
         basis = LegalBasis(str(data.get("legalBasis")))
     except ValueError:

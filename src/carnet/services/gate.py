@@ -186,8 +186,8 @@ class Gate:
     def _grants_of(self, call: Call, patient_id: str | None) -> Grants:
         """The patient's choices, read from the Consents of their record (once per call).
 
-        Only the actors whose access depends on them (professionals, representatives, feeds)
-        pay for reading them.
+        Only the actors whose access depends on them (professionals, representatives, feeds,
+        researchers) pay for reading them.
         """
         if patient_id is None or patient_id == DIRECTORY:
             return NO_GRANTS
@@ -195,6 +195,7 @@ class Gate:
             ActorKind.PROFESSIONAL,
             ActorKind.REPRESENTATIVE,
             ActorKind.FEED,
+            ActorKind.RESEARCHER,
         )
         if not reads_grants and call.principal.app_id is None:
             return NO_GRANTS

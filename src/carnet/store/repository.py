@@ -18,6 +18,7 @@ from carnet.store.journal import JournalSessionMixin
 from carnet.store.keys import KeySessionMixin
 from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.portal import PortalSessionMixin
+from carnet.store.research import ResearchSessionMixin
 from carnet.store.tables import identities, patient_keys, resource_versions, resources, search_tokens
 
 _VERSION_COLUMNS = (
@@ -72,6 +73,7 @@ class SQLStoreSession(
     OutboxSessionMixin,
     PortalSessionMixin,
     FeedSessionMixin,
+    ResearchSessionMixin,
 ):
     """One transaction on the SQL store."""
 

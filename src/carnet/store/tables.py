@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -260,4 +261,64 @@ app_tokens = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Index("ix_app_tokens_family", "family"),
     Index("ix_app_tokens_client_patient", "client_id", "patient_id"),
+)
+
+# -- research (issue 15) ---------------------------------------------------------------------
+
+#: The registered research studies (not patient data: a Citus reference table). ``registration``
+#: is the study's JSON (carnet/research/study.py). The study key is a key of ``patient_keys``
+#: under the reserved id ``_study-<id>`` (wrapped by the KEK with an erasure share, rotated with
+#: the record keys, shredded when the study is withdrawn).
+research_studies = Table(
+    "research_studies",
+    metadata,
+    Column("study_id", ID, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("registration", Text, nullable=False),
+    Column("registered_by", String(200), nullable=False),
+    Column("approved_by", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Bulk exports (a study's, or a patient's own): their state, what was asked, what came out.
+#: The output is sealed in ``export_parts`` under the export's own key, a key of ``patient_keys``
+#: under the reserved id ``_export-<id>``: shredding it destroys the output.
+exports = Table(
+    "exports",
+    metadata,
+    Column("export_id", ID, primary_key=True),
+    Column("study_id", ID, nullable=True),
+    Column("owner", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("progress", String(200), nullable=False),
+    Column("summary", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+#: The NDJSON output of an export, by part (≈ 1 MB of lines of one resource type), sealed.
+export_parts = Table(
+    "export_parts",
+    metadata,
+    Column("export_id", ID, nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("lines", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("export_id", "part"),
+)
+
+#: The privacy-budget ledger of each study: one row per answered aggregate question.
+research_ledger = Table(
+    "research_ledger",
+    metadata,
+    Column("study_id", ID, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("asked_at", DateTime(timezone=True), nullable=False),
+    Column("asked_by", String(200), nullable=False),
+    Column("question", Text, nullable=False),
+    Column("epsilon", Float, nullable=False),
+    PrimaryKeyConstraint("study_id", "seq"),
 )

@@ -1,0 +1,280 @@
+"""A study's bulk export: pseudonymised, k-anonymous, on each patient's terms, journaled per patient.
+
+:meth:`ResearchExports.start` checks the study (registered, approved, in its period, the caller
+one of its researchers as the policy sees it) and the bulk-data parameters against the data the
+study asked for, then records a queued job. :meth:`ResearchExports.run` makes two passes over
+the records, by id in batches (memory bounded by the batch and the number of classes, never by
+the number of patients):
+
+1. **cohort** — for each record the policy lets into the study (rule ``research-study``: the
+   patient's choice), count its quasi-identifiers at every level of the generalisation ladder
+   and the codes it holds. This pass reads only to count, writes nothing and discloses nothing;
+   from it come the generalisation level (the finest that suppresses at most the study's share)
+   and the rare codes (held by fewer than k patients).
+2. **export** — one call of the record access per batch (mode ``research``, action ``$export``,
+   the study and the export named in the call's query): the policy decides each record again
+   (a choice made since pass 1 is honoured), the record's resources are de-identified
+   (:mod:`carnet.research.deidentify`) and written as sealed NDJSON parts, and each record the
+   call touched gets one journal entry naming the study — with the resources that left, or
+   with the reason ``k-anonymity-suppressed`` when the patient was suppressed.
+
+Before release, the classes actually written are checked (every one ≥ k); an export that fails
+the check keeps no output and is marked failed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from carnet.domain import fhirjson
+from carnet.domain.consent import grants_from_consents
+from carnet.domain.errors import AccessDenied, CarnetError, RecordShredded
+from carnet.domain.policy import AccessMode, AccessRequest, Action, Target, decide
+from carnet.domain.principal import Principal
+from carnet.research import kanon
+from carnet.research.deidentify import Deidentifier, clinical_tokens
+from carnet.research.pseudonyms import date_shift
+from carnet.research.study import Study
+from carnet.services.export_jobs import ExportJobs, ExportRequest, PartWriter, parse_request
+from carnet.services.ports import StoredVersion, StoreSession
+from carnet.services.record_types import Stored
+from carnet.services.records import RecordService
+from carnet.services.research_ports import ExportJob
+from carnet.services.research_studies import StudyRegistry, study_key_id
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(slots=True)
+class Cohort:
+    """What pass 1 learnt: the class sizes at every level and how many patients hold each code."""
+
+    ladder: kanon.Ladder
+    holders: Counter[str] = field(default_factory=Counter)
+
+
+class ResearchExports:
+    """Exports for registered studies (see the module docstring)."""
+
+    def __init__(
+        self, *, service: RecordService, registry: StudyRegistry, jobs: ExportJobs, clock: Clock
+    ) -> None:
+        self._svc = service
+        self._registry = registry
+        self._jobs = jobs
+        self._clock = clock
+
+    def start(
+        self,
+        actor: Principal,
+        study_id: str,
+        *,
+        types: str | None = None,
+        since: str | None = None,
+        type_filters: Sequence[str] = (),
+        output_format: str | None = None,
+    ) -> ExportJob:
+        """Kick off a study's export.
+
+        Raises:
+            NotFound: no such study. AccessDenied: not approved, outside its period, or the
+                caller is not a researcher in research mode. InvalidRequest: a parameter outside
+                the study's scope (types, codes) or malformed. Nothing is recorded on a refusal.
+        """
+        study = self._registry.get(study_id)
+        study.check_open(self._clock().date())
+        self.admit(actor, study)
+        request = parse_request(
+            study.types,
+            types=types,
+            since=since,
+            type_filters=type_filters,
+            output_format=output_format,
+            allowed_codes=study.codes,
+        )
+        return self._jobs.create(actor.subject, study.study_id, request)
+
+    def admit(self, actor: Principal, study: Study) -> None:
+        """Ask the policy whether this caller may export for the study at all (no record named yet)."""
+        request = AccessRequest(
+            actor=actor,
+            action=Action.EXPORT,
+            target=Target(patient_id=None, resource_type="Patient", research=study.use),
+            mode=AccessMode.RESEARCH,
+        )
+        decision = decide(request, grants_from_consents((), self._clock()), self._svc.profile, self._clock())
+        if not decision.allowed:
+            raise AccessDenied("Only a researcher exports for a study.", reasons=decision.reasons)
+
+    def run(self, actor: Principal, export_id: str) -> ExportJob:
+        """Run a queued study export to its end (or until it is cancelled); return its final state.
+
+        Raises:
+            NotFound: no such export of this caller.
+        """
+        job = self._jobs.status(actor, export_id)
+        try:
+            if job.study_id is None:
+                raise AccessDenied("This export is not a study's.", reasons=("no-study",))
+            study = self._registry.get(job.study_id)
+            study.check_open(self._clock().date())
+            request = ExportRequest.from_json(job.request)
+            with self._svc.store.session() as session:
+                study_key = self._svc.vault.key(session, study_key_id(study.study_id), self._clock())
+            cohort = self._cohort(actor, study, request, export_id)
+            if cohort is None:
+                return self._jobs.status(actor, export_id)
+            return self._export(actor, study, study_key, request, export_id, cohort)
+        except CarnetError as error:
+            self._jobs.fail(export_id, error)
+            return self._jobs.status(actor, export_id)
+
+    # -- pass 1: the cohort -------------------------------------------------------------------
+
+    def _cohort(
+        self, actor: Principal, study: Study, request: ExportRequest, export_id: str
+    ) -> Cohort | None:
+        """Count the cohort's classes and codes (None if the export was cancelled meanwhile)."""
+        cohort = Cohort(ladder=kanon.Ladder(today=self._clock().date()))
+        for seen, opened in self.cohort(actor, study):
+            if opened is not None:
+                patient = next((s.resource for s in opened if s.resource_type == "Patient"), None)
+                if patient is not None:
+                    cohort.ladder.add(kanon.traits_of(patient))
+                    held: set[str] = set()
+                    for stored in opened:
+                        resource = stored.resource
+                        if resource is not None and request.wants(resource, stored.last_updated, set()):
+                            held |= clinical_tokens(resource)
+                    cohort.holders.update(held)
+            if seen and not self._jobs.progress(export_id, f"cohort: {seen} records"):
+                return None
+        return cohort
+
+    def cohort(self, actor: Principal, study: Study) -> Iterator[tuple[int, list[Stored] | None]]:
+        """Walk the records by id; yield each record the policy lets into the study, opened.
+
+        Yields ``(0, resources)`` for each such record and ``(records seen, None)`` after each
+        batch. This walk only counts (pass 1, aggregate questions): it discloses nothing.
+        """
+        seen = 0
+        for batch in self._jobs.records():
+            with self._svc.store.session() as session:
+                for patient_id in batch:
+                    opened = self._permitted(session, actor, study, patient_id)
+                    if opened is not None:
+                        yield 0, opened
+            seen += len(batch)
+            yield seen, None
+
+    def _permitted(
+        self, session: StoreSession, actor: Principal, study: Study, patient_id: str
+    ) -> list[Stored] | None:
+        """Open a record's current resources if the policy lets it into the study."""
+        now = self._clock()
+        try:
+            key = self._svc.vault.key(session, patient_id, now)
+        except RecordShredded:
+            return None
+        opened = [self._svc.gate.open(key, v) for v in session.search(patient_id, None, (), ())]
+        consents = [s.resource for s in opened if s.resource_type == "Consent" and s.resource is not None]
+        request = AccessRequest(
+            actor=actor,
+            action=Action.EXPORT,
+            target=Target(patient_id=patient_id, resource_type="Patient", research=study.use),
+            mode=AccessMode.RESEARCH,
+        )
+        decision = decide(request, grants_from_consents(consents, now), self._svc.profile, now)
+        return opened if decision.allowed else None
+
+    # -- pass 2: the export -------------------------------------------------------------------
+
+    def _export(
+        self,
+        actor: Principal,
+        study: Study,
+        study_key: bytes,
+        request: ExportRequest,
+        export_id: str,
+        cohort: Cohort,
+    ) -> ExportJob:
+        k = study.privacy.k
+        level = cohort.ladder.level(k, study.privacy.max_suppression)
+        rare = kanon.rare_codes(cohort.holders, k)
+        gate = self._svc.gate
+        writer = PartWriter(self._svc, export_id, self._jobs.key(export_id))
+        released: Counter[tuple[str, str, str]] = Counter()
+        suppressed = seen = 0
+        query = [("study", study.study_id), ("export", export_id)]
+        for batch in self._jobs.records():
+            with gate.transaction(
+                actor, "$export", "ResearchStudy", write=True, mode=AccessMode.RESEARCH, query=query
+            ) as call:
+                for patient_id in batch:
+                    target = Target(patient_id=patient_id, resource_type="Patient", research=study.use)
+                    if not gate.decide(call, Action.EXPORT, target).allowed:
+                        continue
+                    try:
+                        key = gate.key(call, patient_id)
+                    except RecordShredded:
+                        continue
+                    versions: list[StoredVersion] = call.session.search(patient_id, None, (), ())
+                    opened = [gate.open(key, v) for v in versions]
+                    patient = next((s for s in opened if s.resource_type == "Patient" and s.resource), None)
+                    if patient is None or patient.resource is None:
+                        continue
+                    qi = kanon.generalise(kanon.traits_of(patient.resource), level, cohort.ladder.today)
+                    trail = gate.trail_of(call, patient_id)
+                    if not cohort.ladder.releasable(qi, level, k):
+                        suppressed += 1
+                        if trail is not None:
+                            trail.allowed_reasons.add("k-anonymity-suppressed")
+                        continue
+                    shift = date_shift(study_key, patient_id, study.privacy.date_shift_days)
+                    deidentifier = Deidentifier(study_key=study_key, shift_days=shift, rare=rare)
+                    writer.add("Patient", fhirjson.dumps(deidentifier.patient(patient_id, qi)))
+                    gate.disclose(call, patient_id, patient)
+                    released[qi.key] += 1
+                    for stored in opened:
+                        self._add(writer, deidentifier, request, stored, gate_disclose=(call, patient_id))
+                writer.flush(call.session)
+            seen += len(batch)
+            if not self._jobs.progress(export_id, f"export: {seen} records"):
+                return self._jobs.status(actor, export_id)
+        kanon.check(released, k)
+        with self._svc.store.session(write=True) as session:
+            writer.flush(session, everything=True)
+        summary: dict[str, Any] = {
+            "types": writer.counts,
+            "patients": sum(released.values()),
+            "suppressed": suppressed,
+            "k": kanon.k_of(released.values()),
+            "level": level,
+            "rareCodes": len(rare),
+        }
+        return self._jobs.finish(export_id, summary)
+
+    def _add(
+        self,
+        writer: PartWriter,
+        deidentifier: Deidentifier,
+        request: ExportRequest,
+        stored: Stored,
+        *,
+        gate_disclose: tuple[Any, str],
+    ) -> None:
+        resource = stored.resource
+        if resource is None or stored.resource_type == "Patient":
+            return
+        if not request.wants(resource, stored.last_updated, clinical_tokens(resource)):
+            return
+        out = deidentifier.resource(resource)
+        if out is None:
+            return
+        writer.add(stored.resource_type, fhirjson.dumps(out))
+        call, patient_id = gate_disclose
+        self._svc.gate.disclose(call, patient_id, stored)
