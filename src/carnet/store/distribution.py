@@ -68,6 +68,13 @@ PLACEMENTS: dict[str, Placement] = {
     "app_clients": REFERENCE,
     "app_codes": Placement("distributed", "code_hash", "app_codes"),
     "app_tokens": Placement("distributed", "token_hash", "app_tokens"),
+    # Research (issue 15): the study registry is small and read by every export (everywhere);
+    # an export and its sealed parts share a group on the export id; a study's budget ledger is
+    # its own group on the study id.
+    "research_studies": REFERENCE,
+    "exports": Placement("distributed", "export_id", "exports"),
+    "export_parts": Placement("distributed", "export_id", "exports"),
+    "research_ledger": Placement("distributed", "study_id", "research_ledger"),
     # Portal sessions are found by the hash of their cookie id: their own group on that key.
     "portal_sessions": Placement("distributed", "sid_hash", "portal_sessions"),
 }
