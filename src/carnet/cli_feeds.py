@@ -13,6 +13,7 @@ from rich.table import Table
 
 from carnet.domain.errors import CarnetError
 from carnet.domain.feeds import FeedKind, FeedStatus, parse_classes
+from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
 from carnet.settings import load
 
@@ -143,3 +144,71 @@ def feeds_mllp(
         pass
     finally:
         services.store.engine.dispose()
+
+
+@contextmanager
+def _intake() -> Iterator[HL7v2Intake]:
+    """The HL7 v2 intake of the configured database, its connections closed on the way out."""
+    from carnet.api.app import build_services
+
+    try:
+        services = build_services(load(os.environ))
+    except CarnetError as exc:
+        console.print(f"[red]Configuration error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    try:
+        yield services.hl7v2
+    finally:
+        services.store.engine.dispose()
+
+
+@feeds_app.command("dead-letters")
+def feeds_dead_letters(
+    every: Annotated[bool, typer.Option("--all", help="Also the letters already replayed")] = False,
+) -> None:
+    """List the messages that could not be taken: id, feed, MSH-10, type, when, error (never content)."""
+    with _intake() as intake:
+        letters = intake.dead_letters(every=every)
+    # One tab-separated line per letter, whole (ids are what replay takes), never wrapped.
+    print("letter\tfeed\tcontrol id\ttype\treceived\tstatus\tattempts\terror")
+    for letter in letters:
+        fields = (
+            letter.letter_id,
+            letter.feed_id,
+            letter.control_id,
+            letter.message_type,
+            letter.received_at.isoformat(timespec="seconds"),
+            letter.status.value,
+            str(letter.attempts),
+            f"{letter.error_code} {letter.error}",
+        )
+        print("\t".join(fields))
+    console.print(f"{len(letters)} dead letter(s).")
+
+
+@feeds_app.command("replay")
+def feeds_replay(
+    letter_id: Annotated[str | None, typer.Argument(help="The dead letter to take again")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Replay every open dead letter, oldest first")] = False,
+) -> None:
+    """Take dead letters again after a fix; each one taken is marked replayed, the others stay open."""
+    if (letter_id is None) == (not every):
+        console.print("[red]Error:[/red] name one dead letter, or pass --all.")
+        raise typer.Exit(2)
+    taken = failed = 0
+    with _intake() as intake:
+        ids = [letter_id] if letter_id else [letter.letter_id for letter in intake.dead_letters()]
+        for one in ids:
+            try:
+                receipt = intake.replay(one)
+            except CarnetError as exc:
+                raise _fail(exc) from None
+            if receipt.error is None:
+                taken += 1
+                console.print(f"{one}: taken ({receipt.outcome}).")
+            else:
+                failed += 1
+                console.print(f"{one}: still refused: {receipt.error.hl7_code} {receipt.error.message}")
+    console.print(f"{taken} taken, {failed} still open.")
+    if failed:
+        raise typer.Exit(1)

@@ -112,3 +112,29 @@ def feed_principal(feed: Feed) -> Principal:
         feed_id=feed.feed_id,
         feed_categories=feed.classes,
     )
+
+
+class LetterStatus(StrEnum):
+    """Where a dead letter stands: waiting for an operator, or taken on a replay."""
+
+    OPEN = "open"
+    REPLAYED = "replayed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A feed message that could not be taken, as an operator sees it: metadata, never content.
+
+    ``sealed`` is the message itself, sealed; only a replay opens it.
+    """
+
+    letter_id: str
+    feed_id: str
+    control_id: str
+    message_type: str
+    received_at: datetime
+    error_code: str
+    error: str
+    status: LetterStatus
+    attempts: int
+    sealed: bytes = b""

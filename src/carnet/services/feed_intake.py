@@ -23,6 +23,7 @@ was acknowledged ``AA`` is in the record.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from carnet.domain.errors import (
     NotFound,
     Unauthenticated,
 )
-from carnet.domain.feeds import Feed, feed_principal
+from carnet.domain.feeds import DeadLetter, Feed, LetterStatus, feed_principal
 from carnet.domain.policy import AccessMode
 from carnet.feeds.cda import PS_NATIONAL_ID_ROOT, parse_cda
 from carnet.feeds.cda_metadata import document_reference_from_cda, master_identifier_for
@@ -49,6 +50,7 @@ from carnet.feeds.hl7v2 import (
     Action,
     DocumentMessage,
     Flags,
+    Header,
     Sender,
     acknowledgement,
     business_ack,
@@ -57,11 +59,14 @@ from carnet.feeds.hl7v2 import (
 )
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.records import RecordService
+from carnet.services.vault import DIRECTORY
 
 log = logging.getLogger("carnet.feeds")
 
 Clock = Callable[[], datetime]
 STRUCTURE_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
+#: The sealed type of a dead letter (its associated data: directory, this type, letter id, 1).
+_LETTER_TYPE = "FeedDeadLetter"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,9 +97,87 @@ class HL7v2Intake:
         self._registry = registry
         self._clock = clock
 
-    def receive(self, feed_id: str, raw: bytes) -> Receipt:
-        """Take one message of a feed; return its acknowledgement. Never raises for a bad message."""
+    def receive(self, feed_id: str, raw: bytes, *, replay_of: str | None = None) -> Receipt:
+        """Take one message of a feed; return its acknowledgement, once it is durable.
+
+        A message whose MSH-10 was already taken gets the same ACK again and changes nothing. A
+        message that cannot be taken is kept as a dead letter (sealed) before its AE/AR is
+        returned; ``replay_of`` names the dead letter a replay takes again (none is added then).
+        Never raises for a bad message; a storage failure raises, and no ACK is sent.
+        """
         header = read_header(raw)
+        control = header.control_id[:64] if header is not None else ""
+        store = self._records.store
+        if control and replay_of is None:
+            with store.session() as session:
+                prior = session.message_ack(feed_id, control)
+            if prior is not None and prior[0] != "refused":
+                return Receipt(ack=prior[1], business=None, outcome="duplicate")
+        receipt = self._take(feed_id, raw, header)
+        now = self._clock()
+        with store.session(write=True) as session:
+            if receipt.error is not None and replay_of is None:
+                session.add_letter(self._letter(feed_id, raw, header, receipt.error, now))
+            if control:
+                session.record_message(feed_id, control, receipt.outcome, receipt.ack, now)
+        return receipt
+
+    def dead_letters(self, *, every: bool = False, limit: int = 1000) -> list[DeadLetter]:
+        """Return the dead letters (the open ones unless ``every``), metadata only."""
+        with self._records.store.session() as session:
+            found = session.letters(status=None if every else LetterStatus.OPEN, limit=limit)
+        return [dataclasses.replace(letter, sealed=b"") for letter in found]
+
+    def replay(self, letter_id: str) -> Receipt:
+        """Take a dead letter again (after a fix: the record opened, the feed's classes widened…).
+
+        Raises:
+            NotFound: no such dead letter. Conflict: it was already replayed successfully.
+        """
+        store, vault = self._records.store, self._records.vault
+        with store.session() as session:
+            letter = session.letter(letter_id)
+            if letter is None:
+                raise NotFound(f"No dead letter {letter_id[:64]!r} (carnet feeds dead-letters).")
+            if letter.status is LetterStatus.REPLAYED:
+                raise Conflict(f"Dead letter {letter_id[:64]} was already taken on a replay.")
+            key = vault.key(session, DIRECTORY, self._clock())
+        raw = vault.open_resource(key, DIRECTORY, _LETTER_TYPE, letter_id, 1, letter.sealed)
+        receipt = self.receive(letter.feed_id, raw, replay_of=letter_id)
+        error = receipt.error
+        with store.session(write=True) as session:
+            session.update_letter(
+                letter_id,
+                status=LetterStatus.OPEN if error is not None else LetterStatus.REPLAYED,
+                error_code=error.hl7_code if error is not None else letter.error_code,
+                error=error.message if error is not None else letter.error,
+            )
+        return receipt
+
+    def _letter(
+        self, feed_id: str, raw: bytes, header: Header | None, error: FeedMessageError, now: datetime
+    ) -> DeadLetter:
+        """Seal a refused message into a dead letter (under the reserved directory key)."""
+        letter_id = uuid.uuid4().hex
+        vault = self._records.vault
+        with self._records.store.session() as session:
+            key = vault.key(session, DIRECTORY, now)
+        message_type = f"{header.message_type}^{header.event}" if header is not None else "?"
+        return DeadLetter(
+            letter_id=letter_id,
+            feed_id=feed_id,
+            control_id=(header.control_id if header is not None else "")[:64],
+            message_type=message_type[:32],
+            received_at=now,
+            error_code=error.application_code or error.hl7_code,
+            error=error.message,
+            status=LetterStatus.OPEN,
+            attempts=0,
+            sealed=vault.seal_resource(key, DIRECTORY, _LETTER_TYPE, letter_id, 1, raw),
+        )
+
+    def _take(self, feed_id: str, raw: bytes, header: Header | None) -> Receipt:
+        """Read and apply one message; the ACK (and ZAM) it gets."""
         now = self._clock()
         control_id = uuid.uuid4().hex[:20]
         try:
@@ -125,7 +208,9 @@ class HL7v2Intake:
             )
         return Receipt(ack=ack, business=business, outcome=outcome, document_id=document_id)
 
-    def _refused(self, header: Any, control_id: str, now: datetime, error: FeedMessageError) -> Receipt:
+    def _refused(
+        self, header: Header | None, control_id: str, now: datetime, error: FeedMessageError
+    ) -> Receipt:
         log.info("feed message refused: %s %s", error.hl7_code, error.message)
         return Receipt(
             ack=acknowledgement(header, control_id=control_id, now=now, error=error),

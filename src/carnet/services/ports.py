@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from carnet.domain.feeds import Feed, FeedStatus
+from carnet.domain.feeds import DeadLetter, Feed, FeedStatus, LetterStatus
 from carnet.domain.journal import StoredEntry
 from carnet.domain.keys import WrappedKey
 
@@ -300,6 +300,30 @@ class StoreSession(Protocol):
 
     def set_feed_status(self, feed_id: str, status: FeedStatus) -> bool:
         """Set a feed's status; return False if there is no such feed."""
+        ...
+
+    def message_ack(self, feed_id: str, control_id: str) -> tuple[str, bytes] | None:
+        """Return the outcome and ACK of a feed message already taken, or None."""
+        ...
+
+    def record_message(self, feed_id: str, control_id: str, outcome: str, ack: bytes, now: datetime) -> None:
+        """Remember the answer to a feed message."""
+        ...
+
+    def add_letter(self, letter: DeadLetter) -> None:
+        """Keep a dead letter."""
+        ...
+
+    def letters(self, *, status: LetterStatus | None, limit: int) -> list[DeadLetter]:
+        """Return dead letters, oldest first."""
+        ...
+
+    def letter(self, letter_id: str) -> DeadLetter | None:
+        """Return one dead letter, or None."""
+        ...
+
+    def update_letter(self, letter_id: str, *, status: LetterStatus, error_code: str, error: str) -> None:
+        """Record a replay's result."""
         ...
 
     def save_portal_session(self, sid_hash: str, sealed: bytes, expires_at: datetime | None) -> None:

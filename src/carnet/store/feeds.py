@@ -1,15 +1,16 @@
-"""The SQL side of the feed registry (SQLite and PostgreSQL)."""
+"""The SQL side of the feeds (SQLite and PostgreSQL): the registry, messages taken, dead letters."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from carnet.domain.errors import Conflict
-from carnet.domain.feeds import Feed, FeedKind, FeedStatus
+from carnet.domain.feeds import DeadLetter, Feed, FeedKind, FeedStatus, LetterStatus
 from carnet.store.connected import Connected, utc
-from carnet.store.tables import feeds
+from carnet.store.tables import feed_dead_letters, feed_messages, feeds
 
 
 def _feed(row: Any) -> Feed:
@@ -62,3 +63,90 @@ class FeedSessionMixin(Connected):
         """Set a feed's status; return False if there is no such feed."""
         done = self._c.execute(update(feeds).where(feeds.c.feed_id == feed_id).values(status=status.value))
         return bool(done.rowcount)
+
+
+def _letter(row: Any) -> DeadLetter:
+    return DeadLetter(
+        letter_id=row.letter_id,
+        feed_id=row.feed_id,
+        control_id=row.control_id,
+        message_type=row.message_type,
+        received_at=utc(row.received_at),
+        error_code=row.error_code,
+        error=row.error,
+        status=LetterStatus(row.status),
+        attempts=row.attempts,
+        sealed=bytes(row.sealed),
+    )
+
+
+class FeedMessageSessionMixin(Connected):
+    """Messages taken and dead letters; mixed into :class:`carnet.store.repository.SQLStoreSession`."""
+
+    def message_ack(self, feed_id: str, control_id: str) -> tuple[str, bytes] | None:
+        """Return the outcome and ACK of a message already taken (by feed and MSH-10), or None."""
+        row = self._c.execute(
+            select(feed_messages.c.outcome, feed_messages.c.ack).where(
+                feed_messages.c.feed_id == feed_id, feed_messages.c.control_id == control_id
+            )
+        ).first()
+        return None if row is None else (str(row.outcome), bytes(row.ack))
+
+    def record_message(self, feed_id: str, control_id: str, outcome: str, ack: bytes, now: datetime) -> None:
+        """Remember the answer to a message (the last answer wins when it is sent again)."""
+        self._c.execute(
+            delete(feed_messages).where(
+                feed_messages.c.feed_id == feed_id, feed_messages.c.control_id == control_id
+            )
+        )
+        self._c.execute(
+            insert(feed_messages).values(
+                feed_id=feed_id, control_id=control_id, received_at=now, outcome=outcome, ack=ack
+            )
+        )
+
+    def add_letter(self, letter: DeadLetter) -> None:
+        """Keep a dead letter."""
+        self._c.execute(
+            insert(feed_dead_letters).values(
+                letter_id=letter.letter_id,
+                feed_id=letter.feed_id,
+                control_id=letter.control_id,
+                message_type=letter.message_type,
+                received_at=letter.received_at,
+                error_code=letter.error_code,
+                error=letter.error[:300],
+                status=letter.status.value,
+                attempts=letter.attempts,
+                sealed=letter.sealed,
+            )
+        )
+
+    def letters(self, *, status: LetterStatus | None, limit: int) -> list[DeadLetter]:
+        """Return dead letters, oldest first (only those of ``status`` if given)."""
+        query = select(feed_dead_letters).order_by(
+            feed_dead_letters.c.received_at, feed_dead_letters.c.letter_id
+        )
+        if status is not None:
+            query = query.where(feed_dead_letters.c.status == status.value)
+        return [_letter(r) for r in self._c.execute(query.limit(limit)).all()]
+
+    def letter(self, letter_id: str) -> DeadLetter | None:
+        """Return one dead letter, or None."""
+        row = self._c.execute(
+            select(feed_dead_letters).where(feed_dead_letters.c.letter_id == letter_id)
+        ).first()
+        return None if row is None else _letter(row)
+
+    def update_letter(self, letter_id: str, *, status: LetterStatus, error_code: str, error: str) -> None:
+        """Record a replay's result (one more attempt)."""
+        self._c.execute(
+            update(feed_dead_letters)
+            .where(feed_dead_letters.c.letter_id == letter_id)
+            .values(
+                status=status.value,
+                error_code=error_code,
+                error=error[:300],
+                attempts=feed_dead_letters.c.attempts + 1,
+            )
+        )

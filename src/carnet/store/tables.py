@@ -261,6 +261,37 @@ app_tokens = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Index("ix_app_tokens_family", "family"),
     Index("ix_app_tokens_client_patient", "client_id", "patient_id"),
+
+#: Each feed message taken (one row per feed and MSH-10): a message sent again gets the answer of
+#: the first time (``ack``: the technical ACK, which names no patient), so nothing is stored twice.
+feed_messages = Table(
+    "feed_messages",
+    metadata,
+    Column("feed_id", String(64), nullable=False),
+    Column("control_id", String(64), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("ack", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("feed_id", "control_id"),
+)
+
+#: Messages a feed sent that could not be taken, kept for an operator: the metadata in clear (no
+#: patient data: ids, type, HL7 error code and text), the message itself sealed (AES-256-GCM
+#: under the reserved directory key, bound to the letter's id). ``status``: open, replayed.
+feed_dead_letters = Table(
+    "feed_dead_letters",
+    metadata,
+    Column("letter_id", String(64), primary_key=True),
+    Column("feed_id", String(64), nullable=False),
+    Column("control_id", String(64), nullable=False),
+    Column("message_type", String(32), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("error_code", String(16), nullable=False),
+    Column("error", String(300), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Index("ix_feed_dead_letters_status", "status", "received_at"),
 )
 
 # -- research (issue 15) ---------------------------------------------------------------------
