@@ -214,6 +214,7 @@ feeds = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
 # Apps connected by SMART on FHIR (migration 0009): a reference table of clients; codes and tokens
 # by their SHA-256 hash only, with the record they were granted on.
 app_clients = Table(
@@ -261,6 +262,7 @@ app_tokens = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Index("ix_app_tokens_family", "family"),
     Index("ix_app_tokens_client_patient", "client_id", "patient_id"),
+)
 
 #: Each feed message taken (one row per feed and MSH-10): a message sent again gets the answer of
 #: the first time (``ack``: the technical ACK, which names no patient), so nothing is stored twice.
