@@ -63,6 +63,10 @@ PLACEMENTS: dict[str, Placement] = {
     "journal_cosignatures": BY_LOG,
     # Registered document feeds (a few rows, read by every feed request): everywhere.
     "feeds": REFERENCE,
+    # A feed's messages taken are found by feed and MSH-10: grouped by feed. Dead letters are
+    # found by their id (an operator's listing scans them all, rarely).
+    "feed_messages": Placement("distributed", "feed_id", "feed_messages"),
+    "feed_dead_letters": Placement("distributed", "letter_id", "feed_dead_letters"),
     # Registered SMART apps (few rows, read at every app request): everywhere. Their codes and
     # tokens are found by their hash (a token may have no record): each its own group on it.
     "app_clients": REFERENCE,
