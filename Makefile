@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: install demo serve test test-long test-citus check bench clean
+.PHONY: install demo serve test test-long test-citus check bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py --quick   # wrk needed: apt-get install wrk; full sizes: bench/run.py
 	$(PY) bench/journal.py
+
+## The README's screenshots (docs/img/*.png), taken by the browser tests against a seeded server
+screenshots: $(STAMP) $(AXE)
+	CARNET_DOCS_IMG=docs/img $(VENV)/bin/pytest -n 0 -q tests/browser/test_phone.py -k hundred
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

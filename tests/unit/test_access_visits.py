@@ -159,3 +159,14 @@ def test_every_message_of_the_history_has_a_french_translation() -> None:
     used |= set(access_visits.REFUSALS.values()) | set(access_visits._WEEKDAYS) | set(access_visits._MONTHS)
     used |= {"added {what}", "changed {what}", "deleted {what}", "{count} documents", "1 document"}
     assert sorted(m for m in used if m not in french) == []
+
+
+def test_a_declared_consent_is_told_as_such() -> None:
+    """A professional recording the patient's consent is told so, not as a read of the profile."""
+    declared = entry(
+        0, action="$declare-consent", resource_type="Consent", targets=("Consent/c1/_history/1",)
+    )
+    [visit] = group_visits(accesses(declared, entry(5, targets=("DocumentReference/d1/_history/1",))))
+    assert teller("fr").tell(visit).headline == (
+        "Dr Ribeiro, médecin généraliste, a consulté 1 document et a enregistré votre accord pour son accès"
+    )

@@ -378,7 +378,7 @@ class Teller:
         """Put one visit into words."""
         read_docs: list[str] = []
         written: dict[str, list[str]] = {"C": [], "U": [], "D": []}
-        profile = listed = journal = False
+        profile = listed = journal = choices = False
         refusals: list[str] = []
         steps: list[tuple[Access, str, str]] = []
         for access in visit.accesses:
@@ -401,6 +401,8 @@ class Teller:
                     read_docs.append(self._document_key(ident))
                 elif kind == "AuditEvent":
                     journal = True
+                elif kind == "Consent" and access.action != "R":
+                    choices = True
                 elif access.action not in written:
                     profile = True
         documents = _unique(read_docs)
@@ -423,6 +425,12 @@ class Teller:
                 clauses.append(self._(verb, what=self._count(count, "1 document", "{count} documents")))
             elif action == "C" and any(a.action == "C" and not a.refused for a in visit.accesses):
                 clauses.append(self._("added information to your profile"))
+        if choices:
+            clauses.append(
+                self._("recorded your consent to their access")
+                if visit.first.actor_kind == "professional"
+                else self._("changed your access choices")
+            )
         if not clauses:
             clauses.append(self._("was refused access") if refusals else self._("opened your record"))
         headline = self._("{who} {what}", who=self.who(visit), what=self._join(clauses))
@@ -460,6 +468,8 @@ class Teller:
             return self._("Saw the list of your documents")
         if "AuditEvent" in kinds:
             return self._("Read your access history")
+        if "Consent" in kinds and access.action != "R":
+            return self._("Recorded an access choice")
         if kinds & _DOCUMENT_TYPES:
             if names:
                 return self._("Opened the document “{title}”", title=_unique(names)[0])

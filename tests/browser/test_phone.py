@@ -1,0 +1,170 @@
+"""Every main page of both portals fits a phone (390×844): no sideways scrolling, axe-core clean.
+
+Each page is visited in French and in English at the size of a common phone, checked by
+axe-core, and measured: the document must be no wider than the screen. Folded ``<details>``
+are unfolded first, so what they hold is measured (and checked) too. Screenshots are saved as
+``tests/browser/artifacts/phone-<page>-<lang>.png``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.sync_api import BrowserContext, Page
+
+from browser.browsing import (
+    ARTIFACTS,
+    LiveServer,
+    check,
+    declare_consent,
+    sign_in_patient,
+    sign_in_professional,
+)
+
+NewContext = Callable[[], BrowserContext]
+
+PHONE = {"width": 390, "height": 844}
+LANGUAGES = ("fr", "en")
+PATIENT_PAGES = (
+    ("home", "/patient/"),
+    ("documents", "/patient/documents"),
+    ("upload", "/patient/documents/new"),
+    ("profile", "/patient/profile"),
+    ("care-team", "/patient/care-team"),
+    ("choices", "/patient/choices"),
+    ("access", "/patient/access"),
+    ("access-mine", "/patient/access?kind=mine"),
+    ("export", "/patient/export"),
+    ("close", "/patient/close"),
+)
+
+
+def docs_image(name: str) -> Path | None:
+    """Where to save a screenshot for the README: ``$CARNET_DOCS_IMG/<name>`` (``make screenshots``)."""
+    folder = os.environ.get("CARNET_DOCS_IMG")
+    if not folder:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(folder) / name
+
+
+def _overflow(page: Page) -> list[str]:
+    """The elements wider than the screen that make the page scroll sideways (empty: it fits)."""
+    found: list[str] = page.evaluate(
+        """() => {
+            const width = document.documentElement.clientWidth;
+            if (document.documentElement.scrollWidth <= width) return [];
+            const wide = [];
+            for (const element of document.querySelectorAll('body *')) {
+                const box = element.getBoundingClientRect();
+                if (box.right > width + 1 && box.width > 0) {
+                    wide.push(element.tagName.toLowerCase() + (element.id ? '#' + element.id : '')
+                        + (element.className && typeof element.className === 'string' ? '.' + element.className.split(' ').join('.') : '')
+                        + ' ' + Math.round(box.right) + 'px');
+                }
+            }
+            return wide.slice(0, 8);
+        }"""
+    )
+    return found
+
+
+def _fits(page: Page, path: str, shot: str) -> None:
+    """Open ``path``, unfold its details, check it with axe-core and fail if it scrolls sideways."""
+    response = page.goto(path)
+    assert response is not None
+    assert response.status < 400, f"{path}: {response.status}"
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    check(page, shot)
+    wide = _overflow(page)
+    assert wide == [], f"{path} scrolls sideways on a {PHONE['width']}px-wide phone: {wide}"
+
+
+def test_every_patient_page_fits_a_phone(page: Page, live_server: LiveServer) -> None:
+    """The patient portal's pages, a document and a proof fit 390 px in French and English."""
+    page.set_viewport_size(PHONE)
+    sign_in_patient(page, live_server.patients[0])
+    for language in LANGUAGES:
+        page.goto(f"/language/{language}?next=/patient/")
+        for name, path in PATIENT_PAGES:
+            _fits(page, path, f"phone-patient-{name}-{language}")
+        page.goto("/patient/documents")
+        document = page.locator("a[id^='doc-']").first.get_attribute("href")
+        assert document is not None
+        _fits(page, document, f"phone-patient-document-{language}")
+        page.goto("/patient/access?kind=mine")
+        proof = page.locator("a[href$='/verify']").first.get_attribute("href")
+        assert proof is not None
+        _fits(page, proof, f"phone-patient-verify-{language}")
+
+
+def test_every_professional_page_fits_a_phone(page: Page, live_server: LiveServer) -> None:
+    """The professional portal's search, ways in, record, documents and submission fit 390 px."""
+    page.set_viewport_size(PHONE)
+    # Patient 0 and this physician are used by no flow that expects the physician unauthorised.
+    patient = live_server.patients[0]
+    professional = live_server.physicians()[-2]
+    for language in LANGUAGES:
+        page.goto(f"/language/{language}?next=/login")
+        _fits(page, "/login", f"phone-login-{language}")
+    sign_in_professional(page, professional)
+    page.goto("/language/fr?next=/pro/")
+    _fits(page, f"/pro/search?ins={patient.ins_value}", "phone-pro-ways-in-fr")
+    declare_consent(page, patient)
+    base = f"/pro/patients/{patient.patient_id}"
+    for language in LANGUAGES:
+        page.goto(f"/language/{language}?next=/pro/")
+        _fits(page, "/pro/", f"phone-pro-search-{language}")
+        _fits(page, base, f"phone-pro-record-{language}")
+        _fits(page, f"{base}/documents", f"phone-pro-documents-{language}")
+        _fits(page, f"{base}/documents/new", f"phone-pro-submit-{language}")
+        document = page.goto(f"{base}/documents")
+        assert document is not None
+        link = page.locator("a.document-link").first.get_attribute("href")
+        assert link is not None
+        _fits(page, link, f"phone-pro-document-{language}")
+
+
+def test_a_visit_of_a_hundred_accesses_fits_one_phone_screen(
+    page: Page, new_context: NewContext, live_server: LiveServer
+) -> None:
+    """A professional's 100 accesses in one sitting are one visit, told in words on one phone screen."""
+    patient = live_server.patients[0]
+    professional = live_server.physicians()[-3]
+    pro_page = new_context().new_page()
+    sign_in_professional(pro_page, professional)
+    declare_consent(pro_page, patient)
+    base = f"/pro/patients/{patient.patient_id}"
+    pro_page.goto(f"{base}/documents")
+    links = [h for h in pro_page.locator("a.document-link").evaluate_all("els => els.map(e => e.href)") if h]
+    assert links
+    for index in range(100):
+        answer = pro_page.request.get(links[index % len(links)])
+        assert answer.status == 200
+
+    page.set_viewport_size(PHONE)
+    sign_in_patient(page, patient)
+    page.goto("/patient/access")
+    who = page.locator("#filter-who option", has_text=professional.display).get_attribute("value")
+    assert who
+    _fits(page, f"/patient/access?who={who}", "phone-patient-access-hundred")
+    page.goto(f"/patient/access?who={who}")
+    visits = page.locator("li.visit")
+    assert visits.count() == 1
+    visit = visits.first
+    assert "a consulté" in visit.inner_text()
+    box = visit.bounding_box()
+    assert box is not None
+    assert box["height"] <= PHONE["height"], f"the visit is {box['height']}px high"
+    visit.screenshot(
+        path=str(docs_image("access-history-visit.png") or ARTIFACTS / "access-history-visit.png")
+    )
+    steps = visit.locator(".visit-steps li")
+    assert steps.count() >= 100
+    page.goto("/patient/access")
+    page.screenshot(
+        path=str(docs_image("access-history-phone.png") or ARTIFACTS / "access-history-phone.png"),
+        full_page=True,
+    )
