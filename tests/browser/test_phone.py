@@ -29,6 +29,7 @@ PHONE = {"width": 390, "height": 844}
 LANGUAGES = ("fr", "en")
 PATIENT_PAGES = (
     ("home", "/patient/"),
+    ("search", "/patient/search?q=compte"),
     ("documents", "/patient/documents"),
     ("upload", "/patient/documents/new"),
     ("profile", "/patient/profile"),

@@ -25,6 +25,7 @@ from carnet.web.identities import demo_professionals
 
 PAGES = [
     "/patient/",
+    "/patient/search?kind=document",
     "/patient/documents",
     "/patient/documents/new",
     "/patient/profile",
@@ -727,3 +728,30 @@ def test_the_directory_is_searched_by_name_rpps_or_city(
     nobody = client.get("/patient/care-team", params={"q": "zzzz-nobody"}).text
     assert re.findall(r'<option value="(\d+)"', nobody) == []
     assert "0 professionnel(s) trouvé(s)" in nobody
+
+
+def test_search_finds_documents_and_profile_by_word_kind_date_and_author(
+    client: TestClient, signed_in: str
+) -> None:
+    """Words (any case, no accents needed), a kind, a period and an author narrow what is found."""
+    assert 'id="search-results"' not in client.get("/patient/search").text
+    listing = client.get("/patient/documents").text
+    title = re.search(r'id="doc-[^"]+">([^<]+)<', listing)
+    assert title is not None
+    word = max(title.group(1).replace("&#39;", "'").split(), key=len)
+    shouting = word.upper().replace("É", "E").replace("È", "E")
+    found = client.get("/patient/search", params={"q": shouting}).text
+    assert title.group(1) in found
+    assert 'href="/patient/documents/' in found
+    profile = client.get("/patient/search", params={"q": "paracetamol", "kind": "treatment"}).text
+    assert "PARACÉTAMOL" in profile
+    assert 'href="/patient/profile#section-treatment"' in profile
+    assert 'href="/patient/documents/' not in profile
+    every_document = client.get("/patient/search", params={"kind": "document"}).text
+    shown = len(re.findall(r'href="/patient/documents/', every_document))
+    assert shown >= 5
+    old = client.get("/patient/search", params={"kind": "document", "until": "1990-01-01"}).text
+    assert 'id="no-results"' in old
+    nobody = client.get("/patient/search", params={"kind": "document", "author": "zzz-personne"}).text
+    assert 'id="no-results"' in nobody
+    assert client.get("/patient/search", params={"since": "not-a-date", "kind": "bogus"}).status_code == 200
