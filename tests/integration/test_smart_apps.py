@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from carnet.api.app import Services, create_app
 from carnet.demo import SeededPatient, demo_people, seed_population
+from carnet.feeds.devices import MEASURE_ID_SYSTEM
 from carnet.services.apps import AppKind
 from carnet.settings import Settings
 
@@ -96,6 +97,7 @@ def app_id(services: Services) -> str:
             "launch/patient",
             "offline_access",
             "patient/Observation.crs",
+            "patient/Device.crs",
             "patient/DocumentReference.rs",
         ),
         client_id="tensio",
@@ -148,8 +150,8 @@ def authorize(
     url, _state = app.create_authorization_url(
         f"{BASE}/auth/authorize", code_verifier=verifier, aud=f"{BASE}/fhir"
     )
-    page = browser.get(url)
-    assert page.status_code == 200, page.text
+    page = browser.get(url, follow_redirects=False)
+    assert page.status_code == 200, page.headers.get("location")
     chosen = scopes if scopes is not None else re.findall(r'name="scope" value="([^"]+)"', page.text)
     answer = browser.post(
         url,
@@ -348,3 +350,126 @@ def test_denied_consent_and_partial_grant(browser: TestClient, patient: SeededPa
         "active": False
     }
     assert app.get("/fhir/Observation", params={"patient": patient.patient_id}).status_code == 401
+
+
+def measures_bundle(
+    patient_id: str, systolic: int, diastolic: int, *, device: bool = False
+) -> dict[str, Any]:
+    """A « Mesures de santé » flux Bundle: one blood-pressure Observation, and optionally its PhdDevice."""
+    observation = {
+        **BP_PANEL,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": f"2026-12-0{1 + systolic % 5}T08:00:00+01:00",
+        "component": [
+            {
+                **BP_PANEL["component"][0],
+                "valueQuantity": {**BP_PANEL["component"][0]["valueQuantity"], "value": systolic},
+            },
+            {
+                **BP_PANEL["component"][1],
+                "valueQuantity": {**BP_PANEL["component"][1]["valueQuantity"], "value": diastolic},
+            },
+        ],
+    }
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": "urn:uuid:5d1c8f4e-0000-4000-8000-000000000001",
+            "resource": observation,
+            "request": {"method": "POST", "url": "Observation"},
+        }
+    ]
+    if device:
+        observation["device"] = {"reference": "urn:uuid:5d1c8f4e-0000-4000-8000-000000000002"}
+        entries.append(
+            {
+                "fullUrl": "urn:uuid:5d1c8f4e-0000-4000-8000-000000000002",
+                "resource": {
+                    "resourceType": "Device",
+                    "identifier": [
+                        {"system": "urn:ietf:rfc:3986", "value": "urn:eui64:00-1B-2C-FF-FE-3D-4E-5F"}
+                    ],
+                    "patient": {"reference": f"Patient/{patient_id}"},
+                },
+                "request": {"method": "POST", "url": "Device"},
+            }
+        )
+    return {
+        "resourceType": "Bundle",
+        "meta": {
+            "profile": [
+                "https://interop.esante.gouv.fr/ig/fhir/mesures/StructureDefinition/mesures-bundle-flux-alimentation"
+            ]
+        },
+        "type": "transaction",
+        "entry": entries,
+    }
+
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def test_done_when_a_granted_app_writes_a_blood_pressure_that_the_chart_shows(
+    browser: TestClient, patient: SeededPatient, app_id: str
+) -> None:
+    """patient/Observation.cs after consent: BP measures land in the chart, once each; no DocumentReference; revoked at once."""
+    sign_in(browser, patient)
+    app = oauth(browser, app_id, "launch/patient patient/Observation.cs")
+    location, verifier = authorize(browser, app)
+    app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    first = app.post("/fhir", json=measures_bundle(patient.patient_id, 131, 84), headers=FHIR_JSON)
+    assert first.status_code == 200, first.text
+    assert first.json()["entry"][0]["response"]["status"] == "201"
+    again = app.post("/fhir", json=measures_bundle(patient.patient_id, 131, 84), headers=FHIR_JSON)
+    assert again.json()["entry"][0]["response"]["status"] == "200"  # the same measure, stored once
+    second = app.post("/fhir", json=measures_bundle(patient.patient_id, 142, 91), headers=FHIR_JSON)
+    assert second.json()["entry"][0]["response"]["status"] == "201"
+    profile = browser.get("/patient/profile").text
+    assert "131 / 84" in profile
+    assert "142 / 91" in profile
+    assert profile.count('class="chart measure-chart"') >= 1
+    assert app.get("/fhir/DocumentReference", params={"patient": patient.patient_id}).status_code in (
+        403,
+        404,
+    )
+    outside = app.post("/fhir", json=measures_bundle(patient.patient_id, 131, 250), headers=FHIR_JSON)
+    assert outside.status_code == 422
+    assert outside.json()["issue"][0]["expression"] == [
+        "Bundle.entry[0].resource.component[1].valueQuantity.value"
+    ]
+    page = browser.get("/patient/apps")
+    browser.post(f"/patient/apps/{app_id}/revoke", data={"csrf_token": csrf(page.text)})
+    refused = app.post("/fhir", json=measures_bundle(patient.patient_id, 120, 80), headers=FHIR_JSON)
+    assert refused.status_code == 401
+    access = browser.get("/patient/access").text
+    assert "Tensio" in access
+
+
+def test_a_device_is_stored_once_for_all_its_measures(
+    browser: TestClient, patient: SeededPatient, app_id: str
+) -> None:
+    """The PhdDevice of a flux is created with the first measure and reused by the next ones."""
+    sign_in(browser, patient)
+    app = oauth(browser, app_id, "launch/patient patient/Observation.crs patient/Device.crs")
+    location, verifier = authorize(browser, app)
+    app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    first = app.post(
+        "/fhir", json=measures_bundle(patient.patient_id, 125, 80, device=True), headers=FHIR_JSON
+    )
+    assert first.status_code == 200, first.text
+    second = app.post(
+        "/fhir", json=measures_bundle(patient.patient_id, 127, 81, device=True), headers=FHIR_JSON
+    )
+    assert second.status_code == 200, second.text
+    devices = app.get("/fhir/Device", params={"patient": patient.patient_id}).json()
+    assert devices["total"] == 1
+    device_id = devices["entry"][0]["resource"]["id"]
+    observations = app.get(
+        "/fhir/Observation", params={"patient": patient.patient_id, "code": "http://loinc.org|85354-9"}
+    ).json()
+    measured = [
+        e["resource"]
+        for e in observations["entry"]
+        if any(i["system"] == MEASURE_ID_SYSTEM for i in e["resource"].get("identifier", []))
+    ]
+    assert len(measured) == 2
+    assert {r["device"]["reference"] for r in measured} == {f"Device/{device_id}"}

@@ -20,8 +20,10 @@ from carnet.domain.errors import InvalidRequest, PayloadTooLarge
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.search import MAX_COUNT, parse_date
+from carnet.feeds.devices import is_measure_bundle
 from carnet.offload import offload
 from carnet.services import deadline
+from carnet.services.measures import submit_measures
 from carnet.services.records import (
     EntryRequest,
     EntryResponse,
@@ -363,6 +365,23 @@ async def bundle(request: Request) -> Response:
     body = await json_body(request)
     if body.get("resourceType") != "Bundle" or body.get("type") not in ("transaction", "batch"):
         raise InvalidRequest("POST /fhir takes a Bundle of type transaction or batch.")
+    if body["type"] == "transaction" and is_measure_bundle(body):
+        # A connected device's measures (ANS « Mesures de santé »): checked against the profiles.
+        service = request.app.state.services.records
+        submitted = await offload(submit_measures, service, records.actor, body, mode=records.mode)
+        out = [
+            _entry_response(
+                request,
+                EntryResponse(
+                    status=201 if entry.created else 200,
+                    location=f"{entry.stored.resource_type}/{entry.stored.resource_id}/_history/{entry.stored.version_id}",
+                    stored=entry.stored,
+                ),
+                False,
+            )
+            for entry in submitted
+        ]
+        return fhir_response({"resourceType": "Bundle", "type": "transaction-response", "entry": out})
     entries = parse_entries(body)
     if body["type"] == "transaction":
         responses = await offload(records.transaction, entries)
