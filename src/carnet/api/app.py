@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet.api.auth import TokenVerifier
+from carnet.api.bulk import router as bulk_router
 from carnet.api.docs import mount_docs
 from carnet.api.documents import router as documents_router
 from carnet.api.feeds import router as feeds_router
@@ -378,6 +379,7 @@ def create_app(
     app.include_router(documents_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(notifications_router, prefix="/fhir")  # likewise
     app.include_router(operations_router, prefix="/fhir")  # likewise
+    app.include_router(bulk_router, prefix="/fhir")  # likewise ($export, Patient/$export, Group/…/$export)
     app.include_router(journal_router, prefix="/fhir")  # likewise
     app.include_router(journal_public, prefix="/journal")
     app.include_router(feeds_router)
