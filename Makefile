@@ -36,7 +36,8 @@ test-citus: $(STAMP)
 	CARNET_TEST_CITUS_SCOPE=rest $(VENV)/bin/pytest -m "citus and not slow" -n 2 --dist loadfile
 
 ## Long soaks (pytest -m slow): 1,000 kill -9 rounds of carnet serve under writes, 10⁶ policy
-## cases against the reference model, 100,000 fuzzed API requests, every Synthea bundle of the corpus
+## cases against the reference model, 100,000 fuzzed API requests, every Synthea bundle of the corpus,
+## Citus operations (add a worker and rebalance under load, kill -9 of a worker and of the coordinator)
 test-long: $(STAMP) $(AXE)
 	$(VENV)/bin/pytest -m slow
 

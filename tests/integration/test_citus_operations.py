@@ -1,0 +1,371 @@
+"""Operations on a Citus cluster of its own: add a worker and rebalance under load; kill -9 a node.
+
+Each test runs a real ``carnet serve`` (forked, see tests/served.py) on a private three-node
+cluster started by ``.ci/citus-cluster.sh`` in a temporary directory on other ports, so moving
+shards or killing nodes never disturbs the shared test cluster. Writer threads create
+Observations in their own records over HTTP while reader threads search them; afterwards every
+write answered ``201`` must read back, ``carnet audit verify`` must pass, no prepared (two-phase)
+transaction may be left on any node, and every stored Observation must have its journal entry and
+every journalled create its Observation (nothing half-applied).
+
+These need the vendored build (or Citus installed) and take minutes: ``make test-long``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from carnet.api.app import build_services
+from carnet.api.auth import issue_token
+from carnet.cli import app as carnet_cli
+from carnet.settings import Settings
+from carnet.testing import journal_entries
+from served import ForkedServer, free_port, serve_env
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / ".ci" / "citus-cluster.sh"
+VENDOR = REPO.parent / "shared" / "vendor" / "citus"
+INSTALLED = Path("/usr/lib/postgresql/15/lib/citus.so")
+INS = "urn:oid:1.2.250.1.213.1.4.10"
+LOINC = "http://loinc.org"
+WRITERS = 4
+#: The longest a request may wait while a shard group moves (docs/operations.md): Citus blocks
+#: writes to a moving shard group only for its final catch-up, under a second here; readers never.
+PAUSE_SECONDS = 10.0
+
+
+@dataclass
+class Cluster:
+    """A private coordinator and workers: their data directory, ports and the coordinator's URL."""
+
+    root: Path
+    port: int
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        """The coordinator's URL (database ``test``)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/test"
+
+    def script(self, *args: str) -> None:
+        """Run .ci/citus-cluster.sh with this cluster's directory and ports."""
+        subprocess.run(["bash", str(SCRIPT), *args], env=self.env, check=True, capture_output=True)
+
+    def sql(self, statement: str, port: int | None = None, **params: object) -> list[Any]:
+        """Run one statement on a node (the coordinator by default) and return its rows."""
+        engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port or self.port}/test")
+        try:
+            with engine.begin() as connection:
+                result = connection.execute(text(statement), params)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    def kill9(self, port: int) -> None:
+        """SIGKILL a node's postmaster and every one of its processes (a crash), then start it again."""
+        data = self.root / f"n{port}"
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+        children = [
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _parent(int(entry.name)) == postmaster
+        ]
+        for pid in [postmaster, *children]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{pid}").exists() for pid in [postmaster, *children]):
+            assert time.monotonic() < deadline, "the killed node's processes did not exit"
+            time.sleep(0.1)
+        self.script("start")
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A private three-node cluster (skipped when neither the vendored build nor Citus is here)."""
+    if not VENDOR.is_dir() and not INSTALLED.exists():
+        pytest.skip(f"{VENDOR} is absent and Citus is not installed")
+    del tmp_path_factory
+    # Outside pytest's 0700 temporary tree: the nodes run as user postgres.
+    root = Path(tempfile.mkdtemp(prefix="carnet-citus-ops-"))
+    shutil.chown(root, "postgres")
+    port = 5470
+    env = {**os.environ, "CITUS_DIR": str(root / "nodes"), "CITUS_PORT": str(port), "CITUS_SHARDS": "8"}
+    made = Cluster(root=root / "nodes", port=port, env=env)
+    made.script("start")
+    try:
+        yield made
+    finally:
+        made.script("destroy")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Load:
+    """Writers and readers running against a server, and what they saw."""
+
+    url: str
+    writers: list[tuple[str, dict[str, str]]]
+    stop: threading.Event = field(default_factory=threading.Event)
+    acked: dict[str, tuple[str, int]] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    #: Monotonic times of successful answers, and of failures (503, dropped connection).
+    answered: list[float] = field(default_factory=list)
+    failures: list[float] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, readers: int = 2) -> None:
+        """Start one writer per record and ``readers`` reader threads."""
+        for index, (patient_id, headers) in enumerate(self.writers):
+            self.threads.append(threading.Thread(target=self._write, args=(index, patient_id, headers)))
+        for index in range(readers):
+            patient_id, headers = self.writers[index % len(self.writers)]
+            self.threads.append(threading.Thread(target=self._read, args=(patient_id, headers)))
+        for thread in self.threads:
+            thread.start()
+
+    def finish(self) -> None:
+        """Stop every thread and wait for them."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def longest_wait(self) -> float:
+        """The longest time between two successful answers (the pause the clients saw)."""
+        times = sorted(self.answered)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+    def _write(self, index: int, patient_id: str, headers: dict[str, str]) -> None:
+        value = index * 1_000_000
+        with httpx.Client(timeout=60) as http:
+            while not self.stop.is_set():
+                value += 1
+                while not self.stop.is_set():  # a 503 (transient) is retried, as a feed does
+                    try:
+                        response = http.post(
+                            f"{self.url}/Observation", json=_observation(patient_id, value), headers=headers
+                        )
+                    except httpx.TransportError as exc:
+                        self._failed(f"write: {exc!r}")
+                        time.sleep(0.1)
+                        continue
+                    if response.status_code == 201:
+                        self.acked[response.json()["id"]] = (patient_id, value)
+                        self._answered()
+                        break
+                    self._failed(f"write {response.status_code}: {response.text[:200]}")
+                    if response.status_code != 503:
+                        break
+                    time.sleep(0.1)
+
+    def _read(self, patient_id: str, headers: dict[str, str]) -> None:
+        with httpx.Client(timeout=60) as http:
+            while not self.stop.is_set():
+                try:
+                    response = http.get(
+                        f"{self.url}/Observation?patient=Patient/{patient_id}", headers=headers
+                    )
+                except httpx.TransportError as exc:
+                    self._failed(f"read: {exc!r}")
+                    time.sleep(0.1)
+                    continue
+                if response.status_code == 200:
+                    self._answered()
+                else:
+                    self._failed(f"read {response.status_code}: {response.text[:200]}")
+                    time.sleep(0.1)
+
+    def _answered(self) -> None:
+        self.answered.append(time.monotonic())
+
+    def _failed(self, what: str) -> None:
+        self.failed.append(what)
+        self.failures.append(time.monotonic())
+
+    def refused(self) -> list[str]:
+        """Failures other than a transient 503 or a dropped connection (those are retried)."""
+        return [f for f in self.failed if not f.startswith(("write 503", "read 503", "write:", "read:"))]
+
+
+def _observation(patient_id: str, value: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "29463-7"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "valueQuantity": {"value": value, "unit": "kg"},
+    }
+
+
+def _headers(key_dir: Path, **claims: str) -> dict[str, str]:
+    claims = {"sub": f"{claims['kind']}:{uuid.uuid4().hex[:8]}", **claims}
+    token = issue_token(Settings(key_dir=key_dir), claims, now=datetime.now(UTC), lifetime=timedelta(hours=4))
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+def served(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[ForkedServer, Load]]:
+    """A server on a fresh schema of the private cluster, its records opened, no load yet."""
+    schema = f"ops_{uuid.uuid4().hex[:12]}"
+    cluster.sql(f'CREATE SCHEMA "{schema}"')
+    url = f"{cluster.url}?options=-csearch_path%3D{schema}"
+    server = ForkedServer(serve_env(tmp_path, free_port(), url), tmp_path / "server.log")
+    server.env["CARNET_CHECKPOINT_SECONDS"] = "1"
+    server.env["CARNET_API_RATE_PER_MINUTE"] = "6000000"  # the load is one caller per thread
+    server.env["CARNET_API_BURST"] = "100000"
+    server.start()
+    key_dir = Path(server.env["CARNET_KEY_DIR"])
+    writers = []
+    with httpx.Client(timeout=60) as http:
+        for _ in range(WRITERS):
+            value = uuid.uuid4().hex
+            headers = _headers(key_dir, kind="patient", identifier=f"{INS}|{value}")
+            patient = {"resourceType": "Patient", "identifier": [{"system": INS, "value": value}]}
+            response = http.post(f"{server.url}/Patient", json=patient, headers=headers)
+            assert response.status_code == 201, response.text
+            patient_id = response.json()["id"]
+            writers.append((patient_id, _headers(key_dir, kind="patient", patient=patient_id)))
+    try:
+        yield server, Load(url=server.url, writers=writers)
+    finally:
+        server.stop()
+        cluster.sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _check_nothing_lost(cluster: Cluster, server: ForkedServer, load: Load) -> None:
+    """Every acknowledged write reads back; no prepared transaction is left; the journal verifies."""
+    with httpx.Client(timeout=60) as http:
+        for observation_id, (patient_id, value) in load.acked.items():
+            headers = dict(load.writers)[patient_id]
+            response = http.get(f"{server.url}/Observation/{observation_id}", headers=headers)
+            assert response.status_code == 200, f"acknowledged {observation_id} lost: {response.text}"
+            assert response.json()["valueQuantity"]["value"] == value
+    cluster.sql("SELECT recover_prepared_transactions()")
+    for port in (cluster.port, cluster.port + 1, cluster.port + 2):
+        left = cluster.sql("SELECT gid FROM pg_prepared_xacts", port)
+        assert left == [], f"prepared transactions left on {port}: {left}"
+    _check_journal_matches(server)
+    deadline = time.monotonic() + 60
+    while True:  # the server signs a checkpoint every second once the journal grew
+        result = CliRunner().invoke(carnet_cli, ["audit", "verify"], env=server.env)
+        if result.exit_code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert result.exit_code == 0, result.output
+
+
+def _check_journal_matches(server: ForkedServer) -> None:
+    """Each stored Observation has its journalled create, and each journalled create its Observation."""
+    settings = Settings(
+        data_dir=Path(server.env["CARNET_DATA_DIR"]),
+        key_dir=Path(server.env["CARNET_KEY_DIR"]),
+        database_url=server.env["CARNET_DATABASE_URL"],
+    )
+    services = build_services(settings, migrate=False)
+    try:
+        with services.store.engine.connect() as connection:
+            stored = {
+                (str(p), f"Observation/{i}/_history/{v}")
+                for p, i, v in connection.execute(
+                    text(
+                        "SELECT patient_id, resource_id, version_id FROM resource_versions "
+                        "WHERE resource_type = 'Observation'"
+                    )
+                )
+            }
+        journalled = set()
+        for patient_id in {p for p, _ in stored}:
+            for entry in journal_entries(services, patient_id):
+                if entry.action == "create" and entry.resource_type == "Observation":
+                    journalled |= {(patient_id, target) for target in entry.targets}
+    finally:
+        services.store.engine.dispose()
+    assert stored, "no Observation was stored: the load wrote nothing"
+    assert stored == journalled, (
+        f"half-applied: {len(stored - journalled)} stored without entry, "
+        f"{len(journalled - stored)} journalled without resource"
+    )
+
+
+def test_add_a_worker_and_rebalance_under_load(cluster: Cluster, served: tuple[ForkedServer, Load]) -> None:
+    """A third worker joins and shards move to it while writers and readers run: nothing lost, short pauses."""
+    server, load = served
+    third = cluster.port + 3
+    cluster.script("add-worker", str(third))
+    load.start()
+    time.sleep(3)
+    cluster.sql("SELECT citus_add_node('127.0.0.1', :p)", p=third)
+    started = time.monotonic()
+    cluster.sql("SELECT citus_rebalance_start(shard_transfer_mode => 'auto')")
+    cluster.sql("SELECT citus_rebalance_wait()")
+    moved_in = time.monotonic() - started
+    time.sleep(2)
+    load.finish()
+    placements = cluster.sql(
+        "SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid) WHERE n.nodeport = :p",
+        p=third,
+    )
+    assert placements[0][0] > 0, "no shard moved to the new worker"
+    assert load.refused() == [], load.refused()[:5]
+    assert load.acked, "no write was acknowledged during the rebalance"
+    pause = load.longest_wait()
+    print(
+        f"rebalance: {moved_in:.1f} s, {len(load.acked)} writes acknowledged, "
+        f"{len(load.failed)} transient failures retried, longest wait {pause:.2f} s"
+    )
+    assert pause <= PAUSE_SECONDS
+    _check_nothing_lost(cluster, server, load)
+    # Leave the cluster as the other tests expect it: two workers.
+    cluster.sql("SELECT citus_drain_node('127.0.0.1', :p)", p=third)
+    cluster.sql("SELECT citus_remove_node('127.0.0.1', :p)", p=third)
+
+
+@pytest.mark.parametrize("node", ["worker", "coordinator"])
+def test_kill9_of_a_node_during_writes_leaves_nothing_half_applied(
+    cluster: Cluster, served: tuple[ForkedServer, Load], node: str
+) -> None:
+    """kill -9 of a worker, or of the coordinator, while writes span two workers: recovery leaves no half write."""
+    server, load = served
+    load.start(readers=1)
+    deadline = time.monotonic() + 60
+    while len(load.acked) < 20:
+        assert time.monotonic() < deadline, f"no writes acknowledged: {load.failed[:3]}"
+        time.sleep(0.1)
+    cluster.kill9(cluster.port + 1 if node == "worker" else cluster.port)
+    at_restart = len(load.acked)
+    deadline = time.monotonic() + 60
+    while len(load.acked) < at_restart + 20:  # writes go on against the restarted node
+        assert time.monotonic() < deadline, f"no write acknowledged after the restart: {load.failed[-3:]}"
+        time.sleep(0.1)
+    load.finish()
+    _check_nothing_lost(cluster, server, load)
