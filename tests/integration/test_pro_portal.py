@@ -395,17 +395,36 @@ def test_every_message_of_the_professional_portal_has_a_french_translation() -> 
 
 
 def test_sovereign_break_glass_needs_a_second_professional(settings: Settings) -> None:
-    """Under the ``sovereign`` profile the form asks for a confirming professional, recorded for the patient."""
+    """Under ``sovereign`` a colleague, signed in as themself, confirms; typed names and self-confirmation fail."""
     sovereign = dataclasses.replace(settings, policy_profile="sovereign")
     services = build_services(sovereign)
     try:
         [patient] = seed_population(services.records, patients=1, seed=2026)
         pros = [p for p in demo_professionals(services.records) if p.profession == "10"]
         physician, colleague = pros[0].practitioner_id, pros[1].idnps
-        with TestClient(create_app(sovereign, services), base_url="http://testserver") as client:
+        app = create_app(sovereign, services)
+        with (
+            TestClient(app, base_url="http://testserver") as client,
+            TestClient(app, base_url="http://testserver") as other,
+        ):
+            _sign_in(other, pros[1].practitioner_id)
+            other_token = _csrf(other, "/pro/confirm")
+            mine = other.post("/pro/confirm", data={"csrf_token": other_token, "colleague": colleague})
+            assert mine.status_code == 422  # nobody confirms their own emergency
+            given = other.post("/pro/confirm", data={"csrf_token": other_token, "colleague": pros[0].idnps})
+            assert given.status_code == 200
+            confirmation = given.text.split('id="confirmation-token" readonly rows="6">', 1)[1].split("<", 1)[
+                0
+            ]
+            for_someone_else = other.post(
+                "/pro/confirm", data={"csrf_token": other_token, "colleague": "810000000099"}
+            )
+            misdirected = for_someone_else.text.split('id="confirmation-token" readonly rows="6">', 1)[
+                1
+            ].split("<", 1)[0]
             _sign_in(client, physician)
             page = client.get("/pro/search", params={"ins": patient.ins_value})
-            assert 'id="confirmed_by"' in page.text
+            assert 'id="confirmation"' in page.text
             token = _csrf(client, "/pro/")
             reason = "Patient inconscient aux urgences"
 
@@ -416,18 +435,18 @@ def test_sovereign_break_glass_needs_a_second_professional(settings: Settings) -
                         "csrf_token": token,
                         "ins": patient.ins_value,
                         "justification": reason,
-                        "confirmed_by": confirmer,
+                        "confirmation": confirmer,
                     },
                     follow_redirects=False,
                 )
 
-            for confirmer in ("", pros[0].idnps, "x"):
+            for confirmer in ("", colleague, "x", misdirected, confirmation[:-3] + "AAA"):
                 refused = break_glass(confirmer)
                 assert (confirmer, refused.status_code) == (confirmer, 422)
                 assert "un second professionnel doit confirmer" in refused.text
                 assert reason in refused.text  # what was written is kept
             assert client.get(f"/pro/patients/{patient.patient_id}").status_code == 404
-            assert break_glass(colleague).status_code == 303
+            assert break_glass(confirmation).status_code == 303
             summary = client.get(f"/pro/patients/{patient.patient_id}")
             assert summary.status_code == 200
             assert f"Confirmé par le professionnel {colleague}" in summary.text

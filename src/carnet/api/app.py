@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet.api.auth import TokenVerifier
 from carnet.api.bulk import router as bulk_router
+from carnet.api.confirmation import router as confirmation_router
 from carnet.api.docs import mount_docs
 from carnet.api.documents import router as documents_router
 from carnet.api.feeds import router as feeds_router
@@ -36,6 +37,7 @@ from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.api.smart_config import router as smart_config_router
 from carnet.audit.signer import FileCheckpointSigner
 from carnet.audit.witness_client import HTTPWitness
+from carnet.auth.confirmation import confirmation_key
 from carnet.auth.oidc import (
     AccessTokenVerifier,
     ClientSettings,
@@ -376,6 +378,8 @@ def create_app(
         opaque=services.apps.principal,
     )
     app.include_router(smart_config_router, prefix="/fhir")  # before /{resource_type}/… captures it
+    app.state.confirmation_key = confirmation_key(settings.key_dir)
+    app.include_router(confirmation_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(documents_router, prefix="/fhir")  # before /{resource_type}/… captures it
     app.include_router(notifications_router, prefix="/fhir")  # likewise
     app.include_router(operations_router, prefix="/fhir")  # likewise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Request, Response
 
 from carnet.api.capability import capability_statement
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
+from carnet.auth.confirmation import verify_confirmation
 from carnet.domain import fhirjson
 from carnet.domain.documents import binary_content, is_simplified_publish
 from carnet.domain.errors import InvalidRequest, PayloadTooLarge
@@ -77,10 +79,26 @@ async def records_of(request: Request) -> Records:
     """The record access of the caller, in the access mode the request asks for.
 
     Headers: ``X-Carnet-Mode`` (``normal``, ``treating``, ``break_glass``, ``regulation``,
-    ``representative``), ``X-Carnet-Justification`` (break-glass), ``X-Carnet-Confirmed-By``
-    (the second professional's idNat_PS, ``sovereign`` break-glass).
+    ``representative``), ``X-Carnet-Justification`` (break-glass), ``X-Carnet-Confirmation``
+    (``sovereign`` break-glass: the token the second professional obtained, signed in as
+    themself, from ``POST /fhir/$confirm-break-glass``; ``carnet.auth.confirmation``).
+
+    Raises:
+        InvalidRequest: the retired ``X-Carnet-Confirmed-By`` header (a free-text name proves nothing).
+        AccessDenied: a confirmation that does not verify for this caller.
     """
     principal = await principal_of(request)
+    if request.headers.get("x-carnet-confirmed-by") is not None:
+        raise InvalidRequest(
+            "X-Carnet-Confirmed-By is no longer accepted: your colleague obtains a confirmation with their "
+            "own token (POST /fhir/$confirm-break-glass) and you send it as X-Carnet-Confirmation."
+        )
+    confirmed_by = None
+    presented = request.headers.get("x-carnet-confirmation")
+    if presented:
+        confirmed_by = verify_confirmation(
+            request.app.state.confirmation_key, presented, principal, now=time.time()
+        ).professional_id
     raw_mode = request.headers.get("x-carnet-mode", "normal").strip().lower().replace("-", "_")
     try:
         mode = AccessMode(raw_mode)
@@ -101,7 +119,7 @@ async def records_of(request: Request) -> Records:
         principal,
         mode=mode,
         justification=justification,
-        confirmed_by=request.headers.get("x-carnet-confirmed-by"),
+        confirmed_by=confirmed_by,
     )
     request.state.records = records
     return records

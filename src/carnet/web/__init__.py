@@ -50,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from carnet.auth.confirmation import confirmation_key
 from carnet.auth.oidc import RelyingParty
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import Identifier
@@ -98,6 +99,7 @@ def mount_web(
         patient_journal,
         patient_profile,
         patient_search,
+        pro_confirmation,
         smart,
     )
 
@@ -110,6 +112,7 @@ def mount_web(
         demo=DemoDirectory(services.records, demo_people),
         sign_in=sign_in,
         sign_in_jwks=sign_in_jwks,
+        confirmation_key=confirmation_key(settings.key_dir),
     )
     # Sign-ins per client address and per account (carnet.web.login); burst = one minute's worth.
     app.state.login_limiter = RateLimiter(
@@ -133,6 +136,7 @@ def mount_web(
     signed = [Depends(signed_in)]
     app.include_router(login.router, dependencies=signed)
     app.include_router(oidc_login.router, dependencies=signed)
+    app.include_router(pro_confirmation.router, dependencies=signed)
     app.include_router(patient.router, dependencies=signed)
     app.include_router(patient_documents.router, dependencies=signed)
     app.include_router(patient_journal.router, dependencies=signed)

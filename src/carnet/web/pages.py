@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+from joserfc.jwk import OctKey
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -56,6 +57,8 @@ class Portal:
     sign_in: RelyingParty | None = None
     #: Carnet's public encryption key set, published at ``/oidc/jwks.json``.
     sign_in_jwks: dict[str, Any] | None = None
+    #: Signs the second professional's break-glass confirmations (``carnet.auth.confirmation``).
+    confirmation_key: OctKey
 
 
 def make_templates() -> jinja2.Environment:

@@ -76,6 +76,7 @@ from carnet.web.headers import file_response
 from carnet.web.i18n import language_of
 from carnet.web.measure_chart import measure_chart
 from carnet.web.pages import portal, render
+from carnet.web.pro_confirmation import confirmer_of
 from carnet.web.pro_submission import CLASSES, ID, TYPES, FormProblem, publish, read_upload
 from carnet.web.record_summary import (
     CLASS_SYSTEM,
@@ -96,7 +97,6 @@ T = TypeVar("T")
 MODES_KEY = "pro_modes"
 MAX_JUSTIFICATION = 500
 #: A professional's national identifier (idNat_PS: ``8`` + RPPS, or ``0`` + ADELI, …).
-IDNAT = re.compile(r"[0-9A-Za-z]{6,20}")
 #: An INS (NIR or NIA): 15 characters, digits with 2A/2B for Corsica; spaces are allowed in input.
 _INS = re.compile(r"[0-9][0-9AB][0-9]{13}")
 
@@ -382,11 +382,6 @@ async def declare_consent(request: Request) -> Response:
     return RedirectResponse(f"/pro/patients/{patient_id}?done=consent", status_code=303)
 
 
-def _confirmer_valid(confirmed_by: str | None, principal: Principal) -> bool:
-    """A confirming professional's idNat_PS: 6 to 20 letters or digits, not the requester's own."""
-    return bool(confirmed_by and IDNAT.fullmatch(confirmed_by) and confirmed_by != principal.professional_id)
-
-
 @router.post("/access/break-glass")
 async def start_emergency(request: Request) -> Response:
     """Break the glass: an emergency read of the record, with a mandatory justification."""
@@ -397,8 +392,9 @@ async def start_emergency(request: Request) -> Response:
     if ins is None or patient_id is None:
         raise PageError(404)
     justification = form_text(form, "justification", MAX_JUSTIFICATION)
-    confirmed_by = form_text(form, "confirmed_by", 40).replace(" ", "") or None
-    context = {"ins": ins, "justification": justification, "confirmed_by": confirmed_by or ""}
+    # The second professional's own signed confirmation (carnet.web.pro_confirmation), never a typed name.
+    confirmed_by = confirmer_of(request, form, principal)
+    context = {"ins": ins, "justification": justification}
     if len(justification) < 10:
         return _page(
             request,
@@ -409,13 +405,13 @@ async def start_emergency(request: Request) -> Response:
             },
             status=422,
         )
-    if _confirmation_needed(request) and not _confirmer_valid(confirmed_by, principal):
+    if _confirmation_needed(request) and confirmed_by is None:
         return _page(
             request,
             "pro/access.html",
             {
                 **context,
-                "error": "Here a second professional must confirm each emergency access: give their national identifier (RPPS or ADELI number, idNat_PS), not your own.",
+                "error": "Here a second professional must confirm each emergency access: paste the confirmation your colleague obtained, signed in as themself, on the page Confirm a colleague's emergency access.",
             },
             status=422,
         )
