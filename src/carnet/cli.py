@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from carnet.cli_feeds import feeds_app
+from carnet.cli_research import research_app
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import ActorKind, Principal
 from carnet.settings import Settings, load
@@ -32,6 +33,7 @@ witness_app = typer.Typer(
 )
 app.add_typer(witness_app, name="witness")
 app.add_typer(feeds_app, name="feeds")
+app.add_typer(research_app, name="research")
 apps_app = typer.Typer(help="Apps connected by SMART on FHIR: the registry.", no_args_is_help=True)
 app.add_typer(apps_app, name="apps")
 
