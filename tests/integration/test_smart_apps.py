@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from carnet.api.app import Services, create_app
 from carnet.demo import SeededPatient, demo_people, seed_population
+from carnet.domain.feeds import FeedKind
 from carnet.feeds.devices import MEASURE_ID_SYSTEM
 from carnet.services.apps import AppKind
 from carnet.settings import Settings
@@ -473,3 +474,70 @@ def test_a_device_is_stored_once_for_all_its_measures(
     ]
     assert len(measured) == 2
     assert {r["device"]["reference"] for r in measured} == {f"Device/{device_id}"}
+
+
+def test_backend_service_gets_a_token_with_private_key_jwt(browser: TestClient, services: Services) -> None:
+    """client_credentials + private_key_jwt (RS384): a token for the feed it acts as; a replayed, forged or RS256 assertion: invalid_client."""
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+    from joserfc.jwk import RSAKey
+
+    key = RSAKey.generate_key(2048, parameters={"kid": "labo-1", "alg": "RS384"})
+    services.feeds.add("labo-est-feed", name="Labo Est", kind=FeedKind.HL7V2, classes=frozenset({"10", "60"}))
+    services.apps.register(
+        name="Labo Est",
+        kind=AppKind.BACKEND,
+        scopes=("system/*.rs",),
+        client_id="labo-est",
+        jwks={"keys": [key.as_dict(private=False)]},
+        acts_as="feed:labo-est-feed",
+    )
+    token_url = f"{BASE}/auth/token"
+    backend = OAuth2Client(
+        client_id="labo-est",
+        client_secret=key,
+        token_endpoint_auth_method=PrivateKeyJWT(token_url, alg="RS384"),
+        transport=browser._transport,
+        base_url=BASE,
+    )
+    token = backend.fetch_token(token_url, grant_type="client_credentials", scope="system/*.rs")
+    assert token["token_type"] == "Bearer"
+    assert "refresh_token" not in token
+    principal = services.feeds.principal(services.apps.principal(token["access_token"]))
+    assert (principal.kind.value, principal.feed_id, principal.feed_categories) == (
+        "feed",
+        "labo-est-feed",
+        {"10", "60"},
+    )
+    # A feed never reads: its token gives no Observation.
+    read = backend.get("/fhir/Observation", params={"patient": "x"})
+    assert read.status_code in (403, 404), read.text
+
+    # The same assertion twice is refused (jti), and so is one signed by another key.
+    from authlib.oauth2.rfc7523 import private_key_jwt_sign
+
+    assertion = private_key_jwt_sign(key, client_id="labo-est", token_endpoint=token_url, alg="RS384")
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    assert browser.post("/auth/token", data=form).status_code == 200
+    replay = browser.post("/auth/token", data=form)
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_client"
+    other = RSAKey.generate_key(2048)
+    forged = private_key_jwt_sign(other, client_id="labo-est", token_endpoint=token_url, alg="RS384")
+    assert (
+        browser.post("/auth/token", data={**form, "client_assertion": forged}).json()["error"]
+        == "invalid_client"
+    )
+    same_key = RSAKey.import_key({k: v for k, v in key.as_dict(private=True).items() if k != "alg"})
+    weak = private_key_jwt_sign(same_key, client_id="labo-est", token_endpoint=token_url, alg="RS256")
+    assert (
+        browser.post("/auth/token", data={**form, "client_assertion": weak}).json()["error"]
+        == "invalid_client"
+    )
+    # A backend service cannot use the patient's authorization code flow.
+    assert browser.post(
+        "/auth/token", data={"grant_type": "authorization_code", "code": "x", "client_id": "labo-est"}
+    ).status_code in (400, 401)

@@ -65,7 +65,7 @@ class AppKind(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AppClient:
-    """A registered app. ``acts_as`` is, for a backend service, ``feed:<classCodes>`` or ``researcher``."""
+    """A registered app. ``acts_as`` is, for a backend service, ``feed:<feed id>`` or ``researcher``."""
 
     client_id: str
     name: str
@@ -206,9 +206,9 @@ class AppService:
                 raise InvalidRequest("A backend service authenticates with a signed JWT: give its JWK Set.")
             if any(s.context != "system" for s in parsed) or any(s in CONTEXT_SCOPES for s in wanted):
                 raise InvalidRequest("A backend service asks for system/ scopes only.")
-            if acts_as is None or not re.fullmatch(r"researcher|feed:[0-9]{2}(,[0-9]{2})*", acts_as):
+            if acts_as is None or not re.fullmatch(r"researcher|feed:[A-Za-z0-9._-]{1,64}", acts_as):
                 raise InvalidRequest(
-                    "A backend service acts as 'researcher' or 'feed:<classCodes>' (feed:10,60)."
+                    "A backend service acts as 'researcher' or as a registered feed, 'feed:<feed id>'."
                 )
             if redirect_uris:
                 raise InvalidRequest("A backend service has no redirect URI.")
@@ -387,7 +387,8 @@ class AppService:
 
         A patient's app acts as its patient, narrowed to its scopes (the policy's
         ``app-within-grant`` then checks the patient's grant on every call); a backend service
-        acts as the feed or researcher it was registered as.
+        acts as the feed (by its id in the feed registry, which gives its classes and may pause
+        it) or the researcher it was registered as.
 
         Raises:
             Unauthenticated: unknown, expired or revoked token, or an app no longer registered.
@@ -406,13 +407,7 @@ class AppService:
         if client.kind is AppKind.BACKEND:
             role = client.acts_as or ""
             if role.startswith("feed:"):
-                return Principal(
-                    kind=ActorKind.FEED,
-                    subject=subject,
-                    display=client.name,
-                    feed_id=client.client_id,
-                    feed_categories=frozenset(role[5:].split(",")),
-                )
+                return Principal(kind=ActorKind.FEED, subject=subject, display=client.name, feed_id=role[5:])
             return Principal(kind=ActorKind.RESEARCHER, subject=subject, display=client.name)
         return Principal(
             kind=ActorKind.PATIENT,

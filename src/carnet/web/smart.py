@@ -32,9 +32,16 @@ from urllib.parse import urlencode
 
 from authlib.oauth2 import rfc6749, rfc7009, rfc7636, rfc7662
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+)
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from fastapi import APIRouter
+from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -45,12 +52,12 @@ from carnet.domain.smart import split_scopes
 from carnet.offload import offload
 from carnet.services.apps import AppClient, AppCode, AppKind, AppService, AppToken, digest
 
-__all__ = ["PENDING_GRANT", "SmartServer", "router", "server_of"]
+__all__ = ["ASSERTION_ALGORITHMS", "SmartServer", "router", "server_of"]
 
 log = logging.getLogger("carnet.smart")
 router = APIRouter(include_in_schema=False)
-#: What the consent screen hands to :meth:`SmartServer.authorize`: the patient and their choice.
-PENDING_GRANT = "carnet_smart_grant"
+#: The signature algorithms of backend services' client assertions (SMART: RS384, ES384).
+ASSERTION_ALGORITHMS = ("RS384", "ES384")
 
 
 class _Payload(rfc6749.OAuth2Payload):  # type: ignore[misc]
@@ -392,6 +399,16 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 
     def get_audiences(self) -> list[str]:
         return [f"{_root(self._server.base_url)}/auth/token"]
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
+        """Verify the assertion with the algorithms SMART backend services use (RS384, ES384) only."""
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
+        except JoseError as error:
+            raise InvalidClientError(description=error.description) from error
+        self.verify_claims(token.claims)
+        claims: dict[str, Any] = token.claims
+        return claims
 
     def resolve_client_public_key(self, client: Client) -> KeySet:
         return KeySet.import_key_set(json.loads(client.app.jwks or '{"keys": []}'))
