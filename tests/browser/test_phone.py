@@ -30,6 +30,7 @@ LANGUAGES = ("fr", "en")
 PATIENT_PAGES = (
     ("home", "/patient/"),
     ("search", "/patient/search?q=compte"),
+    ("notifications", "/patient/notifications"),
     ("documents", "/patient/documents"),
     ("upload", "/patient/documents/new"),
     ("profile", "/patient/profile"),

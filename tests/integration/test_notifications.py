@@ -209,7 +209,7 @@ def test_notice_is_delivered_saying_who_when_and_mode(
     assert "Quand : le 1er décembre 2026 à 15 h 30 (heure de Paris)" in body
     assert "Mode d'accès : urgence (bris de glace)" in body
     assert "justification" in body
-    assert "https://carnet.example.fr/patient/journal" in body
+    assert "https://carnet.example.fr/patient/access" in body
     assert message.get_body(preferencelist=("html",)) is not None
     [sent] = outbox(services, patient_id)
     assert (sent.status, sent.attempts, sent.delivered_at) == (OutboxStatus.DELIVERED, 1, WINTER)

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from carnet.api.app import Services, create_app
 from carnet.demo import SeededPatient, seed_population
 from carnet.domain.errors import AccessDenied, NotFound, PreconditionFailed
+from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.writes import Writes
 from carnet.settings import Mode, Settings
@@ -25,6 +26,7 @@ from carnet.web.identities import demo_professionals
 
 PAGES = [
     "/patient/",
+    "/patient/notifications",
     "/patient/search?kind=document",
     "/patient/documents",
     "/patient/documents/new",
@@ -755,3 +757,30 @@ def test_search_finds_documents_and_profile_by_word_kind_date_and_author(
     nobody = client.get("/patient/search", params={"kind": "document", "author": "zzz-personne"}).text
     assert 'id="no-results"' in nobody
     assert client.get("/patient/search", params={"since": "not-a-date", "kind": "bogus"}).status_code == 200
+
+
+def test_notification_centre_lists_notices_unread_then_read(
+    client: TestClient, services: Services, patient: SeededPatient, signed_in: str
+) -> None:
+    """A break-glass access appears in the notification centre, unread, counted at home; read once marked."""
+    assert 'id="no-notices"' in client.get("/patient/notifications").text
+    emergency = services.records.records(
+        DOCTOR_PRINCIPAL, mode=AccessMode.BREAK_GLASS, justification="Patient inconscient aux urgences"
+    )
+    emergency.read("Patient", patient.patient_id)
+    page = client.get("/patient/notifications").text
+    notices = re.findall(r'<li class="card notice unread[^"]*" id="notice-([^"]+)"', page)
+    assert len(notices) == 1
+    assert "a ouvert votre dossier en urgence (bris de glace)" in page
+    assert "Patient inconscient" not in page  # the justification is read in the access history only
+    assert "Vous avez 1 notification(s) non lue(s)." in client.get("/patient/").text
+    client.post("/patient/notifications/read", data={"csrf_token": signed_in, "id": notices[0]})
+    page = client.get("/patient/notifications").text
+    assert 'class="card notice unread' not in page
+    assert f'id="notice-{notices[0]}"' in page
+    assert 'id="unread-notices"' not in client.get("/patient/").text
+    emergency.read("Patient", patient.patient_id)
+    client.post("/patient/notifications/read", data={"csrf_token": signed_in})
+    assert 'class="card notice unread' not in client.get("/patient/notifications").text
+    stranger = client.post("/patient/notifications/read", data={"csrf_token": "wrong"})
+    assert stranger.status_code == 403

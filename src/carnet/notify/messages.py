@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from carnet.domain.principal import ActorKind
 from carnet.services.notifications import Delivery, Notice, NoticeEvent, NoticeMode
 
-JOURNAL_PATH = "/patient/journal"
+JOURNAL_PATH = "/patient/access"
 
 #: TRE_G15 profession codes (ANS nomenclature) in words.
 PROFESSIONS: Mapping[str, Mapping[str, str]] = {

@@ -33,7 +33,7 @@ An outbox row moves through these statuses::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +44,7 @@ import orjson
 
 from carnet.domain import fhirjson
 from carnet.domain.envelope import associated_data
-from carnet.domain.errors import InvalidRequest, NotFound, RecordShredded
+from carnet.domain.errors import CarnetError, InvalidRequest, NotFound, RecordShredded
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.ports import StoreSession
@@ -217,6 +217,17 @@ class OutboxMessage:
     next_attempt_at: datetime
     delivered_at: datetime | None = None
     last_error: str | None = None
+    #: When the patient marked it read in the portal (None: unread).
+    read_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboxItem:
+    """One notice of the portal's notification centre, and whether the patient read it."""
+
+    message_id: str
+    notice: Notice
+    read: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +272,10 @@ class NotificationStore(StoreSession, Protocol):
 
     def outbox_messages(self, patient_id: str) -> list[OutboxMessage]:
         """Return a record's outbox messages, oldest first."""
+        ...
+
+    def mark_outbox_read(self, patient_id: str, message_ids: Sequence[str] | None, now: datetime) -> int:
+        """Mark a record's notices read (``None``: all of them); return how many were unread."""
         ...
 
     def count_outbox(self) -> dict[OutboxStatus, int]:
@@ -441,6 +456,53 @@ class Notifier:
             key = self._key_for(session, principal, patient_id)
             self.set_preferences(session, key, patient_id, prefs)
         return prefs
+
+    # -- the portal's notification centre -------------------------------------------------
+
+    def inbox(self, store: NotificationStores, principal: Principal, patient_id: str) -> list[InboxItem]:
+        """Return a record's notices, newest first, with whether each was read, to its holder.
+
+        Every notice the patient asked for is there, sent by e-mail or not (``no-address``);
+        a message that no longer opens is left out rather than failing the page.
+
+        Raises:
+            NotFound: anyone else, an unknown record or an erased one (the same answer for all).
+        """
+        with store.session() as session:
+            key = self._key_for(session, principal, patient_id)
+            items = []
+            for message in session.outbox_messages(patient_id):
+                try:
+                    raw = self._vault.cipher.unseal(
+                        key, message.sealed, _outbox_aad(patient_id, message.message_id)
+                    )
+                except CarnetError:
+                    continue
+                items.append(
+                    InboxItem(
+                        message_id=message.message_id,
+                        notice=_notice_from_json(patient_id, orjson.loads(raw)["notice"]),
+                        read=message.read_at is not None,
+                    )
+                )
+        items.sort(key=lambda i: (i.notice.at, i.message_id), reverse=True)
+        return items
+
+    def mark_read(
+        self,
+        store: NotificationStores,
+        principal: Principal,
+        patient_id: str,
+        message_ids: Sequence[str] | None,
+    ) -> int:
+        """Mark notices read for their holder (``None``: all); return how many were unread.
+
+        Raises:
+            NotFound: anyone else, an unknown record or an erased one (the same answer for all).
+        """
+        with store.session(write=True) as session:
+            self._key_for(session, principal, patient_id)
+            return session.mark_outbox_read(patient_id, message_ids, self._clock())
 
     def _key_for(self, session: NotificationStore, principal: Principal, patient_id: str) -> bytes:
         unknown = NotFound(f"Patient/{patient_id[:64]} is not known.")

@@ -35,6 +35,7 @@ _COLUMNS = (
     outbox.c.next_attempt_at,
     outbox.c.delivered_at,
     outbox.c.last_error,
+    outbox.c.read_at,
 )
 _DUE = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
 #: Statuses from which a message may still become delivered (a late acceptance still counts).
@@ -53,6 +54,7 @@ def _message(row: Sequence[Any]) -> OutboxMessage:
         next_attempt_at=utc(row[6]),
         delivered_at=utc(row[7]) if row[7] is not None else None,
         last_error=row[8],
+        read_at=utc(row[9]) if row[9] is not None else None,
     )
 
 
@@ -189,6 +191,13 @@ class OutboxSessionMixin(Connected):
             .order_by(outbox.c.created_at, outbox.c.message_id)
         ).all()
         return [_message(r) for r in rows]
+
+    def mark_outbox_read(self, patient_id: str, message_ids: Sequence[str] | None, now: datetime) -> int:
+        """Mark a record's notices read (``None``: all of them); return how many were unread."""
+        query = update(outbox).where(outbox.c.patient_id == patient_id, outbox.c.read_at.is_(None))
+        if message_ids is not None:
+            query = query.where(outbox.c.message_id.in_(list(message_ids)))
+        return int(self._c.execute(query.values(read_at=utc(now))).rowcount or 0)
 
     def count_outbox(self) -> dict[OutboxStatus, int]:
         """Count the outbox messages of every status (zero included)."""

@@ -172,6 +172,8 @@ outbox = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("last_error", String(200), nullable=True),
+    # When the patient marked the notice read in the portal's notification centre (0012).
+    Column("read_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("patient_id", "message_id"),
     Index("ix_outbox_due", "status", "next_attempt_at"),
 )

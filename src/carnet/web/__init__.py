@@ -97,6 +97,7 @@ def mount_web(
         patient_apps,
         patient_documents,
         patient_journal,
+        patient_notifications,
         patient_profile,
         patient_search,
         pro_confirmation,
@@ -141,6 +142,7 @@ def mount_web(
     app.include_router(patient_documents.router, dependencies=signed)
     app.include_router(patient_journal.router, dependencies=signed)
     app.include_router(patient_search.router, dependencies=signed)
+    app.include_router(patient_notifications.router, dependencies=signed)
     app.include_router(patient_profile.router, dependencies=signed)
     # SMART on FHIR: the patient's consent screen and apps page; the apps' token endpoints.
     app.state.smart = smart.SmartServer(

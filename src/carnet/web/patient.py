@@ -75,6 +75,7 @@ from carnet.web.holder import (
 from carnet.web.i18n import language_of
 from carnet.web.pages import flash, portal
 from carnet.web.patient_journal import recent_visits
+from carnet.web.patient_notifications import unread_count
 from carnet.web.record_summary import document_line, human_name
 from carnet.web.session import logout
 from carnet.web.summary_pdf import summary_pdf
@@ -118,6 +119,7 @@ def home(request: Request) -> Response:
             "since": since,
             "changed_documents": changed_documents,
             "visits": visits,
+            "unread": unread_count(request, holder),
             "journal_available": journal_available,
             "closed": is_closed(patient),
         },

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from carnet.audit.verify import HeadStatus, head_status, verify_event_proof
 from carnet.domain.errors import CarnetError
@@ -156,6 +156,12 @@ def access(request: Request) -> Response:
             "witnessing": _witnessing(request, holder),
         },
     )
+
+
+@router.get("/journal")
+def journal_link(request: Request) -> Response:
+    """The address the notification e-mails gave before the history was named "access": go there."""
+    return RedirectResponse("/patient/access", status_code=301)
 
 
 @router.get("/access/export.json")
