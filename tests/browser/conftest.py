@@ -44,7 +44,7 @@ CHROMIUM_FLAGS = [
 ]
 STARTUP_SECONDS = 60
 SEED = 2026
-PATIENTS = 5
+PATIENTS = 6
 
 
 @pytest.fixture(scope="session")
