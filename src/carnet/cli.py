@@ -7,7 +7,7 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -302,7 +302,9 @@ def db_restore_point(
 
 @app.command()
 def token(
-    kind: Annotated[str, typer.Option(help="patient, professional, admin, … (an actor kind)")],
+    kind: Annotated[
+        str, typer.Option(help="patient, professional, representative, feed, admin, … (an actor kind)")
+    ],
     sub: Annotated[
         str | None, typer.Option(help="Subject id (default: derived from the other options)")
     ] = None,
@@ -312,21 +314,38 @@ def token(
     specialty: Annotated[str | None, typer.Option(help="Specialty code (R38), professionals")] = None,
     idnps: Annotated[str | None, typer.Option(help="National professional id (idNat_PS, 8 + RPPS)")] = None,
     samu: Annotated[bool, typer.Option("--samu", help="SAMU regulating physician")] = False,
+    occupational: Annotated[
+        bool, typer.Option("--occupational", help="Occupational physician (médecin du travail)")
+    ] = False,
+    represents: Annotated[
+        list[str] | None,
+        typer.Option(help="Record id a legal representative acts for (repeat for several)"),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Display name")] = None,
     feed: Annotated[str | None, typer.Option(help="Registered feed id (feeds, see carnet feeds add)")] = None,
+    feed_category: Annotated[
+        list[str] | None,
+        typer.Option(help="DMP classCode the feed writes (repeat); the server uses the registered ones"),
+    ] = None,
     hours: Annotated[int, typer.Option(help="Lifetime in hours")] = 12,
 ) -> None:
-    """Print a development bearer token (refused in production mode)."""
+    """Print a development bearer token (refused in production mode).
+
+    The token is signed with ``<CARNET_KEY_DIR>/dev-issuer.pem``: only a server in development
+    mode with the same key directory accepts it. What would make the server refuse it is said
+    on standard error (the token alone goes to standard output).
+    """
     from carnet.api.auth import issue_token
+    from carnet.crypto.signing import DEV_ISSUER_FILE
 
     try:
         actor_kind = ActorKind(kind)
     except ValueError:
         console.print(f"[red]Error:[/red] --kind must be one of {', '.join(k.value for k in ActorKind)}.")
         raise typer.Exit(2) from None
-    claims: dict[str, str | bool] = {
+    claims: dict[str, Any] = {
         "kind": actor_kind.value,
-        "sub": sub or f"{kind}:{patient or identifier or 'demo'}",
+        "sub": sub or f"{kind}:{patient or identifier or idnps or feed or 'demo'}",
     }
     for claim, value in (
         ("patient", patient),
@@ -341,10 +360,44 @@ def token(
             claims[claim] = value
     if samu:
         claims["samu"] = True
+    if occupational:
+        claims["occupational"] = True
+    if represents:
+        claims["represents"] = list(represents)
+    if feed_category:
+        claims["feed_categories"] = list(feed_category)
+    settings = _settings()
+    problems = {
+        ActorKind.FEED: None if feed else "a feed's token must name its registered feed (--feed)",
+        ActorKind.REPRESENTATIVE: None
+        if represents
+        else "a representative's token lists the records (--represents)",
+        ActorKind.PROFESSIONAL: None if idnps else "a professional's token carries the idNat_PS (--idnps)",
+    }
+    problem = problems.get(actor_kind)
+    if problem is not None:
+        console.print(
+            f"[yellow]Warning:[/yellow] the server will refuse this token: {problem}.", soft_wrap=True
+        )
+    key = settings.key_dir / DEV_ISSUER_FILE
+    if settings.development_issuer_enabled and not key.exists():
+        console.print(
+            f"[yellow]Warning:[/yellow] no development issuer key in {settings.key_dir.resolve()}; a new one is "
+            "created now. A server already running with another key (another CARNET_KEY_DIR, or started "
+            "before this key existed) refuses this token: use the server's CARNET_KEY_DIR.",
+            soft_wrap=True,
+        )
     try:
-        print(issue_token(_settings(), claims, now=datetime.now(UTC), lifetime=timedelta(hours=hours)))
+        printed = issue_token(settings, claims, now=datetime.now(UTC), lifetime=timedelta(hours=hours))
     except CarnetError as exc:
         raise _fail(exc) from None
+    print(printed)
+    console.print(
+        f"Signed with {key.resolve()}: accepted by a server in development mode with "
+        f"CARNET_KEY_DIR={settings.key_dir.resolve()}, for {hours} h.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @keys_app.command("rotate")

@@ -112,3 +112,24 @@ def test_demo_seeds_and_points_to_both_portals(tmp_path: Path) -> None:
         assert printed.group(1) in {p.idnps for p in demo_professionals(services.records)}
     finally:
         services.store.engine.dispose()
+
+
+def test_token_carries_the_claims_tests_need_and_says_what_the_server_will_refuse(tmp_path: Path) -> None:
+    """`carnet token` signs occupational, represents and feed claims, and warns on stderr of a refusal to come."""
+    import jwt
+
+    keys = tmp_path / "keys"
+    env = {"CARNET_KEY_DIR": str(keys)}
+    first = _carnet("token", "--kind", "representative", "--represents", "r1", "--represents", "r2", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "no development issuer key" in first.stderr  # the key was created by this call
+    claims = jwt.decode(first.stdout.strip(), options={"verify_signature": False})
+    assert claims["represents"] == ["r1", "r2"]
+    assert f"CARNET_KEY_DIR={keys.resolve()}" in first.stderr
+    doctor = _carnet("token", "--kind", "professional", "--idnps", "810001234567", "--occupational", env=env)
+    assert jwt.decode(doctor.stdout.strip(), options={"verify_signature": False})["occupational"] is True
+    assert "no development issuer key" not in doctor.stderr
+    feed = _carnet("token", "--kind", "feed", "--feed-category", "11", env=env)
+    assert feed.returncode == 0
+    assert jwt.decode(feed.stdout.strip(), options={"verify_signature": False})["feed_categories"] == ["11"]
+    assert "--feed" in feed.stderr  # a feed's token without its feed id will be refused
