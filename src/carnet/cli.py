@@ -15,8 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from carnet.cli_feeds import feeds_app
 from carnet.cli_research import research_app
-from carnet.domain.errors import CarnetError
+from carnet.domain.errors import CarnetError, Conflict
+from carnet.domain.feeds import FeedKind
 from carnet.domain.principal import ActorKind, Principal
+from carnet.services.feed_registry import FeedRegistry
 from carnet.settings import Settings, load
 
 app = typer.Typer(help="Carnet: a shared medical record the patient controls.", no_args_is_help=True)
@@ -168,6 +170,7 @@ def demo(
             bar.update(task, completed=done, total=total)
 
         seeded = seed_population(services.records, patients=patients, seed=seed, progress=progress)
+    _demo_feeds(services.feeds)
     now = datetime.now(UTC)
     first = seeded[0]
     patient_token = issue_token(
@@ -210,6 +213,19 @@ def demo(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         app_ = create_app(settings, services, demo_people=demo_people(seed))
         uvicorn.run(app_, host=settings.host, port=settings.port, access_log=False, log_config=None)
+
+
+def _demo_feeds(registry: FeedRegistry) -> None:
+    """Register a lab (HL7 v2) and the insurer (CNAM-HR) for the demo, once; print their secrets."""
+    for feed_id, name, kind, classes in (
+        ("demo-lab", "Laboratoire de démonstration", FeedKind.HL7V2, {"10"}),
+        ("demo-cnam", "Assurance Maladie (démonstration)", FeedKind.CNAM, {"60"}),
+    ):
+        try:
+            made = registry.add(feed_id, name=name, kind=kind, classes=frozenset(classes))
+        except Conflict:
+            continue
+        console.print(f"Demo feed {feed_id} registered; its secret: {made.secret}")
 
 
 @app.command()

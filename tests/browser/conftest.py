@@ -29,6 +29,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 from browser.browsing import LiveServer, open_context
 from carnet.api.app import build_services
 from carnet.demo import seed_population
+from carnet.domain.feeds import FeedKind
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
 from smtp_sink import Mailbox, free_port
@@ -81,6 +82,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> I
     try:
         seeded = seed_population(services.records, patients=PATIENTS, seed=SEED)
         professionals = demo_professionals(services.records)
+        # A registered lab feed, so the patient's feeds page shows its choice form.
+        services.feeds.add(
+            "demo-lab", name="Laboratoire de démonstration", kind=FeedKind.HL7V2, classes=frozenset({"10"})
+        )
     finally:
         services.store.engine.dispose()
     port = free_port()

@@ -124,6 +124,7 @@ def test_every_patient_page_is_accessible(page: Page, live_server: LiveServer, t
         for name, path in (
             ("care-team", "/patient/care-team"),
             ("choices", "/patient/choices"),
+            ("feeds", "/patient/feeds"),
             ("access", "/patient/access"),
             ("access-mine", "/patient/access?kind=mine"),
         ):

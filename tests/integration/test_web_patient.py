@@ -19,7 +19,7 @@ from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.writes import Writes
 from carnet.settings import Mode, Settings
-from carnet.web import login, patient_documents, patient_journal, patient_profile, pro
+from carnet.web import login, patient_documents, patient_feeds, patient_journal, patient_profile, pro
 from carnet.web import patient as patient_portal
 from carnet.web.headers import CSP
 from carnet.web.identities import demo_professionals
@@ -185,6 +185,7 @@ def test_every_portal_form_checks_its_csrf_token(client: TestClient, signed_in: 
         login.router,
         patient_portal.router,
         patient_documents.router,
+        patient_feeds.router,
         patient_journal.router,
         patient_profile.router,
         pro.router,

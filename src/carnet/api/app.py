@@ -65,6 +65,7 @@ from carnet.offload import offload
 from carnet.services.apps import AppService
 from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
 from carnet.services.export_jobs import ExportJobs
+from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.journal import Journal
@@ -111,6 +112,7 @@ class Services:
     portal_sessions: PortalSessions
     feeds: FeedRegistry
     sign_ins: SignInJournal
+    feed_inbox: FeedInbox
     hl7v2: HL7v2Intake
     apps: AppService
     studies: StudyRegistry
@@ -170,6 +172,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     )
     key_service = KeyService(store=store, keys=keys, shares=shares, profile=profile, clock=utc_now)
     feeds = FeedRegistry(store=store, clock=utc_now)
+    inbox = FeedInbox(records=records, registry=feeds, clock=utc_now)
     studies = StudyRegistry(store=store, vault=vault, profile=profile, clock=utc_now)
     exports = ExportJobs(service=records, clock=utc_now, new_id=new_id)
     research = ResearchExports(service=records, registry=studies, jobs=exports, clock=utc_now)
@@ -183,7 +186,8 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         portal_sessions=PortalSessions(store=store, cipher=cipher, clock=utc_now),
         sign_ins=SignInJournal(store=store, vault=vault, journal=journal, clock=utc_now),
         feeds=feeds,
-        hl7v2=HL7v2Intake(records=records, registry=feeds, clock=utc_now),
+        feed_inbox=inbox,
+        hl7v2=HL7v2Intake(records=records, registry=feeds, inbox=inbox, clock=utc_now),
         apps=AppService(records=records, clock=utc_now),
         studies=studies,
         exports=exports,

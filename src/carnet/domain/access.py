@@ -128,6 +128,9 @@ class DocumentFacts:
     minor_secret: bool = False
     masked_from: frozenset[str] = frozenset()
     document_id: str | None = None
+    #: The patient accepted this feed's document from their inbox (« me demander d'abord »). Set
+    #: by the acceptance use case for its own call only, never read from the document itself.
+    accepted_by_patient: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

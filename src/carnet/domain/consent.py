@@ -71,6 +71,8 @@ class ConsentKind(StrEnum):
     OPPOSITION_REGULATION = "opposition-regulation"
     FEED_REFUSAL = "feed-refusal"
     FEED_ACCEPTANCE = "feed-acceptance"
+    #: « Me demander d'abord »: the feed's documents wait in the patient's inbox for a decision.
+    FEED_ASK_FIRST = "feed-ask-first"
     OCCUPATIONAL_CONSENT = "occupational-consent"
     RESEARCH_OPT_OUT = "research-opt-out"
     RESEARCH_OPT_IN = "research-opt-in"
@@ -87,7 +89,7 @@ PROFESSIONAL_KINDS = frozenset(
         ConsentKind.OCCUPATIONAL_CONSENT,
     }
 )
-FEED_KINDS = frozenset({ConsentKind.FEED_REFUSAL, ConsentKind.FEED_ACCEPTANCE})
+FEED_KINDS = frozenset({ConsentKind.FEED_REFUSAL, ConsentKind.FEED_ACCEPTANCE, ConsentKind.FEED_ASK_FIRST})
 RESEARCH_KINDS = frozenset({ConsentKind.RESEARCH_OPT_OUT, ConsentKind.RESEARCH_OPT_IN})
 PERMITS = frozenset(
     {
@@ -108,6 +110,7 @@ _DISPLAYS: Mapping[ConsentKind, str] = MappingProxyType(
         ConsentKind.OPPOSITION_REGULATION: "Opposition à l'accès du médecin régulateur du centre 15",
         ConsentKind.FEED_REFUSAL: "Refus d'une alimentation",
         ConsentKind.FEED_ACCEPTANCE: "Acceptation d'une alimentation",
+        ConsentKind.FEED_ASK_FIRST: "Alimentation soumise à mon accord préalable",
         ConsentKind.OCCUPATIONAL_CONSENT: "Consentement exprès au médecin du travail",
         ConsentKind.RESEARCH_OPT_OUT: "Opposition à la recherche",
         ConsentKind.RESEARCH_OPT_IN: "Acceptation de la recherche",
@@ -336,6 +339,7 @@ def grants_from_consents(consents: Iterable[Mapping[str, Any]], now: datetime) -
         opposes_regulation=ConsentKind.OPPOSITION_REGULATION in flags,
         refused_feeds=frozenset(sets[ConsentKind.FEED_REFUSAL]),
         accepted_feeds=frozenset(sets[ConsentKind.FEED_ACCEPTANCE]),
+        asked_feeds=frozenset(sets[ConsentKind.FEED_ASK_FIRST]),
         occupational_consent=frozenset(sets[ConsentKind.OCCUPATIONAL_CONSENT]),
         research_opt_out=ConsentKind.RESEARCH_OPT_OUT in flags,
         research_opt_in=ConsentKind.RESEARCH_OPT_IN in flags,

@@ -119,12 +119,16 @@ class FeedMessageError(InvalidRequest):
         application_code: str | None = None,
         rejected: bool = False,
         location: str = "",
+        dead_letter: bool = True,
     ) -> None:
         super().__init__(message)
         self.hl7_code = hl7_code
         self.application_code = application_code
         self.rejected = rejected
         self.location = location
+        #: Keep the message as a dead letter for an operator; False when nothing of it may stay
+        #: (the patient refused the feed).
+        self.dead_letter = dead_letter
 
 
 class Unauthenticated(CarnetError):

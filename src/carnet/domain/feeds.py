@@ -138,3 +138,15 @@ class DeadLetter:
     status: LetterStatus
     attempts: int
     sealed: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredOffer:
+    """A feed's document waiting in a patient's inbox, as stored: ``sealed`` with the patient key."""
+
+    patient_id: str
+    offer_id: str
+    feed_id: str
+    class_code: str
+    received_at: datetime
+    sealed: bytes

@@ -68,6 +68,8 @@ class Grants:
     opposes_regulation: bool = False
     refused_feeds: frozenset[str] = frozenset()
     accepted_feeds: frozenset[str] = frozenset()
+    #: Feeds (ids or classCodes) whose documents wait for the patient's decision ("ask me first").
+    asked_feeds: frozenset[str] = frozenset()
     occupational_consent: frozenset[str] = frozenset()
     research_opt_out: bool = False
     research_opt_in: bool = False

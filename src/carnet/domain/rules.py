@@ -374,6 +374,7 @@ def shared_directory(ctx: Context) -> Decision | None:
     "feed-category-not-registered",
     "feed-refused",
     "feed-own-document",
+    "feed-ask-patient",
 )
 def feed_writes_registered(ctx: Context) -> Decision | None:
     """Feeds create only their registered categories, in open records, while the patient lets them.
@@ -400,8 +401,12 @@ def feed_writes_registered(ctx: Context) -> Decision | None:
     if class_code is None or class_code not in actor.feed_categories:
         return _deny("feed-category-not-registered")
     names = {class_code} if actor.feed_id is None else {class_code, actor.feed_id}
-    if names & grants.refused_feeds or (ctx.profile.feeds_opt_in and not names & grants.accepted_feeds):
+    if names & grants.refused_feeds:
         return _deny("feed-refused")
+    # "Ask me first" (chosen, or the opt-in profile's default): the document waits in the inbox.
+    asks = names & grants.asked_feeds or (ctx.profile.feeds_opt_in and not names & grants.accepted_feeds)
+    if asks and not own and not (document is not None and document.accepted_by_patient):
+        return _deny("feed-ask-patient")
     return _allow("feed-own-document" if own else "feed-registered-category")
 
 

@@ -54,6 +54,8 @@ class Call:
     #: The facts of the document a Simplified Publish of this call is storing: a feed writes its
     #: Binaries and SubmissionSet under the document's classCode (``Documents.publish``).
     publishing: DocumentFacts | None = None
+    #: The patient accepted the document this call publishes from their feed inbox.
+    accepted_offer: bool = False
 
     @property
     def actor(self) -> Principal:

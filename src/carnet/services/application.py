@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from carnet.services.apps import AppService
+from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.journal import Journal
@@ -80,3 +81,7 @@ class Application(Protocol):
     @property
     def apps(self) -> AppService:
         """The apps connected by SMART on FHIR: registry, tokens, the patient's grants."""
+
+    @property
+    def feed_inbox(self) -> FeedInbox:
+        """The patients' feed choices and the documents waiting for their decision."""

@@ -6,6 +6,7 @@ Both run in their call's transaction, through the reads and writes of the record
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -114,6 +115,8 @@ class Documents:
         # A resubmission (same uniqueId, same content) is answered before any Binary is made,
         # so that resending a document leaves nothing behind.
         facts = document_facts(revised)
+        if call.accepted_offer:
+            facts = dataclasses.replace(facts, accepted_by_patient=True)
         if call.actor.kind is ActorKind.FEED:
             self._resolve_replaced(call, revised, patient_id)
             # A feed writes by classCode: the document's decides, and its Binaries and

@@ -13,7 +13,10 @@ One use case, :meth:`HL7v2Intake.receive`, shared by the MLLP listener and the H
    feed replaces or deletes only what it sent. The metadata OBXs become the document's labels:
    ``MASQUE_PS``, ``INVISIBLE_PATIENT``, ``INVISIBLE_REP_LEGAUX`` (securityLabel, TRE_A07) and
    ``CONNEXION_SECRETE`` (the minor's secret); ``DESTDMP=N`` stores nothing; PRT ``SB`` adds the
-   sending professional and structure to the authors, after the feed itself;
+   sending professional and structure to the authors, after the feed itself; a patient who
+   chose "ask me first" gets the document in their inbox (:mod:`carnet.services.feed_inbox`),
+   one who refused the feed gets nothing and the sender an application reject (AE), never
+   kept as a dead letter;
 5. the answer is the technical ACK (AA, or AE/AR with ERR), followed by the ZAM business ack when
    the message asked for one (``ACK_RECEPTION=Y``).
 
@@ -57,6 +60,7 @@ from carnet.feeds.hl7v2 import (
     parse_message,
     read_header,
 )
+from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.records import RecordService
 from carnet.services.vault import DIRECTORY
@@ -92,9 +96,12 @@ class Receipt:
 class HL7v2Intake:
     """Takes HL7 v2 messages of registered feeds into the records."""
 
-    def __init__(self, *, records: RecordService, registry: FeedRegistry, clock: Clock) -> None:
+    def __init__(
+        self, *, records: RecordService, registry: FeedRegistry, inbox: FeedInbox, clock: Clock
+    ) -> None:
         self._records = records
         self._registry = registry
+        self._inbox = inbox
         self._clock = clock
 
     def receive(self, feed_id: str, raw: bytes, *, replay_of: str | None = None) -> Receipt:
@@ -116,7 +123,7 @@ class HL7v2Intake:
         receipt = self._take(feed_id, raw, header)
         now = self._clock()
         with store.session(write=True) as session:
-            if receipt.error is not None and replay_of is None:
+            if receipt.error is not None and receipt.error.dead_letter and replay_of is None:
                 session.add_letter(self._letter(feed_id, raw, header, receipt.error, now))
             if control:
                 session.record_message(feed_id, control, receipt.outcome, receipt.ack, now)
@@ -271,7 +278,19 @@ class HL7v2Intake:
             document["relatesTo"] = [
                 {"code": "replaces", "target": {"identifier": master_identifier_for(parent)}}
             ]
-        result = records.publish(document)
+        try:
+            result = records.publish(document)
+        except AccessDenied as exc:
+            if "feed-ask-patient" in exc.reasons:
+                # "Ask me first": the document waits, sealed, for the patient's decision.
+                self._inbox.offer(feed, patient_id, document)
+                return "pending", None
+            if "feed-refused" in exc.reasons:
+                raise FeedMessageError(
+                    "The patient refuses this feed's documents; nothing was kept.",
+                    dead_letter=False,
+                ) from None
+            raise
         outcome = "replaced" if message.action is Action.REPLACE else "stored"
         return outcome, result.stored.resource_id
 

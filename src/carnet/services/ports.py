@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from carnet.domain.feeds import DeadLetter, Feed, FeedStatus, LetterStatus
+from carnet.domain.feeds import DeadLetter, Feed, FeedStatus, LetterStatus, StoredOffer
 from carnet.domain.journal import StoredEntry
 from carnet.domain.keys import WrappedKey
 
@@ -324,6 +324,18 @@ class StoreSession(Protocol):
 
     def update_letter(self, letter_id: str, *, status: LetterStatus, error_code: str, error: str) -> None:
         """Record a replay's result."""
+        ...
+
+    def add_offer(self, offer: StoredOffer) -> None:
+        """Keep a document a feed offered to a patient."""
+        ...
+
+    def offers(self, patient_id: str) -> list[StoredOffer]:
+        """Return a record's pending offers, oldest first."""
+        ...
+
+    def take_offer(self, patient_id: str, offer_id: str) -> StoredOffer | None:
+        """Remove and return one pending offer of a record."""
         ...
 
     def save_portal_session(self, sid_hash: str, sealed: bytes, expires_at: datetime | None) -> None:

@@ -420,13 +420,17 @@ class Records:
         with self._call("$archive", "DocumentReference", write=True) as call:
             return self._svc.documents.archive(call, document_id, archived=archived)
 
-    def publish(self, document: Mapping[str, Any]) -> WriteResult:
+    def publish(self, document: Mapping[str, Any], *, accepted_offer: bool = False) -> WriteResult:
         """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
+
+        ``accepted_offer``: a feed's document the patient accepted from their inbox (used by
+        :class:`carnet.services.feed_inbox.FeedInbox` only).
 
         Raises:
             InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
         """
         with self._call("create", "DocumentReference", write=True) as call:
+            call.accepted_offer = accepted_offer
             return self._svc.documents.publish(call, document)
 
     def withdraw(self, patient_id: str, system: str, value: str) -> str:

@@ -212,6 +212,8 @@ class Writes:
         facts = document_facts(resource) if resource_type == "DocumentReference" and writes_by_class else None
         if facts is None and actor.kind is ActorKind.FEED and resource_type in ("Binary", "List"):
             facts = call.publishing  # a feed's publish: the document's content and SubmissionSet
+        if facts is not None and call.accepted_offer:
+            facts = dataclasses.replace(facts, accepted_by_patient=True)
         target = gate.target(call, patient_id, resource_type, document=facts, resource=resource)
         if resource_type == "Consent" and actor.kind is ActorKind.PROFESSIONAL:
             target = dataclasses.replace(

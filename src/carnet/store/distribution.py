@@ -67,6 +67,8 @@ PLACEMENTS: dict[str, Placement] = {
     # found by their id (an operator's listing scans them all, rarely).
     "feed_messages": Placement("distributed", "feed_id", "feed_messages"),
     "feed_dead_letters": Placement("distributed", "letter_id", "feed_dead_letters"),
+    # A feed's documents waiting for the patient's decision live with the record.
+    "feed_offers": BY_RECORD,
     # Registered SMART apps (few rows, read at every app request): everywhere. Their codes and
     # tokens are found by their hash (a token may have no record): each its own group on it.
     "app_clients": REFERENCE,

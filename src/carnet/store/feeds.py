@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from carnet.domain.errors import Conflict
-from carnet.domain.feeds import DeadLetter, Feed, FeedKind, FeedStatus, LetterStatus
+from carnet.domain.feeds import DeadLetter, Feed, FeedKind, FeedStatus, LetterStatus, StoredOffer
 from carnet.store.connected import Connected, utc
-from carnet.store.tables import feed_dead_letters, feed_messages, feeds
+from carnet.store.tables import feed_dead_letters, feed_messages, feed_offers, feeds
 
 
 def _feed(row: Any) -> Feed:
@@ -150,3 +150,49 @@ class FeedMessageSessionMixin(Connected):
                 attempts=feed_dead_letters.c.attempts + 1,
             )
         )
+
+
+class FeedOfferSessionMixin(Connected):
+    """The feed inbox; mixed into :class:`carnet.store.repository.SQLStoreSession`."""
+
+    def add_offer(self, offer: StoredOffer) -> None:
+        """Keep a document offered to a patient."""
+        self._c.execute(
+            insert(feed_offers).values(
+                patient_id=offer.patient_id,
+                offer_id=offer.offer_id,
+                feed_id=offer.feed_id,
+                class_code=offer.class_code,
+                received_at=offer.received_at,
+                sealed=offer.sealed,
+            )
+        )
+
+    def offers(self, patient_id: str) -> list[StoredOffer]:
+        """Return a record's pending offers, oldest first."""
+        rows = self._c.execute(
+            select(feed_offers)
+            .where(feed_offers.c.patient_id == patient_id)
+            .order_by(feed_offers.c.received_at, feed_offers.c.offer_id)
+        ).all()
+        return [_offer(r) for r in rows]
+
+    def take_offer(self, patient_id: str, offer_id: str) -> StoredOffer | None:
+        """Remove and return one pending offer of a record (None if there is none)."""
+        where = (feed_offers.c.patient_id == patient_id, feed_offers.c.offer_id == offer_id)
+        row = self._c.execute(select(feed_offers).where(*where)).first()
+        if row is None:
+            return None
+        self._c.execute(delete(feed_offers).where(*where))
+        return _offer(row)
+
+
+def _offer(row: Any) -> StoredOffer:
+    return StoredOffer(
+        patient_id=row.patient_id,
+        offer_id=row.offer_id,
+        feed_id=row.feed_id,
+        class_code=row.class_code,
+        received_at=utc(row.received_at),
+        sealed=bytes(row.sealed),
+    )

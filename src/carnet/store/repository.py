@@ -13,7 +13,7 @@ from carnet.domain.errors import Conflict
 from carnet.services.ports import StoredVersion
 from carnet.store.apps import AppSessionMixin
 from carnet.store.connected import utc
-from carnet.store.feeds import FeedMessageSessionMixin, FeedSessionMixin
+from carnet.store.feeds import FeedMessageSessionMixin, FeedOfferSessionMixin, FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.keys import KeySessionMixin
 from carnet.store.outbox import OutboxSessionMixin
@@ -75,6 +75,7 @@ class SQLStoreSession(
     FeedSessionMixin,
     ResearchSessionMixin,
     FeedMessageSessionMixin,
+    FeedOfferSessionMixin,
 ):
     """One transaction on the SQL store."""
 

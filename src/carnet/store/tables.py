@@ -357,3 +357,18 @@ research_ledger = Table(
     Column("epsilon", Float, nullable=False),
     PrimaryKeyConstraint("study_id", "seq"),
 )
+
+#: Documents a feed offered that wait for the patient's decision (« me demander d'abord »): the
+#: document sealed with the patient key (bound to the offer's id); accepted, it is published and
+#: the row deleted; refused, the row is deleted and nothing of the document stays.
+feed_offers = Table(
+    "feed_offers",
+    metadata,
+    Column("patient_id", ID, nullable=False),
+    Column("offer_id", String(64), nullable=False),
+    Column("feed_id", String(64), nullable=False),
+    Column("class_code", String(8), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("patient_id", "offer_id"),
+)

@@ -96,6 +96,7 @@ def mount_web(
         patient,
         patient_apps,
         patient_documents,
+        patient_feeds,
         patient_journal,
         patient_notifications,
         patient_profile,
@@ -143,6 +144,7 @@ def mount_web(
     app.include_router(patient_journal.router, dependencies=signed)
     app.include_router(patient_search.router, dependencies=signed)
     app.include_router(patient_notifications.router, dependencies=signed)
+    app.include_router(patient_feeds.router, dependencies=signed)
     app.include_router(patient_profile.router, dependencies=signed)
     # SMART on FHIR: the patient's consent screen and apps page; the apps' token endpoints.
     app.state.smart = smart.SmartServer(
