@@ -345,12 +345,7 @@ def token(
     ] = None,
     hours: Annotated[int, typer.Option(help="Lifetime in hours")] = 12,
 ) -> None:
-    """Print a development bearer token (refused in production mode).
-
-    The token is signed with ``<CARNET_KEY_DIR>/dev-issuer.pem``: only a server in development
-    mode with the same key directory accepts it. What would make the server refuse it is said
-    on standard error (the token alone goes to standard output).
-    """
+    """Print a development bearer token; stderr says what key signs it and why a server would refuse it."""
     from carnet.api.auth import issue_token
     from carnet.crypto.signing import DEV_ISSUER_FILE
 
@@ -363,25 +358,11 @@ def token(
         "kind": actor_kind.value,
         "sub": sub or f"{kind}:{patient or identifier or idnps or feed or 'demo'}",
     }
-    for claim, value in (
-        ("patient", patient),
-        ("identifier", identifier),
-        ("profession", profession),
-        ("specialty", specialty),
-        ("idnps", idnps),
-        ("name", name),
-        ("feed", feed),
-    ):
-        if value:
-            claims[claim] = value
-    if samu:
-        claims["samu"] = True
-    if occupational:
-        claims["occupational"] = True
-    if represents:
-        claims["represents"] = list(represents)
-    if feed_category:
-        claims["feed_categories"] = list(feed_category)
+    given: dict[str, Any] = {"patient": patient, "identifier": identifier, "profession": profession}
+    given |= {"specialty": specialty}
+    given |= {"idnps": idnps, "name": name, "feed": feed, "samu": samu, "occupational": occupational}
+    given |= {"represents": list(represents or []), "feed_categories": list(feed_category or [])}
+    claims.update({claim: value for claim, value in given.items() if value})
     settings = _settings()
     problems = {
         ActorKind.FEED: None if feed else "a feed's token must name its registered feed (--feed)",
