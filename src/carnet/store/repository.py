@@ -20,6 +20,7 @@ from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.portal import PortalSessionMixin
 from carnet.store.research import ResearchSessionMixin
 from carnet.store.tables import identities, patient_keys, resource_versions, resources, search_tokens
+from carnet.store.writer_lock import WriterLock, sqlite_file
 
 _VERSION_COLUMNS = (
     resource_versions.c.patient_id,
@@ -261,10 +262,24 @@ class SQLStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
+        url = engine.url.render_as_string(hide_password=False)
+        self._writers = WriterLock(sqlite_file(url)) if self._sqlite else None
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[SQLStoreSession]:
-        """Open one transaction; on SQLite a writing one takes the write lock up front."""
+        """Open one transaction; on SQLite a writing one takes the write lock up front.
+
+        SQLite writers queue on a :class:`WriterLock` first (no sleeping in SQLite's busy handler).
+        """
+        if write and self._writers is not None:
+            with self._writers.held(), self._open(write=True) as session:
+                yield session
+            return
+        with self._open(write=write) as session:
+            yield session
+
+    @contextmanager
+    def _open(self, *, write: bool) -> Iterator[SQLStoreSession]:
         with self.engine.connect() as connection:
             if self._sqlite:
                 connection.info["carnet_begin"] = "BEGIN IMMEDIATE" if write else "BEGIN"

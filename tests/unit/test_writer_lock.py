@@ -1,0 +1,80 @@
+"""The SQLite writer lock (store/writer_lock.py): writers queue in the kernel, across threads and processes."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from carnet.store.writer_lock import WriterLock, sqlite_file
+
+
+def _taken_elsewhere(path: Path) -> bool:
+    """Tell whether another open file description (as another process has) finds the lock taken."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_lock_file_is_held_only_inside_the_block(tmp_path: Path) -> None:
+    """Inside ``held()`` another process could not take the lock; outside it could; the file is 0600."""
+    lock = WriterLock(tmp_path / "carnet.db")
+    path = tmp_path / "carnet.db.writer"
+    with lock.held():
+        assert _taken_elsewhere(path)
+        with lock.held():  # reentrant in the same thread
+            assert _taken_elsewhere(path)
+        assert _taken_elsewhere(path)
+    assert not _taken_elsewhere(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_second_thread_waits_for_the_first(tmp_path: Path) -> None:
+    """A second writer thread enters only once the first has left."""
+    lock = WriterLock(tmp_path / "carnet.db")
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with lock.held():
+            order.append("first in")
+            inside.set()
+            time.sleep(0.2)
+            order.append("first out")
+
+    def second() -> None:
+        assert inside.wait(timeout=10)
+        with lock.held():
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["first in", "first out", "second in"]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:////var/lib/carnet/carnet.db", Path("/var/lib/carnet/carnet.db")),
+        ("sqlite:///data/c.db?mode=rwc", Path("data/c.db")),
+        ("sqlite:///:memory:", None),
+        ("sqlite://", None),
+    ],
+)
+def test_sqlite_file_of_a_url(url: str, expected: Path | None) -> None:
+    """The lock sits beside the database file; an in-memory database has only the thread lock."""
+    assert sqlite_file(url) == expected
