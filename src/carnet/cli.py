@@ -13,12 +13,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from carnet.cli_feeds import feeds_app
+from carnet.cli_feeds import feeds_app, register_demo_feeds, write_hl7v2
 from carnet.cli_research import research_app
-from carnet.domain.errors import CarnetError, Conflict
-from carnet.domain.feeds import FeedKind
+from carnet.domain.errors import CarnetError
 from carnet.domain.principal import ActorKind, Principal
-from carnet.services.feed_registry import FeedRegistry
 from carnet.settings import Settings, load
 
 app = typer.Typer(help="Carnet: a shared medical record the patient controls.", no_args_is_help=True)
@@ -170,7 +168,7 @@ def demo(
             bar.update(task, completed=done, total=total)
 
         seeded = seed_population(services.records, patients=patients, seed=seed, progress=progress)
-    _demo_feeds(services.feeds)
+    register_demo_feeds(services.feeds)
     now = datetime.now(UTC)
     first = seeded[0]
     patient_token = issue_token(
@@ -215,19 +213,6 @@ def demo(
         uvicorn.run(app_, host=settings.host, port=settings.port, access_log=False, log_config=None)
 
 
-def _demo_feeds(registry: FeedRegistry) -> None:
-    """Register a lab (HL7 v2) and the insurer (CNAM-HR) for the demo, once; print their secrets."""
-    for feed_id, name, kind, classes in (
-        ("demo-lab", "Laboratoire de démonstration", FeedKind.HL7V2, {"10"}),
-        ("demo-cnam", "Assurance Maladie (démonstration)", FeedKind.CNAM, {"60"}),
-    ):
-        try:
-            made = registry.add(feed_id, name=name, kind=kind, classes=frozenset(classes))
-        except Conflict:
-            continue
-        console.print(f"Demo feed {feed_id} registered; its secret: {made.secret}")
-
-
 @app.command()
 def generate(
     patients: Annotated[int, typer.Option(help="How many synthetic patients")] = 10,
@@ -242,7 +227,6 @@ def generate(
 ) -> None:
     """Write synthetic French patients as FHIR R4 transaction Bundles (deterministic for a seed)."""
     from carnet.synthetic import generate_population
-    from carnet.synthetic.hl7v2 import messages_for
 
     out.mkdir(parents=True, exist_ok=True)
     if hl7v2:
@@ -252,9 +236,7 @@ def generate(
         for index, item in enumerate(generate_population(patients, seed, documents_per_patient=documents)):
             (out / f"patient-{index:05d}.json").write_bytes(item.to_json())
             if hl7v2:
-                sent = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=index)
-                for name, message in messages_for(item.bundle, sent_at=sent, prefix=f"P{index:05d}"):
-                    (out / "hl7v2" / f"{name}.hl7").write_bytes(message)
+                write_hl7v2(out / "hl7v2", index, item.bundle)
             bar.update(task, completed=index + 1)
     console.print(f"{patients} patients written to {out} (seed {seed}).")
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from carnet.domain.errors import CarnetError
+from carnet.domain.errors import CarnetError, Conflict
 from carnet.domain.feeds import FeedKind, FeedStatus, parse_classes
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
@@ -212,3 +214,25 @@ def feeds_replay(
     console.print(f"{taken} taken, {failed} still open.")
     if failed:
         raise typer.Exit(1)
+
+
+def register_demo_feeds(registry: FeedRegistry) -> None:
+    """Register a lab (HL7 v2) and the insurer (CNAM-HR) for the demo, once; print their secrets."""
+    for feed_id, name, kind, classes in (
+        ("demo-lab", "Laboratoire de démonstration", FeedKind.HL7V2, {"10"}),
+        ("demo-cnam", "Assurance Maladie (démonstration)", FeedKind.CNAM, {"60"}),
+    ):
+        try:
+            made = registry.add(feed_id, name=name, kind=kind, classes=frozenset(classes))
+        except Conflict:
+            continue
+        console.print(f"Demo feed {feed_id} registered; its secret: {made.secret}")
+
+
+def write_hl7v2(folder: Path, index: int, bundle: Mapping[str, Any]) -> None:
+    """Write one generated patient's CDA documents as ORU/MDM messages (``carnet generate --hl7v2``)."""
+    from carnet.synthetic.hl7v2 import messages_for
+
+    sent = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=index)
+    for name, message in messages_for(bundle, sent_at=sent, prefix=f"P{index:05d}"):
+        (folder / f"{name}.hl7").write_bytes(message)
