@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from click.testing import Result
+
 from carnet.api.app import build_services
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
@@ -133,3 +136,36 @@ def test_token_carries_the_claims_tests_need_and_says_what_the_server_will_refus
     assert feed.returncode == 0
     assert jwt.decode(feed.stdout.strip(), options={"verify_signature": False})["feed_categories"] == ["11"]
     assert "--feed" in feed.stderr  # a feed's token without its feed id will be refused
+
+
+def test_apps_add_list_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """carnet apps add prints a confidential app's secret once; list shows it; remove takes it out; bad input exits 1."""
+    from typer.testing import CliRunner
+
+    from carnet.cli import app
+
+    for name in [k for k in os.environ if k.startswith("CARNET_") and not k.startswith("CARNET_TEST_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CARNET_KEY_DIR", str(tmp_path / "keys"))
+    runner = CliRunner()
+
+    def carnet(*args: str) -> Result:
+        return runner.invoke(app, list(args))
+
+    added = carnet(
+        "apps", "add", "Suivi", "--kind", "confidential", "--client-id", "suivi",
+        "--redirect-uri", "https://suivi.example/cb", "--scope", "patient/Observation.rs",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert "client_id: suivi" in added.stdout
+    assert re.search(r"client_secret: \S{40,}", added.stdout)
+    assert carnet("apps", "list").stdout.split("\t")[:3] == ["suivi", "confidential", "Suivi"]
+    insecure = carnet(
+        "apps", "add", "Bad", "--redirect-uri", "http://evil.example/cb", "--scope", "patient/Observation.rs"
+    )
+    assert insecure.exit_code == 1
+    assert carnet("apps", "add", "Bad", "--kind", "other", "--scope", "patient/Observation.rs").exit_code == 1
+    assert carnet("apps", "remove", "suivi").exit_code == 0
+    assert carnet("apps", "list").stdout == ""
+    assert carnet("apps", "remove", "suivi").exit_code == 1

@@ -302,6 +302,7 @@ def test_bad_requests_are_oauth_errors_never_500(
     assert mismatch.json()["error"] == "invalid_grant"
     location, verifier = authorize(browser, app)
     token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    assert "Tensio" not in browser.get("/patient/access").text  # the app has not touched the record yet
     replay = browser.post(
         "/auth/token",
         data={
@@ -314,8 +315,9 @@ def test_bad_requests_are_oauth_errors_never_500(
     )
     assert replay.status_code == 400
     assert replay.json()["error"] == "invalid_grant"
-    # The replay revoked what the code gave.
+    # The replay revoked what the code gave, and the patient's access history shows the attempt.
     assert app.get("/fhir/Observation", params={"patient": patient.patient_id}).status_code == 401
+    assert "Tensio" in browser.get("/patient/access").text
     escalation = browser.post(
         "/auth/token",
         data={

@@ -279,17 +279,21 @@ class AppService:
         """Return a live, unused code of this app, or None (unknown, expired, used, another app's).
 
         A code presented again after its use is a replay: every token it gave is revoked
-        (RFC 6749 §4.1.2), and None is returned.
+        (RFC 6749 §4.1.2), the attempt is journaled on the patient's record, and None is returned.
         """
         now = self._clock()
         with self._session(write=True) as session:
             found = session.app_code(digest(code))
             if found is None or found.client_id != client_id:
                 return None
-            if found.used_at is not None:
+            replayed = found.used_at is not None
+            if replayed:
                 session.revoke_app_tokens(now, family=found.code_hash)
-                return None
-            return found if now < found.expires_at else None
+            elif now < found.expires_at:
+                return found
+        if replayed:
+            self.journal_refusal(client_id, found.patient_id, "$token", "app-code-replayed")
+        return None
 
     def use_code(self, code: AppCode) -> bool:
         """Mark a code used; return False if it was used meanwhile (a replay racing the first use)."""
@@ -358,12 +362,39 @@ class AppService:
         return response
 
     def token(self, raw: str, *, kind: str | None = None) -> AppToken | None:
-        """Return the live token ``raw`` (of ``kind`` if given), or None."""
+        """Return the live token ``raw`` (of ``kind`` if given), or None.
+
+        A refresh token presented after it was revoked (the patient revoked the app, or the
+        token was rotated and is replayed) is journaled on its record as a refused access.
+        """
         with self._session() as session:
             found = session.app_token(digest(raw))
-        if found is None or not found.is_live(self._clock()) or (kind is not None and found.kind != kind):
+        if found is None or (kind is not None and found.kind != kind):
+            return None
+        if not found.is_live(self._clock()):
+            if found.revoked_at is not None and found.kind == "refresh" and found.patient_id is not None:
+                self.journal_refusal(found.client_id, found.patient_id, "$token", "app-token-revoked")
             return None
         return found
+
+    def journal_refusal(self, client_id: str, patient_id: str, interaction: str, reason: str) -> None:
+        """Journal, on the record concerned, an app's refused attempt (a replayed code, a revoked token).
+
+        The entry is the app's (actor kind ``app``), decision ``deny`` with ``reason``, so the
+        patient sees it in the access history. A record that no longer exists is left alone.
+        """
+        client = self.client(client_id)
+        principal = Principal(
+            kind=ActorKind.PATIENT,
+            subject=f"app:{client_id}",
+            patient_id=patient_id,
+            display=client.name if client is not None else client_id,
+            app_id=client_id,
+        )
+        with self._records.call(principal, interaction, "Consent", write=True) as call:
+            trail = self._records.gate.trail_of(call.context, patient_id)
+            if trail is not None:
+                trail.denied_reasons.add(reason)
 
     def any_token(self, raw: str) -> AppToken | None:
         """Return the token ``raw`` whatever its state (revocation and introspection look it up)."""
