@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from carnet.cli_apps import apps_app
 from carnet.cli_feeds import feeds_app, register_demo_feeds, write_hl7v2
 from carnet.cli_research import research_app
 from carnet.domain.errors import CarnetError
@@ -34,8 +35,7 @@ witness_app = typer.Typer(
 app.add_typer(witness_app, name="witness")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(research_app, name="research")
-apps_app = typer.Typer(help="Apps connected by SMART on FHIR: the registry.", no_args_is_help=True)
-app.add_typer(apps_app, name="apps")
+app.add_typer(apps_app, name="apps")  # carnet apps add/list/remove (carnet/cli_apps.py)
 
 console = Console(stderr=True)
 
@@ -700,81 +700,3 @@ def main() -> None:
     except CarnetError as exc:
         console.print(f"[red]Error:[/red] {exc.message}")
         sys.exit(1)
-
-
-@apps_app.command("add")
-def apps_add(
-    name: Annotated[str, typer.Argument(help="The app's name, as the patient sees it")],
-    kind: Annotated[
-        str, typer.Option(help="public (PKCE only), confidential (a secret) or backend")
-    ] = "public",
-    redirect_uri: Annotated[
-        list[str] | None, typer.Option("--redirect-uri", help="A redirect URI (repeat)")
-    ] = None,
-    scope: Annotated[
-        list[str] | None, typer.Option("--scope", help="A scope it may ask for (repeat)")
-    ] = None,
-    client_id: Annotated[
-        str | None, typer.Option(help="The client id (drawn at random if not given)")
-    ] = None,
-    jwks: Annotated[Path | None, typer.Option(help="Backend service: its public JWK Set (JSON file)")] = None,
-    acts_as: Annotated[
-        str | None, typer.Option(help="Backend service: 'researcher' or 'feed:<feed id>' (a registered feed)")
-    ] = None,
-) -> None:
-    """Register an app; print its client id (and, for a confidential app, its secret, once)."""
-    import json
-
-    from carnet.api.app import build_services
-    from carnet.services.apps import AppKind
-
-    if kind not in {k.value for k in AppKind}:
-        console.print(f"[red]Error:[/red] --kind {kind!r}: choose public, confidential or backend.")
-        raise typer.Exit(1)
-    settings = _settings()
-    services = build_services(settings)
-    try:
-        keys = json.loads(jwks.read_text()) if jwks is not None else None
-    except (OSError, ValueError):
-        console.print(f"[red]Error:[/red] {jwks} is not a readable JSON JWK Set.")
-        raise typer.Exit(1) from None
-    try:
-        client, secret = services.apps.register(
-            name=name,
-            kind=AppKind(kind),
-            redirect_uris=tuple(redirect_uri or ()),
-            scopes=tuple(scope or ()),
-            client_id=client_id,
-            jwks=keys,
-            acts_as=acts_as,
-            loopback_http=settings.development_issuer_enabled,
-        )
-    except CarnetError as exc:
-        raise _fail(exc) from None
-    typer.echo(f"client_id: {client.client_id}")
-    if secret is not None:
-        typer.echo(f"client_secret: {secret}")
-
-
-@apps_app.command("list")
-def apps_list() -> None:
-    """List the registered apps: client id, kind, name, redirect URIs and scopes."""
-    from carnet.api.app import build_services
-
-    for client in build_services(_settings()).apps.clients():
-        typer.echo(
-            f"{client.client_id}\t{client.kind.value}\t{client.name}\t"
-            f"{' '.join(client.redirect_uris) or '-'}\t{' '.join(client.scopes)}"
-        )
-
-
-@apps_app.command("remove")
-def apps_remove(client_id: Annotated[str, typer.Argument(help="The app's client id")]) -> None:
-    """Remove an app from the registry; every token it holds stops working at once."""
-    from carnet.api.app import build_services
-
-    try:
-        build_services(_settings()).apps.remove(client_id)
-    except CarnetError as exc:
-        raise _fail(exc) from None
-    console.print(f"{client_id}: removed; its tokens are revoked.")
