@@ -219,6 +219,52 @@ def test_everything_pages_with_count_type_and_since(client: TestClient, auth: Mi
     assert client.get(f"{url}?_elements=id", headers=headers).status_code == 400
 
 
+def test_summary_and_elements_on_read_and_search(client: TestClient, auth: Mint) -> None:
+    """_summary=true|text|data and _elements cut reads and search results, tagged SUBSETTED."""
+    patient_id, headers = open_record(client, auth)
+    oid = create(
+        client,
+        headers,
+        observation(
+            patient_id, note=[{"text": "à jeun"}], text={"status": "generated", "div": "<div>72</div>"}
+        ),
+    )["id"]
+    url = f"/fhir/Observation/{oid}"
+
+    def keys(query: str) -> set[str]:
+        response = client.get(f"{url}?{query}", headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert any(t["code"] == "SUBSETTED" for t in body["meta"]["tag"])
+        return set(body)
+
+    assert "note" not in keys("_summary=true")
+    assert {"code", "status", "valueQuantity", "subject"} <= keys("_summary=true")
+    assert keys("_summary=text") == {"resourceType", "id", "meta", "text", "status"}
+    assert keys("_summary=data") == {
+        "resourceType",
+        "id",
+        "meta",
+        "status",
+        "code",
+        "subject",
+        "valueQuantity",
+        "note",
+    }
+    assert keys("_elements=valueQuantity") == {"resourceType", "id", "meta", "status", "valueQuantity"}
+    whole = client.get(url, headers=headers).json()
+    assert "tag" not in whole["meta"]
+    assert "note" in whole
+    found = client.get(f"/fhir/Observation?patient={patient_id}&_elements=code", headers=headers).json()
+    assert set(found["entry"][0]["resource"]) == {"resourceType", "id", "meta", "status", "code"}
+    summarised = client.get(f"/fhir/Observation?patient={patient_id}&_summary=true", headers=headers).json()
+    assert "note" not in summarised["entry"][0]["resource"]
+    assert client.get(f"{url}?_summary=count", headers=headers).status_code == 400
+    assert (
+        client.get(f"/fhir/Observation?patient={patient_id}&_summary=all", headers=headers).status_code == 400
+    )
+
+
 def _routes(client: TestClient) -> set[tuple[str, str]]:
     """Every (method, path) under /fhir, the included routers' routes included."""
     app: Any = client.app

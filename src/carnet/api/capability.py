@@ -36,7 +36,9 @@ INTERACTIONS = (
     "conditional create is If-None-Exist). PATCH takes JSON Patch (application/json-patch+json), "
     "FHIRPath Patch (a Parameters resource) or JSON Merge Patch (application/merge-patch+json, or "
     "any JSON object). Conditional update (PUT [type]?criteria) updates the one match or creates "
-    "when none; conditional delete (DELETE [type]?criteria) deletes one match; several matches are 412."
+    "when none; conditional delete (DELETE [type]?criteria) deletes one match; several matches are 412. "
+    "Read and search take _summary (true, text, data; count on search) and _elements, on top-level "
+    "elements; a subset is tagged SUBSETTED."
 )
 
 

@@ -22,6 +22,7 @@ from carnet.domain.errors import InvalidRequest, PayloadTooLarge
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.search import MAX_COUNT, parse_date
+from carnet.domain.subsetting import parse_elements, parse_summary, subset
 from carnet.feeds.devices import is_measure_bundle
 from carnet.offload import offload
 from carnet.services import deadline
@@ -272,11 +273,19 @@ def write_response(request: Request, result: WriteResult) -> Response:
     )
 
 
-def _match_entry(base: str, stored: Stored) -> dict[str, Any]:
-    """A searchset entry carrying the stored JSON as is (no parse, no re-serialisation)."""
+def _match_entry(
+    base: str, stored: Stored, summary: str | None = None, elements: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """A searchset entry carrying the stored JSON as is (no parse, no re-serialisation).
+
+    With ``_summary`` or ``_elements`` the resource is parsed and cut (``domain.subsetting``).
+    """
+    resource: Any = orjson.Fragment(stored.json or b"{}")
+    if (summary not in (None, "false") or elements) and stored.resource is not None:
+        resource = subset(stored.resource, summary=summary, elements=elements)
     return {
         "fullUrl": f"{base}/{stored.resource_type}/{stored.resource_id}",
-        "resource": orjson.Fragment(stored.json or b"{}"),
+        "resource": resource,
         "search": {"mode": "match"},
     }
 
@@ -297,7 +306,9 @@ def _search_bundle(request: Request, result: SearchResult, path: str) -> dict[st
         links.append(link("next", query.offset + query.count))
     if query.offset > 0 and not query.summary_count:
         links.append(link("previous", max(0, query.offset - max(query.count, 1))))
-    entries: list[dict[str, Any]] = [_match_entry(base, stored) for stored in result.entries]
+    entries: list[dict[str, Any]] = [
+        _match_entry(base, stored, query.summary, query.elements) for stored in result.entries
+    ]
     if query.ignored:
         outcome = operation_outcome(
             "not-supported",
@@ -587,10 +598,19 @@ def _everything_page(request: Request) -> EverythingPage:
 async def read(resource_type: str, resource_id: str, request: Request) -> Response:
     """Read the current version; a Binary comes back as its raw content unless FHIR JSON is asked for (ITI-68)."""
     records = await records_of(request)
-    only_parameters(request, "A read")
+    only_parameters(request, "A read", frozenset({"_summary", "_elements"}))
     stored = await offload(records.read, resource_type, resource_id)
     headers = _version_headers(stored, _base(request))
     headers.pop("Location")
+    summary = request.query_params.get("_summary")
+    elements = request.query_params.getlist("_elements")
+    if (summary is not None or elements) and stored.resource is not None:
+        cut = subset(
+            stored.resource,
+            summary=parse_summary(summary) if summary is not None else None,
+            elements=parse_elements(elements) if elements else None,
+        )
+        return fhir_response(cut, headers=headers)
     if resource_type == "Binary" and stored.resource is not None and not _wants_fhir(request):
         content_type = str(stored.resource.get("contentType") or "")
         if not _MEDIA_TYPE.fullmatch(content_type):

@@ -18,6 +18,7 @@ from typing import Any
 
 from carnet.domain.errors import InvalidRequest, UnsupportedSearch
 from carnet.domain.resources import is_valid_id, values_at
+from carnet.domain.subsetting import parse_elements
 
 
 class ParamKind(StrEnum):
@@ -181,7 +182,9 @@ PARAMETERS: Mapping[str, Mapping[str, tuple[ParamKind, tuple[str, ...]]]] = {
 #: Parameters that place the search in a patient's record.
 PATIENT_PARAMS = frozenset({"patient", "subject"})
 #: Result parameters Carnet implements.
-RESULT_PARAMS = frozenset({"_count", "_sort", "_offset", "_summary", "_total", "_format", "_pretty"})
+RESULT_PARAMS = frozenset(
+    {"_count", "_sort", "_offset", "_summary", "_elements", "_total", "_format", "_pretty"}
+)
 SORTABLE = frozenset({"_lastUpdated", "_id", "date"})
 MAX_COUNT = 1000
 DEFAULT_COUNT = 50
@@ -265,6 +268,10 @@ class SearchQuery:
     count: int = DEFAULT_COUNT
     offset: int = 0
     summary_count: bool = False
+    #: ``_summary=true|text|data`` (``domain.subsetting``); None for the whole resources.
+    summary: str | None = None
+    #: ``_elements``: the top-level elements asked for; None for all.
+    elements: frozenset[str] | None = None
     ignored: tuple[str, ...] = ()
 
 
@@ -491,6 +498,8 @@ def parse_search(
     count = DEFAULT_COUNT
     offset = 0
     summary_count = False
+    summary: str | None = None
+    elements: list[str] = []
     ignored: list[str] = []
 
     def unsupported(name: str, why: str) -> None:
@@ -546,8 +555,12 @@ def parse_search(
         elif name == "_summary":
             if value == "count":
                 summary_count = True
+            elif value in ("true", "text", "data"):
+                summary = value
             elif value != "false":
-                unsupported(f"_summary={value}", "only _summary=count is implemented")
+                raise InvalidRequest("_summary must be true, text, data, count or false.")
+        elif name == "_elements":
+            elements.append(value)
         elif name == "_total":
             if value not in ("none", "estimate", "accurate"):
                 raise InvalidRequest("_total must be none, estimate or accurate.")
@@ -568,6 +581,8 @@ def parse_search(
         count=count,
         offset=offset,
         summary_count=summary_count,
+        summary=summary,
+        elements=parse_elements(elements) if elements else None,
         ignored=tuple(ignored),
     )
 
