@@ -19,7 +19,7 @@ PORT=${CITUS_PORT:-5450}
 VENDOR=${CITUS_VENDOR:-$here/../../shared/vendor/citus}
 WORKERS=("$((PORT + 1))" "$((PORT + 2))")
 as_pg() { if [ "$(id -un)" = postgres ]; then bash -c "$1"; else su postgres -s /bin/bash -c "$1"; fi; }
-sql() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d "$2" -At -c "$3"; }
+sql() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d "$2" -At -c "$3"; }
 
 init_node() {  # init_node PORT: an initdb'd, started node with the citus extension in "test"
   local p=$1 d=$DIR/n$1

@@ -31,9 +31,11 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from carnet.api.app import build_services
+from carnet.api.app import build_services, create_app
 from carnet.api.auth import issue_token
 from carnet.cli import app as carnet_cli
 from carnet.settings import Settings
@@ -369,3 +371,119 @@ def test_kill9_of_a_node_during_writes_leaves_nothing_half_applied(
         time.sleep(0.1)
     load.finish()
     _check_nothing_lost(cluster, server, load)
+
+
+PSQL = ("psql", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test")
+
+
+def _as_postgres(command: str) -> None:
+    subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", command], check=True, capture_output=True)
+
+
+def _promoted(port: int) -> bool:
+    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
+    try:
+        with engine.connect() as connection:
+            return not connection.execute(text("SELECT pg_is_in_recovery()")).scalar_one()
+    except OperationalError:  # still starting
+        return False
+    finally:
+        engine.dispose()
+
+
+def test_restore_every_node_to_a_restore_point(tmp_path: Path) -> None:
+    """Base backups + WAL archives restored to a ``carnet db restore-point``: what came before is back, what came after is not."""
+    if not VENDOR.is_dir() and not INSTALLED.exists():
+        pytest.skip(f"{VENDOR} is absent and Citus is not installed")
+    root = Path(tempfile.mkdtemp(prefix="carnet-citus-pitr-"))
+    shutil.chown(root, "postgres")
+    port = 5490
+    ports = (port, port + 1, port + 2)
+    bin_dir = "/usr/lib/postgresql/15/bin"
+    made = Cluster(
+        root=root / "nodes",
+        port=port,
+        env={**os.environ, "CITUS_DIR": str(root / "nodes"), "CITUS_PORT": str(port)},
+    )
+    try:
+        made.script("start")
+        for node in ports:  # continuous archiving on every node (a restart applies archive_mode)
+            archive = root / "archive" / f"n{node}"
+            _as_postgres(f"mkdir -p '{archive}'")
+            for setting in ("archive_mode = on", f"archive_command = 'cp %p {archive}/%f'"):
+                subprocess.run(
+                    [*PSQL, "-p", str(node), "-c", f"ALTER SYSTEM SET {setting}"],
+                    check=True,
+                    capture_output=True,
+                )
+        made.script("stop")
+        made.script("start")
+        settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", database_url=made.url)
+        services = build_services(settings)
+        for node in ports:
+            _as_postgres(
+                f"{bin_dir}/pg_basebackup -h 127.0.0.1 -p {node} -U postgres -D '{root}/base/n{node}' -X stream"
+            )
+        key_dir = settings.key_dir
+        env = {
+            "CARNET_DATA_DIR": str(settings.data_dir),
+            "CARNET_KEY_DIR": str(settings.key_dir),
+            "CARNET_DATABASE_URL": made.url,
+        }
+        with TestClient(create_app(settings, services), base_url="http://testserver") as client:
+            before, after = [], []
+            for kept in (True, False):
+                for _ in range(3):
+                    value = uuid.uuid4().hex
+                    headers = _headers(key_dir, kind="patient", identifier=f"{INS}|{value}")
+                    patient = {"resourceType": "Patient", "identifier": [{"system": INS, "value": value}]}
+                    created = client.post("/fhir/Patient", json=patient, headers=headers)
+                    assert created.status_code == 201, created.text
+                    patient_id = created.json()["id"]
+                    reader = _headers(key_dir, kind="patient", patient=patient_id)
+                    made_obs = client.post(
+                        "/fhir/Observation", json=_observation(patient_id, 70), headers=reader
+                    )
+                    assert made_obs.status_code == 201, made_obs.text
+                    (before if kept else after).append((f"Observation/{made_obs.json()['id']}", reader))
+                if kept:
+                    services.journal.checkpoint(0)
+                    marked = CliRunner().invoke(carnet_cli, ["db", "restore-point", "drill"], env=env)
+                    assert marked.exit_code == 0, marked.output
+            contents = {path: client.get(f"/fhir/{path}", headers=h).content for path, h in before}
+        services.store.engine.dispose()
+        for node in ports:  # close the WAL segment holding the restore point so it is archived
+            made.sql("SELECT pg_switch_wal()", node)
+        time.sleep(3)
+        made.script("stop")
+        for node in ports:
+            data = root / "nodes" / f"n{node}"
+            shutil.rmtree(data)
+            shutil.copytree(root / "base" / f"n{node}", data)
+            with (data / "postgresql.auto.conf").open("a") as conf:
+                conf.write(
+                    f"restore_command = 'cp {root}/archive/n{node}/%f %p'\n"
+                    "recovery_target_name = 'drill'\nrecovery_target_action = 'promote'\n"
+                )
+            (data / "recovery.signal").touch()
+            subprocess.run(["chown", "-R", "postgres", str(data)], check=True)
+            _as_postgres(f"{bin_dir}/pg_ctl -D '{data}' -l '{root}/nodes/n{node}.log' start")
+        deadline = time.monotonic() + 120
+        while not all(_promoted(node) for node in ports):
+            assert time.monotonic() < deadline, "the nodes did not finish recovery"
+            time.sleep(0.5)
+        restored = build_services(settings)
+        try:
+            with TestClient(create_app(settings, restored), base_url="http://testserver") as client:
+                for path, headers in before:
+                    response = client.get(f"/fhir/{path}", headers=headers)
+                    assert (response.status_code, response.content) == (200, contents[path]), path
+                for path, headers in after:
+                    assert client.get(f"/fhir/{path}", headers=headers).status_code in (403, 404), path
+            verified = CliRunner().invoke(carnet_cli, ["audit", "verify", "--offline"], env=env)
+            assert verified.exit_code == 0, verified.output
+        finally:
+            restored.store.engine.dispose()
+    finally:
+        made.script("destroy")
+        shutil.rmtree(root, ignore_errors=True)
