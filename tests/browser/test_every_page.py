@@ -125,6 +125,7 @@ def test_every_patient_page_is_accessible(page: Page, live_server: LiveServer, t
             ("care-team", "/patient/care-team"),
             ("choices", "/patient/choices"),
             ("feeds", "/patient/feeds"),
+            ("studies", "/patient/studies"),
             ("access", "/patient/access"),
             ("access-mine", "/patient/access?kind=mine"),
         ):

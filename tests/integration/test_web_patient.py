@@ -33,6 +33,7 @@ PAGES = [
     "/patient/profile",
     "/patient/care-team",
     "/patient/choices",
+    "/patient/studies",
     "/patient/access",
     "/patient/export",
     "/patient/close",

@@ -21,6 +21,7 @@ from carnet.services.notifications import NotificationStore
 from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider, Store
 from carnet.services.records import RecordService
+from carnet.services.research_studies import StudyRegistry
 from carnet.services.sign_ins import SignInJournal
 from carnet.settings import Settings
 
@@ -73,6 +74,10 @@ class Application(Protocol):
     @property
     def sign_ins(self) -> SignInJournal:
         """The journal of sign-ins, accepted and refused."""
+
+    @property
+    def studies(self) -> StudyRegistry:
+        """The registry of research studies."""
 
     @property
     def hl7v2(self) -> HL7v2Intake:

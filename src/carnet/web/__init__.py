@@ -101,6 +101,7 @@ def mount_web(
         patient_notifications,
         patient_profile,
         patient_search,
+        patient_studies,
         pro_confirmation,
         smart,
     )
@@ -146,6 +147,7 @@ def mount_web(
     app.include_router(patient_notifications.router, dependencies=signed)
     app.include_router(patient_feeds.router, dependencies=signed)
     app.include_router(patient_profile.router, dependencies=signed)
+    app.include_router(patient_studies.router, dependencies=signed)
     # SMART on FHIR: the patient's consent screen and apps page; the apps' token endpoints.
     app.state.smart = smart.SmartServer(
         services.apps, base_url=settings.base_url, clock=services.records.clock
