@@ -18,6 +18,7 @@ import hl7.mllp
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, start_mllp
+from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.feeds import FeedKind
 from carnet.feeds import mllp
 from carnet.feeds.cda import class_code_for, parse_cda
@@ -271,3 +272,51 @@ def test_generated_messages_are_taken(client: TestClient, services: Services, au
     frames = _exchange(services, messages)
     assert [_msa(f)[0] for f in frames] == ["AA"] * len(messages)
     assert len(hospital.documents()) == len(messages)
+
+
+def _outbox_count(services: Services, patient_id: str) -> int:
+    with services.store.session() as session:
+        return len(session.outbox_messages(patient_id))
+
+
+def _named_in_journal(client: TestClient, hospital: Hospital, reference: str) -> bool:
+    found = client.get(
+        f"/fhir/AuditEvent?patient={hospital.patient_id}&_count=1000", headers=hospital.patient
+    )
+    assert found.status_code == 200, found.text
+    return reference in found.text
+
+
+def test_invisible_to_patient_sends_no_notice_and_the_journal_does_not_name_it(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """INVISIBLE_PATIENT: no new-document notice, no AuditEvent naming it for the patient; once lifted, the journal names it."""
+    hospital = Hospital(client, services, auth)
+    before = _outbox_count(services, hospital.patient_id)
+    receipt = services.hl7v2.receive("hopital-a", _message(_cda(), "V1", flags={"INVISIBLE_PATIENT": True}))
+    assert receipt.error is None
+    hidden = receipt.document_id
+    assert hidden is not None
+    assert _outbox_count(services, hospital.patient_id) == before
+    assert hospital.documents() == []
+    assert not _named_in_journal(client, hospital, f"DocumentReference/{hidden}")
+    # The DPO's view keeps the entry (who, when, how) — the entry exists, it only does not name it.
+    visible = services.hl7v2.receive(
+        "hopital-a", _message(_replacing(_cda()).replace(b"RPLC", b"XFRM"), "V2")
+    )
+    assert _outbox_count(services, hospital.patient_id) == before + 1
+    assert _named_in_journal(client, hospital, f"DocumentReference/{visible.document_id}")
+    # The sending professional (PRT SB, an author) lifts the label: the journal names it again.
+    rpps = SendingSystem().rpps
+    consent = consent_for(ConsentKind.AUTHORISATION, hospital.patient_id, rpps, now=datetime.now(UTC))
+    assert client.post("/fhir/Consent", json=consent, headers=hospital.patient).status_code == 201
+    author = auth(kind="professional", idnps=rpps, profession="10", specialty="SM54")
+    url = f"/fhir/DocumentReference/{hidden}"
+    document = client.get(url, headers=author).json()
+    document["securityLabel"] = [
+        label
+        for label in document["securityLabel"]
+        if not any(c.get("code") == "INVISIBLE_PATIENT" for c in label["coding"])
+    ]
+    assert client.put(url, json=document, headers=author).status_code == 200
+    assert _named_in_journal(client, hospital, f"DocumentReference/{hidden}")

@@ -56,6 +56,9 @@ class Call:
     publishing: DocumentFacts | None = None
     #: The patient accepted the document this call publishes from their feed inbox.
     accepted_offer: bool = False
+    #: Per record: the references (``DocumentReference/<id>``, ``Binary/<id>``) of the documents
+    #: the caller may not see yet, which the journal view does not name to them.
+    hidden_targets: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def actor(self) -> Principal:

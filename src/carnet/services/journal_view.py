@@ -13,6 +13,7 @@ from typing import Any
 
 from carnet.domain import fhirjson
 from carnet.domain.audit_event import audit_event
+from carnet.domain.documents import attachments, document_facts
 from carnet.domain.errors import (
     AccessDenied,
     Gone,
@@ -22,7 +23,8 @@ from carnet.domain.errors import (
     UnsupportedSearch,
 )
 from carnet.domain.journal import StoredEntry, shard_of
-from carnet.domain.policy import NO_RECORD, Action, Decision, Obligation, Target
+from carnet.domain.policy import NO_RECORD, Action, Decision, Obligation, Target, Visibility
+from carnet.domain.principal import ActorKind
 from carnet.domain.search import (
     DateClause,
     SearchQuery,
@@ -92,6 +94,14 @@ class JournalView:
             clinical=Obligation.WITHHOLD_CONTENT not in decision.obligations,
             server=self._journal.base_origin,
         )
+        hidden = self._hidden(call, row.patient_id)
+        if hidden and isinstance(event.get("entity"), list):
+            # The entry stays (who, when, how), without naming what the reader may not see yet.
+            event["entity"] = [
+                e
+                for e in event["entity"]
+                if str((e.get("what") or {}).get("reference")).split("/_history/")[0] not in hidden
+            ]
         stored = Stored(
             resource_type="AuditEvent",
             resource_id=opened.event_id,
@@ -101,6 +111,35 @@ class JournalView:
         )
         self._gate.disclose(call, row.patient_id, stored)
         return stored
+
+    def _hidden(self, call: Call, patient_id: str) -> frozenset[str]:
+        """The documents of a record its patient (or representative) may not see yet, by reference.
+
+        ``INVISIBLE_PATIENT`` hides a document from both until a professional lifts it;
+        ``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret from the representatives. Once
+        lifted, the journal names the document again.
+        """
+        kind = call.principal.kind
+        if kind not in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE):
+            return frozenset()
+        cached = call.hidden_targets.get(patient_id)
+        if cached is not None:
+            return cached
+        labels = {Visibility.INVISIBLE_TO_PATIENT}
+        if kind is ActorKind.REPRESENTATIVE:
+            labels.add(Visibility.INVISIBLE_TO_REPRESENTATIVES)
+        hidden: set[str] = set()
+        for stored in self._gate.matches(call, patient_id, parse_search("DocumentReference", [])):
+            if stored.resource is None:
+                continue
+            facts = document_facts(stored.resource)
+            if facts.visibility & labels or (kind is ActorKind.REPRESENTATIVE and facts.minor_secret):
+                hidden.add(f"DocumentReference/{stored.resource_id}")
+                hidden.update(
+                    str(a["url"]) for _, a in attachments(stored.resource) if isinstance(a.get("url"), str)
+                )
+        call.hidden_targets[patient_id] = frozenset(hidden)
+        return call.hidden_targets[patient_id]
 
     def _search(self, call: Call, query: SearchQuery) -> SearchResult:
         gate = self._gate

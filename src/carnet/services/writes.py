@@ -24,7 +24,7 @@ from carnet.domain.errors import (
     PreconditionFailed,
     RecordShredded,
 )
-from carnet.domain.policy import Action
+from carnet.domain.policy import Action, Visibility
 from carnet.domain.principal import ActorKind
 from carnet.domain.resources import is_directory_type, patient_references
 from carnet.domain.search import index_tokens, parse_search, token_keys
@@ -165,7 +165,12 @@ class Writes:
         trail = self._gate.trail_of(call, patient_id)
         if trail is not None:
             trail.allowed = True
-            trail.new_document |= resource_type == "DocumentReference" and body is not None
+            # A document the patient may not see yet (INVISIBLE_PATIENT) is no news to tell them.
+            trail.new_document |= (
+                resource_type == "DocumentReference"
+                and body is not None
+                and Visibility.INVISIBLE_TO_PATIENT not in document_facts(body).visibility
+            )
         return written
 
     def _identity_hashes(self, call: Call, patient: Mapping[str, Any] | None) -> set[bytes]:
