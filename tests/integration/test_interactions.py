@@ -265,6 +265,34 @@ def test_summary_and_elements_on_read_and_search(client: TestClient, auth: Mint)
     )
 
 
+def test_include_and_revinclude_within_the_record(client: TestClient, auth: Mint) -> None:
+    """_include follows a reference of the matches; _revinclude brings what points to them, both in the record."""
+    patient_id, headers = open_record(client, auth)
+    first = create(client, headers, observation(patient_id, value=70))
+    second = create(client, headers, observation(patient_id, value=71))
+    other_id, other_headers = open_record(client, auth)
+    create(client, other_headers, observation(other_id))
+    with_patient = client.get(
+        f"/fhir/Observation?patient={patient_id}&_id={second['id']}&_include=Observation:subject",
+        headers=headers,
+    ).json()
+    modes = {(e["resource"]["resourceType"], e["search"]["mode"]) for e in with_patient["entry"]}
+    assert modes == {("Observation", "match"), ("Patient", "include")}
+    assert with_patient["total"] == 1
+    patients = client.get(
+        f"/fhir/Patient?_id={patient_id}&_revinclude=Observation:subject", headers=headers
+    ).json()
+    included = sorted(e["resource"]["id"] for e in patients["entry"] if e["search"]["mode"] == "include")
+    assert included == sorted([first["id"], second["id"]])  # the other record's Observation is not there
+    bad = [
+        "/fhir/Observation?patient={p}&_include=Observation:code",
+        "/fhir/Observation?patient={p}&_include=Condition:subject",
+        "/fhir/Observation?patient={p}&_include=*",
+    ]
+    for url in bad:
+        assert client.get(url.format(p=patient_id), headers=headers).status_code == 400, url
+
+
 def _routes(client: TestClient) -> set[tuple[str, str]]:
     """Every (method, path) under /fhir, the included routers' routes included."""
     app: Any = client.app

@@ -6,7 +6,7 @@ from typing import Any
 
 from carnet.api.smart_config import security
 from carnet.domain.resources import SUPPORTED_TYPES, UNSUPPORTED_TYPES, is_directory_type
-from carnet.domain.search import parameters_for
+from carnet.domain.search import ParamKind, parameters_for
 
 _DEFINITIONS = "http://hl7.org/fhir/SearchParameter/"
 #: Carnet's operations (``carnet.api.operations``, ``docs/api.md``): resource type, name, what it does.
@@ -38,7 +38,9 @@ INTERACTIONS = (
     "any JSON object). Conditional update (PUT [type]?criteria) updates the one match or creates "
     "when none; conditional delete (DELETE [type]?criteria) deletes one match; several matches are 412. "
     "Read and search take _summary (true, text, data; count on search) and _elements, on top-level "
-    "elements; a subset is tagged SUBSETTED."
+    "elements; a subset is tagged SUBSETTED. Searches take _include=Type:param[:Target] and "
+    "_revinclude=Type:param[:Target] (reference parameters; no :iterate, no *), within the record and "
+    "the directory."
 )
 
 
@@ -78,8 +80,16 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "create",
         "search-type",
     ]
+    includes = [
+        f"{resource_type}:{name}"
+        for name, (kind, _) in sorted(parameters_for(resource_type).items())
+        if kind is ParamKind.REFERENCE
+    ]
+    if resource_type != "Patient" and not is_directory_type(resource_type):
+        includes += [f"{resource_type}:patient", f"{resource_type}:subject"]
     out: dict[str, Any] = {
         "type": resource_type,
+        "searchInclude": includes,
         "interaction": [{"code": code} for code in interactions],
         "versioning": "versioned-update",
         "readHistory": True,
@@ -99,6 +109,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
             conditionalDelete="not-supported",
             versioning="no-version",
             searchParam=[p for p in params if p["name"] in ("patient", "date")],
+            searchInclude=[],
             documentation="The access journal (IHE BALP shapes); GET AuditEvent/[id]/$proof gives an inclusion proof.",
         )
     operations = _operations(resource_type)

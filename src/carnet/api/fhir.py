@@ -309,6 +309,10 @@ def _search_bundle(request: Request, result: SearchResult, path: str) -> dict[st
     entries: list[dict[str, Any]] = [
         _match_entry(base, stored, query.summary, query.elements) for stored in result.entries
     ]
+    for stored in result.included:
+        entries.append(
+            {**_match_entry(base, stored, query.summary, query.elements), "search": {"mode": "include"}}
+        )
     if query.ignored:
         outcome = operation_outcome(
             "not-supported",

@@ -183,7 +183,18 @@ PARAMETERS: Mapping[str, Mapping[str, tuple[ParamKind, tuple[str, ...]]]] = {
 PATIENT_PARAMS = frozenset({"patient", "subject"})
 #: Result parameters Carnet implements.
 RESULT_PARAMS = frozenset(
-    {"_count", "_sort", "_offset", "_summary", "_elements", "_total", "_format", "_pretty"}
+    {
+        "_count",
+        "_sort",
+        "_offset",
+        "_summary",
+        "_elements",
+        "_total",
+        "_format",
+        "_pretty",
+        "_include",
+        "_revinclude",
+    }
 )
 SORTABLE = frozenset({"_lastUpdated", "_id", "date"})
 MAX_COUNT = 1000
@@ -255,6 +266,42 @@ class SortKey:
     descending: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Include:
+    """An ``_include`` or ``_revinclude``: ``Source:param[:Target]``."""
+
+    source: str
+    param: str
+    target: str | None
+
+
+def reference_paths(resource_type: str, param: str) -> tuple[str, ...] | None:
+    """The element paths of a reference parameter of a type (``subject``/``patient`` included)."""
+    if param in PATIENT_PARAMS:
+        return ("subject", "patient")
+    kind_paths = parameters_for(resource_type).get(param)
+    if kind_paths is None or kind_paths[0] is not ParamKind.REFERENCE:
+        return None
+    return kind_paths[1]
+
+
+def parse_include(name: str, value: str, resource_type: str) -> Include:
+    """Parse an ``_include`` (of the searched type) or ``_revinclude`` value.
+
+    Raises:
+        InvalidRequest: not ``Source:param[:Target]`` with a reference parameter of Source.
+    """
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not all(parts) or "*" in value:
+        raise InvalidRequest(f"{name} takes Type:parameter[:TargetType] ({name}={value[:60]!r}).")
+    include = Include(source=parts[0], param=parts[1], target=parts[2] if len(parts) == 3 else None)
+    if name == "_include" and include.source != resource_type:
+        raise InvalidRequest(f"_include on a {resource_type} search names {resource_type}:<parameter>.")
+    if reference_paths(include.source, include.param) is None:
+        raise InvalidRequest(f"{include.param!r} is not a reference parameter of {include.source[:40]}.")
+    return include
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SearchQuery:
     """A parsed search within one patient's record."""
@@ -272,6 +319,9 @@ class SearchQuery:
     summary: str | None = None
     #: ``_elements``: the top-level elements asked for; None for all.
     elements: frozenset[str] | None = None
+    #: ``_include`` / ``_revinclude``: ``(source type, reference parameter, target type or None)``.
+    includes: tuple[Include, ...] = ()
+    revincludes: tuple[Include, ...] = ()
     ignored: tuple[str, ...] = ()
 
 
@@ -500,6 +550,8 @@ def parse_search(
     summary_count = False
     summary: str | None = None
     elements: list[str] = []
+    includes: list[Include] = []
+    revincludes: list[Include] = []
     ignored: list[str] = []
 
     def unsupported(name: str, why: str) -> None:
@@ -561,6 +613,13 @@ def parse_search(
                 raise InvalidRequest("_summary must be true, text, data, count or false.")
         elif name == "_elements":
             elements.append(value)
+        elif name in ("_include", "_revinclude"):
+            if modifier:
+                unsupported(raw_name, "_include:iterate is not implemented")
+                continue
+            (includes if name == "_include" else revincludes).append(
+                parse_include(name, value, resource_type)
+            )
         elif name == "_total":
             if value not in ("none", "estimate", "accurate"):
                 raise InvalidRequest("_total must be none, estimate or accurate.")
@@ -583,6 +642,8 @@ def parse_search(
         summary_count=summary_count,
         summary=summary,
         elements=parse_elements(elements) if elements else None,
+        includes=tuple(includes),
+        revincludes=tuple(revincludes),
         ignored=tuple(ignored),
     )
 

@@ -11,11 +11,22 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from carnet.domain.errors import CarnetError, InvalidRequest
 from carnet.domain.policy import Action
-from carnet.domain.resources import is_directory_type
-from carnet.domain.search import SearchQuery, SortKey, clause_keys, parse_search, sort_value
+from carnet.domain.resources import SUPPORTED_TYPES, is_directory_type, is_valid_id, values_at
+from carnet.domain.search import (
+    PATIENT_PARAMS,
+    SearchQuery,
+    SortKey,
+    TokenClause,
+    TokenValue,
+    clause_keys,
+    parse_search,
+    reference_paths,
+    sort_value,
+)
 from carnet.services._call import Call
 from carnet.services._checks import check_id, check_type
 from carnet.services.gate import Gate
@@ -87,7 +98,58 @@ class Search:
             found = self.matching(call, owner, query)
         found = _sorted(found, query.sort or (SortKey(param="_lastUpdated", descending=True),))
         page = [] if query.summary_count else found[query.offset : query.offset + query.count]
-        return SearchResult(entries=page, total=len(found), query=query)
+        included = self._included(call, query, page) if query.includes or query.revincludes else ()
+        return SearchResult(entries=page, total=len(found), query=query, included=tuple(included))
+
+    def _included(self, call: Call, query: SearchQuery, page: Sequence[Stored]) -> list[Stored]:
+        """The resources ``_include`` and ``_revinclude`` add to a page, within each match's record.
+
+        Each is opened and checked by the policy like any other result (and journaled when shown);
+        references outside the record are looked up in the directory only.
+        """
+        seen = {(s.resource_type, s.resource_id) for s in page}
+        out: dict[tuple[str, str], Stored] = {}
+        for include in query.includes:
+            paths = reference_paths(include.source, include.param) or ()
+            for stored in page:
+                if stored.resource_type != include.source or stored.resource is None:
+                    continue
+                owner = self._owner(query, stored)
+                for ref in _references(stored.resource, paths):
+                    rtype, _, rid = ref.partition("/")
+                    if (include.target and rtype != include.target) or (rtype, rid) in seen | out.keys():
+                        continue
+                    if not (rtype in SUPPORTED_TYPES and is_valid_id(rid)):
+                        continue
+                    home = DIRECTORY if is_directory_type(rtype) else owner
+                    lookup = SearchQuery(resource_type=rtype, patient_id=None, ids=(rid,))
+                    out.update(
+                        ((f.resource_type, f.resource_id), f) for f in self.matching(call, home, lookup)
+                    )
+        for include in query.revincludes:
+            for stored in page:
+                owner = self._owner(query, stored)
+                if (include.target and stored.resource_type != include.target) or owner == DIRECTORY:
+                    continue
+                if include.param in PATIENT_PARAMS:
+                    if stored.resource_type != "Patient":
+                        continue
+                    lookup = SearchQuery(resource_type=include.source, patient_id=None)
+                else:
+                    value = TokenValue(system=None, code=f"{stored.resource_type}/{stored.resource_id}")
+                    clause = TokenClause(param=include.param, values=(value,))
+                    lookup = SearchQuery(resource_type=include.source, patient_id=None, tokens=(clause,))
+                for found in self.matching(call, owner, lookup):
+                    if (found.resource_type, found.resource_id) not in seen:
+                        out.setdefault((found.resource_type, found.resource_id), found)
+        return list(out.values())
+
+    @staticmethod
+    def _owner(query: SearchQuery, stored: Stored) -> str:
+        """The record a result belongs to (a Patient is its own record; the directory otherwise)."""
+        if stored.resource_type == "Patient":
+            return stored.resource_id
+        return query.patient_id or DIRECTORY
 
     def everything(
         self, call: Call, patient_id: str, page: EverythingPage | None = None
@@ -186,6 +248,17 @@ class Search:
                 "the record is patient-centred."
             )
         return list(dict.fromkeys(candidates))
+
+
+def _references(resource: dict[str, Any], paths: Sequence[str]) -> list[str]:
+    """The ``Type/id`` references at some element paths of a resource."""
+    out: list[str] = []
+    for path in paths:
+        for value in values_at(resource, path):
+            ref = value.get("reference") if isinstance(value, dict) else value
+            if isinstance(ref, str) and ref.count("/") == 1:
+                out.append(ref)
+    return out
 
 
 _REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')

@@ -77,6 +77,8 @@ class SearchResult:
     entries: list[Stored]
     total: int
     query: SearchQuery
+    #: What ``_include`` / ``_revinclude`` brought in (search mode ``include``), within the record.
+    included: tuple[Stored, ...] = ()
 
     @property
     def resources(self) -> list[dict[str, Any]]:
