@@ -1,0 +1,140 @@
+"""A research study's bulk export over a generated population: resources/s and peak RSS.
+
+Loads ``--patients`` generated patients (each opens their record with a transaction Bundle,
+in-process, sealing on) in a child process, then, in a fresh process that did nothing else,
+registers and approves a public-interest study and runs its export (cohort pass, then the
+pseudonymised, k-anonymous, journaled export pass). Prints one Markdown row: patients,
+resources read, resources exported, seconds, resources/s, peak RSS of the exporting process.
+Peak RSS should not grow with the number of patients (records are walked in batches by id).
+Usage::
+
+    .venv/bin/python bench/research.py                      # 10,000 patients on SQLite
+    .venv/bin/python bench/research.py --patients 1000
+    CARNET_TEST_PG_URL=postgresql://… .venv/bin/python bench/research.py --backend postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from run import backend, log
+
+from carnet.api.app import build_services
+from carnet.api.fhir import parse_entries
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.services.research_ports import ExportStatus
+from carnet.settings import Settings
+from carnet.synthetic import generate_population
+
+ADMIN = Principal(kind=ActorKind.ADMIN, subject="admin:bench")
+DPO = Principal(kind=ActorKind.DPO, subject="dpo:bench")
+RESEARCHER = Principal(kind=ActorKind.RESEARCHER, subject="researcher:bench")
+STUDY = {
+    "title": "Bench",
+    "sponsor": "Carnet",
+    "purpose": "Measure the export.",
+    "legalBasis": "public-interest",
+    "approvalReference": "BENCH-1",
+    "period": {"start": "2020-01-01", "end": "2099-12-31"},
+    "data": {
+        "types": ["Condition", "Observation", "Immunization", "AllergyIntolerance", "MedicationStatement"]
+    },
+    "privacy": {"k": 5, "epsilon": 1.0, "dateShiftDays": 30, "maxSuppression": 0.05},
+}
+
+
+def load(settings: Settings, patients: int) -> None:
+    """Open one record per generated patient, in-process (no HTTP)."""
+    services = build_services(settings)
+    started = time.perf_counter()
+    for index, item in enumerate(generate_population(patients, 7, documents_per_patient=0)):
+        system, value = item.ins
+        principal = Principal(
+            kind=ActorKind.PATIENT,
+            subject=f"patient:{value}",
+            identifier=Identifier(system=system, value=value),
+        )
+        services.records.records(principal).transaction(parse_entries(orjson.loads(item.to_json())))
+        if index % 500 == 499:
+            log(f"loaded {index + 1} patients ({time.perf_counter() - started:.0f} s)")
+    services.store.engine.dispose()
+
+
+def export(settings: Settings) -> dict[str, float]:
+    """Register, approve and export the study; return the measures."""
+    services = build_services(settings)
+    services.studies.register(ADMIN, "bench", STUDY)
+    services.studies.approve(DPO, "bench")
+    with services.store.session() as session:
+        records = session.count_keys() - 3  # the directory's, the index's and the study's keys
+    started = time.perf_counter()
+    job = services.research.start(RESEARCHER, "bench")
+    done = services.research.run(RESEARCHER, job.export_id)
+    seconds = time.perf_counter() - started
+    if done.status is not ExportStatus.DONE or done.summary is None:
+        raise SystemExit(f"the export failed: {done.error}")
+    exported = sum(done.summary["types"].values())
+    services.store.engine.dispose()
+    return {
+        "records": records,
+        "patients": done.summary["patients"],
+        "suppressed": done.summary["suppressed"],
+        "exported": exported,
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    """Parse the arguments; load in a child process, export in another, print the row."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--patients", type=int, default=10_000)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--step", choices=("load", "export"), help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step is not None:
+        raw = json.loads(args.settings)
+        settings = Settings(
+            data_dir=Path(raw["data_dir"]), key_dir=Path(raw["key_dir"]), database_url=raw["database_url"]
+        )
+        if args.step == "load":
+            load(settings, args.patients)
+        else:
+            print(json.dumps(export(settings)))
+        return
+    with backend(args.backend) as settings:
+        shared = json.dumps(
+            {
+                "data_dir": str(settings.data_dir),
+                "key_dir": str(settings.key_dir),
+                "database_url": settings.database_url,
+            }
+        )
+        me = [sys.executable, __file__, "--patients", str(args.patients), "--settings", shared]
+        started = time.perf_counter()
+        subprocess.run([*me, "--step", "load"], check=True)
+        log(f"loaded {args.patients} patients in {time.perf_counter() - started:.0f} s")
+        out = subprocess.run([*me, "--step", "export"], check=True, capture_output=True, text=True)
+        m = json.loads(out.stdout)
+    print(
+        "| backend | patients | exported patients (suppressed) | resources exported | s | resources/s | peak RSS |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.backend} | {m['records']:,} | {m['patients']:,} ({m['suppressed']:,}) | {m['exported']:,} | "
+        f"{m['seconds']:.1f} | {m['exported'] / m['seconds']:,.0f} | {m['peak_rss_mb']:.0f} MB |"
+    )
+
+
+if __name__ == "__main__":
+    main()
