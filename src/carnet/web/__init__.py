@@ -103,6 +103,7 @@ def mount_web(
         patient_search,
         patient_studies,
         pro_confirmation,
+        representation,
         smart,
     )
 
@@ -140,6 +141,7 @@ def mount_web(
     app.include_router(login.router, dependencies=signed)
     app.include_router(oidc_login.router, dependencies=signed)
     app.include_router(pro_confirmation.router, dependencies=signed)
+    app.include_router(representation.router, dependencies=signed)
     app.include_router(patient.router, dependencies=signed)
     app.include_router(patient_documents.router, dependencies=signed)
     app.include_router(patient_journal.router, dependencies=signed)

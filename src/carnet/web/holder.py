@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from carnet.domain.consent import IDNPS_SYSTEM, KIND_SYSTEM
-from carnet.domain.errors import CarnetError, Unauthenticated
+from carnet.domain.errors import CarnetError, NotFound, Unauthenticated
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.records import Records
 from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
@@ -37,13 +37,29 @@ class Holder:
     records: Records
 
 
+#: The session key of the record a legal representative acts on now (``carnet.web.representation``).
+ACTING_FOR = "acting_for"
+
+
 def holder_of(request: Request) -> Holder:
-    """Return the signed-in patient.
+    """Return the signed-in patient, or the record a legal representative acts on now.
+
+    A representative (représentant légal) acts on one of the records in ``represents`` at a time,
+    chosen at ``/patient/switch`` (the first, by id, until they choose); the policy decides
+    what they see there (``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret documents stay hidden).
 
     Raises:
-        Unauthenticated: nobody signed in, or not a patient with a record (→ the sign-in page).
+        Unauthenticated: nobody signed in, or not a patient with a record nor a representative (→ sign-in).
     """
     principal = current_principal(request)
+    if principal is not None and principal.kind is ActorKind.REPRESENTATIVE and principal.represents:
+        chosen = request.session.get(ACTING_FOR)
+        patient_id = chosen if chosen in principal.represents else sorted(principal.represents)[0]
+        return Holder(
+            principal=principal,
+            patient_id=patient_id,
+            records=portal(request).services.records.records(principal),
+        )
     if principal is None or principal.kind is not ActorKind.PATIENT or not principal.patient_id:
         raise Unauthenticated("Sign in as a patient.")
     return Holder(
@@ -51,6 +67,18 @@ def holder_of(request: Request) -> Holder:
         patient_id=principal.patient_id,
         records=portal(request).services.records.records(principal),
     )
+
+
+def read_own(holder: Holder, resource_type: str, resource_id: str) -> dict[str, Any]:
+    """Read a resource of the record shown (a representative may read others they represent, not here).
+
+    Raises:
+        NotFound: unknown, not visible, or of another record than the one the page is about.
+    """
+    resource = holder.records.read(resource_type, resource_id).resource or {}
+    if (resource.get("subject") or {}).get("reference") != f"Patient/{holder.patient_id}":
+        raise NotFound(f"{resource_type}/{resource_id} is not known.")
+    return resource
 
 
 def utc_now() -> datetime:

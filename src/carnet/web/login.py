@@ -183,6 +183,8 @@ def _sign_in(request: Request, form: Any) -> Response:
             secure=not state.settings.development_issuer_enabled,
         )
         return response
+    if kind == "representative":
+        return _sign_in_representative(request, form, now)
     if kind == "professional":
         practitioner_id = _text(form, "practitioner")
         if practitioner_id:
@@ -219,6 +221,39 @@ def _sign_in(request: Request, form: Any) -> Response:
         login(request, claims, now=now)
         return RedirectResponse("/pro/", status_code=303)
     return _login_page(request, error="Choose whom to sign in as.", status=422)
+
+
+def _sign_in_representative(request: Request, form: Any, now: datetime) -> Response:
+    """A legal representative (demo): their name and the INS of each record they represent, one per line."""
+    service = portal(request).services.records
+    represents: list[str] = []
+    for line in _text(form, "represents").replace(",", "\n").splitlines():
+        system, bar, value = line.strip().partition("|")
+        if not (bar and system and value):
+            continue
+        found = service.resolve(
+            Principal(
+                kind=ActorKind.PATIENT,
+                subject=f"web:{value}",
+                identifier=Identifier(system=system, value=value),
+            )
+        )
+        if found.patient_id is not None:
+            represents.append(found.patient_id)
+    if not represents:
+        return _login_page(
+            request, error="Give the INS of each record you represent, as system|value.", status=422
+        )
+    name = _text(form, "name") or "Représentant légal"
+    digest = hashlib.sha256(f"{name}|{sorted(represents)}".encode()).hexdigest()[:16]
+    claims = {
+        "kind": "representative",
+        "sub": f"representative:{digest}",
+        "represents": represents,
+        "name": name,
+    }
+    login(request, claims, now=now)
+    return RedirectResponse("/patient/switch", status_code=303)
 
 
 @router.post("/logout")

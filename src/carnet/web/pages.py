@@ -117,6 +117,8 @@ def page_context(request: Request) -> dict[str, Any]:
         "path": request.url.path,
         "languages": LANGUAGE_NAMES,
         "flash": request.session.pop("flash", None),
+        # The record a legal representative acts on now (carnet.web.representation).
+        "acting_for_name": request.session.get("acting_for_name"),
     }
 
 

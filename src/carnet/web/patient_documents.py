@@ -42,6 +42,7 @@ from carnet.web.holder import (
     kind_of,
     page,
     professional,
+    read_own,
     search,
     utc_now,
 )
@@ -274,7 +275,7 @@ def upload_form(request: Request) -> Response:
 def document(document_id: str, request: Request) -> Response:
     """One document: its content, its facts, its visibility and who can see it."""
     holder = holder_of(request)
-    resource = holder.records.read("DocumentReference", document_id).resource or {}
+    resource = read_own(holder, "DocumentReference", document_id)
     consents = consents_of(holder)
     line = document_line(resource)
     # The page shows the visibility the policy reads, from the same facts.
@@ -300,7 +301,7 @@ def document(document_id: str, request: Request) -> Response:
 def content(document_id: str, index: int, request: Request) -> Response:
     """The bytes of one attachment (a PDF inside a CDA level 1 with ``?part=pdf``)."""
     holder = holder_of(request)
-    resource = holder.records.read("DocumentReference", document_id).resource or {}
+    resource = read_own(holder, "DocumentReference", document_id)
     data, content_type = _content(holder, resource, index)
     if request.query_params.get("part") == "pdf":
         pdf = _embedded_pdf(data)
