@@ -56,7 +56,7 @@ bench: $(STAMP)
 
 ## The README's screenshots (docs/img/*.png), taken by the browser tests against a seeded server
 screenshots: $(STAMP) $(AXE)
-	CARNET_DOCS_IMG=docs/img $(VENV)/bin/pytest -n 0 -q tests/browser/test_phone.py -k hundred
+	CARNET_DOCS_IMG=docs/img $(VENV)/bin/pytest -n 0 -q tests/browser/test_phone.py -k "hundred or messaging"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

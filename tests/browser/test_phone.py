@@ -19,6 +19,7 @@ from browser.browsing import (
     LiveServer,
     check,
     declare_consent,
+    pdf_file,
     sign_in_patient,
     sign_in_professional,
 )
@@ -31,6 +32,7 @@ PATIENT_PAGES = (
     ("home", "/patient/"),
     ("search", "/patient/search?q=compte"),
     ("notifications", "/patient/notifications"),
+    ("messages", "/patient/messages"),
     ("documents", "/patient/documents"),
     ("upload", "/patient/documents/new"),
     ("profile", "/patient/profile"),
@@ -122,6 +124,7 @@ def test_every_professional_page_fits_a_phone(page: Page, live_server: LiveServe
         _fits(page, base, f"phone-pro-record-{language}")
         _fits(page, f"{base}/documents", f"phone-pro-documents-{language}")
         _fits(page, f"{base}/documents/new", f"phone-pro-submit-{language}")
+        _fits(page, f"{base}/messages", f"phone-pro-messages-{language}")
         document = page.goto(f"{base}/documents")
         assert document is not None
         link = page.locator("a.document-link").first.get_attribute("href")
@@ -169,4 +172,47 @@ def test_a_visit_of_a_hundred_accesses_fits_one_phone_screen(
     page.screenshot(
         path=str(docs_image("access-history-phone.png") or ARTIFACTS / "access-history-phone.png"),
         full_page=True,
+    )
+
+
+def test_messaging_between_a_physician_and_the_patient(
+    page: Page, new_context: NewContext, live_server: LiveServer
+) -> None:
+    """A physician writes; the patient reads it on a phone and answers with a PDF filed into the record."""
+    patient = live_server.patients[0]
+    professional = live_server.physicians()[-4]
+    pro_page = new_context().new_page()
+    sign_in_professional(pro_page, professional)
+    declare_consent(pro_page, patient)
+    base = f"/pro/patients/{patient.patient_id}"
+    _fits(pro_page, f"{base}/messages", "pro-messages-empty")
+    pro_page.fill(
+        "#message-text", "Bonjour, vos analyses sont normales. Pensez à refaire la prise de sang dans un an."
+    )
+    pro_page.click("#message-submit")
+    pro_page.wait_for_url(f"**{base}/messages*")
+    check(pro_page)
+
+    page.set_viewport_size(PHONE)
+    sign_in_patient(page, patient)
+    _fits(page, "/patient/notifications", "phone-patient-notifications-message")
+    page.goto("/patient/messages")
+    page.select_option("#message-to", professional.idnps)
+    page.fill("#message-text", "Merci docteur. Voici l'ordonnance du kinésithérapeute.")
+    page.fill("#message-title", "Ordonnance du kinésithérapeute")
+    page.set_input_files("#message-file", str(pdf_file(ARTIFACTS)))
+    page.click("#message-submit")
+    page.wait_for_url("**/patient/messages")
+    _fits(page, "/patient/messages", "phone-patient-messages-conversation")
+    messages = page.locator("#messages li.message")
+    assert messages.count() >= 2
+    assert "analyses sont normales" in page.locator("#messages").inner_text()
+    page.screenshot(
+        path=str(docs_image("messaging-patient-phone.png") or ARTIFACTS / "messaging.png"), full_page=True
+    )
+    pro_page.goto(f"{base}/messages")
+    assert "Ordonnance du kinésithérapeute" in pro_page.locator("#messages").inner_text()
+    pro_page.set_viewport_size({"width": 1000, "height": 700})
+    pro_page.screenshot(
+        path=str(docs_image("messaging-professional.png") or ARTIFACTS / "messaging-pro.png"), full_page=True
     )

@@ -476,3 +476,67 @@ def test_sovereign_break_glass_needs_a_second_professional(settings: Settings) -
         assert confirmers == {colleague}
     finally:
         services.store.engine.dispose()
+
+
+def test_secure_messaging_between_patient_and_physician(
+    world: World, settings: Settings, services: Services
+) -> None:
+    """The physician writes, the patient is notified and answers with a file filed into the record; both see it."""
+    patient = world.patients[0]
+    doctor = world.client
+    _sign_in(doctor, world.physician)
+    patient_id = _declare_consent(doctor, patient.ins_value)
+    empty = doctor.get(f"/pro/patients/{patient_id}/messages")
+    assert empty.status_code == 200
+    assert 'id="no-messages"' in empty.text
+    token = _csrf(doctor, f"/pro/patients/{patient_id}/messages")
+    sent = doctor.post(
+        f"/pro/patients/{patient_id}/messages",
+        data={"csrf_token": token, "text": "Vos résultats sont normaux. Bonne journée."},
+        follow_redirects=False,
+    )
+    assert sent.status_code == 303
+    blank = doctor.post(f"/pro/patients/{patient_id}/messages", data={"csrf_token": token, "text": "  "})
+    assert blank.status_code == 422
+    assert "Écrivez le message avant de l&#39;envoyer." in blank.text
+    with TestClient(create_app(settings, services), base_url="http://testserver") as me:
+        login = _csrf(me)
+        identifier = f"{patient.ins_system}|{patient.ins_value}"
+        me.post("/login", data={"csrf_token": login, "kind": "patient", "identifier": identifier})
+        inbox = me.get("/patient/messages").text
+        assert "Vos résultats sont normaux. Bonne journée." in inbox
+        assert "vous a écrit" in inbox
+        assert "vous a écrit." in me.get("/patient/notifications").text
+        pro = next(p for p in demo_professionals(services.records) if p.practitioner_id == world.physician)
+        answer = me.post(
+            "/patient/messages",
+            data={
+                "csrf_token": _csrf(me, "/patient/messages"),
+                "to": pro.idnps,
+                "text": "Merci docteur !",
+                "title": "Ordonnance du kiné",
+            },
+            files={"file": ("kine.pdf", PDF, "application/pdf")},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303
+        assert "Ordonnance du kiné" in me.get("/patient/documents").text
+        stranger = me.post(
+            "/patient/messages",
+            data={"csrf_token": _csrf(me, "/patient/messages"), "to": "899999999999", "text": "Bonjour"},
+        )
+        assert stranger.status_code == 422
+    conversation = doctor.get(f"/pro/patients/{patient_id}/messages").text
+    assert "Merci docteur !" in conversation
+    assert "Ordonnance du kiné" in conversation
+    holder = Principal(kind=ActorKind.PATIENT, subject="t", patient_id=patient_id)
+    events = services.records.records(holder).search(
+        "AuditEvent", [("patient", f"Patient/{patient_id}"), ("_count", "500")]
+    )
+    written = [
+        e
+        for e in events.resources
+        if e["action"] == "C"
+        and any("Communication/" in str((x.get("what") or {}).get("reference")) for x in e["entity"])
+    ]
+    assert len(written) == 2

@@ -27,6 +27,7 @@ from carnet.web.identities import demo_professionals
 PAGES = [
     "/patient/",
     "/patient/notifications",
+    "/patient/messages",
     "/patient/search?kind=document",
     "/patient/documents",
     "/patient/documents/new",

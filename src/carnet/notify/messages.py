@@ -87,6 +87,10 @@ _SUBJECTS: Mapping[NoticeEvent, Mapping[str, str]] = {
         "fr": "Carnet : un médecin traitant a consulté un document masqué",
         "en": "Carnet: a treating physician read a masked document",
     },
+    NoticeEvent.NEW_MESSAGE: {
+        "fr": "Carnet : un nouveau message de votre équipe de soins",
+        "en": "Carnet: a new message from your care team",
+    },
 }
 
 _WHAT: Mapping[NoticeEvent, Mapping[str, str]] = {
@@ -112,6 +116,12 @@ _WHAT: Mapping[NoticeEvent, Mapping[str, str]] = {
         "fr": "L'un de vos médecins traitants a consulté un document que vous avez masqué aux "
         "professionnels de santé.",
         "en": "One of your treating physicians read a document you masked from health professionals.",
+    },
+    NoticeEvent.NEW_MESSAGE: {
+        "fr": "Un professionnel de santé de votre équipe de soins vous a écrit : lisez son message "
+        "dans la messagerie de votre espace.",
+        "en": "A health professional of your care team wrote to you: read the message in your "
+        "space's secure messaging.",
     },
 }
 

@@ -483,6 +483,8 @@ class Gate:
                 events.append(NoticeEvent.NEW_PROFESSIONAL)
         if trail.new_document and actor.kind not in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE):
             events.append(NoticeEvent.NEW_DOCUMENT)
+        if trail.new_message and actor.kind is ActorKind.PROFESSIONAL:
+            events.append(NoticeEvent.NEW_MESSAGE)
         return events
 
     def _notify(

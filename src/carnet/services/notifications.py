@@ -82,6 +82,8 @@ class NoticeEvent(StrEnum):
     """A professional accessed the record for the first time."""
     MASKED_ACCESS = "masked-access"
     """A treating physician read a document masked from professionals (document masqué)."""
+    NEW_MESSAGE = "new-message"
+    """A professional of the care team wrote to the patient (messagerie sécurisée)."""
 
 
 #: Events that notify whatever the patient chose (CSP: the patient is told of every emergency access).
@@ -185,6 +187,8 @@ class Preferences:
             NoticeEvent.NEW_DOCUMENT: self.new_document,
             NoticeEvent.NEW_PROFESSIONAL: self.new_professional,
             NoticeEvent.MASKED_ACCESS: self.masked_access,
+            # A message from the care team is always worth telling (no preference switches it off).
+            NoticeEvent.NEW_MESSAGE: True,
         }[event]
 
 

@@ -47,3 +47,5 @@ class Touch:
     targets: dict[str, None] = dataclasses.field(default_factory=dict)
     notify: bool = False
     new_document: bool = False
+    #: A message (FHIR ``Communication``) was written into the record (the secure messaging).
+    new_message: bool = False

@@ -171,6 +171,7 @@ class Writes:
                 and body is not None
                 and Visibility.INVISIBLE_TO_PATIENT not in document_facts(body).visibility
             )
+            trail.new_message |= resource_type == "Communication" and body is not None
         return written
 
     def _identity_hashes(self, call: Call, patient: Mapping[str, Any] | None) -> set[bytes]:

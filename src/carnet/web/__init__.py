@@ -98,6 +98,7 @@ def mount_web(
         patient_documents,
         patient_feeds,
         patient_journal,
+        patient_messages,
         patient_notifications,
         patient_profile,
         patient_search,
@@ -148,6 +149,7 @@ def mount_web(
     app.include_router(patient_search.router, dependencies=signed)
     app.include_router(patient_notifications.router, dependencies=signed)
     app.include_router(patient_feeds.router, dependencies=signed)
+    app.include_router(patient_messages.router, dependencies=signed)
     app.include_router(patient_profile.router, dependencies=signed)
     app.include_router(patient_studies.router, dependencies=signed)
     # SMART on FHIR: the patient's consent screen and apps page; the apps' token endpoints.
@@ -165,3 +167,5 @@ def mount_web(
         router = getattr(pro, "router", None)
         if isinstance(router, APIRouter):
             app.include_router(router, dependencies=signed)
+            pro_messages = importlib.import_module("carnet.web.pro_messages")
+            app.include_router(pro_messages.router, dependencies=signed)

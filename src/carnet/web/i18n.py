@@ -14,9 +14,11 @@ Placeholders use ``str.format`` names: ``_("{count} documents", count=3)``.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from functools import cache
 from importlib.resources import files
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 
@@ -109,12 +111,15 @@ _MONTHS = {
 def format_date(value: str | None, language: str, *, with_time: bool = False) -> str:
     """Render a FHIR date or instant for people: ``12 mars 2024`` / ``12 March 2024`` (``—`` if none).
 
-    Partial dates keep their precision (``2024``, ``mars 2024``); a time is shown (UTC,
-    ``HH:MM``) only when asked and present. Text that is no date comes back unchanged.
+    Partial dates keep their precision (``2024``, ``mars 2024``); a time is shown (``HH:MM``,
+    Paris time when the instant has an offset) only when asked and present. Text that is no
+    date comes back unchanged.
     """
     if not value:
         return "—"
     months = _MONTHS.get(language, _MONTHS["en"])
+    if with_time:
+        value = _in_paris(value)
     day_part, _, time_part = value.partition("T")
     pieces = day_part.split("-")
     try:
@@ -129,3 +134,16 @@ def format_date(value: str | None, language: str, *, with_time: bool = False) ->
     if with_time and len(time_part) >= 5:
         text += f", {time_part[:5]}"
     return text
+
+
+def _in_paris(value: str) -> str:
+    """An instant with an offset (``…Z``, ``…+02:00``) as Europe/Paris local time; other text as is."""
+    if "T" not in value:
+        return value
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        return value
+    return moment.astimezone(ZoneInfo("Europe/Paris")).isoformat()

@@ -354,35 +354,10 @@ async def masked_from(document_id: str, request: Request) -> Response:
     return RedirectResponse(f"/patient/documents/{document_id}", status_code=303)
 
 
-@router.post("/documents")
-async def upload(request: Request) -> Response:
-    """Store a document the patient uploads (PDF, JPEG or PNG), class 90 « document du patient »."""
-    limit = portal(request).settings.max_body_bytes
-    form = await checked_form(request, max_size=limit)
-    holder = holder_of(request)
-    title = form_text(form, "title", 200)
-    upload_file = form.get("file")
-
-    def problem(message: str) -> Response:
-        return page(
-            request, "patient/upload.html", "documents", {"error": message, "title": title}, status=422
-        )
-
-    data = await upload_file.read(limit + 1) if isinstance(upload_file, UploadFile) else b""
-    await form.close()
-    if not title:
-        return problem("Give the document a title.")
-    if not isinstance(upload_file, UploadFile):
-        return problem("Choose a file to upload.")
-    if len(data) > limit:
-        raise PageError(413)  # the 413 page, like a body over the limit (carnet.web.body_limit)
-    content_type = next((t for t, magic in UPLOAD_TYPES.items() if data.startswith(magic)), None)
-    if not data or content_type is None:
-        return problem("Only PDF, JPEG and PNG files can be uploaded.")
-    now = utc_now()
-    stamp = now.isoformat(timespec="seconds").replace("+00:00", "Z")
-    masked = form_text(form, "masked") == "1"
-    document_ = {
+def patient_document(holder: Holder, title: str, content_type: str, data: bytes) -> dict[str, Any]:
+    """A document of the patient (class 90 « document du patient »), its content inline, to publish."""
+    stamp = utc_now().isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {
         "resourceType": "DocumentReference",
         "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
         "status": "current",
@@ -414,6 +389,40 @@ async def upload(request: Request) -> Response:
             }
         ],
     }
+
+
+def upload_type(data: bytes) -> str | None:
+    """The media type of an upload the portal accepts (PDF, JPEG, PNG, by their first bytes), else None."""
+    return next((t for t, magic in UPLOAD_TYPES.items() if data.startswith(magic)), None)
+
+
+@router.post("/documents")
+async def upload(request: Request) -> Response:
+    """Store a document the patient uploads (PDF, JPEG or PNG), class 90 « document du patient »."""
+    limit = portal(request).settings.max_body_bytes
+    form = await checked_form(request, max_size=limit)
+    holder = holder_of(request)
+    title = form_text(form, "title", 200)
+    upload_file = form.get("file")
+
+    def problem(message: str) -> Response:
+        return page(
+            request, "patient/upload.html", "documents", {"error": message, "title": title}, status=422
+        )
+
+    data = await upload_file.read(limit + 1) if isinstance(upload_file, UploadFile) else b""
+    await form.close()
+    if not title:
+        return problem("Give the document a title.")
+    if not isinstance(upload_file, UploadFile):
+        return problem("Choose a file to upload.")
+    if len(data) > limit:
+        raise PageError(413)  # the 413 page, like a body over the limit (carnet.web.body_limit)
+    content_type = upload_type(data)
+    if not data or content_type is None:
+        return problem("Only PDF, JPEG and PNG files can be uploaded.")
+    masked = form_text(form, "masked") == "1"
+    document_ = patient_document(holder, title, content_type, data)
     document_ = with_masked(document_, masked=masked)
     result = await offload(holder.records.publish, document_)
     flash(request, "Your document was added to your record.")

@@ -35,6 +35,7 @@ EVENTS = {
     NoticeEvent.NEW_DOCUMENT: "{who} added a document to your record.",
     NoticeEvent.NEW_PROFESSIONAL: "{who} accessed your record for the first time.",
     NoticeEvent.MASKED_ACCESS: "{who}, your treating physician, read a document you hid from professionals.",
+    NoticeEvent.NEW_MESSAGE: "{who} wrote to you.",
 }
 
 

@@ -212,6 +212,11 @@ async def _access(request: Request, patient_id: str) -> Access:
     raise PageError(404)
 
 
+async def access_to(request: Request, patient_id: str) -> Access:
+    """The signed-in professional's access to a record, for the portal's other pages (``_access``)."""
+    return await _access(request, patient_id)
+
+
 async def _guarded(request: Request, access: Access, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a records call; on a refusal the remembered mode is forgotten, to be found again next time."""
     try:
@@ -247,6 +252,11 @@ def _page(
     }
     values.update(context or {})
     return render(request, template, values, status=status)
+
+
+def pro_page(request: Request, template: str, context: Mapping[str, Any], *, status: int = 200) -> Response:
+    """Render a page of the professional portal with its banners, for the portal's other pages."""
+    return _page(request, template, context, status=status)
 
 
 def _normal_ins(raw: str) -> str | None:
