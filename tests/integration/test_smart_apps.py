@@ -95,6 +95,8 @@ def app_id(services: Services) -> str:
         kind=AppKind.PUBLIC,
         redirect_uris=(REDIRECT,),
         scopes=(
+            "openid",
+            "fhirUser",
             "launch/patient",
             "offline_access",
             "patient/Observation.crs",
@@ -639,3 +641,24 @@ def test_an_expired_token_is_refused_with_401(
         "/auth/introspect", data={"token": "expired-token-of-tensio", "client_id": app_id}
     )
     assert inactive.json() == {"active": False}
+
+
+def test_openid_fhiruser_gives_an_id_token_naming_the_patient(
+    browser: TestClient, patient: SeededPatient, app_id: str
+) -> None:
+    """openid fhirUser: an RS256 ID token, verifiable with /auth/jwks, whose fhirUser is the patient's Patient URL."""
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    config = browser.get("/fhir/.well-known/smart-configuration").json()
+    assert "sso-openid-connect" in config["capabilities"]
+    sign_in(browser, patient)
+    app = oauth(browser, app_id, "openid fhirUser launch/patient patient/Observation.rs")
+    location, verifier = authorize(browser, app)
+    token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    keys = KeySet.import_key_set(browser.get(urlsplit(config["jwks_uri"]).path).json())
+    claims = jwt.decode(token["id_token"], keys, algorithms=["RS256"]).claims
+    assert claims["iss"] == config["issuer"]
+    assert claims["aud"] == [app_id]
+    assert claims["fhirUser"] == f"{BASE}/fhir/Patient/{patient.patient_id}"
+    assert claims["exp"] > claims["iat"]

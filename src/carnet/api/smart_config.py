@@ -25,8 +25,11 @@ CAPABILITIES = (
     "permission-v2",
     "permission-offline",
     "authorize-post",
+    "sso-openid-connect",
 )
 SCOPES_SUPPORTED = (
+    "openid",
+    "fhirUser",
     "launch/patient",
     "offline_access",
     "online_access",
@@ -47,6 +50,7 @@ def endpoints(base_url: str) -> dict[str, str]:
         "revoke": f"{root}/auth/revoke",
         "introspect": f"{root}/auth/introspect",
         "manage": f"{root}/patient/apps",
+        "jwks": f"{root}/auth/jwks",
     }
 
 
@@ -55,6 +59,7 @@ def smart_configuration(base_url: str) -> dict[str, Any]:
     urls = endpoints(base_url)
     return {
         "issuer": base_url.removesuffix("/fhir"),
+        "jwks_uri": urls["jwks"],
         "authorization_endpoint": urls["authorize"],
         "token_endpoint": urls["token"],
         "token_endpoint_auth_methods_supported": [

@@ -154,7 +154,7 @@ def mount_web(
     app.include_router(patient_studies.router, dependencies=signed)
     # SMART on FHIR: the patient's consent screen and apps page; the apps' token endpoints.
     app.state.smart = smart.SmartServer(
-        services.apps, base_url=settings.base_url, clock=services.records.clock
+        services.apps, base_url=settings.base_url, clock=services.records.clock, key_dir=settings.key_dir
     )
     app.include_router(patient_apps.router, dependencies=signed)
     app.include_router(smart.router)

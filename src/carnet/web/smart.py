@@ -7,6 +7,7 @@
                                        ``client_credentials`` (``private_key_jwt``, backend services)
 ``POST /auth/revoke``                  RFC 7009 revocation (a refresh token revokes its whole grant)
 ``POST /auth/introspect``              RFC 7662 introspection (an app introspects its own tokens)
+``GET  /auth/jwks``                    the public key of the ID tokens (``openid fhirUser``)
 =====================================  ==============================================================
 
 The protocol is authlib's (grants, PKCE, client authentication, error responses); this module
@@ -21,12 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -39,10 +42,11 @@ from authlib.oauth2.rfc6749.errors import (
     OAuth2Error,
 )
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oidc.core.grants import OpenIDCode
 from fastapi import APIRouter
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, RSAKey
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -173,6 +177,18 @@ class Code(rfc6749.AuthorizationCodeMixin):  # type: ignore[misc]
     def get_scope(self) -> str:
         return self.code.scope
 
+    def get_nonce(self) -> str | None:
+        return self.code.nonce
+
+    def get_auth_time(self) -> int | None:
+        return None
+
+    def get_acr(self) -> str | None:
+        return None
+
+    def get_amr(self) -> list[str] | None:
+        return None
+
     @property
     def code_challenge(self) -> str | None:
         """The PKCE challenge (authlib's CodeChallenge reads it by this name)."""
@@ -219,15 +235,16 @@ class Grantee:
 class SmartServer(rfc6749.AuthorizationServer):  # type: ignore[misc]
     """authlib's authorization server over Carnet's app service."""
 
-    def __init__(self, apps: AppService, *, base_url: str, clock: Any) -> None:
+    def __init__(self, apps: AppService, *, base_url: str, clock: Any, key_dir: Path) -> None:
         super().__init__(scopes_supported=None)
         self.apps = apps
         self.base_url = base_url
         self.clock = clock
+        self.id_token_key = id_token_key(key_dir)
         self.register_token_generator("default", self._generate)
         assertion = _PrivateKeyJWT(self)
         self.register_client_auth_method(assertion.CLIENT_AUTH_METHOD, assertion)
-        self.register_grant(_CodeGrant, [rfc7636.CodeChallenge(required=True)])
+        self.register_grant(_CodeGrant, [rfc7636.CodeChallenge(required=True), _OpenID(self)])
         self.register_grant(_RefreshGrant)
         self.register_grant(_BackendGrant)
         self.register_endpoint(_Revocation)
@@ -362,6 +379,55 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 
     def get_authorization_code_challenge_method(self, authorization_code: Code) -> str | None:
         return authorization_code.code.code_challenge_method
+
+
+class _OpenID(OpenIDCode):  # type: ignore[misc]
+    """OpenID Connect on the code flow (SMART ``openid fhirUser``): an ID token naming the patient.
+
+    Signed RS256 with the server's key (:func:`id_token_key`, published at ``/auth/jwks``);
+    ``sub`` is the patient's subject, ``fhirUser`` the URL of their Patient resource.
+    """
+
+    def __init__(self, server: SmartServer) -> None:
+        super().__init__(require_nonce=False)
+        self._server = server
+
+    def resolve_client_private_key(self, client: Client) -> RSAKey:
+        return self._server.id_token_key
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return "RS256"
+
+    def get_client_claims(self, client: Client) -> dict[str, Any]:
+        return {"iss": _root(self._server.base_url), "aud": [client.get_client_id()]}
+
+    def get_encode_header(self, client: Client) -> dict[str, Any]:
+        return {"alg": "RS256", "kid": self._server.id_token_key.kid}
+
+    def exists_nonce(self, nonce: str, request: OAuthRequest) -> bool:
+        return False  # a nonce is the app's to check in the ID token; codes are single-use here
+
+    def generate_user_info(self, user: Grantee, scope: str) -> dict[str, Any]:
+        info: dict[str, Any] = {"sub": user.subject}
+        if "fhirUser" in split_scopes(scope) and user.patient_id is not None:
+            info["fhirUser"] = f"{self._server.base_url}/Patient/{user.patient_id}"
+        return info
+
+
+def id_token_key(key_dir: Path) -> RSAKey:
+    """The server's RSA key for ID tokens: ``<key dir>/smart-id-token.jwk`` (0600), made on first use."""
+    path = key_dir / "smart-id-token.jwk"
+    if not path.exists():
+        key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        made = RSAKey.generate_key(2048, parameters={"use": "sig", "alg": "RS256"}, auto_kid=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it at the same moment: read theirs
+        else:
+            with os.fdopen(descriptor, "w", encoding="ascii") as out:
+                out.write(json.dumps(made.as_dict(private=True)))
+    return RSAKey.import_key(json.loads(path.read_text("ascii")))
 
 
 class _RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -508,6 +574,13 @@ async def _endpoint(request: Request, name: str | None) -> Response:
             return _oauth_error(400, "invalid_request", error.message)
 
     return await offload(run)
+
+
+@router.get("/auth/jwks")
+def jwks_endpoint(request: Request) -> Response:
+    """The public key of the ID tokens (SMART ``jwks_uri``)."""
+    key = server_of(request).id_token_key
+    return JSONResponse({"keys": [key.as_dict(private=False)]})
 
 
 @router.post("/auth/token")
