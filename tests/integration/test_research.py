@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from carnet.api.app import Services
 from carnet.domain.consent import ConsentKind, consent_for
-from carnet.domain.errors import AccessDenied, InvalidRequest, NotFound
+from carnet.domain.errors import AccessDenied, InvalidRequest, NotFound, RecordShredded
 from carnet.research.deidentify import QI_EXTENSION
 from carnet.research.kanon import generalise, traits_of
 from carnet.research.pseudonyms import pseudonym
@@ -220,3 +220,16 @@ def test_budget_is_spent_then_questions_are_refused(services: Services, populati
         [0.3, 0.3, 0.3],
         ("female", "male", "*"),
     )
+
+
+def test_a_withdrawn_study_exports_nothing_and_its_key_is_destroyed(services: Services) -> None:
+    """The DPO withdraws a study: no export starts, and its pseudonym key can never be opened again."""
+    approved_study(services)
+    withdrawn = services.studies.withdraw(DPO, "s1")
+    with pytest.raises(AccessDenied) as refused:
+        services.research.start(RESEARCHER, "s1")
+    with pytest.raises(RecordShredded):
+        _study_key(services)
+    with pytest.raises(AccessDenied):
+        services.studies.withdraw(RESEARCHER, "s1")
+    assert (withdrawn.status.value, refused.value.reasons) == ("withdrawn", ("study-not-approved",))

@@ -59,6 +59,14 @@ def export_key_id(export_id: str) -> str:
     return f"_export-{export_id}"
 
 
+def destroy_key(service: RecordService, session: StoreSession, key_id: str) -> None:
+    """Crypto-shred a reserved key (an export's, a study's): its erasure share, then its wrapped row."""
+    stored = session.get_key(key_id)
+    if stored is not None and stored.wrapped is not None and stored.wrapped.share_id is not None:
+        service.vault.shares.destroy(stored.wrapped.share_id)
+    session.shred_key(key_id, service.clock())
+
+
 def research(session: StoreSession) -> ResearchSession:
     """The research tables of a store transaction (the SQL session implements both interfaces)."""
     return cast(ResearchSession, session)
@@ -314,7 +322,7 @@ class ExportJobs:
         with self._svc.store.session(write=True) as session:
             research(session).update_export(export_id, status=ExportStatus.CANCELLED, progress="cancelled")
             research(session).delete_parts(export_id)
-            session.shred_key(export_key_id(export_id), self._clock())
+            destroy_key(self._svc, session, export_key_id(export_id))
 
     # -- shared by the runners ----------------------------------------------------------------
 
@@ -341,9 +349,12 @@ class ExportJobs:
             research(session).update_export(export_id, status=status, progress=progress)
 
     def progress(self, export_id: str, progress: str) -> bool:
-        """Note how far an export went; False once it was cancelled."""
+        """Note how far an export went; False once it was cancelled (and drop what it wrote meanwhile)."""
         with self._svc.store.session(write=True) as session:
-            return research(session).update_export(export_id, progress=progress)
+            if research(session).update_export(export_id, progress=progress):
+                return True
+            research(session).delete_parts(export_id)
+            return False
 
     def finish(self, export_id: str, summary: dict[str, Any]) -> ExportJob:
         """Mark an export done with its summary; return it."""

@@ -90,6 +90,9 @@ class StudyRegistry:
         with self._store.session(write=True) as session:
             study = replace(self._get(session, study_id), status=StudyStatus.WITHDRAWN)
             research(session).update_study(study)
+            stored = session.get_key(study_key_id(study_id))
+            if stored is not None and stored.wrapped is not None and stored.wrapped.share_id is not None:
+                self._vault.shares.destroy(stored.wrapped.share_id)
             session.shred_key(study_key_id(study_id), self._clock())
         return study
 
