@@ -547,63 +547,64 @@ def test_backend_service_gets_a_token_with_private_key_jwt(browser: TestClient, 
     ).status_code in (400, 401)
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "data"),
-    [
-        ("GET", "/auth/authorize", {}),
-        (
-            "GET",
-            "/auth/authorize",
-            {"response_type": "code", "client_id": "nobody", "redirect_uri": REDIRECT},
-        ),
-        (
-            "GET",
-            "/auth/authorize",
-            {"response_type": "token", "client_id": "tensio", "redirect_uri": REDIRECT},
-        ),
-        (
-            "GET",
-            "/auth/authorize",
-            {"response_type": "code", "client_id": "tensio", "scope": "patient/Nope.zz"},
-        ),
-        ("POST", "/auth/token", {}),
-        (
-            "POST",
-            "/auth/token",
-            {"grant_type": "password", "username": "a", "password": "b", "client_id": "tensio"},
-        ),
-        (
-            "POST",
-            "/auth/token",
-            {"grant_type": "authorization_code", "code": "x" * 5000, "client_id": "tensio"},
-        ),
-        (
-            "POST",
-            "/auth/token",
-            {"grant_type": "client_credentials", "client_assertion_type": "x", "client_assertion": "a.b.c"},
-        ),
-        ("POST", "/auth/revoke", {"token": "nothing", "client_id": "nobody"}),
-        ("POST", "/auth/revoke", {"client_id": "tensio"}),
-        ("POST", "/auth/introspect", {"token": "nothing", "client_id": "tensio"}),
-        ("POST", "/auth/introspect", {"token": "nothing", "token_type_hint": "bogus", "client_id": "tensio"}),
-    ],
-)
+GARBAGE: list[tuple[str, str, dict[str, str]]] = [
+    ("GET", "/auth/authorize", {}),
+    (
+        "GET",
+        "/auth/authorize",
+        {"response_type": "code", "client_id": "nobody", "redirect_uri": REDIRECT},
+    ),
+    (
+        "GET",
+        "/auth/authorize",
+        {"response_type": "token", "client_id": "tensio", "redirect_uri": REDIRECT},
+    ),
+    (
+        "GET",
+        "/auth/authorize",
+        {"response_type": "code", "client_id": "tensio", "scope": "patient/Nope.zz"},
+    ),
+    ("POST", "/auth/token", {}),
+    (
+        "POST",
+        "/auth/token",
+        {"grant_type": "password", "username": "a", "password": "b", "client_id": "tensio"},
+    ),
+    (
+        "POST",
+        "/auth/token",
+        {"grant_type": "authorization_code", "code": "x" * 5000, "client_id": "tensio"},
+    ),
+    (
+        "POST",
+        "/auth/token",
+        {"grant_type": "client_credentials", "client_assertion_type": "x", "client_assertion": "a.b.c"},
+    ),
+    ("POST", "/auth/revoke", {"token": "nothing", "client_id": "nobody"}),
+    ("POST", "/auth/revoke", {"client_id": "tensio"}),
+    ("POST", "/auth/introspect", {"token": "nothing", "client_id": "tensio"}),
+    ("POST", "/auth/introspect", {"token": "nothing", "token_type_hint": "bogus", "client_id": "tensio"}),
+]
+
+
 def test_garbage_on_the_oauth_endpoints_is_a_4xx_or_an_error_redirect(
-    browser: TestClient, patient: SeededPatient, app_id: str, method: str, path: str, data: dict[str, str]
+    browser: TestClient, patient: SeededPatient, app_id: str
 ) -> None:
     """Missing or unknown parameters, clients and grant types: an OAuth error (4xx or error redirect), never a 500."""
     sign_in(browser, patient)
-    if method == "GET":
-        answer = browser.get(path, params=data, follow_redirects=False)
-    else:
-        answer = browser.post(path, data=data, follow_redirects=False)
-    if answer.status_code == 302:
-        assert "error=" in answer.headers["location"]
-        assert answer.headers["location"].startswith(REDIRECT)
-    elif path == "/auth/introspect" and answer.status_code == 200:
-        assert answer.json() == {"active": False}  # an unknown token is inactive (RFC 7662)
-    else:
-        assert 400 <= answer.status_code < 500, answer.text
+    for method, path, data in GARBAGE:
+        if method == "GET":
+            answer = browser.get(path, params=data, follow_redirects=False)
+        else:
+            answer = browser.post(path, data=data, follow_redirects=False)
+        case = (method, path, data, answer.status_code)
+        if answer.status_code == 302:
+            assert "error=" in answer.headers["location"], case
+            assert answer.headers["location"].startswith(REDIRECT), case
+        elif path == "/auth/introspect" and answer.status_code == 200:
+            assert answer.json() == {"active": False}, case  # an unknown token is inactive (RFC 7662)
+        else:
+            assert 400 <= answer.status_code < 500, case
 
 
 def test_an_expired_token_is_refused_with_401(
