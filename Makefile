@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py --quick   # wrk needed: apt-get install wrk; full sizes: bench/run.py
 	$(PY) bench/journal.py
 	$(PY) bench/apps.py --quick
+	$(PY) bench/feeds.py --quick
 
 ## The README's screenshots (docs/img/*.png), taken by the browser tests against a seeded server
 screenshots: $(STAMP) $(AXE)

@@ -221,11 +221,29 @@ def _get(
     message: hl7.Message, segment: str, occurrence: int, field: int, rep: int = 1, comp: int = 1, sub: int = 1
 ) -> str:
     """One value, unescaped; empty where the message has nothing (1-based positions)."""
+    segments = _segments_of(message).get(segment, [])
+    if occurrence > len(segments):
+        return ""
     try:
-        value = message.extract_field(segment, occurrence, field, rep, comp, sub)
+        value = segments[occurrence - 1].extract_field(1, field, rep, comp, sub)
     except (IndexError, KeyError):
         return ""
-    return str(message.unescape(str(value))).strip() if value else ""
+    if not value:
+        return ""
+    text = str(value)
+    # Unescaping walks the whole value: only when it holds an escape (never a base64 document).
+    return (str(message.unescape(text)) if message.esc in text else text).strip()
+
+
+def _segments_of(message: hl7.Message) -> dict[str, list[hl7.Segment]]:
+    """The message's segments by id, indexed once (python-hl7 scans them all at each lookup)."""
+    index: dict[str, list[hl7.Segment]] | None = getattr(message, "carnet_segments", None)
+    if index is None:
+        index = {}
+        for segment in message:
+            index.setdefault(str(segment[0]), []).append(segment)
+        message.carnet_segments = index
+    return index
 
 
 def _header(message: hl7.Message, encoding: str) -> Header:
@@ -313,7 +331,7 @@ def parse_message(raw: bytes) -> DocumentMessage:
 
 def _document_obx(message: hl7.Message) -> int:
     """Return the occurrence of the first OBX that carries a document (OBX-2 ED, not metadata)."""
-    for index, _ in enumerate(message.segments("OBX") if _has(message, "OBX") else [], start=1):
+    for index, _ in enumerate(_segments_of(message).get("OBX", []), start=1):
         if (
             _get(message, "OBX", index, 2).upper() == "ED"
             and _get(message, "OBX", index, 3, 1, 3) != _META_TABLE
@@ -327,7 +345,7 @@ def _document_obx(message: hl7.Message) -> int:
 
 
 def _has(message: hl7.Message, segment: str) -> bool:
-    return any(str(s[0]) == segment for s in message)
+    return segment in _segments_of(message)
 
 
 def _action(message: hl7.Message, kind: str, event: str, status: str) -> Action:
@@ -383,7 +401,7 @@ def _ins(message: hl7.Message) -> tuple[tuple[str, str], ...]:
     rep = 1
     while rep <= 20:
         try:
-            message.extract_field("PID", 1, 3, rep, 1, 1)
+            _segments_of(message)["PID"][0].extract_field(1, 3, rep, 1, 1)
         except (IndexError, KeyError):
             break
         value = _get(message, "PID", 1, 3, rep, 1)
@@ -396,7 +414,7 @@ def _ins(message: hl7.Message) -> tuple[tuple[str, str], ...]:
 
 def _flags(message: hl7.Message) -> Flags:
     values: dict[str, bool] = {}
-    for index, _ in enumerate(message.segments("OBX") if _has(message, "OBX") else [], start=1):
+    for index, _ in enumerate(_segments_of(message).get("OBX", []), start=1):
         code = _get(message, "OBX", index, 3).upper()
         answer = _get(message, "OBX", index, 5).upper()
         if answer in ("Y", "N"):
@@ -415,7 +433,7 @@ def _sender(message: hl7.Message) -> Sender | None:
     """The PRT whose PRT-4 is ``SB`` (Send by)."""
     if not _has(message, "PRT"):
         return None
-    for index, _ in enumerate(message.segments("PRT"), start=1):
+    for index, _ in enumerate(_segments_of(message).get("PRT", []), start=1):
         if _get(message, "PRT", index, 4).upper() != "SB":
             continue
         person_oid = _get(message, "PRT", index, 5, 1, 9, 2)

@@ -1,0 +1,189 @@
+"""A sustained HL7 v2 feed over MLLP: documents of about 100 KB of CDA per second, end to end.
+
+A real ``carnet serve`` (one worker, sealing, policy and journal on) listens for a registered lab
+feed over MLLP (``CARNET_MLLP_PORT``); ``--connections`` clients each send ORU^R01 messages one
+after the other on their own TCP connection, each carrying a distinct CDA level 1 document of
+about 100 KB (a base64 PDF-like body) for one of ``--patients`` open records. Every message must
+come back ``AA``. Prints documents per second and ACK latency percentiles. Usage::
+
+    .venv/bin/python bench/feeds.py                 # 2,000 messages, 8 connections, SQLite
+    .venv/bin/python bench/feeds.py --quick         # 300 messages
+    CARNET_TEST_PG_URL=… .venv/bin/python bench/feeds.py --backend postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from run import backend, log, percentile
+
+from carnet.api.app import build_services
+from carnet.domain.feeds import FeedKind
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.feeds import mllp
+from carnet.synthetic.hl7v2 import hl7v2_message
+
+INS_ROOT = "1.2.250.1.213.1.4.10"
+CDA = """<?xml version="1.0" encoding="UTF-8"?>
+<ClinicalDocument xmlns="urn:hl7-org:v3">
+  <typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>
+  <id root="2.25.{number}"/>
+  <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
+  <title>Compte rendu de biologie {number}</title>
+  <effectiveTime value="20261206090000+0100"/>
+  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
+  <languageCode code="fr-FR"/>
+  <recordTarget><patientRole><id root="{root}" extension="{ins}"/></patientRole></recordTarget>
+  <component><nonXMLBody><text mediaType="application/pdf" representation="B64">{body}</text></nonXMLBody></component>
+</ClinicalDocument>
+"""
+
+
+def _ins(number: int) -> str:
+    return f"2{number:014d}"
+
+
+def _messages(count: int, patients: int, size: int) -> list[bytes]:
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    out = []
+    for number in range(count):
+        pdf = rng.randbytes(size * 3 // 4)  # base64 makes it about ``size`` bytes
+        ins = _ins(number % patients)
+        cda = CDA.format(
+            number=10_000_000 + number, root=INS_ROOT, ins=ins, body=base64.b64encode(pdf).decode()
+        )
+        out.append(
+            hl7v2_message(
+                cda.encode(),
+                ins=(INS_ROOT, ins),
+                type_code="11502-2",
+                type_label="CR d'examens biologiques",
+                control_id=f"B{number}",
+                sent_at=now,
+            )
+        )
+    return out
+
+
+async def _client(port: int, messages: list[bytes], latencies: list[float]) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frames = mllp.read_frames(reader, max_bytes=1 << 20)
+    accepted = 0
+    for message in messages:
+        started = time.perf_counter()
+        writer.write(mllp.frame(message))
+        await writer.drain()
+        ack = await anext(frames)
+        latencies.append(time.perf_counter() - started)
+        accepted += b"MSA|AA|" in ack
+    writer.close()
+    return accepted
+
+
+async def _burst(port: int, messages: list[bytes], connections: int) -> tuple[int, list[float], float]:
+    shares = [messages[i::connections] for i in range(connections)]
+    latencies: list[float] = []
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(_client(port, share, latencies) for share in shares))
+    return sum(counts), latencies, time.perf_counter() - started
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def main() -> None:
+    """Run the feed bench and print its numbers."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", default="sqlite", choices=("sqlite", "postgres"))
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--patients", type=int, default=50)
+    parser.add_argument("--size", type=int, default=100_000, help="CDA body size in bytes")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages = 300
+    with backend(args.backend) as settings:
+        services = build_services(settings)
+        services.feeds.add("bench-lab", name="Bench lab", kind=FeedKind.HL7V2, classes=frozenset({"10"}))
+        for number in range(args.patients):
+            ins = _ins(number)
+            patient = Principal(
+                kind=ActorKind.PATIENT,
+                subject=f"p{number}",
+                identifier=Identifier(system=f"urn:oid:{INS_ROOT}", value=ins),
+            )
+            records = services.records.records(patient)
+            records.create(
+                {"resourceType": "Patient", "identifier": [{"system": f"urn:oid:{INS_ROOT}", "value": ins}]}
+            )
+        services.store.engine.dispose()
+        log(f"building {args.messages} messages of ~{args.size // 1000} KB")
+        messages = _messages(args.messages, args.patients, args.size)
+        http, port = _free_port(), _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
+        env.update(
+            CARNET_DATA_DIR=str(settings.data_dir),
+            CARNET_KEY_DIR=str(settings.key_dir),
+            CARNET_HOST="127.0.0.1",
+            CARNET_PORT=str(http),
+            CARNET_MLLP_PORT=str(port),
+            CARNET_MLLP_FEED="bench-lab",
+        )
+        if settings.database_url:
+            env["CARNET_DATABASE_URL"] = settings.database_url
+        log_path = Path(settings.data_dir) / "serve.log"
+        with log_path.open("wb") as output:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "carnet", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    asyncio.run(asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise SystemExit(
+                            f"carnet serve did not start:\n{log_path.read_text()[-2000:]}"
+                        ) from None
+                    time.sleep(0.2)
+            warm = max(20, args.connections * 2)
+            asyncio.run(_burst(port, messages[:warm], args.connections))
+            accepted, latencies, seconds = asyncio.run(_burst(port, messages[warm:], args.connections))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        sent = len(messages) - warm
+        print(
+            f"## HL7 v2 over MLLP, {args.backend}, {args.connections} connections, ~{args.size // 1000} KB CDA\n"
+        )
+        print("| messages | AA | seconds | documents/s | ACK p50 ms | ACK p95 ms | ACK p99 ms |")
+        print("|---|---|---|---|---|---|---|")
+        print(
+            f"| {sent} | {accepted} | {seconds:.1f} | {accepted / seconds:.0f} | "
+            f"{percentile(latencies, 0.5) * 1000:.0f} | {percentile(latencies, 0.95) * 1000:.0f} | "
+            f"{percentile(latencies, 0.99) * 1000:.0f} |"
+        )
+        if accepted != sent:
+            raise SystemExit(f"{sent - accepted} messages were not acknowledged AA")
+
+
+if __name__ == "__main__":
+    main()
