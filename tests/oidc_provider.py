@@ -99,6 +99,17 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
         "Palier_Authentification": "APPPRIP3^1.2.250.1.213.1.5.1.1.1",
     },
 }
+#: A patient at the patients' provider (OpenID standard claims, as FranceConnect gives them).
+PATIENT = "patient-3f2a9c"
+PATIENT_CLAIMS = {
+    "given_name": "Élise Marie",
+    "family_name": "LÉGER",
+    "birthdate": "1984-03-12",
+    "gender": "female",
+}
+ACCOUNTS[PATIENT] = PATIENT_CLAIMS
+PATIENT_CLIENT_ID = "carnet-patients"
+PATIENT_CLIENT_SECRET = "carnet-patients-secret-for-tests-only"
 GP = "f:550e8400-e29b-41d4-a716-446655440000:810001234567"
 NURSE = "f:6ba7b810-9dad-11d1-80b4-00c04fd430c8:810009876543"
 
@@ -153,6 +164,14 @@ class TestProvider:
                     "id_token_encrypted_response_enc": "A256GCM",
                     "userinfo_signed_response_alg": "RS256",
                     "jwks": self.encryption_public,
+                },
+                {
+                    "client_id": PATIENT_CLIENT_ID,
+                    "client_secret": PATIENT_CLIENT_SECRET,
+                    "redirect_uris": [f"{self.carnet_url}/login/patient/oidc/callback"],
+                    "grant_types": ["authorization_code"],
+                    "response_types": ["code"],
+                    "token_endpoint_auth_method": "client_secret_basic",
                 },
                 *(
                     {

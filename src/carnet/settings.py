@@ -26,6 +26,10 @@ CARNET_OIDC_REDIRECT_URI       the callback URL registered at the issuer        
 CARNET_OIDC_SCOPE              scopes asked for                                      openid scope_all
 CARNET_OIDC_ACR                authentication level asked for (and required)         eidas1
 CARNET_OIDC_CLAIMS             ``psc``, or ``idnps=claim,profession=claim,…``        psc
+CARNET_PATIENT_OIDC_ISSUER     OpenID provider patients sign in with                 —
+CARNET_PATIENT_OIDC_CLIENT_ID  Carnet's client id there                              —
+CARNET_PATIENT_OIDC_CLIENT_SECRET  its secret (never logged)                         —
+CARNET_PATIENT_OIDC_SCOPE      scopes asked for                                      openid profile
 CARNET_JOURNAL_SHARDS          independent Merkle logs of the access journal          1
 CARNET_JOURNAL_ORIGIN          origin line of the journal's checkpoints               carnet.localhost/journal
 CARNET_CHECKPOINT_SECONDS      seconds between signed checkpoints (when it grew)      2
@@ -101,6 +105,10 @@ KNOWN = frozenset(
         "CARNET_OIDC_SCOPE",
         "CARNET_OIDC_ACR",
         "CARNET_OIDC_CLAIMS",
+        "CARNET_PATIENT_OIDC_ISSUER",
+        "CARNET_PATIENT_OIDC_CLIENT_ID",
+        "CARNET_PATIENT_OIDC_CLIENT_SECRET",
+        "CARNET_PATIENT_OIDC_SCOPE",
         "CARNET_JOURNAL_SHARDS",
         "CARNET_JOURNAL_ORIGIN",
         "CARNET_CHECKPOINT_SECONDS",
@@ -159,6 +167,10 @@ class Settings:
     oidc_scope: str = "openid scope_all"
     oidc_acr: str = "eidas1"
     oidc_claims: str = "psc"
+    patient_oidc_issuer: str | None = None
+    patient_oidc_client_id: str | None = None
+    patient_oidc_client_secret: str | None = None
+    patient_oidc_scope: str = "openid profile"
     journal_shards: int = 1
     journal_origin: str = "carnet.localhost/journal"
     checkpoint_seconds: int = 2
@@ -303,6 +315,10 @@ def load(env: Mapping[str, str]) -> Settings:
         oidc_scope=env.get("CARNET_OIDC_SCOPE", "openid scope_all"),
         oidc_acr=env.get("CARNET_OIDC_ACR", "eidas1"),
         oidc_claims=env.get("CARNET_OIDC_CLAIMS", "psc"),
+        patient_oidc_issuer=env.get("CARNET_PATIENT_OIDC_ISSUER") or None,
+        patient_oidc_client_id=env.get("CARNET_PATIENT_OIDC_CLIENT_ID") or None,
+        patient_oidc_client_secret=env.get("CARNET_PATIENT_OIDC_CLIENT_SECRET") or None,
+        patient_oidc_scope=env.get("CARNET_PATIENT_OIDC_SCOPE", "openid profile"),
         journal_shards=_int(env, "CARNET_JOURNAL_SHARDS", 1),
         journal_origin=env.get("CARNET_JOURNAL_ORIGIN", "carnet.localhost/journal"),
         checkpoint_seconds=_int(env, "CARNET_CHECKPOINT_SECONDS", 2),
@@ -364,6 +380,15 @@ def load(env: Mapping[str, str]) -> Settings:
             "CARNET_OIDC_CLIENT_ID needs CARNET_OIDC_ISSUER (the provider's issuer URL)."
         )
     parse_mapping(settings.oidc_claims)
+    patient_parts = (
+        settings.patient_oidc_issuer,
+        settings.patient_oidc_client_id,
+        settings.patient_oidc_client_secret,
+    )
+    if any(patient_parts) and not all(patient_parts):
+        raise ConfigurationError(
+            "CARNET_PATIENT_OIDC_ISSUER, CARNET_PATIENT_OIDC_CLIENT_ID and CARNET_PATIENT_OIDC_CLIENT_SECRET go together."
+        )
     if "openid" not in settings.oidc_scope.split():
         raise ConfigurationError("CARNET_OIDC_SCOPE must include openid.")
     if settings.smtp_security not in ("none", "starttls", "tls"):

@@ -36,7 +36,7 @@ const provider = new Provider(config.issuer, {
   jwks: { keys: [config.signing_jwk] },
   cookies: { keys: ['carnet-test-provider-cookie-key'] },
   scopes: ['openid', 'scope_all', 'profile'],
-  claims: { openid: ['sub'], scope_all: PSC_CLAIMS, profile: ['given_name', 'family_name'] },
+  claims: { openid: ['sub'], scope_all: PSC_CLAIMS, profile: ['given_name', 'family_name', 'birthdate', 'gender'] },
   acrValues: ['eidas1', 'eidas2', 'eidas3', 'eidas0'],
   pkce: { required: () => true },
   ttl: {

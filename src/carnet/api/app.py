@@ -68,6 +68,7 @@ from carnet.services.export_jobs import ExportJobs
 from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
+from carnet.services.identity_links import IdentityLinks
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.portal_sessions import PortalSessions
@@ -112,6 +113,7 @@ class Services:
     portal_sessions: PortalSessions
     feeds: FeedRegistry
     sign_ins: SignInJournal
+    identity_links: IdentityLinks
     feed_inbox: FeedInbox
     hl7v2: HL7v2Intake
     apps: AppService
@@ -185,6 +187,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         journal=journal,
         portal_sessions=PortalSessions(store=store, cipher=cipher, clock=utc_now),
         sign_ins=SignInJournal(store=store, vault=vault, journal=journal, clock=utc_now),
+        identity_links=IdentityLinks(records),
         feeds=feeds,
         feed_inbox=inbox,
         hl7v2=HL7v2Intake(records=records, registry=feeds, inbox=inbox, clock=utc_now),
@@ -322,6 +325,26 @@ def relying_party(settings: Settings) -> RelyingParty | None:
     return RelyingParty(provider, client, encryption_key(settings.key_dir))
 
 
+def patient_relying_party(settings: Settings) -> RelyingParty | None:
+    """Build the relying party patients sign in with (None when not configured)."""
+    issuer, client_id, secret = (
+        settings.patient_oidc_issuer,
+        settings.patient_oidc_client_id,
+        settings.patient_oidc_client_secret,
+    )
+    if not (issuer and client_id and secret):
+        return None
+    client = ClientSettings(
+        client_id=client_id,
+        client_secret=secret,
+        redirect_uri=settings.base_url.removesuffix("/fhir") + "/login/patient/oidc/callback",
+        scope=settings.patient_oidc_scope,
+        acr="",
+        leeway=settings.token_leeway_seconds,
+    )
+    return RelyingParty(OpenIDProvider(issuer=issuer), client, encryption_key(settings.key_dir))
+
+
 def create_app(
     settings: Settings,
     services: Services | None = None,
@@ -338,6 +361,7 @@ def create_app(
     services = services or build_services(settings)
     wired = services
     sign_in = relying_party(settings)
+    patient_sign_in = patient_relying_party(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -355,8 +379,9 @@ def create_app(
                 await listener.wait_closed()
             if halt is not None:
                 halt()
-            if sign_in is not None:
-                sign_in.provider.close()
+            for party in (sign_in, patient_sign_in):
+                if party is not None:
+                    party.provider.close()
 
     app = FastAPI(
         title="Carnet FHIR R4 API",
@@ -452,6 +477,7 @@ def create_app(
         status_of=status_of,
         demo_people=demo_people,
         sign_in=sign_in,
+        patient_sign_in=patient_sign_in,
         sign_in_jwks=public_jwks(encryption_key(settings.key_dir)) if sign_in is not None else None,
     )
     app.add_middleware(

@@ -15,6 +15,7 @@ from carnet.services.apps import AppService
 from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
+from carnet.services.identity_links import IdentityLinks
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.notifications import NotificationStore
@@ -74,6 +75,10 @@ class Application(Protocol):
     @property
     def sign_ins(self) -> SignInJournal:
         """The journal of sign-ins, accepted and refused."""
+
+    @property
+    def identity_links(self) -> IdentityLinks:
+        """The links between patients' provider accounts and their records."""
 
     @property
     def studies(self) -> StudyRegistry:

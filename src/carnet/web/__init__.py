@@ -81,6 +81,7 @@ def mount_web(
     status_of: Callable[[CarnetError], int],
     demo_people: Sequence[tuple[Identifier, str]] = (),
     sign_in: RelyingParty | None = None,
+    patient_sign_in: RelyingParty | None = None,
     sign_in_jwks: dict[str, Any] | None = None,
 ) -> None:
     """Add the portals to ``app``: session, security headers, error pages, static files, routes.
@@ -93,6 +94,7 @@ def mount_web(
     from carnet.web import (
         login,
         oidc_login,
+        oidc_patient_login,
         patient,
         patient_apps,
         patient_documents,
@@ -116,6 +118,7 @@ def mount_web(
         session_secret=secret,
         demo=DemoDirectory(services.records, demo_people),
         sign_in=sign_in,
+        patient_sign_in=patient_sign_in,
         sign_in_jwks=sign_in_jwks,
         confirmation_key=confirmation_key(settings.key_dir),
     )
@@ -141,6 +144,7 @@ def mount_web(
     signed = [Depends(signed_in)]
     app.include_router(login.router, dependencies=signed)
     app.include_router(oidc_login.router, dependencies=signed)
+    app.include_router(oidc_patient_login.router, dependencies=signed)
     app.include_router(pro_confirmation.router, dependencies=signed)
     app.include_router(representation.router, dependencies=signed)
     app.include_router(patient.router, dependencies=signed)

@@ -73,6 +73,7 @@ def _login_page(
         {
             "enabled": enabled,
             "oidc": state.sign_in is not None,
+            "patient_oidc": state.patient_sign_in is not None,
             "patients": patients,
             "professionals": professionals,
             "error": error,

@@ -81,6 +81,7 @@ def _refused(request: Request, exc: CarnetError, *, status: int) -> Response:
         {
             "enabled": False,
             "oidc": state.sign_in is not None,
+            "patient_oidc": state.patient_sign_in is not None,
             "patients": [],
             "professionals": [],
             "error": REASONS.get(reason, REASONS["signature"]),

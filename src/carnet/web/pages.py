@@ -55,6 +55,8 @@ class Portal:
     demo: DemoDirectory
     #: Sign-in through the configured OpenID provider (``carnet.web.oidc_login``), if configured.
     sign_in: RelyingParty | None = None
+    #: Sign-in of patients through their OpenID provider (``carnet.web.oidc_patient_login``).
+    patient_sign_in: RelyingParty | None = None
     #: Carnet's public encryption key set, published at ``/oidc/jwks.json``.
     sign_in_jwks: dict[str, Any] | None = None
     #: Signs the second professional's break-glass confirmations (``carnet.auth.confirmation``).

@@ -1,0 +1,196 @@
+"""Patients sign in through their OpenID provider (``CARNET_PATIENT_OIDC_*``), their record linked once.
+
+=====================================  ==============================================================
+``GET  /login/patient/oidc``           to the provider (code flow, PKCE, nonce, state)
+``GET  /login/patient/oidc/callback``  verified (``carnet.auth.oidc``); a linked account is signed
+                                       in; otherwise the identity-verification step is asked
+``POST /login/patient/link``           the INS typed; linked when the provider's traits match the
+                                       record's (``carnet.services.identity_links``), then signed in
+=====================================  ==============================================================
+
+The pending sign-in travels as for professionals (``carnet.web.oidc_login``), in its own cookie.
+Every answer, accepted or refused, and every refused link, is journaled.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+from itsdangerous import BadSignature, URLSafeSerializer
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from carnet.auth.oidc import PendingSignIn
+from carnet.domain.errors import AccessDenied, CarnetError, IdentityProviderUnavailable, SignInRefused
+from carnet.domain.principal import Identifier
+from carnet.offload import offload
+from carnet.services.identity_links import MISMATCH, Traits, subject_identifier
+from carnet.web.csrf import checked_form, form_text
+from carnet.web.oidc_login import REASONS
+from carnet.web.pages import portal, render
+from carnet.web.session import login
+
+router = APIRouter(include_in_schema=False)
+
+PENDING_COOKIE = "carnet_patient_oidc"
+PENDING_PATH = "/login/patient/oidc"
+LINK_KEY = "oidc_patient_link"
+#: INS-NIR, INS-NIA, then the test and demonstration NIRs (only records of those exist on a test server).
+INS_SYSTEMS = tuple(f"urn:oid:1.2.250.1.213.1.4.{n}" for n in (8, 9, 10, 11))
+
+
+def _serializer(request: Request) -> URLSafeSerializer:
+    return URLSafeSerializer(portal(request).session_secret, salt="oidc-patient-pending")
+
+
+def _journal(request: Request, *, accepted: bool, reason: str, actor: str = "unknown") -> None:
+    portal(request).services.sign_ins.record(
+        actor_kind="patient",
+        actor_id=actor,
+        accepted=accepted,
+        reason=reason,
+        outcome="ok" if accepted else reason,
+    )
+
+
+def _refused(request: Request, exc: CarnetError, *, status: int) -> Response:
+    reason = exc.reason if isinstance(exc, SignInRefused) else "provider-unavailable"
+    _journal(request, accepted=False, reason=f"oidc-patient:{reason}")
+    response = render(
+        request,
+        "login.html",
+        {
+            "enabled": False,
+            "oidc": portal(request).sign_in is not None,
+            "patient_oidc": portal(request).patient_sign_in is not None,
+            "patients": [],
+            "professionals": [],
+            "error": REASONS.get(reason, REASONS["signature"]),
+        },
+        status=status,
+    )
+    response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
+    return response
+
+
+@router.get("/login/patient/oidc")
+def start(request: Request) -> Response:
+    """Send the patient to their provider's sign-in page."""
+    party = portal(request).patient_sign_in
+    if party is None:
+        return RedirectResponse("/login", status_code=303)
+    try:
+        url, pending = party.start(now=time.time())
+    except IdentityProviderUnavailable as exc:
+        return _refused(request, exc, status=503)
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        PENDING_COOKIE,
+        _serializer(request).dumps(pending.as_dict()),
+        max_age=party.client.pending_seconds,
+        path=PENDING_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=not portal(request).settings.development_issuer_enabled,
+    )
+    return response
+
+
+def _signed_in(request: Request, patient_id: str, account: Identifier, claims: dict[str, Any]) -> Response:
+    _journal(
+        request,
+        accepted=True,
+        reason="oidc-patient:" + (portal(request).settings.patient_oidc_issuer or ""),
+        actor=f"patient:{patient_id}",
+    )
+    names = " ".join(str(claims.get(k) or "") for k in ("given_name", "family_name")).strip()
+    principal: dict[str, Any] = {"kind": "patient", "sub": f"oidc:{account.value}", "patient": patient_id}
+    if names:
+        principal["name"] = names
+    login(request, principal, now=datetime.now(UTC))
+    return render(request, "login_done.html", {"target": "/patient/"})
+
+
+def _finish(request: Request) -> Response:
+    party = portal(request).patient_sign_in
+    if party is None:
+        return RedirectResponse("/login", status_code=303)
+    params = request.query_params
+    raw = request.cookies.get(PENDING_COOKIE)
+    try:
+        if params.get("error"):
+            raise SignInRefused("The identity provider answered with an error.", reason="provider-error")
+        try:
+            data = _serializer(request).loads(raw) if raw else None
+        except BadSignature:
+            data = None
+        claims = party.finish(
+            code=params.get("code", ""),
+            state=params.get("state", ""),
+            pending=PendingSignIn.from_dict(data),
+            now=time.time(),
+        )
+    except SignInRefused as exc:
+        return _refused(request, exc, status=401)
+    except IdentityProviderUnavailable as exc:
+        return _refused(request, exc, status=503)
+    account = subject_identifier(party.provider.issuer, str(claims.get("sub")))
+    patient_id = portal(request).services.identity_links.record_of(account)
+    if patient_id is not None:
+        response = _signed_in(request, patient_id, account, claims)
+    else:
+        # The identity-verification step: the INS, checked against the provider's traits.
+        request.session[LINK_KEY] = {"account": account.value, "claims": _traits_claims(claims)}
+        response = render(request, "login_link.html", {"error": None})
+    response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
+    return response
+
+
+def _traits_claims(claims: dict[str, Any]) -> dict[str, str]:
+    return {k: str(claims[k]) for k in ("given_name", "family_name", "birthdate", "gender") if claims.get(k)}
+
+
+@router.get("/login/patient/oidc/callback")
+async def callback(request: Request) -> Response:
+    """Finish a patient's sign-in started at ``/login/patient/oidc``."""
+    return await offload(_finish, request)
+
+
+@router.post("/login/patient/link")
+async def link(request: Request) -> Response:
+    """Link the signed-in provider account to the record of the INS typed, if the identities match."""
+    form = await checked_form(request)
+    return await offload(_link, request, form)
+
+
+def _link(request: Request, form: Any) -> Response:
+    pending = request.session.get(LINK_KEY)
+    if not isinstance(pending, dict) or not isinstance(pending.get("account"), str):
+        return RedirectResponse("/login", status_code=303)
+    ins = form_text(form, "ins", 40).replace(" ", "")
+    account = Identifier(system="urn:carnet:oidc-subject", value=pending["account"])
+    claims = dict(pending.get("claims") or {})
+    if not (ins.isdigit() and len(ins) in (13, 15)):
+        return render(
+            request,
+            "login_link.html",
+            {"error": "Type the 13 or 15 digits of your INS (your social security number)."},
+            status=422,
+        )
+    links = portal(request).services.identity_links
+    value = ins[:13] if len(ins) == 15 else ins  # the NIR without its key
+    patient_id, refusal = None, MISMATCH
+    for system in INS_SYSTEMS:
+        try:
+            patient_id = links.link(account, Traits.of(claims), Identifier(system=system, value=value))
+            break
+        except AccessDenied as exc:
+            refusal = exc.message
+    if patient_id is None:
+        _journal(request, accepted=False, reason="oidc-patient:identity-not-verified")
+        return render(request, "login_link.html", {"error": refusal}, status=403)
+    request.session.pop(LINK_KEY, None)
+    return _signed_in(request, patient_id, account, claims)

@@ -1,0 +1,133 @@
+"""Patients sign in through an OpenID provider (a real oidc-provider); their record is linked once, by the INS.
+
+The identity-verification step: the first sign-in asks for the INS, and links the account only
+when the provider's name, birth date and sex are the record's; later sign-ins go straight in.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from carnet.api.app import Services, build_services, create_app
+from carnet.auth.oidc import ENCRYPTION_KEY_FILE
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.settings import Mode, Settings
+from oidc_provider import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PATIENT,
+    PATIENT_CLIENT_ID,
+    PATIENT_CLIENT_SECRET,
+    TestProvider,
+    sign_in_at_provider,
+)
+
+CARNET = "https://testserver"
+TEST_NIR = "urn:oid:1.2.250.1.213.1.4.10"
+NIR = "2840312345678"
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProvider]:
+    """The OpenID provider (it has a patients' client too)."""
+    root = tmp_path_factory.mktemp("provider")
+    running = TestProvider(root, carnet_url=CARNET, carnet_key_dir=root / "carnet-keys")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def carnet(
+    settings: Settings, provider: TestProvider, tmp_path: Path
+) -> Iterator[tuple[TestClient, Services, str]]:
+    """Carnet in production mode with patients signing in at ``provider``; Élise Léger's record."""
+    key_dir = tmp_path / "production-keys"
+    key_dir.mkdir(mode=0o700)
+    shutil.copy(provider.root / "carnet-keys" / ENCRYPTION_KEY_FILE, key_dir / ENCRYPTION_KEY_FILE)
+    production = replace(
+        settings,
+        mode=Mode.PRODUCTION,
+        key_dir=key_dir,
+        base_url=f"{CARNET}/fhir",
+        oidc_issuer=provider.issuer,
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret=CLIENT_SECRET,
+        patient_oidc_issuer=provider.issuer,
+        patient_oidc_client_id=PATIENT_CLIENT_ID,
+        patient_oidc_client_secret=PATIENT_CLIENT_SECRET,
+    )
+    services = build_services(production)
+    opener = Principal(kind=ActorKind.PATIENT, subject="t", identifier=Identifier(system=TEST_NIR, value=NIR))
+    created = services.records.records(opener).create(
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": TEST_NIR, "value": NIR}],
+            "name": [{"family": "Léger", "given": ["Élise", "Marie"]}],
+            "birthDate": "1984-03-12",
+            "gender": "female",
+        }
+    )
+    with TestClient(create_app(production, services, background=False), base_url=CARNET) as client:
+        yield client, services, created.stored.resource_id
+    services.store.engine.dispose()
+
+
+def _provider_round(client: TestClient) -> httpx.Response:
+    start = client.get("/login/patient/oidc", follow_redirects=False)
+    assert start.status_code == 303
+    with httpx.Client() as browser:
+        back = sign_in_at_provider(browser, start.headers["location"], account=PATIENT)
+    assert back.path == "/login/patient/oidc/callback"
+    return client.get(f"/login/patient/oidc/callback?{back.query.decode()}", follow_redirects=False)
+
+
+def _csrf(page: httpx.Response) -> str:
+    return page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def test_a_patient_links_their_record_once_then_signs_in_directly(
+    carnet: tuple[TestClient, Services, str],
+) -> None:
+    """First time: the INS, checked against the provider's traits; a wrong INS is refused; next time straight in."""
+    client, services, _ = carnet
+    assert 'id="login-patient-oidc"' in client.get("/login").text
+    asked = _provider_round(client)
+    assert asked.status_code == 200
+    assert 'id="link-form"' in asked.text
+    wrong = client.post("/login/patient/link", data={"csrf_token": _csrf(asked), "ins": "1840312345679"})
+    assert wrong.status_code == 403
+    assert 'id="link-error"' in wrong.text
+    assert client.get("/patient/", follow_redirects=False).status_code == 303
+    linked = client.post("/login/patient/link", data={"csrf_token": _csrf(asked), "ins": NIR})
+    assert linked.status_code == 200, linked.text[:300]
+    home = client.get("/patient/")
+    assert home.status_code == 200
+    client.post("/logout", data={"csrf_token": _csrf(home)})
+    again = _provider_round(client)
+    assert again.status_code == 200
+    assert 'id="signed-in-continue"' in again.text  # no INS asked the second time
+    assert client.get("/patient/").status_code == 200
+    reasons = [(e.decision, e.reasons) for e in services.sign_ins.recent()]
+    assert ("deny", ("oidc-patient:identity-not-verified",)) in reasons
+    assert sum(1 for decision, _ in reasons if decision == "permit") == 2
+
+
+def test_traits_that_differ_never_link(carnet: tuple[TestClient, Services, str]) -> None:
+    """The right INS with another person's identity is refused (the record stays unlinked)."""
+    client, services, patient_id = carnet
+    holder = Principal(kind=ActorKind.PATIENT, subject="t", patient_id=patient_id)
+    patient = dict(services.records.records(holder).read("Patient", patient_id).resource or {})
+    patient["birthDate"] = "1984-03-13"
+    services.records.records(holder).update("Patient", patient_id, patient)
+    asked = _provider_round(client)
+    refused = client.post("/login/patient/link", data={"csrf_token": _csrf(asked), "ins": NIR})
+    assert refused.status_code == 403
+    assert client.get("/patient/", follow_redirects=False).status_code == 303
