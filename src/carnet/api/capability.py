@@ -127,6 +127,17 @@ def _resource(resource_type: str) -> dict[str, Any]:
     return out
 
 
+#: What $export does here (FHIR Bulk Data; docs/api.md, docs/research.md).
+BULK_EXPORT = (
+    "FHIR Bulk Data $export (Prefer: respond-async; _type, _since, _typeFilter=Type?code=system|code, "
+    "_outputFormat=application/fhir+ndjson): Patient/$export with a patient's token exports their own "
+    "record; Group/[study]/$export, $export?study= or Patient/$export?study= with a researcher's token "
+    "exports a registered, approved study's pseudonymised, k-anonymous extract. Status at "
+    "$export-status/[id] (202 + X-Progress, then the manifest), files at $export-file/[id]/[n], "
+    "DELETE $export-status/[id] cancels."
+)
+
+
 def capability_statement(base_url: str) -> dict[str, Any]:
     """Return the server's CapabilityStatement."""
     return {
@@ -164,7 +175,12 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                         "name": "everything",
                         "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
                         "documentation": EVERYTHING,
-                    }
+                    },
+                    {
+                        "name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                        "documentation": BULK_EXPORT,
+                    },
                 ],
             }
         ],
