@@ -129,6 +129,15 @@ class RecordService:
         self.journal_view = JournalView(gate=self.gate, journal=journal)
         self.bundles = Bundles(reads=self.reads, writes=self.writes, search=self.search, new_id=new_id)
 
+    @staticmethod
+    def needs_resolving(principal: Principal) -> bool:
+        """Tell whether :meth:`resolve` has a record to look up (a patient known by identifier only)."""
+        return (
+            principal.kind is ActorKind.PATIENT
+            and not principal.patient_id
+            and principal.identifier is not None
+        )
+
     def resolve(self, principal: Principal) -> Principal:
         """Attach the record a patient holds, found by the identifier in their token."""
         if principal.kind is not ActorKind.PATIENT or principal.patient_id or principal.identifier is None:
