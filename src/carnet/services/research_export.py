@@ -39,6 +39,7 @@ from carnet.research import kanon
 from carnet.research.deidentify import Deidentifier, clinical_tokens
 from carnet.research.pseudonyms import date_shift
 from carnet.research.study import Study
+from carnet.services._call import Call
 from carnet.services.export_jobs import ExportJobs, ExportRequest, PartWriter, parse_request
 from carnet.services.ports import StoredVersion, StoreSession
 from carnet.services.record_types import Stored
@@ -240,7 +241,7 @@ class ResearchExports:
                     gate.disclose(call, patient_id, patient)
                     released[qi.key] += 1
                     for stored in opened:
-                        self._add(writer, deidentifier, request, stored, gate_disclose=(call, patient_id))
+                        self._add(call, patient_id, writer, deidentifier, request, stored)
                 writer.flush(call.session)
             seen += len(batch)
             if not self._jobs.progress(export_id, f"export: {seen} records"):
@@ -260,13 +261,14 @@ class ResearchExports:
 
     def _add(
         self,
+        call: Call,
+        patient_id: str,
         writer: PartWriter,
         deidentifier: Deidentifier,
         request: ExportRequest,
         stored: Stored,
-        *,
-        gate_disclose: tuple[Any, str],
     ) -> None:
+        """Write one resource of a record, de-identified, if the export wants it; note it in the journal entry."""
         resource = stored.resource
         if resource is None or stored.resource_type == "Patient":
             return
@@ -276,5 +278,4 @@ class ResearchExports:
         if out is None:
             return
         writer.add(stored.resource_type, fhirjson.dumps(out))
-        call, patient_id = gate_disclose
         self._svc.gate.disclose(call, patient_id, stored)
