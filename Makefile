@@ -53,6 +53,7 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py --quick   # wrk needed: apt-get install wrk; full sizes: bench/run.py
 	$(PY) bench/journal.py
+	$(PY) bench/research.py --patients 1000   # full size: bench/research.py (10,000 patients)
 	$(PY) bench/apps.py --quick
 	$(PY) bench/feeds.py --quick
 
