@@ -202,3 +202,43 @@ def test_a_pkce_verifier_mismatch_and_a_wrong_nonce_are_refused(carnet: tuple[Te
 def test_every_refusal_reason_reads_in_french() -> None:
     """Each message a refused sign-in shows has its French text."""
     assert [m for m in REASONS.values() if m not in catalog("fr")] == []
+
+
+def test_a_redirect_uri_the_provider_does_not_know_is_refused_there(
+    settings: Settings, provider: TestProvider, tmp_path: Path
+) -> None:
+    """Carnet configured with an unregistered callback: the provider answers 400 and never sends a code back."""
+    key_dir = tmp_path / "mismatch-keys"
+    key_dir.mkdir(mode=0o700)
+    shutil.copy(provider.root / "carnet-keys" / ENCRYPTION_KEY_FILE, key_dir / ENCRYPTION_KEY_FILE)
+    wrong = replace(
+        settings,
+        mode=Mode.PRODUCTION,
+        key_dir=key_dir,
+        base_url=f"{CARNET}/fhir",
+        oidc_issuer=provider.issuer,
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret=CLIENT_SECRET,
+        oidc_redirect_uri="https://attacker.example/callback",
+    )
+    services = build_services(wrong)
+    try:
+        with TestClient(create_app(wrong, services, background=False), base_url=CARNET) as client:
+            url = _start(client)
+            assert "attacker.example" in url
+            with httpx.Client() as browser:
+                answer = browser.get(url)
+            assert answer.status_code == 400
+            assert "redirect_uri" in answer.text
+    finally:
+        services.store.engine.dispose()
+
+
+def test_an_error_answer_from_the_provider_is_a_plain_refusal(carnet: tuple[TestClient, Services]) -> None:
+    """The provider sends the browser back with error=access_denied: 401 page, journaled, nobody signed in."""
+    client, services = carnet
+    _start(client)
+    refused = client.get("/login/oidc/callback?error=access_denied&state=x", follow_redirects=False)
+    assert refused.status_code == 401
+    assert 'id="login-error"' in refused.text
+    assert ("deny", ("oidc:provider-error",)) in _reasons(services)
