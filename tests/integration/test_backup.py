@@ -36,6 +36,8 @@ def _carnet(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         "CARNET_DATA_DIR": str(settings.data_dir),
         "CARNET_KEY_DIR": str(settings.key_dir),
         "CARNET_DATABASE_URL": settings.effective_database_url,
+        # Wide enough that rich never wraps an error naming a long temporary path.
+        "COLUMNS": "1000",
     }
     return subprocess.run(
         [sys.executable, "-m", "carnet", *args],
