@@ -540,3 +540,16 @@ def test_secure_messaging_between_patient_and_physician(
         and any("Communication/" in str((x.get("what") or {}).get("reference")) for x in e["entity"])
     ]
     assert len(written) == 2
+
+
+def test_the_record_summary_lists_blood_pressure_once_in_french_numbers(world: World) -> None:
+    """The professional's summary tells blood pressure as one systolic / diastolic row, with decimal commas."""
+    _sign_in(world.client, world.physician)
+    patient_id = _declare_consent(world.client, world.patients[0].ins_value)
+    summary = world.client.get(f"/pro/patients/{patient_id}").text
+    table = summary.split('id="measures"')[1].split("</table>")[0]
+    assert table.count("Tension artérielle") == 1
+    assert "Pression diastolique" not in table
+    assert re.search(r"<td>\d+ / \d+ mmHg</td>", table) is not None
+    assert "mm[Hg]" not in summary
+    assert re.search(r"<td>\d+\.\d+ ", table) is None

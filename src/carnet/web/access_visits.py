@@ -17,14 +17,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from carnet.web.i18n import translate
 
+
+def _paris() -> tzinfo:
+    """Europe/Paris, or UTC on a system without time zone data (``tzdata``; .ci/run installs it)."""
+    try:
+        return ZoneInfo("Europe/Paris")
+    except ZoneInfoNotFoundError:
+        return UTC
+
+
 #: Times are shown in the record's time zone, the patient's: metropolitan France.
-PARIS = ZoneInfo("Europe/Paris")
+PARIS = _paris()
 #: A pause longer than this between two accesses of one person starts a new visit.
 VISIT_GAP = timedelta(minutes=30)
 #: The idNat_PS system (RPPS/ADELI) of a professional user agent.

@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import cache
 from importlib.resources import files
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.requests import Request
 
@@ -146,4 +146,7 @@ def _in_paris(value: str) -> str:
         return value
     if moment.tzinfo is None:
         return value
-    return moment.astimezone(ZoneInfo("Europe/Paris")).isoformat()
+    try:
+        return moment.astimezone(ZoneInfo("Europe/Paris")).isoformat()
+    except ZoneInfoNotFoundError:  # no time zone data on this system: the instant as given
+        return value
