@@ -96,7 +96,9 @@ def test_ask_first_then_refuse_in_the_portal_leaves_nothing(
     client: TestClient, services: Services, patient: SeededPatient
 ) -> None:
     """Ask me first: the lab's result waits in the portal inbox; refused there, nothing of it is in the record or the inbox."""
-    services.feeds.add("lab-77", name="Laboratoire 77", kind=FeedKind.HL7V2, classes=frozenset({"10"}))
+    secret = services.feeds.add(
+        "lab-77", name="Laboratoire 77", kind=FeedKind.HL7V2, classes=frozenset({"10"})
+    ).secret
     csrf = _sign_in(client, patient)
     page = client.get("/patient/feeds")
     assert page.status_code == 200
@@ -125,6 +127,17 @@ def test_ask_first_then_refuse_in_the_portal_leaves_nothing(
     with services.store.session() as session:
         assert session.offers(patient.patient_id) == []
     assert services.hl7v2.dead_letters(every=True) == []
+    # The sender learns of the refusal: its message's answer is now an application reject.
+    answer = client.get("/feeds/lab-77/hl7v2/LAB-1", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200
+    assert b"MSA|AE|LAB-1" in answer.content
+    resent = services.hl7v2.receive("lab-77", _result(patient, 1, "SECRET-MARKER"))
+    assert b"MSA|AE|LAB-1" in resent.ack
+    assert services.feed_inbox.pending(_holder(patient)) == []
+    assert (
+        client.get("/feeds/lab-77/hl7v2/NOPE", headers={"Authorization": f"Bearer {secret}"}).status_code
+        == 404
+    )
 
 
 def test_ask_first_then_accept_stores_it_as_if_just_received(

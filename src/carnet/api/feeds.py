@@ -6,6 +6,10 @@ it) and the message as the body (``application/hl7-v2``, ``x-application/hl7-v2+
 the business ack (ZAM) when the message asked for one, as ``application/hl7-v2``: ``200`` with
 ``AA``, ``422`` with ``AE`` (the content is in error), ``400`` with ``AR`` (the message is
 rejected). The same use case answers the MLLP listener.
+
+``GET /feeds/{feed}/hl7v2/{MSH-10}`` answers the current ACK of a message already sent: the same
+ACK, or an application reject (``AE``) once the patient declined a document they had asked to
+decide first.
 """
 
 from __future__ import annotations
@@ -38,3 +42,16 @@ async def hl7v2(feed_id: str, request: Request) -> Response:
     receipt = await offload(services.hl7v2.receive, feed_id, raw)
     status = 200 if receipt.error is None else (400 if receipt.error.rejected else 422)
     return Response(receipt.reply, status_code=status, media_type="application/hl7-v2")
+
+
+@router.get("/feeds/{feed_id}/hl7v2/{control_id}")
+async def answer(feed_id: str, control_id: str, request: Request) -> Response:
+    """The current answer to one message (by MSH-10): its ACK, or an AE once the patient declined it."""
+    services = request.app.state.services
+    check_feed_id(feed_id)
+    authorization = request.headers.get("authorization", "")
+    if not authorization.lower().startswith("bearer "):
+        raise Unauthenticated("Send the feed's secret as a bearer token: Authorization: Bearer <secret>.")
+    await offload(services.feeds.authenticate, feed_id, authorization[7:].strip())
+    ack = await offload(services.hl7v2.answer, feed_id, control_id)
+    return Response(ack, status_code=200, media_type="application/hl7-v2")

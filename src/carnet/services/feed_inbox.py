@@ -24,6 +24,7 @@ never the content.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,10 +35,11 @@ from typing import Any
 
 from carnet.domain.consent import FEED_KINDS, FEED_SYSTEM, ConsentKind, consent_for, consent_kind
 from carnet.domain.documents import document_facts
-from carnet.domain.errors import InvalidRequest, NotFound
+from carnet.domain.errors import FeedMessageError, InvalidRequest, NotFound
 from carnet.domain.feeds import Feed, StoredOffer, feed_principal
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
+from carnet.feeds.hl7v2 import Header, acknowledgement
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.records import RecordService
 
@@ -159,15 +161,22 @@ class FeedInbox:
 
     # -- the inbox --------------------------------------------------------------------------------
 
-    def offer(self, feed: Feed, patient_id: str, document: dict[str, Any]) -> str:
-        """Keep a feed's document for the patient's decision, sealed with their key; return its id."""
+    def offer(
+        self, feed: Feed, patient_id: str, document: dict[str, Any], *, message: Header | None = None
+    ) -> str:
+        """Keep a feed's document for the patient's decision, sealed with their key; return its id.
+
+        ``message`` is the HL7 v2 message's header, kept (sealed) so that a refusal later becomes
+        that message's answer: an application reject the sender gets for its MSH-10.
+        """
         offer_id = uuid.uuid4().hex
         facts = document_facts(document)
         vault, now = self._records.vault, self._clock()
+        payload = {"document": document, "message": dataclasses.asdict(message) if message else None}
         with self._records.store.session(write=True) as session:
             key = vault.key(session, patient_id, now)
             sealed = vault.seal_resource(
-                key, patient_id, _OFFER_TYPE, offer_id, 1, json.dumps(document).encode()
+                key, patient_id, _OFFER_TYPE, offer_id, 1, json.dumps(payload).encode()
             )
             session.add_offer(
                 StoredOffer(
@@ -186,7 +195,8 @@ class FeedInbox:
         patient_id = _holder(principal)
         names = {feed.feed_id: feed.name for feed in self._registry.list()}
         out: list[Offer] = []
-        for stored, document in self._opened(patient_id):
+        for stored, payload in self._opened(patient_id):
+            document = payload["document"]
             kind = ((document.get("type") or {}).get("coding") or [{}])[0]
             attachment = ((document.get("content") or [{}])[0]).get("attachment") or {}
             out.append(
@@ -209,20 +219,31 @@ class FeedInbox:
             NotFound: no such pending offer in the patient's record, or its feed is gone.
         """
         patient_id = _holder(principal)
-        stored, document = self._take(patient_id, offer_id, keep=True)
+        stored, payload = self._take(patient_id, offer_id, keep=True)
         feed = self._registry.get(stored.feed_id)
         records = self._records.records(feed_principal(feed), mode=AccessMode.FEED)
-        result = records.publish(document, accepted_offer=True)
+        result = records.publish(payload["document"], accepted_offer=True)
         self._take(patient_id, offer_id, keep=False)
         return result.stored.resource_id
 
     def decline(self, principal: Principal, offer_id: str) -> None:
         """Refuse an offered document: its row is deleted and nothing of its content stays.
 
+        An HL7 v2 message's answer becomes an application reject (``AE``): the sender gets it when
+        it asks again for that MSH-10 (``GET /feeds/<feed>/hl7v2/<MSH-10>``, or by resending).
+
         Raises:
             NotFound: no such pending offer in the patient's record.
         """
-        self._take(_holder(principal), offer_id, keep=False)
+        stored, payload = self._take(_holder(principal), offer_id, keep=False)
+        message = payload.get("message")
+        if isinstance(message, dict) and message.get("control_id"):
+            header = Header(**message)
+            refusal = FeedMessageError("The patient declined this document; nothing of it was kept.")
+            now = self._clock()
+            ack = acknowledgement(header, control_id=uuid.uuid4().hex[:20], now=now, error=refusal)
+            with self._records.store.session(write=True) as session:
+                session.record_message(stored.feed_id, header.control_id[:64], "declined", ack, now)
 
     def _opened(self, patient_id: str) -> Sequence[tuple[StoredOffer, dict[str, Any]]]:
         vault, now = self._records.vault, self._clock()
@@ -237,7 +258,7 @@ class FeedInbox:
         ]
 
     def _take(self, patient_id: str, offer_id: str, *, keep: bool) -> tuple[StoredOffer, dict[str, Any]]:
-        """Return one offer and its document; remove it unless ``keep``."""
+        """Return one offer and its sealed payload (document, message header); remove it unless ``keep``."""
         vault, now = self._records.vault, self._clock()
         with self._records.store.session(write=not keep) as session:
             if keep:

@@ -129,6 +129,18 @@ class HL7v2Intake:
                 session.record_message(feed_id, control, receipt.outcome, receipt.ack, now)
         return receipt
 
+    def answer(self, feed_id: str, control_id: str) -> bytes:
+        """Return the current answer to a feed's message (its ACK; an AE once the patient declined it).
+
+        Raises:
+            NotFound: no message of this feed has this MSH-10.
+        """
+        with self._records.store.session() as session:
+            found = session.message_ack(feed_id, control_id[:64])
+        if found is None:
+            raise NotFound(f"No message {control_id[:64]!r} of this feed was received.")
+        return found[1]
+
     def dead_letters(self, *, every: bool = False, limit: int = 1000) -> list[DeadLetter]:
         """Return the dead letters (the open ones unless ``every``), metadata only."""
         with self._records.store.session() as session:
@@ -283,7 +295,7 @@ class HL7v2Intake:
         except AccessDenied as exc:
             if "feed-ask-patient" in exc.reasons:
                 # "Ask me first": the document waits, sealed, for the patient's decision.
-                self._inbox.offer(feed, patient_id, document)
+                self._inbox.offer(feed, patient_id, document, message=message.header)
                 return "pending", None
             if "feed-refused" in exc.reasons:
                 raise FeedMessageError(
