@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from carnet.api.app import Services
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.errors import AccessDenied, InvalidRequest, NotFound, RecordShredded
-from carnet.research.deidentify import QI_EXTENSION
+from carnet.research.deidentify import QI_EXTENSION, clinical_tokens
 from carnet.research.kanon import generalise, traits_of
 from carnet.research.pseudonyms import pseudonym
 from carnet.services.research_ports import ExportStatus
@@ -233,3 +233,20 @@ def test_a_withdrawn_study_exports_nothing_and_its_key_is_destroyed(services: Se
     with pytest.raises(AccessDenied):
         services.studies.withdraw(RESEARCHER, "s1")
     assert (withdrawn.status.value, refused.value.reasons) == ("withdrawn", ("study-not-approved",))
+
+
+def test_no_exported_code_singles_out_fewer_than_k_patients(
+    services: Services, population: list[Member]
+) -> None:
+    """Every code that leaves (a condition, a vaccine, a measure) is held by at least k exported patients."""
+    _, out = _export(services)
+    holders: dict[str, set[str]] = {}
+    for resource_type, resources in out.items():
+        for resource in resources:
+            if resource_type == "Patient":
+                continue
+            subject = (resource.get("subject") or resource.get("patient") or {}).get("reference")
+            for token in clinical_tokens(resource):
+                holders.setdefault(token, set()).add(str(subject))
+    assert holders
+    assert {token: len(who) for token, who in holders.items() if len(who) < 5} == {}

@@ -98,15 +98,15 @@ class ExportRequest:
             codes={t: frozenset(c) for t, c in (data.get("codes") or {}).items()},
         )
 
-    def wants(self, resource: Mapping[str, Any], last_updated: datetime, tokens: set[str]) -> bool:
-        """Tell whether a resource passes ``_type``, ``_since`` and ``_typeFilter``."""
+    def wants(self, resource: Mapping[str, Any], last_updated: datetime) -> bool:
+        """Tell whether a resource passes ``_type``, ``_since`` and ``_typeFilter`` (codes read only if filtered)."""
         resource_type = str(resource.get("resourceType"))
         if resource_type not in self.types:
             return False
         if self.since is not None and last_updated < self.since:
             return False
         codes = self.codes.get(resource_type)
-        return codes is None or bool(tokens & codes)
+        return codes is None or bool(clinical_tokens(resource) & codes)
 
 
 def parse_request(
@@ -264,7 +264,7 @@ class ExportJobs:
                     resource = stored.resource
                     if resource is None or stored.json is None:
                         continue
-                    if not request.wants(resource, stored.last_updated, clinical_tokens(resource)):
+                    if not request.wants(resource, stored.last_updated):
                         continue
                     if gate.visible(call, patient_id, stored):
                         writer.add(stored.resource_type, stored.json)

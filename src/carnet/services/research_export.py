@@ -149,7 +149,7 @@ class ResearchExports:
                     held: set[str] = set()
                     for stored in opened:
                         resource = stored.resource
-                        if resource is not None and request.wants(resource, stored.last_updated, set()):
+                        if resource is not None and request.wants(resource, stored.last_updated):
                             held |= clinical_tokens(resource)
                     cohort.holders.update(held)
             if seen and not self._jobs.progress(export_id, f"cohort: {seen} records"):
@@ -272,7 +272,7 @@ class ResearchExports:
         resource = stored.resource
         if resource is None or stored.resource_type == "Patient":
             return
-        if not request.wants(resource, stored.last_updated, clinical_tokens(resource)):
+        if not request.wants(resource, stored.last_updated):
             return
         out = deidentifier.resource(resource)
         if out is None:
