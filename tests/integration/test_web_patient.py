@@ -334,6 +334,8 @@ def test_profile_entries_are_edited_in_place(
         path = edit_link(client, resource_type, shown)
         form = edit_form(client, path)
         assert form["version"] == "1"
+        if resource_type == "Observation":
+            assert form["value"] == "71,5"  # a French decimal, as the profile shows it
         saved = client.post(path, data={**form, **change}, follow_redirects=False)
         assert (resource_type, saved.status_code) == (resource_type, 303)
         assert saved.headers["location"].startswith("/patient/profile#section-")
