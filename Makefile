@@ -59,7 +59,7 @@ bench: $(STAMP)
 
 ## The README's screenshots (docs/img/*.png), taken by the browser tests against a seeded server
 screenshots: $(STAMP) $(AXE)
-	CARNET_DOCS_IMG=docs/img $(VENV)/bin/pytest -n 0 -q tests/browser/test_phone.py -k "hundred or messaging"
+	CARNET_DOCS_IMG=docs/img $(VENV)/bin/pytest -n 0 -q tests/browser/test_phone.py -k "hundred or messaging or representative"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -216,3 +216,28 @@ def test_messaging_between_a_physician_and_the_patient(
     pro_page.screenshot(
         path=str(docs_image("messaging-professional.png") or ARTIFACTS / "messaging-pro.png"), full_page=True
     )
+
+
+def test_representative_switching_fits_a_phone(page: Page, live_server: LiveServer) -> None:
+    """A parent signed in as themself switches to a child's record on a phone (the README's picture)."""
+    first, second = live_server.patients[0], live_server.patients[1]
+    page.set_viewport_size(PHONE)
+    page.goto("/login")
+    page.fill("#login-rep-name", "Marie Durand")
+    page.fill(
+        "#login-rep-records",
+        f"{first.ins_system}|{first.ins_value}\n{second.ins_system}|{second.ins_value}",
+    )
+    with page.expect_navigation():
+        page.click("#login-representative-submit")
+    _fits(page, "/patient/switch", "phone-representative-switch")
+    with page.expect_navigation():
+        page.get_by_role("button", name=second.display.split()[0]).first.click()
+    _fits(page, "/patient/", "phone-representative-home")
+    assert second.display.split()[0] in page.locator("#acting-for-banner").inner_text()
+    page.screenshot(
+        path=str(
+            docs_image("representative-acting-for-phone.png") or ARTIFACTS / "representative-acting.png"
+        ),
+        full_page=False,
+    )
