@@ -168,15 +168,15 @@ def test_a_key_rotation_is_followed(settings: Settings, tmp_path: Path) -> None:
         with TestClient(create_app(production, services, background=False), base_url=CARNET) as client:
             before = access_token(own, account=GP)
             assert client.get("/fhir/metadata", headers=_bearer(before)).status_code == 200
-            assert client.get("/fhir/Patient", headers=_bearer(before)).status_code != 401
+            assert client.get("/fhir/Patient", headers=_bearer(before)).status_code not in (401, 503)
             own.restart()
             after = access_token(own, account=GP)
-            assert client.get("/fhir/Patient", headers=_bearer(after)).status_code != 401
+            assert client.get("/fhir/Patient", headers=_bearer(after)).status_code not in (401, 503)
             start = client.get("/login/oidc", follow_redirects=False).headers["location"]
             with httpx.Client() as browser:
                 back = sign_in_at_provider(browser, start, account=GP)
             done = client.get(f"/login/oidc/callback?{back.query.decode()}", follow_redirects=False)
-            assert done.status_code == 200, done.text[:300]
+            assert done.status_code == 200, [e.reasons for e in services.sign_ins.recent()]
         services.store.engine.dispose()
     finally:
         own.stop()

@@ -130,9 +130,20 @@ class OpenIDProvider:
         """Close the HTTP connections to the provider (at shutdown)."""
         self.http.close()
 
+    def get(self, url: str, headers: Mapping[str, str]) -> httpx.Response:
+        """GET from the provider, once more on a broken connection (a kept-alive one the provider closed).
+
+        Raises:
+            httpx.HTTPError: the provider cannot be reached.
+        """
+        try:
+            return self.http.get(url, headers=dict(headers))
+        except httpx.TransportError:
+            return self.http.get(url, headers=dict(headers))
+
     def _get_json(self, url: str) -> dict[str, Any]:
         try:
-            response = self.http.get(url, headers={"Accept": "application/json"})
+            response = self.get(url, {"Accept": "application/json"})
             data = response.json() if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             data = None
@@ -435,7 +446,7 @@ class RelyingParty:
 
     def _userinfo(self, endpoint: str, access_token: str) -> dict[str, Any]:
         try:
-            response = self.provider.http.get(endpoint, headers={"Authorization": f"Bearer {access_token}"})
+            response = self.provider.get(endpoint, {"Authorization": f"Bearer {access_token}"})
         except httpx.HTTPError:
             raise IdentityProviderUnavailable(
                 "The identity provider could not be reached; try again."
