@@ -607,6 +607,21 @@ def test_garbage_on_the_oauth_endpoints_is_a_4xx_or_an_error_redirect(
             assert 400 <= answer.status_code < 500, case
 
 
+def test_oauth_over_plain_http_off_the_loopback_is_a_400_naming_tls(
+    settings: Settings, services: Services, patient: SeededPatient, app_id: str
+) -> None:
+    """OAuth over plain HTTP to a non-loopback host: 400 insecure_transport (consent page or JSON), never a 500."""
+    app = create_app(settings, services, demo_people=demo_people())
+    with TestClient(app, base_url="http://carnet.example") as remote:
+        token = remote.post("/auth/token", data={"grant_type": "authorization_code", "code": "x"})
+        assert token.status_code == 400
+        assert token.json()["error"] == "insecure_transport"
+        sign_in(remote, patient)
+        page = remote.get("/auth/authorize", params={"client_id": app_id, "response_type": "code"})
+        assert page.status_code == 400
+        assert "insecure_transport" in page.text
+
+
 def test_an_expired_token_is_refused_with_401(
     browser: TestClient, services: Services, patient: SeededPatient, app_id: str
 ) -> None:

@@ -101,7 +101,10 @@ async def _oauth_or_page(request: Request) -> tuple[OAuthRequest, Principal] | R
         response = RedirectResponse("/login", status_code=303)
         remember(response, authorize_url(request))
         return response
-    return await read_request(request, form=False), principal
+    try:
+        return await read_request(request, form=False), principal
+    except OAuth2Error as error:  # plain HTTP: authlib's insecure_transport
+        return _refused(request, error)
 
 
 def _refused(request: Request, error: OAuth2Error) -> Response:

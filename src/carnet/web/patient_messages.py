@@ -152,15 +152,22 @@ async def write(request: Request) -> Response:
     upload = form.get("file")
     data = await upload.read(limit + 1) if isinstance(upload, UploadFile) else b""
     await form.close()
-    team = {p.idnps: p for p in care_team(request, holder)}
+    team = {p.idnps: p for p in await offload(care_team, request, holder)}
     if to not in team:
-        return _page(request, holder, error="Choose whom the message is for.", text=text, status=422)
+        return await offload(
+            _page, request, holder, error="Choose whom the message is for.", text=text, status=422
+        )
     document = None
     if data:
         content_type = upload_type(data)
         if content_type is None or len(data) > limit:
-            return _page(
-                request, holder, error="Only PDF, JPEG and PNG files can be uploaded.", text=text, status=422
+            return await offload(
+                _page,
+                request,
+                holder,
+                error="Only PDF, JPEG and PNG files can be uploaded.",
+                text=text,
+                status=422,
             )
         name = upload.filename if isinstance(upload, UploadFile) and upload.filename else ""
         title = form_text(form, "title", 200) or name[:200] or "Document"
@@ -179,10 +186,15 @@ async def write(request: Request) -> Response:
             document=document,
         )
     except InvalidRequest as problem:
-        return _page(request, holder, error=problem.message, text=text, status=422)
+        return await offload(_page, request, holder, error=problem.message, text=text, status=422)
     except CarnetError:
-        return _page(
-            request, holder, error="The message could not be sent. Try again later.", text=text, status=503
+        return await offload(
+            _page,
+            request,
+            holder,
+            error="The message could not be sent. Try again later.",
+            text=text,
+            status=503,
         )
     flash(request, "Your message was sent.")
     return RedirectResponse("/patient/messages", status_code=303)

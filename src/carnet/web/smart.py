@@ -107,7 +107,12 @@ class OAuthRequest(rfc6749.OAuth2Request):  # type: ignore[misc]
 
 
 async def read_request(request: Request, *, form: bool = True) -> OAuthRequest:
-    """Read a request for authlib: its query, and its urlencoded form when ``form``."""
+    """Read a request for authlib: its query, and its urlencoded form when ``form``.
+
+    Raises:
+        InsecureTransportError: the request came over plain HTTP to a host other than the
+            loopback (OAuth 2 requires TLS; behind a TLS proxy, serve with ``--proxy-headers``).
+    """
     fields: list[tuple[str, str]] = []
     if form and request.method == "POST":
         data = await request.form()
@@ -556,6 +561,8 @@ async def _endpoint(request: Request, name: str | None) -> Response:
     server = server_of(request)
     try:
         oauth = await read_request(request)
+    except OAuth2Error as error:  # plain HTTP: authlib's insecure_transport
+        return _oauth_error(error.status_code, error.error, error.get_error_description())
     except Exception:  # a body that is not a form
         return _oauth_error(
             400, "invalid_request", "Send the parameters as application/x-www-form-urlencoded."
