@@ -224,6 +224,12 @@ def generate(
     hl7v2: Annotated[
         bool, typer.Option("--hl7v2", help="Also write each CDA as an ORU/MDM message (hl7v2/ folder)")
     ] = False,
+    cnam_hr: Annotated[
+        bool,
+        typer.Option(
+            "--cnam-hr", help="Write the reimbursement history as a structured CNAM-HR CDA of 24 months"
+        ),
+    ] = False,
 ) -> None:
     """Write synthetic French patients as FHIR R4 transaction Bundles (deterministic for a seed)."""
     from carnet.synthetic import generate_population
@@ -233,7 +239,9 @@ def generate(
         (out / "hl7v2").mkdir(exist_ok=True)
     with Progress(TextColumn("Generating"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task("generate", total=patients)
-        for index, item in enumerate(generate_population(patients, seed, documents_per_patient=documents)):
+        for index, item in enumerate(
+            generate_population(patients, seed, documents_per_patient=documents, cnam_hr=cnam_hr)
+        ):
             (out / f"patient-{index:05d}.json").write_bytes(item.to_json())
             if hl7v2:
                 write_hl7v2(out / "hl7v2", index, item.bundle)

@@ -46,7 +46,7 @@ def seed_population(
     the same policy gate as the API, no back door.
     """
     seeded: list[SeededPatient] = []
-    for index, item in enumerate(generate_population(patients, seed)):
+    for index, item in enumerate(generate_population(patients, seed, cnam_hr=True)):
         system, value = item.ins
         principal = service.resolve(
             Principal(

@@ -61,6 +61,7 @@ __all__ = [
     "class_code_for",
     "parse_cda",
     "parse_timestamp",
+    "parse_tree",
 ]
 
 HL7_NAMESPACE = "urn:hl7-org:v3"
@@ -277,6 +278,16 @@ def parse_cda(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CDADocument
         InvalidResource: the bytes are empty, carry a DOCTYPE, are not UTF-8, are not well-formed
             XML, have a root other than an HL7 v3 ``ClinicalDocument``, or embed invalid base64.
     """
+    root = parse_tree(data, max_bytes=max_bytes)
+    warnings: list[str] = []
+    return _read_document(root, warnings)
+
+
+def parse_tree(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Element:
+    """Parse a CDA document's bytes into its ``ClinicalDocument`` element, with the same safety.
+
+    For readers of a structured body (``carnet.feeds.cnam_hr``); raises as :func:`parse_cda`.
+    """
     if len(data) > max_bytes:
         raise PayloadTooLarge(
             f"The CDA document is {len(data)} bytes, over the {max_bytes}-byte limit; "
@@ -285,9 +296,7 @@ def parse_cda(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CDADocument
     if not data or data.isspace():
         raise InvalidResource("The CDA document is empty; send the XML of a ClinicalDocument.")
     _screen(data)
-    root = _parse_xml(data)
-    warnings: list[str] = []
-    return _read_document(root, warnings)
+    return _parse_xml(data)
 
 
 def class_code_for(type_code: str, code_system: str | None = None) -> ClassCode | None:

@@ -22,10 +22,41 @@ from carnet.domain.errors import Conflict, InvalidResource
 from carnet.domain.principal import ActorKind
 from carnet.domain.resources import is_valid_id
 from carnet.domain.search import parse_search
+from carnet.feeds.cda import parse_cda
+from carnet.feeds.cnam_hr import REMB_CODE, is_cnam_hr, read_reimbursements
 from carnet.services._call import Call
 from carnet.services.gate import Gate
 from carnet.services.record_search import Search
 from carnet.services.record_types import Stored
+
+
+def is_reimbursement_history(document: Mapping[str, Any]) -> bool:
+    """Tell whether a DocumentReference's type is the insurer's reimbursement history (REMB)."""
+    codings = (document.get("type") or {}).get("coding") or []
+    return any(isinstance(c, dict) and c.get("code") == REMB_CODE for c in codings)
+
+
+def check_reimbursements(document: Mapping[str, Any], content: bytes, where: str) -> None:
+    """Read a structured reimbursement history (CNAM-HR) before it is stored, refusing a malformed one.
+
+    Only REMB documents whose content is a CDA declaring the volet (or a structured REMB CDA)
+    are read; a level 1 REMB (a PDF inside) is stored as any document.
+
+    Raises:
+        InvalidResource: the CNAM-HR document cannot be read into its lines.
+    """
+    if not is_reimbursement_history(document) or not content.lstrip().startswith(b"<"):
+        return
+    try:
+        header = parse_cda(content)
+    except InvalidResource:
+        return  # not a CDA: the content is stored as it is, like any attachment
+    if not is_cnam_hr(header):
+        return
+    try:
+        read_reimbursements(content)
+    except InvalidResource as exc:
+        raise InvalidResource(f"{where}: {exc.message}", expression=(where,)) from None
 
 
 class DocumentChecks:
@@ -44,7 +75,9 @@ class DocumentChecks:
         for index, attachment in attachments(document):
             where = f"DocumentReference.content[{index}].attachment"
             if isinstance(attachment.get("data"), str):
-                check_attachment(attachment, decode_base64(attachment["data"], f"{where}.data"), where)
+                content = decode_base64(attachment["data"], f"{where}.data")
+                check_attachment(attachment, content, where)
+                check_reimbursements(document, content, where)
                 continue
             url = attachment.get("url")
             if not isinstance(url, str) or not url.startswith("Binary/"):
@@ -53,6 +86,7 @@ class DocumentChecks:
             fresh = call.written_binaries.get((patient_id, binary_id))
             if fresh is not None:
                 check_attachment(attachment, binary_content(fresh), where)
+                check_reimbursements(document, binary_content(fresh), where)
                 continue
             session = call.session
             owner = session.locate("Binary", binary_id) if is_valid_id(binary_id) else None
@@ -61,6 +95,7 @@ class DocumentChecks:
                 raise InvalidResource(f"{where}.url points to {url[:80]}, which is not in this record.")
             binary = self._gate.open(self._gate.key(call, patient_id), version).resource or {}
             check_attachment(attachment, binary_content(binary), where)
+            check_reimbursements(document, binary_content(binary), where)
 
     def same_unique_id(self, call: Call, document: Mapping[str, Any], patient_id: str) -> Stored | None:
         """Return the stored document with the same uniqueId and content (idempotent resubmission).

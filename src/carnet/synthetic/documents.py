@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from carnet.synthetic.cda import DocumentCode, build_cda
+from carnet.synthetic.cnam_hr import CNAM_HR_TEMPLATE, build_cnam_hr
 from carnet.synthetic.identifiers import new_uuid, oid_from_uuid, urn_uuid
 from carnet.synthetic.patient import Person
 from carnet.synthetic.pdf import render_pdf
@@ -199,6 +200,16 @@ _SPECS: dict[DocumentKind, _Spec] = {
     ),
 }
 
+_CNAM_HR = _Spec(
+    "60",
+    _complement("REMB", "Données de remboursement"),
+    Format.CDA_LEVEL_3,
+    (ANS_FORMAT_SYSTEM, "urn:asip:ci-sis:hr:2019", None),
+    write_reimbursements,
+    model_templates=(CNAM_HR_TEMPLATE,),
+)
+"""The reimbursement history as the structured CNAM-HR volet (``carnet generate --cnam-hr``)."""
+
 #: The kinds in the order documents are handed out: the first eight cover the classes the DMP
 #: receives from professionals and the insurer; a ninth is the patient's own; more repeat the cycle.
 KINDS: tuple[DocumentKind, ...] = tuple(DocumentKind)
@@ -220,18 +231,24 @@ def format_of(kind: DocumentKind) -> Format:
 
 
 def document_entries(
-    ctx: Context, kind: DocumentKind, rank: int, *, pdf_bytes: int | None = None
+    ctx: Context, kind: DocumentKind, rank: int, *, pdf_bytes: int | None = None, cnam_hr: bool = False
 ) -> list[tuple[str, JSON]]:
     """Write one document and return its ``Binary`` and ``DocumentReference`` as (uuid, resource).
 
     ``pdf_bytes``, when given, pads the PDF (embedded or plain) to about that many bytes.
+    ``cnam_hr`` writes the reimbursement history as the structured CNAM-HR volet
+    (:mod:`carnet.synthetic.cnam_hr`) rather than a PDF.
     """
     spec = _SPECS[kind]
+    if cnam_hr and kind is DocumentKind.REIMBURSEMENTS:
+        spec = _CNAM_HR
     report = spec.writer(ctx, rank)
     document_uuid, set_uuid = new_uuid(ctx.rng), new_uuid(ctx.rng)
     reference_uuid, binary_uuid = new_uuid(ctx.rng), new_uuid(ctx.rng)
     person = ctx.person
-    if spec.format is Format.CDA_LEVEL_3:
+    if spec is _CNAM_HR:
+        content = build_cnam_hr(ctx, rank, document_uuid=document_uuid, set_uuid=set_uuid)
+    elif spec.format is Format.CDA_LEVEL_3:
         content = build_cda(
             document_uuid=document_uuid,
             set_uuid=set_uuid,

@@ -1,0 +1,74 @@
+"""A reimbursement history (CNAM-HR) sent to ``$from-cda``: stored when it reads, refused whole when not."""
+
+from __future__ import annotations
+
+import base64
+import functools
+
+from starlette.testclient import TestClient
+
+from carnet.feeds.cda import parse_cda
+from carnet.synthetic import generate_population
+from minting import Mint
+from outcomes import assert_outcome
+
+FROM_CDA = "/fhir/DocumentReference/$from-cda"
+
+
+@functools.cache
+def _history() -> bytes:
+    """The CNAM-HR document ``carnet generate --cnam-hr`` writes for one patient."""
+    patient = next(iter(generate_population(1, seed=3, cnam_hr=True)))
+    binaries = {entry["fullUrl"]: entry["resource"] for entry in patient.bundle["entry"]}
+    for entry in patient.bundle["entry"]:
+        resource = entry["resource"]
+        if (
+            resource["resourceType"] == "DocumentReference"
+            and resource["type"]["coding"][0]["code"] == "REMB"
+        ):
+            return base64.b64decode(binaries[resource["content"][0]["attachment"]["url"]]["data"])
+    raise AssertionError("no reimbursement history generated")
+
+
+def _open_record(client: TestClient, auth: Mint, raw: bytes) -> tuple[dict[str, str], str]:
+    ins = parse_cda(raw).ins
+    assert ins is not None
+    assert ins.extension is not None
+    headers = auth(kind="patient", identifier=f"urn:oid:{ins.root}|{ins.extension}")
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": f"urn:oid:{ins.root}", "value": ins.extension}],
+    }
+    opened = client.post("/fhir/Patient", json=patient, headers=headers)
+    assert opened.status_code == 201, opened.text
+    return {**headers, "Content-Type": "application/hl7-cda+xml"}, str(opened.json()["id"])
+
+
+def _documents(client: TestClient, headers: dict[str, str], patient_id: str) -> int:
+    found = client.get(
+        f"/fhir/DocumentReference?patient=Patient/{patient_id}",
+        headers={"Authorization": headers["Authorization"]},
+    )
+    assert found.status_code == 200, found.text
+    return len(found.json().get("entry", []))
+
+
+def test_a_malformed_cnam_hr_is_a_422_and_nothing_is_stored(client: TestClient, auth: Mint) -> None:
+    """A CNAM-HR without its vaccinations section gets a 422 OperationOutcome naming it; the record holds no document."""
+    raw = _history()
+    headers, patient_id = _open_record(client, auth, raw)
+    start = raw.index(b'<code code="11369-6"')
+    broken = raw[:start] + raw[start:].replace(b'code="11369-6"', b'code="00000-0"', 1)
+    issue = assert_outcome(client.post(FROM_CDA, content=broken, headers=headers), 422)
+    assert "11369-6" in issue["diagnostics"]
+    assert _documents(client, headers, patient_id) == 0
+
+
+def test_a_well_formed_cnam_hr_is_stored(client: TestClient, auth: Mint) -> None:
+    """The generated CNAM-HR is accepted as a class-60 document of the record."""
+    raw = _history()
+    headers, patient_id = _open_record(client, auth, raw)
+    created = client.post(FROM_CDA, content=raw, headers=headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["category"][0]["coding"][0]["code"] == "60"
+    assert _documents(client, headers, patient_id) == 1
