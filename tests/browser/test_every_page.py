@@ -125,6 +125,8 @@ def test_every_patient_page_is_accessible(page: Page, live_server: LiveServer, t
             ("care-team", "/patient/care-team"),
             ("choices", "/patient/choices"),
             ("feeds", "/patient/feeds"),
+            ("reimbursements", "/patient/reimbursements"),
+            ("reimbursements-medicines", "/patient/reimbursements?kind=medicine"),
             ("studies", "/patient/studies"),
             ("access", "/patient/access"),
             ("access-mine", "/patient/access?kind=mine"),
@@ -170,6 +172,7 @@ def test_every_professional_page_is_accessible(page: Page, live_server: LiveServ
             check(page)
         screenshot(page, shot("summary"))
         visit(page, f"{base}/documents", shot("documents"))
+        visit(page, f"{base}/reimbursements", shot("reimbursements"))
         visit(page, f"{base}/documents?category=10&archived=yes", shot("documents-filtered"))
         listed = [h for h in _hrefs(page, "a.document-link") if PRO_DOCUMENT.search(h)]
         documents = _one_of_each(

@@ -36,6 +36,7 @@ PATIENT_PAGES = (
     ("documents", "/patient/documents"),
     ("upload", "/patient/documents/new"),
     ("profile", "/patient/profile"),
+    ("reimbursements", "/patient/reimbursements"),
     ("care-team", "/patient/care-team"),
     ("choices", "/patient/choices"),
     ("access", "/patient/access"),
@@ -125,6 +126,7 @@ def test_every_professional_page_fits_a_phone(page: Page, live_server: LiveServe
         _fits(page, f"{base}/documents", f"phone-pro-documents-{language}")
         _fits(page, f"{base}/documents/new", f"phone-pro-submit-{language}")
         _fits(page, f"{base}/messages", f"phone-pro-messages-{language}")
+        _fits(page, f"{base}/reimbursements", f"phone-pro-reimbursements-{language}")
         document = page.goto(f"{base}/documents")
         assert document is not None
         link = page.locator("a.document-link").first.get_attribute("href")

@@ -32,6 +32,7 @@ PAGES = [
     "/patient/documents",
     "/patient/documents/new",
     "/patient/profile",
+    "/patient/reimbursements",
     "/patient/care-team",
     "/patient/choices",
     "/patient/studies",

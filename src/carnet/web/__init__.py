@@ -103,6 +103,7 @@ def mount_web(
         patient_messages,
         patient_notifications,
         patient_profile,
+        patient_reimbursements,
         patient_search,
         patient_studies,
         pro_confirmation,
@@ -155,6 +156,7 @@ def mount_web(
     app.include_router(patient_feeds.router, dependencies=signed)
     app.include_router(patient_messages.router, dependencies=signed)
     app.include_router(patient_profile.router, dependencies=signed)
+    app.include_router(patient_reimbursements.router, dependencies=signed)
     app.include_router(patient_studies.router, dependencies=signed)
     # SMART on FHIR: the patient's consent screen and apps page; the apps' token endpoints.
     app.state.smart = smart.SmartServer(
@@ -173,3 +175,5 @@ def mount_web(
             app.include_router(router, dependencies=signed)
             pro_messages = importlib.import_module("carnet.web.pro_messages")
             app.include_router(pro_messages.router, dependencies=signed)
+            pro_reimbursements = importlib.import_module("carnet.web.pro_reimbursements")
+            app.include_router(pro_reimbursements.router, dependencies=signed)
