@@ -176,3 +176,49 @@ def test_a_history_invisible_to_the_patient_shows_no_line_to_the_patient(
     seen = reimbursement_timeline(as_gp, patient_id)
     assert len(seen.lines) == len(set(read_reimbursements(raw).lines)) > 10
     assert seen.documents == 1
+
+
+def _dispensed(html: str) -> list[str]:
+    """The medicines of the "recently dispensed" list of a page."""
+    block = re.search(r'<ul id="dispensed"[^>]*>(.*?)</ul>', html, re.S)
+    return re.findall(r"<strong>([^<]+)</strong>", block.group(1)) if block else []
+
+
+def test_recent_dispensations_feed_the_current_treatments_until_masked(world: World) -> None:
+    """The latest reimbursed medicines and a pharmacy's MedicationDispense show under the treatments, while the viewer may read them."""
+    patient_id = world.patient.patient_id
+    holder = world.services.records.records(
+        Principal(kind=ActorKind.PATIENT, subject="t", patient_id=patient_id)
+    )
+    latest = reimbursement_timeline(holder, patient_id)
+    newest = next(item.line for item in latest.lines if item.line.kind.value == "medicine")
+    dispense = {
+        "resourceType": "MedicationDispense",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "medicationCodeableConcept": {"text": "PARACETAMOL 500 MG GELULE"},
+        "whenHandedOver": newest.start.isoformat(),
+        "performer": [{"actor": {"display": "Pharmacie des Tests"}}],
+    }
+    holder.create(dispense)
+    profile = world.patient_client.get("/patient/profile")
+    assert profile.status_code == 200
+    shown = _dispensed(profile.text)
+    assert newest.label in shown
+    assert "PARACETAMOL 500 MG GELULE" in shown
+
+    token = _csrf(world.pro_client, "/pro/")
+    consent = {"csrf_token": token, "ins": world.patient.ins_value, "kind": "authorisation", "agreed": "yes"}
+    assert (
+        world.pro_client.post("/pro/access/consent", data=consent, follow_redirects=False).status_code == 303
+    )
+    assert newest.label in _dispensed(world.pro_client.get(f"/pro/patients/{patient_id}").text)
+
+    document_id, _ = _history(world)
+    token = _csrf(world.patient_client, f"/patient/documents/{document_id}")
+    world.patient_client.post(
+        f"/patient/documents/{document_id}/visibility", data={"csrf_token": token, "masked": "1"}
+    )
+    assert _dispensed(world.pro_client.get(f"/pro/patients/{patient_id}").text) == [
+        "PARACETAMOL 500 MG GELULE"
+    ]

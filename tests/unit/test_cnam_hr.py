@@ -26,6 +26,7 @@ from carnet.feeds.cnam_hr import (
     is_cnam_hr,
     read_reimbursements,
 )
+from carnet.services.reimbursements import Dispensed, Timeline, TimelineLine, recent_dispensations
 from carnet.synthetic import generate_population
 from carnet.synthetic.timestamps import add_months
 
@@ -243,3 +244,50 @@ def test_the_generator_is_deterministic_for_a_seed() -> None:
     """The same seed gives the same CNAM-HR bytes; another seed gives other ones."""
     assert list(_histories(2, seed=5)) == list(_histories(2, seed=5))
     assert list(_histories(1, seed=5)) != list(_histories(1, seed=6))
+
+
+def test_recent_dispensations_keep_the_three_months_before_the_latest_one_per_medicine() -> None:
+    """Reimbursed lines and MedicationDispenses within 92 days of the latest are listed once per medicine, newest first."""
+
+    def medicine(label: str, day: date) -> TimelineLine:
+        line = ReimbursementLine(kind=LineKind.MEDICINE, start=day, label=label, performer="PHARMACIE A")
+        return TimelineLine(line=line, document_id="d")
+
+    stay = ReimbursementLine(kind=LineKind.STAY, start=date(2024, 6, 1), label="SEJOUR")
+    timeline = Timeline(
+        lines=(
+            medicine("RAMIPRIL 5 MG", date(2024, 5, 20)),
+            medicine("RAMIPRIL 5 MG", date(2024, 4, 20)),
+            medicine("OLD DRUG", date(2024, 1, 1)),
+            TimelineLine(line=stay, document_id="d"),
+        ),
+        documents=1,
+    )
+    dispenses = [
+        {
+            "resourceType": "MedicationDispense",
+            "status": "completed",
+            "medicationCodeableConcept": {"coding": [{"display": "AMOXICILLINE 1 G"}]},
+            "whenHandedOver": "2024-06-10T10:00:00+02:00",
+            "performer": [{"actor": {"display": "PHARMACIE B"}}],
+        },
+        {
+            "resourceType": "MedicationDispense",
+            "status": "cancelled",
+            "medicationCodeableConcept": {"text": "X"},
+            "whenHandedOver": "2024-06-11",
+        },
+    ]
+    assert recent_dispensations(timeline, dispenses) == [
+        Dispensed(
+            label="AMOXICILLINE 1 G",
+            last=date(2024, 6, 10),
+            times=1,
+            performer="PHARMACIE B",
+            source="pharmacy",
+        ),
+        Dispensed(
+            label="RAMIPRIL 5 MG", last=date(2024, 5, 20), times=2, performer="PHARMACIE A", source="insurer"
+        ),
+    ]
+    assert recent_dispensations(Timeline(lines=(), documents=0), []) == []

@@ -9,18 +9,19 @@ unmasking or deleting a document takes effect on the timeline at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from carnet.domain.documents import CLASS_CODE_SYSTEM, attachments, binary_content, decode_base64
 from carnet.domain.errors import CarnetError
 from carnet.feeds.cda import parse_cda
-from carnet.feeds.cnam_hr import ReimbursementLine, is_cnam_hr, read_reimbursements
+from carnet.feeds.cnam_hr import LineKind, ReimbursementLine, is_cnam_hr, read_reimbursements
 from carnet.services.document_checks import is_reimbursement_history
 from carnet.services.records import Records
 
-__all__ = ["Timeline", "TimelineLine", "reimbursement_timeline"]
+__all__ = ["Dispensed", "Timeline", "TimelineLine", "recent_dispensations", "reimbursement_timeline"]
 
 REIMBURSEMENT_CLASS = "60"
 MAX_DOCUMENTS = 100
@@ -110,3 +111,86 @@ def _contents(records: Records, document: dict[str, Any]) -> list[bytes]:
             binary = records.read("Binary", url.removeprefix("Binary/")).resource or {}
             contents.append(binary_content(binary))
     return [content for content in contents if content.lstrip().startswith(b"<")]
+
+
+RECENT_DAYS = 92
+"""How far back from the latest dispensing a medicine counts as recently dispensed (about 3 months)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dispensed:
+    """A medicine dispensed recently: by the pharmacy (MedicationDispense) or as the insurer reimbursed it."""
+
+    label: str
+    last: date
+    times: int
+    """How many dispensations of it fall in the window."""
+    performer: str | None = None
+    source: str
+    """``pharmacy`` (a MedicationDispense of the record) or ``insurer`` (a CNAM-HR line)."""
+
+
+def recent_dispensations(
+    timeline: Timeline, dispenses: Iterable[Mapping[str, Any]], *, days: int = RECENT_DAYS
+) -> list[Dispensed]:
+    """The medicines dispensed in the ``days`` before the latest dispensing, newest first, one per medicine.
+
+    ``dispenses`` are the record's MedicationDispense resources the viewer may read (completed or
+    in progress, dated by ``whenHandedOver``); the timeline gives the reimbursed ones. The window
+    ends at the latest dispensing known rather than today, so that a history that stopped
+    (the insurer's last one is months old) still says what the patient was taking then.
+    """
+    found: list[tuple[str, date, str | None, str]] = []
+    for item in timeline.lines:
+        line = item.line
+        if line.kind is LineKind.MEDICINE:
+            found.append((line.label, line.start, line.performer, "insurer"))
+    for dispense in dispenses:
+        label = _medicine_text(dispense.get("medicationCodeableConcept"))
+        handed = _day(dispense.get("whenHandedOver"))
+        if dispense.get("status") in ("completed", "in-progress") and label and handed is not None:
+            found.append((label, handed, _performer(dispense), "pharmacy"))
+    if not found:
+        return []
+    since = max(day for _, day, _, _ in found) - timedelta(days=days)
+    grouped: dict[str, Dispensed] = {}
+    for label, day, performer, source in sorted(found, key=lambda f: f[1]):
+        if day < since:
+            continue
+        key = label.casefold()
+        earlier = grouped.get(key)
+        times = 1 if earlier is None else earlier.times + 1
+        grouped[key] = Dispensed(label=label, last=day, times=times, performer=performer, source=source)
+    return sorted(grouped.values(), key=lambda d: (d.last, d.label), reverse=True)
+
+
+def _medicine_text(concept: Any) -> str | None:
+    if not isinstance(concept, Mapping):
+        return None
+    if isinstance(concept.get("text"), str) and concept["text"].strip():
+        return str(concept["text"]).strip()
+    for coding in concept.get("coding") or []:
+        if (
+            isinstance(coding, Mapping)
+            and isinstance(coding.get("display"), str)
+            and coding["display"].strip()
+        ):
+            return str(coding["display"]).strip()
+    return None
+
+
+def _day(value: Any) -> date | None:
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _performer(dispense: Mapping[str, Any]) -> str | None:
+    for performer in dispense.get("performer") or []:
+        actor = performer.get("actor") if isinstance(performer, Mapping) else None
+        if isinstance(actor, Mapping) and isinstance(actor.get("display"), str):
+            return str(actor["display"])
+    return None

@@ -20,6 +20,7 @@ from carnet.domain.errors import AccessDenied, Conflict, InvalidRequest, Invalid
 from carnet.domain.policy import AccessRequest, Action, Target, decide
 from carnet.offload import offload
 from carnet.services import entry_edits
+from carnet.services.reimbursements import Dispensed, recent_dispensations, reimbursement_timeline
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
 from carnet.web.holder import Holder, consents_of, holder_of, kind_of, page, search, utc_now
@@ -122,6 +123,12 @@ def _first(resource: Mapping[str, Any], *fields: str) -> str:
         if isinstance(value, dict) and isinstance(value.get("start"), str):
             return str(value["start"])
     return ""
+
+
+def _dispensed(holder: Holder) -> list[Dispensed]:
+    """The medicines dispensed recently: the record's MedicationDispenses and the insurer's lines."""
+    timeline = reimbursement_timeline(holder.records, holder.patient_id)
+    return recent_dispensations(timeline, search(holder, "MedicationDispense", ("_count", "1000")))
 
 
 def _is_directive(consent: Mapping[str, Any]) -> bool:
@@ -265,6 +272,7 @@ def profile(request: Request) -> Response:
         {
             "allergies": allergies,
             "treatments": treatments,
+            "dispensed": _dispensed(holder),
             "vaccinations": vaccinations,
             "conditions": conditions,
             "measures": measures,

@@ -69,6 +69,7 @@ from carnet.offload import offload
 from carnet.services.access_check import check_access
 from carnet.services.choices import record_choice
 from carnet.services.records import Records
+from carnet.services.reimbursements import recent_dispensations, reimbursement_timeline
 from carnet.web.cda_render import EmbeddedBody, render_cda
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
@@ -489,6 +490,8 @@ async def record(patient_id: str, request: Request) -> Response:
     access = await _access(request, patient_id)
     resources = await _guarded(request, access, _resources, access)
     summary = summarise(resources)
+    timeline = await _guarded(request, access, reimbursement_timeline, access.records, patient_id)
+    dispenses = [r for r in resources if r.get("resourceType") == "MedicationDispense"]
     language = _language(request)
     # Charts for the measures with the longest series; every latest value is in the table too.
     charted = sorted((m for m in summary.measures if len(m.series) >= 2), key=lambda m: -len(m.series))[:4]
@@ -503,6 +506,7 @@ async def record(patient_id: str, request: Request) -> Response:
             "documents": [(d, _shown_class(d, language)) for d in summary.documents[:5]],
             "charts": charts,
             "measures": values,
+            "dispensed": recent_dispensations(timeline, dispenses),
         },
     )
 
