@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/research.py --patients 1000   # full size: bench/research.py (10,000 patients)
 	$(PY) bench/apps.py --quick
 	$(PY) bench/feeds.py --quick
+	$(PY) bench/reimbursements.py --quick
 
 ## The README's screenshots (docs/img/*.png), taken by the browser tests against a seeded server
 screenshots: $(STAMP) $(AXE)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 import functools
+from datetime import UTC, datetime
 
+import hl7
 from starlette.testclient import TestClient
 
+from carnet.api.app import Services
+from carnet.domain.feeds import FeedKind
 from carnet.feeds.cda import parse_cda
 from carnet.synthetic import generate_population
+from carnet.synthetic.hl7v2 import SendingSystem, hl7v2_message
 from minting import Mint
 from outcomes import assert_outcome
 
@@ -71,4 +76,46 @@ def test_a_well_formed_cnam_hr_is_stored(client: TestClient, auth: Mint) -> None
     created = client.post(FROM_CDA, content=raw, headers=headers)
     assert created.status_code == 201, created.text
     assert created.json()["category"][0]["coding"][0]["code"] == "60"
+    assert _documents(client, headers, patient_id) == 1
+
+
+def test_over_hl7v2_a_malformed_cnam_hr_is_an_application_error_and_a_good_one_is_stored(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """The insurer's HL7 v2 feed: a CNAM-HR missing a section is ACKed AE (dead-lettered, nothing stored); the whole one AA."""
+    raw = _history()
+    headers, patient_id = _open_record(client, auth, raw)
+    ins = parse_cda(raw).ins
+    assert ins is not None
+    assert ins.extension is not None
+    registered = services.feeds.add(
+        "cnam",
+        name="Assurance Maladie",
+        kind=FeedKind.CNAM,
+        classes=frozenset({"60"}),
+        sender=f"{SendingSystem().application}^{SendingSystem().facility}",
+    )
+
+    def send(cda: bytes, control_id: str) -> str:
+        message = hl7v2_message(
+            cda,
+            ins=(ins.root, str(ins.extension)),
+            type_code="REMB",
+            type_label="Données de remboursement",
+            control_id=control_id,
+            sent_at=datetime(2026, 12, 6, 9, 0, tzinfo=UTC),
+        )
+        answer = client.post(
+            "/feeds/cnam/hl7v2",
+            content=message,
+            headers={"Authorization": f"Bearer {registered.secret}", "Content-Type": "application/hl7-v2"},
+        )
+        return str(hl7.parse(answer.content.decode("utf-8").split("\rMSH")[0]).segment("MSA")[1])
+
+    start = raw.index(b'<code code="46264-8"')
+    broken = raw[:start] + raw[start:].replace(b'code="46264-8"', b'code="00000-0"', 1)
+    assert send(broken, "R1") == "AE"
+    assert _documents(client, headers, patient_id) == 0
+    assert [letter.control_id for letter in services.hl7v2.dead_letters()] == ["R1"]
+    assert send(raw, "R2") == "AA"
     assert _documents(client, headers, patient_id) == 1

@@ -24,6 +24,7 @@ from carnet.feeds.cnam_hr import (
     LineKind,
     ReimbursementLine,
     is_cnam_hr,
+    read_if_cnam_hr,
     read_reimbursements,
 )
 from carnet.services.reimbursements import Dispensed, Timeline, TimelineLine, recent_dispensations
@@ -291,3 +292,16 @@ def test_recent_dispensations_keep_the_three_months_before_the_latest_one_per_me
         ),
     ]
     assert recent_dispensations(Timeline(lines=(), documents=0), []) == []
+
+
+def test_only_a_structured_reimbursement_history_is_read() -> None:
+    """read_if_cnam_hr reads a CNAM-HR and returns None for a CDA of another volet or a level 1 REMB."""
+    assert read_if_cnam_hr(_document()) is not None
+    other = _document().replace(b'root="1.2.250.1.213.1.1.1.36"', b'root="1.2.250.1.213.1.1.1.55"')
+    assert read_if_cnam_hr(other.replace(b'code="REMB"', b'code="11502-2"')) is None
+    level_1 = other.replace(b"<structuredBody>", b"<nonXMLBody>").replace(
+        b"</structuredBody>", b"</nonXMLBody>"
+    )
+    assert read_if_cnam_hr(level_1) is None
+    with pytest.raises(InvalidResource):
+        read_if_cnam_hr(_document(leave_out="26436-6"))

@@ -60,7 +60,9 @@ __all__ = [
     "ReimbursementHistory",
     "ReimbursementLine",
     "is_cnam_hr",
+    "read_if_cnam_hr",
     "read_reimbursements",
+    "read_tree_if_cnam_hr",
 ]
 
 CNAM_HR_TEMPLATE = "1.2.250.1.213.1.1.1.36"
@@ -144,7 +146,34 @@ def read_reimbursements(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> R
             structured body, a required section missing, or an entry that cannot be read.
         PayloadTooLarge: over ``max_bytes``.
     """
-    root = parse_tree(data, max_bytes=max_bytes)
+    return _read(parse_tree(data, max_bytes=max_bytes))
+
+
+def read_if_cnam_hr(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ReimbursementHistory | None:
+    """Read a CDA into its lines if it is a structured reimbursement history, else return ``None``.
+
+    One parse (the same safety as :func:`read_reimbursements`) decides and reads, as
+    :func:`is_cnam_hr` would decide on the parsed header.
+
+    Raises:
+        InvalidResource: not a safe, well-formed CDA; or a CNAM-HR that cannot be read.
+        PayloadTooLarge: over ``max_bytes``.
+    """
+    return read_tree_if_cnam_hr(parse_tree(data, max_bytes=max_bytes))
+
+
+def read_tree_if_cnam_hr(root: etree._Element) -> ReimbursementHistory | None:
+    """:func:`read_if_cnam_hr` on a document already parsed by :func:`carnet.feeds.cda.parse_tree`."""
+    declared = any(t.get("root") == CNAM_HR_TEMPLATE for t in root.iterfind("h:templateId", _NS))
+    code = root.find("h:code", _NS)
+    remb = code is not None and code.get("code") == REMB_CODE
+    structured = root.find("h:component/h:structuredBody", _NS) is not None
+    if not declared and not (remb and structured):
+        return None
+    return _read(root)
+
+
+def _read(root: etree._Element) -> ReimbursementHistory:
     body = root.find("h:component/h:structuredBody", _NS)
     if body is None:
         raise InvalidResource(

@@ -22,8 +22,8 @@ from carnet.domain.errors import Conflict, InvalidResource
 from carnet.domain.principal import ActorKind
 from carnet.domain.resources import is_valid_id
 from carnet.domain.search import parse_search
-from carnet.feeds.cda import parse_cda
-from carnet.feeds.cnam_hr import REMB_CODE, is_cnam_hr, read_reimbursements
+from carnet.feeds.cda import parse_tree
+from carnet.feeds.cnam_hr import REMB_CODE, read_tree_if_cnam_hr
 from carnet.services._call import Call
 from carnet.services.gate import Gate
 from carnet.services.record_search import Search
@@ -48,13 +48,11 @@ def check_reimbursements(document: Mapping[str, Any], content: bytes, where: str
     if not is_reimbursement_history(document) or not content.lstrip().startswith(b"<"):
         return
     try:
-        header = parse_cda(content)
+        root = parse_tree(content)
     except InvalidResource:
         return  # not a CDA: the content is stored as it is, like any attachment
-    if not is_cnam_hr(header):
-        return
     try:
-        read_reimbursements(content)
+        read_tree_if_cnam_hr(root)
     except InvalidResource as exc:
         raise InvalidResource(f"{where}: {exc.message}", expression=(where,)) from None
 

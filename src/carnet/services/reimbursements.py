@@ -16,8 +16,7 @@ from typing import Any
 
 from carnet.domain.documents import CLASS_CODE_SYSTEM, attachments, binary_content, decode_base64
 from carnet.domain.errors import CarnetError
-from carnet.feeds.cda import parse_cda
-from carnet.feeds.cnam_hr import LineKind, ReimbursementLine, is_cnam_hr, read_reimbursements
+from carnet.feeds.cnam_hr import LineKind, ReimbursementLine, read_if_cnam_hr
 from carnet.services.document_checks import is_reimbursement_history
 from carnet.services.records import Records
 
@@ -78,10 +77,10 @@ def reimbursement_timeline(records: Records, patient_id: str) -> Timeline:
             continue
         for content in _contents(records, document):
             try:
-                if not is_cnam_hr(parse_cda(content)):
-                    continue
-                history = read_reimbursements(content)
+                history = read_if_cnam_hr(content)
             except CarnetError:
+                continue
+            if history is None:
                 continue
             documents += 1
             disclaimer = disclaimer or history.disclaimer
