@@ -7,9 +7,11 @@ import functools
 from datetime import UTC, datetime
 
 import hl7
+import httpx
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services
+from carnet.domain.documents import SIMPLIFIED_PUBLISH_PROFILE
 from carnet.domain.feeds import FeedKind
 from carnet.feeds.cda import parse_cda
 from carnet.synthetic import generate_population
@@ -118,4 +120,38 @@ def test_over_hl7v2_a_malformed_cnam_hr_is_an_application_error_and_a_good_one_i
     assert _documents(client, headers, patient_id) == 0
     assert [letter.control_id for letter in services.hl7v2.dead_letters()] == ["R1"]
     assert send(raw, "R2") == "AA"
+    assert _documents(client, headers, patient_id) == 1
+
+
+def test_over_iti_105_the_insurer_feed_gets_the_same_check(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """A CNAM feed's Simplified Publish (ITI-105) of a CNAM-HR with an undated medicine is 422 and stores nothing; the whole one is 201."""
+    raw = _history()
+    headers, patient_id = _open_record(client, auth, raw)
+    services.feeds.add("cnam-http", name="Assurance Maladie", kind=FeedKind.CNAM, classes=frozenset({"60"}))
+    feed = auth(kind="feed", feed="cnam-http")
+
+    def publish(content: bytes, unique: str) -> httpx.Response:
+        body = {
+            "resourceType": "DocumentReference",
+            "meta": {"profile": [SIMPLIFIED_PUBLISH_PROFILE]},
+            "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:1.2.250.1.999.{unique}"},
+            "status": "current",
+            "type": {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.12", "code": "REMB"}]},
+            "category": [{"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.1", "code": "60"}]}],
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "content": [
+                {"attachment": {"contentType": "text/xml", "data": base64.b64encode(content).decode()}}
+            ],
+        }
+        return client.post("/fhir/DocumentReference", json=body, headers=feed)
+
+    dispensed = raw.index(b'<performer typeCode="PRF"><time value=')
+    undated = raw[:dispensed] + raw[dispensed:].replace(b"<time value=", b'<time nullFlavor="UNK" v=', 1)
+    issue = assert_outcome(publish(undated, "1"), 422)
+    assert "10160-0" in issue["diagnostics"]
+    assert _documents(client, headers, patient_id) == 0
+    created = publish(raw, "2")
+    assert created.status_code == 201, created.text
     assert _documents(client, headers, patient_id) == 1
