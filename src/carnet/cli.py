@@ -441,6 +441,29 @@ def patient_shred(
     console.print(f"Patient/{patient_id}: key destroyed; the record can no longer be opened.")
 
 
+@patient_app.command("enrol")
+def patient_enrol(
+    ins: Annotated[str, typer.Option(help="The patient's INS (13 digits), checked on an identity document")],
+) -> None:
+    """Print a one-time enrolment code (valid 3 days) with which the patient creates a passkey."""
+    from carnet.api.app import build_services
+    from carnet.web.oidc_patient_login import INS_SYSTEMS
+
+    services = build_services(_settings())
+    value = ins.replace(" ", "")[:13]
+    found = next(
+        (p for p in (services.records.record_with(s, value) for s in INS_SYSTEMS) if p is not None), None
+    )
+    if not value.isdigit() or found is None:
+        console.print("[red]No record has this INS.[/red] Check the 13 digits on the Carte Vitale.")
+        raise typer.Exit(2)
+    try:
+        code = services.patient_accounts.issue_enrolment(found)
+    except CarnetError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"Patient/{found}: enrolment code {code} (one use, 3 days; give it to the patient only)")
+
+
 def _default_backup(settings: Settings, suffix: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return settings.data_dir.parent / "backups" / f"carnet-{stamp}.{suffix}"

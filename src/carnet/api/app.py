@@ -71,6 +71,7 @@ from carnet.services.feed_registry import FeedRegistry
 from carnet.services.identity_links import IdentityLinks
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
+from carnet.services.patient_accounts import PatientAccounts
 from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider
 from carnet.services.rate_limit import RateLimiter
@@ -114,6 +115,7 @@ class Services:
     feeds: FeedRegistry
     sign_ins: SignInJournal
     identity_links: IdentityLinks
+    patient_accounts: PatientAccounts
     feed_inbox: FeedInbox
     hl7v2: HL7v2Intake
     apps: AppService
@@ -188,6 +190,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         portal_sessions=PortalSessions(store=store, cipher=cipher, clock=utc_now),
         sign_ins=SignInJournal(store=store, vault=vault, journal=journal, clock=utc_now),
         identity_links=IdentityLinks(records),
+        patient_accounts=PatientAccounts(store=store, vault=vault, cipher=cipher, clock=utc_now),
         feeds=feeds,
         feed_inbox=inbox,
         hl7v2=HL7v2Intake(records=records, registry=feeds, inbox=inbox, clock=utc_now),

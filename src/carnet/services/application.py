@@ -19,6 +19,7 @@ from carnet.services.identity_links import IdentityLinks
 from carnet.services.journal import Journal
 from carnet.services.keys import KeyService
 from carnet.services.notifications import NotificationStore
+from carnet.services.patient_accounts import PatientAccounts
 from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider, Store
 from carnet.services.records import RecordService
@@ -79,6 +80,10 @@ class Application(Protocol):
     @property
     def identity_links(self) -> IdentityLinks:
         """The links between patients' provider accounts and their records."""
+
+    @property
+    def patient_accounts(self) -> PatientAccounts:
+        """Built-in patient accounts: enrolment codes, passkeys, recovery codes, TOTP."""
 
     @property
     def studies(self) -> StudyRegistry:

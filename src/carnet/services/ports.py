@@ -105,6 +105,18 @@ class StoredKey:
     status: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatientCredential:
+    """One sign-in credential of a built-in patient account (``carnet.services.patient_accounts``)."""
+
+    patient_id: str
+    credential_key: str
+    kind: str
+    secret: bytes
+    sign_count: int = 0
+    expires_at: datetime | None = None
+
+
 class StoreSession(Protocol):
     """One database transaction. Every method is keyed by patient id (the distribution column)."""
 
@@ -352,6 +364,30 @@ class StoreSession(Protocol):
 
     def forget_portal_sessions(self, now: datetime) -> int:
         """Delete the portal sessions expired at ``now``; return how many."""
+        ...
+
+    def add_patient_credential(self, credential: PatientCredential, now: datetime) -> None:
+        """Store one credential of a built-in patient account."""
+        ...
+
+    def find_patient_credential(self, kind: str, credential_key: str) -> PatientCredential | None:
+        """Return the credential of this kind and key, whatever its record, or None."""
+        ...
+
+    def patient_credentials(self, patient_id: str, kind: str) -> list[PatientCredential]:
+        """Return a record's credentials of one kind."""
+        ...
+
+    def take_patient_credential(self, patient_id: str, credential_key: str) -> bool:
+        """Delete a one-time credential; True only for the transaction that deleted it."""
+        ...
+
+    def forget_patient_credentials(self, patient_id: str, kind: str) -> None:
+        """Delete all of a record's credentials of one kind."""
+        ...
+
+    def count_patient_credential(self, patient_id: str, credential_key: str, sign_count: int) -> None:
+        """Record a passkey's new signature counter."""
         ...
 
 

@@ -83,6 +83,9 @@ PLACEMENTS: dict[str, Placement] = {
     "research_ledger": Placement("distributed", "study_id", "research_ledger"),
     # Portal sessions are found by the hash of their cookie id: their own group on that key.
     "portal_sessions": Placement("distributed", "sid_hash", "portal_sessions"),
+    # Built-in patient accounts' credentials live with the record (a passkey's sign-in finds
+    # its row by credential id across the shards: rare, one row).
+    "patient_credentials": BY_RECORD,
 }
 
 

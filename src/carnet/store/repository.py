@@ -13,6 +13,7 @@ from carnet.domain.errors import Conflict
 from carnet.services.ports import StoredVersion
 from carnet.store.apps import AppSessionMixin
 from carnet.store.connected import utc
+from carnet.store.credentials import CredentialSessionMixin
 from carnet.store.feeds import FeedMessageSessionMixin, FeedOfferSessionMixin, FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.keys import KeySessionMixin
@@ -77,6 +78,7 @@ class SQLStoreSession(
     ResearchSessionMixin,
     FeedMessageSessionMixin,
     FeedOfferSessionMixin,
+    CredentialSessionMixin,
 ):
     """One transaction on the SQL store."""
 

@@ -199,6 +199,26 @@ portal_sessions = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
+# -- built-in patient accounts (issue 12) -----------------------------------------------------
+
+#: A patient's sign-in credentials when no patient OpenID provider is configured
+#: (``carnet.services.patient_accounts``). ``kind`` is ``enrolment`` (a desk-issued one-time code,
+#: ``credential_key`` its SHA-256), ``passkey`` (``credential_key`` the WebAuthn credential id,
+#: ``secret`` its COSE public key), ``recovery`` (a one-time code's SHA-256) or ``totp``
+#: (``secret`` sealed with the record's key). One-time rows are deleted when used.
+patient_credentials = Table(
+    "patient_credentials",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("credential_key", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("secret", LargeBinary, nullable=False),
+    Column("sign_count", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Index("ix_patient_credentials_key", "credential_key"),
+)
+
 # -- feeds (issue 13) ------------------------------------------------------------------------
 
 #: The registered feeds (systems that write into records): not patient data (a Citus reference

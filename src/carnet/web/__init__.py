@@ -96,6 +96,7 @@ def mount_web(
         oidc_login,
         oidc_patient_login,
         patient,
+        patient_accounts,
         patient_apps,
         patient_documents,
         patient_feeds,
@@ -146,6 +147,7 @@ def mount_web(
     app.include_router(login.router, dependencies=signed)
     app.include_router(oidc_login.router, dependencies=signed)
     app.include_router(oidc_patient_login.router, dependencies=signed)
+    app.include_router(patient_accounts.router, dependencies=signed)
     app.include_router(pro_confirmation.router, dependencies=signed)
     app.include_router(representation.router, dependencies=signed)
     app.include_router(patient.router, dependencies=signed)

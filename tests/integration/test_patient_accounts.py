@@ -1,0 +1,303 @@
+"""Built-in patient accounts: a desk enrolment code, a passkey, recovery codes and TOTP (no OpenID provider).
+
+The passkeys are made by a software authenticator below (a real P-256 key, real CBOR and
+signatures, as a security key would), and checked by the ``webauthn`` library inside Carnet.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import cbor2
+import pyotp
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from carnet.api.app import Services, build_services, create_app
+from carnet.cli import app as cli_app
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.settings import Settings
+
+ORIGIN = "https://testserver"
+TEST_NIR = "urn:oid:1.2.250.1.213.1.4.10"
+NIR = "2840312345678"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class Authenticator:
+    """A software passkey: one P-256 key, its credential id and counter."""
+
+    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    credential_id: bytes = field(default_factory=lambda: os.urandom(16))
+    counter: int = 0
+
+    def _client_data(self, kind: str, challenge: str, origin: str) -> bytes:
+        return json.dumps(
+            {"type": kind, "challenge": challenge, "origin": origin, "crossOrigin": False}
+        ).encode()
+
+    def create(self, options: dict[str, object], origin: str = ORIGIN) -> str:
+        """The JSON of ``navigator.credentials.create`` for these options."""
+        numbers = self.key.public_key().public_numbers()
+        cose = {1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")}
+        rp = options["rp"]
+        assert isinstance(rp, dict)
+        auth_data = (
+            hashlib.sha256(str(rp["id"]).encode()).digest()
+            + bytes([0x45])
+            + struct.pack(">I", self.counter)
+            + bytes(16)
+            + struct.pack(">H", len(self.credential_id))
+            + self.credential_id
+            + cbor2.dumps(cose)
+        )
+        client = self._client_data("webauthn.create", str(options["challenge"]), origin)
+        attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
+        return json.dumps(
+            {
+                "id": _b64(self.credential_id),
+                "rawId": _b64(self.credential_id),
+                "type": "public-key",
+                "response": {"clientDataJSON": _b64(client), "attestationObject": _b64(attestation)},
+                "clientExtensionResults": {},
+            }
+        )
+
+    def get(self, options: dict[str, object], origin: str = ORIGIN) -> str:
+        """The JSON of ``navigator.credentials.get`` for these options (the counter goes up)."""
+        self.counter += 1
+        auth_data = (
+            hashlib.sha256(str(options["rpId"]).encode()).digest()
+            + bytes([0x05])
+            + struct.pack(">I", self.counter)
+        )
+        client = self._client_data("webauthn.get", str(options["challenge"]), origin)
+        signature = self.key.sign(auth_data + hashlib.sha256(client).digest(), ec.ECDSA(hashes.SHA256()))
+        return json.dumps(
+            {
+                "id": _b64(self.credential_id),
+                "rawId": _b64(self.credential_id),
+                "type": "public-key",
+                "response": {
+                    "clientDataJSON": _b64(client),
+                    "authenticatorData": _b64(auth_data),
+                    "signature": _b64(signature),
+                    "userHandle": None,
+                },
+                "clientExtensionResults": {},
+            }
+        )
+
+
+@pytest.fixture
+def carnet(settings: Settings) -> Iterator[tuple[TestClient, Services, str]]:
+    """Carnet at https://testserver without a patient OpenID provider; Élise Léger's record."""
+    here = replace(settings, base_url=f"{ORIGIN}/fhir")
+    services = build_services(here)
+    opener = Principal(kind=ActorKind.PATIENT, subject="t", identifier=Identifier(system=TEST_NIR, value=NIR))
+    created = services.records.records(opener).create(
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": TEST_NIR, "value": NIR}],
+            "name": [{"family": "Léger", "given": ["Élise"]}],
+            "birthDate": "1984-03-12",
+            "gender": "female",
+        }
+    )
+    with TestClient(create_app(here, services, background=False), base_url=ORIGIN) as client:
+        yield client, services, created.stored.resource_id
+    services.store.engine.dispose()
+
+
+def _csrf(text: str) -> str:
+    return text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def _denials(services: Services) -> list[tuple[str, ...]]:
+    return [e.reasons for e in services.sign_ins.recent() if e.decision == "deny"]
+
+
+def _enrol(client: TestClient, services: Services, patient_id: str, key: Authenticator) -> list[str]:
+    code = services.patient_accounts.issue_enrolment(patient_id)
+    token = _csrf(client.get("/login/patient/account").text)
+    asked = client.post("/login/patient/enrol", data={"csrf_token": token, "code": code})
+    assert asked.status_code == 200 and 'id="register-form"' in asked.text
+    options = client.post("/login/patient/passkey/new", data={"csrf_token": token}).json()
+    assert options["rp"]["id"] == "testserver"
+    done = client.post(
+        "/login/patient/passkey/register", data={"csrf_token": token, "credential": key.create(options)}
+    )
+    assert done.status_code == 200, done.text[:400]
+    again = client.post("/login/patient/enrol", data={"csrf_token": _csrf(done.text), "code": code})
+    assert again.status_code == 403  # the code was spent
+    return [c.split("</code>")[0] for c in done.text.split("<li><code>")[1:]]
+
+
+def _sign_out(client: TestClient) -> None:
+    home = client.get("/patient/")
+    client.post("/logout", data={"csrf_token": _csrf(home.text)})
+    assert client.get("/patient/", follow_redirects=False).status_code == 303
+
+
+def test_enrol_a_passkey_then_sign_in_with_it(carnet: tuple[TestClient, Services, str]) -> None:
+    """A desk code lets the patient create a passkey; the passkey then opens their record, and only theirs."""
+    client, services, patient_id = carnet
+    key = Authenticator()
+    codes = _enrol(client, services, patient_id, key)
+    assert len(codes) == 10
+    assert client.get("/patient/").status_code == 200
+    _sign_out(client)
+    token = _csrf(client.get("/login/patient/account").text)
+    options = client.post("/login/patient/passkey/options", data={"csrf_token": token}).json()
+    signed = client.post("/login/patient/passkey", data={"csrf_token": token, "credential": key.get(options)})
+    assert signed.status_code == 200 and 'id="signed-in-continue"' in signed.text
+    assert client.get("/patient/").status_code == 200
+    accepted = [e.reasons for e in services.sign_ins.recent() if e.decision == "permit"]
+    assert ("account:passkey",) in accepted and ("account:passkey-enrolled",) in accepted
+
+
+def test_a_replayed_or_foreign_assertion_is_refused(carnet: tuple[TestClient, Services, str]) -> None:
+    """A replayed challenge, another origin, an unknown passkey or garbage: 4xx and a journaled refusal."""
+    client, services, patient_id = carnet
+    key = Authenticator()
+    _enrol(client, services, patient_id, key)
+    _sign_out(client)
+    token = _csrf(client.get("/login/patient/account").text)
+    options = client.post("/login/patient/passkey/options", data={"csrf_token": token}).json()
+    assertion = key.get(options)
+    assert (
+        client.post("/login/patient/passkey", data={"csrf_token": token, "credential": assertion}).status_code
+        == 200
+    )
+    _sign_out(client)
+    token = _csrf(client.get("/login/patient/account").text)
+    replayed = client.post("/login/patient/passkey", data={"csrf_token": token, "credential": assertion})
+    assert replayed.status_code == 400 and 'id="account-error"' in replayed.text
+    options = client.post("/login/patient/passkey/options", data={"csrf_token": token}).json()
+    foreign = key.get(options, origin="https://evil.example")
+    assert (
+        client.post("/login/patient/passkey", data={"csrf_token": token, "credential": foreign}).status_code
+        == 401
+    )
+    for junk in (Authenticator().get(options), "{}", "not json", ""):
+        client.post("/login/patient/passkey/options", data={"csrf_token": token})
+        answer = client.post("/login/patient/passkey", data={"csrf_token": token, "credential": junk})
+        assert answer.status_code == 401, junk
+    assert client.get("/patient/", follow_redirects=False).status_code == 303
+    denials = _denials(services)
+    assert ("account:challenge",) in denials and denials.count(("account:passkey",)) >= 5
+
+
+def test_a_replayed_registration_or_foreign_origin_enrols_nothing(
+    carnet: tuple[TestClient, Services, str],
+) -> None:
+    """A new passkey made for another origin is refused and the enrolment code stays usable."""
+    client, services, patient_id = carnet
+    code = services.patient_accounts.issue_enrolment(patient_id)
+    token = _csrf(client.get("/login/patient/account").text)
+    assert (
+        client.post("/login/patient/enrol", data={"csrf_token": token, "code": "AAAA-BBBB"}).status_code
+        == 403
+    )
+    client.post("/login/patient/enrol", data={"csrf_token": token, "code": code})
+    options = client.post("/login/patient/passkey/new", data={"csrf_token": token}).json()
+    bad = Authenticator().create(options, origin="https://evil.example")
+    refused = client.post("/login/patient/passkey/register", data={"csrf_token": token, "credential": bad})
+    assert refused.status_code == 400
+    replay = client.post("/login/patient/passkey/register", data={"csrf_token": token, "credential": bad})
+    assert replay.status_code == 400  # the challenge was taken by the first attempt
+    assert services.patient_accounts.enrolment_record(code) == patient_id
+    assert ("account:enrolment-code",) in _denials(services)
+    assert ("account:challenge",) in _denials(services)
+
+
+def test_recovery_codes_work_once_each(carnet: tuple[TestClient, Services, str]) -> None:
+    """A recovery code with the INS signs in once; used again, wrong, or with another INS: 401, journaled."""
+    client, services, patient_id = carnet
+    codes = _enrol(client, services, patient_id, Authenticator())
+    _sign_out(client)
+    token = _csrf(client.get("/login/patient/account").text)
+    first = client.post(
+        "/login/patient/recovery", data={"csrf_token": token, "ins": NIR, "code": codes[0].lower()}
+    )
+    assert first.status_code == 200
+    _sign_out(client)
+    token = _csrf(client.get("/login/patient/account").text)
+    for ins, code in (
+        (NIR, codes[0]),
+        (NIR, "ZZZZ-ZZZZ-ZZZZ-ZZZZ"),
+        ("1840312345679", codes[1]),
+        ("12", codes[1]),
+    ):
+        refused = client.post("/login/patient/recovery", data={"csrf_token": token, "ins": ins, "code": code})
+        assert refused.status_code == 401, (ins, code)
+    assert client.get("/patient/", follow_redirects=False).status_code == 303
+    assert _denials(services).count(("account:recovery-code",)) == 4
+
+
+def test_totp_as_a_fallback(carnet: tuple[TestClient, Services, str]) -> None:
+    """A signed-in patient adds TOTP; the current code signs in once; a wrong or replayed code: 401."""
+    client, services, patient_id = carnet
+    _enrol(client, services, patient_id, Authenticator())
+    setup = client.get("/login/patient/totp/setup")
+    secret = setup.text.split('id="totp-secret">', 1)[1].split("<", 1)[0]
+    wrong = client.post("/login/patient/totp/setup", data={"csrf_token": _csrf(setup.text), "code": "000000"})
+    assert wrong.status_code == 422 or pyotp.TOTP(secret).now() == "000000"
+    kept = client.post(
+        "/login/patient/totp/setup",
+        data={"csrf_token": _csrf(setup.text), "code": pyotp.TOTP(secret).now()},
+        follow_redirects=False,
+    )
+    assert kept.status_code == 303
+    _sign_out(client)
+    token = _csrf(client.get("/login/patient/account").text)
+    bad = str((int(pyotp.TOTP(secret).now()) + 1) % 1000000).zfill(6)
+    assert (
+        client.post("/login/patient/totp", data={"csrf_token": token, "ins": NIR, "code": bad}).status_code
+        == 401
+    )
+    now = pyotp.TOTP(secret).now()
+    assert (
+        client.post("/login/patient/totp", data={"csrf_token": token, "ins": NIR, "code": now}).status_code
+        == 200
+    )
+    _sign_out(client)
+    token = _csrf(client.get("/login/patient/account").text)
+    replayed = client.post("/login/patient/totp", data={"csrf_token": token, "ins": NIR, "code": now})
+    assert replayed.status_code == 401
+    assert _denials(services).count(("account:totp",)) == 2
+
+
+def test_the_desk_issues_an_enrolment_code(
+    carnet: tuple[TestClient, Services, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`carnet patient enrol --ins` prints a code that opens the enrolment; an unknown INS exits 2."""
+    client, services, patient_id = carnet
+    for key, value in (
+        ("CARNET_DATA_DIR", str(settings.data_dir)),
+        ("CARNET_KEY_DIR", str(settings.key_dir)),
+        ("CARNET_DATABASE_URL", settings.database_url),
+    ):
+        monkeypatch.setenv(key, value)
+    printed = CliRunner().invoke(cli_app, ["patient", "enrol", "--ins", NIR])
+    assert printed.exit_code == 0, printed.output
+    code = printed.output.split("enrolment code ", 1)[1].split(" ", 1)[0]
+    assert services.patient_accounts.enrolment_record(code) == patient_id
+    assert CliRunner().invoke(cli_app, ["patient", "enrol", "--ins", "1840312345679"]).exit_code == 2
