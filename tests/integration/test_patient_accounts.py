@@ -10,9 +10,11 @@ import base64
 import hashlib
 import json
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import cbor2
 import pyotp
@@ -26,6 +28,8 @@ from carnet.api.app import Services, build_services, create_app
 from carnet.cli import app as cli_app
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
+from carnet.web import patient_accounts as account_routes
+from carnet.web.patient_accounts import REFUSALS
 
 ORIGIN = "https://testserver"
 TEST_NIR = "urn:oid:1.2.250.1.213.1.4.10"
@@ -138,7 +142,8 @@ def _enrol(client: TestClient, services: Services, patient_id: str, key: Authent
     code = services.patient_accounts.issue_enrolment(patient_id)
     token = _csrf(client.get("/login/patient/account").text)
     asked = client.post("/login/patient/enrol", data={"csrf_token": token, "code": code})
-    assert asked.status_code == 200 and 'id="register-form"' in asked.text
+    assert asked.status_code == 200
+    assert 'id="register-form"' in asked.text
     options = client.post("/login/patient/passkey/new", data={"csrf_token": token}).json()
     assert options["rp"]["id"] == "testserver"
     done = client.post(
@@ -167,10 +172,12 @@ def test_enrol_a_passkey_then_sign_in_with_it(carnet: tuple[TestClient, Services
     token = _csrf(client.get("/login/patient/account").text)
     options = client.post("/login/patient/passkey/options", data={"csrf_token": token}).json()
     signed = client.post("/login/patient/passkey", data={"csrf_token": token, "credential": key.get(options)})
-    assert signed.status_code == 200 and 'id="signed-in-continue"' in signed.text
+    assert signed.status_code == 200
+    assert 'id="signed-in-continue"' in signed.text
     assert client.get("/patient/").status_code == 200
     accepted = [e.reasons for e in services.sign_ins.recent() if e.decision == "permit"]
-    assert ("account:passkey",) in accepted and ("account:passkey-enrolled",) in accepted
+    assert ("account:passkey",) in accepted
+    assert ("account:passkey-enrolled",) in accepted
 
 
 def test_a_replayed_or_foreign_assertion_is_refused(carnet: tuple[TestClient, Services, str]) -> None:
@@ -189,7 +196,8 @@ def test_a_replayed_or_foreign_assertion_is_refused(carnet: tuple[TestClient, Se
     _sign_out(client)
     token = _csrf(client.get("/login/patient/account").text)
     replayed = client.post("/login/patient/passkey", data={"csrf_token": token, "credential": assertion})
-    assert replayed.status_code == 400 and 'id="account-error"' in replayed.text
+    assert replayed.status_code == 400
+    assert 'id="account-error"' in replayed.text
     options = client.post("/login/patient/passkey/options", data={"csrf_token": token}).json()
     foreign = key.get(options, origin="https://evil.example")
     assert (
@@ -202,7 +210,8 @@ def test_a_replayed_or_foreign_assertion_is_refused(carnet: tuple[TestClient, Se
         assert answer.status_code == 401, junk
     assert client.get("/patient/", follow_redirects=False).status_code == 303
     denials = _denials(services)
-    assert ("account:challenge",) in denials and denials.count(("account:passkey",)) >= 5
+    assert ("account:challenge",) in denials
+    assert denials.count(("account:passkey",)) >= 5
 
 
 def test_a_replayed_registration_or_foreign_origin_enrols_nothing(
@@ -289,7 +298,7 @@ def test_the_desk_issues_an_enrolment_code(
     carnet: tuple[TestClient, Services, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`carnet patient enrol --ins` prints a code that opens the enrolment; an unknown INS exits 2."""
-    client, services, patient_id = carnet
+    _client, services, patient_id = carnet
     for key, value in (
         ("CARNET_DATA_DIR", str(settings.data_dir)),
         ("CARNET_KEY_DIR", str(settings.key_dir)),
@@ -301,3 +310,20 @@ def test_the_desk_issues_an_enrolment_code(
     code = printed.output.split("enrolment code ", 1)[1].split(" ", 1)[0]
     assert services.patient_accounts.enrolment_record(code) == patient_id
     assert CliRunner().invoke(cli_app, ["patient", "enrol", "--ins", "1840312345679"]).exit_code == 2
+
+
+def test_every_message_of_the_account_pages_has_a_french_translation() -> None:
+    """Each _("…") of the account templates and each refusal the account routes show has a French entry."""
+    web = Path(account_routes.__file__).parent
+    french = json.loads((web / "locales" / "fr.json").read_text(encoding="utf-8"))
+    used = set(REFUSALS.values())
+    for name in (
+        "login_account.html",
+        "login_enrol.html",
+        "login_recovery_codes.html",
+        "login_totp_setup.html",
+    ):
+        text = (web / "templates" / name).read_text(encoding="utf-8")
+        used.update(m.group(2) for m in re.finditer(r"""_\(\s*(["'])((?:(?!\1).)+)\1""", text))
+    assert len(used) > 25
+    assert sorted(m for m in used if m not in french) == []

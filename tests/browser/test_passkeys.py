@@ -1,0 +1,109 @@
+"""A patient enrols a passkey and signs in with it in Chromium (a virtual authenticator over CDP).
+
+``carnet serve`` runs without any patient OpenID provider, at ``http://localhost``
+(a WebAuthn relying-party id must be a host name, and localhost is a secure context). The desk
+has issued an enrolment code; Chromium's virtual authenticator (``WebAuthn.enable``,
+``WebAuthn.addVirtualAuthenticator``) creates the passkey and answers the sign-in, through the
+page's own script (static/passkeys.js) and the real ``webauthn`` checks on the server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.sync_api import Browser
+
+from browser.browsing import check, open_context
+from carnet.api.app import build_services
+from carnet.demo import seed_population
+from carnet.settings import Settings
+from served import wait_until_up
+from smtp_sink import free_port
+
+
+@dataclass(frozen=True, slots=True)
+class Desk:
+    """The served Carnet and the enrolment code the desk gave the patient."""
+
+    url: str
+    code: str
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+    """One seeded record, its enrolment code, then ``carnet serve`` at localhost."""
+    root = tmp_path_factory.mktemp("passkeys")
+    data_dir, key_dir = root / "data", root / "keys"
+    port = free_port()
+    url = f"http://localhost:{port}"
+    services = build_services(Settings(data_dir=data_dir, key_dir=key_dir))
+    try:
+        patient = seed_population(services.records, patients=1, seed=11)[0]
+        code = services.patient_accounts.issue_enrolment(patient.patient_id)
+    finally:
+        services.store.engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
+    env.update(
+        CARNET_DATA_DIR=str(data_dir),
+        CARNET_KEY_DIR=str(key_dir),
+        CARNET_HOST="127.0.0.1",
+        CARNET_PORT=str(port),
+        CARNET_BASE_URL=f"{url}/fhir",
+    )
+    log = root / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "carnet", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until_up(process, f"http://127.0.0.1:{port}/fhir/metadata", log)
+        yield Desk(url=url, code=code)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_a_patient_enrols_a_passkey_then_signs_in_with_it(browser: Browser, desk: Desk) -> None:
+    """Enrolment code, passkey created by the virtual authenticator, recovery codes; signed out; passkey sign-in."""
+    context = open_context(browser, desk.url)
+    try:
+        page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        cdp.send(
+            "WebAuthn.addVirtualAuthenticator",
+            {
+                "options": {
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": True,
+                    "hasUserVerification": True,
+                    "isUserVerified": True,
+                    "automaticPresenceSimulation": True,
+                }
+            },
+        )
+        page.goto("/login")
+        page.click("#login-patient-account")
+        check(page)
+        page.fill("#enrol-code", desk.code)
+        page.click("#enrol-submit")
+        page.click("#register-submit")
+        page.wait_for_selector("#recovery-codes")
+        assert page.locator("#recovery-codes li").count() == 10
+        check(page)
+        page.click("#signed-in-continue")
+        page.wait_for_url(f"{desk.url}/patient/")
+        page.click("#logout")
+        page.wait_for_url(f"{desk.url}/login")
+        page.goto("/login/patient/account")
+        page.click("#passkey-submit")
+        page.wait_for_url(f"{desk.url}/patient/")
+        assert page.locator("#logout").is_visible()
+    finally:
+        context.close()
