@@ -35,6 +35,11 @@ def code_hash(kind: str, code: str) -> str:
     return hashlib.sha256(f"carnet-{kind}\0{folded}".encode()).hexdigest()
 
 
+def passkey_key(credential_id: str) -> str:
+    """The stored key of a passkey: a fixed-length hash of its id (ids may be long, and case matters)."""
+    return "passkey:" + hashlib.sha256(f"carnet-passkey\0{credential_id}".encode()).hexdigest()
+
+
 def _draw_code() -> str:
     raw = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(16))
     return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
@@ -89,14 +94,14 @@ class PatientAccounts:
         now = self._clock()
         codes = [_draw_code() for _ in range(RECOVERY_CODES)]
         with self._store.session(write=True) as session:
-            if not session.take_patient_credential(patient_id, code_hash(ENROLMENT, code)):
+            if not session.take_patient_credential(patient_id, ENROLMENT, code_hash(ENROLMENT, code)):
                 raise SignInRefused("This enrolment code was just used.", reason="enrolment-code")
-            if session.find_patient_credential(PASSKEY, credential_id) is not None:
+            if session.find_patient_credential(PASSKEY, passkey_key(credential_id)) is not None:
                 raise SignInRefused("This passkey is already registered.", reason="passkey")
             session.add_patient_credential(
                 PatientCredential(
                     patient_id=patient_id,
-                    credential_key=credential_id,
+                    credential_key=passkey_key(credential_id),
                     kind=PASSKEY,
                     secret=public_key,
                     sign_count=sign_count,
@@ -132,7 +137,11 @@ class PatientAccounts:
             SignInRefused: ``passkey`` — no such passkey.
         """
         with self._store.session() as session:
-            found = session.find_patient_credential(PASSKEY, credential_id) if credential_id else None
+            found = (
+                session.find_patient_credential(PASSKEY, passkey_key(credential_id))
+                if credential_id
+                else None
+            )
         if found is None:
             raise SignInRefused("This passkey is not registered here.", reason="passkey")
         return found
@@ -149,7 +158,7 @@ class PatientAccounts:
             SignInRefused: ``recovery-code`` — not one of the record's unused codes.
         """
         with self._store.session(write=True) as session:
-            if not session.take_patient_credential(patient_id, code_hash(RECOVERY, code)):
+            if not session.take_patient_credential(patient_id, RECOVERY, code_hash(RECOVERY, code)):
                 raise SignInRefused(
                     "This recovery code is wrong or was already used.", reason="recovery-code"
                 )

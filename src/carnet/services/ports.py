@@ -378,7 +378,7 @@ class StoreSession(Protocol):
         """Return a record's credentials of one kind."""
         ...
 
-    def take_patient_credential(self, patient_id: str, credential_key: str) -> bool:
+    def take_patient_credential(self, patient_id: str, kind: str, credential_key: str) -> bool:
         """Delete a one-time credential; True only for the transaction that deleted it."""
         ...
 

@@ -54,10 +54,14 @@ class CredentialSessionMixin(Connected):
         ).all()
         return [_credential(r) for r in rows]
 
-    def take_patient_credential(self, patient_id: str, credential_key: str) -> bool:
+    def take_patient_credential(self, patient_id: str, kind: str, credential_key: str) -> bool:
         """Delete a one-time credential; True only for the one transaction that deleted it."""
         done = self._c.execute(
-            delete(table).where(table.c.patient_id == patient_id, table.c.credential_key == credential_key)
+            delete(table).where(
+                table.c.patient_id == patient_id,
+                table.c.kind == kind,
+                table.c.credential_key == credential_key,
+            )
         )
         return bool(done.rowcount)
 

@@ -203,7 +203,7 @@ portal_sessions = Table(
 
 #: A patient's sign-in credentials when no patient OpenID provider is configured
 #: (``carnet.services.patient_accounts``). ``kind`` is ``enrolment`` (a desk-issued one-time code,
-#: ``credential_key`` its SHA-256), ``passkey`` (``credential_key`` the WebAuthn credential id,
+#: ``credential_key`` its SHA-256), ``passkey`` (``credential_key`` a hash of the WebAuthn credential id,
 #: ``secret`` its COSE public key), ``recovery`` (a one-time code's SHA-256) or ``totp``
 #: (``secret`` sealed with the record's key). One-time rows are deleted when used.
 patient_credentials = Table(
