@@ -450,17 +450,19 @@ def patient_enrol(
     from carnet.web.oidc_patient_login import INS_SYSTEMS
 
     services = build_services(_settings())
-    value = ins.replace(" ", "")[:13]
-    found = next(
-        (p for p in (services.records.record_with(s, value) for s in INS_SYSTEMS) if p is not None), None
-    )
-    if not value.isdigit() or found is None:
-        console.print("[red]No record has this INS.[/red] Check the 13 digits on the Carte Vitale.")
-        raise typer.Exit(2)
     try:
+        value = ins.replace(" ", "")[:13]
+        found = next(
+            (p for p in (services.records.record_with(s, value) for s in INS_SYSTEMS) if p is not None), None
+        )
+        if not value.isdigit() or found is None:
+            console.print("[red]No record has this INS.[/red] Check the 13 digits on the Carte Vitale.")
+            raise typer.Exit(2)
         code = services.patient_accounts.issue_enrolment(found)
     except CarnetError as exc:
         raise _fail(exc) from None
+    finally:
+        services.store.engine.dispose()
     typer.echo(f"Patient/{found}: enrolment code {code} (one use, 3 days; give it to the patient only)")
 
 
