@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(PY) bench/apps.py --quick
 	$(PY) bench/feeds.py --quick
 	$(PY) bench/reimbursements.py --quick
+	$(PY) bench/passkeys.py
 
 ## The README's screenshots (docs/img/*.png), taken by the browser tests against a seeded server
 screenshots: $(STAMP) $(AXE)
