@@ -76,7 +76,10 @@ _SPACE = re.compile(r"\s+")
 #: Files the local key provider and the development issuer keep in the key directory.
 KEY_FILES = re.compile(
     r"^(kek-\d{6}\.key|current|dev-issuer\.pem|journal-signer\.key|journal-verifier\.pub|web-session\.key"
-    r"|[0-9a-f]{3}\.shares|\.lock)$"  # the erasure shares (crypto/shares.py) and their writers' lock
+    r"|[0-9a-f]{3}\.shares|\.lock"  # the erasure shares (crypto/shares.py) and their writers' lock
+    # The server's own signing and decryption keys: break-glass confirmations (auth/confirmation.py),
+    # SMART ID tokens (web/smart.py), encrypted ID tokens from the OpenID provider (auth/oidc.py).
+    r"|confirmation\.key|smart-id-token\.jwk|oidc-encryption\.jwk)$"
 )
 
 
