@@ -21,7 +21,7 @@ from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services, create_app
-from carnet.auth.oidc import ENCRYPTION_KEY_FILE
+from carnet.auth.oidc import ENCRYPTION_KEY_FILE, JWKS_REFETCH_SECONDS
 from carnet.demo import SeededPatient, seed_population
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Principal
@@ -170,6 +170,9 @@ def test_a_key_rotation_is_followed(settings: Settings, tmp_path: Path) -> None:
             assert client.get("/fhir/metadata", headers=_bearer(before)).status_code == 200
             assert client.get("/fhir/Patient", headers=_bearer(before)).status_code not in (401, 503)
             own.restart()
+            # Carnet fetches the JWKS again at most once per JWKS_REFETCH_SECONDS (a flood of unknown
+            # kids must not become a flood of fetches): a fast restart lands inside that window.
+            time.sleep(JWKS_REFETCH_SECONDS)
             after = access_token(own, account=GP)
             assert client.get("/fhir/Patient", headers=_bearer(after)).status_code not in (401, 503)
             start = client.get("/login/oidc", follow_redirects=False).headers["location"]
