@@ -417,6 +417,8 @@ def keys_rotate(batch: Annotated[int, typer.Option(help="Keys re-wrapped per tra
             report = services.key_service.rotate(_operator(), batch=batch, progress=progress)
         except CarnetError as exc:
             raise _fail(exc) from None
+        finally:
+            services.store.engine.dispose()
     verb = "Resumed and finished" if report.resumed else "Finished"
     console.print(
         f"{verb}: {report.rewrapped} keys now under {report.kek_id}; retired {len(report.retired)} old KEK(s)."
@@ -438,6 +440,8 @@ def patient_shred(
         services.key_service.shred(_operator(), patient_id)
     except CarnetError as exc:
         raise _fail(exc) from None
+    finally:
+        services.store.engine.dispose()
     console.print(f"Patient/{patient_id}: key destroyed; the record can no longer be opened.")
 
 
@@ -659,6 +663,8 @@ def audit_checkpoint(shard: Annotated[int, typer.Option(help="Journal shard")] =
         typer.echo(services.journal.checkpoint(shard).decode(), nl=False)
     except CarnetError as exc:
         raise _fail(exc) from None
+    finally:
+        services.store.engine.dispose()
 
 
 _WITNESS_DIR = Annotated[Path, typer.Option("--dir", help="The witness's directory (key and state)")]

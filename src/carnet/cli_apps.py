@@ -61,12 +61,12 @@ def apps_add(
         console.print(f"[red]Error:[/red] --kind {kind!r}: choose public, confidential or backend.")
         raise typer.Exit(1)
     settings = _settings()
-    services = build_services(settings)
     try:
         keys = json.loads(jwks.read_text()) if jwks is not None else None
     except (OSError, ValueError):
         console.print(f"[red]Error:[/red] {jwks} is not a readable JSON JWK Set.")
         raise typer.Exit(1) from None
+    services = build_services(settings)
     try:
         client, secret = services.apps.register(
             name=name,
@@ -80,6 +80,8 @@ def apps_add(
         )
     except CarnetError as exc:
         raise _fail(exc) from None
+    finally:
+        services.store.engine.dispose()  # the command may run in-process (tests): close its connections
     typer.echo(f"client_id: {client.client_id}")
     if secret is not None:
         typer.echo(f"client_secret: {secret}")
@@ -90,7 +92,12 @@ def apps_list() -> None:
     """List the registered apps: client id, kind, name, redirect URIs and scopes."""
     from carnet.api.app import build_services
 
-    for client in build_services(_settings()).apps.clients():
+    services = build_services(_settings())
+    try:
+        clients = services.apps.clients()
+    finally:
+        services.store.engine.dispose()
+    for client in clients:
         typer.echo(
             f"{client.client_id}\t{client.kind.value}\t{client.name}\t"
             f"{' '.join(client.redirect_uris) or '-'}\t{' '.join(client.scopes)}"
@@ -102,8 +109,11 @@ def apps_remove(client_id: Annotated[str, typer.Argument(help="The app's client 
     """Remove an app from the registry; every token it holds stops working at once."""
     from carnet.api.app import build_services
 
+    services = build_services(_settings())
     try:
-        build_services(_settings()).apps.remove(client_id)
+        services.apps.remove(client_id)
     except CarnetError as exc:
         raise _fail(exc) from None
+    finally:
+        services.store.engine.dispose()
     console.print(f"{client_id}: removed; its tokens are revoked.")
