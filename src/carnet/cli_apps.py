@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from carnet.cli_services import command_services
 from carnet.domain.errors import CarnetError
 from carnet.services.apps import AppKind
 from carnet.settings import Settings, load
@@ -90,13 +91,8 @@ def apps_add(
 @apps_app.command("list")
 def apps_list() -> None:
     """List the registered apps: client id, kind, name, redirect URIs and scopes."""
-    from carnet.api.app import build_services
-
-    services = build_services(_settings())
-    try:
+    with command_services() as services:
         clients = services.apps.clients()
-    finally:
-        services.store.engine.dispose()
     for client in clients:
         typer.echo(
             f"{client.client_id}\t{client.kind.value}\t{client.name}\t"
@@ -107,13 +103,9 @@ def apps_list() -> None:
 @apps_app.command("remove")
 def apps_remove(client_id: Annotated[str, typer.Argument(help="The app's client id")]) -> None:
     """Remove an app from the registry; every token it holds stops working at once."""
-    from carnet.api.app import build_services
-
-    services = build_services(_settings())
-    try:
-        services.apps.remove(client_id)
-    except CarnetError as exc:
-        raise _fail(exc) from None
-    finally:
-        services.store.engine.dispose()
+    with command_services() as services:
+        try:
+            services.apps.remove(client_id)
+        except CarnetError as exc:
+            raise _fail(exc) from None
     console.print(f"{client_id}: removed; its tokens are revoked.")

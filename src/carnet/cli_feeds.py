@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -13,11 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from carnet.cli_services import command_services
 from carnet.domain.errors import CarnetError, Conflict
 from carnet.domain.feeds import FeedKind, FeedStatus, parse_classes
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
-from carnet.settings import load
 
 feeds_app = typer.Typer(
     help="Feeds: the systems that write into records (hospitals, labs, insurer, pharmacies).",
@@ -30,17 +29,8 @@ out = Console()
 @contextmanager
 def _registry() -> Iterator[FeedRegistry]:
     """The feed registry of the configured database, its connections closed on the way out."""
-    from carnet.api.app import build_services
-
-    try:
-        services = build_services(load(os.environ))
-    except CarnetError as exc:
-        console.print(f"[red]Configuration error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    try:
+    with command_services() as services:
         yield services.feeds
-    finally:
-        services.store.engine.dispose()
 
 
 def _fail(exc: CarnetError) -> typer.Exit:
@@ -124,44 +114,29 @@ def feeds_mllp(
     """Listen for a feed's HL7 v2 messages over MLLP; answer each with its ACK (and ZAM) until Ctrl-C."""
     import asyncio
 
-    from carnet.api.app import build_services, start_mllp
+    from carnet.api.app import start_mllp
 
-    try:
-        services = build_services(load(os.environ))
-    except CarnetError as exc:
-        console.print(f"[red]Configuration error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
+    with command_services() as services:
 
-    async def run() -> None:
-        server = await start_mllp(services, feed_id=feed_id, host=host, port=port)
-        console.print(f"MLLP listener for feed {feed_id} on {host}:{port}")
-        async with server:
-            await server.serve_forever()
+        async def run() -> None:
+            server = await start_mllp(services, feed_id=feed_id, host=host, port=port)
+            console.print(f"MLLP listener for feed {feed_id} on {host}:{port}")
+            async with server:
+                await server.serve_forever()
 
-    try:
-        asyncio.run(run())
-    except CarnetError as exc:
-        raise _fail(exc) from None
-    except KeyboardInterrupt:
-        pass
-    finally:
-        services.store.engine.dispose()
+        try:
+            asyncio.run(run())
+        except CarnetError as exc:
+            raise _fail(exc) from None
+        except KeyboardInterrupt:
+            pass
 
 
 @contextmanager
 def _intake() -> Iterator[HL7v2Intake]:
     """The HL7 v2 intake of the configured database, its connections closed on the way out."""
-    from carnet.api.app import build_services
-
-    try:
-        services = build_services(load(os.environ))
-    except CarnetError as exc:
-        console.print(f"[red]Configuration error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    try:
+    with command_services() as services:
         yield services.hl7v2
-    finally:
-        services.store.engine.dispose()
 
 
 @feeds_app.command("dead-letters")

@@ -8,7 +8,6 @@ each as it does over the API.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +19,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from carnet.cli_services import command_services
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.research_ports import ExportStatus
 from carnet.services.research_queries import parse_question
-from carnet.settings import load
 
 if TYPE_CHECKING:
     from carnet.api.app import Services
@@ -39,20 +38,12 @@ out = Console()
 
 @contextmanager
 def _services() -> Iterator[Services]:
-    from carnet.api.app import build_services
-
-    try:
-        services = build_services(load(os.environ))
-    except CarnetError as exc:
-        console.print(f"[red]Configuration error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    try:
-        yield services
-    except CarnetError as exc:
-        console.print(f"[red]Error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-    finally:
-        services.store.engine.dispose()
+    with command_services() as services:
+        try:
+            yield services
+        except CarnetError as exc:
+            console.print(f"[red]Error:[/red] {exc.message}")
+            raise typer.Exit(1) from None
 
 
 def _as(kind: ActorKind, name: str) -> Principal:
