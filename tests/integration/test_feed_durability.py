@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -240,9 +241,13 @@ def kill_rounds(server: ForkedServer, rounds: int, seed: int) -> int:
             )
             assert len(stored) == len(set(stored)), "a document was stored twice"
         # Resending every acknowledged message changes nothing.
-        replies = asyncio.run(
-            mllp.send("127.0.0.1", port, [_message(_document(int(c[1:]))[1], c) for c in sorted(acked)[:20]])
-        )
+        resent = [_message(_document(int(c[1:]))[1], c) for c in sorted(acked)[:20]]
+        # In a thread of its own, as the sender's: a browser test's Playwright loop, still running
+        # in this worker's main thread, would make asyncio.run refuse here.
+        with ThreadPoolExecutor(1) as pool:
+            replies = pool.submit(lambda: asyncio.run(mllp.send("127.0.0.1", port, resent))).result(
+                timeout=120
+            )
         assert {_msa(r) for r in replies} == {"AA"}
         stored = _stored_roots(http, server.url, headers, record)
         assert len(stored) == len(set(stored))
