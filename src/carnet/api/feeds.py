@@ -29,11 +29,7 @@ router = APIRouter()
 async def hl7v2(feed_id: str, request: Request) -> Response:
     """Take one HL7 v2 message (ORU^R01, MDM^T02/T10/T04) of a registered feed; answer its ACK."""
     services = request.app.state.services
-    check_feed_id(feed_id)
-    authorization = request.headers.get("authorization", "")
-    if not authorization.lower().startswith("bearer "):
-        raise Unauthenticated("Send the feed's secret as a bearer token: Authorization: Bearer <secret>.")
-    await offload(services.feeds.authenticate, feed_id, authorization[7:].strip())
+    await _authenticated(request, feed_id)
     if content_type_of(request) not in HL7_MEDIA_TYPES:
         raise InvalidRequest(
             "Send the HL7 v2 message as application/hl7-v2, x-application/hl7-v2+er7 or text/plain."
@@ -48,10 +44,20 @@ async def hl7v2(feed_id: str, request: Request) -> Response:
 async def answer(feed_id: str, control_id: str, request: Request) -> Response:
     """The current answer to one message (by MSH-10): its ACK, or an AE once the patient declined it."""
     services = request.app.state.services
+    await _authenticated(request, feed_id)
+    ack = await offload(services.hl7v2.answer, feed_id, control_id)
+    return Response(ack, status_code=200, media_type="application/hl7-v2")
+
+
+async def _authenticated(request: Request, feed_id: str) -> None:
+    """Check that the request carries this registered, active feed's secret as its bearer token.
+
+    Raises:
+        InvalidRequest: not a feed id. Unauthenticated: no bearer, or not the feed's secret.
+        AccessDenied: the feed is paused.
+    """
     check_feed_id(feed_id)
     authorization = request.headers.get("authorization", "")
     if not authorization.lower().startswith("bearer "):
         raise Unauthenticated("Send the feed's secret as a bearer token: Authorization: Bearer <secret>.")
-    await offload(services.feeds.authenticate, feed_id, authorization[7:].strip())
-    ack = await offload(services.hl7v2.answer, feed_id, control_id)
-    return Response(ack, status_code=200, media_type="application/hl7-v2")
+    await offload(request.app.state.services.feeds.authenticate, feed_id, authorization[7:].strip())

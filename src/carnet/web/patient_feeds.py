@@ -19,23 +19,9 @@ from carnet.services.feed_inbox import FeedChoice
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.holder import holder_of, page
 from carnet.web.pages import flash, portal
+from carnet.web.patient_documents import CLASSES
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
-
-#: The DMP classCodes (TRE_A03) in words, as the page names what a feed may send.
-CLASS_LABELS = {
-    "10": "Reports",
-    "11": "Summaries",
-    "31": "Imaging",
-    "42": "Prescriptions",
-    "43": "Dispensations",
-    "44": "Care plans",
-    "45": "Treatments given",
-    "52": "Certificates",
-    "60": "Reimbursements",
-    "90": "Documents of the patient",
-    "95": "Management",
-}
 
 
 @router.get("/feeds")
@@ -52,7 +38,7 @@ async def feeds(request: Request) -> Response:
         {
             "settings": settings,
             "offers": offers,
-            "class_labels": CLASS_LABELS,
+            "class_labels": CLASSES,
             "error": request.session.pop("feeds_error", None),
         },
     )
@@ -82,26 +68,36 @@ async def choose(request: Request) -> Response:
 @router.post("/feeds/offers/{offer_id}/accept")
 async def accept(offer_id: str, request: Request) -> Response:
     """Accept a waiting document: it is stored in my record as if just received."""
-    await checked_form(request)
-    holder = holder_of(request)
-    try:
-        await offload(portal(request).services.feed_inbox.accept, holder.principal, offer_id)
-    except CarnetError:
-        request.session["feeds_error"] = "This document could not be added; it stays waiting."
-        return RedirectResponse("/patient/feeds", status_code=303)
-    flash(request, "The document was added to your record.")
-    return RedirectResponse("/patient/feeds", status_code=303)
+    return await _decide(
+        request,
+        offer_id,
+        accept=True,
+        done="The document was added to your record.",
+        failed="This document could not be added; it stays waiting.",
+    )
 
 
 @router.post("/feeds/offers/{offer_id}/decline")
 async def decline(offer_id: str, request: Request) -> Response:
     """Refuse a waiting document: nothing of it stays."""
+    return await _decide(
+        request,
+        offer_id,
+        accept=False,
+        done="The document was refused: nothing of it was kept.",
+        failed="This document is no longer waiting for your decision.",
+    )
+
+
+async def _decide(request: Request, offer_id: str, *, accept: bool, done: str, failed: str) -> Response:
+    """Accept or refuse one waiting document, then back to My feeds with what happened."""
     await checked_form(request)
     holder = holder_of(request)
+    inbox = portal(request).services.feed_inbox
     try:
-        await offload(portal(request).services.feed_inbox.decline, holder.principal, offer_id)
+        await offload(inbox.accept if accept else inbox.decline, holder.principal, offer_id)
     except CarnetError:
-        request.session["feeds_error"] = "This document is no longer waiting for your decision."
+        request.session["feeds_error"] = failed
         return RedirectResponse("/patient/feeds", status_code=303)
-    flash(request, "The document was refused: nothing of it was kept.")
+    flash(request, done)
     return RedirectResponse("/patient/feeds", status_code=303)
