@@ -12,9 +12,11 @@ checkpoint key.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -24,6 +26,7 @@ from carnet.audit.verify import HeadStatus, head_status, verify_event_proof
 from carnet.domain.errors import CarnetError
 from carnet.web.access_visits import (
     KINDS,
+    VISIT_GAP,
     Access,
     Teller,
     Told,
@@ -42,25 +45,103 @@ router = APIRouter(prefix="/patient", include_in_schema=False)
 
 # -- who accessed my record -------------------------------------------------------------------
 
-#: How many of the newest journal entries the history groups into visits (the export has them all).
+#: How many of the newest journal entries the home page's "since your last visit" reads.
 HISTORY_ENTRIES = 1000
 #: The periods the history can be narrowed to, in days.
 PERIODS = (7, 30, 365)
+#: Visits shown per page of the history (at least: a page never cuts a visit in two).
+VISITS_PER_PAGE = 30
+#: Journal entries read per step while walking back through the journal.
+JOURNAL_BATCH = 500
 _EXPORT_PAGE = 1000
 
 
+def _instant(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def journal(
-    holder: Holder, *, since: str | None = None, count: int = HISTORY_ENTRIES
+    holder: Holder,
+    *,
+    since: str | None = None,
+    until: datetime | None = None,
+    before: datetime | None = None,
+    count: int = HISTORY_ENTRIES,
 ) -> tuple[list[Access], bool]:
-    """Return the newest journal entries of the record (and whether the journal answered)."""
+    """Return the newest journal entries of the record (and whether the journal answered).
+
+    ``since`` (an instant) and ``until`` bound the entries inclusively, ``before`` strictly.
+    """
     params = [("patient", f"Patient/{holder.patient_id}"), ("_sort", "-date"), ("_count", str(count))]
     if since:
         params.append(("date", f"ge{since}"))
+    if until is not None:
+        params.append(("date", f"le{_instant(until)}"))
+    if before is not None:
+        params.append(("date", f"lt{_instant(before)}"))
     try:
         events = holder.records.search("AuditEvent", params).resources
     except CarnetError:
         return [], False
     return [read_access(e, holder.principal.subject) for e in events], True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPage:
+    """One page of the history: whole visits, newest first, and where the next page starts."""
+
+    visits: list[Visit]
+    """Every visit of the page, whatever the filters (newest end first)."""
+    shown: list[Visit]
+    """The page's visits that pass the filters."""
+    older: datetime | None
+    """The ``before`` of the next page (None: the page reaches the journal's first entry)."""
+
+
+def page_of_visits(
+    fetch: Callable[[datetime | None], list[Access]],
+    keeps: Callable[[Visit], bool],
+    *,
+    want: int = VISITS_PER_PAGE,
+    batch: int = JOURNAL_BATCH,
+    gap: timedelta = VISIT_GAP,
+) -> HistoryPage:
+    """Walk the journal back from its newest entry in batches until a page of whole visits is read.
+
+    ``fetch(until)`` returns up to ``batch`` entries recorded at or before ``until`` (None: the
+    newest), newest first. The page holds the newest visits until ``want`` of them pass
+    ``keeps``, then every visit that ends after the oldest start among them, so that the page's
+    boundary (that oldest start, the keyset of the next page) cuts no visit in two. A visit is
+    taken only once the journal was read more than ``gap`` before its start (or to its first
+    entry): an older entry of the same person could still belong to it.
+    """
+    entries: dict[str, Access] = {}
+    until: datetime | None = None
+    exhausted = False
+    while True:
+        found = fetch(until)
+        fresh = [a for a in found if a.id not in entries]
+        entries.update((a.id, a) for a in fresh)
+        exhausted = len(found) < batch or not fresh
+        if found:
+            until = min(a.recorded for a in found)
+        oldest = min((a.recorded for a in entries.values()), default=None)
+        visits: list[Visit] = []
+        shown: list[Visit] = []
+        boundary: datetime | None = None
+        complete = True
+        for visit in group_visits(entries.values(), gap):
+            if boundary is not None and visit.end < boundary and len(shown) >= want:
+                return HistoryPage(visits=visits, shown=shown, older=boundary)
+            if not exhausted and oldest is not None and visit.start - oldest <= gap:
+                complete = False
+                break
+            visits.append(visit)
+            if keeps(visit):
+                shown.append(visit)
+            boundary = visit.start if boundary is None else min(boundary, visit.start)
+        if exhausted and complete:
+            return HistoryPage(visits=visits, shown=shown, older=None)
 
 
 def teller(request: Request, holder: Holder) -> Teller:
@@ -123,20 +204,39 @@ class Filters:
         return visit.kind != "mine"
 
 
+def _before(request: Request) -> datetime | None:
+    """The keyset of the page asked for (``before``, an instant; anything else: the newest page)."""
+    value = request.query_params.get("before", "")[:40]
+    try:
+        instant = datetime.fromisoformat(value.replace(" ", "+")) if value else None
+    except ValueError:
+        return None
+    return instant if instant is None or instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
 @router.get("/access")
 def access(request: Request) -> Response:
-    """Who accessed my record: one line per visit, emergencies and refusals first, filters."""
+    """Who accessed my record: one line per visit, emergencies and refusals first, filters, pages."""
     holder = holder_of(request)
     filters = Filters.of(request)
     since = None
     if filters.period is not None:
         since = (utc_now() - timedelta(days=filters.period)).isoformat().replace("+00:00", "Z")
-    entries, available = journal(holder, since=since)
-    visits = group_visits(entries)
-    people = {v.first.actor: v for v in visits if v.kind != "mine"}
-    shown = [v for v in visits if filters.keeps(v)]
-    notable, others = order_visits(shown)
+    before = _before(request)
+    answered = [True]
+
+    def fetch(until: datetime | None) -> list[Access]:
+        found, available = journal(holder, since=since, until=until, before=before, count=JOURNAL_BATCH)
+        answered[0] = answered[0] and available
+        return found
+
+    history = page_of_visits(fetch, filters.keeps)
+    notable, others = order_visits(history.shown)
     tell = teller(request, holder)
+    people = {v.first.actor: v for v in history.visits if v.kind != "mine"}
+    query = {
+        k: v for k, v in (("who", filters.who), ("period", filters.period or ""), ("kind", filters.kind)) if v
+    }
     return page(
         request,
         "patient/access.html",
@@ -150,9 +250,10 @@ def access(request: Request) -> Response:
             "filters": filters,
             "periods": PERIODS,
             "filtered": bool(filters.who or filters.period or filters.kind),
-            "available": available,
-            "truncated": len(entries) >= HISTORY_ENTRIES,
-            "mine": sum(1 for v in visits if v.kind == "mine"),
+            "available": answered[0],
+            "older": urlencode({**query, "before": _instant(history.older)}) if history.older else None,
+            "newest": urlencode(query) if before is not None else None,
+            "mine": sum(1 for v in history.visits if v.kind == "mine"),
             "witnessing": _witnessing(request, holder),
         },
     )
