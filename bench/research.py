@@ -10,7 +10,12 @@ Usage::
 
     .venv/bin/python bench/research.py                      # 10,000 patients on SQLite
     .venv/bin/python bench/research.py --patients 1000
+    .venv/bin/python bench/research.py --cache ~/.cache/carnet-bench   # load once, export many times
     CARNET_TEST_PG_URL=postgresql://… .venv/bin/python bench/research.py --backend postgres
+
+With ``--cache DIR`` (SQLite), the loaded population is kept in ``DIR/sqlite-<N>`` (its database
+and key directory) and every run exports from a fresh copy of it: loading 10,000 patients takes
+a while on a small machine, the export is what is measured.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,6 +100,37 @@ def export(settings: Settings) -> dict[str, float]:
     }
 
 
+def run_child(settings: Settings, patients: int, step: str) -> str:
+    """Run one step (load, export) in a fresh child process; return what it printed."""
+    shared = json.dumps(
+        {
+            "data_dir": str(settings.data_dir),
+            "key_dir": str(settings.key_dir),
+            "database_url": settings.database_url,
+        }
+    )
+    me = [sys.executable, __file__, "--patients", str(patients), "--settings", shared, "--step", step]
+    return subprocess.run(me, check=True, capture_output=step == "export", text=True).stdout
+
+
+def cached_run(root: Path, patients: int) -> dict[str, float]:
+    """Load the population into ``root`` once (kept), then export from a fresh copy of it."""
+    if not (root / "loaded").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        settings = Settings(data_dir=root / "data", key_dir=root / "keys")
+        started = time.perf_counter()
+        run_child(settings, patients, "load")
+        (root / "loaded").write_text(f"{patients} patients loaded in {time.perf_counter() - started:.0f} s\n")
+    log(f"population: {(root / 'loaded').read_text().strip()} ({root})")
+    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
+        copy = Path(tmp)
+        shutil.copytree(root / "data", copy / "data")
+        shutil.copytree(root / "keys", copy / "keys")
+        return dict(
+            json.loads(run_child(Settings(data_dir=copy / "data", key_dir=copy / "keys"), patients, "export"))
+        )
+
+
 def main() -> None:
     """Parse the arguments; load in a child process, export in another, print the row."""
     parser = argparse.ArgumentParser(
@@ -100,6 +138,7 @@ def main() -> None:
     )
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--cache", type=Path, help="keep the loaded population here (SQLite)")
     parser.add_argument("--step", choices=("load", "export"), help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,20 +152,16 @@ def main() -> None:
         else:
             print(json.dumps(export(settings)))
         return
-    with backend(args.backend) as settings:
-        shared = json.dumps(
-            {
-                "data_dir": str(settings.data_dir),
-                "key_dir": str(settings.key_dir),
-                "database_url": settings.database_url,
-            }
-        )
-        me = [sys.executable, __file__, "--patients", str(args.patients), "--settings", shared]
-        started = time.perf_counter()
-        subprocess.run([*me, "--step", "load"], check=True)
-        log(f"loaded {args.patients} patients in {time.perf_counter() - started:.0f} s")
-        out = subprocess.run([*me, "--step", "export"], check=True, capture_output=True, text=True)
-        m = json.loads(out.stdout)
+    started = time.perf_counter()
+    if args.cache is not None:
+        if args.backend != "sqlite":
+            raise SystemExit("--cache keeps a SQLite population only.")
+        m = cached_run(args.cache.expanduser() / f"sqlite-{args.patients}", args.patients)
+    else:
+        with backend(args.backend) as settings:
+            run_child(settings, args.patients, "load")
+            log(f"loaded {args.patients} patients in {time.perf_counter() - started:.0f} s")
+            m = json.loads(run_child(settings, args.patients, "export"))
     print(
         "| backend | patients | exported patients (suppressed) | resources exported | s | resources/s | peak RSS |"
     )

@@ -52,7 +52,8 @@ def apps_add(
     ] = None,
     jwks: Annotated[Path | None, typer.Option(help="Backend service: its public JWK Set (JSON file)")] = None,
     acts_as: Annotated[
-        str | None, typer.Option(help="Backend service: 'researcher' or 'feed:<feed id>' (a registered feed)")
+        str | None,
+        typer.Option(help="Backend service: 'study:<study id>' (a research pipeline) or 'feed:<feed id>'"),
     ] = None,
 ) -> None:
     """Register an app; print its client id (and, for a confidential app, its secret, once)."""

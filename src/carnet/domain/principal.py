@@ -59,7 +59,9 @@ class Principal:
     ``structure`` (its identifier and name, chosen at sign-in when they have several).
     in ``feed_categories``. An app the patient connected (SMART on FHIR) acts for the patient of
     ``patient_id`` as ``app_id`` (its client id), within ``app_scopes`` (the scopes of its token);
-    its access is the patient's own, narrowed by the patient's grant and those scopes.
+    its access is the patient's own, narrowed by the patient's grant and those scopes. A research
+    pipeline (a SMART backend service registered for one study) is a researcher with ``study_id``:
+    it exports for that study only, and only the types its token's ``system/`` ``app_scopes`` read.
     """
 
     kind: ActorKind
@@ -80,6 +82,7 @@ class Principal:
     structure_name: str | None = None
     app_id: str | None = None
     app_scopes: frozenset[str] = frozenset()
+    study_id: str | None = None
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:

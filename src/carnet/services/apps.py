@@ -206,9 +206,12 @@ class AppService:
                 raise InvalidRequest("A backend service authenticates with a signed JWT: give its JWK Set.")
             if any(s.context != "system" for s in parsed) or any(s in CONTEXT_SCOPES for s in wanted):
                 raise InvalidRequest("A backend service asks for system/ scopes only.")
-            if acts_as is None or not re.fullmatch(r"researcher|feed:[A-Za-z0-9._-]{1,64}", acts_as):
+            if acts_as is None or not re.fullmatch(
+                r"study:[A-Za-z0-9.-]{1,48}|feed:[A-Za-z0-9._-]{1,64}", acts_as
+            ):
                 raise InvalidRequest(
-                    "A backend service acts as 'researcher' or as a registered feed, 'feed:<feed id>'."
+                    "A backend service acts for one study, 'study:<study id>' (a research pipeline), "
+                    "or as a registered feed, 'feed:<feed id>'."
                 )
             if redirect_uris:
                 raise InvalidRequest("A backend service has no redirect URI.")
@@ -419,7 +422,8 @@ class AppService:
         A patient's app acts as its patient, narrowed to its scopes (the policy's
         ``app-within-grant`` then checks the patient's grant on every call); a backend service
         acts as the feed (by its id in the feed registry, which gives its classes and may pause
-        it) or the researcher it was registered as.
+        it), or as a researcher bound to the one study it was registered for (``study:<id>``),
+        within its token's ``system/`` scopes (``carnet.services.research_export`` checks both).
 
         Raises:
             Unauthenticated: unknown, expired or revoked token, or an app no longer registered.
@@ -439,7 +443,15 @@ class AppService:
             role = client.acts_as or ""
             if role.startswith("feed:"):
                 return Principal(kind=ActorKind.FEED, subject=subject, display=client.name, feed_id=role[5:])
-            return Principal(kind=ActorKind.RESEARCHER, subject=subject, display=client.name)
+            if not role.startswith("study:"):
+                raise Unauthenticated("This backend service is bound to no study; register it again.")
+            return Principal(
+                kind=ActorKind.RESEARCHER,
+                subject=subject,
+                display=client.name,
+                study_id=role[6:],
+                app_scopes=frozenset(split_scopes(found.scope)),
+            )
         return Principal(
             kind=ActorKind.PATIENT,
             subject=subject,

@@ -25,16 +25,17 @@ the check keeps no output and is marked failed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from carnet.domain import fhirjson
 from carnet.domain.consent import grants_from_consents
-from carnet.domain.errors import AccessDenied, CarnetError, RecordShredded
+from carnet.domain.errors import AccessDenied, CarnetError, InvalidRequest, RecordShredded
 from carnet.domain.policy import AccessMode, AccessRequest, Action, Target, decide
 from carnet.domain.principal import Principal
+from carnet.domain.smart import parse_scopes, permits
 from carnet.research import kanon
 from carnet.research.deidentify import Deidentifier, clinical_tokens
 from carnet.research.pseudonyms import date_shift
@@ -48,6 +49,40 @@ from carnet.services.research_ports import ExportJob
 from carnet.services.research_studies import StudyRegistry, study_key_id
 
 Clock = Callable[[], datetime]
+
+
+def check_pipeline(actor: Principal, study_id: str, types: Iterable[str] = ()) -> None:
+    """Hold a research pipeline (a SMART backend service) to its study and its token's scopes.
+
+    A researcher signed in as a person (no ``study_id``) is left to the policy. A pipeline
+    exports for the one study it was registered for, and only types its token's ``system/``
+    scopes both read and search (``system/*.rs``, ``system/Observation.rs``; v1 ``.read``).
+
+    Raises:
+        AccessDenied: another study (``app-other-study``) or a type outside the token's scopes
+            (``app-scope-not-granted``).
+    """
+    if actor.study_id is None:
+        return
+    if actor.study_id != study_id:
+        raise AccessDenied(
+            f"This token is a pipeline's for study {actor.study_id}, not for {study_id}.",
+            reasons=("app-other-study",),
+        )
+    try:
+        scopes = parse_scopes(actor.app_scopes)
+    except InvalidRequest:
+        scopes = ()  # a scope the server no longer knows grants nothing
+    missing = sorted(
+        t
+        for t in types
+        if not all(permits(scopes, a, t, context="system") for a in (Action.READ, Action.SEARCH))
+    )
+    if missing:
+        raise AccessDenied(
+            f"The token's scopes do not read {', '.join(missing)[:200]} (ask for system/*.rs).",
+            reasons=("app-scope-not-granted",),
+        )
 
 
 @dataclass(slots=True)
@@ -97,10 +132,15 @@ class ResearchExports:
             output_format=output_format,
             allowed_codes=study.codes,
         )
+        check_pipeline(actor, study.study_id, request.types | {"Patient"})
         return self._jobs.create(actor.subject, study.study_id, request)
 
     def admit(self, actor: Principal, study: Study) -> None:
-        """Ask the policy whether this caller may export for the study at all (no record named yet)."""
+        """Ask the policy whether this caller may export for the study at all (no record named yet).
+
+        A research pipeline must be the study's own (:func:`check_pipeline`).
+        """
+        check_pipeline(actor, study.study_id)
         request = AccessRequest(
             actor=actor,
             action=Action.EXPORT,

@@ -249,7 +249,7 @@ app_clients = Table(
     Column("redirect_uris", Text, nullable=False),
     Column("scopes", Text, nullable=False),
     Column("jwks", Text, nullable=True),
-    Column("acts_as", String(32), nullable=True),
+    Column("acts_as", String(80), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
