@@ -224,10 +224,14 @@ def _observation(patient_id: str, code: str) -> dict[str, Any]:
 def test_a_records_requests_touch_one_shard_group(
     client: TestClient, auth: Mint, services: Services, statements: Statements
 ) -> None:
-    """Write, search, $everything, journal read and proof: each statement is one task in the record's group or its log's."""
+    """Write, search, $everything, journal read and proof: each statement is one task in the record's group or its log's.
+
+    A create also writes the new resource's location: one shard of the locations' group.
+    """
     patient_id, headers = _open_record(client, auth, "2840312345678")
     _open_record(client, auth, "1750599123456")  # a second record, likely on another shard
     record, log = _colocation(services, "resources"), _colocation(services, "journal_heads")
+    where = _colocation(services, "resource_locations")
     requests = {
         "create": lambda: client.post(
             "/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers
@@ -250,7 +254,9 @@ def test_a_records_requests_touch_one_shard_group(
         groups = _routed(services, statements.sent)
         assert len({g for g in groups if g[0] == record}) == 1, f"{name}: record groups {groups}"
         assert len({g for g in groups if g[0] == log}) <= 1, f"{name}: journal groups {groups}"
-        assert {g[0] for g in groups} <= {record, log}, f"{name}: {groups}"
+        located = {g for g in groups if g[0] == where}
+        assert len(located) == (1 if name == "create" else 0), f"{name}: location shards {groups}"
+        assert {g[0] for g in groups} <= {record, log, where}, f"{name}: {groups}"
     statements.sent.clear()
     statements.recording = True
     response = client.get(f"/fhir/AuditEvent/{event_id}/$proof", headers=headers)
@@ -357,3 +363,35 @@ def test_restore_point_is_written_on_every_node(services: Services, settings: Se
     )
     bad = CliRunner().invoke(app, ["db", "restore-point", "x'; DROP TABLE resources; --"], env=env)
     assert (bad.exit_code, "restore point name" in bad.output) == (1, True)
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_a_read_by_bare_id_probes_one_shard(
+    client: TestClient, auth: Mint, services: Services, statements: Statements
+) -> None:
+    """Read, vread, history, update and delete by bare id: the resource's location shard, then the record's group."""
+    patient_id, headers = _open_record(client, auth, "2840312345678")
+    _open_record(client, auth, "1750599123456")
+    created = client.post("/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers)
+    assert created.status_code == 201, created.text
+    observation_id = created.json()["id"]
+    record, log = _colocation(services, "resources"), _colocation(services, "journal_heads")
+    where = _colocation(services, "resource_locations")
+    changed = {**_observation(patient_id, "29463-7"), "id": observation_id, "status": "amended"}
+    requests = {
+        "read": lambda: client.get(f"/fhir/Observation/{observation_id}", headers=headers),
+        "vread": lambda: client.get(f"/fhir/Observation/{observation_id}/_history/1", headers=headers),
+        "history": lambda: client.get(f"/fhir/Observation/{observation_id}/_history", headers=headers),
+        "update": lambda: client.put(f"/fhir/Observation/{observation_id}", json=changed, headers=headers),
+        "delete": lambda: client.delete(f"/fhir/Observation/{observation_id}", headers=headers),
+    }
+    for name, send in requests.items():
+        statements.sent.clear()
+        statements.recording = True
+        response = send()
+        statements.recording = False
+        assert response.status_code in (200, 204), f"{name}: {response.text}"
+        groups = _routed(services, statements.sent)  # every statement one task
+        assert len({g for g in groups if g[0] == where}) == 1, f"{name}: location shards {groups}"
+        assert len({g for g in groups if g[0] == record}) == 1, f"{name}: record groups {groups}"
+        assert {g[0] for g in groups} <= {where, record, log}, f"{name}: {groups}"

@@ -51,6 +51,9 @@ PLACEMENTS: dict[str, Placement] = {
     "resource_versions": BY_RECORD,
     "search_tokens": BY_RECORD,
     "identities": BY_RECORD,
+    # Which record holds a resource, found by the resource's id: its own group on that id, so a
+    # read by bare id probes one shard (then reads the record's group), not every shard.
+    "resource_locations": Placement("distributed", "resource_id", "resource_locations"),
     # Notifications and the "already seen" actors of a record.
     "journal_actors": BY_RECORD,
     "outbox": BY_RECORD,

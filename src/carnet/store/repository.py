@@ -20,7 +20,14 @@ from carnet.store.keys import KeySessionMixin
 from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.portal import PortalSessionMixin
 from carnet.store.research import ResearchSessionMixin
-from carnet.store.tables import identities, patient_keys, resource_versions, resources, search_tokens
+from carnet.store.tables import (
+    identities,
+    patient_keys,
+    resource_locations,
+    resource_versions,
+    resources,
+    search_tokens,
+)
 from carnet.store.writer_lock import WriterLock, sqlite_file
 
 _VERSION_COLUMNS = (
@@ -35,8 +42,9 @@ _VERSION_COLUMNS = (
 
 
 # The statements on the hot path are built once; only their parameters change per call.
-_LOCATE = select(resources.c.patient_id).where(
-    resources.c.resource_type == bindparam("t"), resources.c.resource_id == bindparam("i")
+# By the resource's id alone, in the locations (on Citus, one shard of their own group).
+_LOCATE = select(resource_locations.c.patient_id).where(
+    resource_locations.c.resource_id == bindparam("i"), resource_locations.c.resource_type == bindparam("t")
 )
 # Joins each resource to its current version.
 _IS_CURRENT = and_(
@@ -153,6 +161,16 @@ class SQLStoreSession(
         if version.version_id == 1:
             self._buffer(resource_versions, [{**values, "sealed": version.sealed}])
             self._buffer(resources, [values])
+            self._buffer(
+                resource_locations,
+                [
+                    {
+                        "resource_id": version.resource_id,
+                        "resource_type": version.resource_type,
+                        "patient_id": version.patient_id,
+                    }
+                ],
+            )
             return
         conflict = Conflict(f"{version.resource_type}/{version.resource_id} was changed concurrently; retry.")
         try:
