@@ -15,6 +15,8 @@ from rich.table import Table
 from carnet.cli_services import command_services
 from carnet.domain.errors import CarnetError, Conflict
 from carnet.domain.feeds import FeedKind, FeedStatus, parse_classes
+from carnet.domain.matrix import CLASS_CODES
+from carnet.feeds.devices import measure_types
 from carnet.services.feed_intake import HL7v2Intake
 from carnet.services.feed_registry import FeedRegistry
 
@@ -43,7 +45,12 @@ def feeds_add(
     feed_id: Annotated[str, typer.Argument(help="The feed's id (lower-case letters, digits, '.', '-')")],
     name: Annotated[str, typer.Option(help="Who sends (shown to patients: 'Laboratoire Bio 77')")],
     kind: Annotated[FeedKind, typer.Option(help="What it sends")],
-    classes: Annotated[str, typer.Option(help="DMP classCodes it may write, comma-separated (10,11)")],
+    classes: Annotated[
+        str,
+        typer.Option(
+            help="DMP classCodes it may write, comma-separated (10,11); measure types (LOINC) for kind measures"
+        ),
+    ],
     sender: Annotated[
         str | None, typer.Option(help="HL7 v2 only: the MSH-3^MSH-4 its messages must carry")
     ] = None,
@@ -52,7 +59,11 @@ def feeds_add(
     try:
         with _registry() as registry:
             registered = registry.add(
-                feed_id, name=name, kind=kind, classes=parse_classes(classes), sender=sender
+                feed_id,
+                name=name,
+                kind=kind,
+                classes=parse_classes(classes, measure_types() if kind is FeedKind.MEASURES else CLASS_CODES),
+                sender=sender,
             )
     except CarnetError as exc:
         raise _fail(exc) from None

@@ -13,7 +13,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from carnet.api.fhir import content_type_of, feed_records_of, read_body, records_of, write_response
+from carnet.api.fhir import (
+    content_type_of,
+    feed_records_of,
+    published_response,
+    read_body,
+    records_of,
+    write_response,
+)
 from carnet.domain.documents import master_identifier
 from carnet.domain.errors import InvalidRequest, InvalidResource
 from carnet.domain.principal import ActorKind
@@ -65,6 +72,9 @@ async def from_cda(request: Request) -> Response:
     limit: int = request.app.state.services.settings.max_body_bytes
     cda = await offload(parse_cda, raw, max_bytes=limit)
     document = await offload(_document_for, records, cda, raw)
+    if records.actor.kind is ActorKind.FEED:
+        inbox = request.app.state.services.feed_inbox
+        return published_response(request, await offload(inbox.publish, records, document))
     return write_response(request, await offload(records.publish, document))
 
 

@@ -24,9 +24,11 @@ from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.search import MAX_COUNT, parse_date
 from carnet.domain.subsetting import parse_elements, parse_summary, subset
 from carnet.feeds.devices import is_measure_bundle
+from carnet.feeds.mhd import is_provide_bundle, provide_bundle_documents
 from carnet.offload import offload
 from carnet.services import deadline
-from carnet.services.measures import submit_measures
+from carnet.services.feed_inbox import Published
+from carnet.services.measures import SubmittedEntry, submit_measures
 from carnet.services.records import (
     EntryRequest,
     EntryResponse,
@@ -277,6 +279,61 @@ def write_response(request: Request, result: WriteResult) -> Response:
     )
 
 
+OFFERED = (
+    "The patient asked to decide first: the document waits for their decision, nothing of it is "
+    "in the record yet (offer {offer}). (Le patient a demandé à décider d'abord : le document "
+    "attend sa décision, rien n'est encore dans le dossier.)"
+)
+
+
+def published_response(request: Request, published: Published) -> Response:
+    """Answer a feed's write: as a create once stored, 202 with an OperationOutcome while it waits."""
+    if published.result is not None:
+        return write_response(request, published.result)
+    message = OFFERED.format(offer=published.offer_id)
+    return fhir_response(operation_outcome("informational", message, severity="information"), status=202)
+
+
+async def _provide_bundle(request: Request, records: Records, body: dict[str, Any]) -> Response:
+    """A feed's ITI-65 Provide Document Bundle: each document published (or offered) as by ITI-105.
+
+    Every document is read before any is stored (a malformed Bundle stores nothing); each is then
+    its own publish, answered in the entry of its DocumentReference (201, or 202 while it waits).
+    """
+    documents = provide_bundle_documents(body)
+    records = feed_records_of(request, records)
+    inbox = request.app.state.services.feed_inbox
+    answers = iter([await offload(inbox.publish, records, document) for document in documents])
+    out: list[dict[str, Any]] = []
+    for entry in body["entry"]:
+        if (entry.get("resource") or {}).get("resourceType") != "DocumentReference":
+            out.append({"response": {"status": "201 Created"}})
+            continue
+        published = next(answers)
+        if published.result is None:
+            outcome = operation_outcome(
+                "informational", OFFERED.format(offer=published.offer_id), severity="information"
+            )
+            out.append({"response": {"status": "202 Accepted", "outcome": outcome}})
+        else:
+            out.append(
+                _entry_response(
+                    request,
+                    EntryResponse(
+                        status=201 if published.result.created else 200,
+                        location=_location(published.result.stored),
+                        stored=published.result.stored,
+                    ),
+                    False,
+                )
+            )
+    return fhir_response({"resourceType": "Bundle", "type": "transaction-response", "entry": out})
+
+
+def _location(stored: Stored) -> str:
+    return f"{stored.resource_type}/{stored.resource_id}/_history/{stored.version_id}"
+
+
 def _match_entry(
     base: str, stored: Stored, summary: str | None = None, elements: frozenset[str] | None = None
 ) -> dict[str, Any]:
@@ -402,10 +459,21 @@ async def bundle(request: Request) -> Response:
     body = await json_body(request)
     if body.get("resourceType") != "Bundle" or body.get("type") not in ("transaction", "batch"):
         raise InvalidRequest("POST /fhir takes a Bundle of type transaction or batch.")
+    feed = records.actor.kind is ActorKind.FEED
+    if feed and body["type"] == "transaction" and is_provide_bundle(body):
+        return await _provide_bundle(request, records, body)
     if body["type"] == "transaction" and is_measure_bundle(body):
         # A connected device's measures (ANS « Mesures de santé »): checked against the profiles.
         service = request.app.state.services.records
-        submitted = await offload(submit_measures, service, records.actor, body, mode=records.mode)
+        if feed:  # a device feed's route: its measure types, the patient's choice for it
+            records = feed_records_of(request, records)
+            inbox = request.app.state.services.feed_inbox
+            done = await offload(inbox.submit, records, body)
+            if isinstance(done, Published):
+                return published_response(request, done)
+            submitted: list[SubmittedEntry] = done
+        else:
+            submitted = await offload(submit_measures, service, records.actor, body, mode=records.mode)
         out = [
             _entry_response(
                 request,
@@ -538,7 +606,15 @@ async def create(resource_type: str, request: Request) -> Response:
         )
     if resource_type == "DocumentReference" and is_simplified_publish(body):
         records = feed_records_of(request, records)
+        if records.actor.kind is ActorKind.FEED:
+            inbox = request.app.state.services.feed_inbox
+            return published_response(request, await offload(inbox.publish, records, body))
         return write_response(request, await offload(records.publish, body))
+    if resource_type == "MedicationDispense" and records.actor.kind is ActorKind.FEED:
+        # A pharmacy feed's dispensation (class 43), on its feed route like a document.
+        records = feed_records_of(request, records)
+        inbox = request.app.state.services.feed_inbox
+        return published_response(request, await offload(inbox.create, records, body))
     result = await offload(records.create, body, if_none_exist=request.headers.get("if-none-exist"))
     return write_response(request, result)
 

@@ -77,17 +77,21 @@ def check_feed_id(feed_id: str) -> str:
     return feed_id
 
 
-def parse_classes(values: str) -> frozenset[str]:
-    """Parse a comma-separated list of DMP classCodes (``10,11``).
+def parse_classes(values: str, allowed: frozenset[str] = CLASS_CODES) -> frozenset[str]:
+    """Parse a comma-separated list of DMP classCodes (``10,11``), or of ``allowed`` codes.
+
+    A device feed (kind ``measures``) is registered for measure types instead: the LOINC codes
+    of the « Mesures de santé » profiles, which the caller passes as ``allowed``.
 
     Raises:
-        InvalidRequest: empty, or a value that is not a DMP classCode.
+        InvalidRequest: empty, or a value that is not among the allowed codes.
     """
     classes = frozenset(v.strip() for v in values.split(",") if v.strip())
-    unknown = sorted(classes - CLASS_CODES)
+    unknown = sorted(classes - allowed)
     if not classes or unknown:
+        what = "DMP classCodes" if allowed is CLASS_CODES else "measure types (LOINC)"
         raise InvalidRequest(
-            f"Document classes must be DMP classCodes among {', '.join(sorted(CLASS_CODES))}"
+            f"Document classes must be {what} among {', '.join(sorted(allowed))}"
             + (f"; {', '.join(u[:8] for u in unknown)} is not one." if unknown else ".")
         )
     return classes

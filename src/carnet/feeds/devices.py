@@ -44,6 +44,8 @@ __all__ = [
     "MeasureBundle",
     "MeasureProfile",
     "is_measure_bundle",
+    "measure_type",
+    "measure_types",
     "read_measure_bundle",
 ]
 
@@ -210,6 +212,16 @@ class MeasureBundle:
     entries: tuple[dict[str, Any], ...]
     profiles: tuple[MeasureProfile, ...]
     devices: tuple[int, ...]
+
+
+def measure_type(profile: MeasureProfile) -> str:
+    """The measure type a device feed is registered for: the profile's LOINC code (its first, sorted)."""
+    return min(code for system, code in profile.codes if system == LOINC)
+
+
+def measure_types() -> frozenset[str]:
+    """Every measure type of the flux and the biology flux (``carnet feeds add --kind measures --classes``)."""
+    return frozenset(measure_type(p) for p in (*MEASURE_PROFILES, *BIOLOGY_PROFILES))
 
 
 def _profiles_of(resource: Mapping[str, Any]) -> list[str]:

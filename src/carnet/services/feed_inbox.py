@@ -35,13 +35,16 @@ from typing import Any
 
 from carnet.domain.consent import FEED_KINDS, FEED_SYSTEM, ConsentKind, consent_for, consent_kind
 from carnet.domain.documents import document_facts
-from carnet.domain.errors import FeedMessageError, InvalidRequest, NotFound
+from carnet.domain.errors import AccessDenied, FeedMessageError, InvalidRequest, InvalidResource, NotFound
 from carnet.domain.feeds import Feed, StoredOffer, feed_principal
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
+from carnet.feeds.devices import measure_type, read_measure_bundle
 from carnet.feeds.hl7v2 import Header, acknowledgement
 from carnet.services.feed_registry import FeedRegistry
-from carnet.services.records import RecordService
+from carnet.services.measures import SubmittedEntry, submit_measures
+from carnet.services.record_types import WriteResult
+from carnet.services.records import Records, RecordService
 
 Clock = Callable[[], datetime]
 _OFFER_TYPE = "FeedOffer"
@@ -83,6 +86,21 @@ class Offer:
     type_code: str | None
     title: str | None
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Published:
+    """What a feed's write on a FHIR feed route became: stored (``result``), or offered (``offer_id``)."""
+
+    result: WriteResult | None = None
+    offer_id: str | None = None
+
+
+#: What the patient's refusal of a feed answers on the FHIR feed routes (nothing was kept).
+REFUSED = (
+    "The patient refuses this feed's documents; nothing was kept. "
+    "(Le patient refuse les documents de ce flux ; rien n'a été conservé.)"
+)
 
 
 def _holder(principal: Principal) -> str:
@@ -162,17 +180,31 @@ class FeedInbox:
     # -- the inbox --------------------------------------------------------------------------------
 
     def offer(
-        self, feed: Feed, patient_id: str, document: dict[str, Any], *, message: Header | None = None
+        self,
+        feed: Feed,
+        patient_id: str,
+        document: dict[str, Any],
+        *,
+        message: Header | None = None,
+        kind: str = "document",
+        class_code: str | None = None,
     ) -> str:
-        """Keep a feed's document for the patient's decision, sealed with their key; return its id.
+        """Keep a feed's write for the patient's decision, sealed with their key; return its id.
 
+        ``kind`` says what waits: a ``document`` (a DocumentReference to publish), a ``resource``
+        (a MedicationDispense to create) or ``measures`` (a « Mesures de santé » Bundle to submit).
         ``message`` is the HL7 v2 message's header, kept (sealed) so that a refusal later becomes
         that message's answer: an application reject the sender gets for its MSH-10.
         """
         offer_id = uuid.uuid4().hex
-        facts = document_facts(document)
+        if class_code is None:
+            class_code = document_facts(document).class_code if kind == "document" else None
         vault, now = self._records.vault, self._clock()
-        payload = {"document": document, "message": dataclasses.asdict(message) if message else None}
+        payload = {
+            "kind": kind,
+            "document": document,
+            "message": dataclasses.asdict(message) if message else None,
+        }
         with self._records.store.session(write=True) as session:
             key = vault.key(session, patient_id, now)
             sealed = vault.seal_resource(
@@ -183,7 +215,7 @@ class FeedInbox:
                     patient_id=patient_id,
                     offer_id=offer_id,
                     feed_id=feed.feed_id,
-                    class_code=facts.class_code or "",
+                    class_code=(class_code or "")[:8],
                     received_at=now,
                     sealed=sealed,
                 )
@@ -197,8 +229,7 @@ class FeedInbox:
         out: list[Offer] = []
         for stored, payload in self._opened(patient_id):
             document = payload["document"]
-            kind = ((document.get("type") or {}).get("coding") or [{}])[0]
-            attachment = ((document.get("content") or [{}])[0]).get("attachment") or {}
+            kind, title = _what(payload.get("kind", "document"), document)
             out.append(
                 Offer(
                     offer_id=stored.offer_id,
@@ -206,7 +237,7 @@ class FeedInbox:
                     feed_name=names.get(stored.feed_id, stored.feed_id),
                     class_code=stored.class_code,
                     type_code=kind.get("code"),
-                    title=attachment.get("title") or kind.get("display"),
+                    title=title,
                     received_at=stored.received_at,
                 )
             )
@@ -221,10 +252,20 @@ class FeedInbox:
         patient_id = _holder(principal)
         stored, payload = self._take(patient_id, offer_id, keep=True)
         feed = self._registry.get(stored.feed_id)
-        records = self._records.records(feed_principal(feed), mode=AccessMode.FEED)
-        result = records.publish(payload["document"], accepted_offer=True)
+        principal_of_feed = feed_principal(feed)
+        records = self._records.records(principal_of_feed, mode=AccessMode.FEED)
+        kind, document = payload.get("kind", "document"), payload["document"]
+        if kind == "measures":
+            submitted = submit_measures(
+                self._records, principal_of_feed, document, mode=AccessMode.FEED, accepted_offer=True
+            )
+            stored_id = submitted[0].stored.resource_id if submitted else ""
+        elif kind == "resource":
+            stored_id = records.create(document, accepted_offer=True).stored.resource_id
+        else:
+            stored_id = records.publish(document, accepted_offer=True).stored.resource_id
         self._take(patient_id, offer_id, keep=False)
-        return result.stored.resource_id
+        return stored_id
 
     def decline(self, principal: Principal, offer_id: str) -> None:
         """Refuse an offered document: its row is deleted and nothing of its content stays.
@@ -244,6 +285,95 @@ class FeedInbox:
             ack = acknowledgement(header, control_id=uuid.uuid4().hex[:20], now=now, error=refusal)
             with self._records.store.session(write=True) as session:
                 session.record_message(stored.feed_id, header.control_id[:64], "declined", ack, now)
+
+    # -- the FHIR feed routes ---------------------------------------------------------------------
+
+    def publish(self, records: Records, document: dict[str, Any]) -> Published:
+        """Publish a feed's document (ITI-105, ITI-65, ``$from-cda``) as the HL7 v2 intake does.
+
+        The patient's choice applies as on every feed route: accepted, the document is stored;
+        "ask me first", it waits sealed in their inbox (``offer_id``), nothing in the record;
+        refused, :class:`AccessDenied` and nothing is kept. The journal keeps the policy's entry
+        either way (the feed, the create, the class, when — never the content).
+
+        Raises:
+            AccessDenied: the feed is refused (by the patient, or not registered for the class).
+            InvalidResource, NotFound: as :meth:`Records.publish`.
+        """
+        document = self._placed(records, document)
+        return self._or_offer(records, document, "document", lambda: records.publish(document))
+
+    def create(self, records: Records, resource: dict[str, Any]) -> Published:
+        """Create a feed's resource on a FHIR feed route (a pharmacy's MedicationDispense), or offer it."""
+        resource = self._placed(records, resource)
+        return self._or_offer(records, resource, "resource", lambda: records.create(resource))
+
+    def submit(self, records: Records, bundle: dict[str, Any]) -> Published | list[SubmittedEntry]:
+        """Submit a device feed's measures Bundle, or offer it whole; the entries written, or the offer.
+
+        Raises:
+            AccessDenied: a measure type the feed is not registered for, or the patient refuses it.
+            InvalidResource: a Bundle outside the « Mesures de santé » profiles.
+        """
+        try:
+            return submit_measures(self._records, records.actor, bundle, mode=records.mode)
+        except AccessDenied as exc:
+            first = measure_type(read_measure_bundle(bundle).profiles[0])
+            return self._offered(records, exc, bundle, "measures", first, _measures_patient(bundle))
+
+    def _or_offer(
+        self, records: Records, resource: dict[str, Any], kind: str, write: Callable[[], WriteResult]
+    ) -> Published:
+        try:
+            return Published(result=write())
+        except AccessDenied as exc:
+            reference = ((resource.get("subject") or {}).get("reference")) or ""
+            return self._offered(records, exc, resource, kind, None, str(reference).removeprefix("Patient/"))
+
+    def _offered(
+        self,
+        records: Records,
+        exc: AccessDenied,
+        resource: dict[str, Any],
+        kind: str,
+        class_code: str | None,
+        patient_id: str,
+    ) -> Published:
+        feed_id = records.actor.feed_id
+        if "feed-refused" in exc.reasons:
+            raise AccessDenied(REFUSED, reasons=exc.reasons) from None
+        if "feed-ask-patient" not in exc.reasons or feed_id is None or not patient_id:
+            raise exc
+        if kind == "resource" and class_code is None:
+            class_code = self._records.profile.matrix.resource_classes.get(str(resource.get("resourceType")))
+        offer_id = self.offer(
+            self._registry.get(feed_id), patient_id, resource, kind=kind, class_code=class_code
+        )
+        return Published(offer_id=offer_id)
+
+    def _placed(self, records: Records, resource: dict[str, Any]) -> dict[str, Any]:
+        """A feed's resource whose subject names the patient by INS (no reference): placed in that record.
+
+        A feed never reads, so it may name the patient by identifier; the identity index finds
+        the record. Raises InvalidResource when no record carries it.
+        """
+        subject = resource.get("subject")
+        if not isinstance(subject, dict) or subject.get("reference"):
+            return resource
+        identifier = subject.get("identifier")
+        if not isinstance(identifier, dict):
+            return resource
+        system, value = identifier.get("system"), identifier.get("value")
+        found = (
+            records.record_with(system, value) if isinstance(system, str) and isinstance(value, str) else None
+        )
+        if found is None:
+            raise InvalidResource(
+                "No record carries the patient identifier of subject.identifier; the record must be "
+                "opened first. (Aucun dossier ne porte l'identifiant du patient.)",
+                expression=("subject.identifier",),
+            )
+        return {**resource, "subject": {"reference": f"Patient/{found}"}}
 
     def _opened(self, patient_id: str) -> Sequence[tuple[StoredOffer, dict[str, Any]]]:
         vault, now = self._records.vault, self._clock()
@@ -270,3 +400,27 @@ class FeedInbox:
             key = vault.key(session, patient_id, now)
         raw = vault.open_resource(key, patient_id, _OFFER_TYPE, stored.offer_id, 1, stored.sealed)
         return stored, json.loads(raw)
+
+
+def _what(kind: str, document: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The type coding and a title of a waiting write, as the inbox lists it."""
+    if kind == "measures":
+        return {}, "Mesures / Measures"
+    if kind == "resource":
+        concept = document.get("medicationCodeableConcept") or {}
+        coding = (concept.get("coding") or [{}])[0]
+        return {"code": coding.get("code")}, concept.get("text") or coding.get("display")
+    coding = ((document.get("type") or {}).get("coding") or [{}])[0]
+    attachment = ((document.get("content") or [{}])[0]).get("attachment") or {}
+    return coding, attachment.get("title") or coding.get("display")
+
+
+def _measures_patient(bundle: dict[str, Any]) -> str:
+    """The record a measures Bundle writes into (its Observations' subject), or ''."""
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "Observation":
+            reference = (resource.get("subject") or {}).get("reference")
+            if isinstance(reference, str) and reference.startswith("Patient/"):
+                return reference.removeprefix("Patient/")
+    return ""

@@ -15,7 +15,9 @@ from datetime import datetime
 
 from carnet.domain.errors import AccessDenied, InvalidRequest, NotFound, Unauthenticated
 from carnet.domain.feeds import Feed, FeedKind, FeedStatus, check_feed_id, has_secret, hash_secret
+from carnet.domain.matrix import CLASS_CODES
 from carnet.domain.principal import ActorKind, Principal
+from carnet.feeds.devices import measure_types
 from carnet.services.ports import Store
 
 Clock = Callable[[], datetime]
@@ -55,6 +57,13 @@ class FeedRegistry:
             raise InvalidRequest("A feed needs a name of 1 to 200 characters (--name).")
         if not classes:
             raise InvalidRequest("A feed needs the DMP classCodes it may write (--classes 10,11).")
+        allowed = measure_types() if kind is FeedKind.MEASURES else CLASS_CODES
+        if not classes <= allowed or len(",".join(sorted(classes))) > 64:
+            raise InvalidRequest(
+                "A device feed (kind measures) is registered for measure types, the LOINC codes of the "
+                "« Mesures de santé » profiles (59408-5 for oxygen saturation…); other feeds for DMP "
+                "classCodes; at most 64 characters of them."
+            )
         secret = secrets.token_urlsafe(32)
         feed = Feed(
             feed_id=feed_id,

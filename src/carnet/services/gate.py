@@ -224,6 +224,9 @@ class Gate:
         """Ask the policy about one request of the call, and note the verdict for its journal."""
         request = self._request(call, action, target)
         decision = decide(request, self._grants_of(call, target.patient_id), self.profile, self.clock())
+        if call.query is None and action is Action.CREATE and call.actor.kind is ActorKind.FEED:
+            # The journal says which class (or measure type) a feed offered, never the content.
+            call.query = f"class={self.profile.matrix.class_of(target) or ''}"
         trail = self.trail_of(call, target.patient_id)
         if decision.allowed:
             call.obligations |= decision.obligations

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from carnet.domain.errors import InvalidResource
-from carnet.domain.policy import AccessMode, Action
-from carnet.domain.principal import Principal
+from carnet.domain.policy import AccessMode, Action, DocumentFacts
+from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.resources import replace_strings
 from carnet.domain.search import parse_search
-from carnet.feeds.devices import MEASURE_ID_SYSTEM, read_measure_bundle
+from carnet.feeds.devices import MEASURE_ID_SYSTEM, measure_type, read_measure_bundle
 from carnet.services.record_types import Stored
 from carnet.services.records import RecordCall, RecordService
 
@@ -50,8 +50,15 @@ def submit_measures(
     bundle: Mapping[str, Any],
     *,
     mode: AccessMode = AccessMode.NORMAL,
+    accepted_offer: bool = False,
 ) -> list[SubmittedEntry]:
     """Check and store a measures or biology Bundle for ``principal``; return each entry's outcome, in order.
+
+    A device feed (``mode`` FEED) writes by measure type as other feeds write by classCode: each
+    Observation under its profile's LOINC code (:func:`carnet.feeds.devices.measure_type`), the
+    Device and DiagnosticReport under the first Observation's, so the policy enforces the
+    types the feed is registered for and the patient's choice for the feed.
+    ``accepted_offer``: the patient accepted these measures from their feed inbox.
 
     Raises:
         InvalidResource: the Bundle or an Observation is outside its profile (nothing stored).
@@ -64,10 +71,16 @@ def submit_measures(
     order = sorted(
         range(len(checked.entries)), key=lambda i: (_ORDER[checked.entries[i]["resource"]["resourceType"]], i)
     )
+    types = [measure_type(profile) for profile in checked.profiles]
+    observations = iter(types)
     with service.call(principal, "$submit-measures", "Observation", write=True, mode=mode) as call:
+        call.context.accepted_offer = accepted_offer
         for index in order:
             entry = checked.entries[index]
             resource: dict[str, Any] = replace_strings(entry["resource"], mapping)
+            if principal.kind is ActorKind.FEED:
+                kind = next(observations) if resource["resourceType"] == "Observation" else types[0]
+                call.context.publishing = DocumentFacts(class_code=kind, accepted_by_patient=accepted_offer)
             existing = _existing(service, call, patient_id, resource)
             if existing is not None:
                 results[index] = SubmittedEntry(stored=existing, created=False)
@@ -124,7 +137,9 @@ def _existing(
         return None
     # Only a caller the policy lets write this resource learns that it is already there.
     resource_type = str(resource["resourceType"])
-    target = service.gate.target(call.context, patient_id, resource_type, resource=resource)
+    target = service.gate.target(
+        call.context, patient_id, resource_type, document=call.context.publishing, resource=resource
+    )
     service.gate.check(call.context, Action.CREATE, target, hide=False)
     query = parse_search(str(resource["resourceType"]), [("identifier", key)])
     found = [s for s in service.gate.matches(call.context, patient_id, query) if s.resource is not None]

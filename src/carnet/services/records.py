@@ -287,14 +287,19 @@ class Records:
         with self._call("history", resource_type) as call:
             return self._svc.reads.history(call, resource_type, resource_id, patient_id, since)
 
-    def create(self, resource: Mapping[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+    def create(
+        self, resource: Mapping[str, Any], *, if_none_exist: str | None = None, accepted_offer: bool = False
+    ) -> WriteResult:
         """Create a resource with a server-assigned id (conditionally, with ``If-None-Exist``).
+
+        ``accepted_offer``: a feed's resource the patient accepted from their inbox.
 
         Raises:
             InvalidResource: not valid R4, or a clinical resource without its patient.
             AccessDenied: the policy refused. PreconditionFailed: several matches.
         """
         with self._call("create", str(resource.get("resourceType")), write=True) as call:
+            call.accepted_offer = accepted_offer
             return self._svc.writes.create(call, resource, if_none_exist=if_none_exist)
 
     def update(

@@ -24,7 +24,7 @@ from carnet.domain.errors import (
     PreconditionFailed,
     RecordShredded,
 )
-from carnet.domain.policy import Action, Visibility
+from carnet.domain.policy import Action, DocumentFacts, Visibility
 from carnet.domain.principal import ActorKind
 from carnet.domain.resources import is_directory_type, patient_references
 from carnet.domain.search import index_tokens, parse_search, token_keys
@@ -216,8 +216,11 @@ class Writes:
         # Feeds and professionals write by classCode (registered categories, the matrix).
         writes_by_class = actor.kind in (ActorKind.FEED, ActorKind.PROFESSIONAL)
         facts = document_facts(resource) if resource_type == "DocumentReference" and writes_by_class else None
-        if facts is None and actor.kind is ActorKind.FEED and resource_type in ("Binary", "List"):
-            facts = call.publishing  # a feed's publish: the document's content and SubmissionSet
+        if facts is None and actor.kind is ActorKind.FEED:
+            # A feed's publish: the document's content and SubmissionSet (a device feed's
+            # measures) are written under the facts the publishing use case set; a resource the
+            # patient accepted from the inbox (a MedicationDispense) under its type's class.
+            facts = call.publishing or (DocumentFacts() if call.accepted_offer else None)
         if facts is not None and call.accepted_offer:
             facts = dataclasses.replace(facts, accepted_by_patient=True)
         target = gate.target(call, patient_id, resource_type, document=facts, resource=resource)
