@@ -6,6 +6,8 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from carnet.api.app import Services
+from carnet.domain.journal import Entry
 from minting import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -41,3 +43,13 @@ def professional(auth: Mint, idnps: str, **headers: str) -> dict[str, str]:
         **auth(kind="professional", idnps=idnps, profession="10", specialty="SM54", name="Dr Test"),
         **headers,
     }
+
+
+def journal_of(services: Services, patient_id: str) -> list[Entry]:
+    """Every entry of a record's journal, opened with its key (oldest first)."""
+    vault = services.records.vault
+    with services.store.session() as session:
+        key = vault.key(session, patient_id, services.records.clock())
+        rows = session.journal_of(patient_id, limit=1000)
+        entries = [services.journal.open(key, row).entry for row in rows]
+    return sorted(entries, key=lambda e: e.recorded)

@@ -108,6 +108,15 @@ PATIENT_CLAIMS = {
     "gender": "female",
 }
 ACCOUNTS[PATIENT] = PATIENT_CLAIMS
+#: A parent at the patients' provider: she acts for her daughter's record (a legal representative).
+PARENT = "parent-8d41e7"
+PARENT_CLAIMS = {
+    "given_name": "Marie",
+    "family_name": "DURAND",
+    "birthdate": "1981-06-02",
+    "gender": "female",
+}
+ACCOUNTS[PARENT] = PARENT_CLAIMS
 PATIENT_CLIENT_ID = "carnet-patients"
 PATIENT_CLIENT_SECRET = "carnet-patients-secret-for-tests-only"
 GP = "f:550e8400-e29b-41d4-a716-446655440000:810001234567"

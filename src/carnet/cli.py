@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from carnet.cli_apps import apps_app
 from carnet.cli_feeds import feeds_app, register_demo_feeds, write_hl7v2
+from carnet.cli_represent import represent_app
 from carnet.cli_research import research_app
 from carnet.domain.errors import CarnetError
 from carnet.domain.principal import ActorKind, Principal
@@ -35,6 +36,7 @@ witness_app = typer.Typer(
 app.add_typer(witness_app, name="witness")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(research_app, name="research")
+patient_app.add_typer(represent_app, name="represent")  # carnet/cli_represent.py
 app.add_typer(apps_app, name="apps")  # carnet apps add/list/remove (carnet/cli_apps.py)
 
 console = Console(stderr=True)

@@ -76,6 +76,7 @@ from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider
 from carnet.services.rate_limit import RateLimiter
 from carnet.services.records import RecordService
+from carnet.services.representations import Representations
 from carnet.services.research_export import ResearchExports
 from carnet.services.research_queries import ResearchQueries
 from carnet.services.research_studies import StudyRegistry
@@ -116,6 +117,7 @@ class Services:
     sign_ins: SignInJournal
     identity_links: IdentityLinks
     patient_accounts: PatientAccounts
+    representations: Representations
     feed_inbox: FeedInbox
     hl7v2: HL7v2Intake
     apps: AppService
@@ -191,6 +193,9 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         sign_ins=SignInJournal(store=store, vault=vault, journal=journal, clock=utc_now),
         identity_links=IdentityLinks(records),
         patient_accounts=PatientAccounts(store=store, vault=vault, cipher=cipher, clock=utc_now),
+        representations=Representations(
+            store=store, vault=vault, cipher=cipher, journal=journal, clock=utc_now, new_id=new_id
+        ),
         feeds=feeds,
         feed_inbox=inbox,
         hl7v2=HL7v2Intake(records=records, registry=feeds, inbox=inbox, clock=utc_now),

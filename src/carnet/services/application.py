@@ -23,6 +23,7 @@ from carnet.services.patient_accounts import PatientAccounts
 from carnet.services.portal_sessions import PortalSessions
 from carnet.services.ports import KeyProvider, Store
 from carnet.services.records import RecordService
+from carnet.services.representations import Representations
 from carnet.services.research_studies import StudyRegistry
 from carnet.services.sign_ins import SignInJournal
 from carnet.settings import Settings
@@ -76,6 +77,10 @@ class Application(Protocol):
     @property
     def sign_ins(self) -> SignInJournal:
         """The journal of sign-ins, accepted and refused."""
+
+    @property
+    def representations(self) -> Representations:
+        """The registry of legal representatives (who acts for which record)."""
 
     @property
     def identity_links(self) -> IdentityLinks:

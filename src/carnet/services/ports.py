@@ -117,6 +117,19 @@ class PatientCredential:
     expires_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepresentationLink:
+    """One link of the legal representatives' registry (``carnet.services.representations``)."""
+
+    patient_id: str
+    link_id: str
+    representative_key: str
+    basis: str
+    details: bytes
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
 class StoreSession(Protocol):
     """One database transaction. Every method is keyed by patient id (the distribution column)."""
 
@@ -388,6 +401,26 @@ class StoreSession(Protocol):
 
     def count_patient_credential(self, patient_id: str, credential_key: str, sign_count: int) -> None:
         """Record a passkey's new signature counter."""
+        ...
+
+    def add_representation(self, link: RepresentationLink) -> None:
+        """Store one representation link."""
+        ...
+
+    def representations_of(self, patient_id: str) -> list[RepresentationLink]:
+        """Return the links of one represented record."""
+        ...
+
+    def representations_by(self, representative_key: str) -> list[RepresentationLink]:
+        """Return the links of one representative key, whatever the record."""
+        ...
+
+    def bind_representation(self, link: RepresentationLink, representative_key: str) -> bool:
+        """Give a pending link its representative; True only for the transaction that did."""
+        ...
+
+    def remove_representation(self, patient_id: str, link_id: str) -> bool:
+        """Delete one link; True when it existed."""
         ...
 
 

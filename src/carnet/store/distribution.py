@@ -64,6 +64,9 @@ PLACEMENTS: dict[str, Placement] = {
     "journal_nodes": BY_LOG,
     "journal_checkpoints": BY_LOG,
     "journal_cosignatures": BY_LOG,
+    # Legal representatives' links live with the record represented (found by the
+    # representative's key at sign-in: a fan-out, like the INS lookup).
+    "representations": BY_RECORD,
     # Registered document feeds (a few rows, read by every feed request): everywhere.
     "feeds": REFERENCE,
     # A feed's messages taken are found by feed and MSH-10: grouped by feed. Dead letters are

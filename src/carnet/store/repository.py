@@ -19,6 +19,7 @@ from carnet.store.journal import JournalSessionMixin
 from carnet.store.keys import KeySessionMixin
 from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.portal import PortalSessionMixin
+from carnet.store.representations import RepresentationSessionMixin
 from carnet.store.research import ResearchSessionMixin
 from carnet.store.tables import (
     identities,
@@ -87,6 +88,7 @@ class SQLStoreSession(
     FeedMessageSessionMixin,
     FeedOfferSessionMixin,
     CredentialSessionMixin,
+    RepresentationSessionMixin,
 ):
     """One transaction on the SQL store."""
 

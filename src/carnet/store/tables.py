@@ -231,6 +231,25 @@ patient_credentials = Table(
     Index("ix_patient_credentials_key", "credential_key"),
 )
 
+#: Legal representatives (issue 12): one row per link between a representative and a record they
+#: represent. ``representative_key`` is who they are when they sign in — ``record:<their own
+#: record id>``, ``oidc:<SHA-256 of issuer and subject>`` (``carnet.services.identity_links``),
+#: or ``code:<SHA-256 of a one-time claim code>`` until they claim it (``expires_at``);
+#: ``basis`` the legal basis (``parent``, ``tutelle``, ``habilitation-familiale``); ``details``
+#: the representative's name, sealed with the represented record's key.
+representations = Table(
+    "representations",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("link_id", String(64), primary_key=True),
+    Column("representative_key", String(128), nullable=False),
+    Column("basis", String(32), nullable=False),
+    Column("details", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Index("ix_representations_key", "representative_key"),
+)
+
 # -- feeds (issue 13) ------------------------------------------------------------------------
 
 #: The registered feeds (systems that write into records): not patient data (a Citus reference

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
+from carnet.domain.access import AccessMode
 from carnet.domain.consent import IDNPS_SYSTEM, KIND_SYSTEM
 from carnet.domain.errors import CarnetError, NotFound, Unauthenticated
 from carnet.domain.principal import ActorKind, Principal
@@ -45,8 +46,9 @@ def holder_of(request: Request) -> Holder:
     """Return the signed-in patient, or the record a legal representative acts on now.
 
     A representative (représentant légal) acts on one of the records in ``represents`` at a time,
-    chosen at ``/patient/switch`` (the first, by id, until they choose); the policy decides
-    what they see there (``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret documents stay hidden).
+    chosen at ``/patient/switch`` (the first, by id, until they choose); a patient who also
+    represents others acts on their own record until they switch. Acting for another record is
+    the ``representative`` access mode: the policy decides what they see there (``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret documents stay hidden).
 
     Raises:
         Unauthenticated: nobody signed in, or not a patient with a record nor a representative (→ sign-in).
@@ -58,10 +60,18 @@ def holder_of(request: Request) -> Holder:
         return Holder(
             principal=principal,
             patient_id=patient_id,
-            records=portal(request).services.records.records(principal),
+            records=portal(request).services.records.records(principal, mode=AccessMode.REPRESENTATIVE),
         )
     if principal is None or principal.kind is not ActorKind.PATIENT or not principal.patient_id:
         raise Unauthenticated("Sign in as a patient.")
+    chosen = request.session.get(ACTING_FOR)
+    if chosen in principal.represents and chosen != principal.patient_id:
+        # A patient who also represents others, acting for one of them now (as their representative).
+        return Holder(
+            principal=principal,
+            patient_id=chosen,
+            records=portal(request).services.records.records(principal, mode=AccessMode.REPRESENTATIVE),
+        )
     return Holder(
         principal=principal,
         patient_id=principal.patient_id,

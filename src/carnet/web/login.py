@@ -27,6 +27,7 @@ from starlette.responses import RedirectResponse, Response
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.offload import offload
 from carnet.services.rate_limit import RateLimiter
+from carnet.services.representations import record_key
 from carnet.web.csrf import checked_form
 from carnet.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
@@ -165,6 +166,9 @@ def _sign_in(request: Request, form: Any) -> Response:
         }
         if resolved.patient_id in names:
             claims["name"] = names[resolved.patient_id]
+        represents = state.services.representations.represented_by([record_key(resolved.patient_id)])
+        if represents:
+            claims["represents"] = represents
         visits = _visits(request)
         previous = visits.get(_visit_hash(resolved.patient_id))
         login(request, claims, now=now)

@@ -6,10 +6,14 @@
                                        in; otherwise the identity-verification step is asked
 ``POST /login/patient/link``           the INS typed; linked when the provider's traits match the
                                        record's (``carnet.services.identity_links``), then signed in
+``POST /login/patient/represent``      a representative without a record here: the desk's one-time
+                                       code (``carnet.services.representations``), then signed in
 =====================================  ==============================================================
 
 The pending sign-in travels as for professionals (``carnet.web.oidc_login``), in its own cookie.
-Every answer, accepted or refused, and every refused link, is journaled.
+Someone holding no record here who represents others (the registry knows their account) signs
+in as a legal representative (``carnet.web.representation``). Every answer, accepted or
+refused, and every refused link, is journaled.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from starlette.responses import RedirectResponse, Response
 
 from carnet.auth.oidc import PendingSignIn
 from carnet.domain.errors import AccessDenied, CarnetError, IdentityProviderUnavailable, SignInRefused
-from carnet.domain.principal import Identifier
+from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.offload import offload
 from carnet.services.identity_links import MISMATCH, Traits, subject_identifier
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.oidc_login import REASONS
 from carnet.web.pages import portal, render
+from carnet.web.representation import CODE_REFUSED, person_claims
 from carnet.web.session import login
 
 router = APIRouter(include_in_schema=False)
@@ -99,19 +104,29 @@ def start(request: Request) -> Response:
     return response
 
 
-def _signed_in(request: Request, patient_id: str, account: Identifier, claims: dict[str, Any]) -> Response:
+def _names(claims: dict[str, Any]) -> str:
+    return " ".join(str(claims.get(k) or "") for k in ("given_name", "family_name")).strip()
+
+
+def _signed_in(
+    request: Request, patient_id: str | None, account: Identifier, claims: dict[str, Any]
+) -> Response:
+    """Sign in the holder of ``patient_id`` (or a representative without a record of their own)."""
+    principal = person_claims(
+        request, subject=f"oidc:{account.value}", patient_id=patient_id, name=_names(claims) or None
+    )
+    if principal is None:  # no record, and nobody to represent: the identity-verification step
+        request.session[LINK_KEY] = {"account": account.value, "claims": _traits_claims(claims)}
+        return render(request, "login_link.html", {"error": None})
     _journal(
         request,
         accepted=True,
         reason="oidc-patient:" + (portal(request).settings.patient_oidc_issuer or ""),
-        actor=f"patient:{patient_id}",
+        actor=f"patient:{patient_id}" if patient_id else str(principal["sub"]),
     )
-    names = " ".join(str(claims.get(k) or "") for k in ("given_name", "family_name")).strip()
-    principal: dict[str, Any] = {"kind": "patient", "sub": f"oidc:{account.value}", "patient": patient_id}
-    if names:
-        principal["name"] = names
     login(request, principal, now=datetime.now(UTC))
-    return render(request, "login_done.html", {"target": "/patient/"})
+    target = "/patient/switch" if principal["kind"] == "representative" else "/patient/"
+    return render(request, "login_done.html", {"target": target})
 
 
 def _finish(request: Request) -> Response:
@@ -139,12 +154,7 @@ def _finish(request: Request) -> Response:
         return _refused(request, exc, status=503)
     account = subject_identifier(party.provider.issuer, str(claims.get("sub")))
     patient_id = portal(request).services.identity_links.record_of(account)
-    if patient_id is not None:
-        response = _signed_in(request, patient_id, account, claims)
-    else:
-        # The identity-verification step: the INS, checked against the provider's traits.
-        request.session[LINK_KEY] = {"account": account.value, "claims": _traits_claims(claims)}
-        response = render(request, "login_link.html", {"error": None})
+    response = _signed_in(request, patient_id, account, claims)
     response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
     return response
 
@@ -194,3 +204,30 @@ def _link(request: Request, form: Any) -> Response:
         return render(request, "login_link.html", {"error": refusal}, status=403)
     request.session.pop(LINK_KEY, None)
     return _signed_in(request, patient_id, account, claims)
+
+
+@router.post("/login/patient/represent")
+async def represent(request: Request) -> Response:
+    """A representative without a record here claims their link with the desk's code, then signs in."""
+    form = await checked_form(request)
+    return await offload(_represent, request, form)
+
+
+def _represent(request: Request, form: Any) -> Response:
+    pending = request.session.get(LINK_KEY)
+    if not isinstance(pending, dict) or not isinstance(pending.get("account"), str):
+        return RedirectResponse("/login", status_code=303)
+    account = Identifier(system="urn:carnet:oidc-subject", value=pending["account"])
+    claims = dict(pending.get("claims") or {})
+    who = Principal(
+        kind=ActorKind.REPRESENTATIVE, subject=f"oidc:{account.value}", display=_names(claims) or None
+    )
+    try:
+        portal(request).services.representations.claim(
+            form_text(form, "code", 40), f"oidc:{account.value}", by=who
+        )
+    except SignInRefused:
+        _journal(request, accepted=False, reason="oidc-patient:represent-code")
+        return render(request, "login_link.html", {"error": CODE_REFUSED}, status=403)
+    request.session.pop(LINK_KEY, None)
+    return _signed_in(request, None, account, claims)

@@ -34,6 +34,7 @@ from carnet.offload import offload
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.oidc_patient_login import INS_SYSTEMS
 from carnet.web.pages import portal, render
+from carnet.web.representation import person_claims
 from carnet.web.session import current_principal, login
 
 router = APIRouter(include_in_schema=False)
@@ -94,11 +95,8 @@ def _limited(request: Request, account: str) -> Response | None:
 
 def _signed_in(request: Request, patient_id: str, how: str) -> None:
     _journal(request, accepted=True, reason=how, patient_id=patient_id)
-    login(
-        request,
-        {"kind": "patient", "sub": f"account:{patient_id}", "patient": patient_id},
-        now=datetime.now(UTC),
-    )
+    claims = person_claims(request, subject=f"account:{patient_id}", patient_id=patient_id)
+    login(request, claims or {}, now=datetime.now(UTC))
 
 
 def _challenge(request: Request, purpose: str) -> bytes:
