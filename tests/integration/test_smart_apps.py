@@ -7,162 +7,32 @@ refresh, revocation, introspection) over the same in-process app.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from authlib.integrations.httpx_client import OAuth2Client
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, create_app
-from carnet.demo import SeededPatient, demo_people, seed_population
+from carnet.demo import SeededPatient, demo_people
 from carnet.domain.feeds import FeedKind
 from carnet.feeds.devices import MEASURE_ID_SYSTEM
 from carnet.services.apps import AppKind
 from carnet.settings import Settings
-
-BASE = "http://127.0.0.1"
-REDIRECT = "http://127.0.0.1:9/callback"
-BP_PANEL = {
-    "resourceType": "Observation",
-    "status": "final",
-    "category": [
-        {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                    "code": "vital-signs",
-                }
-            ]
-        }
-    ],
-    "code": {
-        "coding": [{"system": "http://loinc.org", "code": "85354-9", "display": "Blood pressure panel"}]
-    },
-    "effectiveDateTime": "2026-12-01T08:00:00+01:00",
-    "component": [
-        {
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-            "valueQuantity": {
-                "value": 128,
-                "unit": "mm[Hg]",
-                "system": "http://unitsofmeasure.org",
-                "code": "mm[Hg]",
-            },
-        },
-        {
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
-            "valueQuantity": {
-                "value": 82,
-                "unit": "mm[Hg]",
-                "system": "http://unitsofmeasure.org",
-                "code": "mm[Hg]",
-            },
-        },
-    ],
-}
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    """The test settings, with the FHIR base URL the in-process client uses."""
-    import dataclasses
-
-    return dataclasses.replace(settings, base_url=f"{BASE}/fhir")
-
-
-@pytest.fixture
-def browser(settings: Settings, services: Services) -> Iterator[TestClient]:
-    """The real app in-process, as a browser on the loopback sees it."""
-    app = create_app(settings, services, demo_people=demo_people())
-    with TestClient(app, base_url=BASE) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def patient(services: Services) -> SeededPatient:
-    """One synthetic patient with a record, documents and a directory."""
-    return seed_population(services.records, patients=1, seed=2026)[0]
-
-
-@pytest.fixture
-def app_id(services: Services) -> str:
-    """A public app registered for measures: create and search Observations, the patient in context."""
-    client, secret = services.apps.register(
-        name="Tensio",
-        kind=AppKind.PUBLIC,
-        redirect_uris=(REDIRECT,),
-        scopes=(
-            "openid",
-            "fhirUser",
-            "launch/patient",
-            "offline_access",
-            "patient/Observation.crs",
-            "patient/Device.crs",
-            "patient/DocumentReference.rs",
-        ),
-        client_id="tensio",
-        loopback_http=True,
-    )
-    assert secret is None
-    return client.client_id
-
-
-def oauth(browser: TestClient, client_id: str, scope: str, **extra: Any) -> OAuth2Client:
-    """authlib's OAuth 2 client for the app, talking to the in-process server."""
-    return OAuth2Client(
-        client_id=client_id,
-        scope=scope,
-        redirect_uri=REDIRECT,
-        code_challenge_method="S256",
-        token_endpoint_auth_method="none",
-        transport=browser._transport,
-        base_url=BASE,
-        **extra,
-    )
-
-
-def csrf(text: str) -> str:
-    """The CSRF token of a portal page."""
-    found = re.search(r'name="csrf_token" value="([^"]+)"', text)
-    assert found is not None
-    return found.group(1)
-
-
-def sign_in(browser: TestClient, patient: SeededPatient) -> None:
-    """Sign in as the patient through the demo sign-in form, following its redirect."""
-    token = csrf(browser.get("/login").text)
-    browser.post(
-        "/login",
-        data={
-            "csrf_token": token,
-            "kind": "patient",
-            "identifier": f"{patient.ins_system}|{patient.ins_value}",
-        },
-        follow_redirects=False,
-    )
-
-
-def authorize(
-    browser: TestClient, app: OAuth2Client, *, decision: str = "allow", scopes: list[str] | None = None
-) -> tuple[str, str]:
-    """Walk the consent screen; return the redirect the app receives and the code verifier."""
-    verifier = "v" * 20 + "-verifier-of-pkce-s256-at-least-43-chars"
-    url, _state = app.create_authorization_url(
-        f"{BASE}/auth/authorize", code_verifier=verifier, aud=f"{BASE}/fhir"
-    )
-    page = browser.get(url, follow_redirects=False)
-    assert page.status_code == 200, page.headers.get("location")
-    chosen = scopes if scopes is not None else re.findall(r'name="scope" value="([^"]+)"', page.text)
-    answer = browser.post(
-        url,
-        data={"csrf_token": csrf(page.text), "decision": decision, "duration": "90", "scope": chosen},
-        follow_redirects=False,
-    )
-    assert answer.status_code == 302, answer.text
-    return answer.headers["location"], verifier
+from smart_flow import (  # noqa: F401 (the smart_* fixtures are used by their names)
+    BASE,
+    BP_PANEL,
+    FHIR_JSON,
+    REDIRECT,
+    authorize,
+    csrf,
+    measures_bundle,
+    oauth,
+    sign_in,
+    smart_app_id,
+    smart_browser,
+    smart_patient,
+    smart_settings,
+)
 
 
 def test_smart_configuration_has_the_required_fields(browser: TestClient) -> None:
@@ -355,62 +225,6 @@ def test_denied_consent_and_partial_grant(browser: TestClient, patient: SeededPa
         "active": False
     }
     assert app.get("/fhir/Observation", params={"patient": patient.patient_id}).status_code == 401
-
-
-def measures_bundle(
-    patient_id: str, systolic: int, diastolic: int, *, device: bool = False
-) -> dict[str, Any]:
-    """A « Mesures de santé » flux Bundle: one blood-pressure Observation, and optionally its PhdDevice."""
-    observation = {
-        **BP_PANEL,
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "effectiveDateTime": f"2026-12-0{1 + systolic % 5}T08:00:00+01:00",
-        "component": [
-            {
-                **BP_PANEL["component"][0],
-                "valueQuantity": {**BP_PANEL["component"][0]["valueQuantity"], "value": systolic},
-            },
-            {
-                **BP_PANEL["component"][1],
-                "valueQuantity": {**BP_PANEL["component"][1]["valueQuantity"], "value": diastolic},
-            },
-        ],
-    }
-    entries: list[dict[str, Any]] = [
-        {
-            "fullUrl": "urn:uuid:5d1c8f4e-0000-4000-8000-000000000001",
-            "resource": observation,
-            "request": {"method": "POST", "url": "Observation"},
-        }
-    ]
-    if device:
-        observation["device"] = {"reference": "urn:uuid:5d1c8f4e-0000-4000-8000-000000000002"}
-        entries.append(
-            {
-                "fullUrl": "urn:uuid:5d1c8f4e-0000-4000-8000-000000000002",
-                "resource": {
-                    "resourceType": "Device",
-                    "identifier": [
-                        {"system": "urn:ietf:rfc:3986", "value": "urn:eui64:00-1B-2C-FF-FE-3D-4E-5F"}
-                    ],
-                    "patient": {"reference": f"Patient/{patient_id}"},
-                },
-                "request": {"method": "POST", "url": "Device"},
-            }
-        )
-    return {
-        "resourceType": "Bundle",
-        "meta": {
-            "profile": [
-                "https://interop.esante.gouv.fr/ig/fhir/mesures/StructureDefinition/mesures-bundle-flux-alimentation"
-            ]
-        },
-        "type": "transaction",
-        "entry": entries,
-    }
-
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def test_done_when_a_granted_app_writes_a_blood_pressure_that_the_chart_shows(

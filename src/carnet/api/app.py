@@ -19,7 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from carnet.api.auth import TokenVerifier
+from carnet.api.auth import TokenVerifier, bearer_challenge, settle_app_refusal
 from carnet.api.bulk import router as bulk_router
 from carnet.api.confirmation import router as confirmation_router
 from carnet.api.docs import mount_docs
@@ -50,12 +50,14 @@ from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.local_provider import LocalKeyProvider
 from carnet.crypto.shares import ShareLedger
 from carnet.domain.errors import (
+    AppAccessEnded,
     AuditChainError,
     CarnetError,
     ConfigurationError,
     Conflict,
     RateLimited,
     SignInRefused,
+    Unauthenticated,
 )
 from carnet.domain.policy import PROFILES
 from carnet.domain.principal import Identifier
@@ -432,7 +434,13 @@ def create_app(
     @app.exception_handler(CarnetError)
     async def _carnet_error(request: Request, exc: CarnetError) -> Response:
         status = status_of(exc)
-        headers = {"WWW-Authenticate": 'Bearer realm="carnet"'} if status == 401 else None
+        headers = {"WWW-Authenticate": bearer_challenge(exc)} if isinstance(exc, Unauthenticated) else None
+        if isinstance(exc, AppAccessEnded):
+            # The app's token no longer holds: journaled on its patient's record, under its name.
+            try:
+                await offload(settle_app_refusal, wired.apps, exc, request.method, request.url.path)
+            except CarnetError as error:  # the 401 stands; the journal's failure is logged
+                log.error("journal of a refused app token failed: %s", type(error).__name__)
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(exc.retry_after)}
         if isinstance(exc, SignInRefused):

@@ -11,7 +11,11 @@ future is refused. A token of the configured issuer may live at most ``CARNET_TO
 Development tokens (``carnet token --hours``) are exempt from that cap only.
 
 Opaque bearer tokens (not JWTs) are the access tokens Carnet's SMART authorization server issued
-to apps; they are looked up, not verified, by the function handed in (``carnet.services.apps``).
+to apps; they are looked up, not verified, by the function handed in (``carnet.services.apps``),
+on every request and in the store every process shares: a token revoked by any worker is refused
+by all at their next request. An app's token that was revoked or expired, or whose patient's grant
+ended, is answered ``401`` with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 §3)
+and the attempt is journaled on that patient's record (:func:`settle_app_refusal`).
 
 Claims: ``sub``; ``kind`` (an ``ActorKind``); ``patient`` (record id, optional);
 ``identifier`` (``system|value``, e.g. the INS); ``name``; for professionals (Pro Santé
@@ -24,6 +28,7 @@ Connect-style) ``idnps`` (idNat_PS, e.g. ``810001234567``), ``profession`` (TRE_
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -36,8 +41,9 @@ from carnet.api.token_cache import VerifiedTokens
 from carnet.auth.claims import parse_mapping, professional
 from carnet.auth.oidc import AccessTokenVerifier
 from carnet.crypto.signing import dev_issuer_keys
-from carnet.domain.errors import ConfigurationError, Unauthenticated
+from carnet.domain.errors import AppAccessEnded, ConfigurationError, Unauthenticated
 from carnet.domain.principal import Principal, principal_from_claims
+from carnet.services.apps import AppService
 from carnet.settings import Settings
 
 DEV_ISSUER = "carnet-dev"
@@ -100,7 +106,7 @@ class TokenVerifier:
             Unauthenticated: missing, malformed, expired, wrong issuer or audience, bad signature.
         """
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthenticated("Send a bearer token: Authorization: Bearer <token>.")
+            raise Unauthenticated("Send a bearer token: Authorization: Bearer <token>.", bearer_error=None)
         token = authorization[7:].strip()
         if self._opaque is not None and token and "." not in token:
             return self._opaque(token)
@@ -185,3 +191,48 @@ class TokenVerifier:
                 f"The bearer token lives {int(lifetime)} s, over the {cap} s this server accepts "
                 "(CARNET_TOKEN_MAX_SECONDS); ask the issuer for a shorter-lived token."
             )
+
+
+#: What RFC 6750 allows inside a quoted ``error_description``: printable ASCII but ``"`` and ``\``.
+_UNQUOTABLE = re.compile(r"[^ !#-\[\]-~]")
+#: The FHIR interaction a refused request tried, by HTTP method (for its journal entry).
+_INTERACTION = {"GET": "read", "HEAD": "read", "POST": "create", "PUT": "update", "PATCH": "patch"}
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+def bearer_challenge(error: Unauthenticated) -> str:
+    """The ``WWW-Authenticate`` value of a 401 (RFC 6750 §3): the error code once a token was sent."""
+    if error.bearer_error is None:
+        return 'Bearer realm="carnet"'
+    description = _UNQUOTABLE.sub("", error.message.replace('"', "'"))[:200]
+    return f'Bearer realm="carnet", error="{error.bearer_error}", error_description="{description}"'
+
+
+def tried(method: str, path: str) -> tuple[str, str]:
+    """The FHIR interaction and resource type a request under ``/fhir`` tried (for the journal)."""
+    parts = [part for part in path.split("/") if part][1:]
+    resource_type = parts[0] if parts and _RESOURCE_TYPE.fullmatch(parts[0]) else "Bundle"
+    if method == "DELETE":
+        return "delete", resource_type
+    if method == "POST" and not parts:
+        return "transaction", resource_type
+    if method in ("GET", "HEAD") and len(parts) == 1:
+        return "search-type", resource_type
+    return _INTERACTION.get(method, "read"), resource_type
+
+
+def settle_app_refusal(apps: AppService, error: AppAccessEnded, method: str, path: str) -> None:
+    """Journal an app's refused attempt on its patient's record, and end a grant found gone.
+
+    A grant the policy found gone (its period ended, or withdrawn elsewhere) takes every token
+    of the app on that record with it, refresh tokens included. The gate journals the refusals
+    it decides itself (``error.journaled``); a revoked or expired token is journaled here, under
+    the app's name, with the interaction the request tried.
+    """
+    if error.patient_id is None:
+        return
+    if error.reason == "app-not-granted":
+        apps.end_grant(error.client_id, error.patient_id)
+    if not error.journaled:
+        interaction, resource_type = tried(method, path)
+        apps.journal_refusal(error.client_id, error.patient_id, interaction, error.reason, resource_type)

@@ -59,5 +59,7 @@ async def _authenticated(request: Request, feed_id: str) -> None:
     check_feed_id(feed_id)
     authorization = request.headers.get("authorization", "")
     if not authorization.lower().startswith("bearer "):
-        raise Unauthenticated("Send the feed's secret as a bearer token: Authorization: Bearer <secret>.")
+        raise Unauthenticated(
+            "Send the feed's secret as a bearer token: Authorization: Bearer <secret>.", bearer_error=None
+        )
     await offload(request.app.state.services.feeds.authenticate, feed_id, authorization[7:].strip())

@@ -16,7 +16,8 @@
     │   ├── NotSupported          an interaction this type does not offer (AuditEvent is written by Carnet)
     │   └── FeedMessageError      a feed's message (HL7 v2) cannot be taken: its HL7 error code, AE or AR
     ├── Unauthenticated           no token, or a token that does not verify
-    │   └── SignInRefused         an OpenID provider's answer does not verify (state, nonce, acr…)
+    │   ├── SignInRefused         an OpenID provider's answer does not verify (state, nonce, acr…)
+    │   └── AppAccessEnded        an app's token was revoked or expired, or its patient's grant ended
     ├── IdentityProviderUnavailable  the OpenID provider cannot be reached or answers nonsense
     ├── RateLimited               too many requests from one principal, address or account
     ├── DeadlineExceeded          the request ran past its time budget and was rolled back
@@ -132,9 +133,42 @@ class FeedMessageError(InvalidRequest):
 
 
 class Unauthenticated(CarnetError):
-    """The request carries no valid bearer token."""
+    """The request carries no valid bearer token.
+
+    ``bearer_error`` is the RFC 6750 error code of the ``WWW-Authenticate`` answer:
+    ``invalid_token`` for a token that was sent and does not hold, None when none was sent.
+    """
 
     code = "login"
+
+    def __init__(self, message: str, *, bearer_error: str | None = "invalid_token") -> None:
+        super().__init__(message)
+        self.bearer_error = bearer_error
+
+
+class AppAccessEnded(Unauthenticated):
+    """An app's token no longer holds on its patient's record: revoked, expired, or its grant ended.
+
+    ``reason`` is the journal's (``app-token-revoked``, ``app-token-expired``,
+    ``app-not-granted``); ``client_id`` and ``patient_id`` name the app and the record it was
+    granted on, so that the attempt is journaled there. ``journaled`` is True once an entry
+    was written (the gate journals a refusal it decides itself).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        client_id: str,
+        patient_id: str | None,
+        journaled: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.client_id = client_id
+        self.patient_id = patient_id
+        self.journaled = journaled
 
 
 class SignInRefused(Unauthenticated):

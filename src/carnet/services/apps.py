@@ -29,7 +29,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from carnet.domain.consent import ConsentKind, consent_app, consent_for, consent_kind, consent_scopes
-from carnet.domain.errors import InvalidRequest, NotFound, Unauthenticated
+from carnet.domain.errors import AppAccessEnded, InvalidRequest, NotFound, Unauthenticated
 from carnet.domain.principal import ActorKind, Principal
 from carnet.domain.smart import CONTEXT_SCOPES, narrow, parse_scopes, split_scopes
 from carnet.services.record_types import Stored
@@ -93,6 +93,8 @@ class AppCode:
     nonce: str | None
     expires_at: datetime
     used_at: datetime | None = None
+    #: The end of the patient's grant (None: until revoked); the tokens it gives never outlive it.
+    grant_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +111,8 @@ class AppToken:
     issued_at: datetime
     expires_at: datetime
     revoked_at: datetime | None = None
+    #: The end of the patient's grant (None: until revoked); tokens issued on refresh keep it.
+    grant_until: datetime | None = None
 
     def is_live(self, now: datetime) -> bool:
         """Return True if the token is neither revoked nor expired at ``now``."""
@@ -148,6 +152,7 @@ class AppSession(Protocol):
         patient_id: str | None = None,
         token_hash: str | None = None,
     ) -> int: ...
+    def take_app_assertion(self, jti_hash: str, expires_at: datetime, now: datetime) -> bool: ...
 
 
 def digest(secret: str) -> str:
@@ -316,7 +321,8 @@ class AppService:
     ) -> dict[str, Any]:
         """Issue an access token (and a refresh token when ``refresh``); return the token response.
 
-        ``until`` (the end of the patient's grant) caps both tokens' lifetimes.
+        ``until`` (the end of the patient's grant) caps both tokens' lifetimes, and is kept on
+        them so that a refresh never reaches past it.
         """
         now = self._clock()
         access = secrets.token_urlsafe(32)
@@ -332,6 +338,7 @@ class AppService:
                 scope=scope,
                 issued_at=now,
                 expires_at=access_end,
+                grant_until=until,
             )
         ]
         response: dict[str, Any] = {
@@ -354,6 +361,7 @@ class AppService:
                     scope=scope,
                     issued_at=now,
                     expires_at=end,
+                    grant_until=until,
                 )
             )
             response["refresh_token"] = token
@@ -380,7 +388,9 @@ class AppService:
             return None
         return found
 
-    def journal_refusal(self, client_id: str, patient_id: str, interaction: str, reason: str) -> None:
+    def journal_refusal(
+        self, client_id: str, patient_id: str, interaction: str, reason: str, resource_type: str = "Consent"
+    ) -> None:
         """Journal, on the record concerned, an app's refused attempt (a replayed code, a revoked token).
 
         The entry is the app's (actor kind ``app``), decision ``deny`` with ``reason``, so the
@@ -394,7 +404,7 @@ class AppService:
             display=client.name if client is not None else client_id,
             app_id=client_id,
         )
-        with self._records.call(principal, interaction, "Consent", write=True) as call:
+        with self._records.call(principal, interaction, resource_type, write=True) as call:
             trail = self._records.gate.trail_of(call.context, patient_id)
             if trail is not None:
                 trail.denied_reasons.add(reason)
@@ -426,7 +436,9 @@ class AppService:
         within its token's ``system/`` scopes (``carnet.services.research_export`` checks both).
 
         Raises:
-            Unauthenticated: unknown, expired or revoked token, or an app no longer registered.
+            Unauthenticated: unknown token, or an app no longer registered.
+            AppAccessEnded: a token revoked or expired, or whose grant ended (the caller journals
+                the attempt on the record: :meth:`journal_refusal`).
         """
         now = self._clock()
         with self._session() as session:
@@ -435,9 +447,22 @@ class AppService:
         if found is None or found.kind != "access" or client is None:
             raise Unauthenticated("The bearer token is not one this server issued; get a new one.")
         if found.revoked_at is not None:
-            raise Unauthenticated("The bearer token was revoked; the app must be authorised again.")
+            raise AppAccessEnded(
+                "The bearer token was revoked; the app must be authorised again.",
+                reason="app-token-revoked",
+                client_id=client.client_id,
+                patient_id=found.patient_id,
+            )
         if now >= found.expires_at:
-            raise Unauthenticated("The bearer token has expired; get a new one.")
+            ended = found.grant_until is not None and now >= found.grant_until
+            raise AppAccessEnded(
+                "The patient's grant to this app has ended; the app must be authorised again."
+                if ended
+                else "The bearer token has expired; get a new one.",
+                reason="app-not-granted" if ended else "app-token-expired",
+                client_id=client.client_id,
+                patient_id=found.patient_id,
+            )
         subject = f"app:{client.client_id}"
         if client.kind is AppKind.BACKEND:
             role = client.acts_as or ""
@@ -469,7 +494,8 @@ class AppService:
         """Grant an app some scopes on the patient's own record, until ``until``; return the Consent.
 
         Only scopes the app is registered for are granted; a previous grant to the same app is
-        withdrawn in the same transaction (one grant per app). Journaled as ``$grant-app``.
+        withdrawn in the same transaction (one grant per app), and the tokens it gave are revoked.
+        Journaled as ``$grant-app``.
 
         Raises:
             InvalidRequest: no such app, a backend service, or nothing left to grant.
@@ -485,8 +511,13 @@ class AppService:
         if patient_id is None:
             raise InvalidRequest("Open your record before you connect an app.")
         with self._records.call(principal, "$grant-app", "Consent", write=True) as call:
-            for existing in _grants_to(call, patient_id, client_id):
+            previous = _grants_to(call, patient_id, client_id)
+            for existing in previous:
                 _withdraw(call, existing)
+            if previous:
+                # The tokens of the grant withdrawn end with it; the new grant gets its own.
+                tokens = cast(AppSession, call.context.session)
+                tokens.revoke_app_tokens(self._clock(), client_id=client_id, patient_id=patient_id)
             consent = consent_for(
                 ConsentKind.APP_GRANT,
                 patient_id,
@@ -517,6 +548,24 @@ class AppService:
             tokens = cast(AppSession, call.context.session)
             tokens.revoke_app_tokens(self._clock(), client_id=client_id, patient_id=patient_id)
             return len(current)
+
+    def end_grant(self, client_id: str, patient_id: str) -> int:
+        """Revoke every token of an app on a record whose grant no longer holds; return how many.
+
+        Called when the policy finds the grant gone (its period ended, or it was withdrawn
+        elsewhere than in « Mes applications »): its refresh tokens must not give new access tokens.
+        """
+        with self._session(write=True) as session:
+            return session.revoke_app_tokens(self._clock(), client_id=client_id, patient_id=patient_id)
+
+    def take_assertion(self, client_id: str, jti: str, expires_at: datetime) -> bool:
+        """Take a backend service's client assertion id once; return False if it was taken before.
+
+        Shared by every process through the store (``private_key_jwt`` replay protection,
+        RFC 7523 §3): the row is kept until ``expires_at``, when the assertion could no longer verify.
+        """
+        with self._session(write=True) as session:
+            return session.take_app_assertion(digest(f"{client_id}\x00{jti}"), expires_at, self._clock())
 
     def connected(self, principal: Principal) -> list[ConnectedApp]:
         """Return the apps the patient granted, with what and until when (journaled as a Consent search)."""

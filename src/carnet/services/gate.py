@@ -22,6 +22,7 @@ from carnet.domain.consent import grants_from_consents
 from carnet.domain.documents import attachments, document_facts
 from carnet.domain.errors import (
     AccessDenied,
+    AppAccessEnded,
     CarnetError,
     JournalUnavailable,
     NotFound,
@@ -60,6 +61,8 @@ from carnet.services.vault import DIRECTORY, Vault
 log = logging.getLogger("carnet.records")
 
 Clock = Callable[[], datetime]
+#: The policy's reason when an app acts on its patient's record without a live grant.
+APP_NOT_GRANTED = "app-not-granted"
 
 
 class Gate:
@@ -221,13 +224,35 @@ class Gate:
         )
 
     def decide(self, call: Call, action: Action, target: Target) -> Decision:
-        """Ask the policy about one request of the call, and note the verdict for its journal."""
+        """Ask the policy about one request of the call, and note the verdict for its journal.
+
+        Raises:
+            AppAccessEnded: an app on its own patient's record holds no grant any more (revoked,
+                or its period ended): its token is worth nothing, whatever the request (401,
+                not a 403 that would let the app believe only this request was refused).
+        """
         request = self._request(call, action, target)
         decision = decide(request, self._grants_of(call, target.patient_id), self.profile, self.clock())
         if call.query is None and action is Action.CREATE and call.actor.kind is ActorKind.FEED:
             # The journal says which class (or measure type) a feed offered, never the content.
             call.query = f"class={self.profile.matrix.class_of(target) or ''}"
         trail = self.trail_of(call, target.patient_id)
+        actor = call.principal
+        if (
+            not decision.allowed
+            and APP_NOT_GRANTED in decision.reasons
+            and actor.app_id is not None
+            and target.patient_id == actor.patient_id
+        ):
+            if trail is not None:
+                trail.denied_reasons.update(decision.reasons)
+            raise AppAccessEnded(
+                "The patient's grant to this app has ended or was revoked; the app must be authorised again.",
+                reason=APP_NOT_GRANTED,
+                client_id=actor.app_id,
+                patient_id=actor.patient_id,
+                journaled=trail is not None,
+            )
         if decision.allowed:
             call.obligations |= decision.obligations
             if trail is not None:
@@ -428,7 +453,7 @@ class Gate:
             except RecordShredded:
                 continue  # an erased record has nothing left to disclose, and no key to seal with
             refused = not trail.allowed or (
-                isinstance(error, (AccessDenied, NotFound)) and bool(trail.denied_reasons)
+                isinstance(error, (AccessDenied, NotFound, AppAccessEnded)) and bool(trail.denied_reasons)
             )
             reasons = trail.denied_reasons if refused else trail.allowed_reasons
             notified = (

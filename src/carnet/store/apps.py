@@ -7,10 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from carnet.services.apps import AppClient, AppCode, AppKind, AppToken
 from carnet.store.connected import Connected, utc
-from carnet.store.tables import app_clients, app_codes, app_tokens
+from carnet.store.tables import app_assertions, app_clients, app_codes, app_tokens
 
 
 def _client(row: Any) -> AppClient:
@@ -77,6 +79,7 @@ class AppSessionMixin(Connected):
                 nonce=code.nonce,
                 expires_at=code.expires_at,
                 used_at=None,
+                grant_until=code.grant_until,
             )
         )
 
@@ -97,6 +100,7 @@ class AppSessionMixin(Connected):
             nonce=row.nonce,
             expires_at=utc(row.expires_at),
             used_at=utc(row.used_at) if row.used_at is not None else None,
+            grant_until=utc(row.grant_until) if row.grant_until is not None else None,
         )
 
     def use_app_code(self, code_hash: str, at: datetime) -> bool:
@@ -122,6 +126,7 @@ class AppSessionMixin(Connected):
                 issued_at=token.issued_at,
                 expires_at=token.expires_at,
                 revoked_at=token.revoked_at,
+                grant_until=token.grant_until,
             )
         )
 
@@ -141,6 +146,7 @@ class AppSessionMixin(Connected):
             issued_at=utc(row.issued_at),
             expires_at=utc(row.expires_at),
             revoked_at=utc(row.revoked_at) if row.revoked_at is not None else None,
+            grant_until=utc(row.grant_until) if row.grant_until is not None else None,
         )
 
     def revoke_app_tokens(
@@ -167,3 +173,19 @@ class AppSessionMixin(Connected):
             raise ValueError("Name the tokens to revoke: a family, an app or a record.")
         done = self._c.execute(update(table).where(*clauses).values(revoked_at=at))
         return int(done.rowcount or 0)
+
+    def take_app_assertion(self, jti_hash: str, expires_at: datetime, now: datetime) -> bool:
+        """Note a client assertion's id as taken; return False if it already was (a replay).
+
+        Assertions that can no longer verify (``expires_at`` past) are purged first, so the
+        table holds only the last few minutes' ids.
+        """
+        self._c.execute(delete(app_assertions).where(app_assertions.c.expires_at < now))
+        statement = (pg_insert if self._c.dialect.name == "postgresql" else sqlite_insert)(app_assertions)
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING.
+        taken = self._c.execute(
+            statement.values(jti_hash=jti_hash, expires_at=expires_at)
+            .on_conflict_do_nothing()
+            .returning(app_assertions.c.jti_hash)
+        ).first()
+        return taken is not None

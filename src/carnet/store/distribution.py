@@ -80,6 +80,8 @@ PLACEMENTS: dict[str, Placement] = {
     "app_clients": REFERENCE,
     "app_codes": Placement("distributed", "code_hash", "app_codes"),
     "app_tokens": Placement("distributed", "token_hash", "app_tokens"),
+    # Backend services' assertion ids taken, found by their hash: their own group on it.
+    "app_assertions": Placement("distributed", "jti_hash", "app_assertions"),
     # Research (issue 15): the study registry is small and read by every export (everywhere);
     # an export and its sealed parts share a group on the export id; a study's budget ledger is
     # its own group on the study id.

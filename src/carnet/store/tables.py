@@ -298,6 +298,8 @@ app_codes = Table(
     Column("nonce", String(200), nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("used_at", DateTime(timezone=True), nullable=True),
+    # The end of the patient's grant the code stands for (migration 0018; None: until revoked).
+    Column("grant_until", DateTime(timezone=True), nullable=True),
 )
 
 app_tokens = Table(
@@ -313,8 +315,21 @@ app_tokens = Table(
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # The end of the patient's grant (migration 0018): no token of the grant outlives it.
+    Column("grant_until", DateTime(timezone=True), nullable=True),
     Index("ix_app_tokens_family", "family"),
     Index("ix_app_tokens_client_patient", "client_id", "patient_id"),
+)
+
+#: Each backend service's client assertion (``private_key_jwt``) taken, by the SHA-256 of its
+#: client id and ``jti`` (migration 0018): shared by every process, so that an assertion is
+#: accepted once across workers; a row is kept until the assertion could no longer verify.
+app_assertions = Table(
+    "app_assertions",
+    metadata,
+    Column("jti_hash", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_app_assertions_expires_at", "expires_at"),
 )
 
 #: Each feed message taken (one row per feed and MSH-10): a message sent again gets the answer of

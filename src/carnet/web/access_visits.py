@@ -83,6 +83,13 @@ REFUSALS = {
     "patient-own-record": "Someone signed in as another patient tried to reach your record: they saw nothing.",
     "forbidden-kind": "This kind of organisation may never read a health record: they saw nothing.",
     "feed-refused": "You refused this feed: nothing was added.",
+    "app-token-revoked": "You revoked this app's access: it was refused and saw nothing.",
+    "app-token-expired": "This app's access had expired: it was refused and saw nothing.",
+    "app-not-granted": "This app no longer has your permission (revoked or ended): it was refused and saw nothing.",
+    "app-code-replayed": "This app's authorisation was presented twice, as an attacker would: its access was cut.",
+    "app-scope-not-granted": "You did not let this app reach this data: it saw nothing.",
+    "app-outside-record": "An app connected to another record tried to reach yours: it saw nothing.",
+    "app-no-choices": "An app may never change your choices: nothing was changed.",
 }
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
@@ -357,6 +364,8 @@ class Teller:
             return self._("your legal representative")
         if access.actor_kind == "feed":
             return self._("automatic feed")
+        if access.actor_kind == "app":
+            return self._("connected app")
         if access.actor_kind != "professional":
             return None
         if access.specialty in SPECIALTIES:

@@ -190,7 +190,7 @@ async def consent_answer(request: Request) -> Response:
             until = _until(days, server.clock())
             server.apps.grant(principal, grant.client.get_client_id(), tuple(data), until)
             kept = [s for s in requested if s in CONTEXT_SCOPES or s in data]
-            return server.answer(oauth, principal, " ".join(kept))
+            return server.answer(oauth, principal, " ".join(kept), until)
         except OAuth2Error as error:
             return _refused(request, error)
 

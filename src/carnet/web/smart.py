@@ -23,12 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -230,11 +229,12 @@ class Token(rfc6749.TokenMixin):  # type: ignore[misc]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Grantee:
-    """Who a token is issued for: a patient's record (None for a backend service), and its grant family."""
+    """Who a token is issued for: a patient's record (None for a backend service), its grant family and end."""
 
     subject: str
     patient_id: str | None
     family: str
+    until: datetime | None = None
 
 
 class SmartServer(rfc6749.AuthorizationServer):  # type: ignore[misc]
@@ -303,6 +303,7 @@ class SmartServer(rfc6749.AuthorizationServer):  # type: ignore[misc]
             scope=scope or "",
             family=family,
             refresh=refresh,
+            until=grantee.until,
         )
 
     # -- what the routes call ----------------------------------------------------------------
@@ -331,14 +332,20 @@ class SmartServer(rfc6749.AuthorizationServer):  # type: ignore[misc]
             )
         return grant
 
-    def answer(self, request: OAuthRequest, principal: Principal, scope: str | None) -> Response:
-        """Send the patient's answer to the app: a code for ``scope``, or ``access_denied`` (None)."""
+    def answer(
+        self,
+        request: OAuthRequest,
+        principal: Principal,
+        scope: str | None,
+        until: datetime | None = None,
+    ) -> Response:
+        """Send the patient's answer to the app: a code for ``scope`` (granted until ``until``), or ``access_denied`` (None)."""
         grant = self.consent_request(request, principal)
         redirect_uri = grant.validate_authorization_request()
         if scope is None:
             return self.handle_response(*grant.create_authorization_response(redirect_uri, None))
         request.scope = scope
-        user = Grantee(subject=principal.subject, patient_id=principal.patient_id, family="")
+        user = Grantee(subject=principal.subject, patient_id=principal.patient_id, family="", until=until)
         return self.handle_response(*grant.create_authorization_response(redirect_uri, user))
 
     def error_response(self, request: OAuthRequest, error: OAuth2Error) -> Response:
@@ -364,6 +371,7 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
             nonce=data.get("nonce"),
+            grant_until=user.until,
         )
 
     def query_authorization_code(self, code: str, client: Client) -> Code | None:
@@ -377,7 +385,9 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         code = authorization_code.code
         if not self.server.apps.use_code(code):
             return None
-        return Grantee(subject=code.subject, patient_id=code.patient_id, family=code.code_hash)
+        return Grantee(
+            subject=code.subject, patient_id=code.patient_id, family=code.code_hash, until=code.grant_until
+        )
 
     def get_authorization_code_challenge(self, authorization_code: Code) -> str | None:  # used by PKCE
         return authorization_code.code.code_challenge
@@ -445,7 +455,9 @@ class _RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_user(self, refresh_token: Token) -> Grantee:
         token = refresh_token.token
-        return Grantee(subject=token.subject, patient_id=token.patient_id, family=token.family)
+        return Grantee(
+            subject=token.subject, patient_id=token.patient_id, family=token.family, until=token.grant_until
+        )
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
         """The used refresh token is revoked (rotation); the new one replaces it."""
@@ -459,14 +471,13 @@ class _BackendGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
 class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
     """``private_key_jwt`` (RFC 7523) for backend services: RS384 or ES384 with the registered JWK Set.
 
-    A ``jti`` is accepted once while its assertion is valid (kept in this process).
+    A ``jti`` is accepted once while its assertion could verify, across every process serving
+    the same store (:meth:`AppService.take_assertion`).
     """
 
     def __init__(self, server: SmartServer) -> None:
         super().__init__(validate_jti=True, leeway=60)
         self._server = server
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
 
     def get_audiences(self) -> list[str]:
         return [f"{_root(self._server.base_url)}/auth/token"]
@@ -485,14 +496,11 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         return KeySet.import_key_set(json.loads(client.app.jwks or '{"keys": []}'))
 
     def validate_jti(self, claims: Mapping[str, Any], jti: str) -> bool:
-        now = time.time()
-        key = f"{claims.get('sub')}:{jti}"
-        with self._lock:
-            self._seen = {k: v for k, v in self._seen.items() if v > now}
-            if key in self._seen:
-                return False
-            self._seen[key] = float(claims.get("exp", now + 300)) + 60
-        return True
+        # Kept until the assertion could no longer verify: its exp plus the leeway allowed.
+        exp = claims.get("exp")
+        seconds = float(exp) if isinstance(exp, int | float) else time.time() + 300
+        expires = datetime.fromtimestamp(seconds + 60, UTC)
+        return self._server.apps.take_assertion(str(claims.get("sub")), str(jti), expires)
 
 
 class _Revocation(rfc7009.RevocationEndpoint):  # type: ignore[misc]
