@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Connection, Engine, event, inspect, text
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -24,7 +25,7 @@ from carnet.cli import app
 from carnet.domain.errors import ConfigurationError
 from carnet.settings import Settings
 from carnet.store.distribution import LOCAL, PLACEMENTS, distribute, placed, placement
-from carnet.store.engine import make_engine, upgrade
+from carnet.store.engine import alembic_config, make_engine, upgrade
 from carnet.store.tables import metadata
 from minting import Mint
 
@@ -395,3 +396,54 @@ def test_a_read_by_bare_id_probes_one_shard(
         assert len({g for g in groups if g[0] == where}) == 1, f"{name}: location shards {groups}"
         assert len({g for g in groups if g[0] == record}) == 1, f"{name}: record groups {groups}"
         assert {g[0] for g in groups} <= {where, record, log}, f"{name}: {groups}"
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [pytest.param("postgres", marks=pytest.mark.postgres), *CITUS],
+    indirect=True,
+)
+def test_no_table_takes_values_from_a_sequence(services: Services) -> None:
+    """No column defaults to a sequence: every key is written by Carnet, so shard moves and new nodes copy no counter."""
+    with services.store.engine.connect() as connection:
+        defaults = connection.execute(
+            text(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND column_default LIKE 'nextval(%'"
+            )
+        ).all()
+        sequences = connection.execute(
+            text(
+                "SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = current_schema()"
+            )
+        ).all()
+    assert (defaults, sequences) == ([], [])
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_a_distributed_store_drops_its_sequence_on_every_node(database_url: str) -> None:
+    """A store distributed at revision 0016 (a serial log number), upgraded: no node keeps the sequence or the default."""
+    engine = make_engine(database_url)
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0016")
+    with engine.begin() as connection:
+        distribute(connection)
+    upgrade(engine)
+    check = (
+        "SELECT count(*) FROM pg_class WHERE relname = 'journal_heads_shard_seq' "
+        "AND relnamespace = '{schema}'::regnamespace"
+    )
+    with engine.connect() as connection:
+        schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+        defaults = connection.execute(
+            text("SELECT count(*) FROM pg_attrdef WHERE adrelid = CAST('journal_heads' AS regclass)")
+        ).scalar_one()
+        nodes = connection.execute(
+            text("SELECT result FROM run_command_on_all_nodes(:c)"), {"c": check.format(schema=schema)}
+        ).all()
+    engine.dispose()
+    assert defaults == 0
+    assert len(nodes) >= 3, nodes
+    assert [row[0] for row in nodes] == ["0"] * len(nodes), nodes

@@ -130,7 +130,8 @@ journal_nodes = Table(
 journal_heads = Table(
     "journal_heads",
     metadata,
-    Column("shard", Integer, primary_key=True),
+    # The log number, always written by Carnet: no sequence (migration 0019).
+    Column("shard", Integer, primary_key=True, autoincrement=False),
     Column("size", BigInteger, nullable=False),
     Column("peaks", LargeBinary, nullable=False),
 )
