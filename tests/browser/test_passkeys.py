@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Page
 
 from browser.browsing import check, open_context
 from carnet.api.app import build_services
@@ -69,7 +69,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
 
 
 def test_a_patient_enrols_a_passkey_then_signs_in_with_it(browser: Browser, desk: Desk) -> None:
-    """Enrolment code, passkey created by the virtual authenticator, recovery codes; signed out; passkey sign-in."""
+    """Enrolment code, passkey by the virtual authenticator, recovery codes; passkey sign-in; then managing the means."""
     context = open_context(browser, desk.url)
     try:
         page = context.new_page()
@@ -105,5 +105,30 @@ def test_a_patient_enrols_a_passkey_then_signs_in_with_it(browser: Browser, desk
         page.click("#passkey-submit")
         page.wait_for_url(f"{desk.url}/patient/")
         assert page.locator("#logout").is_visible()
+        _manage_sign_in_means(page, desk)
     finally:
         context.close()
+
+
+def _manage_sign_in_means(page: Page, desk: Desk) -> None:
+    """On /patient/sign-in: add a second passkey, remove the first, draw new recovery codes (axe-clean)."""
+    page.click("#nav-sign-in")
+    page.wait_for_url(f"{desk.url}/patient/sign-in")
+    assert page.locator("#passkeys-table tbody tr").count() == 1
+    check(page, "sign-in-means")
+    page.click("#register-submit")
+    page.wait_for_selector("#passkey-remove-2")
+    assert "Votre nouvelle clé d'accès est ajoutée." in page.locator("#flash").inner_text()
+    page.click("#passkey-remove-1")
+    page.wait_for_selector("#flash")
+    assert page.locator("#passkeys-table tbody tr").count() == 1
+    page.click("#passkey-remove-1")  # the last way in: refused, said why
+    page.wait_for_selector("#means-error")
+    assert page.locator("#passkeys-table tbody tr").count() == 1
+    check(page)
+    page.click("#recovery-submit")
+    page.wait_for_selector("#recovery-codes")
+    assert page.locator("#recovery-codes li").count() == 10
+    check(page, "sign-in-means-recovery")
+    page.click("#signed-in-continue")
+    page.wait_for_url(f"{desk.url}/patient/sign-in")

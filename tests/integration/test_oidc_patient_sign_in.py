@@ -19,6 +19,8 @@ from carnet.api.app import Services, build_services, create_app
 from carnet.auth.oidc import ENCRYPTION_KEY_FILE
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Mode, Settings
+from carnet.web.access_visits import read_access
+from journal_requests import journal_of
 from oidc_provider import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -131,3 +133,22 @@ def test_traits_that_differ_never_link(carnet: tuple[TestClient, Services, str])
     refused = client.post("/login/patient/link", data={"csrf_token": _csrf(asked), "ins": NIR})
     assert refused.status_code == 403
     assert client.get("/patient/", follow_redirects=False).status_code == 303
+    attempts = [e for e in journal_of(services, patient_id) if e.actor_id.startswith("oidc:")]
+    assert [(e.action, e.outcome != "ok", e.targets) for e in attempts] == [("$link-identity", True, ())]
+    events = services.records.records(holder).search("AuditEvent", [("patient", f"Patient/{patient_id}")])
+    shown = [read_access(e, "t") for e in events.resources]
+    linked = [a for a in shown if a.operation == "$link-identity"]
+    assert [(a.refused, a.by_me) for a in linked] == [(True, False)]  # a refusal, not "you read your profile"
+
+
+def test_a_successful_link_is_journaled_as_a_link(carnet: tuple[TestClient, Services, str]) -> None:
+    """The link is one $link-identity entry of the record (the read and the update inside it), by the account."""
+    client, services, patient_id = carnet
+    asked = _provider_round(client)
+    assert (
+        client.post("/login/patient/link", data={"csrf_token": _csrf(asked), "ins": NIR}).status_code == 200
+    )
+    attempts = [e for e in journal_of(services, patient_id) if e.actor_id.startswith("oidc:")]
+    assert attempts[0].action == "$link-identity"
+    assert attempts[0].outcome == "ok"
+    assert any(t.startswith("Patient/") for t in attempts[0].targets)

@@ -28,6 +28,7 @@ from carnet.settings import Mode, Settings
 from carnet.web.i18n import catalog
 from carnet.web.oidc_login import REASONS
 from carnet.web.session import session_secret
+from journal_requests import journal_of
 from oidc_provider import CLIENT_ID, CLIENT_SECRET, GP, NURSE, TestProvider, sign_in_at_provider
 
 CARNET = "https://testserver"
@@ -138,7 +139,37 @@ def test_a_professional_of_two_structures_chooses_one(carnet: tuple[TestClient, 
     chosen = client.post("/login/structure", data={"csrf_token": token, "choice": "1"})
     assert chosen.status_code == 200
     assert 'id="signed-in-continue"' in chosen.text
-    assert "Inès BERNARD" in client.get("/pro/").text
+    home = client.get("/pro/")
+    assert "Inès BERNARD" in home.text
+    assert '<span class="structure" id="who-structure"> — SSIAD DU PARC</span>' in home.text
+
+
+def test_the_structure_chosen_is_journaled_with_the_sign_in_and_every_access(
+    carnet: tuple[TestClient, Services],
+) -> None:
+    """The nurse's sign-in and her read of a record both name the structure she chose (SSIAD DU PARC)."""
+    client, services = carnet
+    patient = seed_population(services.records, patients=1, seed=2027)[0]
+    holder = Principal(kind=ActorKind.PATIENT, subject="patient:t", patient_id=patient.patient_id)
+    services.records.records(holder).create(
+        consent_for(ConsentKind.AUTHORISATION, patient.patient_id, "810009876543", now=datetime.now(UTC))
+    )
+    choice = _sign_in(client, NURSE)
+    token = choice.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    client.post("/login/structure", data={"csrf_token": token, "choice": "1"})
+    assert client.get(f"/pro/patients/{patient.patient_id}").status_code == 200
+    accepted = [e for e in services.sign_ins.recent() if e.decision == "permit"]
+    assert [(e.actor_structure, e.actor_structure_name) for e in accepted] == [
+        ("499700222222002", "SSIAD DU PARC")
+    ]
+    reads = [e for e in journal_of(services, patient.patient_id) if e.actor_id == "810009876543"]
+    assert reads
+    assert {e.actor_structure_name for e in reads} == {"SSIAD DU PARC"}
+    events = services.records.records(holder).search(
+        "AuditEvent", [("patient", f"Patient/{patient.patient_id}")]
+    )
+    located = [a["location"]["display"] for e in events.resources for a in e["agent"] if a.get("location")]
+    assert "SSIAD DU PARC" in located
 
 
 def test_a_downgraded_acr_is_refused_and_journaled(carnet: tuple[TestClient, Services]) -> None:

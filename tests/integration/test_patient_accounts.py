@@ -29,7 +29,10 @@ from carnet.cli import app as cli_app
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.settings import Settings
 from carnet.web import patient_accounts as account_routes
+from carnet.web import sign_in_means as means_routes
+from carnet.web.access_visits import read_access
 from carnet.web.patient_accounts import REFUSALS
+from journal_requests import journal_of
 
 ORIGIN = "https://testserver"
 TEST_NIR = "urn:oid:1.2.250.1.213.1.4.10"
@@ -326,4 +329,121 @@ def test_every_message_of_the_account_pages_has_a_french_translation() -> None:
         text = (web / "templates" / name).read_text(encoding="utf-8")
         used.update(m.group(2) for m in re.finditer(r"""_\(\s*(["'])((?:(?!\1).)+)\1""", text))
     assert len(used) > 25
+    assert sorted(m for m in used if m not in french) == []
+
+
+def _credential_actions(services: Services, patient_id: str) -> list[str]:
+    return [e.action for e in journal_of(services, patient_id) if e.resource_type == "Credential"]
+
+
+def test_the_sign_in_means_page_adds_and_removes_passkeys_but_never_the_last_way_in(
+    carnet: tuple[TestClient, Services, str],
+) -> None:
+    """Add a second passkey, remove one; the last one stays until an app is set up; each change journaled."""
+    client, services, patient_id = carnet
+    first, second = Authenticator(), Authenticator()
+    _enrol(client, services, patient_id, first)
+    shown = client.get("/patient/sign-in")
+    assert shown.status_code == 200
+    assert 'id="passkey-remove-1"' in shown.text
+    assert 'id="passkey-remove-2"' not in shown.text
+    assert "nécessite JavaScript" in shown.text
+    token = _csrf(shown.text)
+    options = client.post("/patient/sign-in/passkey/new", data={"csrf_token": token}).json()
+    replayed = second.create(options)
+    added = client.post("/patient/sign-in/passkey/add", data={"csrf_token": token, "credential": replayed})
+    assert added.status_code == 200  # followed to the page
+    assert 'id="passkey-remove-2"' in added.text
+    again = client.post("/patient/sign-in/passkey/add", data={"csrf_token": token, "credential": replayed})
+    assert again.status_code == 400  # the challenge was taken
+    passkeys, _, _ = services.patient_accounts.means(patient_id)
+    keys = [p.credential_key for p in passkeys]
+    assert len(keys) == 2
+    foreign = client.post(
+        "/patient/sign-in/passkey/remove", data={"csrf_token": token, "passkey": "passkey:00"}
+    )
+    assert foreign.status_code == 404
+    removed = client.post("/patient/sign-in/passkey/remove", data={"csrf_token": token, "passkey": keys[0]})
+    assert removed.status_code == 200
+    last = client.post("/patient/sign-in/passkey/remove", data={"csrf_token": token, "passkey": keys[1]})
+    assert last.status_code == 409
+    assert 'id="means-error"' in last.text
+    assert len(services.patient_accounts.means(patient_id)[0]) == 1
+    no_app = client.post("/patient/sign-in/totp/remove", data={"csrf_token": token})
+    assert no_app.status_code == 404
+    assert _credential_actions(services, patient_id) == [
+        "credential-enrol",
+        "credential-passkey-add",
+        "credential-passkey-remove",
+    ]
+
+
+def test_new_recovery_codes_are_shown_once_and_the_old_ones_stop(
+    carnet: tuple[TestClient, Services, str],
+) -> None:
+    """Drawing new codes shows ten, once; an old code no longer signs in, a new one does; journaled."""
+    client, services, patient_id = carnet
+    old = _enrol(client, services, patient_id, Authenticator())
+    token = _csrf(client.get("/patient/sign-in").text)
+    drawn = client.post("/patient/sign-in/recovery", data={"csrf_token": token})
+    assert drawn.status_code == 200
+    assert drawn.headers["cache-control"] == "no-store"
+    new = [c.split("</code>")[0] for c in drawn.text.split("<li><code>")[1:]]
+    assert len(new) == 10
+    assert not set(new) & set(old)
+    assert "10 codes de secours non utilisés" in client.get("/patient/sign-in").text
+    _sign_out(client)
+    token = _csrf(client.get("/login/patient/account").text)
+    stale = client.post("/login/patient/recovery", data={"csrf_token": token, "ins": NIR, "code": old[0]})
+    assert stale.status_code == 401
+    fresh = client.post("/login/patient/recovery", data={"csrf_token": token, "ins": NIR, "code": new[0]})
+    assert fresh.status_code == 200
+    assert _credential_actions(services, patient_id) == ["credential-enrol", "credential-recovery"]
+
+
+def test_the_app_is_set_up_and_removed_from_the_page_and_then_the_last_passkey_may_go(
+    carnet: tuple[TestClient, Services, str],
+) -> None:
+    """With an app set up the only passkey may be removed, and then the app may not; every step journaled."""
+    client, services, patient_id = carnet
+    _enrol(client, services, patient_id, Authenticator())
+    setup = client.get("/login/patient/totp/setup")
+    secret = setup.text.split('id="totp-secret">', 1)[1].split("<", 1)[0]
+    kept = client.post(
+        "/login/patient/totp/setup", data={"csrf_token": _csrf(setup.text), "code": pyotp.TOTP(secret).now()}
+    )
+    assert kept.status_code == 200
+    assert 'id="totp-on"' in kept.text
+    token = _csrf(kept.text)
+    only = services.patient_accounts.means(patient_id)[0][0].credential_key
+    removed = client.post("/patient/sign-in/passkey/remove", data={"csrf_token": token, "passkey": only})
+    assert removed.status_code == 200
+    refused = client.post("/patient/sign-in/totp/remove", data={"csrf_token": token})
+    assert refused.status_code == 409
+    assert _credential_actions(services, patient_id) == [
+        "credential-enrol",
+        "credential-totp-add",
+        "credential-passkey-remove",
+    ]
+    events = services.records.records(
+        Principal(kind=ActorKind.PATIENT, subject="t", patient_id=patient_id)
+    ).search("AuditEvent", [("patient", f"Patient/{patient_id}")])
+    operations = {read_access(e, "t").operation for e in events.resources}
+    assert {"credential-enrol", "credential-totp-add", "credential-passkey-remove"} <= operations
+
+
+def test_only_a_patient_manages_sign_in_means(carnet: tuple[TestClient, Services, str]) -> None:
+    """Nobody signed in is sent to sign in; the page is not a 500 for anyone."""
+    client, _, _ = carnet
+    assert client.get("/patient/sign-in", follow_redirects=False).status_code == 303
+
+
+def test_every_message_of_the_sign_in_means_page_has_a_french_translation() -> None:
+    """Each _("…") of the means page and each message its routes show has a French entry."""
+    web = Path(account_routes.__file__).parent
+    french = json.loads((web / "locales" / "fr.json").read_text(encoding="utf-8"))
+    used = {*means_routes.DONE.values(), means_routes.LAST}
+    text = (web / "templates" / "patient" / "sign_in.html").read_text(encoding="utf-8")
+    used.update(m.group(2) for m in re.finditer(r"""_\(\s*(["'])((?:(?!\1).)+)\1""", text))
+    assert len(used) > 15
     assert sorted(m for m in used if m not in french) == []

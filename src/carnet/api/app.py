@@ -194,7 +194,9 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         portal_sessions=PortalSessions(store=store, cipher=cipher, clock=utc_now),
         sign_ins=SignInJournal(store=store, vault=vault, journal=journal, clock=utc_now),
         identity_links=IdentityLinks(records),
-        patient_accounts=PatientAccounts(store=store, vault=vault, cipher=cipher, clock=utc_now),
+        patient_accounts=PatientAccounts(
+            store=store, vault=vault, cipher=cipher, journal=journal, clock=utc_now
+        ),
         representations=Representations(
             store=store, vault=vault, cipher=cipher, journal=journal, clock=utc_now, new_id=new_id
         ),

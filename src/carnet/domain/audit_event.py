@@ -77,6 +77,11 @@ _BALP = {
     ),
 }
 
+#: Carnet's own operations, named in an AuditEvent's subtype beside ``operation``.
+OPERATION_SYSTEM = "urn:carnet:operation"
+#: The identifier system of a professional's structure (the RPPS's technical structure id).
+STRUCTURE_SYSTEM = "urn:carnet:structure"
+
 _INTERACTIONS = {
     "read": ("read", "R"),
     "vread": ("vread", "R"),
@@ -152,7 +157,15 @@ def audit_event(
             "code": "rest",
             "display": "Restful Operation",
         },
-        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+        "subtype": [
+            {"system": "http://hl7.org/fhir/restful-interaction", "code": interaction},
+            # An operation of Carnet's own (a representation, a sign-in credential…) is named too.
+            *(
+                [{"system": OPERATION_SYSTEM, "code": entry.action}]
+                if entry.action not in _INTERACTIONS
+                else []
+            ),
+        ],
         "action": action,
         "recorded": entry.recorded.isoformat().replace("+00:00", "Z"),
         "outcome": outcome,
@@ -197,6 +210,12 @@ def _user(entry: Entry, participation: str, purposes: list[dict[str, Any]]) -> d
         roles.append({"coding": [{"system": SPECIALTY_SYSTEM, "code": entry.actor_specialty}]})
     if roles:
         agent["role"] = roles
+    if entry.actor_structure:
+        # The structure the professional acts for (lieu d'exercice), chosen at sign-in.
+        agent["location"] = {
+            "identifier": {"system": STRUCTURE_SYSTEM, "value": entry.actor_structure},
+            **({"display": entry.actor_structure_name} if entry.actor_structure_name else {}),
+        }
     agent["purposeOfUse"] = purposes
     return agent
 

@@ -53,7 +53,8 @@ class Entry:
     ``mode`` the access mode (``normal``, ``treating``, ``break_glass``, ``regulation``…);
     ``client`` and ``client_address`` the application and network address the request came
     from (IHE BALP's client agent), when it came over the network; ``query`` the search
-    parameters of a search, URL-encoded.
+    parameters of a search, URL-encoded; ``actor_structure`` the structure a professional
+    signed in for (chosen at sign-in when they act for several).
     """
 
     recorded: datetime
@@ -63,6 +64,9 @@ class Entry:
     actor_display: str | None = None
     actor_profession: str | None = None
     actor_specialty: str | None = None
+    #: The structure (lieu d'exercice) a professional signed in for: its identifier and its name.
+    actor_structure: str | None = None
+    actor_structure_name: str | None = None
     action: str
     resource_type: str
     targets: tuple[str, ...] = ()
@@ -105,6 +109,8 @@ class Entry:
             data["client"] = {"id": self.client, "address": self.client_address}
         if self.query is not None:
             data["query"] = self.query
+        if self.actor_structure is not None:
+            data["actor"]["structure"] = {"id": self.actor_structure, "name": self.actor_structure_name}
         return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
@@ -125,6 +131,8 @@ class Entry:
                 actor_display=actor.get("display"),
                 actor_profession=actor.get("profession"),
                 actor_specialty=actor.get("specialty"),
+                actor_structure=(actor.get("structure") or {}).get("id"),
+                actor_structure_name=(actor.get("structure") or {}).get("name"),
                 action=data["action"],
                 resource_type=data["type"],
                 targets=tuple(data["targets"]),

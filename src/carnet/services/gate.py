@@ -467,6 +467,8 @@ class Gate:
                 actor_display=actor.display,
                 actor_profession=actor.profession,
                 actor_specialty=actor.specialty,
+                actor_structure=actor.structure,
+                actor_structure_name=actor.structure_name,
                 action=call.interaction,
                 resource_type=call.resource_type,
                 targets=tuple(trail.targets) if error is None else (),

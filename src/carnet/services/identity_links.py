@@ -11,7 +11,8 @@ Patient resource::
     value   SHA-256(issuer NUL sub), hex  (the provider's subject never appears in clear)
 
 so every later sign-in finds the record through the identity index, like an INS. The link is an
-update of the Patient resource by the patient: versioned and journaled like any change. A wrong
+update of the Patient resource by the patient: versioned, and journaled in the record as one
+``$link-identity`` call — a refused attempt too, with its failure, never as a plain read. A wrong
 INS and mismatching traits give the same refusal, so nobody learns whether an INS has a record.
 """
 
@@ -28,6 +29,8 @@ from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.services.records import RecordService
 
 SUBJECT_SYSTEM = "urn:carnet:oidc-subject"
+#: The journal's name of a link attempt (accepted or refused), in the record it names.
+LINK_ACTION = "$link-identity"
 MISMATCH = (
     "The INS and the identity your provider gave do not match a record; check the INS on your Carte Vitale."
 )
@@ -101,14 +104,16 @@ class IdentityLinks:
         if patient_id is None:
             raise AccessDenied(MISMATCH, reasons=["!identity-not-verified"])
         holder = Principal(kind=ActorKind.PATIENT, subject=f"oidc:{account.value}", patient_id=patient_id)
-        records = self._records.records(holder)
-        try:
-            patient = dict(records.read("Patient", patient_id).resource or {})
-        except CarnetError:
-            raise AccessDenied(MISMATCH, reasons=["!identity-not-verified"]) from None
-        if not traits.matches(patient):
-            raise AccessDenied(MISMATCH, reasons=["!identity-not-verified"])
-        identifiers = [i for i in patient.get("identifier") or [] if i.get("system") != SUBJECT_SYSTEM]
-        patient["identifier"] = [*identifiers, {"system": account.system, "value": account.value}]
-        records.update("Patient", patient_id, patient)
+        # One call of its own kind: the record's journal says "a sign-in account was linked" (or
+        # refused), never "the patient read their profile" when the traits did not match.
+        with self._records.call(holder, LINK_ACTION, "Patient", write=True) as call:
+            try:
+                patient = dict(call.reads.read("Patient", patient_id).resource or {})
+            except CarnetError:
+                raise AccessDenied(MISMATCH, reasons=["!identity-not-verified"]) from None
+            if not traits.matches(patient):
+                raise AccessDenied(MISMATCH, reasons=["!identity-not-verified"])
+            identifiers = [i for i in patient.get("identifier") or [] if i.get("system") != SUBJECT_SYSTEM]
+            patient["identifier"] = [*identifiers, {"system": account.system, "value": account.value}]
+            call.writes.update("Patient", patient_id, patient)
         return patient_id

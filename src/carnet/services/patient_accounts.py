@@ -7,6 +7,12 @@ identity document runs ``carnet patient enrol --ins …``, which prints a one-ti
 codes are drawn, shown once and stored as SHA-256 hashes. A TOTP secret (``pyotp``, RFC 6238)
 can be added as a fallback; it is sealed with the record's own key, so erasing the record
 erases it too. Every credential is a row of ``patient_credentials`` (``carnet.store.credentials``).
+
+Every change to a record's sign-in means — the enrolment, a passkey added or removed, recovery
+codes drawn again, TOTP set up or removed — is an entry of that record's journal (resource type
+``Credential``, action :data:`ENROLLED`, :data:`PASSKEY_ADDED`…), written in the same transaction.
+A record always keeps one way in besides its recovery codes: the last passkey goes only while a
+TOTP app is set up, and the TOTP app only while a passkey remains.
 """
 
 from __future__ import annotations
@@ -19,13 +25,21 @@ from datetime import datetime, timedelta
 
 import pyotp
 
-from carnet.domain.errors import SignInRefused
+from carnet.domain.errors import Conflict, NotFound, SignInRefused
+from carnet.domain.journal import Entry
+from carnet.services.caller import current_caller
+from carnet.services.journal import Journal
 from carnet.services.ports import Cipher, PatientCredential, Store, StoreSession
 from carnet.services.vault import Vault
 
 ENROLMENT_LIFETIME = timedelta(days=3)
 RECOVERY_CODES = 10
 ENROLMENT, PASSKEY, RECOVERY, TOTP = "enrolment", "passkey", "recovery", "totp"
+#: The record's journal entries of changes to its sign-in means (resource type ``Credential``).
+ENROLLED = "credential-enrol"
+PASSKEY_ADDED, PASSKEY_REMOVED = "credential-passkey-add", "credential-passkey-remove"
+RECOVERY_RENEWED = "credential-recovery"
+TOTP_ADDED, TOTP_REMOVED = "credential-totp-add", "credential-totp-remove"
 TOTP_KEY = "totp"
 
 
@@ -48,11 +62,30 @@ def _draw_code() -> str:
 class PatientAccounts:
     """Enrolment codes, passkeys, recovery codes and TOTP of built-in patient accounts."""
 
-    def __init__(self, *, store: Store, vault: Vault, cipher: Cipher, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, *, store: Store, vault: Vault, cipher: Cipher, journal: Journal, clock: Callable[[], datetime]
+    ) -> None:
         self._store = store
         self._vault = vault
         self._cipher = cipher
+        self._journal = journal
         self._clock = clock
+
+    def _journaled(self, session: StoreSession, patient_id: str, action: str, now: datetime) -> None:
+        """Append the record's journal entry of a change to its sign-in means (same transaction)."""
+        caller = current_caller()
+        entry = Entry(
+            recorded=now,
+            patient_id=patient_id,
+            actor_kind="patient",
+            actor_id=f"account:{patient_id}",
+            action=action,
+            resource_type="Credential",
+            mode="patient",
+            client=caller.client if caller is not None else None,
+            client_address=caller.address if caller is not None else None,
+        )
+        self._journal.append(session, [(self._vault.key(session, patient_id, now), entry)])
 
     def issue_enrolment(self, patient_id: str) -> str:
         """Draw a one-time enrolment code for a record whose holder's identity was checked."""
@@ -109,6 +142,7 @@ class PatientAccounts:
                 now,
             )
             self._replace_recovery(session, patient_id, codes, now)
+            self._journaled(session, patient_id, ENROLLED, now)
         return codes
 
     def _replace_recovery(
@@ -126,8 +160,10 @@ class PatientAccounts:
     def new_recovery_codes(self, patient_id: str) -> list[str]:
         """Replace a record's recovery codes with fresh ones (the old ones stop working)."""
         codes = [_draw_code() for _ in range(RECOVERY_CODES)]
+        now = self._clock()
         with self._store.session(write=True) as session:
-            self._replace_recovery(session, patient_id, codes, self._clock())
+            self._replace_recovery(session, patient_id, codes, now)
+            self._journaled(session, patient_id, RECOVERY_RENEWED, now)
         return codes
 
     def passkey(self, credential_id: str) -> PatientCredential:
@@ -184,6 +220,7 @@ class PatientAccounts:
                 PatientCredential(patient_id=patient_id, credential_key=TOTP_KEY, kind=TOTP, secret=sealed),
                 now,
             )
+            self._journaled(session, patient_id, TOTP_ADDED, now)
 
     def check_totp(self, patient_id: str, code: str) -> None:
         """Check a TOTP code of a record; a code, once accepted, is not accepted again.
@@ -211,3 +248,68 @@ class PatientAccounts:
             if matched is None or matched <= found[0].sign_count:
                 raise SignInRefused("This code is not the one your app shows now.", reason="totp")
             session.count_patient_credential(patient_id, TOTP_KEY, matched)
+
+    # -- managing one's sign-in means (the signed-in patient) -----------------------------------
+
+    def means(self, patient_id: str) -> tuple[list[PatientCredential], bool, int]:
+        """A record's passkeys, whether TOTP is set up, and how many recovery codes are unused."""
+        with self._store.session() as session:
+            passkeys = session.patient_credentials(patient_id, PASSKEY)
+            totp = bool(session.patient_credentials(patient_id, TOTP))
+            recovery = len(session.patient_credentials(patient_id, RECOVERY))
+        return sorted(passkeys, key=lambda p: p.credential_key), totp, recovery
+
+    def add_passkey(self, patient_id: str, credential_id: str, public_key: bytes, sign_count: int) -> None:
+        """Register one more passkey for a signed-in patient.
+
+        Raises:
+            SignInRefused: ``passkey`` — this passkey is already registered.
+        """
+        now = self._clock()
+        with self._store.session(write=True) as session:
+            if session.find_patient_credential(PASSKEY, passkey_key(credential_id)) is not None:
+                raise SignInRefused("This passkey is already registered.", reason="passkey")
+            session.add_patient_credential(
+                PatientCredential(
+                    patient_id=patient_id,
+                    credential_key=passkey_key(credential_id),
+                    kind=PASSKEY,
+                    secret=public_key,
+                    sign_count=sign_count,
+                ),
+                now,
+            )
+            self._journaled(session, patient_id, PASSKEY_ADDED, now)
+
+    def remove_passkey(self, patient_id: str, credential_key: str) -> None:
+        """Remove one of a record's passkeys, never its last way in.
+
+        Raises:
+            NotFound: no such passkey on this record.
+            Conflict: it is the last passkey and no TOTP app is set up.
+        """
+        now = self._clock()
+        with self._store.session(write=True) as session:
+            passkeys = {p.credential_key for p in session.patient_credentials(patient_id, PASSKEY)}
+            if credential_key not in passkeys:
+                raise NotFound("This passkey is not one of this record's.")
+            if len(passkeys) == 1 and not session.patient_credentials(patient_id, TOTP):
+                raise Conflict("This is your last way to sign in: add another passkey or an app first.")
+            session.take_patient_credential(patient_id, PASSKEY, credential_key)
+            self._journaled(session, patient_id, PASSKEY_REMOVED, now)
+
+    def remove_totp(self, patient_id: str) -> None:
+        """Remove a record's TOTP app, never its last way in.
+
+        Raises:
+            NotFound: no TOTP app is set up.
+            Conflict: no passkey remains.
+        """
+        now = self._clock()
+        with self._store.session(write=True) as session:
+            if not session.patient_credentials(patient_id, TOTP):
+                raise NotFound("No authenticator app is set up.")
+            if not session.patient_credentials(patient_id, PASSKEY):
+                raise Conflict("This is your last way to sign in: add a passkey first.")
+            session.forget_patient_credentials(patient_id, TOTP)
+            self._journaled(session, patient_id, TOTP_REMOVED, now)

@@ -115,6 +115,8 @@ class PatientCredential:
     secret: bytes
     sign_count: int = 0
     expires_at: datetime | None = None
+    #: When it was stored (read back from the store; ignored when storing).
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

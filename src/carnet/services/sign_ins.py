@@ -39,9 +39,14 @@ class SignInJournal:
         reason: str,
         actor_display: str | None = None,
         actor_profession: str | None = None,
+        actor_structure: str | None = None,
+        actor_structure_name: str | None = None,
         outcome: str = "ok",
     ) -> None:
-        """Append one sign-in entry (``actor_id`` is ``unknown`` when the identity did not verify)."""
+        """Append one sign-in entry (``actor_id`` is ``unknown`` when the identity did not verify).
+
+        ``actor_structure`` is the structure a professional chose to act for at sign-in.
+        """
         caller = current_caller()
         now = self._clock()
         entry = Entry(
@@ -51,6 +56,8 @@ class SignInJournal:
             actor_id=actor_id,
             actor_display=actor_display,
             actor_profession=actor_profession,
+            actor_structure=actor_structure,
+            actor_structure_name=actor_structure_name,
             action="login",
             resource_type="Session",
             decision="permit" if accepted else "deny",

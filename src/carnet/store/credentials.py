@@ -20,6 +20,7 @@ def _credential(row: object) -> PatientCredential:
         secret=bytes(getattr(row, "secret", b"")),
         sign_count=int(getattr(row, "sign_count", 0)),
         expires_at=utc(expires) if expires is not None else None,
+        created_at=utc(created) if (created := getattr(row, "created_at", None)) is not None else None,
     )
 
 

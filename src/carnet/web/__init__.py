@@ -109,6 +109,7 @@ def mount_web(
         patient_studies,
         pro_confirmation,
         representation,
+        sign_in_means,
         smart,
     )
 
@@ -150,6 +151,7 @@ def mount_web(
     app.include_router(patient_accounts.router, dependencies=signed)
     app.include_router(pro_confirmation.router, dependencies=signed)
     app.include_router(representation.router, dependencies=signed)
+    app.include_router(sign_in_means.router, dependencies=signed)
     app.include_router(patient.router, dependencies=signed)
     app.include_router(patient_documents.router, dependencies=signed)
     app.include_router(patient_journal.router, dependencies=signed)

@@ -42,6 +42,24 @@ _KIND_PREFIX = "https://carnet.health/fhir/NamingSystem/"
 _SPECIALTY_SYSTEM_PART = "TRE-R38"
 #: Resource types a patient thinks of as "documents" (the content of a document is its Binary).
 _DOCUMENT_TYPES = frozenset({"DocumentReference", "Binary"})
+_OPERATION_SYSTEM = "urn:carnet:operation"
+#: Carnet's own operations on a record, in words (a clause of the visit's headline, and its step).
+OPERATIONS = {
+    "$link-identity": "linked a sign-in account to your record",
+    "represent-add": "registered a legal representative of your record",
+    "represent-claim": "took up their role as your legal representative",
+    "represent-remove": "ended a legal representation of your record",
+    "credential-enrol": "created your account with a passkey",
+    "credential-passkey-add": "added a passkey to your account",
+    "credential-passkey-remove": "removed a passkey from your account",
+    "credential-recovery": "drew new recovery codes",
+    "credential-totp-add": "set up an authenticator app",
+    "credential-totp-remove": "removed the authenticator app",
+}
+#: A refused operation, in words.
+OPERATION_REFUSALS = {
+    "$link-identity": "Someone signing in with an identity provider typed your INS, but their identity did not match yours: nothing was linked.",
+}
 
 #: TRE_G15 professions, as a person is named by them.
 PROFESSIONS = {
@@ -131,6 +149,8 @@ class Access:
     confirmed_by: str | None
     targets: tuple[str, ...]
     by_me: bool
+    #: Carnet's own operation (``$link-identity``, ``represent-add``, ``credential-*``…), if any.
+    operation: str = ""
 
     @property
     def actor(self) -> str:
@@ -247,6 +267,14 @@ def read_access(event: Mapping[str, Any], me: str) -> Access:
         None,
     )
     refused = str(event.get("outcome") or "0") != "0"
+    operation = next(
+        (
+            str(c.get("code") or "")
+            for c in event.get("subtype") or []
+            if isinstance(c, Mapping) and c.get("system") == _OPERATION_SYSTEM
+        ),
+        "",
+    )
     kinds = {
         str(c.get("code")) for c in (agent.get("type") or {}).get("coding") or [] if isinstance(c, Mapping)
     }
@@ -271,6 +299,7 @@ def read_access(event: Mapping[str, Any], me: str) -> Access:
         # The policy lets a patient into no record but their own: a permitted patient is the holder
         # (on another device or app, say, or opening the record), whatever their sign-in subject.
         by_me=mode == "patient" or who_id == me or ("PAT" in kinds and not refused),
+        operation=operation,
     )
 
 
@@ -398,6 +427,7 @@ class Teller:
         written: dict[str, list[str]] = {"C": [], "U": [], "D": []}
         profile = listed = journal = choices = False
         refusals: list[str] = []
+        operations: list[str] = []
         steps: list[tuple[Access, str, str]] = []
         for access in visit.accesses:
             step = self._step(access)
@@ -406,6 +436,11 @@ class Teller:
                 words = self._refusal(access)
                 if words not in refusals:
                     refusals.append(words)
+                continue
+            if access.operation in OPERATIONS:
+                words = self._(OPERATIONS[access.operation])
+                if words not in operations:
+                    operations.append(words)
                 continue
             for target in access.targets:
                 kind, _, rest = target.partition("/")
@@ -425,7 +460,7 @@ class Teller:
                     profile = True
         documents = _unique(read_docs)
         named = [self._titles[d] for d in documents if d in self._titles]
-        clauses: list[str] = []
+        clauses: list[str] = list(operations)
         seen: list[str] = []
         if documents:
             seen.append(self._count(len(documents), "1 document", "{count} documents"))
@@ -473,6 +508,9 @@ class Teller:
         """One access of a visit in words, for the detail."""
         if access.refused:
             return self._("Refused: {why}", why=self._refusal(access))
+        if access.operation in OPERATIONS:
+            words = self._(OPERATIONS[access.operation])
+            return words[:1].upper() + words[1:]
         kinds = {t.split("/", 1)[0] for t in access.targets}
         names = [
             self._titles[self._document_key(t.split("/")[1])]
@@ -495,6 +533,8 @@ class Teller:
         return self._("Read your profile")
 
     def _refusal(self, access: Access) -> str:
+        if access.operation in OPERATION_REFUSALS:
+            return self._(OPERATION_REFUSALS[access.operation])
         reason = next((r for r in access.reasons if r in REFUSALS), None)
         return self._(REFUSALS[reason] if reason else _REFUSED_DEFAULT)
 

@@ -172,6 +172,8 @@ def _signed_in(request: Request, who: SignedInProfessional, structure: Structure
         actor_id=str(claims["idnps"]),
         actor_display=str(claims.get("name")),
         actor_profession=str(claims.get("profession")),
+        actor_structure=structure.identifier if structure else None,
+        actor_structure_name=structure.name if structure else None,
         accepted=True,
         reason="oidc:" + (portal(request).settings.oidc_issuer or ""),
     )

@@ -56,7 +56,8 @@ def enabled(request: Request) -> bool:
     return portal(request).patient_sign_in is None
 
 
-def _party(request: Request) -> RelyingParty:
+def passkey_party(request: Request) -> RelyingParty:
+    """The passkeys' relying party of this server (its origin and id from the base URL)."""
     return RelyingParty.of(portal(request).settings.base_url)
 
 
@@ -99,7 +100,7 @@ def _signed_in(request: Request, patient_id: str, how: str) -> None:
     login(request, claims or {}, now=datetime.now(UTC))
 
 
-def _challenge(request: Request, purpose: str) -> bytes:
+def take_challenge(request: Request, purpose: str) -> bytes:
     """Take the session's challenge for ``purpose`` (once)."""
     kept = request.session.pop(CHALLENGE_KEY, None)
     if not isinstance(kept, dict) or kept.get("purpose") != purpose or not isinstance(kept.get("value"), str):
@@ -107,7 +108,8 @@ def _challenge(request: Request, purpose: str) -> bytes:
     return base64.urlsafe_b64decode(kept["value"])
 
 
-def _keep_challenge(request: Request, purpose: str, challenge: bytes) -> None:
+def keep_challenge(request: Request, purpose: str, challenge: bytes) -> None:
+    """Keep a WebAuthn challenge for ``purpose`` in the session (taken by :func:`take_challenge`)."""
     request.session[CHALLENGE_KEY] = {
         "purpose": purpose,
         "value": base64.urlsafe_b64encode(challenge).decode(),
@@ -171,8 +173,10 @@ def _registration_options(request: Request) -> Response:
             '{"error":"no enrolment in progress"}', status_code=409, media_type="application/json"
         )
     # The user handle is random: the authenticator never learns the record id.
-    options, challenge = _party(request).registration(user_handle=secrets.token_bytes(32), label="Carnet")
-    _keep_challenge(request, "register", challenge)
+    options, challenge = passkey_party(request).registration(
+        user_handle=secrets.token_bytes(32), label="Carnet"
+    )
+    keep_challenge(request, "register", challenge)
     return Response(options, media_type="application/json")
 
 
@@ -189,8 +193,8 @@ def _register(request: Request, form: Any) -> Response:
         return RedirectResponse("/login/patient/account", status_code=303)
     accounts = portal(request).services.patient_accounts
     try:
-        challenge = _challenge(request, "register")
-        credential_id, public_key, count = _party(request).registered(
+        challenge = take_challenge(request, "register")
+        credential_id, public_key, count = passkey_party(request).registered(
             form_text(form, "credential", 20000), challenge
         )
         patient_id = accounts.enrolment_record(code)
@@ -212,8 +216,8 @@ async def authentication_options(request: Request) -> Response:
 def _authentication_options(request: Request) -> Response:
     if not enabled(request):
         return Response('{"error":"disabled"}', status_code=404, media_type="application/json")
-    options, challenge = _party(request).authentication()
-    _keep_challenge(request, "sign-in", challenge)
+    options, challenge = passkey_party(request).authentication()
+    keep_challenge(request, "sign-in", challenge)
     return Response(options, media_type="application/json")
 
 
@@ -230,9 +234,9 @@ def _passkey_sign_in(request: Request, form: Any) -> Response:
     accounts = portal(request).services.patient_accounts
     credential = form_text(form, "credential", 20000)
     try:
-        challenge = _challenge(request, "sign-in")
+        challenge = take_challenge(request, "sign-in")
         known = accounts.passkey(credential_id_of(credential))
-        count = _party(request).authenticated(credential, challenge, known.secret, known.sign_count)
+        count = passkey_party(request).authenticated(credential, challenge, known.secret, known.sign_count)
         accounts.passkey_used(known, count)
     except SignInRefused as exc:
         return _refused(request, exc, status=400 if exc.reason == "challenge" else 401)
@@ -320,4 +324,5 @@ def _totp_setup(request: Request, form: Any) -> Response:
         return _totp_page(request, secret, REFUSALS["totp"], 422)
     request.session.pop(TOTP_KEY, None)
     _journal(request, accepted=True, reason="totp-setup", patient_id=patient_id)
-    return RedirectResponse("/patient/", status_code=303)
+    request.session["flash"] = "Your authenticator app is set up."
+    return RedirectResponse("/patient/sign-in", status_code=303)
