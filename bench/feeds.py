@@ -120,7 +120,13 @@ def main() -> None:
         args.messages = 300
     with backend(args.backend) as settings:
         services = build_services(settings)
-        services.feeds.add("bench-lab", name="Bench lab", kind=FeedKind.HL7V2, classes=frozenset({"10"}))
+        services.feeds.add(
+            "bench-lab",
+            name="Bench lab",
+            kind=FeedKind.HL7V2,
+            classes=frozenset({"10"}),
+            sender="DPI-HOPITAL^HOPITAL-A",  # the MLLP listener over plain TCP checks MSH-3^MSH-4
+        )
         for number in range(args.patients):
             ins = _ins(number)
             patient = Principal(

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from carnet.cli_services import command_services
+from carnet.crypto.certificates import certificate_fingerprint
 from carnet.domain.errors import CarnetError, Conflict
 from carnet.domain.feeds import FeedKind, FeedStatus, parse_classes
 from carnet.domain.matrix import CLASS_CODES
@@ -54,8 +55,17 @@ def feeds_add(
     sender: Annotated[
         str | None, typer.Option(help="HL7 v2 only: the MSH-3^MSH-4 its messages must carry")
     ] = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option(help="HL7 v2 over MLLP with TLS: the client certificate (PEM) the feed presents"),
+    ] = None,
 ) -> None:
     """Register a feed; print its secret once (it authenticates the feed's HTTP requests)."""
+    try:
+        fingerprint = certificate_fingerprint(certificate.read_bytes()) if certificate else None
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]Error:[/red] --certificate: not a readable PEM certificate ({exc}).")
+        raise typer.Exit(2) from None
     try:
         with _registry() as registry:
             registered = registry.add(
@@ -64,6 +74,7 @@ def feeds_add(
                 kind=kind,
                 classes=parse_classes(classes, measure_types() if kind is FeedKind.MEASURES else CLASS_CODES),
                 sender=sender,
+                certificate=fingerprint,
             )
     except CarnetError as exc:
         raise _fail(exc) from None
@@ -117,28 +128,51 @@ def feeds_resume(feed_id: Annotated[str, typer.Argument(help="The feed's id")]) 
 @feeds_app.command("mllp")
 def feeds_mllp(
     feed_id: Annotated[
-        str, typer.Argument(help="The registered HL7 v2 feed this listener takes messages for")
-    ],
+        str | None,
+        typer.Argument(
+            help="The registered HL7 v2 feed this listener takes messages for (over TLS: optional)"
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (2575 is HL7's)")] = 2575,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Mutual TLS: the listener's certificate (PEM)")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Mutual TLS: the listener's private key (PEM)")] = None,
+    client_ca: Annotated[
+        Path | None, typer.Option(help="Mutual TLS: the authorities of the senders' certificates (PEM)")
+    ] = None,
 ) -> None:
-    """Listen for a feed's HL7 v2 messages over MLLP; answer each with its ACK (and ZAM) until Ctrl-C."""
+    """Listen for HL7 v2 messages over MLLP; answer each with its ACK (and ZAM) until Ctrl-C.
+
+    Over plain TCP the listener serves one feed whose sender (MSH-3^MSH-4) is registered; with
+    --tls-cert, --tls-key and --client-ca each sender presents its certificate, which names its feed.
+    """
     import asyncio
 
     from carnet.api.app import start_mllp
+    from carnet.feeds.mllp import server_tls
 
+    given = (tls_cert, tls_key, client_ca)
+    if any(given) and not all(given):
+        console.print("[red]Error:[/red] MLLP over TLS needs --tls-cert, --tls-key and --client-ca together.")
+        raise typer.Exit(2)
     with command_services() as services:
 
         async def run() -> None:
-            server = await start_mllp(services, feed_id=feed_id, host=host, port=port)
-            console.print(f"MLLP listener for feed {feed_id} on {host}:{port}")
+            tls = server_tls(str(tls_cert), str(tls_key), str(client_ca)) if all(given) else None
+            server = await start_mllp(services, feed_id=feed_id, host=host, port=port, tls=tls)
+            who = f"feed {feed_id}" if feed_id else "the feeds of the client certificates"
+            console.print(f"MLLP listener{' over TLS' if tls else ''} for {who} on {host}:{port}")
             async with server:
                 await server.serve_forever()
 
         try:
             asyncio.run(run())
-        except CarnetError as exc:
-            raise _fail(exc) from None
+        except (CarnetError, OSError) as exc:
+            message = exc.message if isinstance(exc, CarnetError) else str(exc)
+            console.print(f"[red]Error:[/red] {message}")
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             pass
 
@@ -204,12 +238,12 @@ def feeds_replay(
 
 def register_demo_feeds(registry: FeedRegistry) -> None:
     """Register a lab (HL7 v2) and the insurer (CNAM-HR) for the demo, once; print their secrets."""
-    for feed_id, name, kind, classes in (
-        ("demo-lab", "Laboratoire de démonstration", FeedKind.HL7V2, {"10"}),
-        ("demo-cnam", "Assurance Maladie (démonstration)", FeedKind.CNAM, {"60"}),
+    for feed_id, name, kind, classes, sender in (
+        ("demo-lab", "Laboratoire de démonstration", FeedKind.HL7V2, {"10"}, "DPI-HOPITAL^HOPITAL-A"),
+        ("demo-cnam", "Assurance Maladie (démonstration)", FeedKind.CNAM, {"60"}, None),
     ):
         try:
-            made = registry.add(feed_id, name=name, kind=kind, classes=frozenset(classes))
+            made = registry.add(feed_id, name=name, kind=kind, classes=frozenset(classes), sender=sender)
         except Conflict:
             continue
         console.print(f"Demo feed {feed_id} registered; its secret: {made.secret}")

@@ -134,6 +134,9 @@ KNOWN = frozenset(
         "CARNET_TOKEN_LEEWAY_SECONDS",
         "CARNET_MLLP_PORT",
         "CARNET_MLLP_FEED",
+        "CARNET_MLLP_TLS_CERT",
+        "CARNET_MLLP_TLS_KEY",
+        "CARNET_MLLP_CLIENT_CA",
     }
 )
 
@@ -199,6 +202,10 @@ class Settings:
     #: The MLLP listener that ``carnet serve`` starts for one registered HL7 v2 feed (0: none).
     mllp_port: int = 0
     mllp_feed: str | None = None
+    #: Mutual TLS on that listener: its certificate and key, and the CA of the senders' certificates.
+    mllp_tls_cert: str | None = None
+    mllp_tls_key: str | None = None
+    mllp_client_ca: str | None = None
 
     def __repr__(self) -> str:
         # The PIN never appears in logs or tracebacks.
@@ -344,10 +351,19 @@ def load(env: Mapping[str, str]) -> Settings:
         login_rate_per_minute=_int(env, "CARNET_LOGIN_RATE_PER_MINUTE", 10),
         mllp_port=_int(env, "CARNET_MLLP_PORT", 0),
         mllp_feed=env.get("CARNET_MLLP_FEED") or None,
+        mllp_tls_cert=env.get("CARNET_MLLP_TLS_CERT") or None,
+        mllp_tls_key=env.get("CARNET_MLLP_TLS_KEY") or None,
+        mllp_client_ca=env.get("CARNET_MLLP_CLIENT_CA") or None,
     )
-    if settings.mllp_port and settings.mllp_feed is None:
+    tls = (settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_client_ca)
+    if any(tls) and not all(tls):
         raise ConfigurationError(
-            "CARNET_MLLP_PORT needs CARNET_MLLP_FEED: the registered feed it listens for."
+            "MLLP over TLS needs CARNET_MLLP_TLS_CERT, CARNET_MLLP_TLS_KEY and CARNET_MLLP_CLIENT_CA together."
+        )
+    if settings.mllp_port and settings.mllp_feed is None and not all(tls):
+        raise ConfigurationError(
+            "CARNET_MLLP_PORT needs CARNET_MLLP_FEED (the registered feed it listens for), or "
+            "mutual TLS (CARNET_MLLP_TLS_CERT/KEY, CARNET_MLLP_CLIENT_CA), where the certificate names the feed."
         )
     if not 2 <= settings.max_depth <= 100:
         # The validator and the serialiser recurse: deeper input could exhaust Python's stack.

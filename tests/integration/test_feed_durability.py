@@ -29,7 +29,7 @@ from carnet.feeds import mllp
 from carnet.feeds.cda import parse_cda
 from carnet.settings import Settings
 from carnet.synthetic import generate_population
-from carnet.synthetic.hl7v2 import hl7v2_message
+from carnet.synthetic.hl7v2 import SendingSystem, hl7v2_message
 from minting import Mint
 from served import ForkedServer, free_port, serve_env
 
@@ -60,6 +60,9 @@ def _document(number: int) -> tuple[str, bytes]:
     found = re.search(rb'<id root="([0-9.]+)" />', _cda())
     assert found is not None
     return root, _cda().replace(found.group(0), f'<id root="{root}" />'.encode(), 1)
+
+
+SENDER = f"{SendingSystem().application}^{SendingSystem().facility}"
 
 
 def _message(cda: bytes, control_id: str) -> bytes:
@@ -93,7 +96,7 @@ def test_same_control_id_gets_the_same_ack_and_stores_once(
 ) -> None:
     """A message resent with its MSH-10 is answered with the first ACK, byte for byte, and stores nothing new."""
     patient = _open_record(client, auth)
-    services.feeds.add("lab", name="Lab", kind=FeedKind.HL7V2, classes=CLASSES)
+    services.feeds.add("lab", name="Lab", kind=FeedKind.HL7V2, classes=CLASSES, sender=SENDER)
     _, cda = _document(1)
     first = services.hl7v2.receive("lab", _message(cda, "SAME-1"))
     again = services.hl7v2.receive("lab", _message(cda, "SAME-1"))
@@ -107,7 +110,7 @@ def test_refused_message_is_dead_lettered_sealed_and_replayed_after_the_fix(
     client: TestClient, services: Services, auth: Mint, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A message for a record not yet open is AE'd and kept sealed; once the record exists, carnet feeds replay takes it."""
-    services.feeds.add("lab", name="Lab", kind=FeedKind.HL7V2, classes=CLASSES)
+    services.feeds.add("lab", name="Lab", kind=FeedKind.HL7V2, classes=CLASSES, sender=SENDER)
     _, cda = _document(2)
     refused = services.hl7v2.receive("lab", _message(cda, "EARLY-1"))
     assert refused.error is not None
@@ -150,7 +153,7 @@ def feed_server(tmp_path: Path, database_url: str) -> Iterator[ForkedServer]:
     server = ForkedServer(serve_env(tmp_path, free_port(), database_url), tmp_path / "server.log")
     settings = Settings(data_dir=tmp_path / "data", key_dir=tmp_path / "keys", database_url=database_url)
     services = build_services(settings)
-    services.feeds.add("lab", name="Lab", kind=FeedKind.HL7V2, classes=CLASSES)
+    services.feeds.add("lab", name="Lab", kind=FeedKind.HL7V2, classes=CLASSES, sender=SENDER)
     services.store.engine.dispose()
     server.env["CARNET_MLLP_PORT"] = str(free_port())
     server.env["CARNET_MLLP_FEED"] = "lab"

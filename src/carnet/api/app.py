@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 import uuid
@@ -68,7 +69,7 @@ from carnet.services.apps import AppService
 from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
 from carnet.services.export_jobs import ExportJobs
 from carnet.services.feed_inbox import FeedInbox
-from carnet.services.feed_intake import HL7v2Intake
+from carnet.services.feed_intake import UNKNOWN_SENDER, HL7v2Intake, Receipt
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.identity_links import IdentityLinks
 from carnet.services.journal import Journal
@@ -211,19 +212,56 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     )
 
 
-async def start_mllp(services: Services, *, feed_id: str, host: str, port: int) -> asyncio.Server:
-    """Listen for one registered feed's HL7 v2 messages over MLLP; each is answered by its ACK (and ZAM).
+async def start_mllp(
+    services: Services, *, feed_id: str | None, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> asyncio.Server:
+    """Listen for HL7 v2 messages over MLLP; each is answered by its ACK (and ZAM).
+
+    The port does not say who sends. Over plain TCP the listener serves one feed (``feed_id``)
+    that registered its sender, and every message must carry it (MSH-3^MSH-4). Over TLS
+    (``tls``, which requires a client certificate) the certificate names the feed: a message
+    on a connection whose certificate no feed registered, or another feed's than ``feed_id``
+    when one is given, is answered ``AR`` and dead-lettered, never stored.
 
     Raises:
-        NotFound: the feed is not registered (start-up stops).
+        NotFound: ``feed_id`` is not registered. ConfigurationError: plain TCP without a feed
+            whose sender is registered.
     """
-    await offload(services.feeds.get, feed_id)
+    if feed_id is not None:
+        feed = await offload(services.feeds.get, feed_id)
+        if tls is None and not feed.sender:
+            raise ConfigurationError(
+                f"The MLLP listener cannot tell who sends: register feed {feed_id}'s sender "
+                "(carnet feeds add --sender MSH-3^MSH-4) or listen over TLS with client certificates."
+            )
+    elif tls is None:
+        raise ConfigurationError("An MLLP listener over plain TCP serves one feed (CARNET_MLLP_FEED).")
 
-    async def handle(raw: bytes) -> list[bytes]:
-        receipt = await offload(services.hl7v2.receive, feed_id, raw)
+    def take(raw: bytes, certificate: str | None) -> Receipt:
+        if tls is None:
+            return services.hl7v2.receive(feed_id or "", raw, sender_required=True)
+        try:
+            feed = services.feeds.with_certificate(certificate)
+        except CarnetError as exc:
+            return services.hl7v2.refuse_sender(raw, exc.message, feed_id=feed_id or UNKNOWN_SENDER)
+        if feed_id is not None and feed.feed_id != feed_id:
+            message = f"This listener takes feed {feed_id}'s messages; the certificate is another feed's."
+            return services.hl7v2.refuse_sender(raw, message, feed_id=feed_id)
+        return services.hl7v2.receive(feed.feed_id, raw)
+
+    async def handle(raw: bytes, certificate: str | None) -> list[bytes]:
+        receipt = await offload(take, raw, certificate)
         return [receipt.ack] if receipt.business is None else [receipt.ack, receipt.business]
 
-    return await mllp.serve(host, port, handle, max_bytes=services.settings.max_body_bytes)
+    return await mllp.serve(host, port, handle, max_bytes=services.settings.max_body_bytes, tls=tls)
+
+
+def mllp_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The MLLP listener's mutual TLS from CARNET_MLLP_TLS_CERT/KEY and CARNET_MLLP_CLIENT_CA, if set."""
+    cert, key, authority = settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_client_ca
+    if not (cert and key and authority):  # load_settings refuses a partial configuration
+        return None
+    return mllp.server_tls(cert, key, authority)
 
 
 def start_background(services: Services) -> Callable[[], None]:
@@ -379,9 +417,13 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         halt = start_background(wired) if background else None
         listener = None
-        if settings.mllp_port and settings.mllp_feed:
+        if settings.mllp_port:
             listener = await start_mllp(
-                wired, feed_id=settings.mllp_feed, host=settings.host, port=settings.mllp_port
+                wired,
+                feed_id=settings.mllp_feed,
+                host=settings.host,
+                port=settings.mllp_port,
+                tls=mllp_tls(settings),
             )
         try:
             yield

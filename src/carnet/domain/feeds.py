@@ -47,7 +47,10 @@ class FeedStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Feed:
-    """One registered feed. ``sender`` is ``MSH-3^MSH-4`` (HL7 v2 only); ``secret_hash`` hex SHA-256."""
+    """One registered feed. ``sender`` is ``MSH-3^MSH-4`` (HL7 v2 only); ``secret_hash`` hex SHA-256.
+
+    ``certificate`` identifies it on the MLLP listener over TLS (mutual TLS).
+    """
 
     feed_id: str
     name: str
@@ -57,6 +60,8 @@ class Feed:
     secret_hash: str
     status: FeedStatus
     created_at: datetime
+    certificate: str | None = None
+    """The SHA-256 (lower-case hex) of the DER client certificate it presents over MLLP with TLS."""
 
     @property
     def is_active(self) -> bool:

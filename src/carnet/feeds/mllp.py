@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 START = b"\x0b"
@@ -21,7 +23,8 @@ END = b"\x1c\r"
 log = logging.getLogger("carnet.mllp")
 
 #: Answers one message with the frames to send back: its ACK, then a business ack (ZAM) if any.
-Handler = Callable[[bytes], Awaitable[Sequence[bytes]]]
+#: Its second argument is the SHA-256 (hex) of the client's certificate over TLS, else None.
+Handler = Callable[[bytes, str | None], Awaitable[Sequence[bytes]]]
 
 
 class FrameError(Exception):
@@ -67,9 +70,10 @@ async def _connection(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler, max_bytes: int
 ) -> None:
     peer = writer.get_extra_info("peername")
+    certificate = peer_certificate(writer)
     try:
         async for message in read_frames(reader, max_bytes=max_bytes):
-            for reply in await handler(message):
+            for reply in await handler(message, certificate):
                 writer.write(frame(reply))
             await writer.drain()
     except FrameError as exc:
@@ -82,16 +86,46 @@ async def _connection(
             await writer.wait_closed()
 
 
-async def serve(host: str, port: int, handler: Handler, *, max_bytes: int) -> asyncio.Server:
-    """Start listening; each connection's frames are answered in order by ``handler``."""
+def peer_certificate(writer: asyncio.StreamWriter) -> str | None:
+    """The SHA-256 (lower-case hex) of the DER certificate the peer presented over TLS, or None."""
+    channel = writer.get_extra_info("ssl_object")
+    der = channel.getpeercert(binary_form=True) if isinstance(channel, ssl.SSLObject) else None
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
+def server_tls(certificate: str, key: str, client_ca: str) -> ssl.SSLContext:
+    """The TLS of an MLLP listener that requires each sender's certificate (mutual TLS, TLS 1.2+).
+
+    ``certificate`` and ``key`` are the listener's own (PEM files); ``client_ca`` the PEM of the
+    authorities whose client certificates it accepts. A client without a certificate, or with
+    one no such authority signed, fails the handshake: not a byte of HL7 is read from it.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(certificate, key)
+    return context
+
+
+async def serve(
+    host: str, port: int, handler: Handler, *, max_bytes: int, tls: ssl.SSLContext | None = None
+) -> asyncio.Server:
+    """Start listening (over TLS when ``tls`` is given); each connection's frames are answered in order."""
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _connection(reader, writer, handler, max_bytes)
 
-    return await asyncio.start_server(on_connection, host, port, limit=max_bytes + 1024)
+    return await asyncio.start_server(on_connection, host, port, limit=max_bytes + 1024, ssl=tls)
 
 
-async def send(host: str, port: int, messages: Sequence[bytes], *, timeout: float = 30.0) -> list[bytes]:
+async def send(
+    host: str,
+    port: int,
+    messages: Sequence[bytes],
+    *,
+    timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
+) -> list[bytes]:
     """Send messages on one connection; return every frame answered, in order (a small MLLP client).
 
     Each message is sent once the previous one's ACK has come back; business acks (ZAM) that
@@ -100,7 +134,7 @@ async def send(host: str, port: int, messages: Sequence[bytes], *, timeout: floa
     Raises:
         FrameError: the server answered outside the framing. TimeoutError: no answer in time.
     """
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls)
     replies: list[bytes] = []
     try:
         frames = read_frames(reader, max_bytes=64 * 1024 * 1024)
@@ -112,11 +146,19 @@ async def send(host: str, port: int, messages: Sequence[bytes], *, timeout: floa
                 replies.append(reply)
                 if _is_ack(reply):
                     break
-        writer.write_eof()
+        if tls is None:
+            writer.write_eof()
+        # TLS cannot half-close (the server would not see an end): a business ack that follows
+        # the last ACK is read for up to a second, then the client closes.
+        wait = timeout if tls is None else min(timeout, 1.0)
         while True:
             try:
-                replies.append(await asyncio.wait_for(anext(frames), timeout))
+                replies.append(await asyncio.wait_for(anext(frames), wait))
             except StopAsyncIteration:
+                break
+            except TimeoutError:
+                if tls is None:
+                    raise
                 break
     finally:
         writer.close()

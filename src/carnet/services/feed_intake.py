@@ -71,6 +71,8 @@ Clock = Callable[[], datetime]
 STRUCTURE_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 #: The sealed type of a dead letter (its associated data: directory, this type, letter id, 1).
 _LETTER_TYPE = "FeedDeadLetter"
+#: The feed a dead letter is kept under when its sender is no registered feed (not a feed id).
+UNKNOWN_SENDER = "?"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,12 +106,16 @@ class HL7v2Intake:
         self._inbox = inbox
         self._clock = clock
 
-    def receive(self, feed_id: str, raw: bytes, *, replay_of: str | None = None) -> Receipt:
+    def receive(
+        self, feed_id: str, raw: bytes, *, replay_of: str | None = None, sender_required: bool = False
+    ) -> Receipt:
         """Take one message of a feed; return its acknowledgement, once it is durable.
 
         A message whose MSH-10 was already taken gets the same ACK again and changes nothing. A
         message that cannot be taken is kept as a dead letter (sealed) before its AE/AR is
         returned; ``replay_of`` names the dead letter a replay takes again (none is added then).
+        ``sender_required``: the transport authenticated no one (MLLP over plain TCP), so the feed
+        must have registered its MSH-3^MSH-4 and the message must carry it (else ``AR``).
         Never raises for a bad message; a storage failure raises, and no ACK is sent.
         """
         header = read_header(raw)
@@ -120,7 +126,7 @@ class HL7v2Intake:
                 prior = session.message_ack(feed_id, control)
             if prior is not None and prior[0] != "refused":
                 return Receipt(ack=prior[1], business=None, outcome="duplicate")
-        receipt = self._take(feed_id, raw, header)
+        receipt = self._take(feed_id, raw, header, sender_required=sender_required)
         now = self._clock()
         with store.session(write=True) as session:
             if receipt.error is not None and receipt.error.dead_letter and replay_of is None:
@@ -195,13 +201,36 @@ class HL7v2Intake:
             sealed=vault.seal_resource(key, DIRECTORY, _LETTER_TYPE, letter_id, 1, raw),
         )
 
-    def _take(self, feed_id: str, raw: bytes, header: Header | None) -> Receipt:
+    def refuse_sender(self, raw: bytes, reason: str, *, feed_id: str = UNKNOWN_SENDER) -> Receipt:
+        """Refuse a message whose sender the transport could not tie to a feed: ``AR`` with ERR.
+
+        Nothing of it is stored in a record; it is kept as a dead letter (sealed, under
+        ``feed_id``, the unknown sender's placeholder unless the sender named a feed) so that an
+        operator sees who tried; its MSH-10 is not remembered (it belongs to no feed).
+        """
+        header, now = read_header(raw), self._clock()
+        error = FeedMessageError(reason[:280], rejected=True, location="MSH^1^3")
+        receipt = self._refused(header, uuid.uuid4().hex[:20], now, error)
+        with self._records.store.session(write=True) as session:
+            session.add_letter(self._letter(feed_id, raw, header, error, now))
+        return receipt
+
+    def _take(
+        self, feed_id: str, raw: bytes, header: Header | None, *, sender_required: bool = False
+    ) -> Receipt:
         """Read and apply one message; the ACK (and ZAM) it gets."""
         now = self._clock()
         control_id = uuid.uuid4().hex[:20]
         try:
             feed = self._registry.writer(feed_id)
             message = parse_message(raw)
+            if sender_required and not feed.sender:
+                raise FeedMessageError(
+                    "This listener authenticates senders by MSH-3^MSH-4 and the feed registered none "
+                    "(carnet feeds add --sender), or by a client certificate over TLS.",
+                    rejected=True,
+                    location="MSH^1^3",
+                )
             if feed.sender and message.header.sender != feed.sender:
                 raise FeedMessageError(
                     f"MSH-3^MSH-4 {message.header.sender[:80]!r} is not the sender registered for this feed.",

@@ -8,6 +8,7 @@ says; the classes it may write are the registry's, never the token's.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from carnet.feeds.devices import measure_types
 from carnet.services.ports import Store
 
 Clock = Callable[[], datetime]
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +48,7 @@ class FeedRegistry:
         kind: FeedKind,
         classes: frozenset[str],
         sender: str | None = None,
+        certificate: str | None = None,
     ) -> Registered:
         """Register a feed and make its secret.
 
@@ -64,6 +67,8 @@ class FeedRegistry:
                 "« Mesures de santé » profiles (59408-5 for oxygen saturation…); other feeds for DMP "
                 "classCodes; at most 64 characters of them."
             )
+        if certificate is not None and not _FINGERPRINT.fullmatch(certificate):
+            raise InvalidRequest("A feed's certificate is the SHA-256 of its DER, 64 lower-case hex digits.")
         secret = secrets.token_urlsafe(32)
         feed = Feed(
             feed_id=feed_id,
@@ -74,6 +79,7 @@ class FeedRegistry:
             secret_hash=hash_secret(secret),
             status=FeedStatus.ACTIVE,
             created_at=self._clock(),
+            certificate=certificate,
         )
         with self._store.session(write=True) as session:
             session.add_feed(feed)
@@ -120,6 +126,24 @@ class FeedRegistry:
             feed = session.feed(feed_id)
         if feed is None:
             raise Unauthenticated(f"No feed {feed_id[:64]!r} is registered on this server.")
+        if not feed.is_active:
+            raise AccessDenied("This feed is paused; an operator resumes it with carnet feeds resume.")
+        return feed
+
+    def with_certificate(self, certificate: str | None) -> Feed:
+        """Return the active feed a client certificate (SHA-256 hex of its DER) was registered for.
+
+        Raises:
+            Unauthenticated: no certificate, or none registered like it. AccessDenied: the feed is paused.
+        """
+        feed = None
+        if certificate:
+            with self._store.session() as session:
+                feed = session.feed_with_certificate(certificate)
+        if feed is None:
+            raise Unauthenticated(
+                "This client certificate is not registered for any feed (carnet feeds add --certificate)."
+            )
         if not feed.is_active:
             raise AccessDenied("This feed is paused; an operator resumes it with carnet feeds resume.")
         return feed

@@ -325,6 +325,10 @@ class StoreSession(Protocol):
         """Return every registered feed, by id."""
         ...
 
+    def feed_with_certificate(self, certificate: str) -> Feed | None:
+        """Return the feed registered with this client certificate (SHA-256 hex), or None."""
+        ...
+
     def set_feed_status(self, feed_id: str, status: FeedStatus) -> bool:
         """Set a feed's status; return False if there is no such feed."""
         ...

@@ -23,6 +23,7 @@ def _feed(row: Any) -> Feed:
         secret_hash=row.secret_hash,
         status=FeedStatus(row.status),
         created_at=utc(row.created_at),
+        certificate=row.certificate,
     )
 
 
@@ -47,6 +48,7 @@ class FeedSessionMixin(Connected):
                 secret_hash=feed.secret_hash,
                 status=feed.status.value,
                 created_at=feed.created_at,
+                certificate=feed.certificate,
             )
         )
 
@@ -58,6 +60,11 @@ class FeedSessionMixin(Connected):
     def all_feeds(self) -> list[Feed]:
         """Return every registered feed, by id."""
         return [_feed(r) for r in self._c.execute(select(feeds).order_by(feeds.c.feed_id)).all()]
+
+    def feed_with_certificate(self, certificate: str) -> Feed | None:
+        """Return the feed registered with this client certificate (SHA-256 hex), or None."""
+        row = self._c.execute(select(feeds).where(feeds.c.certificate == certificate)).first()
+        return None if row is None else _feed(row)
 
     def set_feed_status(self, feed_id: str, status: FeedStatus) -> bool:
         """Set a feed's status; return False if there is no such feed."""

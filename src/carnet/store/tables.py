@@ -267,6 +267,8 @@ feeds = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The SHA-256 (hex) of the client certificate it presents to the MLLP listener over TLS (0020).
+    Column("certificate", String(64), nullable=True),
 )
 
 # Apps connected by SMART on FHIR (migration 0009): a reference table of clients; codes and tokens
