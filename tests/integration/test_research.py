@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from carnet.api.app import Services
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.errors import AccessDenied, InvalidRequest, NotFound, RecordShredded
-from carnet.research.deidentify import QI_EXTENSION, clinical_tokens
+from carnet.research.deidentify import QI_EXTENSION, concept_tokens
 from carnet.research.kanon import generalise, traits_of
 from carnet.research.pseudonyms import pseudonym
 from carnet.services.research_ports import ExportStatus
@@ -238,7 +238,7 @@ def test_a_withdrawn_study_exports_nothing_and_its_key_is_destroyed(services: Se
 def test_no_exported_code_singles_out_fewer_than_k_patients(
     services: Services, population: list[Member]
 ) -> None:
-    """Every code that leaves (a condition, a vaccine, a measure) is held by at least k exported patients."""
+    """Every code that leaves (a condition, a vaccine, a measure, a medicine) is held by at least k exported patients."""
     _, out = _export(services)
     holders: dict[str, set[str]] = {}
     for resource_type, resources in out.items():
@@ -246,7 +246,55 @@ def test_no_exported_code_singles_out_fewer_than_k_patients(
             if resource_type == "Patient":
                 continue
             subject = (resource.get("subject") or resource.get("patient") or {}).get("reference")
-            for token in clinical_tokens(resource):
+            for token in concept_tokens(resource):
                 holders.setdefault(token, set()).add(str(subject))
     assert holders
     assert {token: len(who) for token, who in holders.items() if len(who) < 5} == {}
+
+
+def test_a_unique_rare_condition_is_generalised_or_removed(
+    client: TestClient, auth: Mint, services: Services
+) -> None:
+    """Rare codes are quasi-identifiers: a unique ICD-10 subcode leaves as its category, a unique category stays home."""
+    approved_study(services, privacy={"k": 5, "maxSuppression": 0.0})
+    members = load(client, auth, 10, choose=False)
+    icd10 = "http://hl7.org/fhir/sid/icd-10"
+
+    def condition(member: Member, code: str, display: str) -> None:
+        resource = {
+            "resourceType": "Condition",
+            "subject": {"reference": f"Patient/{member.patient_id}"},
+            "code": {"coding": [{"system": icd10, "code": code, "display": display}]},
+            "recordedDate": "2025-03-04",
+        }
+        headers = auth(kind="patient", patient=member.patient_id)
+        created = client.post("/fhir/Condition", content=orjson.dumps(resource), headers=headers)
+        assert created.status_code == 201, created.text[:300]
+
+    rare = members[0]
+    condition(rare, "E11.65", "Diabète de type 2 avec hyperglycémie")  # only this patient: E11.65
+    condition(rare, "Q87.4", "Syndrome de Marfan")  # only this patient, and nobody else in Q87
+    for member in members[1:6]:
+        condition(member, "E11.9", "Diabète de type 2 sans complication")
+    export_id, out = _export(services)
+    key = _study_key(services)
+    mine = f"Patient/{pseudonym(key, f'Patient/{rare.patient_id}')}"
+    assert mine.split("/")[1] in {p["id"] for p in out["Patient"]}  # generalised, not suppressed
+    codings = [
+        (resource["subject"]["reference"], coding)
+        for resource in out.get("Condition", [])
+        for coding in resource["code"]["coding"]
+    ]
+    left = {c["code"] for _, c in codings if c["system"] == icd10}
+    assert left.isdisjoint({"E11.65", "Q87.4", "Q87"})
+    assert {"system": icd10, "code": "E11"} in [c for who, c in codings if who == mine]
+    assert {c["code"] for who, c in codings if who != mine and c["system"] == icd10} >= {"E11"}
+    holders: dict[str, set[str]] = {}
+    for resource_type, resources in out.items():
+        for resource in resources:
+            subject = (resource.get("subject") or resource.get("patient") or {}).get("reference")
+            for token in concept_tokens(resource) if resource_type != "Patient" else ():
+                holders.setdefault(token, set()).add(str(subject))
+    assert {token: len(who) for token, who in holders.items() if len(who) < 5} == {}
+    summary = services.exports.status(RESEARCHER, export_id).summary or {}
+    assert (summary["codesGeneralised"] >= 1, summary["codesRemoved"] >= 1) == (True, True)

@@ -12,8 +12,10 @@ import pytest
 
 from carnet.domain.errors import AccessDenied, InvalidRequest
 from carnet.research import privacy
+from carnet.research.codes import CodeCounts, ladder
+from carnet.research.codes import check as check_codes
 from carnet.research.deidentify import Deidentifier, shift_date, wanted
-from carnet.research.kanon import Ladder, Traits, check, generalise, rare_codes, traits_of
+from carnet.research.kanon import Ladder, Traits, check, generalise, traits_of
 from carnet.research.pseudonyms import date_shift, pseudonym
 from carnet.research.study import LegalBasis, StudyStatus, parse_study, research_study, study_json
 
@@ -162,16 +164,60 @@ def test_document_bodies_and_people_never_leave() -> None:
     assert [deidentifier.resource({"resourceType": kind, "id": "x"}) for kind in kinds] == [None] * 5
 
 
-def test_rare_codes_take_the_resource_out() -> None:
-    """A resource whose code fewer than k patients hold is left out of the export."""
-    rare = rare_codes({"http://loinc.org|1": 2, "http://loinc.org|2": 9}, 5)
-    deidentifier = Deidentifier(study_key=KEY_A, shift_days=0, rare=rare)
-    condition = {
-        "resourceType": "Condition",
-        "id": "c",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "1"}]},
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ATC = "http://www.whocc.no/atc"
+SNOMED = "http://snomed.info/sct"
+
+
+def test_code_ladders_follow_each_system_hierarchy() -> None:
+    """ICD-10 goes to its 3-character category, ATC up its five levels; other systems stay as they are."""
+    assert ladder(f"{ICD10}|E11.65") == (f"{ICD10}|E11.65", f"{ICD10}|E11")
+    assert ladder(f"{ICD10}|E11") == (f"{ICD10}|E11",)
+    assert ladder(f"{ATC}|A10BA02") == tuple(f"{ATC}|{c}" for c in ("A10BA02", "A10BA", "A10B", "A10", "A"))
+    assert ladder(f"{SNOMED}|91934008") == (f"{SNOMED}|91934008",)
+
+
+def test_rare_codes_are_generalised_or_take_the_resource_out() -> None:
+    """A code fewer than k patients hold leaves at the finest level k of them hold, else its resource stays home."""
+    counts = CodeCounts()
+    for _ in range(6):
+        counts.add([f"{ICD10}|E11.9", f"{ATC}|A10BA02"])
+    counts.add([f"{ICD10}|E11.65", f"{ATC}|A10BX16", f"{SNOMED}|91934008", f"{ICD10}|Q87.4"])
+    released = counts.released(5)
+    # The rare code's category is a collapse point: the common code under it leaves as it too,
+    # so that "E11" is held by all seven patients, not by the rare one alone.
+    assert released == {
+        f"{ICD10}|E11.65": f"{ICD10}|E11",
+        f"{ICD10}|E11.9": f"{ICD10}|E11",
+        f"{ATC}|A10BX16": f"{ATC}|A10B",
+        f"{ATC}|A10BA02": f"{ATC}|A10B",
+        f"{SNOMED}|91934008": None,
+        f"{ICD10}|Q87.4": None,
     }
-    assert (rare, deidentifier.resource(condition)) == (frozenset({"http://loinc.org|1"}), None)
+    deidentifier = Deidentifier(study_key=KEY_A, shift_days=0, codes=released)
+
+    def condition(system: str, code: str) -> dict[str, Any]:
+        coding = {"system": system, "code": code, "display": "Marfan"}
+        return {"resourceType": "Condition", "id": "c", "code": {"coding": [coding]}}
+
+    generalised = deidentifier.resource(condition(ICD10, "E11.65"))
+    assert generalised is not None
+    assert generalised["code"] == {"coding": [{"system": ICD10, "code": "E11"}]}
+    assert deidentifier.resource(condition(ICD10, "Q87.4")) is None
+    assert deidentifier.resource(condition(SNOMED, "91934008")) is None
+    both = condition(ICD10, "Q87.4")
+    both["code"]["coding"].append({"system": "http://loinc.org", "code": "1"})
+    kept = deidentifier.resource(both)  # the rare coding goes, the concept's other coding stays
+    assert kept is not None
+    assert kept["code"] == {"coding": [{"system": "http://loinc.org", "code": "1"}]}
+    untouched = Deidentifier(study_key=KEY_A, shift_days=0, codes={}).resource(condition(ICD10, "E11.9"))
+    assert untouched is not None
+    assert untouched["code"]["coding"][0]["code"] == "E11.9"
+    counts.add([f"{ICD10}|I10"] * 3)
+    assert f"{ICD10}|I10" not in counts.released(1)
+    with pytest.raises(AccessDenied):
+        check_codes({f"{ICD10}|E11": 6, f"{ICD10}|Q87": 1}, 5)
+    check_codes({f"{ICD10}|E11": 6}, 5)
 
 
 def test_wanted_filters_types_and_codes() -> None:

@@ -11,7 +11,10 @@ What leaves, for each resource of a type the study asked for:
   who wrote or performed something and attachments' data, URLs and titles are removed;
 - ``Binary`` (document bodies) never leaves; a ``DocumentReference`` keeps only its coded
   metadata;
-- codes held by fewer than k patients of the export (rare codes) take the resource out;
+- a code of the resource's concept held by fewer than k patients of the export (a rare code)
+  leaves as a coarser level (:mod:`carnet.research.codes`: ICD-10 category, ATC level), without
+  its display; one that cannot be generalised far enough is removed, and the resource with it
+  when its concept has no other coding;
 - the Patient keeps only its pseudonym and the generalised quasi-identifiers
   (:mod:`carnet.research.kanon`): age band, sex, area.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -84,7 +87,7 @@ _REMOVED = frozenset(
     }
 )
 #: Types that never leave: document bodies and what names or describes people.
-_NEVER = frozenset({"Binary", "RelatedPerson", "Consent", "Practitioner", "PractitionerRole", "Organization"})
+NEVER = frozenset({"Binary", "RelatedPerson", "Consent", "Practitioner", "PractitionerRole", "Organization"})
 _DATE = re.compile(r"^(\d{4})(-(\d{2})(-(\d{2})(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?)?)?$")
 _REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 
@@ -135,31 +138,46 @@ def clinical_tokens(resource: Mapping[str, Any]) -> set[str]:
     return found
 
 
+#: The elements naming what a resource is about (its concept), whose rare codes are generalised.
+CONCEPTS = ("code", "vaccineCode", "medicationCodeableConcept", "type")
+
+
+def concept_tokens(resource: Mapping[str, Any]) -> set[str]:
+    """The codings of a resource's concept (:data:`CONCEPTS`), as ``system|code``."""
+    return {t for key in CONCEPTS if (v := resource.get(key)) is not None for t in tokens({"v": v})}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deidentifier:
     """De-identifies the resources of one patient for one study (see the module docstring)."""
 
     study_key: bytes
     shift_days: int
-    rare: frozenset[str] = frozenset()
+    #: What each rare code becomes (``system|code``): its generalisation, or None (removed).
+    codes: Mapping[str, str | None] = field(default_factory=dict)
 
     def reference(self, value: str) -> str | None:
         """Return a reference to a resource of the record under its pseudonym (None for anything else)."""
         match = _REFERENCE.match(value)
-        if match is None or match.group(1) in _NEVER:
+        if match is None or match.group(1) in NEVER:
             return None
         return f"{match.group(1)}/{pseudonym(self.study_key, value)}"
 
     def resource(self, resource: Mapping[str, Any]) -> dict[str, Any] | None:
         """Return what the study receives of one resource (not a Patient), or None if nothing.
 
-        A resource carrying a rare code (held by fewer than k patients of the export) is left out.
+        A rare code (held by fewer than k patients of the export) leaves generalised, or its
+        coding is removed; a resource whose concept has no coding left is left out.
         """
         resource_type = str(resource.get("resourceType"))
-        if resource_type in _NEVER or resource_type == "Patient":
+        if resource_type in NEVER or resource_type == "Patient":
             return None
-        if self.rare and clinical_tokens(resource) & self.rare:
-            return None
+        if self.codes:
+            for key in CONCEPTS:
+                held = tokens({"v": resource[key]}) if resource.get(key) is not None else iter(())
+                found = set(held)
+                if found and all(t in self.codes and self.codes[t] is None for t in found):
+                    return None
         out = self._clean(resource)
         if not isinstance(out, dict):
             return None
@@ -193,6 +211,21 @@ class Deidentifier:
                     continue
                 if key == "display" and "reference" in value:
                     continue  # a reference's display names a person or a place
+                if key == "code" and self.codes and isinstance(item, str) and "system" in value:
+                    token = f"{value['system']}|{item}"
+                    if token in self.codes:
+                        coarser = self.codes[token]
+                        if coarser is None:
+                            return None  # a rare code that cannot be generalised: its coding goes
+                        out[key] = coarser.rpartition("|")[2]
+                        out.pop("display", None)
+                        continue
+                if (
+                    key == "display"
+                    and self.codes
+                    and f"{value.get('system')}|{value.get('code')}" in self.codes
+                ):
+                    continue  # a generalised code's display named the finer one
                 cleaned = self._clean(item)
                 if cleaned is not None:
                     out[key] = cleaned

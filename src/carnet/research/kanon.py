@@ -128,11 +128,6 @@ class Ladder:
         return self.counts[level][qi.key] >= k
 
 
-def rare_codes(holders: Mapping[str, int], k: int) -> frozenset[str]:
-    """Return the codes held by fewer than ``k`` patients (they single people out)."""
-    return frozenset(code for code, n in holders.items() if n < k)
-
-
 def k_of(classes: Iterable[int]) -> int:
     """Return the k an export achieves: its smallest non-empty class (0 for an empty export)."""
     sizes = [n for n in classes if n > 0]

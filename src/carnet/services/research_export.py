@@ -8,9 +8,12 @@ the number of patients):
 
 1. **cohort** — for each record the policy lets into the study (rule ``research-study``: the
    patient's choice), count its quasi-identifiers at every level of the generalisation ladder
-   and the codes it holds. This pass reads only to count, writes nothing and discloses nothing;
-   from it come the generalisation level (the finest that suppresses at most the study's share)
-   and the rare codes (held by fewer than k patients).
+   (only its Patient and Consents are opened), whence the generalisation level (the finest
+   that suppresses at most the study's share); then, over the patients that level releases,
+   count the codes they hold at every level of each code's hierarchy
+   (:mod:`carnet.research.codes`), whence what each rare code (held by fewer than k of them)
+   becomes: a coarser code, or removed. This pass reads only to count, writes nothing and
+   discloses nothing.
 2. **export** — one call of the record access per batch (mode ``research``, action ``$export``,
    the study and the export named in the call's query): the policy decides each record again
    (a choice made since pass 1 is honoured), the record's resources are de-identified
@@ -18,8 +21,8 @@ the number of patients):
    call touched gets one journal entry naming the study — with the resources that left, or
    with the reason ``k-anonymity-suppressed`` when the patient was suppressed.
 
-Before release, the classes actually written are checked (every one ≥ k); an export that fails
-the check keeps no output and is marked failed.
+Before release, the classes and the codes actually written are checked (every class, and every
+code's holders, ≥ k); an export that fails the check keeps no output and is marked failed.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from carnet.domain.errors import AccessDenied, CarnetError, InvalidRequest, Reco
 from carnet.domain.policy import AccessMode, AccessRequest, Action, Target, decide
 from carnet.domain.principal import Principal
 from carnet.domain.smart import parse_scopes, permits
-from carnet.research import kanon
-from carnet.research.deidentify import Deidentifier, clinical_tokens
+from carnet.research import codes, kanon
+from carnet.research.deidentify import NEVER, Deidentifier, concept_tokens
 from carnet.research.pseudonyms import date_shift
 from carnet.research.study import Study
 from carnet.services._call import Call
@@ -87,10 +90,18 @@ def check_pipeline(actor: Principal, study_id: str, types: Iterable[str] = ()) -
 
 @dataclass(slots=True)
 class Cohort:
-    """What pass 1 learnt: the class sizes at every level and how many patients hold each code."""
+    """What pass 1 learnt: the generalisation level, and the codes the released patients hold."""
 
     ladder: kanon.Ladder
-    holders: Counter[str] = field(default_factory=Counter)
+    level: int = 0
+    code_counts: codes.CodeCounts = field(default_factory=codes.CodeCounts)
+
+
+def _patient(opened: list[Stored] | None) -> dict[str, Any] | None:
+    """The Patient resource of an opened record (None for a batch marker or a record without one)."""
+    if opened is None:
+        return None
+    return next((s.resource for s in opened if s.resource_type == "Patient" and s.resource), None)
 
 
 class ResearchExports:
@@ -179,49 +190,75 @@ class ResearchExports:
     def _cohort(
         self, actor: Principal, study: Study, request: ExportRequest, export_id: str
     ) -> Cohort | None:
-        """Count the cohort's classes and codes (None if the export was cancelled meanwhile)."""
+        """Count the cohort's classes, then its released patients' codes (None if cancelled meanwhile).
+
+        First the quasi-identifier classes of every record the policy lets in (their Patient
+        and Consents only are opened), whence the generalisation level; then, over the patients
+        that level releases, how many hold each level of each code the export would write.
+        """
         cohort = Cohort(ladder=kanon.Ladder(today=self._clock().date()))
-        for seen, opened in self.cohort(actor, study):
-            if opened is not None:
-                patient = next((s.resource for s in opened if s.resource_type == "Patient"), None)
-                if patient is not None:
-                    cohort.ladder.add(kanon.traits_of(patient))
-                    held: set[str] = set()
-                    for stored in opened:
-                        resource = stored.resource
-                        if resource is not None and request.wants(resource, stored.last_updated):
-                            held |= clinical_tokens(resource)
-                    cohort.holders.update(held)
+        for seen, opened in self.cohort(actor, study, types=("Patient", "Consent")):
+            patient = _patient(opened)
+            if patient is not None:
+                cohort.ladder.add(kanon.traits_of(patient))
             if seen and not self._jobs.progress(export_id, f"cohort: {seen} records"):
+                return None
+        k = study.privacy.k
+        cohort.level = cohort.ladder.level(k, study.privacy.max_suppression)
+        for seen, opened in self.cohort(actor, study):
+            patient = _patient(opened)
+            if patient is not None and opened is not None:
+                qi = kanon.generalise(kanon.traits_of(patient), cohort.level, cohort.ladder.today)
+                if cohort.ladder.releasable(qi, cohort.level, k):
+                    cohort.code_counts.add(
+                        token
+                        for stored in opened
+                        if stored.resource is not None
+                        and stored.resource_type not in NEVER
+                        and request.wants(stored.resource, stored.last_updated)
+                        for token in concept_tokens(stored.resource)
+                    )
+            if seen and not self._jobs.progress(export_id, f"codes: {seen} records"):
                 return None
         return cohort
 
-    def cohort(self, actor: Principal, study: Study) -> Iterator[tuple[int, list[Stored] | None]]:
+    def cohort(
+        self, actor: Principal, study: Study, *, types: tuple[str, ...] | None = None
+    ) -> Iterator[tuple[int, list[Stored] | None]]:
         """Walk the records by id; yield each record the policy lets into the study, opened.
 
         Yields ``(0, resources)`` for each such record and ``(records seen, None)`` after each
-        batch. This walk only counts (pass 1, aggregate questions): it discloses nothing.
+        batch; ``types`` (with ``Consent``, which the policy reads) limits what is opened. This
+        walk only counts (pass 1, aggregate questions): it discloses nothing.
         """
         seen = 0
         for batch in self._jobs.records():
             with self._svc.store.session() as session:
                 for patient_id in batch:
-                    opened = self._permitted(session, actor, study, patient_id)
+                    opened = self._permitted(session, actor, study, patient_id, types)
                     if opened is not None:
                         yield 0, opened
             seen += len(batch)
             yield seen, None
 
     def _permitted(
-        self, session: StoreSession, actor: Principal, study: Study, patient_id: str
+        self,
+        session: StoreSession,
+        actor: Principal,
+        study: Study,
+        patient_id: str,
+        types: tuple[str, ...] | None = None,
     ) -> list[Stored] | None:
-        """Open a record's current resources if the policy lets it into the study."""
+        """Open a record's current resources (of ``types``) if the policy lets it into the study."""
         now = self._clock()
         try:
             key = self._svc.vault.key(session, patient_id, now)
         except RecordShredded:
             return None
-        opened = [self._svc.gate.open(key, v) for v in session.search(patient_id, None, (), ())]
+        versions = session.search(patient_id, None, (), ())
+        if types is not None:
+            versions = [v for v in versions if v.resource_type in types]
+        opened = [self._svc.gate.open(key, v) for v in versions]
         consents = [s.resource for s in opened if s.resource_type == "Consent" and s.resource is not None]
         request = AccessRequest(
             actor=actor,
@@ -243,12 +280,12 @@ class ResearchExports:
         export_id: str,
         cohort: Cohort,
     ) -> ExportJob:
-        k = study.privacy.k
-        level = cohort.ladder.level(k, study.privacy.max_suppression)
-        rare = kanon.rare_codes(cohort.holders, k)
+        k, level = study.privacy.k, cohort.level
+        generalised = cohort.code_counts.released(k)
         gate = self._svc.gate
         writer = PartWriter(self._svc, export_id, self._jobs.key(export_id))
         released: Counter[tuple[str, str, str]] = Counter()
+        released_codes: Counter[str] = Counter()
         suppressed = seen = 0
         query = [("study", study.study_id), ("export", export_id)]
         for batch in self._jobs.records():
@@ -276,17 +313,20 @@ class ResearchExports:
                             trail.allowed_reasons.add("k-anonymity-suppressed")
                         continue
                     shift = date_shift(study_key, patient_id, study.privacy.date_shift_days)
-                    deidentifier = Deidentifier(study_key=study_key, shift_days=shift, rare=rare)
+                    deidentifier = Deidentifier(study_key=study_key, shift_days=shift, codes=generalised)
                     writer.add("Patient", fhirjson.dumps(deidentifier.patient(patient_id, qi)))
                     gate.disclose(call, patient_id, patient)
                     released[qi.key] += 1
+                    held: set[str] = set()
                     for stored in opened:
-                        self._add(call, patient_id, writer, deidentifier, request, stored)
+                        held |= self._add(call, patient_id, writer, deidentifier, request, stored)
+                    released_codes.update(held)
                 writer.flush(call.session)
             seen += len(batch)
             if not self._jobs.progress(export_id, f"export: {seen} records"):
                 return self._jobs.status(actor, export_id)
         kanon.check(released, k)
+        codes.check(released_codes, k)
         with self._svc.store.session(write=True) as session:
             writer.flush(session, everything=True)
         summary: dict[str, Any] = {
@@ -295,7 +335,8 @@ class ResearchExports:
             "suppressed": suppressed,
             "k": kanon.k_of(released.values()),
             "level": level,
-            "rareCodes": len(rare),
+            "codesGeneralised": sum(1 for c in generalised.values() if c is not None),
+            "codesRemoved": sum(1 for c in generalised.values() if c is None),
         }
         return self._jobs.finish(export_id, summary)
 
@@ -307,15 +348,19 @@ class ResearchExports:
         deidentifier: Deidentifier,
         request: ExportRequest,
         stored: Stored,
-    ) -> None:
-        """Write one resource of a record, de-identified, if the export wants it; note it in the journal entry."""
+    ) -> set[str]:
+        """Write one resource of a record, de-identified, if the export wants it; note it in the journal entry.
+
+        Returns the clinical codes that left with it.
+        """
         resource = stored.resource
         if resource is None or stored.resource_type == "Patient":
-            return
+            return set()
         if not request.wants(resource, stored.last_updated):
-            return
+            return set()
         out = deidentifier.resource(resource)
         if out is None:
-            return
+            return set()
         writer.add(stored.resource_type, fhirjson.dumps(out))
         self._svc.gate.disclose(call, patient_id, stored)
+        return concept_tokens(out)
