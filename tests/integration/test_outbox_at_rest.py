@@ -40,7 +40,10 @@ def test_outbox_rows_hold_no_event_kind_in_clear(client: TestClient, auth: Mint,
             notice = Notice.of(
                 event, PHYSICIAN, patient_id=patient_id, at=WHEN, mode=modes.get(event, NoticeMode.NORMAL)
             )
-            assert notifier.notify(session, key, notice)
+            if event is NoticeEvent.PATIENT_MESSAGE:  # to a professional's address, not by preference
+                notifier.notify_address(session, key, notice, to="dr.durand@mssante.example", language="fr")
+            else:
+                assert notifier.notify(session, key, notice)
     with services.store.engine.connect() as connection:
         rows = connection.execute(text("SELECT * FROM outbox WHERE patient_id = :p"), {"p": patient_id}).all()
     assert len(rows) == len(NoticeEvent)

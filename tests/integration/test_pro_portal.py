@@ -481,7 +481,7 @@ def test_sovereign_break_glass_needs_a_second_professional(settings: Settings) -
 def test_secure_messaging_between_patient_and_physician(
     world: World, settings: Settings, services: Services
 ) -> None:
-    """The physician writes, the patient is notified and answers with a file filed into the record; both see it."""
+    """The physician writes, the patient is notified and answers with a file the message carries; both see it."""
     patient = world.patients[0]
     doctor = world.client
     _sign_in(doctor, world.physician)
@@ -520,7 +520,7 @@ def test_secure_messaging_between_patient_and_physician(
             follow_redirects=False,
         )
         assert answer.status_code == 303
-        assert "Ordonnance du kiné" in me.get("/patient/documents").text
+        assert "Ordonnance du kiné" not in me.get("/patient/documents").text  # carried, not filed yet
         stranger = me.post(
             "/patient/messages",
             data={"csrf_token": _csrf(me, "/patient/messages"), "to": "899999999999", "text": "Bonjour"},

@@ -20,6 +20,8 @@ from carnet.domain.principal import ActorKind
 from carnet.services.notifications import Delivery, Notice, NoticeEvent, NoticeMode
 
 JOURNAL_PATH = "/patient/access"
+#: The professional portal's inbox, where a patient's message waits.
+PRO_INBOX_PATH = "/pro/messages"
 
 #: TRE_G15 profession codes (ANS nomenclature) in words.
 PROFESSIONS: Mapping[str, Mapping[str, str]] = {
@@ -91,6 +93,10 @@ _SUBJECTS: Mapping[NoticeEvent, Mapping[str, str]] = {
         "fr": "Carnet : un nouveau message de votre équipe de soins",
         "en": "Carnet: a new message from your care team",
     },
+    NoticeEvent.PATIENT_MESSAGE: {
+        "fr": "Carnet : un message vous attend dans votre messagerie",
+        "en": "Carnet: a message is waiting in your secure messaging",
+    },
 }
 
 _WHAT: Mapping[NoticeEvent, Mapping[str, str]] = {
@@ -123,7 +129,20 @@ _WHAT: Mapping[NoticeEvent, Mapping[str, str]] = {
         "en": "A health professional of your care team wrote to you: read the message in your "
         "space's secure messaging.",
     },
+    NoticeEvent.PATIENT_MESSAGE: {
+        "fr": "Un patient vous a écrit par la messagerie sécurisée de Carnet : connectez-vous pour "
+        "lire son message.",
+        "en": "A patient wrote to you through Carnet's secure messaging: sign in to read the message.",
+    },
 }
+#: The footer of a professional's notice (nothing of who wrote or what).
+_PRO_FOOTER = {
+    "fr": "Ce message ne contient aucune information sur le patient ni sur son message. Merci de "
+    "ne pas répondre à ce message.",
+    "en": "This message contains nothing about the patient or their message. Please do not reply "
+    "to this message.",
+}
+_PRO_LINK = {"fr": "Messagerie", "en": "Secure messaging"}
 
 _CHECK: Mapping[NoticeEvent, Mapping[str, str]] = {
     NoticeEvent.BREAK_GLASS: {
@@ -257,6 +276,13 @@ def render(delivery: Delivery, *, sender: str, base_url: str, sent_at: datetime)
     ]
     check = _CHECK.get(notice.event, _CHECK_DEFAULT)[language]
     what = _WHAT[notice.event][language]
+    footer, link_label = labels["footer"], labels["journal"]
+    if notice.event is NoticeEvent.PATIENT_MESSAGE:
+        # To a professional: when, and where to read it; never who wrote nor what.
+        parts = urlsplit(base_url)
+        link = f"{parts.scheme or 'https'}://{parts.netloc}{PRO_INBOX_PATH}"
+        facts = [(labels["when"], when(notice.at, language))]
+        check, footer, link_label = "", _PRO_FOOTER[language], _PRO_LINK[language]
     text_lines = [
         labels["hello"],
         "",
@@ -264,11 +290,11 @@ def render(delivery: Delivery, *, sender: str, base_url: str, sent_at: datetime)
         "",
         *(f"{label}{sep}{value}" for label, value in facts),
         "",
-        check,
-        f"{labels['journal']}{sep}{link}",
+        *([check] if check else []),
+        f"{link_label}{sep}{link}",
         "",
         "-- ",
-        labels["footer"],
+        footer,
         "",
     ]
     email = EmailMessage()
@@ -286,9 +312,9 @@ def render(delivery: Delivery, *, sender: str, base_url: str, sent_at: datetime)
         f"<!DOCTYPE html><html lang='{language}'><body>"
         f"<p>{escaped(labels['hello'])}</p><p>{escaped(what)}</p>"
         f"<table>{rows}</table>"
-        f"<p>{escaped(check)}</p>"
-        f"<p><a href='{escaped(link)}'>{escaped(labels['journal'])}</a></p>"
-        f"<hr><p><small>{escaped(labels['footer'])}</small></p>"
+        + (f"<p>{escaped(check)}</p>" if check else "")
+        + f"<p><a href='{escaped(link)}'>{escaped(link_label)}</a></p>"
+        f"<hr><p><small>{escaped(footer)}</small></p>"
         "</body></html>",
         subtype="html",
     )

@@ -84,6 +84,8 @@ class NoticeEvent(StrEnum):
     """A treating physician read a document masked from professionals (document masqué)."""
     NEW_MESSAGE = "new-message"
     """A professional of the care team wrote to the patient (messagerie sécurisée)."""
+    PATIENT_MESSAGE = "patient-message"
+    """A patient wrote to a professional: told to the professional, never in the patient's centre."""
 
 
 #: Events that notify whatever the patient chose (CSP: the patient is told of every emergency access).
@@ -189,6 +191,7 @@ class Preferences:
             NoticeEvent.MASKED_ACCESS: self.masked_access,
             # A message from the care team is always worth telling (no preference switches it off).
             NoticeEvent.NEW_MESSAGE: True,
+            NoticeEvent.PATIENT_MESSAGE: False,  # addressed to a professional, not to the patient
         }[event]
 
 
@@ -356,6 +359,30 @@ class Notifier:
         )
         return True
 
+    def notify_address(
+        self, session: NotificationStore, key: bytes, notice: Notice, *, to: str | None, language: str
+    ) -> None:
+        """Enqueue ``notice`` to a given address (a professional's), whatever the patient chose.
+
+        The row is the record's (sealed with its key, erased with it); ``to`` None keeps it as
+        ``no-address``. The patient's notification centre leaves these notices out.
+        """
+        message_id = self._new_id()
+        payload = {"v": PAYLOAD_FORMAT, "to": to, "language": language, "notice": _notice_json(notice)}
+        now = self._clock()
+        session.add_outbox(
+            OutboxMessage(
+                patient_id=notice.patient_id,
+                message_id=message_id,
+                created_at=now,
+                sealed=self._vault.cipher.seal(
+                    key, orjson.dumps(payload), _outbox_aad(notice.patient_id, message_id)
+                ),
+                status=OutboxStatus.PENDING if to else OutboxStatus.NO_ADDRESS,
+                next_attempt_at=now,
+            )
+        )
+
     def record_email(self, session: StoreSession, key: bytes, patient_id: str) -> str | None:
         """Return the e-mail address of the record's Patient (``telecom``), if it has a usable one.
 
@@ -482,12 +509,11 @@ class Notifier:
                     )
                 except CarnetError:
                     continue
+                notice = _notice_from_json(patient_id, orjson.loads(raw)["notice"])
+                if notice.event is NoticeEvent.PATIENT_MESSAGE:
+                    continue  # told to the professional the patient wrote to
                 items.append(
-                    InboxItem(
-                        message_id=message.message_id,
-                        notice=_notice_from_json(patient_id, orjson.loads(raw)["notice"]),
-                        read=message.read_at is not None,
-                    )
+                    InboxItem(message_id=message.message_id, notice=notice, read=message.read_at is not None)
                 )
         items.sort(key=lambda i: (i.notice.at, i.message_id), reverse=True)
         return items

@@ -58,6 +58,9 @@ PLACEMENTS: dict[str, Placement] = {
     "journal_actors": BY_RECORD,
     "outbox": BY_RECORD,
     "notification_preferences": BY_RECORD,
+    # A professional's message notices live with the record they are about (the inbox, found by
+    # the professional's keyed hash, reads every shard: a few rows, on a page view).
+    "message_notices": BY_RECORD,
     # The access journal: one Merkle log per shard, each log in one shard group.
     "journal_heads": BY_LOG,
     "journal_entries": BY_LOG,

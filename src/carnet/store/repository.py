@@ -17,6 +17,7 @@ from carnet.store.credentials import CredentialSessionMixin
 from carnet.store.feeds import FeedMessageSessionMixin, FeedOfferSessionMixin, FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.keys import KeySessionMixin
+from carnet.store.message_notices import MessageNoticeSessionMixin
 from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.portal import PortalSessionMixin
 from carnet.store.representations import RepresentationSessionMixin
@@ -89,6 +90,7 @@ class SQLStoreSession(
     FeedOfferSessionMixin,
     CredentialSessionMixin,
     RepresentationSessionMixin,
+    MessageNoticeSessionMixin,
 ):
     """One transaction on the SQL store."""
 

@@ -191,6 +191,22 @@ outbox = Table(
     Index("ix_outbox_due", "status", "next_attempt_at"),
 )
 
+#: A professional's unread secure messages (« messagerie »): one row per message a patient wrote
+#: to them, found by a keyed hash of the professional's idNat_PS (never in clear); ``sealed`` holds
+#: who wrote and which message, sealed with the patient key. Read by the professional's inbox.
+message_notices = Table(
+    "message_notices",
+    metadata,
+    Column("patient_id", ID, nullable=False),
+    Column("notice_id", ID, nullable=False),
+    Column("recipient_hash", LargeBinary(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("read_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("patient_id", "notice_id"),
+    Index("ix_message_notices_recipient", "recipient_hash", "created_at"),
+)
+
 #: A patient's notification choices, sealed with the patient key.
 notification_preferences = Table(
     "notification_preferences",

@@ -382,7 +382,11 @@ def practitioner_resource(professional: Professional) -> JSON:
         ],
         "active": True,
         "name": [name],
-        "telecom": [{"system": "phone", "value": professional.phone, "use": "work"}],
+        "telecom": [
+            {"system": "phone", "value": professional.phone, "use": "work"},
+            # A made-up secure-messaging address (MSSanté-like, on a reserved domain).
+            {"system": "email", "value": f"{professional.rpps}@mssante.example", "use": "work"},
+        ],
         "gender": professional.sex,
         "qualification": [
             {

@@ -76,6 +76,7 @@ from carnet.web.errors import PageError
 from carnet.web.headers import file_response
 from carnet.web.i18n import language_of
 from carnet.web.measure_chart import measure_chart
+from carnet.web.message_inbox import unread_messages
 from carnet.web.pages import portal, render
 from carnet.web.pro_confirmation import confirmer_of
 from carnet.web.pro_submission import CLASSES, ID, TYPES, FormProblem, publish, read_upload
@@ -291,8 +292,8 @@ def _existing_record(request: Request, ins: str) -> str | None:
 @router.get("/")
 async def home(request: Request) -> Response:
     """Show the search by INS."""
-    _professional(request)
-    return _page(request, "pro/home.html", {"ins": "", "error": None})
+    unread = await offload(unread_messages, request, _professional(request))
+    return _page(request, "pro/home.html", {"ins": "", "error": None, "unread": unread})
 
 
 @router.get("/search")
