@@ -136,7 +136,13 @@ class TestProvider:
     __test__ = False
 
     def __init__(
-        self, root: Path, *, carnet_url: str, carnet_key_dir: Path, access_token_seconds: int = 600
+        self,
+        root: Path,
+        *,
+        carnet_url: str,
+        carnet_key_dir: Path,
+        access_token_seconds: int = 600,
+        logout: bool = True,
     ) -> None:
         self.root = root
         self.port = free_port()
@@ -145,6 +151,8 @@ class TestProvider:
         self.resource = f"{carnet_url}/fhir"
         self.signing_jwk = signing_key()
         self.access_token_seconds = access_token_seconds
+        #: Whether it offers RP-initiated logout (an ``end_session_endpoint``).
+        self.logout = logout
         self.encryption_public = public_jwks(encryption_key(carnet_key_dir))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -159,12 +167,14 @@ class TestProvider:
             "other_resource": "https://elsewhere.example/fhir",
             "audience": AUDIENCE,
             "access_token_seconds": self.access_token_seconds,
+            "logout": self.logout,
             "accounts": ACCOUNTS,
             "clients": [
                 {
                     "client_id": CLIENT_ID,
                     "client_secret": CLIENT_SECRET,
                     "redirect_uris": [callback],
+                    "post_logout_redirect_uris": [f"{self.carnet_url}/login"],
                     "grant_types": ["authorization_code"],
                     "response_types": ["code"],
                     "token_endpoint_auth_method": "client_secret_basic",
@@ -178,6 +188,7 @@ class TestProvider:
                     "client_id": PATIENT_CLIENT_ID,
                     "client_secret": PATIENT_CLIENT_SECRET,
                     "redirect_uris": [f"{self.carnet_url}/login/patient/oidc/callback"],
+                    "post_logout_redirect_uris": [f"{self.carnet_url}/login"],
                     "grant_types": ["authorization_code"],
                     "response_types": ["code"],
                     "token_endpoint_auth_method": "client_secret_basic",
@@ -275,6 +286,25 @@ def sign_in_at_provider(
     raise AssertionError(
         f"the provider did not send the browser back: {response.status_code} {response.text[:500]}"
     )
+
+
+def sign_out_at_provider(client: httpx.Client, end_session_url: str) -> httpx.URL:
+    """Follow the provider's end-session URL, confirm the sign-out; return where it sends the browser back.
+
+    ``client`` is the browser that signed in (it holds the provider's session cookie).
+    """
+    page = client.get(end_session_url)
+    if page.is_redirect:
+        return httpx.URL(urljoin(str(page.url), page.headers["location"]))
+    form = re.search(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', page.text, re.S)
+    if form is None:
+        raise AssertionError(f"no sign-out form at the provider: {page.status_code} {page.text[:300]}")
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form.group(2)))
+    answer = client.post(urljoin(str(page.url), form.group(1)), data={**fields, "logout": "yes"})
+    assert answer.is_redirect, (
+        f"the provider did not send the browser back: {answer.status_code} {answer.text[:300]}"
+    )
+    return httpx.URL(urljoin(str(answer.url), answer.headers["location"]))
 
 
 def access_token(

@@ -6,7 +6,7 @@
 // config.json: {"issuer", "port", "signing_jwk" (private RSA JWK with a kid), "clients" (client
 // metadata; Carnet's carries its public encryption key in "jwks" so ID tokens are JWEs),
 // "accounts" ({accountId: PSC claims}), "resource" (Carnet's FHIR base URL), "audience",
-// "access_token_seconds"}.
+// "access_token_seconds", "logout" (false: no end_session_endpoint)}.
 //
 // What it does like PSC: discovery also at /.well-known/wallet-openid-configuration; scope
 // "scope_all" releases SubjectNameID, SubjectRole, SubjectRefPro…; acr from the login form
@@ -50,6 +50,17 @@ const provider = new Provider(config.issuer, {
   },
   features: {
     devInteractions: { enabled: false },
+    // RP-initiated logout (end_session_endpoint), unless the test asks for a provider without it.
+    // Plain pages of our own: the library's defaults load web fonts from the internet.
+    rpInitiatedLogout: {
+      enabled: config.logout !== false,
+      logoutSource: async (ctx, form) => {
+        ctx.body = `<!doctype html><html lang="en"><title>Sign out</title><main><h1>Sign out of the test provider?</h1>${form}<button type="submit" form="op.logoutForm" value="yes" name="logout" id="provider-logout">Yes, sign me out</button></main></html>`;
+      },
+      postLogoutSuccessSource: async (ctx) => {
+        ctx.body = '<!doctype html><html lang="en"><title>Signed out</title><main><h1 id="provider-signed-out">Signed out</h1></main></html>';
+      },
+    },
     encryption: { enabled: true },
     jwtUserinfo: { enabled: true },
     resourceIndicators: {

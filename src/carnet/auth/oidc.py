@@ -381,6 +381,21 @@ class RelyingParty:
             SignInRefused: any check failed (its ``reason`` says which).
             IdentityProviderUnavailable: the provider could not be reached.
         """
+        claims, _ = self.finish_signed(code=code, state=state, pending=pending, now=now)
+        return claims
+
+    def finish_signed(
+        self, *, code: str, state: str, pending: PendingSignIn, now: float
+    ) -> tuple[dict[str, Any], str]:
+        """As :meth:`finish`, with the verified ID token as the provider signed it (a JWS, decrypted).
+
+        The signed ID token is what RP-initiated logout sends back as ``id_token_hint``: the
+        provider can verify its own signature, never open a JWE encrypted to Carnet.
+
+        Raises:
+            SignInRefused: any check failed (its ``reason`` says which).
+            IdentityProviderUnavailable: the provider could not be reached.
+        """
         if not state or state != pending.state:
             raise SignInRefused(
                 "This sign-in answer does not match the one started here; start again.", reason="state"
@@ -408,14 +423,36 @@ class RelyingParty:
         raw = token.get("id_token")
         if not isinstance(raw, str):
             raise SignInRefused("The identity provider sent no ID token.", reason="token")
-        claims = self._id_token_claims(raw, pending, now)
+        signed = self._decrypted(raw)
+        claims = self._id_token_claims(signed, pending, now)
         access_token = token.get("access_token")
         if metadata.userinfo_endpoint and isinstance(access_token, str):
             info = self._userinfo(metadata.userinfo_endpoint, access_token)
             if info.get("sub") != claims.get("sub"):
                 raise SignInRefused("The userinfo answer is about someone else.", reason="userinfo")
             claims = {**info, **{k: v for k, v in claims.items() if k not in info}}
-        return claims
+        return claims, signed
+
+    def logout_url(self, *, id_token: str | None, post_logout_redirect_uri: str, state: str) -> str | None:
+        """The provider's end-session URL (OpenID Connect RP-Initiated Logout 1.0), or None if it has none.
+
+        ``id_token_hint`` names the session to end; ``post_logout_redirect_uri`` (registered at
+        the provider) is where it sends the browser back, with ``state``. A provider that cannot
+        be reached has no end-session URL either: the sign-out is then local only.
+        """
+        try:
+            endpoint = self.provider.metadata().end_session_endpoint
+        except IdentityProviderUnavailable:
+            return None
+        if not endpoint:
+            return None
+        params = {
+            "client_id": self.client.client_id,
+            "post_logout_redirect_uri": post_logout_redirect_uri,
+            "state": state,
+            **({"id_token_hint": id_token} if id_token else {}),
+        }
+        return str(httpx.URL(endpoint, params=params))
 
     def _decrypted(self, token: str) -> str:
         """A JWE (five parts) opened with Carnet's key; a JWS is returned as it is."""

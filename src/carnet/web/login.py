@@ -8,7 +8,8 @@
 ``POST /login``             form: ``kind=patient`` with ``identifier`` (``system|value``, the
                             INS), or ``kind=professional`` with ``practitioner`` (a directory id)
                             or ``idnps`` + ``profession`` + ``specialty`` + ``name`` (+ ``samu``)
-``POST /logout``            end the session
+``POST /logout``            end the session, then at the OpenID provider that signed it in
+                            (RP-initiated logout) when it offers an ``end_session_endpoint``
 ``GET /language/{code}``    choose ``fr`` or ``en`` (cookie), then back to ``?next=`` (a local path)
 ==========================  =====================================================================
 """
@@ -16,8 +17,10 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -33,7 +36,7 @@ from carnet.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
 from carnet.web.pages import portal, render
 from carnet.web.return_to import take
-from carnet.web.session import current_principal, login, logout
+from carnet.web.session import PROVIDER_SESSION, current_principal, login, logout
 
 router = APIRouter(include_in_schema=False)
 
@@ -263,10 +266,33 @@ def _sign_in_representative(request: Request, form: Any, now: datetime) -> Respo
 
 @router.post("/logout")
 async def logout_submit(request: Request) -> Response:
-    """Sign out."""
+    """Sign out here, then at the OpenID provider that signed the session in, if it offers it."""
     await checked_form(request)
-    await offload(logout, request)
-    return RedirectResponse("/login", status_code=303)
+    return RedirectResponse(await offload(_sign_out, request), status_code=303)
+
+
+def _sign_out(request: Request) -> str:
+    """End the session; return where the browser goes next (the provider's end-session URL, or /login).
+
+    OpenID Connect RP-Initiated Logout: the provider's ``end_session_endpoint`` (discovery),
+    with the session's signed ID token as ``id_token_hint`` and ``{origin}/login`` as
+    ``post_logout_redirect_uri``. A provider without one (or out of reach): a local sign-out.
+    """
+    kept = request.session.get(PROVIDER_SESSION)
+    logout(request)
+    if not isinstance(kept, dict):
+        return "/login"
+    state = portal(request)
+    party = state.sign_in if kept.get("party") == "pro" else state.patient_sign_in
+    if party is None:
+        return "/login"
+    origin = urlsplit(state.settings.base_url)
+    url = party.logout_url(
+        id_token=str(kept.get("id_token") or "") or None,
+        post_logout_redirect_uri=f"{origin.scheme}://{origin.netloc}/login",
+        state=secrets.token_urlsafe(16),
+    )
+    return url or "/login"
 
 
 @router.get("/language/{code}")

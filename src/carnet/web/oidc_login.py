@@ -33,7 +33,7 @@ from carnet.domain.errors import CarnetError, IdentityProviderUnavailable, SignI
 from carnet.offload import offload
 from carnet.web.csrf import checked_form
 from carnet.web.pages import portal, render
-from carnet.web.session import login
+from carnet.web.session import login, remember_provider_session
 
 router = APIRouter(include_in_schema=False)
 
@@ -136,7 +136,7 @@ def _finish(request: Request) -> Response:
                 f"The identity provider answered {params.get('error', '')[:60]!r}.", reason="provider-error"
             )
         pending = _pending(request)
-        claims = party.finish(
+        claims, id_token = party.finish_signed(
             code=params.get("code", ""), state=params.get("state", ""), pending=pending, now=time.time()
         )
         signed_in = professional(claims, parse_mapping(portal(request).settings.oidc_claims))
@@ -147,6 +147,7 @@ def _finish(request: Request) -> Response:
     response: Response
     if len(signed_in.structures) > 1:
         request.session[CHOICE_KEY] = {
+            "id_token": id_token,
             "claims": signed_in.claims,
             "structures": [
                 {
@@ -160,12 +161,15 @@ def _finish(request: Request) -> Response:
         }
         response = render(request, "login_structure.html", {"structures": signed_in.structures})
     else:
-        response = _signed_in(request, signed_in, signed_in.structures[0] if signed_in.structures else None)
+        only = signed_in.structures[0] if signed_in.structures else None
+        response = _signed_in(request, signed_in, only, id_token)
     response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
     return response
 
 
-def _signed_in(request: Request, who: SignedInProfessional, structure: Structure | None) -> Response:
+def _signed_in(
+    request: Request, who: SignedInProfessional, structure: Structure | None, id_token: str
+) -> Response:
     claims = who.principal_claims(structure)
     portal(request).services.sign_ins.record(
         actor_kind="professional",
@@ -178,6 +182,7 @@ def _signed_in(request: Request, who: SignedInProfessional, structure: Structure
         reason="oidc:" + (portal(request).settings.oidc_issuer or ""),
     )
     login(request, claims, now=datetime.now(UTC))
+    remember_provider_session(request, "pro", id_token)
     # A page of ours moves on to the portal: after a cross-site redirect chain, a browser would
     # not send the SameSite=Strict session cookie on a redirect (carnet.web.session_cookie).
     return render(request, "login_done.html", {"target": "/pro/"})
@@ -216,7 +221,7 @@ def _choose(request: Request, form: Any) -> Response:
             status=422,
         )
     request.session.pop(CHOICE_KEY, None)
-    return _signed_in(request, who, chosen)
+    return _signed_in(request, who, chosen, str(pending.get("id_token") or ""))
 
 
 @router.get("/oidc/jwks.json")

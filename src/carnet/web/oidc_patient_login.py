@@ -36,7 +36,7 @@ from carnet.web.csrf import checked_form, form_text
 from carnet.web.oidc_login import REASONS
 from carnet.web.pages import portal, render
 from carnet.web.representation import CODE_REFUSED, person_claims
-from carnet.web.session import login
+from carnet.web.session import login, remember_provider_session
 
 router = APIRouter(include_in_schema=False)
 
@@ -109,14 +109,18 @@ def _names(claims: dict[str, Any]) -> str:
 
 
 def _signed_in(
-    request: Request, patient_id: str | None, account: Identifier, claims: dict[str, Any]
+    request: Request, patient_id: str | None, account: Identifier, claims: dict[str, Any], id_token: str
 ) -> Response:
     """Sign in the holder of ``patient_id`` (or a representative without a record of their own)."""
     principal = person_claims(
         request, subject=f"oidc:{account.value}", patient_id=patient_id, name=_names(claims) or None
     )
     if principal is None:  # no record, and nobody to represent: the identity-verification step
-        request.session[LINK_KEY] = {"account": account.value, "claims": _traits_claims(claims)}
+        request.session[LINK_KEY] = {
+            "account": account.value,
+            "claims": _traits_claims(claims),
+            "id_token": id_token,
+        }
         return render(request, "login_link.html", {"error": None})
     _journal(
         request,
@@ -125,6 +129,7 @@ def _signed_in(
         actor=f"patient:{patient_id}" if patient_id else str(principal["sub"]),
     )
     login(request, principal, now=datetime.now(UTC))
+    remember_provider_session(request, "patient", id_token)
     target = "/patient/switch" if principal["kind"] == "representative" else "/patient/"
     return render(request, "login_done.html", {"target": target})
 
@@ -142,7 +147,7 @@ def _finish(request: Request) -> Response:
             data = _serializer(request).loads(raw) if raw else None
         except BadSignature:
             data = None
-        claims = party.finish(
+        claims, id_token = party.finish_signed(
             code=params.get("code", ""),
             state=params.get("state", ""),
             pending=PendingSignIn.from_dict(data),
@@ -154,7 +159,7 @@ def _finish(request: Request) -> Response:
         return _refused(request, exc, status=503)
     account = subject_identifier(party.provider.issuer, str(claims.get("sub")))
     patient_id = portal(request).services.identity_links.record_of(account)
-    response = _signed_in(request, patient_id, account, claims)
+    response = _signed_in(request, patient_id, account, claims, id_token)
     response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
     return response
 
@@ -203,7 +208,7 @@ def _link(request: Request, form: Any) -> Response:
         _journal(request, accepted=False, reason="oidc-patient:identity-not-verified")
         return render(request, "login_link.html", {"error": refusal}, status=403)
     request.session.pop(LINK_KEY, None)
-    return _signed_in(request, patient_id, account, claims)
+    return _signed_in(request, patient_id, account, claims, str(pending.get("id_token") or ""))
 
 
 @router.post("/login/patient/represent")
@@ -230,4 +235,4 @@ def _represent(request: Request, form: Any) -> Response:
         _journal(request, accepted=False, reason="oidc-patient:represent-code")
         return render(request, "login_link.html", {"error": CODE_REFUSED}, status=403)
     request.session.pop(LINK_KEY, None)
-    return _signed_in(request, None, account, claims)
+    return _signed_in(request, None, account, claims, str(pending.get("id_token") or ""))

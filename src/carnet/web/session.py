@@ -17,6 +17,8 @@ Session keys (JSON values)::
     previous_visit ISO instant of the patient's previous visit on this browser, or absent
     break_glass   {patient_id: {"justification": str, "started": ISO instant}} — the
                   professional portal's emergency accesses in progress
+    provider_session  {"party": "pro"|"patient", "id_token": the provider's signed ID token}
+                  — signing out ends the session at the provider too (``carnet.web.login``)
 
 Public helpers: :func:`current_principal` (resolved once, before each portal route, by the
 :func:`signed_in` dependency), :func:`login`, :func:`logout`,
@@ -103,6 +105,15 @@ def login(request: Request, principal_claims: Mapping[str, Any], *, now: datetim
     request.session["principal"] = dict(principal_claims)
     request.session["csrf"] = secrets.token_urlsafe(32)
     request.session["signed_in"] = now.isoformat()
+
+
+#: The session key of the provider session to end at sign-out: ``{"party": "pro"|"patient", "id_token": JWS}``.
+PROVIDER_SESSION = "provider_session"
+
+
+def remember_provider_session(request: Request, party: str, id_token: str) -> None:
+    """Keep which OpenID provider signed this session in, and its ID token (RP-initiated logout)."""
+    request.session[PROVIDER_SESSION] = {"party": party, "id_token": id_token}
 
 
 def logout(request: Request) -> None:
