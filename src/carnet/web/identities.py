@@ -80,6 +80,12 @@ class DemoProfessional:
         return all(word in haystack for word in _folded(words).split())
 
 
+def matches_words(text: str, words: str) -> bool:
+    """Whether every word of ``words`` is in ``text``, case and accents ignored."""
+    haystack = _folded(text)
+    return all(word in haystack for word in _folded(words).split())
+
+
 def _folded(text: str) -> str:
     """Lower-case ``text`` without its accents (for searching)."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())

@@ -33,7 +33,13 @@ from carnet.services.rate_limit import RateLimiter
 from carnet.services.representations import record_key
 from carnet.web.csrf import checked_form
 from carnet.web.i18n import LANGUAGE_COOKIE, LANGUAGES
-from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
+from carnet.web.identities import (
+    DIRECTORY_READER,
+    DemoProfessional,
+    idnps_of,
+    matches_words,
+    practitioner_display,
+)
 from carnet.web.pages import portal, render
 from carnet.web.return_to import take
 from carnet.web.session import PROVIDER_SESSION, current_principal, login, logout
@@ -71,6 +77,15 @@ def _login_page(
     enabled = state.settings.development_issuer_enabled
     patients = state.demo.patients() if enabled else []
     professionals = state.demo.professionals() if enabled else []
+    words = request.query_params.get("q", "")[:100].strip()
+    if words:
+        patients = [p for p in patients if matches_words(f"{p.display} {p.identifier.value}", words)]
+        professionals = [p for p in professionals if p.matches(words)]
+    groups: dict[str, list[DemoProfessional]] = {}
+    for professional in professionals:
+        groups.setdefault(professional.profession_label or professional.profession or "—", []).append(
+            professional
+        )
     return render(
         request,
         "login.html",
@@ -80,6 +95,8 @@ def _login_page(
             "patient_oidc": state.patient_sign_in is not None,
             "patients": patients,
             "professionals": professionals,
+            "professional_groups": sorted(groups.items()),
+            "q": words,
             "error": error,
         },
         status=status,
