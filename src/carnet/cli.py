@@ -232,6 +232,12 @@ def generate(
             "--cnam-hr", help="Write the reimbursement history as a structured CNAM-HR CDA of 24 months"
         ),
     ] = False,
+    dispensations: Annotated[
+        bool,
+        typer.Option(
+            "--dispensations", help="Write the pharmacy's dispensation as a structured CDA (coded medicines)"
+        ),
+    ] = False,
 ) -> None:
     """Write synthetic French patients as FHIR R4 transaction Bundles (deterministic for a seed)."""
     from carnet.synthetic import generate_population
@@ -242,7 +248,9 @@ def generate(
     with Progress(TextColumn("Generating"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task("generate", total=patients)
         for index, item in enumerate(
-            generate_population(patients, seed, documents_per_patient=documents, cnam_hr=cnam_hr)
+            generate_population(
+                patients, seed, documents_per_patient=documents, cnam_hr=cnam_hr, dispensations=dispensations
+            )
         ):
             (out / f"patient-{index:05d}.json").write_bytes(item.to_json())
             if hl7v2:

@@ -24,6 +24,7 @@ from carnet.domain.resources import is_valid_id
 from carnet.domain.search import parse_search
 from carnet.feeds.cda import parse_tree
 from carnet.feeds.cnam_hr import REMB_CODE, read_tree_if_cnam_hr
+from carnet.feeds.dispensation import DISPENSATION_CODE, read_tree_if_dispensation
 from carnet.services._call import Call
 from carnet.services.gate import Gate
 from carnet.services.record_search import Search
@@ -34,6 +35,31 @@ def is_reimbursement_history(document: Mapping[str, Any]) -> bool:
     """Tell whether a DocumentReference's type is the insurer's reimbursement history (REMB)."""
     codings = (document.get("type") or {}).get("coding") or []
     return any(isinstance(c, dict) and c.get("code") == REMB_CODE for c in codings)
+
+
+def is_dispensation(document: Mapping[str, Any]) -> bool:
+    """Tell whether a DocumentReference's type is a pharmacy's dispensation (LOINC 60593-1)."""
+    codings = (document.get("type") or {}).get("coding") or []
+    return any(isinstance(c, dict) and c.get("code") == DISPENSATION_CODE for c in codings)
+
+
+def check_structured(document: Mapping[str, Any], content: bytes, where: str) -> None:
+    """Read a structured CNAM-HR history or pharmacy dispensation before it is stored; refuse a malformed one.
+
+    Raises:
+        InvalidResource: the document declares a volet whose entries cannot be read.
+    """
+    check_reimbursements(document, content, where)
+    if not is_dispensation(document) or not content.lstrip().startswith(b"<"):
+        return
+    try:
+        root = parse_tree(content)
+    except InvalidResource:
+        return  # not a CDA: the content is stored as it is, like any attachment
+    try:
+        read_tree_if_dispensation(root)
+    except InvalidResource as exc:
+        raise InvalidResource(f"{where}: {exc.message}", expression=(where,)) from None
 
 
 def check_reimbursements(document: Mapping[str, Any], content: bytes, where: str) -> None:
@@ -75,7 +101,7 @@ class DocumentChecks:
             if isinstance(attachment.get("data"), str):
                 content = decode_base64(attachment["data"], f"{where}.data")
                 check_attachment(attachment, content, where)
-                check_reimbursements(document, content, where)
+                check_structured(document, content, where)
                 continue
             url = attachment.get("url")
             if not isinstance(url, str) or not url.startswith("Binary/"):
@@ -84,7 +110,7 @@ class DocumentChecks:
             fresh = call.written_binaries.get((patient_id, binary_id))
             if fresh is not None:
                 check_attachment(attachment, binary_content(fresh), where)
-                check_reimbursements(document, binary_content(fresh), where)
+                check_structured(document, binary_content(fresh), where)
                 continue
             session = call.session
             owner = session.locate("Binary", binary_id) if is_valid_id(binary_id) else None
@@ -93,7 +119,7 @@ class DocumentChecks:
                 raise InvalidResource(f"{where}.url points to {url[:80]}, which is not in this record.")
             binary = self._gate.open(self._gate.key(call, patient_id), version).resource or {}
             check_attachment(attachment, binary_content(binary), where)
-            check_reimbursements(document, binary_content(binary), where)
+            check_structured(document, binary_content(binary), where)
 
     def same_unique_id(self, call: Call, document: Mapping[str, Any], patient_id: str) -> Stored | None:
         """Return the stored document with the same uniqueId and content (idempotent resubmission).

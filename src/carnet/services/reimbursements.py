@@ -17,12 +17,21 @@ from typing import Any
 from carnet.domain.documents import CLASS_CODE_SYSTEM, attachments, binary_content, decode_base64
 from carnet.domain.errors import CarnetError
 from carnet.feeds.cnam_hr import LineKind, ReimbursementLine, read_if_cnam_hr
-from carnet.services.document_checks import is_reimbursement_history
+from carnet.feeds.dispensation import DispensedItem, read_if_dispensation
+from carnet.services.document_checks import is_dispensation, is_reimbursement_history
 from carnet.services.records import Records
 
-__all__ = ["Dispensed", "Timeline", "TimelineLine", "recent_dispensations", "reimbursement_timeline"]
+__all__ = [
+    "Dispensed",
+    "Timeline",
+    "TimelineLine",
+    "pharmacy_dispensations",
+    "recent_dispensations",
+    "reimbursement_timeline",
+]
 
 REIMBURSEMENT_CLASS = "60"
+DISPENSATION_CLASS = "43"
 MAX_DOCUMENTS = 100
 
 
@@ -98,6 +107,38 @@ def reimbursement_timeline(records: Records, patient_id: str) -> Timeline:
     )
 
 
+def pharmacy_dispensations(records: Records, patient_id: str) -> list[DispensedItem]:
+    """The medicines of the pharmacies' dispensation documents (class 43) ``records``' caller may read.
+
+    Read from the stored documents at each call, through the caller's access (a masked or
+    invisible dispensation shows nothing); a document without the dispense section, or that
+    cannot be read (stored before the check existed), gives no line.
+
+    Raises:
+        AccessDenied, NotFound: the caller may not search this record.
+    """
+    found = records.search(
+        "DocumentReference",
+        [
+            ("patient", f"Patient/{patient_id}"),
+            ("status", "current"),
+            ("category", f"{CLASS_CODE_SYSTEM}|{DISPENSATION_CLASS}"),
+            ("_sort", "-date"),
+            ("_count", str(MAX_DOCUMENTS)),
+        ],
+    )
+    items: list[DispensedItem] = []
+    for document in found.resources:
+        if not is_dispensation(document):
+            continue
+        for content in _contents(records, document):
+            try:
+                items.extend(read_if_dispensation(content) or ())
+            except CarnetError:
+                continue
+    return items
+
+
 def _contents(records: Records, document: dict[str, Any]) -> list[bytes]:
     """The CDA contents of a document the caller found (inline, or in its Binary)."""
     contents: list[bytes] = []
@@ -130,12 +171,18 @@ class Dispensed:
 
 
 def recent_dispensations(
-    timeline: Timeline, dispenses: Iterable[Mapping[str, Any]], *, days: int = RECENT_DAYS
+    timeline: Timeline,
+    dispenses: Iterable[Mapping[str, Any]],
+    *,
+    pharmacy: Iterable[DispensedItem] = (),
+    days: int = RECENT_DAYS,
 ) -> list[Dispensed]:
     """The medicines dispensed in the ``days`` before the latest dispensing, newest first, one per medicine.
 
     ``dispenses`` are the record's MedicationDispense resources the viewer may read (completed or
-    in progress, dated by ``whenHandedOver``); the timeline gives the reimbursed ones. The window
+    in progress, dated by ``whenHandedOver``); ``pharmacy`` the items of the pharmacies'
+    dispensation documents (:func:`pharmacy_dispensations`); the timeline gives the reimbursed
+    ones. The window
     ends at the latest dispensing known rather than today, so that a history that stopped
     (the insurer's last one is months old) still says what the patient was taking then.
     """
@@ -144,6 +191,8 @@ def recent_dispensations(
         line = item.line
         if line.kind is LineKind.MEDICINE:
             found.append((line.label, line.start, line.performer, "insurer"))
+    for dispensed in pharmacy:
+        found.append((dispensed.label, dispensed.day, dispensed.pharmacy, "pharmacy"))
     for dispense in dispenses:
         label = _medicine_text(dispense.get("medicationCodeableConcept"))
         handed = _day(dispense.get("whenHandedOver"))

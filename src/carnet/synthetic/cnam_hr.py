@@ -55,7 +55,7 @@ DISCLAIMER = (
     "Elles sont fournies à titre purement informatif et leur exhaustivité ne peut être garantie."
 )
 
-_ATC3_GROUPS = {
+ATC3_GROUPS = {
     "A02": "MEDICAMENTS POUR LES TROUBLES DE L'ACIDITE",
     "A10": "MEDICAMENTS DU DIABETE",
     "B01": "ANTITHROMBOTIQUES",
@@ -193,7 +193,7 @@ def _table(section: ET.Element, header: tuple[str, ...], lines: list[_Line]) -> 
             _el(row, "td", cell)
 
 
-def _cip13(label: str) -> str:
+def cip13(label: str) -> str:
     """A synthetic CIP13 for a presentation: ``34009`` + 7 digits + the EAN-13 key."""
     digits = "34009" + str(int(hashlib.sha256(label.encode()).hexdigest(), 16) % 10_000_000).zfill(7)
     total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(digits))
@@ -212,8 +212,8 @@ def _dispensation(
     _el(act, "statusCode", code="completed")
     material = _el(_el(_el(act, "consumable"), "manufacturedProduct"), "manufacturedMaterial")
     code = _el(material, "code")
-    _el(code, "translation", code=_cip13(drug.label), displayName=drug.label.upper(), codeSystem=CIP)
-    group = _ATC3_GROUPS.get(drug.atc[:3], f"GROUPE ATC {drug.atc[:3]}")
+    _el(code, "translation", code=cip13(drug.label), displayName=drug.label.upper(), codeSystem=CIP)
+    group = ATC3_GROUPS.get(drug.atc[:3], f"GROUPE ATC {drug.atc[:3]}")
     _el(code, "translation", code=drug.atc[:3], displayName=group, codeSystem=ATC3)
     substance = drug.label.split(" ")[0].upper()
     _el(
@@ -295,7 +295,7 @@ def _vaccinations(ctx: Context, since: date, day: date) -> list[_Line]:
         _el(
             _el(material, "code"),
             "translation",
-            code=_cip13(vaccination.dose.product),
+            code=cip13(vaccination.dose.product),
             displayName=vaccination.dose.product,
             codeSystem=CIP,
         )

@@ -34,6 +34,7 @@ from enum import StrEnum
 
 from carnet.synthetic.cda import DocumentCode, build_cda
 from carnet.synthetic.cnam_hr import CNAM_HR_TEMPLATE, build_cnam_hr
+from carnet.synthetic.dispensation import IHE_DIS_DOCUMENT, build_dispensation
 from carnet.synthetic.identifiers import new_uuid, oid_from_uuid, urn_uuid
 from carnet.synthetic.patient import Person
 from carnet.synthetic.pdf import render_pdf
@@ -210,6 +211,16 @@ _CNAM_HR = _Spec(
 )
 """The reimbursement history as the structured CNAM-HR volet (``carnet generate --cnam-hr``)."""
 
+_DISPENSATION = _Spec(
+    "43",
+    _loinc("60593-1", "Dispensation médicamenteuse"),
+    Format.CDA_LEVEL_3,
+    (IHE_FORMAT_SYSTEM, "urn:ihe:pharm:dis:2010", "DIS"),
+    write_dispensation,
+    model_templates=(IHE_DIS_DOCUMENT,),
+)
+"""A dispensation as the structured FR-Dispensation-medicaments section (``carnet generate --dispensations``)."""
+
 #: The kinds in the order documents are handed out: the first eight cover the classes the DMP
 #: receives from professionals and the insurer; a ninth is the patient's own; more repeat the cycle.
 KINDS: tuple[DocumentKind, ...] = tuple(DocumentKind)
@@ -231,23 +242,34 @@ def format_of(kind: DocumentKind) -> Format:
 
 
 def document_entries(
-    ctx: Context, kind: DocumentKind, rank: int, *, pdf_bytes: int | None = None, cnam_hr: bool = False
+    ctx: Context,
+    kind: DocumentKind,
+    rank: int,
+    *,
+    pdf_bytes: int | None = None,
+    cnam_hr: bool = False,
+    dispensations: bool = False,
 ) -> list[tuple[str, JSON]]:
     """Write one document and return its ``Binary`` and ``DocumentReference`` as (uuid, resource).
 
     ``pdf_bytes``, when given, pads the PDF (embedded or plain) to about that many bytes.
     ``cnam_hr`` writes the reimbursement history as the structured CNAM-HR volet
-    (:mod:`carnet.synthetic.cnam_hr`) rather than a PDF.
+    (:mod:`carnet.synthetic.cnam_hr`) rather than a PDF; ``dispensations`` the pharmacy's
+    dispensation as its structured entries (:mod:`carnet.synthetic.dispensation`).
     """
     spec = _SPECS[kind]
     if cnam_hr and kind is DocumentKind.REIMBURSEMENTS:
         spec = _CNAM_HR
+    if dispensations and kind is DocumentKind.DISPENSATION:
+        spec = _DISPENSATION
     report = spec.writer(ctx, rank)
     document_uuid, set_uuid = new_uuid(ctx.rng), new_uuid(ctx.rng)
     reference_uuid, binary_uuid = new_uuid(ctx.rng), new_uuid(ctx.rng)
     person = ctx.person
     if spec is _CNAM_HR:
         content = build_cnam_hr(ctx, rank, document_uuid=document_uuid, set_uuid=set_uuid)
+    elif spec is _DISPENSATION:
+        content = build_dispensation(ctx, rank, document_uuid=document_uuid, set_uuid=set_uuid)
     elif spec.format is Format.CDA_LEVEL_3:
         content = build_cda(
             document_uuid=document_uuid,

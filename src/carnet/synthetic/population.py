@@ -72,6 +72,7 @@ def generate_population(
     professionals: int = DEFAULT_PROFESSIONALS,
     as_of: date = DEFAULT_AS_OF,
     cnam_hr: bool = False,
+    dispensations: bool = False,
 ) -> Iterator[PatientBundle]:
     """Yield ``patients`` synthetic patients drawn from ``seed``, one transaction bundle each.
 
@@ -80,7 +81,8 @@ def generate_population(
     imaging report, discharge letter and reimbursement history; a 9th is a note the patient
     uploads; more repeat the cycle on earlier dates). ``pdf_bytes`` pads every PDF to about that
     size. ``cnam_hr`` writes the reimbursement history as a structured CNAM-HR document of 24
-    months (sections and coded lines) instead of a PDF. ``professionals`` is the size of the pool of professionals the patients share. Patients
+    months (sections and coded lines) instead of a PDF; ``dispensations`` the pharmacy's dispensation
+    as a structured FR-Dispensation-medicaments document (its coded medicines) instead of a PDF. ``professionals`` is the size of the pool of professionals the patients share. Patients
     are drawn as the iterator is consumed; the arguments are checked at once.
 
     Raises:
@@ -91,7 +93,7 @@ def generate_population(
     if pdf_bytes is not None and pdf_bytes <= 0:
         raise ValueError(f"pdf_bytes must be a positive size in bytes, got {pdf_bytes}.")
     pool = generate_professionals(seed, professionals)
-    return _patients(patients, seed, pool, as_of, documents_per_patient, pdf_bytes, cnam_hr)
+    return _patients(patients, seed, pool, as_of, documents_per_patient, pdf_bytes, (cnam_hr, dispensations))
 
 
 def _patients(
@@ -101,13 +103,13 @@ def _patients(
     as_of: date,
     documents: int,
     pdf_bytes: int | None,
-    cnam_hr: bool,
+    structured: tuple[bool, bool],
 ) -> Iterator[PatientBundle]:
     taken_nirs: set[str] = set()
     for index in range(patients):
         # Synthetic data must be reproducible from the seed, so the generator is random.Random on purpose.
         rng = random.Random(f"carnet.synthetic/{seed}/patient/{index}")  # noqa: S311
-        yield _draw_patient(rng, pool, taken_nirs, as_of, documents, pdf_bytes, cnam_hr)
+        yield _draw_patient(rng, pool, taken_nirs, as_of, documents, pdf_bytes, *structured)
 
 
 def _draw_patient(
@@ -118,6 +120,7 @@ def _draw_patient(
     documents: int,
     pdf_bytes: int | None,
     cnam_hr: bool = False,
+    dispensations: bool = False,
 ) -> PatientBundle:
     person = draw_person(rng, as_of, taken_nirs)
     rounds = max(1, -(-documents // len(KINDS)))
@@ -134,7 +137,11 @@ def _draw_patient(
     own.extend(profile_resources(person, profile))
     for index in range(documents):
         kind, rank = kind_of(index)
-        own.extend(document_entries(ctx, kind, rank, pdf_bytes=pdf_bytes, cnam_hr=cnam_hr))
+        own.extend(
+            document_entries(
+                ctx, kind, rank, pdf_bytes=pdf_bytes, cnam_hr=cnam_hr, dispensations=dispensations
+            )
+        )
     references = _references([patient["resource"], *(resource for _, resource in own)])
     entries = _shared_entries(pool, references)
     entries.append(patient)

@@ -243,8 +243,23 @@ def write_prescription(ctx: Context, rank: int) -> Report:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Dispensing:
+    """One visit to the pharmacy: its report, and what was handed over (drugs, boxes of each, when)."""
+
+    report: Report
+    drugs: tuple[Drug, ...]
+    boxes: int
+    prescriber: Professional
+
+
 def write_dispensation(ctx: Context, rank: int) -> Report:
     """Write the dispensation record (dispensation médicamenteuse, LOINC 60593-1) at the pharmacy."""
+    return draw_dispensing(ctx, rank).report
+
+
+def draw_dispensing(ctx: Context, rank: int) -> Dispensing:
+    """Draw the ``rank``-th latest dispensing: the drugs of a visit's prescription, days later."""
     visit = _visit(ctx, rank)
     prescriber, drugs, renewal = _prescribed(ctx, visit)
     day = min(ctx.as_of, visit.day + timedelta(days=ctx.rng.randint(0, 3)))
@@ -254,7 +269,7 @@ def write_dispensation(ctx: Context, rank: int) -> Report:
     pharmacist = ctx.profile.pharmacist
     rows = [("Médicament", "Boîtes", "Posologie")]
     rows += [(d.label, str(3 if renewal else 1), d.dosage) for d in drugs]
-    return Report(
+    report = Report(
         title="Dispensation médicamenteuse",
         author=pharmacist,
         organization=pharmacist.organization,
@@ -272,6 +287,7 @@ def write_dispensation(ctx: Context, rank: int) -> Report:
             ),
         ),
     )
+    return Dispensing(report=report, drugs=tuple(drugs), boxes=3 if renewal else 1, prescriber=prescriber)
 
 
 # Laboratory.

@@ -20,7 +20,12 @@ from carnet.domain.errors import AccessDenied, Conflict, InvalidRequest, Invalid
 from carnet.domain.policy import AccessRequest, Action, Target, decide
 from carnet.offload import offload
 from carnet.services import entry_edits
-from carnet.services.reimbursements import Dispensed, recent_dispensations, reimbursement_timeline
+from carnet.services.reimbursements import (
+    Dispensed,
+    pharmacy_dispensations,
+    recent_dispensations,
+    reimbursement_timeline,
+)
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
 from carnet.web.holder import Holder, consents_of, holder_of, kind_of, page, search, utc_now
@@ -126,9 +131,13 @@ def _first(resource: Mapping[str, Any], *fields: str) -> str:
 
 
 def _dispensed(holder: Holder) -> list[Dispensed]:
-    """The medicines dispensed recently: the record's MedicationDispenses and the insurer's lines."""
+    """The medicines dispensed recently: MedicationDispenses, pharmacies' dispensations, the insurer's lines."""
     timeline = reimbursement_timeline(holder.records, holder.patient_id)
-    return recent_dispensations(timeline, search(holder, "MedicationDispense", ("_count", "1000")))
+    return recent_dispensations(
+        timeline,
+        search(holder, "MedicationDispense", ("_count", "1000")),
+        pharmacy=pharmacy_dispensations(holder.records, holder.patient_id),
+    )
 
 
 def _is_directive(consent: Mapping[str, Any]) -> bool:

@@ -69,7 +69,11 @@ from carnet.offload import offload
 from carnet.services.access_check import check_access
 from carnet.services.choices import record_choice
 from carnet.services.records import Records
-from carnet.services.reimbursements import recent_dispensations, reimbursement_timeline
+from carnet.services.reimbursements import (
+    pharmacy_dispensations,
+    recent_dispensations,
+    reimbursement_timeline,
+)
 from carnet.web.cda_render import EmbeddedBody, render_cda
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
@@ -492,6 +496,7 @@ async def record(patient_id: str, request: Request) -> Response:
     resources = await _guarded(request, access, _resources, access)
     summary = summarise(resources)
     timeline = await _guarded(request, access, reimbursement_timeline, access.records, patient_id)
+    pharmacy = await _guarded(request, access, pharmacy_dispensations, access.records, patient_id)
     dispenses = [r for r in resources if r.get("resourceType") == "MedicationDispense"]
     language = _language(request)
     # Charts for the measures with the longest series; every latest value is in the table too.
@@ -507,7 +512,7 @@ async def record(patient_id: str, request: Request) -> Response:
             "documents": [(d, _shown_class(d, language)) for d in summary.documents[:5]],
             "charts": charts,
             "measures": values,
-            "dispensed": recent_dispensations(timeline, dispenses),
+            "dispensed": recent_dispensations(timeline, dispenses, pharmacy=pharmacy),
         },
     )
 
