@@ -17,6 +17,9 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -27,7 +30,9 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc.jwk import RSAKey
 
-from carnet.auth.oidc import encryption_key, public_jwks
+from carnet.auth.oidc import ENCRYPTION_KEY_FILE, encryption_key, public_jwks
+from carnet.settings import Mode, Settings
+from served import popen_serve, serve_env, wait_until_up
 from smtp_sink import free_port
 
 SCRIPT = Path(__file__).resolve().parent / "browser" / "oidc_provider.mjs"
@@ -39,6 +44,8 @@ API_CLIENT_SECRET = "api-tester-secret-for-tests-only"
 SHORT_CLIENT_ID = "api-short"  # its access tokens live one second
 API_REDIRECT = "http://127.0.0.1/api-tester/callback"
 AUDIENCE = "carnet"
+#: Where the in-process Carnet of the API tests answers (the provider's clients are registered for it).
+CARNET = "https://testserver"
 
 #: Two professionals with PSC's claim names (the shape of a real sandbox payload, SPECS.md §b1):
 #: a GP acting in one structure, a nurse in two (she chooses one at sign-in).
@@ -258,6 +265,81 @@ class TestProvider:
         """The provider's discovery document."""
         data: dict[str, Any] = httpx.get(f"{self.issuer}/.well-known/openid-configuration").json()
         return data
+
+
+def running_provider(root: Path, **options: Any) -> Iterator[TestProvider]:
+    """Run a provider for the in-process Carnet at :data:`CARNET` (a fixture's body: ``yield from``)."""
+    provider = TestProvider(root, carnet_url=CARNET, carnet_key_dir=root / "carnet-keys", **options)
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.stop()
+
+
+def production_settings(
+    settings: Settings, provider: TestProvider, key_dir: Path, *, patients: bool = False, **changes: Any
+) -> Settings:
+    """``settings`` in production mode at :data:`CARNET`, professionals (and ``patients``) signing in at ``provider``.
+
+    ``key_dir`` receives the encryption key whose public half the provider encrypts ID tokens to.
+    """
+    key_dir.mkdir(mode=0o700, exist_ok=True)
+    shutil.copy(provider.root / "carnet-keys" / ENCRYPTION_KEY_FILE, key_dir / ENCRYPTION_KEY_FILE)
+    if patients:
+        changes = {
+            "patient_oidc_issuer": provider.issuer,
+            "patient_oidc_client_id": PATIENT_CLIENT_ID,
+            "patient_oidc_client_secret": PATIENT_CLIENT_SECRET,
+            **changes,
+        }
+    return replace(
+        settings,
+        mode=Mode.PRODUCTION,
+        key_dir=key_dir,
+        base_url=f"{CARNET}/fhir",
+        oidc_issuer=provider.issuer,
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret=CLIENT_SECRET,
+        **changes,
+    )
+
+
+def production_env(
+    root: Path, port: int, provider: TestProvider, *, patients: bool = False
+) -> dict[str, str]:
+    """The environment of ``carnet serve`` in production mode on ``port`` (data and keys under ``root``).
+
+    Professionals (and ``patients``) sign in at ``provider``; no demonstration identity exists.
+    """
+    env = serve_env(root, port)
+    env.update(
+        CARNET_MODE="production",
+        CARNET_BASE_URL=f"{provider.carnet_url}/fhir",
+        CARNET_OIDC_ISSUER=provider.issuer,
+        CARNET_OIDC_CLIENT_ID=CLIENT_ID,
+        CARNET_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+    )
+    if patients:
+        env.update(
+            CARNET_PATIENT_OIDC_ISSUER=provider.issuer,
+            CARNET_PATIENT_OIDC_CLIENT_ID=PATIENT_CLIENT_ID,
+            CARNET_PATIENT_OIDC_CLIENT_SECRET=PATIENT_CLIENT_SECRET,
+        )
+    return env
+
+
+@contextmanager
+def serving(env: dict[str, str], root: Path, port: int) -> Iterator[None]:
+    """Run ``carnet serve`` with ``env`` (its log in ``root``) for the block's duration."""
+    log = root / "server.log"
+    process = popen_serve(env, log)
+    try:
+        wait_until_up(process, f"http://127.0.0.1:{port}/fhir/metadata", log)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def sign_in_at_provider(

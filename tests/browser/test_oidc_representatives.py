@@ -10,9 +10,6 @@ INVISIBLE_REPRESENTANTS_LEGAUX. The daughter's journal names the mother's own id
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,15 +23,12 @@ from carnet.services.identity_links import Traits, subject_identifier
 from carnet.settings import Settings
 from journal_requests import journal_of
 from oidc_provider import (
-    CLIENT_ID,
-    CLIENT_SECRET,
     PARENT,
     PARENT_CLAIMS,
-    PATIENT_CLIENT_ID,
-    PATIENT_CLIENT_SECRET,
     TestProvider,
+    production_env,
+    serving,
 )
-from served import wait_until_up
 from smtp_sink import free_port
 
 NIR = "urn:oid:1.2.250.1.213.1.4.10"
@@ -94,7 +88,7 @@ def _document(services: Services, patient_id: str, label: str, title: str) -> st
 def family(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Family]:
     """Seed the mother's and daughter's records and the desk's link, then start the provider and ``carnet serve``."""
     root = tmp_path_factory.mktemp("family")
-    data_dir, key_dir = root / "data", root / "keys"
+    data_dir, key_dir = root / "data", root / "keys"  # as production_env has them
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     provider = TestProvider(root, carnet_url=url, carnet_key_dir=key_dir)
@@ -118,40 +112,18 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Family]:
     finally:
         services.store.engine.dispose()
     provider.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    env.update(
-        CARNET_MODE="production",
-        CARNET_DATA_DIR=str(data_dir),
-        CARNET_KEY_DIR=str(key_dir),
-        CARNET_HOST="127.0.0.1",
-        CARNET_PORT=str(port),
-        CARNET_BASE_URL=f"{url}/fhir",
-        CARNET_OIDC_ISSUER=provider.issuer,
-        CARNET_OIDC_CLIENT_ID=CLIENT_ID,
-        CARNET_OIDC_CLIENT_SECRET=CLIENT_SECRET,
-        CARNET_PATIENT_OIDC_ISSUER=provider.issuer,
-        CARNET_PATIENT_OIDC_CLIENT_ID=PATIENT_CLIENT_ID,
-        CARNET_PATIENT_OIDC_CLIENT_SECRET=PATIENT_CLIENT_SECRET,
-    )
-    log = root / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "carnet", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
     try:
-        wait_until_up(process, f"{url}/fhir/metadata", log)
-        yield Family(
-            url=url,
-            provider=provider,
-            settings=settings,
-            mother=mother,
-            child=child,
-            shown=shown,
-            hidden=hidden,
-        )
+        with serving(production_env(root, port, provider, patients=True), root, port):
+            yield Family(
+                url=url,
+                provider=provider,
+                settings=settings,
+                mother=mother,
+                child=child,
+                shown=shown,
+                hidden=hidden,
+            )
     finally:
-        process.terminate()
-        process.wait(timeout=10)
         provider.stop()
 
 

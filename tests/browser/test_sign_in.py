@@ -8,9 +8,6 @@ verifies, and opens the record of a patient who authorised this professional.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +21,7 @@ from carnet.demo import SeededPatient, seed_population
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Principal
 from carnet.settings import Settings
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, GP, TestProvider
-from served import wait_until_up
+from oidc_provider import GP, TestProvider, production_env, serving
 from smtp_sink import free_port
 
 
@@ -56,29 +52,10 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionS
     finally:
         services.store.engine.dispose()
     provider.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    env.update(
-        CARNET_MODE="production",
-        CARNET_DATA_DIR=str(data_dir),
-        CARNET_KEY_DIR=str(key_dir),
-        CARNET_HOST="127.0.0.1",
-        CARNET_PORT=str(port),
-        CARNET_BASE_URL=f"{url}/fhir",
-        CARNET_OIDC_ISSUER=provider.issuer,
-        CARNET_OIDC_CLIENT_ID=CLIENT_ID,
-        CARNET_OIDC_CLIENT_SECRET=CLIENT_SECRET,
-    )
-    log = root / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "carnet", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
     try:
-        wait_until_up(process, f"{url}/fhir/metadata", log)
-        yield ProductionServer(url=url, provider=provider, patient=patient)
+        with serving(production_env(root, port, provider), root, port):
+            yield ProductionServer(url=url, provider=provider, patient=patient)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
         provider.stop()
 
 

@@ -7,10 +7,8 @@ issuer is a 401 OperationOutcome and an entry of the journal (``bearer:<reason>`
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,49 +19,32 @@ from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services, create_app
-from carnet.auth.oidc import ENCRYPTION_KEY_FILE, JWKS_REFETCH_SECONDS
+from carnet.auth.oidc import JWKS_REFETCH_SECONDS
 from carnet.demo import SeededPatient, seed_population
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Principal
-from carnet.settings import Mode, Settings
+from carnet.settings import Settings
 from oidc_provider import (
-    CLIENT_ID,
-    CLIENT_SECRET,
+    CARNET,
     GP,
     NURSE,
     SHORT_CLIENT_ID,
     TestProvider,
     access_token,
+    production_settings,
+    running_provider,
     sign_in_at_provider,
 )
-
-CARNET = "https://testserver"
 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProvider]:
     """The OpenID provider, with Carnet's encryption key."""
-    root = tmp_path_factory.mktemp("provider")
-    running = TestProvider(root, carnet_url=CARNET, carnet_key_dir=root / "carnet-keys")
-    running.start()
-    yield running
-    running.stop()
+    yield from running_provider(tmp_path_factory.mktemp("provider"))
 
 
 def _production(settings: Settings, provider: TestProvider, tmp_path: Path) -> Settings:
-    key_dir = tmp_path / "production-keys"
-    key_dir.mkdir(mode=0o700, exist_ok=True)
-    shutil.copy(provider.root / "carnet-keys" / ENCRYPTION_KEY_FILE, key_dir / ENCRYPTION_KEY_FILE)
-    return replace(
-        settings,
-        mode=Mode.PRODUCTION,
-        key_dir=key_dir,
-        base_url=f"{CARNET}/fhir",
-        oidc_issuer=provider.issuer,
-        oidc_client_id=CLIENT_ID,
-        oidc_client_secret=CLIENT_SECRET,
-        token_leeway_seconds=0,
-    )
+    return production_settings(settings, provider, tmp_path / "production-keys", token_leeway_seconds=0)
 
 
 @pytest.fixture

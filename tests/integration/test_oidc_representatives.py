@@ -10,9 +10,7 @@ representatives stays hidden, and the child's journal names her provider account
 from __future__ import annotations
 
 import base64
-import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -20,22 +18,19 @@ import pytest
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services, create_app
-from carnet.auth.oidc import ENCRYPTION_KEY_FILE
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.services.identity_links import subject_identifier
-from carnet.settings import Mode, Settings
+from carnet.settings import Settings
 from journal_requests import journal_of
 from oidc_provider import (
-    CLIENT_ID,
-    CLIENT_SECRET,
+    CARNET,
     PARENT,
-    PATIENT_CLIENT_ID,
-    PATIENT_CLIENT_SECRET,
     TestProvider,
+    production_settings,
+    running_provider,
     sign_in_at_provider,
 )
 
-CARNET = "https://testserver"
 TEST_NIR = "urn:oid:1.2.250.1.213.1.4.10"
 CLASS = "urn:oid:1.2.250.1.213.1.1.4.1"
 VISIBILITY = "urn:oid:1.2.250.1.213.1.1.4.13"
@@ -45,11 +40,7 @@ DESK = Principal(kind=ActorKind.ADMIN, subject="cli:desk")
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProvider]:
     """The OpenID provider, with the mother's account."""
-    root = tmp_path_factory.mktemp("provider")
-    running = TestProvider(root, carnet_url=CARNET, carnet_key_dir=root / "carnet-keys")
-    running.start()
-    yield running
-    running.stop()
+    yield from running_provider(tmp_path_factory.mktemp("provider"))
 
 
 def _create(
@@ -81,21 +72,7 @@ def carnet(
     settings: Settings, provider: TestProvider, tmp_path: Path
 ) -> Iterator[tuple[TestClient, Services, dict[str, str]]]:
     """Production mode, patients at ``provider``; the daughter's record with a visible and a hidden document."""
-    key_dir = tmp_path / "production-keys"
-    key_dir.mkdir(mode=0o700)
-    shutil.copy(provider.root / "carnet-keys" / ENCRYPTION_KEY_FILE, key_dir / ENCRYPTION_KEY_FILE)
-    production = replace(
-        settings,
-        mode=Mode.PRODUCTION,
-        key_dir=key_dir,
-        base_url=f"{CARNET}/fhir",
-        oidc_issuer=provider.issuer,
-        oidc_client_id=CLIENT_ID,
-        oidc_client_secret=CLIENT_SECRET,
-        patient_oidc_issuer=provider.issuer,
-        patient_oidc_client_id=PATIENT_CLIENT_ID,
-        patient_oidc_client_secret=PATIENT_CLIENT_SECRET,
-    )
+    production = production_settings(settings, provider, tmp_path / "production-keys", patients=True)
     services = build_services(production)
     child = _create(
         services,

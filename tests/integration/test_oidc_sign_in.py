@@ -7,9 +7,7 @@ pages and the app's TestClient for Carnet's, each keeping its own cookies.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,28 +18,29 @@ from itsdangerous import URLSafeSerializer
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services, create_app
-from carnet.auth.oidc import ENCRYPTION_KEY_FILE
 from carnet.demo import seed_population
 from carnet.domain.consent import ConsentKind, consent_for
 from carnet.domain.principal import ActorKind, Principal
-from carnet.settings import Mode, Settings
+from carnet.settings import Settings
 from carnet.web.i18n import catalog
-from carnet.web.oidc_login import REASONS
+from carnet.web.oidc_flow import REASONS
 from carnet.web.session import session_secret
 from journal_requests import journal_of
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, GP, NURSE, TestProvider, sign_in_at_provider
-
-CARNET = "https://testserver"
+from oidc_provider import (
+    CARNET,
+    GP,
+    NURSE,
+    TestProvider,
+    production_settings,
+    running_provider,
+    sign_in_at_provider,
+)
 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProvider]:
     """The OpenID provider, with Carnet's encryption key (kept in a key directory of its own)."""
-    root = tmp_path_factory.mktemp("provider")
-    running = TestProvider(root, carnet_url=CARNET, carnet_key_dir=root / "carnet-keys")
-    running.start()
-    yield running
-    running.stop()
+    yield from running_provider(tmp_path_factory.mktemp("provider"))
 
 
 @pytest.fixture
@@ -49,18 +48,7 @@ def carnet(
     settings: Settings, provider: TestProvider, tmp_path: Path
 ) -> Iterator[tuple[TestClient, Services]]:
     """Carnet in production mode, signing professionals in through ``provider``."""
-    key_dir = tmp_path / "production-keys"
-    key_dir.mkdir(mode=0o700)
-    shutil.copy(provider.root / "carnet-keys" / ENCRYPTION_KEY_FILE, key_dir / ENCRYPTION_KEY_FILE)
-    production = replace(
-        settings,
-        mode=Mode.PRODUCTION,
-        key_dir=key_dir,
-        base_url=f"{CARNET}/fhir",
-        oidc_issuer=provider.issuer,
-        oidc_client_id=CLIENT_ID,
-        oidc_client_secret=CLIENT_SECRET,
-    )
+    production = production_settings(settings, provider, tmp_path / "production-keys")
     services = build_services(production)
     with TestClient(create_app(production, services, background=False), base_url=CARNET) as client:
         yield client, services
@@ -239,18 +227,8 @@ def test_a_redirect_uri_the_provider_does_not_know_is_refused_there(
     settings: Settings, provider: TestProvider, tmp_path: Path
 ) -> None:
     """Carnet configured with an unregistered callback: the provider answers 400 and never sends a code back."""
-    key_dir = tmp_path / "mismatch-keys"
-    key_dir.mkdir(mode=0o700)
-    shutil.copy(provider.root / "carnet-keys" / ENCRYPTION_KEY_FILE, key_dir / ENCRYPTION_KEY_FILE)
-    wrong = replace(
-        settings,
-        mode=Mode.PRODUCTION,
-        key_dir=key_dir,
-        base_url=f"{CARNET}/fhir",
-        oidc_issuer=provider.issuer,
-        oidc_client_id=CLIENT_ID,
-        oidc_client_secret=CLIENT_SECRET,
-        oidc_redirect_uri="https://attacker.example/callback",
+    wrong = production_settings(
+        settings, provider, tmp_path / "mismatch-keys", oidc_redirect_uri="https://attacker.example/callback"
     )
     services = build_services(wrong)
     try:

@@ -10,9 +10,7 @@ sign-out is local.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -22,55 +20,34 @@ from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services, create_app
-from carnet.auth.oidc import ENCRYPTION_KEY_FILE
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.services.identity_links import Traits, subject_identifier
-from carnet.settings import Mode, Settings
+from carnet.settings import Settings
 from oidc_provider import (
-    CLIENT_ID,
-    CLIENT_SECRET,
+    CARNET,
     GP,
     PATIENT,
     PATIENT_CLAIMS,
-    PATIENT_CLIENT_ID,
-    PATIENT_CLIENT_SECRET,
     TestProvider,
+    production_settings,
+    running_provider,
     sign_in_at_provider,
     sign_out_at_provider,
 )
 
-CARNET = "https://testserver"
 TEST_NIR = "urn:oid:1.2.250.1.213.1.4.10"
 NIR = "2840312345678"
 
 
 def _carnet(settings: Settings, provider: TestProvider, tmp_path: Path) -> tuple[Settings, Services]:
-    key_dir = tmp_path / "production-keys"
-    key_dir.mkdir(mode=0o700)
-    shutil.copy(provider.root / "carnet-keys" / ENCRYPTION_KEY_FILE, key_dir / ENCRYPTION_KEY_FILE)
-    production = replace(
-        settings,
-        mode=Mode.PRODUCTION,
-        key_dir=key_dir,
-        base_url=f"{CARNET}/fhir",
-        oidc_issuer=provider.issuer,
-        oidc_client_id=CLIENT_ID,
-        oidc_client_secret=CLIENT_SECRET,
-        patient_oidc_issuer=provider.issuer,
-        patient_oidc_client_id=PATIENT_CLIENT_ID,
-        patient_oidc_client_secret=PATIENT_CLIENT_SECRET,
-    )
+    production = production_settings(settings, provider, tmp_path / "production-keys", patients=True)
     return production, build_services(production)
 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProvider]:
     """The OpenID provider, with RP-initiated logout."""
-    root = tmp_path_factory.mktemp("provider")
-    running = TestProvider(root, carnet_url=CARNET, carnet_key_dir=root / "carnet-keys")
-    running.start()
-    yield running
-    running.stop()
+    yield from running_provider(tmp_path_factory.mktemp("provider"))
 
 
 @pytest.fixture

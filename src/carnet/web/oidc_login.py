@@ -8,55 +8,33 @@
 ``GET /oidc/jwks.json``         Carnet's public encryption key (the provider encrypts ID tokens to it)
 ==============================  ===================================================================
 
-Between the redirect and the callback, the browser holds the pending sign-in (state, nonce,
-PKCE verifier, start time) in the cookie ``carnet_oidc``: signed, ``HttpOnly``,
-``SameSite=Lax`` (the callback is a cross-site navigation, which a Strict cookie would miss),
-path ``/login/oidc``, deleted by the callback so an answer is never used twice. Every answer,
-accepted or refused, is an entry of the journal (``carnet.services.sign_ins``); a refusal is a
-401 page naming what failed, never a 500.
+The redirect, the pending sign-in's cookie (``carnet_oidc``, path ``/login/oidc``), the checks
+of the callback and the refusal page are the flow shared with patients
+(``carnet.web.oidc_flow``). Every answer, accepted or refused, is an entry of the journal
+(``carnet.services.sign_ins``); a refusal is a 401 page naming what failed, never a 500.
 """
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
-from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from carnet.auth.claims import SignedInProfessional, Structure, parse_mapping, professional
-from carnet.auth.oidc import PendingSignIn, RelyingParty
-from carnet.domain.errors import CarnetError, IdentityProviderUnavailable, SignInRefused
+from carnet.auth.oidc import RelyingParty
+from carnet.domain.errors import SignInRefused
 from carnet.offload import offload
 from carnet.web.csrf import checked_form
+from carnet.web.oidc_flow import ProviderFlow, Verified
 from carnet.web.pages import portal, render
 from carnet.web.session import login, remember_provider_session
 
 router = APIRouter(include_in_schema=False)
 
-PENDING_COOKIE = "carnet_oidc"
-PENDING_PATH = "/login/oidc"
 CHOICE_KEY = "oidc_choice"
-#: What a person reads when a sign-in is refused, by ``SignInRefused.reason`` (message ids).
-REASONS = {
-    "state": "This sign-in was started in another browser, took too long, or was already used; start again.",
-    "provider-error": "The identity provider did not sign you in; start again.",
-    "token": "The identity provider did not accept this sign-in code; start again.",
-    "signature": "The identity provider's answer does not verify.",
-    "unknown-kid": "The identity provider's answer is signed with a key it does not publish.",
-    "issuer": "The answer comes from another identity provider.",
-    "audience": "The answer was meant for another service.",
-    "expired": "The identity provider's answer has expired; start again.",
-    "not-yet-valid": "The identity provider's answer is dated in the future; the server's clock may be wrong.",
-    "nonce": "The answer belongs to another sign-in; start again.",
-    "acr": "Your authentication level is too low: sign in with your CPS card or the e-CPS app.",
-    "userinfo": "The identity provider's description of you does not verify.",
-    "claims": "The identity provider did not give your national identifier and profession.",
-    "provider-unavailable": "The identity provider cannot be reached; try again in a moment.",
-}
 
 
 def _relying_party(request: Request) -> RelyingParty | None:
@@ -64,90 +42,35 @@ def _relying_party(request: Request) -> RelyingParty | None:
     return party
 
 
-def _serializer(request: Request) -> URLSafeSerializer:
-    return URLSafeSerializer(portal(request).session_secret, salt="oidc-pending")
-
-
-def _refused(request: Request, exc: CarnetError, *, status: int) -> Response:
-    """The sign-in page with the reason, journaled."""
-    reason = exc.reason if isinstance(exc, SignInRefused) else "provider-unavailable"
-    portal(request).services.sign_ins.record(
-        actor_kind="professional", actor_id="unknown", accepted=False, reason=f"oidc:{reason}", outcome=reason
-    )
-    state = portal(request)
-    response = render(
-        request,
-        "login.html",
-        {
-            "enabled": False,
-            "oidc": state.sign_in is not None,
-            "patient_oidc": state.patient_sign_in is not None,
-            "patients": [],
-            "professionals": [],
-            "error": REASONS.get(reason, REASONS["signature"]),
-        },
-        status=status,
-    )
-    response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
-    return response
+FLOW = ProviderFlow(
+    actor_kind="professional",
+    prefix="oidc",
+    cookie="carnet_oidc",
+    path="/login/oidc",
+    salt="oidc-pending",
+    party_of=_relying_party,
+)
 
 
 @router.get("/login/oidc")
 def start(request: Request) -> Response:
     """Send the browser to the provider's sign-in page."""
-    party = _relying_party(request)
-    if party is None:
-        return RedirectResponse("/login", status_code=303)
-    try:
-        url, pending = party.start(now=time.time())
-    except IdentityProviderUnavailable as exc:
-        return _refused(request, exc, status=503)
-    response = RedirectResponse(url, status_code=303)
-    response.set_cookie(
-        PENDING_COOKIE,
-        _serializer(request).dumps(pending.as_dict()),
-        max_age=party.client.pending_seconds,
-        path=PENDING_PATH,
-        httponly=True,
-        samesite="lax",
-        secure=not portal(request).settings.development_issuer_enabled,
-    )
-    return response
-
-
-def _pending(request: Request) -> PendingSignIn:
-    raw = request.cookies.get(PENDING_COOKIE)
-    try:
-        data = _serializer(request).loads(raw) if raw else None
-    except BadSignature:
-        data = None
-    return PendingSignIn.from_dict(data)
+    return FLOW.start(request)
 
 
 def _finish(request: Request) -> Response:
     """Verify the provider's answer and sign in (blocking: HTTP calls to the provider)."""
-    party = _relying_party(request)
-    if party is None:
-        return RedirectResponse("/login", status_code=303)
-    params = request.query_params
+    verified = FLOW.verify(request)
+    if not isinstance(verified, Verified):
+        return verified
     try:
-        if params.get("error"):
-            raise SignInRefused(
-                f"The identity provider answered {params.get('error', '')[:60]!r}.", reason="provider-error"
-            )
-        pending = _pending(request)
-        claims, id_token = party.finish_signed(
-            code=params.get("code", ""), state=params.get("state", ""), pending=pending, now=time.time()
-        )
-        signed_in = professional(claims, parse_mapping(portal(request).settings.oidc_claims))
+        signed_in = professional(verified.claims, parse_mapping(portal(request).settings.oidc_claims))
     except SignInRefused as exc:
-        return _refused(request, exc, status=401)
-    except IdentityProviderUnavailable as exc:
-        return _refused(request, exc, status=503)
+        return FLOW.refused(request, exc, status=401)
     response: Response
     if len(signed_in.structures) > 1:
         request.session[CHOICE_KEY] = {
-            "id_token": id_token,
+            "id_token": verified.id_token,
             "claims": signed_in.claims,
             "structures": [
                 {
@@ -162,8 +85,8 @@ def _finish(request: Request) -> Response:
         response = render(request, "login_structure.html", {"structures": signed_in.structures})
     else:
         only = signed_in.structures[0] if signed_in.structures else None
-        response = _signed_in(request, signed_in, only, id_token)
-    response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
+        response = _signed_in(request, signed_in, only, verified.id_token)
+    FLOW.forget(response)
     return response
 
 

@@ -10,7 +10,8 @@
                                        code (``carnet.services.representations``), then signed in
 =====================================  ==============================================================
 
-The pending sign-in travels as for professionals (``carnet.web.oidc_login``), in its own cookie.
+The redirect, the pending sign-in's cookie (``carnet_patient_oidc``), the callback's checks and
+the refusal page are the flow shared with professionals (``carnet.web.oidc_flow``).
 Someone holding no record here who represents others (the registry knows their account) signs
 in as a legal representative (``carnet.web.representation``). Every answer, accepted or
 refused, and every refused link, is journaled.
@@ -18,37 +19,44 @@ refused, and every refused link, is journaled.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
-from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from carnet.auth.oidc import PendingSignIn
-from carnet.domain.errors import AccessDenied, CarnetError, IdentityProviderUnavailable, SignInRefused
+from carnet.auth.oidc import RelyingParty
+from carnet.domain.errors import AccessDenied, SignInRefused
 from carnet.domain.principal import ActorKind, Identifier, Principal
 from carnet.offload import offload
 from carnet.services.identity_links import MISMATCH, Traits, subject_identifier
 from carnet.web.csrf import checked_form, form_text
-from carnet.web.oidc_login import REASONS
+from carnet.web.oidc_flow import ProviderFlow, Verified
 from carnet.web.pages import portal, render
 from carnet.web.representation import CODE_REFUSED, person_claims
 from carnet.web.session import login, remember_provider_session
 
 router = APIRouter(include_in_schema=False)
 
-PENDING_COOKIE = "carnet_patient_oidc"
-PENDING_PATH = "/login/patient/oidc"
 LINK_KEY = "oidc_patient_link"
 #: INS-NIR, INS-NIA, then the test and demonstration NIRs (only records of those exist on a test server).
 INS_SYSTEMS = tuple(f"urn:oid:1.2.250.1.213.1.4.{n}" for n in (8, 9, 10, 11))
 
 
-def _serializer(request: Request) -> URLSafeSerializer:
-    return URLSafeSerializer(portal(request).session_secret, salt="oidc-patient-pending")
+def _relying_party(request: Request) -> RelyingParty | None:
+    party: RelyingParty | None = portal(request).patient_sign_in
+    return party
+
+
+FLOW = ProviderFlow(
+    actor_kind="patient",
+    prefix="oidc-patient",
+    cookie="carnet_patient_oidc",
+    path="/login/patient/oidc",
+    salt="oidc-patient-pending",
+    party_of=_relying_party,
+)
 
 
 def _journal(request: Request, *, accepted: bool, reason: str, actor: str = "unknown") -> None:
@@ -61,47 +69,10 @@ def _journal(request: Request, *, accepted: bool, reason: str, actor: str = "unk
     )
 
 
-def _refused(request: Request, exc: CarnetError, *, status: int) -> Response:
-    reason = exc.reason if isinstance(exc, SignInRefused) else "provider-unavailable"
-    _journal(request, accepted=False, reason=f"oidc-patient:{reason}")
-    response = render(
-        request,
-        "login.html",
-        {
-            "enabled": False,
-            "oidc": portal(request).sign_in is not None,
-            "patient_oidc": portal(request).patient_sign_in is not None,
-            "patients": [],
-            "professionals": [],
-            "error": REASONS.get(reason, REASONS["signature"]),
-        },
-        status=status,
-    )
-    response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
-    return response
-
-
 @router.get("/login/patient/oidc")
 def start(request: Request) -> Response:
     """Send the patient to their provider's sign-in page."""
-    party = portal(request).patient_sign_in
-    if party is None:
-        return RedirectResponse("/login", status_code=303)
-    try:
-        url, pending = party.start(now=time.time())
-    except IdentityProviderUnavailable as exc:
-        return _refused(request, exc, status=503)
-    response = RedirectResponse(url, status_code=303)
-    response.set_cookie(
-        PENDING_COOKIE,
-        _serializer(request).dumps(pending.as_dict()),
-        max_age=party.client.pending_seconds,
-        path=PENDING_PATH,
-        httponly=True,
-        samesite="lax",
-        secure=not portal(request).settings.development_issuer_enabled,
-    )
-    return response
+    return FLOW.start(request)
 
 
 def _names(claims: dict[str, Any]) -> str:
@@ -135,32 +106,13 @@ def _signed_in(
 
 
 def _finish(request: Request) -> Response:
-    party = portal(request).patient_sign_in
-    if party is None:
-        return RedirectResponse("/login", status_code=303)
-    params = request.query_params
-    raw = request.cookies.get(PENDING_COOKIE)
-    try:
-        if params.get("error"):
-            raise SignInRefused("The identity provider answered with an error.", reason="provider-error")
-        try:
-            data = _serializer(request).loads(raw) if raw else None
-        except BadSignature:
-            data = None
-        claims, id_token = party.finish_signed(
-            code=params.get("code", ""),
-            state=params.get("state", ""),
-            pending=PendingSignIn.from_dict(data),
-            now=time.time(),
-        )
-    except SignInRefused as exc:
-        return _refused(request, exc, status=401)
-    except IdentityProviderUnavailable as exc:
-        return _refused(request, exc, status=503)
-    account = subject_identifier(party.provider.issuer, str(claims.get("sub")))
+    verified = FLOW.verify(request)
+    if not isinstance(verified, Verified):
+        return verified
+    account = subject_identifier(verified.party.provider.issuer, str(verified.claims.get("sub")))
     patient_id = portal(request).services.identity_links.record_of(account)
-    response = _signed_in(request, patient_id, account, claims, id_token)
-    response.delete_cookie(PENDING_COOKIE, path=PENDING_PATH)
+    response = _signed_in(request, patient_id, account, verified.claims, verified.id_token)
+    FLOW.forget(response)
     return response
 
 
