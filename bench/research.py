@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import shutil
 import subprocess
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import orjson
 from run import backend, log
+from sqlalchemy import event
 
 from carnet.api.app import build_services
 from carnet.api.fhir import parse_entries
@@ -81,10 +84,21 @@ def export(settings: Settings) -> dict[str, float]:
     services.studies.approve(DPO, "bench")
     with services.store.session() as session:
         records = session.count_keys() - 3  # the directory's, the index's and the study's keys
+    statements = {"all": 0, "offset": 0}
+
+    def count(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        # SQLite's dialect writes "LIMIT ? OFFSET ?" for every LIMIT: an OFFSET of 0 skips nothing.
+        statements["all"] += 1
+        if re.search(r"\bOFFSET\b", statement, re.IGNORECASE):
+            offset = list(parameters)[-1] if isinstance(parameters, (list, tuple)) else None
+            statements["offset"] += offset != 0
+
+    event.listen(services.store.engine, "before_cursor_execute", count)
     started, cpu = time.perf_counter(), time.process_time()
     job = services.research.start(RESEARCHER, "bench")
     done = services.research.run(RESEARCHER, job.export_id)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    load = os.getloadavg()[0]
     if done.status is not ExportStatus.DONE or done.summary is None:
         raise SystemExit(f"the export failed: {done.error}")
     exported = sum(done.summary["types"].values())
@@ -96,6 +110,9 @@ def export(settings: Settings) -> dict[str, float]:
         "exported": exported,
         "seconds": seconds,
         "cpu": cpu,
+        "load": load,
+        "statements": statements["all"],
+        "offset_statements": statements["offset"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -163,12 +180,14 @@ def main() -> None:
             log(f"loaded {args.patients} patients in {time.perf_counter() - started:.0f} s")
             m = json.loads(run_child(settings, args.patients, "export"))
     print(
-        "| backend | patients | exported patients (suppressed) | resources exported | s | resources/s | peak RSS |"
+        "| backend | patients | exported patients (suppressed) | resources exported | s | resources/s "
+        "| resources/CPU-s | peak RSS | SQL statements (skipping rows by OFFSET) | load average |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {args.backend} | {m['records']:,} | {m['patients']:,} ({m['suppressed']:,}) | {m['exported']:,} | "
-        f"{m['seconds']:.1f} | {m['exported'] / m['seconds']:,.0f} | {m['peak_rss_mb']:.0f} MB |"
+        f"{m['seconds']:.1f} | {m['exported'] / m['seconds']:,.0f} | {m['exported'] / m['cpu']:,.0f} | "
+        f"{m['peak_rss_mb']:.0f} MB | {m['statements']:,} ({m['offset_statements']}) | {m['load']:.1f} |"
     )
 
 

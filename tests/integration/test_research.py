@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services
@@ -298,3 +299,31 @@ def test_a_unique_rare_condition_is_generalised_or_removed(
     assert {token: len(who) for token, who in holders.items() if len(who) < 5} == {}
     summary = services.exports.status(RESEARCHER, export_id).summary or {}
     assert (summary["codesGeneralised"] >= 1, summary["codesRemoved"] >= 1) == (True, True)
+
+
+def test_export_walks_records_by_keyset_never_offset(
+    client: TestClient, auth: Mint, services: Services
+) -> None:
+    """Every statement of a study's export pages records by id (keyset), none skips rows by OFFSET.
+
+    (SQLite's dialect writes ``LIMIT ? OFFSET ?`` for every LIMIT, with an offset of 0: no scan.)
+    """
+    approved_study(services, privacy={"k": 2, "maxSuppression": 0.0})
+    load(client, auth, 6, choose=False)
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(services.store.engine, "before_cursor_execute", seen)
+    try:
+        _export(services)
+    finally:
+        event.remove(services.store.engine, "before_cursor_execute", seen)
+    assert [s for s, _ in statements if "patient_keys.patient_id >" in s]
+    skipping = [
+        (s, p)
+        for s, p in statements
+        if re.search(r"\bOFFSET\b", s, re.IGNORECASE) and not re.search(r"OFFSET \?$", s.strip())
+    ] + [(s, p) for s, p in statements if s.strip().endswith("OFFSET ?") and list(p)[-1] != 0]
+    assert skipping == []

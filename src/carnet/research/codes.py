@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from carnet.domain.errors import AccessDenied
 
@@ -42,6 +43,7 @@ ATC_SYSTEMS = frozenset({"http://www.whocc.no/atc", "urn:oid:2.16.840.1.113883.6
 _ATC_LEVELS = (5, 4, 3, 1)
 
 
+@lru_cache(maxsize=8192)
 def ladder(token: str) -> tuple[str, ...]:
     """Return a code (``system|code``) and its coarser levels, finest first."""
     system, _, code = token.rpartition("|")

@@ -97,6 +97,8 @@ def shift_date(value: str, days: int) -> str | None:
 
     A year or a year-month moves with its first day and is written back at its own precision.
     """
+    if len(value) < 4 or not value[0].isdigit():
+        return None  # most strings (codes, units, references) are not dates: skip the pattern
     match = _DATE.match(value)
     if match is None:
         return None
@@ -142,9 +144,20 @@ def clinical_tokens(resource: Mapping[str, Any]) -> set[str]:
 CONCEPTS = ("code", "vaccineCode", "medicationCodeableConcept", "type")
 
 
+def _codings(value: Any) -> Iterator[str]:
+    """The codings of one concept element (a CodeableConcept or a list of them), as ``system|code``."""
+    for concept in value if isinstance(value, list) else (value,):
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings if isinstance(codings, list) else ():
+            if isinstance(coding, dict):
+                system, code = coding.get("system"), coding.get("code")
+                if isinstance(system, str) and isinstance(code, str):
+                    yield f"{system}|{code}"
+
+
 def concept_tokens(resource: Mapping[str, Any]) -> set[str]:
     """The codings of a resource's concept (:data:`CONCEPTS`), as ``system|code``."""
-    return {t for key in CONCEPTS if (v := resource.get(key)) is not None for t in tokens({"v": v})}
+    return {token for key in CONCEPTS if key in resource for token in _codings(resource[key])}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,13 +168,20 @@ class Deidentifier:
     shift_days: int
     #: What each rare code becomes (``system|code``): its generalisation, or None (removed).
     codes: Mapping[str, str | None] = field(default_factory=dict)
+    #: The references already pseudonymised for this record (the same few recur in every resource).
+    _seen: dict[str, str | None] = field(default_factory=dict)
 
     def reference(self, value: str) -> str | None:
         """Return a reference to a resource of the record under its pseudonym (None for anything else)."""
+        if value in self._seen:
+            return self._seen[value]
         match = _REFERENCE.match(value)
-        if match is None or match.group(1) in NEVER:
-            return None
-        return f"{match.group(1)}/{pseudonym(self.study_key, value)}"
+        moved = None
+        if match is not None and match.group(1) not in NEVER:
+            moved = f"{match.group(1)}/{pseudonym(self.study_key, value)}"
+        if len(self._seen) < 4096:
+            self._seen[value] = moved
+        return moved
 
     def resource(self, resource: Mapping[str, Any]) -> dict[str, Any] | None:
         """Return what the study receives of one resource (not a Patient), or None if nothing.
@@ -174,8 +194,7 @@ class Deidentifier:
             return None
         if self.codes:
             for key in CONCEPTS:
-                held = tokens({"v": resource[key]}) if resource.get(key) is not None else iter(())
-                found = set(held)
+                found = set(_codings(resource[key])) if key in resource else set()
                 if found and all(t in self.codes and self.codes[t] is None for t in found):
                     return None
         out = self._clean(resource)
