@@ -113,6 +113,7 @@ def wrk(
     method: str = "GET",
     body: bytes | None = None,
     threads: int = 1,
+    timeout: int = 2,
 ) -> WrkResult:
     """Drive ``url`` with ``wrk`` and return what it measured.
 
@@ -129,6 +130,7 @@ def wrk(
             )
         script.write_text("\n".join(lines) + "\n")
         command = [wrk_path(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+        command += ["--timeout", f"{timeout}s"]  # wrk's own default: an answer slower than 2 s is an error
         command += ["-s", str(script)]
         for name, value in headers.items():
             command += ["-H", f"{name}: {value}"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -39,6 +39,7 @@ from carnet.api.app import build_services, create_app
 from carnet.api.auth import issue_token
 from carnet.cli import app as carnet_cli
 from carnet.settings import Settings
+from carnet.store.tables import metadata
 from carnet.testing import journal_entries
 from served import ForkedServer, free_port, serve_env
 
@@ -286,6 +287,101 @@ def _check_nothing_lost(cluster: Cluster, server: ForkedServer, load: Load) -> N
     assert result.exit_code == 0, result.output
 
 
+def _check_moves_left_no_copy(cluster: Cluster, server: ForkedServer, load: Load) -> None:
+    """After shard moves: one placement per shard, no copy left on a node, no key stored twice, every log contiguous.
+
+    A move copies a shard to its new node by logical replication, switches the metadata, then drops
+    the old copy (deferred: ``citus_cleanup_orphaned_resources``). A copy left behind, a row replayed
+    twice, or a journal append racing the switch would show here.
+    """
+    cleaner = create_engine(
+        f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/test", isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with cleaner.connect() as connection:  # a procedure that commits as it goes
+            connection.execute(text("CALL citus_cleanup_orphaned_resources()"))
+    finally:
+        cleaner.dispose()
+    assert cluster.sql("SELECT count(*) FROM pg_dist_cleanup")[0][0] == 0, "a moved shard's old copy remains"
+    doubled = cluster.sql(
+        "SELECT shardid FROM pg_dist_placement JOIN pg_dist_shard USING (shardid) "
+        "JOIN pg_dist_partition USING (logicalrelid) WHERE partmethod = 'h' "
+        "GROUP BY shardid HAVING count(*) > 1"
+    )  # a reference table has a placement on every node; a distributed shard one
+    assert doubled == [], f"distributed shards with two placements: {doubled}"
+    engine = create_engine(
+        server.env["CARNET_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+    )
+    try:
+        with engine.connect() as connection:
+            schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+            for table in metadata.sorted_tables:
+                key = list(table.primary_key.columns)
+                if not key:
+                    continue  # search_tokens: no key (a resource's rows are replaced whole)
+                twice = connection.execute(
+                    select(*key).group_by(*key).having(func.count() > 1).limit(1)
+                ).first()
+                assert twice is None, f"{table.name}: key {tuple(twice)} stored twice"
+            logs = connection.execute(
+                text(
+                    "SELECT h.shard, h.size, count(e.seq), coalesce(min(e.seq), 0), coalesce(max(e.seq), -1) "
+                    "FROM journal_heads h LEFT JOIN journal_entries e ON e.shard = h.shard GROUP BY h.shard, h.size"
+                )
+            ).all()
+            observations = connection.execute(
+                text("SELECT count(*) FROM resources WHERE resource_type = 'Observation'")
+            ).scalar_one()
+            located = connection.execute(
+                text("SELECT (SELECT count(*) FROM resource_locations), (SELECT count(*) FROM resources)")
+            ).one()
+    finally:
+        engine.dispose()
+    for shard, size, count, first, last in logs:
+        assert (count, first, last) == (size, 0, size - 1), (
+            f"log {shard}: {count} entries {first}..{last}, head {size}"
+        )
+    assert located[0] == located[1], f"{located[0]} locations for {located[1]} resources"
+    # A 503 wrote nothing; a write whose answer was lost (a dropped connection) may have been stored.
+    lost_answers = sum(1 for f in load.failed if f.startswith("write:"))
+    assert len(load.acked) <= observations <= len(load.acked) + lost_answers, (
+        f"{observations} Observations stored for {len(load.acked)} acknowledged ({lost_answers} answers lost)"
+    )
+    # On each worker, every shard table of the schema is a placement the coordinator knows there.
+    for node in cluster.sql(
+        "SELECT nodeport, groupid FROM pg_dist_node WHERE noderole = 'primary' AND groupid > 0"
+    ):
+        port, group = int(node[0]), int(node[1])
+        # Citus hides shard tables from catalog queries on a worker unless asked not to.
+        shown = create_engine(
+            f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+            "?options=-ccitus.override_table_visibility%3Doff"
+        )
+        try:
+            with shown.connect() as connection:
+                names = connection.execute(
+                    text(
+                        "SELECT relname FROM pg_class WHERE relkind = 'r' "
+                        "AND relnamespace = CAST(:s AS regnamespace)"
+                    ),
+                    {"s": schema},
+                ).scalars()
+                physical = {int(n.rsplit("_", 1)[1]) for n in names if n.rsplit("_", 1)[-1].isdigit()}
+        finally:
+            shown.dispose()
+        known = {
+            int(row[0])
+            for row in cluster.sql(
+                "SELECT p.shardid FROM pg_dist_placement p JOIN pg_dist_shard s USING (shardid) "
+                "JOIN pg_class c ON c.oid = s.logicalrelid "
+                "WHERE p.groupid = :g AND c.relnamespace = CAST(:s AS regnamespace)",
+                g=group,
+                s=schema,
+            )
+        }
+        assert physical == known, f"worker {port}: stray shard copies {sorted(physical - known)}"
+
+
 def _check_journal_matches(server: ForkedServer) -> None:
     """Each stored Observation has its journalled create, and each journalled create its Observation."""
     settings = Settings(
@@ -347,6 +443,7 @@ def test_add_a_worker_and_rebalance_under_load(cluster: Cluster, served: tuple[F
     )
     assert pause <= PAUSE_SECONDS
     _check_nothing_lost(cluster, server, load)
+    _check_moves_left_no_copy(cluster, server, load)
     # Leave the cluster as the other tests expect it: two workers.
     cluster.sql("SELECT citus_drain_node('127.0.0.1', :p)", p=third)
     cluster.sql("SELECT citus_remove_node('127.0.0.1', :p)", p=third)
