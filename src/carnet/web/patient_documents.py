@@ -134,6 +134,14 @@ def _content(holder: Holder, document: Mapping[str, Any], index: int) -> tuple[b
     return binary_content(binary), _media_type(binary.get("contentType") or content_type)
 
 
+def first_content(holder: Holder, document: Mapping[str, Any]) -> tuple[bytes, str] | None:
+    """The bytes and media type of a document's first attachment, if it has one the holder may read."""
+    try:
+        return _content(holder, document, 0)
+    except (PageError, CarnetError):
+        return None
+
+
 def _embedded_pdf(xml: bytes) -> bytes | None:
     """Return the PDF a CDA level 1 document carries in its ``nonXMLBody``, if any."""
     from carnet.feeds.cda import parse_cda

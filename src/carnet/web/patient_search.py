@@ -21,9 +21,10 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from carnet.web.holder import holder_of, page, search
+from carnet.web.document_text import document_text, snippet
+from carnet.web.holder import Holder, holder_of, page, search
 from carnet.web.i18n import translate
-from carnet.web.patient_documents import CLASSES
+from carnet.web.patient_documents import CLASSES, first_content
 from carnet.web.record_summary import concept_text, document_line
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
@@ -62,6 +63,8 @@ class Found:
     when: str
     author: str
     detail: str
+    #: The words were found in the document's content (``detail`` is a snippet of it).
+    in_content: bool = False
 
 
 def folded(text: str) -> str:
@@ -130,8 +133,8 @@ class Query:
         """Whether nothing was asked."""
         return not (self.words or self.kind or self.since or self.until or self.author)
 
-    def keeps(self, texts: Iterable[str], when: str, author: str) -> bool:
-        """Whether an item with these texts, date and author matches."""
+    def in_scope(self, when: str, author: str) -> bool:
+        """Whether an item of this date and author passes the period and author filters."""
         day = _day(when)
         if (self.since or self.until) and day is None:
             return False
@@ -139,9 +142,17 @@ class Query:
             return False
         if self.until and day and day > self.until:
             return False
-        if self.author and not _has_words([author], self.author):
-            return False
-        return _has_words([*texts, author], self.words)
+        return not (self.author and not _has_words([author], self.author))
+
+    def keeps(self, texts: Iterable[str], when: str, author: str) -> bool:
+        """Whether an item with these texts, date and author matches."""
+        return self.in_scope(when, author) and _has_words([*texts, author], self.words)
+
+
+def _content_words(holder: Holder, document: Mapping[str, Any]) -> str:
+    """The words of a document's content (its first attachment), read as the holder."""
+    found = first_content(holder, document)
+    return document_text(*found) if found is not None else ""
 
 
 @router.get("/search")
@@ -167,7 +178,15 @@ def search_record(request: Request) -> Response:
                     translate("fr", label),
                     translate("en", label),
                 ]
-                if query.keeps(texts, line.date, line.author):
+                detail = line.type if line.type != line.title else ""
+                in_content = False
+                matched = query.keeps(texts, line.date, line.author)
+                if not matched and query.words and query.in_scope(line.date, line.author):
+                    # Not in the metadata: in the document itself?
+                    content = _content_words(holder, document)
+                    if content and query.keeps([*texts, content], line.date, line.author):
+                        matched, in_content, detail = True, True, snippet(content, query.words)
+                if matched:
                     found.append(
                         Found(
                             href=f"/patient/documents/{line.id}",
@@ -175,7 +194,8 @@ def search_record(request: Request) -> Response:
                             kind=label or "Other documents",
                             when=line.date,
                             author=line.author,
-                            detail=line.type if line.type != line.title else "",
+                            detail=detail,
+                            in_content=in_content,
                         )
                     )
         for resource_type, (kind, label) in PROFILE_KINDS.items():
