@@ -43,6 +43,7 @@ from carnet.feeds.devices import measure_type, read_measure_bundle
 from carnet.feeds.hl7v2 import Header, acknowledgement
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.measures import SubmittedEntry, submit_measures
+from carnet.services.ports import StoreSession
 from carnet.services.record_types import WriteResult
 from carnet.services.records import Records, RecordService
 
@@ -188,14 +189,21 @@ class FeedInbox:
         message: Header | None = None,
         kind: str = "document",
         class_code: str | None = None,
+        session: StoreSession | None = None,
     ) -> str:
         """Keep a feed's write for the patient's decision, sealed with their key; return its id.
 
         ``kind`` says what waits: a ``document`` (a DocumentReference to publish), a ``resource``
         (a MedicationDispense to create) or ``measures`` (a « Mesures de santé » Bundle to submit).
         ``message`` is the HL7 v2 message's header, kept (sealed) so that a refusal later becomes
-        that message's answer: an application reject the sender gets for its MSH-10.
+        that message's answer: an application reject the sender gets for its MSH-10. ``session``:
+        write in the caller's transaction (a feed message's unit of group commit).
         """
+        if session is None:
+            with self._records.store.session(write=True) as own:
+                return self.offer(
+                    feed, patient_id, document, message=message, kind=kind, class_code=class_code, session=own
+                )
         offer_id = uuid.uuid4().hex
         if class_code is None:
             class_code = document_facts(document).class_code if kind == "document" else None
@@ -205,21 +213,18 @@ class FeedInbox:
             "document": document,
             "message": dataclasses.asdict(message) if message else None,
         }
-        with self._records.store.session(write=True) as session:
-            key = vault.key(session, patient_id, now)
-            sealed = vault.seal_resource(
-                key, patient_id, _OFFER_TYPE, offer_id, 1, json.dumps(payload).encode()
+        key = vault.key(session, patient_id, now)
+        sealed = vault.seal_resource(key, patient_id, _OFFER_TYPE, offer_id, 1, json.dumps(payload).encode())
+        session.add_offer(
+            StoredOffer(
+                patient_id=patient_id,
+                offer_id=offer_id,
+                feed_id=feed.feed_id,
+                class_code=(class_code or "")[:8],
+                received_at=now,
+                sealed=sealed,
             )
-            session.add_offer(
-                StoredOffer(
-                    patient_id=patient_id,
-                    offer_id=offer_id,
-                    feed_id=feed.feed_id,
-                    class_code=(class_code or "")[:8],
-                    received_at=now,
-                    sealed=sealed,
-                )
-            )
+        )
         return offer_id
 
     def pending(self, principal: Principal) -> list[Offer]:

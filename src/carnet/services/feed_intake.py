@@ -22,6 +22,12 @@ One use case, :meth:`HL7v2Intake.receive`, shared by the MLLP listener and the H
 
 The ACK is built only after the document is committed (or the refusal is known): a message that
 was acknowledged ``AA`` is in the record.
+
+A message costs one transaction, shared with the concurrent messages (MLLP connections, HTTP
+requests) of every feed: the message is read (HL7 v2, base64, CDA) in its caller's thread before
+any transaction, then its duplicate check, feed, record, document and answer are one unit of the
+record service's :class:`~carnet.services.group_commit.GroupCommit`: one durable commit for a
+burst, each message answered once its own unit is committed (a failing one undone alone).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from carnet.domain.errors import (
 )
 from carnet.domain.feeds import DeadLetter, Feed, LetterStatus, feed_principal
 from carnet.domain.policy import AccessMode
-from carnet.feeds.cda import PS_NATIONAL_ID_ROOT, parse_cda
+from carnet.feeds.cda import PS_NATIONAL_ID_ROOT, CDADocument, parse_cda
 from carnet.feeds.cda_metadata import document_reference_from_cda, master_identifier_for
 from carnet.feeds.hl7v2 import (
     Action,
@@ -62,6 +68,7 @@ from carnet.feeds.hl7v2 import (
 )
 from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_registry import FeedRegistry
+from carnet.services.ports import StoreSession
 from carnet.services.records import RecordService
 from carnet.services.vault import DIRECTORY
 
@@ -95,6 +102,31 @@ class Receipt:
         return self.ack + (self.business or b"")
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What was read of a message before any transaction: its header, the message, its CDA."""
+
+    header: Header | None
+    message: DocumentMessage | None = None
+    error: FeedMessageError | None = None
+    cda: CDADocument | None = None
+    cda_error: CarnetError | None = None
+
+
+def _read(raw: bytes) -> _Read:
+    """Read a message once (HL7 v2, the base64 of OBX-5, the CDA); keep its errors for later."""
+    try:
+        message = parse_message(raw)
+    except FeedMessageError as exc:
+        return _Read(header=read_header(raw), error=exc)
+    if not message.flags.for_record:
+        return _Read(header=message.header, message=message)
+    try:
+        return _Read(header=message.header, message=message, cda=parse_cda(message.cda))
+    except CarnetError as exc:
+        return _Read(header=message.header, message=message, cda_error=exc)
+
+
 class HL7v2Intake:
     """Takes HL7 v2 messages of registered feeds into the records."""
 
@@ -118,21 +150,33 @@ class HL7v2Intake:
         must have registered its MSH-3^MSH-4 and the message must carry it (else ``AR``).
         Never raises for a bad message; a storage failure raises, and no ACK is sent.
         """
-        header = read_header(raw)
+        read = _read(raw)
+        return self._records.gate.group.run(
+            lambda session: self._receive_in(session, feed_id, raw, read, replay_of, sender_required)
+        )
+
+    def _receive_in(
+        self,
+        session: StoreSession,
+        feed_id: str,
+        raw: bytes,
+        read: _Read,
+        replay_of: str | None,
+        sender_required: bool,
+    ) -> Receipt:
+        """Take a message that was read, in a writing transaction the group commits."""
+        header = read.header
         control = header.control_id[:64] if header is not None else ""
-        store = self._records.store
         if control and replay_of is None:
-            with store.session() as session:
-                prior = session.message_ack(feed_id, control)
+            prior = session.message_ack(feed_id, control)
             if prior is not None and prior[0] != "refused":
                 return Receipt(ack=prior[1], business=None, outcome="duplicate")
-        receipt = self._take(feed_id, raw, header, sender_required=sender_required)
+        receipt = self._take(session, feed_id, read, sender_required=sender_required)
         now = self._clock()
-        with store.session(write=True) as session:
-            if receipt.error is not None and receipt.error.dead_letter and replay_of is None:
-                session.add_letter(self._letter(feed_id, raw, header, receipt.error, now))
-            if control:
-                session.record_message(feed_id, control, receipt.outcome, receipt.ack, now)
+        if receipt.error is not None and receipt.error.dead_letter and replay_of is None:
+            session.add_letter(self._letter(session, feed_id, raw, header, receipt.error, now))
+        if control:
+            session.record_message(feed_id, control, receipt.outcome, receipt.ack, now)
         return receipt
 
     def answer(self, feed_id: str, control_id: str) -> bytes:
@@ -180,13 +224,18 @@ class HL7v2Intake:
         return receipt
 
     def _letter(
-        self, feed_id: str, raw: bytes, header: Header | None, error: FeedMessageError, now: datetime
+        self,
+        session: StoreSession,
+        feed_id: str,
+        raw: bytes,
+        header: Header | None,
+        error: FeedMessageError,
+        now: datetime,
     ) -> DeadLetter:
         """Seal a refused message into a dead letter (under the reserved directory key)."""
         letter_id = uuid.uuid4().hex
         vault = self._records.vault
-        with self._records.store.session() as session:
-            key = vault.key(session, DIRECTORY, now)
+        key = vault.key(session, DIRECTORY, now)
         message_type = f"{header.message_type}^{header.event}" if header is not None else "?"
         return DeadLetter(
             letter_id=letter_id,
@@ -212,18 +261,21 @@ class HL7v2Intake:
         error = FeedMessageError(reason[:280], rejected=True, location="MSH^1^3")
         receipt = self._refused(header, uuid.uuid4().hex[:20], now, error)
         with self._records.store.session(write=True) as session:
-            session.add_letter(self._letter(feed_id, raw, header, error, now))
+            session.add_letter(self._letter(session, feed_id, raw, header, error, now))
         return receipt
 
     def _take(
-        self, feed_id: str, raw: bytes, header: Header | None, *, sender_required: bool = False
+        self, session: StoreSession, feed_id: str, read: _Read, *, sender_required: bool = False
     ) -> Receipt:
-        """Read and apply one message; the ACK (and ZAM) it gets."""
+        """Apply one message that was read; the ACK (and ZAM) it gets."""
         now = self._clock()
         control_id = uuid.uuid4().hex[:20]
+        header = read.header
         try:
-            feed = self._registry.writer(feed_id)
-            message = parse_message(raw)
+            feed = self._registry.writer(feed_id, session=session)
+            if read.error is not None or read.message is None:
+                raise read.error or FeedMessageError("The message could not be read.", hl7_code="100")
+            message = read.message
             if sender_required and not feed.sender:
                 raise FeedMessageError(
                     "This listener authenticates senders by MSH-3^MSH-4 and the feed registered none "
@@ -237,7 +289,7 @@ class HL7v2Intake:
                     rejected=True,
                     location="MSH^1^4",
                 )
-            outcome, document_id = self._apply(feed, message)
+            outcome, document_id = self._apply(session, feed, message, read)
         except (Unauthenticated, AccessDenied) as exc:
             return self._refused(header, control_id, now, _application_error(exc, "901"))
         except FeedMessageError as exc:
@@ -267,7 +319,9 @@ class HL7v2Intake:
             error=error,
         )
 
-    def _apply(self, feed: Feed, message: DocumentMessage) -> tuple[str, str | None]:
+    def _apply(
+        self, session: StoreSession, feed: Feed, message: DocumentMessage, read: _Read
+    ) -> tuple[str, str | None]:
         """Store, replace or delete the message's document; return the outcome and the document id.
 
         Raises:
@@ -276,7 +330,9 @@ class HL7v2Intake:
         """
         if not message.flags.for_record:
             return "not-for-record", None
-        cda = parse_cda(message.cda)
+        if read.cda_error is not None:
+            raise read.cda_error
+        cda = read.cda if read.cda is not None else parse_cda(message.cda)
         ins = cda.ins
         if ins is None or not ins.extension:
             raise FeedMessageError(
@@ -290,7 +346,7 @@ class HL7v2Intake:
                 application_code="904",
                 location="PID^1^3",
             )
-        records = self._records.records(feed_principal(feed), mode=AccessMode.FEED)
+        records = self._records.records(feed_principal(feed), mode=AccessMode.FEED, session=session)
         patient_id = records.record_with(f"urn:oid:{ins.root}", ins.extension)
         if patient_id is None:
             raise FeedMessageError(
@@ -324,7 +380,7 @@ class HL7v2Intake:
         except AccessDenied as exc:
             if "feed-ask-patient" in exc.reasons:
                 # "Ask me first": the document waits, sealed, for the patient's decision.
-                self._inbox.offer(feed, patient_id, document, message=message.header)
+                self._inbox.offer(feed, patient_id, document, message=message.header, session=session)
                 return "pending", None
             if "feed-refused" in exc.reasons:
                 raise FeedMessageError(

@@ -19,7 +19,7 @@ from carnet.domain.feeds import Feed, FeedKind, FeedStatus, check_feed_id, has_s
 from carnet.domain.matrix import CLASS_CODES
 from carnet.domain.principal import ActorKind, Principal
 from carnet.feeds.devices import measure_types
-from carnet.services.ports import Store
+from carnet.services.ports import Store, StoreSession
 
 Clock = Callable[[], datetime]
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}", re.ASCII)
@@ -116,14 +116,17 @@ class FeedRegistry:
             raise NotFound(f"No feed {feed_id[:64]!r} is registered (carnet feeds list).")
         return feed
 
-    def writer(self, feed_id: str) -> Feed:
-        """Return the feed that is about to write: registered and active.
+    def writer(self, feed_id: str, *, session: StoreSession | None = None) -> Feed:
+        """Return the feed that is about to write: registered and active (``session``: the caller's).
 
         Raises:
             Unauthenticated: no such feed. AccessDenied: the feed is paused.
         """
-        with self._store.session() as session:
+        if session is not None:
             feed = session.feed(feed_id)
+        else:
+            with self._store.session() as own:
+                feed = own.feed(feed_id)
         if feed is None:
             raise Unauthenticated(f"No feed {feed_id[:64]!r} is registered on this server.")
         if not feed.is_active:

@@ -102,6 +102,7 @@ class Gate:
         justification: str | None = None,
         confirmed_by: str | None = None,
         query: Sequence[tuple[str, str]] | None = None,
+        session: StoreSession | None = None,
     ) -> Iterator[Call]:
         """Open one call: its store transaction, then the journal of what it did with each record.
 
@@ -110,7 +111,26 @@ class Gate:
         data; a call that fails after a decision about a record journals in a transaction of its
         own. If the journal cannot be written, the call fails (``JournalUnavailable``): nothing is
         returned and nothing is changed. ``query`` is a search's parameters, kept in its entries.
+
+        ``session``: run the call within a writing transaction the caller holds (a unit of a
+        :class:`GroupCommit`), see :meth:`_within`.
         """
+        if session is not None:
+            with self._within(
+                session,
+                Call(
+                    principal=principal,
+                    mode=mode,
+                    justification=justification,
+                    confirmed_by=confirmed_by,
+                    session=session,
+                    interaction=interaction,
+                    resource_type=resource_type,
+                    query=urlencode(list(query)) if query is not None else None,
+                ),
+            ) as call:
+                yield call
+            return
         call: Call | None = None
         try:
             with self.store.session(write=write) as session:
@@ -135,6 +155,31 @@ class Gate:
             raise
         if not write and call is not None and call.trail:
             self._journal_apart(call, None)
+
+    @contextmanager
+    def _within(self, session: StoreSession, call: Call) -> Iterator[Call]:
+        """Run a call in a savepoint of a writing transaction that its caller commits.
+
+        Whatever the call did, read or write, is journaled in that transaction, so its entries
+        are durable exactly when the caller's commit is, and the caller answers only after it.
+        A call that fails has its writes undone (its savepoint) and its refusal journaled in the
+        same transaction (a journal that cannot be written is logged; the call's error stands).
+        """
+        try:
+            with session.savepoint():
+                yield call
+                if call.trail:
+                    self._journal(call, session, None)
+        except JournalUnavailable:
+            raise
+        except CarnetError as error:
+            if call.trail:
+                try:
+                    with session.savepoint():
+                        self._journal(call, session, error)
+                except JournalUnavailable:
+                    log.error("journal write of a failed request failed")
+            raise
 
     # -- policy -------------------------------------------------------------------------------
 

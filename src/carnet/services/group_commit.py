@@ -12,10 +12,12 @@ the lead to the oldest unit still queued (so no caller serves others for long). 
 in its caller's context (``contextvars``: the caller, the deadline), exactly as if it had run in
 the caller's own thread.
 
-If anything in a batch fails, nothing of it was committed: each of its units is then run again
-alone, in a transaction of its own, so one failing unit fails only its own caller, with its own
-error. A unit must therefore be safe to run twice when its first run was rolled back (no side
-effect outside the session). It is a general mechanism: the access journal of reads uses it
+Each unit of a batch runs in a savepoint of its own: a unit that raises has its writes undone
+alone and gets its own error once the batch has committed, the others committing as if it had
+never run. If the commit itself fails, nothing of the batch was committed: each of its units is
+then run again alone, in a transaction of its own, so a failure reaches only the callers it
+belongs to. A unit must therefore be safe to run twice when its first run was rolled back (no
+side effect outside the session). It is a general mechanism: the access journal of reads uses it
 (``Gate``), and any use case made of small independent writes can.
 """
 
@@ -110,16 +112,23 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Unit[Any]]) -> None:
         if len(batch) > 1:
+            outcomes: list[tuple[Any, BaseException | None]] = []
             try:
                 with self.store.session(write=True) as session:
-                    results = [unit.run(session) for unit in batch]
-            except Exception:  # noqa: S110 (each unit is run again alone below, and reports its own error)
+                    for unit in batch:
+                        try:
+                            with session.savepoint():
+                                outcomes.append((unit.run(session), None))
+                        except Exception as error:  # undone alone; reported to its caller after the commit
+                            outcomes.append((None, error))
+            except Exception:  # noqa: S110 (the commit failed: each unit is run again alone below)
                 pass
             else:
-                self.batches += 1
-                self.units += len(batch)
-                for unit, result in zip(batch, results, strict=True):
-                    unit.finish(result, None)
+                committed = sum(1 for _, error in outcomes if error is None)
+                self.batches += 1 if committed else 0
+                self.units += committed
+                for unit, (result, error) in zip(batch, outcomes, strict=True):
+                    unit.finish(result, error)
                 return
         for unit in batch:
             try:

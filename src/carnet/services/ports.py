@@ -135,6 +135,10 @@ class RepresentationLink:
 class StoreSession(Protocol):
     """One database transaction. Every method is keyed by patient id (the distribution column)."""
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """Run a block whose writes are undone, alone, if it raises; the transaction goes on."""
+        ...
+
     def get_key(self, patient_id: str) -> StoredKey | None:
         """Return the patient's stored key row."""
         ...

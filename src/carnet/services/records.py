@@ -39,7 +39,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from carnet.domain.errors import CarnetError, InvalidRequest, PreconditionFailed
 from carnet.domain.patch import apply_patch
@@ -54,7 +54,7 @@ from carnet.services.gate import Gate
 from carnet.services.journal import Journal
 from carnet.services.journal_view import JournalView
 from carnet.services.notifications import Notifier
-from carnet.services.ports import Store
+from carnet.services.ports import Store, StoreSession
 from carnet.services.reads import Reads
 from carnet.services.record_search import Search
 from carnet.services.record_types import (
@@ -70,6 +70,7 @@ from carnet.services.record_types import (
 from carnet.services.vault import Vault
 from carnet.services.writes import Writes
 
+T = TypeVar("T")
 Clock = Callable[[], datetime]
 NewId = Callable[[], str]
 
@@ -101,8 +102,11 @@ class RecordService:
         new_id: NewId,
         journal: Journal,
         notifier: Notifier | None = None,
+        group_writes: bool = True,
     ) -> None:
         self.store = store
+        #: The writing calls of :class:`Records` share durable commits (``Gate.group``).
+        self.group_writes = group_writes
         self.vault = vault
         self.profile = profile
         self.clock = clock
@@ -149,17 +153,20 @@ class RecordService:
             )
         return dataclasses.replace(principal, patient_id=found[0]) if found else principal
 
-    def record_with(self, system: str, value: str) -> str | None:
+    def record_with(self, system: str, value: str, *, session: StoreSession | None = None) -> str | None:
         """Return the id of the one live record carrying an identifier (an INS), or None.
 
         This is how a feed finds the record it writes into: by the identity index alone, without
         reading anything of it (feeds never read); the write itself is then decided by the policy.
+        ``session``: look in a transaction the caller holds.
         """
-        with self.store.session() as session:
+        if session is not None:
             found = session.find_identities(
                 self.vault.identity_hash(session, "sc", system, value, now=self.clock())
             )
-        return found[0] if len(found) == 1 else None
+            return found[0] if len(found) == 1 else None
+        with self.store.session() as own:
+            return self.record_with(system, value, session=own)
 
     def records(
         self,
@@ -168,9 +175,21 @@ class RecordService:
         mode: AccessMode = AccessMode.NORMAL,
         justification: str | None = None,
         confirmed_by: str | None = None,
+        session: StoreSession | None = None,
     ) -> Records:
-        """Return the record access of one principal, in one access mode."""
-        return Records(self, principal, mode=mode, justification=justification, confirmed_by=confirmed_by)
+        """Return the record access of one principal, in one access mode.
+
+        ``session``: every call runs within this writing transaction, which the caller commits
+        (a unit of a :class:`carnet.services.group_commit.GroupCommit`: a feed's message).
+        """
+        return Records(
+            self,
+            principal,
+            mode=mode,
+            justification=justification,
+            confirmed_by=confirmed_by,
+            session=session,
+        )
 
     @contextmanager
     def call(
@@ -215,8 +234,10 @@ class Records:
         mode: AccessMode = AccessMode.NORMAL,
         justification: str | None = None,
         confirmed_by: str | None = None,
+        session: StoreSession | None = None,
     ) -> None:
         self._svc = service
+        self._session = session
         self.actor = principal
         self.mode = mode
         self.justification = justification
@@ -232,6 +253,7 @@ class Records:
         *,
         write: bool = False,
         query: Sequence[tuple[str, str]] | None = None,
+        session: StoreSession | None = None,
     ) -> Iterator[Call]:
         with self._svc.gate.transaction(
             self.actor,
@@ -242,18 +264,49 @@ class Records:
             justification=self.justification,
             confirmed_by=self.confirmed_by,
             query=query,
+            session=session or self._session,
         ) as call:
             try:
                 yield call
             finally:
                 self.obligations |= call.obligations
 
+    def _write(
+        self,
+        interaction: str,
+        resource_type: str,
+        work: Callable[[Call], T],
+        *,
+        query: Sequence[tuple[str, str]] | None = None,
+    ) -> T:
+        """Run one writing call; concurrent ones share a durable commit (``Gate.group``).
+
+        The call returns (or raises its own error) only once its writes and journal entries, or
+        its refusal's entry, are committed. Its work runs in a savepoint of the shared
+        transaction, and may run a second time, alone, if that transaction fails to commit.
+        """
+        if self._session is not None or not self._svc.group_writes:
+            with self._call(interaction, resource_type, write=True, query=query) as call:
+                return work(call)
+
+        def unit(session: StoreSession) -> tuple[T | None, CarnetError | None]:
+            try:
+                with self._call(interaction, resource_type, write=True, query=query, session=session) as call:
+                    return work(call), None
+            except CarnetError as error:  # the refusal's journal entry commits with the batch
+                return None, error
+
+        result, error = self._svc.gate.group.run(unit)
+        if error is not None:
+            raise error
+        return cast(T, result)
+
     def record_with(self, system: str, value: str) -> str | None:
         """Return the record carrying an identifier, for a feed about to write into it (see
         :meth:`RecordService.record_with`); None for any other caller, who searches instead."""
         if self.actor.kind is not ActorKind.FEED or self.mode is not AccessMode.FEED:
             return None
-        return self._svc.record_with(system, value)
+        return self._svc.record_with(system, value, session=self._session)
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
         """Read the current version of a resource, or an AuditEvent of the journal.
@@ -298,9 +351,12 @@ class Records:
             InvalidResource: not valid R4, or a clinical resource without its patient.
             AccessDenied: the policy refused. PreconditionFailed: several matches.
         """
-        with self._call("create", str(resource.get("resourceType")), write=True) as call:
+
+        def work(call: Call) -> WriteResult:
             call.accepted_offer = accepted_offer
             return self._svc.writes.create(call, resource, if_none_exist=if_none_exist)
+
+        return self._write("create", str(resource.get("resourceType")), work)
 
     def update(
         self,
@@ -315,13 +371,19 @@ class Records:
         Raises:
             NotFound: no such resource (ids are server-assigned). PreconditionFailed: stale ``If-Match``.
         """
-        with self._call("update", resource_type, write=True) as call:
-            return self._svc.writes.update(call, resource_type, resource_id, resource, if_match=if_match)
+        return self._write(
+            "update",
+            resource_type,
+            lambda call: self._svc.writes.update(
+                call, resource_type, resource_id, resource, if_match=if_match
+            ),
+        )
 
     def delete(self, resource_type: str, resource_id: str) -> None:
         """Delete a resource logically (its history stays; a deleted resource reads as Gone)."""
-        with self._call("delete", resource_type, write=True) as call:
-            self._svc.writes.delete(call, resource_type, resource_id)
+        self._write(
+            "delete", resource_type, lambda call: self._svc.writes.delete(call, resource_type, resource_id)
+        )
 
     def patch(
         self, resource_type: str, resource_id: str, body: Any, *, if_match: str | None = None
@@ -335,12 +397,15 @@ class Records:
             NotFound, Gone: as a read. InvalidRequest: the patch does not apply.
             InvalidResource: the result is not valid R4. PreconditionFailed: stale ``If-Match``.
         """
-        with self._call("patch", resource_type, write=True) as call:
+
+        def work(call: Call) -> WriteResult:
             current = self._svc.reads.read(call, resource_type, resource_id)
             patched = apply_patch(current.resource or {}, body)
             return self._svc.writes.update(
                 call, resource_type, resource_id, patched, if_match=if_match or current.etag
             )
+
+        return self._write("patch", resource_type, work)
 
     def conditional_update(
         self, resource_type: str, params: Sequence[tuple[str, str]], resource: Mapping[str, Any]
@@ -350,7 +415,8 @@ class Records:
         Raises:
             PreconditionFailed: several matches. InvalidRequest: the body's id is another match's.
         """
-        with self._call("update", resource_type, write=True, query=params) as call:
+
+        def work(call: Call) -> WriteResult:
             found = self._svc.search.search(call, resource_type, params)
             if found.total > 1:
                 raise PreconditionFailed(
@@ -370,13 +436,16 @@ class Records:
             body = {**resource, "id": match.resource_id}
             return self._svc.writes.update(call, resource_type, match.resource_id, body)
 
+        return self._write("update", resource_type, work, query=params)
+
     def conditional_delete(self, resource_type: str, params: Sequence[tuple[str, str]]) -> int:
         """``DELETE [type]?criteria``: delete the one match (none: nothing to do); return how many.
 
         Raises:
             PreconditionFailed: several matches (Carnet deletes one resource at a time).
         """
-        with self._call("delete", resource_type, write=True, query=params) as call:
+
+        def work(call: Call) -> int:
             found = self._svc.search.search(call, resource_type, params)
             if found.total > 1:
                 raise PreconditionFailed(
@@ -385,6 +454,8 @@ class Records:
             for match in found.entries:
                 self._svc.writes.delete(call, resource_type, match.resource_id)
             return found.total
+
+        return self._write("delete", resource_type, work, query=params)
 
     def search(
         self, resource_type: str, params: Sequence[tuple[str, str]], *, lenient: bool = False
@@ -414,8 +485,7 @@ class Records:
 
     def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
-        with self._call("transaction", "Bundle", write=True) as call:
-            return self._svc.bundles.process(call, entries)
+        return self._write("transaction", "Bundle", lambda call: self._svc.bundles.process(call, entries))
 
     def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a batch Bundle: each entry on its own; failures are reported per entry."""
@@ -431,8 +501,11 @@ class Records:
 
     def archive(self, document_id: str, *, archived: bool) -> WriteResult:
         """Archive (or unarchive) a document: a new version tagged ``archived``, content untouched."""
-        with self._call("$archive", "DocumentReference", write=True) as call:
-            return self._svc.documents.archive(call, document_id, archived=archived)
+        return self._write(
+            "$archive",
+            "DocumentReference",
+            lambda call: self._svc.documents.archive(call, document_id, archived=archived),
+        )
 
     def publish(self, document: Mapping[str, Any], *, accepted_offer: bool = False) -> WriteResult:
         """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
@@ -443,9 +516,12 @@ class Records:
         Raises:
             InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
         """
-        with self._call("create", "DocumentReference", write=True) as call:
+
+        def work(call: Call) -> WriteResult:
             call.accepted_offer = accepted_offer
             return self._svc.documents.publish(call, document)
+
+        return self._write("create", "DocumentReference", work)
 
     def withdraw(self, patient_id: str, system: str, value: str) -> str:
         """Delete the current document of a record with the uniqueId ``system|value`` (a feed's delete).
@@ -453,8 +529,11 @@ class Records:
         Raises:
             NotFound: no such current document. AccessDenied: not the caller's to delete.
         """
-        with self._call("delete", "DocumentReference", write=True) as call:
-            return self._svc.documents.withdraw(call, patient_id, system, value)
+        return self._write(
+            "delete",
+            "DocumentReference",
+            lambda call: self._svc.documents.withdraw(call, patient_id, system, value),
+        )
 
     def audit_proof(self, event_id: str) -> dict[str, Any]:
         """Return a journal entry's inclusion proof under a signed checkpoint, as FHIR Parameters.

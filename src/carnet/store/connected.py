@@ -9,7 +9,8 @@ the buffer first, so a transaction always reads its own writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Table, insert
@@ -40,6 +41,24 @@ class Connected:
     def _buffer(self, table: Table, rows: Iterable[dict[str, object]]) -> None:
         """Keep new rows of ``table`` for the next bulk insert."""
         self._pending.setdefault(table, []).extend(rows)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Run a block whose writes are undone, alone, if it raises (``SAVEPOINT``).
+
+        The rows buffered before the block are written first; those the block buffers are
+        dropped with it. The transaction goes on after a rolled-back block.
+        """
+        self.flush()
+        nested = self._connection.begin_nested()
+        try:
+            yield
+            self.flush()
+        except BaseException:
+            self._pending = {}
+            nested.rollback()
+            raise
+        nested.commit()
 
     def flush(self) -> None:
         """Write the buffered rows, one ``executemany`` per table.

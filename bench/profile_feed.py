@@ -1,0 +1,91 @@
+"""Profile the HL7 v2 intake of ~100 KB CDA messages in-process (one thread, cProfile); text summary.
+
+    .venv/bin/python bench/profile_feed.py                   # 200 messages, SQLite
+    .venv/bin/python bench/profile_feed.py --tag -after      # written to bench/profiles/feed-sqlite-after.txt
+
+The messages are those of ``bench/feeds.py`` (distinct ~100 KB CDA level 1 documents for 50 open
+records, a registered lab feed); each is taken by ``HL7v2Intake.receive`` as the MLLP listener
+does, sealing, policy and journal on. Prints the CPU time per message (``process_time``, which
+the other sessions' load inflates less than wall clock) and the functions holding the most of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+# bench/profile.py shadows the standard library's ``profile``, which cProfile imports.
+_BENCH = sys.path.pop(0)
+import cProfile  # noqa: E402
+import pstats  # noqa: E402
+
+sys.path.insert(0, _BENCH)
+
+from feeds import INS_ROOT, _ins, _messages
+from run import backend, log
+
+from carnet.api.app import build_services
+from carnet.domain.feeds import FeedKind
+from carnet.domain.principal import ActorKind, Identifier, Principal
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    """Seed the records, take the messages under cProfile, write the summary."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    with backend(args.backend) as settings:
+        services = build_services(settings)
+        services.feeds.add("bench-lab", name="Bench lab", kind=FeedKind.HL7V2, classes=frozenset({"10"}))
+        for number in range(50):
+            ins = _ins(number)
+            patient = Principal(
+                kind=ActorKind.PATIENT,
+                subject=f"p{number}",
+                identifier=Identifier(system=f"urn:oid:{INS_ROOT}", value=ins),
+            )
+            services.records.records(patient).create(
+                {"resourceType": "Patient", "identifier": [{"system": f"urn:oid:{INS_ROOT}", "value": ins}]}
+            )
+        messages = _messages(args.messages + 20, 50, 100_000)
+        for message in messages[:20]:  # warm up (imports, caches)
+            services.hl7v2.receive("bench-lab", message)
+        profiler = cProfile.Profile()
+        cpu, wall = time.process_time(), time.perf_counter()
+        profiler.enable()
+        for message in messages[20:]:
+            receipt = services.hl7v2.receive("bench-lab", message)
+            assert receipt.outcome == "stored", receipt.ack
+        profiler.disable()
+        profiler.dump_stats(f"/tmp/feed-{args.backend}{args.tag}.prof")
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        services.store.engine.dispose()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(25)
+    body = "\n".join(
+        line for line in out.getvalue().splitlines() if line.strip() and not line.startswith("   Ordered")
+    )
+    text = (
+        f"cProfile of HL7v2Intake.receive, {args.messages} ORU^R01 of ~100 KB CDA, one thread, "
+        f"{args.backend}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
+        f"CPU {1000 * cpu / args.messages:.1f} ms per message, wall {1000 * wall / args.messages:.1f} ms "
+        f"(under cProfile, which adds to both)\n\n{body}\n"
+    )
+    target = HERE / "profiles" / f"feed-{args.backend}{args.tag}.txt"
+    target.write_text(text)
+    log(f"wrote {target}")
+    print(text[:6000])
+
+
+if __name__ == "__main__":
+    main()
