@@ -24,6 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import load
 from run import backend, log, percentile
 
 from carnet.api.app import build_services
@@ -172,7 +173,10 @@ def main() -> None:
                     time.sleep(0.2)
             warm = max(20, args.connections * 2)
             asyncio.run(_burst(port, messages[:warm], args.connections))
+            pids = load.worker_pids(server.pid)
+            cpu = load.cpu_seconds(pids)
             accepted, latencies, seconds = asyncio.run(_burst(port, messages[warm:], args.connections))
+            cpu = load.cpu_seconds(pids) - cpu
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -180,10 +184,13 @@ def main() -> None:
         print(
             f"## HL7 v2 over MLLP, {args.backend}, {args.connections} connections, ~{args.size // 1000} KB CDA\n"
         )
-        print("| messages | AA | seconds | documents/s | ACK p50 ms | ACK p95 ms | ACK p99 ms |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
         print(
-            f"| {sent} | {accepted} | {seconds:.1f} | {accepted / seconds:.0f} | "
+            "| messages | AA | seconds | documents/s | server CPU ms/document | ACK p50 ms | ACK p95 ms | ACK p99 ms |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        print(
+            f"| {sent} | {accepted} | {seconds:.1f} | {accepted / seconds:.0f} | {1000 * cpu / max(sent, 1):.1f} | "
             f"{percentile(latencies, 0.5) * 1000:.0f} | {percentile(latencies, 0.95) * 1000:.0f} | "
             f"{percentile(latencies, 0.99) * 1000:.0f} |"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,22 +22,56 @@ SIMPLIFIED_PUBLISH_PROFILE = (
 SUBMISSION_SET_CODE = "submissionset"
 
 
+#: Values at least this long are decoded once and remembered (a document is decoded for its
+#: validation, its hash and size, its Binary and the check of its attachment: once, not four times).
+REMEMBERED_BASE64 = 4096
+_REMEMBER_AT_MOST = 4 * 1024 * 1024
+
+
 def decode_base64(data: str, where: str) -> bytes:
     """Decode a FHIR base64Binary value.
+
+    The few last large values decoded are remembered (by value, so a copy of the same text
+    is found too): a document's base64 decoded while validating it is not decoded again to
+    hash it, to make its Binary or to check its attachment.
 
     Raises:
         InvalidResource: the value is not base64.
     """
     try:
-        # strict_mode refuses non-alphabet characters and bad padding without a regex pass.
-        return binascii.a2b_base64("".join(data.split()), strict_mode=True)
+        if REMEMBERED_BASE64 <= len(data) <= _REMEMBER_AT_MOST:
+            return _decoded(data)
+        return _strict(data)
     except (binascii.Error, ValueError):
         raise InvalidResource(f"{where} is not valid base64.", expression=(where,)) from None
 
 
+def _strict(data: str) -> bytes:
+    # strict_mode refuses non-alphabet characters and bad padding without a regex pass.
+    return binascii.a2b_base64("".join(data.split()), strict_mode=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded(data: str) -> bytes:
+    """``_strict``, remembered for the last few values (a refused value raises and is not kept)."""
+    return _strict(data)
+
+
 def sha1_base64(content: bytes) -> str:
     """Return the FHIR R4 ``Attachment.hash`` of ``content``."""
-    return base64.b64encode(hashlib.sha1(content, usedforsecurity=False).digest()).decode()
+    return base64.b64encode(_sha1(content)).decode()
+
+
+def _sha1(content: bytes) -> bytes:
+    """SHA-1 of a content; that of the last few large ones remembered (one per document, not three)."""
+    if len(content) >= REMEMBERED_BASE64:
+        return _remembered_sha1(content)
+    return hashlib.sha1(content, usedforsecurity=False).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _remembered_sha1(content: bytes) -> bytes:
+    return hashlib.sha1(content, usedforsecurity=False).digest()
 
 
 def attachments(document: Mapping[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -61,7 +96,7 @@ def check_attachment(attachment: Mapping[str, Any], content: bytes, where: str) 
     declared = attachment.get("hash")
     if declared is not None:
         declared_bytes = decode_base64(str(declared), f"{where}.hash")
-        if declared_bytes != hashlib.sha1(content, usedforsecurity=False).digest():
+        if declared_bytes != _sha1(content):
             raise InvalidResource(
                 f"{where}.hash does not match the content (base64 SHA-1 expected); the document may be damaged.",
                 expression=(f"{where}.hash",),

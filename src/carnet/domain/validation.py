@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from carnet.domain.documents import REMEMBERED_BASE64, decode_base64
 from carnet.domain.errors import InvalidResource
 from carnet.domain.resources import SUPPORTED_TYPES
 
@@ -56,8 +57,11 @@ def validate(resource: Mapping[str, Any]) -> None:
             f"resourceType {shown!r} is not a resource type this server stores; see /fhir/metadata.",
             expression=("resourceType",),
         )
+    light, large = _without_large_data(resource)
+    for where, data in large:
+        decode_base64(data, where)  # once: its later readers find it decoded
     try:
-        _model(resource_type).model_validate(dict(resource))
+        _model(resource_type).model_validate(light)
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False)[:5]
         where = [".".join(str(p) for p in e["loc"]) or resource_type for e in problems]
@@ -67,3 +71,34 @@ def validate(resource: Mapping[str, Any]) -> None:
         ) from None
     except (ValueError, TypeError) as exc:
         raise InvalidResource(f"{resource_type} is not valid FHIR R4: {_plain(str(exc))[:300]}") from None
+
+
+#: What the model sees instead of a large base64 value already checked by ``decode_base64``.
+_PLACEHOLDER = "AAAA"
+
+
+def _without_large_data(resource: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """A copy of a Binary or DocumentReference whose large base64 data the model need not walk.
+
+    The model would decode each value again (and a Simplified Publish validates the same
+    document several times); such values are checked once by :func:`decode_base64` instead.
+    Returns the copy and the ``(element path, value)`` of each value set aside.
+    """
+    light = dict(resource)
+    large: list[tuple[str, str]] = []
+    resource_type = light.get("resourceType")
+    if resource_type == "Binary":
+        data = light.get("data")
+        if isinstance(data, str) and len(data) >= REMEMBERED_BASE64:
+            large.append(("Binary.data", data))
+            light["data"] = _PLACEHOLDER
+    elif resource_type == "DocumentReference" and isinstance(light.get("content"), list):
+        contents = list(light["content"])
+        for index, content in enumerate(contents):
+            attachment = content.get("attachment") if isinstance(content, dict) else None
+            data = attachment.get("data") if isinstance(attachment, dict) else None
+            if isinstance(data, str) and len(data) >= REMEMBERED_BASE64 and isinstance(attachment, dict):
+                large.append((f"DocumentReference.content[{index}].attachment.data", data))
+                contents[index] = {**content, "attachment": {**attachment, "data": _PLACEHOLDER}}
+        light["content"] = contents
+    return light, large

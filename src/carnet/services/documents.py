@@ -140,7 +140,7 @@ class Documents:
             made = self._writes.create(call, binary).stored
             del attachment["data"]
             attachment["url"] = f"Binary/{made.resource_id}"
-        result = self._writes.create(call, revised)
+        result = self._writes.create(call, revised, unique_checked=True)
         if result.created:
             submission = {
                 "resourceType": "List",

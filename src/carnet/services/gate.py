@@ -128,8 +128,8 @@ class Gate:
                     resource_type=resource_type,
                     query=urlencode(list(query)) if query is not None else None,
                 ),
-            ) as call:
-                yield call
+            ) as shared:
+                yield shared
             return
         call: Call | None = None
         try:

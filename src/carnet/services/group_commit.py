@@ -119,16 +119,16 @@ class GroupCommit:
                         try:
                             with session.savepoint():
                                 outcomes.append((unit.run(session), None))
-                        except Exception as error:  # undone alone; reported to its caller after the commit
-                            outcomes.append((None, error))
+                        except Exception as failure:  # undone alone; reported to its caller after the commit
+                            outcomes.append((None, failure))
             except Exception:  # noqa: S110 (the commit failed: each unit is run again alone below)
                 pass
             else:
-                committed = sum(1 for _, error in outcomes if error is None)
+                committed = sum(1 for _, failed in outcomes if failed is None)
                 self.batches += 1 if committed else 0
                 self.units += committed
-                for unit, (result, error) in zip(batch, outcomes, strict=True):
-                    unit.finish(result, error)
+                for unit, (result, failed) in zip(batch, outcomes, strict=True):
+                    unit.finish(result, failed)
                 return
         for unit in batch:
             try:

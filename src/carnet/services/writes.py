@@ -194,11 +194,14 @@ class Writes:
         if_none_exist: str | None = None,
         assigned_id: str | None = None,
         hint: str | None = None,
+        unique_checked: bool = False,
     ) -> WriteResult:
         """Create a resource with a server-assigned id (conditionally, with ``If-None-Exist``).
 
         ``assigned_id`` is the id a Bundle reserved for it; ``hint`` the record of the
-        DocumentReference of the same Bundle that points to a Binary.
+        DocumentReference of the same Bundle that points to a Binary; ``unique_checked``: the
+        caller looked for a document with this one's uniqueId in this call and found none
+        (Simplified Publish, before making its Binaries), so it is not looked for again.
 
         Raises:
             InvalidResource: not valid R4, or a clinical resource without its patient.
@@ -236,7 +239,7 @@ class Writes:
                 return WriteResult(stored=existing, created=False)
         if resource_type == "DocumentReference":
             self._documents.check_contents(call, resource, patient_id)
-            same = self._documents.same_unique_id(call, resource, patient_id)
+            same = None if unique_checked else self._documents.same_unique_id(call, resource, patient_id)
             if same is not None:
                 return WriteResult(stored=same, created=False)
         resource_id = assigned_id or self._new_id()
