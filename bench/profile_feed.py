@@ -50,7 +50,13 @@ def main() -> None:
     args = parser.parse_args()
     with backend(args.backend) as settings:
         services = build_services(settings)
-        services.feeds.add("bench-lab", name="Bench lab", kind=FeedKind.HL7V2, classes=frozenset({"10"}))
+        services.feeds.add(
+            "bench-lab",
+            name="Bench lab",
+            kind=FeedKind.HL7V2,
+            classes=frozenset({"10"}),
+            sender="DPI-HOPITAL^HOPITAL-A",
+        )
         for number in range(50):
             ins = _ins(number)
             patient = Principal(

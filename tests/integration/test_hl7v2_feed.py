@@ -10,6 +10,8 @@ import asyncio
 import base64
 import functools
 import re
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -320,3 +322,51 @@ def test_invisible_to_patient_sends_no_notice_and_the_journal_does_not_name_it(
     ]
     assert client.put(url, json=document, headers=author).status_code == 200
     assert _named_in_journal(client, hospital, f"DocumentReference/{hidden}")
+
+
+def test_a_burst_of_messages_shares_one_commit_each_acknowledged_once_durable(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """Three messages queued while a commit is in progress share the next one: a document, the same
+    message resent (answered as the first, stored once) and a broken one (dead-lettered alone)."""
+    hospital = Hospital(client, services, auth)
+    group = services.records.gate.group
+    started, release = threading.Event(), threading.Event()
+
+    def hold(_session: object) -> None:
+        started.set()
+        assert release.wait(timeout=20)
+
+    leader = threading.Thread(target=group.run, args=(hold,))
+    leader.start()
+    assert started.wait(timeout=20)
+    batches, units = group.batches, group.units
+    message = _message(_cda(), "BURST-1")
+    sent = [message, message, b"MSH|^~\\&|not a message\rPID|1"]
+    receipts: dict[int, Any] = {}
+
+    def send(index: int) -> None:
+        receipts[index] = services.hl7v2.receive("hopital-a", sent[index])
+
+    threads = []
+    for index in range(len(sent)):  # queued in this order
+        threads.append(threading.Thread(target=send, args=(index,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 20
+        while group.pending < index + 1:
+            assert time.monotonic() < deadline, "the message never queued"
+            time.sleep(0.005)
+    assert receipts == {}  # nothing is acknowledged before its commit
+    release.set()
+    for thread in [leader, *threads]:
+        thread.join(timeout=60)
+    assert (group.batches - batches, group.units - units) == (2, 4)
+    assert (receipts[0].outcome, receipts[1].outcome, receipts[2].outcome) == (
+        "stored",
+        "duplicate",
+        "refused",
+    )
+    assert receipts[1].ack == receipts[0].ack
+    assert _msa(receipts[0].ack)[0] == "AA"
+    assert [d["status"] for d in hospital.documents()] == ["current"]
+    assert len(services.hl7v2.dead_letters()) == 1

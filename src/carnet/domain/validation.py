@@ -58,8 +58,8 @@ def validate(resource: Mapping[str, Any]) -> None:
             expression=("resourceType",),
         )
     light, large = _without_large_data(resource)
-    for where, data in large:
-        decode_base64(data, where)  # once: its later readers find it decoded
+    for element, data in large:
+        decode_base64(data, element)  # once: its later readers find it decoded
     try:
         _model(resource_type).model_validate(light)
     except ValidationError as exc:
