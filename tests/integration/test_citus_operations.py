@@ -383,7 +383,7 @@ def _check_moves_left_no_copy(cluster: Cluster, server: ForkedServer, load: Load
 
 
 def _check_journal_matches(server: ForkedServer) -> None:
-    """Each stored Observation has its journalled create, and each journalled create its Observation."""
+    """Each stored Observation has its journalled create and its location, and each journalled create its Observation."""
     settings = Settings(
         data_dir=Path(server.env["CARNET_DATA_DIR"]),
         key_dir=Path(server.env["CARNET_KEY_DIR"]),
@@ -401,6 +401,19 @@ def _check_journal_matches(server: ForkedServer) -> None:
                     )
                 )
             }
+            # A create's third shard group: each resource has its location, each location its resource.
+            located = set(
+                connection.execute(
+                    text("SELECT patient_id, resource_type, resource_id FROM resource_locations")
+                )
+            )
+            current = set(
+                connection.execute(text("SELECT patient_id, resource_type, resource_id FROM resources"))
+            )
+        assert located == current, (
+            f"half-applied creates: {len(current - located)} resources without location, "
+            f"{len(located - current)} locations without resource"
+        )
         journalled = set()
         for patient_id in {p for p, _ in stored}:
             for entry in journal_entries(services, patient_id):
