@@ -8,6 +8,11 @@ request is allowed and on the obligations that come with it.
 
 The matrix is an argument (the tests read ``matrix.json`` themselves): this model checks the
 rules, not the data.
+
+Apps the patient connected (SMART on FHIR, issue 14) are actors of kind ``patient`` carrying an
+``app_id`` and the scopes of their token: such an app reaches no more than the intersection of
+its token's scopes, the patient's grant (scopes, until an hour) and what the patient could do.
+The scopes are read here from their strings (SMART App Launch 2.x grammar), not by the engine's parser.
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ class Actor:
     represents: frozenset[str] = frozenset()
     feed_id: str | None = None
     feed_categories: frozenset[str] = frozenset()
+    #: An app acting for its patient: its client id, and the scopes of the token it presented.
+    app_id: str | None = None
+    app_scopes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class Choices:
     refused_feeds: frozenset[str] = frozenset()
     accepted_feeds: frozenset[str] = frozenset()
     occupational_consent: frozenset[str] = frozenset()
+    #: The apps the patient connected: client id -> (scopes granted, until hour or None).
+    apps: Mapping[str, tuple[frozenset[str], int | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,8 @@ class Case:
     now: int = 0
     declares_own_consent: bool = False
     all_records: bool = False
+    #: The categories of the one resource touched (``system|code`` and ``code``); None for a type.
+    categories: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,10 @@ def reference_decide(case: Case, tables: Tables) -> Verdict:
         return DENY
     if case.mode not in KIND_MODES[actor.kind]:
         return DENY
+    # Issue 14: an app stays within its patient's record, the patient's grant and its token's
+    # scopes, and never changes the patient's choices; within them it is the patient (below).
+    if actor.app_id is not None and not _app_within_grant(case, on_record):
+        return DENY
     # §5: the journal is read by the patient, their representatives and the DPO; the DPO sees
     # who, when and how but no clinical content, and alone searches every record's journal at once.
     if case.action == "journal":
@@ -227,6 +243,55 @@ def reference_decide(case: Case, tables: Tables) -> Verdict:
     if actor.kind == "representative" or case.mode == "representative":
         return _representative(case, tables)
     return _patient(case)
+
+
+#: The permission letter each interaction needs (SMART v2: c r u d s).
+SCOPE_LETTERS = {
+    "read": "r",
+    "vread": "r",
+    "history": "r",
+    "journal": "r",
+    "search-type": "s",
+    "$everything": "s",
+    "create": "c",
+    "update": "u",
+    "delete": "d",
+}
+#: SMART v1 permission words, as v2 letters.
+SCOPE_WORDS = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+def scope_allows(scope: str, case: Case) -> bool:
+    """Whether one scope string (``patient/<Type|*>.<letters>[?category=<c>]``) covers the case's request."""
+    context, _, rest = scope.partition("/")
+    body, _, query = rest.partition("?")
+    resource_type, _, letters = body.rpartition(".")
+    letters = SCOPE_WORDS.get(letters, letters)
+    letter = SCOPE_LETTERS.get(case.action)
+    if context != "patient" or letter is None or letter not in letters:
+        return False
+    if resource_type not in ("*", case.resource_type):
+        return False
+    if query and case.categories is not None:
+        return query.removeprefix("category=") in case.categories
+    return True
+
+
+def _app_within_grant(case: Case, on_record: bool) -> bool:
+    """An app: its patient's record only, no change of choices, within the grant and its token."""
+    actor = case.actor
+    if actor.kind != "patient" or not on_record or case.patient_id != actor.patient_id:
+        return False
+    if case.resource_type == "Consent" and case.action not in READS:
+        return False
+    if actor.app_id not in case.choices.apps:
+        return False
+    granted, until = case.choices.apps[actor.app_id]
+    if until is not None and case.now > until:
+        return False
+    return any(scope_allows(s, case) for s in granted) and any(
+        scope_allows(s, case) for s in actor.app_scopes
+    )
 
 
 def _opening(case: Case) -> Verdict:

@@ -979,6 +979,7 @@ import dataclasses  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from importlib import resources as _resources  # noqa: E402
 
+from carnet.domain.grants import AppGrant  # noqa: E402
 from carnet.domain.policy import (  # noqa: E402
     PROFILES,
     AccessMode,
@@ -1016,6 +1017,32 @@ POLICY_TYPES = (
     "Consent",
 )
 VISIBILITIES = tuple(str(label) for label in Visibility)
+#: Apps a patient may have connected (SMART on FHIR), and the scopes tokens and grants are drawn from:
+#: v2 letters, a v1 word, ``*``, categories by code and by system|code, a context scope and another context.
+APP_IDS = ("tensio", "glyco")
+APP_SCOPES = (
+    "patient/Observation.rs",
+    "patient/Observation.cs",
+    "patient/Observation.cruds",
+    "patient/*.rs",
+    "patient/*.read",
+    "patient/*.write",
+    "patient/DocumentReference.r",
+    "patient/Binary.rs",
+    "patient/Consent.cruds",
+    "patient/Patient.r",
+    "patient/Observation.rs?category=vital-signs",
+    "patient/Observation.cu?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+    "user/Observation.rs",
+    "launch/patient",
+)
+#: The categories of the one resource a request touches (None: a request about a type).
+APP_CATEGORIES = (
+    None,
+    frozenset(),
+    frozenset({"vital-signs", "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"}),
+    frozenset({"laboratory", "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"}),
+)
 #: Authorisation ends, in hours from now (None: no end).
 UNTILS = (None, -24, -1, 0, 1, 24)
 #: The modes an actor of each kind usually asks in (others are drawn now and then).
@@ -1073,6 +1100,8 @@ def _actor(dice: Dice, kinds: Sequence[str]) -> Actor:
         represents=dice.subset(PATIENT_IDS),
         feed_id=dice.pick((*FEED_IDS, None)),
         feed_categories=dice.subset(POLICY_CLASS_CODES),
+        app_id=dice.pick((*APP_IDS, None, None, None, None, None, None)),
+        app_scopes=dice.subset(APP_SCOPES, 3),
     )
 
 
@@ -1090,6 +1119,7 @@ def _choices(dice: Dice) -> Choices:
         refused_feeds=dice.subset(feed_names, 5),
         accepted_feeds=dice.subset(feed_names, 3),
         occupational_consent=dice.subset(PROFESSIONAL_IDS),
+        apps={app: (dice.subset(APP_SCOPES, 3), dice.pick(UNTILS)) for app in dice.subset(APP_IDS, 2)},
     )
 
 
@@ -1115,6 +1145,15 @@ def _case(seed: int, kinds: Sequence[str]) -> Case:
     opening = what.one_in(10)  # someone creating a Patient with their own identifier, outside any record
     if opening:
         patient_id, action, resource_type = patient_id if what.one_in(3) else None, "create", "Patient"
+    drawn_choices = _choices(choices)
+    if actor.app_id is not None and not in_directory and not opening and not what.one_in(3):
+        # An app mostly asks about its own patient's record, which mostly granted it something.
+        patient_id = actor.patient_id or what.pick(PATIENT_IDS)
+        if "patient" in kinds and not what.one_in(4):
+            actor = dataclasses.replace(actor, kind="patient", patient_id=patient_id)
+            mode = what.pick(USUAL_MODES["patient"])
+        grant = (what.subset(APP_SCOPES, 2), what.pick(UNTILS))
+        drawn_choices = dataclasses.replace(drawn_choices, apps={**drawn_choices.apps, actor.app_id: grant})
     return Case(
         profile=what.pick(("fr-dmp", "sovereign")),
         actor=actor,
@@ -1122,7 +1161,7 @@ def _case(seed: int, kinds: Sequence[str]) -> Case:
         mode=mode,
         patient_id=patient_id,
         resource_type=resource_type,
-        choices=_choices(choices),
+        choices=drawn_choices,
         in_directory=in_directory,
         opens_own_record=opening or what.one_in(6),
         record_open=not what.one_in(6),
@@ -1131,6 +1170,7 @@ def _case(seed: int, kinds: Sequence[str]) -> Case:
         confirmed_by=what.pick((None, "", *PROFESSIONAL_IDS)),
         now=0,
         all_records=patient_id is None and not in_directory and what.one_in(2),
+        categories=what.pick(APP_CATEGORIES),
     )
 
 
@@ -1184,6 +1224,20 @@ def policy_restrictions(draw: st.DrawFn, case: Case) -> Case:
         return _label(case, document, minor_secret=True)
     if restriction == "mask-by-name":
         return _label(case, document, masked_from=document.masked_from | {who})
+    app = dice.pick(APP_IDS)
+    apps = dict(choices.apps)
+    if restriction == "revoke-app":
+        apps.pop(app, None)
+        return _choose(case, apps=apps)
+    if restriction == "narrow-app-grant":
+        if app in apps:
+            scopes, until = apps[app]
+            apps[app] = (scopes - {dice.pick(APP_SCOPES)}, until)
+        return _choose(case, apps=apps)
+    if restriction == "end-app-grant":
+        if app in apps:
+            apps[app] = (apps[app][0], -1)
+        return _choose(case, apps=apps)
     return _replace(case, record_open=False)
 
 
@@ -1201,6 +1255,9 @@ RESTRICTIONS = (
     "label",
     "minor-secret",
     "mask-by-name",
+    "revoke-app",
+    "narrow-app-grant",
+    "end-app-grant",
     "close-record",
 )
 
@@ -1249,6 +1306,8 @@ def _principal(actor: Actor) -> Principal:
         represents=actor.represents,
         feed_id=actor.feed_id,
         feed_categories=actor.feed_categories,
+        app_id=actor.app_id,
+        app_scopes=actor.app_scopes,
     )
 
 
@@ -1261,6 +1320,7 @@ def _target(
     record_open: bool,
     document: Document | None,
     all_records: bool = False,
+    categories: frozenset[str] | None = None,
 ) -> Target:
     facts = None
     if document is not None:
@@ -1279,12 +1339,15 @@ def _target(
         record_open=record_open,
         document=facts,
         all_records=all_records,
+        categories=categories,
     )
 
 
 @cache
 def _grants(choices: tuple[Any, ...]) -> Grants:
-    authorisations, blocked, treating, break_glass, regulation, refused, accepted, occupational = choices
+    authorisations, blocked, treating, break_glass, regulation, refused, accepted, occupational, apps = (
+        choices
+    )
     return Grants(
         authorisations={
             who: Authorisation(status=AuthorisationStatus(status), until=_at(until))
@@ -1297,6 +1360,7 @@ def _grants(choices: tuple[Any, ...]) -> Grants:
         refused_feeds=refused,
         accepted_feeds=accepted,
         occupational_consent=occupational,
+        apps={app: AppGrant(scopes=scopes, until=_at(until)) for app, (scopes, until) in apps},
     )
 
 
@@ -1311,6 +1375,7 @@ def engine_inputs(case: Case) -> tuple[AccessRequest, Grants, Profile, datetime]
         case.record_open,
         case.document,
         case.all_records,
+        case.categories,
     )
     request = AccessRequest(
         actor=_principal(case.actor),
@@ -1330,6 +1395,7 @@ def engine_inputs(case: Case) -> tuple[AccessRequest, Grants, Profile, datetime]
             choices.refused_feeds,
             choices.accepted_feeds,
             choices.occupational_consent,
+            tuple(sorted(choices.apps.items())),
         )
     )
     return request, grants, PROFILES[case.profile], POLICY_NOW + timedelta(hours=case.now)

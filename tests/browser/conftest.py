@@ -45,7 +45,7 @@ CHROMIUM_FLAGS = [
 ]
 STARTUP_SECONDS = 60
 SEED = 2026
-PATIENTS = 6
+PATIENTS = 7
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,9 @@ The operator registers the app with ``carnet apps add`` (the real command, on th
 directories); the app is authlib's OAuth 2 client over real HTTP (PKCE S256, code exchange,
 refresh, revocation); the patient signs in, grants part of what the app asks (a denied scope),
 sees the app's blood pressure in the profile's chart, and revokes the app in « Mes
-applications »: its next call is refused, and the access history names it.
+applications »: its next call is refused with ``invalid_token``, and the access history names
+the app and the refusal. The whole of it runs once in French and once in English (issue 14's
+"Done when").
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 from playwright.sync_api import Page, Route, expect
 
-from browser.browsing import LiveServer, check, screenshot
+from browser.browsing import LiveServer, check
 
 REDIRECT = "http://127.0.0.1:9/callback"
 MEASURES_BUNDLE = (
@@ -84,21 +86,49 @@ def _blood_pressure(patient_id: str, systolic: int, diastolic: int, day: int) ->
     }
 
 
-def test_patient_grants_an_app_in_the_browser_then_revokes_it(page: Page, live_server: LiveServer) -> None:
-    """Consent in Chromium (one scope refused), PKCE token, a BP in the chart, refresh, revocation in « Mes applications »."""
-    patient = live_server.patients[5]
+#: What the patient reads at each step, in each language.
+WORDS = {
+    "fr": {
+        "patient": 5,
+        "data": "Mesures et résultats (tension, poids, glycémie…)",
+        "chart": "dernière : 127 / 83",
+        "revoked": "L'application n'a plus accès à votre dossier.",
+        "who": "Tensio, application connectée",
+        "refusal": "Refusé : Vous avez révoqué l'accès de cette application : elle a été refusée et n'a rien vu.",
+        "empty": "Aucune application n'a accès à votre dossier.",
+    },
+    "en": {
+        "patient": 6,
+        "data": "Measures and results (blood pressure, weight, glucose…)",
+        "chart": "latest: 127 / 83",
+        "revoked": "The app no longer has access to your record.",
+        "who": "Tensio, connected app",
+        "refusal": "Refused: You revoked this app's access: it was refused and saw nothing.",
+        "empty": "No app has access to your record.",
+    },
+}
+
+
+@pytest.mark.parametrize("language", ["fr", "en"])
+def test_patient_grants_an_app_in_the_browser_then_revokes_it(
+    page: Page, live_server: LiveServer, language: str
+) -> None:
+    """Consent clicked in Chromium (one scope refused), PKCE token, a BP in the chart, no documents, refresh, revoked: 401, journaled."""
+    words = WORDS[language]
+    patient = live_server.patients[int(words["patient"])]
+    client_id = f"tensio-{language}"
     out = _carnet(
         live_server,
-        "apps", "add", "Tensio", "--kind", "public", "--client-id", "tensio-browser",
+        "apps", "add", "Tensio", "--kind", "public", "--client-id", client_id,
         "--redirect-uri", REDIRECT,
         "--scope", "launch/patient", "--scope", "offline_access",
         "--scope", "patient/Observation.cs", "--scope", "patient/DocumentReference.rs",
     )  # fmt: skip
-    assert "client_id: tensio-browser" in out
-    assert "tensio-browser" in _carnet(live_server, "apps", "list")
+    assert f"client_id: {client_id}" in out
+    assert client_id in _carnet(live_server, "apps", "list")
 
     app = OAuth2Client(
-        client_id="tensio-browser",
+        client_id=client_id,
         scope="launch/patient offline_access patient/Observation.cs patient/DocumentReference.rs",
         redirect_uri=REDIRECT,
         code_challenge_method="S256",
@@ -120,16 +150,19 @@ def test_patient_grants_an_app_in_the_browser_then_revokes_it(page: Page, live_s
 
     page.route(f"{REDIRECT}**", arrive)
 
-    # Not signed in: the consent screen sends the patient to sign in, then back.
+    # The patient reads the portal in their language; not signed in, the consent screen sends
+    # them to sign in, then back.
+    page.goto(f"/language/{language}?next=/login")
     page.goto(url)
     assert "/login" in page.url
     page.select_option("#login-patient", f"{patient.ins_system}|{patient.ins_value}")
     with page.expect_navigation():
         page.click("#login-patient-submit")
     assert "/auth/authorize" in page.url
+    expect(page.locator("html")).to_have_attribute("lang", language)
     expect(page.locator("#consent-title")).to_contain_text("Tensio")
-    expect(page.locator("#consent-form")).to_contain_text("Mesures et résultats")
-    check(page, "patient-app-consent")
+    expect(page.locator("#consent-form")).to_contain_text(words["data"])
+    check(page, f"patient-app-consent-{language}")
     # The patient refuses the documents: only the measures are granted.
     page.uncheck("input[name=scope][value='patient/DocumentReference.rs']")
     page.select_option("#consent-duration", "30")
@@ -143,19 +176,24 @@ def test_patient_grants_an_app_in_the_browser_then_revokes_it(page: Page, live_s
     )
     assert token["scope"] == "launch/patient offline_access patient/Observation.cs"
     assert token["patient"] == patient.patient_id
+    assert token["expires_in"] <= 3600
     headers = {"Content-Type": "application/fhir+json"}
     for day, (systolic, diastolic) in enumerate([(133, 86), (127, 83)], start=2):
         sent = app.post(
             "/fhir", json=_blood_pressure(patient.patient_id, systolic, diastolic, day), headers=headers
         )
         assert sent.status_code == 200, sent.text
+        assert sent.json()["entry"][0]["response"]["status"] == "201"
+    # The refused scope: no document, answered with an OperationOutcome.
     documents = app.get("/fhir/DocumentReference", params={"patient": patient.patient_id})
     assert documents.status_code in (403, 404)
+    assert documents.json()["resourceType"] == "OperationOutcome"
 
     page.goto("/patient/profile")
     expect(page.locator("main")).to_contain_text("133 / 86")
     expect(page.locator("main")).to_contain_text("127 / 83")
-    check(page, "patient-profile-app-measures")
+    expect(page.locator("svg.measure-chart desc", has_text=words["chart"])).to_have_count(1)
+    check(page, f"patient-profile-app-measures-{language}")
 
     # Asking for the refused scope again on refresh is an escalation: refused.
     with pytest.raises(OAuthError, match="invalid_scope"):
@@ -163,31 +201,39 @@ def test_patient_grants_an_app_in_the_browser_then_revokes_it(page: Page, live_s
     app.scope = token["scope"]
     refreshed = app.refresh_token(f"{live_server.url}/auth/token")
     assert refreshed["access_token"] != token["access_token"]
+    assert app.get("/fhir/Observation", params={"patient": patient.patient_id}).status_code == 200
 
     page.goto("/patient/apps")
     expect(page.locator("#apps-list")).to_contain_text("Tensio")
-    check(page, "patient-apps")
-    page.click("#revoke-tensio-browser")
+    check(page, f"patient-apps-{language}")
+    page.click(f"#revoke-{client_id}")
     page.wait_for_url("**/patient/apps")
-    expect(page.locator("#flash")).to_contain_text("n'a plus accès")
-    assert (
-        app.post("/fhir", json=_blood_pressure(patient.patient_id, 120, 80, 4), headers=headers).status_code
-        == 401
+    expect(page.locator("#flash")).to_contain_text(words["revoked"])
+    expect(page.locator("#apps-empty")).to_contain_text(words["empty"])
+    # The very next request is refused, whichever token the app holds.
+    cut = app.post("/fhir", json=_blood_pressure(patient.patient_id, 120, 80, 4), headers=headers)
+    assert cut.status_code == 401
+    assert cut.json()["resourceType"] == "OperationOutcome"
+    assert 'error="invalid_token"' in cut.headers["www-authenticate"]
+    older = app.get(
+        "/fhir/Observation",
+        params={"patient": patient.patient_id},
+        headers={"Authorization": f"Bearer {token['access_token']}"},
     )
+    assert older.status_code == 401
     again = app.post(
         f"{live_server.url}/auth/token",
         data={
             "grant_type": "refresh_token",
             "refresh_token": refreshed["refresh_token"],
-            "client_id": "tensio-browser",
+            "client_id": client_id,
         },
     )
     assert again.json()["error"] == "invalid_grant"
 
+    # Journaled: the access history names the app and says, in plain words, that it was refused.
     page.goto("/patient/access")
-    expect(page.locator("main")).to_contain_text("Tensio")
-    screenshot(page, "patient-access-history-app")
-    page.goto("/language/en?next=/patient/apps")
-    expect(page.locator("#apps-empty")).to_contain_text("No app has access to your record.")
-    check(page)
+    expect(page.locator("main")).to_contain_text(words["who"])
+    expect(page.locator("main")).to_contain_text(words["refusal"])
+    check(page, f"patient-access-history-app-{language}")
     app.close()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carnet.domain.policy import ADMITTED, RULES, Decision, admit, decide
-from reference_policy import Case, Choices, Verdict, reference_admit, reference_decide
+from reference_policy import Case, Choices, Verdict, reference_admit, reference_decide, scope_allows
 from strategies import engine_inputs, policy_case_batches, policy_cases, policy_restrictions, policy_tables
 
 TABLES = policy_tables()
@@ -145,3 +145,31 @@ def test_a_blocked_professional_gets_nothing(case: Case) -> None:
         return
     blocked = dataclasses.replace(case, choices=dataclasses.replace(case.choices, blocked=frozenset({who})))
     assert _engine(blocked).allowed is False
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
+@given(policy_cases(kinds=("patient",)))
+def test_an_app_reaches_no_more_than_its_token_its_grant_and_its_patient(case: Case) -> None:
+    """An app is allowed only where its token's scopes, the patient's grant and the patient's own access all allow."""
+    actor = dataclasses.replace(
+        case.actor, app_id="tensio", patient_id=case.patient_id or case.actor.patient_id
+    )
+    app_case = dataclasses.replace(case, actor=actor)
+    allowed = _engine(app_case).allowed
+    assert allowed == reference_decide(app_case, TABLES).allowed, app_case
+    if not allowed:
+        return
+    as_patient = dataclasses.replace(
+        app_case, actor=dataclasses.replace(actor, app_id=None, app_scopes=frozenset())
+    )
+    assert _engine(as_patient).allowed
+    granted, _until = app_case.choices.apps["tensio"]
+    assert any(scope_allows(s, app_case) for s in granted)
+    assert any(scope_allows(s, app_case) for s in actor.app_scopes)
+    no_token = dataclasses.replace(app_case, actor=dataclasses.replace(actor, app_scopes=frozenset()))
+    assert not _engine(no_token).allowed
+    no_grant = dataclasses.replace(
+        app_case,
+        choices=dataclasses.replace(app_case.choices, apps={"glyco": app_case.choices.apps["tensio"]}),
+    )
+    assert not _engine(no_grant).allowed
