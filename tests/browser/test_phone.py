@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from email.message import Message
 from pathlib import Path
 
 from playwright.sync_api import BrowserContext, Page
@@ -38,7 +39,10 @@ PATIENT_PAGES = (
     ("profile", "/patient/profile"),
     ("reimbursements", "/patient/reimbursements"),
     ("care-team", "/patient/care-team"),
+    ("apps", "/patient/apps"),
+    ("feeds", "/patient/feeds"),
     ("choices", "/patient/choices"),
+    ("studies", "/patient/studies"),
     ("access", "/patient/access"),
     ("access-mine", "/patient/access?kind=mine"),
     ("export", "/patient/export"),
@@ -114,6 +118,7 @@ def test_every_professional_page_fits_a_phone(page: Page, live_server: LiveServe
     for language in LANGUAGES:
         page.goto(f"/language/{language}?next=/login")
         _fits(page, "/login", f"phone-login-{language}")
+        _fits(page, "/login?q=pharmacie", f"phone-login-search-{language}")
     sign_in_professional(page, professional)
     page.goto("/language/fr?next=/pro/")
     _fits(page, f"/pro/search?ins={patient.ins_value}", "phone-pro-ways-in-fr")
@@ -126,6 +131,7 @@ def test_every_professional_page_fits_a_phone(page: Page, live_server: LiveServe
         _fits(page, f"{base}/documents", f"phone-pro-documents-{language}")
         _fits(page, f"{base}/documents/new", f"phone-pro-submit-{language}")
         _fits(page, f"{base}/messages", f"phone-pro-messages-{language}")
+        _fits(page, "/pro/messages", f"phone-pro-inbox-{language}")
         _fits(page, f"{base}/reimbursements", f"phone-pro-reimbursements-{language}")
         document = page.goto(f"{base}/documents")
         assert document is not None
@@ -177,13 +183,34 @@ def test_a_visit_of_a_hundred_accesses_fits_one_phone_screen(
     )
 
 
+def _png(folder: Path) -> Path:
+    """A small PNG image (a 2×2 grey square) to send with a message."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\x80\x80\x80" * 2 for _ in range(2))
+    image = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+    path = folder / "exercices.png"
+    path.write_bytes(image)
+    return path
+
+
 def test_messaging_between_a_physician_and_the_patient(
     page: Page, new_context: NewContext, live_server: LiveServer
 ) -> None:
-    """A physician writes; the patient reads it on a phone and answers with a PDF filed into the record."""
+    """Both ways, French then English, desktop and phone: inbox and unread count, e-mail, files filed by each side."""
     patient = live_server.patients[0]
     professional = live_server.physicians()[-4]
     pro_page = new_context().new_page()
+    pro_page.set_viewport_size({"width": 1200, "height": 800})
     sign_in_professional(pro_page, professional)
     declare_consent(pro_page, patient)
     base = f"/pro/patients/{patient.patient_id}"
@@ -195,8 +222,10 @@ def test_messaging_between_a_physician_and_the_patient(
     pro_page.wait_for_url(f"**{base}/messages*")
     check(pro_page)
 
+    # The patient, on a phone, in French: told, reads, answers with a PDF the message carries.
     page.set_viewport_size(PHONE)
     sign_in_patient(page, patient)
+    page.goto("/language/fr?next=/patient/")
     _fits(page, "/patient/notifications", "phone-patient-notifications-message")
     page.goto("/patient/messages")
     page.select_option("#message-to", professional.idnps)
@@ -206,18 +235,71 @@ def test_messaging_between_a_physician_and_the_patient(
     page.click("#message-submit")
     page.wait_for_url("**/patient/messages")
     _fits(page, "/patient/messages", "phone-patient-messages-conversation")
-    messages = page.locator("#messages li.message")
-    assert messages.count() >= 2
+    assert page.locator("#messages li.message").count() >= 2
     assert "analyses sont normales" in page.locator("#messages").inner_text()
+    assert "Fichier joint : Ordonnance du kinésithérapeute" in page.locator("#messages").inner_text()
     page.screenshot(
         path=str(docs_image("messaging-patient-phone.png") or ARTIFACTS / "messaging.png"), full_page=True
     )
-    pro_page.goto(f"{base}/messages")
+
+    # The physician's e-mail names nobody; home, menu and inbox count the message unread (desktop).
+    def for_physician(message: Message) -> bool:
+        return f"{professional.idnps[1:]}@mssante.example" in str(message.get("To", ""))
+
+    mail = live_server.mailbox.wait_for(for_physician, timeout=60).as_string()
+    assert "/pro/messages" in mail
+    assert patient.display.split()[-1] not in mail
+    assert "kinésithérapeute" not in mail
+    pro_page.goto("/language/fr?next=/pro/")
+    pro_page.goto("/pro/")
+    assert "1 message(s) non lu(s)" in pro_page.locator("#home-unread").inner_text()
+    check(pro_page, "pro-home-unread")
+    _fits(pro_page, "/pro/messages", "pro-inbox-fr")
+    assert "1 non lu(s)" in pro_page.locator("#inbox").inner_text()
+    pro_page.click("#inbox a")
+    pro_page.wait_for_url(f"**{base}/messages")
+    check(pro_page, "pro-conversation-fr")
     assert "Ordonnance du kinésithérapeute" in pro_page.locator("#messages").inner_text()
-    pro_page.set_viewport_size({"width": 1000, "height": 700})
+    pro_page.goto("/pro/messages")
+    assert "Aucun message non lu." in pro_page.locator("#inbox-summary").inner_text()
+    pro_page.goto(f"{base}/messages")
     pro_page.screenshot(
         path=str(docs_image("messaging-professional.png") or ARTIFACTS / "messaging-pro.png"), full_page=True
     )
+    # The physician files the patient's PDF into the record as a document of their choosing.
+    pro_page.locator("form.file-form select[name=class]").first.select_option("10")
+    with pro_page.expect_navigation():
+        pro_page.locator("form.file-form button").first.click()
+    assert f"{base}/documents/" in pro_page.url
+    check(pro_page)
+
+    # English, both sides; the physician answers with an image the patient files herself (phone).
+    pro_page.goto(f"/language/en?next={base}/messages")
+    pro_page.set_viewport_size(PHONE)
+    _fits(pro_page, f"{base}/messages", "phone-pro-conversation-en")
+    assert "Filed in the record:" in pro_page.locator("#messages").inner_text()
+    pro_page.fill("#message-text", "Here are the exercises, twice a day.")
+    pro_page.fill("#message-title", "Exercises")
+    pro_page.set_input_files("#message-file", str(_png(ARTIFACTS)))
+    pro_page.click("#message-submit")
+    pro_page.wait_for_url(f"**{base}/messages*")
+    check(pro_page, "phone-pro-message-sent-en")
+    _fits(pro_page, "/pro/messages", "phone-pro-inbox-en")
+    page.goto("/language/en?next=/patient/messages")
+    _fits(page, "/patient/messages", "phone-patient-messages-en")
+    assert "Filed in your record:" in page.locator("#messages").inner_text()
+    with page.expect_navigation():
+        page.locator("button[id^='file-']").first.click()
+    assert "/patient/documents/" in page.url
+    check(page, "phone-patient-filed-en")
+    _fits(page, "/patient/documents", "phone-patient-documents-after-filing-en")
+    assert "Exercises" in page.locator("main").inner_text()
+    # Search in one's own record reaches the text of the PDF the physician filed (item 8).
+    _fits(page, "/patient/search?q=certificat+medical", "phone-patient-search-content-en")
+    assert "In the document:" in page.locator("#search-results").inner_text()
+    page.set_viewport_size({"width": 1200, "height": 800})
+    page.goto("/language/fr?next=/patient/messages")
+    check(page, "patient-messages-desktop-fr")
 
 
 def test_representative_switching_fits_a_phone(page: Page, live_server: LiveServer) -> None:
