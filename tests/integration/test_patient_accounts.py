@@ -447,3 +447,32 @@ def test_every_message_of_the_sign_in_means_page_has_a_french_translation() -> N
     used.update(m.group(2) for m in re.finditer(r"""_\(\s*(["'])((?:(?!\1).)+)\1""", text))
     assert len(used) > 15
     assert sorted(m for m in used if m not in french) == []
+
+
+def test_a_built_in_account_carries_the_records_its_holder_represents(
+    carnet: tuple[TestClient, Services, str],
+) -> None:
+    """A mother enrolled with a passkey, registered at the desk for her son: she can switch to his record."""
+    client, services, patient_id = carnet
+    opener = Principal(
+        kind=ActorKind.PATIENT, subject="t", identifier=Identifier(system=TEST_NIR, value="1150775000004")
+    )
+    son = (
+        services.records.records(opener)
+        .create(
+            {
+                "resourceType": "Patient",
+                "identifier": [{"system": TEST_NIR, "value": "1150775000004"}],
+                "name": [{"family": "Léger", "given": ["Hugo"]}],
+            }
+        )
+        .stored.resource_id
+    )
+    desk = Principal(kind=ActorKind.ADMIN, subject="cli:desk")
+    services.representations.add(
+        son, basis="parent", name="Élise Léger", by=desk, representative_record=patient_id
+    )
+    _enrol(client, services, patient_id, Authenticator())
+    listing = client.get("/patient/switch")
+    assert listing.status_code == 200
+    assert "Hugo Léger" in listing.text

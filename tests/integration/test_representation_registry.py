@@ -208,3 +208,30 @@ def test_the_desk_adds_lists_and_removes_a_representation_with_the_cli(
     removed = runner.invoke(app, [*base, "remove", "--ins", "2150775000001", "--link", link], env=env)
     assert removed.exit_code == 0, removed.output
     assert services.representations.represented_by([record_key(parent)]) == []
+
+
+def test_a_link_ended_at_the_desk_stops_at_the_next_page(client: TestClient, services: Services) -> None:
+    """The parent acting for the child: once the desk removes the link, the next page is her own record again."""
+    parent = _record(services, "2750775000009", "Marie")
+    child = _record(services, "2150775000001", "Léa")
+    shown = _document(services, child, "N")
+    link_id, _ = services.representations.add(
+        child, basis="parent", name="Marie Durand", by=DESK, representative_record=parent
+    )
+    client.post(
+        "/login",
+        data={"csrf_token": _csrf(client, "/login"), "kind": "patient", "identifier": f"{INS}|2750775000009"},
+    )
+    token = _csrf(client, "/patient/switch")
+    client.post("/patient/switch", data={"csrf_token": token, "record": child})
+    assert shown in client.get("/patient/documents").text
+    services.representations.remove(child, link_id, by=DESK)
+    documents = client.get("/patient/documents")
+    assert documents.status_code == 200
+    assert shown not in documents.text
+    assert "Léa Durand" not in documents.text
+    assert client.post("/patient/switch", data={"csrf_token": token, "record": child}).status_code in (
+        303,
+        403,
+    )
+    assert shown not in client.get("/patient/documents").text

@@ -7,7 +7,7 @@ FHIR API, for this principal); it raises ``Unauthenticated`` (→ ``/login``) fo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from carnet.domain.consent import IDNPS_SYSTEM, KIND_SYSTEM
 from carnet.domain.errors import CarnetError, NotFound, Unauthenticated
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.records import Records
+from carnet.services.representations import record_key
 from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
 from carnet.web.pages import portal, render
 from carnet.web.session import current_principal
@@ -40,6 +41,8 @@ class Holder:
 
 #: The session key of the record a legal representative acts on now (``carnet.web.representation``).
 ACTING_FOR = "acting_for"
+#: The session key of the name of the record acted on (shown in the banner of every page).
+ACTING_FOR_NAME = "acting_for_name"
 
 
 def holder_of(request: Request) -> Holder:
@@ -50,12 +53,22 @@ def holder_of(request: Request) -> Holder:
     represents others acts on their own record until they switch. Acting for another record is
     the ``representative`` access mode: the policy decides what they see there (``INVISIBLE_REPRESENTANTS_LEGAUX`` and a minor's secret documents stay hidden).
 
+    The records represented are checked against the registry on every page
+    (:func:`represented_now`), and the policy is asked with that narrowed identity.
+
     Raises:
         Unauthenticated: nobody signed in, or not a patient with a record nor a representative (→ sign-in).
     """
     principal = current_principal(request)
-    if principal is not None and principal.kind is ActorKind.REPRESENTATIVE and principal.represents:
+    if principal is not None and principal.represents:
+        principal = replace(principal, represents=represented_now(request, principal))
+    if principal is not None and principal.kind is ActorKind.REPRESENTATIVE:
+        if not principal.represents:
+            raise Unauthenticated("You no longer represent anybody here: sign in again.")
         chosen = request.session.get(ACTING_FOR)
+        if chosen is not None and chosen not in principal.represents:
+            request.session.pop(ACTING_FOR, None)
+            request.session.pop(ACTING_FOR_NAME, None)
         patient_id = chosen if chosen in principal.represents else sorted(principal.represents)[0]
         return Holder(
             principal=principal,
@@ -65,6 +78,10 @@ def holder_of(request: Request) -> Holder:
     if principal is None or principal.kind is not ActorKind.PATIENT or not principal.patient_id:
         raise Unauthenticated("Sign in as a patient.")
     chosen = request.session.get(ACTING_FOR)
+    if chosen is not None and chosen not in principal.represents:
+        # No longer theirs to act for (the link ended): back to their own record, banner too.
+        request.session.pop(ACTING_FOR, None)
+        request.session.pop(ACTING_FOR_NAME, None)
     if chosen in principal.represents and chosen != principal.patient_id:
         # A patient who also represents others, acting for one of them now (as their representative).
         return Holder(
@@ -77,6 +94,27 @@ def holder_of(request: Request) -> Holder:
         patient_id=principal.patient_id,
         records=portal(request).services.records.records(principal),
     )
+
+
+def registry_keys(principal: Principal) -> list[str]:
+    """The keys the representatives' registry knows a signed-in person by: provider account, own record."""
+    keys = [principal.subject] if principal.subject.startswith("oidc:") else []
+    if principal.kind is ActorKind.PATIENT and principal.patient_id:
+        keys.append(record_key(principal.patient_id))
+    return keys
+
+
+def represented_now(request: Request, principal: Principal) -> frozenset[str]:
+    """The records a person represents now: those of their sign-in still in the registry.
+
+    A link the desk ended stops at the next page, not at the next sign-in. Development
+    identities (the demo page's representatives, ``carnet token``) are not in the registry and
+    keep what they carry.
+    """
+    keys = registry_keys(principal)
+    if not keys:
+        return principal.represents
+    return principal.represents & frozenset(portal(request).services.representations.represented_by(keys))
 
 
 def read_own(holder: Holder, resource_type: str, resource_id: str) -> dict[str, Any]:

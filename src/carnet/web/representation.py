@@ -20,6 +20,7 @@ names the representative, not the patient.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,23 +35,13 @@ from carnet.offload import offload
 from carnet.services.representations import record_key
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
-from carnet.web.holder import ACTING_FOR, holder_of, page
+from carnet.web.holder import ACTING_FOR, ACTING_FOR_NAME, holder_of, page, registry_keys, represented_now
 from carnet.web.pages import portal
 from carnet.web.session import current_principal, login
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
-#: The session key of the name of the record acted on (shown in the banner of every page).
-ACTING_FOR_NAME = "acting_for_name"
 #: What a refused claim code reads as.
 CODE_REFUSED = "This representation code is unknown, used or expired; ask the desk for a new one."
-
-
-def keys_of(principal: Principal) -> list[str]:
-    """The registry keys a signed-in person is known by: their provider account, their own record."""
-    keys = [principal.subject] if principal.subject.startswith("oidc:") else []
-    if principal.kind is ActorKind.PATIENT and principal.patient_id:
-        keys.append(record_key(principal.patient_id))
-    return keys
 
 
 def person_claims(
@@ -88,6 +79,9 @@ def _representative(request: Request) -> Principal:
     principal = current_principal(request)
     if principal is None or principal.kind not in (ActorKind.REPRESENTATIVE, ActorKind.PATIENT):
         raise Unauthenticated("Sign in as a legal representative.")
+    principal = replace(principal, represents=represented_now(request, principal))
+    if not principal.represents and principal.kind is ActorKind.PATIENT:
+        raise PageError(403)  # signed in, but representing nobody (any more)
     if not principal.represents:
         raise Unauthenticated("Sign in as a legal representative.")
     return principal
@@ -177,7 +171,7 @@ async def claim(request: Request) -> Response:
 def _claim(request: Request, form: Any) -> Response:
     holder = holder_of(request)
     principal = holder.principal
-    keys = keys_of(principal)
+    keys = registry_keys(principal)
     if not keys:
         raise PageError(403)
     services = portal(request).services
