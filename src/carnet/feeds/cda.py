@@ -59,6 +59,7 @@ __all__ = [
     "PersonName",
     "UnstructuredBody",
     "class_code_for",
+    "codes_of",
     "parse_cda",
     "parse_timestamp",
     "parse_tree",
@@ -122,6 +123,25 @@ class Code:
     code: str
     code_system: str | None = None
     display_name: str | None = None
+
+
+def codes_of(elements: Iterable[etree._Element | None]) -> tuple[Code, ...]:
+    """The coded values of CD elements (``code``, ``codeSystem``, ``displayName``), in order, once each.
+
+    Elements that are None or carry no ``code`` are skipped.
+    """
+    found: list[Code] = []
+    for element in elements:
+        if element is None or not element.get("code"):
+            continue
+        code = Code(
+            code=str(element.get("code")),
+            code_system=element.get("codeSystem"),
+            display_name=element.get("displayName"),
+        )
+        if code not in found:
+            found.append(code)
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

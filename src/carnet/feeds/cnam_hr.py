@@ -44,6 +44,7 @@ from carnet.feeds.cda import (
     LOINC,
     CDADocument,
     Code,
+    codes_of,
     parse_timestamp,
     parse_tree,
 )
@@ -273,22 +274,11 @@ def _day(element: etree._Element | None) -> date | None:
 
 def _codes(act: etree._Element) -> tuple[Code, ...]:
     """A stay's qualifier (GHS…), the act's own code, then every coded translation of its product (nested ones included)."""
-    found: list[Code] = []
     candidates: list[etree._Element | None] = list(act.findall("h:code/h:qualifier/h:value", _NS))
     candidates.append(act.find("h:code", _NS))
     candidates += act.findall(".//h:manufacturedMaterial/h:code", _NS)
     candidates += act.findall(".//h:manufacturedMaterial/h:code//h:translation", _NS)
-    for element in candidates:
-        if element is None or not element.get("code"):
-            continue
-        code = Code(
-            code=str(element.get("code")),
-            code_system=element.get("codeSystem"),
-            display_name=element.get("displayName"),
-        )
-        if code not in found:
-            found.append(code)
-    return tuple(found)
+    return codes_of(candidates)
 
 
 def _label(act: etree._Element, codes: tuple[Code, ...]) -> str | None:

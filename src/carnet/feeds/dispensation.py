@@ -34,7 +34,7 @@ from datetime import date
 from lxml import etree
 
 from carnet.domain.errors import InvalidResource
-from carnet.feeds.cda import DEFAULT_MAX_BYTES, HL7_NAMESPACE, Code, parse_timestamp, parse_tree
+from carnet.feeds.cda import DEFAULT_MAX_BYTES, HL7_NAMESPACE, Code, codes_of, parse_timestamp, parse_tree
 from carnet.feeds.cnam_hr import ATC3_SYSTEM, CIP_SYSTEM, UCD_SYSTEM
 
 __all__ = [
@@ -169,18 +169,7 @@ def _item(supply: etree._Element, author: str | None, where: str) -> DispensedIt
 def _codes(material: etree._Element | None) -> tuple[Code, ...]:
     if material is None:
         return ()
-    found: list[Code] = []
-    for element in (material.find("h:code", _NS), *material.findall("h:code//h:translation", _NS)):
-        if element is None or not element.get("code"):
-            continue
-        code = Code(
-            code=str(element.get("code")),
-            code_system=element.get("codeSystem"),
-            display_name=element.get("displayName"),
-        )
-        if code not in found:
-            found.append(code)
-    return tuple(found)
+    return codes_of((material.find("h:code", _NS), *material.findall("h:code//h:translation", _NS)))
 
 
 def _label(material: etree._Element | None, codes: tuple[Code, ...]) -> str:

@@ -7,7 +7,7 @@ document it publishes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from carnet.domain.documents import (
@@ -44,41 +44,30 @@ def is_dispensation(document: Mapping[str, Any]) -> bool:
 
 
 def check_structured(document: Mapping[str, Any], content: bytes, where: str) -> None:
-    """Read a structured CNAM-HR history or pharmacy dispensation before it is stored; refuse a malformed one.
+    """Read a structured volet before the document is stored, refusing a malformed one whole.
+
+    A reimbursement history (REMB) declaring CNAM-HR, or a pharmacy's dispensation (60593-1)
+    carrying the FR-Dispensation-medicaments section, must read into its lines; a level 1
+    document of either type (a PDF inside) or content that is not a CDA is stored as any.
 
     Raises:
-        InvalidResource: the document declares a volet whose entries cannot be read.
+        InvalidResource: the document's volet cannot be read into its lines (naming ``where``).
     """
-    check_reimbursements(document, content, where)
-    if not is_dispensation(document) or not content.lstrip().startswith(b"<"):
+    reader: Callable[[Any], object]
+    if is_reimbursement_history(document):
+        reader = read_tree_if_cnam_hr
+    elif is_dispensation(document):
+        reader = read_tree_if_dispensation
+    else:
+        return
+    if not content.lstrip().startswith(b"<"):
         return
     try:
         root = parse_tree(content)
     except InvalidResource:
         return  # not a CDA: the content is stored as it is, like any attachment
     try:
-        read_tree_if_dispensation(root)
-    except InvalidResource as exc:
-        raise InvalidResource(f"{where}: {exc.message}", expression=(where,)) from None
-
-
-def check_reimbursements(document: Mapping[str, Any], content: bytes, where: str) -> None:
-    """Read a structured reimbursement history (CNAM-HR) before it is stored, refusing a malformed one.
-
-    Only REMB documents whose content is a CDA declaring the volet (or a structured REMB CDA)
-    are read; a level 1 REMB (a PDF inside) is stored as any document.
-
-    Raises:
-        InvalidResource: the CNAM-HR document cannot be read into its lines.
-    """
-    if not is_reimbursement_history(document) or not content.lstrip().startswith(b"<"):
-        return
-    try:
-        root = parse_tree(content)
-    except InvalidResource:
-        return  # not a CDA: the content is stored as it is, like any attachment
-    try:
-        read_tree_if_cnam_hr(root)
+        reader(root)
     except InvalidResource as exc:
         raise InvalidResource(f"{where}: {exc.message}", expression=(where,)) from None
 

@@ -19,7 +19,7 @@ from carnet.domain.errors import CarnetError
 from carnet.feeds.cnam_hr import LineKind, ReimbursementLine, read_if_cnam_hr
 from carnet.feeds.dispensation import DispensedItem, read_if_dispensation
 from carnet.services.document_checks import is_dispensation, is_reimbursement_history
-from carnet.services.records import Records
+from carnet.services.records import Records, SearchResult
 
 __all__ = [
     "Dispensed",
@@ -65,16 +65,7 @@ def reimbursement_timeline(records: Records, patient_id: str) -> Timeline:
     Raises:
         AccessDenied, NotFound: the caller may not search this record.
     """
-    found = records.search(
-        "DocumentReference",
-        [
-            ("patient", f"Patient/{patient_id}"),
-            ("status", "current"),
-            ("category", f"{CLASS_CODE_SYSTEM}|{REIMBURSEMENT_CLASS}"),
-            ("_sort", "-date"),
-            ("_count", str(MAX_DOCUMENTS)),
-        ],
-    )
+    found = _current_documents(records, patient_id, REIMBURSEMENT_CLASS)
     seen: set[ReimbursementLine] = set()
     lines: list[TimelineLine] = []
     documents = 0
@@ -117,16 +108,7 @@ def pharmacy_dispensations(records: Records, patient_id: str) -> list[DispensedI
     Raises:
         AccessDenied, NotFound: the caller may not search this record.
     """
-    found = records.search(
-        "DocumentReference",
-        [
-            ("patient", f"Patient/{patient_id}"),
-            ("status", "current"),
-            ("category", f"{CLASS_CODE_SYSTEM}|{DISPENSATION_CLASS}"),
-            ("_sort", "-date"),
-            ("_count", str(MAX_DOCUMENTS)),
-        ],
-    )
+    found = _current_documents(records, patient_id, DISPENSATION_CLASS)
     items: list[DispensedItem] = []
     for document in found.resources:
         if not is_dispensation(document):
@@ -137,6 +119,20 @@ def pharmacy_dispensations(records: Records, patient_id: str) -> list[DispensedI
             except CarnetError:
                 continue
     return items
+
+
+def _current_documents(records: Records, patient_id: str, class_code: str) -> SearchResult:
+    """The record's current documents of one class the caller may read, newest first (at most 100)."""
+    return records.search(
+        "DocumentReference",
+        [
+            ("patient", f"Patient/{patient_id}"),
+            ("status", "current"),
+            ("category", f"{CLASS_CODE_SYSTEM}|{class_code}"),
+            ("_sort", "-date"),
+            ("_count", str(MAX_DOCUMENTS)),
+        ],
+    )
 
 
 def _contents(records: Records, document: dict[str, Any]) -> list[bytes]:
