@@ -211,12 +211,13 @@ def bearer_challenge(error: Unauthenticated) -> str:
 def tried(method: str, path: str) -> tuple[str, str]:
     """The FHIR interaction and resource type a request under ``/fhir`` tried (for the journal)."""
     parts = [part for part in path.split("/") if part][1:]
-    resource_type = parts[0] if parts and _RESOURCE_TYPE.fullmatch(parts[0]) else "Bundle"
+    typed = bool(parts) and _RESOURCE_TYPE.fullmatch(parts[0]) is not None
+    resource_type = parts[0] if typed else "Bundle"
     if method == "DELETE":
         return "delete", resource_type
     if method == "POST" and not parts:
         return "transaction", resource_type
-    if method in ("GET", "HEAD") and len(parts) == 1:
+    if method in ("GET", "HEAD") and typed and len(parts) == 1:
         return "search-type", resource_type
     return _INTERACTION.get(method, "read"), resource_type
 
