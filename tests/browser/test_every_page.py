@@ -128,10 +128,18 @@ def test_every_patient_page_is_accessible(page: Page, live_server: LiveServer, t
             ("reimbursements", "/patient/reimbursements"),
             ("reimbursements-medicines", "/patient/reimbursements?kind=medicine"),
             ("studies", "/patient/studies"),
+            ("apps", "/patient/apps"),
+            ("messages", "/patient/messages"),
+            ("notifications", "/patient/notifications"),
+            ("search", "/patient/search?q=compte"),
+            # The scanned prescription's title lacks these words; its PDF text has them.
+            ("search-content", "/patient/search?q=certificat+medical"),
             ("access", "/patient/access"),
             ("access-mine", "/patient/access?kind=mine"),
         ):
             visit(page, path, shot(name))
+            if name == "search-content":
+                assert page.locator(".found-in-content").count() >= 1, "the PDF's text was not searched"
         proofs = _hrefs(page, "a[href$='/verify']")
         assert proofs, "the access history lists no entry to verify"
         visit(page, proofs[0], shot("verify"))
@@ -159,7 +167,9 @@ def test_every_professional_page_is_accessible(page: Page, live_server: LiveServ
 
         _choose(page, language, "/login")
         check(page, f"login-{language}")
+        visit(page, "/login?q=pharmacie", f"login-search-{language}")
         visit(page, "/pro/", shot("search"))
+        visit(page, "/pro/messages", shot("inbox"))
         visit(page, "/pro/search?ins=12345", shot("search-invalid"), status=422)
         visit(page, f"/pro/search?ins={UNKNOWN_INS}", shot("search-unknown"), status=404)
 

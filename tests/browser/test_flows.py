@@ -213,3 +213,10 @@ def test_blocked_professional_gets_nothing(new_context: NewContext, live_server:
     expect(page.locator("#break-glass-form")).to_have_count(0)
     visit(page, f"/pro/patients/{patient.patient_id}", status=404)
     expect(page.locator(".break-glass-banner")).to_have_count(0)
+    # The same in English, on a phone.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"/language/en?next=/pro/search?ins={patient.ins_value}")
+    expect(page.locator("#access-blocked")).to_be_visible()
+    assert page.locator("html").get_attribute("lang") == "en"
+    expect(page.locator("#consent-form")).to_have_count(0)
+    check(page, "pro-blocked-phone-en")

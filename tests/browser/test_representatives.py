@@ -36,3 +36,12 @@ def test_a_parent_switches_to_each_childs_record(page: Page, live_server: LiveSe
     visit(page, "/patient/switch", "representative-switch-phone")
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390
+    # In English too, at desktop and phone widths.
+    page.goto("/language/en?next=/patient/switch")
+    check(page, "representative-switch-phone-en")
+    with page.expect_navigation():
+        page.get_by_role("button", name=first.display.split()[0]).first.click()
+    assert "as their legal representative" in page.locator("#acting-for-banner").inner_text()
+    check(page, "representative-home-phone-en")
+    page.set_viewport_size({"width": 1200, "height": 800})
+    visit(page, "/patient/switch", "representative-switch-en")
