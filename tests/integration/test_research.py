@@ -6,7 +6,7 @@ import base64
 import hashlib
 import re
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ from carnet.research.pseudonyms import pseudonym
 from carnet.services.research_ports import ExportStatus
 from carnet.services.research_queries import parse_question
 from carnet.services.research_studies import study_key_id
-from carnet.store.tables import exports
+from carnet.store.tables import export_parts, exports
 from minting import Mint
 from research_population import ADMIN, DPO, RESEARCHER, Member, approved_study, load, output, registration
 
@@ -327,3 +327,58 @@ def test_export_walks_records_by_keyset_never_offset(
         if re.search(r"\bOFFSET\b", s, re.IGNORECASE) and not re.search(r"OFFSET \?$", s.strip())
     ] + [(s, p) for s, p in statements if s.strip().endswith("OFFSET ?") and list(p)[-1] != 0]
     assert skipping == []
+
+
+def test_type_filter_and_since_narrow_the_export_and_cancelling_keeps_nothing(
+    client: TestClient, auth: Mint, services: Services
+) -> None:
+    """_typeFilter keeps the asked codes only, _since the resources changed since; an export cancelled mid-run keeps no file."""
+    weight = "http://loinc.org|29463-7"
+    approved_study(
+        services,
+        data={"types": ["Observation", "Condition"], "codes": [weight, "http://loinc.org|8480-6"]},
+        privacy={"k": 2, "maxSuppression": 0.0},
+    )
+    load(client, auth, 6, choose=False)
+    _, filtered = _export(services, type_filters=[f"Observation?code={weight}"])
+    observations = filtered.get("Observation", [])
+    assert observations
+    assert {t for o in observations for t in concept_tokens(o)} == {weight}
+    assert "Condition" not in filtered  # no code of the study's list is a Condition's
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    _, later = _export(services, since=tomorrow)
+    assert set(later) == {"Patient"}
+    # The study's own date range bounds the resources' clinical dates (before the shift).
+    approved_study(
+        services,
+        "old",
+        data={"types": ["Observation", "Condition"], "until": "1900-12-31"},
+        privacy={"k": 2, "maxSuppression": 0.0},
+    )
+    approved_study(
+        services, "all", data={"types": ["Observation", "Condition"]}, privacy={"k": 2, "maxSuppression": 0.0}
+    )
+    _, old = _export(services, "old")
+    _, every = _export(services, "all")
+    assert (set(old), {"Observation", "Condition"} <= set(every)) == ({"Patient"}, True)
+
+    job = services.research.start(RESEARCHER, "s1")
+    progress = services.exports.progress
+    calls: list[str] = []
+
+    def cancel_midway(export_id: str, note: str) -> bool:
+        calls.append(note)
+        if len(calls) == 2:
+            services.exports.cancel(RESEARCHER, export_id)
+        return progress(export_id, note)
+
+    services.exports.progress = cancel_midway  # type: ignore[method-assign]
+    done = services.research.run(RESEARCHER, job.export_id)
+    assert (done.status, len(calls)) == (ExportStatus.CANCELLED, 2)
+    with services.store.session() as session:
+        parts = session._c.execute(
+            select(func.count()).select_from(export_parts).where(export_parts.c.export_id == job.export_id)
+        ).scalar_one()
+    assert parts == 0
+    with pytest.raises(NotFound):
+        services.exports.part(RESEARCHER, job.export_id, 0)

@@ -245,6 +245,10 @@ class Deidentifier:
                     and f"{value.get('system')}|{value.get('code')}" in self.codes
                 ):
                     continue  # a generalised code's display named the finer one
+                if type(item) is str:  # most leaves: no call, only dates move
+                    moved = shift_date(item, self.shift_days) if item[:1].isdigit() else None
+                    out[key] = item if moved is None else moved
+                    continue
                 cleaned = self._clean(item)
                 if cleaned is not None:
                     out[key] = cleaned

@@ -28,6 +28,7 @@ from typing import Any
 from carnet.domain.access import ResearchUse
 from carnet.domain.errors import AccessDenied, InvalidRequest
 from carnet.domain.resources import is_valid_id
+from carnet.research.deidentify import clinical_tokens
 
 STUDY_EXTENSION = "https://carnet.health/fhir/StructureDefinition/research-study"
 """The extension carrying Carnet's fields on a ``ResearchStudy``."""
@@ -90,6 +91,39 @@ class Privacy:
     max_suppression: float = 0.1
 
 
+#: Where a resource's own clinical date is, in order (``a.b``: element ``b`` of ``a``).
+_DATES = (
+    "effectiveDateTime",
+    "effectiveInstant",
+    "effectivePeriod.start",
+    "onsetDateTime",
+    "onsetPeriod.start",
+    "occurrenceDateTime",
+    "performedDateTime",
+    "performedPeriod.start",
+    "recordedDate",
+    "authoredOn",
+    "dateAsserted",
+    "issued",
+    "date",
+    "period.start",
+)
+
+
+def clinical_date(resource: Mapping[str, Any]) -> date | None:
+    """The day a resource is about (when measured, began, was given or recorded), or None."""
+    for path in _DATES:
+        value: Any = resource
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str) and len(value) >= 4:
+            try:
+                return date.fromisoformat(value[:10]) if len(value) >= 10 else date(int(value[:4]), 1, 1)
+            except ValueError:
+                continue
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Study:
     """One registered study (« étude »): the ResearchStudy and Carnet's fields.
@@ -132,6 +166,24 @@ class Study:
                 f"Study {self.study_id} is {self.status}; only a registered study is approved."
             )
         return replace(self, status=StudyStatus.APPROVED, approved_by=by)
+
+    def covers(self, resource: Mapping[str, Any]) -> bool:
+        """Tell whether a resource is within the data the study asked for: its codes and dates.
+
+        With ``codes``, the resource carries one of them (a Patient always passes). With
+        ``since``/``until``, the resource's own clinical date (:func:`clinical_date`) is within
+        them; a resource without one is left out.
+        """
+        if resource.get("resourceType") == "Patient":
+            return True
+        if self.codes and not clinical_tokens(resource) & self.codes:
+            return False
+        if self.since is None and self.until is None:
+            return True
+        day = clinical_date(resource)
+        if day is None:
+            return False
+        return (self.since is None or day >= self.since) and (self.until is None or day <= self.until)
 
     def check_open(self, today: date) -> None:
         """Refuse to use a study that is not approved or is outside its period.

@@ -216,6 +216,7 @@ class ResearchExports:
                         if stored.resource is not None
                         and stored.resource_type not in NEVER
                         and request.wants(stored.resource, stored.last_updated)
+                        and study.covers(stored.resource)
                         for token in concept_tokens(stored.resource)
                     )
             if seen and not self._jobs.progress(export_id, f"codes: {seen} records"):
@@ -319,7 +320,8 @@ class ResearchExports:
                     released[qi.key] += 1
                     held: set[str] = set()
                     for stored in opened:
-                        held |= self._add(call, patient_id, writer, deidentifier, request, stored)
+                        if stored.resource is not None and study.covers(stored.resource):
+                            held |= self._add(call, patient_id, writer, deidentifier, request, stored)
                     released_codes.update(held)
                 writer.flush(call.session)
             seen += len(batch)
