@@ -25,6 +25,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=10,
+        help="seconds before wrk counts an answer as failed (a loaded machine)",
+    )
     args = parser.parse_args()
     with backend(args.backend) as settings, server(settings, workers=args.workers) as (client, pid):
         patient_id, headers = open_record(client, settings, "1850575000011")
@@ -48,6 +54,7 @@ def main() -> None:
             server_pid=pid,
             method="POST",
             body=fhirjson.dumps(observation),
+            timeout=args.timeout,
         )
         log(f"single reads, {args.connections} connections, {args.seconds} s")
         read = load.wrk(
@@ -56,6 +63,7 @@ def main() -> None:
             seconds=args.seconds,
             connections=args.connections,
             server_pid=pid,
+            timeout=args.timeout,
         )
     print(
         f"## {args.backend}, --workers {args.workers}, {args.connections} connections, {args.seconds} s; "

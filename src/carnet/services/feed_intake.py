@@ -26,8 +26,10 @@ was acknowledged ``AA`` is in the record.
 A message costs one transaction, shared with the concurrent messages (MLLP connections, HTTP
 requests) of every feed: the message is read (HL7 v2, base64, CDA) in its caller's thread before
 any transaction, then its duplicate check, feed, record, document and answer are one unit of the
-record service's :class:`~carnet.services.group_commit.GroupCommit`: one durable commit for a
-burst, each message answered once its own unit is committed (a failing one undone alone).
+record service's :class:`~carnet.services.group_commit.GroupCommit` (``Gate.write_group``): on
+SQLite one durable commit for a burst, each message answered once its own unit is committed (a
+failing one undone alone); on PostgreSQL one transaction per message, side by side, whose WAL
+flushes PostgreSQL groups itself.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ class HL7v2Intake:
         Never raises for a bad message; a storage failure raises, and no ACK is sent.
         """
         read = _read(raw)
-        return self._records.gate.group.run(
+        return self._records.gate.write_group.run(
             lambda session: self._receive_in(session, feed_id, raw, read, replay_of, sender_required)
         )
 

@@ -82,6 +82,10 @@ class Gate:
         self.store = store
         #: Journal transactions of concurrent reads share one durable commit (each waits for its own).
         self.group = group or GroupCommit(store)
+        #: Writing calls and feed messages share durable commits where one transaction writes at a
+        #: time (SQLite: one ``BEGIN IMMEDIATE`` and one fsync for a burst); PostgreSQL runs them
+        #: side by side and already shares the WAL flush of concurrent commits (its group commit).
+        self.write_group = GroupCommit(store, shared=store.single_writer)
         self.vault = vault
         self.profile = profile
         self.clock = clock

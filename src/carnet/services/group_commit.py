@@ -56,9 +56,12 @@ class _Unit(Generic[T]):
 class GroupCommit:
     """Runs the write units of concurrent callers in shared transactions; thread-safe."""
 
-    def __init__(self, store: Store, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, store: Store, *, max_batch: int = DEFAULT_MAX_BATCH, shared: bool = True) -> None:
         self.store = store
         self.max_batch = max_batch
+        #: False: each unit runs at once in a transaction of its own, concurrently with the others
+        #: (a database that writes transactions side by side and groups their flushes itself).
+        self.shared = shared
         self._lock = threading.Lock()
         self._queue: list[_Unit[Any]] = []
         self._leading = False
@@ -78,6 +81,13 @@ class GroupCommit:
         Raises:
             Whatever ``work`` raised when run alone, or the store's error on committing it.
         """
+        if not self.shared:
+            with self.store.session(write=True) as session:
+                result = work(session)
+            with self._lock:
+                self.batches += 1
+                self.units += 1
+            return result
         unit: _Unit[T] = _Unit(work, contextvars.copy_context())
         with self._lock:
             self._queue.append(unit)

@@ -467,6 +467,9 @@ class Witness(Protocol):
 class Store(Protocol):
     """Opens transactions on the record store."""
 
+    #: One transaction writes at a time (SQLite): concurrent writes gain by sharing a commit.
+    single_writer: bool
+
     def session(self, *, write: bool = False) -> AbstractContextManager[StoreSession]:
         """Open one transaction, committed when the block exits without error."""
         ...

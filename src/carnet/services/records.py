@@ -279,7 +279,7 @@ class Records:
         *,
         query: Sequence[tuple[str, str]] | None = None,
     ) -> T:
-        """Run one writing call; concurrent ones share a durable commit (``Gate.group``).
+        """Run one writing call; on SQLite concurrent ones share a durable commit (``Gate.write_group``).
 
         The call returns (or raises its own error) only once its writes and journal entries, or
         its refusal's entry, are committed. Its work runs in a savepoint of the shared
@@ -296,7 +296,7 @@ class Records:
             except CarnetError as error:  # the refusal's journal entry commits with the batch
                 return None, error
 
-        result, error = self._svc.gate.group.run(unit)
+        result, error = self._svc.gate.write_group.run(unit)
         if error is not None:
             raise error
         return cast(T, result)

@@ -286,6 +286,8 @@ class SQLStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
+        #: SQLite writes one transaction at a time; PostgreSQL runs them side by side.
+        self.single_writer = self._sqlite
         url = engine.url.render_as_string(hide_password=False)
         self._writers = WriterLock(sqlite_file(url)) if self._sqlite else None
 
