@@ -99,6 +99,14 @@ def test_every_patient_page_fits_a_phone(page: Page, live_server: LiveServer) ->
         page.goto(f"/language/{language}?next=/patient/")
         for name, path in PATIENT_PAGES:
             _fits(page, path, f"phone-patient-{name}-{language}")
+        # Item 2 of issue 17: human units, decimal commas in French, no English left in French.
+        page.goto("/patient/profile")
+        shown = page.locator("main").inner_text()
+        assert "mm[Hg]" not in shown
+        assert "(!)" not in shown
+        if language == "fr":
+            assert "Resolved" not in shown
+            assert "(completed)" not in shown
         page.goto("/patient/documents")
         document = page.locator("a[id^='doc-']").first.get_attribute("href")
         assert document is not None
