@@ -697,3 +697,19 @@ def test_preferences_body_that_is_not_json_is_refused(client: TestClient, auth: 
 
     assert response.status_code == 400
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_first_access_and_a_checkpoint_are_told_apart_from_the_next_on_every_backend(
+    services: Services,
+) -> None:
+    """The store says "first" once per professional and record, and stores a checkpoint size once (PostgreSQL too)."""
+    now = datetime.now(UTC)
+    with services.store.session(write=True) as session:
+        assert session.add_journal_actor("record-1", b"\x01" * 32) is True
+    with services.store.session(write=True) as session:
+        assert session.add_journal_actor("record-1", b"\x01" * 32) is False
+        assert session.add_journal_actor("record-2", b"\x01" * 32) is True
+    with services.store.session(write=True) as session:
+        assert session.put_checkpoint(0, 7, now, b"note") is True
+    with services.store.session(write=True) as session:
+        assert session.put_checkpoint(0, 7, now, b"other") is False

@@ -212,10 +212,13 @@ class JournalSessionMixin(Connected):
         statement = (pg_insert if self._c.dialect.name == "postgresql" else sqlite_insert)(
             journal_checkpoints
         )
-        result = self._c.execute(
-            statement.values(shard=shard, size=size, issued_at=issued_at, note=note).on_conflict_do_nothing()
-        )
-        return bool(result.rowcount)
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING.
+        stored = self._c.execute(
+            statement.values(shard=shard, size=size, issued_at=issued_at, note=note)
+            .on_conflict_do_nothing()
+            .returning(journal_checkpoints.c.size)
+        ).first()
+        return stored is not None
 
     def latest_checkpoint(self, shard: int) -> tuple[int, bytes] | None:
         """Return the ``(size, note)`` of a shard's largest checkpoint."""
@@ -304,7 +307,11 @@ class JournalSessionMixin(Connected):
     def add_journal_actor(self, patient_id: str, actor_hash: bytes) -> bool:
         """Remember that an actor accessed a record; return True the first time."""
         statement = (pg_insert if self._c.dialect.name == "postgresql" else sqlite_insert)(journal_actors)
-        result = self._c.execute(
-            statement.values(patient_id=patient_id, actor_hash=actor_hash).on_conflict_do_nothing()
-        )
-        return bool(result.rowcount)
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING, which
+        # made every access "the first" on PostgreSQL (a new-professional notice each time).
+        added = self._c.execute(
+            statement.values(patient_id=patient_id, actor_hash=actor_hash)
+            .on_conflict_do_nothing()
+            .returning(journal_actors.c.actor_hash)
+        ).first()
+        return added is not None
