@@ -129,7 +129,7 @@ def switch_page(request: Request) -> Response:
 async def switch(request: Request) -> Response:
     """Act on another of the represented records (or on one's own again)."""
     form = await checked_form(request)
-    principal = _representative(request)
+    principal = await offload(_representative, request)  # reads the registry: not on the event loop
     chosen = form_text(form, "record", 100)
     if principal.patient_id and chosen == principal.patient_id:
         request.session.pop(ACTING_FOR, None)
