@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -169,4 +170,33 @@ def test_a_declared_consent_is_told_as_such() -> None:
     [visit] = group_visits(accesses(declared, entry(5, targets=("DocumentReference/d1/_history/1",))))
     assert teller("fr").tell(visit).headline == (
         "Dr Ribeiro, médecin généraliste, a consulté 1 document et a enregistré votre accord pour son accès"
+    )
+
+
+def test_a_feed_offer_says_which_class_it_offered_never_what() -> None:
+    """A lab's document waiting for the patient ("ask me first"), then a refused one: the class offered, in both languages."""
+    offered = entry(
+        0,
+        actor_kind="feed",
+        actor_id="lab-77",
+        actor_display="Laboratoire 77",
+        actor_profession=None,
+        actor_specialty=None,
+        action="create",
+        mode="feed",
+        decision="deny",
+        outcome="forbidden",
+        reasons=("feed-ask-patient",),
+        query="class=10",
+    )
+    refused = dataclasses.replace(offered, recorded=START + timedelta(seconds=60), reasons=("feed-refused",))
+    found = accesses(offered, refused)
+    assert [a.offered for a in found] == ["10", "10"]
+    (visit,) = group_visits(found)
+    assert teller("en").tell(visit).refusals == [
+        "You asked to decide first: it waits for your decision in My feeds, not in your record. (offered: Reports)",
+        "You refused this feed: nothing was added. (offered: Reports)",
+    ]
+    assert teller("fr").tell(visit).refusals[1] == (
+        "Vous avez refusé cette alimentation : rien n'a été ajouté. (proposé : Comptes rendus)"
     )

@@ -14,13 +14,17 @@ them; the words are looked up in the portal's catalogs (``carnet.web.i18n``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from carnet.web.document_classes import CLASSES
 from carnet.web.i18n import translate
 
 
@@ -101,6 +105,8 @@ REFUSALS = {
     "patient-own-record": "Someone signed in as another patient tried to reach your record: they saw nothing.",
     "forbidden-kind": "This kind of organisation may never read a health record: they saw nothing.",
     "feed-refused": "You refused this feed: nothing was added.",
+    "feed-ask-patient": "You asked to decide first: it waits for your decision in My feeds, not in your record.",
+    "feed-category-not-registered": "This feed may not send this kind of document: nothing was added.",
     "app-token-revoked": "You revoked this app's access: it was refused and saw nothing.",
     "app-token-expired": "This app's access had expired: it was refused and saw nothing.",
     "app-not-granted": "This app no longer has your permission (revoked or ended): it was refused and saw nothing.",
@@ -151,6 +157,8 @@ class Access:
     by_me: bool
     #: Carnet's own operation (``$link-identity``, ``represent-add``, ``credential-*``…), if any.
     operation: str = ""
+    #: The class (DMP classCode, or a device feed's measure type) a feed offered, if it said.
+    offered: str = ""
 
     @property
     def actor(self) -> str:
@@ -280,6 +288,7 @@ def read_access(event: Mapping[str, Any], me: str) -> Access:
     }
     who_id = str(identifier.get("value") or "")
     targets = tuple(_target(e) for e in event.get("entity") or [] if _target(e))
+    offered = next((c for c in (_offered(e) for e in event.get("entity") or []) if c), "")
     recorded = datetime.fromisoformat(str(event.get("recorded") or "1970-01-01T00:00:00Z"))
     return Access(
         id=str(event.get("id") or ""),
@@ -300,7 +309,20 @@ def read_access(event: Mapping[str, Any], me: str) -> Access:
         # (on another device or app, say, or opening the record), whatever their sign-in subject.
         by_me=mode == "patient" or who_id == me or ("PAT" in kinds and not refused),
         operation=operation,
+        offered=offered,
     )
+
+
+def _offered(entity: object) -> str:
+    """The class a feed's write named in its entry (``class=10``, the entity's base64 query), or ''."""
+    query = entity.get("query") if isinstance(entity, Mapping) else None
+    if not isinstance(query, str):
+        return ""
+    try:
+        text = base64.b64decode(query, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return next((value[:16] for name, value in parse_qsl(text) if name == "class"), "")
 
 
 def _target(entity: object) -> str:
@@ -536,7 +558,12 @@ class Teller:
         if access.operation in OPERATION_REFUSALS:
             return self._(OPERATION_REFUSALS[access.operation])
         reason = next((r for r in access.reasons if r in REFUSALS), None)
-        return self._(REFUSALS[reason] if reason else _REFUSED_DEFAULT)
+        words = self._(REFUSALS[reason] if reason else _REFUSED_DEFAULT)
+        if access.actor_kind == "feed" and access.offered:
+            # Which class the feed offered, never what: the journal keeps no content.
+            what = self._(CLASSES[access.offered]) if access.offered in CLASSES else access.offered
+            words = self._("{why} (offered: {what})", why=words, what=what)
+        return words
 
     def _count(self, count: int, one: str, many: str) -> str:
         return self._(one) if count == 1 else self._(many, count=count)

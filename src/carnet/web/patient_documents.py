@@ -32,6 +32,7 @@ from carnet.offload import offload
 from carnet.services.masking import set_masked
 from carnet.web.cda_render import render_cda
 from carnet.web.csrf import checked_form, form_text
+from carnet.web.document_classes import CLASSES
 from carnet.web.errors import PageError
 from carnet.web.headers import file_response
 from carnet.web.holder import (
@@ -52,19 +53,6 @@ from carnet.web.record_summary import concept_text, document_line
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
 
-CLASSES = {
-    "10": "Reports",
-    "11": "Summaries",
-    "31": "Imaging",
-    "42": "Prescriptions",
-    "43": "Dispensations",
-    "44": "Care plans",
-    "45": "Treatments administered",
-    "52": "Certificates",
-    "60": "Reimbursements",
-    "90": "My own documents",
-    "95": "Administrative",
-}
 UPLOAD_TYPES = {
     "application/pdf": b"%PDF-",
     "image/jpeg": b"\xff\xd8\xff",

@@ -17,9 +17,9 @@ from carnet.domain.errors import CarnetError
 from carnet.offload import offload
 from carnet.services.feed_inbox import FeedChoice
 from carnet.web.csrf import checked_form, form_text
+from carnet.web.document_classes import CLASSES
 from carnet.web.holder import holder_of, page
 from carnet.web.pages import flash, portal
-from carnet.web.patient_documents import CLASSES
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
 

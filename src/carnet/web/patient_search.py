@@ -21,10 +21,11 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from carnet.web.document_classes import CLASSES
 from carnet.web.document_text import document_text, snippet
 from carnet.web.holder import Holder, holder_of, page, search
 from carnet.web.i18n import translate
-from carnet.web.patient_documents import CLASSES, first_content
+from carnet.web.patient_documents import first_content
 from carnet.web.record_summary import concept_text, document_line
 
 router = APIRouter(prefix="/patient", include_in_schema=False)
