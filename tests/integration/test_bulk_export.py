@@ -184,3 +184,31 @@ def test_bad_bulk_requests_are_4xx(
     response = client.get(url, headers=headers)
     assert (response.status_code, response.json()["resourceType"]) == (status, "OperationOutcome")
     assert "Content-Location" not in response.headers
+
+
+def test_studies_registry_over_the_api(client: TestClient, auth: Mint) -> None:
+    """An administrator PUTs a study, the DPO approves it over the API; a patient sees it only once approved."""
+    from research_population import registration
+
+    admin, dpo = auth(kind="admin", sub="admin:1"), auth(kind="dpo", sub="dpo:1")
+    patient = auth(kind="patient", identifier="urn:oid:1.2.250.1.213.1.4.10|255081416802538")
+    body = orjson.dumps(registration())
+    assert client.put("/fhir/ResearchStudy/s9", content=body, headers=patient).status_code == 403
+    created = client.put("/fhir/ResearchStudy/s9", content=body, headers=admin)
+    assert (created.status_code, created.json()["resourceType"]) == (201, "ResearchStudy")
+    assert client.get("/fhir/ResearchStudy/s9", headers=patient).status_code == 404  # not approved yet
+    assert client.get("/fhir/ResearchStudy", headers=patient).json()["total"] == 0
+    assert client.post("/fhir/ResearchStudy/s9/$approve", headers=admin).status_code == 403
+    approved = client.post("/fhir/ResearchStudy/s9/$approve", headers=dpo)
+    assert (approved.status_code, approved.json()["status"]) == (200, "approved")
+    seen = client.get("/fhir/ResearchStudy", headers=patient).json()
+    assert [e["resource"]["id"] for e in seen["entry"]] == ["s9"]
+    bad = [
+        client.put("/fhir/ResearchStudy/s10", content=b"{not json", headers=admin),
+        client.put("/fhir/ResearchStudy/s10", content=orjson.dumps({"title": "x"}), headers=admin),
+        client.put("/fhir/ResearchStudy/s9", content=body, headers=admin),  # taken
+        client.post("/fhir/ResearchStudy/nope/$approve", headers=dpo),
+    ]
+    assert [(r.status_code // 100, r.json()["resourceType"]) for r in bad] == [(4, "OperationOutcome")] * 4
+    withdrawn = client.post("/fhir/ResearchStudy/s9/$withdraw", headers=dpo)
+    assert (withdrawn.status_code, withdrawn.json()["status"]) == (200, "withdrawn")

@@ -146,7 +146,13 @@ def test_pipeline_exports_its_study_with_its_token_only(
     assert client.delete(status_url, headers=token).status_code == 202
     assert client.get(first, headers=token).status_code == 404
     assert client.get(status_url, headers=token).status_code == 409
-    assert _exports(services) == 1
+    # The system-level kick-off names the study as a parameter: the same export.
+    system = client.get("/fhir/$export?study=s1&_type=Condition", headers={**token, **ASYNC})
+    assert system.status_code == 202, system.text[:300]
+    outputs = _wait(client, system.headers["Content-Location"], token)["output"]
+    assert {o["type"] for o in outputs} == {"Patient", "Condition"}
+    assert sum(o["count"] for o in outputs if o["type"] == "Patient") == len(members)
+    assert _exports(services) == 2
 
     # Refused 403, nothing exported: another study; a token that does not read every type it would export.
     narrow = _token(client, key, "system/Observation.rs")
@@ -166,7 +172,7 @@ def test_pipeline_exports_its_study_with_its_token_only(
         assert (refused.status_code, refused.json()["resourceType"]) == (403, "OperationOutcome"), url
         assert reason in refused.text, refused.text[:300]
         assert "Content-Location" not in refused.headers
-    assert _exports(services) == 1
+    assert _exports(services) == 2
     # Nor does it ask another study's aggregate questions.
     pipeline = services.apps.principal(token["Authorization"].removeprefix("Bearer "))
     with pytest.raises(AccessDenied) as other:

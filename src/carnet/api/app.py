@@ -36,6 +36,7 @@ from carnet.api.notifications import router as notifications_router
 from carnet.api.operations import router as operations_router
 from carnet.api.outcome import operation_outcome, outcome_of, status_of
 from carnet.api.smart_config import router as smart_config_router
+from carnet.api.studies import router as studies_router
 from carnet.audit.signer import FileCheckpointSigner
 from carnet.audit.witness_client import HTTPWitness
 from carnet.auth.confirmation import confirmation_key
@@ -467,6 +468,7 @@ def create_app(
     app.include_router(notifications_router, prefix="/fhir")  # likewise
     app.include_router(operations_router, prefix="/fhir")  # likewise
     app.include_router(bulk_router, prefix="/fhir")  # likewise ($export, Patient/$export, Group/…/$export)
+    app.include_router(studies_router, prefix="/fhir")  # likewise (ResearchStudy: the studies registry)
     app.include_router(journal_router, prefix="/fhir")  # likewise
     app.include_router(journal_public, prefix="/journal")
     app.include_router(feeds_router)
