@@ -285,7 +285,9 @@ class Records:
         its refusal's entry, are committed. Its work runs in a savepoint of the shared
         transaction, and may run a second time, alone, if that transaction fails to commit.
         """
-        if self._session is not None or not self._svc.group_writes:
+        group = self._svc.gate.write_group
+        if self._session is not None or not self._svc.group_writes or not group.shared:
+            # Within the caller's transaction, or (PostgreSQL) a transaction of its own as before.
             with self._call(interaction, resource_type, write=True, query=query) as call:
                 return work(call)
 
@@ -296,7 +298,7 @@ class Records:
             except CarnetError as error:  # the refusal's journal entry commits with the batch
                 return None, error
 
-        result, error = self._svc.gate.write_group.run(unit)
+        result, error = group.run(unit)
         if error is not None:
             raise error
         return cast(T, result)
