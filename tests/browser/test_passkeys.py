@@ -112,6 +112,7 @@ def test_a_patient_enrols_a_passkey_then_signs_in_with_it(browser: Browser, desk
 
 def _manage_sign_in_means(page: Page, desk: Desk) -> None:
     """On /patient/sign-in: add a second passkey, remove the first, draw new recovery codes (axe-clean)."""
+    page.click("#nav-group-settings")
     page.click("#nav-sign-in")
     page.wait_for_url(f"{desk.url}/patient/sign-in")
     assert page.locator("#passkeys-table tbody tr").count() == 1
