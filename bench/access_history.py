@@ -3,11 +3,13 @@
 In-process (the real app over httpx's ASGI transport, no network), SQLite, sealing on. One
 synthetic patient; a physician the patient authorised reads documents in ``--visits`` sittings
 of ``--reads`` reads each (an hour apart, so each sitting is one visit); then the patient opens
-``/patient/access`` (at most the newest 1,000 entries are grouped) and the grouping alone is
-timed on the same AuditEvents. Prints a Markdown table. Usage::
+``/patient/access`` (its first page: the journal read back until 30 whole visits), walks every
+older page (``?before=``) to the journal's start, and the grouping alone is timed on the newest
+1,000 AuditEvents; then a search in the record that reads inside the documents (words no title
+holds). Prints Markdown tables. Usage::
 
     .venv/bin/python bench/access_history.py            # 10 visits x 100 reads
-    .venv/bin/python bench/access_history.py --visits 2 --reads 20
+    .venv/bin/python bench/access_history.py --visits 40 --reads 50   # 2,000 reads, 2 pages
 """
 
 from __future__ import annotations
@@ -90,6 +92,24 @@ def main() -> None:
             pages.append(time.perf_counter() - started)
             assert page.status_code == 200
         shown = page.text.count('class="visit ')
+        walks, pages_walked = [], 0
+        for _ in range(args.rounds):
+            started, path, pages_walked = time.perf_counter(), "/patient/access", 0
+            while path:
+                answer = client.get(path)
+                pages_walked += 1
+                older = re.search(
+                    r'href="(/patient/access\?[^"]*before=[^"]+)" id="access-older"', answer.text
+                )
+                path = older.group(1).replace("&amp;", "&") if older else ""
+            walks.append(time.perf_counter() - started)
+        searches = []
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            found = client.get("/patient/search", params={"q": "zzzz-nowhere"})  # every document read
+            searches.append(time.perf_counter() - started)
+            assert found.status_code == 200
+        documents_read = len(documents)
     events = (
         services.records.records(holder)
         .search("AuditEvent", [("patient", f"Patient/{patient.patient_id}"), ("_count", "1000")])
@@ -101,13 +121,19 @@ def main() -> None:
         visits = group_visits(read_access(e, holder.subject) for e in events)
         groupings.append(time.perf_counter() - started)
     print(
-        f"| journal entries grouped | visits shown | GET /patient/access (median of {args.rounds}) | grouping alone |"
+        f"| newest entries grouped alone | visits on the first page | GET /patient/access (median of {args.rounds}) | grouping alone |"
     )
     print("|---|---|---|---|")
     print(
-        f"| {len(events)} | {shown} (of {len(visits)} incl. the patient's own) "
+        f"| {len(events)} ({len(visits)} visits incl. the patient's own) | {shown} "
         f"| {statistics.median(pages) * 1000:.0f} ms | {statistics.median(groupings) * 1000:.1f} ms |"
     )
+    print()
+    print(
+        f"| every page walked ({pages_walked} pages, median of {args.rounds}) | search inside {documents_read} documents |"
+    )
+    print("|---|---|")
+    print(f"| {statistics.median(walks) * 1000:.0f} ms | {statistics.median(searches) * 1000:.0f} ms |")
     services.store.engine.dispose()
 
 

@@ -45,6 +45,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _recorded(row: StoredEntry) -> dict[str, Any]:
+    """The part of an entry's AuditEvent its date is read from (``recorded``, as the event says it)."""
+    return {"resourceType": "AuditEvent", "recorded": row.recorded_at.isoformat().replace("+00:00", "Z")}
+
+
 def _date_bounds(clauses: Sequence[DateClause]) -> tuple[datetime | None, datetime | None]:
     """Return loose ``(since, until)`` bounds for a SQL prefilter; the clauses are checked exactly after."""
     since: datetime | None = None
@@ -163,6 +168,16 @@ class JournalView:
         rows = call.session.journal_of(
             query.patient_id, since=since, until=until, limit=_JOURNAL_LIMIT, shard=shard
         )
+        ascending = bool(query.sort) and not query.sort[0].descending
+        if query.patient_id is not None:
+            # One record: every entry has the same decision, and its date is its row's, so the
+            # dates are checked and the page chosen before anything is unsealed; only the page's
+            # entries are opened (not the 10,000 the store may return).
+            kept = [r for r in rows if not query.dates or matches_dates(_recorded(r), query.dates)]
+            kept.sort(key=lambda r: (r.recorded_at, f"{r.shard}-{r.seq}"), reverse=not ascending)
+            chosen = [] if query.summary_count else kept[query.offset : query.offset + query.count]
+            page = [s for s in (self._stored(call, r, decision) for r in chosen) if s is not None]
+            return SearchResult(entries=page, total=len(kept), query=query)
         found: list[Stored] = []
         for row in rows:
             if query.patient_id is None:
@@ -174,7 +189,6 @@ class JournalView:
             if stored is None or (query.dates and not matches_dates(stored.resource or {}, query.dates)):
                 continue
             found.append(stored)
-        ascending = bool(query.sort) and not query.sort[0].descending
         found.sort(key=lambda s: (s.last_updated, s.resource_id), reverse=not ascending)
         page = [] if query.summary_count else found[query.offset : query.offset + query.count]
         return SearchResult(entries=page, total=len(found), query=query)
