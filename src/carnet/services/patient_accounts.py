@@ -145,6 +145,35 @@ class PatientAccounts:
             self._journaled(session, patient_id, ENROLLED, now)
         return codes
 
+    def enrol_representative(
+        self, account_id: str, credential_id: str, public_key: bytes, sign_count: int
+    ) -> list[str]:
+        """Store the first passkey of a representative's account (no record) and return its recovery codes.
+
+        The account holds no record, so nothing is journaled here: the claim of its link, just
+        before, is the represented record's journal entry (``represent-claim``).
+
+        Raises:
+            SignInRefused: ``passkey`` — this passkey is already registered.
+        """
+        now = self._clock()
+        codes = [_draw_code() for _ in range(RECOVERY_CODES)]
+        with self._store.session(write=True) as session:
+            if session.find_patient_credential(PASSKEY, passkey_key(credential_id)) is not None:
+                raise SignInRefused("This passkey is already registered.", reason="passkey")
+            session.add_patient_credential(
+                PatientCredential(
+                    patient_id=account_id,
+                    credential_key=passkey_key(credential_id),
+                    kind=PASSKEY,
+                    secret=public_key,
+                    sign_count=sign_count,
+                ),
+                now,
+            )
+            self._replace_recovery(session, account_id, codes, now)
+        return codes
+
     def _replace_recovery(
         self, session: StoreSession, patient_id: str, codes: list[str], now: datetime
     ) -> None:

@@ -11,7 +11,10 @@ their sign-in identities (:func:`record_key`, :func:`account_key`):
   sign-in to that record (OpenID provider, built-in account) carries the link;
 - ``oidc:<hash>`` — their account at the patients' OpenID provider, bound when they claim the
   link with the one-time **claim code** the desk handed them (:data:`CLAIM_LIFETIME`, stored as
-  its SHA-256 only), so a representative without a record of their own signs in too.
+  its SHA-256 only), so a representative without a record of their own signs in too;
+- ``account:rep-<id>`` — on an instance without that provider, a built-in account of a
+  representative without a record (:func:`representative_account`): the claim code typed on the
+  built-in enrolment page binds the link to the account its passkey then opens.
 
 Adding, claiming and removing a link are entries of the represented record's journal (action
 ``represent-add`` / ``represent-claim`` / ``represent-remove``, resource type ``Representation``),
@@ -52,6 +55,20 @@ def record_key(patient_id: str) -> str:
 def account_key(subject_hash: str) -> str:
     """The representative key of a patients' OpenID provider account (``identity_links``' hash)."""
     return f"oidc:{subject_hash}"
+
+
+#: The prefix of a representative's built-in account id (an account bound to no record).
+REPRESENTATIVE_ACCOUNT = "rep-"
+
+
+def representative_account() -> str:
+    """A new built-in account id for a representative without a record (its key is ``account:<id>``)."""
+    return REPRESENTATIVE_ACCOUNT + secrets.token_hex(16)
+
+
+def is_person_key(subject: str) -> bool:
+    """Whether a sign-in subject is itself a registry key (a provider account, a representative's account)."""
+    return subject.startswith(("oidc:", f"account:{REPRESENTATIVE_ACCOUNT}"))
 
 
 def _claim_key(code: str) -> str:
@@ -162,6 +179,22 @@ class Representations:
             key = self._vault.key(session, link.patient_id, now)
             entry = _entry(now, link.patient_id, by, "represent-claim", link.link_id, link.basis)
             self._journal.append(session, [(key, entry)])
+        return link.patient_id
+
+    def pending(self, code: str) -> str:
+        """The record a live claim code is for, without spending it.
+
+        Raises:
+            SignInRefused: ``represent-code`` — unknown, already claimed or expired.
+        """
+        now = self._clock()
+        with self._store.session() as session:
+            found = session.representations_by(_claim_key(code)) if code.strip() else []
+        link = next((f for f in found if f.expires_at is not None and f.expires_at > now), None)
+        if link is None:
+            raise SignInRefused(
+                "This representation code is unknown, used or expired.", reason="represent-code"
+            )
         return link.patient_id
 
     def remove(self, patient_id: str, link_id: str, *, by: Principal) -> None:

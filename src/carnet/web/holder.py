@@ -19,7 +19,7 @@ from carnet.domain.consent import IDNPS_SYSTEM, KIND_SYSTEM
 from carnet.domain.errors import CarnetError, NotFound, Unauthenticated
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.records import Records
-from carnet.services.representations import record_key
+from carnet.services.representations import is_person_key, record_key
 from carnet.web.identities import DIRECTORY_READER, idnps_of, practitioner_display
 from carnet.web.pages import portal, render
 from carnet.web.session import current_principal
@@ -97,8 +97,8 @@ def holder_of(request: Request) -> Holder:
 
 
 def registry_keys(principal: Principal) -> list[str]:
-    """The keys the representatives' registry knows a signed-in person by: provider account, own record."""
-    keys = [principal.subject] if principal.subject.startswith("oidc:") else []
+    """The keys the representatives' registry knows a signed-in person by: their account, own record."""
+    keys = [principal.subject] if is_person_key(principal.subject) else []
     if principal.kind is ActorKind.PATIENT and principal.patient_id:
         keys.append(record_key(principal.patient_id))
     return keys

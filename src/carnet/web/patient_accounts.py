@@ -3,7 +3,8 @@
 =========================================  ===========================================================
 ``GET  /login/patient/account``            the page: enrol with a desk code, sign in with a passkey,
                                            or with the INS and a recovery code or a TOTP code
-``POST /login/patient/enrol``              the enrolment code (``carnet patient enrol``) checked
+``POST /login/patient/enrol``              the enrolment code (``carnet patient enrol``) checked, or a
+                                           representative's claim code (``carnet patient represent add``)
 ``POST /login/patient/passkey/new``        JSON creation options (``navigator.credentials.create``)
 ``POST /login/patient/passkey/register``   the new passkey verified; code spent; recovery codes shown
 ``POST /login/patient/passkey/options``    JSON request options (``navigator.credentials.get``)
@@ -12,6 +13,11 @@
 ``POST /login/patient/totp``               the INS and the TOTP code, then signed in
 ``GET|POST /login/patient/totp/setup``     a signed-in patient adds TOTP (the secret, then a code)
 =========================================  ===========================================================
+
+A representative without a record of their own enrols with the claim code of their link: the
+passkey then opens a built-in account bound to their identity (``account:rep-<id>``, no record),
+which signs in as the representative of the records the registry links to it; its recovery
+codes work with its account number in place of an INS.
 
 Every challenge is kept in the portal session and taken at its first use (a replayed assertion
 finds none). Every answer, accepted or refused, is journaled as a sign-in; refusals answer 4xx.
@@ -30,7 +36,9 @@ from starlette.responses import RedirectResponse, Response
 
 from carnet.auth.passkeys import RelyingParty, credential_id_of
 from carnet.domain.errors import RecordShredded, SignInRefused
+from carnet.domain.principal import ActorKind, Principal
 from carnet.offload import offload
+from carnet.services.representations import REPRESENTATIVE_ACCOUNT, representative_account
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.oidc_patient_login import INS_SYSTEMS
 from carnet.web.pages import portal, render
@@ -40,6 +48,8 @@ from carnet.web.session import current_principal, login
 router = APIRouter(include_in_schema=False)
 
 ENROL_KEY = "account_enrol"
+#: Set when the session's enrolment code is a representative's claim code (an account without a record).
+ENROL_REPRESENTATIVE = "account_enrol_representative"
 CHALLENGE_KEY = "account_challenge"
 TOTP_KEY = "account_totp"
 REFUSALS = {
@@ -48,6 +58,7 @@ REFUSALS = {
     "challenge": "This sign-in attempt expired or was already used; try again.",
     "recovery-code": "The INS or the recovery code is wrong, or the code was already used.",
     "totp": "The INS or the code is wrong; type the code your app shows now.",
+    "represents-nobody": "This account no longer represents anybody here; ask the desk.",
 }
 
 
@@ -62,9 +73,12 @@ def passkey_party(request: Request) -> RelyingParty:
 
 
 def _journal(request: Request, *, accepted: bool, reason: str, patient_id: str | None = None) -> None:
+    representative = bool(patient_id) and str(patient_id).startswith(REPRESENTATIVE_ACCOUNT)
     portal(request).services.sign_ins.record(
-        actor_kind="patient",
-        actor_id=f"patient:{patient_id}" if patient_id else "unknown",
+        actor_kind="representative" if representative else "patient",
+        actor_id=(f"account:{patient_id}" if representative else f"patient:{patient_id}")
+        if patient_id
+        else "unknown",
         accepted=accepted,
         reason=f"account:{reason}",
         outcome="ok" if accepted else reason,
@@ -94,10 +108,16 @@ def _limited(request: Request, account: str) -> Response | None:
     return response
 
 
-def _signed_in(request: Request, patient_id: str, how: str) -> None:
-    _journal(request, accepted=True, reason=how, patient_id=patient_id)
-    claims = person_claims(request, subject=f"account:{patient_id}", patient_id=patient_id)
-    login(request, claims or {}, now=datetime.now(UTC))
+def _signed_in(request: Request, owner: str, how: str) -> Response | None:
+    """Sign the account's owner in (a record's holder, or a representative's account); a refusal page if not."""
+    record = None if owner.startswith(REPRESENTATIVE_ACCOUNT) else owner
+    claims = person_claims(request, subject=f"account:{owner}", patient_id=record)
+    if claims is None:  # a representative's account whose every link has ended
+        _journal(request, accepted=False, reason="represents-nobody", patient_id=owner)
+        return _page(request, error=REFUSALS["represents-nobody"], status=403)
+    _journal(request, accepted=True, reason=how, patient_id=owner)
+    login(request, claims, now=datetime.now(UTC))
+    return None
 
 
 def take_challenge(request: Request, purpose: str) -> bytes:
@@ -118,6 +138,8 @@ def keep_challenge(request: Request, purpose: str, challenge: bytes) -> None:
 
 def _record_of_ins(request: Request, ins: str) -> str | None:
     ins = ins.replace(" ", "")
+    if ins.lower().startswith(REPRESENTATIVE_ACCOUNT):
+        return ins.lower()[:64]  # a representative's account number (its recovery codes decide)
     if not (ins.isdigit() and len(ins) in (13, 15)):
         return None
     value = ins[:13]
@@ -151,11 +173,18 @@ def _enrol(request: Request, form: Any) -> Response:
     limited = _limited(request, "")
     if limited is not None:
         return limited
+    services = portal(request).services
+    representative = False
     try:
-        portal(request).services.patient_accounts.enrolment_record(code)
+        services.patient_accounts.enrolment_record(code)
     except SignInRefused as exc:
-        return _refused(request, exc, status=403)
+        try:  # a representative without a record enrols with the claim code of their link
+            services.representations.pending(code)
+            representative = True
+        except SignInRefused:
+            return _refused(request, exc, status=403)
     request.session[ENROL_KEY] = code
+    request.session[ENROL_REPRESENTATIVE] = representative
     return render(request, "login_enrol.html", {"error": None})
 
 
@@ -197,13 +226,24 @@ def _register(request: Request, form: Any) -> Response:
         credential_id, public_key, count = passkey_party(request).registered(
             form_text(form, "credential", 20000), challenge
         )
-        patient_id = accounts.enrolment_record(code)
-        codes = accounts.enrol_passkey(code, credential_id, public_key, count)
+        if request.session.get(ENROL_REPRESENTATIVE):
+            owner = representative_account()
+            subject = f"account:{owner}"
+            by = Principal(kind=ActorKind.REPRESENTATIVE, subject=subject)
+            portal(request).services.representations.claim(code, subject, by=by)  # journaled there
+            codes = accounts.enrol_representative(owner, credential_id, public_key, count)
+        else:
+            owner = accounts.enrolment_record(code)
+            codes = accounts.enrol_passkey(code, credential_id, public_key, count)
     except SignInRefused as exc:
         return _refused(request, exc, status=400 if exc.reason in ("passkey", "challenge") else 403)
     request.session.pop(ENROL_KEY, None)
-    _signed_in(request, patient_id, "passkey-enrolled")
-    return render(request, "login_recovery_codes.html", {"codes": codes})
+    request.session.pop(ENROL_REPRESENTATIVE, None)
+    refused = _signed_in(request, owner, "passkey-enrolled")
+    if refused is not None:
+        return refused
+    account = owner if owner.startswith(REPRESENTATIVE_ACCOUNT) else None
+    return render(request, "login_recovery_codes.html", {"codes": codes, "account": account})
 
 
 @router.post("/login/patient/passkey/options")
@@ -240,7 +280,9 @@ def _passkey_sign_in(request: Request, form: Any) -> Response:
         accounts.passkey_used(known, count)
     except SignInRefused as exc:
         return _refused(request, exc, status=400 if exc.reason == "challenge" else 401)
-    _signed_in(request, known.patient_id, "passkey")
+    refused = _signed_in(request, known.patient_id, "passkey")
+    if refused is not None:
+        return refused
     return render(request, "login_done.html", {"target": "/patient/"})
 
 
@@ -279,7 +321,9 @@ def _fallback(request: Request, form: Any, how: str) -> Response:
         return _refused(request, SignInRefused("Erased.", reason=how))
     except SignInRefused as exc:
         return _refused(request, exc)
-    _signed_in(request, patient_id, how)
+    refused = _signed_in(request, patient_id, how)
+    if refused is not None:
+        return refused
     return render(request, "login_done.html", {"target": "/patient/"})
 
 

@@ -32,7 +32,7 @@ from carnet.domain.access import AccessMode
 from carnet.domain.errors import CarnetError, SignInRefused, Unauthenticated
 from carnet.domain.principal import ActorKind, Principal
 from carnet.offload import offload
-from carnet.services.representations import record_key
+from carnet.services.representations import is_person_key, record_key
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
 from carnet.web.holder import ACTING_FOR, ACTING_FOR_NAME, holder_of, page, registry_keys, represented_now
@@ -52,7 +52,7 @@ def person_claims(
     ``subject`` is their sign-in identity (``oidc:<hash>``, ``account:<record>``…), ``patient_id``
     the record they hold here, if any. None when they hold no record and represent nobody.
     """
-    keys = [subject] if subject.startswith("oidc:") else []
+    keys = [subject] if is_person_key(subject) else []
     if patient_id:
         keys.append(record_key(patient_id))
     represents = portal(request).services.representations.represented_by(keys)
