@@ -220,3 +220,40 @@ def test_blocked_professional_gets_nothing(new_context: NewContext, live_server:
     assert page.locator("html").get_attribute("lang") == "en"
     expect(page.locator("#consent-form")).to_have_count(0)
     check(page, "pro-blocked-phone-en")
+
+
+def test_a_closed_record_is_said_closed_to_professionals(
+    new_context: NewContext, live_server: LiveServer
+) -> None:
+    """Issue 17 item 4: a record its holder closed is said closed — no consent form, no break-glass."""
+    patient = live_server.patients[5]
+    doctor = live_server.physicians()[4]
+    patient_page, page = new_context().new_page(), new_context().new_page()
+    sign_in_patient(patient_page, patient)
+    visit(patient_page, "/patient/close", "patient-close")
+    patient_page.check("#close-confirm")
+    patient_page.click("#close-submit")
+    patient_page.wait_for_url("**/login*")
+    try:
+        sign_in_professional(page, doctor)
+        search_patient(page, patient.ins_value)
+        expect(page.locator("#access-closed")).to_be_visible()
+        expect(page.locator("#access-closed")).to_contain_text(patient.ins_value)
+        expect(page.locator("#consent-form")).to_have_count(0)
+        expect(page.locator("#break-glass-form")).to_have_count(0)
+        visit(page, f"/pro/patients/{patient.patient_id}", status=404)
+        # The same in English, on a phone.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(f"/language/en?next=/pro/search?ins={patient.ins_value}")
+        assert page.locator("html").get_attribute("lang") == "en"
+        expect(page.locator("h1")).to_contain_text("This record is closed")
+        expect(page.locator("#break-glass-form")).to_have_count(0)
+        check(page, "pro-closed-phone-en")
+    finally:
+        # The holder reopens it: the other browser tests share this server.
+        sign_in_patient(patient_page, patient)
+        visit(patient_page, "/patient/close", "patient-close")
+        patient_page.click("#reopen-submit")
+        patient_page.wait_for_url("**/patient/")
+    search_patient(page, patient.ins_value)
+    expect(page.locator("#access-closed")).to_have_count(0)
