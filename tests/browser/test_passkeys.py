@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from browser.browsing import check, open_context
 from carnet.api.app import build_services
 from carnet.demo import seed_population
+from carnet.domain.principal import ActorKind, Principal
 from carnet.settings import Settings
 from served import wait_until_up
 from smtp_sink import free_port
@@ -32,6 +33,8 @@ class Desk:
 
     url: str
     code: str
+    #: A representation claim code for the same record (a parent without a record of their own).
+    claim: str
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,10 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     try:
         patient = seed_population(services.records, patients=1, seed=11)[0]
         code = services.patient_accounts.issue_enrolment(patient.patient_id)
+        desk_agent = Principal(kind=ActorKind.ADMIN, subject="cli:desk")
+        _, claim = services.representations.add(
+            patient.patient_id, basis="parent", name="Marie Martin", by=desk_agent
+        )
     finally:
         services.store.engine.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
@@ -62,10 +69,55 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
         )
     try:
         wait_until_up(process, f"http://127.0.0.1:{port}/fhir/metadata", log)
-        yield Desk(url=url, code=code)
+        yield Desk(url=url, code=code, claim=claim or "")
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _virtual_authenticator(page: Page, context: BrowserContext) -> None:
+    """Chromium's virtual authenticator answers the page's passkey requests (CDP WebAuthn)."""
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+
+
+def test_a_representative_without_a_record_enrols_with_the_claim_code(browser: Browser, desk: Desk) -> None:
+    """The desk's claim code on the enrolment page: a passkey, recovery codes and the account number (axe-clean); then acting for the record."""
+    context = open_context(browser, desk.url)
+    try:
+        page = context.new_page()
+        _virtual_authenticator(page, context)
+        page.goto("/login/patient/account")
+        page.fill("#enrol-code", desk.claim)
+        page.click("#enrol-submit")
+        page.click("#register-submit")
+        page.wait_for_selector("#recovery-codes")
+        assert page.locator("#representative-account code").inner_text().startswith("rep-")
+        check(page)
+        page.click("#signed-in-continue")
+        page.wait_for_url(f"{desk.url}/patient/")
+        check(page)
+        page.click("#logout")
+        page.wait_for_url(f"{desk.url}/login")
+        page.goto("/login/patient/account")
+        page.click("#passkey-submit")
+        page.wait_for_url(f"{desk.url}/patient/")
+        assert page.locator("#logout").is_visible()
+    finally:
+        context.close()
 
 
 def test_a_patient_enrols_a_passkey_then_signs_in_with_it(browser: Browser, desk: Desk) -> None:
@@ -73,21 +125,7 @@ def test_a_patient_enrols_a_passkey_then_signs_in_with_it(browser: Browser, desk
     context = open_context(browser, desk.url)
     try:
         page = context.new_page()
-        cdp = context.new_cdp_session(page)
-        cdp.send("WebAuthn.enable")
-        cdp.send(
-            "WebAuthn.addVirtualAuthenticator",
-            {
-                "options": {
-                    "protocol": "ctap2",
-                    "transport": "internal",
-                    "hasResidentKey": True,
-                    "hasUserVerification": True,
-                    "isUserVerified": True,
-                    "automaticPresenceSimulation": True,
-                }
-            },
-        )
+        _virtual_authenticator(page, context)
         page.goto("/login")
         page.click("#login-patient-account")
         check(page)
