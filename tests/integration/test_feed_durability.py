@@ -30,6 +30,7 @@ from carnet.feeds.cda import parse_cda
 from carnet.settings import Settings
 from carnet.synthetic import generate_population
 from carnet.synthetic.hl7v2 import SendingSystem, hl7v2_message
+from event_loops import run_to_end
 from minting import Mint
 from served import ForkedServer, free_port, serve_env
 
@@ -172,7 +173,7 @@ def _send_until(
         root, cda = _document(number)
         control = f"K{number}"
         try:
-            (frame,) = asyncio.run(mllp.send("127.0.0.1", port, [_message(cda, control)], timeout=30))
+            (frame,) = run_to_end(mllp.send("127.0.0.1", port, [_message(cda, control)], timeout=30))
         except (OSError, TimeoutError, StopAsyncIteration, mllp.FrameError, ValueError):
             return
         if _msa(frame) == "AA":

@@ -26,6 +26,7 @@ from carnet.feeds import mllp
 from carnet.feeds.cda import class_code_for, parse_cda
 from carnet.synthetic import generate_population
 from carnet.synthetic.hl7v2 import SendingSystem, hl7v2_message
+from event_loops import run_to_end
 from minting import Mint
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -129,7 +130,7 @@ def _exchange(services: Services, messages: list[bytes]) -> list[bytes]:
             server.close()
             await server.wait_closed()
 
-    return asyncio.run(run())
+    return run_to_end(run())
 
 
 def _msa(frame: bytes) -> tuple[str, str]:
@@ -180,7 +181,7 @@ def test_independent_mllp_client_gets_its_ack(client: TestClient, services: Serv
             server.close()
             await server.wait_closed()
 
-    assert asyncio.run(run()) == "AA|PY-1"
+    assert run_to_end(run()) == "AA|PY-1"
 
 
 def test_resent_message_stores_one_document(client: TestClient, services: Services, auth: Mint) -> None:

@@ -9,7 +9,6 @@ feed without a registered sender, and a message naming another sender gets AR.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import ssl
@@ -34,6 +33,7 @@ from carnet.feeds import mllp
 from carnet.services.feed_intake import UNKNOWN_SENDER
 from carnet.settings import Settings
 from carnet.synthetic.hl7v2 import SendingSystem
+from event_loops import run_to_end
 from minting import Mint
 
 NOW = dt.datetime.now(dt.UTC)
@@ -120,7 +120,7 @@ def _over_tls(services: Services, pki: Pki, client: ssl.SSLContext, messages: li
             server.close()
             await server.wait_closed()
 
-    return asyncio.run(run())
+    return run_to_end(run())
 
 
 def _msa(frame: bytes) -> tuple[str, str]:
@@ -173,7 +173,7 @@ def test_plain_tcp_needs_a_registered_sender_and_checks_it(
         await start_mllp(services, feed_id="no-sender", host="127.0.0.1", port=0)
 
     with pytest.raises(ConfigurationError, match="cannot tell who sends"):
-        asyncio.run(refused_start())
+        run_to_end(refused_start())
     # The HTTP route authenticates by the feed's secret; MLLP, by the registered sender.
     impostor = _message(_cda(), "PLAIN-1", sender=SendingSystem(application="AUTRE-DPI"))
 
@@ -186,7 +186,7 @@ def test_plain_tcp_needs_a_registered_sender_and_checks_it(
             server.close()
             await server.wait_closed()
 
-    (ack,) = asyncio.run(send())
+    (ack,) = run_to_end(send())
     assert _msa(ack) == ("AR", "PLAIN-1")
     assert hospital.documents() == []
     assert any(letter.control_id == "PLAIN-1" for letter in services.hl7v2.dead_letters())
