@@ -289,9 +289,18 @@ def _app_within_grant(case: Case, on_record: bool) -> bool:
     granted, until = case.choices.apps[actor.app_id]
     if until is not None and case.now > until:
         return False
+    if case.action == "$export":  # the kick-off of the patient's own export through the app
+        return any(map(_reads_something, granted)) and any(map(_reads_something, actor.app_scopes))
     return any(scope_allows(s, case) for s in granted) and any(
         scope_allows(s, case) for s in actor.app_scopes
     )
+
+
+def _reads_something(scope: str) -> bool:
+    """Whether one scope string reads some resource type of the patient's record."""
+    context, _, rest = scope.partition("/")
+    letters = rest.partition("?")[0].rpartition(".")[2]
+    return context == "patient" and "r" in SCOPE_WORDS.get(letters, letters)
 
 
 def _opening(case: Case) -> Verdict:

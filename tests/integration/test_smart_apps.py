@@ -7,8 +7,11 @@ refresh, revocation, introspection) over the same in-process app.
 
 from __future__ import annotations
 
+import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 from authlib.integrations.httpx_client import OAuth2Client
 from starlette.testclient import TestClient
 
@@ -492,3 +495,47 @@ def test_openid_fhiruser_gives_an_id_token_naming_the_patient(
     assert claims["aud"] == [app_id]
     assert claims["fhirUser"] == f"{BASE}/fhir/Patient/{patient.patient_id}"
     assert claims["exp"] > claims["iat"]
+
+
+def test_a_granted_app_exports_the_patients_record_within_its_grant(
+    browser: TestClient, patient: SeededPatient, app_id: str
+) -> None:
+    """Portability through an app (issue 15 item 1): Patient/$export with the app's token alone.
+
+    The app was granted reading Observations only: the export holds the patient's Observations and
+    nothing else (no document, no other record); once the patient revokes the app, kick-off is 401.
+    """
+    sign_in(browser, patient)
+    app = oauth(browser, app_id, "launch/patient patient/Observation.rs")
+    location, verifier = authorize(browser, app)
+    app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+
+    def exported(query: str) -> list[dict[str, Any]] | int:
+        kick_off = app.get(f"/fhir/Patient/$export{query}", headers={"Prefer": "respond-async"})
+        if kick_off.status_code != 202:
+            return kick_off.status_code
+        for _ in range(600):
+            status = app.get(kick_off.headers["Content-Location"])
+            if status.status_code != 202:
+                break
+            time.sleep(0.05)
+        assert status.status_code == 200, status.text[:300]
+        found: list[dict[str, Any]] = []
+        for item in status.json()["output"]:
+            part = app.get(item["url"])
+            assert part.status_code == 200
+            found.extend(orjson.loads(line) for line in part.content.splitlines() if line)
+        return found
+
+    everything = exported("")
+    assert isinstance(everything, list), everything
+    assert everything, "the patient's Observations were exported"
+    assert {r["resourceType"] for r in everything} == {"Observation"}
+    assert {r["subject"]["reference"] for r in everything} == {f"Patient/{patient.patient_id}"}
+    # A type the patient did not grant is not exported through the app: refused, or left out.
+    documents = exported("?_type=DocumentReference")
+    assert documents in (400, 403, [])
+
+    page = browser.get("/patient/apps")
+    browser.post(f"/patient/apps/{app_id}/revoke", data={"csrf_token": csrf(page.text)})
+    assert exported("") == 401

@@ -1695,6 +1695,27 @@ def test_an_app_needs_the_grant_and_the_token_then_the_patients_rules() -> None:
     )
 
 
+def test_an_app_exports_its_patients_record_only_when_grant_and_token_read_something() -> None:
+    """Patient/$export through an app: the kick-off needs a read both give; each resource is then a READ."""
+    reads = _app_grants("patient/Observation.rs")
+    assert _app_decides(_app("patient/Observation.rs"), reads, Action.EXPORT, "Patient") == (
+        True,
+        ("patient-own-record",),
+    )
+    assert _app_decides(_app("launch/patient patient/Observation.cs"), reads, Action.EXPORT, "Patient") == (
+        False,
+        ("app-scope-not-granted",),
+    )
+    writes = _app_grants("patient/Observation.cs")
+    assert _app_decides(_app("patient/Observation.rs"), writes, Action.EXPORT, "Patient") == (
+        False,
+        ("app-scope-not-granted",),
+    )
+    assert _app_decides(_app("patient/Observation.rs"), reads, Action.EXPORT, "Patient", patient="p2")[1] == (
+        "app-outside-record",
+    )
+
+
 def test_an_app_stays_in_its_patients_record_and_never_writes_choices() -> None:
     """Another record, the directory, a non-patient app principal and Consent writes are refused."""
     granted = _app_grants("patient/*.cruds")

@@ -37,7 +37,7 @@ from carnet.domain.errors import ConfigurationError, InvalidRequest
 from carnet.domain.grants import Grants
 from carnet.domain.matrix import MATRIX, Matrix
 from carnet.domain.principal import FORBIDDEN_KINDS, ActorKind, Principal
-from carnet.domain.smart import parse_scopes, permits
+from carnet.domain.smart import Scope, parse_scopes, permits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +224,11 @@ def mode_for_actor(ctx: Context) -> Decision | None:
     return None if ctx.request.mode in MODES.get(ctx.actor.kind, frozenset()) else _deny("mode-not-for-actor")
 
 
+def _reads_something(scopes: tuple[Scope, ...]) -> bool:
+    """Tell whether patient-context ``scopes`` read at least one resource type."""
+    return any(scope.context == "patient" and "r" in scope.permissions for scope in scopes)
+
+
 @rule("app-within-grant", "app-outside-record", "app-not-granted", "app-scope-not-granted", "app-no-choices")
 def app_within_grant(ctx: Context) -> Decision | None:
     """An app reaches only its patient's record, within both the patient's grant and its token's scopes.
@@ -244,8 +249,14 @@ def app_within_grant(ctx: Context) -> Decision | None:
         return _deny("app-not-granted")
     action, resource_type, categories = ctx.request.action, target.resource_type, target.categories
     try:
-        granted = permits(parse_scopes(grant.scopes), action, resource_type, categories)
-        asked = permits(parse_scopes(actor.app_scopes), action, resource_type, categories)
+        if action is Action.EXPORT:
+            # Portability through an app (Patient/$export): the kick-off needs something to read that
+            # the grant and the token both give; each resource is then decided as a READ (Gate.visible).
+            granted = _reads_something(parse_scopes(grant.scopes))
+            asked = _reads_something(parse_scopes(actor.app_scopes))
+        else:
+            granted = permits(parse_scopes(grant.scopes), action, resource_type, categories)
+            asked = permits(parse_scopes(actor.app_scopes), action, resource_type, categories)
     except InvalidRequest:
         return _deny("app-scope-not-granted")  # a scope the server no longer knows grants nothing
     return None if granted and asked else _deny("app-scope-not-granted")
