@@ -424,7 +424,9 @@ class RelyingParty:
         if not isinstance(raw, str):
             raise SignInRefused("The identity provider sent no ID token.", reason="token")
         signed = self._decrypted(raw)
-        claims = self._id_token_claims(signed, pending, now)
+        # The provider issued the ID token during the exchange, after ``now`` (the answer's arrival)
+        # was read: its iat may fall in the next second, which a zero leeway would call the future.
+        claims = self._id_token_claims(signed, pending, max(now, time.time()))
         access_token = token.get("access_token")
         if metadata.userinfo_endpoint and isinstance(access_token, str):
             info = self._userinfo(metadata.userinfo_endpoint, access_token)
