@@ -129,18 +129,7 @@ class PatientAccounts:
         with self._store.session(write=True) as session:
             if not session.take_patient_credential(patient_id, ENROLMENT, code_hash(ENROLMENT, code)):
                 raise SignInRefused("This enrolment code was just used.", reason="enrolment-code")
-            if session.find_patient_credential(PASSKEY, passkey_key(credential_id)) is not None:
-                raise SignInRefused("This passkey is already registered.", reason="passkey")
-            session.add_patient_credential(
-                PatientCredential(
-                    patient_id=patient_id,
-                    credential_key=passkey_key(credential_id),
-                    kind=PASSKEY,
-                    secret=public_key,
-                    sign_count=sign_count,
-                ),
-                now,
-            )
+            _add_passkey(session, patient_id, credential_id, public_key, sign_count, now)
             self._replace_recovery(session, patient_id, codes, now)
             self._journaled(session, patient_id, ENROLLED, now)
         return codes
@@ -159,18 +148,7 @@ class PatientAccounts:
         now = self._clock()
         codes = [_draw_code() for _ in range(RECOVERY_CODES)]
         with self._store.session(write=True) as session:
-            if session.find_patient_credential(PASSKEY, passkey_key(credential_id)) is not None:
-                raise SignInRefused("This passkey is already registered.", reason="passkey")
-            session.add_patient_credential(
-                PatientCredential(
-                    patient_id=account_id,
-                    credential_key=passkey_key(credential_id),
-                    kind=PASSKEY,
-                    secret=public_key,
-                    sign_count=sign_count,
-                ),
-                now,
-            )
+            _add_passkey(session, account_id, credential_id, public_key, sign_count, now)
             self._replace_recovery(session, account_id, codes, now)
         return codes
 
@@ -296,18 +274,7 @@ class PatientAccounts:
         """
         now = self._clock()
         with self._store.session(write=True) as session:
-            if session.find_patient_credential(PASSKEY, passkey_key(credential_id)) is not None:
-                raise SignInRefused("This passkey is already registered.", reason="passkey")
-            session.add_patient_credential(
-                PatientCredential(
-                    patient_id=patient_id,
-                    credential_key=passkey_key(credential_id),
-                    kind=PASSKEY,
-                    secret=public_key,
-                    sign_count=sign_count,
-                ),
-                now,
-            )
+            _add_passkey(session, patient_id, credential_id, public_key, sign_count, now)
             self._journaled(session, patient_id, PASSKEY_ADDED, now)
 
     def remove_passkey(self, patient_id: str, credential_key: str) -> None:
@@ -342,3 +309,25 @@ class PatientAccounts:
                 raise Conflict("This is your last way to sign in: add a passkey first.")
             session.forget_patient_credentials(patient_id, TOTP)
             self._journaled(session, patient_id, TOTP_REMOVED, now)
+
+
+def _add_passkey(
+    session: StoreSession, owner: str, credential_id: str, public_key: bytes, sign_count: int, now: datetime
+) -> None:
+    """Store one passkey for ``owner`` (a record, or a representative's account).
+
+    Raises:
+        SignInRefused: ``passkey`` — this passkey is already registered.
+    """
+    if session.find_patient_credential(PASSKEY, passkey_key(credential_id)) is not None:
+        raise SignInRefused("This passkey is already registered.", reason="passkey")
+    session.add_patient_credential(
+        PatientCredential(
+            patient_id=owner,
+            credential_key=passkey_key(credential_id),
+            kind=PASSKEY,
+            secret=public_key,
+            sign_count=sign_count,
+        ),
+        now,
+    )
