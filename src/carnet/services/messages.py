@@ -32,7 +32,7 @@ from carnet.domain.policy import AccessMode
 from carnet.domain.principal import Principal
 from carnet.services.message_inbox import MessageInbox
 from carnet.services.record_types import Stored
-from carnet.services.records import RecordService
+from carnet.services.records import Records, RecordService
 
 __all__ = [
     "ATTACHMENT_TYPES",
@@ -43,6 +43,7 @@ __all__ = [
     "Party",
     "attachment_of",
     "attachment_type",
+    "carried_attachment",
     "file_attachment",
     "filed_documents",
     "send_message",
@@ -86,6 +87,21 @@ def attachment_of(message: Mapping[str, Any]) -> Attachment | None:
                 title=str(found.get("title") or ""),
             )
     return None
+
+
+def carried_attachment(records: Records, patient_id: str, message_id: str) -> Attachment:
+    """The file a message of this record carries, read (so decided and journaled) as its reader.
+
+    Raises NotFound when the message is another record's or carries no file (and the read's own
+    AccessDenied / Gone / NotFound as they come): the portals answer each with a plain 404.
+    """
+    message = records.read("Communication", message_id).resource or {}
+    if (message.get("subject") or {}).get("reference") != f"Patient/{patient_id}":
+        raise NotFound("not this record's")
+    found = attachment_of(message)
+    if found is None:
+        raise NotFound("no file")
+    return found
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,8 +28,8 @@ from carnet.services.messages import (
     MAX_MESSAGE,
     Attachment,
     Party,
-    attachment_of,
     attachment_type,
+    carried_attachment,
     file_attachment,
     filed_documents,
     send_message,
@@ -248,14 +248,12 @@ def _record_name(holder: Holder) -> str:
     return human_name(patient_resource(holder).get("name"))
 
 
-def _carried(holder: Holder, message_id: str) -> Attachment:
-    message = holder.records.read("Communication", message_id).resource or {}
-    if (message.get("subject") or {}).get("reference") != f"Patient/{holder.patient_id}":
-        raise NotFound("not this record's")
-    found = attachment_of(message)
-    if found is None:
-        raise NotFound("no file")
-    return found
+def attachment_download(found: Attachment, message_id: str) -> Response:
+    """The response carrying a message's file (both portals): inline, named after the message."""
+    extension = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png"}[found.content_type]
+    return file_response(
+        found.data, found.content_type, f"message-{message_id[:40]}.{extension}", inline=True
+    )
 
 
 @router.get("/messages/{message_id}/attachment")
@@ -265,13 +263,10 @@ def attachment(message_id: str, request: Request) -> Response:
     if not ID.fullmatch(message_id):
         raise PageError(404)
     try:
-        found = _carried(holder, message_id)
+        found = carried_attachment(holder.records, holder.patient_id, message_id)
     except (NotFound, AccessDenied, Gone):
         raise PageError(404) from None
-    extension = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png"}[found.content_type]
-    return file_response(
-        found.data, found.content_type, f"message-{message_id[:40]}.{extension}", inline=True
-    )
+    return attachment_download(found, message_id)
 
 
 @router.post("/messages/{message_id}/file")

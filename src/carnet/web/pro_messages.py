@@ -31,19 +31,18 @@ from carnet.services.messages import (
     MAX_MESSAGE,
     Attachment,
     Party,
-    attachment_of,
     attachment_type,
+    carried_attachment,
     file_attachment,
     filed_documents,
     send_message,
 )
 from carnet.web.csrf import checked_form, form_text
 from carnet.web.errors import PageError
-from carnet.web.headers import file_response
 from carnet.web.holder import utc_now
 from carnet.web.message_inbox import message_inbox, notice_store
 from carnet.web.pages import portal
-from carnet.web.patient_messages import Message, read_message
+from carnet.web.patient_messages import Message, attachment_download, read_message
 from carnet.web.pro import Access, access_to, pro_page
 from carnet.web.pro_submission import CLASSES, ID, TYPES, Upload, pdf_document
 from carnet.web.session import current_principal
@@ -183,16 +182,6 @@ async def write(patient_id: str, request: Request) -> Response:
     return RedirectResponse(f"/pro/patients/{patient_id}/messages?done=sent", status_code=303)
 
 
-def _carried(access: Access, message_id: str) -> Attachment:
-    message = access.records.read("Communication", message_id).resource or {}
-    if (message.get("subject") or {}).get("reference") != f"Patient/{access.patient_id}":
-        raise NotFound("not this record's")
-    found = attachment_of(message)
-    if found is None:
-        raise NotFound("no file")
-    return found
-
-
 @router.get("/patients/{patient_id}/messages/{message_id}/attachment")
 async def attachment(patient_id: str, message_id: str, request: Request) -> Response:
     """The file a message carries (PDF and images inline, with ``default-src 'none'``)."""
@@ -200,13 +189,10 @@ async def attachment(patient_id: str, message_id: str, request: Request) -> Resp
     if not ID.fullmatch(message_id):
         raise PageError(404)
     try:
-        found = await offload(_carried, access, message_id)
+        found = await offload(carried_attachment, access.records, access.patient_id, message_id)
     except (NotFound, AccessDenied, Gone):
         raise PageError(404) from None
-    extension = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png"}[found.content_type]
-    return file_response(
-        found.data, found.content_type, f"message-{message_id[:40]}.{extension}", inline=True
-    )
+    return attachment_download(found, message_id)
 
 
 def _document(
