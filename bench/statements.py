@@ -1,0 +1,159 @@
+"""SQL statements, round trips and CPU per single read and single create, in-process (no HTTP).
+
+Builds the services on a fresh store (sealing, policy and journal on), opens one record as its
+patient, then runs ``--requests`` creates of an Observation and as many reads of one, one after
+the other in this thread. For each it prints, per request: the statements sent through the
+engine (``before_cursor_execute``, an ``executemany`` counted once), the transactions, the
+**round trips to the database** (statements + ``BEGIN`` + ``COMMIT``/``ROLLBACK`` + pool
+pings; on SQLite they are calls into the library, not network trips), this process's CPU and,
+on PostgreSQL, the CPU of the server backends it talked to (from ``/proc``). The statements of
+one request of each kind are listed with ``--show``. Usage::
+
+    .venv/bin/python bench/statements.py [--requests 500] [--backend sqlite|postgres] [--show]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import Counter
+from typing import Any
+
+import load
+from run import INS, backend, log
+from sqlalchemy import Engine, event
+
+from carnet.api.app import build_services
+from carnet.domain.principal import ActorKind, Identifier, Principal
+
+
+class Meter:
+    """Counts what an engine sends to its database, and which PostgreSQL backends it used."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.counts: Counter[str] = Counter()
+        self.statements: list[str] = []
+        self.backends: set[int] = set()
+        self.postgres = engine.dialect.name == "postgresql"
+        event.listen(engine, "before_cursor_execute", self._statement)
+        for name in ("begin", "commit", "rollback"):
+            event.listen(engine, name, self._counter(name))
+        event.listen(engine, "checkout", self._checkout)
+        ping = engine.dialect.do_ping
+
+        def counted_ping(dbapi_connection: Any) -> bool:
+            self.counts["ping"] += 1
+            return bool(ping(dbapi_connection))
+
+        engine.dialect.do_ping = counted_ping  # type: ignore[method-assign]
+
+    def _statement(self, _c: object, _cursor: object, statement: str, *_: object) -> None:
+        self.counts["statements"] += 1
+        self.statements.append(" ".join(statement.split())[:140])
+
+    def _counter(self, name: str) -> Any:
+        def count(*_: object) -> None:
+            self.counts[name] += 1
+
+        return count
+
+    def _checkout(self, dbapi_connection: Any, _record: object, _proxy: object) -> None:
+        if self.postgres:
+            self.backends.add(int(dbapi_connection.info.backend_pid))
+
+    def reset(self) -> None:
+        """Forget what was counted so far."""
+        self.counts.clear()
+        self.statements.clear()
+
+    @property
+    def round_trips(self) -> int:
+        """Statements, transaction starts and ends, and pings.
+
+        psycopg sends ``BEGIN`` on its own; on SQLite the ``BEGIN`` is one of the statements.
+        """
+        c = self.counts
+        begins = c["begin"] if self.postgres else 0
+        return c["statements"] + begins + c["commit"] + c["rollback"] + c["ping"]
+
+    def backend_cpu(self) -> float:
+        """CPU seconds used so far by the PostgreSQL backends this engine's connections talk to."""
+        return load.cpu_seconds(sorted(self.backends)) if self.backends else 0.0
+
+
+def measure(meter: Meter, label: str, requests: int, run: Any, show: bool) -> str:
+    """Run one request to warm up (listing its statements), then ``requests`` of them; one table row."""
+    meter.reset()
+    run()
+    if show:
+        log(f"statements of one {label}:")
+        for statement in meter.statements:
+            log(f"    {statement}")
+    meter.reset()
+    backend_before = meter.backend_cpu()
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(requests):
+        run()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    backend_cpu = meter.backend_cpu() - backend_before
+    c, n = meter.counts, requests
+    pg = f"{backend_cpu / n * 1000:.2f}" if meter.postgres else "–"
+    return (
+        f"| {label} | {c['statements'] / n:.1f} | {(c['begin']) / n:.1f} | {meter.round_trips / n:.1f} "
+        f"| {cpu / n * 1000:.2f} | {pg} | {seconds / n * 1000:.2f} |"
+    )
+
+
+def main() -> None:
+    """Print one table: statements, transactions, round trips and CPU per read and per create."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--show", action="store_true", help="list the statements of one request of each kind")
+    args = parser.parse_args()
+    with backend(args.backend) as settings:
+        services = build_services(settings)
+        nir = "1850575000011"
+        opener = Principal(kind=ActorKind.PATIENT, subject=nir, identifier=Identifier(system=INS, value=nir))
+        patient = services.records.records(opener).create(
+            {"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}]}
+        )
+        patient_id = patient.stored.resource_id
+        principal = Principal(kind=ActorKind.PATIENT, subject=nir, patient_id=patient_id)
+        observation = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "effectiveDateTime": "2024-05-01T10:00:00+02:00",
+            "valueQuantity": {"value": 72, "unit": "/min"},
+        }
+        records = services.records.records(principal)
+        made = records.create(observation)
+        meter = Meter(services.store.engine)
+        rows = [
+            measure(meter, "single create", args.requests, lambda: records.create(observation), args.show),
+            measure(
+                meter,
+                "single read",
+                args.requests,
+                lambda: records.read("Observation", made.stored.resource_id),
+                args.show,
+            ),
+        ]
+        services.store.engine.dispose()
+    print(
+        f"## {args.backend}, in-process, one thread, {args.requests} requests each; "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
+    )
+    print(
+        "| request | statements | transactions | round trips | carnet CPU ms | PostgreSQL backend CPU ms "
+        "| wall ms |\n|---|---|---|---|---|---|---|"
+    )
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
