@@ -1,9 +1,10 @@
 """A sustained HL7 v2 feed over MLLP: documents of about 100 KB of CDA per second, end to end.
 
-A real ``carnet serve`` (one worker, sealing, policy and journal on) listens for a registered lab
-feed over MLLP (``CARNET_MLLP_PORT``); ``--connections`` clients each send ORU^R01 messages one
-after the other on their own TCP connection, each carrying a distinct CDA level 1 document of
-about 100 KB (a base64 PDF-like body) for one of ``--patients`` open records. Every message must
+A real ``carnet serve`` (``--workers``, 2 by default, each listening on the MLLP port; sealing,
+policy and journal on) listens for a registered lab feed over MLLP (``CARNET_MLLP_PORT``);
+``--connections`` clients each send ORU^R01 messages one after the other on their own TCP
+connection, each carrying a distinct CDA level 1 document of about 100 KB (a base64 PDF-like
+body) for one of ``--patients`` open records. Every message must
 come back ``AA``. Prints documents per second and ACK latency percentiles. Usage::
 
     .venv/bin/python bench/feeds.py                 # 2,000 messages, 8 connections, SQLite
@@ -116,6 +117,9 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=50)
     parser.add_argument("--size", type=int, default=100_000, help="CDA body size in bytes")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="carnet serve --workers: each listens on the MLLP port"
+    )
     args = parser.parse_args()
     if args.quick:
         args.messages = 300
@@ -157,7 +161,10 @@ def main() -> None:
         log_path = Path(settings.data_dir) / "serve.log"
         with log_path.open("wb") as output:
             server = subprocess.Popen(
-                [sys.executable, "-m", "carnet", "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "carnet", "serve", "--workers", str(args.workers)],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
         try:
             deadline = time.monotonic() + 60
@@ -182,7 +189,8 @@ def main() -> None:
             server.wait(timeout=30)
         sent = len(messages) - warm
         print(
-            f"## HL7 v2 over MLLP, {args.backend}, {args.connections} connections, ~{args.size // 1000} KB CDA\n"
+            f"## HL7 v2 over MLLP, {args.backend}, {args.workers} worker(s), {args.connections} connections, "
+            f"~{args.size // 1000} KB CDA\n"
         )
         print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
         print(

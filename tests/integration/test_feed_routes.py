@@ -339,6 +339,17 @@ def test_a_device_feed_writes_its_measure_types_into_the_charts_as_the_patient_c
     (offer,) = services.feed_inbox.pending(_holder(patient))
     assert offer.class_code == "85354-9"
     _sign_in(client, patient)
+    # The inbox names the waiting measures by what they are, in the reader's language, not by LOINC.
+    client.cookies.set("carnet_lang", "fr")
+    waiting = client.get("/patient/feeds").text
+    entry = waiting[waiting.index(f'id="offer-{offer.offer_id}"') :].split("</li>", 1)[0]
+    assert "<strong>Tension artérielle</strong>" in entry
+    assert "85354-9" not in entry.replace(offer.offer_id, "")
+    client.cookies.set("carnet_lang", "en")
+    waiting = client.get("/patient/feeds").text
+    entry = waiting[waiting.index(f'id="offer-{offer.offer_id}"') :].split("</li>", 1)[0]
+    assert "<strong>Blood pressure</strong>" in entry
+    client.cookies.delete("carnet_lang")
     profile = client.get("/patient/profile").text
     assert "133 / 86" in profile
     assert "141 / 92" not in profile

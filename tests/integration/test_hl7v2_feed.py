@@ -184,6 +184,40 @@ def test_independent_mllp_client_gets_its_ack(client: TestClient, services: Serv
     assert run_to_end(run()) == "AA|PY-1"
 
 
+def test_worker_listeners_share_the_mllp_port(client: TestClient, services: Services, auth: Mint) -> None:
+    """Two listeners on one port (as each worker of carnet serve --workers N starts, SO_REUSEPORT):
+    both bind, and messages sent on several connections at once are each ACKed AA and stored once.
+    Without reuse_port the second listener cannot bind."""
+    hospital = Hospital(client, services, auth)
+    parent_id = re.search(rb'<id root="([0-9.]+)" />', _cda())
+    assert parent_id is not None
+    documents = [
+        _cda().replace(parent_id.group(0), b'<id root="2.25.%d" />' % (555_000 + n), 1) for n in range(6)
+    ]
+
+    async def run() -> tuple[list[list[bytes]], bool]:
+        first = await start_mllp(services, feed_id="hopital-a", host="127.0.0.1", port=0, reuse_port=True)
+        port = first.sockets[0].getsockname()[1]
+        second = await start_mllp(services, feed_id="hopital-a", host="127.0.0.1", port=port, reuse_port=True)
+        try:
+            await start_mllp(services, feed_id="hopital-a", host="127.0.0.1", port=port)
+            alone = True
+        except OSError:
+            alone = False
+        try:
+            sent = (mllp.send("127.0.0.1", port, [_message(cda, f"W{n}")]) for n, cda in enumerate(documents))
+            return list(await asyncio.gather(*sent)), alone
+        finally:
+            for server in (first, second):
+                server.close()
+                await server.wait_closed()
+
+    replies, alone = run_to_end(run())
+    assert not alone
+    assert sorted(_msa(frames[0]) for frames in replies) == [("AA", f"W{n}") for n in range(6)]
+    assert len(hospital.documents()) == 6
+
+
 def test_resent_message_stores_one_document(client: TestClient, services: Services, auth: Mint) -> None:
     """The same ORU sent twice (HTTP) is ACKed AA twice and stored once."""
     hospital = Hospital(client, services, auth)

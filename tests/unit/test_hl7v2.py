@@ -176,3 +176,23 @@ def test_external_samples_end_in_an_acknowledgement_never_a_crash() -> None:
             with contextlib.suppress(FeedMessageError):
                 parse_message(raw[:cut])
     assert "200" in codes  # ADT and others are not taken here
+
+
+def test_a_large_document_is_read_whole_beside_segments_not_read() -> None:
+    """A ~150 KB CDA (lifted out before python-hl7 splits the message) comes back byte for byte,
+    its base64 split over spaces; segments Carnet does not read (NTE, Z-segments) are skipped,
+    a line that is no segment is still refused."""
+    large = CDA.replace(b"</title>", b"</title><text>" + "é0123456789".encode() * 13_000 + b"</text>")
+    raw = hl7v2_message(large, ins=INS, type_code="11502-2", type_label="CR", control_id="BIG-1", sent_at=NOW)
+    with_extra = raw.replace(b"\rOBX|1|", b"\rNTE|1||Note ^ libre\rZBE|1|x\rOBX|1|", 1)
+    message = parse_message(with_extra)
+    assert message.cda == large
+    assert message.header.control_id == "BIG-1"
+    assert message.ins == (INS,)
+    head, _, tail = with_extra.partition(b"^Base64^")
+    data, _, rest = tail.partition(b"|")
+    spaced = head + b"^Base64^" + b" ".join(data[i : i + 76] for i in range(0, len(data), 76)) + b"|" + rest
+    assert parse_message(spaced).cda == large
+    with pytest.raises(FeedMessageError) as refused:
+        parse_message(with_extra.replace(b"\rZBE|1|x", b"\rzbe|1|x"))
+    assert refused.value.hl7_code == "100"

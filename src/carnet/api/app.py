@@ -214,7 +214,13 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
 
 
 async def start_mllp(
-    services: Services, *, feed_id: str | None, host: str, port: int, tls: ssl.SSLContext | None = None
+    services: Services,
+    *,
+    feed_id: str | None,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen for HL7 v2 messages over MLLP; each is answered by its ACK (and ZAM).
 
@@ -222,7 +228,9 @@ async def start_mllp(
     that registered its sender, and every message must carry it (MSH-3^MSH-4). Over TLS
     (``tls``, which requires a client certificate) the certificate names the feed: a message
     on a connection whose certificate no feed registered, or another feed's than ``feed_id``
-    when one is given, is answered ``AR`` and dead-lettered, never stored.
+    when one is given, is answered ``AR`` and dead-lettered, never stored. ``reuse_port``: every
+    worker process of ``carnet serve`` listens on the port (``SO_REUSEPORT``), so that each core
+    takes messages; a connection stays with the worker that accepted it (its frames in order).
 
     Raises:
         NotFound: ``feed_id`` is not registered. ConfigurationError: plain TCP without a feed
@@ -254,7 +262,9 @@ async def start_mllp(
         receipt = await offload(take, raw, certificate)
         return [receipt.ack] if receipt.business is None else [receipt.ack, receipt.business]
 
-    return await mllp.serve(host, port, handle, max_bytes=services.settings.max_body_bytes, tls=tls)
+    return await mllp.serve(
+        host, port, handle, max_bytes=services.settings.max_body_bytes, tls=tls, reuse_port=reuse_port
+    )
 
 
 def mllp_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -425,6 +435,7 @@ def create_app(
                 host=settings.host,
                 port=settings.mllp_port,
                 tls=mllp_tls(settings),
+                reuse_port=True,  # every worker of carnet serve --workers N takes messages
             )
         try:
             yield

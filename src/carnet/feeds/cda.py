@@ -25,7 +25,7 @@ name the element, never its value, since values are patient data.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import codecs
 import json
 import re
@@ -557,7 +557,8 @@ def _base64(text: str) -> bytes | None:
     if not compact:
         return None
     try:
-        return base64.b64decode(compact, validate=True)
+        # strict_mode refuses non-alphabet characters and bad padding without a regex pass.
+        return binascii.a2b_base64(compact, strict_mode=True)
     except ValueError as exc:  # binascii.Error, or characters outside ASCII
         raise InvalidResource(
             "The nonXMLBody text is not valid base64; re-encode the embedded document and resend it.",

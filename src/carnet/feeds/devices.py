@@ -44,6 +44,7 @@ __all__ = [
     "MeasureBundle",
     "MeasureProfile",
     "is_measure_bundle",
+    "measure_labels",
     "measure_type",
     "measure_types",
     "read_measure_bundle",
@@ -217,6 +218,11 @@ class MeasureBundle:
 def measure_type(profile: MeasureProfile) -> str:
     """The measure type a device feed is registered for: the profile's LOINC code (its first, sorted)."""
     return min(code for system, code in profile.codes if system == LOINC)
+
+
+def measure_labels() -> dict[str, str]:
+    """Each measure type's name in English (``85354-9`` → ``Blood pressure``), as the portal shows it."""
+    return {measure_type(p): p.label for p in (*MEASURE_PROFILES, *BIOLOGY_PROFILES)}
 
 
 def measure_types() -> frozenset[str]:

@@ -33,7 +33,6 @@ rejected: not HL7, unsupported type or version), and an ERR segment naming the e
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from dataclasses import dataclass
@@ -67,8 +66,9 @@ STRUCTURE_OID = "1.2.250.1.71.4.2.2"
 _META_TABLE = "MetaDMPMSS"
 _CHARSETS = {"UNICODE UTF-8": "utf-8", "UTF-8": "utf-8", "8859/15": "iso-8859-15", "8859/1": "iso-8859-1"}
 _MSH18 = {"utf-8": "UNICODE UTF-8", "iso-8859-15": "8859/15", "iso-8859-1": "8859/1"}
-_SEGMENT_END = re.compile(rb"\r\n|\n|\r")
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+#: The segments read (the others are checked for a segment id, then skipped).
+_READ_SEGMENTS = frozenset({"MSH", "PID", "ORC", "OBX", "PRT", "TXA"})
 
 
 class Action(StrEnum):
@@ -162,7 +162,8 @@ def decode(raw: bytes) -> tuple[str, str]:
     Raises:
         FeedMessageError: not an HL7 v2 message (no MSH first), or an unknown MSH-18.
     """
-    lines = [line for line in _SEGMENT_END.split(raw.strip(b"\x0b\x1c\r\n ")) if line.strip()]
+    body = raw.strip(b"\x0b\x1c\r\n ").replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    lines = [line for line in body.split(b"\r") if line and not line.isspace()]
     if not lines or not lines[0].startswith(b"MSH") or len(lines[0]) < 8:
         raise FeedMessageError(
             "The message does not start with an MSH segment; send one HL7 v2 message.",
@@ -198,22 +199,56 @@ def decode(raw: bytes) -> tuple[str, str]:
         ) from None
 
 
+#: A value at least this long with no delimiter in it (a document's base64) is lifted out of the
+#: text before python-hl7 splits it, and put back when read: the library then builds its
+#: containers over a few hundred bytes instead of copying the document through every level.
+_LARGE = 2048
+#: What stands in a lifted value's place (control characters no HL7 value carries).
+_LIFTED = "\x01carnet-lifted-"
+
+
+def _lift(text: str) -> tuple[str, list[str]]:
+    """Replace each long delimiter-free run of ``text`` by a short placeholder; return both."""
+    if len(text) < _LARGE or not text.startswith("MSH") or len(text) < 8:
+        return text, []
+    delimiters = re.escape(text[3:8] + "\r")
+    lifted: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        lifted.append(match.group(0))
+        return f"{_LIFTED}{len(lifted) - 1}\x01"
+
+    return re.sub(f"[^{delimiters}]{{{_LARGE},}}", keep, text), lifted
+
+
 def _parse(text: str) -> hl7.Message:
+    """Parse a message with python-hl7: only the segments this module reads, large values lifted.
+
+    Every segment must start with a segment id; those this module never reads (PV1, OBR, NTE…)
+    are not handed to the library, whose containers cost the most of a message's reading.
+    """
+    separator = text[3:4] if text.startswith("MSH") and len(text) > 8 else "|"
+    kept = []
+    for line in text.split("\r"):
+        name = line.split(separator, 1)[0]
+        if not _SEGMENT_ID.fullmatch(name):
+            raise FeedMessageError(
+                f"A segment starts with {name[:10]!r}, not a segment id; end each segment with CR.",
+                hl7_code="100",
+                rejected=True,
+            )
+        if name in _READ_SEGMENTS:
+            kept.append(line)
+    lifted_text, lifted = _lift("\r".join(kept))
     try:
-        message = hl7.parse(text)
+        message = hl7.parse(lifted_text)
     except (hl7.ParseException, ValueError, IndexError) as exc:
         raise FeedMessageError(
             f"The message is not HL7 v2 ({type(exc).__name__}); check its separators.",
             hl7_code="100",
             rejected=True,
         ) from None
-    for segment in message:
-        if not _SEGMENT_ID.fullmatch(str(segment[0])):
-            raise FeedMessageError(
-                f"A segment starts with {str(segment[0])[:10]!r}, not a segment id; end each segment with CR.",
-                hl7_code="100",
-                rejected=True,
-            )
+    message.carnet_lifted = lifted
     return message
 
 
@@ -231,8 +266,17 @@ def _get(
     if not value:
         return ""
     text = str(value)
+    if text.startswith(_LIFTED):
+        return _restored(message, text).strip()
     # Unescaping walks the whole value: only when it holds an escape (never a base64 document).
     return (str(message.unescape(text)) if message.esc in text else text).strip()
+
+
+def _restored(message: hl7.Message, text: str) -> str:
+    """The value a placeholder stands for (a lifted value holds no delimiter, so no escape)."""
+    lifted: list[str] = getattr(message, "carnet_lifted", [])
+    index = text[len(_LIFTED) :].split("\x01", 1)[0]
+    return lifted[int(index)] if index.isdigit() and int(index) < len(lifted) else ""
 
 
 def _segments_of(message: hl7.Message) -> dict[str, list[hl7.Segment]]:
@@ -383,7 +427,8 @@ def _action(message: hl7.Message, kind: str, event: str, status: str) -> Action:
 def _base64(data: str, where: str) -> bytes:
     compact = "".join(data.split())
     try:
-        decoded = base64.b64decode(compact, validate=True)
+        # strict_mode refuses non-alphabet characters and bad padding without a regex pass.
+        decoded = binascii.a2b_base64(compact, strict_mode=True)
     except (binascii.Error, ValueError):
         decoded = b""
     if not decoded:

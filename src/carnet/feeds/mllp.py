@@ -108,14 +108,26 @@ def server_tls(certificate: str, key: str, client_ca: str) -> ssl.SSLContext:
 
 
 async def serve(
-    host: str, port: int, handler: Handler, *, max_bytes: int, tls: ssl.SSLContext | None = None
+    host: str,
+    port: int,
+    handler: Handler,
+    *,
+    max_bytes: int,
+    tls: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
-    """Start listening (over TLS when ``tls`` is given); each connection's frames are answered in order."""
+    """Start listening (over TLS when ``tls`` is given); each connection's frames are answered in order.
+
+    ``reuse_port``: several processes listen on the same port (``SO_REUSEPORT``), the kernel
+    spreading the connections among them (each worker of ``carnet serve --workers N``).
+    """
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _connection(reader, writer, handler, max_bytes)
 
-    return await asyncio.start_server(on_connection, host, port, limit=max_bytes + 1024, ssl=tls)
+    return await asyncio.start_server(
+        on_connection, host, port, limit=max_bytes + 1024, ssl=tls, reuse_port=reuse_port or None
+    )
 
 
 async def send(

@@ -410,7 +410,7 @@ class FeedInbox:
 def _what(kind: str, document: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The type coding and a title of a waiting write, as the inbox lists it."""
     if kind == "measures":
-        return {}, "Mesures / Measures"
+        return {}, None  # the portal names it by its measure type (Blood pressure, in the reader's language)
     if kind == "resource":
         concept = document.get("medicationCodeableConcept") or {}
         coding = (concept.get("coding") or [{}])[0]
