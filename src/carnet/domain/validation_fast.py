@@ -29,9 +29,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 #: Primitive values up to this length are remembered once accepted (a narrative's XHTML is not).
-_REMEMBERED = 200
+_REMEMBERED = 100
 #: How many accepted primitive values each type keeps before starting over.
-_MEMORY = 20_000
+_MEMORY = 2_000
 #: The validators every model has (fhir_core's base): the plan does what they do.
 _BASE_VALIDATORS = {"reject_null_complex_elements", "validate_after_model_construction"}
 
