@@ -20,13 +20,16 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from carnet.api import hot_routes
 from carnet.api.auth import TokenVerifier, bearer_challenge, settle_app_refusal
 from carnet.api.bulk import router as bulk_router
 from carnet.api.confirmation import router as confirmation_router
 from carnet.api.docs import mount_docs
 from carnet.api.documents import router as documents_router
 from carnet.api.feeds import router as feeds_router
+from carnet.api.fhir import create as fhir_create
 from carnet.api.fhir import fhir_response, router
+from carnet.api.fhir import read as fhir_read
 from carnet.api.formats import FormatMiddleware
 from carnet.api.guard import GuardMiddleware
 from carnet.api.interactions import router as interactions_router
@@ -569,4 +572,12 @@ def create_app(
             content=b'{"service":"carnet","fhir":"/fhir/metadata"}', media_type="application/json"
         )
 
+    # The single read and create skip FastAPI's walk of every route (api/hot_routes.py).
+    hot_routes.install(
+        app.router.routes,
+        [
+            ("GET", "/fhir/{resource_type}/{resource_id}", fhir_read),
+            ("POST", "/fhir/{resource_type}", fhir_create),
+        ],
+    )
     return app
