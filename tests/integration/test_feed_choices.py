@@ -8,6 +8,7 @@ just received; a refused feed gets an application reject and nothing is kept.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from datetime import UTC, datetime
 
@@ -127,6 +128,26 @@ def test_ask_first_then_refuse_in_the_portal_leaves_nothing(
     with services.store.session() as session:
         assert session.offers(patient.patient_id) == []
     assert services.hl7v2.dead_letters(every=True) == []
+    # The refusal leaves its own journal entry: which feed offered which class, when — no content.
+    events = services.records.records(_holder(patient)).search(
+        "AuditEvent", [("patient", f"Patient/{patient.patient_id}"), ("_count", "500")]
+    )
+    (declined,) = [
+        e
+        for e in events.resources
+        if any(c.get("code") == "feed-offer-decline" for c in e.get("subtype", []))
+    ]
+    queries = [base64.b64decode(e["query"]).decode() for e in declined["entity"] if "query" in e]
+    assert len(queries) == 1
+    assert queries[0].startswith("feed=lab-77&class=10&offered=")
+    assert [e["what"]["reference"] for e in declined["entity"] if "what" in e] == [
+        f"Patient/{patient.patient_id}"
+    ]
+    assert "SECRET-MARKER" not in json.dumps(declined)
+    assert "Bilan" not in json.dumps(declined)
+    journal = client.get("/patient/access?kind=mine").text
+    assert "a refusé un document en attente de votre décision" in journal
+    assert "(proposé : Comptes rendus)" in journal
     # The sender learns of the refusal: its message's answer is now an application reject.
     answer = client.get("/feeds/lab-77/hl7v2/LAB-1", headers={"Authorization": f"Bearer {secret}"})
     assert answer.status_code == 200

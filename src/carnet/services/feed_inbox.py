@@ -18,8 +18,8 @@ HL7 v2 intake then offers the document or rejects it.
 An offer is sealed with the patient's key. Accepted, it is published exactly as if it had just
 been received (as the feed, in the feed mode, the patient's acceptance standing for this one
 document); refused, its row is deleted and nothing of it stays. Either way the refusal the
-policy journaled when the feed offered it stays in the journal: which feed, which class, when —
-never the content.
+policy journaled when the feed offered it stays in the journal, and a refusal adds its own entry
+(the patient declined): which feed, which class, when — never the content.
 """
 
 from __future__ import annotations
@@ -32,15 +32,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlencode
 
 from carnet.domain.consent import FEED_KINDS, FEED_SYSTEM, ConsentKind, consent_for, consent_kind
 from carnet.domain.documents import document_facts
 from carnet.domain.errors import AccessDenied, FeedMessageError, InvalidRequest, InvalidResource, NotFound
 from carnet.domain.feeds import Feed, StoredOffer, feed_principal
+from carnet.domain.journal import Entry
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
 from carnet.feeds.devices import measure_type, read_measure_bundle
 from carnet.feeds.hl7v2 import Header, acknowledgement
+from carnet.services.caller import current_caller
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.measures import SubmittedEntry, submit_measures
 from carnet.services.ports import StoreSession
@@ -275,21 +278,32 @@ class FeedInbox:
     def decline(self, principal: Principal, offer_id: str) -> None:
         """Refuse an offered document: its row is deleted and nothing of its content stays.
 
-        An HL7 v2 message's answer becomes an application reject (``AE``): the sender gets it when
-        it asks again for that MSH-10 (``GET /feeds/<feed>/hl7v2/<MSH-10>``, or by resending).
+        The refusal leaves its own journal entry in the record (operation ``feed-offer-decline``,
+        by the patient): which feed offered which class, when (the entry's query
+        ``feed=…&class=…&offered=…``) — never the content, no resource named. An HL7 v2 message's
+        answer becomes an application reject (``AE``): the sender gets it when it asks again for
+        that MSH-10 (``GET /feeds/<feed>/hl7v2/<MSH-10>``, or by resending). The offer's removal,
+        the answer and the entry are one transaction: all three, or none.
 
         Raises:
             NotFound: no such pending offer in the patient's record.
         """
-        stored, payload = self._take(_holder(principal), offer_id, keep=False)
-        message = payload.get("message")
-        if isinstance(message, dict) and message.get("control_id"):
-            header = Header(**message)
-            refusal = FeedMessageError("The patient declined this document; nothing of it was kept.")
-            now = self._clock()
-            ack = acknowledgement(header, control_id=uuid.uuid4().hex[:20], now=now, error=refusal)
-            with self._records.store.session(write=True) as session:
+        patient_id = _holder(principal)
+        vault, now = self._records.vault, self._clock()
+        with self._records.store.session(write=True) as session:
+            stored = session.take_offer(patient_id, offer_id)
+            if stored is None:
+                raise NotFound("This document is no longer waiting for your decision.")
+            key = vault.key(session, patient_id, now)
+            raw = vault.open_resource(key, patient_id, _OFFER_TYPE, stored.offer_id, 1, stored.sealed)
+            payload = json.loads(raw)
+            message = payload.get("message")
+            if isinstance(message, dict) and message.get("control_id"):
+                header = Header(**message)
+                refusal = FeedMessageError("The patient declined this document; nothing of it was kept.")
+                ack = acknowledgement(header, control_id=uuid.uuid4().hex[:20], now=now, error=refusal)
                 session.record_message(stored.feed_id, header.control_id[:64], "declined", ack, now)
+            self._records.gate.journal.append(session, [(key, _declined(principal, stored, payload, now))])
 
     # -- the FHIR feed routes ---------------------------------------------------------------------
 
@@ -405,6 +419,34 @@ class FeedInbox:
             key = vault.key(session, patient_id, now)
         raw = vault.open_resource(key, patient_id, _OFFER_TYPE, stored.offer_id, 1, stored.sealed)
         return stored, json.loads(raw)
+
+
+#: The journal's operation of a patient declining a waiting document (``carnet.web.access_visits``).
+DECLINE_OPERATION = "feed-offer-decline"
+
+
+def _declined(principal: Principal, stored: StoredOffer, payload: dict[str, Any], now: datetime) -> Entry:
+    """The journal entry of a declined offer: the feed, the class, when it was offered; no content."""
+    caller = current_caller()
+    document = payload.get("document") or {}
+    query = [
+        ("feed", stored.feed_id),
+        ("class", stored.class_code),
+        ("offered", stored.received_at.isoformat()),
+    ]
+    return Entry(
+        recorded=now,
+        patient_id=stored.patient_id,
+        actor_kind=principal.kind.value,
+        actor_id=principal.subject,
+        actor_display=principal.display,
+        action=DECLINE_OPERATION,
+        resource_type=str(document.get("resourceType") or "DocumentReference")[:64],
+        reasons=(f"feed:{stored.feed_id}",),
+        client=caller.client if caller is not None else None,
+        client_address=caller.address if caller is not None else None,
+        query=urlencode(query),
+    )
 
 
 def _what(kind: str, document: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -59,6 +59,7 @@ OPERATIONS = {
     "credential-recovery": "drew new recovery codes",
     "credential-totp-add": "set up an authenticator app",
     "credential-totp-remove": "removed the authenticator app",
+    "feed-offer-decline": "refused a document waiting for your decision: nothing of it was kept",
 }
 #: A refused operation, in words.
 OPERATION_REFUSALS = {
@@ -460,7 +461,7 @@ class Teller:
                     refusals.append(words)
                 continue
             if access.operation in OPERATIONS:
-                words = self._(OPERATIONS[access.operation])
+                words = self._offered(access, self._(OPERATIONS[access.operation]))
                 if words not in operations:
                     operations.append(words)
                 continue
@@ -531,7 +532,7 @@ class Teller:
         if access.refused:
             return self._("Refused: {why}", why=self._refusal(access))
         if access.operation in OPERATIONS:
-            words = self._(OPERATIONS[access.operation])
+            words = self._offered(access, self._(OPERATIONS[access.operation]))
             return words[:1].upper() + words[1:]
         kinds = {t.split("/", 1)[0] for t in access.targets}
         names = [
@@ -553,6 +554,13 @@ class Teller:
                 return self._("Opened the document “{title}”", title=_unique(names)[0])
             return self._("Opened a document")
         return self._("Read your profile")
+
+    def _offered(self, access: Access, words: str) -> str:
+        """Words followed by the class a feed offered, when the entry names one (never what)."""
+        if not access.offered:
+            return words
+        what = self._(CLASSES[access.offered]) if access.offered in CLASSES else access.offered
+        return self._("{why} (offered: {what})", why=words, what=what)
 
     def _refusal(self, access: Access) -> str:
         if access.operation in OPERATION_REFUSALS:
