@@ -1,0 +1,64 @@
+"""What a single read and a single create send to the database: a ceiling per request, per backend.
+
+The statements are counted at the engine (``before_cursor_execute``) around one request of the
+real app. On PostgreSQL each statement is a round trip to the server: the journal append is two
+(the log's head read and locked, then entries, nodes and head written in one statement). A change
+that adds statements to these paths fails here; one that removes some lowers the ceilings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event
+from starlette.testclient import TestClient
+
+from carnet.api.app import Services
+from journal_requests import open_record, weight
+from minting import Mint
+
+
+@contextmanager
+def _statements(services: Services) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(services.store.engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(services.store.engine, "before_cursor_execute", note)
+
+
+def _journal(statements: list[str]) -> list[str]:
+    return [s for s in statements if "journal_" in s]
+
+
+def test_a_single_read_and_create_stay_within_their_statements(
+    client: TestClient, auth: Mint, services: Services
+) -> None:
+    patient_id, headers = open_record(client, auth, "1850575000011")
+    made = client.post("/fhir/Observation", json=weight(patient_id, 72.0), headers=headers)
+    assert made.status_code == 201, made.text
+    postgres = services.store.engine.dialect.name == "postgresql"
+    with _statements(services) as read:
+        answer = client.get(f"/fhir/Observation/{made.json()['id']}", headers=headers)
+    assert answer.status_code == 200, answer.text
+    with _statements(services) as create:
+        assert (
+            client.post("/fhir/Observation", json=weight(patient_id, 73.0), headers=headers).status_code
+            == 201
+        )
+    # SQLite: the journal's head, entries, nodes and head update; PostgreSQL: head, then one statement.
+    assert len(_journal(read)) == (2 if postgres else 4), _journal(read)
+    assert len(_journal(create)) == (2 if postgres else 4), _journal(create)
+    # The rest: locate, current version, key (+ the BEGINs that SQLite's engine sends as statements).
+    assert len(read) <= (5 if postgres else 9), read
+    assert len(create) <= (7 if postgres else 12), create
+    # Both entries are in the journal, in order, after the record's opening and first write.
+    events = client.get(f"/fhir/AuditEvent?patient=Patient/{patient_id}", headers=headers)
+    assert events.status_code == 200, events.text
+    assert [e["resource"]["action"] for e in events.json()["entry"][:2]] == ["C", "R"]
