@@ -26,6 +26,7 @@ from carnet.api.app import Services, build_services, create_app
 from carnet.api.auth import issue_token
 from carnet.crypto.aead import AESGCMCipher
 from carnet.crypto.shares import ShareLedger
+from carnet.domain.errors import RecordShredded
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.vault import Vault
 from carnet.settings import Settings
@@ -237,3 +238,46 @@ def test_rotation_splits_keys_stored_before_shares(
             assert after.get(url, headers=record.headers).status_code == 200
     finally:
         fresh.store.engine.dispose()
+
+
+def test_a_shred_elsewhere_takes_effect_at_the_next_read_of_a_remembered_key(
+    settings: Settings, services: Services, client: TestClient, auth: Mint
+) -> None:
+    """A record key this process keeps unwrapped is refused at the next read once another process shreds it."""
+    victim, other = _record(client, auth), _record(client, auth)
+    assert client.get(f"/fhir/Observation/{victim.observation_id}", headers=victim.headers).status_code == 200
+    assert len(services.records.vault.opened) >= 2  # both records' keys are remembered here
+    elsewhere = build_services(settings)  # another worker: its own remembered keys
+    try:
+        elsewhere.key_service.shred(ADMIN, victim.patient_id)
+    finally:
+        elsewhere.store.engine.dispose()
+    read = client.get(f"/fhir/Observation/{victim.observation_id}", headers=victim.headers)
+    assert read.status_code in (404, 410), read.text
+    assert "tension" not in read.text
+    with services.store.session() as session, pytest.raises(RecordShredded):
+        services.records.vault.key(session, victim.patient_id, datetime.now(UTC))
+    assert client.get(f"/fhir/Observation/{other.observation_id}", headers=other.headers).status_code == 200
+
+
+def test_a_rotation_elsewhere_is_followed_at_the_next_read(
+    settings: Settings, services: Services, client: TestClient, auth: Mint
+) -> None:
+    """After another process re-wraps every key under a new KEK, a remembered key is unwrapped again."""
+    record = _record(client, auth)
+    assert client.get(f"/fhir/Observation/{record.observation_id}", headers=record.headers).status_code == 200
+    with services.store.session() as session:
+        before = session.get_key(record.patient_id)
+    elsewhere = build_services(settings)
+    try:
+        elsewhere.key_service.rotate(ADMIN)
+    finally:
+        elsewhere.store.engine.dispose()
+    with services.store.session() as session:
+        after = session.get_key(record.patient_id)
+    assert before is not None
+    assert after is not None
+    assert before.wrapped != after.wrapped
+    read = client.get(f"/fhir/Observation/{record.observation_id}", headers=record.headers)
+    assert (read.status_code, read.json()["code"]) == (200, {"text": "tension 12/8"})
+    assert services.records.vault.opened.get(record.patient_id, after.wrapped or before.wrapped) is not None
