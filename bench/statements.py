@@ -9,7 +9,7 @@ pings; on SQLite they are calls into the library, not network trips), this proce
 on PostgreSQL, the CPU of the server backends it talked to (from ``/proc``). The statements of
 one request of each kind are listed with ``--show``. Usage::
 
-    .venv/bin/python bench/statements.py [--requests 500] [--backend sqlite|postgres] [--show]
+    .venv/bin/python bench/statements.py [--requests 500] [--backend sqlite|postgres] [--threads 1] [--show]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import load
@@ -83,8 +84,12 @@ class Meter:
         return load.cpu_seconds(sorted(self.backends)) if self.backends else 0.0
 
 
-def measure(meter: Meter, label: str, requests: int, run: Any, show: bool) -> str:
-    """Run one request to warm up (listing its statements), then ``requests`` of them; one table row."""
+def measure(meter: Meter, label: str, requests: int, run: Any, show: bool, threads: int = 1) -> str:
+    """Run one request to warm up (listing its statements), then ``requests`` of them; one table row.
+
+    With ``threads`` > 1 the requests are spread over that many threads at once (group commit
+    then shares transactions between them, as under a served load).
+    """
     meter.reset()
     run()
     if show:
@@ -94,8 +99,12 @@ def measure(meter: Meter, label: str, requests: int, run: Any, show: bool) -> st
     meter.reset()
     backend_before = meter.backend_cpu()
     started, cpu = time.perf_counter(), time.process_time()
-    for _ in range(requests):
-        run()
+    if threads == 1:
+        for _ in range(requests):
+            run()
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(lambda _: run(), range(requests)))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     backend_cpu = meter.backend_cpu() - backend_before
     c, n = meter.counts, requests
@@ -111,6 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--threads", type=int, default=1, help="requests at once (in threads)")
     parser.add_argument("--show", action="store_true", help="list the statements of one request of each kind")
     args = parser.parse_args()
     with backend(args.backend) as settings:
@@ -134,18 +144,26 @@ def main() -> None:
         made = records.create(observation)
         meter = Meter(services.store.engine)
         rows = [
-            measure(meter, "single create", args.requests, lambda: records.create(observation), args.show),
+            measure(
+                meter,
+                "single create",
+                args.requests,
+                lambda: records.create(observation),
+                args.show,
+                args.threads,
+            ),
             measure(
                 meter,
                 "single read",
                 args.requests,
                 lambda: records.read("Observation", made.stored.resource_id),
                 args.show,
+                args.threads,
             ),
         ]
         services.store.engine.dispose()
     print(
-        f"## {args.backend}, in-process, one thread, {args.requests} requests each; "
+        f"## {args.backend}, in-process, {args.threads} thread(s), {args.requests} requests each; "
         f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
     )
     print(

@@ -30,6 +30,9 @@ class Connected:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._pending: dict[Table, list[dict[str, object]]] = {}
+        #: The journal heads this transaction appended to, as it left them (``journal.py``): its
+        #: lock on them is held until it ends, so the next append of the same log needs no read.
+        self._journal_heads: dict[int, tuple[int, bytes]] = {}
 
     @property
     def _c(self) -> Connection:
@@ -56,6 +59,7 @@ class Connected:
             self.flush()
         except BaseException:
             self._pending = {}
+            self._journal_heads = {}  # the block's appends are undone: read the heads again
             nested.rollback()
             raise
         nested.commit()

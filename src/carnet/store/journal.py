@@ -70,7 +70,14 @@ class JournalSessionMixin(Connected):
     """The journal's part of a store transaction."""
 
     def journal_head(self, shard: int, *, lock: bool = False) -> tuple[int, bytes] | None:
-        """Return a shard's ``(size, peaks)``, locking its row for this transaction if asked."""
+        """Return a shard's ``(size, peaks)``, locking its row for this transaction if asked.
+
+        A head this transaction appended to is known without a statement (its lock, or SQLite's
+        write lock, is held since): the appends of a group commit's units read it once.
+        """
+        known = self._journal_heads.get(shard)
+        if known is not None:
+            return known
         query = _HEAD_FOR_UPDATE if lock and self._c.dialect.name == "postgresql" else _HEAD
         row = self._c.execute(query, {"head_shard": shard}).first()
         return None if row is None else (int(row[0]), bytes(row[1]))
@@ -113,13 +120,15 @@ class JournalSessionMixin(Connected):
             {"shard": shard, "level": level, "idx": idx, "digest": digest} for level, idx, digest in nodes
         ]
         connection = self._c
+        self._journal_heads.pop(shard, None)  # until the head is written
         if connection.dialect.name == "postgresql" and entry_rows and node_rows:
             append_at_once(connection, entry_rows, node_rows, {"shard": shard}, size, peaks)
-            return
-        connection.execute(_INSERT_ENTRIES, entry_rows)
-        if node_rows:
-            connection.execute(_INSERT_NODES, node_rows)
-        connection.execute(_UPDATE_HEAD, {"head_shard": shard, "new_size": size, "new_peaks": peaks})
+        else:
+            connection.execute(_INSERT_ENTRIES, entry_rows)
+            if node_rows:
+                connection.execute(_INSERT_NODES, node_rows)
+            connection.execute(_UPDATE_HEAD, {"head_shard": shard, "new_size": size, "new_peaks": peaks})
+        self._journal_heads[shard] = (size, peaks)
 
     def journal_node(self, shard: int, level: int, idx: int) -> bytes | None:
         """Return one stored perfect-subtree hash."""

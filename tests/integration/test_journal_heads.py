@@ -1,0 +1,99 @@
+"""A transaction's appends to one journal log read its head once; an undone append forgets it.
+
+The appends of a group commit's units share one transaction, which holds the log's head (row
+lock on PostgreSQL, the write lock on SQLite) from its first append: the following appends take
+the head it left without reading it again. A unit whose savepoint is rolled back undoes its
+append, so the head is read again from the database, and the journal still verifies entry by
+entry against a signed checkpoint.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import event
+
+from carnet.api.app import Services
+from carnet.audit.signer import VERIFIER_FILE
+from carnet.audit.verify import verify_journal
+from carnet.domain.journal import Entry
+from carnet.services.ports import StoreSession
+from carnet.settings import Settings
+
+KEY = secrets.token_bytes(32)
+
+
+def _append(services: Services, session: StoreSession, patient_id: str) -> None:
+    entry = Entry(
+        recorded=datetime.now(UTC),
+        patient_id=patient_id,
+        actor_kind="patient",
+        actor_id="patient:heads",
+        action="read",
+        resource_type="Observation",
+    )
+    services.journal.append(session, [(KEY, entry)])
+
+
+def _failing_unit(services: Services, session: StoreSession) -> None:
+    """A unit that appends, then fails: its savepoint is rolled back."""
+    with session.savepoint():
+        _append(services, session, "heads-2")
+        raise RuntimeError("this unit fails after its append")
+
+
+@contextmanager
+def _head_reads(services: Services) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM journal_heads" in statement:
+            seen.append(statement)
+
+    event.listen(services.store.engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(services.store.engine, "before_cursor_execute", note)
+
+
+def _verified(services: Services, settings: Settings) -> int:
+    """Sign checkpoints and verify the journal entry by entry; return the entries of shard 0."""
+    services.journal.issue_checkpoints()
+    key = (settings.key_dir / VERIFIER_FILE).read_text().strip()
+    with services.store.session() as session:
+        reports = verify_journal(session, key, settings.journal_origin, now=datetime.now(UTC))
+        size = session.journal_head(0)
+    assert [r.ok for r in reports] == [True] * len(reports)
+    assert size is not None
+    return size[0]
+
+
+def test_appends_of_one_transaction_read_the_head_once(services: Services, settings: Settings) -> None:
+    before = _verified(services, settings)
+    with _head_reads(services) as reads, services.store.session(write=True) as session:
+        for _ in range(3):
+            with session.savepoint():  # as a group commit runs each unit
+                _append(services, session, "heads-1")
+    assert len(reads) == 1
+    assert _verified(services, settings) == before + 3
+
+
+def test_an_undone_append_makes_the_next_one_read_the_head_again(
+    services: Services, settings: Settings
+) -> None:
+    before = _verified(services, settings)
+    with _head_reads(services) as reads, services.store.session(write=True) as session:
+        _append(services, session, "heads-2")
+        with pytest.raises(RuntimeError):
+            _failing_unit(services, session)
+        _append(services, session, "heads-2")
+    assert len(reads) == 2
+    assert _verified(services, settings) == before + 2
+    with services.store.session() as session:
+        stored = session.journal_of("heads-2")
+    assert sorted(e.seq for e in stored) == [before, before + 1]  # no gap where the undone one was
