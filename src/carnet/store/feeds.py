@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from carnet.domain.errors import Conflict
 from carnet.domain.feeds import DeadLetter, Feed, FeedKind, FeedStatus, LetterStatus, StoredOffer
 from carnet.store.connected import Connected, utc
 from carnet.store.tables import feed_dead_letters, feed_messages, feed_offers, feeds
+
+# The statements of every feed message are built once; only their parameters change per call.
+_FEED = select(feeds).where(feeds.c.feed_id == bindparam("f"))
+_THIS_MESSAGE = (feed_messages.c.feed_id == bindparam("f"), feed_messages.c.control_id == bindparam("c"))
+_MESSAGE_ACK = select(feed_messages.c.outcome, feed_messages.c.ack).where(*_THIS_MESSAGE)
+_FORGET_MESSAGE = delete(feed_messages).where(*_THIS_MESSAGE)
+_REMEMBER_MESSAGE = insert(feed_messages)
 
 
 def _feed(row: Any) -> Feed:
@@ -54,7 +61,7 @@ class FeedSessionMixin(Connected):
 
     def feed(self, feed_id: str) -> Feed | None:
         """Return a registered feed, or None."""
-        row = self._c.execute(select(feeds).where(feeds.c.feed_id == feed_id)).first()
+        row = self._c.execute(_FEED, {"f": feed_id}).first()
         return None if row is None else _feed(row)
 
     def all_feeds(self) -> list[Feed]:
@@ -92,24 +99,21 @@ class FeedMessageSessionMixin(Connected):
 
     def message_ack(self, feed_id: str, control_id: str) -> tuple[str, bytes] | None:
         """Return the outcome and ACK of a message already taken (by feed and MSH-10), or None."""
-        row = self._c.execute(
-            select(feed_messages.c.outcome, feed_messages.c.ack).where(
-                feed_messages.c.feed_id == feed_id, feed_messages.c.control_id == control_id
-            )
-        ).first()
+        row = self._c.execute(_MESSAGE_ACK, {"f": feed_id, "c": control_id}).first()
         return None if row is None else (str(row.outcome), bytes(row.ack))
 
     def record_message(self, feed_id: str, control_id: str, outcome: str, ack: bytes, now: datetime) -> None:
         """Remember the answer to a message (the last answer wins when it is sent again)."""
+        self._c.execute(_FORGET_MESSAGE, {"f": feed_id, "c": control_id})
         self._c.execute(
-            delete(feed_messages).where(
-                feed_messages.c.feed_id == feed_id, feed_messages.c.control_id == control_id
-            )
-        )
-        self._c.execute(
-            insert(feed_messages).values(
-                feed_id=feed_id, control_id=control_id, received_at=now, outcome=outcome, ack=ack
-            )
+            _REMEMBER_MESSAGE,
+            {
+                "feed_id": feed_id,
+                "control_id": control_id,
+                "received_at": now,
+                "outcome": outcome,
+                "ack": ack,
+            },
         )
 
     def add_letter(self, letter: DeadLetter) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import Engine, Select, and_, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -63,6 +64,48 @@ _CURRENT = (
         resources.c.resource_type == bindparam("t"),
         resources.c.resource_id == bindparam("i"),
     )
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _search_statement(typed: bool, by_id: bool, filters: int) -> Select[Any]:
+    """The search of one shape (a type or not, ids or not, how many token filters), built once.
+
+    Building a statement and its cache key costs more than running a search by index (about
+    0.5 ms, 2.5 ms with a token filter): each shape is built once, its values bound per call
+    (``p`` the record, ``t`` the type, ``ids``, then ``n<i>``/``h<i>`` each filter's parameter
+    and value hashes; the lists are expanding parameters).
+    """
+    query = (
+        select(*_VERSION_COLUMNS)
+        .join(resources, _IS_CURRENT)
+        .where(resources.c.patient_id == bindparam("p"), resources.c.deleted.is_(False))
+    )
+    if typed:
+        query = query.where(resources.c.resource_type == bindparam("t"))
+    if by_id:
+        query = query.where(resources.c.resource_id.in_(bindparam("ids", expanding=True)))
+    for index in range(filters):
+        st = search_tokens.alias()
+        query = query.where(
+            resources.c.resource_id.in_(
+                select(st.c.resource_id).where(
+                    st.c.patient_id == bindparam("p"),
+                    st.c.resource_type == (bindparam("t") if typed else resources.c.resource_type),
+                    st.c.param == bindparam(f"n{index}"),
+                    st.c.value_hash.in_(bindparam(f"h{index}", expanding=True)),
+                )
+            )
+        )
+    return query.order_by(resources.c.resource_type, resources.c.resource_id)
+
+
+# The live records registered under an identifier hash (a feed's INS, a patient's sign-in).
+_IDENTITIES = (
+    select(identities.c.patient_id)
+    .join(patient_keys, patient_keys.c.patient_id == identities.c.patient_id)
+    .where(identities.c.value_hash == bindparam("h"), patient_keys.c.wrapped_key.is_not(None))
+    .order_by(identities.c.patient_id)
 )
 
 
@@ -236,39 +279,20 @@ class SQLStoreSession(
         token_filters: Sequence[tuple[str, Sequence[bytes]]],
     ) -> list[StoredVersion]:
         """Return current, non-deleted versions matching ids and every token filter."""
-        query = (
-            select(*_VERSION_COLUMNS)
-            .join(resources, _IS_CURRENT)
-            .where(resources.c.patient_id == patient_id, resources.c.deleted.is_(False))
-        )
+        query = _search_statement(resource_type is not None, bool(ids), len(token_filters))
+        params: dict[str, Any] = {"p": patient_id}
         if resource_type is not None:
-            query = query.where(resources.c.resource_type == resource_type)
+            params["t"] = resource_type
         if ids:
-            query = query.where(resources.c.resource_id.in_(list(ids)))
-        for param, hashes in token_filters:
-            st = search_tokens.alias()
-            query = query.where(
-                resources.c.resource_id.in_(
-                    select(st.c.resource_id).where(
-                        st.c.patient_id == patient_id,
-                        st.c.resource_type
-                        == (resource_type if resource_type is not None else resources.c.resource_type),
-                        st.c.param == param,
-                        st.c.value_hash.in_(list(hashes)),
-                    )
-                )
-            )
-        query = query.order_by(resources.c.resource_type, resources.c.resource_id)
-        return [_version(r) for r in self._c.execute(query).all()]
+            params["ids"] = list(ids)
+        for index, (param, hashes) in enumerate(token_filters):
+            params[f"n{index}"] = param
+            params[f"h{index}"] = list(hashes)
+        return [_version(r) for r in self._c.execute(query, params).all()]
 
     def find_identities(self, value_hash: bytes) -> list[str]:
         """Return every live patient registered under a global identifier hash."""
-        rows = self._c.execute(
-            select(identities.c.patient_id)
-            .join(patient_keys, patient_keys.c.patient_id == identities.c.patient_id)
-            .where(identities.c.value_hash == value_hash, patient_keys.c.wrapped_key.is_not(None))
-            .order_by(identities.c.patient_id)
-        ).all()
+        rows = self._c.execute(_IDENTITIES, {"h": value_hash}).all()
         return [str(r[0]) for r in rows]
 
     def set_identities(self, patient_id: str, hashes: set[bytes]) -> None:
