@@ -175,6 +175,10 @@ class StoreSession(Protocol):
         """Return the current version (possibly a deletion)."""
         ...
 
+    def locate_current(self, resource_type: str, resource_id: str) -> tuple[str, StoredVersion | None] | None:
+        """Return the patient id holding a resource and its current version (``locate`` + ``current``)."""
+        ...
+
     def current_many(self, patient_id: str, keys: Sequence[tuple[str, str]]) -> list[StoredVersion]:
         """Return the current, non-deleted versions of several ``(type, id)`` of one record, in one query."""
         ...

@@ -33,11 +33,22 @@ class Reads:
         Raises:
             NotFound: unknown, or a record the caller may not enter. AccessDenied: a forbidden kind.
         """
-        gate = self._gate
         check_id(resource_type, resource_id)
-        gate.admit(call, action, resource_type, named=[(resource_type, resource_id)])
+        self._gate.admit(call, action, resource_type, named=[(resource_type, resource_id)])
+        return self._enter(
+            call, resource_type, resource_id, action, call.session.locate(resource_type, resource_id)
+        )
+
+    def _enter(
+        self, call: Call, resource_type: str, resource_id: str, action: Action, patient_id: str | None
+    ) -> str:
+        """Let the policy decide on the record holding a resource (``patient_id``: None, unknown).
+
+        Raises:
+            NotFound: unknown, or a record the caller may not enter.
+        """
+        gate = self._gate
         what = f"{resource_type}/{resource_id}"
-        patient_id = call.session.locate(resource_type, resource_id)
         if patient_id is None:
             raise NotFound(f"{what} is not known.")
         decision = gate.decide(call, action, gate.target(call, patient_id, resource_type))
@@ -54,8 +65,14 @@ class Reads:
             NotFound: unknown, or not for this caller. Gone: deleted, or the record was erased.
         """
         gate = self._gate
-        patient_id = self.locate(call, resource_type, resource_id, Action.READ)
-        version = call.session.current(patient_id, resource_type, resource_id)
+        check_id(resource_type, resource_id)
+        gate.admit(call, Action.READ, resource_type, named=[(resource_type, resource_id)])
+        # Located and read in one query (the version is opened only once the policy let the caller in).
+        found = call.session.locate_current(resource_type, resource_id)
+        patient_id = self._enter(
+            call, resource_type, resource_id, Action.READ, None if found is None else found[0]
+        )
+        version = None if found is None else found[1]
         if version is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known.")
         if version.deleted:

@@ -15,6 +15,7 @@ from carnet.services.ports import StoredVersion
 from carnet.store.apps import AppSessionMixin
 from carnet.store.connected import utc
 from carnet.store.credentials import CredentialSessionMixin
+from carnet.store.distribution import is_citus
 from carnet.store.feeds import FeedMessageSessionMixin, FeedOfferSessionMixin, FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.keys import KeySessionMixin
@@ -63,6 +64,25 @@ _CURRENT = (
         resources.c.patient_id == bindparam("p"),
         resources.c.resource_type == bindparam("t"),
         resources.c.resource_id == bindparam("i"),
+    )
+)
+
+# ``_LOCATE`` and ``_CURRENT`` in one query, where the locations live beside the records' tables.
+_LOCATE_CURRENT = (
+    select(resource_locations.c.patient_id, *_VERSION_COLUMNS)
+    .select_from(
+        resource_locations.outerjoin(
+            resources,
+            and_(
+                resources.c.patient_id == resource_locations.c.patient_id,
+                resources.c.resource_type == resource_locations.c.resource_type,
+                resources.c.resource_id == resource_locations.c.resource_id,
+            ),
+        ).outerjoin(resource_versions, _IS_CURRENT)
+    )
+    .where(
+        resource_locations.c.resource_id == bindparam("i"),
+        resource_locations.c.resource_type == bindparam("t"),
     )
 )
 
@@ -137,6 +157,10 @@ class SQLStoreSession(
 ):
     """One transaction on the SQL store."""
 
+    #: Whether ``resource_locations`` can be joined to the records' tables in one query (not on
+    #: Citus, where they are distributed on different columns).
+    locations_joined = True
+
     def locate(self, resource_type: str, resource_id: str) -> str | None:
         """Return the patient id holding a resource."""
         row = self._c.execute(_LOCATE, {"t": resource_type, "i": resource_id}).first()
@@ -146,6 +170,22 @@ class SQLStoreSession(
         """Return the current version of a resource."""
         row = self._c.execute(_CURRENT, {"p": patient_id, "t": resource_type, "i": resource_id}).first()
         return None if row is None else _version(row)
+
+    def locate_current(self, resource_type: str, resource_id: str) -> tuple[str, StoredVersion | None] | None:
+        """Return the patient id holding a resource and its current version.
+
+        One query, unless the locations are distributed apart from the records (Citus: located
+        first, then read in the record's shard group).
+        """
+        if not self.locations_joined:
+            patient_id = self.locate(resource_type, resource_id)
+            if patient_id is None:
+                return None
+            return patient_id, self.current(patient_id, resource_type, resource_id)
+        row = self._c.execute(_LOCATE_CURRENT, {"t": resource_type, "i": resource_id}).first()
+        if row is None:
+            return None
+        return str(row[0]), None if row[1] is None else _version(row[1:])
 
     def current_many(self, patient_id: str, keys: Sequence[tuple[str, str]]) -> list[StoredVersion]:
         """Return the current, non-deleted versions of several ``(type, id)`` of one record, in one query."""
@@ -314,6 +354,7 @@ class SQLStore:
         self.single_writer = self._sqlite
         url = engine.url.render_as_string(hide_password=False)
         self._writers = WriterLock(sqlite_file(url)) if self._sqlite else None
+        self._locations_joined = self._sqlite or not _has_citus(engine)
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[SQLStoreSession]:
@@ -335,5 +376,12 @@ class SQLStore:
                 connection.info["carnet_begin"] = "BEGIN IMMEDIATE" if write else "BEGIN"
             with connection.begin():
                 session = SQLStoreSession(connection)
+                session.locations_joined = self._locations_joined
                 yield session
                 session.flush()
+
+
+def _has_citus(engine: Engine) -> bool:
+    """Whether the database has the Citus extension (checked once, when the store is opened)."""
+    with engine.connect() as connection:
+        return is_citus(connection)
