@@ -7,12 +7,14 @@ refresh, revocation, introspection) over the same in-process app.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from authlib.integrations.httpx_client import OAuth2Client
+from sqlalchemy import event
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, create_app
@@ -539,3 +541,38 @@ def test_a_granted_app_exports_the_patients_record_within_its_grant(
     page = browser.get("/patient/apps")
     browser.post(f"/patient/apps/{app_id}/revoke", data={"csrf_token": csrf(page.text)})
     assert exported("") == 401
+
+
+def test_an_app_token_is_looked_up_off_the_event_loop_at_every_request(
+    browser: TestClient, services: Services, patient: SeededPatient, app_id: str
+) -> None:
+    """An app's create and read run no SQL on the loop's thread (rate limit on); a revocation refuses the next call."""
+    sign_in(browser, patient)
+    app = oauth(browser, app_id, "launch/patient patient/Observation.crs")
+    location, verifier = authorize(browser, app)
+    app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    on_loop: list[str] = []
+
+    def statement(_connection: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        on_loop.append(sql)
+
+    event.listen(services.store.engine, "before_cursor_execute", statement)
+    try:
+        measure = {**BP_PANEL, "subject": {"reference": f"Patient/{patient.patient_id}"}}
+        created = app.post("/fhir/Observation", json=measure, headers=FHIR_JSON)
+        assert created.status_code == 201, created.text
+        read = app.get(f"/fhir/Observation/{created.json()['id']}")
+        assert read.status_code == 200
+    finally:
+        event.remove(services.store.engine, "before_cursor_execute", statement)
+    assert on_loop == []
+    page = browser.get("/patient/apps")
+    done = browser.post(
+        f"/patient/apps/{app_id}/revoke", data={"csrf_token": csrf(page.text)}, follow_redirects=False
+    )
+    assert done.status_code == 303
+    assert app.get(f"/fhir/Observation/{created.json()['id']}").status_code == 401

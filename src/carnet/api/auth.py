@@ -117,6 +117,20 @@ class TokenVerifier:
         self.verified.put(token, principal, expires)
         return principal
 
+    def known(self, authorization: str | None) -> Principal | None:
+        """The principal of a bearer JWT verified lately (``verified``), without blocking; else None.
+
+        None means "call :meth:`verify`" (off the event loop: an app's opaque token is looked up
+        in the store, a JWT of the configured issuer may need its JWKS fetched). Opaque tokens
+        are never known here: they are looked up at every request.
+        """
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None
+        token = authorization[7:].strip()
+        if "." not in token:
+            return None
+        return self.verified.get(token)
+
     def _verify(self, token: str) -> tuple[Principal, float]:
         """Verify a token's signature and claims; return its principal and its ``exp``.
 

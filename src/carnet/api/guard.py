@@ -20,25 +20,32 @@ from carnet.api.auth import TokenVerifier
 from carnet.api.fhir import fhir_response
 from carnet.api.outcome import operation_outcome
 from carnet.domain.errors import CarnetError
+from carnet.offload import offload
 from carnet.services import deadline
 from carnet.services.rate_limit import RateLimiter
 
 GUARDED = ("/fhir", "/journal")
 
 
-def bucket_of(scope: Scope, verifier: TokenVerifier) -> str:
-    """The rate-limit key of a request: its verified principal, else its client address."""
+async def bucket_of(scope: Scope, verifier: TokenVerifier) -> str:
+    """The rate-limit key of a request: its verified principal, else its client address.
+
+    A token not verified lately (an app's opaque token, looked up in the store) is verified
+    off the event loop.
+    """
     authorization = None
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             authorization = value.decode("latin-1")
             break
     if authorization:
-        try:
-            principal = verifier.verify(authorization)
-        except CarnetError:
-            pass
-        else:
+        principal = verifier.known(authorization)
+        if principal is None:
+            try:
+                principal = await offload(verifier.verify, authorization)
+            except CarnetError:
+                principal = None
+        if principal is not None:
             return f"principal:{principal.kind.value}:{principal.subject}"
     peer = scope.get("client")
     return f"address:{peer[0] if peer else 'unknown'}"
@@ -61,7 +68,7 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         if self._limiter.enabled:
-            wait = self._limiter.take(bucket_of(scope, self._verifier))
+            wait = self._limiter.take(await bucket_of(scope, self._verifier))
             if wait:
                 outcome = operation_outcome(
                     "throttled",
