@@ -296,6 +296,16 @@ def loads_stored(data: bytes) -> Any:
     return json.loads(data, parse_float=Decimal, parse_int=_parse_int)
 
 
+def loads_lossy(data: bytes) -> Any:
+    """Parse JSON that Carnet itself wrote, for reading strings only (dates of a search): decimals
+    become floats, so the result must never be written back or shown. Several times faster than
+    :func:`loads_stored`; falls back to it on what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return loads_stored(data)
+
+
 def dumps(value: Any) -> bytes:
     """Serialise JSON compactly, writing decimals with their original digits."""
     return orjson.dumps(value, default=_fragment)

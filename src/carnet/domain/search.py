@@ -9,6 +9,7 @@ parameters of the same names.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -331,6 +332,7 @@ _DATE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_date(text: str) -> DateRange:
     """Turn a FHIR date/dateTime/instant into the range its precision covers (UTC if no zone).
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from carnet.domain.policy import AccessMode, DocumentFacts, Grants, Obligation
+from carnet.domain.policy import AccessMode, AccessRequest, Decision, DocumentFacts, Grants, Obligation
 from carnet.domain.principal import Principal
 from carnet.services.ports import StoreSession
 from carnet.services.trail import Touch
@@ -45,6 +45,10 @@ class Call:
     #: Record keys unwrapped in this call (one unwrap per record, not per row).
     keys: dict[str, bytes] = field(default_factory=dict)
     grants: dict[str, Grants] = field(default_factory=dict)
+    #: The policy's verdicts in this call, by question: a record's 500 resources ask a handful of
+    #: distinct questions (type, document facts), each decided once. The call's grants and open
+    #: state are read once per call already; this makes the call decided as of one state.
+    decisions: dict[AccessRequest, Decision] = field(default_factory=dict)
     open_records: dict[str, bool] = field(default_factory=dict)
     #: ``Binary/<id>`` → the facts of the current DocumentReference pointing to it.
     binary_facts: dict[str, DocumentFacts] = field(default_factory=dict)

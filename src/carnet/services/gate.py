@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlencode
 
+from carnet.domain import fhirjson
 from carnet.domain.consent import grants_from_consents
 from carnet.domain.documents import attachments, document_facts
 from carnet.domain.errors import (
@@ -281,7 +282,10 @@ class Gate:
                 not a 403 that would let the app believe only this request was refused).
         """
         request = self._request(call, action, target)
-        decision = decide(request, self._grants_of(call, target.patient_id), self.profile, self.clock())
+        decision = call.decisions.get(request)
+        if decision is None:
+            grants = self._grants_of(call, target.patient_id)
+            decision = call.decisions[request] = decide(request, grants, self.profile, self.clock())
         if call.query is None and action is Action.CREATE and call.actor.kind is ActorKind.FEED:
             # The journal says which class (or measure type) a feed offered, never the content.
             call.query = f"class={self.profile.matrix.class_of(target) or ''}"
@@ -403,8 +407,11 @@ class Gate:
         out: list[Stored] = []
         for version in versions:
             stored = self.open(key, version)
-            if query.dates and (stored.resource is None or not matches_dates(stored.resource, query.dates)):
-                continue
+            if query.dates:
+                # Dates are strings: a lossy parse (floats) reads them without keeping a resource.
+                raw = stored.json
+                if raw is None or not matches_dates(fhirjson.loads_lossy(raw), query.dates):
+                    continue
             out.append(stored)
         return out
 
@@ -452,7 +459,8 @@ class Gate:
             patient_id,
             stored.resource_type,
             document=self.facts(call, patient_id, stored),
-            resource=stored.resource,
+            # Only an app's scopes look into the resource: others leave its JSON unparsed.
+            resource=stored.resource if call.principal.app_id is not None else None,
         )
         if not self.decide(call, Action.READ, target).allowed:
             return False
