@@ -348,6 +348,8 @@ def test_capability_statement_says_what_the_routes_do(client: TestClient) -> Non
         assert parameter in everything["documentation"]
     assert statement["format"] == ["application/fhir+json", "json"]
     assert "406" in rest["documentation"]
+    for said in ("_totalMethod", ":iterate", "_summary", "_elements", "_include", "_revinclude"):
+        assert said in rest["documentation"], said  # each exercised by tests/integration/test_fhir_clients.py
     assert set(statement["patchFormat"]) == {
         "application/json-patch+json",
         "application/fhir+json",

@@ -39,8 +39,9 @@ INTERACTIONS = (
     "when none; conditional delete (DELETE [type]?criteria) deletes one match; several matches are 412. "
     "Read and search take _summary (true, text, data; count on search) and _elements, on top-level "
     "elements; a subset is tagged SUBSETTED. Searches take _include=Type:param[:Target] and "
-    "_revinclude=Type:param[:Target] (reference parameters; no :iterate, no *), within the record and "
-    "the directory."
+    "_revinclude=Type:param[:Target] (reference parameters; no *), within the record and the "
+    "directory; with :iterate they apply again to what was included, 3 rounds at most. Searches "
+    "take _total and _totalMethod (fhirpy's count()): the total is always exact."
 )
 
 

@@ -191,6 +191,7 @@ RESULT_PARAMS = frozenset(
         "_summary",
         "_elements",
         "_total",
+        "_totalMethod",
         "_format",
         "_pretty",
         "_include",
@@ -269,11 +270,17 @@ class SortKey:
 
 @dataclass(frozen=True, slots=True)
 class Include:
-    """An ``_include`` or ``_revinclude``: ``Source:param[:Target]``."""
+    """An ``_include`` or ``_revinclude``: ``Source:param[:Target]``; ``iterate`` (``:iterate``)
+    applies it to what the includes brought in too, up to :data:`ITERATE_ROUNDS` times."""
 
     source: str
     param: str
     target: str | None
+    iterate: bool = False
+
+
+#: How many times ``_include:iterate`` / ``_revinclude:iterate`` follow references past the matches.
+ITERATE_ROUNDS = 3
 
 
 def reference_paths(resource_type: str, param: str) -> tuple[str, ...] | None:
@@ -286,8 +293,8 @@ def reference_paths(resource_type: str, param: str) -> tuple[str, ...] | None:
     return kind_paths[1]
 
 
-def parse_include(name: str, value: str, resource_type: str) -> Include:
-    """Parse an ``_include`` (of the searched type) or ``_revinclude`` value.
+def parse_include(name: str, value: str, resource_type: str, *, iterate: bool = False) -> Include:
+    """Parse an ``_include`` (of the searched type, or any with ``iterate``) or ``_revinclude`` value.
 
     Raises:
         InvalidRequest: not ``Source:param[:Target]`` with a reference parameter of Source.
@@ -295,8 +302,9 @@ def parse_include(name: str, value: str, resource_type: str) -> Include:
     parts = value.split(":")
     if len(parts) not in (2, 3) or not all(parts) or "*" in value:
         raise InvalidRequest(f"{name} takes Type:parameter[:TargetType] ({name}={value[:60]!r}).")
-    include = Include(source=parts[0], param=parts[1], target=parts[2] if len(parts) == 3 else None)
-    if name == "_include" and include.source != resource_type:
+    target = parts[2] if len(parts) == 3 else None
+    include = Include(source=parts[0], param=parts[1], target=target, iterate=iterate)
+    if name == "_include" and include.source != resource_type and not iterate:
         raise InvalidRequest(f"_include on a {resource_type} search names {resource_type}:<parameter>.")
     if reference_paths(include.source, include.param) is None:
         raise InvalidRequest(f"{include.param!r} is not a reference parameter of {include.source[:40]}.")
@@ -616,15 +624,19 @@ def parse_search(
         elif name == "_elements":
             elements.append(value)
         elif name in ("_include", "_revinclude"):
-            if modifier:
-                unsupported(raw_name, "_include:iterate is not implemented")
+            if modifier and modifier != "iterate":
+                unsupported(raw_name, "of the modifiers only :iterate is implemented")
                 continue
             (includes if name == "_include" else revincludes).append(
-                parse_include(name, value, resource_type)
+                parse_include(name, value, resource_type, iterate=modifier == "iterate")
             )
         elif name == "_total":
             if value not in ("none", "estimate", "accurate"):
                 raise InvalidRequest("_total must be none, estimate or accurate.")
+        elif name == "_totalMethod":
+            # What fhirpy's count() sends (Aidbox's name for _total): the total is always exact here.
+            if value not in ("count", "estimate", "none"):
+                raise InvalidRequest("_totalMethod must be count, estimate or none.")
         elif name == "_format":
             if value not in ("json", "application/json", "application/fhir+json"):
                 unsupported(f"_format={value}", "Carnet speaks JSON only")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,9 @@ from carnet.domain.errors import CarnetError, InvalidRequest
 from carnet.domain.policy import Action
 from carnet.domain.resources import SUPPORTED_TYPES, is_directory_type, is_valid_id, values_at
 from carnet.domain.search import (
+    ITERATE_ROUNDS,
     PATIENT_PARAMS,
+    Include,
     SearchQuery,
     SortKey,
     TokenClause,
@@ -105,29 +108,56 @@ class Search:
         """The resources ``_include`` and ``_revinclude`` add to a page, within each match's record.
 
         Each is opened and checked by the policy like any other result (and journaled when shown);
-        references outside the record are looked up in the directory only.
+        references outside the record are looked up in the directory only. The ``:iterate`` ones
+        are applied again to what the previous round brought in, :data:`ITERATE_ROUNDS` times at
+        most (and never past the record and the directory).
         """
         seen = {(s.resource_type, s.resource_id) for s in page}
         out: dict[tuple[str, str], Stored] = {}
-        for include in query.includes:
+        sources: Sequence[Stored] = page
+        includes, revincludes = query.includes, query.revincludes
+        for _ in range(1 + ITERATE_ROUNDS):
+            found = self._include_round(call, query, sources, includes, revincludes, seen | out.keys())
+            out.update(found)
+            includes = tuple(i for i in query.includes if i.iterate)
+            revincludes = tuple(i for i in query.revincludes if i.iterate)
+            sources = list(found.values())
+            if not sources or not (includes or revincludes):
+                break
+        return list(out.values())
+
+    def _include_round(
+        self,
+        call: Call,
+        query: SearchQuery,
+        sources: Sequence[Stored],
+        includes: Sequence[Include],
+        revincludes: Sequence[Include],
+        known: AbstractSet[tuple[str, str]],
+    ) -> dict[tuple[str, str], Stored]:
+        """What one round of includes and revincludes brings in from ``sources`` (not ``known``)."""
+        out: dict[tuple[str, str], Stored] = {}
+        for include in includes:
             paths = reference_paths(include.source, include.param) or ()
-            for stored in page:
+            for stored in sources:
                 if stored.resource_type != include.source or stored.resource is None:
                     continue
                 owner = self._owner(query, stored)
                 for ref in _references(stored.resource, paths):
                     rtype, _, rid = ref.partition("/")
-                    if (include.target and rtype != include.target) or (rtype, rid) in seen | out.keys():
+                    if (include.target and rtype != include.target) or (rtype, rid) in known | out.keys():
                         continue
                     if not (rtype in SUPPORTED_TYPES and is_valid_id(rid)):
                         continue
                     home = DIRECTORY if is_directory_type(rtype) else owner
+                    if home == DIRECTORY and not is_directory_type(rtype):
+                        continue  # a directory entry points into no record
                     lookup = SearchQuery(resource_type=rtype, patient_id=None, ids=(rid,))
                     out.update(
                         ((f.resource_type, f.resource_id), f) for f in self.matching(call, home, lookup)
                     )
-        for include in query.revincludes:
-            for stored in page:
+        for include in revincludes:
+            for stored in sources:
                 owner = self._owner(query, stored)
                 if (include.target and stored.resource_type != include.target) or owner == DIRECTORY:
                     continue
@@ -140,15 +170,17 @@ class Search:
                     clause = TokenClause(param=include.param, values=(value,))
                     lookup = SearchQuery(resource_type=include.source, patient_id=None, tokens=(clause,))
                 for found in self.matching(call, owner, lookup):
-                    if (found.resource_type, found.resource_id) not in seen:
+                    if (found.resource_type, found.resource_id) not in known:
                         out.setdefault((found.resource_type, found.resource_id), found)
-        return list(out.values())
+        return out
 
     @staticmethod
     def _owner(query: SearchQuery, stored: Stored) -> str:
         """The record a result belongs to (a Patient is its own record; the directory otherwise)."""
         if stored.resource_type == "Patient":
             return stored.resource_id
+        if is_directory_type(stored.resource_type):
+            return DIRECTORY
         return query.patient_id or DIRECTORY
 
     def everything(
