@@ -58,3 +58,18 @@ def test_a_large_value_is_decoded_once_for_its_validation_hash_and_binary() -> N
     # A value split over lines (as some senders wrap base64) decodes to the same content.
     wrapped = "\n".join(data[i : i + 76] for i in range(0, len(data), 76))
     assert documents.decode_base64(wrapped, "Binary.data") == content
+
+
+def test_a_value_encoded_here_is_not_decoded_back() -> None:
+    """A document this process encoded (a CDA made into a DocumentReference) is checked without a decode."""
+    content = os.urandom(30_000)
+    data = documents.encode_base64(content)
+    assert data == base64.b64encode(content).decode()
+    before = documents._decoded.cache_info()
+    validate(document_with(data))
+    assert documents.decode_base64(data, "DocumentReference.content[0].attachment.data") == content
+    after = documents._decoded.cache_info()
+    assert (after.misses, after.hits) == (before.misses, before.hits)
+    # A different text (one character changed) is decoded and checked as any value.
+    altered = ("B" if data[0] != "B" else "C") + data[1:]
+    assert documents.decode_base64(altered, "Binary.data") == base64.b64decode(altered)

@@ -10,6 +10,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -40,10 +41,30 @@ def decode_base64(data: str, where: str) -> bytes:
     """
     try:
         if REMEMBERED_BASE64 <= len(data) <= _REMEMBER_AT_MOST:
-            return _decoded(data)
+            with _ENCODED_LOCK:
+                content = _ENCODED.get(data)
+            return content if content is not None else _decoded(data)
         return _strict(data)
     except (binascii.Error, ValueError):
         raise InvalidResource(f"{where} is not valid base64.", expression=(where,)) from None
+
+
+#: The last few large values this process encoded (:func:`encode_base64`), by their text: a
+#: document built here (a CDA turned into a DocumentReference) is not decoded back to be checked.
+_ENCODED: dict[str, bytes] = {}
+_ENCODED_LOCK = threading.Lock()
+_ENCODED_KEPT = 8
+
+
+def encode_base64(content: bytes) -> str:
+    """Encode a content as FHIR base64Binary; a large one is remembered for :func:`decode_base64`."""
+    text = base64.b64encode(content).decode("ascii")
+    if REMEMBERED_BASE64 <= len(text) <= _REMEMBER_AT_MOST:
+        with _ENCODED_LOCK:
+            _ENCODED[text] = content
+            while len(_ENCODED) > _ENCODED_KEPT:
+                del _ENCODED[next(iter(_ENCODED))]
+    return text
 
 
 def _strict(data: str) -> bytes:

@@ -34,13 +34,12 @@ by URL (LOINC, HL7 v3 Confidentiality, IHE format codes). Authors are references
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from carnet.domain.documents import SIMPLIFIED_PUBLISH_PROFILE, sha1_base64
+from carnet.domain.documents import SIMPLIFIED_PUBLISH_PROFILE, encode_base64, sha1_base64
 from carnet.domain.errors import InvalidResource
 from carnet.feeds.cda import (
     LOINC,
@@ -345,7 +344,7 @@ def _attachment(cda: CDADocument, raw: bytes) -> dict[str, Any]:
     attachment: dict[str, Any] = {"contentType": CDA_CONTENT_TYPE}
     if cda.language_code:
         attachment["language"] = cda.language_code
-    attachment["data"] = base64.b64encode(raw).decode("ascii")
+    attachment["data"] = encode_base64(raw)  # remembered: checked by publish without a decode
     attachment["size"] = len(raw)
     attachment["hash"] = sha1_base64(raw)
     if cda.title:
