@@ -10,6 +10,7 @@ import os
 
 from carnet.api.app import build_services, create_app
 from carnet.demo import demo_people
+from carnet.heap import settle
 from carnet.settings import load
 
 _settings = load(os.environ)
@@ -18,3 +19,4 @@ app = create_app(
     build_services(_settings, migrate=False),
     demo_people=demo_people() if _settings.development_issuer_enabled else (),
 )
+settle()  # the application is built: its objects leave the collector's sight (carnet.heap)

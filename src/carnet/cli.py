@@ -83,10 +83,13 @@ def serve(
         )
         return
     from carnet.demo import demo_people
+    from carnet.heap import settle
 
     people = demo_people() if settings.development_issuer_enabled else ()
+    application = create_app(settings, demo_people=people)
+    settle()  # the application is built: its objects leave the collector's sight (carnet.heap)
     uvicorn.run(
-        create_app(settings, demo_people=people),
+        application,
         host=settings.host,
         port=settings.port,
         access_log=False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from collections.abc import Callable
@@ -67,7 +66,7 @@ def derive_subkey(key: bytes, purpose: str) -> bytes:
 def blind_index(key: bytes, *parts: str) -> bytes:
     """Return a 16-byte keyed hash (HMAC-SHA256) of ``parts``, for equality search."""
     message = b"\x1f".join(p.encode("utf-8") for p in parts)
-    return hmac.new(key, message, hashlib.sha256).digest()[:16]
+    return hmac.digest(key, message, "sha256")[:16]
 
 
 class AESGCMCipher:

@@ -237,11 +237,13 @@ class _Budget:
     ``max_elements`` values instead of after parsing all of it.
     """
 
-    __slots__ = ("left", "limit")
+    __slots__ = ("left", "limit", "unusual")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.left = limit
+        #: A number long or with an exponent was read: :func:`check` must look at its range.
+        self.unusual = False
 
     def spend(self, amount: int) -> None:
         self.left -= amount
@@ -257,10 +259,14 @@ class _Budget:
 
     def integer(self, text: str) -> int | Decimal:
         self.spend(1)
+        if len(text) > MAX_DIGITS:
+            self.unusual = True
         return _parse_int(text)
 
     def decimal(self, text: str) -> Decimal:
         self.spend(1)
+        if len(text) > MAX_DIGITS or "e" in text or "E" in text:
+            self.unusual = True
         return Decimal(text)
 
 
@@ -273,6 +279,13 @@ def loads(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except ValueError as exc:
+        raise InvalidRequest(f"The body is not valid JSON ({type(exc).__name__}); send UTF-8 JSON.") from None
+    if isinstance(data, bytes):
+        quick = _loads_quickly(text, limits)
+        if quick is not None:
+            return quick[0]
+    try:
         budget = _Budget(limits.max_elements)
         parsed = json.loads(
             text,
@@ -285,6 +298,97 @@ def loads(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise InvalidRequest(f"The body is not valid JSON ({type(exc).__name__}); send UTF-8 JSON.") from None
     check(parsed, limits)
     return parsed
+
+
+#: The end of an object's key: a closing quote, blanks, a colon. In a JSON text it also appears
+#: only after an escaped quote inside a string (``"a\\": b"``), never fewer times than there are keys.
+_KEY_END = re.compile('"[ \t\n\r]*:')
+
+
+def _loads_quickly(text: str, limits: Limits) -> tuple[Any] | None:
+    """Parse UTF-8 JSON without a Python call per object, when it certainly passes :func:`check`.
+
+    Returns ``(parsed,)``, or None for :func:`loads`' full path (its messages, its budget). The
+    full path calls Python for every object, to refuse duplicate keys and to stop a hostile
+    body early; here the parser runs in C, which is safe because:
+
+    - the values in the text are at most its commas, brackets and braces plus one, so a text
+      whose count of those is within ``max_elements`` cannot hold more values than allowed;
+    - a repeated key leaves fewer keys in the parsed objects than key ends (``":``) in the
+      text, which are counted: equal counts, no key was repeated;
+    - the parser refuses raw control characters in strings and UTF-8 holds no surrogate: only
+      a ``\\u`` escape can bring either in, and a text holding one takes the full path;
+    - a number that is long or has an exponent takes the full path, for its range check.
+    The depth and the counts per resource are then checked on the parsed value.
+    """
+    if "\\u" in text or text.count(",") + text.count("{") + text.count("[") + 1 > limits.max_elements:
+        return None
+    budget = _Budget(limits.max_elements)
+    try:
+        parsed = json.loads(
+            text, parse_float=budget.decimal, parse_int=budget.integer, parse_constant=_reject_constant
+        )
+    except (ValueError, RecursionError, InvalidRequest):
+        return None
+    if budget.unusual:
+        return None
+    shape = _Shape(limits.max_depth)
+    try:
+        total = shape.count(parsed, 1)
+    except RecursionError:
+        return None
+    if shape.too_deep or shape.keys != len(_KEY_END.findall(text)) or not _sizes_fit(parsed, limits, total):
+        return None
+    return (parsed,)
+
+
+def _sizes_fit(parsed: Any, limits: Limits, total: int) -> bool:
+    """:func:`_check_sizes` and :func:`_check_entry_count`, as a verdict instead of an error."""
+    if total > limits.max_elements:
+        return False
+    entries = parsed.get("entry") if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict) or parsed.get("resourceType") != "Bundle":
+        return total <= limits.max_resource_elements and not (
+            isinstance(entries, list) and len(entries) > limits.max_bundle_entries
+        )
+    if not isinstance(entries, list):
+        return True
+    if len(entries) > limits.max_bundle_entries:
+        return False
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if count_elements(resource, limits.max_resource_elements) > limits.max_resource_elements:
+            return False
+    return True
+
+
+class _Shape:
+    """Counts the values and keys of parsed JSON and notes nesting beyond ``max_depth``."""
+
+    __slots__ = ("keys", "max_depth", "too_deep")
+
+    def __init__(self, max_depth: int) -> None:
+        self.max_depth = max_depth
+        self.keys = 0
+        self.too_deep = False
+
+    def count(self, node: Any, depth: int) -> int:
+        """The values in ``node``, itself included."""
+        if type(node) is dict:
+            self.keys += len(node)
+            children: Any = node.values()
+        elif type(node) is list:
+            children = node
+        else:
+            return 1
+        if depth > self.max_depth:
+            self.too_deep = True
+            return 1
+        count = 1
+        for child in children:
+            kind = type(child)
+            count += self.count(child, depth + 1) if kind is dict or kind is list else 1
+        return count
 
 
 def loads_stored(data: bytes) -> Any:

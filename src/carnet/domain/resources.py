@@ -330,7 +330,34 @@ def references(node: Any) -> Iterator[str]:
 
 
 def replace_strings(node: Any, mapping: Mapping[str, str]) -> Any:
-    """Return a copy of ``node`` with every string equal to a key of ``mapping`` replaced."""
+    """Return ``node`` with every string equal to a key of ``mapping`` replaced.
+
+    Objects and arrays holding a replaced string are copied; the others are returned as they
+    are (shared with ``node``, which is never changed).
+    """
+    if not mapping:
+        return node
+    kind = type(node)
+    if kind is str:
+        return mapping.get(node, node)
+    if kind is dict:
+        out: dict[str, Any] | None = None
+        for index, (key, value) in enumerate(node.items()):
+            new = replace_strings(value, mapping)
+            if new is not value and out is None:
+                out = dict(list(node.items())[:index])
+            if out is not None:
+                out[key] = new
+        return node if out is None else out
+    if kind is list:
+        items: list[Any] | None = None
+        for index, value in enumerate(node):
+            new = replace_strings(value, mapping)
+            if new is not value and items is None:
+                items = node[:index]
+            if items is not None:
+                items.append(new)
+        return node if items is None else items
     if isinstance(node, dict):
         return {k: replace_strings(v, mapping) for k, v in node.items()}
     if isinstance(node, list):

@@ -44,6 +44,8 @@ class Call:
     trail: dict[str, Touch] = field(default_factory=dict)
     #: Record keys unwrapped in this call (one unwrap per record, not per row).
     keys: dict[str, bytes] = field(default_factory=dict)
+    #: The blind-index subkeys of those records, derived once per call.
+    index_keys: dict[str, bytes] = field(default_factory=dict)
     grants: dict[str, Grants] = field(default_factory=dict)
     #: The policy's verdicts in this call, by question: a record's 500 resources ask a handful of
     #: distinct questions (type, document facts), each decided once. The call's grants and open
@@ -63,10 +65,16 @@ class Call:
     #: Per record: the references (``DocumentReference/<id>``, ``Binary/<id>``) of the documents
     #: the caller may not see yet, which the journal view does not name to them.
     hidden_targets: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: :attr:`actor` once made (the principal holding ``opened_record``), not rebuilt per resource.
+    _holding: tuple[Principal, str, Principal] | None = field(default=None, init=False, repr=False)
 
     @property
     def actor(self) -> Principal:
         """Who asks, as the policy sees them: a patient holds the record they opened in this call."""
         if self.opened_record is None:
             return self.principal
-        return dataclasses.replace(self.principal, patient_id=self.opened_record)
+        held = self._holding
+        if held is None or held[0] is not self.principal or held[1] != self.opened_record:
+            actor = dataclasses.replace(self.principal, patient_id=self.opened_record)
+            held = self._holding = (self.principal, self.opened_record, actor)
+        return held[2]

@@ -177,8 +177,18 @@ class Vault:
         self, key: bytes, entries: Iterable[tuple[str, tuple[str, ...]]]
     ) -> set[tuple[str, bytes]]:
         """Blind-index ``(param, key parts)`` pairs under the record's index subkey."""
-        index_key = self.cipher.derive_subkey(key, "blind-index")
-        return {(param, self.cipher.blind_index(index_key, param, *parts)) for param, parts in entries}
+        return self.hashes_under(self.index_key(key), entries)
+
+    def index_key(self, key: bytes) -> bytes:
+        """The record's blind-index subkey (a call that writes many resources derives it once)."""
+        return self.cipher.derive_subkey(key, "blind-index")
+
+    def hashes_under(
+        self, index_key: bytes, entries: Iterable[tuple[str, tuple[str, ...]]]
+    ) -> set[tuple[str, bytes]]:
+        """Blind-index ``(param, key parts)`` pairs under an :meth:`index_key`."""
+        blind_index = self.cipher.blind_index
+        return {(param, blind_index(index_key, param, *parts)) for param, parts in entries}
 
     def token_hash(self, key: bytes, param: str, parts: tuple[str, ...]) -> bytes:
         """Blind-index one search value."""

@@ -149,8 +149,15 @@ class Writes:
         if resource_type == "Binary" and body is not None:
             call.written_binaries[(patient_id, resource_id)] = body
         tokens = index_tokens(body) if body is not None else set()
+        index_key = call.index_keys.get(patient_id)
+        if index_key is None:
+            index_key = call.index_keys[patient_id] = self._vault.index_key(key)
         session.set_tokens(
-            patient_id, resource_type, resource_id, self._vault.token_hashes(key, tokens), new=version_id == 1
+            patient_id,
+            resource_type,
+            resource_id,
+            self._vault.hashes_under(index_key, tokens),
+            new=version_id == 1,
         )
         if resource_type == "Patient":
             session.set_identities(patient_id, self._identity_hashes(call, body))
