@@ -15,8 +15,9 @@ from sqlalchemy import event
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services
+from carnet.domain.consent import ConsentKind, consent_for
 from carnet.store.distribution import is_citus
-from journal_requests import open_record, weight
+from journal_requests import GP, open_record, professional, weight
 from minting import Mint
 
 
@@ -65,3 +66,25 @@ def test_a_single_read_and_create_stay_within_their_statements(
     events = client.get(f"/fhir/AuditEvent?patient=Patient/{patient_id}", headers=headers)
     assert events.status_code == 200, events.text
     assert [e["resource"]["action"] for e in events.json()["entry"][:2]] == ["C", "R"]
+
+
+def test_a_professionals_read_reads_the_patient_and_consents_in_one_query(
+    client: TestClient, auth: Mint, services: Services
+) -> None:
+    """The policy's view of the record (closed? which authorisations?) costs one query, and still decides."""
+    patient_id, headers = open_record(client, auth, "1850575000012")
+    made = client.post("/fhir/Observation", json=weight(patient_id, 72.0), headers=headers)
+    path = f"/fhir/Observation/{made.json()['id']}"
+    assert client.get(path, headers=professional(auth, GP)).status_code == 404  # no authorisation yet
+    consent = consent_for(ConsentKind.AUTHORISATION, patient_id, GP, now=services.records.clock())
+    assert client.post("/fhir/Consent", json=consent, headers=headers).status_code == 201
+    with _statements(services) as read:
+        answer = client.get(path, headers=professional(auth, GP))
+    assert answer.status_code == 200, answer.text
+    state = [s for s in read if "resources.resource_type IN" in s]
+    assert len(state) == 1, read
+    assert [s for s in read if "resources.deleted" in s] == state, read  # no search of one type
+    closed = client.post(f"/fhir/Patient/{patient_id}/$close", headers=headers)
+    assert closed.status_code == 200, closed.text
+    # Read in the same query, the closed Patient stops the professional's access at the next request.
+    assert client.get(path, headers=professional(auth, GP)).status_code == 404

@@ -220,7 +220,9 @@ class Gate:
     def _is_open(self, call: Call, patient_id: str | None) -> bool:
         """Whether a record is open, read from its Patient (once per call).
 
-        Only professionals and feeds, whose access a closed record stops, pay for reading it.
+        Only professionals and feeds, whose access a closed record stops, pay for reading it. The
+        record's Consents, which the policy reads for them next (:meth:`_grants_of`), come in the
+        same query.
         """
         if patient_id is None:
             return True
@@ -231,9 +233,15 @@ class Gate:
                 key = self.key(call, patient_id)
             except RecordShredded:
                 return True  # nothing left to read; the key's absence answers
-            versions = call.session.search(patient_id, "Patient", (), ())
-            patients = [r for r in (self.open(key, v).resource for v in versions) if r is not None]
+            types = ("Patient",) if patient_id in call.grants else ("Consent", "Patient")
+            opened = [self.open(key, v) for v in call.session.current_of_types(patient_id, types)]
+            patients = [s.resource for s in opened if s.resource_type == "Patient" and s.resource is not None]
             call.open_records[patient_id] = not any(is_closed(p) for p in patients)
+            if "Consent" in types:
+                consents = [
+                    s.resource for s in opened if s.resource_type == "Consent" and s.resource is not None
+                ]
+                call.grants[patient_id] = grants_from_consents(consents, self.clock())
         return call.open_records[patient_id]
 
     def _grants_of(self, call: Call, patient_id: str | None) -> Grants:

@@ -175,6 +175,10 @@ class StoreSession(Protocol):
         """Return the current version (possibly a deletion)."""
         ...
 
+    def current_of_types(self, patient_id: str, resource_types: Sequence[str]) -> list[StoredVersion]:
+        """Return the current, non-deleted versions of every resource of these types in a record."""
+        ...
+
     def locate_current(self, resource_type: str, resource_id: str) -> tuple[str, StoredVersion | None] | None:
         """Return the patient id holding a resource and its current version (``locate`` + ``current``)."""
         ...

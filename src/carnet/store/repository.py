@@ -128,6 +128,18 @@ _IDENTITIES = (
     .order_by(identities.c.patient_id)
 )
 
+# Every current, non-deleted resource of some types in a record (the policy's Patient and Consents).
+_OF_TYPES = (
+    select(*_VERSION_COLUMNS)
+    .join(resources, _IS_CURRENT)
+    .where(
+        resources.c.patient_id == bindparam("p"),
+        resources.c.deleted.is_(False),
+        resources.c.resource_type.in_(bindparam("types", expanding=True)),
+    )
+    .order_by(resources.c.resource_type, resources.c.resource_id)
+)
+
 
 def _version(row: Sequence[Any]) -> StoredVersion:
     return StoredVersion(
@@ -170,6 +182,11 @@ class SQLStoreSession(
         """Return the current version of a resource."""
         row = self._c.execute(_CURRENT, {"p": patient_id, "t": resource_type, "i": resource_id}).first()
         return None if row is None else _version(row)
+
+    def current_of_types(self, patient_id: str, resource_types: Sequence[str]) -> list[StoredVersion]:
+        """Return the current, non-deleted versions of every resource of these types in a record, in one query."""
+        rows = self._c.execute(_OF_TYPES, {"p": patient_id, "types": list(resource_types)}).all()
+        return [_version(r) for r in rows]
 
     def locate_current(self, resource_type: str, resource_id: str) -> tuple[str, StoredVersion | None] | None:
         """Return the patient id holding a resource and its current version.
