@@ -156,7 +156,10 @@ def _two_phase(engine: Engine, citus: bool) -> int:
 def one_by_one(
     client: httpx.Client, settings: Settings, engine: Engine, citus: bool, writes: int
 ) -> dict[str, str]:
-    """Creates then updates, one at a time, each in a record of its own: 2PC share and p50 latencies."""
+    """Creates, reads, updates then deletes, one at a time, each in a record of its own: 2PC share and p50 latencies.
+
+    A read counts too: its journal entry is written in its transaction.
+    """
     records = []
     for index in range(writes):
         nir = f"2{index:012d}"
@@ -166,7 +169,7 @@ def one_by_one(
         records.append((patient_id, headers_for(settings, kind="patient", patient=patient_id)))
     found: dict[str, str] = {}
     made: list[tuple[str, str, dict[str, str]]] = []
-    for kind in ("create", "update"):
+    for kind in ("create", "read", "update", "delete"):
         single: list[float] = []
         double: list[float] = []
         for index, (patient_id, headers) in enumerate(records):
@@ -176,12 +179,16 @@ def one_by_one(
                 response = client.post(
                     "/fhir/Observation", json=_observation(patient_id, 70), headers=headers
                 )
-            else:
+            elif kind == "read":
+                response = client.get(f"/fhir/Observation/{made[index][0]}", headers=headers)
+            elif kind == "update":
                 resource_id = made[index][0]
                 changed = {**_observation(patient_id, 71), "id": resource_id}
                 response = client.put(f"/fhir/Observation/{resource_id}", json=changed, headers=headers)
+            else:
+                response = client.delete(f"/fhir/Observation/{made[index][0]}", headers=headers)
             elapsed = time.perf_counter() - started
-            if response.status_code not in (200, 201):
+            if response.status_code not in (200, 201, 204):
                 raise SystemExit(f"{kind} failed: {response.status_code} {response.text[:300]}")
             if kind == "create":
                 made.append((response.json()["id"], patient_id, headers))
@@ -272,7 +279,9 @@ ROWS = {
     "lookup": "finding the record of a resource id, SQL alone (p50)",
     "wrk create": "single create, `wrk` 8 connections",
     "create": "creates one at a time, each in its own record",
+    "read": "reads by bare id one at a time (with their journal entry)",
     "update": "updates one at a time",
+    "delete": "deletes one at a time",
 }
 
 

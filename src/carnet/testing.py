@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from carnet.crypto import aead
 from carnet.domain.errors import EnvelopeError, KeyProviderError
-from carnet.domain.journal import shard_of
 from carnet.domain.keys import WrappedKey
 
 if TYPE_CHECKING:
@@ -118,6 +117,6 @@ def journal_entries(services: Services, patient_id: str) -> list[Entry]:
     """Return every journal entry about a record, opened with its key, oldest first."""
     with services.store.session() as session:
         key = services.records.vault.key(session, patient_id, services.records.clock())
-        shard = shard_of(patient_id, services.journal.shards)
-        rows = session.journal_of(patient_id, limit=1_000_000, newest_first=False, shard=shard)
+        logs = services.journal.logs_of(session, patient_id)
+        rows = session.journal_of(patient_id, limit=1_000_000, newest_first=False, logs=logs)
         return [services.journal.open(key, row).entry for row in rows]

@@ -27,6 +27,7 @@ from carnet.settings import Settings
 from carnet.store.distribution import LOCAL, PLACEMENTS, distribute, placed, placement
 from carnet.store.engine import alembic_config, make_engine, upgrade
 from carnet.store.tables import metadata
+from carnet.testing import journal_entries
 from minting import Mint
 
 CITUS = [pytest.param("citus", marks=[pytest.mark.postgres, pytest.mark.citus])]
@@ -118,7 +119,7 @@ def test_upgrade_places_every_table(services: Services) -> None:
             assert groups[name] == groups[str(spec.colocate)], (
                 f"{name} is not co-located with {spec.colocate}"
             )
-    assert groups["resources"] != groups["journal_heads"]
+    assert groups["resources"] == groups["journal_heads"], "the journal is not with the records"
 
 
 @dataclass
@@ -225,13 +226,14 @@ def _observation(patient_id: str, code: str) -> dict[str, Any]:
 def test_a_records_requests_touch_one_shard_group(
     client: TestClient, auth: Mint, services: Services, statements: Statements
 ) -> None:
-    """Write, search, $everything, journal read and proof: each statement is one task in the record's group or its log's.
+    """Write, search, $everything, journal read and proof: each statement is one task in the record's shard group.
 
-    A create also writes the new resource's location: one shard of the locations' group.
+    The record's journal entries and its log are in that group too; a create also writes the new
+    resource's location: one shard of the locations' group.
     """
     patient_id, headers = _open_record(client, auth, "2840312345678")
     _open_record(client, auth, "1750599123456")  # a second record, likely on another shard
-    record, log = _colocation(services, "resources"), _colocation(services, "journal_heads")
+    record = _colocation(services, "resources")
     where = _colocation(services, "resource_locations")
     requests = {
         "create": lambda: client.post(
@@ -254,17 +256,16 @@ def test_a_records_requests_touch_one_shard_group(
             event_id = response.json()["entry"][0]["resource"]["id"]
         groups = _routed(services, statements.sent)
         assert len({g for g in groups if g[0] == record}) == 1, f"{name}: record groups {groups}"
-        assert len({g for g in groups if g[0] == log}) <= 1, f"{name}: journal groups {groups}"
         located = {g for g in groups if g[0] == where}
         assert len(located) == (1 if name == "create" else 0), f"{name}: location shards {groups}"
-        assert {g[0] for g in groups} <= {record, log, where}, f"{name}: {groups}"
+        assert {g[0] for g in groups} <= {record, where}, f"{name}: {groups}"
+        mine = {g for g in groups if g[0] == record}
     statements.sent.clear()
     statements.recording = True
     response = client.get(f"/fhir/AuditEvent/{event_id}/$proof", headers=headers)
     statements.recording = False
     assert response.status_code == 200, response.text
-    groups = _routed(services, statements.sent)
-    assert len({g for g in groups if g[0] == log}) == 1, groups
+    assert _routed(services, statements.sent) == sorted(mine), "the proof is not in the record's shard group"
 
 
 @pytest.mark.parametrize("database_url", CITUS, indirect=True)
@@ -309,13 +310,15 @@ def test_db_distribute_converts_a_single_node_store(settings: Settings, auth: Mi
     wired = build_services(single)
     paths: dict[str, str] = {}
     with TestClient(create_app(single, wired), base_url="http://testserver") as client:
-        for nir in ("2840312345678", "1750599123456", "2690175111222"):
+        # Five records: one at least (all but 1 in 4**5 = 1,024 times) is not in the first shard.
+        for nir in ("2840312345678", "1750599123456", "2690175111222", "1891299333444", "2010101010101"):
             patient_id, headers = _open_record(client, auth, nir)
             created = client.post(
                 "/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers
             )
             paths[f"Patient/{patient_id}"] = paths[f"Observation/{created.json()['id']}"] = patient_id
         before = _contents(client, auth, paths)
+        before_entries = {p: len(journal_entries(wired, p)) for p in set(paths.values())}
     with wired.store.engine.connect() as connection:
         assert placed(connection) == {}
     wired.store.engine.dispose()
@@ -334,7 +337,22 @@ def test_db_distribute_converts_a_single_node_store(settings: Settings, auth: Mi
     assert local == 0, "the coordinator's local copy was not emptied"
     with TestClient(create_app(settings, rewired), base_url="http://testserver") as client:
         after = _contents(client, auth, paths)
-    rewired.journal.checkpoint(0)
+        # Each record's journal: the entries written before the conversion (in the store's one
+        # log, now a legacy log) and the reads just made (in the log of the record's shard).
+        for patient_id in set(paths.values()):
+            entries = journal_entries(rewired, patient_id)
+            assert len(entries) > before_entries[patient_id], patient_id
+    with rewired.store.session() as session:
+        logs = {p: rewired.journal.logs_of(session, p) for p in set(paths.values())}
+    assert rewired.journal.shards >= 2
+    # Its shard's log, then the one log of the single-node store (now a legacy log).
+    with rewired.store.session() as session:
+        assert logs == {
+            p: (own,) if own == 0 else (own, 0)
+            for p, own in ((p, rewired.journal.log_of(session, p)) for p in logs)
+        }
+    assert any(len(found) == 2 for found in logs.values()), logs
+    rewired.journal.issue_checkpoints()
     rewired.store.engine.dispose()
     assert after == before
     verify = CliRunner().invoke(
@@ -376,8 +394,7 @@ def test_a_read_by_bare_id_probes_one_shard(
     created = client.post("/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers)
     assert created.status_code == 201, created.text
     observation_id = created.json()["id"]
-    record, log = _colocation(services, "resources"), _colocation(services, "journal_heads")
-    where = _colocation(services, "resource_locations")
+    record, where = _colocation(services, "resources"), _colocation(services, "resource_locations")
     changed = {**_observation(patient_id, "29463-7"), "id": observation_id, "status": "amended"}
     requests = {
         "read": lambda: client.get(f"/fhir/Observation/{observation_id}", headers=headers),
@@ -395,7 +412,7 @@ def test_a_read_by_bare_id_probes_one_shard(
         groups = _routed(services, statements.sent)  # every statement one task
         assert len({g for g in groups if g[0] == where}) == 1, f"{name}: location shards {groups}"
         assert len({g for g in groups if g[0] == record}) == 1, f"{name}: record groups {groups}"
-        assert {g[0] for g in groups} <= {where, record, log}, f"{name}: {groups}"
+        assert {g[0] for g in groups} <= {where, record}, f"{name}: {groups}"
 
 
 @pytest.mark.parametrize(
@@ -443,7 +460,122 @@ def test_a_distributed_store_drops_its_sequence_on_every_node(database_url: str)
         nodes = connection.execute(
             text("SELECT result FROM run_command_on_all_nodes(:c)"), {"c": check.format(schema=schema)}
         ).all()
+        # Migration 0022 moved the journal, distributed on its log number, into the record group.
+        journal, records = (
+            connection.execute(
+                text("SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"),
+                {"t": name},
+            ).scalar_one()
+            for name in ("journal_entries", "patient_keys")
+        )
     engine.dispose()
+    assert journal == records
     assert defaults == 0
     assert len(nodes) >= 3, nodes
     assert [row[0] for row in nodes] == ["0"] * len(nodes), nodes
+
+
+@dataclass
+class Remote:
+    """What the coordinator sent to the workers while ``recording`` (``citus.log_remote_commands``)."""
+
+    recording: bool = False
+    commands: list[str] = field(default_factory=list)
+
+    def nodes(self) -> set[str]:
+        """The workers that received a command."""
+        return set(re.findall(r"on server \S+@([\w.]+:\d+)", "\n".join(self.commands)))
+
+    def two_phase(self) -> bool:
+        """Whether a transaction was committed in two phases (PREPARE TRANSACTION on the workers)."""
+        return any("PREPARE TRANSACTION" in command for command in self.commands)
+
+
+@pytest.fixture
+def remote(services: Services) -> Iterator[Remote]:
+    """Log, on every connection of the store's engine, the commands the coordinator sends to workers."""
+    seen = Remote()
+    hooked: set[int] = set()
+
+    def note(diagnostic: Any) -> None:
+        if seen.recording:
+            # The command, then the worker it went to ("on server user@host:port connectionId: n").
+            seen.commands.append(f"{diagnostic.message_primary or ''} {diagnostic.message_detail or ''}")
+
+    def checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if id(dbapi_connection) in hooked:
+            return
+        hooked.add(id(dbapi_connection))
+        dbapi_connection.add_notice_handler(note)
+        dbapi_connection.execute("SET citus.log_remote_commands TO on")
+        dbapi_connection.commit()
+
+    engine: Engine = services.store.engine
+    engine.dispose()  # every connection from now on is hooked
+    event.listen(engine, "checkout", checkout)
+    yield seen
+    event.remove(engine, "checkout", checkout)
+
+
+@pytest.mark.parametrize("database_url", CITUS, indirect=True)
+def test_a_records_requests_commit_on_one_worker_without_two_phase_commit(
+    client: TestClient, auth: Mint, services: Services, remote: Remote
+) -> None:
+    """Read, search, update, delete, journal read and proof: one worker, committed in one phase (journal included).
+
+    The record's journal entry is written in the record's shard group, so the request's whole
+    transaction is on the record's worker. A create whose new resource's location falls on the
+    other worker is still committed in two phases (the control: the detector sees one).
+    """
+    patient_id, headers = _open_record(client, auth, "2840312345678")
+    made = client.post("/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers)
+    assert made.status_code == 201, made.text
+    observation_id = made.json()["id"]
+    changed = {**_observation(patient_id, "29463-7"), "id": observation_id, "status": "amended"}
+    requests = {
+        "read": lambda: client.get(f"/fhir/Observation/{observation_id}", headers=headers),
+        "search": lambda: client.get(f"/fhir/Observation?patient=Patient/{patient_id}", headers=headers),
+        "everything": lambda: client.get(f"/fhir/Patient/{patient_id}/$everything", headers=headers),
+        "update": lambda: client.put(f"/fhir/Observation/{observation_id}", json=changed, headers=headers),
+        "journal": lambda: client.get(f"/fhir/AuditEvent?patient=Patient/{patient_id}", headers=headers),
+        "delete": lambda: client.delete(f"/fhir/Observation/{observation_id}", headers=headers),
+    }
+    workers: set[str] = set()
+    event_id = ""
+    for name, send in requests.items():
+        remote.commands.clear()
+        remote.recording = True
+        response = send()
+        remote.recording = False
+        assert response.status_code in (200, 204), f"{name}: {response.text}"
+        if name == "journal":
+            event_id = response.json()["entry"][0]["resource"]["id"]
+        # The bare-id lookup of read, update and delete reads one more shard (not written).
+        assert not remote.two_phase(), f"{name} was committed in two phases: {remote.commands}"
+        assert any("COMMIT" in c for c in remote.commands), f"{name}: no commit seen: {remote.commands}"
+        if name in ("search", "everything", "journal"):
+            workers |= remote.nodes()  # the record's worker (its journal entry included)
+    assert len(workers) == 1, workers
+    remote.commands.clear()
+    remote.recording = True
+    proof = client.get(f"/fhir/AuditEvent/{event_id}/$proof", headers=headers)
+    remote.recording = False
+    assert proof.status_code == 200, proof.text
+    assert not remote.two_phase(), remote.commands
+    assert remote.nodes() <= workers, remote.commands
+    with services.store.engine.connect() as connection:
+        nodes = connection.execute(
+            text("SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid > 0")
+        ).scalar_one()
+    if nodes < 2:
+        return  # one worker: nothing is ever committed in two phases
+    for _ in range(30):  # the control: a create's location shard on the other worker
+        remote.commands.clear()
+        remote.recording = True
+        response = client.post("/fhir/Observation", json=_observation(patient_id, "8302-2"), headers=headers)
+        remote.recording = False
+        assert response.status_code == 201, response.text
+        if remote.two_phase():
+            break
+    else:
+        pytest.fail("no create was committed in two phases: the detector sees nothing")

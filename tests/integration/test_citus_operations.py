@@ -326,7 +326,8 @@ def _check_moves_left_no_copy(cluster: Cluster, server: ForkedServer, load: Load
             logs = connection.execute(
                 text(
                     "SELECT h.shard, h.size, count(e.seq), coalesce(min(e.seq), 0), coalesce(max(e.seq), -1) "
-                    "FROM journal_heads h LEFT JOIN journal_entries e ON e.shard = h.shard GROUP BY h.shard, h.size"
+                    "FROM journal_heads h LEFT JOIN journal_entries e ON e.log_key = h.log_key AND e.shard = h.shard "
+                    "GROUP BY h.shard, h.size"
                 )
             ).all()
             observations = connection.execute(

@@ -348,12 +348,14 @@ def test_checkpoints_are_consistent_and_never_roll_back(
 ) -> None:
     """Two checkpoints come with a consistency proof; reversing them (a rollback) is rejected."""
     pid, headers = open_record(client, auth, "1840182345678")
-    first = services.journal.checkpoint()
+    with services.store.session() as session:
+        log = services.journal.log_of(session, pid)  # 0, or on Citus the record shard's log
+    first = services.journal.checkpoint(log)
     for value in range(3):
         client.post("/fhir/Observation", json=weight(pid, float(value)), headers=headers)
-    second = services.journal.checkpoint()
+    second = services.journal.checkpoint(log)
     size = lambda note: int(note.decode().splitlines()[1])  # noqa: E731
-    answer = client.get(f"/journal/consistency?first={size(first)}&second={size(second)}")
+    answer = client.get(f"/journal/consistency?shard={log}&first={size(first)}&second={size(second)}")
     assert answer.status_code == 200, answer.text
     body = answer.json()
     key = client.get("/journal/verifier-key").text.strip()
@@ -361,8 +363,8 @@ def test_checkpoints_are_consistent_and_never_roll_back(
     verify_checkpoint_consistency(body["first"].encode(), body["second"].encode(), path, key)
     with pytest.raises(AuditChainError):
         verify_checkpoint_consistency(body["second"].encode(), body["first"].encode(), path, key)
-    assert client.get("/journal/checkpoint").text == second.decode() or size(
-        client.get("/journal/checkpoint").content
+    assert client.get(f"/journal/checkpoint?shard={log}").text == second.decode() or size(
+        client.get(f"/journal/checkpoint?shard={log}").content
     ) >= size(second)
 
 
@@ -412,8 +414,9 @@ def test_the_running_server_signs_checkpoints_while_it_works(settings: Settings,
             sizes: list[int] = []
             while len(sizes) < 3 and time.monotonic() < deadline:
                 client.get(f"/fhir/Observation/{made['id']}", headers=headers)
-                with wired.store.session() as session:
-                    sizes = [size for size, _ in session.journal_checkpoints(0)]
+                with wired.store.session() as session:  # the record's log (on Citus, its shard's)
+                    log = wired.journal.log_of(session, pid)
+                    sizes = [size for size, _ in session.journal_checkpoints(log)]
         assert len(sizes) >= 3, f"{len(sizes)} checkpoints signed in {EVENT_SECONDS} s"
         assert sizes == sorted(set(sizes))
     finally:

@@ -253,20 +253,25 @@ def test_a_deleted_and_renumbered_entry_is_named_exactly(services: Services, set
 
 def test_an_edited_or_missing_tree_node_is_detected(services: Services, settings: Settings) -> None:
     """An edited stored Merkle node (which breaks proofs) fails verification, naming the node; so does a deleted one."""
-    _fill(services, observations=8)
+    patient_id = _fill(services, observations=8)
     key = str(settings.key_dir / VERIFIER_FILE)
     with services.store.session() as session:
-        row = session.journal_entry(0, 10)
+        log = services.journal.log_of(session, patient_id)  # 0 here, the record shard's on Citus
+        row = session.journal_entry(log, 10)
         assert row is not None
         services.journal.prove(session, row)  # proves while the node table is sound
-    _execute(
-        services,
-        # Both sides name the log (shard 0): one shard on Citus, the same rows elsewhere.
-        "UPDATE journal_nodes SET digest = (SELECT digest FROM journal_nodes AS o "
-        "WHERE o.shard = 0 AND o.level = 1 AND o.idx = 0) WHERE shard = 0 AND level = 1 AND idx = 4",
-    )
+    with services.store.engine.begin() as connection:
+        # Both sides name the log by its key: one shard on Citus, the same rows elsewhere.
+        connection.execute(
+            text(
+                "UPDATE journal_nodes SET digest = (SELECT digest FROM journal_nodes AS o "
+                "WHERE o.log_key = :k AND o.shard = :s AND o.level = 1 AND o.idx = 0) "
+                "WHERE log_key = :k AND shard = :s AND level = 1 AND idx = 4"
+            ),
+            {"k": services.store.logs.key(log), "s": log},
+        )
     with services.store.session() as session:
-        row = session.journal_entry(0, 10)
+        row = session.journal_entry(log, 10)
         assert row is not None
         proof = services.journal.prove(session, row)
     root = base64.b64decode(proof.checkpoint.decode().splitlines()[2])
@@ -274,6 +279,6 @@ def test_an_edited_or_missing_tree_node_is_detected(services: Services, settings
         verify_inclusion(leaf_hash(proof.leaf_input), proof.index, proof.size, proof.proof, root)
     code, output = _cli(settings, "--key", key)
     assert (code, "BAD TREE NODE 1/4 (entries 8-9)" in output) == (1, True), output
-    _execute(services, "DELETE FROM journal_nodes WHERE shard = 0 AND level = 1 AND idx = 4")
+    _execute(services, f"DELETE FROM journal_nodes WHERE shard = {log} AND level = 1 AND idx = 4")  # noqa: S608
     code, output = _cli(settings, "--key", key)
     assert (code, "BAD TREE NODE 1/4 (entries 8-9): missing" in output) == (1, True), output

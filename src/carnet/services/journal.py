@@ -24,7 +24,6 @@ from carnet.domain.journal import (
     commitment,
     entry_leaf_hash,
     leaf_input,
-    shard_of,
 )
 from carnet.domain.merkle import HASH_SIZE, CompactRange, prove_consistency, prove_inclusion
 from carnet.services.ports import CheckpointSigner, Cipher, Store, StoreSession, Witness
@@ -104,6 +103,8 @@ class Journal:
         self.cipher = cipher
         self.signer = signer
         self.base_origin = origin
+        #: ``CARNET_JOURNAL_SHARDS``; on Citus :meth:`start` counts one log per record shard instead.
+        self.configured = shards
         self.shards = shards
         self.clock = clock
 
@@ -112,8 +113,17 @@ class Journal:
         return self.base_origin if shard == 0 else f"{self.base_origin}/{shard}"
 
     def start(self, session: StoreSession) -> None:
-        """Create the shards' heads if missing (at start-up)."""
+        """Count the logs (on Citus, one per record shard) and create their heads if missing (at start-up)."""
+        self.shards = session.journal_log_count(self.configured)
         session.ensure_journal_heads(self.shards)
+
+    def log_of(self, session: StoreSession, patient_id: str) -> int:
+        """Return the log that takes a record's entries (a hash of its id, or on Citus its shard's)."""
+        return session.journal_log_of(patient_id, self.configured)
+
+    def logs_of(self, session: StoreSession, patient_id: str) -> tuple[int, ...]:
+        """Return the logs that may hold a record's entries (two on a store converted to Citus)."""
+        return session.journal_logs_of(patient_id, self.configured)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -125,7 +135,7 @@ class Journal:
         """
         by_shard: dict[int, list[tuple[bytes, Entry]]] = {}
         for key, entry in entries:
-            by_shard.setdefault(shard_of(entry.patient_id, self.shards), []).append((key, entry))
+            by_shard.setdefault(self.log_of(session, entry.patient_id), []).append((key, entry))
         written: list[StoredEntry] = []
         for shard in sorted(by_shard):  # a fixed order: two writers never lock shards crosswise
             head = session.journal_head(shard, lock=True)
@@ -305,8 +315,8 @@ class Journal:
 
         Nothing is issued: this is what the witnesses were shown (``(size, issued_at, note)``).
         """
-        shard = shard_of(patient_id, self.shards)
         with self.store.session() as session:
+            shard = self.log_of(session, patient_id)
             found = session.recent_checkpoints(shard, count)
             return [
                 (size, issued, note + "".join(sorted(session.cosignatures(shard, size).values())).encode())

@@ -22,7 +22,7 @@ from carnet.domain.errors import (
     RecordShredded,
     UnsupportedSearch,
 )
-from carnet.domain.journal import StoredEntry, shard_of
+from carnet.domain.journal import StoredEntry
 from carnet.domain.policy import NO_RECORD, Action, Decision, Obligation, Target, Visibility
 from carnet.domain.principal import ActorKind
 from carnet.domain.search import (
@@ -163,10 +163,11 @@ class JournalView:
                 )
             if not decision.allowed:
                 raise AccessDenied("Access to the access journal is not allowed.", reasons=decision.reasons)
-        # A record's entries are all in its own log: read that log's shard group only.
-        shard = None if query.patient_id is None else shard_of(query.patient_id, self._journal.shards)
+        # A record's entries are all in its own log (and, on a store converted to Citus, its
+        # earlier log): read those only, on Citus the record's shard group.
+        logs = None if query.patient_id is None else self._journal.logs_of(call.session, query.patient_id)
         rows = call.session.journal_of(
-            query.patient_id, since=since, until=until, limit=_JOURNAL_LIMIT, shard=shard
+            query.patient_id, since=since, until=until, limit=_JOURNAL_LIMIT, logs=logs
         )
         ascending = bool(query.sort) and not query.sort[0].descending
         if query.patient_id is not None:

@@ -268,6 +268,18 @@ class StoreSession(Protocol):
         """Yield a shard's entries in ``seq`` order."""
         ...
 
+    def journal_log_count(self, configured: int) -> int:
+        """Return how many logs the journal has (one per record shard on Citus, else ``configured``)."""
+        ...
+
+    def journal_log_of(self, patient_id: str, configured: int) -> int:
+        """Return the log that takes a record's new entries."""
+        ...
+
+    def journal_logs_of(self, patient_id: str, configured: int) -> tuple[int, ...]:
+        """Return the logs that may hold a record's entries."""
+        ...
+
     def journal_shards(self) -> list[int]:
         """Return the shards that have a head or hold entries."""
         ...
@@ -280,9 +292,9 @@ class StoreSession(Protocol):
         until: datetime | None = None,
         limit: int = 100,
         newest_first: bool = True,
-        shard: int | None = None,
+        logs: Sequence[int] | None = None,
     ) -> list[StoredEntry]:
-        """Return the entries about one record (or every record), by time (``shard``: its log only)."""
+        """Return the entries about one record (or every record), by time (``logs``: its logs only)."""
         ...
 
     def put_checkpoint(self, shard: int, size: int, issued_at: datetime, note: bytes) -> bool:

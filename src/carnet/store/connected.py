@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Table, insert
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
+from carnet.store.journal_logs import JournalLogs
 
 
 def utc(value: datetime) -> datetime:
@@ -27,8 +28,10 @@ def utc(value: datetime) -> datetime:
 class Connected:
     """A transaction's connection and its buffered inserts."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, logs: JournalLogs | None = None) -> None:
         self._connection = connection
+        #: Where the journal's logs live (shared by the store's sessions).
+        self._logs = logs or JournalLogs()
         self._pending: dict[Table, list[dict[str, object]]] = {}
         #: The journal heads this transaction appended to, as it left them (``journal.py``): its
         #: lock on them is held until it ends, so the next append of the same log needs no read.

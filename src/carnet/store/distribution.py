@@ -4,9 +4,10 @@ Every table of the schema is declared here (a test fails when a table is added w
 placement). A per-record table is distributed on its record column (``patient_id``) and
 co-located with ``patient_keys``, so one record's rows of every table sit in one shard group on
 one worker: its reads, writes, searches and ``$everything`` route to that worker. The access
-journal's Merkle logs are distributed on their log number (``shard``) and co-located with
-``journal_heads``: each log (its head, entries, tree nodes, checkpoints and cosignatures) lives in
-one shard group, so appending to a log or proving an entry touches one worker. Small tables read
+journal is co-located with the records too: each record shard has its own Merkle log, whose head,
+entries, tree nodes, checkpoints and cosignatures are distributed on the log's key (a token that
+hashes into that shard, :mod:`carnet.store.journal_logs`), so a record's journal entries are
+written with its rows, and a read or an update commits on one worker. Small tables read
 by every request (directory, profiles, authorisation rules) are reference tables, copied to
 every node. A table keyed by something else gets its own co-location group on that key.
 
@@ -22,6 +23,7 @@ from typing import Literal
 from sqlalchemy import Connection, text
 
 from carnet.domain.errors import ConfigurationError
+from carnet.store.journal_logs import assign_log_keys
 
 #: The distribution column of every per-record table.
 RECORD = "patient_id"
@@ -41,8 +43,10 @@ class Placement:
 
 
 BY_RECORD = Placement("distributed", RECORD, "patient_keys")
-BY_LOG = Placement("distributed", "shard", "journal_heads")
+BY_LOG = Placement("distributed", "log_key", "patient_keys")
 REFERENCE = Placement("reference")
+#: The journal's placement before migration 0022: on the log number, in a group of its own.
+_BY_LOG_NUMBER = Placement("distributed", "shard", "journal_heads")
 
 PLACEMENTS: dict[str, Placement] = {
     # The record's key, resources, versions, blind indexes, identities (INS lookup fans out).
@@ -61,7 +65,9 @@ PLACEMENTS: dict[str, Placement] = {
     # A professional's message notices live with the record they are about (the inbox, found by
     # the professional's keyed hash, reads every shard: a few rows, on a page view).
     "message_notices": BY_RECORD,
-    # The access journal: one Merkle log per shard, each log in one shard group.
+    # The access journal: one Merkle log per record shard, in that shard's group (placed by its
+    # key, which hashes into the shard); the logs' keys are everywhere.
+    "journal_logs": REFERENCE,
     "journal_heads": BY_LOG,
     "journal_entries": BY_LOG,
     "journal_nodes": BY_LOG,
@@ -153,12 +159,18 @@ def distribute(connection: Connection) -> list[str]:
     if not is_citus(connection):
         raise ConfigurationError("This database has no Citus extension (CREATE EXTENSION citus).")
     done = placed(connection)
-    pending = [name for name in schema_tables(connection) if name not in LOCAL and name not in done]
+    tables = schema_tables(connection)
+    pending = [name for name in tables if name not in LOCAL and name not in done]
     for name in pending:
         placement(name)  # every table declared before any is changed
-    pending.sort(key=lambda name: (placement(name).colocate != name, name))
+    pending.sort(key=lambda name: (placement(name).colocate != name, placement(name) == BY_LOG, name))
     for name in pending:
         spec = placement(name)
+        if spec == BY_LOG and "journal_logs" not in tables:
+            spec = _BY_LOG_NUMBER  # a schema before migration 0022 (tests of later migrations)
+        elif spec == BY_LOG:
+            # Keys found once the record group is placed, written before the journal is moved.
+            assign_log_keys(connection)
         if spec.kind == "reference":
             connection.execute(text("SELECT create_reference_table(CAST(:t AS regclass))"), {"t": name})
         else:

@@ -8,7 +8,7 @@ writing transaction already holds the database's write lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -43,14 +43,14 @@ _STREAM_BATCH = 5_000
 # The statements of every append, built once: SQLAlchemy then neither rebuilds them nor recomputes
 # their cache keys per request (~5 % of a single read's CPU, bench/profiles/).
 _HEAD = select(journal_heads.c.size, journal_heads.c.peaks).where(
-    journal_heads.c.shard == bindparam("head_shard")
+    journal_heads.c.log_key == bindparam("head_key"), journal_heads.c.shard == bindparam("head_shard")
 )
 _HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _INSERT_ENTRIES = insert(journal_entries)
 _INSERT_NODES = insert(journal_nodes)
 _UPDATE_HEAD = (
     update(journal_heads)
-    .where(journal_heads.c.shard == bindparam("head_shard"))
+    .where(journal_heads.c.log_key == bindparam("head_key"), journal_heads.c.shard == bindparam("head_shard"))
     .values(size=bindparam("new_size"), peaks=bindparam("new_peaks"))
 )
 
@@ -79,13 +79,17 @@ class JournalSessionMixin(Connected):
         if known is not None:
             return known
         query = _HEAD_FOR_UPDATE if lock and self._c.dialect.name == "postgresql" else _HEAD
-        row = self._c.execute(query, {"head_shard": shard}).first()
+        row = self._c.execute(query, {"head_key": self._logs.key(shard), "head_shard": shard}).first()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def ensure_journal_heads(self, shards: int) -> None:
         """Create the empty head of every shard that has none (at start-up)."""
         present = {row[0] for row in self._c.execute(select(journal_heads.c.shard))}
-        missing = [{"shard": s, "size": 0, "peaks": b""} for s in range(shards) if s not in present]
+        missing = [
+            {"log_key": self._logs.key(s), "shard": s, "size": 0, "peaks": b""}
+            for s in range(shards)
+            if s not in present
+        ]
         if missing:
             try:
                 self._c.execute(insert(journal_heads), missing)
@@ -105,8 +109,10 @@ class JournalSessionMixin(Connected):
         On PostgreSQL in one statement (:func:`carnet.store.journal_append.append_at_once`): one
         round trip instead of three.
         """
+        key = self._logs.key(shard)
         entry_rows: list[dict[str, object]] = [
             {
+                "log_key": key,
                 "shard": e.shard,
                 "seq": e.seq,
                 "patient_id": e.patient_id,
@@ -117,17 +123,28 @@ class JournalSessionMixin(Connected):
             for e in entries
         ]
         node_rows: list[dict[str, object]] = [
-            {"shard": shard, "level": level, "idx": idx, "digest": digest} for level, idx, digest in nodes
+            {"log_key": key, "shard": shard, "level": level, "idx": idx, "digest": digest}
+            for level, idx, digest in nodes
         ]
         connection = self._c
         self._journal_heads.pop(shard, None)  # until the head is written
-        if connection.dialect.name == "postgresql" and entry_rows and node_rows:
-            append_at_once(connection, entry_rows, node_rows, {"shard": shard}, size, peaks)
+        # Not on Citus: it runs the statement's INSERT … SELECT through the coordinator (COPY into
+        # the shards), which commits in two phases even on one worker; three routed statements
+        # commit in one (test_a_records_requests_commit_on_one_worker_without_two_phase_commit).
+        if (
+            connection.dialect.name == "postgresql"
+            and not self._logs.distributed
+            and entry_rows
+            and node_rows
+        ):
+            append_at_once(connection, entry_rows, node_rows, {"log_key": key, "shard": shard}, size, peaks)
         else:
             connection.execute(_INSERT_ENTRIES, entry_rows)
             if node_rows:
                 connection.execute(_INSERT_NODES, node_rows)
-            connection.execute(_UPDATE_HEAD, {"head_shard": shard, "new_size": size, "new_peaks": peaks})
+            connection.execute(
+                _UPDATE_HEAD, {"head_key": key, "head_shard": shard, "new_size": size, "new_peaks": peaks}
+            )
         self._journal_heads[shard] = (size, peaks)
 
     def journal_node(self, shard: int, level: int, idx: int) -> bytes | None:
@@ -135,7 +152,10 @@ class JournalSessionMixin(Connected):
         row = self._c.execute(
             select(journal_nodes.c.digest).where(
                 and_(
-                    journal_nodes.c.shard == shard, journal_nodes.c.level == level, journal_nodes.c.idx == idx
+                    journal_nodes.c.log_key == self._logs.key(shard),
+                    journal_nodes.c.shard == shard,
+                    journal_nodes.c.level == level,
+                    journal_nodes.c.idx == idx,
                 )
             )
         ).first()
@@ -150,6 +170,7 @@ class JournalSessionMixin(Connected):
                 select(journal_nodes.c.level, journal_nodes.c.idx, journal_nodes.c.digest)
                 .where(
                     and_(
+                        journal_nodes.c.log_key == self._logs.key(shard),
                         journal_nodes.c.shard == shard,
                         # A row value, which both databases seek to in the primary key; the
                         # equivalent OR made SQLite rescan the shard from its start each batch.
@@ -169,7 +190,11 @@ class JournalSessionMixin(Connected):
         """Return one stored entry."""
         row = self._c.execute(
             select(*_ENTRY_COLUMNS).where(
-                and_(journal_entries.c.shard == shard, journal_entries.c.seq == seq)
+                and_(
+                    journal_entries.c.log_key == self._logs.key(shard),
+                    journal_entries.c.shard == shard,
+                    journal_entries.c.seq == seq,
+                )
             )
         ).first()
         return None if row is None else _row(row)
@@ -180,7 +205,13 @@ class JournalSessionMixin(Connected):
         while True:
             rows = self._c.execute(
                 select(*_ENTRY_COLUMNS)
-                .where(and_(journal_entries.c.shard == shard, journal_entries.c.seq > after))
+                .where(
+                    and_(
+                        journal_entries.c.log_key == self._logs.key(shard),
+                        journal_entries.c.shard == shard,
+                        journal_entries.c.seq > after,
+                    )
+                )
                 .order_by(journal_entries.c.seq)
                 .limit(_STREAM_BATCH)
             ).all()
@@ -189,6 +220,18 @@ class JournalSessionMixin(Connected):
             if len(rows) < _STREAM_BATCH:
                 return
             after = rows[-1][1]
+
+    def journal_log_count(self, configured: int) -> int:
+        """Return how many logs the journal has (one per record shard on Citus, else ``configured``)."""
+        return self._logs.count(configured)
+
+    def journal_log_of(self, patient_id: str, configured: int) -> int:
+        """Return the log that takes a record's new entries."""
+        return self._logs.log_of(self._c, patient_id, configured)
+
+    def journal_logs_of(self, patient_id: str, configured: int) -> tuple[int, ...]:
+        """Return the logs that may hold a record's entries (one, or two on a converted Citus store)."""
+        return self._logs.logs_of(self._c, patient_id, configured)
 
     def journal_shards(self) -> list[int]:
         """Return the shards that have a head or hold entries."""
@@ -204,16 +247,19 @@ class JournalSessionMixin(Connected):
         until: datetime | None = None,
         limit: int = 100,
         newest_first: bool = True,
-        shard: int | None = None,
+        logs: Sequence[int] | None = None,
     ) -> list[StoredEntry]:
         """Return the entries about one record (or every record), by time.
 
-        ``shard`` (the record's log) lets a distributed database read one log's shard group
-        instead of every one.
+        ``logs`` (the record's, :meth:`journal_logs_of`) lets a distributed database read the
+        record's shard group instead of every one.
         """
         query = select(*_ENTRY_COLUMNS)
-        if shard is not None:
-            query = query.where(journal_entries.c.shard == shard)
+        if logs is not None:
+            keys = sorted({self._logs.key(log) for log in logs})
+            query = query.where(
+                journal_entries.c.log_key.in_(keys), journal_entries.c.shard.in_(sorted(logs))
+            )
         if patient_id is not None:
             query = query.where(journal_entries.c.patient_id == patient_id)
         if since is not None:
@@ -231,7 +277,9 @@ class JournalSessionMixin(Connected):
         )
         # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING.
         stored = self._c.execute(
-            statement.values(shard=shard, size=size, issued_at=issued_at, note=note)
+            statement.values(
+                log_key=self._logs.key(shard), shard=shard, size=size, issued_at=issued_at, note=note
+            )
             .on_conflict_do_nothing()
             .returning(journal_checkpoints.c.size)
         ).first()
@@ -241,7 +289,9 @@ class JournalSessionMixin(Connected):
         """Return the ``(size, note)`` of a shard's largest checkpoint."""
         row = self._c.execute(
             select(journal_checkpoints.c.size, journal_checkpoints.c.note)
-            .where(journal_checkpoints.c.shard == shard)
+            .where(
+                journal_checkpoints.c.log_key == self._logs.key(shard), journal_checkpoints.c.shard == shard
+            )
             .order_by(journal_checkpoints.c.size.desc())
             .limit(1)
         ).first()
@@ -251,7 +301,9 @@ class JournalSessionMixin(Connected):
         """Return every ``(size, note)`` of a shard, smallest first."""
         rows = self._c.execute(
             select(journal_checkpoints.c.size, journal_checkpoints.c.note)
-            .where(journal_checkpoints.c.shard == shard)
+            .where(
+                journal_checkpoints.c.log_key == self._logs.key(shard), journal_checkpoints.c.shard == shard
+            )
             .order_by(journal_checkpoints.c.size)
         )
         return [(int(r[0]), bytes(r[1])) for r in rows]
@@ -260,7 +312,13 @@ class JournalSessionMixin(Connected):
         """Return the smallest checkpoint of a shard covering at least ``size`` entries."""
         row = self._c.execute(
             select(journal_checkpoints.c.size, journal_checkpoints.c.note)
-            .where(and_(journal_checkpoints.c.shard == shard, journal_checkpoints.c.size >= size))
+            .where(
+                and_(
+                    journal_checkpoints.c.log_key == self._logs.key(shard),
+                    journal_checkpoints.c.shard == shard,
+                    journal_checkpoints.c.size >= size,
+                )
+            )
             .order_by(journal_checkpoints.c.size)
             .limit(1)
         ).first()
@@ -273,9 +331,15 @@ class JournalSessionMixin(Connected):
         )
         self._c.execute(
             statement.values(
-                shard=shard, size=size, witness=witness, cosigned_at=cosigned_at, line=line
+                log_key=self._logs.key(shard),
+                shard=shard,
+                size=size,
+                witness=witness,
+                cosigned_at=cosigned_at,
+                line=line,
             ).on_conflict_do_update(
-                index_elements=["shard", "size", "witness"], set_={"cosigned_at": cosigned_at, "line": line}
+                index_elements=["log_key", "shard", "size", "witness"],
+                set_={"cosigned_at": cosigned_at, "line": line},
             )
         )
 
@@ -283,7 +347,11 @@ class JournalSessionMixin(Connected):
         """Return the cosignature lines of a checkpoint, by witness name."""
         rows = self._c.execute(
             select(journal_cosignatures.c.witness, journal_cosignatures.c.line).where(
-                and_(journal_cosignatures.c.shard == shard, journal_cosignatures.c.size == size)
+                and_(
+                    journal_cosignatures.c.log_key == self._logs.key(shard),
+                    journal_cosignatures.c.shard == shard,
+                    journal_cosignatures.c.size == size,
+                )
             )
         )
         return {str(r[0]): str(r[1]) for r in rows}
@@ -296,7 +364,13 @@ class JournalSessionMixin(Connected):
         """
         row = self._c.execute(
             select(journal_cosignatures.c.size)
-            .where(and_(journal_cosignatures.c.shard == shard, journal_cosignatures.c.witness == witness))
+            .where(
+                and_(
+                    journal_cosignatures.c.log_key == self._logs.key(shard),
+                    journal_cosignatures.c.shard == shard,
+                    journal_cosignatures.c.witness == witness,
+                )
+            )
             .order_by(journal_cosignatures.c.size.desc())
             .limit(1)
         ).first()
@@ -306,7 +380,9 @@ class JournalSessionMixin(Connected):
         """Return a shard's latest ``(size, issued_at, note)`` checkpoints, newest first."""
         rows = self._c.execute(
             select(journal_checkpoints.c.size, journal_checkpoints.c.issued_at, journal_checkpoints.c.note)
-            .where(journal_checkpoints.c.shard == shard)
+            .where(
+                journal_checkpoints.c.log_key == self._logs.key(shard), journal_checkpoints.c.shard == shard
+            )
             .order_by(journal_checkpoints.c.size.desc())
             .limit(limit)
         )
@@ -316,7 +392,11 @@ class JournalSessionMixin(Connected):
         """Return when the checkpoint of ``size`` was issued."""
         row = self._c.execute(
             select(journal_checkpoints.c.issued_at).where(
-                and_(journal_checkpoints.c.shard == shard, journal_checkpoints.c.size == size)
+                and_(
+                    journal_checkpoints.c.log_key == self._logs.key(shard),
+                    journal_checkpoints.c.shard == shard,
+                    journal_checkpoints.c.size == size,
+                )
             )
         ).first()
         return None if row is None else utc(row[0])

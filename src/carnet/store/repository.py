@@ -18,6 +18,7 @@ from carnet.store.credentials import CredentialSessionMixin
 from carnet.store.distribution import is_citus
 from carnet.store.feeds import FeedMessageSessionMixin, FeedOfferSessionMixin, FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
+from carnet.store.journal_logs import JournalLogs
 from carnet.store.keys import KeySessionMixin
 from carnet.store.message_notices import MessageNoticeSessionMixin
 from carnet.store.outbox import OutboxSessionMixin
@@ -372,6 +373,8 @@ class SQLStore:
         url = engine.url.render_as_string(hide_password=False)
         self._writers = WriterLock(sqlite_file(url)) if self._sqlite else None
         self._locations_joined = self._sqlite or not _has_citus(engine)
+        #: Where the journal's logs live, read by the first session (carnet.store.journal_logs).
+        self.logs = JournalLogs()
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[SQLStoreSession]:
@@ -392,7 +395,8 @@ class SQLStore:
             if self._sqlite:
                 connection.info["carnet_begin"] = "BEGIN IMMEDIATE" if write else "BEGIN"
             with connection.begin():
-                session = SQLStoreSession(connection)
+                self.logs.load(connection)
+                session = SQLStoreSession(connection, self.logs)
                 session.locations_joined = self._locations_joined
                 yield session
                 session.flush()

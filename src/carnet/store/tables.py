@@ -101,17 +101,32 @@ identities = Table(
 # -- the access journal (DESIGN §5) ------------------------------------------------------
 # One Merkle log per shard (patient hash → shard). An entry's content is sealed with the
 # patient key; ``commitment`` is SHA-256(salt || content), the salt sealed with the content.
+# ``log_key`` says where a log lives, ``shard`` which log it is: the key is the log number in
+# decimal on SQLite and plain PostgreSQL, and on Citus a token of ``journal_logs`` that hashes
+# into the log's shard of the record group (the journal is co-located with the records, so a
+# record's entries and its log's head sit in the record's own shard group, migration 0022).
+
+#: On Citus, each log's placement key (one row per log; empty on a single-node store).
+journal_logs = Table(
+    "journal_logs",
+    metadata,
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("log_key", ID, nullable=False),
+    # A log of the store before ``carnet db distribute`` (records were assigned by SHA-256 then).
+    Column("legacy", Boolean, nullable=False),
+)
 
 journal_entries = Table(
     "journal_entries",
     metadata,
+    Column("log_key", ID, nullable=False),
     Column("shard", Integer, nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("patient_id", ID, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("commitment", LargeBinary(32), nullable=False),
     Column("sealed", LargeBinary, nullable=False),
-    PrimaryKeyConstraint("shard", "seq"),
+    PrimaryKeyConstraint("log_key", "shard", "seq"),
     Index("ix_journal_entries_patient", "patient_id", "recorded_at"),
 )
 
@@ -119,17 +134,19 @@ journal_entries = Table(
 journal_nodes = Table(
     "journal_nodes",
     metadata,
+    Column("log_key", ID, nullable=False),
     Column("shard", Integer, nullable=False),
     Column("level", Integer, nullable=False),
     Column("idx", BigInteger, nullable=False),
     Column("digest", LargeBinary(32), nullable=False),
-    PrimaryKeyConstraint("shard", "level", "idx"),
+    PrimaryKeyConstraint("log_key", "shard", "level", "idx"),
 )
 
 #: The head of each shard's tree: its size and compact-range peaks (32 bytes each, concatenated).
 journal_heads = Table(
     "journal_heads",
     metadata,
+    Column("log_key", ID, primary_key=True),
     # The log number, always written by Carnet: no sequence (migration 0019).
     Column("shard", Integer, primary_key=True, autoincrement=False),
     Column("size", BigInteger, nullable=False),
@@ -140,23 +157,25 @@ journal_heads = Table(
 journal_checkpoints = Table(
     "journal_checkpoints",
     metadata,
+    Column("log_key", ID, nullable=False),
     Column("shard", Integer, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Column("note", LargeBinary, nullable=False),
-    PrimaryKeyConstraint("shard", "size"),
+    PrimaryKeyConstraint("log_key", "shard", "size"),
 )
 
 #: Witness cosignatures of checkpoints (C2SP tlog-cosignature lines), one per witness and checkpoint.
 journal_cosignatures = Table(
     "journal_cosignatures",
     metadata,
+    Column("log_key", ID, nullable=False),
     Column("shard", Integer, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("witness", String(255), nullable=False),
     Column("cosigned_at", DateTime(timezone=True), nullable=False),
     Column("line", Text, nullable=False),
-    PrimaryKeyConstraint("shard", "size", "witness"),
+    PrimaryKeyConstraint("log_key", "shard", "size", "witness"),
 )
 
 #: Which actors (keyed hashes) already accessed a record, for "new professional" notices.
