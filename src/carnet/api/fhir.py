@@ -170,6 +170,8 @@ def only_parameters(request: Request, what: str, allowed: frozenset[str] = froze
     Raises:
         InvalidRequest: a query parameter outside FHIR's general ones and ``allowed``.
     """
+    if not request.scope.get("query_string"):
+        return
     for name in request.query_params:
         if name not in GENERAL_PARAMETERS and name not in allowed:
             raise InvalidRequest(

@@ -78,7 +78,19 @@ class ServerSessionMiddleware:
             await self.app(scope, receive, send)
             return
         sid = self._sid_of(scope)
-        opened = await to_thread.run_sync(self._sessions.open, sid) if sid else None
+        if sid is None:
+            # No session cookie (every API request): nothing to open, and a session to save only
+            # if the request filled one (signing in) — the same as below, without the snapshot.
+            scope["session"] = {}
+
+            async def send_fresh(message: Message) -> None:
+                if message["type"] == "http.response.start" and scope["session"]:
+                    await self._save(scope, MutableHeaders(scope=message), None, None, "")
+                await send(message)
+
+            await self.app(scope, receive, send_fresh)
+            return
+        opened = await to_thread.run_sync(self._sessions.open, sid)
         scope["session"] = dict(opened or {})
         before = _snapshot(opened or {})
 
