@@ -134,3 +134,10 @@ def test_nothing_is_installed_behind_a_route_that_cannot_be_read() -> None:
     routes = app.router.routes
     assert install(routes, [("GET", "/fhir/{resource_type}/{resource_id}", read)]) is None
     assert not any(isinstance(route, HotRoutes) for route in routes)
+
+
+def test_url_for_still_finds_the_routes_behind_the_hot_ones() -> None:
+    """The hot routes name no URL: the app's url_path_for reaches the routes they stand in front of."""
+    app = toy_app(hot=True)
+    assert isinstance(app.router.routes[0], HotRoutes)
+    assert app.url_path_for("special", special_id="x") == "/fhir/Special/x"

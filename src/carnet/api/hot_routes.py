@@ -34,9 +34,10 @@ from typing import Any
 
 from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette._utils import get_route_path
+from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 RESOURCE_TYPE = r"[A-Z][A-Za-z]{1,63}"
@@ -79,6 +80,14 @@ class HotRoutes(BaseRoute):
                 continue
             return Match.FULL, {"endpoint": hot.endpoint, "path_params": found.groupdict()}
         return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        """Name no URL: the endpoints keep their own routes, which ``url_for`` finds after this one.
+
+        Raises:
+            NoMatchFound: always.
+        """
+        raise NoMatchFound(name, path_params)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Call the endpoint with the path's parameters and the request; send its response."""
