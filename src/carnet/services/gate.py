@@ -11,6 +11,7 @@ The gate calls nothing above it: the policy (pure), the store, the vault, the jo
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -377,11 +378,16 @@ class Gate:
             call.keys[patient_id] = self.vault.key(call.session, patient_id, self.clock())
         return call.keys[patient_id]
 
-    def open(self, key: bytes, version: StoredVersion) -> Stored:
-        """Open a stored version (a deletion opens to no resource)."""
-        raw = None
+    def open(self, key: bytes, version: StoredVersion, *, lazy: bool = False) -> Stored:
+        """Open a stored version (a deletion opens to no resource).
+
+        ``lazy`` defers the unsealing to the first use of its content: the caller must use it,
+        or drop the version, within the call (``RecordSearch.run`` unseals its page).
+        """
+        opener = None
         if version.sealed is not None:
-            raw = self.vault.open_resource(
+            opener = functools.partial(
+                self.vault.open_resource,
                 key,
                 version.patient_id,
                 version.resource_type,
@@ -394,14 +400,15 @@ class Gate:
             resource_id=version.resource_id,
             version_id=version.version_id,
             last_updated=version.last_updated,
-            raw=raw,
+            raw=None if opener is None or lazy else opener(),
+            opener=opener if lazy else None,
         )
 
-    def matches(self, call: Call, patient_id: str, query: SearchQuery) -> list[Stored]:
+    def matches(self, call: Call, patient_id: str, query: SearchQuery, *, lazy: bool = False) -> list[Stored]:
         """Open every current resource of a record that matches the query, before any visibility check.
 
         Token clauses are answered by the blind indexes in SQL; date clauses on the opened
-        resources. An erased record matches nothing.
+        resources. An erased record matches nothing. ``lazy``: see :meth:`open`.
         """
         try:
             key = self.key(call, patient_id)
@@ -414,7 +421,7 @@ class Gate:
         versions = call.session.search(patient_id, query.resource_type, query.ids, filters)
         out: list[Stored] = []
         for version in versions:
-            stored = self.open(key, version)
+            stored = self.open(key, version, lazy=lazy and not query.dates)
             if query.dates:
                 # Dates are strings: a lossy parse (floats) reads them without keeping a resource.
                 raw = stored.json
@@ -460,7 +467,7 @@ class Gate:
         A visible resource is noted as disclosed unless ``disclose`` is False (a paged answer
         discloses only the page it returns, with :meth:`disclose`).
         """
-        if stored.json is None:  # a deletion; ``json`` does not parse, ``resource`` would
+        if stored.deleted:  # known without unsealing: a lazily opened version stays sealed here
             return True
         target = self.target(
             call,

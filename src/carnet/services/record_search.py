@@ -98,9 +98,11 @@ class Search:
             else:
                 owner = query.patient_id
             gate.check(call, Action.SEARCH, gate.target(call, owner, resource_type), hide=False)
-            found = self.matching(call, owner, query)
+            found = self.matching(call, owner, query, lazy=True)
         found = _sorted(found, query.sort or (SortKey(param="_lastUpdated", descending=True),))
         page = [] if query.summary_count else found[query.offset : query.offset + query.count]
+        for stored in page:
+            _ = stored.json  # unsealed here, in the call (the rest of the matches stay sealed)
         included = self._included(call, query, page) if query.includes or query.revincludes else ()
         return SearchResult(entries=page, total=len(found), query=query, included=tuple(included))
 
@@ -233,15 +235,19 @@ class Search:
             gate.disclose(call, patient_id, record[index])
         return record[page.offset : end], len(record)
 
-    def matching(self, call: Call, patient_id: str, query: SearchQuery) -> list[Stored]:
+    def matching(
+        self, call: Call, patient_id: str, query: SearchQuery, *, lazy: bool = False
+    ) -> list[Stored]:
         """Open every current resource of a record that matches the query and the caller may see.
 
         Unsorted and unpaged: every result the caller may not see is dropped here, before counts
-        and pages are computed, so totals and links reveal nothing either.
+        and pages are computed, so totals and links reveal nothing either. With ``lazy`` the
+        resources the policy can judge without their content (by type, not a document, not for
+        an app) stay sealed until used (``Gate.open``).
         """
-        return [
-            s for s in self._gate.matches(call, patient_id, query) if self._gate.visible(call, patient_id, s)
-        ]
+        gate = self._gate
+        found = gate.matches(call, patient_id, query, lazy=lazy)
+        return [s for s in found if gate.visible(call, patient_id, s)]
 
     def search_patients(self, call: Call, query: SearchQuery) -> list[Stored]:
         """Find the Patients a search names, among the records the caller may read."""
@@ -308,8 +314,11 @@ def _sort_key(stored: Stored, param: str) -> tuple[int, str]:
 def _sorted(results: Iterable[Stored], keys: Sequence[SortKey]) -> list[Stored]:
     out = sorted(results, key=lambda r: r.resource_id)
     for key in reversed(keys):
-        present = [r for r in out if _sort_key(r, key.param)[0] == 0]
-        missing = [r for r in out if _sort_key(r, key.param)[0] != 0]
-        present.sort(key=lambda r, p=key.param: _sort_key(r, p)[1], reverse=key.descending)  # type: ignore[misc]
-        out = present + missing
+        if key.param == "_lastUpdated":  # every version has one: the row's own instant
+            out.sort(key=lambda r: r.last_updated, reverse=key.descending)
+            continue
+        keyed = [(_sort_key(r, key.param), r) for r in out]
+        present = [(value, r) for (missing, value), r in keyed if missing == 0]
+        present.sort(key=lambda pair: pair[0], reverse=key.descending)
+        out = [r for _, r in present] + [r for (missing, _), r in keyed if missing != 0]
     return out

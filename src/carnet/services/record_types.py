@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,9 +22,11 @@ class Stored:
 
     Opened versions keep the stored JSON bytes and parse them only when asked: a page of
     search results or a whole record goes back to the client without a parse/serialise round.
+    A version may also be opened lazily (``opener``, see ``Gate.open``): it is unsealed on first
+    use, so that a search unseals only the page it returns when nothing else needs the content.
     """
 
-    __slots__ = ("_parsed", "_raw", "last_updated", "resource_id", "resource_type", "version_id")
+    __slots__ = ("_opener", "_parsed", "_raw", "last_updated", "resource_id", "resource_type", "version_id")
 
     def __init__(
         self,
@@ -34,6 +37,7 @@ class Stored:
         last_updated: datetime,
         resource: dict[str, Any] | None = None,
         raw: bytes | None = None,
+        opener: Callable[[], bytes] | None = None,
     ) -> None:
         self.resource_type = resource_type
         self.resource_id = resource_id
@@ -41,18 +45,29 @@ class Stored:
         self.last_updated = last_updated
         self._parsed = resource
         self._raw = raw
+        self._opener = opener
+
+    @property
+    def deleted(self) -> bool:
+        """Whether this version is a deletion (known without unsealing it)."""
+        return self._raw is None and self._parsed is None and self._opener is None
+
+    def _unsealed(self) -> bytes | None:
+        if self._raw is None and self._opener is not None:
+            self._raw, self._opener = self._opener(), None
+        return self._raw
 
     @property
     def resource(self) -> dict[str, Any] | None:
         """The resource as JSON values (parsed on first use)."""
-        if self._parsed is None and self._raw is not None:
-            self._parsed = fhirjson.loads_stored(self._raw)
+        if self._parsed is None and self._unsealed() is not None:
+            self._parsed = fhirjson.loads_stored(self._raw or b"")
         return self._parsed
 
     @property
     def json(self) -> bytes | None:
         """The resource as JSON bytes, exactly as stored."""
-        if self._raw is None and self._parsed is not None:
+        if self._unsealed() is None and self._parsed is not None:
             self._raw = fhirjson.dumps(self._parsed)
         return self._raw
 
