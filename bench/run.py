@@ -100,6 +100,28 @@ def pg_admin() -> Any:
     return create_engine(base, isolation_level="AUTOCOMMIT")
 
 
+def analyse(settings: Settings) -> None:
+    """``VACUUM ANALYZE`` the store's tables on PostgreSQL (nothing on SQLite).
+
+    The test server runs with ``autovacuum = off``: without statistics the planner takes a
+    record's token search for one row and re-reads every matching token per resource (55 ms at
+    10,000 patients instead of ~1 ms). A production server's autovacuum does this by itself.
+    """
+    url = settings.effective_database_url
+    if not url.startswith("postgresql"):
+        return
+    engine = create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as connection:
+        tables = connection.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        ).scalars()
+        for table in list(tables):
+            connection.execute(text(f'VACUUM ANALYZE "{table}"'))
+    engine.dispose()
+
+
 def cache_dir(root: Path, name: str, store: int) -> Path:
     """Where the cached store of ``store`` patients on backend ``name`` lives."""
     return root.expanduser().resolve() / f"{name}-{store}"
@@ -154,6 +176,7 @@ def build_cache(name: str, directory: Path, store: int, workers: int) -> dict[st
     with server(settings, workers=workers) as (client, _):
         built = fill_store(client, settings, services, store, 0)
     services.store.engine.dispose()
+    analyse(settings)  # the copies inherit the statistics
     info = {**dataclasses.asdict(built), "store": store, "seconds": round(time.perf_counter() - started)}
     ready.write_text(json.dumps(info, indent=1) + "\n")
     log(f"[{name}] cached store built in {info['seconds']} s")
@@ -585,6 +608,7 @@ def run(name: str, args: argparse.Namespace) -> list[Row]:
                 filled = Filled(*(cached[k] for k in keys))
             else:
                 filled = fill_store(client, settings, services, args.store, 0)
+                analyse(settings)
             opened = bench_open(client, settings, filled, args.rounds, pid)
             rows.append(
                 Row(
