@@ -410,3 +410,31 @@ def test_a_burst_of_messages_shares_one_commit_each_acknowledged_once_durable(
     assert _msa(receipts[0].ack)[0] == "AA"
     assert [d["status"] for d in hospital.documents()] == ["current"]
     assert len(services.hl7v2.dead_letters()) == 1
+
+
+def _addressed_to(services: Services, patient_id: str) -> list[str | None]:
+    notifier = services.records.gate.notifier
+    with services.store.session() as session:
+        return [notifier.open_message(session, m).to for m in session.outbox_messages(patient_id)]
+
+
+def test_a_feeds_new_document_notice_goes_to_the_patients_current_address(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """The notice's address comes from the Patient the policy read in the same call, and a changed
+    address is the one the next document's notice goes to (nothing kept across calls)."""
+    hospital = Hospital(client, services, auth)
+    url = f"/fhir/Patient/{hospital.patient_id}"
+
+    def address(email: str) -> None:
+        patient = client.get(url, headers=hospital.patient).json()
+        patient["telecom"] = [{"system": "email", "value": email}]
+        assert client.put(url, json=patient, headers=hospital.patient).status_code == 200
+
+    address("avant@example.org")
+    assert services.hl7v2.receive("hopital-a", _message(_cda(), "ADDR-1")).outcome == "stored"
+    assert _addressed_to(services, hospital.patient_id) == ["avant@example.org"]
+    address("apres@example.org")
+    second = _replacing(_cda()).replace(b"RPLC", b"XFRM")
+    assert services.hl7v2.receive("hopital-a", _message(second, "ADDR-2")).outcome == "stored"
+    assert sorted(_addressed_to(services, hospital.patient_id)) == ["apres@example.org", "avant@example.org"]

@@ -52,6 +52,10 @@ class Call:
     #: state are read once per call already; this makes the call decided as of one state.
     decisions: dict[AccessRequest, Decision] = field(default_factory=dict)
     open_records: dict[str, bool] = field(default_factory=dict)
+    #: Per record: its current Patient as the policy read it (for a professional or a feed), so
+    #: that the call's notice finds the patient's address without reading it again; dropped
+    #: when the call writes a Patient of that record.
+    patients: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     #: ``Binary/<id>`` → the facts of the current DocumentReference pointing to it.
     binary_facts: dict[str, DocumentFacts] = field(default_factory=dict)
     #: Binaries written by this call, so that a DocumentReference of the same transaction is

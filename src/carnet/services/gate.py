@@ -238,6 +238,9 @@ class Gate:
             opened = [self.open(key, v) for v in call.session.current_of_types(patient_id, types)]
             patients = [s.resource for s in opened if s.resource_type == "Patient" and s.resource is not None]
             call.open_records[patient_id] = not any(is_closed(p) for p in patients)
+            own = [s.resource for s in opened if s.resource_type == "Patient" and s.resource_id == patient_id]
+            if len(own) == 1 and own[0] is not None:
+                call.patients[patient_id] = own[0]
             if "Consent" in types:
                 consents = [
                     s.resource for s in opened if s.resource_type == "Consent" and s.resource is not None
@@ -596,7 +599,9 @@ class Gate:
         sent: list[str] = []
         for event in self._events(call, session, key, patient_id, trail):
             notice = Notice.of(event, call.actor, patient_id=patient_id, at=self.clock(), mode=call.mode)
-            if self.notifier.notify(cast(NotificationStore, session), key, notice):
+            if self.notifier.notify(
+                cast(NotificationStore, session), key, notice, patient=call.patients.get(patient_id)
+            ):
                 sent.append(event.value)
         return tuple(sent)
 

@@ -33,7 +33,7 @@ An outbox row moves through these statuses::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -325,18 +325,27 @@ class Notifier:
 
     # -- enqueueing ---------------------------------------------------------------------
 
-    def notify(self, session: NotificationStore, key: bytes, notice: Notice) -> bool:
+    def notify(
+        self,
+        session: NotificationStore,
+        key: bytes,
+        notice: Notice,
+        *,
+        patient: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Enqueue ``notice`` in the caller's open write transaction if the patient wants it.
 
         ``key`` is the record's key, which the caller already holds. A patient without an
         e-mail address still gets a row, with status ``no-address``: the notice stays visible
         (and counted) but is never sent, not even once an address is added later.
+        ``patient``: the record's current Patient if the caller read it already in this
+        transaction (the policy did), so that it is not read again for its address.
         Returns whether a message was enqueued.
         """
         prefs = self.preferences(session, key, notice.patient_id)
         if not prefs.wants(notice.event):
             return False
-        to = prefs.email or self.record_email(session, key, notice.patient_id)
+        to = prefs.email or self.record_email(session, key, notice.patient_id, patient=patient)
         message_id = self._new_id()
         payload = {
             "v": PAYLOAD_FORMAT,
@@ -383,21 +392,35 @@ class Notifier:
             )
         )
 
-    def record_email(self, session: StoreSession, key: bytes, patient_id: str) -> str | None:
+    def record_email(
+        self,
+        session: StoreSession,
+        key: bytes,
+        patient_id: str,
+        *,
+        patient: Mapping[str, Any] | None = None,
+    ) -> str | None:
         """Return the e-mail address of the record's Patient (``telecom``), if it has a usable one.
 
-        The address with the best ``rank`` wins; ``use = old`` addresses are skipped.
+        The address with the best ``rank`` wins; ``use = old`` addresses are skipped. ``patient``:
+        the current Patient, already read in this transaction (else it is read here).
         """
-        version = session.current(patient_id, "Patient", patient_id)
-        if version is None or version.deleted:
-            found = session.search(patient_id, "Patient", (), ())
-            version = found[0] if found else None
-        if version is None or version.sealed is None:
-            return None
-        raw = self._vault.open_resource(
-            key, patient_id, version.resource_type, version.resource_id, version.version_id, version.sealed
-        )
-        patient = fhirjson.loads_stored(raw)
+        if patient is None:
+            version = session.current(patient_id, "Patient", patient_id)
+            if version is None or version.deleted:
+                found = session.search(patient_id, "Patient", (), ())
+                version = found[0] if found else None
+            if version is None or version.sealed is None:
+                return None
+            raw = self._vault.open_resource(
+                key,
+                patient_id,
+                version.resource_type,
+                version.resource_id,
+                version.version_id,
+                version.sealed,
+            )
+            patient = fhirjson.loads_stored(raw)
         candidates: list[tuple[int, str]] = []
         for telecom in patient.get("telecom") or ():
             if (

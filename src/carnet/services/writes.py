@@ -120,6 +120,8 @@ class Writes:
     ) -> Stored:
         session = call.session
         now = self._clock()
+        if resource_type == "Patient":
+            call.patients.pop(patient_id, None)  # the notice reads the new version
         body: dict[str, Any] | None = None
         sealed = None
         if resource is not None:
