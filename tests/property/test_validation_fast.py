@@ -33,7 +33,7 @@ def _models_accept(resource: dict[str, Any]) -> bool:
     light, _ = _without_large_data(resource)
     try:
         _model(resource["resourceType"]).model_validate(light)
-    except (ValidationError, ValueError, TypeError):
+    except (ValidationError, ValueError, TypeError, KeyError):
         return False
     return True
 
@@ -164,6 +164,18 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
         elif operation == "unwrap" and isinstance(parent[last], list) and parent[last]:
             parent[last] = parent[last][0]
     return resource
+
+
+def test_a_contained_resource_of_an_unknown_type_is_refused_not_an_error() -> None:
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "contained": [{"resourceType": "", "id": "a"}],
+    }
+    assert not accepts(observation)
+    with pytest.raises(InvalidResource):
+        validate(observation)
 
 
 @settings(max_examples=1_500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

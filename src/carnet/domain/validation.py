@@ -76,6 +76,10 @@ def validate(resource: Mapping[str, Any]) -> None:
         ) from None
     except (ValueError, TypeError) as exc:
         raise InvalidResource(f"{resource_type} is not valid FHIR R4: {_plain(str(exc))[:300]}") from None
+    except KeyError:  # fhir_core looks an inner resource's type up without checking that it exists
+        raise InvalidResource(
+            f"{resource_type} is not valid FHIR R4: a resource inside it (contained) has an unknown resourceType."
+        ) from None
 
 
 #: What the model sees instead of a large base64 value already checked by ``decode_base64``.

@@ -117,8 +117,12 @@ def _object(plan: _Plan, data: Mapping[str, Any]) -> bool:
             items = (value,)
         primitive = element.primitive
         if primitive is not None:
-            if not all(item is not None and primitive.check(item) for item in items):
-                return False
+            accepted = primitive.accepted
+            for item in items:
+                if type(item) is str and (str, item) in accepted:
+                    continue  # most values: a code, system or unit met before
+                if item is None or not primitive.check(item):
+                    return False
             continue
         if element.resources is not None:
             for item in items:
