@@ -139,6 +139,10 @@ class StoreSession(Protocol):
         """Run a block whose writes are undone, alone, if it raises; the transaction goes on."""
         ...
 
+    def serialise(self, key: str) -> None:
+        """Make concurrent transactions taking the same ``key`` wait for this one to end."""
+        ...
+
     def get_key(self, patient_id: str) -> StoredKey | None:
         """Return the patient's stored key row."""
         ...

@@ -68,7 +68,7 @@ from carnet.services.record_types import (
     parse_etag,
 )
 from carnet.services.vault import Vault
-from carnet.services.writes import Writes
+from carnet.services.writes import Writes, serialise_criteria
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -419,6 +419,7 @@ class Records:
         """
 
         def work(call: Call) -> WriteResult:
+            serialise_criteria(call, resource_type, params)
             found = self._svc.search.search(call, resource_type, params)
             if found.total > 1:
                 raise PreconditionFailed(
@@ -448,6 +449,7 @@ class Records:
         """
 
         def work(call: Call) -> int:
+            serialise_criteria(call, resource_type, params)
             found = self._svc.search.search(call, resource_type, params)
             if found.total > 1:
                 raise PreconditionFailed(

@@ -8,7 +8,7 @@ transaction as the change (DESIGN §5).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -37,6 +37,19 @@ from carnet.services.ports import StoredVersion
 from carnet.services.record_search import Search
 from carnet.services.record_types import Stored, WriteResult, instant, parse_etag
 from carnet.services.vault import DIRECTORY, Vault
+
+
+def serialise_criteria(call: Call, resource_type: str, params: Sequence[tuple[str, str]]) -> None:
+    """Make conditional writes with the same criteria run one after the other.
+
+    A conditional create, update or delete searches, then writes: two concurrent ones with the
+    same criteria would each find nothing and each create (or each update the same match). The
+    transaction takes a lock on the criteria before searching, held until it commits, so the
+    second searches after the first is durable and finds what it wrote.
+    """
+    criteria = "&".join(f"{name}={value}" for name, value in sorted(params))
+    call.session.serialise(f"conditional {resource_type}?{criteria}")
+
 
 Clock = Callable[[], datetime]
 NewId = Callable[[], str]
@@ -357,6 +370,7 @@ class Writes:
                 "If-None-Exist is empty; give search criteria such as identifier=<system>|<value>."
             )
         query = parse_search(resource_type, params)
+        serialise_criteria(call, resource_type, params)
         if resource_type == "Patient":
             found = self._search.search_patients(call, query)
         else:

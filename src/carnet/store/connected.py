@@ -68,6 +68,20 @@ class Connected:
             raise
         nested.commit()
 
+    def serialise(self, key: str) -> None:
+        """Hold, until this transaction ends, a lock on ``key`` that concurrent transactions wait for.
+
+        Conditional writes (``If-None-Exist``, ``PUT``/``DELETE [type]?criteria``) search and then
+        write: two concurrent ones with the same criteria would both find nothing and both create.
+        On PostgreSQL (and Citus, on the coordinator) a transaction-scoped advisory lock on the
+        criteria makes the second wait until the first has committed, then search again and find
+        its resource; on SQLite the transaction already holds the database's single write lock.
+        """
+        if self._connection.dialect.name == "postgresql":
+            self._c.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))", {"key": key}
+            )
+
     def flush(self) -> None:
         """Write the buffered rows, one ``executemany`` per table.
 
