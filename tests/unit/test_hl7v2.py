@@ -196,3 +196,28 @@ def test_a_large_document_is_read_whole_beside_segments_not_read() -> None:
     with pytest.raises(FeedMessageError) as refused:
         parse_message(with_extra.replace(b"\rZBE|1|x", b"\rzbe|1|x"))
     assert refused.value.hl7_code == "100"
+
+
+def test_fields_after_the_last_read_and_long_runs_anywhere_change_nothing_read() -> None:
+    """PID's names and addresses, OBX-12 onwards (cut before python-hl7 splits them) and long
+    delimiter-free runs in any field (lifted, the last one at the message's very end) leave what
+    is read as it was."""
+    large = CDA.replace(b"</title>", b"</title><text>" + b"x" * 9_000 + b"</text>")
+    raw = hl7v2_message(large, ins=INS, type_code="11502-2", type_label="CR", control_id="CUT-1", sent_at=NOW)
+    plain = parse_message(raw)
+    long_name = b"N" * 5_000
+    changed = raw.replace(b"\rPID|", b"\rPID|", 1)
+    pid_start = changed.index(b"\rPID|") + 1
+    pid_end = changed.index(b"\r", pid_start)
+    pid = changed[pid_start:pid_end].split(b"|")
+    pid[5] = long_name + b"^Jeanne"  # PID-5, not read: cut
+    pid += [b"", b"after^the^last", long_name]
+    changed = changed[:pid_start] + b"|".join(pid) + changed[pid_end:]
+    changed = changed.replace(b"||||||F", b"||||||F|" + b"Z" * 3_000 + b"|more^fields", 1)
+    changed = changed.rstrip(b"\r\n\x1c") + b"\rOBX|99|ST|NOTE^Note^L||" + b"Y" * 4_000
+    message = parse_message(changed)
+    assert message.cda == large
+    assert message.ins == plain.ins == (INS,)
+    assert message.header == plain.header
+    assert message.flags == plain.flags
+    assert message.sender == plain.sender

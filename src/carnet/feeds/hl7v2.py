@@ -67,8 +67,10 @@ _META_TABLE = "MetaDMPMSS"
 _CHARSETS = {"UNICODE UTF-8": "utf-8", "UTF-8": "utf-8", "8859/15": "iso-8859-15", "8859/1": "iso-8859-1"}
 _MSH18 = {"utf-8": "UNICODE UTF-8", "iso-8859-15": "8859/15", "iso-8859-1": "8859/1"}
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
-#: The segments read (the others are checked for a segment id, then skipped).
-_READ_SEGMENTS = frozenset({"MSH", "PID", "ORC", "OBX", "PRT", "TXA"})
+#: The segments read, each with the last field read of it (the others are checked for a segment
+#: id, then skipped; the fields after the last read are cut before python-hl7 splits them, since
+#: the library builds a container for every field, empty or not). MSH is kept whole.
+_READ_FIELDS: dict[str, int | None] = {"MSH": None, "PID": 3, "ORC": 1, "OBX": 11, "PRT": 8, "TXA": 13}
 
 
 class Action(StrEnum):
@@ -208,37 +210,74 @@ _LIFTED = "\x01carnet-lifted-"
 
 
 def _lift(text: str) -> tuple[str, list[str]]:
-    """Replace each long delimiter-free run of ``text`` by a short placeholder; return both."""
+    """Replace each long delimiter-free run of ``text`` by a short placeholder; return both.
+
+    The runs are found from the delimiters' positions (``str.find``, in C), not by a pattern
+    tried at each of the document's characters.
+    """
     if len(text) < _LARGE or not text.startswith("MSH") or len(text) < 8:
         return text, []
-    delimiters = re.escape(text[3:8] + "\r")
+    cuts: list[int] = []
+    for delimiter in set(text[3:8] + "\r"):
+        at = text.find(delimiter)
+        while at >= 0:
+            cuts.append(at)
+            at = text.find(delimiter, at + 1)
+    cuts.sort()
+    cuts.append(len(text))
     lifted: list[str] = []
+    pieces: list[str] = []
+    start = 0  # where the text not yet copied starts
+    previous = -1
+    for cut in cuts:
+        if cut - previous - 1 >= _LARGE:
+            pieces.append(text[start : previous + 1])
+            lifted.append(text[previous + 1 : cut])
+            pieces.append(f"{_LIFTED}{len(lifted) - 1}\x01")
+            start = cut
+        previous = cut
+    if not lifted:
+        return text, []
+    pieces.append(text[start:])
+    return "".join(pieces), lifted
 
-    def keep(match: re.Match[str]) -> str:
-        lifted.append(match.group(0))
-        return f"{_LIFTED}{len(lifted) - 1}\x01"
 
-    return re.sub(f"[^{delimiters}]{{{_LARGE},}}", keep, text), lifted
+def _field_end(line: str, separator: str, last: int) -> int:
+    """Where field ``last`` of a segment ends (the separator after it), or -1 if it is the end."""
+    at = -1
+    for _ in range(last + 1):
+        at = line.find(separator, at + 1)
+        if at < 0:
+            return -1
+    return at
 
 
 def _parse(text: str) -> hl7.Message:
     """Parse a message with python-hl7: only the segments this module reads, large values lifted.
 
     Every segment must start with a segment id; those this module never reads (PV1, OBR, NTE…)
-    are not handed to the library, whose containers cost the most of a message's reading.
+    are not handed to the library, whose containers cost the most of a message's reading, nor
+    are the fields after the last one read of a segment (PID-5 onwards: names, addresses…).
+    MSH is kept whole.
     """
     separator = text[3:4] if text.startswith("MSH") and len(text) > 8 else "|"
     kept = []
     for line in text.split("\r"):
-        name = line.split(separator, 1)[0]
+        end = line.find(separator)
+        name = line if end < 0 else line[:end]
         if not _SEGMENT_ID.fullmatch(name):
             raise FeedMessageError(
                 f"A segment starts with {name[:10]!r}, not a segment id; end each segment with CR.",
                 hl7_code="100",
                 rejected=True,
             )
-        if name in _READ_SEGMENTS:
-            kept.append(line)
+        if name not in _READ_FIELDS:
+            continue
+        last = _READ_FIELDS[name]
+        cut = _field_end(line, separator, last) if last is not None else -1
+        if cut >= 0:
+            line = line[:cut]
+        kept.append(line)
     lifted_text, lifted = _lift("\r".join(kept))
     try:
         message = hl7.parse(lifted_text)
