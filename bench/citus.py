@@ -14,7 +14,8 @@ For each setup, on a fresh schema and ``carnet serve --workers 2``:
 
 - ``wrk`` single reads by bare id (``GET /fhir/Observation/<id>``) and single creates, with the
   server's CPU per request and, on the private cluster, every PostgreSQL process's CPU per request;
-- the record lookup alone, in SQL: ``resource_locations`` (one shard) against the former probe of
+- the record lookup alone, in SQL: ``resource_locations`` or, for an id carrying its log key
+  (Citus), ``resource_places`` (one shard) against the former probe of
   every shard of ``resources`` (p50 of 200 each);
 - creates and updates sent one at a time: how many committed with a two-phase commit (a new row in
   ``pg_dist_transaction``) and the p50 latency of those that did and those that did not.
@@ -201,16 +202,23 @@ def one_by_one(
 def lookups(engine: Engine, ids: list[str]) -> str:
     """The record lookup alone: the locations (one shard) against every shard of ``resources``."""
     timed: dict[str, list[float]] = {"located": [], "fan-out": []}
-    statements = {
-        "located": "SELECT patient_id FROM resource_locations WHERE resource_id = :i AND resource_type = 'Observation'",
-        "fan-out": "SELECT patient_id FROM resources WHERE resource_type = 'Observation' AND resource_id = :i",
-    }
+    # An id "<log key>.<uuid>" (Citus, migration 0023) is located by its key, in its record's shard.
+    located = (
+        "SELECT patient_id FROM resource_locations WHERE resource_id = :i AND resource_type = 'Observation'"
+    )
+    placed = (
+        "SELECT patient_id FROM resource_places WHERE log_key = :k AND resource_id = :i "
+        "AND resource_type = 'Observation'"
+    )
+    fan_out = "SELECT patient_id FROM resources WHERE resource_type = 'Observation' AND resource_id = :i"
     with engine.connect() as connection:
         for _ in range(200 // max(1, len(ids)) + 1):
             for resource_id in ids:
+                key, dot, _ = resource_id.partition(".")
+                statements = {"located": placed if dot else located, "fan-out": fan_out}
                 for name, statement in statements.items():
                     started = time.perf_counter()
-                    connection.execute(text(statement), {"i": resource_id}).first()
+                    connection.execute(text(statement), {"i": resource_id, "k": key}).first()
                     timed[name].append(time.perf_counter() - started)
     return f"{_ms(timed['located'])} (every shard of resources: {_ms(timed['fan-out'])})"
 
@@ -232,7 +240,10 @@ def run(name: str, base: str, nodes_dir: Path | None, args: argparse.Namespace) 
                 ids = [
                     str(r[0])
                     for r in connection.execute(
-                        text("SELECT resource_id FROM resource_locations WHERE resource_type = 'Observation'")
+                        text(
+                            "SELECT resource_id FROM resource_locations WHERE resource_type = 'Observation' "
+                            "UNION ALL SELECT resource_id FROM resource_places WHERE resource_type = 'Observation'"
+                        )
                     )
                 ]
             found["lookup"] = lookups(engine, ids[:50])

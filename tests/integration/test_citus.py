@@ -228,8 +228,8 @@ def test_a_records_requests_touch_one_shard_group(
 ) -> None:
     """Write, search, $everything, journal read and proof: each statement is one task in the record's shard group.
 
-    The record's journal entries and its log are in that group too; a create also writes the new
-    resource's location: one shard of the locations' group.
+    The record's journal entries and its log are in that group too, and so is a new resource's
+    location (its id starts with the record shard's log key): nothing in the locations' group.
     """
     patient_id, headers = _open_record(client, auth, "2840312345678")
     _open_record(client, auth, "1750599123456")  # a second record, likely on another shard
@@ -257,8 +257,8 @@ def test_a_records_requests_touch_one_shard_group(
         groups = _routed(services, statements.sent)
         assert len({g for g in groups if g[0] == record}) == 1, f"{name}: record groups {groups}"
         located = {g for g in groups if g[0] == where}
-        assert len(located) == (1 if name == "create" else 0), f"{name}: location shards {groups}"
-        assert {g[0] for g in groups} <= {record, where}, f"{name}: {groups}"
+        assert not located, f"{name}: location shards {groups}"
+        assert {g[0] for g in groups} == {record}, f"{name}: {groups}"
         mine = {g for g in groups if g[0] == record}
     statements.sent.clear()
     statements.recording = True
@@ -388,7 +388,12 @@ def test_restore_point_is_written_on_every_node(services: Services, settings: Se
 def test_a_read_by_bare_id_probes_one_shard(
     client: TestClient, auth: Mint, services: Services, statements: Statements
 ) -> None:
-    """Read, vread, history, update and delete by bare id: the resource's location shard, then the record's group."""
+    """Read, vread, history, update and delete by bare id: one shard group, the record's.
+
+    The id starts with the record shard's log key: its location is read on that shard (and a
+    Patient's in its own record). An id without a key (a store converted by ``carnet db
+    distribute``) is still found by one probe of the locations' group.
+    """
     patient_id, headers = _open_record(client, auth, "2840312345678")
     _open_record(client, auth, "1750599123456")
     created = client.post("/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers)
@@ -398,6 +403,7 @@ def test_a_read_by_bare_id_probes_one_shard(
     changed = {**_observation(patient_id, "29463-7"), "id": observation_id, "status": "amended"}
     requests = {
         "read": lambda: client.get(f"/fhir/Observation/{observation_id}", headers=headers),
+        "patient": lambda: client.get(f"/fhir/Patient/{patient_id}", headers=headers),
         "vread": lambda: client.get(f"/fhir/Observation/{observation_id}/_history/1", headers=headers),
         "history": lambda: client.get(f"/fhir/Observation/{observation_id}/_history", headers=headers),
         "update": lambda: client.put(f"/fhir/Observation/{observation_id}", json=changed, headers=headers),
@@ -410,9 +416,21 @@ def test_a_read_by_bare_id_probes_one_shard(
         statements.recording = False
         assert response.status_code in (200, 204), f"{name}: {response.text}"
         groups = _routed(services, statements.sent)  # every statement one task
-        assert len({g for g in groups if g[0] == where}) == 1, f"{name}: location shards {groups}"
-        assert len({g for g in groups if g[0] == record}) == 1, f"{name}: record groups {groups}"
-        assert {g[0] for g in groups} <= {where, record}, f"{name}: {groups}"
+        assert [g[0] for g in groups] == [record], f"{name}: {groups}"
+    with services.store.engine.begin() as connection:  # an id without a log key, as before 0023
+        connection.execute(
+            text(
+                "INSERT INTO resource_locations (resource_id, resource_type, patient_id) "
+                "VALUES ('older-id', 'Observation', :p)"
+            ),
+            {"p": patient_id},
+        )
+    statements.sent.clear()
+    statements.recording = True
+    with services.store.session() as session:
+        assert session.locate("Observation", "older-id") == patient_id
+    statements.recording = False
+    assert {g[0] for g in _routed(services, statements.sent)} == {where}
 
 
 @pytest.mark.parametrize(
@@ -521,19 +539,24 @@ def remote(services: Services) -> Iterator[Remote]:
 def test_a_records_requests_commit_on_one_worker_without_two_phase_commit(
     client: TestClient, auth: Mint, services: Services, remote: Remote
 ) -> None:
-    """Read, search, update, delete, journal read and proof: one worker, committed in one phase (journal included).
+    """Create, read, search, update, delete, journal read and proof: one worker, committed in one phase.
 
-    The record's journal entry is written in the record's shard group, so the request's whole
-    transaction is on the record's worker. A create whose new resource's location falls on the
-    other worker is still committed in two phases (the control: the detector sees one).
+    The record's journal entry is written in the record's shard group, and a new resource's id
+    starts with its record shard's log key, its location written in that group too: the
+    request's whole transaction is on the record's worker. So is a new record's (its Patient
+    needs no location), and a transaction Bundle's opening a record with its resources. The
+    control: a write to a reference table (every node) is committed in two phases.
     """
     patient_id, headers = _open_record(client, auth, "2840312345678")
     made = client.post("/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers)
     assert made.status_code == 201, made.text
     observation_id = made.json()["id"]
+    assert services.store.logs.token_in(observation_id), observation_id  # "<log key>.<uuid>"
     changed = {**_observation(patient_id, "29463-7"), "id": observation_id, "status": "amended"}
     requests = {
+        "create": lambda: _create_several(client, patient_id, headers),
         "read": lambda: client.get(f"/fhir/Observation/{observation_id}", headers=headers),
+        "patient": lambda: client.get(f"/fhir/Patient/{patient_id}", headers=headers),
         "search": lambda: client.get(f"/fhir/Observation?patient=Patient/{patient_id}", headers=headers),
         "everything": lambda: client.get(f"/fhir/Patient/{patient_id}/$everything", headers=headers),
         "update": lambda: client.put(f"/fhir/Observation/{observation_id}", json=changed, headers=headers),
@@ -547,14 +570,12 @@ def test_a_records_requests_commit_on_one_worker_without_two_phase_commit(
         remote.recording = True
         response = send()
         remote.recording = False
-        assert response.status_code in (200, 204), f"{name}: {response.text}"
+        assert response.status_code in (200, 201, 204), f"{name}: {response.text}"
         if name == "journal":
             event_id = response.json()["entry"][0]["resource"]["id"]
-        # The bare-id lookup of read, update and delete reads one more shard (not written).
         assert not remote.two_phase(), f"{name} was committed in two phases: {remote.commands}"
         assert any("COMMIT" in c for c in remote.commands), f"{name}: no commit seen: {remote.commands}"
-        if name in ("search", "everything", "journal"):
-            workers |= remote.nodes()  # the record's worker (its journal entry included)
+        workers |= remote.nodes()  # the record's worker (its journal entry included)
     assert len(workers) == 1, workers
     remote.commands.clear()
     remote.recording = True
@@ -563,19 +584,61 @@ def test_a_records_requests_commit_on_one_worker_without_two_phase_commit(
     assert proof.status_code == 200, proof.text
     assert not remote.two_phase(), remote.commands
     assert remote.nodes() <= workers, remote.commands
+    for nir in ("1750599123456", "2690175111222", "1840399000123"):  # new records, on either worker
+        remote.commands.clear()
+        remote.recording = True
+        _open_record(client, auth, nir)
+        remote.recording = False
+        # (Its INS lookup reads every worker; it writes on one.)
+        assert not remote.two_phase(), f"a new record was committed in two phases: {remote.commands}"
+    nir = "1770599000011"
+    remote.commands.clear()
+    remote.recording = True
+    opened = client.post(
+        "/fhir", json=_opening_bundle(nir), headers=auth(kind="patient", identifier=f"{INS}|{nir}")
+    )
+    remote.recording = False
+    assert opened.status_code == 200, opened.text
+    assert not remote.two_phase(), f"the Bundle was committed in two phases: {remote.commands}"
+    observation = opened.json()["entry"][0]["response"]["location"].split("/")[1]
+    assert services.store.logs.token_in(observation), observation
     with services.store.engine.connect() as connection:
         nodes = connection.execute(
             text("SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid > 0")
         ).scalar_one()
     if nodes < 2:
         return  # one worker: nothing is ever committed in two phases
-    for _ in range(30):  # the control: a create's location shard on the other worker
-        remote.commands.clear()
-        remote.recording = True
+    remote.commands.clear()
+    remote.recording = True
+    with services.store.engine.begin() as connection:  # the control: a write on every node
+        connection.execute(text("UPDATE journal_logs SET legacy = legacy"))
+    remote.recording = False
+    assert remote.two_phase(), f"the detector sees no two-phase commit: {remote.commands}"
+
+
+def _create_several(client: TestClient, patient_id: str, headers: dict[str, str]) -> Any:
+    """Create eight Observations (each location on either worker if ids carried no log key); return the last answer."""
+    for _ in range(8):
         response = client.post("/fhir/Observation", json=_observation(patient_id, "8302-2"), headers=headers)
-        remote.recording = False
         assert response.status_code == 201, response.text
-        if remote.two_phase():
-            break
-    else:
-        pytest.fail("no create was committed in two phases: the detector sees nothing")
+    return response
+
+
+def _opening_bundle(nir: str) -> dict[str, Any]:
+    """A transaction Bundle: a patient opens their record and writes an Observation in it (urn:uuid)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+                "resource": {**_observation("x", "29463-7"), "subject": {"reference": "urn:uuid:2"}},
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {
+                "fullUrl": "urn:uuid:2",
+                "resource": {"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}]},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    }

@@ -333,8 +333,12 @@ def _check_moves_left_no_copy(cluster: Cluster, server: ForkedServer, load: Load
             observations = connection.execute(
                 text("SELECT count(*) FROM resources WHERE resource_type = 'Observation'")
             ).scalar_one()
+            # Each resource's location: by its id's log key (resource_places), a Patient none.
             located = connection.execute(
-                text("SELECT (SELECT count(*) FROM resource_locations), (SELECT count(*) FROM resources)")
+                text(
+                    "SELECT (SELECT count(*) FROM resource_locations) + (SELECT count(*) FROM resource_places), "
+                    "(SELECT count(*) FROM resources WHERE resource_type <> 'Patient')"
+                )
             ).one()
     finally:
         engine.dispose()
@@ -402,14 +406,21 @@ def _check_journal_matches(server: ForkedServer) -> None:
                     )
                 )
             }
-            # A create's third shard group: each resource has its location, each location its resource.
-            located = set(
-                connection.execute(
-                    text("SELECT patient_id, resource_type, resource_id FROM resource_locations")
+            # Each resource has its location (a Patient none), each location its resource.
+            located = {
+                tuple(row)
+                for table in ("resource_locations", "resource_places")
+                for row in connection.execute(
+                    text(f"SELECT patient_id, resource_type, resource_id FROM {table}")  # noqa: S608
                 )
-            )
+            }
             current = set(
-                connection.execute(text("SELECT patient_id, resource_type, resource_id FROM resources"))
+                connection.execute(
+                    text(
+                        "SELECT patient_id, resource_type, resource_id FROM resources "
+                        "WHERE resource_type <> 'Patient'"
+                    )
+                )
             )
         assert located == current, (
             f"half-applied creates: {len(current - located)} resources without location, "

@@ -1,7 +1,10 @@
-"""A resource is found by its id alone through ``resource_locations`` (migration 0016), alike on every backend.
+"""A resource is found by its id alone through its location (migrations 0016, 0023), alike on every backend.
 
-On Citus the table is distributed on the resource id, so a read by bare id probes one shard
-(``test_citus.py::test_a_read_by_bare_id_probes_one_shard`` checks the plans); here the answers are
+On SQLite and PostgreSQL every location is in ``resource_locations``. On Citus a new resource's id
+starts with its record shard's log key and its location is in ``resource_places`` on that key (in
+the record's shard group), a Patient needs none (its id is its record's), and an id without a key
+is in ``resource_locations``, distributed on the id: a read by bare id probes one shard
+(``test_citus.py::test_a_read_by_bare_id_probes_one_shard`` checks the plans). Here the answers are
 checked on SQLite, PostgreSQL and Citus, and a store written before the table existed is filled in
 by the migration.
 """
@@ -18,7 +21,7 @@ from starlette.testclient import TestClient
 from carnet.api.app import Services, build_services, create_app
 from carnet.settings import Settings
 from carnet.store.engine import alembic_config, upgrade
-from carnet.store.tables import resource_locations, resources
+from carnet.store.tables import resource_locations, resource_places, resources
 from minting import Mint
 
 BACKENDS = [
@@ -70,7 +73,7 @@ def _fill(client: TestClient, auth: Mint) -> dict[str, tuple[str, dict[str, str]
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_every_resource_is_found_by_its_id(client: TestClient, auth: Mint, services: Services) -> None:
-    """Each create writes one location; reads by bare id answer the owner, 404 an unknown id, and hide others'."""
+    """Each create writes one location (on Citus, a Patient none); reads by bare id answer the owner, 404 an unknown id, and hide others'."""
     paths = _fill(client, auth)
     with services.store.session() as session:
         for path, (patient_id, _) in paths.items():
@@ -80,10 +83,20 @@ def test_every_resource_is_found_by_its_id(client: TestClient, auth: Mint, servi
             session.locate("Condition", next(p for p in paths if p.startswith("Observation/")).split("/")[1])
             is None
         )
+        assert session.locate("Patient", "no-such-id") is None
+    distributed = services.store.logs.distributed
     with services.store.engine.connect() as connection:
-        counted = connection.execute(select(func.count()).select_from(resource_locations)).scalar_one()
+        located = connection.execute(select(func.count()).select_from(resource_locations)).scalar_one()
+        placed = connection.execute(select(resource_places.c.log_key, resource_places.c.resource_id)).all()
         stored = connection.execute(select(func.count()).select_from(resources)).scalar_one()
-    assert counted == stored == len(paths)
+    patients = sum(1 for path in paths if path.startswith("Patient/"))
+    assert stored == len(paths)
+    if distributed:  # every id drawn carries its log key, the Patients' excepted
+        assert located == 0
+        assert len(placed) == stored - patients
+        assert all(resource_id.startswith(f"{key}.") for key, resource_id in placed), placed
+    else:
+        assert (located, placed) == (stored, [])
     owners = {patient_id for patient_id, _ in paths.values()}
     for path, (patient_id, headers) in paths.items():
         response = client.get(f"/fhir/{path}", headers=headers)

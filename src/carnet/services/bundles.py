@@ -19,6 +19,7 @@ from carnet.domain.errors import (
     NotSupported,
 )
 from carnet.domain.resources import (
+    is_directory_type,
     patient_references,
     replace_strings,
 )
@@ -31,6 +32,7 @@ from carnet.services._checks import check_type
 from carnet.services.reads import Reads
 from carnet.services.record_search import Search
 from carnet.services.record_types import EntryRequest, EntryResponse
+from carnet.services.vault import DIRECTORY
 from carnet.services.writes import Writes
 
 NewId = Callable[[], str]
@@ -55,17 +57,19 @@ class Bundles:
         """
         mapping: dict[str, str] = {}
         assigned: dict[int, str] = {}
-        for index, entry in enumerate(entries):
-            if entry.method == "POST" and entry.full_url and entry.resource is not None:
-                new_id = self._new_id()
-                assigned[index] = new_id
-                local = f"{entry.resource.get('resourceType')}/{new_id}"
-                mapping[entry.full_url] = local
-                # An absolute fullUrl (http://…/Patient/a2) is also what "Patient/a2" means in
-                # this Bundle (FHIR R4 §3.1.1.4.1 reference resolution).
-                tail = "/".join(entry.full_url.rstrip("/").split("/")[-2:])
-                if entry.full_url.startswith(("http://", "https://")) and tail.count("/") == 1:
-                    mapping.setdefault(tail, local)
+        posted = [
+            i for i, e in enumerate(entries) if e.method == "POST" and e.full_url and e.resource is not None
+        ]
+        # The Patients' ids first (a record's id is its Patient's): each other resource's id is
+        # drawn for the record it names (on Citus it carries that record's shard, docs/scale.md).
+        patients = [i for i in posted if (entries[i].resource or {}).get("resourceType") == "Patient"]
+        for index in patients:
+            self._assign(entries[index], self._new_id(), index, mapping, assigned)
+        owners = self._owners(entries, [i for i in posted if i not in assigned], mapping)
+        for index in posted:
+            if index not in assigned:
+                new_id = self._writes.new_id(call, owners[index]) if index in owners else self._new_id()
+                self._assign(entries[index], new_id, index, mapping, assigned)
         rank = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
         # Within POSTs: the Patient (the record) first, then Binaries (so that the
         # DocumentReferences pointing to them can check their hash and size), then the rest.
@@ -93,6 +97,60 @@ class Bundles:
                 error.args = (error.message,)
                 raise
         return [responses[i] for i in range(len(entries))]
+
+    @staticmethod
+    def _assign(
+        entry: EntryRequest, new_id: str, index: int, mapping: dict[str, str], assigned: dict[int, str]
+    ) -> None:
+        """Give a POST entry its id: its fullUrl now means ``<type>/<id>`` in this Bundle."""
+        assigned[index] = new_id
+        local = f"{(entry.resource or {}).get('resourceType')}/{new_id}"
+        full_url = str(entry.full_url)
+        mapping[full_url] = local
+        # An absolute fullUrl (http://…/Patient/a2) is also what "Patient/a2" means in
+        # this Bundle (FHIR R4 §3.1.1.4.1 reference resolution).
+        tail = "/".join(full_url.rstrip("/").split("/")[-2:])
+        if full_url.startswith(("http://", "https://")) and tail.count("/") == 1:
+            mapping.setdefault(tail, local)
+
+    @staticmethod
+    def _owners(
+        entries: Sequence[EntryRequest], indices: Sequence[int], patients: Mapping[str, str]
+    ) -> dict[int, str]:
+        """Guess the record of each of these POST entries, by position (to draw its id only).
+
+        As :meth:`Writes.place` will find it: the directory, the first Patient named (the
+        Bundle's new Patients resolved), or, for a Binary, the Patient of its securityContext or
+        of the DocumentReference pointing to it. A wrong or missing guess costs only a location
+        outside the record's shard group (the id still says where the location is).
+        """
+        resolved: dict[int, Mapping[str, Any]] = {
+            i: replace_strings(entries[i].resource, patients) for i in indices
+        }
+        by_url: dict[str, str] = {}
+        for resource in resolved.values():
+            owner = next(patient_references(resource), None)
+            if resource.get("resourceType") != "DocumentReference" or owner is None:
+                continue
+            for _, attachment in attachments(resource):
+                url = attachment.get("url")
+                if isinstance(url, str):
+                    by_url.setdefault(url, owner)
+        owners: dict[int, str] = {}
+        for index, resource in resolved.items():
+            resource_type = str(resource.get("resourceType"))
+            owner = next(patient_references(resource), None)
+            context = resource.get("securityContext")
+            context = context.get("reference") if isinstance(context, dict) else None
+            if is_directory_type(resource_type):
+                owners[index] = DIRECTORY
+            elif owner is not None:
+                owners[index] = owner
+            elif resource_type == "Binary" and isinstance(context, str) and context.startswith("Patient/"):
+                owners[index] = context.removeprefix("Patient/")
+            elif resource_type == "Binary" and str(entries[index].full_url) in by_url:
+                owners[index] = by_url[str(entries[index].full_url)]
+        return owners
 
     @staticmethod
     def _binary_hints(resources: Iterable[Mapping[str, Any]]) -> dict[str, str]:

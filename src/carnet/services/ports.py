@@ -175,6 +175,10 @@ class StoreSession(Protocol):
         """Return the patient id holding a resource, if any."""
         ...
 
+    def id_prefix(self, patient_id: str) -> str:
+        """Return how a new resource id of this record starts (on Citus, its shard's log key and a dot)."""
+        ...
+
     def current(self, patient_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
         """Return the current version (possibly a deletion)."""
         ...

@@ -109,6 +109,14 @@ class Writes:
             "every clinical resource belongs to one record."
         )
 
+    def new_id(self, call: Call, patient_id: str) -> str:
+        """Return a new id for a resource of this record.
+
+        On Citus it starts with the key of the record shard's journal log, where the resource's
+        location is then written (one shard group per create, docs/scale.md); elsewhere a UUID.
+        """
+        return call.session.id_prefix(patient_id) + self._new_id()
+
     def ensure_record(self, call: Call, patient_id: str) -> bytes:
         """Return the key of a record that exists.
 
@@ -264,7 +272,7 @@ class Writes:
             same = None if unique_checked else self._documents.same_unique_id(call, resource, patient_id)
             if same is not None:
                 return WriteResult(stored=same, created=False)
-        resource_id = assigned_id or self._new_id()
+        resource_id = assigned_id or self.new_id(call, patient_id)
         stored = self._write(
             call,
             patient_id=patient_id,

@@ -7,7 +7,9 @@ one worker: its reads, writes, searches and ``$everything`` route to that worker
 journal is co-located with the records too: each record shard has its own Merkle log, whose head,
 entries, tree nodes, checkpoints and cosignatures are distributed on the log's key (a token that
 hashes into that shard, :mod:`carnet.store.journal_logs`), so a record's journal entries are
-written with its rows, and a read or an update commits on one worker. Small tables read
+written with its rows, and a read or an update commits on one worker. A resource id drawn on
+Citus starts with that key too, and its location is placed by it (``resource_places``): a create
+commits on one worker as well. Small tables read
 by every request (directory, profiles, authorisation rules) are reference tables, copied to
 every node. A table keyed by something else gets its own co-location group on that key.
 
@@ -58,6 +60,10 @@ PLACEMENTS: dict[str, Placement] = {
     # Which record holds a resource, found by the resource's id: its own group on that id, so a
     # read by bare id probes one shard (then reads the record's group), not every shard.
     "resource_locations": Placement("distributed", "resource_id", "resource_locations"),
+    # Which record holds a resource whose id starts with its record shard's log key (every id
+    # drawn on Citus since migration 0023): placed by that key, in the record's shard group, so a
+    # create writes its location with its record and a read by bare id probes that shard.
+    "resource_places": BY_LOG,
     # Notifications and the "already seen" actors of a record.
     "journal_actors": BY_RECORD,
     "outbox": BY_RECORD,

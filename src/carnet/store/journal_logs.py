@@ -14,6 +14,9 @@ column).
   log's head and nodes are written in the record's shard group, on the record's worker, so a read
   or an update commits on one node without two-phase commit.
 
+A resource id drawn on Citus starts with its record's log key (:meth:`JournalLogs.id_prefix`), by
+which its location is placed in the record's shard group too (``resource_places``).
+
 A store converted by ``carnet db distribute`` keeps its logs (their numbers, checkpoints and proofs
 do not change; only their key does): they are marked ``legacy``, and a record's earlier entries
 are in the log SHA-256 chose among them, read beside its Citus log (:meth:`JournalLogs.logs_of`).
@@ -50,6 +53,7 @@ class JournalLogs:
         self._loaded = False
         self.distributed = False
         self._keys: dict[int, str] = {}
+        self._tokens: frozenset[str] = frozenset()
         #: Citus shard id → log number.
         self._by_shard_id: dict[int, int] = {}
         self._legacy = 0
@@ -76,6 +80,7 @@ class JournalLogs:
                 {"a": ANCHOR},
             ).all()
             self._keys = {int(r[0]): str(r[1]) for r in rows}
+            self._tokens = frozenset(self._keys.values())
             self._legacy = sum(1 for r in rows if r[2])
             # The first log placed in each shard takes that shard's records.
             for shard, _key, _legacy, shard_id in rows:
@@ -110,6 +115,23 @@ class JournalLogs:
             self._records.clear()
         self._records[patient_id] = log
         return log
+
+    def id_prefix(self, connection: Connection, patient_id: str) -> str:
+        """Return how a new resource id of a record starts: its log's key and a dot on Citus, else nothing.
+
+        The key hashes into the record's shard, so the resource's location (``resource_places``,
+        placed by the key) is written in the record's shard group.
+        """
+        if not self.distributed:
+            return ""
+        return self.key(self.log_of(connection, patient_id, len(self._keys))) + "."
+
+    def token_in(self, resource_id: str) -> str | None:
+        """Return the log key a resource id starts with (``<key>.<uuid>``, drawn on Citus), if any."""
+        if not self.distributed:
+            return None
+        head, dot, _ = resource_id.partition(".")
+        return head if dot and head in self._tokens else None
 
     def logs_of(self, connection: Connection, patient_id: str, configured: int) -> tuple[int, ...]:
         """Return every log that may hold a record's entries (its own, and its legacy log if any)."""

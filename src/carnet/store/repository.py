@@ -29,6 +29,7 @@ from carnet.store.tables import (
     identities,
     patient_keys,
     resource_locations,
+    resource_places,
     resource_versions,
     resources,
     search_tokens,
@@ -50,6 +51,12 @@ _VERSION_COLUMNS = (
 # By the resource's id alone, in the locations (on Citus, one shard of their own group).
 _LOCATE = select(resource_locations.c.patient_id).where(
     resource_locations.c.resource_id == bindparam("i"), resource_locations.c.resource_type == bindparam("t")
+)
+# By the log key an id starts with (on Citus, one shard of the record's group).
+_PLACE = select(resource_places.c.patient_id).where(
+    resource_places.c.log_key == bindparam("k"),
+    resource_places.c.resource_id == bindparam("i"),
+    resource_places.c.resource_type == bindparam("t"),
 )
 # Joins each resource to its current version.
 _IS_CURRENT = and_(
@@ -175,9 +182,28 @@ class SQLStoreSession(
     locations_joined = True
 
     def locate(self, resource_type: str, resource_id: str) -> str | None:
-        """Return the patient id holding a resource."""
+        """Return the patient id holding a resource.
+
+        On Citus an id that starts with a log key is found in ``resource_places`` on that key's
+        shard (the record's), and a Patient in its own record (its id is the record's); other
+        ids (and any not found there: a store downgraded then upgraded) in ``resource_locations``.
+        """
+        if self._logs.distributed:
+            if resource_type == "Patient":
+                current = self.current(resource_id, resource_type, resource_id)
+                if current is not None:
+                    return resource_id
+            token = self._logs.token_in(resource_id)
+            if token is not None:
+                row = self._c.execute(_PLACE, {"k": token, "t": resource_type, "i": resource_id}).first()
+                if row is not None:
+                    return str(row[0])
         row = self._c.execute(_LOCATE, {"t": resource_type, "i": resource_id}).first()
         return None if row is None else str(row[0])
+
+    def id_prefix(self, patient_id: str) -> str:
+        """Return how a new resource id of a record starts (on Citus its shard's log key, else nothing)."""
+        return self._logs.id_prefix(self._c, patient_id)
 
     def current(self, patient_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
         """Return the current version of a resource."""
@@ -196,6 +222,10 @@ class SQLStoreSession(
         first, then read in the record's shard group).
         """
         if not self.locations_joined:
+            if resource_type == "Patient" and self._logs.distributed:
+                current = self.current(resource_id, resource_type, resource_id)
+                if current is not None:
+                    return resource_id, current  # in its own record: one query
             patient_id = self.locate(resource_type, resource_id)
             if patient_id is None:
                 return None
@@ -266,16 +296,7 @@ class SQLStoreSession(
         if version.version_id == 1:
             self._buffer(resource_versions, [{**values, "sealed": version.sealed}])
             self._buffer(resources, [values])
-            self._buffer(
-                resource_locations,
-                [
-                    {
-                        "resource_id": version.resource_id,
-                        "resource_type": version.resource_type,
-                        "patient_id": version.patient_id,
-                    }
-                ],
-            )
+            self._locate_new(version)
             return
         conflict = Conflict(f"{version.resource_type}/{version.resource_id} was changed concurrently; retry.")
         try:
@@ -294,6 +315,28 @@ class SQLStoreSession(
         )
         if result.rowcount != 1:
             raise conflict
+
+    def _locate_new(self, version: StoredVersion) -> None:
+        """Write where a new resource is: by its id's log key on Citus (the record's shard), else by its id.
+
+        On Citus a Patient needs no location: its id is its record's (``locate`` reads it there).
+        """
+        place: dict[str, object] = {
+            "resource_id": version.resource_id,
+            "resource_type": version.resource_type,
+            "patient_id": version.patient_id,
+        }
+        if (
+            self._logs.distributed
+            and version.resource_type == "Patient"
+            and version.resource_id == version.patient_id
+        ):
+            return
+        token = self._logs.token_in(version.resource_id)
+        if token is not None:
+            self._buffer(resource_places, [{"log_key": token, **place}])
+        else:
+            self._buffer(resource_locations, [place])
 
     def set_tokens(
         self,

@@ -63,6 +63,21 @@ resource_locations = Table(
     PrimaryKeyConstraint("resource_id", "resource_type"),
 )
 
+#: Where each resource whose id starts with a journal log's key (``<key>.<uuid>``: the ids drawn on
+#: Citus, :meth:`carnet.store.journal_logs.JournalLogs.id_prefix`) is, keyed by that key. On Citus
+#: it is distributed on ``log_key`` beside the records: the key hashes into the record's shard, so
+#: a create writes its location in its record's shard group, and a read by bare id parses the key
+#: and probes that one shard (migration 0023). Ids without a key stay in ``resource_locations``.
+resource_places = Table(
+    "resource_places",
+    metadata,
+    Column("log_key", String(64), nullable=False),
+    Column("resource_id", ID, nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("patient_id", ID, nullable=False),
+    PrimaryKeyConstraint("log_key", "resource_id", "resource_type"),
+)
+
 resource_versions = Table(
     "resource_versions",
     metadata,
