@@ -65,7 +65,10 @@ class Bundles:
         patients = [i for i in posted if (entries[i].resource or {}).get("resourceType") == "Patient"]
         for index in patients:
             self._assign(entries[index], self._new_id(), index, mapping, assigned)
-        owners = self._owners(entries, [i for i in posted if i not in assigned], mapping)
+        # Only where ids carry a key (Citus; the directory's answer is remembered): a second walk
+        # of each resource is not spent elsewhere.
+        keyed = bool(call.session.id_prefix(DIRECTORY))
+        owners = self._owners(entries, [i for i in posted if i not in assigned], mapping) if keyed else {}
         for index in posted:
             if index not in assigned:
                 new_id = self._writes.new_id(call, owners[index]) if index in owners else self._new_id()
