@@ -17,7 +17,8 @@ For each setup, on a fresh schema and ``carnet serve --workers 2``:
 - the record lookup alone, in SQL: ``resource_locations`` or, for an id carrying its log key
   (Citus), ``resource_places`` (one shard) against the former probe of
   every shard of ``resources`` (p50 of 200 each);
-- creates and updates sent one at a time: how many committed with a two-phase commit (a new row in
+- new records, then creates, reads, updates and deletes sent one at a time: how many committed
+  with a two-phase commit (a new row in
   ``pg_dist_transaction``) and the p50 latency of those that did and those that did not.
 """
 
@@ -162,13 +163,19 @@ def one_by_one(
     A read counts too: its journal entry is written in its transaction.
     """
     records = []
+    opened: tuple[list[float], list[float]] = ([], [])
     for index in range(writes):
         nir = f"2{index:012d}"
         headers = headers_for(settings, kind="patient", identifier=f"{INS}|{nir}")
         body = {"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}]}
+        before = _two_phase(engine, citus)
+        started = time.perf_counter()
         patient_id = client.post("/fhir/Patient", json=body, headers=headers).json()["id"]
+        opened[int(_two_phase(engine, citus) > before)].append(time.perf_counter() - started)
         records.append((patient_id, headers_for(settings, kind="patient", patient=patient_id)))
     found: dict[str, str] = {}
+    share = len(opened[1]) / writes
+    found["open"] = f"{share:.0%} with 2PC; p50 {_ms(opened[0])} without, {_ms(opened[1])} with"
     made: list[tuple[str, str, dict[str, str]]] = []
     for kind in ("create", "read", "update", "delete"):
         single: list[float] = []
@@ -289,6 +296,7 @@ ROWS = {
     "wrk read": "single read by bare id, `wrk` 8 connections",
     "lookup": "finding the record of a resource id, SQL alone (p50)",
     "wrk create": "single create, `wrk` 8 connections",
+    "open": "new records (a Patient each) one at a time",
     "create": "creates one at a time, each in its own record",
     "read": "reads by bare id one at a time (with their journal entry)",
     "update": "updates one at a time",

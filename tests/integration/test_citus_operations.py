@@ -478,7 +478,11 @@ def test_add_a_worker_and_rebalance_under_load(cluster: Cluster, served: tuple[F
 def test_kill9_of_a_node_during_writes_leaves_nothing_half_applied(
     cluster: Cluster, served: tuple[ForkedServer, Load], node: str
 ) -> None:
-    """kill -9 of a worker, or of the coordinator, while writes span two workers: recovery leaves no half write."""
+    """kill -9 of a worker, or of the coordinator, during writes: recovery leaves no half write.
+
+    Since migration 0023 each of these writes commits on its record's worker in one phase (before,
+    a create's location was on the other worker half the time: a two-phase commit to recover).
+    """
     server, load = served
     load.start(readers=1)
     deadline = time.monotonic() + 60
