@@ -35,9 +35,12 @@ wal_level = logical
 max_prepared_transactions = 200
 # Few shards per table keeps the schema-per-test suite fast; production keeps Citus's 32 (docs/scale.md).
 citus.shard_count = ${CITUS_SHARDS:-4}
-# A throw-away test cluster: a killed process loses nothing without fsync, only a machine crash would.
+# A throw-away test cluster: without fsync a killed process loses nothing (the kernel keeps what
+# was written), only a machine crash would. synchronous_commit off answers a commit before its WAL
+# leaves shared memory, which a kill -9 of the node loses: the kill -9 tests turn it on
+# (CITUS_SYNCHRONOUS_COMMIT=on, tests/integration/test_citus_operations.py).
 fsync = off
-synchronous_commit = off
+synchronous_commit = ${CITUS_SYNCHRONOUS_COMMIT:-off}
 full_page_writes = off
 CONF
   fi

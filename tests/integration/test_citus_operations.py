@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -123,7 +124,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="carnet-citus-ops-"))
     shutil.chown(root, "postgres")
     port = 5470
-    env = {**os.environ, "CITUS_DIR": str(root / "nodes"), "CITUS_PORT": str(port), "CITUS_SHARDS": "8"}
+    env = {
+        **os.environ,
+        "CITUS_DIR": str(root / "nodes"),
+        "CITUS_PORT": str(port),
+        "CITUS_SHARDS": "8",
+        # Commits answered only once their WAL is written out: a kill -9 of a node then loses no
+        # acknowledged write (with it off, Citus answers before, and the kill loses the last ones).
+        "CITUS_SYNCHRONOUS_COMMIT": "on",
+    }
     made = Cluster(root=root / "nodes", port=port, env=env)
     made.script("start")
     try:
@@ -146,11 +155,22 @@ class Load:
     answered: list[float] = field(default_factory=list)
     failures: list[float] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
+    #: The server's environment and schema (for the registrar: ``carnet feeds add`` as an operator).
+    env: dict[str, str] = field(default_factory=dict)
+    schema: str = ""
+    #: Feeds whose registration was acknowledged (``carnet feeds add`` exited 0).
+    registered: list[str] = field(default_factory=list)
 
-    def start(self, readers: int = 2) -> None:
-        """Start one writer per record and ``readers`` reader threads."""
+    def start(self, readers: int = 2, *, registrar: bool = False) -> None:
+        """Start one writer per record, ``readers`` reader threads and, if asked, a registrar.
+
+        The registrar's writes go to a reference table (``feeds``): each commits on every node,
+        in two phases — the multi-node work a kill -9 must not leave half-applied.
+        """
         for index, (patient_id, headers) in enumerate(self.writers):
             self.threads.append(threading.Thread(target=self._write, args=(index, patient_id, headers)))
+        if registrar:
+            self.threads.append(threading.Thread(target=self._register))
         for index in range(readers):
             patient_id, headers = self.writers[index % len(self.writers)]
             self.threads.append(threading.Thread(target=self._read, args=(patient_id, headers)))
@@ -191,6 +211,24 @@ class Load:
                         break
                     time.sleep(0.1)
 
+    def _register(self) -> None:
+        while not self.stop.is_set():
+            feed_id = f"reg-{uuid.uuid4().hex[:10]}"
+            command = [sys.executable, "-m", "carnet", "feeds", "add", feed_id, "--name", "Registrar"]
+            done = subprocess.run(
+                [*command, "--kind", "cda", "--classes", "10"],
+                env={**os.environ, **self.env},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if done.returncode == 0:
+                self.registered.append(feed_id)
+                self._answered()
+            else:  # the node killed mid-registration: its outcome is unknown, never half-applied
+                self._failed(f"register: {done.stderr[-200:]}")
+                time.sleep(0.2)
+
     def _read(self, patient_id: str, headers: dict[str, str]) -> None:
         with httpx.Client(timeout=60) as http:
             while not self.stop.is_set():
@@ -217,7 +255,8 @@ class Load:
 
     def refused(self) -> list[str]:
         """Failures other than a transient 503 or a dropped connection (those are retried)."""
-        return [f for f in self.failed if not f.startswith(("write 503", "read 503", "write:", "read:"))]
+        transient = ("write 503", "read 503", "write:", "read:", "register:")
+        return [f for f in self.failed if not f.startswith(transient)]
 
 
 def _observation(patient_id: str, value: int) -> dict[str, Any]:
@@ -259,7 +298,7 @@ def served(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[ForkedServer, Loa
             patient_id = response.json()["id"]
             writers.append((patient_id, _headers(key_dir, kind="patient", patient=patient_id)))
     try:
-        yield server, Load(url=server.url, writers=writers)
+        yield server, Load(url=server.url, writers=writers, env=server.env, schema=schema)
     finally:
         server.stop()
         cluster.sql(f'DROP SCHEMA "{schema}" CASCADE')
@@ -480,13 +519,16 @@ def test_kill9_of_a_node_during_writes_leaves_nothing_half_applied(
 ) -> None:
     """kill -9 of a worker, or of the coordinator, during writes: recovery leaves no half write.
 
+    Beside the records' writers a registrar adds feeds (a reference table: every node, two-phase
+    commit); afterwards every node holds the same feeds, each acknowledged one among them.
+
     Since migration 0023 each of these writes commits on its record's worker in one phase (before,
     a create's location was on the other worker half the time: a two-phase commit to recover).
     """
     server, load = served
-    load.start(readers=1)
+    load.start(readers=1, registrar=True)
     deadline = time.monotonic() + 60
-    while len(load.acked) < 20:
+    while len(load.acked) < 20 or not load.registered:
         assert time.monotonic() < deadline, f"no writes acknowledged: {load.failed[:3]}"
         time.sleep(0.1)
     cluster.kill9(cluster.port + 1 if node == "worker" else cluster.port)
@@ -497,6 +539,24 @@ def test_kill9_of_a_node_during_writes_leaves_nothing_half_applied(
         time.sleep(0.1)
     load.finish()
     _check_nothing_lost(cluster, server, load)
+    _check_registrations_everywhere_or_nowhere(cluster, load)
+
+
+def _check_registrations_everywhere_or_nowhere(cluster: Cluster, load: Load) -> None:
+    """Every node's copy of the reference table ``feeds`` holds the same feeds, acknowledged ones included."""
+    assert load.registered, f"no registration acknowledged: {load.failed[-3:]}"
+    listed = "SELECT coalesce(string_agg(feed_id, ',' ORDER BY feed_id), '') FROM %s"
+    rows = cluster.sql(
+        "SELECT nodeport, result FROM run_command_on_placements(:table, :command)",
+        table=f'"{load.schema}".feeds',
+        command=listed,
+    )
+    copies = {port: set(filter(None, result.split(","))) for port, result in rows}
+    assert len(copies) >= 2, f"the reference table is on one node only: {rows}"
+    first = next(iter(copies.values()))
+    assert all(copy == first for copy in copies.values()), f"the nodes' copies differ: {copies}"
+    missing = set(load.registered) - first
+    assert not missing, f"acknowledged registrations lost: {sorted(missing)}"
 
 
 PSQL = ("psql", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test")
