@@ -27,9 +27,9 @@ from browser.browsing import (
 LANGUAGES = ("fr", "en")
 #: A well-formed INS that no seeded record has (the population's NIRs start with 1 or 2).
 UNKNOWN_INS = "300000000000000"
-PATIENT_DOCUMENT = re.compile(r"/patient/documents/([A-Za-z0-9\-]+)$")
-PRO_DOCUMENT = re.compile(r"/documents/([A-Za-z0-9\-]+)$")
-SUBMITTED = re.compile(r"/documents/[A-Za-z0-9\-]+\?done=submitted$")
+PATIENT_DOCUMENT = re.compile(r"/patient/documents/([A-Za-z0-9\-.]+)$")
+PRO_DOCUMENT = re.compile(r"/documents/([A-Za-z0-9\-.]+)$")
+SUBMITTED = re.compile(r"/documents/[A-Za-z0-9\-.]+\?done=submitted$")
 
 
 def _record_requests(page: Page) -> list[str]:

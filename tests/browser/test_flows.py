@@ -28,7 +28,7 @@ from browser.browsing import (
 from carnet.demo import SeededPatient
 
 NewContext = Callable[[], BrowserContext]
-DOCUMENT_LINK = re.compile(r"/documents/([A-Za-z0-9\-]+)$")
+DOCUMENT_LINK = re.compile(r"/documents/([A-Za-z0-9\-.]+)$")
 
 
 def _pro_document_ids(page: Page, patient_id: str) -> list[str]:
@@ -75,7 +75,7 @@ def test_professional_submits_and_views_documents(
     page.select_option("#class_code", "52")
     page.select_option("#type_code", "11488-4")
     page.click("#upload-submit")
-    page.wait_for_url(re.compile(r".*/documents/[A-Za-z0-9\-]+\?done=submitted$"))
+    page.wait_for_url(re.compile(r".*/documents/[A-Za-z0-9\-.]+\?done=submitted$"))
     check(page, "pro-document-submitted")
     expect(page.locator("h1")).to_have_text("Certificat de sport")
     expect(page.locator("iframe.document-frame")).to_be_visible()

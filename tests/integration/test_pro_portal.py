@@ -132,7 +132,7 @@ def test_documents_viewer_and_content(world: World) -> None:
     listing = client.get(f"/pro/patients/{patient_id}/documents")
     assert listing.status_code == 200
     links = re.findall(
-        rf'href="/pro/patients/{patient_id}/documents/([A-Za-z0-9\-]+)" class="document-link"', listing.text
+        rf'href="/pro/patients/{patient_id}/documents/([A-Za-z0-9\-.]+)" class="document-link"', listing.text
     )
     assert links
     seen_cda = seen_pdf = False
