@@ -153,6 +153,16 @@ def schema_tables(connection: Connection) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+def hold_schema_lock(connection: Connection) -> None:
+    """Wait, until this transaction ends, for any other Carnet schema change on this database.
+
+    Two servers (or a server and ``carnet db distribute``) placing or migrating tables at once take
+    Citus's metadata locks in different orders and end in a distributed deadlock; one
+    transaction-scoped advisory lock on the coordinator makes the second wait for the first.
+    """
+    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended('carnet.schema', 0))")
+
+
 def distribute(connection: Connection) -> list[str]:
     """Distribute (or make reference) every table of the schema not placed yet; return those placed.
 
@@ -164,6 +174,7 @@ def distribute(connection: Connection) -> list[str]:
     """
     if not is_citus(connection):
         raise ConfigurationError("This database has no Citus extension (CREATE EXTENSION citus).")
+    hold_schema_lock(connection)
     done = placed(connection)
     tables = schema_tables(connection)
     pending = [name for name in tables if name not in LOCAL and name not in done]

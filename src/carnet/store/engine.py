@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 
 from carnet.domain.errors import ConfigurationError
-from carnet.store.distribution import distribute, is_citus
+from carnet.store.distribution import distribute, hold_schema_lock, is_citus
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: A pooled PostgreSQL connection idle for longer than this is pinged before it is used again.
@@ -138,6 +138,7 @@ def upgrade(engine: Engine, distributed: str = "") -> list[str]:
                 "(CREATE EXTENSION citus on the coordinator, see docs/operations.md)."
             )
         if citus:
+            hold_schema_lock(connection)
             # DDL on distributed tables inside one transaction: one connection per worker.
             connection.exec_driver_sql("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
         config.attributes["connection"] = connection
