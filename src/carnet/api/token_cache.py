@@ -17,12 +17,11 @@ fixed amount of memory. It is per process, like the rate limiter.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from carnet.domain.principal import Principal
+from carnet.services.ttl_cache import TTLCache
 
 DEFAULT_TTL_SECONDS = 60.0
 DEFAULT_SIZE = 10_000
@@ -38,34 +37,16 @@ class VerifiedTokens:
         size: int = DEFAULT_SIZE,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._ttl = ttl
-        self._size = size
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[Principal, float, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: TTLCache[str, Principal] = TTLCache(ttl=ttl, size=size, clock=clock)
 
     def get(self, token: str) -> Principal | None:
         """The principal a token verified to, if it was verified within ``ttl`` and has not expired."""
-        now = self._clock()
-        with self._lock:
-            found = self._entries.get(token)
-            if found is None:
-                return None
-            principal, expires, verified = found
-            if now >= expires or now - verified >= self._ttl:
-                del self._entries[token]
-                return None
-            self._entries.move_to_end(token)
-            return principal
+        return self._cache.get(token)
 
     def put(self, token: str, principal: Principal, expires: float) -> None:
         """Remember a token that verified, with its ``exp`` (seconds since the epoch)."""
-        with self._lock:
-            self._entries[token] = (principal, expires, self._clock())
-            self._entries.move_to_end(token)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+        self._cache.put(token, principal, deadline=expires)
 
     def __len__(self) -> int:
         """How many tokens are remembered (expired ones included until looked up or pushed out)."""
-        return len(self._entries)
+        return len(self._cache)

@@ -20,9 +20,7 @@ a rotation (a new wrapped key) takes effect at the next request. Entries also ex
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -31,6 +29,7 @@ from carnet.domain.envelope import associated_data
 from carnet.domain.errors import RecordShredded
 from carnet.domain.keys import WrappedKey
 from carnet.services.ports import Cipher, ErasureShares, KeyProvider, StoreSession
+from carnet.services.ttl_cache import TTLCache
 
 DIRECTORY = "_directory"
 INDEX = "_index"
@@ -70,36 +69,20 @@ class OpenedKeys:
     def __init__(
         self, *, ttl: float = 60.0, size: int = 10_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._ttl = ttl
-        self._size = size
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[WrappedKey, bytes, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: TTLCache[str, tuple[WrappedKey, bytes]] = TTLCache(ttl=ttl, size=size, clock=clock)
 
     def get(self, patient_id: str, wrapped: WrappedKey) -> bytes | None:
         """The key unwrapped from exactly ``wrapped`` within ``ttl``, else None."""
-        with self._lock:
-            found = self._entries.get(patient_id)
-            if found is None:
-                return None
-            remembered, key, at = found
-            if remembered != wrapped or self._clock() - at >= self._ttl:
-                del self._entries[patient_id]
-                return None
-            self._entries.move_to_end(patient_id)
-            return key
+        found = self._cache.get(patient_id, is_current=lambda remembered: remembered[0] == wrapped)
+        return None if found is None else found[1]
 
     def put(self, patient_id: str, wrapped: WrappedKey, key: bytes) -> None:
         """Remember the key unwrapped from ``wrapped``."""
-        with self._lock:
-            self._entries[patient_id] = (wrapped, key, self._clock())
-            self._entries.move_to_end(patient_id)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+        self._cache.put(patient_id, (wrapped, key))
 
     def __len__(self) -> int:
         """How many keys are remembered."""
-        return len(self._entries)
+        return len(self._cache)
 
 
 class Vault:
