@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from profile import summarise
+from profile import sample, summarise
 
 import load
 from run import SYNTHEA, backend, bench_ingest, log, raw_floor, server, synthea_payloads
@@ -58,25 +56,7 @@ def main() -> None:
         tmp = tempfile.mkdtemp()
         out = Path(tmp) / "stacks.txt"
         if args.profile:
-            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            worker = pids[-1]
-            sampler = subprocess.Popen(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(worker),
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(out),
-                    "--rate",
-                    "200",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1)
+            sampler = sample(pids[-1], out, gil=args.gil)
         if warm_up:
             bench_ingest(client, settings, warm_up)
         cpu_before = load.cpu_seconds(pids)

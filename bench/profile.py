@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import load
-from run import backend, fhirjson, headers_for, log, server
+from run import backend, fhirjson, heart_rate, log, open_record, server
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,6 +51,25 @@ def summarise(collapsed: Path, top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sample(pid: int, out: Path, *, gil: bool = False, seconds: int | None = None) -> subprocess.Popen[bytes]:
+    """Start py-spy on ``pid`` (200 samples/s, raw collapsed stacks into ``out``) once it is attached.
+
+    With ``seconds`` it samples that long without pausing the process (``--nonblocking``) and then
+    stops by itself; without, it samples until it gets SIGINT. ``gil``: only samples holding the GIL.
+    """
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    timing = ["--duration", str(seconds), "--nonblocking"] if seconds is not None else []
+    sampler = subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate", "200"]
+        + timing
+        + (["--gil"] if gil else []),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # py-spy attaches before the load starts
+    return sampler
+
+
 def main() -> None:
     """Seed a record, load the server, sample it, write the summary."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -61,48 +80,14 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="appended to the summary's file name (e.g. -before)")
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL (CPU in Python)")
     args = parser.parse_args()
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     with backend(args.backend) as settings, server(settings, workers=1) as (client, pid):
-        nir = "1850575000011"
-        headers = headers_for(settings, kind="patient", identifier=f"urn:oid:1.2.250.1.213.1.4.10|{nir}")
-        patient = {
-            "resourceType": "Patient",
-            "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": nir}],
-        }
-        patient_id = client.post("/fhir/Patient", json=patient, headers=headers).json()["id"]
-        headers = headers_for(settings, kind="patient", patient=patient_id)
-        observation = {
-            "resourceType": "Observation",
-            "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "valueQuantity": {"value": 72, "unit": "/min"},
-        }
+        patient_id, headers = open_record(client, settings, "1850575000011")
+        observation = heart_rate(patient_id)
         observation_id = client.post("/fhir/Observation", json=observation, headers=headers).json()["id"]
         base = str(client.base_url).rstrip("/")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "stacks.txt"
-            sampler = subprocess.Popen(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(pid),
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(out),
-                    "--rate",
-                    "200",
-                    "--duration",
-                    str(args.seconds + 1),
-                    "--nonblocking",
-                    *(["--gil"] if args.gil else []),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1)
+            sampler = sample(pid, out, gil=args.gil, seconds=args.seconds + 1)
             if args.what == "read":
                 result = load.wrk(
                     f"{base}/fhir/Observation/{observation_id}",

@@ -365,6 +365,18 @@ def open_record(client: httpx.Client, settings: Settings, nir: str) -> tuple[str
     return patient_id, headers_for(settings, kind="patient", patient=patient_id)
 
 
+def heart_rate(patient_id: str) -> dict[str, Any]:
+    """The Observation the single-create benches post (a heart rate in the patient's record)."""
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2024-05-01T10:00:00+02:00",
+        "valueQuantity": {"value": 72, "unit": "/min"},
+    }
+
+
 def bench_documents(client: httpx.Client, settings: Settings, documents: int) -> float:
     """ITI-65 submissions of documents holding a ~100 KB PDF inside a CDA: documents/s."""
     item = next(iter(generate_population(1, seed=11, documents_per_patient=documents, pdf_bytes=100_000)))
@@ -664,16 +676,7 @@ def run(name: str, args: argparse.Namespace) -> list[Row]:
                 )
             )
             log(f"[{name}] single creates with wrk")
-            body = fhirjson.dumps(
-                {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-                    "subject": {"reference": f"Patient/{opened.patient_id}"},
-                    "effectiveDateTime": "2024-05-01T10:00:00+02:00",
-                    "valueQuantity": {"value": 72, "unit": "/min"},
-                }
-            )
+            body = fhirjson.dumps(heart_rate(opened.patient_id))
             create = load.wrk(
                 f"{base}/fhir/Observation",
                 headers=opened.headers,

@@ -15,7 +15,7 @@ import argparse
 import os
 
 import load
-from run import backend, fhirjson, log, open_record, server
+from run import backend, fhirjson, heart_rate, log, open_record, server
 
 
 def main() -> None:
@@ -34,14 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     with backend(args.backend) as settings, server(settings, workers=args.workers) as (client, pid):
         patient_id, headers = open_record(client, settings, "1850575000011")
-        observation = {
-            "resourceType": "Observation",
-            "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "effectiveDateTime": "2024-05-01T10:00:00+02:00",
-            "valueQuantity": {"value": 72, "unit": "/min"},
-        }
+        observation = heart_rate(patient_id)
         made = client.post("/fhir/Observation", content=fhirjson.dumps(observation), headers=headers)
         assert made.status_code == 201, made.text
         base = str(client.base_url).rstrip("/")

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import load
-from run import INS, backend, log
+from run import INS, backend, heart_rate, log
 from sqlalchemy import Engine, event
 
 from carnet.api.app import build_services
@@ -132,14 +132,7 @@ def main() -> None:
         )
         patient_id = patient.stored.resource_id
         principal = Principal(kind=ActorKind.PATIENT, subject=nir, patient_id=patient_id)
-        observation = {
-            "resourceType": "Observation",
-            "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "effectiveDateTime": "2024-05-01T10:00:00+02:00",
-            "valueQuantity": {"value": 72, "unit": "/min"},
-        }
+        observation = heart_rate(patient_id)
         records = services.records.records(principal)
         made = records.create(observation)
         meter = Meter(services.store.engine)
