@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from starlette.testclient import TestClient
 
 from carnet.api.app import Services, create_app
 from carnet.demo import SeededPatient, demo_people, seed_population
-from carnet.services.apps import AppKind
+from carnet.services.apps import AppKind, AppToken, digest
 from carnet.settings import Settings
 
 BASE = "http://127.0.0.1"
@@ -157,6 +158,52 @@ def authorize(
     )
     assert answer.status_code == 302, answer.text
     return answer.headers["location"], verifier
+
+
+def granted_app(
+    browser: TestClient, patient: SeededPatient, app_id: str, scope: str
+) -> tuple[OAuth2Client, dict[str, Any]]:
+    """Sign the patient in, grant ``scope`` to the app on the consent screen; return the app and its token.
+
+    The app holds the token (PKCE code exchanged at the token endpoint) for its next requests.
+    """
+    sign_in(browser, patient)
+    app = oauth(browser, app_id, scope)
+    location, verifier = authorize(browser, app)
+    assert location.startswith(REDIRECT), location
+    token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    return app, dict(token)
+
+
+def add_lapsed_token(
+    services: Services,
+    patient: SeededPatient,
+    app_id: str,
+    raw: str,
+    *,
+    subject: str | None = None,
+    grant_ended: bool = False,
+) -> None:
+    """Store the app's access token ``raw`` for the patient, expired two hours ago.
+
+    With ``grant_ended`` the patient's grant ended at the same instant (the token's ``grant_until``).
+    """
+    lapsed = datetime.now(UTC) - timedelta(hours=2)
+    with services.store.session(write=True) as session:
+        session.add_app_token(
+            AppToken(
+                token_hash=digest(raw),
+                kind="access",
+                family=f"family-of-{raw}",
+                client_id=app_id,
+                patient_id=patient.patient_id,
+                subject=subject or f"app:{app_id}",
+                scope="patient/Observation.rs",
+                issued_at=lapsed - timedelta(hours=1),
+                expires_at=lapsed,
+                grant_until=lapsed if grant_ended else None,
+            )
+        )
 
 
 def measures_bundle(

@@ -9,11 +9,12 @@ of its log's shard group).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from alembic import command
 from sqlalchemy import Connection, Engine, event, inspect, text
@@ -222,6 +223,28 @@ def _observation(patient_id: str, code: str) -> dict[str, Any]:
     }
 
 
+def _requests_on_an_observation(
+    client: TestClient, patient_id: str, headers: dict[str, str]
+) -> tuple[str, dict[str, Callable[[], httpx.Response]]]:
+    """Create an Observation in the record; return its id and, by name, the requests that reach it."""
+    made = client.post("/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers)
+    assert made.status_code == 201, made.text
+    observation_id = made.json()["id"]
+    url = f"/fhir/Observation/{observation_id}"
+    changed = {**_observation(patient_id, "29463-7"), "id": observation_id, "status": "amended"}
+    return observation_id, {
+        "read": lambda: client.get(url, headers=headers),
+        "patient": lambda: client.get(f"/fhir/Patient/{patient_id}", headers=headers),
+        "vread": lambda: client.get(f"{url}/_history/1", headers=headers),
+        "history": lambda: client.get(f"{url}/_history", headers=headers),
+        "search": lambda: client.get(f"/fhir/Observation?patient=Patient/{patient_id}", headers=headers),
+        "everything": lambda: client.get(f"/fhir/Patient/{patient_id}/$everything", headers=headers),
+        "update": lambda: client.put(url, json=changed, headers=headers),
+        "journal": lambda: client.get(f"/fhir/AuditEvent?patient=Patient/{patient_id}", headers=headers),
+        "delete": lambda: client.delete(url, headers=headers),
+    }
+
+
 @pytest.mark.parametrize("database_url", CITUS, indirect=True)
 def test_a_records_requests_touch_one_shard_group(
     client: TestClient, auth: Mint, services: Services, statements: Statements
@@ -396,19 +419,9 @@ def test_a_read_by_bare_id_probes_one_shard(
     """
     patient_id, headers = _open_record(client, auth, "2840312345678")
     _open_record(client, auth, "1750599123456")
-    created = client.post("/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers)
-    assert created.status_code == 201, created.text
-    observation_id = created.json()["id"]
+    _, on_it = _requests_on_an_observation(client, patient_id, headers)
     record, where = _colocation(services, "resources"), _colocation(services, "resource_locations")
-    changed = {**_observation(patient_id, "29463-7"), "id": observation_id, "status": "amended"}
-    requests = {
-        "read": lambda: client.get(f"/fhir/Observation/{observation_id}", headers=headers),
-        "patient": lambda: client.get(f"/fhir/Patient/{patient_id}", headers=headers),
-        "vread": lambda: client.get(f"/fhir/Observation/{observation_id}/_history/1", headers=headers),
-        "history": lambda: client.get(f"/fhir/Observation/{observation_id}/_history", headers=headers),
-        "update": lambda: client.put(f"/fhir/Observation/{observation_id}", json=changed, headers=headers),
-        "delete": lambda: client.delete(f"/fhir/Observation/{observation_id}", headers=headers),
-    }
+    requests = {name: on_it[name] for name in ("read", "patient", "vread", "history", "update", "delete")}
     for name, send in requests.items():
         statements.sent.clear()
         statements.recording = True
@@ -548,20 +561,14 @@ def test_a_records_requests_commit_on_one_worker_without_two_phase_commit(
     control: a write to a reference table (every node) is committed in two phases.
     """
     patient_id, headers = _open_record(client, auth, "2840312345678")
-    made = client.post("/fhir/Observation", json=_observation(patient_id, "29463-7"), headers=headers)
-    assert made.status_code == 201, made.text
-    observation_id = made.json()["id"]
+    observation_id, on_it = _requests_on_an_observation(client, patient_id, headers)
     assert services.store.logs.token_in(observation_id), observation_id  # "<log key>.<uuid>"
-    changed = {**_observation(patient_id, "29463-7"), "id": observation_id, "status": "amended"}
     requests = {
         "create": lambda: _create_several(client, patient_id, headers),
-        "read": lambda: client.get(f"/fhir/Observation/{observation_id}", headers=headers),
-        "patient": lambda: client.get(f"/fhir/Patient/{patient_id}", headers=headers),
-        "search": lambda: client.get(f"/fhir/Observation?patient=Patient/{patient_id}", headers=headers),
-        "everything": lambda: client.get(f"/fhir/Patient/{patient_id}/$everything", headers=headers),
-        "update": lambda: client.put(f"/fhir/Observation/{observation_id}", json=changed, headers=headers),
-        "journal": lambda: client.get(f"/fhir/AuditEvent?patient=Patient/{patient_id}", headers=headers),
-        "delete": lambda: client.delete(f"/fhir/Observation/{observation_id}", headers=headers),
+        **{
+            name: on_it[name]
+            for name in ("read", "patient", "search", "everything", "update", "journal", "delete")
+        },
     }
     workers: set[str] = set()
     event_id = ""

@@ -39,6 +39,16 @@ def _observation(principal: Principal, lab_id: str, value: int) -> dict[str, Any
     }
 
 
+def _criteria(principal: Principal, lab_id: str) -> list[tuple[str, str]]:
+    """The search for the record's Observations carrying the lab's identifier."""
+    return [("patient", f"Patient/{principal.patient_id}"), ("identifier", f"urn:lab|{lab_id}")]
+
+
+def _matches(services: Services, principal: Principal, lab_id: str) -> int:
+    """How many Observations the search of :func:`_criteria` finds."""
+    return services.records.records(principal).search("Observation", _criteria(principal, lab_id)).total
+
+
 def _all_at_once(work: Callable[[int], str]) -> list[str]:
     start = threading.Barrier(CLIENTS)
 
@@ -51,6 +61,7 @@ def _all_at_once(work: Callable[[int], str]) -> list[str]:
 
 
 def test_concurrent_if_none_exist_creates_one_resource(services: Services) -> None:
+    """Clients sending the same If-None-Exist create at once make one resource between them."""
     principal = _own_record(services)
     lab_id = uuid.uuid4().hex
 
@@ -62,29 +73,22 @@ def test_concurrent_if_none_exist_creates_one_resource(services: Services) -> No
 
     ids = _all_at_once(create)
     assert len(set(ids)) == 1, f"{len(set(ids))} resources for one If-None-Exist"
-    found = services.records.records(principal).search(
-        "Observation", [("patient", f"Patient/{principal.patient_id}"), ("identifier", f"urn:lab|{lab_id}")]
-    )
-    assert found.total == 1
+    assert _matches(services, principal, lab_id) == 1
 
 
 def test_concurrent_conditional_updates_create_one_resource(services: Services) -> None:
+    """Clients sending the same conditional update at once create one resource, then version it."""
     principal = _own_record(services)
     lab_id = uuid.uuid4().hex
 
     def put(index: int) -> str:
         made = services.records.records(principal).conditional_update(
-            "Observation",
-            [("patient", f"Patient/{principal.patient_id}"), ("identifier", f"urn:lab|{lab_id}")],
-            _observation(principal, lab_id, 60 + index),
+            "Observation", _criteria(principal, lab_id), _observation(principal, lab_id, 60 + index)
         )
         return made.stored.resource_id
 
     ids = _all_at_once(put)
     assert len(set(ids)) == 1, f"{len(set(ids))} resources for one conditional update's criteria"
-    found = services.records.records(principal).search(
-        "Observation", [("patient", f"Patient/{principal.patient_id}"), ("identifier", f"urn:lab|{lab_id}")]
-    )
-    assert found.total == 1
+    assert _matches(services, principal, lab_id) == 1
     history = services.records.records(principal).history("Observation", ids[0], principal.patient_id)
     assert len(history) == CLIENTS  # one create, then each later PUT a new version of it

@@ -28,8 +28,10 @@ from smart_flow import (  # noqa: F401 (the smart_* fixtures are used by their n
     BP_PANEL,
     FHIR_JSON,
     REDIRECT,
+    add_lapsed_token,
     authorize,
     csrf,
+    granted_app,
     measures_bundle,
     oauth,
     sign_in,
@@ -63,11 +65,9 @@ def test_an_app_gets_only_what_the_patient_granted_and_loses_it_on_revocation(
     browser: TestClient, services: Services, patient: SeededPatient, app_id: str
 ) -> None:
     """Consent → code → token (PKCE) → writes a BP measure, cannot read documents, refresh, revoke: 401/403."""
-    sign_in(browser, patient)
-    app = oauth(browser, app_id, "launch/patient offline_access patient/Observation.crs")
-    location, verifier = authorize(browser, app)
-    assert location.startswith(REDIRECT)
-    token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    app, token = granted_app(
+        browser, patient, app_id, "launch/patient offline_access patient/Observation.crs"
+    )
     assert token["patient"] == patient.patient_id
     assert token["scope"] == "launch/patient offline_access patient/Observation.crs"
     assert "refresh_token" in token
@@ -236,10 +236,7 @@ def test_done_when_a_granted_app_writes_a_blood_pressure_that_the_chart_shows(
     browser: TestClient, patient: SeededPatient, app_id: str
 ) -> None:
     """patient/Observation.cs after consent: BP measures land in the chart, once each; no DocumentReference; revoked at once."""
-    sign_in(browser, patient)
-    app = oauth(browser, app_id, "launch/patient patient/Observation.cs")
-    location, verifier = authorize(browser, app)
-    app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    app, _ = granted_app(browser, patient, app_id, "launch/patient patient/Observation.cs")
     first = app.post("/fhir", json=measures_bundle(patient.patient_id, 131, 84), headers=FHIR_JSON)
     assert first.status_code == 200, first.text
     assert first.json()["entry"][0]["response"]["status"] == "201"
@@ -272,10 +269,9 @@ def test_a_device_is_stored_once_for_all_its_measures(
     browser: TestClient, patient: SeededPatient, app_id: str
 ) -> None:
     """The PhdDevice of a flux is created with the first measure and reused by the next ones."""
-    sign_in(browser, patient)
-    app = oauth(browser, app_id, "launch/patient patient/Observation.crs patient/Device.crs")
-    location, verifier = authorize(browser, app)
-    app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    app, _ = granted_app(
+        browser, patient, app_id, "launch/patient patient/Observation.crs patient/Device.crs"
+    )
     first = app.post(
         "/fhir", json=measures_bundle(patient.patient_id, 125, 80, device=True), headers=FHIR_JSON
     )
@@ -445,25 +441,7 @@ def test_an_expired_token_is_refused_with_401(
     browser: TestClient, services: Services, patient: SeededPatient, app_id: str
 ) -> None:
     """A token past its expiry is refused on /fhir (401 OperationOutcome) and reads as inactive."""
-    from datetime import UTC, datetime, timedelta
-
-    from carnet.services.apps import AppToken, digest
-
-    past = datetime.now(UTC) - timedelta(hours=2)
-    with services.store.session(write=True) as session:
-        session.add_app_token(
-            AppToken(
-                token_hash=digest("expired-token-of-tensio"),
-                kind="access",
-                family="f",
-                client_id=app_id,
-                patient_id=patient.patient_id,
-                subject="app:tensio",
-                scope="patient/Observation.rs",
-                issued_at=past - timedelta(hours=1),
-                expires_at=past,
-            )
-        )
+    add_lapsed_token(services, patient, app_id, "expired-token-of-tensio")
     answer = browser.get(
         "/fhir/Observation",
         params={"patient": patient.patient_id},
@@ -487,10 +465,7 @@ def test_openid_fhiruser_gives_an_id_token_naming_the_patient(
 
     config = browser.get("/fhir/.well-known/smart-configuration").json()
     assert "sso-openid-connect" in config["capabilities"]
-    sign_in(browser, patient)
-    app = oauth(browser, app_id, "openid fhirUser launch/patient patient/Observation.rs")
-    location, verifier = authorize(browser, app)
-    token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    _, token = granted_app(browser, patient, app_id, "openid fhirUser launch/patient patient/Observation.rs")
     keys = KeySet.import_key_set(browser.get(urlsplit(config["jwks_uri"]).path).json())
     claims = jwt.decode(token["id_token"], keys, algorithms=["RS256"]).claims
     assert claims["iss"] == config["issuer"]
@@ -507,10 +482,7 @@ def test_a_granted_app_exports_the_patients_record_within_its_grant(
     The app was granted reading Observations only: the export holds the patient's Observations and
     nothing else (no document, no other record); once the patient revokes the app, kick-off is 401.
     """
-    sign_in(browser, patient)
-    app = oauth(browser, app_id, "launch/patient patient/Observation.rs")
-    location, verifier = authorize(browser, app)
-    app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    app, _ = granted_app(browser, patient, app_id, "launch/patient patient/Observation.rs")
 
     def exported(query: str) -> list[dict[str, Any]] | int:
         kick_off = app.get(f"/fhir/Patient/$export{query}", headers={"Prefer": "respond-async"})
@@ -547,10 +519,7 @@ def test_an_app_token_is_looked_up_off_the_event_loop_at_every_request(
     browser: TestClient, services: Services, patient: SeededPatient, app_id: str
 ) -> None:
     """An app's create and read run no SQL on the loop's thread (rate limit on); a revocation refuses the next call."""
-    sign_in(browser, patient)
-    app = oauth(browser, app_id, "launch/patient patient/Observation.crs")
-    location, verifier = authorize(browser, app)
-    app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    app, _ = granted_app(browser, patient, app_id, "launch/patient patient/Observation.crs")
     on_loop: list[str] = []
 
     def statement(_connection: Any, _cursor: Any, sql: str, *_: Any) -> None:

@@ -21,14 +21,15 @@ from carnet.api.app import Services, build_services, create_app
 from carnet.demo import SeededPatient, demo_people
 from carnet.domain.feeds import FeedKind
 from carnet.domain.principal import ActorKind, Principal
-from carnet.services.apps import AppKind, AppToken, digest
+from carnet.services.apps import AppKind
 from carnet.settings import Settings
 from carnet.store.tables import app_assertions
 from smart_flow import (  # noqa: F401 (the smart_* fixtures are used by their names)
     BASE,
     BP_PANEL,
-    authorize,
+    add_lapsed_token,
     csrf,
+    granted_app,
     oauth,
     sign_in,
     smart_app_id,
@@ -84,10 +85,9 @@ def test_revoking_in_the_portal_cuts_every_token_at_once_on_another_server(
     browser: TestClient, other: TestClient, patient: SeededPatient, app_id: str
 ) -> None:
     """Revoked on server A: both access tokens and the refresh token answer invalid_token on server B at once."""
-    sign_in(browser, patient)
-    app = oauth(browser, app_id, "launch/patient offline_access patient/Observation.crs")
-    location, verifier = authorize(browser, app)
-    first = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    app, first = granted_app(
+        browser, patient, app_id, "launch/patient offline_access patient/Observation.crs"
+    )
     second = app.refresh_token(f"{BASE}/auth/token")  # the first access token stays live until it expires
     measure = {**BP_PANEL, "subject": {"reference": f"Patient/{patient.patient_id}"}}
     created = app_on(other, app_id, second).post(
@@ -140,10 +140,9 @@ def test_a_grant_that_ended_answers_invalid_token_and_takes_its_refresh_token(
     app_id: str,
 ) -> None:
     """A grant whose period is over (its Consent's end passed): 401 on /fhir, the refresh refused, journaled."""
-    sign_in(browser, patient)
-    app = oauth(browser, app_id, "launch/patient offline_access patient/Observation.crs")
-    location, verifier = authorize(browser, app)
-    token = app.fetch_token(f"{BASE}/auth/token", authorization_response=location, code_verifier=verifier)
+    app, token = granted_app(
+        browser, patient, app_id, "launch/patient offline_access patient/Observation.crs"
+    )
     assert app.get("/fhir/Observation", params={"patient": patient.patient_id}).status_code == 200
     # The grant's period ends (written as the patient's record holds it: the Consent's provision.period.end).
     records = services.records.records(_patient_principal(patient))
@@ -188,22 +187,9 @@ def test_tokens_never_outlive_the_grant_and_an_ended_one_is_journaled(
         assert stored is not None
         assert (stored.expires_at, stored.grant_until) == (until, until)
 
-    past = now - timedelta(hours=2)
-    with services.store.session(write=True) as session:
-        session.add_app_token(
-            AppToken(
-                token_hash=digest("token-of-an-ended-grant"),
-                kind="access",
-                family="f-ended",
-                client_id=app_id,
-                patient_id=patient.patient_id,
-                subject="patient:test",
-                scope="patient/Observation.rs",
-                issued_at=past - timedelta(minutes=30),
-                expires_at=past,
-                grant_until=past,
-            )
-        )
+    add_lapsed_token(
+        services, patient, app_id, "token-of-an-ended-grant", subject="patient:test", grant_ended=True
+    )
     answer = browser.get(
         "/fhir/Observation",
         params={"patient": patient.patient_id},
@@ -220,21 +206,7 @@ def test_an_expired_token_used_on_fhir_is_journaled_under_the_app(
     browser: TestClient, services: Services, patient: SeededPatient, app_id: str
 ) -> None:
     """An expired access token: 401 invalid_token, and a refused access of the app in the patient's history."""
-    past = datetime.now(UTC) - timedelta(hours=2)
-    with services.store.session(write=True) as session:
-        session.add_app_token(
-            AppToken(
-                token_hash=digest("expired-token-of-tensio"),
-                kind="access",
-                family="f",
-                client_id=app_id,
-                patient_id=patient.patient_id,
-                subject="app:tensio",
-                scope="patient/Observation.rs",
-                issued_at=past - timedelta(hours=1),
-                expires_at=past,
-            )
-        )
+    add_lapsed_token(services, patient, app_id, "expired-token-of-tensio")
     answer = browser.get(
         "/fhir/Observation/whatever",
         headers={"Authorization": "Bearer expired-token-of-tensio"},
