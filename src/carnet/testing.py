@@ -5,6 +5,8 @@ need not mock them.
 
 - :class:`FixedClock` — a clock (``Callable[[], datetime]``) that says the time it is told, and
   moves only when :meth:`FixedClock.advance` is called;
+- :class:`FixedSeconds` — the same for clocks of seconds (``Callable[[], float]``, like
+  ``time.monotonic``): its reading ``now`` changes only when set or advanced;
 - :class:`InMemoryKeyProvider` — a :class:`carnet.services.ports.KeyProvider` whose key-encryption
   keys live in memory (AES-256-GCM envelopes of :mod:`carnet.crypto.aead` as wrapping): fast, no
   key directory, gone with the object;
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from carnet.api.app import Services
     from carnet.domain.journal import Entry
 
-__all__ = ["FixedClock", "InMemoryKeyProvider", "journal_entries"]
+__all__ = ["FixedClock", "FixedSeconds", "InMemoryKeyProvider", "journal_entries"]
 
 
 class FixedClock:
@@ -48,6 +50,23 @@ class FixedClock:
     def advance(self, delta: timedelta) -> datetime:
         """Move the clock forward by ``delta`` and return the new time."""
         self.now += delta
+        return self.now
+
+
+class FixedSeconds:
+    """A clock of seconds frozen at a given reading; call it like ``time.monotonic()``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        """Start the clock at ``now`` seconds."""
+        self.now = now
+
+    def __call__(self) -> float:
+        """Return the current (fixed) reading."""
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds`` and return the new reading."""
+        self.now += seconds
         return self.now
 
 

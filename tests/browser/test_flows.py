@@ -31,6 +31,14 @@ NewContext = Callable[[], BrowserContext]
 DOCUMENT_LINK = re.compile(r"/documents/([A-Za-z0-9\-.]+)$")
 
 
+def _patient_page(new_context: NewContext, patient: SeededPatient, path: str, shot: str) -> Page:
+    """A page in a new browser profile, the patient signed in and at ``path`` (checked, saved as ``shot``)."""
+    page = new_context().new_page()
+    sign_in_patient(page, patient)
+    visit(page, path, shot)
+    return page
+
+
 def _pro_document_ids(page: Page, patient_id: str) -> list[str]:
     visit(page, f"/pro/patients/{patient_id}/documents")
     hrefs = page.locator("a.document-link").evaluate_all("links => links.map(a => a.getAttribute('href'))")
@@ -128,9 +136,7 @@ def test_break_glass_banner_and_patient_timeline(new_context: NewContext, live_s
     check(page)
     expect(page.locator(".break-glass-banner")).to_have_count(0)
 
-    patient_page = new_context().new_page()
-    sign_in_patient(patient_page, patient)
-    visit(patient_page, "/patient/access", "patient-access")
+    patient_page = _patient_page(new_context, patient, "/patient/access", "patient-access")
     emergency = patient_page.locator("#notable-visits li.visit.mode-break-glass")
     expect(emergency).to_have_count(1)
     expect(emergency.first).to_contain_text(physician.display)
@@ -142,9 +148,7 @@ def test_break_glass_sends_an_email(new_context: NewContext, live_server: LiveSe
     """After a break-glass access the patient gets an e-mail, which never carries the justification."""
     patient = live_server.patients[4]
     address = f"patient-{patient.ins_value}@example.org"
-    patient_page = new_context().new_page()
-    sign_in_patient(patient_page, patient)
-    visit(patient_page, "/patient/choices", "patient-choices")
+    patient_page = _patient_page(new_context, patient, "/patient/choices", "patient-choices")
     patient_page.fill("#notify-email", address)
     patient_page.locator("#notifications-form button[type='submit']").click()
     patient_page.wait_for_url("**/patient/choices")
@@ -195,9 +199,8 @@ def test_blocked_professional_gets_nothing(new_context: NewContext, live_server:
     """A professional the patient blocked can neither declare consent nor break the glass."""
     patient = live_server.patients[3]
     blocked = live_server.physicians()[5]
-    patient_page, page = new_context().new_page(), new_context().new_page()
-    sign_in_patient(patient_page, patient)
-    visit(patient_page, "/patient/care-team", "patient-care-team")
+    patient_page = _patient_page(new_context, patient, "/patient/care-team", "patient-care-team")
+    page = new_context().new_page()
     patient_page.check("#care-kind-block")
     patient_page.fill("#care-idnps", blocked.idnps)
     patient_page.click("#care-submit")
@@ -228,9 +231,8 @@ def test_a_closed_record_is_said_closed_to_professionals(
     """Issue 17 item 4: a record its holder closed is said closed — no consent form, no break-glass."""
     patient = live_server.patients[5]
     doctor = live_server.physicians()[4]
-    patient_page, page = new_context().new_page(), new_context().new_page()
-    sign_in_patient(patient_page, patient)
-    visit(patient_page, "/patient/close", "patient-close")
+    patient_page = _patient_page(new_context, patient, "/patient/close", "patient-close")
+    page = new_context().new_page()
     patient_page.check("#close-confirm")
     patient_page.click("#close-submit")
     patient_page.wait_for_url("**/login*")

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -94,58 +95,62 @@ def _virtual_authenticator(page: Page, context: BrowserContext) -> None:
     )
 
 
-def test_a_representative_without_a_record_enrols_with_the_claim_code(browser: Browser, desk: Desk) -> None:
-    """The desk's claim code on the enrolment page: a passkey, recovery codes and the account number (axe-clean); then acting for the record."""
+@contextmanager
+def _passkey_page(browser: Browser, desk: Desk) -> Iterator[Page]:
+    """A page in a fresh browser profile whose passkey requests the virtual authenticator answers."""
     context = open_context(browser, desk.url)
     try:
         page = context.new_page()
         _virtual_authenticator(page, context)
+        yield page
+    finally:
+        context.close()
+
+
+def _enrol(page: Page, code: str) -> None:
+    """Type the desk's code on the enrolment page, create the passkey, wait for the recovery codes."""
+    page.fill("#enrol-code", code)
+    page.click("#enrol-submit")
+    page.click("#register-submit")
+    page.wait_for_selector("#recovery-codes")
+
+
+def _sign_out_then_in_with_the_passkey(page: Page, desk: Desk) -> None:
+    """From the portal: sign out, then sign in again with the passkey alone, back on the portal."""
+    page.click("#logout")
+    page.wait_for_url(f"{desk.url}/login")
+    page.goto("/login/patient/account")
+    page.click("#passkey-submit")
+    page.wait_for_url(f"{desk.url}/patient/")
+    assert page.locator("#logout").is_visible()
+
+
+def test_a_representative_without_a_record_enrols_with_the_claim_code(browser: Browser, desk: Desk) -> None:
+    """The desk's claim code on the enrolment page: a passkey, recovery codes and the account number (axe-clean); then acting for the record."""
+    with _passkey_page(browser, desk) as page:
         page.goto("/login/patient/account")
-        page.fill("#enrol-code", desk.claim)
-        page.click("#enrol-submit")
-        page.click("#register-submit")
-        page.wait_for_selector("#recovery-codes")
+        _enrol(page, desk.claim)
         assert page.locator("#representative-account code").inner_text().startswith("rep-")
         check(page)
         page.click("#signed-in-continue")
         page.wait_for_url(f"{desk.url}/patient/")
         check(page)
-        page.click("#logout")
-        page.wait_for_url(f"{desk.url}/login")
-        page.goto("/login/patient/account")
-        page.click("#passkey-submit")
-        page.wait_for_url(f"{desk.url}/patient/")
-        assert page.locator("#logout").is_visible()
-    finally:
-        context.close()
+        _sign_out_then_in_with_the_passkey(page, desk)
 
 
 def test_a_patient_enrols_a_passkey_then_signs_in_with_it(browser: Browser, desk: Desk) -> None:
     """Enrolment code, passkey by the virtual authenticator, recovery codes; passkey sign-in; then managing the means."""
-    context = open_context(browser, desk.url)
-    try:
-        page = context.new_page()
-        _virtual_authenticator(page, context)
+    with _passkey_page(browser, desk) as page:
         page.goto("/login")
         page.click("#login-patient-account")
         check(page)
-        page.fill("#enrol-code", desk.code)
-        page.click("#enrol-submit")
-        page.click("#register-submit")
-        page.wait_for_selector("#recovery-codes")
+        _enrol(page, desk.code)
         assert page.locator("#recovery-codes li").count() == 10
         check(page)
         page.click("#signed-in-continue")
         page.wait_for_url(f"{desk.url}/patient/")
-        page.click("#logout")
-        page.wait_for_url(f"{desk.url}/login")
-        page.goto("/login/patient/account")
-        page.click("#passkey-submit")
-        page.wait_for_url(f"{desk.url}/patient/")
-        assert page.locator("#logout").is_visible()
+        _sign_out_then_in_with_the_passkey(page, desk)
         _manage_sign_in_means(page, desk)
-    finally:
-        context.close()
 
 
 def _manage_sign_in_means(page: Page, desk: Desk) -> None:

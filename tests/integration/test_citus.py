@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -124,11 +125,35 @@ def test_upgrade_places_every_table(services: Services) -> None:
 
 
 @dataclass
-class Statements:
-    """The SQL statements an engine sent while recording."""
+class _Recorder:
+    """Notes what is sent while ``recording`` is on (the fixtures' listeners look at the flag)."""
 
     recording: bool = False
+
+    def forget(self) -> None:
+        """Drop what was noted."""
+        raise NotImplementedError
+
+    @contextmanager
+    def recorded(self) -> Iterator[None]:
+        """Note what the block sends, and only that."""
+        self.forget()
+        self.recording = True
+        try:
+            yield
+        finally:
+            self.recording = False
+
+
+@dataclass
+class Statements(_Recorder):
+    """The SQL statements an engine sent while recording."""
+
     sent: list[tuple[str, Any]] = field(default_factory=list)
+
+    def forget(self) -> None:
+        """Drop the statements noted."""
+        self.sent.clear()
 
 
 @pytest.fixture
@@ -270,10 +295,8 @@ def test_a_records_requests_touch_one_shard_group(
     }
     event_id = ""
     for name, send in requests.items():
-        statements.sent.clear()
-        statements.recording = True
-        response = send()
-        statements.recording = False
+        with statements.recorded():
+            response = send()
         assert response.status_code in (200, 201), f"{name}: {response.text}"
         if name == "journal":
             event_id = response.json()["entry"][0]["resource"]["id"]
@@ -283,10 +306,8 @@ def test_a_records_requests_touch_one_shard_group(
         assert not located, f"{name}: location shards {groups}"
         assert {g[0] for g in groups} == {record}, f"{name}: {groups}"
         mine = {g for g in groups if g[0] == record}
-    statements.sent.clear()
-    statements.recording = True
-    response = client.get(f"/fhir/AuditEvent/{event_id}/$proof", headers=headers)
-    statements.recording = False
+    with statements.recorded():
+        response = client.get(f"/fhir/AuditEvent/{event_id}/$proof", headers=headers)
     assert response.status_code == 200, response.text
     assert _routed(services, statements.sent) == sorted(mine), "the proof is not in the record's shard group"
 
@@ -423,10 +444,8 @@ def test_a_read_by_bare_id_probes_one_shard(
     record, where = _colocation(services, "resources"), _colocation(services, "resource_locations")
     requests = {name: on_it[name] for name in ("read", "patient", "vread", "history", "update", "delete")}
     for name, send in requests.items():
-        statements.sent.clear()
-        statements.recording = True
-        response = send()
-        statements.recording = False
+        with statements.recorded():
+            response = send()
         assert response.status_code in (200, 204), f"{name}: {response.text}"
         groups = _routed(services, statements.sent)  # every statement one task
         assert [g[0] for g in groups] == [record], f"{name}: {groups}"
@@ -438,11 +457,8 @@ def test_a_read_by_bare_id_probes_one_shard(
             ),
             {"p": patient_id},
         )
-    statements.sent.clear()
-    statements.recording = True
-    with services.store.session() as session:
+    with statements.recorded(), services.store.session() as session:
         assert session.locate("Observation", "older-id") == patient_id
-    statements.recording = False
     assert {g[0] for g in _routed(services, statements.sent)} == {where}
 
 
@@ -507,11 +523,14 @@ def test_a_distributed_store_drops_its_sequence_on_every_node(database_url: str)
 
 
 @dataclass
-class Remote:
+class Remote(_Recorder):
     """What the coordinator sent to the workers while ``recording`` (``citus.log_remote_commands``)."""
 
-    recording: bool = False
     commands: list[str] = field(default_factory=list)
+
+    def forget(self) -> None:
+        """Drop the commands noted."""
+        self.commands.clear()
 
     def nodes(self) -> set[str]:
         """The workers that received a command."""
@@ -573,10 +592,8 @@ def test_a_records_requests_commit_on_one_worker_without_two_phase_commit(
     workers: set[str] = set()
     event_id = ""
     for name, send in requests.items():
-        remote.commands.clear()
-        remote.recording = True
-        response = send()
-        remote.recording = False
+        with remote.recorded():
+            response = send()
         assert response.status_code in (200, 201, 204), f"{name}: {response.text}"
         if name == "journal":
             event_id = response.json()["entry"][0]["resource"]["id"]
@@ -584,27 +601,21 @@ def test_a_records_requests_commit_on_one_worker_without_two_phase_commit(
         assert any("COMMIT" in c for c in remote.commands), f"{name}: no commit seen: {remote.commands}"
         workers |= remote.nodes()  # the record's worker (its journal entry included)
     assert len(workers) == 1, workers
-    remote.commands.clear()
-    remote.recording = True
-    proof = client.get(f"/fhir/AuditEvent/{event_id}/$proof", headers=headers)
-    remote.recording = False
+    with remote.recorded():
+        proof = client.get(f"/fhir/AuditEvent/{event_id}/$proof", headers=headers)
     assert proof.status_code == 200, proof.text
     assert not remote.two_phase(), remote.commands
     assert remote.nodes() <= workers, remote.commands
     for nir in ("1750599123456", "2690175111222", "1840399000123"):  # new records, on either worker
-        remote.commands.clear()
-        remote.recording = True
-        _open_record(client, auth, nir)
-        remote.recording = False
+        with remote.recorded():
+            _open_record(client, auth, nir)
         # (Its INS lookup reads every worker; it writes on one.)
         assert not remote.two_phase(), f"a new record was committed in two phases: {remote.commands}"
     nir = "1770599000011"
-    remote.commands.clear()
-    remote.recording = True
-    opened = client.post(
-        "/fhir", json=_opening_bundle(nir), headers=auth(kind="patient", identifier=f"{INS}|{nir}")
-    )
-    remote.recording = False
+    with remote.recorded():
+        opened = client.post(
+            "/fhir", json=_opening_bundle(nir), headers=auth(kind="patient", identifier=f"{INS}|{nir}")
+        )
     assert opened.status_code == 200, opened.text
     assert not remote.two_phase(), f"the Bundle was committed in two phases: {remote.commands}"
     observation = opened.json()["entry"][0]["response"]["location"].split("/")[1]
@@ -615,11 +626,9 @@ def test_a_records_requests_commit_on_one_worker_without_two_phase_commit(
         ).scalar_one()
     if nodes < 2:
         return  # one worker: nothing is ever committed in two phases
-    remote.commands.clear()
-    remote.recording = True
-    with services.store.engine.begin() as connection:  # the control: a write on every node
+    # The control: a write on every node.
+    with remote.recorded(), services.store.engine.begin() as connection:
         connection.execute(text("UPDATE journal_logs SET legacy = legacy"))
-    remote.recording = False
     assert remote.two_phase(), f"the detector sees no two-phase commit: {remote.commands}"
 
 

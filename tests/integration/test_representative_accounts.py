@@ -39,6 +39,14 @@ def _child(services: Services) -> str:
     )
 
 
+def _claim(services: Services, basis: str) -> tuple[str, str, str]:
+    """The child's record and the desk's link to it without a record: (child, link id, claim code)."""
+    child = _child(services)
+    link_id, code = services.representations.add(child, basis=basis, name="Marie Durand", by=DESK)
+    assert code is not None
+    return child, link_id, code
+
+
 def _enrol(client: TestClient, code: str, key: Authenticator) -> tuple[list[str], str]:
     token = _csrf(client.get("/login/patient/account").text)
     asked = client.post("/login/patient/enrol", data={"csrf_token": token, "code": code})
@@ -70,10 +78,9 @@ def _passkey(client: TestClient, key: Authenticator) -> int:
 def test_a_representative_without_a_record_enrols_with_the_claim_code_and_acts_for_the_child(
     carnet: tuple[TestClient, Services, str],
 ) -> None:
+    """The claim code enrols a passkey once; the passkey acts for the child, journaled, until the link ends."""
     client, services, _ = carnet
-    child = _child(services)
-    link_id, code = services.representations.add(child, basis="parent", name="Marie Durand", by=DESK)
-    assert code is not None
+    child, link_id, code = _claim(services, "parent")
     key = Authenticator()
     codes, account = _enrol(client, code, key)
     assert len(codes) == 10
@@ -108,10 +115,9 @@ def test_a_representative_without_a_record_enrols_with_the_claim_code_and_acts_f
 def test_a_representative_signs_in_with_the_account_number_and_a_recovery_code(
     carnet: tuple[TestClient, Services, str],
 ) -> None:
+    """A recovery code signs in once with the account number (any case); a wrong or spent one is a 401."""
     client, services, _ = carnet
-    child = _child(services)
-    _, code = services.representations.add(child, basis="tutelle", name="Marie Durand", by=DESK)
-    assert code is not None
+    _, _, code = _claim(services, "tutelle")
     codes, account = _enrol(client, code, Authenticator())
     _sign_out(client)
     token = _csrf(client.get("/login/patient/account").text)

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from carnet.domain.keys import WrappedKey
 from carnet.services.vault import OpenedKeys
+from carnet.testing import FixedSeconds
 
 WRAPPED = WrappedKey(kek_id="local:000001", blob=b"w" * 40, share_id=b"s" * 16)
-
-
-class Clock:
-    """A monotonic clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        """The current reading."""
-        return self.now
 
 
 def test_a_key_is_served_for_the_same_wrapped_key_only() -> None:
@@ -35,7 +25,7 @@ def test_a_key_is_served_for_the_same_wrapped_key_only() -> None:
 
 def test_a_key_expires_after_its_ttl() -> None:
     """A key remembered ttl seconds ago is unwrapped again."""
-    clock = Clock()
+    clock = FixedSeconds(100.0)
     opened = OpenedKeys(ttl=60.0, clock=clock)
     opened.put("p1", WRAPPED, b"k" * 32)
     clock.now += 59.9

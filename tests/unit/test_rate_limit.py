@@ -7,21 +7,12 @@ import pytest
 from carnet.domain.errors import DeadlineExceeded
 from carnet.services import deadline, rate_limit
 from carnet.services.rate_limit import RateLimiter
-
-
-class FakeClock:
-    """A monotonic clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from carnet.testing import FixedSeconds
 
 
 def test_a_bucket_allows_its_burst_then_asks_to_wait() -> None:
     """Burst 3 at 60/min: three requests pass, the fourth waits 1 s, and one second refills one token."""
-    clock = FakeClock()
+    clock = FixedSeconds()
     limiter = RateLimiter(per_minute=60, burst=3, clock=clock)
     assert [limiter.take("a") for _ in range(4)] == [0, 0, 0, 1]
     clock.now = 1.0
@@ -31,7 +22,7 @@ def test_a_bucket_allows_its_burst_then_asks_to_wait() -> None:
 
 def test_retry_after_is_the_time_to_the_next_token() -> None:
     """At 6 per minute an empty bucket asks for 10 s; keys are independent."""
-    clock = FakeClock()
+    clock = FixedSeconds()
     limiter = RateLimiter(per_minute=6, burst=1, clock=clock)
     assert limiter.take("a") == 0
     assert limiter.take("a") == 10
@@ -48,7 +39,7 @@ def test_a_rate_of_zero_turns_the_limiter_off() -> None:
 def test_the_table_of_buckets_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A flood of new keys cannot grow the table past MAX_KEYS."""
     monkeypatch.setattr(rate_limit, "MAX_KEYS", 100)
-    clock = FakeClock()
+    clock = FixedSeconds()
     limiter = RateLimiter(per_minute=1, burst=5, clock=clock)
     for number in range(1000):
         limiter.take(f"key-{number}")
@@ -57,7 +48,7 @@ def test_the_table_of_buckets_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_the_time_budget_stops_work_past_it() -> None:
     """check() passes within the budget, raises DeadlineExceeded after it, and does nothing outside one."""
-    clock = FakeClock()
+    clock = FixedSeconds()
     deadline.check()
     with deadline.within(2.0, clock):
         clock.now = 1.9

@@ -9,7 +9,7 @@ import pytest
 
 from carnet.domain.errors import KeyProviderError
 from carnet.domain.keys import WrappedKey
-from carnet.testing import FixedClock, InMemoryKeyProvider
+from carnet.testing import FixedClock, FixedSeconds, InMemoryKeyProvider
 
 START = datetime(2026, 12, 6, 9, tzinfo=UTC)
 
@@ -20,6 +20,15 @@ def test_fixed_clock_moves_only_when_told() -> None:
     assert (clock(), clock()) == (START, START)
     assert clock.advance(timedelta(minutes=5)) == START + timedelta(minutes=5)
     assert clock() == START + timedelta(minutes=5)
+
+
+def test_fixed_seconds_move_only_when_told() -> None:
+    """The clock of seconds answers the same reading until advanced or set."""
+    clock = FixedSeconds(100.0)
+    assert (clock(), clock()) == (100.0, 100.0)
+    assert (clock.advance(2.5), clock()) == (102.5, 102.5)
+    clock.now = 7.0
+    assert (clock(), FixedSeconds()()) == (7.0, 0.0)
 
 
 def test_fixed_clock_refuses_a_naive_time() -> None:

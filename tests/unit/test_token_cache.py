@@ -14,24 +14,15 @@ from carnet.api.token_cache import VerifiedTokens
 from carnet.domain.errors import Unauthenticated
 from carnet.domain.principal import ActorKind, Principal
 from carnet.settings import Settings
+from carnet.testing import FixedSeconds
 
 ALICE = Principal(kind=ActorKind.PATIENT, subject="alice")
 BOB = Principal(kind=ActorKind.PATIENT, subject="bob")
 
 
-class Clock:
-    """A settable clock (seconds since the epoch)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_cached_token_served_until_its_exp() -> None:
     """A token is served from the cache until its ``exp``, never at or after it."""
-    clock = Clock()
+    clock = FixedSeconds(1_000_000.0)
     cache = VerifiedTokens(ttl=3600, clock=clock)
     cache.put("t", ALICE, expires=clock.now + 10)
     assert cache.get("t") is ALICE
@@ -44,7 +35,7 @@ def test_cached_token_served_until_its_exp() -> None:
 
 def test_cached_token_verified_again_after_ttl() -> None:
     """A long-lived token is verified again once ``ttl`` has passed since its last verification."""
-    clock = Clock()
+    clock = FixedSeconds(1_000_000.0)
     cache = VerifiedTokens(ttl=60, clock=clock)
     cache.put("t", ALICE, expires=clock.now + 3600)
     clock.now += 59
@@ -55,7 +46,7 @@ def test_cached_token_verified_again_after_ttl() -> None:
 
 def test_cache_is_bounded_least_recently_used_first() -> None:
     """Past ``size`` tokens, the least recently used is dropped."""
-    clock = Clock()
+    clock = FixedSeconds(1_000_000.0)
     cache = VerifiedTokens(size=2, clock=clock)
     cache.put("a", ALICE, expires=clock.now + 60)
     cache.put("b", BOB, expires=clock.now + 60)

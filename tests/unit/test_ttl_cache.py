@@ -5,22 +5,12 @@ from __future__ import annotations
 import threading
 
 from carnet.services.ttl_cache import TTLCache
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        """The current reading."""
-        return self.now
+from carnet.testing import FixedSeconds
 
 
 def test_an_entry_expires_ttl_seconds_after_it_was_put() -> None:
     """An entry is served until ``ttl`` seconds have passed since its put, never at or after."""
-    clock = Clock()
+    clock = FixedSeconds(1_000.0)
     cache: TTLCache[str, int] = TTLCache(ttl=60.0, size=10, clock=clock)
     cache.put("a", 1)
     clock.now += 59.9
@@ -31,7 +21,7 @@ def test_an_entry_expires_ttl_seconds_after_it_was_put() -> None:
 
 def test_putting_again_restarts_the_ttl() -> None:
     """A value put again is kept ``ttl`` seconds from the second put; a hit alone does not extend it."""
-    clock = Clock()
+    clock = FixedSeconds(1_000.0)
     cache: TTLCache[str, int] = TTLCache(ttl=10.0, size=10, clock=clock)
     cache.put("a", 1)
     cache.put("b", 3)
@@ -44,7 +34,7 @@ def test_putting_again_restarts_the_ttl() -> None:
 
 def test_an_entry_is_dropped_at_its_own_deadline() -> None:
     """An entry's deadline ends it before its ``ttl`` does."""
-    clock = Clock()
+    clock = FixedSeconds(1_000.0)
     cache: TTLCache[str, int] = TTLCache(ttl=3600.0, size=10, clock=clock)
     cache.put("a", 1, deadline=clock.now + 5)
     clock.now += 4.9
@@ -55,7 +45,7 @@ def test_an_entry_is_dropped_at_its_own_deadline() -> None:
 
 def test_a_value_the_caller_rejects_is_a_miss_and_is_dropped() -> None:
     """``is_current`` returning False gives None and forgets the entry."""
-    cache: TTLCache[str, int] = TTLCache(ttl=60.0, size=10, clock=Clock())
+    cache: TTLCache[str, int] = TTLCache(ttl=60.0, size=10, clock=FixedSeconds(1_000.0))
     cache.put("a", 1)
     assert cache.get("a", is_current=lambda value: value == 1) == 1
     assert cache.get("a", is_current=lambda value: value == 2) is None
@@ -64,7 +54,7 @@ def test_a_value_the_caller_rejects_is_a_miss_and_is_dropped() -> None:
 
 def test_the_bound_drops_the_least_recently_used() -> None:
     """Past ``size`` entries the least recently used goes first; a hit counts as a use."""
-    cache: TTLCache[str, int] = TTLCache(ttl=60.0, size=2, clock=Clock())
+    cache: TTLCache[str, int] = TTLCache(ttl=60.0, size=2, clock=FixedSeconds(1_000.0))
     cache.put("a", 1)
     cache.put("b", 2)
     assert cache.get("a") == 1  # "b" is now the least recently used
@@ -77,7 +67,7 @@ def test_the_bound_drops_the_least_recently_used() -> None:
 
 def test_a_put_made_while_another_thread_checks_the_entry_is_kept() -> None:
     """A lookup dropping a rejected value cannot drop a value another thread puts meanwhile."""
-    cache: TTLCache[str, int] = TTLCache(ttl=60.0, size=10, clock=Clock())
+    cache: TTLCache[str, int] = TTLCache(ttl=60.0, size=10, clock=FixedSeconds(1_000.0))
     cache.put("a", 1)
     checking, written = threading.Event(), threading.Event()
 
