@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--tag", default="", help="appended to the summary's file name (e.g. -before)")
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL (CPU in Python)")
+    parser.add_argument("--stacks", type=Path, help="also keep py-spy's raw collapsed stacks in this file")
     args = parser.parse_args()
     with backend(args.backend) as settings, server(settings, workers=1) as (client, pid):
         patient_id, headers = open_record(client, settings, "1850575000011")
@@ -107,6 +108,8 @@ def main() -> None:
                     body=fhirjson.dumps(observation),
                 )
             sampler.wait(timeout=60)
+            if args.stacks is not None:
+                shutil.copyfile(out, args.stacks)
             text = (
                 f"py-spy{' --gil' if args.gil else ''} of one `carnet serve` worker ({args.backend}) under wrk: {args.what}, "
                 f"{args.connections} connections, {args.seconds} s; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"

@@ -4,18 +4,43 @@ A real ``carnet serve --workers 2`` (sealing, policy and journal on), one open r
 ``wrk`` with 8 connections: ``POST /fhir/Observation`` (each create a write of its own, journaled,
 sharing durable commits with the concurrent ones), then ``GET /fhir/Observation/{id}``. Prints
 requests per second, p50/p99 and the **server's CPU time per request**, which a machine loaded by
-other work inflates much less than wall-clock figures. Usage::
+other work inflates much less than wall-clock figures, and the part of it spent on the workers'
+event loop threads (uvicorn, the middlewares, routing, the response: the HTTP layer; the record
+work runs in worker threads). ``--repeat N`` alternates N runs of each. Usage::
 
-    .venv/bin/python bench/single.py [--seconds 10] [--backend sqlite|postgres] [--workers 2]
+    .venv/bin/python bench/single.py [--seconds 10] [--backend sqlite|postgres] [--workers 2] [--repeat 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
+from typing import Any
 
 import load
 from run import backend, fhirjson, heart_rate, log, open_record, server
+
+
+def loop_cpu_seconds(server_pid: int) -> float:
+    """CPU seconds used so far by the main thread (the event loop's) of the server and its workers."""
+    total = 0
+    for pid in load.worker_pids(server_pid):
+        try:
+            fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / load.TICKS
+
+
+def measured(server_pid: int, url: str, **wrk_arguments: Any) -> str:
+    """One wrk run described, with the event loop threads' CPU per request beside the server's."""
+    before = loop_cpu_seconds(server_pid)
+    result = load.wrk(url, server_pid=server_pid, **wrk_arguments)
+    loop_ms = 1000 * (loop_cpu_seconds(server_pid) - before) / max(1, result.requests)
+    errors = f", {result.errors} errors" if result.errors else ""
+    return f"{result.describe()}; event loop {loop_ms:.2f} ms/request{errors}"
 
 
 def main() -> None:
@@ -25,6 +50,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each, alternated")
     parser.add_argument(
         "--timeout",
         type=int,
@@ -38,33 +64,36 @@ def main() -> None:
         made = client.post("/fhir/Observation", content=fhirjson.dumps(observation), headers=headers)
         assert made.status_code == 201, made.text
         base = str(client.base_url).rstrip("/")
-        log(f"single creates, {args.connections} connections, {args.seconds} s")
-        create = load.wrk(
-            f"{base}/fhir/Observation",
-            headers=headers,
-            seconds=args.seconds,
-            connections=args.connections,
-            server_pid=pid,
-            method="POST",
-            body=fhirjson.dumps(observation),
-            timeout=args.timeout,
-        )
-        log(f"single reads, {args.connections} connections, {args.seconds} s")
-        read = load.wrk(
-            f"{base}/fhir/Observation/{made.json()['id']}",
-            headers={"Authorization": headers["Authorization"]},
-            seconds=args.seconds,
-            connections=args.connections,
-            server_pid=pid,
-            timeout=args.timeout,
-        )
+        rows: list[tuple[str, str]] = []
+        for _ in range(args.repeat):
+            log(f"single creates, {args.connections} connections, {args.seconds} s")
+            create = measured(
+                pid,
+                f"{base}/fhir/Observation",
+                headers=headers,
+                seconds=args.seconds,
+                connections=args.connections,
+                method="POST",
+                body=fhirjson.dumps(observation),
+                timeout=args.timeout,
+            )
+            log(f"single reads, {args.connections} connections, {args.seconds} s")
+            read = measured(
+                pid,
+                f"{base}/fhir/Observation/{made.json()['id']}",
+                headers={"Authorization": headers["Authorization"]},
+                seconds=args.seconds,
+                connections=args.connections,
+                timeout=args.timeout,
+            )
+            rows += [("single create", create), ("single read", read)]
     print(
         f"## {args.backend}, --workers {args.workers}, {args.connections} connections, {args.seconds} s; "
         f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
     )
     print("| measure | result |\n|---|---|")
-    print(f"| single create | {create.describe()}{f', {create.errors} errors' if create.errors else ''} |")
-    print(f"| single read | {read.describe()}{f', {read.errors} errors' if read.errors else ''} |")
+    for name, row in sorted(rows, key=lambda r: r[0]):
+        print(f"| {name} | {row} |")
 
 
 if __name__ == "__main__":

@@ -6,19 +6,15 @@ import asyncio
 import logging
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet.api import hot_routes
 from carnet.api.auth import TokenVerifier, bearer_challenge, settle_app_refusal
@@ -26,12 +22,12 @@ from carnet.api.bulk import router as bulk_router
 from carnet.api.confirmation import router as confirmation_router
 from carnet.api.docs import mount_docs
 from carnet.api.documents import router as documents_router
+from carnet.api.edge import EdgeMiddleware
 from carnet.api.feeds import router as feeds_router
 from carnet.api.fhir import create as fhir_create
 from carnet.api.fhir import fhir_response, router
 from carnet.api.fhir import read as fhir_read
-from carnet.api.formats import FormatMiddleware
-from carnet.api.guard import GuardMiddleware
+from carnet.api.guard import Guard
 from carnet.api.interactions import router as interactions_router
 from carnet.api.journal import public as journal_public
 from carnet.api.journal import router as journal_router
@@ -70,7 +66,6 @@ from carnet.feeds import mllp
 from carnet.notify.worker import DeliveryWorker
 from carnet.offload import offload
 from carnet.services.apps import AppService
-from carnet.services.caller import FHIR_CLIENT, PORTAL_CLIENT, Caller, calling
 from carnet.services.export_jobs import ExportJobs
 from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_intake import UNKNOWN_SENDER, HL7v2Intake, Receipt
@@ -95,8 +90,6 @@ from carnet.store.repository import SQLStore
 from carnet.web import mount_web
 
 log = logging.getLogger("carnet.api")
-#: Obligations the server itself honours (the journal, the DPO's view of it): not shown to the client.
-_SERVER_SIDE = frozenset({"audit", "withhold_content"})
 
 
 def utc_now() -> datetime:
@@ -307,72 +300,6 @@ def start_background(services: Services) -> Callable[[], None]:
     return halt
 
 
-class CallerMiddleware:
-    """ASGI middleware: make each HTTP request's client (application, address) the journal's caller."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request with its caller set (``carnet.services.caller``)."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = str(scope.get("path", ""))
-        client = FHIR_CLIENT if path.startswith(("/fhir", "/journal")) else PORTAL_CLIENT
-        peer = scope.get("client")
-        address = str(peer[0]) if peer else None
-        with calling(Caller(client=client, address=address)):
-            await self.app(scope, receive, send)
-
-
-class AccessLogMiddleware:
-    """ASGI middleware: log each request's method, path, status and time; send the decision's obligations.
-
-    Paths only: query strings can carry identifiers and never reach the logs. The obligations of
-    the call's decision (``request.state.records``) travel back to the caller in
-    ``X-Carnet-Obligations`` (a portal shows the mode banner). A plain ASGI middleware: Starlette's
-    ``BaseHTTPMiddleware`` ran each request through an extra task and memory streams (~10 % of a
-    single read's CPU).
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request; add the header to its response start, then log it."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        state: dict[str, Any] = scope.setdefault("state", {})
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                records = state.get("records")
-                shown = sorted(
-                    o.value for o in getattr(records, "obligations", ()) if o.value not in _SERVER_SIDE
-                )
-                if shown:
-                    headers = MutableHeaders(scope=message)
-                    headers["X-Carnet-Obligations"] = ", ".join(shown)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            log.info(
-                "%s %s %s %.1fms",
-                scope.get("method", ""),
-                scope.get("path", ""),
-                status,
-                1000 * (time.perf_counter() - started),
-            )
-
-
 def relying_party(settings: Settings) -> RelyingParty | None:
     """Build the OpenID relying party of the configured provider (None when sign-in is not configured)."""
     if not (settings.oidc_sign_in_enabled and settings.oidc_issuer):
@@ -556,15 +483,6 @@ def create_app(
         patient_sign_in=patient_sign_in,
         sign_in_jwks=public_jwks(encryption_key(settings.key_dir)) if sign_in is not None else None,
     )
-    app.add_middleware(
-        GuardMiddleware,
-        verifier=app.state.verifier,
-        limiter=RateLimiter(per_minute=settings.api_rate_per_minute, burst=settings.api_burst),
-        seconds=float(settings.request_seconds),
-    )
-    app.add_middleware(FormatMiddleware)
-    app.add_middleware(AccessLogMiddleware)
-    app.add_middleware(CallerMiddleware)
 
     @app.get("/", include_in_schema=False)
     async def _root() -> Response:
@@ -572,7 +490,8 @@ def create_app(
             content=b'{"service":"carnet","fhir":"/fhir/metadata"}', media_type="application/json"
         )
 
-    # The single read and create skip FastAPI's walk of every route (api/hot_routes.py).
+    # The single read and create skip FastAPI's walk of every route (api/hot_routes.py) and,
+    # without a cookie, the layers below the edge (api/edge.py).
     hot_routes.install(
         app.router.routes,
         [
@@ -580,4 +499,11 @@ def create_app(
             ("POST", "/fhir/{resource_type}", fhir_create),
         ],
     )
+    guard = Guard(
+        verifier=app.state.verifier,
+        limiter=RateLimiter(per_minute=settings.api_rate_per_minute, burst=settings.api_burst),
+        seconds=float(settings.request_seconds),
+    )
+    # The outermost of Carnet's layers; the routes and exception handlers are read when the stack is built.
+    app.add_middleware(EdgeMiddleware, guard=guard, routes=app.router.routes, handlers=app.exception_handlers)
     return app

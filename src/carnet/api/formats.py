@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from carnet.api.fhir import fhir_response
 from carnet.api.outcome import operation_outcome
@@ -24,6 +25,8 @@ JSON_OR_ANY = ("json", "*/*", "application/*")
 
 def wants_fhir_xml(accept: str, formats: list[str]) -> bool:
     """Tell whether a request asks for FHIR XML only (``Accept`` header value, ``_format`` values)."""
+    if not accept and not formats:
+        return False
     # An unencoded "+" in the query reads as a space: "application/fhir xml" is FHIR XML too.
     if any(f.split(";")[0].strip().lower().replace(" ", "+") in XML_FORMATS for f in formats):
         return True
@@ -32,27 +35,19 @@ def wants_fhir_xml(accept: str, formats: list[str]) -> bool:
     return named and not any(any(j in t for j in JSON_OR_ANY) for t in types)
 
 
-class FormatMiddleware:
-    """ASGI middleware: 406 for FHIR XML on ``/fhir``."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse a request for FHIR XML; pass every other one on."""
-        if scope["type"] == "http" and str(scope.get("path", "")).startswith("/fhir"):
-            accept = ""
-            for name, value in scope.get("headers", ()):
-                if name == b"accept":
-                    accept += value.decode("latin-1") + ","
-            query = bytes(scope.get("query_string", b"")).decode("latin-1")
-            formats = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "_format"]
-            if wants_fhir_xml(accept, formats):
-                outcome = operation_outcome(
-                    "not-supported",
-                    "Carnet speaks FHIR JSON only: ask for application/fhir+json "
-                    "(Carnet ne parle que FHIR JSON : demandez application/fhir+json).",
-                )
-                await fhir_response(outcome, status=406)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+def refusal(scope: Scope) -> Response | None:
+    """The 406 answer to a request under ``/fhir`` asking for FHIR XML only, or None to serve it."""
+    accept = ""
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            accept += value.decode("latin-1") + ","
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    formats = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "_format"] if query else []
+    if not wants_fhir_xml(accept, formats):
+        return None
+    outcome = operation_outcome(
+        "not-supported",
+        "Carnet speaks FHIR JSON only: ask for application/fhir+json "
+        "(Carnet ne parle que FHIR JSON : demandez application/fhir+json).",
+    )
+    return fhir_response(outcome, status=406)

@@ -14,14 +14,14 @@ The portals have their own limit, on signing in (``carnet.web.login``).
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from carnet.api.auth import TokenVerifier
 from carnet.api.fhir import fhir_response
 from carnet.api.outcome import operation_outcome
 from carnet.domain.errors import CarnetError
 from carnet.offload import offload
-from carnet.services import deadline
 from carnet.services.rate_limit import RateLimiter
 
 GUARDED = ("/fhir", "/journal")
@@ -51,31 +51,23 @@ async def bucket_of(scope: Scope, verifier: TokenVerifier) -> str:
     return f"address:{peer[0] if peer else 'unknown'}"
 
 
-class GuardMiddleware:
-    """ASGI middleware: rate-limit each API caller and give each API request its time budget."""
+class Guard:
+    """The rate limit of API callers and the time budget of API requests."""
 
-    def __init__(
-        self, app: ASGIApp, *, verifier: TokenVerifier, limiter: RateLimiter, seconds: float
-    ) -> None:
-        self.app = app
+    def __init__(self, *, verifier: TokenVerifier, limiter: RateLimiter, seconds: float) -> None:
         self._verifier = verifier
         self._limiter = limiter
-        self._seconds = seconds
+        self.seconds = seconds
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse the request with 429 if its bucket is empty; else serve it within its budget."""
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(GUARDED):
-            await self.app(scope, receive, send)
-            return
-        if self._limiter.enabled:
-            wait = self._limiter.take(await bucket_of(scope, self._verifier))
-            if wait:
-                outcome = operation_outcome(
-                    "throttled",
-                    f"Too many requests from this caller (CARNET_API_RATE_PER_MINUTE); retry in {wait} s.",
-                )
-                response = fhir_response(outcome, status=429, headers={"Retry-After": str(wait)})
-                await response(scope, receive, send)
-                return
-        with deadline.within(self._seconds):
-            await self.app(scope, receive, send)
+    async def refusal(self, scope: Scope) -> Response | None:
+        """The 429 answer to a request whose bucket is empty, or None to serve it (within :attr:`seconds`)."""
+        if not self._limiter.enabled:
+            return None
+        wait = self._limiter.take(await bucket_of(scope, self._verifier))
+        if not wait:
+            return None
+        outcome = operation_outcome(
+            "throttled",
+            f"Too many requests from this caller (CARNET_API_RATE_PER_MINUTE); retry in {wait} s.",
+        )
+        return fhir_response(outcome, status=429, headers={"Retry-After": str(wait)})
