@@ -6,6 +6,7 @@ the external corpus's HL7 v2 samples check that any input ends in an ACK, never 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 from datetime import UTC, datetime
@@ -15,7 +16,16 @@ import hl7
 import pytest
 
 from carnet.domain.errors import FeedMessageError
-from carnet.feeds.hl7v2 import Action, acknowledgement, business_ack, parse_message, read_header
+from carnet.feeds.hl7v2 import (
+    _READ_FIELDS,
+    Action,
+    _get,
+    _parse,
+    acknowledgement,
+    business_ack,
+    parse_message,
+    read_header,
+)
 from carnet.synthetic.hl7v2 import SendingSystem, hl7v2_message
 from paths import EXTERNAL
 
@@ -179,9 +189,9 @@ def test_external_samples_end_in_an_acknowledgement_never_a_crash() -> None:
 
 
 def test_a_large_document_is_read_whole_beside_segments_not_read() -> None:
-    """A ~150 KB CDA (lifted out before python-hl7 splits the message) comes back byte for byte,
-    its base64 split over spaces; segments Carnet does not read (NTE, Z-segments) are skipped,
-    a line that is no segment is still refused."""
+    """A ~150 KB CDA (one field, split off once) comes back byte for byte, its base64 split
+    over spaces too; segments Carnet does not read (NTE, Z-segments) are skipped, a line that is
+    no segment is still refused."""
     large = CDA.replace(b"</title>", b"</title><text>" + "é0123456789".encode() * 13_000 + b"</text>")
     raw = hl7v2_message(large, ins=INS, type_code="11502-2", type_label="CR", control_id="BIG-1", sent_at=NOW)
     with_extra = raw.replace(b"\rOBX|1|", b"\rNTE|1||Note ^ libre\rZBE|1|x\rOBX|1|", 1)
@@ -199,9 +209,8 @@ def test_a_large_document_is_read_whole_beside_segments_not_read() -> None:
 
 
 def test_fields_after_the_last_read_and_long_runs_anywhere_change_nothing_read() -> None:
-    """PID's names and addresses, OBX-12 onwards (cut before python-hl7 splits them) and long
-    delimiter-free runs in any field (lifted, the last one at the message's very end) leave what
-    is read as it was."""
+    """PID's names and addresses, OBX-12 onwards (never split) and long delimiter-free runs in
+    any field (the last one at the message's very end) leave what is read as it was."""
     large = CDA.replace(b"</title>", b"</title><text>" + b"x" * 9_000 + b"</text>")
     raw = hl7v2_message(large, ins=INS, type_code="11502-2", type_label="CR", control_id="CUT-1", sent_at=NOW)
     plain = parse_message(raw)
@@ -221,3 +230,46 @@ def test_fields_after_the_last_read_and_long_runs_anywhere_change_nothing_read()
     assert message.header == plain.header
     assert message.flags == plain.flags
     assert message.sender == plain.sender
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # escapes of every delimiter, highlighting and line breaks; repetitions; a subcomponent
+        "MSH|^~\\&|APP\\T\\1|FAC|R|R|20261206||ORU^R01^ORU_R01|C\\F\\1|P|2.5\r"
+        "PID|||A\\S\\1^^^AUTH&1.2.3&ISO^INS~B2^^^X&4.5&ISO^PI~~C3||N\\H\\am\\N\\e\r"
+        "OBX|1|ED|11502-2^CR^LN||^TEXT^XML^Base64^QUJD|||||| F \rOBX|2|CE|MASQUE_PS^M^MetaDMPMSS||Y^^x\r"
+        "PRT||UC||SB^Send by|81^MARTIN^Claire^^^^^^ASIP&1.2.250.1.71.4.2.1&ISO|||H\\.br\\A^^^^^S&9&ISO^F^^^75",
+        # other delimiters declared by MSH-1 and MSH-2, and an escape of each
+        "MSH#:*/%#APP#FAC#R#R#20261206##MDM:T02:MDM_T02#C1#P#2.6\r"
+        "PID###X/F/Y:::A%1.2%ISO:INS*Z:::B%3%ISO:PI##N\r"
+        "TXA#1#CR####################ID/S/1#PARENT",
+        # fewer encoding characters than four: the standard ones stand in
+        "MSH|^~|APP|FAC|R|R|20261206||ORU^R01|C1|P|2.5\rORC|NW\\S\\X",
+    ],
+)
+def test_values_read_as_python_hl7_reads_them(text: str) -> None:
+    """Every position of a field read (repetition, component, subcomponent) holds what python-hl7's
+    own parse and ``extract_field`` give, unescaped once and stripped."""
+    ours = _parse(text)
+    library = hl7.parse(text)
+    checked, seen = 0, collections.Counter[str]()
+    for segment in library:
+        name = str(segment[0])
+        seen[name] += 1
+        for field, rep, comp, sub in itertools.product(range(1, 14), range(1, 4), range(1, 11), range(1, 3)):
+            if (name == "MSH" and field < 3) or field > (_READ_FIELDS[name] or 99):
+                continue  # the delimiters themselves and the fields never read
+            try:
+                expected = str(segment.extract_field(1, field, rep, comp, sub)).strip()
+            except IndexError:
+                expected = ""
+            assert _get(ours, name, seen[name], field, rep, comp, sub) == expected, (
+                name,
+                field,
+                rep,
+                comp,
+                sub,
+            )
+            checked += 1
+    assert checked > 500

@@ -22,7 +22,8 @@ value ``Y``/``N``) ``MASQUE_PS``, ``INVISIBLE_PATIENT``, ``INVISIBLE_REP_LEGAUX`
 Parsing is lenient where senders differ: segments may end with CR, CRLF or LF; MSH-18 says
 ``UNICODE UTF-8`` or ``8859/15`` (a message without it is read as UTF-8, else ISO 8859-15);
 segments the volet pre-adopts (PRT, ZAM) are read by position; base64 may be split by spaces or
-line breaks. Fields are read with the ``hl7`` library (python-hl7).
+line breaks. Only the segments and fields read are split, by the delimiters MSH-1 and MSH-2
+declare, and the values read are unescaped by the ``hl7`` library (python-hl7).
 
 Every message gets a technical acknowledgement (:func:`acknowledgement`): ``ACK^<event>^ACK``
 with MSA-1 ``AA`` (accepted), ``AE`` (its content is in error) or ``AR`` (the message is
@@ -68,8 +69,7 @@ _CHARSETS = {"UNICODE UTF-8": "utf-8", "UTF-8": "utf-8", "8859/15": "iso-8859-15
 _MSH18 = {"utf-8": "UNICODE UTF-8", "iso-8859-15": "8859/15", "iso-8859-1": "8859/1"}
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
 #: The segments read, each with the last field read of it (the others are checked for a segment
-#: id, then skipped; the fields after the last read are cut before python-hl7 splits them, since
-#: the library builds a container for every field, empty or not). MSH is kept whole.
+#: id, then skipped; the fields after the last read are not split off). MSH is kept whole.
 _READ_FIELDS: dict[str, int | None] = {"MSH": None, "PID": 3, "ORC": 1, "OBX": 11, "PRT": 8, "TXA": 13}
 
 
@@ -164,8 +164,13 @@ def decode(raw: bytes) -> tuple[str, str]:
     Raises:
         FeedMessageError: not an HL7 v2 message (no MSH first), or an unknown MSH-18.
     """
-    body = raw.strip(b"\x0b\x1c\r\n ").replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-    lines = [line for line in body.split(b"\r") if line and not line.isspace()]
+    body = raw.strip(b"\x0b\x1c\r\n ")
+    if b"\n" in body:  # CRLF or LF segment ends (two passes over the document saved when CR alone)
+        body = body.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    lines = body.split(b"\r")
+    blank = any(not line or line.isspace() for line in lines)
+    if blank:
+        lines = [line for line in lines if line and not line.isspace()]
     if not lines or not lines[0].startswith(b"MSH") or len(lines[0]) < 8:
         raise FeedMessageError(
             "The message does not start with an MSH segment; send one HL7 v2 message.",
@@ -184,7 +189,8 @@ def decode(raw: bytes) -> tuple[str, str]:
             rejected=True,
             location="MSH^1^18",
         )
-    body = b"\r".join(lines)
+    if blank:
+        body = b"\r".join(lines)
     if encoding is None:
         try:
             return body.decode("utf-8"), "utf-8"
@@ -201,69 +207,56 @@ def decode(raw: bytes) -> tuple[str, str]:
         ) from None
 
 
-#: A value at least this long with no delimiter in it (a document's base64) is lifted out of the
-#: text before python-hl7 splits it, and put back when read: the library then builds its
-#: containers over a few hundred bytes instead of copying the document through every level.
-_LARGE = 2048
-#: What stands in a lifted value's place (control characters no HL7 value carries).
-_LIFTED = "\x01carnet-lifted-"
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """A message split into the fields of the segments this module reads (nothing deeper yet).
 
-
-def _lift(text: str) -> tuple[str, list[str]]:
-    """Replace each long delimiter-free run of ``text`` by a short placeholder; return both.
-
-    The runs are found from the delimiters' positions (``str.find``, in C), not by a pattern
-    tried at each of the document's characters.
+    ``segments`` maps a segment id to its occurrences, each the list of its fields' text indexed
+    by field number (index 0 the segment id; for MSH, index 1 is MSH-1, the field separator, as
+    in python-hl7). Repetitions, components and subcomponents are split only when a value is read
+    (:func:`_get`), and python-hl7 unescapes the values read: a message's reading then costs a
+    few string splits instead of a container for every field, component and subcomponent of it.
     """
-    if len(text) < _LARGE or not text.startswith("MSH") or len(text) < 8:
-        return text, []
-    cuts: list[int] = []
-    for delimiter in set(text[3:8] + "\r"):
-        at = text.find(delimiter)
-        while at >= 0:
-            cuts.append(at)
-            at = text.find(delimiter, at + 1)
-    cuts.sort()
-    cuts.append(len(text))
-    lifted: list[str] = []
-    pieces: list[str] = []
-    start = 0  # where the text not yet copied starts
-    previous = -1
-    for cut in cuts:
-        if cut - previous - 1 >= _LARGE:
-            pieces.append(text[start : previous + 1])
-            lifted.append(text[previous + 1 : cut])
-            pieces.append(f"{_LIFTED}{len(lifted) - 1}\x01")
-            start = cut
-        previous = cut
-    if not lifted:
-        return text, []
-    pieces.append(text[start:])
-    return "".join(pieces), lifted
+
+    segments: dict[str, list[list[str]]]
+    repetition: str
+    component: str
+    subcomponent: str
+    escape: str
+    escapes: hl7.Message
+    """An empty python-hl7 message with this message's delimiters: what unescapes its values."""
 
 
-def _field_end(line: str, separator: str, last: int) -> int:
-    """Where field ``last`` of a segment ends (the separator after it), or -1 if it is the end."""
-    at = -1
-    for _ in range(last + 1):
-        at = line.find(separator, at + 1)
-        if at < 0:
-            return -1
-    return at
+def _delimiters(first: str) -> tuple[str, str, str, str, str]:
+    """The field, component, repetition, escape and subcomponent delimiters MSH-1 and MSH-2 declare.
+
+    As python-hl7 reads them: a delimiter MSH-2 leaves out is the standard one.
+    """
+    field = first[3:4] if first.startswith("MSH") and len(first) > 3 else "|"
+    declared = first[4:].split(field, 1)[0] if field else ""
+    defaults = "^~\\&"
+    component, repetition, escape, subcomponent = (
+        declared[i] if len(declared) > i else defaults[i] for i in range(4)
+    )
+    return field, component, repetition, escape, subcomponent
 
 
-def _parse(text: str) -> hl7.Message:
-    """Parse a message with python-hl7: only the segments this module reads, large values lifted.
+def _parse(text: str) -> _Message:
+    """Split a message into the fields of the segments this module reads.
 
     Every segment must start with a segment id; those this module never reads (PV1, OBR, NTE…)
-    are not handed to the library, whose containers cost the most of a message's reading, nor
-    are the fields after the last one read of a segment (PID-5 onwards: names, addresses…).
-    MSH is kept whole.
+    are skipped after that check, and so are the fields after the last one read of a segment
+    (PID-5 onwards: names, addresses…). MSH is kept whole. A document's base64 in OBX-5 is one
+    field: it is copied once by the split, never walked character by character in Python.
+
+    Raises:
+        FeedMessageError: a line that does not start with a segment id (``100``, rejected).
     """
-    separator = text[3:4] if text.startswith("MSH") and len(text) > 8 else "|"
-    kept = []
+    first = text.split("\r", 1)[0]
+    field, component, repetition, escape, subcomponent = _delimiters(first)
+    segments: dict[str, list[list[str]]] = {}
     for line in text.split("\r"):
-        end = line.find(separator)
+        end = line.find(field)
         name = line if end < 0 else line[:end]
         if not _SEGMENT_ID.fullmatch(name):
             raise FeedMessageError(
@@ -274,62 +267,65 @@ def _parse(text: str) -> hl7.Message:
         if name not in _READ_FIELDS:
             continue
         last = _READ_FIELDS[name]
-        cut = _field_end(line, separator, last) if last is not None else -1
-        if cut >= 0:
-            line = line[:cut]
-        kept.append(line)
-    lifted_text, lifted = _lift("\r".join(kept))
-    try:
-        message = hl7.parse(lifted_text)
-    except (hl7.ParseException, ValueError, IndexError) as exc:
-        raise FeedMessageError(
-            f"The message is not HL7 v2 ({type(exc).__name__}); check its separators.",
-            hl7_code="100",
-            rejected=True,
-        ) from None
-    message.carnet_lifted = lifted
-    return message
+        if name == "MSH":
+            # MSH-1 is the separator itself, so MSH-n is at index n as in every other segment.
+            fields = ["MSH", field, *line[4:].split(field)] if end >= 0 else ["MSH"]
+        elif last is None:
+            fields = line.split(field)
+        else:
+            fields = line.split(field, last + 1)[: last + 1]
+        segments.setdefault(name, []).append(fields)
+    separators = "\r" + field + repetition + component + subcomponent
+    return _Message(
+        segments=segments,
+        repetition=repetition,
+        component=component,
+        subcomponent=subcomponent,
+        escape=escape,
+        escapes=hl7.Message("\r", esc=escape, separators=separators),
+    )
 
 
 def _get(
-    message: hl7.Message, segment: str, occurrence: int, field: int, rep: int = 1, comp: int = 1, sub: int = 1
+    message: _Message, segment: str, occurrence: int, field: int, rep: int = 1, comp: int = 1, sub: int = 1
 ) -> str:
-    """One value, unescaped; empty where the message has nothing (1-based positions)."""
-    segments = _segments_of(message).get(segment, [])
-    if occurrence > len(segments):
+    """One value, unescaped and stripped; empty where the message has nothing (1-based positions).
+
+    As python-hl7's ``extract_field`` reads it: a value with fewer levels than asked is the
+    value when the positions left are 1 (``PID-3.1`` of a PID-3 without components), and empty
+    otherwise or when a position is past the last one.
+    """
+    occurrences = message.segments.get(segment)
+    if occurrences is None or occurrence > len(occurrences):
         return ""
-    try:
-        value = segments[occurrence - 1].extract_field(1, field, rep, comp, sub)
-    except (IndexError, KeyError):
+    fields = occurrences[occurrence - 1]
+    if field >= len(fields):
         return ""
-    if not value:
-        return ""
-    text = str(value)
-    if text.startswith(_LIFTED):
-        return _restored(message, text).strip()
+    value = fields[field]
+    for position, delimiter in (
+        (rep, message.repetition),
+        (comp, message.component),
+        (sub, message.subcomponent),
+    ):
+        if position == 1:
+            value = value.partition(delimiter)[0]
+            continue
+        parts = value.split(delimiter, position)
+        if position > len(parts):
+            return ""
+        value = parts[position - 1]
     # Unescaping walks the whole value: only when it holds an escape (never a base64 document).
-    return (str(message.unescape(text)) if message.esc in text else text).strip()
+    if message.escape in value:
+        value = str(message.escapes.unescape(value))
+    return value.strip()
 
 
-def _restored(message: hl7.Message, text: str) -> str:
-    """The value a placeholder stands for (a lifted value holds no delimiter, so no escape)."""
-    lifted: list[str] = getattr(message, "carnet_lifted", [])
-    index = text[len(_LIFTED) :].split("\x01", 1)[0]
-    return lifted[int(index)] if index.isdigit() and int(index) < len(lifted) else ""
+def _count(message: _Message, segment: str) -> int:
+    """How many times a segment (of those read) occurs."""
+    return len(message.segments.get(segment, ()))
 
 
-def _segments_of(message: hl7.Message) -> dict[str, list[hl7.Segment]]:
-    """The message's segments by id, indexed once (python-hl7 scans them all at each lookup)."""
-    index: dict[str, list[hl7.Segment]] | None = getattr(message, "carnet_segments", None)
-    if index is None:
-        index = {}
-        for segment in message:
-            index.setdefault(str(segment[0]), []).append(segment)
-        message.carnet_segments = index
-    return index
-
-
-def _header(message: hl7.Message, encoding: str) -> Header:
+def _header(message: _Message, encoding: str) -> Header:
     def msh(field: int, comp: int = 1) -> str:
         return _get(message, "MSH", 1, field, 1, comp)
 
@@ -412,9 +408,9 @@ def parse_message(raw: bytes) -> DocumentMessage:
     )
 
 
-def _document_obx(message: hl7.Message) -> int:
+def _document_obx(message: _Message) -> int:
     """Return the occurrence of the first OBX that carries a document (OBX-2 ED, not metadata)."""
-    for index, _ in enumerate(_segments_of(message).get("OBX", []), start=1):
+    for index in range(1, _count(message, "OBX") + 1):
         if (
             _get(message, "OBX", index, 2).upper() == "ED"
             and _get(message, "OBX", index, 3, 1, 3) != _META_TABLE
@@ -427,11 +423,7 @@ def _document_obx(message: hl7.Message) -> int:
     )
 
 
-def _has(message: hl7.Message, segment: str) -> bool:
-    return segment in _segments_of(message)
-
-
-def _action(message: hl7.Message, kind: str, event: str, status: str) -> Action:
+def _action(message: _Message, kind: str, event: str, status: str) -> Action:
     """The action that OBX-11, ORC-1 and the MDM event agree on.
 
     Raises:
@@ -444,7 +436,7 @@ def _action(message: hl7.Message, kind: str, event: str, status: str) -> Action:
             hl7_code="103",
             location="OBX^1^11",
         )
-    order = _get(message, "ORC", 1, 1).upper() if _has(message, "ORC") else ""
+    order = _get(message, "ORC", 1, 1).upper() if _count(message, "ORC") else ""
     if (kind == "ORU" or order) and order != _ORDER_CONTROL[action]:
         raise FeedMessageError(
             f"ORC-1 {order[:4] or '(empty)'!r} does not match OBX-11 {status!r}: "
@@ -463,13 +455,18 @@ def _action(message: hl7.Message, kind: str, event: str, status: str) -> Action:
     return action
 
 
-def _base64(data: str, where: str) -> bytes:
-    compact = "".join(data.split())
+def _strict_base64(text: str) -> bytes:
+    """The bytes of base64 text, empty when it is not base64 (strict: no regex pass needed)."""
     try:
-        # strict_mode refuses non-alphabet characters and bad padding without a regex pass.
-        decoded = binascii.a2b_base64(compact, strict_mode=True)
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
-        decoded = b""
+        return b""
+
+
+def _base64(data: str, where: str) -> bytes:
+    # Base64 split by spaces or line breaks is joined (one more pass over the document) only
+    # when the strict read of it as it came fails.
+    decoded = _strict_base64(data) or _strict_base64("".join(data.split()))
     if not decoded:
         raise FeedMessageError(
             "The document in OBX-5.5 is not base64 (or is empty).", hl7_code="102", location=where
@@ -477,28 +474,23 @@ def _base64(data: str, where: str) -> bytes:
     return decoded
 
 
-def _ins(message: hl7.Message) -> tuple[tuple[str, str], ...]:
-    """The INS repetitions of PID-3: ``(authority OID, value)``."""
-    if not _has(message, "PID"):
+def _ins(message: _Message) -> tuple[tuple[str, str], ...]:
+    """The INS repetitions of PID-3 (the first 20): ``(authority OID, value)``."""
+    pid = message.segments.get("PID")
+    if not pid or len(pid[0]) <= 3:
         return ()
     found: list[tuple[str, str]] = []
-    rep = 1
-    while rep <= 20:
-        try:
-            _segments_of(message)["PID"][0].extract_field(1, 3, rep, 1, 1)
-        except (IndexError, KeyError):
-            break
+    for rep in range(1, min(pid[0][3].count(message.repetition) + 1, 20) + 1):
         value = _get(message, "PID", 1, 3, rep, 1)
         oid = _get(message, "PID", 1, 3, rep, 4, 2)
         if value and oid in INS_OIDS:
             found.append((oid, value))
-        rep += 1
     return tuple(found)
 
 
-def _flags(message: hl7.Message) -> Flags:
+def _flags(message: _Message) -> Flags:
     values: dict[str, bool] = {}
-    for index, _ in enumerate(_segments_of(message).get("OBX", []), start=1):
+    for index in range(1, _count(message, "OBX") + 1):
         code = _get(message, "OBX", index, 3).upper()
         answer = _get(message, "OBX", index, 5).upper()
         if answer in ("Y", "N"):
@@ -513,11 +505,9 @@ def _flags(message: hl7.Message) -> Flags:
     )
 
 
-def _sender(message: hl7.Message) -> Sender | None:
+def _sender(message: _Message) -> Sender | None:
     """The PRT whose PRT-4 is ``SB`` (Send by)."""
-    if not _has(message, "PRT"):
-        return None
-    for index, _ in enumerate(_segments_of(message).get("PRT", []), start=1):
+    for index in range(1, _count(message, "PRT") + 1):
         if _get(message, "PRT", index, 4).upper() != "SB":
             continue
         person_oid = _get(message, "PRT", index, 5, 1, 9, 2)
