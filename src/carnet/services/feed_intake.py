@@ -106,17 +106,33 @@ class Receipt:
 
 @dataclass(frozen=True, slots=True)
 class _Read:
-    """What was read of a message before any transaction: its header, the message, its CDA."""
+    """What was read of a message before any transaction: its header, the message, its CDA.
+
+    ``document`` is the DocumentReference built from the CDA and labelled by the metadata OBXs,
+    for a record not yet known (its subject, the feed among its authors and what it replaces
+    are set in the transaction); ``document_error`` why it could not be built.
+    """
 
     header: Header | None
     message: DocumentMessage | None = None
     error: FeedMessageError | None = None
     cda: CDADocument | None = None
     cda_error: CarnetError | None = None
+    document: dict[str, Any] | None = None
+    document_error: CarnetError | None = None
+
+
+#: The subject of a document built before its record is known (replaced in the transaction).
+_NO_RECORD_YET = "?"
 
 
 def _read(raw: bytes) -> _Read:
-    """Read a message once (HL7 v2, the base64 of OBX-5, the CDA); keep its errors for later."""
+    """Read a message once (HL7 v2, the base64 of OBX-5, the CDA) and build its DocumentReference.
+
+    All of it runs in the caller's thread before any transaction, so that the part of a message
+    run in the (on SQLite, single) writing transaction is only what needs the store. Errors are
+    kept, to be answered in the order the transaction checks things.
+    """
     try:
         message = parse_message(raw)
     except FeedMessageError as exc:
@@ -124,9 +140,27 @@ def _read(raw: bytes) -> _Read:
     if not message.flags.for_record:
         return _Read(header=message.header, message=message)
     try:
-        return _Read(header=message.header, message=message, cda=parse_cda(message.cda))
+        cda = parse_cda(message.cda)
     except CarnetError as exc:
         return _Read(header=message.header, message=message, cda_error=exc)
+    if message.action is Action.DELETE:
+        return _Read(header=message.header, message=message, cda=cda)
+    try:
+        document = _draft(cda, message)
+    except CarnetError as exc:
+        return _Read(header=message.header, message=message, cda=cda, document_error=exc)
+    return _Read(header=message.header, message=message, cda=cda, document=document)
+
+
+def _draft(cda: CDADocument, message: DocumentMessage) -> dict[str, Any]:
+    """The DocumentReference of a message's CDA, labelled by its metadata OBXs, for no record yet.
+
+    Raises:
+        InvalidResource: the CDA has no ClinicalDocument/id.
+    """
+    document = document_reference_from_cda(cda, message.cda, patient_id=_NO_RECORD_YET)
+    _label(document, message.flags)
+    return document
 
 
 class HL7v2Intake:
@@ -363,8 +397,11 @@ class HL7v2Intake:
                     "The CDA to delete has no ClinicalDocument/id.", hl7_code="101", location="OBX^1^5"
                 )
             return "deleted", records.withdraw(patient_id, unique["system"], unique["value"])
-        document = document_reference_from_cda(cda, message.cda, patient_id=patient_id)
-        _label(document, message.flags)
+        if read.document_error is not None:
+            raise read.document_error
+        draft = read.document if read.document is not None else _draft(cda, message)
+        # A copy whose top-level elements are set anew: the unit may run twice (group commit).
+        document = {**draft, "subject": {"reference": f"Patient/{patient_id}"}}
         _add_authors(document, feed, message.sender)
         if message.action is Action.REPLACE:
             parent = cda.replaces
