@@ -89,11 +89,14 @@ def serve_env(root: Path, port: int, database_url: str = "") -> dict[str, str]:
     return env
 
 
-def popen_serve(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start ``python -m carnet serve`` with ``env``, its output going to ``log``."""
+def popen_serve(env: Mapping[str, str], log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """Start ``python -m carnet serve [options]`` with ``env``, its output going to ``log``."""
     with log.open("wb") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "carnet", "serve"], env=dict(env), stdout=output, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "carnet", "serve", *options],
+            env=dict(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
 
 

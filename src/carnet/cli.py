@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import sys
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,14 @@ app.add_typer(research_app, name="research")
 patient_app.add_typer(represent_app, name="represent")  # carnet/cli_represent.py
 app.add_typer(apps_app, name="apps")  # carnet apps add/list/remove (carnet/cli_apps.py)
 
+#: The server's logging (the access log of ``carnet.api`` included), in every worker process.
+SERVER_LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+}
 console = Console(stderr=True)
 
 
@@ -69,9 +78,11 @@ def serve(
     from carnet.api.app import build_services, create_app
 
     settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.config.dictConfig(SERVER_LOGGING)
     if workers > 1:
-        # Migrate once here; each worker process then builds its own app from the environment.
+        # Migrate once here; each worker process then builds its own app from the environment,
+        # and its logging from SERVER_LOGGING (uvicorn applies log_config in every worker: with
+        # none, a worker's root logger stayed at WARNING and the access log was lost).
         build_services(settings).store.engine.dispose()
         uvicorn.run(
             "carnet.asgi:app",
@@ -79,7 +90,7 @@ def serve(
             port=settings.port,
             workers=workers,
             access_log=False,
-            log_config=None,
+            log_config=SERVER_LOGGING,
         )
         return
     from carnet.demo import demo_people

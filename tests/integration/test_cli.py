@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import Result
 
 from carnet.api.app import build_services
 from carnet.settings import Settings
 from carnet.web.identities import demo_professionals
+from served import free_port, popen_serve, serve_env, wait_until_up
 
 
 def _carnet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -169,3 +171,21 @@ def test_apps_add_list_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert carnet("apps", "remove", "suivi").exit_code == 0
     assert carnet("apps", "list").stdout == ""
     assert carnet("apps", "remove", "suivi").exit_code == 1
+
+
+def test_serve_with_workers_keeps_the_access_log(tmp_path: Path) -> None:
+    """`carnet serve --workers 2` logs each request (method, path, status) from its worker processes."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    process = popen_serve(serve_env(tmp_path, port), log, "--workers", "2")
+    try:
+        wait_until_up(process, f"http://127.0.0.1:{port}/fhir/metadata", log)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/fhir/Observation/abc?patient=secret").status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    lines = log.read_text().splitlines()
+    assert any(re.search(r"INFO carnet\.api GET /fhir/metadata 200 [\d.]+ms$", line) for line in lines)
+    assert any(re.search(r"INFO carnet\.api GET /fhir/Observation/abc 401 [\d.]+ms$", line) for line in lines)
+    assert not any("patient=secret" in line for line in lines)  # paths only, never the query
