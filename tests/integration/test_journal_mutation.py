@@ -27,14 +27,14 @@ from carnet.store.tables import journal_nodes
 MUTATIONS = 1_000
 
 
-def _fill(services: Services, observations: int = 30) -> str:
-    """Write a real journal: a patient opens a record, adds observations and reads them back."""
+def _fill(services: Services, observations: int = 30, patient_id: str | None = None) -> str:
+    """Write a real journal: a patient opens a record (or goes on in ``patient_id``'s), adds observations and reads them back."""
     ins = Identifier(system="urn:oid:1.2.250.1.213.1.4.10", value=uuid.uuid4().hex[:15])
     principal = Principal(kind=ActorKind.PATIENT, subject="pat:m", identifier=ins)
-    records = services.records.records(principal)
-    patient = {"resourceType": "Patient", "identifier": [{"system": ins.system, "value": ins.value}]}
-    created = records.create(patient).stored
-    patient_id = created.resource_id
+    if patient_id is None:
+        records = services.records.records(principal)
+        patient = {"resourceType": "Patient", "identifier": [{"system": ins.system, "value": ins.value}]}
+        patient_id = records.create(patient).stored.resource_id
     records = services.records.records(dataclasses.replace(principal, patient_id=patient_id))
     for value in range(observations):
         made = records.create(
@@ -225,15 +225,22 @@ def test_a_truncation_after_the_kept_checkpoint_fails_against_the_newer_stored_o
     services: Services, settings: Settings, tmp_path: Path
 ) -> None:
     """`verify --checkpoint OLD` also checks every newer stored checkpoint: a truncation after OLD fails."""
-    _fill(services, observations=3)
+    patient_id = _fill(services, observations=3)
+    with services.store.engine.connect() as connection:
+        # The record's log (on Citus, the log of its shard: not necessarily log 0).
+        log = connection.execute(
+            text("SELECT DISTINCT shard FROM journal_entries WHERE patient_id = :p"), {"p": patient_id}
+        ).scalar_one()
     kept = tmp_path / "old.txt"
-    kept.write_bytes(services.journal.checkpoint())
+    kept.write_bytes(services.journal.checkpoint(log))
     old_size = int(kept.read_text().splitlines()[1])
-    _fill(services, observations=5)
+    _fill(services, observations=5, patient_id=patient_id)  # the same record: the same log grows
     key = str(settings.key_dir / VERIFIER_FILE)
     assert _cli(settings, "--key", key, "--checkpoint", str(kept))[0] == 0
     with services.store.engine.begin() as connection:
-        connection.execute(text("DELETE FROM journal_entries WHERE seq >= :n"), {"n": old_size + 4})
+        connection.execute(
+            text("DELETE FROM journal_entries WHERE shard = :s AND seq >= :n"), {"s": log, "n": old_size + 4}
+        )
     code, output = _cli(settings, "--key", key, "--checkpoint", str(kept))
     assert (code, f"FIRST BAD ENTRY {old_size + 4}:" in output) == (1, True), output
 
