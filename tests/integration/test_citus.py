@@ -9,6 +9,7 @@ of its log's shard group).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -145,6 +146,16 @@ class _Recorder:
             self.recording = False
 
 
+#: The server's background threads (api/app.py ``start_background``): the checkpointer signs every
+#: log's head every few seconds and the notification worker polls the outbox, whatever the request.
+_BACKGROUND = frozenset({"carnet-checkpoints", "carnet-notify"})
+
+
+def _in_background() -> bool:
+    """Tell whether the statement being sent comes from a background thread, not from a request."""
+    return threading.current_thread().name in _BACKGROUND
+
+
 @dataclass
 class Statements(_Recorder):
     """The SQL statements an engine sent while recording."""
@@ -162,7 +173,7 @@ def statements(services: Services) -> Iterator[Statements]:
     seen = Statements()
 
     def before(_c: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, many: bool) -> None:
-        if seen.recording:
+        if seen.recording and not _in_background():
             seen.sent.append((statement, parameters[0] if many else parameters))
 
     engine: Engine = services.store.engine
@@ -548,7 +559,7 @@ def remote(services: Services) -> Iterator[Remote]:
     hooked: set[int] = set()
 
     def note(diagnostic: Any) -> None:
-        if seen.recording:
+        if seen.recording and not _in_background():
             # The command, then the worker it went to ("on server user@host:port connectionId: n").
             seen.commands.append(f"{diagnostic.message_primary or ''} {diagnostic.message_detail or ''}")
 
