@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import ssl
 import threading
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -336,6 +338,18 @@ def patient_relying_party(settings: Settings) -> RelyingParty | None:
     return RelyingParty(OpenIDProvider(issuer=issuer), client, encryption_key(settings.key_dir))
 
 
+def _without_telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry turned off, where this FastAPI has it (``telemetry=``, recent versions).
+
+    Its spans would carry each request's URL, query string included, to whatever collector the
+    environment names (``FASTAPI_OTEL_AUTO_CONFIGURE``): identifiers never leave in the logs,
+    nor there. Off, it also stops costing a check of the global providers at every request.
+    """
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}}
+
+
 def create_app(
     settings: Settings,
     services: Services | None = None,
@@ -388,6 +402,7 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json" if settings.api_docs and settings.mode is Mode.DEVELOPMENT else None,
         lifespan=lifespan,
+        **_without_telemetry(),
     )
     app.state.services = services
     app.state.verifier = TokenVerifier(
