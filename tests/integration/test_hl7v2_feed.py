@@ -44,13 +44,24 @@ def _cda() -> bytes:
     raise AssertionError("no CDA generated")
 
 
+def _document_id(cda: bytes) -> bytes:
+    """The ``<id root=… />`` element of a CDA document."""
+    found = re.search(rb'<id root="([0-9.]+)" />', cda)
+    assert found is not None
+    return found.group(0)
+
+
+def _another(cda: bytes, root: str) -> bytes:
+    """Another document like ``cda``: the same content under the id ``root``."""
+    return cda.replace(_document_id(cda), b'<id root="%s" />' % root.encode(), 1)
+
+
 def _replacing(parent: bytes) -> bytes:
     """A new version of ``parent``: another id, and relatedDocument RPLC naming the parent."""
-    parent_id = re.search(rb'<id root="([0-9.]+)" />', parent)
-    assert parent_id is not None
-    child = parent.replace(parent_id.group(0), b'<id root="2.25.987654321987654321" />', 1)
+    parent_id = _document_id(parent)
+    child = _another(parent, "2.25.987654321987654321")
     related = b'<relatedDocument typeCode="RPLC"><parentDocument>%s</parentDocument></relatedDocument>'
-    return child.replace(b"<component>", related % parent_id.group(0) + b"<component>", 1)
+    return child.replace(b"<component>", related % parent_id + b"<component>", 1)
 
 
 def _ins(raw: bytes) -> tuple[str, str]:
@@ -314,6 +325,39 @@ def test_generated_messages_are_taken(client: TestClient, services: Services, au
 def _outbox_count(services: Services, patient_id: str) -> int:
     with services.store.session() as session:
         return len(session.outbox_messages(patient_id))
+
+
+def test_the_next_document_notice_follows_a_preference_just_changed(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """New-document notices turned off, then on, through the API apply to the very next feed document."""
+    hospital = Hospital(client, services, auth)
+    before = _outbox_count(services, hospital.patient_id)
+
+    def choose(new_document: bool) -> None:
+        chosen = {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "new-document", "valueBoolean": new_document}],
+        }
+        put = client.put(
+            f"/fhir/Patient/{hospital.patient_id}/$notification-preferences",
+            json=chosen,
+            headers=hospital.patient,
+        )
+        assert put.status_code == 200, put.text
+
+    def receive(number: int) -> int:
+        receipt = services.hl7v2.receive(
+            "hopital-a", _message(_another(_cda(), f"2.25.4242{number}"), f"P{number}")
+        )
+        assert receipt.outcome == "stored", receipt.ack
+        return _outbox_count(services, hospital.patient_id) - before
+
+    assert receive(1) == 1  # notified, and the preferences it followed are now remembered
+    choose(False)
+    assert receive(2) == 1
+    choose(True)
+    assert receive(3) == 2
 
 
 def _named_in_journal(client: TestClient, hospital: Hospital, reference: str) -> bool:

@@ -28,11 +28,20 @@ An outbox row moves through these statuses::
                           ├──permanent error, or MAX_ATTEMPTS reached──▶ failed (kept)
                           └──record shredded──▶ dropped (kept, never sent)
     no-address   the patient had no e-mail address when the event happened (kept, never sent)
+
+The preferences a notice follows are remembered a short while per process
+(:class:`RememberedPreferences`, shared by every :class:`Notifier` over one vault), so that a feed
+does not read and unseal them for every document of a record. A change made through this process
+(:meth:`Notifier.choose`) applies to the very next notice; one made through another worker process
+applies within ``PREFERENCES_TTL`` seconds.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -48,6 +57,7 @@ from carnet.domain.errors import CarnetError, InvalidRequest, NotFound, RecordSh
 from carnet.domain.policy import AccessMode
 from carnet.domain.principal import ActorKind, Principal
 from carnet.services.ports import StoreSession
+from carnet.services.ttl_cache import TTLCache
 from carnet.services.vault import Vault
 
 Clock = Callable[[], datetime]
@@ -63,6 +73,11 @@ BACKOFF_CAP = timedelta(hours=1)
 MAX_ATTEMPTS = 30
 #: How long a claimed message is reserved for the worker that claimed it.
 LEASE = timedelta(minutes=10)
+#: Seconds a process reuses a record's preferences read for a notice: the longest a change made
+#: through another worker process goes unseen by this one (a change made here is seen at once).
+PREFERENCES_TTL = 2.0
+#: Records whose preferences a process remembers at most (least recently used dropped first).
+PREFERENCES_REMEMBERED = 4096
 
 # A deliberately plain address check: one @, no spaces, no characters that would change an
 # address header's meaning, a dot in the domain. The mail server has the final word.
@@ -315,13 +330,73 @@ def may_choose(principal: Principal, patient_id: str) -> bool:
     return False
 
 
-class Notifier:
-    """Enqueues notices in the event's transaction and keeps each patient's preferences."""
+class RememberedPreferences:
+    """The records' preferences read lately for notices, each for at most ``ttl`` seconds.
 
-    def __init__(self, *, vault: Vault, clock: Clock, new_id: NewId) -> None:
+    A read that overlaps a change (:meth:`forget` called between :meth:`start` and :meth:`put`)
+    is not remembered, so a value read before a change committed never outlives it here. The
+    writer forgets the record when it writes and again once its transaction has ended.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = PREFERENCES_TTL,
+        size: int = PREFERENCES_REMEMBERED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cache: TTLCache[str, Preferences] = TTLCache(ttl=ttl, size=size, clock=clock)
+        self._changes = 0  # bumped by every forget
+        self._lock = threading.Lock()
+
+    def get(self, patient_id: str) -> Preferences | None:
+        """Return the record's preferences if read lately, else None."""
+        return self._cache.get(patient_id)
+
+    def start(self) -> int:
+        """Mark the start of a read; hand the mark to :meth:`put`."""
+        return self._changes
+
+    def put(self, patient_id: str, prefs: Preferences, started: int) -> None:
+        """Remember preferences read since ``started``, unless a change happened meanwhile."""
+        with self._lock:
+            if self._changes == started:
+                self._cache.put(patient_id, prefs)
+
+    def forget(self, patient_id: str) -> None:
+        """Drop the record's preferences and any read under way (they are being changed)."""
+        with self._lock:
+            self._changes += 1
+            self._cache.get(patient_id, is_current=lambda _: False)
+
+
+# One table per vault: the gate's notifier and the ones the API builds per request share it, so a
+# change made through any of them is seen by all.
+_REMEMBERED: weakref.WeakKeyDictionary[Vault, RememberedPreferences] = weakref.WeakKeyDictionary()
+_REMEMBERED_LOCK = threading.Lock()
+
+
+def _remembered_for(vault: Vault) -> RememberedPreferences:
+    with _REMEMBERED_LOCK:
+        found = _REMEMBERED.get(vault)
+        if found is None:
+            found = _REMEMBERED[vault] = RememberedPreferences()
+        return found
+
+
+class Notifier:
+    """Enqueues notices in the event's transaction and keeps each patient's preferences.
+
+    ``remembered``: the preferences read lately for notices (by default, the vault's own table).
+    """
+
+    def __init__(
+        self, *, vault: Vault, clock: Clock, new_id: NewId, remembered: RememberedPreferences | None = None
+    ) -> None:
         self._vault = vault
         self._clock = clock
         self._new_id = new_id
+        self._remembered = remembered or _remembered_for(vault)
 
     # -- enqueueing ---------------------------------------------------------------------
 
@@ -342,7 +417,11 @@ class Notifier:
         transaction (the policy did), so that it is not read again for its address.
         Returns whether a message was enqueued.
         """
-        prefs = self.preferences(session, key, notice.patient_id)
+        prefs = self._remembered.get(notice.patient_id)
+        if prefs is None:
+            started = self._remembered.start()
+            prefs = self.preferences(session, key, notice.patient_id)
+            self._remembered.put(notice.patient_id, prefs, started)
         if not prefs.wants(notice.event):
             return False
         to = prefs.email or self.record_email(session, key, notice.patient_id, patient=patient)
@@ -475,7 +554,12 @@ class Notifier:
     def set_preferences(
         self, session: NotificationStore, key: bytes, patient_id: str, prefs: Preferences
     ) -> None:
-        """Seal and store a record's preferences in the caller's write transaction."""
+        """Seal and store a record's preferences in the caller's write transaction.
+
+        The caller calls :meth:`forget` once that transaction has ended (:meth:`choose` does), so
+        that no notice follows what was read before it committed.
+        """
+        self.forget(patient_id)
         data = {
             "v": PAYLOAD_FORMAT,
             "newDocument": prefs.new_document,
@@ -486,6 +570,10 @@ class Notifier:
         }
         sealed = self._vault.cipher.seal(key, orjson.dumps(data), _preferences_aad(patient_id))
         session.put_preferences(patient_id, sealed, self._clock())
+
+    def forget(self, patient_id: str) -> None:
+        """Drop the preferences this process remembers for a record (they changed or may have)."""
+        self._remembered.forget(patient_id)
 
     def preferences_for(
         self, store: NotificationStores, principal: Principal, patient_id: str
@@ -506,9 +594,12 @@ class Notifier:
         Raises:
             NotFound: anyone else, an unknown record or an erased one (the same answer for all).
         """
-        with store.session(write=True) as session:
-            key = self._key_for(session, principal, patient_id)
-            self.set_preferences(session, key, patient_id, prefs)
+        try:
+            with store.session(write=True) as session:
+                key = self._key_for(session, principal, patient_id)
+                self.set_preferences(session, key, patient_id, prefs)
+        finally:
+            self.forget(patient_id)
         return prefs
 
     # -- the portal's notification centre -------------------------------------------------
