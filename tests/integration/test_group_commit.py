@@ -36,14 +36,16 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
-def run_concurrently(group: GroupCommit, first: Callable[[StoreSession], int], others: int) -> list[object]:
+def run_concurrently(
+    group: GroupCommit, first: Callable[[StoreSession], int], others: int, *, isolate: bool = True
+) -> list[object]:
     """Run ``first`` (which holds its batch open until the others queue) and ``others`` more units."""
     results: list[object] = [None] * (others + 1)
 
     def call(index: int, work: Callable[[StoreSession], int]) -> None:
         WHO.set(f"caller {index}")
         try:
-            results[index] = group.run(work)
+            results[index] = group.run(work, isolate=isolate)
         except Exception as error:  # the test looks at what each caller got
             results[index] = error
 
@@ -101,6 +103,27 @@ def test_concurrent_units_share_one_commit_and_a_failure_stays_its_own(services:
     with services.store.session() as session:
         assert [session.latest_checkpoint(shard) for shard in range(8)] == [
             (1, f"note {shard}".encode()) if shard != 3 else None for shard in range(8)
+        ]
+
+
+def test_a_unit_without_savepoint_that_fails_has_its_batch_run_again_each_alone(services: Services) -> None:
+    """Units without savepoints share a batch; when one raises, each runs again alone and only it fails."""
+    group = GroupCommit(services.store)
+
+    def first(session: StoreSession) -> int:
+        started.set()
+        assert release.wait(timeout=10)
+        return 0
+
+    results = run_concurrently(group, first, 7, isolate=False)
+    assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+    assert isinstance(results[3], ValueError)
+    # The leader alone; the batch of seven abandoned when unit 3 raised (its write and those of
+    # units 1 and 2 before it rolled back), then six transactions of one unit each.
+    assert (group.batches, group.units) == (7, 7)
+    with services.store.session() as session:
+        assert [session.latest_checkpoint(shard) for shard in range(1, 8)] == [
+            (1, f"note {shard}".encode()) if shard != 3 else None for shard in range(1, 8)
         ]
 
 

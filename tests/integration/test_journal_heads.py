@@ -1,10 +1,12 @@
-"""A transaction's appends to one journal log read its head once; an undone append forgets it.
+"""A transaction's appends to one journal log read its head once and are written together.
 
 The appends of a group commit's units share one transaction, which holds the log's head (row
 lock on PostgreSQL, the write lock on SQLite) from its first append: the following appends take
 the head it left without reading it again. A unit whose savepoint is rolled back undoes its
 append, so the head is read again from the database, and the journal still verifies entry by
-entry against a signed checkpoint.
+entry against a signed checkpoint. Appends made without savepoints between them are written
+together when the transaction next sends a statement or ends: one insert of the entries and one
+head update per log, whatever their number; one that cannot be written stops the transaction.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from sqlalchemy import event
 from carnet.api.app import Services
 from carnet.audit.signer import VERIFIER_FILE
 from carnet.audit.verify import verify_journal
+from carnet.domain.errors import JournalUnavailable
 from carnet.domain.journal import Entry
 from carnet.services.ports import StoreSession
 from carnet.settings import Settings
+from carnet.store.connected import DueAppend
 
 KEY = secrets.token_bytes(32)
 
@@ -98,3 +102,57 @@ def test_an_undone_append_makes_the_next_one_read_the_head_again(
     assert len({e.shard for e in stored}) == 1
     first = min(e.seq for e in stored)
     assert sorted(e.seq for e in stored) == [first, first + 1]  # no gap where the undone one was
+
+
+@contextmanager
+def _journal_writes(services: Services) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "journal_entries" in statement or "journal_heads SET" in statement:
+            seen.append(statement)
+
+    event.listen(services.store.engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(services.store.engine, "before_cursor_execute", note)
+
+
+def test_appends_of_one_transaction_are_written_together(services: Services, settings: Settings) -> None:
+    """Five appends to one log without savepoints: one write of the entries and one head update."""
+    before = _verified(services, settings)
+    with _journal_writes(services) as writes, services.store.session(write=True) as session:
+        for _ in range(5):
+            _append(services, session, "heads-3")
+    entries = [s for s in writes if "INSERT INTO journal_entries" in s]
+    heads = [s for s in writes if "journal_heads SET" in s]
+    # PostgreSQL writes entries, nodes and head in one statement (the UPDATE is its last part).
+    assert (len(entries), len(heads)) == (1, 1)
+    assert _verified(services, settings) == before + 5
+    with services.store.session() as session:
+        stored = session.journal_of("heads-3")
+    first = min(e.seq for e in stored)
+    assert sorted(e.seq for e in stored) == list(range(first, first + 5))
+
+
+def test_an_append_that_cannot_be_written_stops_its_transaction(services: Services) -> None:
+    """A due append that fails to be written leaves its transaction uncommittable, even if caught."""
+    caught: list[JournalUnavailable] = []
+
+    def transaction() -> None:
+        with services.store.session(write=True) as session:
+            _append(services, session, "heads-4")
+            # A bogus append (its entry row lacks every other column) makes the journal's write fail.
+            session._journal_due[10_000] = DueAppend("bogus", entries=[{"seq": 1}])  # type: ignore[attr-defined]
+            session._journal_heads[10_000] = (1, b"")  # type: ignore[attr-defined]
+            try:
+                session.flush()  # type: ignore[attr-defined]
+            except JournalUnavailable as error:  # the caller goes on, as a savepoint's would
+                caught.append(error)
+
+    with pytest.raises(JournalUnavailable):
+        transaction()
+    assert len(caught) == 1
+    with services.store.session() as session:
+        assert session.journal_of("heads-4") == []  # written before the bogus one, not committed

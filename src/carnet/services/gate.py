@@ -625,7 +625,8 @@ class Gate:
         the call's own error is reported.
         """
         try:
-            self.group.run(lambda session: self._journal(call, session, error))
+            # No savepoint: a journal unit raises only when the journal cannot be written at all.
+            self.group.run(lambda session: self._journal(call, session, error), isolate=False)
         except Exception as exc:
             if error is not None:
                 log.error("journal write of a failed request failed: %s", type(exc.__cause__ or exc).__name__)

@@ -14,9 +14,13 @@ the caller's own thread.
 
 Each unit of a batch runs in a savepoint of its own: a unit that raises has its writes undone
 alone and gets its own error once the batch has committed, the others committing as if it had
-never run. If the commit itself fails, nothing of the batch was committed: each of its units is
-then run again alone, in a transaction of its own, so a failure reaches only the callers it
-belongs to. A unit must therefore be safe to run twice when its first run was rolled back (no
+never run. A unit that needs none (``isolate=False``: it raises only where nothing works, such as
+a journal append, or it isolates its own writes) runs without one — a savepoint and its release
+cost more than a journal entry's statements — and the writes of such units can be merged (one
+``executemany`` for the journal entries of a batch); should one raise anyway, the whole batch is
+abandoned and run again as below. If the commit itself fails, nothing of the batch was
+committed: each of its units is then run again alone, in a transaction of its own, so a failure
+reaches only the callers it belongs to. A unit must therefore be safe to run twice when its first run was rolled back (no
 side effect outside the session). It is a general mechanism: the access journal of reads uses it
 (``Gate``), and any use case made of small independent writes can.
 """
@@ -40,6 +44,7 @@ DEFAULT_MAX_BATCH = 128
 class _Unit(Generic[T]):
     work: Callable[[StoreSession], T]
     context: contextvars.Context
+    isolate: bool = True
     wake: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
     result: T | None = None
@@ -75,8 +80,11 @@ class GroupCommit:
         with self._lock:
             return len(self._queue)
 
-    def run(self, work: Callable[[StoreSession], T]) -> T:
+    def run(self, work: Callable[[StoreSession], T], *, isolate: bool = True) -> T:
         """Run ``work(session)`` in a write transaction (maybe shared); return once it is committed.
+
+        ``isolate=False``: no savepoint of its own in a shared transaction (see the module's
+        docstring); if it raises there, its batch is run again, each unit alone.
 
         Raises:
             Whatever ``work`` raised when run alone, or the store's error on committing it.
@@ -88,7 +96,7 @@ class GroupCommit:
                 self.batches += 1
                 self.units += 1
             return result
-        unit: _Unit[T] = _Unit(work, contextvars.copy_context())
+        unit: _Unit[T] = _Unit(work, contextvars.copy_context(), isolate)
         with self._lock:
             self._queue.append(unit)
             if not self._leading:  # no batch in progress: the queue held nothing, this unit leads
@@ -126,12 +134,15 @@ class GroupCommit:
             try:
                 with self.store.session(write=True) as session:
                     for unit in batch:
+                        if not unit.isolate:  # raising abandons the batch: each unit runs alone below
+                            outcomes.append((unit.run(session), None))
+                            continue
                         try:
                             with session.savepoint():
                                 outcomes.append((unit.run(session), None))
                         except Exception as failure:  # undone alone; reported to its caller after the commit
                             outcomes.append((None, failure))
-            except Exception:  # noqa: S110 (the commit failed: each unit is run again alone below)
+            except Exception:  # noqa: S110 (the batch failed: each unit is run again alone below)
                 pass
             else:
                 committed = sum(1 for _, failed in outcomes if failed is None)

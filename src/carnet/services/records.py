@@ -298,7 +298,9 @@ class Records:
             except CarnetError as error:  # the refusal's journal entry commits with the batch
                 return None, error
 
-        result, error = group.run(unit)
+        # No savepoint of the group's: the call runs in one of its own (``Gate._within``) and
+        # hands its refusal back as a value.
+        result, error = group.run(unit, isolate=False)
         if error is not None:
             raise error
         return cast(T, result)

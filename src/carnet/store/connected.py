@@ -9,21 +9,35 @@ the buffer first, so a transaction always reads its own writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, LargeBinary, Table, insert
+from sqlalchemy import ClauseElement, Connection, CursorResult, LargeBinary, Table, insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.compiler import SQLCompiler
 
-from carnet.domain.errors import Conflict
+from carnet.domain.errors import Conflict, JournalUnavailable
 from carnet.store.journal_logs import JournalLogs
+
+log = logging.getLogger("carnet.journal")
 
 
 def utc(value: datetime) -> datetime:
     """A stored instant as an aware UTC datetime (SQLite hands back naive ones; all are UTC)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(slots=True)
+class DueAppend:
+    """A journal log's rows appended in this transaction and not written yet (``journal.py``)."""
+
+    key: str
+    entries: list[dict[str, object]] = field(default_factory=list)
+    nodes: list[dict[str, object]] = field(default_factory=list)
 
 
 class Connected:
@@ -37,11 +51,16 @@ class Connected:
         #: The journal heads this transaction appended to, as it left them (``journal.py``): its
         #: lock on them is held until it ends, so the next append of the same log needs no read.
         self._journal_heads: dict[int, tuple[int, bytes]] = {}
+        #: Per journal log: the entries and nodes appended and not written yet (``journal.py``).
+        self._journal_due: dict[int, DueAppend] = {}
+        #: A due journal append failed to be written: this transaction must not commit, even if
+        #: whoever saw the failure went on (a savepoint's caller; the append may be another's).
+        self._journal_lost = False
 
     @property
     def _c(self) -> Connection:
         """The connection, once the buffered rows are written."""
-        if self._pending:
+        if self._pending or self._journal_due:
             self.flush()
         return self._connection
 
@@ -63,6 +82,7 @@ class Connected:
             self.flush()
         except BaseException:
             self._pending = {}
+            self._journal_due = {}
             self._journal_heads = {}  # the block's appends are undone: read the heads again
             nested.rollback()
             raise
@@ -83,18 +103,39 @@ class Connected:
             )
 
     def flush(self) -> None:
-        """Write the buffered rows, one ``executemany`` per table.
+        """Write the buffered rows, one ``executemany`` per table, then the journal's due appends.
 
         Raises:
             Conflict: a buffered row already exists (a resource written twice).
+            JournalUnavailable: journal entries of this transaction could not be written (now or
+                by an earlier flush): it must end without committing.
         """
+        if self._journal_lost:
+            raise _journal_unavailable()
         pending, self._pending = self._pending, {}
         try:
             for table, rows in pending.items():
                 if rows:
-                    _insert_many(self._connection, table, rows)
+                    insert_many(self._connection, table, rows)
         except IntegrityError:
             raise Conflict("A resource was written twice in one transaction; retry.") from None
+        if self._journal_due:
+            try:
+                self._write_journal()
+            except Exception as error:
+                self._journal_lost = True
+                log.error("journal write failed: %s", type(error).__name__)
+                raise _journal_unavailable() from error
+
+    def _write_journal(self) -> None:
+        """Write the journal appends of this transaction not written yet (``journal.py``)."""
+        self._journal_due = {}
+
+
+def _journal_unavailable() -> JournalUnavailable:
+    return JournalUnavailable(
+        "The access journal could not be written, so the request was not carried out; retry later."
+    )
 
 
 #: Per dialect and table and set of columns: the INSERT's SQL, its parameter order (positional
@@ -119,7 +160,7 @@ def _insert_plan(connection: Connection, table: Table, keys: tuple[str, ...]) ->
     return found
 
 
-def _insert_many(connection: Connection, table: Table, rows: list[dict[str, object]]) -> None:
+def insert_many(connection: Connection, table: Table, rows: list[dict[str, object]]) -> None:
     """Insert rows with one ``executemany`` of SQL compiled once per table and columns.
 
     SQLAlchemy's ``execute(insert(table), rows)`` processes every row's parameters through the
@@ -140,3 +181,28 @@ def _insert_many(connection: Connection, table: Table, rows: list[dict[str, obje
         connection.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])
     else:
         connection.exec_driver_sql(sql, rows)
+
+
+#: Per dialect and statement: its SQL and, for a positional driver, its parameters' order.
+_PLAIN: dict[tuple[str, ClauseElement], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def execute_plain(
+    connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]
+) -> CursorResult[*tuple[Any, ...]]:
+    """Run a prebuilt statement whose parameters need no conversion, compiled once per dialect.
+
+    For the few statements of every request (the journal's head): ``exec_driver_sql`` skips
+    SQLAlchemy's compile-cache look-up and parameter processing. The values must be what the
+    driver takes as they are (strings, integers, bytes; no dates).
+    """
+    dialect = connection.dialect
+    found = _PLAIN.get((dialect.name, statement))
+    if found is None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        found = _PLAIN[(dialect.name, statement)] = (str(compiled), order)
+    sql, order = found
+    if order is not None:
+        return connection.exec_driver_sql(sql, tuple(parameters[k] for k in order))
+    return connection.exec_driver_sql(sql, dict(parameters))

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
 from carnet.domain.journal import StoredEntry
-from carnet.store.connected import Connected, utc
+from carnet.store.connected import Connected, DueAppend, execute_plain, insert_many, utc
 from carnet.store.journal_append import append_at_once
 from carnet.store.tables import (
     journal_actors,
@@ -46,8 +46,6 @@ _HEAD = select(journal_heads.c.size, journal_heads.c.peaks).where(
     journal_heads.c.log_key == bindparam("head_key"), journal_heads.c.shard == bindparam("head_shard")
 )
 _HEAD_FOR_UPDATE = _HEAD.with_for_update()
-_INSERT_ENTRIES = insert(journal_entries)
-_INSERT_NODES = insert(journal_nodes)
 _UPDATE_HEAD = (
     update(journal_heads)
     .where(journal_heads.c.log_key == bindparam("head_key"), journal_heads.c.shard == bindparam("head_shard"))
@@ -78,8 +76,11 @@ class JournalSessionMixin(Connected):
         known = self._journal_heads.get(shard)
         if known is not None:
             return known
-        query = _HEAD_FOR_UPDATE if lock and self._c.dialect.name == "postgresql" else _HEAD
-        row = self._c.execute(query, {"head_key": self._logs.key(shard), "head_shard": shard}).first()
+        connection = self._c
+        query = _HEAD_FOR_UPDATE if lock and connection.dialect.name == "postgresql" else _HEAD
+        row = execute_plain(
+            connection, query, {"head_key": self._logs.key(shard), "head_shard": shard}
+        ).first()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def ensure_journal_heads(self, shards: int) -> None:
@@ -104,13 +105,17 @@ class JournalSessionMixin(Connected):
         size: int,
         peaks: bytes,
     ) -> None:
-        """Write appended entries, the tree nodes they completed and the shard's new head.
+        """Append entries, the tree nodes they completed and the shard's new head to this transaction.
 
-        On PostgreSQL in one statement (:func:`carnet.store.journal_append.append_at_once`): one
-        round trip instead of three.
+        They are written with the transaction's next statement or at its end (:meth:`flush`), with
+        the appends made to the same log since: the journal entries of a group commit's units
+        cost one ``executemany`` per table and one head update per log, not three statements each.
         """
-        key = self._logs.key(shard)
-        entry_rows: list[dict[str, object]] = [
+        due = self._journal_due.get(shard)
+        if due is None:
+            due = self._journal_due[shard] = DueAppend(self._logs.key(shard))
+        key = due.key
+        due.entries.extend(
             {
                 "log_key": key,
                 "shard": e.shard,
@@ -121,31 +126,42 @@ class JournalSessionMixin(Connected):
                 "sealed": e.sealed,
             }
             for e in entries
-        ]
-        node_rows: list[dict[str, object]] = [
+        )
+        due.nodes.extend(
             {"log_key": key, "shard": shard, "level": level, "idx": idx, "digest": digest}
             for level, idx, digest in nodes
-        ]
-        connection = self._c
-        self._journal_heads.pop(shard, None)  # until the head is written
-        # Not on Citus: it runs the statement's INSERT … SELECT through the coordinator (COPY into
-        # the shards), which commits in two phases even on one worker; three routed statements
-        # commit in one (test_a_records_requests_commit_on_one_worker_without_two_phase_commit).
-        if (
-            connection.dialect.name == "postgresql"
-            and not self._logs.distributed
-            and entry_rows
-            and node_rows
-        ):
-            append_at_once(connection, entry_rows, node_rows, {"log_key": key, "shard": shard}, size, peaks)
-        else:
-            connection.execute(_INSERT_ENTRIES, entry_rows)
-            if node_rows:
-                connection.execute(_INSERT_NODES, node_rows)
-            connection.execute(
-                _UPDATE_HEAD, {"head_key": key, "head_shard": shard, "new_size": size, "new_peaks": peaks}
-            )
+        )
         self._journal_heads[shard] = (size, peaks)
+
+    def _write_journal(self) -> None:
+        """Write the due appends: per log its entries, its nodes and its head.
+
+        On PostgreSQL in one statement (:func:`carnet.store.journal_append.append_at_once`): one
+        round trip instead of three. Not on Citus: it runs the statement's INSERT … SELECT through
+        the coordinator (COPY into the shards), which commits in two phases even on one worker;
+        three routed statements commit in one
+        (test_a_records_requests_commit_on_one_worker_without_two_phase_commit).
+        """
+        due, self._journal_due = self._journal_due, {}
+        connection = self._connection
+        at_once = connection.dialect.name == "postgresql" and not self._logs.distributed
+        for shard in sorted(due):  # the order the heads were locked in (``Journal.append``)
+            append = due[shard]
+            if not append.entries:
+                continue
+            size, peaks = self._journal_heads[shard]
+            if at_once and append.nodes:
+                head = {"log_key": append.key, "shard": shard}
+                append_at_once(connection, append.entries, append.nodes, head, size, peaks)
+                continue
+            insert_many(connection, journal_entries, append.entries)
+            if append.nodes:
+                insert_many(connection, journal_nodes, append.nodes)
+            execute_plain(
+                connection,
+                _UPDATE_HEAD,
+                {"head_key": append.key, "head_shard": shard, "new_size": size, "new_peaks": peaks},
+            )
 
     def journal_node(self, shard: int, level: int, idx: int) -> bytes | None:
         """Return one stored perfect-subtree hash."""
@@ -226,8 +242,12 @@ class JournalSessionMixin(Connected):
         return self._logs.count(configured)
 
     def journal_log_of(self, patient_id: str, configured: int) -> int:
-        """Return the log that takes a record's new entries."""
-        return self._logs.log_of(self._c, patient_id, configured)
+        """Return the log that takes a record's new entries.
+
+        The buffered rows are not written first: the answer is placement metadata, and the
+        appends of a batch stay due together.
+        """
+        return self._logs.log_of(self._connection, patient_id, configured)
 
     def journal_logs_of(self, patient_id: str, configured: int) -> tuple[int, ...]:
         """Return the logs that may hold a record's entries (one, or two on a converted Citus store)."""
