@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services
@@ -170,3 +171,46 @@ def test_cli_shred(
     )
     assert unknown.returncode == 1
     assert "no record" in unknown.stderr
+
+
+class _Undone(Exception):
+    """Raised to roll a transaction back, with what it saw."""
+
+
+def test_a_located_resource_brings_its_records_key_row_until_the_key_changes(
+    client: TestClient, auth: Mint, services: Services
+) -> None:
+    """A read's look-up brings the record's key row with the resource (no second query); a shred forgets it."""
+    pid, oid, _ = _open_record(client, auth, "1850675000033")
+    keys: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "FROM patient_keys" in statement and "resource_locations" not in statement:  # read apart
+            keys.append(statement)
+
+    def shred_and_undo() -> tuple[object, object, object]:
+        with services.store.session(write=True) as session:
+            found = session.locate_current("Observation", oid)
+            stored = session.get_key(pid)
+            session.shred_key(pid, datetime.now(UTC))
+            after = session.get_key(pid)
+            raise _Undone(found, stored, after)
+
+    event.listen(services.store.engine, "before_cursor_execute", note)
+    try:
+        with pytest.raises(_Undone) as undone:
+            shred_and_undo()
+    finally:
+        event.remove(services.store.engine, "before_cursor_execute", note)
+    found, stored, after = undone.value.args
+    assert getattr(found, "__getitem__", None) is not None
+    assert found[0] == pid  # type: ignore[index]
+    assert getattr(stored, "wrapped", None) is not None
+    assert after is not None
+    assert getattr(after, "wrapped", "") is None
+    # Only the read after the shred goes apart (on Citus, where the look-up is two queries, the first too).
+    assert len(keys) == (1 if services.store._locations_joined else 2)
+    with services.store.session() as session:
+        kept = session.get_key(pid)
+    assert kept is not None
+    assert kept.wrapped is not None  # the shred was rolled back

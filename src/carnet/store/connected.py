@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from carnet.domain.errors import Conflict, JournalUnavailable
+from carnet.services.ports import StoredKey
 from carnet.store.journal_logs import JournalLogs
 
 log = logging.getLogger("carnet.journal")
@@ -53,6 +54,8 @@ class Connected:
         self._journal_heads: dict[int, tuple[int, bytes]] = {}
         #: Per journal log: the entries and nodes appended and not written yet (``journal.py``).
         self._journal_due: dict[int, DueAppend] = {}
+        #: Key rows read along with a resource in this transaction (``keys.py``), by record.
+        self._key_rows: dict[str, StoredKey] = {}
         #: A due journal append failed to be written: this transaction must not commit, even if
         #: whoever saw the failure went on (a savepoint's caller; the append may be another's).
         self._journal_lost = False

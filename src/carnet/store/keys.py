@@ -15,19 +15,19 @@ from carnet.services.ports import StoredKey
 from carnet.store.connected import Connected
 from carnet.store.tables import identities, patient_keys, search_tokens
 
-_KEY_COLUMNS = (
+KEY_COLUMNS = (
     patient_keys.c.patient_id,
     patient_keys.c.kek_id,
     patient_keys.c.wrapped_key,
     patient_keys.c.share_id,
     patient_keys.c.status,
 )
-_GET_KEY = select(*_KEY_COLUMNS).where(patient_keys.c.patient_id == bindparam("p"))
+_GET_KEY = select(*KEY_COLUMNS).where(patient_keys.c.patient_id == bindparam("p"))
 _LIVE = patient_keys.c.wrapped_key.is_not(None)
 
 
-def _stored(row: Sequence[Any]) -> StoredKey:
-    """A key row (the columns of ``_KEY_COLUMNS``) as a ``StoredKey``."""
+def stored_key(row: Sequence[Any]) -> StoredKey:
+    """A key row (the columns of ``KEY_COLUMNS``) as a ``StoredKey``."""
     wrapped = None if row[2] is None else WrappedKey(kek_id=row[1], blob=row[2], share_id=row[3])
     return StoredKey(patient_id=row[0], wrapped=wrapped, status=row[4])
 
@@ -36,9 +36,12 @@ class KeySessionMixin(Connected):
     """Record keys; mixed into :class:`carnet.store.repository.SQLStoreSession`."""
 
     def get_key(self, patient_id: str) -> StoredKey | None:
-        """Return the patient's stored key row."""
+        """Return the patient's stored key row (read with the resource a read located, if it was)."""
+        known = self._key_rows.get(patient_id)
+        if known is not None:
+            return known
         row = self._c.execute(_GET_KEY, {"p": patient_id}).first()
-        return None if row is None else _stored(row)
+        return None if row is None else stored_key(row)
 
     def put_key(self, patient_id: str, wrapped: WrappedKey, now: datetime) -> None:
         """Store a new patient's wrapped key.
@@ -46,6 +49,7 @@ class KeySessionMixin(Connected):
         Raises:
             Conflict: the record already has a key.
         """
+        self._key_rows.clear()
         try:
             self._c.execute(
                 insert(patient_keys).values(
@@ -62,6 +66,7 @@ class KeySessionMixin(Connected):
 
     def rewrap_key(self, patient_id: str, old: WrappedKey, wrapped: WrappedKey) -> bool:
         """Replace a wrapped key (and its share id) if it is still ``old``; tell whether it was."""
+        self._key_rows.clear()
         result = self._c.execute(
             update(patient_keys)
             .where(
@@ -79,19 +84,19 @@ class KeySessionMixin(Connected):
         if or_without_share:
             condition = or_(condition, patient_keys.c.share_id.is_(None))
         rows = self._c.execute(
-            select(*_KEY_COLUMNS).where(condition, _LIVE).order_by(patient_keys.c.patient_id).limit(limit)
+            select(*KEY_COLUMNS).where(condition, _LIVE).order_by(patient_keys.c.patient_id).limit(limit)
         ).all()
-        return [_stored(row) for row in rows]
+        return [stored_key(row) for row in rows]
 
     def live_keys(self, after: str, limit: int) -> list[StoredKey]:
         """Return up to ``limit`` live keys of records whose id sorts after ``after``."""
         rows = self._c.execute(
-            select(*_KEY_COLUMNS)
+            select(*KEY_COLUMNS)
             .where(_LIVE, patient_keys.c.patient_id > after)
             .order_by(patient_keys.c.patient_id)
             .limit(limit)
         ).all()
-        return [_stored(row) for row in rows]
+        return [stored_key(row) for row in rows]
 
     def count_keys(self) -> int:
         """Count live patient keys."""
@@ -100,6 +105,7 @@ class KeySessionMixin(Connected):
 
     def shred_key(self, patient_id: str, now: datetime) -> None:
         """Destroy the wrapped key and the search indexes of a patient."""
+        self._key_rows.clear()
         self._c.execute(
             update(patient_keys)
             .where(patient_keys.c.patient_id == patient_id)

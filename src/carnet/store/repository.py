@@ -19,7 +19,7 @@ from carnet.store.distribution import is_citus
 from carnet.store.feeds import FeedMessageSessionMixin, FeedOfferSessionMixin, FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.journal_logs import JournalLogs
-from carnet.store.keys import KeySessionMixin
+from carnet.store.keys import KEY_COLUMNS, KeySessionMixin, stored_key
 from carnet.store.message_notices import MessageNoticeSessionMixin
 from carnet.store.outbox import OutboxSessionMixin
 from carnet.store.portal import PortalSessionMixin
@@ -76,8 +76,9 @@ _CURRENT = (
 )
 
 # ``_LOCATE`` and ``_CURRENT`` in one query, where the locations live beside the records' tables.
+# With the record's key row (``patient_keys``), which a read unwraps next: one query, not two.
 _LOCATE_CURRENT = (
-    select(resource_locations.c.patient_id, *_VERSION_COLUMNS)
+    select(resource_locations.c.patient_id, *_VERSION_COLUMNS, *KEY_COLUMNS)
     .select_from(
         resource_locations.outerjoin(
             resources,
@@ -86,7 +87,9 @@ _LOCATE_CURRENT = (
                 resources.c.resource_type == resource_locations.c.resource_type,
                 resources.c.resource_id == resource_locations.c.resource_id,
             ),
-        ).outerjoin(resource_versions, _IS_CURRENT)
+        )
+        .outerjoin(resource_versions, _IS_CURRENT)
+        .outerjoin(patient_keys, patient_keys.c.patient_id == resource_locations.c.patient_id)
     )
     .where(
         resource_locations.c.resource_id == bindparam("i"),
@@ -233,7 +236,10 @@ class SQLStoreSession(
         row = self._c.execute(_LOCATE_CURRENT, {"t": resource_type, "i": resource_id}).first()
         if row is None:
             return None
-        return str(row[0]), None if row[1] is None else _version(row[1:])
+        patient_id = str(row[0])
+        if row[8] is not None:  # the key row, kept for this transaction's ``get_key``
+            self._key_rows[patient_id] = stored_key(row[8:])
+        return patient_id, None if row[1] is None else _version(row[1:8])
 
     def current_many(self, patient_id: str, keys: Sequence[tuple[str, str]]) -> list[StoredVersion]:
         """Return the current, non-deleted versions of several ``(type, id)`` of one record, in one query."""
