@@ -32,7 +32,7 @@ test: $(STAMP) $(AXE)
 
 ## The Citus variants of the PostgreSQL tests that make test leaves out (tests/citus.py names the
 ## core ones make test runs); needs CARNET_TEST_CITUS_URL (.ci/citus-cluster.sh start). CI runs it.
-test-citus: $(STAMP)
+test-citus: $(STAMP) $(AXE)
 	CARNET_TEST_CITUS_SCOPE=rest $(VENV)/bin/pytest -m "citus and not slow" -n 2 --dist loadfile
 
 ## Long soaks (pytest -m slow): 1,000 kill -9 rounds of carnet serve under writes, 10⁶ policy
