@@ -11,7 +11,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from carnet.domain.errors import ConfigurationError
 from carnet.store.distribution import distribute, hold_schema_lock, is_citus
@@ -119,6 +119,11 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+#: SQLSTATE of a deadlock (``deadlock_detected``), and how often table placement is tried.
+_DEADLOCK = "40P01"
+_DISTRIBUTE_ATTEMPTS = 3
+
+
 def upgrade(engine: Engine, distributed: str = "") -> list[str]:
     """Bring the schema to the newest migration; on Citus, distribute the tables not placed yet.
 
@@ -145,5 +150,15 @@ def upgrade(engine: Engine, distributed: str = "") -> list[str]:
         command.upgrade(config, "head")
     if not citus:
         return []
-    with engine.begin() as connection:
-        return distribute(connection)
+    for attempt in range(_DISTRIBUTE_ATTEMPTS):
+        try:
+            with engine.begin() as connection:
+                return distribute(connection)
+        except OperationalError as error:
+            # Placing a table takes locks on every node; a query of another process on the same
+            # tables (a server left running during a restore) can close a distributed deadlock
+            # that Citus breaks by cancelling one side. The whole placement rolled back: again.
+            if getattr(error.orig, "sqlstate", None) != _DEADLOCK or attempt == _DISTRIBUTE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    return []  # not reached: the last attempt returns or raises
