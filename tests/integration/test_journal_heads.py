@@ -12,8 +12,8 @@ head update per log, whatever their number; one that cannot be written stops the
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -51,11 +51,12 @@ def _failing_unit(services: Services, session: StoreSession) -> None:
 
 
 @contextmanager
-def _head_reads(services: Services) -> Iterator[list[str]]:
+def _statements(services: Services, kept: Callable[[str], bool]) -> Iterator[list[str]]:
+    """Note the statements the store's engine sends, among those ``kept`` accepts, within the block."""
     seen: list[str] = []
 
     def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM journal_heads" in statement:
+        if kept(statement):
             seen.append(statement)
 
     event.listen(services.store.engine, "before_cursor_execute", note)
@@ -63,6 +64,12 @@ def _head_reads(services: Services) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(services.store.engine, "before_cursor_execute", note)
+
+
+def _head_reads(services: Services) -> AbstractContextManager[list[str]]:
+    return _statements(
+        services, lambda sql: sql.lstrip().upper().startswith("SELECT") and "FROM journal_heads" in sql
+    )
 
 
 def _verified(services: Services, settings: Settings) -> int:
@@ -104,19 +111,8 @@ def test_an_undone_append_makes_the_next_one_read_the_head_again(
     assert sorted(e.seq for e in stored) == [first, first + 1]  # no gap where the undone one was
 
 
-@contextmanager
-def _journal_writes(services: Services) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if "journal_entries" in statement or "journal_heads SET" in statement:
-            seen.append(statement)
-
-    event.listen(services.store.engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(services.store.engine, "before_cursor_execute", note)
+def _journal_writes(services: Services) -> AbstractContextManager[list[str]]:
+    return _statements(services, lambda sql: "journal_entries" in sql or "journal_heads SET" in sql)
 
 
 def test_appends_of_one_transaction_are_written_together(services: Services, settings: Settings) -> None:

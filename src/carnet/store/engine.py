@@ -150,7 +150,8 @@ def upgrade(engine: Engine, distributed: str = "") -> list[str]:
         command.upgrade(config, "head")
     if not citus:
         return []
-    for attempt in range(_DISTRIBUTE_ATTEMPTS):
+    attempt = 1
+    while True:
         try:
             with engine.begin() as connection:
                 return distribute(connection)
@@ -158,7 +159,7 @@ def upgrade(engine: Engine, distributed: str = "") -> list[str]:
             # Placing a table takes locks on every node; a query of another process on the same
             # tables (a server left running during a restore) can close a distributed deadlock
             # that Citus breaks by cancelling one side. The whole placement rolled back: again.
-            if getattr(error.orig, "sqlstate", None) != _DEADLOCK or attempt == _DISTRIBUTE_ATTEMPTS - 1:
+            if getattr(error.orig, "sqlstate", None) != _DEADLOCK or attempt == _DISTRIBUTE_ATTEMPTS:
                 raise
-            time.sleep(0.5 * (attempt + 1))
-    return []  # not reached: the last attempt returns or raises
+        time.sleep(0.5 * attempt)
+        attempt += 1
