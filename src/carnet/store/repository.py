@@ -16,6 +16,7 @@ from carnet.store.apps import AppSessionMixin
 from carnet.store.connected import utc
 from carnet.store.credentials import CredentialSessionMixin
 from carnet.store.distribution import is_citus
+from carnet.store.engine import BEGIN_MODE
 from carnet.store.feeds import FeedMessageSessionMixin, FeedOfferSessionMixin, FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.journal_logs import JournalLogs
@@ -442,7 +443,7 @@ class SQLStore:
     def _open(self, *, write: bool) -> Iterator[SQLStoreSession]:
         with self.engine.connect() as connection:
             if self._sqlite:
-                connection.info["carnet_begin"] = "BEGIN IMMEDIATE" if write else "BEGIN"
+                connection.info[BEGIN_MODE] = "BEGIN IMMEDIATE" if write else "BEGIN"
             with connection.begin():
                 self.logs.load(connection)
                 session = SQLStoreSession(connection, self.logs)
