@@ -6,6 +6,7 @@ would block, so a thread that is still running after the parse proves the file w
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -242,6 +243,26 @@ def test_invalid_base64_body_is_refused() -> None:
     """A level 1 body whose base64 does not decode is refused rather than stored half-read."""
     body = b'<component><nonXMLBody><text mediaType="application/pdf" representation="B64">JVBER!i0x</text>'
     _refused(OPEN + body + b"</nonXMLBody></component>" + CLOSE, InvalidResource)
+
+
+@pytest.mark.parametrize("separator", ["", "\n", "\r\n  "], ids=["one-line", "lf", "crlf-indented"])
+def test_a_base64_body_decodes_whole_or_wrapped(separator: str) -> None:
+    """A level 1 body's base64 gives the same content on one line or wrapped at 76 characters."""
+    content = os.urandom(6_000)
+    text = base64.b64encode(content).decode()
+    wrapped = separator.join(text[i : i + 76] for i in range(0, len(text), 76))
+    body = f'<component><nonXMLBody><text mediaType="application/pdf" representation="B64">{wrapped}</text>'
+    document = parse_cda(OPEN + body.encode() + b"</nonXMLBody></component>" + CLOSE)
+
+    assert document.body is not None
+    assert document.body.content == content
+
+
+@pytest.mark.parametrize("text", ["QQ", "QQ==QQ==", "QU\u00e9D", "QU-D", "=QQ="], ids=str)
+def test_a_base64_body_with_bad_padding_or_characters_is_refused(text: str) -> None:
+    """A level 1 body with bad padding, data after it or characters outside the alphabet is refused."""
+    body = f'<component><nonXMLBody><text mediaType="application/pdf" representation="B64">{text}</text>'
+    _refused(OPEN + body.encode() + b"</nonXMLBody></component>" + CLOSE, InvalidResource)
 
 
 def test_processing_instructions_and_comments_are_ignored() -> None:

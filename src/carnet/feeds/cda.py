@@ -25,7 +25,6 @@ name the element, never its value, since values are patient data.
 
 from __future__ import annotations
 
-import binascii
 import codecs
 import json
 import re
@@ -38,6 +37,7 @@ from importlib import resources
 
 from lxml import etree
 
+from carnet.domain.documents import strict_base64
 from carnet.domain.errors import InvalidResource, PayloadTooLarge
 
 __all__ = [
@@ -553,12 +553,10 @@ def _read_body(root: etree._Element) -> tuple[BodyLevel | None, UnstructuredBody
 
 
 def _base64(text: str) -> bytes | None:
-    compact = "".join(text.split())
-    if not compact:
+    if not text or text.isspace():
         return None
     try:
-        # strict_mode refuses non-alphabet characters and bad padding without a regex pass.
-        return binascii.a2b_base64(compact, strict_mode=True)
+        return strict_base64(text)
     except ValueError as exc:  # binascii.Error, or characters outside ASCII
         raise InvalidResource(
             "The nonXMLBody text is not valid base64; re-encode the embedded document and resend it.",
