@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ClauseElement, Connection, CursorResult, LargeBinary, Table, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ClauseElement, Connection, LargeBinary, Table, insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from carnet.domain.errors import Conflict, JournalUnavailable
@@ -169,6 +169,10 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, objec
     SQLAlchemy's ``execute(insert(table), rows)`` processes every row's parameters through the
     compiled statement again (~10 % of a Synthea ingest's CPU, nine blind-index rows per
     resource); here only the columns whose type converts (a date on SQLite) are converted.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a row already exists (and the driver's other errors, as
+            SQLAlchemy wraps them).
     """
     keys = tuple(rows[0])
     if any(len(row) != len(keys) or row.keys() != rows[0].keys() for row in rows):
@@ -181,24 +185,42 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, objec
             for key, processor in convert:
                 row[key] = processor(row[key])
     if order is not None:
-        connection.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])
+        _send(connection, sql, [tuple(row[k] for k in order) for row in rows], many=True).close()
     else:
-        connection.exec_driver_sql(sql, rows)
+        _send(connection, sql, rows, many=True).close()
 
 
 #: Per dialect and statement: its SQL and, for a positional driver, its parameters' order.
 _PLAIN: dict[tuple[str, ClauseElement], tuple[str, tuple[str, ...] | None]] = {}
 
 
-def execute_plain(
-    connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]
-) -> CursorResult[*tuple[Any, ...]]:
+def execute_plain(connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]) -> None:
     """Run a prebuilt statement whose parameters need no conversion, compiled once per dialect.
 
-    For the few statements of every request (the journal's head): ``exec_driver_sql`` skips
-    SQLAlchemy's compile-cache look-up and parameter processing. The values must be what the
-    driver takes as they are (strings, integers, bytes; no dates).
+    For the few statements of every request (the journal's head): no compile-cache look-up, no
+    parameter processing. The values must be what the driver takes as they are (strings,
+    integers, bytes; no dates).
     """
+    _send(connection, *_plain(connection, statement, parameters), many=False).close()
+
+
+def first_plain(
+    connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]
+) -> tuple[Any, ...] | None:
+    """Return the first row of a prebuilt query, as :func:`execute_plain` runs it, as the driver
+    hands it back (no result processing: columns of strings, integers and bytes only)."""
+    cursor = _send(connection, *_plain(connection, statement, parameters), many=False)
+    try:
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return None if row is None else tuple(row)
+
+
+def _plain(
+    connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]
+) -> tuple[str, Any]:
+    """A prebuilt statement's SQL for this connection's dialect, and its parameters as the driver takes them."""
     dialect = connection.dialect
     found = _PLAIN.get((dialect.name, statement))
     if found is None:
@@ -207,5 +229,33 @@ def execute_plain(
         found = _PLAIN[(dialect.name, statement)] = (str(compiled), order)
     sql, order = found
     if order is not None:
-        return connection.exec_driver_sql(sql, tuple(parameters[k] for k in order))
-    return connection.exec_driver_sql(sql, dict(parameters))
+        return sql, tuple(parameters[k] for k in order)
+    return sql, dict(parameters)
+
+
+def _send(connection: Connection, sql: str, parameters: Any, *, many: bool) -> Any:
+    """Send SQL with driver-ready parameters on the transaction's own DBAPI cursor; return the cursor.
+
+    SQLAlchemy's ``exec_driver_sql`` costs about as much CPU as the statement itself on SQLite
+    (a context, a result object, its metadata: ~70 us a statement, and a request sends 4-8 of
+    these). The dialect's ``do_execute``/``do_executemany`` still send it, so the driver's
+    settings hold. Whenever anything listens to the engine's or the connection's statements
+    (a test or bench counting them), the statement goes through SQLAlchemy instead, so that
+    they see it. The driver's errors are wrapped as SQLAlchemy wraps them (``IntegrityError``…);
+    a lost connection is noticed by the pool when the transaction's rollback meets it.
+    """
+    if connection._has_events or connection.engine._has_events:
+        return connection.exec_driver_sql(sql, parameters)
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        if many:
+            dialect.do_executemany(cursor, sql, parameters, None)
+        else:
+            dialect.do_execute(cursor, sql, parameters, None)
+    except dialect.loaded_dbapi.Error as error:
+        cursor.close()
+        raise DBAPIError.instance(
+            sql, parameters, error, dialect.loaded_dbapi.Error, dialect=dialect, ismulti=many
+        ) from error
+    return cursor

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
 from carnet.domain.journal import StoredEntry
-from carnet.store.connected import Connected, DueAppend, execute_plain, insert_many, utc
+from carnet.store.connected import Connected, DueAppend, execute_plain, first_plain, insert_many, utc
 from carnet.store.journal_append import append_at_once
 from carnet.store.tables import (
     journal_actors,
@@ -78,9 +78,7 @@ class JournalSessionMixin(Connected):
             return known
         connection = self._c
         query = _HEAD_FOR_UPDATE if lock and connection.dialect.name == "postgresql" else _HEAD
-        row = execute_plain(
-            connection, query, {"head_key": self._logs.key(shard), "head_shard": shard}
-        ).first()
+        row = first_plain(connection, query, {"head_key": self._logs.key(shard), "head_shard": shard})
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def ensure_journal_heads(self, shards: int) -> None:

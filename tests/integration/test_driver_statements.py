@@ -1,0 +1,90 @@
+"""The hot statements (journal head, entries, nodes; buffered inserts) go straight to the driver.
+
+``store/connected.py`` sends them on the transaction's DBAPI cursor, through the dialect, when
+nothing listens to the engine's statements; errors are still SQLAlchemy's, and a listener
+(a test counting statements) still sees every one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event, func, select
+from sqlalchemy.exc import IntegrityError
+
+from carnet.api.app import Services
+from carnet.domain.principal import ActorKind, Identifier, Principal
+from carnet.store.connected import insert_many
+from carnet.store.tables import journal_entries, journal_heads
+
+INS = "urn:oid:1.2.250.1.213.1.4.8"
+
+
+@pytest.fixture
+def through_sqlalchemy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements sent through SQLAlchemy's ``exec_driver_sql`` meanwhile."""
+    seen: list[str] = []
+    original = Connection.exec_driver_sql
+
+    def noted(self: Connection, statement: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(statement)
+        return original(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "exec_driver_sql", noted)
+    return seen
+
+
+def _read_twice(services: Services) -> None:
+    nir = "1850575000011"
+    opener = Principal(kind=ActorKind.PATIENT, subject=nir, identifier=Identifier(system=INS, value=nir))
+    patient = services.records.records(opener).create(
+        {"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}]}
+    )
+    patient_id = patient.stored.resource_id
+    records = services.records.records(Principal(kind=ActorKind.PATIENT, subject=nir, patient_id=patient_id))
+    made = records.create(
+        {"resourceType": "Basic", "code": {"text": "x"}, "subject": {"reference": f"Patient/{patient_id}"}}
+    )
+    for _ in range(2):
+        assert records.read("Basic", made.stored.resource_id).resource_id == made.stored.resource_id
+
+
+def test_the_journal_skips_sqlalchemys_execution_when_nothing_listens(
+    services: Services, through_sqlalchemy: list[str]
+) -> None:
+    """Reads and creates journal their entries without one statement through ``exec_driver_sql``."""
+    _read_twice(services)
+    assert [s for s in through_sqlalchemy if "journal_" in s and "unnest" not in s] == []
+    with services.store.engine.connect() as connection:
+        entries = connection.execute(select(func.count()).select_from(journal_entries)).scalar_one()
+        heads = connection.execute(select(func.sum(journal_heads.c.size))).scalar_one()
+    assert entries == heads >= 4  # two creates, two reads: each head counts what was written
+
+
+def test_a_listener_sees_the_statements_sent_to_the_driver(
+    services: Services, through_sqlalchemy: list[str]
+) -> None:
+    """With a ``before_cursor_execute`` listener, the same statements go through SQLAlchemy and are seen."""
+    seen: list[str] = []
+
+    def note(_c: object, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(statement)
+
+    event.listen(services.store.engine, "before_cursor_execute", note)
+    _read_twice(services)
+    assert any("journal_heads" in s for s in seen)
+    assert any("journal_heads" in s for s in through_sqlalchemy)
+
+
+def test_a_row_inserted_twice_on_the_drivers_path_raises_sqlalchemys_integrity_error(
+    services: Services,
+) -> None:
+    """The driver's error is wrapped as SQLAlchemy's, which ``flush`` turns into ``Conflict``; the pool goes on."""
+    head = {"log_key": "twice", "shard": 0, "size": 0, "peaks": b""}
+    engine = services.store.engine
+    with pytest.raises(IntegrityError), engine.connect() as connection, connection.begin():
+        insert_many(connection, journal_heads, [head, dict(head)])
+    with engine.connect() as connection, connection.begin():
+        insert_many(connection, journal_heads, [head])
+        connection.rollback()
