@@ -396,6 +396,13 @@ def parse_message(raw: bytes) -> DocumentMessage:
     action = _action(message, kind, event, status)
     data = _get(message, "OBX", document_obx, 5, 1, 5)
     cda = _base64(data, f"OBX^{document_obx}^5^5")
+    if not _is_xml(cda):
+        raise FeedMessageError(
+            "The base64 of OBX-5.5 decodes to no XML document: OBX-5 must carry a CDA "
+            "(^TEXT^XML^Base64^<base64 of the ClinicalDocument>).",
+            hl7_code="102",
+            location=f"OBX^{document_obx}^5^5",
+        )
     return DocumentMessage(
         header=header,
         action=action,
@@ -466,6 +473,16 @@ def _strict_base64(text: str) -> bytes:
         return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return b""
+
+
+def _is_xml(document: bytes) -> bool:
+    """Whether decoded bytes start as an XML document does (after a byte order mark and blanks).
+
+    Looks at the first bytes only: a base64 sentence instead of a CDA (as in some published
+    examples) is told apart here, with the field to blame, before any XML parser runs.
+    """
+    head = document[:64].lstrip(b"\xef\xbb\xbf\xfe\xff\x00 \t\r\n")
+    return head.startswith(b"<")
 
 
 def _base64(data: str, where: str) -> bytes:

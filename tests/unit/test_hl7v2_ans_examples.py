@@ -1,0 +1,84 @@
+"""HL7 v2 messages shaped like the ANS's published examples of the volet "CDA en HL7v2".
+
+The messages here are synthetic (our own values) but keep what the ANS examples do that the
+generator of ``carnet.synthetic.hl7v2`` does not: LF segment ends, MSH-18 ``8859/15`` with
+accents, MSH-21 profile, EVN/PV1/OBR/TXA segments, ``^text^XML^Base64^`` in lower case, PRT-4
+``SB^^participation``, metadata OBXs of type CWE, an ED OBX (mail body) with ``^text^^Base64^``.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import hl7
+import pytest
+
+from carnet.domain.errors import FeedMessageError
+from carnet.feeds.hl7v2 import Action, acknowledgement, parse_message, read_header
+
+NOW = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
+INS = ("1.2.250.1.213.1.4.10", "180127512345678")
+CDA = (
+    '<?xml version="1.0" encoding="UTF-8"?><ClinicalDocument xmlns="urn:hl7-org:v3">'
+    "<title>Échographie rénale</title></ClinicalDocument>"
+).encode()
+
+
+def _mdm(document: bytes = CDA, *, event: str = "T02", status: str = "F", order: str = "NW") -> bytes:
+    """An MDM^T02/T10/T04 laid out as the ANS examples lay it out, in ISO 8859-15 with LF ends."""
+    encoded = base64.b64encode(document).decode()
+    mail = base64.b64encode("Bonjour, voici le compte rendu.".encode()).decode()
+    segments = [
+        f"MSH|^~\\&|DPI-Z|Clinique-Z|PFI-Z|Clinique-Z|202612070400||MDM^{event}^MDM_T02|C-77|P|2.6|||||FRA"
+        "|8859/15|||2.1^CISIS_CDA_HL7_V2",
+        "EVN||20261207035900|||ADM^ACCUEIL^Zoé^^^^^^SIH&1.2.250.1.999&ISO^U^^^RI|20261207035900",
+        f"PID|||{INS[1]}^^^ASIP-SANTE-INS-NIR&{INS[0]}&ISO^INS^^20200101~99887766^^^SIH-Z&1.2.250.1.999.1&ISO^PI"
+        "||MARTIN^Hélène^Hélène^^^^L||19800127|F|||3 rue des Lilas^^LYON^^69003^FRA^H",
+        "PV1|1|O|UFRADIO||||||||||||||||77001^^^SIH-Z&1.2.250.1.999.2&ISO^VN^^20261207",
+        f"ORC|{order}|",
+        "OBR|1|||18748-4^CR d'imagerie médicale^LN|",
+        "TXA|1|18748-4|TEXT|202612070355||||||||1.2.250.1.999.3.77^Clinique-Z|||||AU|||||10003456789",
+        f"OBX|1|ED|18748-4^CR d'imagerie médicale^LN||^text^XML^Base64^{encoded}||||||{status}|",
+        "PRT||UC||SB^^participation|10003456789^LEROY^Anne^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^RPPS"
+        "|||Clinique-Z^^^^^ASIP-SANTE-ST&1.2.250.1.71.4.2.2&ISO^FINEG^^^690001234",
+        "OBX|2|CWE|MASQUE_PS^Masqué aux professionnels de Santé^MetaDMPMSS||N^^expandedYes-NoIndicator||||||F|",
+        "OBX|3|CWE|INVISIBLE_PATIENT^Document Non Visible par le patient^MetaDMPMSS||Y^^expandedYes-NoIndicator"
+        "||||||F|",
+        "OBX|4|CWE|DESTDMP^Destinataire DMP^MetaDMPMSS||Y^^expandedYes-NoIndicator||||||F|",
+        f"OBX|5|ED|CORPSMAIL_PS^Corps du mail pour un PS^MetaDMPMSS||^text^^Base64^{mail}||||||F|",
+    ]
+    return ("\n".join(segments) + "\n").encode("iso-8859-15")
+
+
+def test_a_message_laid_out_as_the_ans_examples_is_read() -> None:
+    """LF ends, 8859/15, EVN/PV1/TXA, lower-case ^text^XML^, PRT SB^^participation: document, INS, flags, sender."""
+    message = parse_message(_mdm())
+    assert message.action is Action.INITIAL
+    assert message.cda == CDA
+    assert message.ins == (INS,)
+    assert message.header.encoding == "iso-8859-15"
+    assert message.flags.invisible_to_patient and message.flags.for_record
+    assert message.sender is not None and message.sender.national_id == "10003456789"
+    assert message.document_id == "1.2.250.1.999.3.77"
+
+
+def test_base64_of_a_sentence_instead_of_a_cda_is_a_data_type_error_at_obx_5() -> None:
+    """OBX-5 whose base64 decodes to plain text, not XML: AE, ERR-2 OBX^1^5^5, ERR-3 102 (not an internal error)."""
+    raw = _mdm("Compte rendu au format CDA".encode())
+    with pytest.raises(FeedMessageError) as raised:
+        parse_message(raw)
+    error = raised.value
+    assert (error.hl7_code, error.location, error.rejected) == ("102", "OBX^1^5^5", False)
+    ack = hl7.parse(acknowledgement(read_header(raw), control_id="A1", now=NOW, error=error).decode("iso-8859-15"))
+    assert str(ack.segment("MSA")[1]) == "AE"
+    assert str(ack.segment("MSA")[2]) == "C-77"
+    assert str(ack.segment("MSH")[9]) == "ACK^T02^ACK"
+    assert str(ack.segment("ERR")[2]) == "OBX^1^5^5"
+    assert ack["ERR.F3.R1.C1"] == "102"
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf", b"\n  "])
+def test_a_cda_after_a_byte_order_mark_or_blanks_is_still_xml(prefix: bytes) -> None:
+    """A CDA that starts with a UTF-8 byte order mark or blank lines is taken as XML."""
+    assert parse_message(_mdm(prefix + CDA)).cda == prefix + CDA
