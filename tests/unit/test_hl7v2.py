@@ -101,11 +101,11 @@ def test_metadata_obx_and_sender_are_read() -> None:
     [
         (b"ORC|NW", b"ORC|CA", "207", True),  # ORC-1 says delete, OBX-11 says initial
         (b"||||||F\r", b"||||||X\r", "103", False),  # OBX-11 unknown
-        (b"|2.5|", b"|2.3|", "203", True),  # ORU in another version
-        (b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01", "200", True),
-        (b"ORU^R01^ORU_R01", b"ORU^R30^ORU_R30", "201", True),
+        (b"|2.5|", b"|2.3|", "203", False),  # ORU in another version
+        (b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01", "200", False),
+        (b"ORU^R01^ORU_R01", b"ORU^R30^ORU_R30", "201", False),
         (b"^Base64^", b"^Base64^!!", "102", False),
-        (b"UNICODE UTF-8", b"EBCDIC", "203", True),
+        (b"UNICODE UTF-8", b"EBCDIC", "203", False),
     ],
 )
 def test_inconsistent_or_unsupported_messages_are_refused(

@@ -82,3 +82,17 @@ def test_base64_of_a_sentence_instead_of_a_cda_is_a_data_type_error_at_obx_5() -
 def test_a_cda_after_a_byte_order_mark_or_blanks_is_still_xml(prefix: bytes) -> None:
     """A CDA that starts with a UTF-8 byte order mark or blank lines is taken as XML."""
     assert parse_message(_mdm(prefix + CDA)).cda == prefix + CDA
+
+
+def test_an_unknown_version_is_answered_ae_203_at_msh_12_as_the_volet_example() -> None:
+    """An MDM in HL7 v2.4: AE (not AR) with ERR-2 MSH^1^12 and ERR-3 203, as the volet's example ACK says."""
+    raw = _mdm().replace(b"|P|2.6|", b"|P|2.4|", 1)
+    with pytest.raises(FeedMessageError) as raised:
+        parse_message(raw)
+    ack = hl7.parse(
+        acknowledgement(read_header(raw), control_id="A2", now=NOW, error=raised.value).decode("iso-8859-15")
+    )
+    assert str(ack.segment("MSA")[1]) == "AE"
+    assert str(ack.segment("ERR")[2]) == "MSH^1^12"
+    assert ack["ERR.F3.R1.C1"] == "203"
+    assert str(ack.segment("ERR")[4]) == "E"

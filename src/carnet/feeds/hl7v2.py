@@ -27,8 +27,11 @@ declare, and the values read are unescaped by the ``hl7`` library (python-hl7).
 
 Every message gets a technical acknowledgement (:func:`acknowledgement`): ``ACK^<event>^ACK``
 with MSA-1 ``AA`` (accepted), ``AE`` (its content is in error) or ``AR`` (the message is
-rejected: not HL7, unsupported type or version), and an ERR segment naming the error (HL7 table
-0357, and the volet's application codes 900–905 in ERR-5). The business acknowledgement
+rejected: not HL7, an inconsistent action, a sender other than the feed's), and an ERR segment
+naming the error (HL7 table 0357, and the volet's application codes 900–905 in ERR-5). As the
+volet's own example answers an unknown MSH-12 (``MSA|AE`` with ``ERR||MSH^1^12|203``), and as
+it defines AE as "the message contains errors" and AR as "rejected for a circumstantial reason,
+may be sent again later", an unsupported type, event, version or MSH-18 is answered ``AE``. The business acknowledgement
 ``ZAM^Z01^ZAM_Z01`` (:func:`business_ack`) answers a message that asked for it (``ACK_RECEPTION=Y``).
 """
 
@@ -187,7 +190,6 @@ def decode(raw: bytes) -> tuple[str, str]:
         raise FeedMessageError(
             f"MSH-18 {declared[:20]!r} is not a character set this server reads; use UNICODE UTF-8 or 8859/15.",
             hl7_code="203",
-            rejected=True,
             location="MSH^1^18",
         )
     if blank:
@@ -373,7 +375,6 @@ def parse_message(raw: bytes) -> DocumentMessage:
         raise FeedMessageError(
             f"Message type {kind[:10]!r} is not taken here; send ORU^R01 or MDM^T02/T10/T04.",
             hl7_code="200",
-            rejected=True,
             location="MSH^1^9",
         )
     event = header.event.upper()
@@ -381,14 +382,12 @@ def parse_message(raw: bytes) -> DocumentMessage:
         raise FeedMessageError(
             f"Event {event[:10]!r} is not taken for {kind}; send ORU^R01 or MDM^T02, T10 or T04.",
             hl7_code="201",
-            rejected=True,
             location="MSH^1^9^2",
         )
     if not header.version.startswith(_VERSIONS[kind]):
         raise FeedMessageError(
             f"{kind} is sent in HL7 v{_VERSIONS[kind]} (MSH-12), not {header.version[:10]!r}.",
             hl7_code="203",
-            rejected=True,
             location="MSH^1^12",
         )
     document_obx = _document_obx(message)
