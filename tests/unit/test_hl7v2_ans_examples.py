@@ -28,7 +28,7 @@ CDA = (
 def _mdm(document: bytes = CDA, *, event: str = "T02", status: str = "F", order: str = "NW") -> bytes:
     """An MDM^T02/T10/T04 laid out as the ANS examples lay it out, in ISO 8859-15 with LF ends."""
     encoded = base64.b64encode(document).decode()
-    mail = base64.b64encode("Bonjour, voici le compte rendu.".encode()).decode()
+    mail = base64.b64encode(b"Bonjour, voici le compte rendu.").decode()
     segments = [
         f"MSH|^~\\&|DPI-Z|Clinique-Z|PFI-Z|Clinique-Z|202612070400||MDM^{event}^MDM_T02|C-77|P|2.6|||||FRA"
         "|8859/15|||2.1^CISIS_CDA_HL7_V2",
@@ -58,19 +58,23 @@ def test_a_message_laid_out_as_the_ans_examples_is_read() -> None:
     assert message.cda == CDA
     assert message.ins == (INS,)
     assert message.header.encoding == "iso-8859-15"
-    assert message.flags.invisible_to_patient and message.flags.for_record
-    assert message.sender is not None and message.sender.national_id == "10003456789"
+    assert message.flags.invisible_to_patient
+    assert message.flags.for_record
+    assert message.sender is not None
+    assert message.sender.national_id == "10003456789"
     assert message.document_id == "1.2.250.1.999.3.77"
 
 
 def test_base64_of_a_sentence_instead_of_a_cda_is_a_data_type_error_at_obx_5() -> None:
     """OBX-5 whose base64 decodes to plain text, not XML: AE, ERR-2 OBX^1^5^5, ERR-3 102 (not an internal error)."""
-    raw = _mdm("Compte rendu au format CDA".encode())
+    raw = _mdm(b"Compte rendu au format CDA")
     with pytest.raises(FeedMessageError) as raised:
         parse_message(raw)
     error = raised.value
     assert (error.hl7_code, error.location, error.rejected) == ("102", "OBX^1^5^5", False)
-    ack = hl7.parse(acknowledgement(read_header(raw), control_id="A1", now=NOW, error=error).decode("iso-8859-15"))
+    ack = hl7.parse(
+        acknowledgement(read_header(raw), control_id="A1", now=NOW, error=error).decode("iso-8859-15")
+    )
     assert str(ack.segment("MSA")[1]) == "AE"
     assert str(ack.segment("MSA")[2]) == "C-77"
     assert str(ack.segment("MSH")[9]) == "ACK^T02^ACK"

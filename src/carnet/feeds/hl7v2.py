@@ -397,8 +397,8 @@ def parse_message(raw: bytes) -> DocumentMessage:
     cda = _base64(data, f"OBX^{document_obx}^5^5")
     if not _is_xml(cda):
         raise FeedMessageError(
-            "The base64 of OBX-5.5 decodes to no XML document: OBX-5 must carry a CDA "
-            "(^TEXT^XML^Base64^<base64 of the ClinicalDocument>).",
+            "The base64 in OBX-5.5 decodes to no XML document; OBX-5 must carry the base64 "
+            "of a CDA ClinicalDocument.",
             hl7_code="102",
             location=f"OBX^{document_obx}^5^5",
         )
