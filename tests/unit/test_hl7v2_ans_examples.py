@@ -100,3 +100,21 @@ def test_an_unknown_version_is_answered_ae_203_at_msh_12_as_the_volet_example() 
     assert str(ack.segment("ERR")[2]) == "MSH^1^12"
     assert ack["ERR.F3.R1.C1"] == "203"
     assert str(ack.segment("ERR")[4]) == "E"
+
+
+def test_a_message_declaring_8859_15_but_written_in_utf_8_keeps_its_accents() -> None:
+    """MSH-18 8859/15 over UTF-8 bytes (as the ANS example files are): PRT names read as written, the ACK in 8859/15."""
+    raw = _mdm().decode("iso-8859-15").replace("LEROY^Anne", "LEROY^Anne-Hélène").encode("utf-8")
+    message = parse_message(raw)
+    assert message.sender is not None
+    assert message.sender.given_name == "Anne-Hélène"
+    assert message.header.encoding == "iso-8859-15"
+    assert acknowledgement(message.header, control_id="A3", now=NOW).endswith(b"MSA|AA|C-77\r")
+
+
+def test_a_message_in_iso_8859_15_as_declared_keeps_its_accents() -> None:
+    """MSH-18 8859/15 over ISO 8859-15 bytes: the same names, not taken for UTF-8."""
+    raw = _mdm().replace(b"LEROY^Anne", "LEROY^Anne-Hélène".encode("iso-8859-15"))
+    message = parse_message(raw)
+    assert message.sender is not None
+    assert message.sender.given_name == "Anne-Hélène"

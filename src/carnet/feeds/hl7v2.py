@@ -20,7 +20,8 @@ value ``Y``/``N``) ``MASQUE_PS``, ``INVISIBLE_PATIENT``, ``INVISIBLE_REP_LEGAUX`
 1.2.250.1.71.4.2.1) and structure (PRT-8, OID 1.2.250.1.71.4.2.2).
 
 Parsing is lenient where senders differ: segments may end with CR, CRLF or LF; MSH-18 says
-``UNICODE UTF-8`` or ``8859/15`` (a message without it is read as UTF-8, else ISO 8859-15);
+``UNICODE UTF-8`` or ``8859/15`` (a message without it is read as UTF-8, else ISO 8859-15; one
+that declares 8859/15 but is valid non-ASCII UTF-8 is read as UTF-8);
 segments the volet pre-adopts (PRT, ZAM) are read by position; base64 may be split by spaces or
 line breaks. Only the segments and fields read are split, by the delimiters MSH-1 and MSH-2
 declare, and the values read are unescaped by the ``hl7`` library (python-hl7).
@@ -199,6 +200,14 @@ def decode(raw: bytes) -> tuple[str, str]:
             return body.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             return body.decode("iso-8859-15"), "iso-8859-15"
+    if encoding != "utf-8" and not body.isascii():
+        # Senders (the ANS's own examples among them) declare 8859/15 and write UTF-8: text that
+        # is valid UTF-8 and not ASCII is that (ISO 8859-15 text almost never is valid UTF-8).
+        # The ACK still answers in the charset MSH-18 declares.
+        try:
+            return body.decode("utf-8"), encoding
+        except UnicodeDecodeError:
+            pass
     try:
         return body.decode(encoding), encoding
     except UnicodeDecodeError:
