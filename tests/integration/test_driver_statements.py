@@ -23,15 +23,18 @@ INS = "urn:oid:1.2.250.1.213.1.4.8"
 
 @pytest.fixture
 def through_sqlalchemy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The statements sent through SQLAlchemy's ``exec_driver_sql`` meanwhile."""
+    """The statements sent through SQLAlchemy's execution (``exec_driver_sql``, ``execute``) meanwhile."""
     seen: list[str] = []
-    original = Connection.exec_driver_sql
+    for name in ("exec_driver_sql", "execute"):
+        original = getattr(Connection, name)
 
-    def noted(self: Connection, statement: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(statement)
-        return original(self, statement, *args, **kwargs)
+        def noted(
+            self: Connection, statement: Any, *args: Any, _original: Any = original, **kwargs: Any
+        ) -> Any:
+            seen.append(str(statement))
+            return _original(self, statement, *args, **kwargs)
 
-    monkeypatch.setattr(Connection, "exec_driver_sql", noted)
+        monkeypatch.setattr(Connection, name, noted)
     return seen
 
 
@@ -56,6 +59,7 @@ def test_the_journal_skips_sqlalchemys_execution_when_nothing_listens(
     """Reads and creates journal their entries without one statement through ``exec_driver_sql``."""
     _read_twice(services)
     assert [s for s in through_sqlalchemy if "journal_" in s and "unnest" not in s] == []
+    assert [s for s in through_sqlalchemy if "SAVEPOINT" in s] == []  # each create's own savepoint
     with services.store.engine.connect() as connection:
         entries = connection.execute(select(func.count()).select_from(journal_entries)).scalar_one()
         heads = connection.execute(select(func.sum(journal_heads.c.size))).scalar_one()
@@ -87,4 +91,26 @@ def test_a_row_inserted_twice_on_the_drivers_path_raises_sqlalchemys_integrity_e
         insert_many(connection, journal_heads, [head, dict(head)])
     with engine.connect() as connection, connection.begin():
         insert_many(connection, journal_heads, [head])
+        connection.rollback()
+
+
+def test_a_savepoint_sent_to_the_driver_undoes_only_its_block(services: Services) -> None:
+    """``SAVEPOINT`` / ``ROLLBACK TO`` / ``RELEASE`` as plain SQL: a failed block's rows go, the rest stay."""
+    heads = [{"log_key": f"k{n}", "shard": 0, "size": n, "peaks": b""} for n in range(3)]
+    with services.store.engine.connect() as connection, connection.begin():
+        insert_many(connection, journal_heads, [heads[0]])
+
+        def fail_in_a_savepoint() -> None:
+            with connection.begin_nested():
+                insert_many(connection, journal_heads, [heads[1]])
+                raise RuntimeError("undone")
+
+        with pytest.raises(RuntimeError):
+            fail_in_a_savepoint()
+        with connection.begin_nested():
+            insert_many(connection, journal_heads, [heads[2]])
+        kept = connection.execute(
+            select(journal_heads.c.log_key).where(journal_heads.c.log_key.in_(["k0", "k1", "k2"]))
+        )
+        assert sorted(row[0] for row in kept) == ["k0", "k2"]
         connection.rollback()

@@ -217,6 +217,11 @@ def first_plain(
     return None if row is None else tuple(row)
 
 
+def execute_bare(connection: Connection, sql: str) -> None:
+    """Send a statement without parameters (``SAVEPOINT``…) as :func:`execute_plain` sends its own."""
+    _send(connection, sql, (), many=False).close()
+
+
 def _plain(
     connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]
 ) -> tuple[str, Any]:
