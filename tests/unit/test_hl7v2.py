@@ -21,6 +21,7 @@ from carnet.feeds.hl7v2 import (
     Action,
     _get,
     _parse,
+    _split,
     acknowledgement,
     business_ack,
     parse_message,
@@ -273,3 +274,26 @@ def test_values_read_as_python_hl7_reads_them(text: str) -> None:
             )
             checked += 1
     assert checked > 500
+
+
+@pytest.mark.parametrize("text", ["", "a", "|", "||", "a|b", "é|b||c|", "|é|", "abc", "é" * 3, "éa|b|c|d|e"])
+@pytest.mark.parametrize("maxsplit", [-1, 0, 1, 2, 5])
+def test_split_by_find_is_str_split(text: str, maxsplit: int) -> None:
+    """The find-based split of a non-ASCII message gives what ``str.split`` gives, for any maxsplit."""
+    assert _split(text, "|", maxsplit) == text.split("|", maxsplit)
+
+
+def test_a_message_with_accents_reads_as_its_ascii_twin() -> None:
+    """A message holding accented names reads its fields, document and INS as the same message in ASCII."""
+    accented = _message().replace(b"DUPONT", "DUPONT-HÉLÈNE-ŒUVRE-Ĥ".encode())  # Ĥ: past Latin-1
+    plain = _message().replace(b"DUPONT", b"DUPONT-HELENE-OEUVRE-H")
+    plain = plain.replace("ô".encode(), b"o").replace("é".encode(), b"e")
+    assert plain.isascii()
+    read, twin = parse_message(accented), parse_message(plain)
+    assert (read.cda, read.ins, read.action, read.type_code) == (
+        twin.cda,
+        twin.ins,
+        twin.action,
+        twin.type_code,
+    )
+    assert read.header.control_id == twin.header.control_id

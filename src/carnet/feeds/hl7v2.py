@@ -264,10 +264,10 @@ def _parse(text: str) -> _Message:
     Raises:
         FeedMessageError: a line that does not start with a segment id (``100``, rejected).
     """
-    first = text.split("\r", 1)[0]
+    first = text.partition("\r")[0]
     field, component, repetition, escape, subcomponent = _delimiters(first)
     segments: dict[str, list[list[str]]] = {}
-    for line in text.split("\r"):
+    for line in _split(text, "\r"):
         end = line.find(field)
         name = line if end < 0 else line[:end]
         if not _SEGMENT_ID.fullmatch(name):
@@ -283,9 +283,9 @@ def _parse(text: str) -> _Message:
             # MSH-1 is the separator itself, so MSH-n is at index n as in every other segment.
             fields = ["MSH", field, *line[4:].split(field)] if end >= 0 else ["MSH"]
         elif last is None:
-            fields = line.split(field)
+            fields = _split(line, field)
         else:
-            fields = line.split(field, last + 1)[: last + 1]
+            fields = _split(line, field, last + 1)[: last + 1]
         segments.setdefault(name, []).append(fields)
     separators = "\r" + field + repetition + component + subcomponent
     return _Message(
@@ -296,6 +296,28 @@ def _parse(text: str) -> _Message:
         escape=escape,
         escapes=hl7.Message("\r", esc=escape, separators=separators),
     )
+
+
+def _split(text: str, delimiter: str, maxsplit: int = -1) -> list[str]:
+    """``text.split(delimiter, maxsplit)`` for a one-character delimiter, by ``find``.
+
+    A message holding one character outside ASCII (an accented name) is a non-ASCII string,
+    which ``str.split`` walks character by character: ~240 µs for a 133 KB message on this
+    machine, where ``find`` (memchr) and slicing take ~45 µs.
+    """
+    if len(delimiter) != 1 or text.isascii():
+        return text.split(delimiter, maxsplit)
+    parts: list[str] = []
+    find = text.find
+    start = 0
+    while maxsplit < 0 or len(parts) < maxsplit:
+        end = find(delimiter, start)
+        if end < 0:
+            break
+        parts.append(text[start:end])
+        start = end + 1
+    parts.append(text[start:])
+    return parts
 
 
 def _get(
@@ -322,7 +344,7 @@ def _get(
         if position == 1:
             value = value.partition(delimiter)[0]
             continue
-        parts = value.split(delimiter, position)
+        parts = _split(value, delimiter, position)
         if position > len(parts):
             return ""
         value = parts[position - 1]
