@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import functools
 import re
 import threading
@@ -17,13 +18,19 @@ from typing import Any
 
 import hl7
 import hl7.mllp
+import pytest
+from sqlalchemy import event
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, start_mllp
-from carnet.domain.consent import ConsentKind, consent_for
-from carnet.domain.feeds import FeedKind
+from carnet.domain.consent import FEED_SYSTEM, ConsentKind, consent_for
+from carnet.domain.errors import InvalidResource
+from carnet.domain.feeds import FeedKind, feed_principal
+from carnet.domain.policy import AccessMode
+from carnet.domain.validation import validate
 from carnet.feeds import mllp
 from carnet.feeds.cda import class_code_for, parse_cda
+from carnet.feeds.cda_metadata import document_reference_from_cda
 from carnet.synthetic import generate_population
 from carnet.synthetic.hl7v2 import SendingSystem, hl7v2_message
 from event_loops import run_to_end
@@ -482,3 +489,74 @@ def test_a_feeds_new_document_notice_goes_to_the_patients_current_address(
     second = _replacing(_cda()).replace(b"RPLC", b"XFRM")
     assert services.hl7v2.receive("hopital-a", _message(second, "ADDR-2")).outcome == "stored"
     assert sorted(_addressed_to(services, hospital.patient_id)) == ["apres@example.org", "avant@example.org"]
+
+
+def test_a_messages_answer_is_remembered_in_one_statement_the_last_one_winning(services: Services) -> None:
+    """Remembering a message's answer is one upsert: a second answer (a declined offer) replaces the first."""
+    seen: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(statement)
+
+    engine = services.store.engine
+    with services.store.session(write=True) as session:
+        session.record_message("hopital-a", "M1", "pending", b"first", NOW)
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        with services.store.session(write=True) as session:
+            session.record_message("hopital-a", "M1", "declined", b"second", NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert len([s for s in seen if "feed_messages" in s]) == 1, seen
+    with services.store.session() as session:
+        assert session.message_ack("hopital-a", "M1") == ("declined", b"second")
+        assert session.message_ack("hopital-a", "M2") is None
+
+
+def test_publishing_leaves_the_document_handed_to_it_as_it_was(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """A feed's replacement is stored with its Binary and its parent's id; the document handed to publish is unchanged."""
+    hospital = Hospital(client, services, auth)
+    first = _cda()
+    assert hospital.post(_message(first, "P1"))[0] == 200
+    (parent,) = hospital.documents()
+    replacing = _replacing(first)
+    draft = document_reference_from_cda(parse_cda(replacing), replacing, patient_id=hospital.patient_id)
+    draft["author"] = [{"type": "Device", "identifier": {"system": FEED_SYSTEM, "value": "hopital-a"}}]
+    draft["relatesTo"] = [{"code": "replaces", "target": {"identifier": parent["masterIdentifier"]}}]
+    sent = copy.deepcopy(draft)
+    feed = services.feeds.get("hopital-a")
+    records = services.records.records(feed_principal(feed), mode=AccessMode.FEED)
+    stored = records.publish(draft).stored.resource or {}
+    assert draft == sent
+    assert stored["relatesTo"][0]["target"] == {"reference": f"DocumentReference/{parent['id']}"}
+    attachment = stored["content"][0]["attachment"]
+    assert attachment["url"].startswith("Binary/")
+    assert "data" not in attachment
+    assert attachment["size"] == len(replacing)
+
+
+def test_a_feeds_document_is_validated_once_and_an_invalid_one_refused(
+    client: TestClient, services: Services, auth: Mint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publishing validates the DocumentReference once (before its Binary is made), and still refuses an invalid one."""
+    from carnet.services import documents, writes
+
+    hospital = Hospital(client, services, auth)
+    validated: list[str] = []
+
+    def counting(resource: Any) -> None:
+        validated.append(str(resource.get("resourceType")))
+        validate(resource)
+
+    monkeypatch.setattr(documents, "validate", counting)
+    monkeypatch.setattr(writes, "validate", counting)
+    cda = _cda()
+    draft = document_reference_from_cda(parse_cda(cda), cda, patient_id=hospital.patient_id)
+    draft["author"] = [{"type": "Device", "identifier": {"system": FEED_SYSTEM, "value": "hopital-a"}}]
+    records = services.records.records(feed_principal(services.feeds.get("hopital-a")), mode=AccessMode.FEED)
+    assert records.publish(draft).created
+    assert validated.count("DocumentReference") == 1
+    with pytest.raises(InvalidResource):
+        records.publish({**draft, "date": "yesterday"})

@@ -225,13 +225,16 @@ class Writes:
         assigned_id: str | None = None,
         hint: str | None = None,
         unique_checked: bool = False,
+        validated: bool = False,
     ) -> WriteResult:
         """Create a resource with a server-assigned id (conditionally, with ``If-None-Exist``).
 
         ``assigned_id`` is the id a Bundle reserved for it; ``hint`` the record of the
         DocumentReference of the same Bundle that points to a Binary; ``unique_checked``: the
         caller looked for a document with this one's uniqueId in this call and found none
-        (Simplified Publish, before making its Binaries), so it is not looked for again.
+        (Simplified Publish, before making its Binaries), so it is not looked for again;
+        ``validated``: the caller validated it in this call (Simplified Publish), so it is not
+        validated again.
 
         Raises:
             InvalidResource: not valid R4, or a clinical resource without its patient.
@@ -240,7 +243,8 @@ class Writes:
         gate = self._gate
         check_type(str(resource.get("resourceType")))
         check_writable(str(resource.get("resourceType")))
-        validate(resource)
+        if not validated:
+            validate(resource)
         resource_type = str(resource["resourceType"])
         actor = call.actor
         if resource_type == "Patient":

@@ -6,18 +6,35 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from carnet.domain.errors import Conflict
 from carnet.domain.feeds import DeadLetter, Feed, FeedKind, FeedStatus, LetterStatus, StoredOffer
-from carnet.store.connected import Connected, utc
+from carnet.store.connected import Connected, first_plain, utc
 from carnet.store.tables import feed_dead_letters, feed_messages, feed_offers, feeds
 
 # The statements of every feed message are built once; only their parameters change per call.
 _FEED = select(feeds).where(feeds.c.feed_id == bindparam("f"))
 _THIS_MESSAGE = (feed_messages.c.feed_id == bindparam("f"), feed_messages.c.control_id == bindparam("c"))
 _MESSAGE_ACK = select(feed_messages.c.outcome, feed_messages.c.ack).where(*_THIS_MESSAGE)
-_FORGET_MESSAGE = delete(feed_messages).where(*_THIS_MESSAGE)
-_REMEMBER_MESSAGE = insert(feed_messages)
+#: Per dialect: one statement that remembers a message's answer, the last one winning (an
+#: ``INSERT … ON CONFLICT … DO UPDATE``, which SQLite, PostgreSQL and Citus run alike: the
+#: conflict is on the primary key, which holds the distribution column).
+_REMEMBER_MESSAGE = {
+    name: statement.on_conflict_do_update(
+        index_elements=[feed_messages.c.feed_id, feed_messages.c.control_id],
+        set_={
+            "received_at": statement.excluded.received_at,
+            "outcome": statement.excluded.outcome,
+            "ack": statement.excluded.ack,
+        },
+    )
+    for name, statement in (
+        ("postgresql", pg_insert(feed_messages)),
+        ("sqlite", sqlite_insert(feed_messages)),
+    )
+}
 
 
 def _feed(row: Any) -> Feed:
@@ -99,14 +116,14 @@ class FeedMessageSessionMixin(Connected):
 
     def message_ack(self, feed_id: str, control_id: str) -> tuple[str, bytes] | None:
         """Return the outcome and ACK of a message already taken (by feed and MSH-10), or None."""
-        row = self._c.execute(_MESSAGE_ACK, {"f": feed_id, "c": control_id}).first()
-        return None if row is None else (str(row.outcome), bytes(row.ack))
+        row = first_plain(self._c, _MESSAGE_ACK, {"f": feed_id, "c": control_id})
+        return None if row is None else (str(row[0]), bytes(row[1]))
 
     def record_message(self, feed_id: str, control_id: str, outcome: str, ack: bytes, now: datetime) -> None:
         """Remember the answer to a message (the last answer wins when it is sent again)."""
-        self._c.execute(_FORGET_MESSAGE, {"f": feed_id, "c": control_id})
-        self._c.execute(
-            _REMEMBER_MESSAGE,
+        connection = self._c
+        connection.execute(
+            _REMEMBER_MESSAGE[connection.dialect.name],
             {
                 "feed_id": feed_id,
                 "control_id": control_id,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -22,7 +22,7 @@ from carnet.services.notifications import (
     OutboxStatus,
     backoff,
 )
-from carnet.store.connected import Connected, utc
+from carnet.store.connected import Connected, first_plain, utc
 from carnet.store.tables import notification_preferences, outbox
 
 _COLUMNS = (
@@ -41,6 +41,10 @@ _DUE = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
 #: Statuses from which a message may still become delivered (a late acceptance still counts).
 _UNDELIVERED = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value, OutboxStatus.FAILED.value)
 _ERROR_SIZE = 200
+#: A record's sealed preferences: read for every notice not remembered (built once, run plain).
+_PREFERENCES = select(notification_preferences.c.sealed).where(
+    notification_preferences.c.patient_id == bindparam("p")
+)
 
 
 def _message(row: Sequence[Any]) -> OutboxMessage:
@@ -62,19 +66,26 @@ class OutboxSessionMixin(Connected):
     """The outbox and preference methods of ``SQLStoreSession`` (``NotificationStore``)."""
 
     def add_outbox(self, message: OutboxMessage) -> None:
-        """Insert one outbox message."""
-        self._c.execute(
-            insert(outbox).values(
-                patient_id=message.patient_id,
-                message_id=message.message_id,
-                created_at=utc(message.created_at),
-                sealed=message.sealed,
-                status=message.status.value,
-                attempts=message.attempts,
-                next_attempt_at=utc(message.next_attempt_at),
-                delivered_at=utc(message.delivered_at) if message.delivered_at else None,
-                last_error=message.last_error,
-            )
+        """Insert one outbox message (with the transaction's next bulk insert: ``Connected._buffer``).
+
+        A new message's id is new, so its row cannot conflict; it is written before anything
+        reads the outbox in this transaction, and before the transaction commits.
+        """
+        self._buffer(
+            outbox,
+            [
+                {
+                    "patient_id": message.patient_id,
+                    "message_id": message.message_id,
+                    "created_at": utc(message.created_at),
+                    "sealed": message.sealed,
+                    "status": message.status.value,
+                    "attempts": message.attempts,
+                    "next_attempt_at": utc(message.next_attempt_at),
+                    "delivered_at": utc(message.delivered_at) if message.delivered_at else None,
+                    "last_error": message.last_error,
+                }
+            ],
         )
 
     def claim_outbox(self, now: datetime, *, lease: timedelta, limit: int) -> list[OutboxMessage]:
@@ -209,11 +220,7 @@ class OutboxSessionMixin(Connected):
 
     def get_preferences(self, patient_id: str) -> bytes | None:
         """Return a record's sealed preferences."""
-        row = self._c.execute(
-            select(notification_preferences.c.sealed).where(
-                notification_preferences.c.patient_id == patient_id
-            )
-        ).first()
+        row = first_plain(self._c, _PREFERENCES, {"p": patient_id})
         return None if row is None else bytes(row[0])
 
     def put_preferences(self, patient_id: str, sealed: bytes, now: datetime) -> None:
