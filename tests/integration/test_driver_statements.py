@@ -114,3 +114,15 @@ def test_a_savepoint_sent_to_the_driver_undoes_only_its_block(services: Services
         )
         assert sorted(row[0] for row in kept) == ["k0", "k2"]
         connection.rollback()
+
+
+def test_a_statement_outside_a_transaction_begins_one_as_sqlalchemy_would(services: Services) -> None:
+    """Without ``begin()``, an insert still runs in the transaction SQLAlchemy begins, undone at close."""
+    with services.store.engine.connect() as connection:
+        insert_many(connection, journal_heads, [{"log_key": "loose", "shard": 0, "size": 0, "peaks": b""}])
+        assert connection.in_transaction()
+    with services.store.engine.connect() as connection:
+        assert (
+            connection.execute(select(journal_heads).where(journal_heads.c.log_key == "loose")).first()
+            is None
+        )

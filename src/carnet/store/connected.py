@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ClauseElement, Connection, LargeBinary, Table, insert
+from sqlalchemy import ClauseElement, Connection, LargeBinary, Select, Table, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -190,8 +190,9 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, objec
         _send(connection, sql, rows, many=True).close()
 
 
-#: Per dialect and statement: its SQL and, for a positional driver, its parameters' order.
-_PLAIN: dict[tuple[str, ClauseElement], tuple[str, tuple[str, ...] | None]] = {}
+#: Per dialect and statement: its SQL, for a positional driver its parameters' order, and for a
+#: query each column's result conversion (none when no column has one).
+_PLAIN: dict[tuple[str, ClauseElement], tuple[str, tuple[str, ...] | None, tuple[Any, ...]]] = {}
 
 
 def execute_plain(connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]) -> None:
@@ -201,20 +202,32 @@ def execute_plain(connection: Connection, statement: ClauseElement, parameters: 
     parameter processing. The values must be what the driver takes as they are (strings,
     integers, bytes; no dates).
     """
-    _send(connection, *_plain(connection, statement, parameters), many=False).close()
+    sql, driver_parameters, _ = _plain(connection, statement, parameters)
+    _send(connection, sql, driver_parameters, many=False).close()
 
 
 def first_plain(
     connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]
 ) -> tuple[Any, ...] | None:
-    """Return the first row of a prebuilt query, as :func:`execute_plain` runs it, as the driver
-    hands it back (no result processing: columns of strings, integers and bytes only)."""
-    cursor = _send(connection, *_plain(connection, statement, parameters), many=False)
+    """Return the first row of a prebuilt query, run as :func:`execute_plain` runs a statement.
+
+    Each column goes through its type's result conversion for the dialect (a date stored as
+    text on SQLite), as SQLAlchemy's own execution would; columns without one come as the
+    driver hands them.
+    """
+    sql, driver_parameters, results = _plain(connection, statement, parameters)
+    cursor = _send(connection, sql, driver_parameters, many=False)
     try:
         row = cursor.fetchone()
     finally:
         cursor.close()
-    return None if row is None else tuple(row)
+    if row is None:
+        return None
+    if not results:
+        return tuple(row)
+    return tuple(
+        value if convert is None else convert(value) for value, convert in zip(row, results, strict=True)
+    )
 
 
 def execute_bare(connection: Connection, sql: str) -> None:
@@ -224,18 +237,27 @@ def execute_bare(connection: Connection, sql: str) -> None:
 
 def _plain(
     connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]
-) -> tuple[str, Any]:
-    """A prebuilt statement's SQL for this connection's dialect, and its parameters as the driver takes them."""
+) -> tuple[str, Any, tuple[Any, ...]]:
+    """A prebuilt statement's SQL for this connection's dialect, its parameters as the driver
+    takes them, and its columns' result conversions."""
     dialect = connection.dialect
     found = _PLAIN.get((dialect.name, statement))
     if found is None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-        found = _PLAIN[(dialect.name, statement)] = (str(compiled), order)
-    sql, order = found
+        results: tuple[Any, ...] = ()
+        if isinstance(statement, Select):
+            results = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in statement.selected_columns
+            )
+            if all(convert is None for convert in results):
+                results = ()
+        found = _PLAIN[(dialect.name, statement)] = (str(compiled), order, results)
+    sql, order, results = found
     if order is not None:
-        return sql, tuple(parameters[k] for k in order)
-    return sql, dict(parameters)
+        return sql, tuple(parameters[k] for k in order), results
+    return sql, dict(parameters), results
 
 
 def _send(connection: Connection, sql: str, parameters: Any, *, many: bool) -> Any:
@@ -246,11 +268,12 @@ def _send(connection: Connection, sql: str, parameters: Any, *, many: bool) -> A
     these). The dialect's ``do_execute``/``do_executemany`` still send it, so the driver's
     settings hold. Whenever anything listens to the engine's or the connection's statements
     (a test or bench counting them), the statement goes through SQLAlchemy instead, so that
-    they see it. The driver's errors are wrapped as SQLAlchemy wraps them (``IntegrityError``…);
+    they see it; so does one outside a transaction (SQLAlchemy begins it). The driver's errors are
+    wrapped as SQLAlchemy wraps them (``IntegrityError``…);
     a lost connection is noticed by the pool when the transaction's rollback meets it.
     """
-    if connection._has_events or connection.engine._has_events:
-        return connection.exec_driver_sql(sql, parameters)
+    if connection._has_events or connection.engine._has_events or not connection.in_transaction():
+        return connection.exec_driver_sql(sql, parameters)  # listened to, or it must begin one
     dialect = connection.dialect
     cursor = connection.connection.cursor()
     try:

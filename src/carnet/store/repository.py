@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from carnet.domain.errors import Conflict
 from carnet.services.ports import StoredVersion
 from carnet.store.apps import AppSessionMixin
-from carnet.store.connected import utc
+from carnet.store.connected import first_plain, utc
 from carnet.store.credentials import CredentialSessionMixin
 from carnet.store.distribution import is_citus
 from carnet.store.engine import BEGIN_MODE
@@ -234,7 +234,7 @@ class SQLStoreSession(
             if patient_id is None:
                 return None
             return patient_id, self.current(patient_id, resource_type, resource_id)
-        row = self._c.execute(_LOCATE_CURRENT, {"t": resource_type, "i": resource_id}).first()
+        row = first_plain(self._c, _LOCATE_CURRENT, {"t": resource_type, "i": resource_id})
         if row is None:
             return None
         patient_id = str(row[0])
