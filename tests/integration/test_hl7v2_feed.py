@@ -85,13 +85,13 @@ def _class(raw: bytes) -> str:
 
 
 def _message(cda: bytes, control_id: str, **options: Any) -> bytes:
+    options.setdefault("sent_at", NOW)
     return hl7v2_message(
         cda,
         ins=_ins(cda),
         type_code="11488-4",
         type_label="CR de consultation",
         control_id=control_id,
-        sent_at=NOW,
         **options,
     )
 
@@ -245,6 +245,30 @@ def test_resent_message_stores_one_document(client: TestClient, services: Servic
     assert status == 200
     assert str(ack.segment("MSA")[1]) == "AA"
     assert len(hospital.documents()) == 1
+
+
+def test_a_reused_msh10_names_a_new_message_when_its_content_differs(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """Initial, replace and delete under one MSH-10 (as the ANS examples send them) are each applied; a resend is not."""
+    hospital = Hospital(client, services, auth)
+    parent = _cda()
+    child = _replacing(parent)
+    initial = _message(parent, "015")
+    frames = _exchange(
+        services,
+        [
+            initial,
+            initial,  # sent again as it was
+            _message(child, "015", kind="MDM", action="replace"),
+        ],
+    )
+    assert [_msa(f) for f in frames] == [("AA", "015")] * 3
+    assert frames[1] == frames[0]  # the resend gets the first answer again
+    assert sorted(d["status"] for d in hospital.documents()) == ["current", "superseded"]
+    frames = _exchange(services, [_message(child, "015", action="delete")])
+    assert [_msa(f) for f in frames] == [("AA", "015")]
+    assert [d["status"] for d in hospital.documents()] == ["superseded"]
 
 
 def test_metadata_obx_become_labels_and_destdmp_n_stores_nothing(
@@ -492,7 +516,7 @@ def test_a_feeds_new_document_notice_goes_to_the_patients_current_address(
 
 
 def test_a_messages_answer_is_remembered_in_one_statement_the_last_one_winning(services: Services) -> None:
-    """Remembering a message's answer is one upsert: a second answer (a declined offer) replaces the first."""
+    """Remembering a message's answer is one upsert: a second answer (a declined offer) replaces the first, keeping its digest."""
     seen: list[str] = []
 
     def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
@@ -500,7 +524,7 @@ def test_a_messages_answer_is_remembered_in_one_statement_the_last_one_winning(s
 
     engine = services.store.engine
     with services.store.session(write=True) as session:
-        session.record_message("hopital-a", "M1", "pending", b"first", NOW)
+        session.record_message("hopital-a", "M1", "pending", b"first", NOW, b"d" * 32)
     event.listen(engine, "before_cursor_execute", note)
     try:
         with services.store.session(write=True) as session:
@@ -509,7 +533,7 @@ def test_a_messages_answer_is_remembered_in_one_statement_the_last_one_winning(s
         event.remove(engine, "before_cursor_execute", note)
     assert len([s for s in seen if "feed_messages" in s]) == 1, seen
     with services.store.session() as session:
-        assert session.message_ack("hopital-a", "M1") == ("declined", b"second")
+        assert session.message_ack("hopital-a", "M1") == ("declined", b"second", b"d" * 32)
         assert session.message_ack("hopital-a", "M2") is None
 
 

@@ -24,6 +24,7 @@ from carnet.feeds.hl7v2 import (
     _split,
     acknowledgement,
     business_ack,
+    content_digest,
     parse_message,
     read_header,
 )
@@ -297,3 +298,13 @@ def test_a_message_with_accents_reads_as_its_ascii_twin() -> None:
         twin.type_code,
     )
     assert read.header.control_id == twin.header.control_id
+
+
+def test_a_message_digest_leaves_msh_out_and_follows_the_rest() -> None:
+    """The content digest ignores MSH (a resend's new MSH-7) and changes with any other segment."""
+    first = b"MSH|^~\\&|A|B|C|D|20261207090000||ORU^R01^ORU_R01|015|P|2.5\rPID|||1\rOBX|1|ED|x||^TEXT^XML^Base64^QQ==\r"
+    resent = first.replace(b"20261207090000", b"20261207091500")
+    other = first.replace(b"PID|||1", b"PID|||2")
+    assert content_digest(first) == content_digest(resent) == content_digest(b"\x0b" + resent + b"\x1c\r")
+    assert content_digest(first) != content_digest(other)
+    assert content_digest(first.replace(b"\r", b"\n")) != content_digest(b"MSH|^~\\&|A")

@@ -39,6 +39,7 @@ may be sent again later", an unsupported type, event, version or MSH-18 is answe
 from __future__ import annotations
 
 import binascii
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -375,6 +376,18 @@ def _header(message: _Message, encoding: str) -> Header:
         version=msh(12),
         encoding=encoding,
     )
+
+
+def content_digest(raw: bytes) -> bytes:
+    """SHA-256 of what a message says after its MSH segment.
+
+    Two messages under one MSH-10 with the same digest are one message sent again (a sender that
+    resends may stamp a new MSH-7: MSH is left out); another digest is another message that
+    reused the MSH-10.
+    """
+    body = raw.strip(b"\x0b\x1c\r\n ")
+    ends = [i for i in (body.find(b"\r"), body.find(b"\n")) if i >= 0]
+    return hashlib.sha256(body[min(ends) :] if ends else b"").digest()
 
 
 def read_header(raw: bytes) -> Header | None:

@@ -65,6 +65,7 @@ from carnet.feeds.hl7v2 import (
     Sender,
     acknowledgement,
     business_ack,
+    content_digest,
     parse_message,
     read_header,
 )
@@ -114,6 +115,7 @@ class _Read:
     """
 
     header: Header | None
+    digest: bytes | None = None
     message: DocumentMessage | None = None
     error: FeedMessageError | None = None
     cda: CDADocument | None = None
@@ -127,6 +129,11 @@ _NO_RECORD_YET = "?"
 
 
 def _read(raw: bytes) -> _Read:
+    """Read a message (:func:`_read_message`) with the digest that tells a resend from a reused MSH-10."""
+    return dataclasses.replace(_read_message(raw), digest=content_digest(raw))
+
+
+def _read_message(raw: bytes) -> _Read:
     """Read a message once (HL7 v2, the base64 of OBX-5, the CDA) and build its DocumentReference.
 
     All of it runs in the caller's thread before any transaction, so that the part of a message
@@ -205,14 +212,15 @@ class HL7v2Intake:
         control = header.control_id[:64] if header is not None else ""
         if control and replay_of is None:
             prior = session.message_ack(feed_id, control)
-            if prior is not None and prior[0] != "refused":
+            # The same MSH-10 and content (or an answer kept before digests were): sent again.
+            if prior is not None and prior[0] != "refused" and prior[2] in (None, read.digest):
                 return Receipt(ack=prior[1], business=None, outcome="duplicate")
         receipt = self._take(session, feed_id, read, sender_required=sender_required)
         now = self._clock()
         if receipt.error is not None and receipt.error.dead_letter and replay_of is None:
             session.add_letter(self._letter(session, feed_id, raw, header, receipt.error, now))
         if control:
-            session.record_message(feed_id, control, receipt.outcome, receipt.ack, now)
+            session.record_message(feed_id, control, receipt.outcome, receipt.ack, now, read.digest)
         return receipt
 
     def answer(self, feed_id: str, control_id: str) -> bytes:

@@ -365,12 +365,20 @@ class StoreSession(Protocol):
         """Set a feed's status; return False if there is no such feed."""
         ...
 
-    def message_ack(self, feed_id: str, control_id: str) -> tuple[str, bytes] | None:
-        """Return the outcome and ACK of a feed message already taken, or None."""
+    def message_ack(self, feed_id: str, control_id: str) -> tuple[str, bytes, bytes | None] | None:
+        """Return the outcome, ACK and content digest of a feed message already taken, or None."""
         ...
 
-    def record_message(self, feed_id: str, control_id: str, outcome: str, ack: bytes, now: datetime) -> None:
-        """Remember the answer to a feed message."""
+    def record_message(
+        self,
+        feed_id: str,
+        control_id: str,
+        outcome: str,
+        ack: bytes,
+        now: datetime,
+        digest: bytes | None = None,
+    ) -> None:
+        """Remember the answer to a feed message (and the digest of its content, when given)."""
         ...
 
     def add_letter(self, letter: DeadLetter) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -17,7 +17,9 @@ from carnet.store.tables import feed_dead_letters, feed_messages, feed_offers, f
 # The statements of every feed message are built once; only their parameters change per call.
 _FEED = select(feeds).where(feeds.c.feed_id == bindparam("f"))
 _THIS_MESSAGE = (feed_messages.c.feed_id == bindparam("f"), feed_messages.c.control_id == bindparam("c"))
-_MESSAGE_ACK = select(feed_messages.c.outcome, feed_messages.c.ack).where(*_THIS_MESSAGE)
+_MESSAGE_ACK = select(feed_messages.c.outcome, feed_messages.c.ack, feed_messages.c.digest).where(
+    *_THIS_MESSAGE
+)
 #: Per dialect: one statement that remembers a message's answer, the last one winning (an
 #: ``INSERT … ON CONFLICT … DO UPDATE``, which SQLite, PostgreSQL and Citus run alike: the
 #: conflict is on the primary key, which holds the distribution column).
@@ -28,6 +30,8 @@ _REMEMBER_MESSAGE = {
             "received_at": statement.excluded.received_at,
             "outcome": statement.excluded.outcome,
             "ack": statement.excluded.ack,
+            # A new answer to the same message (the patient declined it) keeps its digest.
+            "digest": func.coalesce(statement.excluded.digest, feed_messages.c.digest),
         },
     )
     for name, statement in (
@@ -114,13 +118,23 @@ def _letter(row: Any) -> DeadLetter:
 class FeedMessageSessionMixin(Connected):
     """Messages taken and dead letters; mixed into :class:`carnet.store.repository.SQLStoreSession`."""
 
-    def message_ack(self, feed_id: str, control_id: str) -> tuple[str, bytes] | None:
-        """Return the outcome and ACK of a message already taken (by feed and MSH-10), or None."""
+    def message_ack(self, feed_id: str, control_id: str) -> tuple[str, bytes, bytes | None] | None:
+        """Return the outcome, ACK and content digest of a message already taken (by feed and MSH-10), or None."""
         row = first_plain(self._c, _MESSAGE_ACK, {"f": feed_id, "c": control_id})
-        return None if row is None else (str(row[0]), bytes(row[1]))
+        return (
+            None if row is None else (str(row[0]), bytes(row[1]), None if row[2] is None else bytes(row[2]))
+        )
 
-    def record_message(self, feed_id: str, control_id: str, outcome: str, ack: bytes, now: datetime) -> None:
-        """Remember the answer to a message (the last answer wins when it is sent again)."""
+    def record_message(
+        self,
+        feed_id: str,
+        control_id: str,
+        outcome: str,
+        ack: bytes,
+        now: datetime,
+        digest: bytes | None = None,
+    ) -> None:
+        """Remember the answer to a message (the last answer wins; without a digest, the one kept stays)."""
         connection = self._c
         connection.execute(
             _REMEMBER_MESSAGE[connection.dialect.name],
@@ -130,6 +144,7 @@ class FeedMessageSessionMixin(Connected):
                 "received_at": now,
                 "outcome": outcome,
                 "ack": ack,
+                "digest": digest,
             },
         )
 

@@ -395,6 +395,9 @@ feed_messages = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("outcome", String(32), nullable=False),
     Column("ack", LargeBinary, nullable=False),
+    # SHA-256 of what the message says after MSH (carnet.feeds.hl7v2.content_digest): a message
+    # sent again with the same MSH-10 and this digest is a resend; another digest is a new message.
+    Column("digest", LargeBinary(32), nullable=True),
     PrimaryKeyConstraint("feed_id", "control_id"),
 )
 
