@@ -331,6 +331,22 @@ def test_refusals_are_application_errors_with_their_code(
     assert hospital.documents() == []
 
 
+def test_replacing_or_deleting_an_unknown_document_is_an_unknown_key_error(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """A replacement or deletion naming a document the record does not hold: AE, ERR-2 OBX^1^5, ERR-3 204 (unknown key)."""
+    hospital = Hospital(client, services, auth)
+    parent = _cda()
+    for message in (
+        _message(_replacing(parent), "U1", kind="MDM", action="replace"),
+        _message(parent, "U2", action="delete"),
+    ):
+        status, ack = hospital.post(message)
+        assert (status, str(ack.segment("MSA")[1])) == (422, "AE"), ack
+        assert (str(ack.segment("ERR")[2]), ack["ERR.F3.R1.C1"]) == ("OBX^1^5", "204")
+    assert hospital.documents() == []
+
+
 def test_class_not_registered_is_refused(client: TestClient, services: Services, auth: Mint) -> None:
     """A feed registered for class 60 only gets AE for a class-10 report, and the record holds nothing."""
     hospital = Hospital(client, services, auth, classes=frozenset({"60"}))

@@ -439,7 +439,17 @@ class HL7v2Intake:
         return outcome, result.stored.resource_id
 
 
+#: Where the documents service says that the document a replacement names is not in the record.
+_REPLACED = "DocumentReference.relatesTo.target.identifier"
+
+
 def _application_error(exc: CarnetError, application_code: str | None) -> FeedMessageError:
+    """An error of the store or the policy as the ACK's ERR: 204 (unknown key) for a document not found, else 207."""
+    # The document a deletion (NotFound) or a replacement (relatesTo unresolved) names is not in the record.
+    if isinstance(exc, NotFound) or _REPLACED in exc.expression:
+        return FeedMessageError(
+            exc.message, hl7_code="204", application_code=application_code, location="OBX^1^5"
+        )
     return FeedMessageError(exc.message, hl7_code="207", application_code=application_code)
 
 
