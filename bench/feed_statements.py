@@ -11,13 +11,11 @@ import os
 import sys
 from typing import Any
 
-from feeds import INS_ROOT, _ins, _messages
+from feeds import _messages, open_lab
 from run import backend
 from sqlalchemy import event
 
 from carnet.api.app import build_services
-from carnet.domain.feeds import FeedKind
-from carnet.domain.principal import ActorKind, Identifier, Principal
 
 
 def main() -> None:
@@ -25,23 +23,7 @@ def main() -> None:
     width = int(os.environ.get("WIDTH", "150"))
     with backend(sys.argv[1] if len(sys.argv) > 1 else "sqlite") as settings:
         services = build_services(settings)
-        services.feeds.add(
-            "bench-lab",
-            name="Bench lab",
-            kind=FeedKind.HL7V2,
-            classes=frozenset({"10"}),
-            sender="DPI-HOPITAL^HOPITAL-A",
-        )
-        for number in range(5):
-            ins = _ins(number)
-            patient = Principal(
-                kind=ActorKind.PATIENT,
-                subject=f"p{number}",
-                identifier=Identifier(system=f"urn:oid:{INS_ROOT}", value=ins),
-            )
-            services.records.records(patient).create(
-                {"resourceType": "Patient", "identifier": [{"system": f"urn:oid:{INS_ROOT}", "value": ins}]}
-            )
+        open_lab(services, 5)
         messages = _messages(30, 5, 100_000)
         for message in messages[:20]:
             services.hl7v2.receive("bench-lab", message)

@@ -24,6 +24,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import load
 from run import backend, log, percentile
@@ -52,6 +53,27 @@ CDA = """<?xml version="1.0" encoding="UTF-8"?>
 
 def _ins(number: int) -> str:
     return f"2{number:014d}"
+
+
+def open_lab(services: Any, patients: int) -> None:
+    """Register the bench's lab feed (class 10, sender MSH-3^MSH-4 checked over plain TCP) and open ``patients`` records."""
+    services.feeds.add(
+        "bench-lab",
+        name="Bench lab",
+        kind=FeedKind.HL7V2,
+        classes=frozenset({"10"}),
+        sender="DPI-HOPITAL^HOPITAL-A",
+    )
+    for number in range(patients):
+        ins = _ins(number)
+        patient = Principal(
+            kind=ActorKind.PATIENT,
+            subject=f"p{number}",
+            identifier=Identifier(system=f"urn:oid:{INS_ROOT}", value=ins),
+        )
+        services.records.records(patient).create(
+            {"resourceType": "Patient", "identifier": [{"system": f"urn:oid:{INS_ROOT}", "value": ins}]}
+        )
 
 
 def _messages(count: int, patients: int, size: int) -> list[bytes]:
@@ -125,24 +147,7 @@ def main() -> None:
         args.messages = 300
     with backend(args.backend) as settings:
         services = build_services(settings)
-        services.feeds.add(
-            "bench-lab",
-            name="Bench lab",
-            kind=FeedKind.HL7V2,
-            classes=frozenset({"10"}),
-            sender="DPI-HOPITAL^HOPITAL-A",  # the MLLP listener over plain TCP checks MSH-3^MSH-4
-        )
-        for number in range(args.patients):
-            ins = _ins(number)
-            patient = Principal(
-                kind=ActorKind.PATIENT,
-                subject=f"p{number}",
-                identifier=Identifier(system=f"urn:oid:{INS_ROOT}", value=ins),
-            )
-            records = services.records.records(patient)
-            records.create(
-                {"resourceType": "Patient", "identifier": [{"system": f"urn:oid:{INS_ROOT}", "value": ins}]}
-            )
+        open_lab(services, args.patients)
         services.store.engine.dispose()
         log(f"building {args.messages} messages of ~{args.size // 1000} KB")
         messages = _messages(args.messages, args.patients, args.size)

@@ -20,12 +20,10 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from feeds import INS_ROOT, _ins, _messages
+from feeds import _messages, open_lab
 from run import backend, log
 
 from carnet.api.app import build_services
-from carnet.domain.feeds import FeedKind
-from carnet.domain.principal import ActorKind, Identifier, Principal
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,23 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     with backend(args.backend) as settings:
         services = build_services(settings)
-        services.feeds.add(
-            "bench-lab",
-            name="Bench lab",
-            kind=FeedKind.HL7V2,
-            classes=frozenset({"10"}),
-            sender="DPI-HOPITAL^HOPITAL-A",
-        )
-        for number in range(50):
-            ins = _ins(number)
-            patient = Principal(
-                kind=ActorKind.PATIENT,
-                subject=f"p{number}",
-                identifier=Identifier(system=f"urn:oid:{INS_ROOT}", value=ins),
-            )
-            services.records.records(patient).create(
-                {"resourceType": "Patient", "identifier": [{"system": f"urn:oid:{INS_ROOT}", "value": ins}]}
-            )
+        open_lab(services, 50)
         messages = _messages(2 * args.messages + 20, 50, 100_000)
         for message in messages[:20]:  # warm up (imports, caches)
             services.hl7v2.receive("bench-lab", message)
