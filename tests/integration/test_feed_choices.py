@@ -62,16 +62,22 @@ def _sign_in(client: TestClient, patient: SeededPatient) -> str:
     return _csrf(client.get("/patient/").text)
 
 
-def _result(patient: SeededPatient, number: int, marker: str) -> bytes:
-    cda = CDA_TEMPLATE.format(
-        doc_id=f"2.25.77{number}",
+def _cda(patient: SeededPatient, doc_id: str, marker: str) -> bytes:
+    return CDA_TEMPLATE.format(
+        doc_id=doc_id,
         marker=marker,
         ins_root=patient.ins_system.removeprefix("urn:oid:"),
         ins=patient.ins_value,
         body=base64.b64encode(f"Cholestérol {marker}".encode()).decode(),
     ).encode()
+
+
+def _result(patient: SeededPatient, number: int, marker: str, *, level3: str | None = None) -> bytes:
+    """A lab's ORU; ``level3``: the marker of a second document (the report as a level 3 CDA)."""
+    cda = _cda(patient, f"2.25.77{number}", marker)
     return hl7v2_message(
         cda,
+        second=_cda(patient, f"2.25.88{number}", level3) if level3 else None,
         ins=(patient.ins_system.removeprefix("urn:oid:"), patient.ins_value),
         type_code="11502-2",
         type_label="CR d'examens biologiques",
@@ -219,3 +225,29 @@ def test_another_patient_cannot_see_or_decide_my_offers(services: Services, pati
     with pytest.raises(NotFound):
         services.feed_inbox.accept(stranger, offer.offer_id)
     assert len(services.feed_inbox.pending(_holder(patient))) == 1
+
+
+def test_the_documents_of_one_message_each_wait_or_are_refused_together(
+    services: Services, patient: SeededPatient
+) -> None:
+    """An ORU with a level 1 and a level 3 CDA: ask me first, each waits in the inbox (one ZAM, N),
+    and each is accepted on its own; refused, the sender gets one AE and nothing of either is kept."""
+    services.feeds.add("lab-77", name="Laboratoire 77", kind=FeedKind.HL7V2, classes=frozenset({"10"}))
+    services.feed_inbox.choose(_holder(patient), "lab-77", FeedChoice.ASK)
+    receipt = services.hl7v2.receive("lab-77", _result(patient, 7, "NIV1", level3="NIV3"))
+    assert (receipt.outcome, receipt.error, receipt.document_ids) == ("pending", None, ())
+    assert receipt.business is not None
+    assert receipt.business.count(b"^^expandedYes-NoIndicator") == 3
+    assert b"|N^^expandedYes-NoIndicator" in receipt.business
+    offers = services.feed_inbox.pending(_holder(patient))
+    assert sorted(str(o.title) for o in offers) == ["Bilan lipidique NIV1", "Bilan lipidique NIV3"]
+    for offer in offers:
+        services.feed_inbox.accept(_holder(patient), offer.offer_id)
+    assert {"Bilan lipidique NIV1", "Bilan lipidique NIV3"} <= set(_titles(services, patient))
+    services.feed_inbox.choose(_holder(patient), "lab-77", FeedChoice.REFUSE)
+    refused = services.hl7v2.receive("lab-77", _result(patient, 8, "NON1", level3="NON3"))
+    assert refused.error is not None
+    assert b"MSA|AE|LAB-8" in refused.ack
+    assert services.feed_inbox.pending(_holder(patient)) == []
+    assert services.hl7v2.dead_letters(every=True) == []
+    assert not any("NON" in t for t in _titles(services, patient))

@@ -63,10 +63,10 @@ def _another(cda: bytes, root: str) -> bytes:
     return cda.replace(_document_id(cda), b'<id root="%s" />' % root.encode(), 1)
 
 
-def _replacing(parent: bytes) -> bytes:
-    """A new version of ``parent``: another id, and relatedDocument RPLC naming the parent."""
+def _replacing(parent: bytes, root: str = "2.25.987654321987654321") -> bytes:
+    """A new version of ``parent``: another id (``root``), and relatedDocument RPLC naming the parent."""
     parent_id = _document_id(parent)
-    child = _another(parent, "2.25.987654321987654321")
+    child = _another(parent, root)
     related = b'<relatedDocument typeCode="RPLC"><parentDocument>%s</parentDocument></relatedDocument>'
     return child.replace(b"<component>", related % parent_id + b"<component>", 1)
 
@@ -600,3 +600,145 @@ def test_a_feeds_document_is_validated_once_and_an_invalid_one_refused(
     assert validated.count("DocumentReference") == 1
     with pytest.raises(InvalidResource):
         records.publish({**draft, "date": "yesterday"})
+
+
+# -- several documents in one message (an ORU's level 1 and level 3 CDA of one report) ---------------
+
+
+def _level3(cda: bytes, root: str = "2.25.3333") -> bytes:
+    """The same report under its own id, as the level 3 CDA beside a level 1 (here: the same body)."""
+    return _another(cda, root)
+
+
+def _err(ack: hl7.Message) -> tuple[str, str, str]:
+    return str(ack.segment("MSA")[1]), str(ack.segment("ERR")[2]), ack["ERR.F3.R1.C1"]
+
+
+def _feed_entries(client: TestClient, hospital: Hospital) -> list[str]:
+    """The outcome (AuditEvent.outcome) of each journal entry of the feed's calls on the record."""
+    found = client.get(
+        f"/fhir/AuditEvent?patient={hospital.patient_id}&_count=1000", headers=hospital.patient
+    )
+    assert found.status_code == 200, found.text
+    events = [e["resource"] for e in found.json().get("entry", [])]
+    return [str(e.get("outcome")) for e in events if "hopital-a" in str(e.get("agent"))]
+
+
+def test_an_oru_with_two_documents_over_mllp_is_stored_replaced_and_deleted_together(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """ORU with a level 1 and a level 3 CDA over a real MLLP connection: both stored (AA), the resend
+    stores nothing again; then a replacement and a deletion carrying both act on both."""
+    hospital = Hospital(client, services, auth)
+    level1, level3 = _cda(), _level3(_cda())
+    initial = _message(level1, "N1", second=level3)
+    frames = _exchange(services, [initial, initial])
+    assert [_msa(f) for f in frames] == [("AA", "N1"), ("AA", "N1")]
+    documents = hospital.documents()
+    assert [d["status"] for d in documents] == ["current", "current"]
+    ids = {d["masterIdentifier"]["value"] for d in documents}
+    assert len(ids) == 2
+    frames = _exchange(
+        services,
+        [
+            _message(
+                _replacing(level1, "2.25.41"), "N2", action="replace", second=_replacing(level3, "2.25.43")
+            )
+        ],
+    )
+    assert [_msa(f) for f in frames] == [("AA", "N2")]
+    documents = hospital.documents()
+    assert sorted(d["status"] for d in documents) == ["current", "current", "superseded", "superseded"]
+    replaced = {d["relatesTo"][0]["target"]["reference"] for d in documents if d["status"] == "current"}
+    assert replaced == {f"DocumentReference/{d['id']}" for d in documents if d["status"] == "superseded"}
+    frames = _exchange(
+        services,
+        [
+            _message(
+                _replacing(level1, "2.25.41"), "N3", action="delete", second=_replacing(level3, "2.25.43")
+            )
+        ],
+    )
+    assert [_msa(f) for f in frames] == [("AA", "N3")]
+    assert [d["status"] for d in hospital.documents()] == ["superseded", "superseded"]
+
+
+def test_one_bad_document_of_two_stores_nothing_and_the_ack_names_its_obx(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """The second document another patient's (904), of a class the feed may not write (refused by the
+    policy after the first was written), or replacing a document the record does not hold (204): AE at
+    OBX^2^5, nothing of the message stored, the policy's refusal still in the journal."""
+    hospital = Hospital(client, services, auth)
+    level1 = _cda()
+    _, value = _ins(level1)
+    stranger = _level3(level1).replace(value.encode(), b"199999999999999")
+    status, ack = hospital.post(_message(level1, "B1", second=stranger))
+    assert (status, *_err(ack), ack["ERR.F5.R1.C1"]) == (422, "AE", "OBX^2^5", "207", "904")
+    assert hospital.documents() == []
+    journal = _feed_entries(client, hospital)
+    other_class = _level3(level1).replace(b'code="11488-4"', b'code="18748-4"', 1)
+    status, ack = hospital.post(_message(level1, "B2", second=other_class))
+    assert (status, *_err(ack)) == (422, "AE", "OBX^2^5", "207")
+    assert hospital.documents() == []
+    # The policy's refusal of the second document is journaled; the first document's write is undone.
+    assert len(_feed_entries(client, hospital)) == len(journal) + 1
+    assert sorted(_feed_entries(client, hospital)) == sorted([*journal, "4"])
+    assert hospital.post(_message(level1, "B3", second=_level3(level1)))[0] == 200
+    before = sorted((d["id"], d["status"]) for d in hospital.documents())
+    status, ack = hospital.post(
+        _message(
+            _replacing(level1, "2.25.51"),
+            "B4",
+            action="replace",
+            second=_replacing(_level3(level1, "2.25.404"), "2.25.53"),
+        )
+    )
+    assert (status, *_err(ack)) == (422, "AE", "OBX^2^5", "204")
+    assert sorted((d["id"], d["status"]) for d in hospital.documents()) == before
+    assert len(services.hl7v2.dead_letters()) == 3
+    resent = hospital.post(_message(level1, "B2", second=other_class))
+    assert (resent[0], *_err(resent[1])) == (422, "AE", "OBX^2^5", "207")  # taken afresh: refused again
+    assert [d["status"] for d in hospital.documents()] == ["current", "current"]
+
+
+def test_metadata_apply_to_both_documents_and_one_zam_answers_the_message(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """MASQUE_PS labels both documents and one ZAM per message lists both; INVISIBLE_PATIENT sends
+    no notice for either; DESTDMP=N stores neither."""
+    hospital = Hospital(client, services, auth)
+    receipt = services.hl7v2.receive(
+        "hopital-a",
+        _message(_cda(), "D1", second=_level3(_cda()), flags={"MASQUE_PS": True, "ACK_RECEPTION": True}),
+    )
+    assert (receipt.outcome, len(receipt.document_ids)) == ("stored", 2)
+    assert receipt.business is not None
+    zam = hl7.parse(receipt.business.decode())
+    assert [str(s[3][0][0]) for s in zam.segments("OBX")] == ["ACK_RECEPTION_DMP", "11488-4", "11488-4"]
+    assert (zam["OBX1.F4.R1.C1"], zam["OBX1.F5.R1.C1"]) == ("D1", "Y")
+    documents = hospital.documents()
+    assert sorted(d["id"] for d in documents) == sorted(receipt.document_ids)
+    for document in documents:
+        assert "MASQUE_PS" in {c["code"] for label in document["securityLabel"] for c in label["coding"]}
+    before = _outbox_count(services, hospital.patient_id)
+    hidden = services.hl7v2.receive(
+        "hopital-a",
+        _message(
+            _another(_cda(), "2.25.71"),
+            "D2",
+            second=_level3(_cda(), "2.25.73"),
+            flags={"INVISIBLE_PATIENT": True},
+        ),
+    )
+    assert (hidden.outcome, len(hidden.document_ids)) == ("stored", 2)
+    assert _outbox_count(services, hospital.patient_id) == before
+    assert len(hospital.documents()) == 2
+    skipped = services.hl7v2.receive(
+        "hopital-a",
+        _message(
+            _another(_cda(), "2.25.61"), "D3", second=_level3(_cda(), "2.25.63"), flags={"DESTDMP": False}
+        ),
+    )
+    assert (skipped.outcome, skipped.document_ids, _msa(skipped.ack)[0]) == ("not-for-record", (), "AA")
+    assert len(hospital.documents()) == 2

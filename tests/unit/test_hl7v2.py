@@ -148,11 +148,15 @@ def test_acknowledgements_name_the_message_and_the_error() -> None:
     )
     assert b"MSA|AR|" in rejected
     zam = hl7.parse(
-        business_ack(message.header, control_id="Z1", now=NOW, stored=True, document_type="11502-2").decode()
+        business_ack(
+            message.header, control_id="Z1", now=NOW, stored=True, document_types=["11502-2"]
+        ).decode()
     )
     assert str(zam.segment("MSH")[9]) == "ZAM^Z01^ZAM_Z01"
     assert zam["OBX1.F3.R1.C1"] == "ACK_RECEPTION_DMP"
     assert zam["OBX1.F5.R1.C1"] == "Y"
+    assert zam["OBX1.F4.R1.C1"] == "CTRL-42"  # the volet: OBX-4 names the message that carried the documents
+    assert zam["OBX2.F3.R1.C1"] == "11502-2"
 
 
 def test_acknowledgement_is_encoded_like_the_message() -> None:
@@ -308,3 +312,39 @@ def test_a_message_digest_leaves_msh_out_and_follows_the_rest() -> None:
     assert content_digest(first) == content_digest(resent) == content_digest(b"\x0b" + resent + b"\x1c\r")
     assert content_digest(first) != content_digest(other)
     assert content_digest(first.replace(b"\r", b"\n")) != content_digest(b"MSH|^~\\&|A")
+
+
+LEVEL3 = b'<ClinicalDocument xmlns="urn:hl7-org:v3"><title>Niveau 3</title></ClinicalDocument>'
+
+
+@pytest.mark.parametrize("action", ["initial", "replace", "delete"])
+def test_an_oru_carries_a_level_1_and_a_level_3_document(action: str) -> None:
+    """Both document OBXs are read, in message order, each with its OBX; the metadata OBXs after them are read too."""
+    message = parse_message(_message(action=action, second=LEVEL3, flags={"MASQUE_PS": True}))
+    assert [(d.obx, d.cda, d.type_code) for d in message.documents] == [
+        (1, CDA, "11502-2"),
+        (2, LEVEL3, "11502-2"),
+    ]
+    assert message.action is Action(action)
+    assert message.flags.masked_from_professionals
+
+
+def test_documents_beyond_what_the_volet_allows_or_disagreeing_are_refused_at_their_obx() -> None:
+    """A second document in an MDM, a third in an ORU: AE at that OBX; OBX-11 of the second unlike the
+    first: AR at OBX^2^11; the second's base64 not XML: AE at OBX^2^5^5."""
+    with pytest.raises(FeedMessageError) as mdm:
+        parse_message(_message(kind="MDM", second=LEVEL3))
+    assert (mdm.value.location, mdm.value.rejected) == ("OBX^2", False)
+    third = _message(second=LEVEL3).replace(
+        b"\rOBX|3|", b"\rOBX|3|ED|11502-2^^LN||^TEXT^XML^Base64^PGEvPg==\rOBX|3|", 1
+    )
+    with pytest.raises(FeedMessageError) as oru:
+        parse_message(third)
+    assert (oru.value.location, oru.value.rejected) == ("OBX^3", False)
+    mixed = _message(second=LEVEL3).replace(b"||||||F\rOBX|3|", b"||||||C\rOBX|3|", 1)
+    with pytest.raises(FeedMessageError) as status:
+        parse_message(mixed)
+    assert (status.value.location, status.value.rejected) == ("OBX^2^11", True)
+    with pytest.raises(FeedMessageError) as text:
+        parse_message(_message(second=b"une phrase, pas un CDA"))
+    assert (text.value.location, text.value.hl7_code) == ("OBX^2^5^5", "102")

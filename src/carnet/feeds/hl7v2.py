@@ -10,8 +10,10 @@ replace                    ``ORU^R01``          ``MDM^T10^MDM_T02``  ``C``   ``R
 delete                     ``ORU^R01``          ``MDM^T04^MDM_T02``  ``D``   ``CA``
 =========================  ==================  ==================  ======  ======
 
-A message whose ORC-1, OBX-11 and MDM event disagree is rejected. The CDA travels in the first
-``ED`` OBX (``OBX-5 = ^TEXT^XML^Base64^<data>``, ``text`` for MDM); the patient is named by INS in
+A message whose ORC-1, OBX-11 and MDM event disagree is rejected. Each CDA travels in an ``ED``
+OBX (``OBX-5 = ^TEXT^XML^Base64^<data>``, ``text`` for MDM): an ORU carries one or two (the same
+report as a level 1 and a level 3 CDA, each with its own id), an MDM one (the volet's "Profils
+des messages"); the metadata OBXs and the PRT apply to every document of the message. The patient is named by INS in
 PID-3 (``<matricule>^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS``; NIA …4.9, test …4.10 and
 …4.11) and must be the CDA's ``recordTarget``; the metadata OBXs (OBX-3 of table ``MetaDMPMSS``,
 value ``Y``/``N``) ``MASQUE_PS``, ``INVISIBLE_PATIENT``, ``INVISIBLE_REP_LEGAUX``,
@@ -41,6 +43,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -53,6 +56,7 @@ from carnet.domain.errors import FeedMessageError
 __all__ = [
     "INS_OIDS",
     "Action",
+    "Document",
     "DocumentMessage",
     "Flags",
     "Header",
@@ -92,6 +96,9 @@ _BY_STATUS = {"F": Action.INITIAL, "C": Action.REPLACE, "D": Action.DELETE}
 _ORDER_CONTROL = {Action.INITIAL: "NW", Action.REPLACE: "RO", Action.DELETE: "CA"}
 _MDM_EVENTS = {"T02": Action.INITIAL, "T10": Action.REPLACE, "T04": Action.DELETE}
 _VERSIONS = {"ORU": "2.5", "MDM": "2.6"}
+#: How many documents a message carries at most: an ORU "une ou deux instances de documents
+#: CDA-R2" (a level 1 and a level 3 of the same report), an MDM "un seul document".
+_MOST_DOCUMENTS = {"ORU": 2, "MDM": 1}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,22 +153,42 @@ class Sender:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Document:
+    """One document OBX of a message: which OBX (``OBX^<obx>`` in an ERR), its typeCode, its CDA."""
+
+    obx: int
+    """The OBX's occurrence in the message (1 for the first OBX)."""
+    type_code: str
+    """OBX-3: the document's typeCode (LOINC)."""
+    cda: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DocumentMessage:
-    """One ORU or MDM message, read: its action, patient, document and metadata."""
+    """One ORU or MDM message, read: its action, patient, documents and metadata."""
 
     header: Header
     action: Action
     ins: tuple[tuple[str, str], ...]
     """The INS of PID-3 as ``(authority OID, value)``, in message order."""
-    type_code: str
-    """OBX-3: the document's typeCode (LOINC)."""
-    cda: bytes
+    documents: tuple[Document, ...]
+    """Every document OBX, in message order (one or two; the action applies to each)."""
     flags: Flags
     sender: Sender | None
     document_id: str | None = None
     """TXA-12 (MDM): the unique id of the document."""
     parent_id: str | None = None
     """TXA-13 (MDM replace): the unique id of the document replaced."""
+
+    @property
+    def cda(self) -> bytes:
+        """The first document's CDA."""
+        return self.documents[0].cda
+
+    @property
+    def type_code(self) -> str:
+        """The first document's typeCode."""
+        return self.documents[0].type_code
 
 
 def decode(raw: bytes) -> tuple[str, str]:
@@ -434,24 +461,21 @@ def parse_message(raw: bytes) -> DocumentMessage:
             hl7_code="203",
             location="MSH^1^12",
         )
-    document_obx = _document_obx(message)
-    status = _get(message, "OBX", document_obx, 11).upper()
-    action = _action(message, kind, event, status)
-    data = _get(message, "OBX", document_obx, 5, 1, 5)
-    cda = _base64(data, f"OBX^{document_obx}^5^5")
-    if not _is_xml(cda):
+    found = _document_obxs(message)
+    status = _get(message, "OBX", found[0], 11).upper()
+    action = _action(message, kind, event, status, found[0])
+    if len(found) > _MOST_DOCUMENTS[kind]:
         raise FeedMessageError(
-            "The base64 in OBX-5.5 decodes to no XML document; OBX-5 must carry the base64 "
-            "of a CDA ClinicalDocument.",
-            hl7_code="102",
-            location=f"OBX^{document_obx}^5^5",
+            f"{kind} carries {len(found)} documents; the volet allows "
+            + ("one or two (a level 1 and a level 3 CDA of the same report)." if kind == "ORU" else "one."),
+            hl7_code="100",
+            location=f"OBX^{found[_MOST_DOCUMENTS[kind]]}",
         )
     return DocumentMessage(
         header=header,
         action=action,
         ins=_ins(message),
-        type_code=_get(message, "OBX", document_obx, 3),
-        cda=cda,
+        documents=tuple(_document(message, obx, status) for obx in found),
         flags=_flags(message),
         sender=_sender(message),
         document_id=_get(message, "TXA", 1, 12) or None if kind == "MDM" else None,
@@ -459,14 +483,19 @@ def parse_message(raw: bytes) -> DocumentMessage:
     )
 
 
-def _document_obx(message: _Message) -> int:
-    """Return the occurrence of the first OBX that carries a document (OBX-2 ED, not metadata)."""
-    for index in range(1, _count(message, "OBX") + 1):
+def _document_obxs(message: _Message) -> list[int]:
+    """Return the occurrences of the OBXs that carry a document (OBX-2 ED of XML, not metadata)."""
+    found = [
+        index
+        for index in range(1, _count(message, "OBX") + 1)
         if (
             _get(message, "OBX", index, 2).upper() == "ED"
             and _get(message, "OBX", index, 3, 1, 3) != _META_TABLE
-        ) and _get(message, "OBX", index, 5, 1, 3).upper() == "XML":
-            return index
+        )
+        and _get(message, "OBX", index, 5, 1, 3).upper() == "XML"
+    ]
+    if found:
+        return found
     raise FeedMessageError(
         "The message carries no CDA document: the first OBX of type ED must hold ^TEXT^XML^Base64^<document>.",
         hl7_code="101",
@@ -474,8 +503,34 @@ def _document_obx(message: _Message) -> int:
     )
 
 
-def _action(message: _Message, kind: str, event: str, status: str) -> Action:
-    """The action that OBX-11, ORC-1 and the MDM event agree on.
+def _document(message: _Message, obx: int, status: str) -> Document:
+    """Read one document OBX, whose OBX-11 must be the first document's.
+
+    Raises:
+        FeedMessageError: another OBX-11 (``AR``), no base64 or no XML in OBX-5.5 (``AE``).
+    """
+    own = _get(message, "OBX", obx, 11).upper()
+    if own != status:
+        raise FeedMessageError(
+            f"OBX-11 {own[:4]!r} of this document is not the first document's {status!r}: "
+            "the documents of one message are sent, replaced or deleted together.",
+            hl7_code="207",
+            rejected=True,  # an inconsistent combination, as ORC-1 against OBX-11
+            location=f"OBX^{obx}^11",
+        )
+    cda = _base64(_get(message, "OBX", obx, 5, 1, 5), f"OBX^{obx}^5^5")
+    if not _is_xml(cda):
+        raise FeedMessageError(
+            "The base64 in OBX-5.5 decodes to no XML document; OBX-5 must carry the base64 "
+            "of a CDA ClinicalDocument.",
+            hl7_code="102",
+            location=f"OBX^{obx}^5^5",
+        )
+    return Document(obx=obx, type_code=_get(message, "OBX", obx, 3), cda=cda)
+
+
+def _action(message: _Message, kind: str, event: str, status: str, obx: int) -> Action:
+    """The action that OBX-11 (of the document OBX ``obx``), ORC-1 and the MDM event agree on.
 
     Raises:
         FeedMessageError: an unknown OBX-11, or a disagreement.
@@ -485,7 +540,7 @@ def _action(message: _Message, kind: str, event: str, status: str) -> Action:
         raise FeedMessageError(
             f"OBX-11 {status[:4]!r} is not F (initial), C (replace) or D (delete).",
             hl7_code="103",
-            location="OBX^1^11",
+            location=f"OBX^{obx}^11",
         )
     order = _get(message, "ORC", 1, 1).upper() if _count(message, "ORC") else ""
     if (kind == "ORU" or order) and order != _ORDER_CONTROL[action]:
@@ -672,18 +727,24 @@ _ERROR_NAMES = {
 
 
 def business_ack(
-    header: Header, *, control_id: str, now: datetime, stored: bool, document_type: str
+    header: Header, *, control_id: str, now: datetime, stored: bool, document_types: Sequence[str]
 ) -> bytes:
     """Build the ZAM^Z01^ZAM_Z01 business acknowledgement of reception in the record.
 
-    OBX-3 ``ACK_RECEPTION_DMP`` (table AckMetierZAM) is ``Y`` when the document is in the
-    record, ``N`` when it is not (refused by the patient, or not for the record).
+    One per message, as the volet's "accusé de réception de(s) document(s) par le DMP": OBX-3
+    ``ACK_RECEPTION_DMP`` (table AckMetierZAM), OBX-4 the message's MSH-10, is ``Y`` when its
+    documents are in the record, ``N`` when they are not (refused by the patient, or not for the
+    record); then one OBX per document, by its type.
     """
+    answer = "Y" if stored else "N"
     segments = [
         _reply_header(header, "ZAM^Z01^ZAM_Z01", control_id, now, "2.6"),
         f"MSA|AA|{_escape(header.control_id)}",
-        f"OBX|1|CE|ACK_RECEPTION_DMP^Accusé de réception DMP^AckMetierZAM||{'Y' if stored else 'N'}"
-        f"^^expandedYes-NoIndicator||||||F|||{_timestamp(now)}",
-        f"OBX|2|CE|{_escape(document_type)}^^LN||{'Y' if stored else 'N'}^^expandedYes-NoIndicator||||||F",
+        f"OBX|1|CE|ACK_RECEPTION_DMP^Accusé de réception DMP^AckMetierZAM|{_escape(header.control_id)}|"
+        f"{answer}^^expandedYes-NoIndicator||||||F|||{_timestamp(now)}",
+    ]
+    segments += [
+        f"OBX|{n}|CE|{_escape(kind)}^^LN||{answer}^^expandedYes-NoIndicator||||||F"
+        for n, kind in enumerate(document_types, start=2)
     ]
     return ("\r".join(segments) + "\r").encode(header.encoding, "replace")

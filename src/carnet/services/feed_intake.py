@@ -4,10 +4,11 @@ One use case, :meth:`HL7v2Intake.receive`, shared by the MLLP listener and the H
 
 1. the feed must be registered and active; if it registered a sender, MSH-3^MSH-4 must be it;
 2. the message is read (:mod:`carnet.feeds.hl7v2`): ORU^R01 v2.5 or MDM^T02/T10/T04 v2.6, the
-   action agreed by ORC-1, OBX-11 and the event, the CDA of OBX-5, the INS of PID-3;
-3. the CDA's INS must be one of PID-3's, and a record must carry it (found by the identity index:
-   the feed never reads);
-4. the document is written as the feed, in the feed mode, so the policy decides as on every feed
+   action agreed by ORC-1, OBX-11 and the event, the CDA of each document OBX (an ORU may carry
+   the same report as a level 1 and a level 3 CDA), the INS of PID-3;
+3. each CDA's INS must be one of PID-3's, and a record must carry it (found by the identity
+   index: the feed never reads);
+4. each document is written as the feed, in the feed mode, so the policy decides as on every feed
    route: its registered classes only, only while the patient lets it; a replacement points to
    the parent by uniqueId, a deletion removes the current document with the CDA's id, and a
    feed replaces or deletes only what it sent. The metadata OBXs become the document's labels:
@@ -21,7 +22,10 @@ One use case, :meth:`HL7v2Intake.receive`, shared by the MLLP listener and the H
    the message asked for one (``ACK_RECEPTION=Y``).
 
 The ACK is built only after the document is committed (or the refusal is known): a message that
-was acknowledged ``AA`` is in the record.
+was acknowledged ``AA`` is in the record. A message is all or nothing: its documents are written
+in one savepoint, and one refused or invalid undoes the others (the ACK's ERR names its OBX); the
+refused document's write is then tried alone again, so that the journal keeps the refusal the
+policy wrote, as for a message of one document (which needs no savepoint of its own).
 
 A message costs one transaction, shared with the concurrent messages (MLLP connections, HTTP
 requests) of every feed: the message is read (HL7 v2, base64, CDA) in its caller's thread before
@@ -59,6 +63,7 @@ from carnet.feeds.cda import PS_NATIONAL_ID_ROOT, CDADocument, parse_cda
 from carnet.feeds.cda_metadata import document_reference_from_cda, master_identifier_for
 from carnet.feeds.hl7v2 import (
     Action,
+    Document,
     DocumentMessage,
     Flags,
     Header,
@@ -72,7 +77,7 @@ from carnet.feeds.hl7v2 import (
 from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.ports import StoreSession
-from carnet.services.records import RecordService
+from carnet.services.records import Records, RecordService
 from carnet.services.vault import DIRECTORY
 
 log = logging.getLogger("carnet.feeds")
@@ -89,15 +94,21 @@ UNKNOWN_SENDER = "?"
 class Receipt:
     """What a message got: the ACK (and ZAM) to send back, and what happened to its document.
 
-    ``outcome`` is ``stored``, ``replaced``, ``deleted``, ``not-for-record`` or ``refused``;
-    ``document_id`` the DocumentReference written or deleted, if any.
+    ``outcome`` is ``stored``, ``replaced``, ``deleted``, ``pending``, ``not-for-record`` or
+    ``refused``; ``document_ids`` the DocumentReferences written or deleted, in message order
+    (``document_id`` the first).
     """
 
     ack: bytes
     business: bytes | None
     outcome: str
-    document_id: str | None = None
+    document_ids: tuple[str, ...] = ()
     error: FeedMessageError | None = None
+
+    @property
+    def document_id(self) -> str | None:
+        """The first DocumentReference written or deleted, if any."""
+        return self.document_ids[0] if self.document_ids else None
 
     @property
     def reply(self) -> bytes:
@@ -106,22 +117,36 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
-class _Read:
-    """What was read of a message before any transaction: its header, the message, its CDA.
+class _ReadDocument:
+    """One document OBX read before any transaction: its CDA, and its DocumentReference.
 
     ``document`` is the DocumentReference built from the CDA and labelled by the metadata OBXs,
     for a record not yet known (its subject, the feed among its authors and what it replaces
     are set in the transaction); ``document_error`` why it could not be built.
     """
 
-    header: Header | None
-    digest: bytes | None = None
-    message: DocumentMessage | None = None
-    error: FeedMessageError | None = None
+    obx: int
+    raw: bytes
     cda: CDADocument | None = None
     cda_error: CarnetError | None = None
     document: dict[str, Any] | None = None
     document_error: CarnetError | None = None
+
+    @property
+    def where(self) -> str:
+        """The OBX-5 holding this document, as an ERR-2 names it."""
+        return f"OBX^{self.obx}^5"
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What was read of a message before any transaction: its header, the message, its documents."""
+
+    header: Header | None
+    digest: bytes | None = None
+    message: DocumentMessage | None = None
+    error: FeedMessageError | None = None
+    documents: tuple[_ReadDocument, ...] = ()
 
 
 #: The subject of a document built before its record is known (replaced in the transaction).
@@ -134,7 +159,7 @@ def _read(raw: bytes) -> _Read:
 
 
 def _read_message(raw: bytes) -> _Read:
-    """Read a message once (HL7 v2, the base64 of OBX-5, the CDA) and build its DocumentReference.
+    """Read a message once (HL7 v2, the base64 of each OBX-5, the CDAs) and build its DocumentReferences.
 
     All of it runs in the caller's thread before any transaction, so that the part of a message
     run in the (on SQLite, single) writing transaction is only what needs the store. Errors are
@@ -146,27 +171,33 @@ def _read_message(raw: bytes) -> _Read:
         return _Read(header=read_header(raw), error=exc)
     if not message.flags.for_record:
         return _Read(header=message.header, message=message)
+    documents = tuple(_read_document(message, document) for document in message.documents)
+    return _Read(header=message.header, message=message, documents=documents)
+
+
+def _read_document(message: DocumentMessage, found: Document) -> _ReadDocument:
+    """Read one document OBX's CDA and build its DocumentReference (errors kept, not raised)."""
     try:
-        cda = parse_cda(message.cda)
+        cda = parse_cda(found.cda)
     except CarnetError as exc:
-        return _Read(header=message.header, message=message, cda_error=exc)
+        return _ReadDocument(found.obx, found.cda, cda_error=exc)
     if message.action is Action.DELETE:
-        return _Read(header=message.header, message=message, cda=cda)
+        return _ReadDocument(found.obx, found.cda, cda=cda)
     try:
-        document = _draft(cda, message)
+        document = _draft(cda, found.cda, message.flags)
     except CarnetError as exc:
-        return _Read(header=message.header, message=message, cda=cda, document_error=exc)
-    return _Read(header=message.header, message=message, cda=cda, document=document)
+        return _ReadDocument(found.obx, found.cda, cda=cda, document_error=exc)
+    return _ReadDocument(found.obx, found.cda, cda=cda, document=document)
 
 
-def _draft(cda: CDADocument, message: DocumentMessage) -> dict[str, Any]:
-    """The DocumentReference of a message's CDA, labelled by its metadata OBXs, for no record yet.
+def _draft(cda: CDADocument, raw: bytes, flags: Flags) -> dict[str, Any]:
+    """The DocumentReference of a CDA, labelled by the message's metadata OBXs, for no record yet.
 
     Raises:
         InvalidResource: the CDA has no ClinicalDocument/id.
     """
-    document = document_reference_from_cda(cda, message.cda, patient_id=_NO_RECORD_YET)
-    _label(document, message.flags)
+    document = document_reference_from_cda(cda, raw, patient_id=_NO_RECORD_YET)
+    _label(document, flags)
     return document
 
 
@@ -333,7 +364,7 @@ class HL7v2Intake:
                     rejected=True,
                     location="MSH^1^4",
                 )
-            outcome, document_id = self._apply(session, feed, message, read)
+            outcome, document_ids = self._apply(session, feed, message, read)
         except (Unauthenticated, AccessDenied) as exc:
             return self._refused(header, control_id, now, _application_error(exc, "901"))
         except FeedMessageError as exc:
@@ -348,9 +379,9 @@ class HL7v2Intake:
                 control_id=uuid.uuid4().hex[:20],
                 now=now,
                 stored=outcome in ("stored", "replaced", "deleted"),
-                document_type=message.type_code,
+                document_types=[document.type_code for document in message.documents],
             )
-        return Receipt(ack=ack, business=business, outcome=outcome, document_id=document_id)
+        return Receipt(ack=ack, business=business, outcome=outcome, document_ids=document_ids)
 
     def _refused(
         self, header: Header | None, control_id: str, now: datetime, error: FeedMessageError
@@ -365,92 +396,195 @@ class HL7v2Intake:
 
     def _apply(
         self, session: StoreSession, feed: Feed, message: DocumentMessage, read: _Read
-    ) -> tuple[str, str | None]:
-        """Store, replace or delete the message's document; return the outcome and the document id.
+    ) -> tuple[str, tuple[str, ...]]:
+        """Store, replace or delete the message's documents, all or none; the outcome and their ids.
+
+        Every document is checked (its CDA, INS, record, id, what it replaces) before any is
+        written; then each is written. With several documents the writes share a savepoint: one
+        refused undoes the others, and is tried alone again for the journal (:meth:`_journal_refusal`).
 
         Raises:
-            FeedMessageError: the INS is missing, not PID-3's, or of no record.
-            InvalidRequest, AccessDenied, Conflict, NotFound: the document or the write was refused.
+            FeedMessageError: a document is invalid or refused (ERR-2 its ``OBX^n^5``), its INS is
+                missing, not PID-3's, or of no record.
         """
         if not message.flags.for_record:
-            return "not-for-record", None
+            return "not-for-record", ()
+        records = self._records.records(feed_principal(feed), mode=AccessMode.FEED, session=session)
+        patients: dict[tuple[str, str], str] = {}
+        placed = [self._place(records, message, document, patients) for document in read.documents]
+        if len(placed) == 1:  # its write is one savepoint already (the gate's): no other needed
+            outcome, written = self._write(session, records, feed, message, placed[0])
+            return outcome, (written,) if written else ()
+        results: list[tuple[str, str | None]] = []
+        try:
+            with session.savepoint():
+                for one in placed:
+                    results.append(self._write(session, records, feed, message, one))
+        except CarnetError:
+            failed = placed[len(results)]
+            self._journal_refusal(session, lambda: self._write(session, records, feed, message, failed))
+            raise
+        outcomes = [outcome for outcome, _ in results]
+        outcome = "pending" if "pending" in outcomes else outcomes[0]
+        return outcome, tuple(written for _, written in results if written)
+
+    def _place(
+        self,
+        records: Records,
+        message: DocumentMessage,
+        read: _ReadDocument,
+        patients: dict[tuple[str, str], str],
+    ) -> _Placed:
+        """Check one document before anything is written: its CDA, INS, record, id and parent.
+
+        Raises:
+            FeedMessageError: what is wrong, at the document's OBX (``902`` at PID-3).
+        """
+        where = read.where
         if read.cda_error is not None:
-            raise read.cda_error
-        cda = read.cda if read.cda is not None else parse_cda(message.cda)
+            raise _located(read.cda_error, where) from read.cda_error
+        cda = read.cda if read.cda is not None else parse_cda(read.raw)
         ins = cda.ins
         if ins is None or not ins.extension:
             raise FeedMessageError(
                 "The CDA document names no INS in recordTarget/patientRole/id.",
                 application_code="903",
-                location="OBX^1^5",
+                location=where,
             )
         if (ins.root, ins.extension) not in message.ins:
             raise FeedMessageError(
                 "The CDA's INS (recordTarget) is not one of PID-3's INS; they must be the same patient.",
                 application_code="904",
-                location="PID^1^3",
+                location=where,
             )
-        records = self._records.records(feed_principal(feed), mode=AccessMode.FEED, session=session)
-        patient_id = records.record_with(f"urn:oid:{ins.root}", ins.extension)
+        patient_id = patients.get((ins.root, ins.extension))
         if patient_id is None:
-            raise FeedMessageError(
-                "No record carries this INS; the patient's record must be opened first.",
-                application_code="902",
-                location="PID^1^3",
-            )
+            patient_id = records.record_with(f"urn:oid:{ins.root}", ins.extension)
+            if patient_id is None:
+                raise FeedMessageError(
+                    "No record carries this INS; the patient's record must be opened first.",
+                    application_code="902",
+                    location="PID^1^3",
+                )
+            patients[(ins.root, ins.extension)] = patient_id
         if message.action is Action.DELETE:
             unique = master_identifier_for(cda.id) if cda.id is not None else None
             if unique is None:
                 raise FeedMessageError(
-                    "The CDA to delete has no ClinicalDocument/id.", hl7_code="101", location="OBX^1^5"
+                    "The CDA to delete has no ClinicalDocument/id.", hl7_code="101", location=where
                 )
-            return "deleted", records.withdraw(patient_id, unique["system"], unique["value"])
+            return _Placed(where=where, patient_id=patient_id, unique=unique)
         if read.document_error is not None:
-            raise read.document_error
-        draft = read.document if read.document is not None else _draft(cda, message)
-        # A copy whose top-level elements are set anew: the unit may run twice (group commit).
-        document = {**draft, "subject": {"reference": f"Patient/{patient_id}"}}
-        _add_authors(document, feed, message.sender)
-        if message.action is Action.REPLACE:
-            parent = cda.replaces
-            if parent is None:
-                raise FeedMessageError(
-                    "A replacement's CDA must name the replaced document (relatedDocument typeCode RPLC).",
-                    hl7_code="101",
-                    location="OBX^1^5",
-                )
-            document["relatesTo"] = [
-                {"code": "replaces", "target": {"identifier": master_identifier_for(parent)}}
-            ]
+            raise _located(read.document_error, where) from read.document_error
+        draft = read.document if read.document is not None else _draft(cda, read.raw, message.flags)
+        parent = cda.replaces
+        if message.action is Action.REPLACE and parent is None:
+            raise FeedMessageError(
+                "A replacement's CDA must name the replaced document (relatedDocument typeCode RPLC).",
+                hl7_code="101",
+                location=where,
+            )
+        return _Placed(where=where, patient_id=patient_id, draft=draft, parent=parent)
+
+    def _write(
+        self, session: StoreSession, records: Records, feed: Feed, message: DocumentMessage, placed: _Placed
+    ) -> tuple[str, str | None]:
+        """Write one checked document; its outcome and DocumentReference id (none while it waits).
+
+        Raises:
+            FeedMessageError: the write was refused (ERR-2 the document's OBX); the patient
+                refuses the feed (no dead letter).
+        """
         try:
-            result = records.publish(document)
-        except AccessDenied as exc:
-            if "feed-ask-patient" in exc.reasons:
-                # "Ask me first": the document waits, sealed, for the patient's decision.
-                self._inbox.offer(feed, patient_id, document, message=message.header, session=session)
-                return "pending", None
-            if "feed-refused" in exc.reasons:
-                raise FeedMessageError(
-                    "The patient refuses this feed's documents; nothing was kept.",
-                    dead_letter=False,
-                ) from None
+            if placed.unique is not None:
+                return "deleted", records.withdraw(
+                    placed.patient_id, placed.unique["system"], placed.unique["value"]
+                )
+            # A copy whose top-level elements are set anew: the unit may run twice (group commit).
+            document = {**(placed.draft or {}), "subject": {"reference": f"Patient/{placed.patient_id}"}}
+            _add_authors(document, feed, message.sender)
+            if placed.parent is not None and message.action is Action.REPLACE:
+                document["relatesTo"] = [
+                    {"code": "replaces", "target": {"identifier": master_identifier_for(placed.parent)}}
+                ]
+            try:
+                result = records.publish(document)
+            except AccessDenied as exc:
+                if "feed-ask-patient" in exc.reasons:
+                    # "Ask me first": the document waits, sealed, for the patient's decision.
+                    self._inbox.offer(
+                        feed, placed.patient_id, document, message=message.header, session=session
+                    )
+                    return "pending", None
+                if "feed-refused" in exc.reasons:
+                    raise FeedMessageError(
+                        "The patient refuses this feed's documents; nothing was kept.",
+                        dead_letter=False,
+                        location=placed.where,
+                    ) from None
+                raise
+        except FeedMessageError:
             raise
-        outcome = "replaced" if message.action is Action.REPLACE else "stored"
-        return outcome, result.stored.resource_id
+        except (Unauthenticated, AccessDenied, InvalidRequest, Conflict, NotFound) as exc:
+            raise _located(exc, placed.where) from exc
+        return ("replaced" if message.action is Action.REPLACE else "stored"), result.stored.resource_id
+
+    @staticmethod
+    def _journal_refusal(session: StoreSession, write: Callable[[], object]) -> None:
+        """Try a refused document's write again, alone, so that the journal keeps its refusal.
+
+        The message's savepoint undid, with the other documents' writes, the entry the policy
+        journaled when it refused this one. The policy decides on the document alone, so the
+        write is refused again and the gate journals it (in a savepoint of its own, which stays);
+        should it pass this time, it is undone.
+        """
+        try:
+            with session.savepoint():
+                try:
+                    write()
+                except CarnetError:
+                    return
+                raise _Undone
+        except _Undone:
+            pass
+
+
+class _Undone(Exception):
+    """Undoes a write that was only tried again for its refusal's journal entry."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Placed:
+    """One document checked and placed in its record: what to publish (``draft``, replacing
+    ``parent``) or the uniqueId to delete (``unique``)."""
+
+    where: str
+    patient_id: str
+    draft: dict[str, Any] | None = None
+    parent: Any = None
+    unique: dict[str, str] | None = None
+
+
+def _located(exc: CarnetError, where: str) -> FeedMessageError:
+    """A document's error as the ACK's ERR, at its OBX."""
+    if isinstance(exc, FeedMessageError):
+        return exc
+    return _application_error(exc, "901" if isinstance(exc, (Unauthenticated, AccessDenied)) else None, where)
 
 
 #: Where the documents service says that the document a replacement names is not in the record.
 _REPLACED = "DocumentReference.relatesTo.target.identifier"
 
 
-def _application_error(exc: CarnetError, application_code: str | None) -> FeedMessageError:
-    """An error of the store or the policy as the ACK's ERR: 204 (unknown key) for a document not found, else 207."""
+def _application_error(exc: CarnetError, application_code: str | None, where: str = "") -> FeedMessageError:
+    """An error of the store or the policy as the ACK's ERR: 204 (unknown key) for a document not
+    found, else 207; ERR-2 the document's OBX (``where``) when it concerns one."""
     # The document a deletion (NotFound) or a replacement (relatesTo unresolved) names is not in the record.
     if isinstance(exc, NotFound) or _REPLACED in exc.expression:
         return FeedMessageError(
-            exc.message, hl7_code="204", application_code=application_code, location="OBX^1^5"
+            exc.message, hl7_code="204", application_code=application_code, location=where or "OBX^1^5"
         )
-    return FeedMessageError(exc.message, hl7_code="207", application_code=application_code)
+    return FeedMessageError(exc.message, hl7_code="207", application_code=application_code, location=where)
 
 
 def _label(document: dict[str, Any], flags: Flags) -> None:

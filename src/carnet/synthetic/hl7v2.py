@@ -3,7 +3,8 @@
 Built from the volet's message profiles, independently of Carnet's reader (``carnet.feeds.hl7v2``),
 so that the tests check one against the other: ``ORU^R01^ORU_R01`` (v2.5) and
 ``MDM^T02|T10|T04^MDM_T02`` (v2.6) with the CDA base64-encoded in the first OBX
-(``^TEXT^XML^Base64^…``, ``text`` for MDM), ORC-1 / OBX-11 / event for initial, replace and
+(``^TEXT^XML^Base64^…``, ``text`` for MDM; an ORU may carry a second document, the same report
+as a level 3 CDA, in the OBX after the PRT), ORC-1 / OBX-11 / event for initial, replace and
 delete, the INS in PID-3, PRT ``SB^Send by`` and the metadata OBXs of table MetaDMPMSS.
 """
 
@@ -74,11 +75,14 @@ def hl7v2_message(
     birth_date: str = "19840312",
     document_id: str | None = None,
     parent_id: str | None = None,
+    second: bytes | None = None,
 ) -> bytes:
     """Return one ORU^R01 (v2.5) or MDM (v2.6) message carrying ``cda``, encoded as asked.
 
     ``ins`` is ``(authority OID, value)``; ``flags`` the metadata OBXs (``{"MASQUE_PS": True}``);
-    ``encoding`` ``utf-8`` or ``iso-8859-15`` (MSH-18 says which); ``line_end`` the segment end.
+    ``encoding`` ``utf-8`` or ``iso-8859-15`` (MSH-18 says which); ``line_end`` the segment end;
+    ``second`` another document of the same action, in its own OBX after the PRT (as the volet's
+    ORU carries a level 1 and a level 3 CDA of one report).
     """
     status, order, event = ACTIONS[action]
     system = sender or SendingSystem()
@@ -113,9 +117,14 @@ def hl7v2_message(
         f"^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^RPPS|||{_escape(system.structure)}^^^^^"
         f"ASIP-SANTE-ST&1.2.250.1.71.4.2.2&ISO^FINEG^^^{system.finess}"
     )
+    if second is not None:
+        data = base64.b64encode(second).decode()
+        segments.append(
+            f"OBX|2|ED|{type_code}^{_escape(type_label)}^LN||^{text}^XML^Base64^{data}||||||{status}"
+        )
     chosen = {**DEFAULT_FLAGS, **(flags or {})}
     value_type = "CE" if kind == "ORU" else "CWE"
-    for index, (code, label) in enumerate(METADATA, start=2):
+    for index, (code, label) in enumerate(METADATA, start=2 if second is None else 3):
         answer = "Y" if chosen.get(code, False) else "N"
         segments.append(
             f"OBX|{index}|{value_type}|{code}^{_escape(label)}^MetaDMPMSS||{answer}^^expandedYes-NoIndicator||||||F"
