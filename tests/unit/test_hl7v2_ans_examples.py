@@ -118,3 +118,50 @@ def test_a_message_in_iso_8859_15_as_declared_keeps_its_accents() -> None:
     message = parse_message(raw)
     assert message.sender is not None
     assert message.sender.given_name == "Anne-Hélène"
+
+
+def _oru_n1_n3(level1: bytes, level3: bytes, *, status: str = "F", order: str = "NW") -> bytes:
+    """An ORU laid out as the ANS's ``message_ORU_CR_Bio_*_N1_N3`` examples: the level 1 CDA in OBX 1,
+    its PRTs (SB, two RCT, REPLY), the level 3 CDA in OBX 2, then the metadata OBXs (CE) and a mail body."""
+    one, three = (base64.b64encode(d).decode() for d in (level1, level3))
+    mail = base64.b64encode("Cher confrère, voici le compte rendu.".encode()).decode()
+    rpps = "ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^RPPS"
+    segments = [
+        "MSH|^~\\&|SGL-Z|labo-z|PFI-Z|Organisation-Z|202612070400||ORU^R01^ORU_R01|C-91|P|2.5|||||FRA"
+        "|UNICODE UTF-8|||2.1^CISIS_CDA_HL7_V2",
+        f"PID|||{INS[1]}^^^ASIP-SANTE-INS-NIR&{INS[0]}&ISO^INS^^20200101||MARTIN^Hélène^^^^^L||19800127|F",
+        "PV1|1|I|UFNEPH",
+        f"ORC|{order}|2001^Nephro|3001-E1^labo-z",
+        "OBR|1|2001^Nephro|3001-E1^labo-z|11502-2^CR d'examens biologiques^LN|||||||||||||||||||||F",
+        f"OBX|1|ED|11502-2^CR d'examens biologiques^LN||^TEXT^XML^Base64^{one}||||||{status}|",
+        f"PRT||UC||SB^^HL70912|10003456789^LEROY^Anne^^^^^^{rpps}|||labo-z^^^^^ASIP-SANTE-ST"
+        "&1.2.250.1.71.4.2.2&ISO^FINEG^^^690001234",
+        f"PRT||UC||RCT^^HL70912|10009876543^PETIT^Marc^^^^^^{rpps}||||||||||^^X.400^marc.petit@test.mssante.fr",
+        f"PRT||UC||RCT^^HL70912|{INS[1]}^MARTIN^Hélène^^^^^^^L^^^INS||||||||||^^X.400^patient@test.mssante.fr",
+        "PRT||UC||REPLY^^HL70912|||||||||||^^X.400^marc.petit@test.mssante.fr",
+        f"OBX|2|ED|11502-2^CR d'examens biologiques^LN||^TEXT^XML^Base64^{three}||||||{status}|",
+        "OBX|3|CE|MASQUE_PS^Masqué aux professionnels de Santé^MetaDMPMSS||Y^^HL70136||||||F|",
+        "OBX|4|CE|INVISIBLE_PATIENT^Document Non Visible par le patient^MetaDMPMSS||N^^HL70136||||||F|",
+        "OBX|5|CE|DESTDMP^Destinataire DMP^MetaDMPMSS||Y^^HL70136||||||F|",
+        "OBX|6|CE|ACK_RECEPTION^Accusé de réception^MetaDMPMSS||Y^^HL70136||||||F|",
+        f"OBX|7|ED|CORPSMAIL_PS^Corps du mail pour un PS^MetaDMPMSS||^TEXT^^Base64^{mail}||||||F|",
+    ]
+    return ("\n".join(segments) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "order", "action"), [("F", "NW", "initial"), ("C", "RO", "replace"), ("D", "CA", "delete")]
+)
+def test_an_oru_laid_out_as_the_ans_n1_n3_examples_carries_two_documents(
+    status: str, order: str, action: str
+) -> None:
+    """Both CDAs are read (the PRTs between them, the mail body's ED OBX not a document), with the
+    metadata (common to both) and the PRT SB sender."""
+    level3 = CDA.replace(b"<title>", b"<title>Niveau 3 ")
+    message = parse_message(_oru_n1_n3(CDA, level3, status=status, order=order))
+    assert message.action is Action(action)
+    assert [(d.obx, d.cda) for d in message.documents] == [(1, CDA), (2, level3)]
+    assert message.flags.masked_from_professionals
+    assert message.flags.reception_ack
+    assert message.sender is not None
+    assert message.sender.national_id == "10003456789"
