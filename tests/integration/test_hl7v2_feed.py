@@ -628,12 +628,14 @@ def test_an_oru_with_two_documents_over_mllp_is_stored_replaced_and_deleted_toge
     client: TestClient, services: Services, auth: Mint
 ) -> None:
     """ORU with a level 1 and a level 3 CDA over a real MLLP connection: both stored (AA), the resend
-    stores nothing again; then a replacement and a deletion carrying both act on both."""
+    (and the same documents under a new MSH-10) store nothing again; then a replacement and a
+    deletion carrying both act on both."""
     hospital = Hospital(client, services, auth)
     level1, level3 = _cda(), _level3(_cda())
     initial = _message(level1, "N1", second=level3)
-    frames = _exchange(services, [initial, initial])
-    assert [_msa(f) for f in frames] == [("AA", "N1"), ("AA", "N1")]
+    frames = _exchange(services, [initial, initial, _message(level1, "N1-again", second=level3)])
+    assert [_msa(f) for f in frames] == [("AA", "N1"), ("AA", "N1"), ("AA", "N1-again")]
+    assert frames[1] == frames[0]  # the resend gets the first answer; under a new MSH-10, each uniqueId once
     documents = hospital.documents()
     assert [d["status"] for d in documents] == ["current", "current"]
     ids = {d["masterIdentifier"]["value"] for d in documents}
