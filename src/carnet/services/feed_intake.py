@@ -421,8 +421,9 @@ class HL7v2Intake:
                 for one in placed:
                     results.append(self._write(session, records, feed, message, one))
         except CarnetError:
-            failed = placed[len(results)]
-            self._journal_refusal(session, lambda: self._write(session, records, feed, message, failed))
+            if len(results) < len(placed):  # a document's write was refused (not the savepoint's end)
+                failed = placed[len(results)]
+                self._journal_refusal(session, lambda: self._write(session, records, feed, message, failed))
             raise
         outcomes = [outcome for outcome, _ in results]
         outcome = "pending" if "pending" in outcomes else outcomes[0]
