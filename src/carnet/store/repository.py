@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, Select, and_, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -430,26 +430,26 @@ class SQLStore:
     def session(self, *, write: bool = False) -> Iterator[SQLStoreSession]:
         """Open one transaction; on SQLite a writing one takes the write lock up front.
 
-        SQLite writers queue on a :class:`WriterLock` first (no sleeping in SQLite's busy handler).
+        SQLite writers queue on a :class:`WriterLock` first (no sleeping in SQLite's busy handler),
+        holding it from ``BEGIN IMMEDIATE`` to ``COMMIT`` only: the pool's checkout before, and its
+        checkin (a ``ROLLBACK`` that resets the connection) after, run outside it, so the other
+        writers (threads and worker processes) wait for the transaction alone.
         """
-        if write and self._writers is not None:
-            with self._writers.held(), self._open(write=True) as session:
-                yield session
-            return
-        with self._open(write=write) as session:
-            yield session
-
-    @contextmanager
-    def _open(self, *, write: bool) -> Iterator[SQLStoreSession]:
         with self.engine.connect() as connection:
             if self._sqlite:
                 connection.info[BEGIN_MODE] = "BEGIN IMMEDIATE" if write else "BEGIN"
-            with connection.begin():
-                self.logs.load(connection)
-                session = SQLStoreSession(connection, self.logs)
-                session.locations_joined = self._locations_joined
+            held = self._writers.held() if write and self._writers is not None else nullcontext()
+            with held, self._begin(connection) as session:
                 yield session
-                session.flush()
+
+    @contextmanager
+    def _begin(self, connection: Connection) -> Iterator[SQLStoreSession]:
+        with connection.begin():
+            self.logs.load(connection)
+            session = SQLStoreSession(connection, self.logs)
+            session.locations_joined = self._locations_joined
+            yield session
+            session.flush()
 
 
 def _has_citus(engine: Engine) -> bool:
