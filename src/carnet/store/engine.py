@@ -1,10 +1,11 @@
-"""Create the database engine: SQLite (WAL, synchronous=FULL) by default, PostgreSQL by URL."""
+"""Create the database engine: SQLite (WAL, every commit flushed) by default, PostgreSQL by URL."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from sqlalchemy.exc import DisconnectionError, OperationalError
 from carnet.domain.errors import ConfigurationError
 from carnet.store.connected import execute_bare
 from carnet.store.distribution import distribute, hold_schema_lock, is_citus
+from carnet.store.wal_sync import SYNC_AFTER, WalSync
+from carnet.store.writer_lock import sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: A pooled PostgreSQL connection idle for longer than this is pinged before it is used again.
@@ -36,7 +39,8 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         _make_private(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        _configure_sqlite(engine)
+        database = sqlite_file(url)
+        _configure_sqlite(engine, WalSync(database) if database is not None else None)
         _plain_savepoints(engine)
         return engine
     if url.startswith("postgresql"):
@@ -118,17 +122,31 @@ def _make_private(url: str) -> None:
 
 #: The ``BEGIN`` of the next transaction on a SQLite connection, kept in its ``info`` (once).
 BEGIN_MODE = "carnet_begin"
+#: SQLite's count of changed rows when the connection's transaction began, kept in its ``info``.
+_CHANGES = "carnet_changes"
 
 
-def _configure_sqlite(engine: Engine) -> None:
+#: Per SQLite engine on a file: the flush of its WAL (``carnet.store.wal_sync``).
+_WAL_SYNCS: weakref.WeakKeyDictionary[Engine, WalSync] = weakref.WeakKeyDictionary()
+
+
+def wal_sync(engine: Engine) -> WalSync | None:
+    """The WAL flush of a SQLite engine on a file, whose commits leave the flush to it (else None)."""
+    return _WAL_SYNCS.get(engine)
+
+
+def _configure_sqlite(engine: Engine, wal: WalSync | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The dialect's ``do_begin`` below decides when transactions start (pysqlite's own
         # implicit BEGIN would defer it past our first read).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        # In WAL mode every commit is flushed by ``do_commit`` below or by the store once its
+        # writer lock is released (``carnet.store.wal_sync``); otherwise SQLite flushes it.
+        flushed_here = wal is not None and str(mode).lower() == "wal"
+        cursor.execute("PRAGMA synchronous=NORMAL" if flushed_here else "PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Temporary tables and sort spills stay in memory: nothing lands in a temp file.
         cursor.execute("PRAGMA temp_store=MEMORY")
@@ -140,9 +158,28 @@ def _configure_sqlite(engine: Engine) -> None:
     # ``BEGIN``. The engine's own ``begin`` event (SQLAlchemy's recipe) did the same, but any
     # engine event makes SQLAlchemy dispatch four events around every statement: ~10 % of a read.
     def do_begin(dbapi_connection: Any) -> None:
-        dbapi_connection.execute(dbapi_connection.info.pop(BEGIN_MODE, "BEGIN"))
+        mode = dbapi_connection.info.pop(BEGIN_MODE, None)
+        dbapi_connection.execute(mode or "BEGIN")
+        # A store's reading transaction: its commit is flushed only if it changed rows after all.
+        dbapi_connection.info[_CHANGES] = dbapi_connection.total_changes if mode == "BEGIN" else None
 
     engine.dialect.do_begin = do_begin  # type: ignore[method-assign]
+    if wal is None:
+        return
+    _WAL_SYNCS[engine] = wal
+
+    # A commit that wrote is durable when this returns, unless the store flushes it itself right
+    # after releasing its writer lock (``SYNC_AFTER`` in the connection's info, for this commit).
+    # A store's reading transaction that changed no row wrote nothing to flush (any other
+    # transaction is flushed: a migration's DDL changes no row).
+    def do_commit(dbapi_connection: Any) -> None:
+        info = dbapi_connection.info
+        wrote = dbapi_connection.total_changes != info.pop(_CHANGES, None)
+        dbapi_connection.commit()
+        if not info.pop(SYNC_AFTER, False) and wrote:
+            wal.sync()
+
+    engine.dialect.do_commit = do_commit  # type: ignore[method-assign]
 
 
 def alembic_config(url: str) -> Config:

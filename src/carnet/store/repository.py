@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, and_, bindparam, delete, insert, select, tuple_, update
@@ -16,7 +16,7 @@ from carnet.store.apps import AppSessionMixin
 from carnet.store.connected import first_plain, utc
 from carnet.store.credentials import CredentialSessionMixin
 from carnet.store.distribution import is_citus
-from carnet.store.engine import BEGIN_MODE
+from carnet.store.engine import BEGIN_MODE, wal_sync
 from carnet.store.feeds import FeedMessageSessionMixin, FeedOfferSessionMixin, FeedSessionMixin
 from carnet.store.journal import JournalSessionMixin
 from carnet.store.journal_logs import JournalLogs
@@ -35,6 +35,7 @@ from carnet.store.tables import (
     resources,
     search_tokens,
 )
+from carnet.store.wal_sync import SYNC_AFTER
 from carnet.store.writer_lock import WriterLock, sqlite_file
 
 _VERSION_COLUMNS = (
@@ -422,6 +423,8 @@ class SQLStore:
         self.single_writer = self._sqlite
         url = engine.url.render_as_string(hide_password=False)
         self._writers = WriterLock(sqlite_file(url)) if self._sqlite else None
+        #: Flushes the WAL after a writing session's commit, outside the writer lock (SQLite).
+        self._wal = wal_sync(engine)
         self._locations_joined = self._sqlite or not _has_citus(engine)
         #: Where the journal's logs live, read by the first session (carnet.store.journal_logs).
         self.logs = JournalLogs()
@@ -431,16 +434,28 @@ class SQLStore:
         """Open one transaction; on SQLite a writing one takes the write lock up front.
 
         SQLite writers queue on a :class:`WriterLock` first (no sleeping in SQLite's busy handler),
-        holding it from ``BEGIN IMMEDIATE`` to ``COMMIT`` only: the pool's checkout before, and its
-        checkin (a ``ROLLBACK`` that resets the connection) after, run outside it, so the other
-        writers (threads and worker processes) wait for the transaction alone.
+        holding it from ``BEGIN IMMEDIATE`` to ``COMMIT`` only: the pool's checkout before, its
+        checkin (a ``ROLLBACK`` that resets the connection) and the commit's flush to disk after
+        run outside it, so the other writers (threads and worker processes) wait for the
+        transaction alone. The block's exit returns once the commit is durable.
         """
         with self.engine.connect() as connection:
             if self._sqlite:
                 connection.info[BEGIN_MODE] = "BEGIN IMMEDIATE" if write else "BEGIN"
-            held = self._writers.held() if write and self._writers is not None else nullcontext()
-            with held, self._begin(connection) as session:
-                yield session
+            if not write or self._writers is None:
+                with self._begin(connection) as session:
+                    yield session
+                return
+            # The commit's flush to disk waits after the lock is released (``wal_sync``): the
+            # next writer's transaction runs meanwhile. The session ends once it is durable.
+            connection.info[SYNC_AFTER] = self._wal is not None
+            try:
+                with self._writers.held(), self._begin(connection) as session:
+                    yield session
+            finally:
+                connection.info.pop(SYNC_AFTER, None)
+            if self._wal is not None:
+                self._wal.sync()
 
     @contextmanager
     def _begin(self, connection: Connection) -> Iterator[SQLStoreSession]:
