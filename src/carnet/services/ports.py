@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -506,6 +506,14 @@ class Store(Protocol):
     #: One transaction writes at a time (SQLite): concurrent writes gain by sharing a commit.
     single_writer: bool
 
-    def session(self, *, write: bool = False) -> AbstractContextManager[StoreSession]:
-        """Open one transaction, committed when the block exits without error."""
+    def session(
+        self, *, write: bool = False, committed: Callable[[], None] | None = None
+    ) -> AbstractContextManager[StoreSession]:
+        """Open one transaction, committed when the block exits without error.
+
+        ``committed`` is called once the transaction is committed, before the block's exit
+        returns; the exit may still wait for the commit's flush to disk (SQLite) after it, and
+        nothing may depend on the commit before the exit has returned. The group commit uses it
+        to tell a failed flush (the batch committed: not run again) from a failed transaction.
+        """
         ...

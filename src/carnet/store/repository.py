@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -430,14 +430,17 @@ class SQLStore:
         self.logs = JournalLogs()
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[SQLStoreSession]:
+    def session(
+        self, *, write: bool = False, committed: Callable[[], None] | None = None
+    ) -> Iterator[SQLStoreSession]:
         """Open one transaction; on SQLite a writing one takes the write lock up front.
 
         SQLite writers queue on a :class:`WriterLock` first (no sleeping in SQLite's busy handler),
         holding it from ``BEGIN IMMEDIATE`` to ``COMMIT`` only: the pool's checkout before, its
         checkin (a ``ROLLBACK`` that resets the connection) and the commit's flush to disk after
         run outside it, so the other writers (threads and worker processes) wait for the
-        transaction alone. The block's exit returns once the commit is durable.
+        transaction alone. The block's exit returns once the commit is durable; ``committed`` is
+        called before that, once the commit is done and the lock released.
         """
         with self.engine.connect() as connection:
             if self._sqlite:
@@ -445,6 +448,8 @@ class SQLStore:
             if not write or self._writers is None:
                 with self._begin(connection) as session:
                     yield session
+                if committed is not None:
+                    committed()
                 return
             # The commit's flush to disk waits after the lock is released (``wal_sync``): the
             # next writer's transaction runs meanwhile. The session ends once it is durable.
@@ -454,6 +459,8 @@ class SQLStore:
                     yield session
             finally:
                 connection.info.pop(SYNC_AFTER, None)
+            if committed is not None:
+                committed()
             if self._wal is not None:
                 self._wal.sync()
 
