@@ -35,12 +35,21 @@ def loop_cpu_seconds(server_pid: int) -> float:
 
 
 def measured(server_pid: int, url: str, **wrk_arguments: Any) -> str:
-    """One wrk run described, with the event loop threads' CPU per request beside the server's."""
+    """One wrk run described, with the event loop threads' CPU per request beside the server's.
+
+    Also each process's share of the server's CPU over the run: uvicorn's workers accept from
+    one socket, and one worker may get most of the connections (its batches of journal entries
+    grow, the other's vanish), which changes the figures from run to run.
+    """
+    pids = load.worker_pids(server_pid)
     before = loop_cpu_seconds(server_pid)
+    per_process = [load.cpu_seconds([p]) for p in pids]
     result = load.wrk(url, server_pid=server_pid, **wrk_arguments)
     loop_ms = 1000 * (loop_cpu_seconds(server_pid) - before) / max(1, result.requests)
+    used = [load.cpu_seconds([p]) - b for p, b in zip(pids, per_process, strict=True)]
+    shares = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used if u > 0.01 * sum(used))
     errors = f", {result.errors} errors" if result.errors else ""
-    return f"{result.describe()}; event loop {loop_ms:.2f} ms/request{errors}"
+    return f"{result.describe()}; event loop {loop_ms:.2f} ms/request; CPU split {shares} %{errors}"
 
 
 def main() -> None:
