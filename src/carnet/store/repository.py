@@ -7,7 +7,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, and_, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    intersect,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from carnet.domain.errors import Conflict
@@ -131,6 +144,52 @@ def _search_statement(typed: bool, by_id: bool, filters: int) -> Select[Any]:
             )
         )
     return query.order_by(resources.c.resource_type, resources.c.resource_id)
+
+
+@functools.lru_cache(maxsize=64)
+def _search_by_tokens(by_id: bool, filters: int) -> Select[Any]:
+    """A typed search with token filters, driven by its matches (PostgreSQL).
+
+    The same rows as :func:`_search_statement`, in the same order: the ids each filter matches
+    (``ix_search_tokens_lookup``), intersected, then each one's current version, looked up by
+    primary key in a ``LATERAL`` subquery (``LIMIT 1``: at most one current resource per id,
+    and the subquery is not flattened into the outer join). Whatever the planner's statistics,
+    a search costs its matches: without statistics (a new or fast-growing record, before the
+    next ``ANALYZE``), PostgreSQL planned the ``IN (SELECT …)`` form as nested loops over every
+    resource of the type in the record, for each of them (an ITI-65 resubmission check in a
+    record of 150 documents took 34 ms, of 300 documents 129 ms).
+    """
+    matched = []
+    for index in range(filters):
+        st = search_tokens.alias()
+        matched.append(
+            select(st.c.resource_id).where(
+                st.c.patient_id == bindparam("p"),
+                st.c.resource_type == bindparam("t"),
+                st.c.param == bindparam(f"n{index}"),
+                st.c.value_hash.in_(bindparam(f"h{index}", expanding=True)),
+            )
+        )
+    ids = (intersect(*matched) if filters > 1 else matched[0].distinct()).subquery("matched")
+    current = (
+        select(*_VERSION_COLUMNS)
+        .join(resources, _IS_CURRENT)
+        .where(
+            resources.c.patient_id == bindparam("p"),
+            resources.c.resource_type == bindparam("t"),
+            resources.c.resource_id == ids.c.resource_id,
+            resources.c.deleted.is_(False),
+        )
+    )
+    if by_id:
+        current = current.where(resources.c.resource_id.in_(bindparam("ids", expanding=True)))
+    found = current.limit(1).lateral("found")
+    return (
+        select(*found.c)
+        .select_from(ids)
+        .join(found, true())
+        .order_by(found.c.resource_type, found.c.resource_id)
+    )
 
 
 # The live records registered under an identifier hash (a feed's INS, a patient's sign-in).
@@ -388,7 +447,10 @@ class SQLStoreSession(
         token_filters: Sequence[tuple[str, Sequence[bytes]]],
     ) -> list[StoredVersion]:
         """Return current, non-deleted versions matching ids and every token filter."""
-        query = _search_statement(resource_type is not None, bool(ids), len(token_filters))
+        if resource_type is not None and token_filters and self._c.dialect.name != "sqlite":
+            query = _search_by_tokens(bool(ids), len(token_filters))
+        else:  # SQLite plans the IN (SELECT …) form from the matches already
+            query = _search_statement(resource_type is not None, bool(ids), len(token_filters))
         params: dict[str, Any] = {"p": patient_id}
         if resource_type is not None:
             params["t"] = resource_type
