@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 #: In a SQLite connection's ``info``: its next ``COMMIT`` leaves the flush to the caller, which
@@ -46,6 +48,7 @@ class WalSync:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._inode: int | None = None
+        self._close: Callable[[], object] | None = None
         #: Flushes done (for the tests).
         self.syncs = 0
 
@@ -62,14 +65,15 @@ class WalSync:
         with self._lock:
             fd = self._fd
             if fd is None or inode != self._inode:
-                if fd is not None:
-                    os.close(fd)
-                    self._fd = None
+                if self._close is not None:
+                    self._close()  # the WAL file it was opened on is gone
+                    self._fd = self._close = None
                 try:
                     fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     return
                 self._fd, self._inode = fd, os.fstat(fd).st_ino
+                self._close = weakref.finalize(self, os.close, fd)  # closed with this object at the latest
                 _flush_directory(self.wal.parent)  # a new WAL's directory entry, once
             _sync(fd)
             self.syncs += 1
