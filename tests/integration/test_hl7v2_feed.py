@@ -744,3 +744,17 @@ def test_metadata_apply_to_both_documents_and_one_zam_answers_the_message(
     )
     assert (skipped.outcome, skipped.document_ids, _msa(skipped.ack)[0]) == ("not-for-record", (), "AA")
     assert len(hospital.documents()) == 2
+
+
+def test_a_two_document_message_gives_the_patient_one_new_document_notice(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """The level 1 and level 3 CDA of one report are one piece of news: one notice, two documents."""
+    hospital = Hospital(client, services, auth)
+    before = _outbox_count(services, hospital.patient_id)
+    receipt = services.hl7v2.receive("hopital-a", _message(_cda(), "N1", second=_level3(_cda())))
+    assert (receipt.outcome, len(receipt.document_ids)) == ("stored", 2)
+    assert _outbox_count(services, hospital.patient_id) == before + 1
+    single = services.hl7v2.receive("hopital-a", _message(_another(_cda(), "2.25.81"), "N2"))
+    assert (single.outcome, len(single.document_ids)) == ("stored", 1)
+    assert _outbox_count(services, hospital.patient_id) == before + 2

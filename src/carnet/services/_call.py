@@ -66,6 +66,10 @@ class Call:
     publishing: DocumentFacts | None = None
     #: The patient accepted the document this call publishes from their feed inbox.
     accepted_offer: bool = False
+    #: The document this call publishes is news the patient is told of already: the second CDA
+    #: of an HL7 v2 message (the same report at level 3), whose first document's notice tells
+    #: them. No new-document notice of its own (the journal still names it).
+    already_told: bool = False
     #: Per record: the references (``DocumentReference/<id>``, ``Binary/<id>``) of the documents
     #: the caller may not see yet, which the journal view does not name to them.
     hidden_targets: dict[str, frozenset[str]] = field(default_factory=dict)

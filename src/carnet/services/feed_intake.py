@@ -418,8 +418,9 @@ class HL7v2Intake:
         results: list[tuple[str, str | None]] = []
         try:
             with session.savepoint():
-                for one in placed:
-                    results.append(self._write(session, records, feed, message, one))
+                for index, one in enumerate(placed):
+                    # One new-document notice per message: the first document's tells the patient.
+                    results.append(self._write(session, records, feed, message, one, told=index > 0))
         except CarnetError:
             if len(results) < len(placed):  # a document's write was refused (not the savepoint's end)
                 failed = placed[len(results)]
@@ -488,9 +489,18 @@ class HL7v2Intake:
         return _Placed(where=where, patient_id=patient_id, draft=draft, parent=parent)
 
     def _write(
-        self, session: StoreSession, records: Records, feed: Feed, message: DocumentMessage, placed: _Placed
+        self,
+        session: StoreSession,
+        records: Records,
+        feed: Feed,
+        message: DocumentMessage,
+        placed: _Placed,
+        *,
+        told: bool = False,
     ) -> tuple[str, str | None]:
         """Write one checked document; its outcome and DocumentReference id (none while it waits).
+
+        ``told``: an earlier document of the message gave the patient its new-document notice.
 
         Raises:
             FeedMessageError: the write was refused (ERR-2 the document's OBX); the patient
@@ -509,7 +519,7 @@ class HL7v2Intake:
                     {"code": "replaces", "target": {"identifier": master_identifier_for(placed.parent)}}
                 ]
             try:
-                result = records.publish(document)
+                result = records.publish(document, already_told=told)
             except AccessDenied as exc:
                 if "feed-ask-patient" in exc.reasons:
                     # "Ask me first": the document waits, sealed, for the patient's decision.

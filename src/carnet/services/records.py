@@ -513,11 +513,15 @@ class Records:
             lambda call: self._svc.documents.archive(call, document_id, archived=archived),
         )
 
-    def publish(self, document: Mapping[str, Any], *, accepted_offer: bool = False) -> WriteResult:
+    def publish(
+        self, document: Mapping[str, Any], *, accepted_offer: bool = False, already_told: bool = False
+    ) -> WriteResult:
         """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
 
         ``accepted_offer``: a feed's document the patient accepted from their inbox (used by
-        :class:`carnet.services.feed_inbox.FeedInbox` only).
+        :class:`carnet.services.feed_inbox.FeedInbox` only). ``already_told``: the patient gets
+        no new-document notice for it, another document of the same message told them
+        (:class:`carnet.services.feed_intake.HL7v2Intake`).
 
         Raises:
             InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
@@ -525,6 +529,7 @@ class Records:
 
         def work(call: Call) -> WriteResult:
             call.accepted_offer = accepted_offer
+            call.already_told = already_told
             return self._svc.documents.publish(call, document)
 
         return self._write("create", "DocumentReference", work)

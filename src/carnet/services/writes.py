@@ -199,6 +199,7 @@ class Writes:
             trail.new_document |= (
                 resource_type == "DocumentReference"
                 and body is not None
+                and not call.already_told
                 and Visibility.INVISIBLE_TO_PATIENT not in document_facts(body).visibility
             )
             trail.new_message |= resource_type == "Communication" and body is not None
