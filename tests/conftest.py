@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services, build_services, create_app
 from carnet.api.auth import issue_token
 from carnet.demo import demo_people
 from carnet.settings import Settings
+from carnet.store.engine import make_engine, upgrade
 from minting import Mint
 
 #: ``corpus`` runs the tests over ``../shared/data/external`` only when it is there (one line when
@@ -44,6 +45,16 @@ BACKENDS = [
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("citus", marks=[pytest.mark.postgres, pytest.mark.citus]),
 ]
+
+
+@pytest.fixture
+def sqlite_file_store(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
+    """A migrated SQLite store on a file: its engine and its path (the SQLite store's own tests)."""
+    path = tmp_path / "carnet.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    yield engine, path
+    engine.dispose()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -17,6 +17,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from carnet.api.app import Services
@@ -76,7 +77,9 @@ def test_a_token_search_reads_pages_for_its_matches_not_the_record(services: Ser
     with engine.connect() as connection:
         citus = is_citus(connection)
     if engine.dialect.name == "sqlite" or citus:
-        return  # SQLite plans from the matches already; Citus plans each shard's query alike
+        pytest.skip(
+            "the page count is plain PostgreSQL's plan (SQLite plans from the matches; Citus per shard)"
+        )
     _fill(services)
     seen: list[tuple[str, Any]] = []
 

@@ -8,24 +8,12 @@ another transaction holds SQLite's write lock.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 
-from carnet.store.engine import make_engine, upgrade
 from carnet.store.repository import SQLStore
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
-    """A migrated SQLite store's engine and its file."""
-    path = tmp_path / "carnet.sqlite3"
-    engine = make_engine(f"sqlite:///{path}")
-    upgrade(engine)
-    yield engine, path
-    engine.dispose()
 
 
 def _is_write_locked(path: Path) -> bool:
@@ -40,18 +28,20 @@ def _is_write_locked(path: Path) -> bool:
 
 
 def test_a_writing_session_holds_the_write_lock_before_its_first_statement(
-    database: tuple[Engine, Path],
+    sqlite_file_store: tuple[Engine, Path],
 ) -> None:
     """``session(write=True)`` begins with ``BEGIN IMMEDIATE``: no other writer gets in meanwhile."""
-    engine, path = database
+    engine, path = sqlite_file_store
     with SQLStore(engine).session(write=True):
         assert _is_write_locked(path)
     assert not _is_write_locked(path)
 
 
-def test_a_reading_session_and_a_plain_transaction_take_no_write_lock(database: tuple[Engine, Path]) -> None:
+def test_a_reading_session_and_a_plain_transaction_take_no_write_lock(
+    sqlite_file_store: tuple[Engine, Path],
+) -> None:
     """A read session, and a transaction begun outside the store after a writing one, begin deferred."""
-    engine, path = database
+    engine, path = sqlite_file_store
     store = SQLStore(engine)
     with store.session(write=True):
         pass
@@ -63,9 +53,11 @@ def test_a_reading_session_and_a_plain_transaction_take_no_write_lock(database: 
         assert not _is_write_locked(path)
 
 
-def test_a_transaction_begun_outside_the_store_is_one_transaction(database: tuple[Engine, Path]) -> None:
+def test_a_transaction_begun_outside_the_store_is_one_transaction(
+    sqlite_file_store: tuple[Engine, Path],
+) -> None:
     """``engine.begin()`` (migrations, the CLI) still runs in a transaction: an error undoes its writes."""
-    engine, _ = database
+    engine, _ = sqlite_file_store
 
     def create_then_fail() -> None:
         with engine.begin() as connection:

@@ -10,31 +10,20 @@ the only thing a missing flush loses, cannot be staged in a test.
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 
 from carnet.services.group_commit import GroupCommit
-from carnet.store.engine import make_engine, upgrade, wal_sync
+from carnet.store.engine import make_engine, wal_sync
 from carnet.store.repository import SQLStore
 from carnet.store.wal_sync import WalSync
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
-    """A migrated SQLite store's engine and its file."""
-    path = tmp_path / "carnet.sqlite3"
-    engine = make_engine(f"sqlite:///{path}")
-    upgrade(engine)
-    yield engine, path
-    engine.dispose()
+from sqlite_store import taken_elsewhere
 
 
 class _Watched:
@@ -54,18 +43,7 @@ class _Watched:
 
 
 def _taken_elsewhere(path: Path) -> bool:
-    if not path.exists():
-        return False  # no store session ever took it
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return path.exists() and taken_elsewhere(path)  # absent: no store session ever took it
 
 
 def _watch(engine: Engine, path: Path) -> _Watched:
@@ -81,9 +59,9 @@ def _insert_actor(session: object, actor: str) -> None:
     )
 
 
-def test_connections_leave_the_flush_to_carnet(database: tuple[Engine, Path]) -> None:
+def test_connections_leave_the_flush_to_carnet(sqlite_file_store: tuple[Engine, Path]) -> None:
     """In WAL mode SQLite does not flush commits itself (NORMAL); Carnet does (FULL otherwise)."""
-    engine, _ = database
+    engine, _ = sqlite_file_store
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
@@ -94,10 +72,10 @@ def test_connections_leave_the_flush_to_carnet(database: tuple[Engine, Path]) ->
 
 
 def test_a_writing_session_is_flushed_after_its_lock_and_before_it_returns(
-    database: tuple[Engine, Path],
+    sqlite_file_store: tuple[Engine, Path],
 ) -> None:
     """One flush per writing session, with the writer lock already free; none for a read."""
-    engine, path = database
+    engine, path = sqlite_file_store
     store = SQLStore(engine)
     watched = _watch(engine, path)
     with store.session(write=True) as session:
@@ -110,9 +88,9 @@ def test_a_writing_session_is_flushed_after_its_lock_and_before_it_returns(
     assert watched.flushes == 1
 
 
-def test_a_session_that_fails_is_not_flushed(database: tuple[Engine, Path]) -> None:
+def test_a_session_that_fails_is_not_flushed(sqlite_file_store: tuple[Engine, Path]) -> None:
     """A rolled-back session commits nothing: no flush, and the next commit flushes as usual."""
-    engine, path = database
+    engine, path = sqlite_file_store
     store = SQLStore(engine)
     watched = _watch(engine, path)
 
@@ -129,9 +107,9 @@ def test_a_session_that_fails_is_not_flushed(database: tuple[Engine, Path]) -> N
     assert watched.flushes == 1
 
 
-def test_a_commit_outside_the_store_is_flushed_inside_it(database: tuple[Engine, Path]) -> None:
+def test_a_commit_outside_the_store_is_flushed_inside_it(sqlite_file_store: tuple[Engine, Path]) -> None:
     """A plain transaction (the CLI's, a migration's) returns from its commit flushed, DDL included."""
-    engine, path = database
+    engine, path = sqlite_file_store
     watched = _watch(engine, path)
     with engine.begin() as connection:
         connection.execute(
@@ -143,9 +121,11 @@ def test_a_commit_outside_the_store_is_flushed_inside_it(database: tuple[Engine,
     assert watched.flushes == 2
 
 
-def test_no_group_commit_caller_goes_on_before_its_unit_is_flushed(database: tuple[Engine, Path]) -> None:
+def test_no_group_commit_caller_goes_on_before_its_unit_is_flushed(
+    sqlite_file_store: tuple[Engine, Path],
+) -> None:
     """Each caller of concurrent batches returns only after a flush that followed its unit's commit."""
-    engine, path = database
+    engine, path = sqlite_file_store
     store = SQLStore(engine)
     watched = _watch(engine, path)
     group = GroupCommit(store)
@@ -173,10 +153,10 @@ def test_no_group_commit_caller_goes_on_before_its_unit_is_flushed(database: tup
 
 
 def test_a_batch_whose_flush_fails_fails_its_callers_without_running_again(
-    database: tuple[Engine, Path],
+    sqlite_file_store: tuple[Engine, Path],
 ) -> None:
     """Committed but not known durable: every caller of the batch gets the error; no unit runs twice."""
-    engine, _ = database
+    engine, _ = sqlite_file_store
     store = SQLStore(engine)
     wal = wal_sync(engine)
     assert wal is not None

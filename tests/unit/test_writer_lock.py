@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 import time
 from pathlib import Path
@@ -11,20 +9,7 @@ from pathlib import Path
 import pytest
 
 from carnet.store.writer_lock import WriterLock, sqlite_file
-
-
-def _taken_elsewhere(path: Path) -> bool:
-    """Tell whether another open file description (as another process has) finds the lock taken."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+from sqlite_store import taken_elsewhere
 
 
 def test_lock_file_is_held_only_inside_the_block(tmp_path: Path) -> None:
@@ -32,11 +17,11 @@ def test_lock_file_is_held_only_inside_the_block(tmp_path: Path) -> None:
     lock = WriterLock(tmp_path / "carnet.db")
     path = tmp_path / "carnet.db.writer"
     with lock.held():
-        assert _taken_elsewhere(path)
+        assert taken_elsewhere(path)
         with lock.held():  # reentrant in the same thread
-            assert _taken_elsewhere(path)
-        assert _taken_elsewhere(path)
-    assert not _taken_elsewhere(path)
+            assert taken_elsewhere(path)
+        assert taken_elsewhere(path)
+    assert not taken_elsewhere(path)
     assert path.stat().st_mode & 0o777 == 0o600
 
 

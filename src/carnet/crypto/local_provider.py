@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from carnet.crypto.aead import KEY_SIZE, generate_key
 from carnet.domain.errors import ConfigurationError, KeyProviderError
 from carnet.domain.keys import WrappedKey
+from carnet.durable import flush_directory
 
 _PREFIX = "local:"
 
@@ -98,20 +99,13 @@ class LocalKeyProvider:
         _write_durably(path, generate_key(), os.O_EXCL)
         # The KEK's directory entry must reach the disk before any key is wrapped under it:
         # otherwise a power cut could drop the file and with it every key wrapped meanwhile.
-        self._fsync_dir()
+        flush_directory(self._dir)
         kek_id = f"{_PREFIX}{number:06d}"
         tmp = self._dir / "current.tmp"
         _write_durably(tmp, kek_id.encode(), os.O_TRUNC)
         tmp.replace(self._dir / "current")
-        self._fsync_dir()
+        flush_directory(self._dir)
         return kek_id
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def kek_ids(self) -> list[str]:
         """List every KEK the provider holds."""

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from carnet.domain.errors import KeyProviderError
+from carnet.durable import flush_directory
 
 SHARE_ID_SIZE = 16
 SHARE_SIZE = 32
@@ -38,14 +39,6 @@ _ENTRY = SHARE_ID_SIZE + SHARE_SIZE
 _EMPTY = bytes(SHARE_ID_SIZE)
 
 Random = Callable[[int], bytes]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ShareLedger:
@@ -93,7 +86,7 @@ class ShareLedger:
             finally:
                 os.close(fd)
             if created:
-                _fsync_dir(self._dir)
+                flush_directory(self._dir)
         return share_id, share
 
     def get(self, share_id: bytes) -> bytes | None:

@@ -113,6 +113,17 @@ _LOCATE_CURRENT = (
 )
 
 
+def _token_matches(index: int, resource_type: Any) -> Select[Any]:
+    """The ids of the record's resources of ``resource_type`` that token filter ``index`` matches."""
+    st = search_tokens.alias()
+    return select(st.c.resource_id).where(
+        st.c.patient_id == bindparam("p"),
+        st.c.resource_type == resource_type,
+        st.c.param == bindparam(f"n{index}"),
+        st.c.value_hash.in_(bindparam(f"h{index}", expanding=True)),
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def _search_statement(typed: bool, by_id: bool, filters: int) -> Select[Any]:
     """The search of one shape (a type or not, ids or not, how many token filters), built once.
@@ -131,18 +142,9 @@ def _search_statement(typed: bool, by_id: bool, filters: int) -> Select[Any]:
         query = query.where(resources.c.resource_type == bindparam("t"))
     if by_id:
         query = query.where(resources.c.resource_id.in_(bindparam("ids", expanding=True)))
+    of_type = bindparam("t") if typed else resources.c.resource_type
     for index in range(filters):
-        st = search_tokens.alias()
-        query = query.where(
-            resources.c.resource_id.in_(
-                select(st.c.resource_id).where(
-                    st.c.patient_id == bindparam("p"),
-                    st.c.resource_type == (bindparam("t") if typed else resources.c.resource_type),
-                    st.c.param == bindparam(f"n{index}"),
-                    st.c.value_hash.in_(bindparam(f"h{index}", expanding=True)),
-                )
-            )
-        )
+        query = query.where(resources.c.resource_id.in_(_token_matches(index, of_type)))
     return query.order_by(resources.c.resource_type, resources.c.resource_id)
 
 
@@ -159,17 +161,7 @@ def _search_by_tokens(by_id: bool, filters: int) -> Select[Any]:
     resource of the type in the record, for each of them (an ITI-65 resubmission check in a
     record of 150 documents took 34 ms, of 300 documents 129 ms).
     """
-    matched = []
-    for index in range(filters):
-        st = search_tokens.alias()
-        matched.append(
-            select(st.c.resource_id).where(
-                st.c.patient_id == bindparam("p"),
-                st.c.resource_type == bindparam("t"),
-                st.c.param == bindparam(f"n{index}"),
-                st.c.value_hash.in_(bindparam(f"h{index}", expanding=True)),
-            )
-        )
+    matched = [_token_matches(index, bindparam("t")) for index in range(filters)]
     ids = (intersect(*matched) if filters > 1 else matched[0].distinct()).subquery("matched")
     current = (
         select(*_VERSION_COLUMNS)

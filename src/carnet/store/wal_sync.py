@@ -33,6 +33,8 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+from carnet.durable import flush_directory
+
 #: In a SQLite connection's ``info``: its next ``COMMIT`` leaves the flush to the caller, which
 #: calls :meth:`WalSync.sync` before anything depends on the commit.
 SYNC_AFTER = "carnet_sync_after"
@@ -74,14 +76,6 @@ class WalSync:
                     return
                 self._fd, self._inode = fd, os.fstat(fd).st_ino
                 self._close = weakref.finalize(self, os.close, fd)  # closed with this object at the latest
-                _flush_directory(self.wal.parent)  # a new WAL's directory entry, once
+                flush_directory(self.wal.parent)  # a new WAL's directory entry, once
             _sync(fd)
             self.syncs += 1
-
-
-def _flush_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
