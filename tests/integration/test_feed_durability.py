@@ -66,10 +66,30 @@ def _document(number: int) -> tuple[str, bytes]:
 SENDER = f"{SendingSystem().application}^{SendingSystem().facility}"
 
 
-def _message(cda: bytes, control_id: str) -> bytes:
+def _message(cda: bytes, control_id: str, second: bytes | None = None) -> bytes:
     return hl7v2_message(
-        cda, ins=_ins(), type_code="11488-4", type_label="CR", control_id=control_id, sent_at=NOW
+        cda,
+        ins=_ins(),
+        type_code="11488-4",
+        type_label="CR",
+        control_id=control_id,
+        sent_at=NOW,
+        second=second,
     )
+
+
+SECOND = 50_000  # the second document of message n is document n + SECOND (a round sends fewer)
+
+
+def _burst_message(number: int) -> tuple[bytes, tuple[str, ...]]:
+    """Message ``number`` of a burst and the roots of its documents: every odd one carries two
+    (a level 1 and a level 3 CDA of one report, as the volet's ORU may), which must be stored
+    together or not at all."""
+    root, cda = _document(number)
+    if number % 2 == 0:
+        return _message(cda, f"K{number}"), (root,)
+    second_root, second = _document(number + SECOND)
+    return _message(cda, f"K{number}", second), (root, second_root)
 
 
 def _msa(frame: bytes) -> str:
@@ -165,19 +185,24 @@ def feed_server(tmp_path: Path, database_url: str) -> Iterator[ForkedServer]:
 
 
 def _send_until(
-    stop: threading.Event, first: threading.Event, port: int, start: int, acked: dict[str, str]
+    stop: threading.Event,
+    first: threading.Event,
+    port: int,
+    start: int,
+    acked: dict[str, tuple[str, ...]],
+    sent: list[tuple[str, ...]],
 ) -> None:
-    """Send messages one by one until stopped or the server dies; note each one ACKed AA."""
+    """Send messages one by one until stopped or the server dies; note each one sent, and each ACKed AA."""
     number = start
     while not stop.is_set():
-        root, cda = _document(number)
-        control = f"K{number}"
+        message, roots = _burst_message(number)
+        sent.append(roots)
         try:
-            (frame,) = run_to_end(mllp.send("127.0.0.1", port, [_message(cda, control)], timeout=30))
+            (frame,) = run_to_end(mllp.send("127.0.0.1", port, [message], timeout=30))
         except (OSError, TimeoutError, StopAsyncIteration, mllp.FrameError, ValueError):
             return
         if _msa(frame) == "AA":
-            acked[control] = root
+            acked[f"K{number}"] = roots
             first.set()
         number += 1
 
@@ -196,7 +221,8 @@ def _stored_roots(http: httpx.Client, url: str, patient: dict[str, str], record:
 
 
 def kill_rounds(server: ForkedServer, rounds: int, seed: int) -> int:
-    """Kill -9 the server ``rounds`` times during a burst; every AA'd message must be stored once."""
+    """Kill -9 the server ``rounds`` times during a burst; every AA'd message must be stored once,
+    and no message, acknowledged or not, may be stored in part (one of its two documents only)."""
     rng = random.Random(seed)
     settings = Settings(key_dir=Path(server.env["CARNET_KEY_DIR"]))
     now = datetime.now(UTC)
@@ -208,7 +234,8 @@ def kill_rounds(server: ForkedServer, rounds: int, seed: int) -> int:
         lifetime=timedelta(hours=2),
     )
     port = int(server.env["CARNET_MLLP_PORT"])
-    acked: dict[str, str] = {}
+    acked: dict[str, tuple[str, ...]] = {}
+    sent: list[tuple[str, ...]] = []
     server.start()
     with httpx.Client(timeout=30) as http:
         patient = {"resourceType": "Patient", "identifier": [{"system": f"urn:oid:{system}", "value": value}]}
@@ -226,9 +253,11 @@ def kill_rounds(server: ForkedServer, rounds: int, seed: int) -> int:
         headers = {"Authorization": f"Bearer {holder}"}
         for number in range(rounds):
             stop, first = threading.Event(), threading.Event()
-            this_round: dict[str, str] = {}
+            this_round: dict[str, tuple[str, ...]] = {}
             sender = threading.Thread(
-                target=_send_until, args=(stop, first, port, number * 100_000, this_round), daemon=True
+                target=_send_until,
+                args=(stop, first, port, number * 100_000, this_round, sent),
+                daemon=True,
             )
             sender.start()
             assert first.wait(timeout=60), f"round {number}: no message acknowledged"
@@ -239,13 +268,15 @@ def kill_rounds(server: ForkedServer, rounds: int, seed: int) -> int:
             server.start()
             acked |= this_round
             stored = _stored_roots(http, server.url, headers, record)
-            lost = set(acked.values()) - set(stored)
+            lost = {root for roots in acked.values() for root in roots} - set(stored)
             assert lost == set(), (
                 f"round {number}: acknowledged messages lost after kill -9: {sorted(lost)[:5]}"
             )
             assert len(stored) == len(set(stored)), "a document was stored twice"
+            halves = [roots for roots in sent if 0 < len(set(roots) & set(stored)) < len(roots)]
+            assert halves == [], f"round {number}: a message stored in part after kill -9: {halves[:3]}"
         # Resending every acknowledged message changes nothing.
-        resent = [_message(_document(int(c[1:]))[1], c) for c in sorted(acked)[:20]]
+        resent = [_burst_message(int(c[1:]))[0] for c in sorted(acked)[:20]]
         # In a thread of its own, as the sender's: a browser test's Playwright loop, still running
         # in this worker's main thread, would make asyncio.run refuse here.
         with ThreadPoolExecutor(1) as pool:
@@ -255,6 +286,7 @@ def kill_rounds(server: ForkedServer, rounds: int, seed: int) -> int:
         assert {_msa(r) for r in replies} == {"AA"}
         stored = _stored_roots(http, server.url, headers, record)
         assert len(stored) == len(set(stored))
+    assert any(len(roots) == 2 for roots in acked.values()), "no two-document message was acknowledged"
     return len(acked)
 
 
