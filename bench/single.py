@@ -9,6 +9,7 @@ event loop threads (uvicorn, the middlewares, routing, the response: the HTTP la
 work runs in worker threads). ``--repeat N`` alternates N runs of each. Usage::
 
     .venv/bin/python bench/single.py [--seconds 10] [--backend sqlite|postgres] [--workers 2] [--repeat 1]
+        [--only create|read]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each, alternated")
+    parser.add_argument("--only", choices=["create", "read"], help="run only the creates or only the reads")
     parser.add_argument(
         "--timeout",
         type=int,
@@ -74,7 +76,22 @@ def main() -> None:
         assert made.status_code == 201, made.text
         base = str(client.base_url).rstrip("/")
         rows: list[tuple[str, str]] = []
+
+        def read_run() -> str:
+            log(f"single reads, {args.connections} connections, {args.seconds} s")
+            return measured(
+                pid,
+                f"{base}/fhir/Observation/{made.json()['id']}",
+                headers={"Authorization": headers["Authorization"]},
+                seconds=args.seconds,
+                connections=args.connections,
+                timeout=args.timeout,
+            )
+
         for _ in range(args.repeat):
+            if args.only == "read":
+                rows.append(("single read", read_run()))
+                continue
             log(f"single creates, {args.connections} connections, {args.seconds} s")
             create = measured(
                 pid,
@@ -86,16 +103,10 @@ def main() -> None:
                 body=fhirjson.dumps(observation),
                 timeout=args.timeout,
             )
-            log(f"single reads, {args.connections} connections, {args.seconds} s")
-            read = measured(
-                pid,
-                f"{base}/fhir/Observation/{made.json()['id']}",
-                headers={"Authorization": headers["Authorization"]},
-                seconds=args.seconds,
-                connections=args.connections,
-                timeout=args.timeout,
-            )
-            rows += [("single create", create), ("single read", read)]
+            if args.only == "create":
+                rows.append(("single create", create))
+                continue
+            rows += [("single create", create), ("single read", read_run())]
     print(
         f"## {args.backend}, --workers {args.workers}, {args.connections} connections, {args.seconds} s; "
         f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
