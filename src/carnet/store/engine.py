@@ -147,6 +147,10 @@ def _configure_sqlite(engine: Engine, wal: WalSync | None) -> None:
         # writer lock is released (``carnet.store.wal_sync``); otherwise SQLite flushes it.
         flushed_here = wal is not None and str(mode).lower() == "wal"
         cursor.execute("PRAGMA synchronous=NORMAL" if flushed_here else "PRAGMA synchronous=FULL")
+        if flushed_here:
+            # No checkpoint inside COMMIT (so inside the writer lock): ``WalSync`` runs them
+            # after the flush, mostly outside the lock (``carnet.store.wal_sync``).
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Temporary tables and sort spills stay in memory: nothing lands in a temp file.
         cursor.execute("PRAGMA temp_store=MEMORY")

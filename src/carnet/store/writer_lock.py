@@ -17,7 +17,8 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class WriterLock:
         self._depth = 0
         self._path = database.with_name(database.name + ".writer") if database is not None else None
         self._fd: int | None = None
+        self._closer: Callable[[], object] | None = None
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -40,6 +42,8 @@ class WriterLock:
                 if self._depth == 1 and self._path is not None:
                     if self._fd is None:
                         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                        # Closed with this object at the latest (a store let go, a checkpoint's own).
+                        self._closer = weakref.finalize(self, os.close, self._fd)
                     fcntl.flock(self._fd, fcntl.LOCK_EX)
                 try:
                     yield
