@@ -187,8 +187,10 @@ def main() -> None:
             asyncio.run(_burst(port, messages[:warm], args.connections))
             pids = load.worker_pids(server.pid)
             cpu = load.cpu_seconds(pids)
+            database = load.BackendCPU(settings.database_url)
             accepted, latencies, seconds = asyncio.run(_burst(port, messages[warm:], args.connections))
             cpu = load.cpu_seconds(pids) - cpu
+            database_cpu = database.used()
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -199,11 +201,13 @@ def main() -> None:
         )
         print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
         print(
-            "| messages | AA | seconds | documents/s | server CPU ms/document | ACK p50 ms | ACK p95 ms | ACK p99 ms |"
+            "| messages | AA | seconds | documents/s | server CPU ms/document | PostgreSQL backends' CPU "
+            "ms/document | ACK p50 ms | ACK p95 ms | ACK p99 ms |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         print(
             f"| {sent} | {accepted} | {seconds:.1f} | {accepted / seconds:.0f} | {1000 * cpu / max(sent, 1):.1f} | "
+            f"{1000 * database_cpu / max(sent, 1):.1f} | "
             f"{percentile(latencies, 0.5) * 1000:.0f} | {percentile(latencies, 0.95) * 1000:.0f} | "
             f"{percentile(latencies, 0.99) * 1000:.0f} |"
         )

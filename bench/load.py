@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import create_engine, make_url, text
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -65,6 +67,47 @@ def worker_pids(pid: int) -> list[int]:
             found.extend(int(c) for c in children.read_text().split())
         index += 1
     return found
+
+
+def backend_pids(database_url: str | None) -> list[int]:
+    """The PostgreSQL backends serving a bench store (its URL's ``application_name``); none on SQLite.
+
+    Their CPU (:func:`cpu_seconds`, the server on this machine) is the database's share of the
+    two cores: a statement saved is CPU saved there too.
+    """
+    if not database_url or not database_url.startswith("postgresql"):
+        return []
+    url = make_url(database_url)
+    name = url.query.get("application_name")
+    if not name:
+        return []
+    engine = create_engine(url.set(drivername="postgresql+psycopg"))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            ).all()
+    finally:
+        engine.dispose()
+    return [int(r[0]) for r in rows]
+
+
+class BackendCPU:
+    """The CPU seconds of a bench store's PostgreSQL backends over a run (0 on SQLite).
+
+    Backends connected during the run count whole; one that ended during it is missed.
+    """
+
+    def __init__(self, database_url: str | None) -> None:
+        self.url = database_url
+        self.before = {pid: cpu_seconds([pid]) for pid in backend_pids(database_url)}
+
+    def used(self) -> float:
+        """CPU seconds used since this was made."""
+        return sum(cpu_seconds([pid]) - self.before.get(pid, 0.0) for pid in backend_pids(self.url))
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -79,7 +79,8 @@ def backend(name: str) -> Iterator[Settings]:
         admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
         with admin.begin() as connection:
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        # The application name finds the store's backends (``load.backend_pids``) for their CPU.
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}&application_name={schema}"
         try:
             yield Settings(data_dir=root / "data", key_dir=root / "keys", database_url=url)
         finally:

@@ -3,7 +3,8 @@
 A real ``carnet serve --workers 2`` (sealing, policy and journal on), one open record, then
 ``wrk`` with 8 connections: ``POST /fhir/Observation`` (each create a write of its own, journaled,
 sharing durable commits with the concurrent ones), then ``GET /fhir/Observation/{id}``. Prints
-requests per second, p50/p99 and the **server's CPU time per request**, which a machine loaded by
+requests per second, p50/p99 and the **server's CPU time per request** (on PostgreSQL, the
+database backends' apart), which a machine loaded by
 other work inflates much less than wall-clock figures, and the part of it spent on the workers'
 event loop threads (uvicorn, the middlewares, routing, the response: the HTTP layer; the record
 work runs in worker threads). ``--repeat N`` alternates N runs of each. Usage::
@@ -35,7 +36,7 @@ def loop_cpu_seconds(server_pid: int) -> float:
     return total / load.TICKS
 
 
-def measured(server_pid: int, url: str, **wrk_arguments: Any) -> str:
+def measured(server_pid: int, url: str, database_url: str | None = None, **wrk_arguments: Any) -> str:
     """One wrk run described, with the event loop threads' CPU per request beside the server's.
 
     Also each process's share of the server's CPU over the run: uvicorn's workers accept from
@@ -45,12 +46,15 @@ def measured(server_pid: int, url: str, **wrk_arguments: Any) -> str:
     pids = load.worker_pids(server_pid)
     before = loop_cpu_seconds(server_pid)
     per_process = [load.cpu_seconds([p]) for p in pids]
+    database = load.BackendCPU(database_url)
     result = load.wrk(url, server_pid=server_pid, **wrk_arguments)
+    database_ms = 1000 * database.used() / max(1, result.requests)
     loop_ms = 1000 * (loop_cpu_seconds(server_pid) - before) / max(1, result.requests)
     used = [load.cpu_seconds([p]) - b for p, b in zip(pids, per_process, strict=True)]
     shares = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used if u > 0.01 * sum(used))
     errors = f", {result.errors} errors" if result.errors else ""
-    return f"{result.describe()}; event loop {loop_ms:.2f} ms/request; CPU split {shares} %{errors}"
+    backends = f"; PostgreSQL backends {database_ms:.2f} ms/request" if database_url else ""
+    return f"{result.describe()}; event loop {loop_ms:.2f} ms/request{backends}; CPU split {shares} %{errors}"
 
 
 def main() -> None:
@@ -82,6 +86,7 @@ def main() -> None:
             return measured(
                 pid,
                 f"{base}/fhir/Observation/{made.json()['id']}",
+                settings.database_url,
                 headers={"Authorization": headers["Authorization"]},
                 seconds=args.seconds,
                 connections=args.connections,
@@ -96,6 +101,7 @@ def main() -> None:
             create = measured(
                 pid,
                 f"{base}/fhir/Observation",
+                settings.database_url,
                 headers=headers,
                 seconds=args.seconds,
                 connections=args.connections,

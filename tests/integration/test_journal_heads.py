@@ -112,7 +112,7 @@ def test_an_undone_append_makes_the_next_one_read_the_head_again(
 
 
 def _journal_writes(services: Services) -> AbstractContextManager[list[str]]:
-    return _statements(services, lambda sql: "journal_entries" in sql or "journal_heads SET" in sql)
+    return _statements(services, lambda sql: "journal_entries" in sql or "UPDATE journal_heads" in sql)
 
 
 def test_appends_of_one_transaction_are_written_together(services: Services, settings: Settings) -> None:
@@ -122,7 +122,7 @@ def test_appends_of_one_transaction_are_written_together(services: Services, set
         for _ in range(5):
             _append(services, session, "heads-3")
     entries = [s for s in writes if "INSERT INTO journal_entries" in s]
-    heads = [s for s in writes if "journal_heads SET" in s]
+    heads = [s for s in writes if "UPDATE journal_heads" in s]
     # PostgreSQL writes entries, nodes and head in one statement (the UPDATE is its last part).
     assert (len(entries), len(heads)) == (1, 1)
     assert _verified(services, settings) == before + 5

@@ -2,9 +2,10 @@
 
 Every part of :class:`carnet.store.repository.SQLStoreSession` (records, journal, outbox,
 portal sessions) reads and writes through :attr:`Connected._c`. New resources and their index
-rows are buffered (:meth:`Connected._buffer`) and written with one ``executemany`` per table:
-a 1,000-entry transaction costs a handful of statements. Any statement through ``_c`` writes
-the buffer first, so a transaction always reads its own writes.
+rows are buffered (:meth:`Connected._buffer`) and written with one ``executemany`` per table
+(on plain PostgreSQL, with the journal's due appends, in one statement): a 1,000-entry
+transaction costs a handful of statements. Any statement through ``_c`` writes the buffer
+first, so a transaction always reads its own writes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from sqlalchemy import ClauseElement, Connection, LargeBinary, Select, Table, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -22,9 +23,14 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from carnet.domain.errors import Conflict, JournalUnavailable
 from carnet.services.ports import StoredKey
+from carnet.store.journal_append import Head, is_uniform, write_at_once
 from carnet.store.journal_logs import JournalLogs
+from carnet.store.tables import journal_entries, journal_heads, journal_nodes
 
 log = logging.getLogger("carnet.journal")
+
+#: The tables a journal append writes: a unique violation there is the journal's, not a resource's.
+_JOURNAL_TABLES = frozenset(t.name for t in (journal_entries, journal_nodes, journal_heads))
 
 
 def utc(value: datetime) -> datetime:
@@ -108,6 +114,8 @@ class Connected:
     def flush(self) -> None:
         """Write the buffered rows, one ``executemany`` per table, then the journal's due appends.
 
+        On plain PostgreSQL all of them in one statement (:meth:`_flush_at_once`).
+
         Raises:
             Conflict: a buffered row already exists (a resource written twice).
             JournalUnavailable: journal entries of this transaction could not be written (now or
@@ -116,6 +124,9 @@ class Connected:
         if self._journal_lost:
             raise _journal_unavailable()
         pending, self._pending = self._pending, {}
+        if self._connection.dialect.name == "postgresql" and not self._logs.distributed:
+            self._flush_at_once(pending)
+            return
         try:
             for table, rows in pending.items():
                 if rows:
@@ -126,9 +137,72 @@ class Connected:
             try:
                 self._write_journal()
             except Exception as error:
-                self._journal_lost = True
-                log.error("journal write failed: %s", type(error).__name__)
-                raise _journal_unavailable() from error
+                self._lose_journal(error)
+
+    def _flush_at_once(self, pending: dict[Table, list[dict[str, object]]]) -> None:
+        """Write the buffered rows and the due journal appends in one statement (PostgreSQL).
+
+        :func:`carnet.store.journal_append.write_at_once`: one round trip where :meth:`flush`
+        sends one per table and per log. Not on Citus: the coordinator runs such a statement's
+        ``INSERT … SELECT`` through COPY into the shards and commits it in two phases even on one
+        worker (``store/journal.py``). Rows of one table with different columns (none on the
+        write paths) are inserted first, on their own.
+
+        Raises:
+            Conflict: a buffered row already exists (a resource written twice); the journal's
+                appends stay due, as they would if the rows had been written apart.
+            JournalUnavailable: as :meth:`flush`.
+        """
+        inserts: list[tuple[Table, list[dict[str, object]]]] = []
+        try:
+            for table, rows in pending.items():
+                if rows and is_uniform(rows):
+                    inserts.append((table, rows))
+                elif rows:
+                    insert_many(self._connection, table, rows)
+        except IntegrityError:
+            raise Conflict("A resource was written twice in one transaction; retry.") from None
+        heads: list[Head] = []
+        entries: list[dict[str, object]] = []
+        nodes: list[dict[str, object]] = []
+        for shard in sorted(self._journal_due):
+            append = self._journal_due[shard]
+            if append.entries:
+                entries.extend(append.entries)
+                nodes.extend(append.nodes)
+                size, peaks = self._journal_heads[shard]
+                heads.append((append.key, shard, size, peaks))
+        journal = bool(heads)
+        if journal and is_uniform(entries) and (not nodes or is_uniform(nodes)):
+            inserts.append((journal_entries, entries))
+            if nodes:
+                inserts.append((journal_nodes, nodes))
+        else:  # rows of unusual shapes: the journal is written apart, as :meth:`flush` writes it
+            journal, heads = False, []
+        try:
+            write_at_once(self._connection, inserts, heads, _send_one)
+        except IntegrityError as error:
+            failed: str | None = getattr(getattr(error.orig, "diag", None), "table_name", None)
+            if not (journal and failed in _JOURNAL_TABLES):
+                raise Conflict("A resource was written twice in one transaction; retry.") from None
+            self._lose_journal(error)
+        except Exception as error:
+            if not journal:
+                raise
+            self._lose_journal(error)
+        if journal:
+            self._journal_due = {}
+        elif self._journal_due:
+            try:
+                self._write_journal()
+            except Exception as error:
+                self._lose_journal(error)
+
+    def _lose_journal(self, error: Exception) -> NoReturn:
+        """Mark this transaction's journal appends lost (it must not commit) and say so."""
+        self._journal_lost = True
+        log.error("journal write failed: %s", type(error).__name__)
+        raise _journal_unavailable() from error
 
     def _write_journal(self) -> None:
         """Write the journal appends of this transaction not written yet (``journal.py``)."""
@@ -258,6 +332,11 @@ def _plain(
     if order is not None:
         return sql, tuple(parameters[k] for k in order), results
     return sql, dict(parameters), results
+
+
+def _send_one(connection: Connection, sql: str, parameters: Any) -> None:
+    """Send one statement as :func:`_send` does, its cursor closed."""
+    _send(connection, sql, parameters, many=False).close()
 
 
 def _send(connection: Connection, sql: str, parameters: Any, *, many: bool) -> Any:

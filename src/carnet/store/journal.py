@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 from carnet.domain.errors import Conflict
 from carnet.domain.journal import StoredEntry
 from carnet.store.connected import Connected, DueAppend, execute_plain, first_plain, insert_many, utc
-from carnet.store.journal_append import append_at_once
 from carnet.store.tables import (
     journal_actors,
     journal_checkpoints,
@@ -76,7 +75,9 @@ class JournalSessionMixin(Connected):
         known = self._journal_heads.get(shard)
         if known is not None:
             return known
-        connection = self._c
+        # The buffered rows are not written first: they go with the append, in the same statement
+        # on PostgreSQL (``Connected.flush``); the head is no row of theirs.
+        connection = self._connection
         query = _HEAD_FOR_UPDATE if lock and connection.dialect.name == "postgresql" else _HEAD
         row = first_plain(connection, query, {"head_key": self._logs.key(shard), "head_shard": shard})
         return None if row is None else (int(row[0]), bytes(row[1]))
@@ -132,26 +133,22 @@ class JournalSessionMixin(Connected):
         self._journal_heads[shard] = (size, peaks)
 
     def _write_journal(self) -> None:
-        """Write the due appends: per log its entries, its nodes and its head.
+        """Write the due appends: per log its entries, its nodes and its head, in three statements.
 
-        On PostgreSQL in one statement (:func:`carnet.store.journal_append.append_at_once`): one
-        round trip instead of three. Not on Citus: it runs the statement's INSERT … SELECT through
-        the coordinator (COPY into the shards), which commits in two phases even on one worker;
-        three routed statements commit in one
+        On plain PostgreSQL they go with the transaction's buffered rows in one statement
+        (:meth:`Connected.flush`, :mod:`carnet.store.journal_append`) and come here only in an
+        unusual shape. Not on Citus: it runs such a statement's INSERT … SELECT through the
+        coordinator (COPY into the shards), which commits in two phases even on one worker; three
+        routed statements commit in one
         (test_a_records_requests_commit_on_one_worker_without_two_phase_commit).
         """
         due, self._journal_due = self._journal_due, {}
         connection = self._connection
-        at_once = connection.dialect.name == "postgresql" and not self._logs.distributed
         for shard in sorted(due):  # the order the heads were locked in (``Journal.append``)
             append = due[shard]
             if not append.entries:
                 continue
             size, peaks = self._journal_heads[shard]
-            if at_once and append.nodes:
-                head = {"log_key": append.key, "shard": shard}
-                append_at_once(connection, append.entries, append.nodes, head, size, peaks)
-                continue
             insert_many(connection, journal_entries, append.entries)
             if append.nodes:
                 insert_many(connection, journal_nodes, append.nodes)

@@ -259,7 +259,9 @@ class SQLStoreSession(
 
     def id_prefix(self, patient_id: str) -> str:
         """Return how a new resource id of a record starts (on Citus its shard's log key, else nothing)."""
-        return self._logs.id_prefix(self._c, patient_id)
+        # The buffered rows are not written first (placement metadata): a unit's new resources
+        # are then written together, not one flush per resource.
+        return self._logs.id_prefix(self._connection, patient_id)
 
     def current(self, patient_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
         """Return the current version of a resource."""
