@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from carnet.api.app import Services
 from minting import Mint
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -305,3 +306,31 @@ def test_archive_and_unarchive(record: Record) -> None:
         record.client.post("/fhir/DocumentReference/unknown-id/$archive", headers=record.headers).status_code
         == 404
     )
+
+
+def test_iti105_checks_the_document_before_opening_a_transaction(
+    record: Record, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document Simplified Publish refuses opens no write transaction (on SQLite: no turn at the writer lock)."""
+    store = services.records.store
+    opened: list[bool] = []
+    real = store.session
+
+    def session(*, write: bool = False, **kwargs: Any) -> Any:
+        opened.append(write)
+        return real(write=write, **kwargs)
+
+    monkeypatch.setattr(store, "session", session)
+    document = record.document(
+        unique="41",
+        meta={
+            "profile": [
+                "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.SimplifiedPublish.DocumentReference"
+            ]
+        },
+    )
+    document["content"] = [{"attachment": {"contentType": "application/pdf", "url": "Binary/elsewhere"}}]
+    response = record.client.post("/fhir/DocumentReference", json=document, headers=record.headers)
+    assert response.status_code == 422, response.text
+    assert "content.attachment.data" in response.text
+    assert True not in opened

@@ -110,17 +110,19 @@ class Documents:
             call, "DocumentReference", document_id, resource, if_match=f'W/"{current.version_id}"'
         )
 
-    def publish(self, call: Call, document: Mapping[str, Any]) -> WriteResult:
+    def publish(self, call: Call, document: Mapping[str, Any], *, checked: bool = False) -> WriteResult:
         """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
 
         As a Document Recipient does: validate, extract each ``attachment.data`` into a Binary of
         the same record, point the attachment at it (size and hash filled in), and record the
-        SubmissionSet (a ``List``), all in one transaction.
+        SubmissionSet (a ``List``), all in one transaction. ``checked``: the caller passed this
+        very document to :func:`check_publishable` before the transaction (it raised nothing).
 
         Raises:
             InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
         """
-        check_publishable(document)
+        if not checked:
+            check_publishable(document)
         gate = self._gate
         patient_id = self._writes.place(call, document)
         revised = _revisable(document)

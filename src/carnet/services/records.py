@@ -49,7 +49,7 @@ from carnet.services import deadline
 from carnet.services._call import Call
 from carnet.services.bundles import Bundles
 from carnet.services.document_checks import DocumentChecks
-from carnet.services.documents import Documents
+from carnet.services.documents import Documents, check_publishable
 from carnet.services.gate import Gate
 from carnet.services.journal import Journal
 from carnet.services.journal_view import JournalView
@@ -526,11 +526,16 @@ class Records:
         Raises:
             InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
         """
+        # Checked before the transaction when this call opens its own (a unit of the group
+        # commit on SQLite: not inside the writer lock), as it would be first thing inside it.
+        checked = self._session is None
+        if checked:
+            check_publishable(document)
 
         def work(call: Call) -> WriteResult:
             call.accepted_offer = accepted_offer
             call.already_told = already_told
-            return self._svc.documents.publish(call, document)
+            return self._svc.documents.publish(call, document, checked=checked)
 
         return self._write("create", "DocumentReference", work)
 
