@@ -126,3 +126,53 @@ def test_a_statement_outside_a_transaction_begins_one_as_sqlalchemy_would(servic
             connection.execute(select(journal_heads).where(journal_heads.c.log_key == "loose")).first()
             is None
         )
+
+
+def _record(services: Services) -> tuple[str, str]:
+    """A record opened by its patient, with one Basic resource: their ids."""
+    nir = "1850575000011"
+    opener = Principal(kind=ActorKind.PATIENT, subject=nir, identifier=Identifier(system=INS, value=nir))
+    patient_id = (
+        services.records.records(opener)
+        .create({"resourceType": "Patient", "identifier": [{"system": INS, "value": nir}]})
+        .stored.resource_id
+    )
+    records = services.records.records(Principal(kind=ActorKind.PATIENT, subject=nir, patient_id=patient_id))
+    made = records.create(
+        {"resourceType": "Basic", "code": {"text": "x"}, "subject": {"reference": f"Patient/{patient_id}"}}
+    )
+    return patient_id, made.stored.resource_id
+
+
+def test_a_writes_queries_skip_sqlalchemys_execution_and_find_the_same_rows(
+    services: Services, through_sqlalchemy: list[str]
+) -> None:
+    """The key's, the policy's, the INS's and the searches' queries go to the driver, lists of up to 16
+    values as that many parameters; a longer list goes through SQLAlchemy, to the same rows."""
+    patient_id, basic_id = _record(services)
+    token = ("code", b"h" * 16)
+    with services.store.session(write=True) as session:
+        session.set_tokens(patient_id, "Basic", basic_id, {token})
+    others = [bytes([n]) * 16 for n in range(16)]
+    through_sqlalchemy.clear()
+    with services.store.session() as session:
+        assert session.find_identities(b"\0" * 32) == []
+        assert session.get_key(patient_id) is not None
+        assert [v.resource_type for v in session.current_of_types(patient_id, ["Patient", "Consent"])] == [
+            "Patient"
+        ]
+        basics = session.search(patient_id, "Basic", [], [])
+        assert [v.resource_id for v in basics] == [basic_id]
+        assert session.current(patient_id, "Basic", basic_id) == basics[0]
+        assert session.search(patient_id, "Basic", [basic_id], []) == basics
+        assert session.search(patient_id, "Basic", [], [(token[0], [token[1], *others[:15]])]) == basics
+        assert session.search(patient_id, None, [basic_id], [(token[0], [token[1]])]) == basics
+    assert [s for s in through_sqlalchemy if s.lstrip().upper().startswith("SELECT")] == []
+    with services.store.session() as session:  # 17 values: expanding parameters, through SQLAlchemy
+        ids = [basic_id] + [f"none-{n}" for n in range(16)]
+        assert session.search(patient_id, "Basic", ids, []) == basics
+        assert session.search(patient_id, "Basic", [], [(token[0], [token[1], *others])]) == basics
+        assert session.current_of_types(patient_id, ["Patient"] + [f"T{n}" for n in range(16)])[
+            0
+        ].resource_type == ("Patient")
+    assert len([s for s in through_sqlalchemy if s.lstrip().upper().startswith("SELECT")]) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -11,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from carnet.domain.errors import Conflict
 from carnet.domain.feeds import DeadLetter, Feed, FeedKind, FeedStatus, LetterStatus, StoredOffer
-from carnet.store.connected import Connected, first_plain, utc
+from carnet.store.connected import Connected, execute_plain, first_plain, utc
 from carnet.store.tables import feed_dead_letters, feed_messages, feed_offers, feeds
 
 # The statements of every feed message are built once; only their parameters change per call.
@@ -82,8 +83,8 @@ class FeedSessionMixin(Connected):
 
     def feed(self, feed_id: str) -> Feed | None:
         """Return a registered feed, or None."""
-        row = self._c.execute(_FEED, {"f": feed_id}).first()
-        return None if row is None else _feed(row)
+        row = first_plain(self._c, _FEED, {"f": feed_id})  # every feed message reads it
+        return None if row is None else _feed(SimpleNamespace(**dict(zip(feeds.c.keys(), row, strict=True))))
 
     def all_feeds(self) -> list[Feed]:
         """Return every registered feed, by id."""
@@ -136,7 +137,8 @@ class FeedMessageSessionMixin(Connected):
     ) -> None:
         """Remember the answer to a message (the last answer wins; without a digest, the one kept stays)."""
         connection = self._c
-        connection.execute(
+        execute_plain(  # once per feed message
+            connection,
             _REMEMBER_MESSAGE[connection.dialect.name],
             {
                 "feed_id": feed_id,

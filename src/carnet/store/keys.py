@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from carnet.domain.errors import Conflict
 from carnet.domain.keys import WrappedKey
 from carnet.services.ports import StoredKey
-from carnet.store.connected import Connected
+from carnet.store.connected import Connected, first_plain
 from carnet.store.tables import identities, patient_keys, search_tokens
 
 KEY_COLUMNS = (
@@ -40,7 +40,7 @@ class KeySessionMixin(Connected):
         known = self._key_rows.get(patient_id)
         if known is not None:
             return known
-        row = self._c.execute(_GET_KEY, {"p": patient_id}).first()
+        row = first_plain(self._c, _GET_KEY, {"p": patient_id})
         return None if row is None else stored_key(row)
 
     def put_key(self, patient_id: str, wrapped: WrappedKey, now: datetime) -> None:

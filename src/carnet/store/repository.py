@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from carnet.domain.errors import Conflict
 from carnet.services.ports import StoredVersion
 from carnet.store.apps import AppSessionMixin
-from carnet.store.connected import first_plain, utc
+from carnet.store.connected import all_plain, first_plain, utc
 from carnet.store.credentials import CredentialSessionMixin
 from carnet.store.distribution import is_citus
 from carnet.store.engine import BEGIN_MODE, wal_sync
@@ -113,25 +113,39 @@ _LOCATE_CURRENT = (
 )
 
 
-def _token_matches(index: int, resource_type: Any) -> Select[Any]:
+#: Lists of up to this many values (ids, a filter's hashes, types) are bound as that many
+#: parameters, in a statement built per length, and run through the driver (``all_plain``);
+#: longer ones as SQLAlchemy's expanding parameters.
+_FIXED_LIST = 16
+
+
+def _in(column: Any, name: str, count: int | None) -> Any:
+    """``column IN`` a list: ``count`` parameters ``<name>_<j>``, or an expanding ``<name>`` (None)."""
+    if count is None:
+        return column.in_(bindparam(name, expanding=True))
+    return column.in_([bindparam(f"{name}_{j}") for j in range(count)])
+
+
+def _token_matches(index: int, resource_type: Any, hashes: int | None) -> Select[Any]:
     """The ids of the record's resources of ``resource_type`` that token filter ``index`` matches."""
     st = search_tokens.alias()
     return select(st.c.resource_id).where(
         st.c.patient_id == bindparam("p"),
         st.c.resource_type == resource_type,
         st.c.param == bindparam(f"n{index}"),
-        st.c.value_hash.in_(bindparam(f"h{index}", expanding=True)),
+        _in(st.c.value_hash, f"h{index}", hashes),
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _search_statement(typed: bool, by_id: bool, filters: int) -> Select[Any]:
-    """The search of one shape (a type or not, ids or not, how many token filters), built once.
+@functools.lru_cache(maxsize=256)
+def _search_statement(typed: bool, ids: int | None, hashes: tuple[int | None, ...]) -> Select[Any]:
+    """The search of one shape (a type or not, how many ids, each token filter's hashes), built once.
 
     Building a statement and its cache key costs more than running a search by index (about
     0.5 ms, 2.5 ms with a token filter): each shape is built once, its values bound per call
-    (``p`` the record, ``t`` the type, ``ids``, then ``n<i>``/``h<i>`` each filter's parameter
-    and value hashes; the lists are expanding parameters).
+    (``p`` the record, ``t`` the type, ``ids_<j>``, then ``n<i>``/``h<i>_<j>`` each filter's
+    parameter and value hashes; a list counted None is an expanding parameter, ``ids``/``h<i>``;
+    ``ids`` 0 is no id filter).
     """
     query = (
         select(*_VERSION_COLUMNS)
@@ -140,16 +154,16 @@ def _search_statement(typed: bool, by_id: bool, filters: int) -> Select[Any]:
     )
     if typed:
         query = query.where(resources.c.resource_type == bindparam("t"))
-    if by_id:
-        query = query.where(resources.c.resource_id.in_(bindparam("ids", expanding=True)))
+    if ids != 0:
+        query = query.where(_in(resources.c.resource_id, "ids", ids))
     of_type = bindparam("t") if typed else resources.c.resource_type
-    for index in range(filters):
-        query = query.where(resources.c.resource_id.in_(_token_matches(index, of_type)))
+    for index, count in enumerate(hashes):
+        query = query.where(resources.c.resource_id.in_(_token_matches(index, of_type, count)))
     return query.order_by(resources.c.resource_type, resources.c.resource_id)
 
 
-@functools.lru_cache(maxsize=64)
-def _search_by_tokens(by_id: bool, filters: int) -> Select[Any]:
+@functools.lru_cache(maxsize=256)
+def _search_by_tokens(ids: int | None, hashes: tuple[int | None, ...]) -> Select[Any]:
     """A typed search with token filters, driven by its matches (PostgreSQL).
 
     The same rows as :func:`_search_statement`, in the same order: the ids each filter matches
@@ -161,24 +175,24 @@ def _search_by_tokens(by_id: bool, filters: int) -> Select[Any]:
     resource of the type in the record, for each of them (an ITI-65 resubmission check in a
     record of 150 documents took 34 ms, of 300 documents 129 ms).
     """
-    matched = [_token_matches(index, bindparam("t")) for index in range(filters)]
-    ids = (intersect(*matched) if filters > 1 else matched[0].distinct()).subquery("matched")
+    matched = [_token_matches(index, bindparam("t"), count) for index, count in enumerate(hashes)]
+    found_ids = (intersect(*matched) if len(hashes) > 1 else matched[0].distinct()).subquery("matched")
     current = (
         select(*_VERSION_COLUMNS)
         .join(resources, _IS_CURRENT)
         .where(
             resources.c.patient_id == bindparam("p"),
             resources.c.resource_type == bindparam("t"),
-            resources.c.resource_id == ids.c.resource_id,
+            resources.c.resource_id == found_ids.c.resource_id,
             resources.c.deleted.is_(False),
         )
     )
-    if by_id:
-        current = current.where(resources.c.resource_id.in_(bindparam("ids", expanding=True)))
+    if ids != 0:
+        current = current.where(_in(resources.c.resource_id, "ids", ids))
     found = current.limit(1).lateral("found")
     return (
         select(*found.c)
-        .select_from(ids)
+        .select_from(found_ids)
         .join(found, true())
         .order_by(found.c.resource_type, found.c.resource_id)
     )
@@ -192,17 +206,20 @@ _IDENTITIES = (
     .order_by(identities.c.patient_id)
 )
 
-# Every current, non-deleted resource of some types in a record (the policy's Patient and Consents).
-_OF_TYPES = (
-    select(*_VERSION_COLUMNS)
-    .join(resources, _IS_CURRENT)
-    .where(
-        resources.c.patient_id == bindparam("p"),
-        resources.c.deleted.is_(False),
-        resources.c.resource_type.in_(bindparam("types", expanding=True)),
+
+@functools.lru_cache(maxsize=16)
+def _of_types(count: int | None) -> Select[Any]:
+    """Every current, non-deleted resource of ``count`` types in a record (the policy's Patient and Consents)."""
+    return (
+        select(*_VERSION_COLUMNS)
+        .join(resources, _IS_CURRENT)
+        .where(
+            resources.c.patient_id == bindparam("p"),
+            resources.c.deleted.is_(False),
+            _in(resources.c.resource_type, "types", count),
+        )
+        .order_by(resources.c.resource_type, resources.c.resource_id)
     )
-    .order_by(resources.c.resource_type, resources.c.resource_id)
-)
 
 
 def _version(row: Sequence[Any]) -> StoredVersion:
@@ -265,13 +282,17 @@ class SQLStoreSession(
 
     def current(self, patient_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
         """Return the current version of a resource."""
-        row = self._c.execute(_CURRENT, {"p": patient_id, "t": resource_type, "i": resource_id}).first()
+        row = first_plain(self._c, _CURRENT, {"p": patient_id, "t": resource_type, "i": resource_id})
         return None if row is None else _version(row)
 
     def current_of_types(self, patient_id: str, resource_types: Sequence[str]) -> list[StoredVersion]:
         """Return the current, non-deleted versions of every resource of these types in a record, in one query."""
-        rows = self._c.execute(_OF_TYPES, {"p": patient_id, "types": list(resource_types)}).all()
-        return [_version(r) for r in rows]
+        params: dict[str, Any] = {"p": patient_id}
+        if 0 < len(resource_types) <= _FIXED_LIST:
+            params.update((f"types_{j}", t) for j, t in enumerate(resource_types))
+            return [_version(r) for r in all_plain(self._c, _of_types(len(resource_types)), params)]
+        params["types"] = list(resource_types)
+        return [_version(r) for r in self._c.execute(_of_types(None), params).all()]
 
     def locate_current(self, resource_type: str, resource_id: str) -> tuple[str, StoredVersion | None] | None:
         """Return the patient id holding a resource and its current version.
@@ -441,24 +462,34 @@ class SQLStoreSession(
         token_filters: Sequence[tuple[str, Sequence[bytes]]],
     ) -> list[StoredVersion]:
         """Return current, non-deleted versions matching ids and every token filter."""
+        lists: list[Sequence[object]] = [ids] if ids else []
+        lists.extend(hashes for _, hashes in token_filters)
+        fixed = all(0 < len(values) <= _FIXED_LIST for values in lists)
+        id_count = (len(ids) if fixed else None) if ids else 0
+        hash_counts = tuple(len(hashes) if fixed else None for _, hashes in token_filters)
         if resource_type is not None and token_filters and self._c.dialect.name != "sqlite":
-            query = _search_by_tokens(bool(ids), len(token_filters))
+            query = _search_by_tokens(id_count, hash_counts)
         else:  # SQLite plans the IN (SELECT …) form from the matches already
-            query = _search_statement(resource_type is not None, bool(ids), len(token_filters))
+            query = _search_statement(resource_type is not None, id_count, hash_counts)
         params: dict[str, Any] = {"p": patient_id}
         if resource_type is not None:
             params["t"] = resource_type
-        if ids:
-            params["ids"] = list(ids)
-        for index, (param, hashes) in enumerate(token_filters):
+        for index, (param, _) in enumerate(token_filters):
             params[f"n{index}"] = param
-            params[f"h{index}"] = list(hashes)
-        return [_version(r) for r in self._c.execute(query, params).all()]
+        if not fixed:
+            if ids:
+                params["ids"] = list(ids)
+            for index, (_, hashes) in enumerate(token_filters):
+                params[f"h{index}"] = list(hashes)
+            return [_version(r) for r in self._c.execute(query, params).all()]
+        params.update((f"ids_{j}", value) for j, value in enumerate(ids))
+        for index, (_, hashes) in enumerate(token_filters):
+            params.update((f"h{index}_{j}", value) for j, value in enumerate(hashes))
+        return [_version(r) for r in all_plain(self._c, query, params)]
 
     def find_identities(self, value_hash: bytes) -> list[str]:
         """Return every live patient registered under a global identifier hash."""
-        rows = self._c.execute(_IDENTITIES, {"h": value_hash}).all()
-        return [str(r[0]) for r in rows]
+        return [str(r[0]) for r in all_plain(self._c, _IDENTITIES, {"h": value_hash})]
 
     def set_identities(self, patient_id: str, hashes: set[bytes]) -> None:
         """Replace the global identifier hashes of a patient."""
