@@ -1,11 +1,13 @@
-"""A write's buffered rows and its journal append: one statement on PostgreSQL, one insert per table.
+"""A write's buffered rows, then its journal append: one statement each on PostgreSQL.
 
 A transaction buffers its new resources (version, current row, location, blind-index rows) and its
 journal appends, and writes them when it next sends a statement or ends: on SQLite and Citus one
-insert per table and three statements per log, on plain PostgreSQL everything in one statement
-(``store/journal_append.py``). Drawing a new resource's id writes nothing, so the resources of a
-unit (a feed's document: its Binary, DocumentReference…) are written together. A row written
-twice is a ``Conflict``, a journal row that cannot be written makes the transaction fail whole.
+insert per table and three statements per log, on plain PostgreSQL all the rows in one statement
+and the appends in another (``store/journal_append.py``). The rows go before the log's head is
+read and locked, so the lock (held to the commit) covers the append alone. Drawing a new
+resource's id writes nothing, so the resources of a unit (a feed's document: its Binary,
+DocumentReference…) are written together. A row written twice is a ``Conflict``, a journal row
+that cannot be written makes the transaction fail whole.
 """
 
 from __future__ import annotations
@@ -59,12 +61,12 @@ def _version(session: StoreSession, patient_id: str, name: str) -> StoredVersion
 
 
 @contextmanager
-def _writes(services: Services) -> Iterator[list[str]]:
-    """Note the statements other than queries the store's engine sends within the block."""
+def _writes(services: Services, *, queries: bool = False) -> Iterator[list[str]]:
+    """Note the statements other than queries (and the queries too, if asked) sent within the block."""
     seen: list[str] = []
 
     def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if not statement.lstrip().upper().startswith("SELECT"):
+        if queries or not statement.lstrip().upper().startswith("SELECT"):
             seen.append(" ".join(statement.split()))
 
     event.listen(services.store.engine, "before_cursor_execute", note)
@@ -98,17 +100,23 @@ def test_a_units_new_resources_are_inserted_together(services: Services) -> None
         ] == sorted(v.resource_id for v in made)
 
 
-def test_a_writes_rows_and_journal_append_are_one_statement_on_postgresql(services: Services) -> None:
-    """On plain PostgreSQL the resource's rows, the entry, its nodes and the head update are one statement."""
-    with _writes(services) as writes, services.store.session(write=True) as session:
+def test_a_writes_rows_are_written_before_the_journal_head_is_locked(services: Services) -> None:
+    """The resource's rows are sent before the log's head is read and locked, the append after it:
+    on plain PostgreSQL one statement each (every table's rows; the entry, its nodes, the head)."""
+    with _writes(services, queries=True) as sent, services.store.session(write=True) as session:
         version = _version(session, "flush-2", "doc")
         session.write_version(version)
         _append(services, session, "flush-2")
+    locked = next(n for n, s in enumerate(sent) if s.startswith("SELECT") and "FROM journal_heads" in s)
+    rows = [n for n, s in enumerate(sent) if "INSERT INTO resource_versions" in s]
+    appends = [n for n, s in enumerate(sent) if "INSERT INTO journal_entries" in s]
+    assert rows, sent
+    assert max(rows) < locked < min(appends), sent
     if _at_once(services):
-        assert len(writes) == 1, writes
-        assert all(t in writes[0] for t in ("resource_versions", "journal_entries", "UPDATE journal_heads"))
-    else:  # one insert per table, the head's update apart
-        assert len(writes) >= 4, writes
+        written = [s for s in sent if not s.startswith("SELECT")]
+        assert len(written) == 2, written
+        assert all(t in written[0] for t in ("resource_versions", "resources", "resource_locations")), written
+        assert all(t in written[1] for t in ("journal_entries", "UPDATE journal_heads")), written
     with services.store.session() as session:
         assert session.current("flush-2", "Binary", version.resource_id) is not None
         assert [e.patient_id for e in session.journal_of("flush-2")] == ["flush-2"]
@@ -186,8 +194,8 @@ def test_a_large_write_and_appends_to_several_logs_are_written_whole(settings: S
                     session.write_version(made[-1])
                 for patient_id in patients:
                     _append(services, session, patient_id)
-            if _at_once(services):
-                assert len(writes) == 1, writes
+            if _at_once(services):  # the rows, then the appends to the four logs together
+                assert len(writes) == 2, writes
             with services.store.session() as session:
                 for version in made:
                     assert session.current(version.patient_id, "Binary", version.resource_id) is not None

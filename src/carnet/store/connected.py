@@ -111,10 +111,18 @@ class Connected:
                 "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))", {"key": key}
             )
 
-    def flush(self) -> None:
+    @property
+    def _rows_written(self) -> Connection:
+        """The connection, once the buffered rows are written; the journal's due appends stay due."""
+        if self._pending:
+            self.flush(journal=False)
+        return self._connection
+
+    def flush(self, *, journal: bool = True) -> None:
         """Write the buffered rows, one ``executemany`` per table, then the journal's due appends.
 
-        On plain PostgreSQL all of them in one statement (:meth:`_flush_at_once`).
+        On plain PostgreSQL all of them in one statement (:meth:`_flush_at_once`). ``journal``
+        False leaves the appends due (written with the transaction's next flush).
 
         Raises:
             Conflict: a buffered row already exists (a resource written twice).
@@ -125,7 +133,7 @@ class Connected:
             raise _journal_unavailable()
         pending, self._pending = self._pending, {}
         if self._connection.dialect.name == "postgresql" and not self._logs.distributed:
-            self._flush_at_once(pending)
+            self._flush_at_once(pending, journal=journal)
             return
         try:
             for table, rows in pending.items():
@@ -133,13 +141,13 @@ class Connected:
                     insert_many(self._connection, table, rows)
         except IntegrityError:
             raise Conflict("A resource was written twice in one transaction; retry.") from None
-        if self._journal_due:
+        if journal and self._journal_due:
             try:
                 self._write_journal()
             except Exception as error:
                 self._lose_journal(error)
 
-    def _flush_at_once(self, pending: dict[Table, list[dict[str, object]]]) -> None:
+    def _flush_at_once(self, pending: dict[Table, list[dict[str, object]]], *, journal: bool = True) -> None:
         """Write the buffered rows and the due journal appends in one statement (PostgreSQL).
 
         :func:`carnet.store.journal_append.write_at_once`: one round trip where :meth:`flush`
@@ -165,34 +173,34 @@ class Connected:
         heads: list[Head] = []
         entries: list[dict[str, object]] = []
         nodes: list[dict[str, object]] = []
-        for shard in sorted(self._journal_due):
+        for shard in sorted(self._journal_due) if journal else ():
             append = self._journal_due[shard]
             if append.entries:
                 entries.extend(append.entries)
                 nodes.extend(append.nodes)
                 size, peaks = self._journal_heads[shard]
                 heads.append((append.key, shard, size, peaks))
-        journal = bool(heads)
-        if journal and is_uniform(entries) and (not nodes or is_uniform(nodes)):
+        appended = bool(heads)
+        if appended and is_uniform(entries) and (not nodes or is_uniform(nodes)):
             inserts.append((journal_entries, entries))
             if nodes:
                 inserts.append((journal_nodes, nodes))
         else:  # rows of unusual shapes: the journal is written apart, as :meth:`flush` writes it
-            journal, heads = False, []
+            appended, heads = False, []
         try:
             write_at_once(self._connection, inserts, heads, _send_one)
         except IntegrityError as error:
             failed: str | None = getattr(getattr(error.orig, "diag", None), "table_name", None)
-            if not (journal and failed in _JOURNAL_TABLES):
+            if not (appended and failed in _JOURNAL_TABLES):
                 raise Conflict("A resource was written twice in one transaction; retry.") from None
             self._lose_journal(error)
         except Exception as error:
-            if not journal:
+            if not appended:
                 raise
             self._lose_journal(error)
-        if journal:
+        if appended:
             self._journal_due = {}
-        elif self._journal_due:
+        elif journal and self._journal_due:
             try:
                 self._write_journal()
             except Exception as error:

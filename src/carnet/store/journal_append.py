@@ -1,10 +1,12 @@
 """A PostgreSQL transaction's buffered writes in one statement: new rows, journal entries, nodes, heads.
 
 What a write buffers (:meth:`carnet.store.connected.Connected.flush`: a resource's version,
-current row, location and blind-index rows, an outbox message) and the journal appends due with
-it (the entries, the tree nodes they completed, each log's new head) are one statement: each
-table's insert a data-modifying CTE, the heads' update last. One round trip to the server instead
-of one per table and per log, and one execution instead of one per statement. PostgreSQL runs
+current row, location and blind-index rows, an outbox message) and the journal appends due
+(the entries, the tree nodes they completed, each log's new head) are written in one statement:
+each table's insert a data-modifying CTE, the heads' update last. One round trip to the server
+instead of one per table and per log, and one execution instead of one per statement. A write's
+rows are usually sent before the journal's head is read and locked (``journal.py``), the append
+after it: two such statements, so that the head's lock covers the append alone. PostgreSQL runs
 every data-modifying CTE to completion, in the statement's transaction, so the writes stay atomic
 with the rest of that transaction; a unique violation names its table (``diag.table_name``).
 
