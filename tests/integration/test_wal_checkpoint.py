@@ -10,6 +10,7 @@ so that a few hundred commits make dozens of checkpoints.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import hashlib
 import os
@@ -133,7 +134,7 @@ def test_the_wal_stays_bounded_and_readers_see_whole_transactions(
 
 
 def test_the_copy_does_not_wait_for_the_writer_lock(sqlite_file_store: tuple[Engine, Path]) -> None:
-    """A checkpoint copies the WAL while another writer holds the lock; only its restart waits for it."""
+    """A checkpoint copies the WAL while another writer holds the lock, and is done without it."""
     engine, path = sqlite_file_store
     wal, store = _store(engine, pages=10**9)
     for _ in range(20):
@@ -149,40 +150,44 @@ def test_the_copy_does_not_wait_for_the_writer_lock(sqlite_file_store: tuple[Eng
     holder = threading.Thread(target=hold)
     holder.start()
     held.wait(timeout=10)
-    checkpointer = threading.Thread(target=wal.checkpoint)
-    checkpointer.start()
     try:
-        deadline = time.monotonic() + 20
-        while wal.pending() != 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert wal.pending() == 0  # copied with the lock held elsewhere
-        assert wal.checkpoints == 0  # its second pass waits for the lock
+        wal.checkpoint()  # the WAL is short: no pass under the lock is needed
+        assert wal.pending() == 0
+        assert wal.checkpoints == 1
     finally:
         release.set()
         holder.join(timeout=10)
-        checkpointer.join(timeout=10)
-    assert wal.checkpoints == 1
 
 
-def test_pages_committed_during_the_copy_are_copied_under_the_lock(
+def test_a_wal_not_started_again_is_restarted_under_the_lock(
     sqlite_file_store: tuple[Engine, Path],
 ) -> None:
-    """A commit that lands while the WAL is copied is copied too, holding the lock: the WAL restarts."""
+    """Past twice the threshold the last pass holds the lock: what was committed meanwhile is
+    copied too, and the next writer writes the WAL from its start."""
     engine, path = sqlite_file_store
     wal, store = _store(engine, pages=10**9)
     for _ in range(20):
         _write_row(store)
+    wal.pages = 64  # the WAL holds ~210 pages: more than twice the threshold
     connection = wal._checkpoints_connection()
     passes: list[tuple[str, bool]] = []
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM blobs").fetchall()  # a snapshot on the WAL
 
     class Connection:
-        """The checkpoint's connection, with a commit landing right after its first pass."""
+        """The checkpoint's connection, with a commit landing after its first pass (a reader
+        still on the WAL keeps that writer from starting the WAL again)."""
 
         def execute(self, sql: str) -> sqlite3.Cursor:
             passes.append((sql, taken_elsewhere(path.with_name(path.name + ".writer"))))
             result = connection.execute(sql)
             if len(passes) == 1:
+                wal.pages = 10**9  # no checkpoint of its own
                 _write_row(store)
+                wal.pages = 64
+                reader.execute("COMMIT")
+                reader.close()
             return result
 
     wal._connection = Connection()  # type: ignore[assignment]
@@ -194,6 +199,30 @@ def test_pages_committed_during_the_copy_are_copied_under_the_lock(
     assert os.path.getsize(f"{path}-wal") == size
 
 
+def test_one_process_checkpoints_at_a_time(sqlite_file_store: tuple[Engine, Path]) -> None:
+    """While another process checkpoints the WAL, a commit past the threshold starts none of its own."""
+    engine, path = sqlite_file_store
+    wal, store = _store(engine, pages=10**9)
+    fd = os.open(path.with_name(path.name + ".checkpoint"), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another worker's checkpoint holds it
+        wal.pages = 32
+        for _ in range(5):
+            _write_row(store)
+        while any(t.name == "carnet-wal-checkpoint" for t in threading.enumerate()):
+            time.sleep(0.01)
+        assert wal.checkpoints == 0
+        assert (wal.pending() or 0) >= 32
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        _write_row(store)
+        deadline = time.monotonic() + 20
+        while wal.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert wal.checkpoints == 1
+    finally:
+        os.close(fd)
+
+
 def test_a_commit_does_not_wait_for_the_checkpoint_it_starts(sqlite_file_store: tuple[Engine, Path]) -> None:
     """Past the threshold a commit's caller goes on while a thread of its own checkpoints."""
     engine, _ = sqlite_file_store
@@ -202,11 +231,11 @@ def test_a_commit_does_not_wait_for_the_checkpoint_it_starts(sqlite_file_store: 
     real = wal._checkpoint
     threads: list[str] = []
 
-    def slow() -> None:
+    def slow(*, wait: bool = False) -> None:
         threads.append(threading.current_thread().name)
         started.set()
         finish.wait(timeout=30)
-        real()
+        real(wait=wait)
 
     wal._checkpoint = slow  # type: ignore[method-assign]
     while (wal.pending() or 0) < PAGES:
@@ -246,11 +275,11 @@ def test_a_failed_checkpoint_fails_no_commit(sqlite_file_store: tuple[Engine, Pa
     real = wal._checkpoint
     failures = [1]
 
-    def failing() -> None:
+    def failing(*, wait: bool = False) -> None:
         if failures:
             failures.pop()
             raise OSError("disk full")
-        real()
+        real(wait=wait)
 
     wal._checkpoint = failing  # type: ignore[method-assign]
     wal.pages = 60
