@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -19,3 +21,20 @@ def taken_elsewhere(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def open_descriptors() -> int:
+    """File descriptors this process has open."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def leaks_no_descriptor(use_one: Callable[[int], None], times: int) -> None:
+    """Assert that ``use_one(i)`` (make an engine, use it, let it go) run ``times`` more times after
+    a first leaves no more than two descriptors more open (gc.collect: what finalizers close)."""
+    use_one(0)
+    gc.collect()
+    before = open_descriptors()
+    for index in range(1, times + 1):
+        use_one(index)
+    gc.collect()
+    assert open_descriptors() <= before + 2

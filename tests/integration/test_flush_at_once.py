@@ -13,13 +13,11 @@ that cannot be written makes the transaction fail whole.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event
 
 from carnet.api.app import Services, build_services
 from carnet.audit.signer import VERIFIER_FILE
@@ -29,6 +27,7 @@ from carnet.domain.journal import Entry, shard_of
 from carnet.services.ports import StoredVersion, StoreSession
 from carnet.settings import Settings
 from carnet.store.connected import DueAppend
+from statements import sent_statements
 
 KEY = secrets.token_bytes(32)
 #: A sealed value the size of a feed's document (bytes that do not compress, as sealed ones).
@@ -60,20 +59,11 @@ def _version(session: StoreSession, patient_id: str, name: str) -> StoredVersion
     )
 
 
-@contextmanager
-def _writes(services: Services, *, queries: bool = False) -> Iterator[list[str]]:
+def _writes(services: Services, *, queries: bool = False) -> AbstractContextManager[list[str]]:
     """Note the statements other than queries (and the queries too, if asked) sent within the block."""
-    seen: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if queries or not statement.lstrip().upper().startswith("SELECT"):
-            seen.append(" ".join(statement.split()))
-
-    event.listen(services.store.engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(services.store.engine, "before_cursor_execute", note)
+    return sent_statements(
+        services.store.engine, None if queries else lambda sql: not sql.lstrip().upper().startswith("SELECT")
+    )
 
 
 def _at_once(services: Services) -> bool:

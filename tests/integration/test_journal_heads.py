@@ -12,12 +12,11 @@ head update per log, whatever their number; one that cannot be written stops the
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event
 
 from carnet.api.app import Services
 from carnet.audit.signer import VERIFIER_FILE
@@ -27,6 +26,7 @@ from carnet.domain.journal import Entry
 from carnet.services.ports import StoreSession
 from carnet.settings import Settings
 from carnet.store.connected import DueAppend
+from statements import sent_statements
 
 KEY = secrets.token_bytes(32)
 
@@ -50,20 +50,9 @@ def _failing_unit(services: Services, session: StoreSession) -> None:
         raise RuntimeError("this unit fails after its append")
 
 
-@contextmanager
-def _statements(services: Services, kept: Callable[[str], bool]) -> Iterator[list[str]]:
+def _statements(services: Services, kept: Callable[[str], bool]) -> AbstractContextManager[list[str]]:
     """Note the statements the store's engine sends, among those ``kept`` accepts, within the block."""
-    seen: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if kept(statement):
-            seen.append(statement)
-
-    event.listen(services.store.engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(services.store.engine, "before_cursor_execute", note)
+    return sent_statements(services.store.engine, kept)
 
 
 def _head_reads(services: Services) -> AbstractContextManager[list[str]]:

@@ -8,10 +8,8 @@ that adds statements to these paths fails here; one that removes some lowers the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-from sqlalchemy import event
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services
@@ -19,20 +17,11 @@ from carnet.domain.consent import ConsentKind, consent_for
 from carnet.store.distribution import is_citus
 from journal_requests import GP, open_record, professional, weight
 from minting import Mint
+from statements import sent_statements
 
 
-@contextmanager
-def _statements(services: Services) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        seen.append(" ".join(statement.split()))
-
-    event.listen(services.store.engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(services.store.engine, "before_cursor_execute", note)
+def _statements(services: Services) -> AbstractContextManager[list[str]]:
+    return sent_statements(services.store.engine)
 
 
 def _journal(statements: list[str]) -> list[str]:

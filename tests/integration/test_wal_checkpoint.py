@@ -11,7 +11,6 @@ so that a few hundred commits make dozens of checkpoints.
 from __future__ import annotations
 
 import fcntl
-import gc
 import hashlib
 import os
 import sqlite3
@@ -25,7 +24,7 @@ from carnet.store.engine import make_engine, upgrade, wal_sync
 from carnet.store.repository import SQLStore
 from carnet.store.wal_sync import WalSync
 from carnet.store.writer_lock import WriterLock
-from sqlite_store import taken_elsewhere
+from sqlite_store import leaks_no_descriptor, taken_elsewhere
 
 PAGES = 64  # the test threshold: a checkpoint every ~6 rows of 40 KB
 ROW = 40_000
@@ -294,9 +293,6 @@ def test_a_failed_checkpoint_fails_no_commit(sqlite_file_store: tuple[Engine, Pa
 def test_an_engine_let_go_closes_what_its_checkpoints_opened(tmp_path: Path) -> None:
     """The checkpoints' connection and lock file are closed with their engine: many engines leak none."""
 
-    def open_files() -> int:
-        return len(os.listdir("/proc/self/fd"))
-
     def use_one(index: int) -> None:
         engine = make_engine(f"sqlite:///{tmp_path / f'c{index}.sqlite3'}")
         upgrade(engine)
@@ -311,10 +307,4 @@ def test_an_engine_let_go_closes_what_its_checkpoints_opened(tmp_path: Path) -> 
             time.sleep(0.01)
         engine.dispose()
 
-    use_one(0)
-    gc.collect()
-    before = open_files()
-    for index in range(1, 11):
-        use_one(index)
-    gc.collect()
-    assert open_files() <= before + 2
+    leaks_no_descriptor(use_one, 10)

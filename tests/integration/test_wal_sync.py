@@ -10,8 +10,6 @@ the only thing a missing flush loses, cannot be staged in a test.
 
 from __future__ import annotations
 
-import gc
-import os
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from carnet.services.group_commit import GroupCommit
 from carnet.store.engine import make_engine, wal_sync
 from carnet.store.repository import SQLStore
 from carnet.store.wal_sync import WalSync
-from sqlite_store import taken_elsewhere
+from sqlite_store import leaks_no_descriptor, taken_elsewhere
 
 
 class _Watched:
@@ -209,19 +207,10 @@ def test_a_batch_whose_flush_fails_fails_its_callers_without_running_again(
 def test_an_engine_let_go_closes_its_wal_descriptor(tmp_path: Path) -> None:
     """The WAL file the flush keeps open is closed with its engine: many engines leak none."""
 
-    def open_files() -> int:
-        return len(os.listdir("/proc/self/fd"))
-
     def use_one(index: int) -> None:
         engine = make_engine(f"sqlite:///{tmp_path / f'c{index}.sqlite3'}")
         with engine.begin() as connection:
             connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
         engine.dispose()
 
-    use_one(0)
-    gc.collect()
-    before = open_files()
-    for index in range(1, 21):
-        use_one(index)
-    gc.collect()
-    assert open_files() <= before + 2
+    leaks_no_descriptor(use_one, 20)

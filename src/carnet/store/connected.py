@@ -294,6 +294,15 @@ def execute_plain(connection: Connection, statement: ClauseElement, parameters: 
     _send(connection, sql, driver_parameters, many=False).close()
 
 
+def _converted(row: Iterable[Any], results: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A driver's row with each column through its type's result conversion (none: as it came)."""
+    if not results:
+        return tuple(row)
+    return tuple(
+        value if convert is None else convert(value) for value, convert in zip(row, results, strict=True)
+    )
+
+
 def first_plain(
     connection: Connection, statement: ClauseElement, parameters: Mapping[str, object]
 ) -> tuple[Any, ...] | None:
@@ -309,13 +318,7 @@ def first_plain(
         row = cursor.fetchone()
     finally:
         cursor.close()
-    if row is None:
-        return None
-    if not results:
-        return tuple(row)
-    return tuple(
-        value if convert is None else convert(value) for value, convert in zip(row, results, strict=True)
-    )
+    return None if row is None else _converted(row, results)
 
 
 def all_plain(
@@ -334,14 +337,7 @@ def all_plain(
         rows = cursor.fetchall()
     finally:
         cursor.close()
-    if not results:
-        return [tuple(row) for row in rows]
-    return [
-        tuple(
-            value if convert is None else convert(value) for value, convert in zip(row, results, strict=True)
-        )
-        for row in rows
-    ]
+    return [_converted(row, results) for row in rows]
 
 
 def execute_bare(connection: Connection, sql: str) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -42,17 +42,19 @@ _REMEMBER_MESSAGE = {
 }
 
 
-def _feed(row: Any) -> Feed:
+def _feed(row: Sequence[Any]) -> Feed:
+    """A feed from a row of ``select(feeds)`` (SQLAlchemy's or the driver's: the table's column order)."""
+    values = dict(zip(feeds.c.keys(), row, strict=True))
     return Feed(
-        feed_id=row.feed_id,
-        name=row.name,
-        kind=FeedKind(row.kind),
-        classes=frozenset(c for c in row.classes.split(",") if c),
-        sender=row.sender,
-        secret_hash=row.secret_hash,
-        status=FeedStatus(row.status),
-        created_at=utc(row.created_at),
-        certificate=row.certificate,
+        feed_id=values["feed_id"],
+        name=values["name"],
+        kind=FeedKind(values["kind"]),
+        classes=frozenset(c for c in values["classes"].split(",") if c),
+        sender=values["sender"],
+        secret_hash=values["secret_hash"],
+        status=FeedStatus(values["status"]),
+        created_at=utc(values["created_at"]),
+        certificate=values["certificate"],
     )
 
 
@@ -84,7 +86,7 @@ class FeedSessionMixin(Connected):
     def feed(self, feed_id: str) -> Feed | None:
         """Return a registered feed, or None."""
         row = first_plain(self._c, _FEED, {"f": feed_id})  # every feed message reads it
-        return None if row is None else _feed(SimpleNamespace(**dict(zip(feeds.c.keys(), row, strict=True))))
+        return None if row is None else _feed(row)
 
     def all_feeds(self) -> list[Feed]:
         """Return every registered feed, by id."""
