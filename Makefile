@@ -28,12 +28,12 @@ demo: $(STAMP)
 ## external corpus (../shared/data/external) run when it is there; without it they are listed as not
 ## run in one line (and CI=true fails). The browser tests drive Debian's chromium (see .ci/run).
 test: $(STAMP) $(AXE)
-	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile
+	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile --timeout 600
 
 ## The Citus variants of the PostgreSQL tests that make test leaves out (tests/citus.py names the
 ## core ones make test runs); needs CARNET_TEST_CITUS_URL (.ci/citus-cluster.sh start). CI runs it.
 test-citus: $(STAMP) $(AXE)
-	CARNET_TEST_CITUS_SCOPE=rest $(VENV)/bin/pytest -m "citus and not slow" -n 2 --dist loadfile
+	CARNET_TEST_CITUS_SCOPE=rest $(VENV)/bin/pytest -m "citus and not slow" -n 2 --dist loadfile --timeout 600
 
 ## Long soaks (pytest -m slow): 1,000 kill -9 rounds of carnet serve under writes, 10⁶ policy
 ## cases against the reference model, 100,000 fuzzed API requests, every Synthea bundle of the corpus,

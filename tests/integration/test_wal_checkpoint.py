@@ -14,6 +14,8 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -308,3 +310,52 @@ def test_an_engine_let_go_closes_what_its_checkpoints_opened(tmp_path: Path) -> 
         engine.dispose()
 
     leaks_no_descriptor(use_one, 10)
+
+
+#: SQLite's POSIX locks another process tests (os.c, walformat.html section 2.3): in the ``-shm``
+#: file the byte each process using the WAL index holds shared (a process that gets it alone
+#: rebuilds the index), and in the database file the range of SHARED locks a WAL connection holds.
+_DMS_BYTE = 128
+_SHARED_FIRST, _SHARED_SIZE = 0x40000002, 510
+_PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, int(sys.argv[3]), int(sys.argv[2]))
+except OSError:
+    print("held")
+else:
+    print("free")
+"""
+
+
+def _held_by_this_process(path: Path, first: int, size: int) -> bool:
+    """Tell whether another process finds SQLite's lock on ``size`` bytes of ``path`` from ``first`` held."""
+    found = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(path), str(first), str(size)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return found.stdout.strip() == "held"
+
+
+def test_carnet_keeps_the_locks_sqlite_holds_on_its_files(sqlite_file_store: tuple[Engine, Path]) -> None:
+    """Reading the WAL index at each commit, or opening a second engine on the database, releases none
+    of SQLite's locks, which would let another process rebuild the WAL index under this one."""
+    engine, path = sqlite_file_store
+    wal, store = _store(engine)
+    for _ in range(20):  # commits that read the WAL-index header, and checkpoints
+        _write_row(store)
+    assert wal.checkpoints >= 1
+    shm = path.with_name(path.name + "-shm")
+    assert _held_by_this_process(shm, _DMS_BYTE, 1)
+    assert _held_by_this_process(path, _SHARED_FIRST, _SHARED_SIZE)
+    second = make_engine(f"sqlite:///{path}")
+    try:
+        with second.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM blobs").scalar() == 20
+        assert _held_by_this_process(shm, _DMS_BYTE, 1)
+        assert _held_by_this_process(path, _SHARED_FIRST, _SHARED_SIZE)
+    finally:
+        second.dispose()

@@ -114,7 +114,10 @@ def _make_private(url: str) -> None:
     path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
     if not path.parent.is_dir():
         return  # SQLite reports the missing directory itself
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    # Created only when absent: closing a descriptor of a database already open in this process
+    # would release the locks SQLite holds on it (https://www.sqlite.org/howtocorrupt.html 2.2).
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(f"{path}{suffix}", 0o600)

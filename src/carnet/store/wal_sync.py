@@ -103,6 +103,37 @@ _sync = getattr(os, "fdatasync", os.fsync)
 _HEADER = struct.Struct("=48s48sI")
 
 
+#: Read-only descriptors on the ``-shm`` files whose header :meth:`WalSync.pending` reads, by path,
+#: shared by every engine of the process and kept open. Closing any descriptor of a file releases
+#: every POSIX lock the process holds on it, SQLite's included (https://www.sqlite.org/howtocorrupt.html
+#: section 2.2): opening and closing the ``-shm`` file at each commit dropped the locks by which
+#: SQLite tells other processes that this one uses the WAL index, so a process opening the
+#: database next could rebuild the index under this one's mapping (a worker crashed in ``COMMIT``,
+#: CI 2026-12-07). A descriptor is closed only once its file is unlinked (SQLite's last connection
+#: removed it), when no connection can hold a lock on it any more.
+_SHM_DESCRIPTORS: dict[str, int] = {}
+_SHM_LOCK = threading.Lock()
+
+
+def _shm_descriptor(path: str) -> int | None:
+    """A descriptor of the ``-shm`` file at ``path``, kept open (None: there is no such file)."""
+    with _SHM_LOCK:
+        fd = _SHM_DESCRIPTORS.get(path)
+        if fd is not None and os.fstat(fd).st_nlink:
+            return fd
+        try:
+            opened = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        # Let go of the files SQLite has removed meanwhile (databases closed for good).
+        for known, old in list(_SHM_DESCRIPTORS.items()):
+            if not os.fstat(old).st_nlink:
+                os.close(old)
+                del _SHM_DESCRIPTORS[known]
+        _SHM_DESCRIPTORS[path] = opened
+        return opened
+
+
 class WalSync:
     """Flushes the WAL file of one SQLite database and checkpoints it; thread-safe."""
 
@@ -166,11 +197,10 @@ class WalSync:
 
     def _header(self) -> tuple[int, int] | None:
         """The WAL's length in frames and the frames copied into the database (None: unknown now)."""
-        try:
-            with open(self.shm, "rb", buffering=0) as shm:
-                header = shm.read(_HEADER.size)
-        except FileNotFoundError:
+        fd = _shm_descriptor(str(self.shm))
+        if fd is None:
             return 0, 0  # no connection has the database open in WAL mode: nothing to copy
+        header = os.pread(fd, _HEADER.size, 0)
         if len(header) < _HEADER.size:
             return None
         first, second, backfilled = _HEADER.unpack(header)
