@@ -11,10 +11,11 @@ first, so a transaction always reads its own writes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, NoReturn, cast
 
 from sqlalchemy import ClauseElement, Connection, LargeBinary, Select, Table, insert
@@ -223,9 +224,12 @@ def _journal_unavailable() -> JournalUnavailable:
     )
 
 
-#: Per dialect and table and set of columns: the INSERT's SQL, its parameter order (positional
-#: drivers) and the conversion of each column that needs one.
-_InsertPlan = tuple[str, tuple[str, ...] | None, tuple[tuple[str, Any], ...]]
+#: Per dialect and table and set of columns: the INSERT's SQL, for a positional driver the
+#: function that lays a row's values out in its parameters' order, and the conversion of each
+#: column that needs one.
+_InsertPlan = tuple[
+    str, Callable[[dict[str, object]], tuple[object, ...]] | None, tuple[tuple[str, Any], ...]
+]
 _INSERTS: dict[tuple[str, Table, tuple[str, ...]], _InsertPlan] = {}
 
 
@@ -241,8 +245,18 @@ def _insert_plan(connection: Connection, table: Table, keys: tuple[str, ...]) ->
             and (processor := table.c[key].type.bind_processor(dialect)) is not None
         )
         order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-        found = _INSERTS[(dialect.name, table, keys)] = (str(compiled), order, convert)
+        found = _INSERTS[(dialect.name, table, keys)] = (str(compiled), _laid_out(order), convert)
     return found
+
+
+def _laid_out(order: tuple[str, ...] | None) -> Callable[[dict[str, object]], tuple[object, ...]] | None:
+    """The values of a row in ``order`` as one tuple (``itemgetter``: C, ~4x a generator's speed)."""
+    if not order:
+        return None
+    if len(order) == 1:
+        (only,) = order
+        return lambda row: (row[only],)
+    return itemgetter(*order)
 
 
 def insert_many(connection: Connection, table: Table, rows: list[dict[str, object]]) -> None:
@@ -260,14 +274,14 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, objec
     if any(len(row) != len(keys) or row.keys() != rows[0].keys() for row in rows):
         connection.execute(insert(table), rows)  # rows of different shapes: SQLAlchemy sorts them out
         return
-    sql, order, convert = _insert_plan(connection, table, keys)
+    sql, lay_out, convert = _insert_plan(connection, table, keys)
     if convert:
         rows = [dict(row) for row in rows]
         for row in rows:
             for key, processor in convert:
                 row[key] = processor(row[key])
-    if order is not None:
-        _send(connection, sql, [tuple(row[k] for k in order) for row in rows], many=True).close()
+    if lay_out is not None:
+        _send(connection, sql, list(map(lay_out, rows)), many=True).close()
     else:
         _send(connection, sql, rows, many=True).close()
 
