@@ -183,6 +183,14 @@ def main() -> None:
                             f"carnet serve did not start:\n{log_path.read_text()[-2000:]}"
                         ) from None
                     time.sleep(0.2)
+            # Every worker listening before the burst: connections opened while only the first
+            # listens all go to it (runs split 99/1 between the workers, at ~3/4 of the rate).
+            while load.listeners(port) < args.workers:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit(
+                        f"only {load.listeners(port)} worker(s) listen:\n{log_path.read_text()[-2000:]}"
+                    )
+                time.sleep(0.1)
             warm = max(20, args.connections * 2)
             asyncio.run(_burst(port, messages[:warm], args.connections))
             pids = load.worker_pids(server.pid)

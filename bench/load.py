@@ -110,6 +110,18 @@ class BackendCPU:
         return sum(cpu_seconds([pid]) - self.before.get(pid, 0.0) for pid in backend_pids(self.url))
 
 
+def listeners(port: int) -> int:
+    """How many sockets listen on a local TCP port (``/proc/net/tcp``: one per worker with SO_REUSEPORT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds used so far by these processes (from ``/proc``)."""
     total = 0
