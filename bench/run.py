@@ -204,15 +204,24 @@ def server(settings: Settings, workers: int = 1) -> Iterator[tuple[httpx.Client,
         "CARNET_BASE_URL": f"http://127.0.0.1:{port}/fhir",
         "CARNET_API_RATE_PER_MINUTE": "0",  # one principal sends thousands of requests a second here
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "carnet", "serve", "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log_path = Path(settings.data_dir) / "serve.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "carnet", "serve", "--workers", str(workers)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
     try:
         deadline = time.monotonic() + 180
+        # Every worker started, not only the first to answer: the connections of a load opened
+        # while one worker alone accepts from the shared socket all stay with it.
+        while log_path.read_text(errors="replace").count("Application startup complete") < workers:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
         while True:
             try:
                 if client.get("/fhir/metadata").status_code == 200:
