@@ -117,8 +117,8 @@ def listeners(port: int) -> int:
         with contextlib.suppress(FileNotFoundError), open(table) as lines:
             next(lines)
             for line in lines:
-                local, state = line.split()[1], line.split()[3]
-                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+                fields = line.split()
+                count += fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
     return count
 
 

@@ -12,7 +12,6 @@ head update per log, whatever their number; one that cannot be written stops the
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
@@ -50,14 +49,10 @@ def _failing_unit(services: Services, session: StoreSession) -> None:
         raise RuntimeError("this unit fails after its append")
 
 
-def _statements(services: Services, kept: Callable[[str], bool]) -> AbstractContextManager[list[str]]:
-    """Note the statements the store's engine sends, among those ``kept`` accepts, within the block."""
-    return sent_statements(services.store.engine, kept)
-
-
 def _head_reads(services: Services) -> AbstractContextManager[list[str]]:
-    return _statements(
-        services, lambda sql: sql.lstrip().upper().startswith("SELECT") and "FROM journal_heads" in sql
+    return sent_statements(
+        services.store.engine,
+        lambda sql: sql.lstrip().upper().startswith("SELECT") and "FROM journal_heads" in sql,
     )
 
 
@@ -101,7 +96,9 @@ def test_an_undone_append_makes_the_next_one_read_the_head_again(
 
 
 def _journal_writes(services: Services) -> AbstractContextManager[list[str]]:
-    return _statements(services, lambda sql: "journal_entries" in sql or "UPDATE journal_heads" in sql)
+    return sent_statements(
+        services.store.engine, lambda sql: "journal_entries" in sql or "UPDATE journal_heads" in sql
+    )
 
 
 def test_appends_of_one_transaction_are_written_together(services: Services, settings: Settings) -> None:

@@ -8,8 +8,6 @@ that adds statements to these paths fails here; one that removes some lowers the
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 from starlette.testclient import TestClient
 
 from carnet.api.app import Services
@@ -18,10 +16,6 @@ from carnet.store.distribution import is_citus
 from journal_requests import GP, open_record, professional, weight
 from minting import Mint
 from statements import sent_statements
-
-
-def _statements(services: Services) -> AbstractContextManager[list[str]]:
-    return sent_statements(services.store.engine)
 
 
 def _journal(statements: list[str]) -> list[str]:
@@ -37,10 +31,10 @@ def test_a_single_read_and_create_stay_within_their_statements(
     postgres = services.store.engine.dialect.name == "postgresql"
     with services.store.engine.connect() as connection:
         citus = is_citus(connection)  # the locations are apart from the records: located, then read
-    with _statements(services) as read:
+    with sent_statements(services.store.engine) as read:
         answer = client.get(f"/fhir/Observation/{made.json()['id']}", headers=headers)
     assert answer.status_code == 200, answer.text
-    with _statements(services) as create:
+    with sent_statements(services.store.engine) as create:
         assert (
             client.post("/fhir/Observation", json=weight(patient_id, 73.0), headers=headers).status_code
             == 201
@@ -70,7 +64,7 @@ def test_a_professionals_read_reads_the_patient_and_consents_in_one_query(
     assert client.get(path, headers=professional(auth, GP)).status_code == 404  # no authorisation yet
     consent = consent_for(ConsentKind.AUTHORISATION, patient_id, GP, now=services.records.clock())
     assert client.post("/fhir/Consent", json=consent, headers=headers).status_code == 201
-    with _statements(services) as read:
+    with sent_statements(services.store.engine) as read:
         answer = client.get(path, headers=professional(auth, GP))
     assert answer.status_code == 200, answer.text
     state = [s for s in read if "resources.resource_type IN" in s]

@@ -42,9 +42,13 @@ _REMEMBER_MESSAGE = {
 }
 
 
+#: The columns of ``feeds`` in the table's order (that of a ``select(feeds)`` row).
+_FEED_COLUMNS = tuple(feeds.c.keys())
+
+
 def _feed(row: Sequence[Any]) -> Feed:
     """A feed from a row of ``select(feeds)`` (SQLAlchemy's or the driver's: the table's column order)."""
-    values = dict(zip(feeds.c.keys(), row, strict=True))
+    values = dict(zip(_FEED_COLUMNS, row, strict=True))
     return Feed(
         feed_id=values["feed_id"],
         name=values["name"],

@@ -141,6 +141,7 @@ class WalSync:
         self.database = database
         self.wal = database.with_name(database.name + "-wal")
         self.shm = database.with_name(database.name + "-shm")
+        self._shm = str(self.shm)
         #: Pages not yet copied into the database from which a checkpoint starts.
         self.pages = pages
         self._lock = threading.Lock()
@@ -197,7 +198,7 @@ class WalSync:
 
     def _header(self) -> tuple[int, int] | None:
         """The WAL's length in frames and the frames copied into the database (None: unknown now)."""
-        fd = _shm_descriptor(str(self.shm))
+        fd = _shm_descriptor(self._shm)
         if fd is None:
             return 0, 0  # no connection has the database open in WAL mode: nothing to copy
         header = os.pread(fd, _HEADER.size, 0)
