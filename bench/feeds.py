@@ -197,10 +197,12 @@ def main() -> None:
             cpu = load.cpu_seconds(pids)
             per_process = [load.cpu_seconds([p]) for p in pids]
             database = load.BackendCPU(settings.database_url)
+            own = time.process_time()
             accepted, latencies, seconds = asyncio.run(_burst(port, messages[warm:], args.connections))
             cpu = load.cpu_seconds(pids) - cpu
             used = [load.cpu_seconds([p]) - b for p, b in zip(pids, per_process, strict=True)]
             database_cpu = database.used()
+            client_share = (time.process_time() - own) / seconds / (os.cpu_count() or 1)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -212,7 +214,10 @@ def main() -> None:
             f"## HL7 v2 over MLLP, {args.backend}, {args.workers} worker(s), {args.connections} connections, "
             f"~{args.size // 1000} KB CDA\n"
         )
-        print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
+        print(
+            f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; the bench's clients used "
+            f"{client_share:.0%} of the cores\n"
+        )
         print(
             "| messages | AA | seconds | documents/s | server CPU ms/document | PostgreSQL backends' CPU "
             "ms/document | ACK p50 ms | ACK p95 ms | ACK p99 ms | CPU split between workers % |"

@@ -36,7 +36,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -277,20 +276,12 @@ def bench_ingest(
 ) -> tuple[float, int]:
     """POST transaction bundles over HTTP from ``CLIENTS`` concurrent clients; return resources/s."""
     count = sum(len(fhirjson.loads(p)["entry"]) for _, p in payloads)
-    base = str(client.base_url)
     jobs = [(headers_for(settings, kind="patient", identifier=ident), p) for ident, p in payloads]
-
-    def submit(chunk: list[tuple[dict[str, str], bytes]]) -> None:
-        with httpx.Client(base_url=base, timeout=300) as own:
-            for headers, payload in chunk:
-                response = own.post("/fhir", content=payload, headers=headers)
-                if response.status_code != 200:
-                    raise SystemExit(f"ingest failed: {response.status_code} {response.text[:300]}")
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        list(pool.map(submit, [jobs[i::CLIENTS] for i in range(CLIENTS)]))
-    return count / (time.perf_counter() - started), count
+    try:
+        elapsed = load.post_all(str(client.base_url.join("/fhir")), jobs, CLIENTS)
+    except load.AnswerError as failure:
+        raise SystemExit(f"ingest failed: {failure}") from failure
+    return count / elapsed, count
 
 
 def raw_floor(settings: Settings, payloads: list[tuple[str, bytes]]) -> float:
@@ -406,21 +397,12 @@ def bench_documents(
     payloads = [iti65_bundle(patient_id, d, b) for d, b in pairs]
     size = statistics.mean(len(base64.b64decode(b["data"])) for _, b in pairs)
     log(f"  {len(payloads)} documents of {size / 1000:.0f} KB on average")
-    base = str(client.base_url)
-
-    def submit(chunk: list[bytes]) -> None:
-        with httpx.Client(base_url=base, timeout=120) as own:
-            for payload in chunk:
-                response = own.post("/fhir", content=payload, headers=headers)
-                if response.status_code != 200:
-                    raise SystemExit(f"ITI-65 failed: {response.status_code} {response.text[:300]}")
-
     pids = load.worker_pids(pid)
     before, own = load.cpu_seconds(pids), time.process_time()
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        list(pool.map(submit, [payloads[i::CLIENTS] for i in range(CLIENTS)]))
-    elapsed = time.perf_counter() - started
+    try:
+        elapsed = load.post_all(str(client.base_url.join("/fhir")), [(headers, p) for p in payloads], CLIENTS)
+    except load.AnswerError as failure:
+        raise SystemExit(f"ITI-65 failed: {failure}") from failure
     server_ms = 1000 * (load.cpu_seconds(pids) - before) / len(payloads)
     client_share = (time.process_time() - own) / elapsed / (os.cpu_count() or 1)
     return len(payloads) / elapsed, server_ms, client_share
