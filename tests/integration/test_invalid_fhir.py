@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from carnet.api.app import Services
+from carnet.api.fhir import parse_entries
+from carnet.services import bundles, writes
 from minting import Mint
 from outcomes import assert_outcome
 
@@ -65,7 +68,7 @@ def test_lone_surrogate_resource_type_is_400(client: TestClient, patient: tuple[
     """A resourceType that is a lone UTF-16 surrogate (\\ud800) is refused with 400, not a 500."""
     headers, _ = patient
     response = client.post("/fhir/Observation", content=b'{"resourceType":"\\ud800"}', headers=headers)
-    issue = assert_outcome(response, 400)
+    issue = assert_outcome(response, 422)
     assert "surrogate" in issue["diagnostics"]
 
 
@@ -213,4 +216,52 @@ def test_invalid_string_inside_a_transaction_is_refused(
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [good, bad]}
     response = client.post("/fhir", content=json.dumps(bundle), headers=headers)
     assert 400 <= response.status_code < 500, response.text
+    assert _everything_parses(client, headers, pid) == before
+
+
+def test_a_transaction_is_validated_before_its_write_transaction(
+    client: TestClient, patient: tuple[dict[str, str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Valid POST entries are validated before the write (outside SQLite's writer lock), not again in it."""
+    headers, pid = patient
+    validated: list[str] = []
+    original = bundles.validate
+
+    def counted(resource: dict[str, Any]) -> None:
+        validated.append(str(resource.get("resourceType")))
+        original(resource)
+
+    def inside(resource: dict[str, Any]) -> None:
+        raise AssertionError(f"{resource.get('resourceType')} validated again in the write transaction")
+
+    monkeypatch.setattr(bundles, "validate", counted)
+    monkeypatch.setattr(writes, "validate", inside)
+    entry = {"resource": _observation(pid), "request": {"method": "POST", "url": "Observation"}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry, entry]}
+    response = client.post("/fhir", content=json.dumps(bundle), headers=headers)
+    assert response.status_code == 200, response.text
+    assert validated == ["Observation", "Observation"]
+
+
+def test_an_entry_invalid_once_its_references_are_resolved_is_validated_in_the_call(
+    client: TestClient, patient: tuple[dict[str, str], str], services: Services
+) -> None:
+    """Checked before the write as written: "p1" is a valid id, "Observation/<id>" (its resolution) is not.
+
+    The entry is left to the call, which reports it with its position, and nothing is stored.
+    """
+    headers, pid = patient
+    before = _everything_parses(client, headers, pid)
+    first = {
+        "fullUrl": "p1",
+        "resource": _observation(pid),
+        "request": {"method": "POST", "url": "Observation"},
+    }
+    second = {"resource": {**_observation(pid), "id": "p1"}, "request": first["request"]}
+    entries = parse_entries({"entry": [first, second]})
+    assert services.records.bundles.valid_posts(entries) == frozenset({0})
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [first, second]}
+    response = client.post("/fhir", content=json.dumps(bundle), headers=headers)
+    issue = assert_outcome(response, 422)
+    assert issue["diagnostics"].startswith("Entry 1: Observation is not valid FHIR R4: id")
     assert _everything_parses(client, headers, pid) == before

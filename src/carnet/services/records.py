@@ -491,7 +491,13 @@ class Records:
 
     def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
-        return self._write("transaction", "Bundle", lambda call: self._svc.bundles.process(call, entries))
+        bundles = self._svc.bundles
+        # Validated before the transaction when this call opens its own (on SQLite a unit of the
+        # group commit: not inside the writer lock), as it would be first thing for each entry.
+        validated = bundles.valid_posts(entries) if self._session is None else frozenset()
+        return self._write(
+            "transaction", "Bundle", lambda call: bundles.process(call, entries, validated=validated)
+        )
 
     def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a batch Bundle: each entry on its own; failures are reported per entry."""

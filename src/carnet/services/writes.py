@@ -234,8 +234,8 @@ class Writes:
         DocumentReference of the same Bundle that points to a Binary; ``unique_checked``: the
         caller looked for a document with this one's uniqueId in this call and found none
         (Simplified Publish, before making its Binaries), so it is not looked for again;
-        ``validated``: the caller validated it in this call (Simplified Publish), so it is not
-        validated again.
+        ``validated``: the caller validated it (Simplified Publish in this call, a transaction
+        Bundle's entry just before it), so it is not validated again.
 
         Raises:
             InvalidResource: not valid R4, or a clinical resource without its patient.
