@@ -174,3 +174,41 @@ def test_a_lone_unit_commits_before_run_returns(services: Services) -> None:
     with services.store.session() as session:
         assert session.latest_checkpoint(9) == (1, b"note 9")
     assert (group.batches, group.units, group.pending) == (1, 1, 0)
+
+
+def test_units_queued_while_the_leader_waits_for_the_writer_lock_join_its_batch(services: Services) -> None:
+    """On SQLite the leader takes its batch once it holds the writer lock, not before.
+
+    While another writer (the other worker process) holds the lock, the units queued behind the
+    waiting leader commit in its batch: one batch of three, not the leader alone then the others.
+    """
+    if not services.store.single_writer:
+        pytest.skip("PostgreSQL has no writer lock to wait for")
+    group = GroupCommit(services.store)
+    holding, done = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        with services.store.session(write=True):
+            holding.set()
+            assert done.wait(timeout=10)
+
+    holder = threading.Thread(target=other_writer)
+    holder.start()
+    assert holding.wait(timeout=10)
+    results: list[object] = [None] * 3
+
+    def call(index: int) -> None:
+        results[index] = group.run(checkpoint(index))
+
+    threads = [threading.Thread(target=call, args=(0,))]
+    threads[0].start()
+    wait_until(lambda: group.pending == 1)  # the leader's own unit, still queued while it waits
+    threads += [threading.Thread(target=call, args=(index,)) for index in (1, 2)]
+    for thread in threads[1:]:
+        thread.start()
+    wait_until(lambda: group.pending == 3)
+    done.set()
+    for thread in [holder, *threads]:
+        thread.join(timeout=30)
+    assert results == [0, 1, 2]
+    assert (group.batches, group.units) == (1, 3)
