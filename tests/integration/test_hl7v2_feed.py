@@ -602,6 +602,35 @@ def test_a_feeds_document_is_validated_once_and_an_invalid_one_refused(
         records.publish({**draft, "date": "yesterday"})
 
 
+
+def test_a_messages_document_is_checked_before_its_transaction(
+    client: TestClient, services: Services, auth: Mint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DocumentReference built from a message is checked when the message is read, not in its write.
+
+    Inside the transaction (SQLite's writer lock) only what it adds is validated: the feed among
+    the authors, what a replacement replaces. A draft that fails the early check is checked again
+    there and refused as before (``test_refusals_are_application_errors_with_their_code``).
+    """
+    from carnet.services import documents
+
+    hospital = Hospital(client, services, auth)
+
+    def inside(document: Any) -> None:
+        raise AssertionError("the whole document was checked again in the write transaction")
+
+    monkeypatch.setattr(documents, "check_publishable", inside)
+    first = _cda()
+    status, ack = hospital.post(_message(first, "C1"))
+    assert (status, str(ack.segment("MSA")[1])) == (200, "AA")
+    status, ack = hospital.post(_message(_replacing(first), "C2", kind="MDM", action="replace"))
+    assert (status, str(ack.segment("MSA")[1])) == (200, "AA")
+    current = [d for d in hospital.documents() if d["status"] == "current"]
+    assert len(current) == 1
+    assert current[0]["relatesTo"][0]["code"] == "replaces"
+    assert any(a.get("identifier", {}).get("system") == FEED_SYSTEM for a in current[0]["author"])
+
+
 # -- several documents in one message (an ORU's level 1 and level 3 CDA of one report) ---------------
 
 

@@ -162,7 +162,8 @@ class Documents:
                 "securityContext": {"reference": f"Patient/{patient_id}"},
                 "data": data,
             }
-            made = self._writes.create(call, binary).stored
+            # Valid by construction: the document's validated contentType and base64, a reference.
+            made = self._writes.create(call, binary, validated=True).stored
             del attachment["data"]
             attachment["url"] = f"Binary/{made.resource_id}"
         # Validated by check_publishable; since then only its attachments' size, hash and url and
@@ -185,7 +186,7 @@ class Documents:
                 "date": instant(self._clock()),
                 "entry": [{"item": {"reference": f"DocumentReference/{result.stored.resource_id}"}}],
             }
-            self._writes.create(call, submission)
+            self._writes.create(call, submission, validated=True)  # valid by construction
         return result
 
     def locate_unique(self, call: Call, patient_id: str, system: str, value: str) -> Stored | None:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,6 +59,7 @@ from carnet.domain.errors import (
 )
 from carnet.domain.feeds import DeadLetter, Feed, LetterStatus, feed_principal
 from carnet.domain.policy import AccessMode
+from carnet.domain.validation import validate
 from carnet.feeds.cda import PS_NATIONAL_ID_ROOT, CDADocument, parse_cda
 from carnet.feeds.cda_metadata import document_reference_from_cda, master_identifier_for
 from carnet.feeds.hl7v2 import (
@@ -74,6 +75,7 @@ from carnet.feeds.hl7v2 import (
     parse_message,
     read_header,
 )
+from carnet.services.documents import check_publishable
 from carnet.services.feed_inbox import FeedInbox
 from carnet.services.feed_registry import FeedRegistry
 from carnet.services.ports import StoreSession
@@ -122,7 +124,9 @@ class _ReadDocument:
 
     ``document`` is the DocumentReference built from the CDA and labelled by the metadata OBXs,
     for a record not yet known (its subject, the feed among its authors and what it replaces
-    are set in the transaction); ``document_error`` why it could not be built.
+    are set in the transaction); ``document_error`` why it could not be built. ``checked``:
+    :func:`check_publishable` accepted ``document`` as it is (then only what the transaction
+    adds is validated there, not its ~100 KB content inside SQLite's writer lock).
     """
 
     obx: int
@@ -131,6 +135,7 @@ class _ReadDocument:
     cda_error: CarnetError | None = None
     document: dict[str, Any] | None = None
     document_error: CarnetError | None = None
+    checked: bool = False
 
     @property
     def where(self) -> str:
@@ -187,7 +192,11 @@ def _read_document(message: DocumentMessage, found: Document) -> _ReadDocument:
         document = _draft(cda, found.cda, message.flags)
     except CarnetError as exc:
         return _ReadDocument(found.obx, found.cda, cda=cda, document_error=exc)
-    return _ReadDocument(found.obx, found.cda, cda=cda, document=document)
+    try:
+        check_publishable(document)
+    except CarnetError:  # checked again in the transaction, which reports it in its order
+        return _ReadDocument(found.obx, found.cda, cda=cda, document=document)
+    return _ReadDocument(found.obx, found.cda, cda=cda, document=document, checked=True)
 
 
 def _draft(cda: CDADocument, raw: bytes, flags: Flags) -> dict[str, Any]:
@@ -486,7 +495,7 @@ class HL7v2Intake:
                 hl7_code="101",
                 location=where,
             )
-        return _Placed(where=where, patient_id=patient_id, draft=draft, parent=parent)
+        return _Placed(where=where, patient_id=patient_id, draft=draft, parent=parent, checked=read.checked)
 
     def _write(
         self,
@@ -518,8 +527,9 @@ class HL7v2Intake:
                 document["relatesTo"] = [
                     {"code": "replaces", "target": {"identifier": master_identifier_for(placed.parent)}}
                 ]
+            checked = placed.checked and _additions_valid(document)
             try:
-                result = records.publish(document, already_told=told)
+                result = records.publish(document, already_told=told, checked=checked)
             except AccessDenied as exc:
                 if "feed-ask-patient" in exc.reasons:
                     # "Ask me first": the document waits, sealed, for the patient's decision.
@@ -574,6 +584,30 @@ class _Placed:
     draft: dict[str, Any] | None = None
     parent: Any = None
     unique: dict[str, str] | None = None
+    #: ``check_publishable`` accepted the draft before the transaction (:class:`_ReadDocument`).
+    checked: bool = False
+
+
+def _additions_valid(document: Mapping[str, Any]) -> bool:
+    """Whether what the transaction added to a checked draft is valid R4: its authors, what it replaces.
+
+    Checked alone, in a DocumentReference holding only them (and its required elements): the
+    draft's other elements were accepted before, and the subject set here is a reference to a
+    record's id. A False lets :func:`check_publishable` judge the whole document as before.
+    """
+    added = {k: document[k] for k in ("author", "relatesTo") if k in document}
+    try:
+        validate(
+            {
+                "resourceType": "DocumentReference",
+                "status": "current",
+                "content": [{"attachment": {"contentType": "text/xml"}}],
+                **added,
+            }
+        )
+    except CarnetError:
+        return False
+    return True
 
 
 def _located(exc: CarnetError, where: str) -> FeedMessageError:

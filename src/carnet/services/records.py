@@ -520,23 +520,30 @@ class Records:
         )
 
     def publish(
-        self, document: Mapping[str, Any], *, accepted_offer: bool = False, already_told: bool = False
+        self,
+        document: Mapping[str, Any],
+        *,
+        accepted_offer: bool = False,
+        already_told: bool = False,
+        checked: bool = False,
     ) -> WriteResult:
         """Simplified Publish (IHE MHD ITI-105): store a DocumentReference carrying its document inline.
 
         ``accepted_offer``: a feed's document the patient accepted from their inbox (used by
         :class:`carnet.services.feed_inbox.FeedInbox` only). ``already_told``: the patient gets
         no new-document notice for it, another document of the same message told them
-        (:class:`carnet.services.feed_intake.HL7v2Intake`).
+        (:class:`carnet.services.feed_intake.HL7v2Intake`). ``checked``: the caller made sure
+        that :func:`check_publishable` accepts this document (the HL7 v2 intake, before its
+        transaction), so it is not checked again.
 
         Raises:
             InvalidResource: no inline document, bad base64, size or hash mismatch, no patient.
         """
         # Checked before the transaction when this call opens its own (a unit of the group
         # commit on SQLite: not inside the writer lock), as it would be first thing inside it.
-        checked = self._session is None
-        if checked:
+        if not checked and self._session is None:
             check_publishable(document)
+            checked = True
 
         def work(call: Call) -> WriteResult:
             call.accepted_offer = accepted_offer
