@@ -602,7 +602,6 @@ def test_a_feeds_document_is_validated_once_and_an_invalid_one_refused(
         records.publish({**draft, "date": "yesterday"})
 
 
-
 def test_a_messages_document_is_checked_before_its_transaction(
     client: TestClient, services: Services, auth: Mint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
