@@ -198,6 +198,64 @@ def _search_by_tokens(ids: int | None, hashes: tuple[int | None, ...]) -> Select
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _search_by_resources(typed: bool, ids: int | None) -> Select[Any]:
+    """A search without token filters, driven by the record's resources (PostgreSQL).
+
+    The same rows as :func:`_search_statement`, in the same order: the record's current
+    resources (of the type, of the ids), then each one's version by primary key in a
+    ``LATERAL`` subquery (``LIMIT 1``: one version per key, and the subquery is not flattened
+    into a join whose plan depends on an estimate). psycopg prepares a statement at its fifth
+    use, and PostgreSQL then plans it once for every record (a generic plan), from the average
+    record: about one Observation per record in a store of 1,000 small ones. The join was then
+    planned as a nested loop that read, for each version of the record, all its resources of the
+    type and compared their ids (a join filter, not an index condition): ``Observation?date=ge``
+    in a record of 368 Observations compared 67,528 rows, 24 ms instead of 0.5. Whatever the
+    estimate, a search now costs one primary-key look-up per resource (~1.2 ms for 368).
+    """
+    listed = select(resources.c.resource_type, resources.c.resource_id, resources.c.version_id).where(
+        resources.c.patient_id == bindparam("p"), resources.c.deleted.is_(False)
+    )
+    if typed:
+        listed = listed.where(resources.c.resource_type == bindparam("t"))
+    if ids != 0:
+        listed = listed.where(_in(resources.c.resource_id, "ids", ids))
+    listed_rows = listed.subquery("listed")
+    version = (
+        select(*_VERSION_COLUMNS)
+        .where(
+            resource_versions.c.patient_id == bindparam("p"),
+            resource_versions.c.resource_type == listed_rows.c.resource_type,
+            resource_versions.c.resource_id == listed_rows.c.resource_id,
+            resource_versions.c.version_id == listed_rows.c.version_id,
+        )
+        .limit(1)
+        .lateral("version")
+    )
+    return (
+        select(*version.c)
+        .select_from(listed_rows)
+        .join(version, true())
+        .order_by(version.c.resource_type, version.c.resource_id)
+    )
+
+
+def _search_query(sqlite: bool, typed: bool, ids: int | None, hashes: tuple[int | None, ...]) -> Select[Any]:
+    """The statement of a search of this shape on this backend (built once per shape).
+
+    SQLite plans the join and the ``IN (SELECT …)`` form from the record's rows already; on
+    PostgreSQL a search is driven by its token matches, or without token filters by the
+    record's resources, so that neither the statistics nor a generic plan decide its cost.
+    """
+    if sqlite:
+        return _search_statement(typed, ids, hashes)
+    if not hashes:
+        return _search_by_resources(typed, ids)
+    if typed:
+        return _search_by_tokens(ids, hashes)
+    return _search_statement(typed, ids, hashes)
+
+
 # The live records registered under an identifier hash (a feed's INS, a patient's sign-in).
 _IDENTITIES = (
     select(identities.c.patient_id)
@@ -467,10 +525,8 @@ class SQLStoreSession(
         fixed = all(0 < len(values) <= _FIXED_LIST for values in lists)
         id_count = (len(ids) if fixed else None) if ids else 0
         hash_counts = tuple(len(hashes) if fixed else None for _, hashes in token_filters)
-        if resource_type is not None and token_filters and self._c.dialect.name != "sqlite":
-            query = _search_by_tokens(id_count, hash_counts)
-        else:  # SQLite plans the IN (SELECT …) form from the matches already
-            query = _search_statement(resource_type is not None, id_count, hash_counts)
+        sqlite = self._c.dialect.name == "sqlite"
+        query = _search_query(sqlite, resource_type is not None, id_count, hash_counts)
         params: dict[str, Any] = {"p": patient_id}
         if resource_type is not None:
             params["t"] = resource_type
