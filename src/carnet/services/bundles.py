@@ -7,6 +7,7 @@ each in its own (the record access opens one call per batch entry).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -39,6 +40,20 @@ from carnet.services.writes import Writes
 NewId = Callable[[], str]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prepared:
+    """A Bundle's entries ready to process: the POSTs' ids, the resolved resources, the valid POSTs.
+
+    ``assigned`` maps an entry's position to its new id; ``resolved`` holds each entry's resource
+    with the Bundle's references replaced (None without one); ``valid`` the positions of the POST
+    entries already found valid (:meth:`Bundles.prepare`), not validated again.
+    """
+
+    assigned: dict[int, str]
+    resolved: list[dict[str, Any] | None]
+    valid: frozenset[int]
+
+
 class Bundles:
     """The entries of transactions (all or nothing) and batches (entry by entry)."""
 
@@ -48,32 +63,33 @@ class Bundles:
         self._search = search
         self._new_id = new_id
 
-    def valid_posts(self, entries: Sequence[EntryRequest]) -> frozenset[int]:
-        """The positions of the POST entries whose resources are valid FHIR R4, checked before the call.
+    def prepare(self, entries: Sequence[EntryRequest]) -> Prepared:
+        """Give a transaction's POST entries their ids, resolve its references and validate, before its call.
 
-        For :meth:`process`'s ``validated``: a transaction's validation, its largest cost after the
-        writes, then runs before its write transaction instead of inside it (on SQLite, inside the
-        writer lock every other writer waits for). Each resource is validated as :meth:`process`
-        will write it: its Bundle references resolved, here to ids drawn for this check only (the
-        ids drawn in the call have the same form, so the outcome is the same). Only success is
-        kept: an entry found invalid is validated again in the call, which reports it in its
-        order and with its position, exactly as without this check.
+        For :meth:`process` on a store that writes one transaction at a time (SQLite): this work,
+        a Bundle's largest after its writes, then runs before the write transaction instead of
+        inside the writer lock every other writer waits for. Ids are drawn as :meth:`process`
+        draws them where no record keys them (not on Citus, where it draws its own). Only
+        validation's success is kept: an entry found invalid is validated again in the call,
+        which reports it in its order and with its position, exactly as without this step.
         """
         mapping: dict[str, str] = {}
         assigned: dict[int, str] = {}
         for index, entry in enumerate(entries):
             if entry.method == "POST" and entry.full_url and entry.resource is not None:
                 self._assign(entry, self._new_id(), index, mapping, assigned)
+        resolved = [replace_strings(e.resource, mapping) if e.resource is not None else None for e in entries]
         valid: set[int] = set()
         for index, entry in enumerate(entries):
-            if entry.method != "POST" or entry.resource is None:
+            resource = resolved[index]
+            if entry.method != "POST" or resource is None:
                 continue
             try:
-                validate(replace_strings(entry.resource, mapping))
+                validate(resource)
             except CarnetError:
                 continue
             valid.add(index)
-        return frozenset(valid)
+        return Prepared(assigned=assigned, resolved=resolved, valid=frozenset(valid))
 
     def process(
         self,
@@ -81,34 +97,22 @@ class Bundles:
         entries: Sequence[EntryRequest],
         *,
         first: int = 0,
-        validated: frozenset[int] = frozenset(),
+        prepared: Prepared | None = None,
     ) -> list[EntryResponse]:
         """Process Bundle entries in one call: POSTs get their ids first, then DELETE, POST, PUT, GET.
 
         ``first`` is the Bundle position of ``entries[0]`` (a batch processes one entry at a time);
-        ``validated``: the positions of the POST entries :meth:`valid_posts` found valid.
+        ``prepared``: what :meth:`prepare` made of these entries (not used where ids are keyed).
 
         Raises:
             CarnetError: the first entry that failed, its message prefixed with its position.
         """
-        mapping: dict[str, str] = {}
-        assigned: dict[int, str] = {}
-        posted = [
-            i for i, e in enumerate(entries) if e.method == "POST" and e.full_url and e.resource is not None
-        ]
-        # The Patients' ids first (a record's id is its Patient's): each other resource's id is
-        # drawn for the record it names (on Citus it carries that record's shard, docs/scale.md).
-        patients = [i for i in posted if (entries[i].resource or {}).get("resourceType") == "Patient"]
-        for index in patients:
-            self._assign(entries[index], self._new_id(), index, mapping, assigned)
         # Only where ids carry a key (Citus; the directory's answer is remembered): a second walk
         # of each resource is not spent elsewhere.
         keyed = bool(call.session.id_prefix(DIRECTORY))
-        owners = self._owners(entries, [i for i in posted if i not in assigned], mapping) if keyed else {}
-        for index in posted:
-            if index not in assigned:
-                new_id = self._writes.new_id(call, owners[index]) if index in owners else self._new_id()
-                self._assign(entries[index], new_id, index, mapping, assigned)
+        if prepared is None or keyed:
+            prepared = self._resolve(call, entries, keyed=keyed)
+        assigned, resolved, validated = prepared.assigned, prepared.resolved, prepared.valid
         rank = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
         # Within POSTs: the Patient (the record) first, then Binaries (so that the
         # DocumentReferences pointing to them can check their hash and size), then the rest.
@@ -121,7 +125,6 @@ class Bundles:
                 i,
             ),
         )
-        resolved = [replace_strings(e.resource, mapping) if e.resource is not None else None for e in entries]
         hints = self._binary_hints(r for r in resolved if r is not None)
         responses: dict[int, EntryResponse] = {}
         for index in order:
@@ -138,6 +141,26 @@ class Bundles:
                 error.args = (error.message,)
                 raise
         return [responses[i] for i in range(len(entries))]
+
+    def _resolve(self, call: Call, entries: Sequence[EntryRequest], *, keyed: bool) -> Prepared:
+        """Give the POST entries their ids in the call and resolve the Bundle's references (none validated)."""
+        mapping: dict[str, str] = {}
+        assigned: dict[int, str] = {}
+        posted = [
+            i for i, e in enumerate(entries) if e.method == "POST" and e.full_url and e.resource is not None
+        ]
+        # The Patients' ids first (a record's id is its Patient's): each other resource's id is
+        # drawn for the record it names (on Citus it carries that record's shard, docs/scale.md).
+        patients = [i for i in posted if (entries[i].resource or {}).get("resourceType") == "Patient"]
+        for index in patients:
+            self._assign(entries[index], self._new_id(), index, mapping, assigned)
+        owners = self._owners(entries, [i for i in posted if i not in assigned], mapping) if keyed else {}
+        for index in posted:
+            if index not in assigned:
+                new_id = self._writes.new_id(call, owners[index]) if index in owners else self._new_id()
+                self._assign(entries[index], new_id, index, mapping, assigned)
+        resolved = [replace_strings(e.resource, mapping) if e.resource is not None else None for e in entries]
+        return Prepared(assigned=assigned, resolved=resolved, valid=frozenset())
 
     @staticmethod
     def _assign(

@@ -492,11 +492,12 @@ class Records:
     def transaction(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
         """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
         bundles = self._svc.bundles
-        # Validated before the transaction when this call opens its own (on SQLite a unit of the
-        # group commit: not inside the writer lock), as it would be first thing for each entry.
-        validated = bundles.valid_posts(entries) if self._session is None else frozenset()
+        # On SQLite, when this call opens its own transaction (a unit of the group commit), the
+        # entries get their ids, references and validation before it: not in the writer lock.
+        single = self._session is None and self._svc.store.single_writer
+        prepared = bundles.prepare(entries) if single else None
         return self._write(
-            "transaction", "Bundle", lambda call: bundles.process(call, entries, validated=validated)
+            "transaction", "Bundle", lambda call: bundles.process(call, entries, prepared=prepared)
         )
 
     def batch(self, entries: Sequence[EntryRequest]) -> list[EntryResponse]:
