@@ -26,8 +26,6 @@ from carnet.domain.validation import _model, _without_large_data, validate
 from carnet.domain.validation_fast import accepts
 from records import hl7_examples, spread, synthea_bundles
 
-pytestmark = pytest.mark.skipif(not synthea_bundles(), reason="the shared Synthea corpus is absent")
-
 
 def _models_accept(resource: dict[str, Any]) -> bool:
     light, _ = _without_large_data(resource)
@@ -52,6 +50,7 @@ def _corpus() -> tuple[dict[str, Any], ...]:
     return _synthea() + tuple(r for r in examples if r.get("resourceType") in SUPPORTED_TYPES)
 
 
+@pytest.mark.external
 def test_the_quick_check_carries_the_corpus_and_accepts_only_what_the_models_accept() -> None:
     corpus = _corpus()
     accepted = [r for r in corpus if accepts(r)]
@@ -178,6 +177,7 @@ def test_a_contained_resource_of_an_unknown_type_is_refused_not_an_error() -> No
         validate(observation)
 
 
+@pytest.mark.external
 @settings(max_examples=1_500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_on_mutations_the_quick_check_never_accepts_what_the_models_refuse(resource: dict[str, Any]) -> None:
