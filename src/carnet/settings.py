@@ -274,6 +274,19 @@ def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(witnesses)
 
 
+def _local_base_url(env: Mapping[str, str]) -> str:
+    """The FHIR API's address when ``CARNET_BASE_URL`` is not set: this server's host and port.
+
+    A server listening on every address (``0.0.0.0``, ``::``) is named by its loopback address.
+    """
+    host = env.get("CARNET_HOST", "127.0.0.1")
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (read, not bound: the wildcard addresses)
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{_int(env, 'CARNET_PORT', 8000)}/fhir"
+
+
 def load(env: Mapping[str, str]) -> Settings:
     """Build the settings from an environment mapping.
 
@@ -309,7 +322,7 @@ def load(env: Mapping[str, str]) -> Settings:
         pkcs11_pin=env.get("CARNET_PKCS11_PIN"),
         policy_profile=profile,
         max_body_bytes=_int(env, "CARNET_MAX_BODY_BYTES", 20_000_000),
-        base_url=env.get("CARNET_BASE_URL", "http://127.0.0.1:8000/fhir").rstrip("/"),
+        base_url=env.get("CARNET_BASE_URL", _local_base_url(env)).rstrip("/"),
         host=env.get("CARNET_HOST", "127.0.0.1"),
         port=_int(env, "CARNET_PORT", 8000),
         oidc_issuer=env.get("CARNET_OIDC_ISSUER"),

@@ -17,6 +17,17 @@ def test_defaults() -> None:
     assert settings.effective_database_url == "sqlite:///var/data/carnet.sqlite3"
 
 
+def test_the_api_address_follows_the_port_unless_set() -> None:
+    """Without CARNET_BASE_URL the links name the host and port served (`carnet demo` prints them)."""
+    assert load({}).base_url == "http://127.0.0.1:8000/fhir"
+    assert load({"CARNET_PORT": "8765"}).base_url == "http://127.0.0.1:8765/fhir"
+    wildcard = {"CARNET_HOST": "0.0.0.0", "CARNET_PORT": "9000"}  # noqa: S104 (a setting, nothing bound)
+    assert load(wildcard).base_url == "http://127.0.0.1:9000/fhir"
+    assert load({"CARNET_HOST": "::1"}).base_url == "http://[::1]:8000/fhir"
+    public = {"CARNET_PORT": "8765", "CARNET_BASE_URL": "https://carnet.example.fr/fhir/"}
+    assert load(public).base_url == "https://carnet.example.fr/fhir"
+
+
 def test_unknown_key_stops_start_up() -> None:
     """A typo in a CARNET_* name is an error naming it."""
     with pytest.raises(ConfigurationError, match="CARNET_DATABSE_URL"):
