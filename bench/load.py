@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,13 +232,22 @@ class AnswerError(Exception):
     """A request of :func:`post_all` was not answered 200 (its status and the start of its body)."""
 
 
-def _read_answer(sock: socket.socket, pending: bytearray) -> tuple[int, bytes]:
-    """Read one HTTP/1.1 answer from ``sock`` (``pending``: bytes already received); return status and body."""
-    while b"\r\n\r\n" not in pending:
+def _receive_until(sock: socket.socket, pending: bytearray, enough: Callable[[bytearray], bool]) -> None:
+    """Receive from ``sock`` into ``pending`` until ``enough(pending)``.
+
+    Raises:
+        AnswerError: the server closed the connection first.
+    """
+    while not enough(pending):
         chunk = sock.recv(65536)
         if not chunk:
             raise AnswerError("the server closed the connection")
         pending += chunk
+
+
+def _read_answer(sock: socket.socket, pending: bytearray) -> tuple[int, bytes]:
+    """Read one HTTP/1.1 answer from ``sock`` (``pending``: bytes already received); return status and body."""
+    _receive_until(sock, pending, lambda got: b"\r\n\r\n" in got)
     end = pending.index(b"\r\n\r\n")
     head = bytes(pending[:end]).decode("latin-1").split("\r\n")
     del pending[: end + 4]
@@ -247,11 +257,7 @@ def _read_answer(sock: socket.socket, pending: bytearray) -> tuple[int, bytes]:
     }
     if "content-length" in fields:
         length = int(fields["content-length"])
-        while len(pending) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise AnswerError("the server closed the connection")
-            pending += chunk
+        _receive_until(sock, pending, lambda got: len(got) >= length)
         body = bytes(pending[:length])
         del pending[:length]
         return status, body
@@ -259,20 +265,13 @@ def _read_answer(sock: socket.socket, pending: bytearray) -> tuple[int, bytes]:
         raise AnswerError(f"an answer with neither Content-Length nor chunks: {head[:1]}")
     body_parts: list[bytes] = []
     while True:
-        while b"\r\n" not in pending:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise AnswerError("the server closed the connection")
-            pending += chunk
+        _receive_until(sock, pending, lambda got: b"\r\n" in got)
         line_end = pending.index(b"\r\n")
         size = int(bytes(pending[:line_end]).split(b";", 1)[0], 16)
-        while len(pending) < line_end + 2 + size + 2:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise AnswerError("the server closed the connection")
-            pending += chunk
-        body_parts.append(bytes(pending[line_end + 2 : line_end + 2 + size]))
-        del pending[: line_end + 2 + size + 2]
+        chunk_end = line_end + 2 + size
+        _receive_until(sock, pending, lambda got, end=chunk_end + 2: len(got) >= end)
+        body_parts.append(bytes(pending[line_end + 2 : chunk_end]))
+        del pending[: chunk_end + 2]
         if size == 0:
             return status, b"".join(body_parts)
 

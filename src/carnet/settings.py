@@ -274,17 +274,16 @@ def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(witnesses)
 
 
-def _local_base_url(env: Mapping[str, str]) -> str:
+def _local_base_url(host: str, port: int) -> str:
     """The FHIR API's address when ``CARNET_BASE_URL`` is not set: this server's host and port.
 
     A server listening on every address (``0.0.0.0``, ``::``) is named by its loopback address.
     """
-    host = env.get("CARNET_HOST", "127.0.0.1")
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 (read, not bound: the wildcard addresses)
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{_int(env, 'CARNET_PORT', 8000)}/fhir"
+    return f"http://{host}:{port}/fhir"
 
 
 def load(env: Mapping[str, str]) -> Settings:
@@ -310,6 +309,7 @@ def load(env: Mapping[str, str]) -> Settings:
     provider = env.get("CARNET_KEY_PROVIDER", "local")
     if provider not in ("local", "pkcs11"):
         raise ConfigurationError("CARNET_KEY_PROVIDER must be 'local' or 'pkcs11'.")
+    host, port = env.get("CARNET_HOST", "127.0.0.1"), _int(env, "CARNET_PORT", 8000)
     settings = Settings(
         mode=mode,
         data_dir=Path(env.get("CARNET_DATA_DIR", "var/data")),
@@ -322,9 +322,9 @@ def load(env: Mapping[str, str]) -> Settings:
         pkcs11_pin=env.get("CARNET_PKCS11_PIN"),
         policy_profile=profile,
         max_body_bytes=_int(env, "CARNET_MAX_BODY_BYTES", 20_000_000),
-        base_url=env.get("CARNET_BASE_URL", _local_base_url(env)).rstrip("/"),
-        host=env.get("CARNET_HOST", "127.0.0.1"),
-        port=_int(env, "CARNET_PORT", 8000),
+        base_url=(env.get("CARNET_BASE_URL") or _local_base_url(host, port)).rstrip("/"),
+        host=host,
+        port=port,
         oidc_issuer=env.get("CARNET_OIDC_ISSUER"),
         oidc_audience=env.get("CARNET_OIDC_AUDIENCE", "carnet"),
         oidc_jwks_file=Path(env["CARNET_OIDC_JWKS_FILE"]) if env.get("CARNET_OIDC_JWKS_FILE") else None,

@@ -22,11 +22,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 
 from carnet.api.app import Services
 from carnet.services.ports import StoredVersion
-from carnet.store.distribution import is_citus
+from statements import plain_postgres, sent_with_parameters
 
 PATIENT = "p-search-by-resources"
 OBSERVATIONS = 300
@@ -88,27 +88,18 @@ def test_searches_without_tokens_find_the_current_versions_on_every_backend(serv
 def test_a_typed_search_reads_its_rows_once_under_a_generic_plan(services: Services) -> None:
     """On plain PostgreSQL, analysed, the generic plan of a search of 300 Observations scans < 1,500 rows."""
     engine = services.store.engine
-    with engine.connect() as connection:
-        citus = is_citus(connection)
-    if engine.dialect.name == "sqlite" or citus:
+    if not plain_postgres(engine):
         pytest.skip("generic plans are plain PostgreSQL's (SQLite plans each statement; Citus per shard)")
     _fill(services)
     with engine.connect() as connection:
         connection.execute(text("ANALYZE resources"))
         connection.execute(text("ANALYZE resource_versions"))
         connection.commit()
-    seen: list[tuple[str, Any]] = []
-
-    def keep(_c: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
-        if "resource_versions" in statement:
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        with services.store.session() as session:
-            assert len(session.search(PATIENT, "Observation", [], [])) == OBSERVATIONS
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
+    with (
+        sent_with_parameters(engine, lambda statement: "resource_versions" in statement) as seen,
+        services.store.session() as session,
+    ):
+        assert len(session.search(PATIENT, "Observation", [], [])) == OBSERVATIONS
     statement, parameters = seen[-1]
     scanned = _scanned_rows(_generic_plan(engine, statement, parameters))
     # The join form scanned 45,300 rows here: for each of the 300 versions, 150 resources on average.

@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from carnet.api.app import Services
 from carnet.services.ports import StoredVersion
-from carnet.store.distribution import is_citus
+from statements import plain_postgres, sent_with_parameters
 
 PATIENT = "p-search-by-tokens"
 DOCUMENTS = 300
@@ -74,28 +72,19 @@ def test_token_searches_find_the_same_rows_on_every_backend(services: Services) 
 def test_a_token_search_reads_pages_for_its_matches_not_the_record(services: Services) -> None:
     """On plain PostgreSQL without statistics, an identifier search in a record of 300 reads < 200 pages."""
     engine = services.store.engine
-    with engine.connect() as connection:
-        citus = is_citus(connection)
-    if engine.dialect.name == "sqlite" or citus:
+    if not plain_postgres(engine):
         pytest.skip(
             "the page count is plain PostgreSQL's plan (SQLite plans from the matches; Citus per shard)"
         )
     _fill(services)
-    seen: list[tuple[str, Any]] = []
-
-    def keep(_c: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
-        if "search_tokens" in statement:
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        with services.store.session() as session:
-            filters = [("identifier", [_hash("id", 200)])]
-            assert [v.resource_id for v in session.search(PATIENT, "DocumentReference", [], filters)] == [
-                "doc-00200"
-            ]
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
+    with (
+        sent_with_parameters(engine, lambda statement: "search_tokens" in statement) as seen,
+        services.store.session() as session,
+    ):
+        filters = [("identifier", [_hash("id", 200)])]
+        assert [v.resource_id for v in session.search(PATIENT, "DocumentReference", [], filters)] == [
+            "doc-00200"
+        ]
     statement, parameters = seen[-1]
     with engine.connect() as connection:
         cursor = connection.connection.dbapi_connection.cursor()

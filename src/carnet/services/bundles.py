@@ -6,6 +6,7 @@ each in its own (the record access opens one call per batch entry).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,15 +74,10 @@ class Bundles:
         validation's success is kept: an entry found invalid is validated again in the call,
         which reports it in its order and with its position, exactly as without this step.
         """
-        mapping: dict[str, str] = {}
-        assigned: dict[int, str] = {}
-        for index, entry in enumerate(entries):
-            if entry.method == "POST" and entry.full_url and entry.resource is not None:
-                self._assign(entry, self._new_id(), index, mapping, assigned)
-        resolved = [replace_strings(e.resource, mapping) if e.resource is not None else None for e in entries]
+        prepared = self._resolve(entries)
         valid: set[int] = set()
         for index, entry in enumerate(entries):
-            resource = resolved[index]
+            resource = prepared.resolved[index]
             if entry.method != "POST" or resource is None:
                 continue
             try:
@@ -89,7 +85,7 @@ class Bundles:
             except CarnetError:
                 continue
             valid.add(index)
-        return Prepared(assigned=assigned, resolved=resolved, valid=frozenset(valid))
+        return dataclasses.replace(prepared, valid=frozenset(valid))
 
     def process(
         self,
@@ -111,7 +107,7 @@ class Bundles:
         # of each resource is not spent elsewhere.
         keyed = bool(call.session.id_prefix(DIRECTORY))
         if prepared is None or keyed:
-            prepared = self._resolve(call, entries, keyed=keyed)
+            prepared = self._resolve(entries, keyed_in=call if keyed else None)
         assigned, resolved, validated = prepared.assigned, prepared.resolved, prepared.valid
         rank = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
         # Within POSTs: the Patient (the record) first, then Binaries (so that the
@@ -142,8 +138,11 @@ class Bundles:
                 raise
         return [responses[i] for i in range(len(entries))]
 
-    def _resolve(self, call: Call, entries: Sequence[EntryRequest], *, keyed: bool) -> Prepared:
-        """Give the POST entries their ids in the call and resolve the Bundle's references (none validated)."""
+    def _resolve(self, entries: Sequence[EntryRequest], *, keyed_in: Call | None = None) -> Prepared:
+        """Give the POST entries their ids and resolve the Bundle's references (none validated).
+
+        ``keyed_in``: the call whose store keys ids by record (Citus), which draws them there.
+        """
         mapping: dict[str, str] = {}
         assigned: dict[int, str] = {}
         posted = [
@@ -154,11 +153,14 @@ class Bundles:
         patients = [i for i in posted if (entries[i].resource or {}).get("resourceType") == "Patient"]
         for index in patients:
             self._assign(entries[index], self._new_id(), index, mapping, assigned)
-        owners = self._owners(entries, [i for i in posted if i not in assigned], mapping) if keyed else {}
-        for index in posted:
-            if index not in assigned:
-                new_id = self._writes.new_id(call, owners[index]) if index in owners else self._new_id()
-                self._assign(entries[index], new_id, index, mapping, assigned)
+        others = [i for i in posted if i not in assigned]
+        owners = self._owners(entries, others, mapping) if keyed_in is not None else {}
+        for index in others:
+            owner = owners.get(index)
+            new_id = (
+                self._new_id() if keyed_in is None or owner is None else self._writes.new_id(keyed_in, owner)
+            )
+            self._assign(entries[index], new_id, index, mapping, assigned)
         resolved = [replace_strings(e.resource, mapping) if e.resource is not None else None for e in entries]
         return Prepared(assigned=assigned, resolved=resolved, valid=frozenset())
 
