@@ -21,6 +21,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,7 +199,12 @@ def main() -> None:
             per_process = [load.cpu_seconds([p]) for p in pids]
             database = load.BackendCPU(settings.database_url)
             own = time.process_time()
+            # The connections each worker serves, sampled once the burst's connections are open.
+            held: list[int] = []
+            sampler = threading.Timer(0.3, lambda: held.extend(load.connections_of(pids, port)))
+            sampler.start()
             accepted, latencies, seconds = asyncio.run(_burst(port, messages[warm:], args.connections))
+            sampler.join()
             cpu = load.cpu_seconds(pids) - cpu
             used = [load.cpu_seconds([p]) - b for p, b in zip(pids, per_process, strict=True)]
             database_cpu = database.used()
@@ -207,9 +213,12 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         sent = len(messages) - warm
-        # Each worker listens on the MLLP port with SO_REUSEPORT: the kernel hashes each connection to
-        # one of them, so the split of the connections (and of the work) changes from run to run.
+        # Each worker listens on the MLLP port with SO_REUSEPORT; the kernel hashes each connection to
+        # one of them, and the workers even the connections out (carnet.feeds.mllp.Balance).
         split = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used if u > 0.01 * sum(used))
+        connections = (
+            "/".join(str(n) for n, u in zip(held, used, strict=False) if u > 0.01 * sum(used)) or "–"
+        )
         print(
             f"## HL7 v2 over MLLP, {args.backend}, {args.workers} worker(s), {args.connections} connections, "
             f"~{args.size // 1000} KB CDA\n"
@@ -220,14 +229,15 @@ def main() -> None:
         )
         print(
             "| messages | AA | seconds | documents/s | server CPU ms/document | PostgreSQL backends' CPU "
-            "ms/document | ACK p50 ms | ACK p95 ms | ACK p99 ms | CPU split between workers % |"
+            "ms/document | ACK p50 ms | ACK p95 ms | ACK p99 ms | CPU split between workers % | "
+            "connections per worker |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         print(
             f"| {sent} | {accepted} | {seconds:.1f} | {accepted / seconds:.0f} | {1000 * cpu / max(sent, 1):.1f} | "
             f"{1000 * database_cpu / max(sent, 1):.1f} | "
             f"{percentile(latencies, 0.5) * 1000:.0f} | {percentile(latencies, 0.95) * 1000:.0f} | "
-            f"{percentile(latencies, 0.99) * 1000:.0f} | {split} |"
+            f"{percentile(latencies, 0.99) * 1000:.0f} | {split} | {connections} |"
         )
         if accepted != sent:
             raise SystemExit(f"{sent - accepted} messages were not acknowledged AA")

@@ -6,11 +6,14 @@ the record is read back by its patient through the FHIR API.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
 import copy
 import functools
+import os
 import re
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -234,6 +237,113 @@ def test_worker_listeners_share_the_mllp_port(client: TestClient, services: Serv
     assert not alone
     assert sorted(_msa(frames[0]) for frames in replies) == [("AA", f"W{n}") for n in range(6)]
     assert len(hospital.documents()) == 6
+
+
+async def _settled(*listeners: mllp.Listener, connections: int) -> tuple[int, ...]:
+    """Each listener's connections once they hold ``connections`` between them (2 s at most)."""
+    deadline = time.monotonic() + 2
+    while sum(listener.connections for listener in listeners) < connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return tuple(listener.connections for listener in listeners)
+
+
+async def _ack(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: bytes) -> bytes:
+    """Send one message on an open connection and return its ACK frame."""
+    writer.write(mllp.frame(message))
+    await writer.drain()
+    return await anext(mllp.read_frames(reader, max_bytes=1 << 20))
+
+
+def test_worker_listeners_even_out_their_connections(
+    client: TestClient, services: Services, auth: Mint
+) -> None:
+    """Two listeners of one port (two workers of carnet serve) hold eight connections four and four
+    however the kernel handed them out: here every connection reaches the first (the second
+    listens on another loopback address), which passes every other one to the second over the
+    balance's Unix socket; each passed connection is served whole (its message ACKed AA, stored).
+    Without the balance the first would hold all eight."""
+    hospital = Hospital(client, services, auth)
+    parent_id = re.search(rb'<id root="([0-9.]+)" />', _cda())
+    assert parent_id is not None
+    documents = [
+        _cda().replace(parent_id.group(0), b'<id root="2.25.%d" />' % (556_000 + n), 1) for n in range(8)
+    ]
+
+    async def run() -> tuple[tuple[int, ...], int, int, list[bytes]]:
+        first = await start_mllp(services, feed_id="hopital-a", host="127.0.0.1", port=0, reuse_port=True)
+        port = first.sockets[0].getsockname()[1]
+        second = await start_mllp(services, feed_id="hopital-a", host="127.0.0.2", port=port, reuse_port=True)
+        assert first.balance is not None
+        assert second.balance is not None
+        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in documents]
+        try:
+            held = await _settled(first, second, connections=len(documents))
+            acks = [
+                await _ack(reader, writer, _message(cda, f"E{n}"))
+                for n, ((reader, writer), cda) in enumerate(zip(opened, documents, strict=True))
+            ]
+            return held, first.balance.handed_off, second.balance.handed_over, acks
+        finally:
+            for _, writer in opened:
+                writer.close()
+            for server in (first, second):
+                server.close()
+                await server.wait_closed()
+
+    held, handed_off, handed_over, acks = run_to_end(run())
+    assert held == (4, 4)
+    assert handed_off == handed_over == 4
+    assert [_msa(ack) for ack in acks] == [("AA", f"E{n}") for n in range(8)]
+    assert len(hospital.documents()) == 8
+
+
+def test_balance_strikes_a_listener_that_is_gone_and_refuses_foreign_descriptors(
+    client: TestClient, services: Services, auth: Mint, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener left in the balance's table by a process that died (its inbox gone) is struck
+    out and the connection meant for it is served where it was accepted; a descriptor sent to a
+    listener's inbox that is not a TCP connection to its port (a pipe here) is closed, never served."""
+    hospital = Hospital(client, services, auth)
+
+    async def run() -> tuple[int, bool, int, bytes]:
+        listener = await start_mllp(services, feed_id="hopital-a", host="127.0.0.1", port=0, reuse_port=True)
+        balance = listener.balance
+        assert balance is not None
+        ghost = 0x5EED
+        with balance._table() as table:  # a slot whose process lives (ours) but whose inbox is gone
+            free = next(index for index, slot in enumerate(table) if slot[2] == 0)
+            table[free] = [os.getpid(), 0, ghost]
+        port = listener.sockets[0].getsockname()[1]
+        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        read_end, write_end = os.pipe()
+        try:
+            held = (await _settled(listener, connections=2))[0]
+            with balance._table() as table:
+                struck = all(slot[2] != ghost for slot in table)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+                rights = array.array("i", [read_end])
+                sender.sendmsg(
+                    [b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], 0, mllp._address(balance.token)
+                )
+            await asyncio.sleep(0.2)
+            reader, writer = opened[1]
+            return held, struck, balance.handed_over, await _ack(reader, writer, _message(_cda(), "G1"))
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+            for _, writer in opened:
+                writer.close()
+            listener.close()
+            await listener.wait_closed()
+
+    with caplog.at_level("WARNING", logger="carnet.mllp"):
+        held, struck, handed_over, ack = run_to_end(run())
+    assert held == 2
+    assert struck
+    assert handed_over == 0
+    assert "not a connection to this port was refused" in caplog.text
+    assert _msa(ack) == ("AA", "G1")
+    assert len(hospital.documents()) == 1
 
 
 def test_resent_message_stores_one_document(client: TestClient, services: Services, auth: Mint) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import ssl
@@ -219,7 +218,7 @@ async def start_mllp(
     port: int,
     tls: ssl.SSLContext | None = None,
     reuse_port: bool = False,
-) -> asyncio.Server:
+) -> mllp.Listener:
     """Listen for HL7 v2 messages over MLLP; each is answered by its ACK (and ZAM).
 
     The port does not say who sends. Over plain TCP the listener serves one feed (``feed_id``)
@@ -228,7 +227,8 @@ async def start_mllp(
     on a connection whose certificate no feed registered, or another feed's than ``feed_id``
     when one is given, is answered ``AR`` and dead-lettered, never stored. ``reuse_port``: every
     worker process of ``carnet serve`` listens on the port (``SO_REUSEPORT``), so that each core
-    takes messages; a connection stays with the worker that accepted it (its frames in order).
+    takes messages, and they even out their connections through a table in the data directory
+    (``mllp.Balance``); a connection stays with the worker that serves it (its frames in order).
 
     Raises:
         NotFound: ``feed_id`` is not registered. ConfigurationError: plain TCP without a feed
@@ -261,7 +261,13 @@ async def start_mllp(
         return [receipt.ack] if receipt.business is None else [receipt.ack, receipt.business]
 
     return await mllp.serve(
-        host, port, handle, max_bytes=services.settings.max_body_bytes, tls=tls, reuse_port=reuse_port
+        host,
+        port,
+        handle,
+        max_bytes=services.settings.max_body_bytes,
+        tls=tls,
+        reuse_port=reuse_port,
+        balance=(services.settings.data_dir / "mllp") if reuse_port else None,
     )
 
 
