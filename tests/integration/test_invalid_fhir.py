@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from carnet.api.app import Services
 from carnet.api.fhir import parse_entries
-from carnet.services import bundles, writes
+from carnet.services import bundles, vault, writes
 from minting import Mint
 from outcomes import assert_outcome
 
@@ -246,6 +246,60 @@ def test_a_transaction_is_validated_before_its_write_transaction(
     response = client.post("/fhir", content=json.dumps(bundle), headers=headers)
     assert response.status_code == 200, response.text
     assert validated == ["Observation", "Observation"]
+
+
+def test_a_transactions_search_hashes_and_new_record_key_are_made_before_its_write_transaction(
+    client: TestClient, auth: Mint, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a transaction that opens a record (its Patient and two Observations naming it by
+    the Bundle's fullUrl) has its record key and every entry's blind search hashes made before
+    the write (outside the writer lock): none is made in it, and each resource is found by them."""
+    if not services.store.single_writer:
+        pytest.skip("PostgreSQL writes transactions side by side: their hashes are made in them")
+    headers = auth(kind="patient", identifier=f"{INS}|2840399123457")
+    written: list[tuple[str, bool]] = []
+    original = writes.Writes._write
+
+    def spy(self: writes.Writes, call: Any, **arguments: Any) -> Any:
+        derived = arguments.get("derived")
+        ready = (
+            derived is not None
+            and derived.hashes is not None
+            and derived.patient_id == arguments["patient_id"]
+        )
+        written.append((arguments["resource_type"], ready))
+        return original(self, call, **arguments)
+
+    def inside(*_: Any, **__: Any) -> None:
+        raise AssertionError("made in the write transaction")
+
+    monkeypatch.setattr(writes.Writes, "_write", spy)
+    monkeypatch.setattr(vault.Vault, "create_key", inside)
+    record = "urn:uuid:3f8a2b1c-0d4e-4f5a-9b6c-7d8e9f0a1b2c"
+    person = {"resourceType": "Patient", "identifier": [{"system": INS, "value": "2840399123457"}]}
+    weight, height = _observation("x"), _observation("x")
+    height["code"] = {"coding": [{"system": LOINC, "code": "8302-2"}]}
+    for observation in (weight, height):
+        observation["subject"] = {"reference": record}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": record, "resource": person, "request": {"method": "POST", "url": "Patient"}},
+            *({"resource": r, "request": {"method": "POST", "url": "Observation"}} for r in (weight, height)),
+        ],
+    }
+    response = client.post("/fhir", content=json.dumps(bundle), headers=headers)
+    assert response.status_code == 200, response.text
+    assert written == [("Patient", True), ("Observation", True), ("Observation", True)]
+    locations = [e["response"]["location"].split("/")[1] for e in response.json()["entry"]]
+    found = client.get(
+        f"/fhir/Observation?subject=Patient/{locations[0]}&code={LOINC}|8302-2", headers=headers
+    )
+    assert found.status_code == 200, found.text
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [locations[2]]
+    by_identifier = client.get(f"/fhir/Patient?identifier={INS}|2840399123457", headers=headers)
+    assert [e["resource"]["id"] for e in by_identifier.json()["entry"]] == [locations[0]]
 
 
 def test_an_entry_invalid_once_its_references_are_resolved_is_validated_in_the_call(

@@ -36,7 +36,7 @@ from carnet.services.reads import Reads
 from carnet.services.record_search import Search
 from carnet.services.record_types import EntryRequest, EntryResponse
 from carnet.services.vault import DIRECTORY
-from carnet.services.writes import Writes
+from carnet.services.writes import Derived, Writes
 
 NewId = Callable[[], str]
 
@@ -53,6 +53,8 @@ class Prepared:
     assigned: dict[int, str]
     resolved: list[dict[str, Any] | None]
     valid: frozenset[int]
+    #: What each valid POST entry's write derives from its resource alone, by position.
+    derived: dict[int, Derived] = dataclasses.field(default_factory=dict)
 
 
 class Bundles:
@@ -75,7 +77,7 @@ class Bundles:
         which reports it in its order and with its position, exactly as without this step.
         """
         prepared = self._resolve(entries)
-        valid: set[int] = set()
+        valid: list[int] = []
         for index, entry in enumerate(entries):
             resource = prepared.resolved[index]
             if entry.method != "POST" or resource is None:
@@ -84,8 +86,16 @@ class Bundles:
                 validate(resource)
             except CarnetError:
                 continue
-            valid.add(index)
-        return dataclasses.replace(prepared, valid=frozenset(valid))
+            valid.append(index)
+        # The new Patients first: the entries of their records are hashed under their new keys.
+        index_keys: dict[str, bytes] = {}
+        derived: dict[int, Derived] = {}
+        resolved = prepared.resolved
+        for index in sorted(valid, key=lambda i: (resolved[i] or {}).get("resourceType") != "Patient"):
+            derived[index] = self._writes.derive(
+                resolved[index] or {}, prepared.assigned.get(index), index_keys
+            )
+        return dataclasses.replace(prepared, valid=frozenset(valid), derived=derived)
 
     def process(
         self,
@@ -130,7 +140,13 @@ class Bundles:
                 deadline.check()
                 hint = hints.get(f"Binary/{assigned.get(index)}")
                 responses[index] = self._entry(
-                    call, entry, resource, assigned.get(index), hint, validated=index in validated
+                    call,
+                    entry,
+                    resource,
+                    assigned.get(index),
+                    hint,
+                    validated=index in validated,
+                    derived=prepared.derived.get(index),
                 )
             except CarnetError as error:
                 error.message = f"Entry {first + index}: {error.message}"
@@ -243,6 +259,7 @@ class Bundles:
         hint: str | None = None,
         *,
         validated: bool = False,
+        derived: Derived | None = None,
     ) -> EntryResponse:
         path, _, query_string = entry.url.partition("?")
         parts = [p for p in path.strip("/").split("/") if p]
@@ -261,6 +278,7 @@ class Bundles:
                 assigned_id=assigned_id,
                 hint=hint,
                 validated=validated,
+                derived=derived,
             )
             stored = result.stored
             return EntryResponse(

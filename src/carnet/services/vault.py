@@ -112,9 +112,18 @@ class Vault:
 
     def create_key(self, session: StoreSession, patient_id: str, now: datetime) -> bytes:
         """Create, wrap and store a new record key; return it."""
-        key = self.cipher.generate_key()
-        session.put_key(patient_id, split_and_wrap(self.keys, self.shares, key), now)
+        key, wrapped = self.new_key()
+        self.store_key(session, patient_id, wrapped, now)
         return key
+
+    def new_key(self) -> tuple[bytes, WrappedKey]:
+        """Create a new record key and wrap it (its erasure share made durable); store nothing else."""
+        key = self.cipher.generate_key()
+        return key, split_and_wrap(self.keys, self.shares, key)
+
+    def store_key(self, session: StoreSession, patient_id: str, wrapped: WrappedKey, now: datetime) -> None:
+        """Store a new record's wrapped key (from :meth:`new_key`) in ``session``."""
+        session.put_key(patient_id, wrapped, now)
 
     def key(self, session: StoreSession, patient_id: str, now: datetime) -> bytes:
         """Return a record's key, creating the reserved records' keys on first use.

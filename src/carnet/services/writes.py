@@ -24,6 +24,7 @@ from carnet.domain.errors import (
     PreconditionFailed,
     RecordShredded,
 )
+from carnet.domain.keys import WrappedKey
 from carnet.domain.policy import Action, DocumentFacts, Visibility
 from carnet.domain.principal import ActorKind
 from carnet.domain.resources import is_directory_type, patient_references
@@ -53,6 +54,27 @@ def serialise_criteria(call: Call, resource_type: str, params: Sequence[tuple[st
 
 Clock = Callable[[], datetime]
 NewId = Callable[[], str]
+
+
+Tokens = set[tuple[str, tuple[str, ...]]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Derived:
+    """What a create derives from its resource alone, worked out before the write transaction.
+
+    A transaction Bundle's POST entries on SQLite (:meth:`carnet.services.bundles.Bundles.prepare`):
+    this work then runs outside the writer lock every other writer waits for. ``tokens``: the
+    resource's :func:`index_tokens` (its own elements only, not the id, version or time the write
+    gives it). ``patient_id`` and ``hashes``: the record the entry names and the tokens' blind
+    hashes under that record's key, used only if the entry lands there. ``new_key``: for a new
+    Patient, its record key and the key wrapped (its erasure share made durable already).
+    """
+
+    tokens: Tokens
+    patient_id: str | None = None
+    hashes: set[tuple[str, bytes]] | None = None
+    new_key: tuple[bytes, WrappedKey] | None = None
 
 
 class Writes:
@@ -117,6 +139,32 @@ class Writes:
         """
         return call.session.id_prefix(patient_id) + self._new_id()
 
+    def derive(
+        self, resource: Mapping[str, Any], assigned_id: str | None, index_keys: dict[str, bytes]
+    ) -> Derived:
+        """Work out a valid new resource's :class:`Derived` before the write transaction.
+
+        A Patient with its ``assigned_id`` gets its new record key here (``index_keys`` then holds
+        that record's blind-index key); another resource gets its blind hashes when the first
+        patient it names is such a record (where :meth:`place` will put it). A Patient's key made
+        for a Bundle that then fails (or a conditional create that finds its match) is never
+        stored: its erasure share is left unused, as a failed write's is.
+        """
+        tokens = index_tokens(resource)
+        new_key = None
+        if resource.get("resourceType") == "Patient":
+            if assigned_id is None:
+                return Derived(tokens)
+            new_key = self._vault.new_key()
+            index_keys[assigned_id] = self._vault.index_key(new_key[0])
+            patient_id: str | None = assigned_id
+        else:
+            patient_id = next(patient_references(resource), None)
+        index_key = index_keys.get(patient_id) if patient_id is not None else None
+        if index_key is None:
+            return Derived(tokens)
+        return Derived(tokens, patient_id, self._vault.hashes_under(index_key, tokens), new_key)
+
     def ensure_record(self, call: Call, patient_id: str) -> bytes:
         """Return the key of a record that exists.
 
@@ -138,7 +186,12 @@ class Writes:
         resource_id: str,
         version_id: int,
         resource: Mapping[str, Any] | None,
+        derived: Derived | None = None,
     ) -> Stored:
+        """Write one version, its search index and its journal trail in the call's transaction.
+
+        ``derived``: its index tokens (and their blind hashes) worked out before the transaction.
+        """
         session = call.session
         now = self._clock()
         if resource_type == "Patient":
@@ -171,17 +224,16 @@ class Writes:
         )
         if resource_type == "Binary" and body is not None:
             call.written_binaries[(patient_id, resource_id)] = body
-        tokens = index_tokens(body) if body is not None else set()
-        index_key = call.index_keys.get(patient_id)
-        if index_key is None:
-            index_key = call.index_keys[patient_id] = self._vault.index_key(key)
-        session.set_tokens(
-            patient_id,
-            resource_type,
-            resource_id,
-            self._vault.hashes_under(index_key, tokens),
-            new=version_id == 1,
-        )
+        hashes = derived.hashes if derived is not None and derived.patient_id == patient_id else None
+        if hashes is None:
+            tokens = (
+                (index_tokens(body) if derived is None else derived.tokens) if body is not None else set()
+            )
+            index_key = call.index_keys.get(patient_id)
+            if index_key is None:
+                index_key = call.index_keys[patient_id] = self._vault.index_key(key)
+            hashes = self._vault.hashes_under(index_key, tokens)
+        session.set_tokens(patient_id, resource_type, resource_id, hashes, new=version_id == 1)
         if resource_type == "Patient":
             session.set_identities(patient_id, self._identity_hashes(call, body))
         written = Stored(
@@ -227,6 +279,7 @@ class Writes:
         hint: str | None = None,
         unique_checked: bool = False,
         validated: bool = False,
+        derived: Derived | None = None,
     ) -> WriteResult:
         """Create a resource with a server-assigned id (conditionally, with ``If-None-Exist``).
 
@@ -235,7 +288,8 @@ class Writes:
         caller looked for a document with this one's uniqueId in this call and found none
         (Simplified Publish, before making its Binaries), so it is not looked for again;
         ``validated``: the caller validated it (Simplified Publish in this call, a transaction
-        Bundle's entry just before it), so it is not validated again.
+        Bundle's entry just before it), so it is not validated again; ``derived``: what the
+        caller worked out from it before the transaction (:class:`Derived`).
 
         Raises:
             InvalidResource: not valid R4, or a clinical resource without its patient.
@@ -249,7 +303,9 @@ class Writes:
         resource_type = str(resource["resourceType"])
         actor = call.actor
         if resource_type == "Patient":
-            return self._open_record(call, resource, if_none_exist=if_none_exist, assigned_id=assigned_id)
+            return self._open_record(
+                call, resource, if_none_exist=if_none_exist, assigned_id=assigned_id, derived=derived
+            )
         patient_id = self.place(call, resource, hint)
         # Feeds and professionals write by classCode (registered categories, the matrix).
         writes_by_class = actor.kind in (ActorKind.FEED, ActorKind.PROFESSIONAL)
@@ -286,6 +342,7 @@ class Writes:
             resource_id=resource_id,
             version_id=1,
             resource=resource,
+            derived=derived,
         )
         if resource_type == "DocumentReference":
             self._supersede(call, resource, patient_id, resource_id)
@@ -298,6 +355,7 @@ class Writes:
         *,
         if_none_exist: str | None,
         assigned_id: str | None,
+        derived: Derived | None = None,
     ) -> WriteResult:
         """Create a Patient: a new record, with its own key.
 
@@ -312,7 +370,11 @@ class Writes:
             if existing is not None:
                 return WriteResult(stored=existing, created=False)
         patient_id = assigned_id or self._new_id()
-        key = self._vault.create_key(call.session, patient_id, self._clock())
+        if derived is not None and derived.new_key is not None and derived.patient_id == patient_id:
+            key, wrapped = derived.new_key  # made before the transaction (Bundles.prepare)
+            self._vault.store_key(call.session, patient_id, wrapped, self._clock())
+        else:
+            key = self._vault.create_key(call.session, patient_id, self._clock())
         call.keys[patient_id] = key
         stored = self._write(
             call,
@@ -322,6 +384,7 @@ class Writes:
             resource_id=patient_id,
             version_id=1,
             resource=patient,
+            derived=derived,
         )
         actor = call.actor
         if actor.kind is ActorKind.PATIENT and actor.patient_id is None:
