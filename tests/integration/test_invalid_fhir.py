@@ -253,7 +253,8 @@ def test_a_transactions_search_hashes_and_new_record_key_are_made_before_its_wri
 ) -> None:
     """On SQLite a transaction that opens a record (its Patient and two Observations naming it by
     the Bundle's fullUrl) has its record key and every entry's blind search hashes made before
-    the write (outside the writer lock): none is made in it, and each resource is found by them."""
+    the write (outside the writer lock, giving way to its holder): none is made in it, and each
+    resource is found by them."""
     if not services.store.single_writer:
         pytest.skip("PostgreSQL writes transactions side by side: their hashes are made in them")
     headers = auth(kind="patient", identifier=f"{INS}|2840399123457")
@@ -273,8 +274,10 @@ def test_a_transactions_search_hashes_and_new_record_key_are_made_before_its_wri
     def inside(*_: Any, **__: Any) -> None:
         raise AssertionError("made in the write transaction")
 
+    paused: list[int] = []
     monkeypatch.setattr(writes.Writes, "_write", spy)
     monkeypatch.setattr(vault.Vault, "create_key", inside)
+    monkeypatch.setattr(services.store, "writer_first", lambda: paused.append(1))
     record = "urn:uuid:3f8a2b1c-0d4e-4f5a-9b6c-7d8e9f0a1b2c"
     person = {"resourceType": "Patient", "identifier": [{"system": INS, "value": "2840399123457"}]}
     weight, height = _observation("x"), _observation("x")
@@ -292,6 +295,7 @@ def test_a_transactions_search_hashes_and_new_record_key_are_made_before_its_wri
     response = client.post("/fhir", content=json.dumps(bundle), headers=headers)
     assert response.status_code == 200, response.text
     assert written == [("Patient", True), ("Observation", True), ("Observation", True)]
+    assert len(paused) == 6  # before each entry's validation and its derivation: way given to the writer
     locations = [e["response"]["location"].split("/")[1] for e in response.json()["entry"]]
     found = client.get(
         f"/fhir/Observation?subject=Patient/{locations[0]}&code={LOINC}|8302-2", headers=headers

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from carnet.store.writer_lock import WriterLock, sqlite_file
+from carnet.store.writer_lock import WRITER_FIRST_WAIT, WriterLock, sqlite_file, writer_first
 from sqlite_store import taken_elsewhere
 
 
@@ -63,3 +63,40 @@ def test_a_second_thread_waits_for_the_first(tmp_path: Path) -> None:
 def test_sqlite_file_of_a_url(url: str, expected: Path | None) -> None:
     """The lock sits beside the database file; an in-memory database has only the thread lock."""
     assert sqlite_file(url) == expected
+
+
+def test_writer_first_waits_while_a_thread_of_the_process_holds_a_writer_lock(tmp_path: Path) -> None:
+    """Preparing work gives way to the writer: ``writer_first`` returns at once while no thread holds a
+    writer lock, waits while one does (whichever database), and never longer than its bound."""
+    lock = WriterLock(tmp_path / "carnet.db")
+    started = time.perf_counter()
+    writer_first()
+    assert time.perf_counter() - started < 0.01
+    inside, leave = threading.Event(), threading.Event()
+
+    def writer(hold: float) -> None:
+        with lock.held():
+            inside.set()
+            leave.wait(hold)
+
+    holder = threading.Thread(target=writer, args=(0.02,))
+    holder.start()
+    inside.wait()
+    started = time.perf_counter()
+    writer_first()  # returns when the writer leaves, ~0.02 s later
+    waited = time.perf_counter() - started
+    holder.join()
+    assert 0.005 < waited < WRITER_FIRST_WAIT
+    inside.clear()
+    holder = threading.Thread(target=writer, args=(5.0,))
+    holder.start()
+    inside.wait()
+    started = time.perf_counter()
+    writer_first()  # a writer that stays: no longer than the bound
+    waited = time.perf_counter() - started
+    leave.set()
+    holder.join()
+    assert WRITER_FIRST_WAIT * 0.9 < waited < WRITER_FIRST_WAIT + 0.05
+    started = time.perf_counter()
+    writer_first()
+    assert time.perf_counter() - started < 0.01

@@ -66,7 +66,9 @@ class Bundles:
         self._search = search
         self._new_id = new_id
 
-    def prepare(self, entries: Sequence[EntryRequest]) -> Prepared:
+    def prepare(
+        self, entries: Sequence[EntryRequest], *, pause: Callable[[], None] | None = None
+    ) -> Prepared:
         """Give a transaction's POST entries their ids, resolve its references and validate, before its call.
 
         For :meth:`process` on a store that writes one transaction at a time (SQLite): this work,
@@ -75,6 +77,7 @@ class Bundles:
         draws them where no record keys them (not on Citus, where it draws its own). Only
         validation's success is kept: an entry found invalid is validated again in the call,
         which reports it in its order and with its position, exactly as without this step.
+        ``pause`` is called before each entry's work: the store's :meth:`Store.writer_first`.
         """
         prepared = self._resolve(entries)
         valid: list[int] = []
@@ -82,6 +85,8 @@ class Bundles:
             resource = prepared.resolved[index]
             if entry.method != "POST" or resource is None:
                 continue
+            if pause is not None:
+                pause()
             try:
                 validate(resource)
             except CarnetError:
@@ -92,6 +97,8 @@ class Bundles:
         derived: dict[int, Derived] = {}
         resolved = prepared.resolved
         for index in sorted(valid, key=lambda i: (resolved[i] or {}).get("resourceType") != "Patient"):
+            if pause is not None:
+                pause()
             derived[index] = self._writes.derive(
                 resolved[index] or {}, prepared.assigned.get(index), index_keys
             )

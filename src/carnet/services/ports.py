@@ -506,6 +506,15 @@ class Store(Protocol):
     #: One transaction writes at a time (SQLite): concurrent writes gain by sharing a commit.
     single_writer: bool
 
+    def writer_first(self) -> None:
+        """Wait, briefly, while a thread of this process holds the single writer's lock.
+
+        Called by work that prepares a write before its transaction (a Bundle's validation):
+        it would otherwise take the interpreter from the thread in the lock, which every writer
+        of every worker waits for. Returns at once where writers run side by side.
+        """
+        ...
+
     def session(
         self, *, write: bool = False, committed: Callable[[], None] | None = None
     ) -> AbstractContextManager[StoreSession]:

@@ -493,9 +493,10 @@ class Records:
         """Process a transaction Bundle atomically: every entry succeeds or nothing is written."""
         bundles = self._svc.bundles
         # On SQLite, when this call opens its own transaction (a unit of the group commit), the
-        # entries get their ids, references and validation before it: not in the writer lock.
+        # entries get their ids, references, validation and index before it: not in the writer
+        # lock, and giving way to this process's thread in it (Store.writer_first).
         single = self._session is None and self._svc.store.single_writer
-        prepared = bundles.prepare(entries) if single else None
+        prepared = bundles.prepare(entries, pause=self._svc.store.writer_first) if single else None
         return self._write(
             "transaction", "Bundle", lambda call: bundles.process(call, entries, prepared=prepared)
         )

@@ -49,7 +49,7 @@ from carnet.store.tables import (
     search_tokens,
 )
 from carnet.store.wal_sync import SYNC_AFTER
-from carnet.store.writer_lock import WriterLock, sqlite_file
+from carnet.store.writer_lock import WriterLock, sqlite_file, writer_first
 
 _VERSION_COLUMNS = (
     resource_versions.c.patient_id,
@@ -571,6 +571,11 @@ class SQLStore:
         self._locations_joined = self._sqlite or not _has_citus(engine)
         #: Where the journal's logs live, read by the first session (carnet.store.journal_logs).
         self.logs = JournalLogs()
+
+    def writer_first(self) -> None:
+        """Wait briefly while a thread of this process holds SQLite's writer lock (:func:`writer_first`)."""
+        if self._writers is not None:
+            writer_first()
 
     @contextmanager
     def session(
