@@ -6,7 +6,8 @@ transport alone: :func:`serve` listens, reads the frames of each connection in o
 each with what the ``handler`` it is given returns (the composition root hands in the use case of
 :mod:`carnet.services.feed_intake`, run off the event loop). A connection that sends more than
 ``max_bytes`` without closing a frame, or bytes outside a frame, is closed: nothing is
-acknowledged that was not read whole.
+acknowledged that was not read whole. The listeners of one port in several worker processes even
+out their connections (:class:`Balance`), each connection served whole by one of them.
 """
 
 from __future__ import annotations
@@ -208,17 +209,20 @@ class Listener:
 
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                connection, _ = await loop.sock_accept(sock)
-            except OSError as exc:  # out of descriptors, or memory: try again shortly
-                log.warning("MLLP accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            if self.balance is not None and self.balance.hand_off(connection):
-                connection.close()  # the other listener holds its own copy of the descriptor
-                continue
-            self.adopt(connection)
+        try:
+            while True:
+                try:
+                    connection, _ = await loop.sock_accept(sock)
+                except OSError as exc:  # out of descriptors, or memory: try again shortly
+                    log.warning("MLLP accept failed: %s", exc)
+                    await asyncio.sleep(0.1)
+                    continue
+                if self.balance is not None and self.balance.hand_off(connection):
+                    connection.close()  # the other listener holds its own copy of the descriptor
+                    continue
+                self.adopt(connection)
+        finally:  # cancelled by close(): the loop no longer watches the socket
+            sock.close()
 
     def adopt(self, connection: socket.socket) -> None:
         """Serve an accepted connection here (the balance, if any, has counted it here)."""
@@ -249,9 +253,10 @@ class Listener:
     def close(self) -> None:
         """Stop accepting (the connections being served go on) and leave the balance."""
         for task in self._accepting:
-            task.cancel()
-        for sock in self.sockets:
-            sock.close()
+            task.cancel()  # each closes its socket as it ends
+        if not self._accepting:
+            for sock in self.sockets:
+                sock.close()
         if self.balance is not None:
             self.balance.close()
 
