@@ -141,6 +141,8 @@ async def serve(
     if balance is not None and reuse_port:
         try:
             listener.balance = Balance(balance / f"balance-{min(listener.ports)}", listener)
+        except OSError as exc:  # a read-only data directory: the kernel's spread alone, as before
+            log.warning("MLLP connections not evened out between the workers: %s", exc)
         except BaseException:
             listener.close()
             raise
@@ -224,6 +226,10 @@ class Listener:
         finally:  # cancelled by close(): the loop no longer watches the socket
             sock.close()
 
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
     def adopt(self, connection: socket.socket) -> None:
         """Serve an accepted connection here (the balance, if any, has counted it here)."""
         self.connections += 1
@@ -253,16 +259,22 @@ class Listener:
     def close(self) -> None:
         """Stop accepting (the connections being served go on) and leave the balance."""
         for task in self._accepting:
-            task.cancel()  # each closes its socket as it ends
-        if not self._accepting:
-            for sock in self.sockets:
-                sock.close()
+            task.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._close_sockets()
+        else:  # after the cancelled accepts have let go of them (a task not started yet included)
+            loop.call_soon(self._close_sockets)
         if self.balance is not None:
             self.balance.close()
 
     async def wait_closed(self) -> None:
-        """Wait until the listener no longer accepts."""
+        """Wait until the listener no longer accepts (its port free)."""
         await asyncio.gather(*self._accepting, return_exceptions=True)
+        self._close_sockets()
 
     async def serve_forever(self) -> None:
         """Accept until cancelled (``carnet feeds mllp``)."""
