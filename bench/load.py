@@ -114,28 +114,27 @@ class BackendCPU:
         return sum(cpu_seconds([pid]) - self.before.get(pid, 0.0) for pid in backend_pids(self.url))
 
 
-def listeners(port: int) -> int:
-    """How many sockets listen on a local TCP port (``/proc/net/tcp``: one per worker with SO_REUSEPORT)."""
-    count = 0
+def _tcp_inodes(port: int, state: str) -> list[str]:
+    """The socket inodes on a local TCP port in one state (``/proc/net/tcp``: ``0A`` listen, ``01`` established)."""
+    inodes: list[str] = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(FileNotFoundError), open(table) as lines:
             next(lines)
             for line in lines:
                 fields = line.split()
-                count += fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
-    return count
+                if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.append(fields[9])
+    return inodes
+
+
+def listeners(port: int) -> int:
+    """How many sockets listen on a local TCP port (one per worker with SO_REUSEPORT)."""
+    return len(_tcp_inodes(port, "0A"))
 
 
 def connections_of(pids: list[int], port: int) -> list[int]:
     """How many established connections to a local TCP port each process holds now (``/proc``)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(FileNotFoundError), open(table) as lines:
-            next(lines)
-            for line in lines:
-                fields = line.split()
-                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(fields[9])
+    inodes = set(_tcp_inodes(port, "01"))
     counts = []
     for pid in pids:
         held = 0

@@ -211,20 +211,17 @@ class Listener:
 
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                try:
-                    connection, _ = await loop.sock_accept(sock)
-                except OSError as exc:  # out of descriptors, or memory: try again shortly
-                    log.warning("MLLP accept failed: %s", exc)
-                    await asyncio.sleep(0.1)
-                    continue
-                if self.balance is not None and self.balance.hand_off(connection):
-                    connection.close()  # the other listener holds its own copy of the descriptor
-                    continue
-                self.adopt(connection)
-        finally:  # cancelled by close(): the loop no longer watches the socket
-            sock.close()
+        while True:  # until close() cancels it; close() then closes the socket
+            try:
+                connection, _ = await loop.sock_accept(sock)
+            except OSError as exc:  # out of descriptors, or memory: try again shortly
+                log.warning("MLLP accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if self.balance is not None and self.balance.hand_off(connection):
+                connection.close()  # the other listener holds its own copy of the descriptor
+                continue
+            self.adopt(connection)
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:
@@ -434,25 +431,25 @@ class Balance:
 
     def _take(self, fd: int, *, trusted: bool) -> None:
         """Serve one received descriptor if it is a TCP connection to this port; else close it."""
+        refused = "MLLP balance: a descriptor that is not a connection to this port was refused"
         try:
-            connection: socket.socket | None = socket.socket(fileno=fd)
+            connection = socket.socket(fileno=fd)
         except OSError:  # not a socket
             os.close(fd)
-            connection = None
+            log.warning(refused)
+            return
         try:
             ours = (
-                connection is not None
-                and trusted
+                trusted
                 and connection.family in (socket.AF_INET, socket.AF_INET6)
                 and connection.type == socket.SOCK_STREAM
                 and connection.getsockname()[1] in self._ports
             )
         except OSError:
             ours = False
-        if connection is None or not ours:
-            log.warning("MLLP balance: a descriptor that is not a connection to this port was refused")
-            if connection is not None:
-                connection.close()
+        if not ours:
+            log.warning(refused)
+            connection.close()
             return
         self.handed_over += 1
         self._listener.adopt(connection)

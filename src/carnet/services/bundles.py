@@ -80,7 +80,7 @@ class Bundles:
         ``pause`` is called before each entry's work: the store's :meth:`Store.writer_first`.
         """
         prepared = self._resolve(entries)
-        valid: list[int] = []
+        valid: list[tuple[int, dict[str, Any]]] = []
         for index, entry in enumerate(entries):
             resource = prepared.resolved[index]
             if entry.method != "POST" or resource is None:
@@ -91,18 +91,15 @@ class Bundles:
                 validate(resource)
             except CarnetError:
                 continue
-            valid.append(index)
+            valid.append((index, resource))
         # The new Patients first: the entries of their records are hashed under their new keys.
         index_keys: dict[str, bytes] = {}
         derived: dict[int, Derived] = {}
-        resolved = prepared.resolved
-        for index in sorted(valid, key=lambda i: (resolved[i] or {}).get("resourceType") != "Patient"):
+        for index, resource in sorted(valid, key=lambda item: item[1].get("resourceType") != "Patient"):
             if pause is not None:
                 pause()
-            derived[index] = self._writes.derive(
-                resolved[index] or {}, prepared.assigned.get(index), index_keys
-            )
-        return dataclasses.replace(prepared, valid=frozenset(valid), derived=derived)
+            derived[index] = self._writes.derive(resource, prepared.assigned.get(index), index_keys)
+        return dataclasses.replace(prepared, valid=frozenset(i for i, _ in valid), derived=derived)
 
     def process(
         self,

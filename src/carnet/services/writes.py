@@ -226,9 +226,10 @@ class Writes:
             call.written_binaries[(patient_id, resource_id)] = body
         hashes = derived.hashes if derived is not None and derived.patient_id == patient_id else None
         if hashes is None:
-            tokens = (
-                (index_tokens(body) if derived is None else derived.tokens) if body is not None else set()
-            )
+            if body is None:
+                tokens: Tokens = set()
+            else:
+                tokens = derived.tokens if derived is not None else index_tokens(body)
             index_key = call.index_keys.get(patient_id)
             if index_key is None:
                 index_key = call.index_keys[patient_id] = self._vault.index_key(key)
